@@ -1,0 +1,255 @@
+"""The anny body model (NAVER LABS, Apache-2.0) behind fit3d's body-model interface.
+
+* Rig: anny's default rig without fingers, toes and eyes (36 bones). fit3d
+  articulates 19 SMPL-like bones in anny's ``local-ref`` parameterisation
+  (rotations in world-aligned axes about each bone's head, as SMPL's
+  ``body_pose``); every other bone stays at rest.
+* Shape: ``betas`` ``(B, 6)`` are logits of anny's phenotype parameters
+  ``gender, age, muscle, weight, height, proportions`` (each in [0, 1]):
+  ``phenotype = sigmoid(betas + logit(MEAN_PHENOTYPE))``, so ``betas = 0`` is an
+  average young adult of neutral gender.
+* Frames: anny is Z-up, faces -Y and rests in an A-pose. :data:`ANNY_TO_CANONICAL`
+  maps it to SMPL's canonical frame (Y up, facing +Z), the only place this
+  conversion happens; ``body_pose`` axes are expressed in that canonical frame
+  and ``global_orient`` rotates the canonical body about its root joint into the
+  OpenCV camera frame. Unlike SMPL, ``transl`` is the camera-frame position of
+  the root joint (the pelvis), whatever the shape.
+* Keypoints: anny's COCO regressor (17 COCO + 6 foot points). While fitting,
+  only the vertices that carry 99 % of each keypoint's regression weight are
+  skinned (a pruned sub-model, under 0.5 mm from the full regressor); the full
+  mesh is computed only when ``return_vertices=True``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import roma
+import torch
+
+from fit3d.body_models.anny_assets import load_model_data, quiet_warp
+from fit3d.body_models.base import BodyModel, BodyOutput
+from fit3d.data.conventions import KeypointConvention
+
+quiet_warp()
+from anny.models.rigged_model import RiggedModelWithLinearBlendShapes  # noqa: E402
+
+#: fit3d joint name -> anny bone label. Root first; the others are ``body_pose``.
+ANNY_JOINTS: dict[str, str] = {
+    "pelvis": "root",
+    "left_hip": "upperleg01.L",
+    "right_hip": "upperleg01.R",
+    "spine1": "spine05",
+    "left_knee": "lowerleg01.L",
+    "right_knee": "lowerleg01.R",
+    "spine2": "spine03",
+    "left_ankle": "foot.L",
+    "right_ankle": "foot.R",
+    "spine3": "spine01",
+    "neck": "neck01",
+    "left_collar": "clavicle.L",
+    "right_collar": "clavicle.R",
+    "head": "head",
+    "left_shoulder": "upperarm01.L",
+    "right_shoulder": "upperarm01.R",
+    "left_elbow": "lowerarm01.L",
+    "right_elbow": "lowerarm01.R",
+    "left_wrist": "wrist.L",
+    "right_wrist": "wrist.R",
+}
+
+PHENOTYPES = ("gender", "age", "muscle", "weight", "height", "proportions")
+#: Phenotype at ``betas = 0``. anny's age anchors are newborn, baby, child,
+#: young, old at -1/3, 0, 1/3, 2/3, 1: 2/3 is a young adult (~25 years).
+MEAN_PHENOTYPE = (0.5, 2.0 / 3.0, 0.5, 0.5, 0.5, 0.5)
+
+#: Rotation from anny's frame (Z up, facing -Y) to the canonical frame (Y up, facing +Z):
+#: ``(x, y, z) -> (x, z, -y)``.
+ANNY_TO_CANONICAL = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
+
+#: Share of each keypoint's regression weight kept by the pruned fitting sub-model.
+REGRESSOR_MASS = 0.99
+
+
+def _sparsify(weights: torch.Tensor, mass: float) -> torch.Tensor:
+    """Keep per row the largest weights that sum to ``mass`` of the row, renormalised."""
+    out = torch.zeros_like(weights)
+    for k in range(weights.shape[0]):
+        w = weights[k]
+        s, order = torch.sort(w.abs(), descending=True)
+        n = int((torch.cumsum(s, 0) / s.sum() < mass).sum()) + 1
+        sel = order[:n]
+        out[k, sel] = w[sel] / w[sel].sum()
+    return out
+
+
+def _submodel_data(data, vertex_idx: torch.Tensor):
+    """ModelData restricted to the vertices ``vertex_idx`` (no faces, no textures)."""
+    return dataclasses.replace(
+        data,
+        template_vertices=data.template_vertices[vertex_idx],
+        faces=torch.zeros((0, 3), dtype=torch.int64),
+        blendshapes=data.blendshapes[:, vertex_idx],
+        vertex_bone_weights=data.vertex_bone_weights[vertex_idx],
+        vertex_bone_indices=data.vertex_bone_indices[vertex_idx],
+        base_mesh_vertex_indices=data.base_mesh_vertex_indices[vertex_idx],
+        texture_coordinates=None,
+        face_texture_coordinate_indices=None,
+    )
+
+
+class AnnyModel(BodyModel):
+    """anny as a :class:`~fit3d.body_models.base.BodyModel` (see module docstring).
+
+    Args:
+        device: where the buffers live.
+    Raises:
+        ImportError: anny is not installed.
+    """
+
+    name = "anny"
+    num_betas = len(PHENOTYPES)
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        import anny
+
+        data = load_model_data()
+        kwargs = dict(
+            skinning_method="lbs",
+            pose_parameterization="local-ref",
+            bone_orientation="cached",
+            root_identity_orientation=False,
+        )
+        self.full = anny.Anny.from_model_data(data, **kwargs)
+        regressor = anny.KeypointsRegressor.coco(self.full)
+        self.keypoint_convention = KeypointConvention("anny_coco23", tuple(regressor.labels))
+        self.register_buffer("regressor_full", regressor.regression_weights.float(), persistent=False)
+        sparse = _sparsify(regressor.regression_weights.float(), REGRESSOR_MASS)
+        keep = torch.nonzero(sparse.abs().sum(0) > 0).squeeze(1)
+        self.fit = anny.Anny.from_model_data(_submodel_data(data, keep), **kwargs)
+        self.register_buffer("regressor_pruned", sparse[:, keep].contiguous(), persistent=False)
+
+        bone_labels = list(self.full.bone_labels)
+        self.joint_names = tuple(ANNY_JOINTS)
+        self.register_buffer(
+            "joint_bones", torch.tensor([bone_labels.index(b) for b in ANNY_JOINTS.values()]), persistent=False
+        )
+        self.num_bones = len(bone_labels)
+        self.register_buffer("to_canonical", ANNY_TO_CANONICAL.clone(), persistent=False)
+        self._init_phenotype_tables()
+        mean = torch.tensor(MEAN_PHENOTYPE)
+        self.register_buffer("phenotype_offset", torch.log(mean / (1 - mean)), persistent=False)
+        self.to(device)
+        self._hinge_axes = self._compute_hinge_axes()
+
+    # ------------------------------------------------------------------ helpers
+    def phenotype(self, betas: torch.Tensor) -> torch.Tensor:
+        """``(B, 6)`` anny phenotype parameters in (0, 1) from ``betas`` logits."""
+        return torch.sigmoid(betas + self.phenotype_offset)
+
+    def _init_phenotype_tables(self) -> None:
+        """Index tables for :meth:`blendshape_coefficients`.
+
+        anny forms each phenotype blendshape's weight as the product, over a binary
+        mask of 26 variations (``male``, ``young``, ``maxweight``...), of the
+        variations' interpolation weights. Each mask row selects 3-6 variations, so
+        gathering them and multiplying is much cheaper (and has a cheaper
+        backward) than anny's masked product over all 26 columns.
+        """
+        from anny.models.model_data import PHENOTYPE_VARIATIONS
+
+        mask = self.full.stacked_phenotype_blend_shapes_mask > 0.5
+        n_var = mask.shape[1]
+        width = int(mask.sum(1).max())
+        idx = torch.full((mask.shape[0], width), n_var, dtype=torch.long)
+        for r in range(mask.shape[0]):
+            cols = torch.nonzero(mask[r]).squeeze(1)
+            idx[r, : len(cols)] = cols
+        self.register_buffer("variation_index", idx, persistent=False)
+        self.variation_groups = [(k, len(v)) for k, v in PHENOTYPE_VARIATIONS.items()]
+
+    def blendshape_coefficients(self, phenotype: torch.Tensor) -> torch.Tensor:
+        """``(B, 136)`` anny compact blendshape coefficients for ``(B, 6)`` phenotypes.
+
+        Equal to anny's own ``_get_phenotype_blendshape_coefficients`` with the
+        phenotypes not fitted (cupsize, firmness) at 0.5 and the three race
+        weights at 1/3 (tested).
+        """
+        from anny.utils.interpolation import linear_interpolation_coefficients
+
+        B = phenotype.shape[0]
+        cols = []
+        for group, n in self.variation_groups:
+            if group == "race":
+                cols.append(phenotype.new_full((B, n), 1.0 / 3.0))
+                continue
+            value = phenotype[:, PHENOTYPES.index(group)] if group in PHENOTYPES else phenotype.new_full((B,), 0.5)
+            cols.append(linear_interpolation_coefficients(value, self.full.anchors[group]))
+        cols.append(phenotype.new_ones(B, 1))
+        weights = torch.cat(cols, dim=1)[:, self.variation_index].prod(-1)
+        return weights @ self.full.phenotype_blendshape_projection
+
+    def _deltas(self, body_pose: torch.Tensor) -> torch.Tensor:
+        """``(B, NB, 4, 4)`` anny local-ref deltas: ``body_pose`` (canonical axes) on the
+        articulated bones, identity elsewhere (root included: orientation is applied
+        outside anny)."""
+        B = body_pose.shape[0]
+        C = self.to_canonical
+        rot_anny = body_pose @ C  # C^T v for row vectors: axes back into anny's frame
+        R = roma.rotvec_to_rotmat(rot_anny)
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        full = eye.expand(B, self.num_bones, 3, 3).clone()
+        full[:, self.joint_bones[1:]] = R
+        D = torch.zeros(B, self.num_bones, 4, 4, dtype=R.dtype, device=R.device)
+        D[..., :3, :3] = full
+        D[..., 3, 3] = 1.0
+        return D
+
+    def _compute_hinge_axes(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            p = self.neutral_params(1)
+            out = self.forward(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
+        j = dict(zip(self.joint_names, out.joints_3d[0]))
+        kp = dict(zip(self.keypoint_convention.names, out.keypoints_3d[0]))
+        z = torch.tensor([0.0, 0.0, 1.0], device=self.device)
+        axes = {}
+        for side in ("left", "right"):
+            forearm = kp[f"{side}_wrist"] - j[f"{side}_elbow"]
+            axes[f"{side}_elbow"] = torch.nn.functional.normalize(torch.linalg.cross(forearm, z), dim=0)
+            shin = kp[f"{side}_ankle"] - j[f"{side}_knee"]
+            axes[f"{side}_knee"] = torch.nn.functional.normalize(torch.linalg.cross(z, shin), dim=0)
+        return axes
+
+    def hinge_axes(self) -> dict[str, torch.Tensor]:
+        """Flexion axes of elbows (forearm towards +Z) and knees (shin towards -Z),
+        canonical frame, from the rest pose."""
+        return {k: v.to(self.device) for k, v in self._hinge_axes.items()}
+
+    def faces(self) -> torch.Tensor:
+        """``(F, 3)`` triangles of the full anny mesh."""
+        return self.full.faces
+
+    # ------------------------------------------------------------------ forward
+    def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
+        """anny posed in the canonical frame, root joint at the origin.
+
+        ``body_pose`` ``(B, 19, 3)``, ``betas`` ``(B, 6)``; returns joints_3d
+        ``(B, 20, 3)``, keypoints_3d ``(B, 23, 3)`` and, when asked, vertices
+        ``(B, 13718, 3)``.
+        """
+        deltas = self._deltas(body_pose)
+        coeffs = self.blendshape_coefficients(self.phenotype(betas))
+        model = self.full if return_vertices else self.fit
+        # The rigged-model forward of anny, given blendshape coefficients directly.
+        out = RiggedModelWithLinearBlendShapes.forward(model, deltas, coeffs)
+        verts = out["vertices"]
+        weights = self.regressor_full if return_vertices else self.regressor_pruned
+        kp = torch.einsum("kv,bvd->bkd", weights, verts)
+        joints = out["bone_poses"][:, self.joint_bones, :3, 3]
+        C = self.to_canonical.T
+        return BodyOutput(
+            vertices=verts @ C if return_vertices else None,
+            joints_3d=joints @ C,
+            keypoints_3d=kp @ C,
+        )

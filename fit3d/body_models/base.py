@@ -1,0 +1,140 @@
+"""The body-model interface every fitter is written against.
+
+Parameters at the public boundary follow SMPL's names and conventions:
+
+* ``global_orient`` ``(B, 3)`` axis-angle, rotating the model's canonical frame
+  (Y up, facing +Z, as SMPL) about its root joint into the camera frame;
+* ``body_pose`` ``(B, J, 3)`` axis-angle, one rotation per articulated joint;
+* ``betas`` ``(B, S)`` the model's shape vector;
+* ``transl`` ``(B, 3)`` metres.
+
+Outputs are in the OpenCV camera frame (x right, y down, z forward), metres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import roma
+import torch
+
+from fit3d.data.conventions import KeypointConvention
+
+
+@dataclass
+class BodyOutput:
+    """What a body model returns.
+
+    Attributes:
+        vertices: ``(B, V, 3)`` metres, or ``None`` when only keypoints were asked for.
+        joints_3d: ``(B, J+1, 3)`` skeleton joints (root first, then one per
+            ``body_pose`` joint), metres.
+        keypoints_3d: ``(B, K, 3)`` keypoints in ``BodyModel.keypoint_convention``, metres.
+    """
+
+    vertices: torch.Tensor | None
+    joints_3d: torch.Tensor
+    keypoints_3d: torch.Tensor
+
+
+class BodyModel(torch.nn.Module):
+    """Abstract body model: ``(global_orient, body_pose, betas, transl) -> BodyOutput``.
+
+    Subclasses set :attr:`joint_names` (root first, length J+1),
+    :attr:`keypoint_convention`, :attr:`num_betas`, :attr:`name` and implement
+    :meth:`forward` and :meth:`faces`.
+    """
+
+    name: str = "body"
+    joint_names: tuple[str, ...] = ()
+    keypoint_convention: KeypointConvention
+    num_betas: int = 0
+
+    @property
+    def num_body_joints(self) -> int:
+        """J, the number of rotations in ``body_pose``."""
+        return len(self.joint_names) - 1
+
+    @property
+    def device(self) -> torch.device:
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for b in self.buffers():
+            if b.is_floating_point():
+                return b.dtype
+        return torch.float32
+
+    def faces(self) -> torch.Tensor:
+        """``(F, 3)`` int64 triangle indices into ``vertices``."""
+        raise NotImplementedError
+
+    def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
+        """The posed body in the canonical frame (``global_orient = 0``, ``transl = 0``).
+
+        Args:
+            body_pose: ``(B, J, 3)`` axis-angle.
+            betas: ``(B, S)``.
+            return_vertices: compute the full mesh (slower); fitting only needs
+                keypoints and joints.
+        """
+        raise NotImplementedError
+
+    def place(self, body: BodyOutput, global_orient: torch.Tensor, transl: torch.Tensor) -> BodyOutput:
+        """Rotate a canonical body by ``global_orient`` about its root joint, then add ``transl``.
+
+        This is SMPL's rule, ``x -> R (x - j0) + j0 + transl``; for a model whose
+        canonical root sits at the origin (anny), ``transl`` is the root position.
+        Fitters call :meth:`canonical` once and :meth:`place` per iteration when
+        neither ``body_pose`` nor ``betas`` move.
+        """
+        R = roma.rotvec_to_rotmat(global_orient)
+        Rt = R.transpose(-1, -2)
+        pivot = body.joints_3d[:, :1, :]
+        shift = pivot + transl[:, None, :]
+
+        def move(x):
+            return None if x is None else (x - pivot) @ Rt + shift
+
+        return BodyOutput(move(body.vertices), move(body.joints_3d), move(body.keypoints_3d))
+
+    def forward(
+        self,
+        global_orient: torch.Tensor,
+        body_pose: torch.Tensor,
+        betas: torch.Tensor,
+        transl: torch.Tensor,
+        return_vertices: bool = False,
+    ) -> BodyOutput:
+        """Pose, shape and place the body in the camera frame.
+
+        Args:
+            global_orient: ``(B, 3)`` axis-angle.
+            body_pose: ``(B, J, 3)`` axis-angle.
+            betas: ``(B, S)``.
+            transl: ``(B, 3)`` metres.
+            return_vertices: also compute the full mesh.
+        Returns:
+            :class:`BodyOutput` in the OpenCV camera frame, metres.
+        """
+        return self.place(self.canonical(body_pose, betas, return_vertices), global_orient, transl)
+
+    def neutral_params(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
+        """Zero pose, mean shape, zero translation for ``batch_size`` people."""
+        device = device or self.device
+        z = lambda *s: torch.zeros(*s, device=device, dtype=self.dtype)  # noqa: E731
+        return dict(
+            global_orient=z(batch_size, 3),
+            body_pose=z(batch_size, self.num_body_joints, 3),
+            betas=z(batch_size, self.num_betas),
+            transl=z(batch_size, 3),
+        )
+
+    def hinge_axes(self) -> dict[str, torch.Tensor]:
+        """Per joint name, the unit axis (in the joint's ``body_pose`` frame) about
+        which a positive rotation is natural flexion: elbows and knees. Used by
+        the bend prior. Empty when unknown."""
+        return {}

@@ -1,0 +1,155 @@
+"""SMPL, SMPL-H and SMPL-X through the ``smplx`` package, with the user's own model files.
+
+The model files are licensed by the Max Planck Institute and cannot ship with
+fit3d: register and download them from
+
+* SMPL: https://smpl.is.tue.mpg.de  (``SMPL_NEUTRAL.pkl`` ...)
+* SMPL-H: https://mano.is.tue.mpg.de  (``SMPLH_MALE.pkl`` ...)
+* SMPL-X: https://smpl-x.is.tue.mpg.de  (``SMPLX_NEUTRAL.npz`` ...)
+
+then pass ``--model-path`` (a file, or a folder holding them directly or in
+``smpl/``, ``smplh/``, ``smplx/`` subfolders, as ``smplx.create`` expects).
+
+Only the body is fitted: ``body_pose`` is SMPL's 23 joints, or the 21 body
+joints of SMPL-H/SMPL-X (hands, jaw and eyes at rest). Keypoints: COCO limbs
+from the model's joints, face and foot points from smplx's vertex selection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from fit3d.body_models.base import BodyModel, BodyOutput
+from fit3d.data.conventions import KeypointConvention
+
+MODEL_URLS = {
+    "smpl": "https://smpl.is.tue.mpg.de",
+    "smplh": "https://mano.is.tue.mpg.de",
+    "smplx": "https://smpl-x.is.tue.mpg.de",
+}
+#: Joints (pelvis first) of SMPL's kinematic tree that fit3d exposes.
+SMPL_BODY_JOINTS = (
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck",
+    "left_collar", "right_collar", "head", "left_shoulder", "right_shoulder",
+    "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+)  # fmt: skip
+NUM_JOINTS = {"smpl": 24, "smplh": 52, "smplx": 55}
+#: smplx's extra vertex keypoints, in the order its VertexJointSelector appends them.
+EXTRA_KEYPOINTS = (
+    "nose", "right_eye", "left_eye", "right_ear", "left_ear",
+    "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel",
+)  # fmt: skip
+LIMB_KEYPOINTS = (
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+    "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
+)  # fmt: skip
+
+
+def find_model_file(model_type: str, model_path: str | Path | None, gender: str) -> Path:
+    """Locate ``<TYPE>_<GENDER>.pkl|npz`` under ``model_path``.
+
+    Raises:
+        FileNotFoundError: with the search locations and the download address.
+    """
+    stem = f"{model_type.upper()}_{gender.upper()}"
+    if model_path is None:
+        raise FileNotFoundError(
+            f"the {model_type.upper()} model needs --model-path: the licensed model files are not "
+            f"bundled; download {stem}.pkl/.npz from {MODEL_URLS[model_type]}"
+        )
+    p = Path(model_path).expanduser()
+    if p.is_file():
+        return p
+    tried = []
+    for folder in (p, p / model_type):
+        for ext in ("npz", "pkl"):
+            cand = folder / f"{stem}.{ext}"
+            tried.append(str(cand))
+            if cand.is_file():
+                return cand
+    raise FileNotFoundError(
+        f"no {model_type.upper()} model file found (looked for {', '.join(tried)}); "
+        f"download it from {MODEL_URLS[model_type]} and pass its folder with --model-path"
+    )
+
+
+class SMPLXModel(BodyModel):
+    """SMPL / SMPL-H / SMPL-X as a :class:`~fit3d.body_models.base.BodyModel`.
+
+    Args:
+        model_type: ``"smpl"``, ``"smplh"`` or ``"smplx"``.
+        model_path: file or folder of the licensed model (see module docstring).
+        gender: ``"neutral"``, ``"male"`` or ``"female"`` (SMPL-H has no neutral model).
+        num_betas: shape coefficients (10 by default).
+        device: where the buffers live.
+    Raises:
+        FileNotFoundError: the model file is missing (the message says where to get it).
+        ValueError: unknown ``model_type``.
+    """
+
+    def __init__(
+        self,
+        model_type: str = "smpl",
+        model_path: str | Path | None = None,
+        gender: str = "neutral",
+        num_betas: int = 10,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        import smplx
+
+        if model_type not in NUM_JOINTS:
+            raise ValueError(f"unknown SMPL family model {model_type!r}; use smpl, smplh or smplx")
+        path = find_model_file(model_type, model_path, gender)
+        kwargs = dict(gender=gender, num_betas=num_betas, ext=path.suffix[1:])
+        if model_type in ("smplh", "smplx"):
+            kwargs.update(use_pca=False, flat_hand_mean=True)
+        self.smpl = smplx.create(str(path), model_type=model_type, **kwargs)
+        self.name = model_type
+        self.num_betas = self.smpl.num_betas
+        n_body = 24 if model_type == "smpl" else 22
+        self.joint_names = (SMPL_BODY_JOINTS + ("left_hand", "right_hand"))[:n_body]
+        offset = NUM_JOINTS[model_type]
+        index = {n: SMPL_BODY_JOINTS.index(n) for n in LIMB_KEYPOINTS}
+        index.update({n: offset + i for i, n in enumerate(EXTRA_KEYPOINTS)})
+        names = tuple(index)
+        self.keypoint_convention = KeypointConvention(f"{model_type}_coco23", names)
+        self.register_buffer("keypoint_index", torch.tensor([index[n] for n in names]), persistent=False)
+        self.to(device)
+
+    def hinge_axes(self) -> dict[str, torch.Tensor]:
+        """SMPLify's bend-prior axes: elbows about -y (left) / +y (right), knees about +x."""
+        t = lambda *v: torch.tensor(v, dtype=torch.float32, device=self.device)  # noqa: E731
+        return {
+            "left_elbow": t(0.0, -1.0, 0.0),
+            "right_elbow": t(0.0, 1.0, 0.0),
+            "left_knee": t(1.0, 0.0, 0.0),
+            "right_knee": t(1.0, 0.0, 0.0),
+        }
+
+    def faces(self) -> torch.Tensor:
+        """``(F, 3)`` triangles."""
+        return torch.as_tensor(self.smpl.faces.astype("int64"), device=self.device)
+
+    def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
+        """smplx forward with zero global orientation and translation.
+
+        ``body_pose`` ``(B, 23 | 21, 3)``; joints_3d ``(B, 24 | 22, 3)``; keypoints_3d ``(B, 23, 3)``.
+        """
+        B = body_pose.shape[0]
+        out = self.smpl(
+            betas=betas,
+            body_pose=body_pose.reshape(B, -1),
+            global_orient=body_pose.new_zeros(B, 3),
+            transl=body_pose.new_zeros(B, 3),
+            return_verts=True,
+        )
+        joints = out.joints
+        return BodyOutput(
+            vertices=out.vertices if return_vertices else None,
+            joints_3d=joints[:, : len(self.joint_names)],
+            keypoints_3d=joints[:, self.keypoint_index],
+        )

@@ -1,0 +1,125 @@
+"""From :class:`~fit3d.data.readers.Person` records to batched tensors.
+
+The camera is a full-frame pinhole (as in CLIFF, Li et al. ECCV 2022, and
+ScoreHMR): focal length ``sqrt(w^2 + h^2)`` pixels for a ``w x h`` image unless
+the user gives one, principal point at the image centre unless given. Never the
+5000-px crop camera of SPIN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from fit3d.data.conventions import KeypointConvention, convert
+from fit3d.data.readers import Person
+
+
+def default_focal_length(width: float, height: float) -> float:
+    """Full-frame focal length in pixels: the image diagonal ``sqrt(w^2 + h^2)``."""
+    return math.sqrt(float(width) ** 2 + float(height) ** 2)
+
+
+@dataclass
+class PersonBatch:
+    """B people as tensors, keypoints in the body model's convention.
+
+    Attributes:
+        keypoints_2d: ``(B, K, 3)`` pixels ``x, y`` and confidence in [0, 1];
+            keypoints missing from the input have confidence 0.
+        bbox: ``(B, 4)`` ``x, y, w, h`` pixels.
+        focal_length: ``(B, 2)`` ``fx, fy`` pixels.
+        principal_point: ``(B, 2)`` ``cx, cy`` pixels.
+        image_size: ``(B, 2)`` ``width, height`` pixels.
+        convention: the keypoint convention of ``keypoints_2d``.
+    """
+
+    keypoints_2d: torch.Tensor
+    bbox: torch.Tensor
+    focal_length: torch.Tensor
+    principal_point: torch.Tensor
+    image_size: torch.Tensor
+    convention: KeypointConvention
+
+    def __len__(self) -> int:
+        return self.keypoints_2d.shape[0]
+
+    def to(self, device: torch.device | str) -> "PersonBatch":
+        """A copy with every tensor on ``device``."""
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "convention"},
+        )
+
+    def index(self, idx: torch.Tensor | slice | list[int]) -> "PersonBatch":
+        """The sub-batch of people ``idx``."""
+        return replace(
+            self,
+            **{f.name: getattr(self, f.name)[idx] for f in fields(self) if f.name != "convention"},
+        )
+
+    def repeat_interleave(self, n: int) -> "PersonBatch":
+        """Each person repeated ``n`` times in a row (for orientation hypotheses)."""
+        return replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).repeat_interleave(n, dim=0)
+                for f in fields(self)
+                if f.name != "convention"
+            },
+        )
+
+
+def sanitize_keypoints(keypoints_2d: np.ndarray) -> tuple[np.ndarray, int]:
+    """Zero the confidence of keypoints with non-finite values.
+
+    Returns:
+        ``(clean, n_bad)``: a copy with NaN/inf rows set to ``(0, 0, 0)`` and
+        confidences clipped to [0, 1]; ``n_bad`` counts the rows zeroed.
+    """
+    kp = np.array(keypoints_2d, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(kp).all(axis=1)
+    kp[bad] = 0.0
+    kp[:, 2] = np.clip(kp[:, 2], 0.0, 1.0)
+    return kp, int(bad.sum())
+
+
+def make_batch(
+    people: list[Person],
+    convention: KeypointConvention,
+    focal_length: float | None = None,
+    principal_point: tuple[float, float] | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> PersonBatch:
+    """Stack people into a :class:`PersonBatch` in the model's convention.
+
+    Args:
+        people: the records; keypoints are mapped by name from each person's
+            convention to ``convention``.
+        convention: the body model's keypoint convention.
+        focal_length: pixels, for every person; default: each image's diagonal.
+        principal_point: ``(cx, cy)`` pixels; default: each image's centre.
+    Raises:
+        ValueError: ``people`` is empty.
+    """
+    if not people:
+        raise ValueError("make_batch needs at least one person")
+    kps, boxes, focal, pp, size = [], [], [], [], []
+    for p in people:
+        kp, _ = sanitize_keypoints(p.keypoints_2d)
+        kps.append(convert(kp, p.convention, convention))
+        boxes.append(np.asarray(p.bbox, dtype=np.float32))
+        w, h = p.image_size
+        f = float(focal_length) if focal_length else default_focal_length(w, h)
+        focal.append((f, f))
+        pp.append(tuple(principal_point) if principal_point is not None else (w / 2.0, h / 2.0))
+        size.append((w, h))
+
+    def t(x):
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), dtype=dtype, device=device)
+
+    return PersonBatch(t(kps), t(boxes), t(focal), t(pp), t(size), convention)

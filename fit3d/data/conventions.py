@@ -1,0 +1,206 @@
+"""Named keypoint conventions and the index maps between them.
+
+A keypoint array is only meaningful together with its convention: the list of
+keypoint names in order. Two arrays are never compared by position; they go
+through :func:`index_map` (or :func:`convert`) first, which matches them by name.
+
+Names follow COCO's snake_case spelling (``left_shoulder``). OpenPose's extra
+points use ``neck`` and ``mid_hip``; the COCO-WholeBody foot points use
+``left_big_toe``, ``left_small_toe``, ``left_heel`` (and right).
+
+Sources: COCO keypoint task (Lin et al. 2014); OpenPose output format
+(``doc/02_output.md``, BODY_25 and COCO-18 layouts); COCO-WholeBody foot points
+(Jin et al. 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class KeypointConvention:
+    """An ordered list of keypoint names.
+
+    Attributes:
+        name: short identifier (``"coco17"``).
+        names: the K keypoint names, in array order.
+    """
+
+    name: str
+    names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        """Position of keypoint ``name``. Raises ``KeyError`` when absent."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f"keypoint {name!r} is not in convention {self.name!r}") from None
+
+    def indices(self, names: list[str] | tuple[str, ...]) -> list[int]:
+        """Positions of the given names that exist in this convention (others dropped)."""
+        return [self.names.index(n) for n in names if n in self.names]
+
+
+COCO17 = KeypointConvention(
+    "coco17",
+    (
+        "nose",
+        "left_eye",
+        "right_eye",
+        "left_ear",
+        "right_ear",
+        "left_shoulder",
+        "right_shoulder",
+        "left_elbow",
+        "right_elbow",
+        "left_wrist",
+        "right_wrist",
+        "left_hip",
+        "right_hip",
+        "left_knee",
+        "right_knee",
+        "left_ankle",
+        "right_ankle",
+    ),
+)
+
+FOOT6 = (
+    "left_big_toe",
+    "left_small_toe",
+    "left_heel",
+    "right_big_toe",
+    "right_small_toe",
+    "right_heel",
+)
+
+COCO23 = KeypointConvention("coco23", COCO17.names + FOOT6)
+
+OPENPOSE_BODY25 = KeypointConvention(
+    "openpose_body25",
+    (
+        "nose",
+        "neck",
+        "right_shoulder",
+        "right_elbow",
+        "right_wrist",
+        "left_shoulder",
+        "left_elbow",
+        "left_wrist",
+        "mid_hip",
+        "right_hip",
+        "right_knee",
+        "right_ankle",
+        "left_hip",
+        "left_knee",
+        "left_ankle",
+        "right_eye",
+        "left_eye",
+        "right_ear",
+        "left_ear",
+        "left_big_toe",
+        "left_small_toe",
+        "left_heel",
+        "right_big_toe",
+        "right_small_toe",
+        "right_heel",
+    ),
+)
+
+OPENPOSE_COCO18 = KeypointConvention(
+    "openpose_coco18",
+    (
+        "nose",
+        "neck",
+        "right_shoulder",
+        "right_elbow",
+        "right_wrist",
+        "left_shoulder",
+        "left_elbow",
+        "left_wrist",
+        "right_hip",
+        "right_knee",
+        "right_ankle",
+        "left_hip",
+        "left_knee",
+        "left_ankle",
+        "right_eye",
+        "left_eye",
+        "right_ear",
+        "left_ear",
+    ),
+)
+
+CONVENTIONS: dict[str, KeypointConvention] = {
+    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18)
+}
+
+#: Keypoints that define the torso, used for camera initialisation and stage 1.
+TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
+#: Face keypoints: evidence of which way the person faces.
+FACE = ("nose", "left_eye", "right_eye", "left_ear", "right_ear")
+#: The 12 limb joints shared by LSP and COCO (no head points).
+LIMBS12 = (
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+)
+
+
+def get_convention(name: str) -> KeypointConvention:
+    """Look up a convention by name. Raises ``KeyError`` listing the known names."""
+    try:
+        return CONVENTIONS[name]
+    except KeyError:
+        raise KeyError(f"unknown keypoint convention {name!r}; known: {sorted(CONVENTIONS)}") from None
+
+
+def index_map(src: KeypointConvention, dst: KeypointConvention) -> tuple[np.ndarray, np.ndarray]:
+    """Matching positions of the keypoints that both conventions name.
+
+    Returns:
+        ``(src_idx, dst_idx)``, two int arrays of equal length M, such that
+        ``src_array[..., src_idx, :]`` and ``dst_array[..., dst_idx, :]`` hold the
+        same M keypoints in the same order.
+    """
+    pairs = [(i, dst.names.index(n)) for i, n in enumerate(src.names) if n in dst.names]
+    if not pairs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    s, d = zip(*pairs)
+    return np.asarray(s, dtype=np.int64), np.asarray(d, dtype=np.int64)
+
+
+def convert(keypoints: np.ndarray, src: KeypointConvention, dst: KeypointConvention) -> np.ndarray:
+    """Re-order keypoints from ``src`` to ``dst`` by name.
+
+    Args:
+        keypoints: ``(..., K_src, C)`` array (C = 3 for ``x, y, confidence``).
+    Returns:
+        ``(..., K_dst, C)`` array; keypoints that ``src`` does not have are all
+        zeros (so their confidence is 0 and they carry no weight).
+    Raises:
+        ValueError: when the keypoint axis does not match ``len(src)``.
+    """
+    keypoints = np.asarray(keypoints)
+    if keypoints.shape[-2] != len(src):
+        raise ValueError(
+            f"keypoints have {keypoints.shape[-2]} points but convention {src.name!r} has {len(src)}"
+        )
+    out = np.zeros(keypoints.shape[:-2] + (len(dst), keypoints.shape[-1]), dtype=keypoints.dtype)
+    s, d = index_map(src, dst)
+    out[..., d, :] = keypoints[..., s, :]
+    return out

@@ -1,0 +1,83 @@
+"""Pseudo-GT files: one ``.npz`` per image and a run-level ``summary.json``, written atomically.
+
+Per-image ``.npz`` keys (P people, leading dimension P; the image's people
+that were not fitted are included with ``status = "skipped"``, NaN parameters
+and ``valid = False``):
+
+``image`` (str), ``image_size`` (2,), ``fitter`` (str), ``model`` (str),
+``keypoint_names`` (K,), ``joint_names`` (J+1,),
+``annot_id`` (P,), ``bbox`` (P, 4), ``keypoints_2d`` (P, K, 3) input, in the input's convention,
+``global_orient`` (P, 3), ``body_pose`` (P, J, 3), ``betas`` (P, S), ``transl`` (P, 3),
+``focal_length`` (P, 2), ``principal_point`` (P, 2),
+``joints_3d`` (P, J+1, 3), ``keypoints_3d`` (P, K, 3) in the input's convention
+(NaN where the model has no such keypoint), ``keypoints_2d_fit`` (P, K, 2),
+``reproj_error_px`` (P,), ``valid`` (P,), ``loss`` (P,), ``iterations`` (P,),
+``status`` (P,), ``skip_reason`` (P,), plus fitter extras (``hypothesis_yaw``...).
+Camera frame: OpenCV, metres; pixels for 2D.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (no half-written files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Save ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Save ``obj`` as indented JSON at ``path``, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def output_path(out_dir: str | Path, image_key: str) -> Path:
+    """The ``.npz`` of an image: ``<out_dir>/<image file name without suffix>.npz``."""
+    return Path(out_dir) / (Path(image_key).stem + ".npz")
+
+
+def read_fit(path: str | Path) -> dict[str, np.ndarray]:
+    """Load a per-image ``.npz`` into a dict (strings as numpy str arrays).
+
+    Raises:
+        OSError / ValueError: unreadable or corrupt file.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}

@@ -1,0 +1,7 @@
+"""Fitters: ``fitter(batch: PersonBatch) -> FitResult``."""
+
+from fit3d.fitters.result import FitResult
+from fit3d.fitters.smplify import SMPLify
+from fit3d.fitters.stages import Stage, default_smplify_schedule, load_schedule
+
+__all__ = ["FitResult", "SMPLify", "Stage", "default_smplify_schedule", "load_schedule"]

@@ -1,0 +1,51 @@
+"""A batched Adam whose per-person updates are independent.
+
+Adam is element-wise, so one Adam over ``(B, ...)`` tensors whose loss is a sum
+of per-person losses is B independent Adams. What plain ``torch.optim.Adam``
+cannot do is stop one person early: a zero gradient still moves a parameter
+through the momentum. :class:`BatchedAdam` takes a ``(B,)`` mask of the people
+still optimising and leaves the others (values and moments) untouched.
+Kingma & Ba, ICLR 2015.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class BatchedAdam:
+    """Adam over tensors with a leading batch dimension, with per-row freezing.
+
+    Args:
+        params: tensors ``(B, ...)`` with ``requires_grad``.
+        lr: learning rate.
+        betas: Adam's moment decay rates.
+        eps: Adam's epsilon.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params = params
+        self.lr, self.b1, self.b2, self.eps = lr, betas[0], betas[1], eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        B = params[0].shape[0]
+        self.t = torch.zeros(B, device=params[0].device, dtype=params[0].dtype)
+
+    @torch.no_grad()
+    def step(self, active: torch.Tensor) -> None:
+        """Update the rows where ``active`` (``(B,)`` bool) is true, from ``p.grad``."""
+        self.t += active.to(self.t)
+        t = self.t.clamp(min=1)
+        c1 = 1 - self.b1**t
+        c2 = 1 - self.b2**t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            a = active.view(shape)
+            g = p.grad
+            m.copy_(torch.where(a, self.b1 * m + (1 - self.b1) * g, m))
+            v.copy_(torch.where(a, self.b2 * v + (1 - self.b2) * g * g, v))
+            update = self.lr * (m / c1.view(shape)) / ((v / c2.view(shape)).sqrt() + self.eps)
+            p.sub_(torch.where(a, update, torch.zeros_like(update)))
+            p.grad = None

@@ -1,0 +1,76 @@
+"""What every fitter returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from fit3d.data.conventions import KeypointConvention
+
+
+@dataclass
+class FitResult:
+    """B fitted people (all tensors on CPU after :meth:`cpu`).
+
+    Attributes:
+        global_orient: ``(B, 3)`` axis-angle.
+        body_pose: ``(B, J, 3)`` axis-angle.
+        betas: ``(B, S)`` the model's shape vector.
+        transl: ``(B, 3)`` metres.
+        joints_3d: ``(B, J+1, 3)`` skeleton joints, camera frame, metres.
+        keypoints_3d: ``(B, K, 3)`` model keypoints in ``convention``, camera frame, metres.
+        keypoints_2d_fit: ``(B, K, 2)`` reprojected keypoints, pixels.
+        reproj_error_px: ``(B,)`` mean pixel distance over the labelled keypoints the model has.
+        valid: ``(B,)`` bool, see the fitter's validity rule.
+        loss: ``(B,)`` final loss.
+        iterations: ``(B,)`` optimisation steps taken (fine-tuning steps for EFT).
+        convention: keypoint convention of ``keypoints_3d`` / ``keypoints_2d_fit``.
+        extras: fitter-specific ``(B, ...)`` arrays (e.g. the winning orientation hypothesis).
+    """
+
+    global_orient: torch.Tensor
+    body_pose: torch.Tensor
+    betas: torch.Tensor
+    transl: torch.Tensor
+    joints_3d: torch.Tensor
+    keypoints_3d: torch.Tensor
+    keypoints_2d_fit: torch.Tensor
+    reproj_error_px: torch.Tensor
+    valid: torch.Tensor
+    loss: torch.Tensor
+    iterations: torch.Tensor
+    convention: KeypointConvention
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.global_orient.shape[0]
+
+    def cpu(self) -> "FitResult":
+        """A copy with detached CPU tensors."""
+        kw = {
+            f.name: getattr(self, f.name).detach().cpu()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        extras = {k: v.detach().cpu() for k, v in self.extras.items()}
+        return FitResult(**kw, convention=self.convention, extras=extras)
+
+    def numpy(self, i: int) -> dict[str, np.ndarray]:
+        """Person ``i`` as a dict of numpy arrays (tensor fields and extras)."""
+        out = {
+            f.name: getattr(self, f.name)[i].detach().cpu().numpy()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        out.update({k: v[i].detach().cpu().numpy() for k, v in self.extras.items()})
+        return out
+
+
+def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` mean pixel distance over keypoints with confidence > 0 (NaN when none)."""
+    vis = (keypoints_2d[..., 2] > 0).to(projected)
+    d = (projected - keypoints_2d[..., :2]).norm(dim=-1)
+    n = vis.sum(-1)
+    return torch.where(n > 0, (d * vis).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))

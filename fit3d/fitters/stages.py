@@ -1,0 +1,125 @@
+"""Fitting schedules as plain data.
+
+A schedule is a list of :class:`Stage`; each says which parameters move, for
+how many iterations, at which learning rate and with which loss weights. The
+defaults follow SMPLify (Bogo et al. 2016) and SPIN's in-the-loop SMPLify
+(Kolotouros et al. 2019): a camera stage (translation and global orientation
+from the torso, with a depth term), then all parameters with the pose prior's
+weight annealed from high to low.
+
+A schedule prints as JSON and loads from a JSON (or YAML, when PyYAML is
+installed) file with :func:`load_schedule`, so users override it without code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PARAMETERS = ("global_orient", "body_pose", "betas", "transl")
+LOSS_TERMS = ("reprojection", "pose_prior", "bend", "shape", "depth", "face")
+
+
+@dataclass
+class Stage:
+    """One optimisation stage.
+
+    Attributes:
+        name: label shown in logs.
+        params: which of ``global_orient, body_pose, betas, transl`` move.
+        iterations: maximum Adam steps.
+        lr: Adam learning rate.
+        weights: loss term -> weight; terms: reprojection, pose_prior, bend,
+            shape, depth, face (absent = 0).
+        keypoints: ``"all"`` or ``"torso"`` (shoulders, hips and face points only).
+        tolerance: per-person early stop when the relative loss change stays
+            below this for ``patience`` steps.
+        patience: see ``tolerance``.
+    """
+
+    name: str
+    params: tuple[str, ...]
+    iterations: int
+    lr: float
+    weights: dict[str, float] = field(default_factory=dict)
+    keypoints: str = "all"
+    tolerance: float = 1e-4
+    patience: int = 5
+
+    def __post_init__(self) -> None:
+        self.params = tuple(self.params)
+        bad = set(self.params) - set(PARAMETERS)
+        if bad:
+            raise ValueError(f"stage {self.name!r}: unknown parameters {sorted(bad)}; known {PARAMETERS}")
+        bad = set(self.weights) - set(LOSS_TERMS)
+        if bad:
+            raise ValueError(f"stage {self.name!r}: unknown loss terms {sorted(bad)}; known {LOSS_TERMS}")
+        if self.keypoints not in ("all", "torso"):
+            raise ValueError(f"stage {self.name!r}: keypoints must be 'all' or 'torso'")
+        if self.iterations < 0 or self.lr <= 0:
+            raise ValueError(f"stage {self.name!r}: iterations must be >= 0 and lr > 0")
+
+    @property
+    def moves_body(self) -> bool:
+        """Whether the stage changes the posed body's shape (not only where it is)."""
+        return "body_pose" in self.params or "betas" in self.params
+
+
+def default_smplify_schedule() -> list[Stage]:
+    """SMPLify's staged schedule, in fit3d's loss units (see ``fit3d.fitters.losses``)."""
+    return [
+        Stage(
+            "camera",
+            ("global_orient", "transl"),
+            iterations=60,
+            lr=0.05,
+            weights=dict(reprojection=1.0, depth=100.0, face=100.0),
+            keypoints="torso",
+        ),
+        Stage(
+            "body_coarse",
+            PARAMETERS,
+            iterations=60,
+            lr=0.04,
+            weights=dict(reprojection=1.0, pose_prior=30.0, bend=300.0, shape=3.0, face=100.0),
+        ),
+        Stage(
+            "body_fine",
+            PARAMETERS,
+            iterations=80,
+            lr=0.02,
+            weights=dict(reprojection=1.0, pose_prior=5.0, bend=100.0, shape=1.0, face=100.0),
+        ),
+    ]
+
+
+def schedule_to_json(stages: list[Stage]) -> str:
+    """The schedule as indented JSON (what :func:`load_schedule` reads)."""
+    return json.dumps([asdict(s) for s in stages], indent=2)
+
+
+def load_schedule(path: str | Path) -> list[Stage]:
+    """Read a schedule: a JSON/YAML list of stage mappings (the fields of :class:`Stage`).
+
+    Raises:
+        ValueError: malformed file or unknown fields.
+        ImportError: a ``.yaml`` file without PyYAML installed.
+    """
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"schedule {path} is not valid JSON: {e}") from e
+    if not isinstance(data, list):
+        raise ValueError(f"schedule {path} must be a list of stages")
+    try:
+        return [Stage(**d) for d in data]
+    except TypeError as e:
+        raise ValueError(f"schedule {path}: {e}") from e

@@ -1,0 +1,105 @@
+import math
+
+import roma
+import torch
+
+from fit3d.body_models.anny_model import ANNY_JOINTS, AnnyModel
+
+
+def test_shapes_and_names(anny_model: AnnyModel):
+    m = anny_model
+    assert m.num_body_joints == len(ANNY_JOINTS) - 1 == 19
+    assert m.num_betas == 6
+    p = m.neutral_params(3)
+    out = m(**p, return_vertices=True)
+    assert out.vertices.shape == (3, 13718, 3)
+    assert out.joints_3d.shape == (3, 20, 3)
+    assert out.keypoints_3d.shape == (3, 23, 3)
+    assert m.faces().shape[1] == 3 and int(m.faces().max()) < 13718
+    assert m.keypoint_convention.names[:17][5] == "left_shoulder"
+    assert out.vertices.dtype == torch.float32
+
+
+def test_canonical_frame_y_up_facing_plus_z(anny_model):
+    m = anny_model
+    p = m.neutral_params(1)
+    out = m(**p)
+    kp = dict(zip(m.keypoint_convention.names, out.keypoints_3d[0]))
+    j = dict(zip(m.joint_names, out.joints_3d[0]))
+    assert torch.allclose(j["pelvis"], torch.zeros(3), atol=1e-6)  # transl is the root position
+    assert kp["nose"][1] > kp["left_hip"][1] + 0.5  # head above hips: Y up
+    assert kp["nose"][2] > kp["left_ear"][2]  # facing +Z
+    assert kp["left_shoulder"][0] > kp["right_shoulder"][0]  # person's left is +X (as SMPL)
+    height = out.keypoints_3d[0, :, 1].max() - out.keypoints_3d[0, :, 1].min()
+    assert 1.4 < height < 1.9
+
+
+def test_global_orient_and_transl_are_rigid(anny_model):
+    m = anny_model
+    p = m.neutral_params(2)
+    p["body_pose"] = torch.randn(2, 19, 3) * 0.2
+    base = m(**p)
+    p2 = dict(p, global_orient=torch.tensor([[math.pi, 0.0, 0.0]] * 2), transl=torch.tensor([[0.1, 0.2, 3.0]] * 2))
+    moved = m(**p2)
+    R = roma.rotvec_to_rotmat(p2["global_orient"])
+    expect = base.keypoints_3d @ R.transpose(-1, -2) + p2["transl"][:, None]
+    assert torch.allclose(moved.keypoints_3d, expect, atol=1e-5)
+    # upright facing the camera in OpenCV: head has smaller y than hips
+    kp = dict(zip(m.keypoint_convention.names, moved.keypoints_3d[0]))
+    assert kp["nose"][1] < kp["left_hip"][1]
+
+
+def test_pruned_keypoints_match_full_regressor(anny_model):
+    m = anny_model
+    g = torch.Generator().manual_seed(1)
+    p = m.neutral_params(4)
+    p["body_pose"] = torch.randn(4, 19, 3, generator=g) * 0.3
+    p["betas"] = torch.randn(4, 6, generator=g)
+    fast = m(**p).keypoints_3d
+    full = m(**p, return_vertices=True).keypoints_3d
+    assert (fast - full).norm(dim=-1).max() < 1e-3  # under 1 mm
+
+
+def test_blendshape_coefficients_match_anny(anny_model):
+    m = anny_model
+    phen = torch.rand(5, 6, generator=torch.Generator().manual_seed(2))
+    ours = m.blendshape_coefficients(phen)
+    theirs = m.full._get_phenotype_blendshape_coefficients(phen, torch.zeros(5, 0), torch.zeros(5, 0))
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_betas_change_shape_and_stay_in_range(anny_model):
+    m = anny_model
+    p = m.neutral_params(2)
+    p["betas"] = torch.tensor([[0.0] * 6, [0, 0, 0, 0, 3.0, 0]])  # taller
+    out = m(**p)
+    h = out.keypoints_3d[:, :, 1].max(1).values - out.keypoints_3d[:, :, 1].min(1).values
+    assert h[1] > h[0] + 0.05
+    ph = m.phenotype(torch.tensor([[-50.0] * 6, [50.0] * 6]))
+    assert (ph >= 0).all() and (ph <= 1).all()
+
+
+def test_gradients_flow(anny_model):
+    m = anny_model
+    p = {k: v.requires_grad_(True) for k, v in m.neutral_params(2).items()}
+    out = m(**p)
+    out.keypoints_3d.sum().backward()
+    for k, v in p.items():
+        assert v.grad is not None and torch.isfinite(v.grad).all(), k
+
+
+def test_hinge_axes_flex_limbs_the_natural_way(anny_model):
+    m = anny_model
+    axes = m.hinge_axes()
+    for side in ("left", "right"):
+        p = m.neutral_params(1)
+        i = m.joint_names.index(f"{side}_knee") - 1
+        p["body_pose"][0, i] = axes[f"{side}_knee"] * 1.0
+        kp = dict(zip(m.keypoint_convention.names, m(**p).keypoints_3d[0]))
+        assert kp[f"{side}_ankle"][2] < kp[f"{side}_knee"][2] - 0.2  # shin swings backwards (-Z)
+        p = m.neutral_params(1)
+        i = m.joint_names.index(f"{side}_elbow") - 1
+        rest = dict(zip(m.keypoint_convention.names, m(**p).keypoints_3d[0]))
+        p["body_pose"][0, i] = axes[f"{side}_elbow"] * 1.0
+        kp = dict(zip(m.keypoint_convention.names, m(**p).keypoints_3d[0]))
+        assert kp[f"{side}_wrist"][2] > rest[f"{side}_wrist"][2]  # forearm forwards (+Z)

@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import pytest
+
+from fit3d.data.batching import default_focal_length, make_batch, sanitize_keypoints
+from fit3d.data.conventions import COCO17, COCO23
+from fit3d.data.readers import Person
+
+
+def _person(kp, size=(640, 480)):
+    return Person("a.jpg", None, size, 1, np.array([0, 0, 10, 10], np.float32), kp, COCO17)
+
+
+def test_full_frame_camera_defaults():
+    kp = np.ones((17, 3), np.float32)
+    b = make_batch([_person(kp), _person(kp, (1000, 2000))], COCO23)
+    assert b.focal_length[0, 0].item() == pytest.approx(800.0)
+    assert b.focal_length[1, 1].item() == pytest.approx(math.sqrt(1000**2 + 2000**2))
+    assert b.principal_point[1].tolist() == [500.0, 1000.0]
+    assert default_focal_length(3, 4) == 5
+    b = make_batch([_person(kp)], COCO23, focal_length=1234.0, principal_point=(1.0, 2.0))
+    assert b.focal_length[0].tolist() == [1234.0, 1234.0] and b.principal_point[0].tolist() == [1.0, 2.0]
+
+
+def test_batch_maps_to_model_convention_and_sanitizes_nan():
+    kp = np.random.default_rng(0).uniform(10, 100, (17, 3)).astype(np.float32)
+    kp[:, 2] = 1
+    kp[3] = np.nan
+    b = make_batch([_person(kp)], COCO23)
+    assert b.keypoints_2d.shape == (1, 23, 3)
+    assert b.keypoints_2d[0, 3, 2] == 0 and np.isfinite(b.keypoints_2d.numpy()).all()
+    assert (b.keypoints_2d[0, 17:, 2] == 0).all()  # feet absent from COCO-17
+    clean, n_bad = sanitize_keypoints(kp)
+    assert n_bad == 1
+
+
+def test_empty_batch_raises():
+    with pytest.raises(ValueError):
+        make_batch([], COCO23)

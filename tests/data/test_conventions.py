@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from fit3d.data.conventions import COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, convert, get_convention, index_map
+
+
+def test_conventions_have_unique_names_and_expected_sizes():
+    for conv, k in ((COCO17, 17), (COCO23, 23), (OPENPOSE_BODY25, 25), (OPENPOSE_COCO18, 18)):
+        assert len(conv) == k
+        assert len(set(conv.names)) == k
+
+
+def test_index_map_matches_by_name_not_position():
+    s, d = index_map(OPENPOSE_BODY25, COCO17)
+    assert len(s) == 17  # every COCO-17 point exists in BODY_25
+    for i, j in zip(s, d):
+        assert OPENPOSE_BODY25.names[i] == COCO17.names[j]
+    # BODY_25 index 2 is the right shoulder, COCO index 6
+    assert COCO17.names[d[list(s).index(2)]] == "right_shoulder"
+
+
+def test_convert_fills_missing_with_zero_confidence():
+    kp = np.arange(17 * 3, dtype=np.float32).reshape(17, 3) + 1
+    out = convert(kp, COCO17, OPENPOSE_BODY25)
+    assert out.shape == (25, 3)
+    assert np.all(out[OPENPOSE_BODY25.index("neck")] == 0)
+    np.testing.assert_array_equal(out[OPENPOSE_BODY25.index("left_knee")], kp[COCO17.index("left_knee")])
+    back = convert(out, OPENPOSE_BODY25, COCO17)
+    np.testing.assert_array_equal(back, kp)
+
+
+def test_convert_rejects_wrong_size_and_unknown_names():
+    with pytest.raises(ValueError):
+        convert(np.zeros((18, 3)), COCO17, COCO23)
+    with pytest.raises(KeyError):
+        get_convention("h36m_99")
+    with pytest.raises(KeyError):
+        COCO17.index("neck")

@@ -1,0 +1,87 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fit3d.data.conventions import COCO17, OPENPOSE_BODY25, convert
+from fit3d.data.readers import discover_annotations, read_coco, read_openpose
+
+
+def test_read_coco_real_sample(sample_dir):
+    images, problems = read_coco(sample_dir / "test_coco.json", sample_dir)
+    assert problems == []
+    assert len(images) == 4
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    expected = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a.get("iscrowd")]
+    people = [p for r in images for p in r.people]
+    assert len(people) == len(expected) == 12
+    ann = {a["id"]: a for a in expected}
+    for p in people:
+        a = ann[p.annot_id]
+        kp = np.asarray(a["keypoints"], dtype=np.float32).reshape(17, 3)
+        np.testing.assert_allclose(p.keypoints_2d[:, :2], kp[:, :2])
+        np.testing.assert_array_equal(p.keypoints_2d[:, 2], (kp[:, 2] > 0).astype(np.float32))
+        assert p.convention is COCO17
+        assert p.num_visible == a["num_keypoints"]
+        assert p.image_path.is_file()
+    sizes = {r.image_key: r.image_size for r in images}
+    assert sizes["000000000785.jpg"] == (640, 425)
+
+
+def test_read_coco_reports_missing_images(tmp_path, sample_dir):
+    shutil.copy(sample_dir / "000000000785.jpg", tmp_path)
+    images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
+    assert [r.image_key for r in images] == ["000000000785.jpg"]
+    assert len(problems) == 3 and all("not found" in p.reason for p in problems)
+
+
+def test_read_coco_corrupt_json(tmp_path, sample_dir):
+    bad = tmp_path / "person_keypoints_bad.json"
+    bad.write_text('{"images": [')
+    with pytest.raises(ValueError, match="corrupt"):
+        read_coco(bad, sample_dir)
+    with pytest.raises(FileNotFoundError):
+        read_coco(tmp_path / "nope.json", sample_dir)
+
+
+def _openpose_from_coco(sample_dir, out_dir):
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    for r in images:
+        people = [
+            {"person_id": [-1], "pose_keypoints_2d": convert(p.keypoints_2d, COCO17, OPENPOSE_BODY25).ravel().tolist()}
+            for p in r.people
+        ]
+        (out_dir / (r.image_path.stem + "_keypoints.json")).write_text(json.dumps({"version": 1.3, "people": people}))
+    return images
+
+
+def test_read_openpose_body25_and_problems(tmp_path, sample_dir):
+    coco = _openpose_from_coco(sample_dir, tmp_path)
+    (tmp_path / "broken_keypoints.json").write_text("{not json")
+    (tmp_path / "000000999999_keypoints.json").write_text(json.dumps({"people": []}))
+    images, problems = read_openpose(tmp_path, sample_dir)
+    assert len(images) == 4
+    assert sum(len(r.people) for r in images) == sum(len(r.people) for r in coco)
+    p = images[0].people[0]
+    assert p.convention is OPENPOSE_BODY25 and p.image_size == (640, 425)
+    reasons = " ".join(x.reason for x in problems)
+    assert "corrupt OpenPose JSON" in reasons and "no image named 000000999999" in reasons
+
+
+def test_read_openpose_coco18(tmp_path, sample_dir):
+    flat = np.zeros((18, 3), dtype=np.float32)
+    flat[:, :2] = 100
+    flat[:, 2] = 0.9
+    (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": flat.ravel().tolist()}]}))
+    images, problems = read_openpose(tmp_path, sample_dir)
+    assert problems == [] and images[0].people[0].convention.name == "openpose_coco18"
+
+
+def test_discover_annotations(tmp_path, sample_dir):
+    img = tmp_path / "val2017"
+    img.mkdir()
+    assert discover_annotations(img) is None
+    (tmp_path / "person_keypoints_train2017.json").write_text("{}")
+    (tmp_path / "person_keypoints_val2017.json").write_text("{}")
+    assert discover_annotations(img).name == "person_keypoints_val2017.json"
