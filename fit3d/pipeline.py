@@ -282,6 +282,7 @@ def run(
         shard=f"{i + 1}/{n}",
         this_run=dict(
             images=len(todo),
+            image_keys=[r.image_key for r in todo],
             images_already_done=already,
             people_fitted=fitted,
             people_skipped=len(skipped_now),

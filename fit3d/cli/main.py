@@ -84,8 +84,12 @@ def cli(verbose: bool) -> None:
               help="JSON/YAML list of stages overriding the default schedule (see --print-schedule).")
 @click.option("--hypotheses", type=click.IntRange(min=1), default=2, show_default=True,
               help="Orientation hypotheses (of 4) kept per person after the camera stage.")
+@click.option("--render", "render_", is_flag=True, help="Also render overlays + side views to OUT/render/.")
+@click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None,
+              help="Also write one mesh per fitted person to OUT/render/.")
 def smplify(images, annotations, keypoints_dir, out_dir, model, model_path, gender, device, batch_size,
-            focal_length, limit, shard, overwrite, min_visible, no_progress, prior, schedule, hypotheses):
+            focal_length, limit, shard, overwrite, min_visible, no_progress, prior, schedule, hypotheses,
+            render_, save_mesh):
     """Fit SMPLify (staged optimisation from the mean pose) to every annotated person.
 
     Example: fit3d smplify --images coco/val2017 --annotations person_keypoints_val2017.json --out fits/
@@ -114,6 +118,79 @@ def smplify(images, annotations, keypoints_dir, out_dir, model, model_path, gend
     )
     s = run(records, fitter, body, config, problems)
     _report(s, out_dir)
+    if render_ or save_mesh:
+        names = [Path(n).stem for n in s["this_run"]["image_keys"]]
+        _render(out_dir, images, out_dir / "render", body, side=True, keypoints=True, save_mesh=save_mesh,
+                names=names, progress=not no_progress, overlays=render_)
+
+
+def _render(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True):
+    from fit3d.render.fits import render_dir, save_meshes_dir
+    from fit3d.render.overlay import RenderError
+
+    if not overlays:
+        n = save_meshes_dir(fits, out, body, save_mesh, names=names)
+        click.echo(f"fit3d: wrote {n} meshes -> {out}", err=True)
+        return
+    try:
+        st = render_dir(fits, images, out, body, side=side, keypoints=keypoints, save_mesh=save_mesh, names=names,
+                        progress=progress)
+    except RenderError as e:
+        raise click.ClickException(str(e)) from e
+    for m in st["missing_images"]:
+        click.echo(f"fit3d: image not found, rendered on grey: {m}", err=True)
+    for er in st["errors"]:
+        click.echo(f"fit3d: could not render {er['file']}: {er['reason']}", err=True)
+    click.echo(f"fit3d: rendered {st['images']} images in {st['seconds']:.1f} s "
+               f"({st['images_per_s']:.2f} images/s) -> {out}", err=True)
+
+
+@cli.command()
+@click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="Folder of .npz fits.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder of the images.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder for <image stem>.png.")
+@click.option("--side/--no-side", default=True, show_default=True, help="Side view beside the overlay.")
+@click.option("--keypoints", is_flag=True, help="Draw input keypoints (circles) and reprojected ones (crosses).")
+@click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None, help="Also write one mesh per person.")
+@click.option("--model-path", type=click.Path(path_type=Path), default=None,
+              help="Licensed SMPL-family model (when the fits used one).")
+@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
+    """Render fitted meshes over their images (pyrender, headless EGL), with side views."""
+    from fit3d.body_models import build_body_model
+    from fit3d.data.writers import read_fit
+
+    files = sorted(fits_dir.glob("*.npz"))
+    if not files:
+        raise click.UsageError(f"no .npz fits in {fits_dir}")
+    model_name = str(read_fit(files[0])["model"])
+    try:
+        body = build_body_model(model_name, model_path, gender=gender, device=device)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e)) from e
+    _render(fits_dir, images, out_dir, body, side, keypoints, save_mesh, None, not no_progress)
+
+
+@cli.command()
+@click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="Folder of .npz fits.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .html file.")
+@click.option("--renders", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="PNGs from 'fit3d render' to show as thumbnails (default: FITS/render if present).")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Images to show as thumbnails when there are no renders.")
+def report(fits_dir, out, renders, images):
+    """Write a self-contained HTML page reviewing a run (worst reprojection error first)."""
+    from fit3d.render.report import write_report
+
+    if renders is None and (fits_dir / "render").is_dir():
+        renders = fits_dir / "render"
+    s = write_report(fits_dir, out, renders, images)
+    click.echo(f"fit3d: report of {s['people']} people ({s['fitted']} fitted, {s['valid']} valid) -> {out}", err=True)
 
 
 @cli.command("print-schedule")

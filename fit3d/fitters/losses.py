@@ -91,3 +91,18 @@ def face_orientation(
     ray = torch.nn.functional.normalize(head, dim=-1)
     cos = (forward * ray).sum(-1)
     return torch.relu(evidence * cos - margin).pow(2)
+
+
+def upright(global_orient: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` squared camera-z component of the body's up axis (canonical +Y).
+
+    Zero when the body stands in a plane parallel to the image (upright or
+    rolled in the image plane), 1 when it lies along the optical axis. A weak
+    weight removes the tilt-in-depth ambiguity of truncated and sitting people,
+    whose 2D keypoints barely change when the whole body leans towards or away
+    from the camera.
+    """
+    import roma
+
+    up = roma.rotvec_to_rotmat(global_orient)[..., :, 1]
+    return up[..., 2].pow(2)

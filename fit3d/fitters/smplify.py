@@ -146,6 +146,8 @@ class SMPLify:
             total = total + w["shape"] * L.shape(params["betas"])
         if w.get("depth"):
             total = total + w["depth"] * L.depth(body.joints_3d[:, 0, 2], ctx["init_depth"])
+        if w.get("upright"):
+            total = total + w["upright"] * L.upright(params["global_orient"])
         if w.get("face") and self._face_idx is not None:
             nose, ears = self._face_idx
             total = total + w["face"] * L.face_orientation(body.keypoints_3d, ctx["evidence"], nose, ears)

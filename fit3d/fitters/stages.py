@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 PARAMETERS = ("global_orient", "body_pose", "betas", "transl")
-LOSS_TERMS = ("reprojection", "pose_prior", "bend", "shape", "depth", "face")
+LOSS_TERMS = ("reprojection", "pose_prior", "bend", "shape", "depth", "face", "upright")
 
 
 @dataclass
@@ -31,7 +31,7 @@ class Stage:
         iterations: maximum Adam steps.
         lr: Adam learning rate.
         weights: loss term -> weight; terms: reprojection, pose_prior, bend,
-            shape, depth, face (absent = 0).
+            shape, depth, face, upright (absent = 0); see ``fit3d.fitters.losses``.
         keypoints: ``"all"`` or ``"torso"`` (shoulders, hips and face points only).
         tolerance: per-person early stop when the relative loss change stays
             below this for ``patience`` steps.
@@ -66,6 +66,10 @@ class Stage:
         return "body_pose" in self.params or "betas" in self.params
 
 
+#: Weight of the tilt-in-depth term (``losses.upright``): 20 nominal px^2 at 90 degrees.
+UPRIGHT = 20.0
+
+
 def default_smplify_schedule() -> list[Stage]:
     """SMPLify's staged schedule, in fit3d's loss units (see ``fit3d.fitters.losses``)."""
     return [
@@ -74,7 +78,7 @@ def default_smplify_schedule() -> list[Stage]:
             ("global_orient", "transl"),
             iterations=60,
             lr=0.05,
-            weights=dict(reprojection=1.0, depth=100.0, face=100.0),
+            weights=dict(reprojection=1.0, depth=100.0, face=100.0, upright=UPRIGHT),
             keypoints="torso",
         ),
         Stage(
@@ -82,14 +86,14 @@ def default_smplify_schedule() -> list[Stage]:
             PARAMETERS,
             iterations=60,
             lr=0.04,
-            weights=dict(reprojection=1.0, pose_prior=30.0, bend=300.0, shape=3.0, face=100.0),
+            weights=dict(reprojection=1.0, pose_prior=30.0, bend=300.0, shape=3.0, face=100.0, upright=UPRIGHT),
         ),
         Stage(
             "body_fine",
             PARAMETERS,
             iterations=80,
             lr=0.02,
-            weights=dict(reprojection=1.0, pose_prior=5.0, bend=100.0, shape=1.0, face=100.0),
+            weights=dict(reprojection=1.0, pose_prior=5.0, bend=100.0, shape=1.0, face=100.0, upright=UPRIGHT),
         ),
     ]
 

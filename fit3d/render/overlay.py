@@ -1,0 +1,158 @@
+"""pyrender offscreen rendering of fitted meshes over their image, and side views.
+
+Meshes are given in the fit's OpenCV camera frame (metres); the camera is the
+fit's own full-frame pinhole (``focal_length``, ``principal_point`` from the
+``.npz``). One colour per person, the same in every view.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fit3d.render.camera import opencv_camera_pose
+
+#: Person colours (RGB in [0, 1]), cycled; person i always gets PALETTE[i % len].
+PALETTE = (
+    (0.65, 0.74, 0.86),
+    (0.95, 0.62, 0.45),
+    (0.55, 0.85, 0.55),
+    (0.90, 0.80, 0.40),
+    (0.80, 0.55, 0.85),
+    (0.45, 0.85, 0.85),
+    (0.95, 0.55, 0.65),
+    (0.70, 0.70, 0.70),
+)
+
+EGL_HELP = (
+    "offscreen rendering needs EGL: install your system's EGL and Mesa drivers "
+    "(Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri) or NVIDIA's driver; "
+    "fit3d sets PYOPENGL_PLATFORM=egl unless you set PYOPENGL_PLATFORM yourself"
+)
+
+
+class RenderError(RuntimeError):
+    """Rendering is impossible here (no EGL / OpenGL context)."""
+
+
+class Renderer:
+    """Reusable offscreen renderer (one OpenGL context, resized per image).
+
+    Raises:
+        RenderError: on first use, when no EGL context can be created (the
+            message names the system packages to install).
+    """
+
+    def __init__(self) -> None:
+        self._renderer = None
+
+    def _get(self, width: int, height: int):
+        if self._renderer is None:
+            try:
+                import pyrender
+
+                self._renderer = pyrender.OffscreenRenderer(int(width), int(height))
+            except Exception as e:  # ImportError, OpenGL.error..., RuntimeError from EGL
+                raise RenderError(f"{EGL_HELP} (cause: {type(e).__name__}: {e})") from e
+        # pyrender rebuilds its framebuffer when the viewport size changes
+        self._renderer.viewport_width, self._renderer.viewport_height = int(width), int(height)
+        return self._renderer
+
+    def close(self) -> None:
+        """Release the OpenGL context."""
+        if self._renderer is not None:
+            self._renderer.delete()
+            self._renderer = None
+
+    def render(
+        self,
+        meshes: list[tuple[np.ndarray, np.ndarray]],
+        size: tuple[int, int],
+        focal_length: np.ndarray,
+        principal_point: np.ndarray,
+        camera_rotation: np.ndarray | None = None,
+        camera_center: np.ndarray | None = None,
+        colors: list[tuple[float, float, float]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Render meshes with an OpenCV-style pinhole camera.
+
+        Args:
+            meshes: ``[(vertices (V, 3) metres, faces (F, 3))]`` in the scene (OpenCV) frame.
+            size: ``(width, height)`` pixels.
+            focal_length: ``(2,)`` ``fx, fy`` pixels. principal_point: ``(2,)`` pixels.
+            camera_rotation, camera_center: camera-to-scene pose; default the fit's camera.
+            colors: one RGB per mesh (default :data:`PALETTE`).
+        Returns:
+            ``(rgb (H, W, 3) uint8, depth (H, W) float32, 0 where empty)``.
+        """
+        import pyrender
+        import trimesh
+
+        w, h = size
+        scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[0.35, 0.35, 0.35])
+        for i, (v, f) in enumerate(meshes):
+            color = (colors or PALETTE)[i % len(colors or PALETTE)]
+            mat = pyrender.MetallicRoughnessMaterial(
+                metallicFactor=0.1, roughnessFactor=0.7, alphaMode="OPAQUE", baseColorFactor=(*color, 1.0)
+            )
+            tm = trimesh.Trimesh(np.asarray(v, dtype=np.float64), np.asarray(f), process=False)
+            scene.add(pyrender.Mesh.from_trimesh(tm, material=mat, smooth=True))
+        fx, fy = (float(x) for x in focal_length)
+        cx, cy = (float(x) for x in principal_point)
+        cam = pyrender.IntrinsicsCamera(fx, fy, cx, cy, znear=0.05, zfar=1000.0)
+        pose = opencv_camera_pose(camera_rotation, camera_center)
+        scene.add(cam, pose=pose)
+        for angle in (-0.6, 0.0, 0.6):  # three lights around the camera
+            lp = pose.copy()
+            c, s = math.cos(angle), math.sin(angle)
+            lp[:3, :3] = pose[:3, :3] @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+            scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=2.0), pose=lp)
+        color, depth = self._get(w, h).render(scene, flags=pyrender.RenderFlags.RGBA)
+        return np.ascontiguousarray(color[..., :3]), depth.astype(np.float32)
+
+    def overlay(self, image: np.ndarray, meshes, focal_length, principal_point, colors=None, alpha: float = 0.85):
+        """The meshes drawn over ``image`` ``(H, W, 3)`` uint8 with the fit's camera."""
+        h, w = image.shape[:2]
+        rgb, depth = self.render(meshes, (w, h), focal_length, principal_point, colors=colors)
+        m = (depth > 0)[..., None] * alpha
+        return (image * (1 - m) + rgb * m).astype(np.uint8)
+
+    def side_view(self, size, meshes, pivot: np.ndarray, focal_length, principal_point, colors=None, angle_deg=90.0):
+        """The meshes seen from a camera turned ``angle_deg`` about the vertical axis
+        (the image's -y) through ``pivot`` (3,), at the same distance, on white."""
+        a = math.radians(angle_deg)
+        R = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
+        center = pivot + R @ (np.zeros(3) - pivot)
+        rgb, depth = self.render(meshes, size, focal_length, principal_point, R, center, colors)
+        out = np.full_like(rgb, 255)
+        mask = depth > 0
+        out[mask] = rgb[mask]
+        return out
+
+
+def draw_keypoints(image: np.ndarray, keypoints_2d: np.ndarray | None, fitted_2d: np.ndarray | None, color=(255, 255, 255)):
+    """Input keypoints as circles, reprojected keypoints as crosses (PIL).
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        keypoints_2d: ``(K, 3)`` pixels + confidence (drawn where confidence > 0), or None.
+        fitted_2d: ``(K, 2)`` pixels (drawn where finite), or None.
+    Returns:
+        A new ``(H, W, 3)`` uint8 image.
+    """
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(image)
+    d = ImageDraw.Draw(im)
+    r = max(2, round(min(image.shape[:2]) / 150))
+    if keypoints_2d is not None:
+        for x, y, c in keypoints_2d:
+            if c > 0 and np.isfinite(x) and np.isfinite(y):
+                d.ellipse([x - r, y - r, x + r, y + r], outline=(0, 255, 0), width=max(1, r // 2))
+    if fitted_2d is not None:
+        for x, y in fitted_2d:
+            if np.isfinite(x) and np.isfinite(y):
+                d.line([x - r, y - r, x + r, y + r], fill=color, width=max(1, r // 2))
+                d.line([x - r, y + r, x + r, y - r], fill=color, width=max(1, r // 2))
+    return np.asarray(im)

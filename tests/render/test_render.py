@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from fit3d.geometry import project
+from fit3d.render import Renderer
+from fit3d.render.fits import render_dir
+from fit3d.render.report import collect_people, write_report
+
+
+def _sphere(center, radius=0.02):
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=2, radius=radius)
+    return np.asarray(s.vertices) + center, np.asarray(s.faces)
+
+
+@pytest.mark.parametrize("center", [(0.3, -0.2, 3.0), (-0.5, 0.4, 5.0), (0.0, 0.0, 2.0)])
+def test_rendered_point_lands_on_projected_pixel(center):
+    """The OpenCV-to-OpenGL conversion: a rendered blob is centred where project() puts its centre."""
+    f, pp, size = np.array([900.0, 850.0]), np.array([300.0, 260.0]), (640, 480)
+    r = Renderer()
+    try:
+        rgb, depth = r.render([_sphere(np.array(center))], size, f, pp)
+    finally:
+        r.close()
+    ys, xs = np.nonzero(depth > 0)
+    assert len(xs) > 10
+    uv = project(torch.tensor([[center]], dtype=torch.float32), torch.tensor(f[None], dtype=torch.float32), torch.tensor(pp[None], dtype=torch.float32))[0, 0].numpy()
+    # pixel (i, j) covers [j, j+1) x [i, i+1): its centre is at j + 0.5
+    assert abs(xs.mean() + 0.5 - uv[0]) < 0.5 and abs(ys.mean() + 0.5 - uv[1]) < 0.5
+    assert depth[depth > 0].min() == pytest.approx(center[2] - 0.02, abs=3e-3)
+
+
+def test_side_view_turns_about_the_vertical(anny_model):
+    r = Renderer()
+    try:
+        pivot = np.array([0.0, 0.0, 3.0])
+        near = _sphere(np.array([0.0, 0.0, 2.5]))  # in front of the pivot, on the optical axis
+        img = r.side_view((200, 200), [near], pivot, np.array([200.0, 200.0]), np.array([100.0, 100.0]))
+    finally:
+        r.close()
+    ys, xs = np.nonzero((img < 250).any(-1))
+    # seen from the side, a point between camera and pivot moves off the image centre horizontally
+    assert abs(xs.mean() - 100) > 20 and abs(ys.mean() - 100) < 3
+
+
+def test_render_dir_and_report_on_a_small_run(tmp_path, sample_dir, anny_model):
+    from fit3d.data.readers import read_coco
+    from fit3d.fitters import SMPLify, Stage
+    from fit3d.pipeline import RunConfig, run
+
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    sched = [Stage("camera", ("global_orient", "transl"), 10, 0.05, dict(reprojection=1.0, depth=100.0), keypoints="torso")]
+    fits = tmp_path / "fits"
+    run(images[:2], SMPLify(anny_model, schedule=sched), anny_model, RunConfig(fits, progress=False))
+    st = render_dir(fits, sample_dir, tmp_path / "render", anny_model, keypoints=True, save_mesh="ply", progress=False)
+    assert st["images"] == 2 and not st["errors"]
+    from PIL import Image
+
+    for img in images[:2]:
+        png = tmp_path / "render" / (img.image_path.stem + ".png")
+        w, h = Image.open(png).size
+        assert (w, h) == (2 * img.image_size[0], img.image_size[1])
+        assert len(list((tmp_path / "render").glob(img.image_path.stem + "_*.ply"))) == len(img.people)
+    out = tmp_path / "report.html"
+    s = write_report(fits, out, renders_dir=tmp_path / "render")
+    page = out.read_text()
+    rows = collect_people(fits)
+    assert s["people"] == len(rows) == sum(len(i.people) for i in images[:2])
+    for r in rows:
+        assert f"<td>{r['annot_id']}</td>" in page
+    errs = [r["reproj_error_px"] for r in rows if r["status"] == "fitted"]
+    assert errs == sorted(errs, reverse=True)  # worst first
+    assert "data:image/png;base64" in page and "data:image/jpeg;base64" in page
