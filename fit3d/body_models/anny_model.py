@@ -14,10 +14,12 @@
   and ``global_orient`` rotates the canonical body about its root joint into the
   OpenCV camera frame. Unlike SMPL, ``transl`` is the camera-frame position of
   the root joint (the pelvis), whatever the shape.
-* Keypoints: anny's COCO regressor (17 COCO + 6 foot points). While fitting,
-  only the vertices that carry 99 % of each keypoint's regression weight are
-  skinned (a pruned sub-model, under 0.5 mm from the full regressor); the full
-  mesh is computed only when ``return_vertices=True``.
+* Keypoints: anny's COCO regressor (17 COCO + 6 foot points). Regression and
+  linear blend skinning are both linear, so while fitting the keypoints are
+  computed exactly from the 36 bone transforms and per-bone anchor points
+  (``keypoint_k = sum_b T_b a_kb(shape)``, ``a`` linear in the blendshape
+  coefficients) without skinning any vertex; the full mesh is computed only
+  when ``return_vertices=True``.
 """
 
 from __future__ import annotations
@@ -67,22 +69,6 @@ MEAN_PHENOTYPE = (0.5, 2.0 / 3.0, 0.5, 0.5, 0.5, 0.5)
 #: ``(x, y, z) -> (x, z, -y)``.
 ANNY_TO_CANONICAL = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
 
-#: Share of each keypoint's regression weight kept by the pruned fitting sub-model.
-REGRESSOR_MASS = 0.99
-
-
-def _sparsify(weights: torch.Tensor, mass: float) -> torch.Tensor:
-    """Keep per row the largest weights that sum to ``mass`` of the row, renormalised."""
-    out = torch.zeros_like(weights)
-    for k in range(weights.shape[0]):
-        w = weights[k]
-        s, order = torch.sort(w.abs(), descending=True)
-        n = int((torch.cumsum(s, 0) / s.sum() < mass).sum()) + 1
-        sel = order[:n]
-        out[k, sel] = w[sel] / w[sel].sum()
-    return out
-
-
 def _submodel_data(data, vertex_idx: torch.Tensor):
     """ModelData restricted to the vertices ``vertex_idx`` (no faces, no textures)."""
     return dataclasses.replace(
@@ -124,11 +110,11 @@ class AnnyModel(BodyModel):
         self.full = anny.Anny.from_model_data(data, **kwargs)
         regressor = anny.KeypointsRegressor.coco(self.full)
         self.keypoint_convention = KeypointConvention("anny_coco23", tuple(regressor.labels))
-        self.register_buffer("regressor_full", regressor.regression_weights.float(), persistent=False)
-        sparse = _sparsify(regressor.regression_weights.float(), REGRESSOR_MASS)
-        keep = torch.nonzero(sparse.abs().sum(0) > 0).squeeze(1)
-        self.fit = anny.Anny.from_model_data(_submodel_data(data, keep), **kwargs)
-        self.register_buffer("regressor_pruned", sparse[:, keep].contiguous(), persistent=False)
+        W = regressor.regression_weights.float()
+        self.register_buffer("regressor_full", W, persistent=False)
+        # The skeleton alone (no vertex): rest bone poses and forward kinematics.
+        self.skeleton = anny.Anny.from_model_data(_submodel_data(data, torch.zeros(0, dtype=torch.long)), **kwargs)
+        self._init_keypoint_anchors(W)
 
         bone_labels = list(self.full.bone_labels)
         self.joint_names = tuple(ANNY_JOINTS)
@@ -147,6 +133,22 @@ class AnnyModel(BodyModel):
     def phenotype(self, betas: torch.Tensor) -> torch.Tensor:
         """``(B, 6)`` anny phenotype parameters in (0, 1) from ``betas`` logits."""
         return torch.sigmoid(betas + self.phenotype_offset)
+
+    def _init_keypoint_anchors(self, W: torch.Tensor) -> None:
+        """Per-bone keypoint anchors: with skin weights ``s_vb`` and rest vertices
+        ``v = v0 + sum_c coeff_c d_c``, ``keypoint_k = sum_b T_b a_kb`` with the
+        homogeneous ``a_kb = sum_v W_kv s_vb [v; 1]``, i.e. ``a = A0 + sum_c coeff_c A_c``."""
+        used = torch.nonzero(W.abs().sum(0) > 0).squeeze(1)
+        w = W[:, used]
+        skin = torch.zeros(len(used), self.full.bone_count)
+        skin.scatter_add_(1, self.full.vertex_bone_indices[used].long(), self.full.vertex_bone_weights[used].float())
+        ws = w[:, :, None] * skin[None]  # (K, V', NB)
+        a0 = torch.einsum("kvb,vd->kbd", ws, self.full.template_vertices[used].float())
+        a0 = torch.cat([a0, ws.sum(1)[..., None]], -1)  # homogeneous coordinate: sum of weights
+        ac = torch.einsum("kvb,cvd->ckbd", ws, self.full.blendshapes[:, used].float())
+        ac = torch.cat([ac, torch.zeros_like(ac[..., :1])], -1)
+        self.register_buffer("anchor_rest", a0, persistent=False)  # (K, NB, 4)
+        self.register_buffer("anchor_blend", ac.flatten(1), persistent=False)  # (C, K*NB*4)
 
     def _init_phenotype_tables(self) -> None:
         """Index tables for :meth:`blendshape_coefficients`.
@@ -240,16 +242,17 @@ class AnnyModel(BodyModel):
         """
         deltas = self._deltas(body_pose)
         coeffs = self.blendshape_coefficients(self.phenotype(betas))
-        model = self.full if return_vertices else self.fit
-        # The rigged-model forward of anny, given blendshape coefficients directly.
-        out = RiggedModelWithLinearBlendShapes.forward(model, deltas, coeffs)
-        verts = out["vertices"]
-        weights = self.regressor_full if return_vertices else self.regressor_pruned
-        kp = torch.einsum("kv,bvd->bkd", weights, verts)
-        joints = out["bone_poses"][:, self.joint_bones, :3, 3]
         C = self.to_canonical.T
-        return BodyOutput(
-            vertices=verts @ C if return_vertices else None,
-            joints_3d=joints @ C,
-            keypoints_3d=kp @ C,
-        )
+        if return_vertices:
+            # The rigged-model forward of anny, given blendshape coefficients directly.
+            out = RiggedModelWithLinearBlendShapes.forward(self.full, deltas, coeffs)
+            verts = out["vertices"]
+            kp = torch.einsum("kv,bvd->bkd", self.regressor_full, verts)
+            joints = out["bone_poses"][:, self.joint_bones, :3, 3]
+            return BodyOutput(vertices=verts @ C, joints_3d=joints @ C, keypoints_3d=kp @ C)
+        rest = self.skeleton.get_rest_model(coeffs)["rest_bone_poses"]
+        transforms, poses = self.skeleton.get_bone_transforms(deltas, rest)
+        anchors = self.anchor_rest + (coeffs @ self.anchor_blend).view(-1, *self.anchor_rest.shape)
+        kp = torch.einsum("bnij,bknj->bki", transforms[:, :, :3, :], anchors)
+        joints = poses[:, self.joint_bones, :3, 3]
+        return BodyOutput(vertices=None, joints_3d=joints @ C, keypoints_3d=kp @ C)
