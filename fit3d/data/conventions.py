@@ -136,8 +136,20 @@ OPENPOSE_COCO18 = KeypointConvention(
     ),
 )
 
+#: The 24 ground-truth joints of SPIN's preprocessed datasets (``part`` and ``S``):
+#: LSP's 14, then MPII pelvis and thorax, H36M spine, jaw and head, and the face points.
+SPIN24 = KeypointConvention(
+    "spin24",
+    (
+        "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle",
+        "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist",
+        "neck_lsp", "head_top", "pelvis_mpii", "thorax_mpii", "spine_h36m", "jaw_h36m", "head_h36m",
+        "nose", "left_eye", "right_eye", "left_ear", "right_ear",
+    ),
+)  # fmt: skip
+
 CONVENTIONS: dict[str, KeypointConvention] = {
-    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18)
+    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24)
 }
 
 #: Keypoints that define the torso, used for camera initialisation and stage 1.

@@ -68,6 +68,11 @@ class SMPLify:
         yaws: orientation hypotheses (degrees about the body's vertical axis).
         keep_hypotheses: how many hypotheses per person go on after the first stage.
         valid_fraction: validity threshold, see :data:`VALID_ERROR_FRACTION`.
+        pose_space: ``"axis_angle"`` (optimise ``body_pose``) or ``"latent"`` (optimise a
+            VAE prior's latent ``z``, ``body_pose = prior.decode(z)``, prior cost ``|z|^2``,
+            as SMPLify-X does with VPoser).
+    Raises:
+        ValueError: no hypotheses, or ``pose_space="latent"`` with a prior that cannot decode.
 
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (B people).
     """
@@ -84,9 +89,15 @@ class SMPLify:
         yaws: tuple[float, ...] = DEFAULT_YAWS,
         keep_hypotheses: int = 2,
         valid_fraction: float = VALID_ERROR_FRACTION,
+        pose_space: str = "axis_angle",
     ) -> None:
         self.body_model = body_model
-        self.prior = (prior or L2Prior()).to(body_model.device)
+        self.prior = (prior or L2Prior()).to(body_model.device).eval()
+        if pose_space not in ("axis_angle", "latent"):
+            raise ValueError(f"pose_space must be 'axis_angle' or 'latent', not {pose_space!r}")
+        self.latent = pose_space == "latent"
+        if self.latent and not hasattr(self.prior, "decode"):
+            raise ValueError(f"pose_space='latent' needs a prior with decode() (vae), not {self.prior.name}")
         try:
             self.bend: Prior | None = BendPrior(body_model).to(body_model.device)
         except ValueError:
@@ -128,6 +139,10 @@ class SMPLify:
         p = model.neutral_params(B * H, device=batch.keypoints_2d.device)
         p["global_orient"] = orient.reshape(B * H, 3)
         p["transl"] = (root - self.rest_root).repeat_interleave(H, 0)
+        if self.latent:
+            p["latent"] = torch.zeros(B * H, self.prior.latent_dim, device=p["transl"].device)
+            with torch.no_grad():
+                p["body_pose"] = self.prior.decode(p["latent"])
         return p, z.repeat_interleave(H, 0), method
 
     def losses(
@@ -139,7 +154,11 @@ class SMPLify:
         mask = self.torso_mask if stage.keypoints == "torso" else None
         total = w.get("reprojection", 0.0) * L.reprojection(proj, batch.keypoints_2d, ctx["scale"], mask=mask)
         if w.get("pose_prior"):
-            total = total + w["pose_prior"] * self.prior(params["body_pose"])
+            if self.latent:
+                cost = getattr(self.prior, "latent_weight_scale", 1.0) * params["latent"].pow(2).sum(-1)
+            else:
+                cost = self.prior.weight_scale * self.prior(params["body_pose"])
+            total = total + w["pose_prior"] * cost
         if w.get("bend") and self.bend is not None:
             total = total + w["bend"] * self.bend(params["body_pose"])
         if w.get("shape"):
@@ -162,7 +181,8 @@ class SMPLify:
             ``(final loss (B,), steps taken (B,))``.
         """
         model = self.body_model
-        moving = [params[n] for n in stage.params]
+        names = ["latent" if self.latent and n == "body_pose" else n for n in stage.params]
+        moving = [params[n] for n in names]
         for t in params.values():
             t.requires_grad_(False)
         for t in moving:
@@ -175,6 +195,8 @@ class SMPLify:
                 canon = model.canonical(params["body_pose"], params["betas"])
 
         def evaluate():
+            if self.latent and canon is None:
+                params["body_pose"] = self.prior.decode(params["latent"])
             if canon is None:
                 body = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
             else:
@@ -204,7 +226,10 @@ class SMPLify:
         for t in moving:
             t.requires_grad_(False)
         with torch.no_grad():
-            return evaluate(), steps
+            final = evaluate()
+        if self.latent:
+            params["body_pose"] = params["body_pose"].detach()
+        return final, steps
 
     # ----------------------------------------------------------------- call
     def __call__(self, batch: PersonBatch) -> FitResult:
@@ -244,7 +269,7 @@ class SMPLify:
                 hyp, owner, steps, loss = hyp[rows], owner[rows], steps[rows], loss[rows]
         Hk = len(owner) // B
         best = loss.view(B, Hk).argmin(1) + torch.arange(B, device=loss.device) * Hk
-        final = {k: v[best].detach() for k, v in params.items()}
+        final = {k: v[best].detach() for k, v in params.items() if k != "latent"}
         fb = batch  # one row per person
         with torch.no_grad():
             body = model(final["global_orient"], final["body_pose"], final["betas"], final["transl"])

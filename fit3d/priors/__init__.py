@@ -1,19 +1,72 @@
-"""Pose priors: one class per prior, all ``prior(body_pose) -> (B,)``."""
+"""Pose priors: one class per prior, all ``prior(body_pose) -> (B,)``.
 
+Learned priors for anny ship in ``fit3d/priors/weights/anny_<kind>.pt``
+(reproduce with ``fit3d train-prior``); SMPL-family users load their own
+(SMPLify's ``gmm_08.pkl``, a VPoser v2 checkpoint) with ``path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.base import Prior
 from fit3d.priors.bend import BendPrior
+from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.l2 import L2Prior
+from fit3d.priors.vae import VAEPrior
 
-PRIORS = {"l2": L2Prior}
-
-
-def build_prior(name: str, body_model=None) -> Prior:
-    """A pose prior by name (``"l2"``). Raises ``KeyError`` for unknown names."""
-    try:
-        cls = PRIORS[name]
-    except KeyError:
-        raise KeyError(f"unknown prior {name!r}; available: {sorted(PRIORS)}") from None
-    return cls()
+PRIORS = ("l2", "gmm", "vae", "articulation")
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
-__all__ = ["Prior", "BendPrior", "L2Prior", "PRIORS", "build_prior"]
+def shipped_weights(kind: str, model_name: str = "anny") -> Path:
+    """Path of the bundled weights of a learned prior for a body model."""
+    return WEIGHTS_DIR / f"{model_name}_{kind}.pt"
+
+
+def build_prior(name: str, body_model=None, path: str | Path | None = None) -> Prior:
+    """A pose prior by name.
+
+    Args:
+        name: ``l2``, ``gmm``, ``vae`` or ``articulation``.
+        body_model: the model the prior is for (picks the bundled weights).
+        path: weights to load instead: a ``fit3d train-prior`` file, SMPLify's
+            ``gmm_08.pkl`` (gmm) or a VPoser v2 checkpoint (vae).
+    Raises:
+        KeyError: unknown name. FileNotFoundError: no weights for this model
+        (the message says how to get them). ValueError: the prior does not
+        match the model's number of joints.
+    """
+    from fit3d.priors.training import load_prior
+
+    if name not in PRIORS:
+        raise KeyError(f"unknown prior {name!r}; available: {list(PRIORS)}")
+    if name == "l2":
+        return L2Prior()
+    model_name = getattr(body_model, "name", "anny")
+    if path is None:
+        path = shipped_weights(name, model_name)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no bundled {name} prior for the {model_name} model: pass --prior-path "
+                + ("(SMPLify's gmm_08.pkl)" if name == "gmm" else "(a VPoser v2 checkpoint)" if name == "vae"
+                   else "(a 'fit3d train-prior --kind articulation' file)")
+            )
+    path = Path(path)
+    if name == "gmm" and path.suffix == ".pkl":
+        prior = GMMPrior.load_smplify_pkl(path)
+    elif name == "vae" and path.suffix == ".ckpt":
+        prior = VAEPrior.load_vposer_v2(path)
+    else:
+        prior = load_prior(path)
+    if prior.name != name:
+        raise ValueError(f"{path} holds a {prior.name} prior, not {name}")
+    J = getattr(body_model, "num_body_joints", None)
+    n = getattr(prior, "num_joints", None)
+    if J is not None and n is not None and n != J:
+        raise ValueError(f"{path}: a {n}-joint prior cannot score the {J} joints of {model_name}")
+    return prior.to(body_model.device) if body_model is not None else prior
+
+
+__all__ = ["Prior", "ArticulationPrior", "BendPrior", "GMMPrior", "L2Prior", "VAEPrior", "PRIORS", "build_prior"]

@@ -46,3 +46,27 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "o"), "--model", "smpl"])
     assert r.exit_code != 0 and "smpl.is.tue.mpg.de" in r.output
+
+
+def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
+    out = tmp_path / "fits"
+    args = ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--out", str(out),
+            "--no-progress", "--steps", "5"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    import numpy as np
+
+    files = sorted(out.glob("*.npz"))
+    assert len(files) == 4
+    d = np.load(files[0])
+    assert str(d["fitter"]) == "eft" and (d["iterations"][d["status"] == "fitted"] == 5).all()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["fitted"] == 12 and s["fitter"] == "eft"
+
+
+def test_train_and_benchmark_commands_exist():
+    for cmd in (["train-prior", "--help"], ["train-regressor", "--help"], ["prepare-mocap", "--help"],
+                ["benchmark", "make", "--help"], ["benchmark", "run", "--help"], ["evaluate", "--help"],
+                ["render", "--help"], ["report", "--help"]):
+        r = CliRunner().invoke(cli, cmd)
+        assert r.exit_code == 0, (cmd, r.output)

@@ -1,0 +1,80 @@
+"""EFT throughput: fits/s and peak memory per batch size, batched vs one-by-one.
+
+Synthetic people from the training mocap trials, the bundled regressor, 30
+fine-tuning steps. Each configuration runs in a fresh subprocess (CPU peak =
+max RSS of that process; CUDA peak = torch's allocator peak).
+
+    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def one(device: str, batch_size: int, steps: int) -> dict:
+    import numpy as np
+    import torch
+
+    from fit3d.body_models import build_body_model
+    from fit3d.evaluation.benchmark import benchmark_batch
+    from fit3d.evaluation.synthetic import make_synthetic_benchmark
+    from fit3d.fitters import EFT
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.priors.training import load_pose_set
+    from fit3d.regressors import bundled_regressor
+    from fit3d.regressors.training import load_regressor
+
+    body = build_body_model("anny", device=device)
+    n = max(batch_size, 16) if batch_size == 1 else batch_size
+    bench = make_synthetic_benchmark(load_pose_set(bundled_pose_set()), body, n=n, seed=5, split="train",
+                                     with_vertices=False)
+    eft = EFT(body, load_regressor(bundled_regressor()), steps=steps)
+    if device.startswith("cuda"):
+        eft(benchmark_batch(bench, np.arange(1), body.keypoint_convention, device))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    done = 0
+    for s in range(0, n, batch_size):  # batch size 1: one person at a time
+        eft(benchmark_batch(bench, np.arange(s, min(s + batch_size, n)), body.keypoint_convention, device))
+        done += min(batch_size, n - s)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    dt = time.perf_counter() - t
+    return dict(device=device, batch_size=batch_size, people=done, seconds=round(dt, 3),
+                fits_per_s=round(done / dt, 3), steps_per_s=round(done * steps / dt, 1), peak_memory_mb=round(peak, 1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-sizes", default="1,16,64,256")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one is not None:
+        print(json.dumps(one(a.device, a.one, a.steps)))
+        return
+    print(f"{'device':8} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MB':>9}")
+    base = None
+    for b in (int(x) for x in a.batch_sizes.split(",")):
+        out = subprocess.run([sys.executable, __file__, "--device", a.device, "--one", str(b), "--steps", str(a.steps)],
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        base = base or (r["fits_per_s"] if b == 1 else None)
+        speedup = f"  x{r['fits_per_s'] / base:.1f} vs B=1" if base else ""
+        print(f"{r['device']:8} {b:>5} {r['fits_per_s']:>8.2f} {r['steps_per_s']:>9.1f} {r['peak_memory_mb']:>9.0f}{speedup}",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""SPIN-style preprocessed dataset files (Kolotouros et al., ICCV 2019).
+
+One ``.npz`` per dataset split with, per sample i: ``imgname`` (path relative
+to the dataset's image root), ``center`` (2,) and ``scale`` (box side / 200 px),
+``part`` (24, 3) 2D keypoints with visibility and ``S`` (24, 4) 3D joints in
+metres with confidence, in :data:`~fit3d.data.conventions.SPIN24` order;
+optionally ``pose`` (72,) and ``shape`` (10,) SMPL parameters. Human3.6M,
+MPI-INF-3DHP and 3DPW exports follow this layout. Camera intrinsics are not
+in SPIN's files: give them (``focal_length``, ``principal_point``) or store
+``focal_length`` (N,) / ``cam_int`` (N, 3, 3) in the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fit3d.data.conventions import SPIN24
+from fit3d.data.readers import ImageRecord, InputProblem, Person
+
+
+def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a SPIN ``.npz``.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: corrupt file or missing
+        ``imgname``/``center``/``scale``/``part``/``S``, or wrong shapes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SPIN npz not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    except Exception as e:
+        raise ValueError(f"cannot read {path} as .npz: {e}") from e
+    missing = [k for k in ("imgname", "center", "scale", "part") if k not in d]
+    if missing:
+        raise ValueError(f"{path} is not a SPIN dataset file: missing {missing}")
+    n = len(d["imgname"])
+    if d["part"].shape != (n, 24, 3) or ("S" in d and d["S"].shape != (n, 24, 4)):
+        raise ValueError(f"{path}: expected part (N, 24, 3) and S (N, 24, 4)")
+    return d
+
+
+def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``(N, 4)`` ``x, y, w, h`` boxes from SPIN's ``center`` and ``scale`` (side = 200 * scale)."""
+    side = 200.0 * np.asarray(scale, dtype=np.float32)
+    return np.stack([center[:, 0] - side / 2, center[:, 1] - side / 2, side, side], 1).astype(np.float32)
+
+
+def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
+    """People of a SPIN ``.npz`` grouped by image, ``annot_id`` = row index in the file.
+
+    Image sizes are read from the image files (missing images are problems).
+    """
+    from PIL import Image
+
+    d = load_spin_npz(path)
+    images_dir = Path(images_dir)
+    boxes = spin_bbox(d["center"], d["scale"])
+    records: dict[str, ImageRecord] = {}
+    problems: list[InputProblem] = []
+    for i, name in enumerate(d["imgname"]):
+        name = str(name)
+        img = images_dir / name
+        if name not in records:
+            if not img.is_file():
+                problems.append(InputProblem(str(img), "image file not found"))
+                records[name] = None
+                continue
+            with Image.open(img) as im:
+                size = im.size
+            records[name] = ImageRecord(name.replace("/", "_"), img, size)
+        rec = records[name]
+        if rec is None:
+            continue
+        kp = d["part"][i].astype(np.float32).copy()
+        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+        rec.people.append(Person(rec.image_key, img, rec.image_size, i, boxes[i], kp, SPIN24, len(rec.people)))
+    return [r for r in records.values() if r is not None and r.people], problems

@@ -1,0 +1,1 @@
+"""Pseudo-GT quality: metrics, synthetic benchmarks from held-out mocap, 3D-GT readers."""

@@ -1,0 +1,139 @@
+"""Score a folder of fits against ground truth: COCO JSON (2D) or a SPIN npz (3D + 2D).
+
+Fits are matched to ground truth by image file name and annotation id (COCO
+``id``; SPIN row index, as :func:`fit3d.data.spin.read_spin` assigns). Metrics
+are computed on the fitted people; ``share_fitted`` and ``share_valid`` say how
+many ground-truth people that is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fit3d.data.conventions import COCO17, LIMBS12
+from fit3d.data.writers import read_fit
+from fit3d.evaluation import metrics as M
+
+JOINT_SETS = {"limbs12": LIMBS12, "coco17": COCO17.names}
+
+
+def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict]:
+    """``{(image file name, annot_id): person}`` over every ``.npz`` of ``fits_dir``."""
+    people = {}
+    for f in sorted(Path(fits_dir).glob("*.npz")):
+        d = read_fit(f)
+        names = [str(n) for n in d["keypoint_names"]]
+        for i in range(len(d["annot_id"])):
+            people[(str(d["image"]), int(d["annot_id"][i]))] = dict(
+                status=str(d["status"][i]), valid=bool(d["valid"][i]), names=names,
+                keypoints_3d=d["keypoints_3d"][i], keypoints_2d_fit=d["keypoints_2d_fit"][i],
+            )
+    return people
+
+
+def _gt_coco(path: Path) -> list[dict]:
+    from fit3d.data.conventions import COCO17 as C
+
+    data = json.loads(path.read_text())
+    files = {im["id"]: im["file_name"] for im in data["images"]}
+    rows = []
+    for a in data["annotations"]:
+        if a.get("iscrowd") or a.get("num_keypoints", 0) == 0:
+            continue
+        kp = np.asarray(a["keypoints"], dtype=np.float32).reshape(17, 3)
+        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+        rows.append(dict(image=Path(files[a["image_id"]]).name, annot_id=int(a["id"]), names=list(C.names),
+                         keypoints_2d=kp, bbox=np.asarray(a["bbox"], np.float32), joints_3d=None))
+    return rows
+
+
+def _gt_spin(path: Path) -> list[dict]:
+    from fit3d.data.conventions import SPIN24
+    from fit3d.data.spin import load_spin_npz, spin_bbox
+
+    d = load_spin_npz(path)
+    boxes = spin_bbox(d["center"], d["scale"])
+    rows = []
+    for i, name in enumerate(d["imgname"]):
+        kp = d["part"][i].astype(np.float32).copy()
+        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+        rows.append(dict(image=str(name).replace("/", "_"), annot_id=i, names=list(SPIN24.names), keypoints_2d=kp,
+                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None))
+    return rows
+
+
+def load_ground_truth(path: str | Path) -> list[dict]:
+    """Ground-truth people from a COCO ``.json`` or a SPIN ``.npz``.
+
+    Raises:
+        ValueError: unsupported file type.
+    """
+    path = Path(path)
+    if path.suffix == ".json":
+        return _gt_coco(path)
+    if path.suffix == ".npz":
+        return _gt_spin(path)
+    raise ValueError(f"ground truth must be a COCO .json or a SPIN .npz, not {path.name}")
+
+
+def _pick(arr: np.ndarray, names: list[str], wanted) -> np.ndarray:
+    return arr[[names.index(w) for w in wanted]]
+
+
+def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12") -> tuple[dict, list[dict]]:
+    """Per-person rows and their summary (means over fitted people; mm and px).
+
+    Raises:
+        KeyError: unknown joint set. ValueError: bad ground-truth file.
+    """
+    wanted = JOINT_SETS[joints]
+    fits = load_fit_people(fits_dir)
+    rows = []
+    for g in load_ground_truth(gt_path):
+        f = fits.get((g["image"], g["annot_id"]))
+        row = dict(image=g["image"], annot_id=g["annot_id"], fitted=bool(f and f["status"] == "fitted"),
+                   valid=bool(f and f["valid"]))
+        if row["fitted"]:
+            common = [n for n in g["names"] if n in f["names"]]
+            gt2 = torch.as_tensor(_pick(g["keypoints_2d"], g["names"], common))[None]
+            p2 = torch.as_tensor(_pick(f["keypoints_2d_fit"], f["names"], common))[None]
+            ok = torch.isfinite(p2).all(-1)
+            gt2[..., 2] *= ok.to(gt2)
+            p2 = torch.nan_to_num(p2)
+            box = torch.as_tensor(g["bbox"])[None]
+            row.update(error_2d_px=float(M.reprojection_px(p2, gt2)[0]), pck_05=float(M.pck(p2, gt2, box, 0.05)[0]),
+                       pck_10=float(M.pck(p2, gt2, box, 0.1)[0]))
+            if g["joints_3d"] is not None and all(w in g["names"] and w in f["names"] for w in wanted):
+                S = _pick(g["joints_3d"], g["names"], wanted)
+                P = _pick(f["keypoints_3d"], f["names"], wanted)
+                conf = S[:, 3] > 0
+                if conf.sum() >= 4 and np.isfinite(P).all():
+                    gt3 = torch.as_tensor(S[None, :, :3], dtype=torch.float32)
+                    pr3 = torch.as_tensor(P[None], dtype=torch.float32)
+                    v = torch.as_tensor(conf[None])
+                    hips = (wanted.index("left_hip"), wanted.index("right_hip"))
+                    row.update(mpjpe=float(M.mpjpe(pr3, gt3, hips, v)[0]), pa_mpjpe=float(M.pa_mpjpe(pr3, gt3, v)[0]))
+        rows.append(row)
+    n = len(rows)
+    fitted = [r for r in rows if r["fitted"]]
+    summary = dict(count=n, fitted=len(fitted), share_fitted=len(fitted) / n if n else 0.0,
+                   share_valid=sum(r["valid"] for r in rows) / n if n else 0.0, joints=joints)
+    for k in ("mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"):
+        vals = [r[k] for r in fitted if k in r and np.isfinite(r[k])]
+        summary[k] = float(np.mean(vals)) if vals else None
+    return summary, rows
+
+
+def write_per_sample(rows: list[dict], path: str | Path) -> None:
+    """One CSV row per ground-truth person."""
+    keys = ["image", "annot_id", "fitted", "valid", "mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in keys})

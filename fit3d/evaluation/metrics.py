@@ -1,0 +1,78 @@
+"""The field's metrics, batched, in millimetres and pixels.
+
+* MPJPE: mean joint error after aligning the roots (the mean of the hips, or a
+  given root joint) — Ionescu et al., Human3.6M (TPAMI 2014).
+* PA-MPJPE: after a similarity Procrustes alignment (rotation, translation,
+  scale; ``roma.rigid_points_registration``) — as in HMR/SPIN.
+* PVE: mean vertex error after root alignment.
+* PCK@a: share of labelled keypoints within ``a`` times the box size
+  (``max(w, h)``) of the ground truth.
+Always PA-MPJPE <= MPJPE-with-the-same-points (a similarity alignment can
+only reduce the error that a translation alone leaves).
+"""
+
+from __future__ import annotations
+
+import roma
+import torch
+
+
+def _root(points: torch.Tensor, root: int | tuple[int, ...]) -> torch.Tensor:
+    idx = (root,) if isinstance(root, int) else tuple(root)
+    return points[:, list(idx)].mean(1, keepdim=True)
+
+
+def mpjpe(pred: torch.Tensor, gt: torch.Tensor, root: int | tuple[int, ...] = 0, valid=None) -> torch.Tensor:
+    """``(B,)`` mm: mean joint error after subtracting each side's root.
+
+    Args:
+        pred, gt: ``(B, J, 3)`` metres. root: joint index (or indices averaged).
+        valid: optional ``(B, J)`` bool mask of joints that count.
+    """
+    d = ((pred - _root(pred, root)) - (gt - _root(gt, root))).norm(dim=-1)
+    return _masked_mean(d, valid) * 1000.0
+
+
+def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """``pred`` ``(B, J, 3)`` moved onto ``gt`` by the best similarity transform."""
+    R, t, s = roma.rigid_points_registration(pred, gt, compute_scaling=True)
+    return s[:, None, None] * pred @ R.transpose(-1, -2) + t[:, None, :]
+
+
+def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> torch.Tensor:
+    """``(B,)`` mm after similarity Procrustes alignment (on the valid joints when given)."""
+    if valid is not None and not bool(valid.all()):
+        out = []
+        for i in range(pred.shape[0]):
+            m = valid[i]
+            out.append(pa_mpjpe(pred[i : i + 1, m], gt[i : i + 1, m])[0])
+        return torch.stack(out)
+    d = (procrustes_align(pred, gt) - gt).norm(dim=-1)
+    return d.mean(-1) * 1000.0
+
+
+def pve(pred_vertices: torch.Tensor, gt_vertices: torch.Tensor, pred_root: torch.Tensor, gt_root: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` mm: mean vertex error after aligning the given ``(B, 3)`` roots."""
+    d = ((pred_vertices - pred_root[:, None]) - (gt_vertices - gt_root[:, None])).norm(dim=-1)
+    return d.mean(-1) * 1000.0
+
+
+def reprojection_px(pred_2d: torch.Tensor, gt_2d: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` mean pixel distance over keypoints with confidence > 0 in ``gt_2d`` ``(B, K, 3)``."""
+    d = (pred_2d[..., :2] - gt_2d[..., :2]).norm(dim=-1)
+    return _masked_mean(d, gt_2d[..., 2] > 0)
+
+
+def pck(pred_2d: torch.Tensor, gt_2d: torch.Tensor, bbox: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``(B,)`` share of labelled keypoints within ``alpha * max(w, h)`` of the truth."""
+    d = (pred_2d[..., :2] - gt_2d[..., :2]).norm(dim=-1)
+    thr = alpha * bbox[:, 2:].max(-1).values
+    return _masked_mean((d <= thr[:, None]).float(), gt_2d[..., 2] > 0)
+
+
+def _masked_mean(x: torch.Tensor, valid) -> torch.Tensor:
+    if valid is None:
+        return x.mean(-1)
+    v = valid.to(x)
+    n = v.sum(-1)
+    return torch.where(n > 0, (x * v).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))

@@ -1,0 +1,160 @@
+"""From CMU mocap archives to a compact set of retargeted poses, split by trial.
+
+Steps: read every ASF/AMC and BVH trial (from folders or ``.tar.xz``/``.tar.gz``
+archives), subsample (120 Hz -> ``fps``), drop near-duplicate frames (no
+root-centred point moved more than ``dedupe_m`` since the last kept frame),
+split by trial (every ``test_every``-th trial in name order is held out),
+retarget to the body model (:func:`fit3d.mocap.retarget.retarget`) and save.
+"""
+
+from __future__ import annotations
+
+import logging
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fit3d.mocap.asf_amc import read_asf_amc
+from fit3d.mocap.bvh_reader import read_bvh
+from fit3d.mocap.clip import MOCAP_POINTS, MocapClip
+
+log = logging.getLogger(__name__)
+
+
+def _extract(path: Path, into: Path) -> Path:
+    with tarfile.open(path) as tf:
+        tf.extractall(into, filter="data")
+    return into
+
+
+def find_clips(root: Path) -> list[MocapClip]:
+    """Every ASF/AMC trial (``NN_MM.amc`` with ``NN.asf`` in the same folder) and BVH file under ``root``.
+
+    Unreadable files are logged and skipped.
+    """
+    clips = []
+    for amc in sorted(root.rglob("*.amc")):
+        asf = amc.parent / (amc.stem.split("_")[0] + ".asf")
+        if not asf.is_file():
+            cands = list(amc.parent.glob("*.asf"))
+            asf = cands[0] if cands else None
+        if asf is None:
+            log.warning("no ASF skeleton for %s: skipped", amc)
+            continue
+        try:
+            clips.append(read_asf_amc(asf, amc))
+        except Exception as e:
+            log.warning("could not read %s: %s", amc, e)
+    for bvh in sorted(root.rglob("*.bvh")):
+        try:
+            clips.append(read_bvh(bvh))
+        except Exception as e:
+            log.warning("could not read %s: %s", bvh, e)
+    return clips
+
+
+def load_clips(sources: list[str | Path]) -> list[MocapClip]:
+    """Clips from folders and archives (archives are unpacked to a temporary folder).
+
+    Raises:
+        FileNotFoundError: a source does not exist.
+    """
+    clips = []
+    for src in sources:
+        src = Path(src)
+        if not src.exists():
+            raise FileNotFoundError(f"mocap source not found: {src}")
+        if src.is_dir():
+            archives = sorted(list(src.glob("*.tar.xz")) + list(src.glob("*.tar.gz")))
+            clips += find_clips(src)
+            for a in archives:
+                with tempfile.TemporaryDirectory() as d:
+                    clips += find_clips(_extract(a, Path(d)))
+        else:
+            with tempfile.TemporaryDirectory() as d:
+                clips += find_clips(_extract(src, Path(d)))
+    names = [c.name for c in clips]
+    if len(set(names)) != len(names):  # the same trial from two sources: keep the first
+        seen, uniq = set(), []
+        for c in clips:
+            if c.name not in seen:
+                seen.add(c.name)
+                uniq.append(c)
+        clips = uniq
+    return clips
+
+
+def dedupe(points: np.ndarray, threshold_m: float) -> np.ndarray:
+    """Indices of frames kept: a frame is kept when some root-centred point moved more
+    than ``threshold_m`` since the last kept frame."""
+    centred = points - points[:, :1]
+    keep = [0]
+    for t in range(1, len(points)):
+        if np.abs(centred[t] - centred[keep[-1]]).max() > threshold_m:
+            keep.append(t)
+    return np.asarray(keep, dtype=np.int64)
+
+
+def prepare_mocap(
+    sources: list[str | Path],
+    out: str | Path,
+    body_model,
+    fps: float = 10.0,
+    dedupe_m: float = 0.03,
+    test_every: int = 5,
+    iterations: int = 300,
+    progress: bool = True,
+) -> dict:
+    """Build the retargeted pose set and save it as ``.npz``.
+
+    Saved keys: ``body_pose (N, J, 3)``, ``global_orient (N, 3)`` (mocap world,
+    Y up), ``trial (N,)`` index into ``trial_names``, ``subject_names``,
+    ``is_test (N,)``, ``residual_mm (N,)``, ``direction_error_deg (N,)``,
+    ``joint_names``, ``model``, ``fps``.
+    Returns a stats dict (counts, residuals, seconds).
+    """
+    from fit3d.data.writers import write_npz
+    from fit3d.mocap.retarget import retarget
+
+    t0 = time.perf_counter()
+    clips = sorted(load_clips(sources), key=lambda c: c.name)
+    if not clips:
+        raise ValueError(f"no mocap trials found in {sources}")
+    pts, trial, frames_in = [], [], 0
+    for i, c in enumerate(clips):
+        frames_in += len(c.points)
+        sub = c.subsample(fps).points
+        keep = dedupe(sub, dedupe_m)
+        pts.append(sub[keep])
+        trial.append(np.full(len(keep), i))
+    points = torch.as_tensor(np.concatenate(pts))
+    trial = np.concatenate(trial)
+    test_trials = np.arange(len(clips)) % test_every == test_every // 2
+    r = retarget(points, body_model, iterations=iterations, progress=progress)
+    res = r["residual_mm"].cpu().numpy()
+    arrays = dict(
+        body_pose=r["body_pose"].cpu().numpy().astype(np.float32),
+        global_orient=r["global_orient"].cpu().numpy().astype(np.float32),
+        trial=trial.astype(np.int32),
+        trial_names=np.asarray([c.name for c in clips]),
+        subject_names=np.asarray([c.subject for c in clips]),
+        is_test=test_trials[trial],
+        residual_mm=res.astype(np.float32),
+        direction_error_deg=r["direction_error_deg"].cpu().numpy().astype(np.float32),
+        joint_names=np.asarray(body_model.joint_names),
+        model=np.str_(body_model.name),
+        fps=np.float32(fps),
+        mocap_points=np.asarray(MOCAP_POINTS),
+    )
+    write_npz(out, arrays)
+    return dict(
+        trials=len(clips), test_trials=int(test_trials.sum()), frames_in=frames_in, poses=len(trial),
+        test_poses=int(arrays["is_test"].sum()), residual_mm_mean=float(res.mean()),
+        residual_mm_median=float(np.median(res)), residual_mm_p95=float(np.percentile(res, 95)),
+        direction_error_deg_mean=float(arrays["direction_error_deg"].mean()),
+        seconds=round(time.perf_counter() - t0, 1),
+    )

@@ -1,0 +1,180 @@
+"""Training the learned priors on a retargeted pose set (``fit3d prepare-mocap`` output).
+
+Seeded and deterministic on CPU for a given thread count. Every training set is
+doubled by left-right mirroring (swap ``left_*``/``right_*`` joints and negate
+the y and z axis-angle components: a reflection of the canonical frame's X axis).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fit3d.priors.articulation import ArticulationPrior
+from fit3d.priors.base import Prior
+from fit3d.priors.gmm import GMMPrior
+from fit3d.priors.vae import VAEPrior
+
+log = logging.getLogger(__name__)
+
+
+def load_pose_set(path: str | Path) -> dict[str, np.ndarray]:
+    """A ``prepare-mocap`` ``.npz`` as a dict of arrays.
+
+    Raises:
+        FileNotFoundError: missing file. KeyError: not a pose set.
+    """
+    with np.load(path, allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    for k in ("body_pose", "is_test", "joint_names"):
+        if k not in d:
+            raise KeyError(f"{path} is not a pose set (no {k!r})")
+    return d
+
+
+def mirror(body_pose: np.ndarray, joint_names: list[str]) -> np.ndarray:
+    """Left-right mirror of ``(N, J, 3)`` poses whose joints are ``joint_names[1:]`` (root excluded)."""
+    names = list(joint_names)[1:]
+    perm = []
+    for n in names:
+        if n.startswith("left_"):
+            perm.append(names.index("right_" + n[5:]))
+        elif n.startswith("right_"):
+            perm.append(names.index("left_" + n[6:]))
+        else:
+            perm.append(names.index(n))
+    out = body_pose[:, perm].copy()
+    out[..., 1:] *= -1
+    return out
+
+
+def training_poses(pose_set: dict, split: str = "train", mirrored: bool = True) -> np.ndarray:
+    """``(N, J, 3)`` poses of a split (``train``/``test``), mirrored copies appended."""
+    sel = ~pose_set["is_test"] if split == "train" else pose_set["is_test"]
+    x = pose_set["body_pose"][sel].astype(np.float32)
+    if mirrored:
+        x = np.concatenate([x, mirror(x, list(pose_set["joint_names"]))])
+    return x
+
+
+def _seed(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def train_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0) -> GMMPrior:
+    """SMPLify's 8-component full-covariance GMM (scikit-learn EM)."""
+    return GMMPrior.fit(poses, n_components=n_components, seed=seed)
+
+
+def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: float = 1e-3,
+              kl_weight: float = 5e-3, seed: int = 0, progress: bool = True) -> VAEPrior:
+    """VPoser-style training: squared error on rotation matrices plus ``kl_weight`` KL to N(0, I)."""
+    import roma
+
+    g = _seed(seed)
+    x = torch.as_tensor(poses)
+    m = VAEPrior(num_joints=x.shape[1])
+    opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    R = roma.rotvec_to_rotmat(x)
+    it = range(epochs)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="train vae", unit="epoch")
+    for _ in it:
+        m.train()
+        perm = torch.randperm(len(x), generator=g)
+        for s in range(0, len(x) - batch_size + 1, batch_size):
+            idx = perm[s : s + batch_size]
+            mu, sigma = m.encode(x[idx])
+            z = mu + sigma * torch.randn(mu.shape, generator=g)
+            rec = m.decode_rotmat(z)
+            loss_rec = (rec - R[idx]).pow(2).sum((-1, -2, -3)).mean()
+            kl = (0.5 * (mu.pow(2) + sigma.pow(2)) - torch.log(sigma.clamp(min=1e-6)) - 0.5).sum(-1).mean()
+            loss = loss_rec + kl_weight * kl
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        if progress:
+            it.set_postfix(rec=f"{loss_rec.item():.4f}", kl=f"{kl.item():.2f}")
+    return m.eval()
+
+
+def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 512, lr: float = 2e-3,
+                       seed: int = 0, progress: bool = True) -> ArticulationPrior:
+    """Maximum likelihood of every joint's rotation under its flow; small Gaussian noise (0.02 rad)
+    on the inputs smooths the density between the training poses."""
+    g = _seed(seed)
+    x = torch.as_tensor(poses)
+    m = ArticulationPrior(num_joints=x.shape[1], mean=x.mean(0), std=x.std(0).clamp(min=0.02))
+    opt = torch.optim.Adam(m.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="train articulation", unit="step")
+    for step in it:
+        idx = torch.randint(0, len(x), (batch_size,), generator=g)
+        xb = x[idx] + 0.02 * torch.randn(x[idx].shape, generator=g)
+        loss = m(xb).mean() / x.shape[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and step % 100 == 0:
+            it.set_postfix(nll_per_joint=f"{loss.item():.3f}")
+    m.eval()
+    m.set_range(x)
+    return m
+
+
+def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int = 0, progress: bool = True,
+                **kwargs) -> dict:
+    """Train one prior kind on the train split and save it. Returns ``{seconds, poses, path}``."""
+    t0 = time.perf_counter()
+    ps = load_pose_set(pose_set_path)
+    x = training_poses(ps, "train")
+    if kind == "gmm":
+        prior = train_gmm(x, seed=seed, **kwargs)
+    elif kind == "vae":
+        prior = train_vae(x, seed=seed, progress=progress, **kwargs)
+    elif kind == "articulation":
+        prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
+    else:
+        raise ValueError(f"unknown prior kind {kind!r}; use gmm, vae or articulation")
+    save_prior(prior, out)
+    return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
+
+
+def save_prior(prior: Prior, path: str | Path) -> None:
+    """Save a learned prior's ``state()`` with ``torch.save``, atomically."""
+    import io
+
+    from fit3d.data.writers import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(prior.state(), buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_prior(path: str | Path) -> Prior:
+    """A prior saved by :func:`save_prior`.
+
+    Raises:
+        FileNotFoundError: missing file. ValueError: unknown kind.
+    """
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    kind = state.get("kind")
+    cls = {"gmm": GMMPrior, "vae": VAEPrior, "articulation": ArticulationPrior}.get(kind)
+    if cls is None:
+        raise ValueError(f"{path}: unknown prior kind {kind!r}")
+    return cls.from_state(state)

@@ -1,0 +1,17 @@
+"""Pretrained 3D body regressors (the starting point of EFT and NeuralAnnot).
+
+Interface (:class:`~fit3d.regressors.base.Regressor`): ``features(batch) -> (B, F)``
+inputs computed from a :class:`~fit3d.data.batching.PersonBatch`, and
+``forward(features) -> dict(global_orient, body_pose, betas, cam)``; the pure
+``forward`` is what EFT fine-tunes per sample with ``torch.func``. An
+image-conditioned HMR/SPIN regressor (ResNet-50 + IEF) plugs in by computing
+its features from image crops in ``features`` (give it the images) and
+keeping the same ``forward`` outputs.
+"""
+
+from pathlib import Path
+
+
+def bundled_regressor(model_name: str = "anny") -> Path:
+    """Path of the pretrained keypoint regressor shipped for a body model (``fit3d train-regressor`` output)."""
+    return Path(__file__).resolve().parent / "weights" / f"{model_name}_keypoint_regressor.pt"

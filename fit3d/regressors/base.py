@@ -1,0 +1,51 @@
+"""The regressor interface and the full-frame camera of CLIFF."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fit3d.data.batching import PersonBatch
+
+
+def crop_cam_to_transl(cam: torch.Tensor, bbox: torch.Tensor, focal_length: torch.Tensor,
+                       principal_point: torch.Tensor) -> torch.Tensor:
+    """CLIFF's conversion (Li et al., ECCV 2022) of a crop camera to a full-frame root translation.
+
+    ``cam = (s, tx, ty)``: the body seen in the square crop around the box
+    (side ``b = max(w, h)``, centre ``c``) under weak perspective, in crop units
+    ``[-1, 1]``. With a full-frame focal ``f``: ``z = 2 f / (b s)``,
+    ``x = tx + 2 (c_x - p_x) / (b s)``, ``y = ty + 2 (c_y - p_y) / (b s)``.
+
+    Args:
+        cam: ``(B, 3)``. bbox: ``(B, 4)`` ``x, y, w, h`` px. focal_length: ``(B, 2)``. principal_point: ``(B, 2)``.
+    Returns:
+        ``(B, 3)`` metres, the root's camera-frame position.
+    """
+    b = bbox[:, 2:].max(-1).values.clamp(min=1.0)
+    c = bbox[:, :2] + 0.5 * bbox[:, 2:]
+    s = cam[:, 0].clamp(min=1e-3)
+    bs = b * s
+    z = 2 * focal_length.mean(-1) / bs
+    xy = cam[:, 1:] + 2 * (c - principal_point) / bs[:, None]
+    return torch.cat([xy, z[:, None]], -1)
+
+
+class Regressor(nn.Module):
+    """Base class: ``features(batch)`` then ``forward(features)``.
+
+    ``forward`` returns ``global_orient (B, 3)``, ``body_pose (B, J, 3)`` axis-angle,
+    ``betas (B, S)`` and ``cam (B, 3)`` (see :func:`crop_cam_to_transl`).
+    """
+
+    num_joints: int
+    num_betas: int
+
+    def features(self, batch: PersonBatch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def predict(self, batch: PersonBatch) -> dict[str, torch.Tensor]:
+        """Parameters with ``transl`` (full-frame root position) for a batch."""
+        out = self(self.features(batch))
+        out["transl"] = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
+        return out

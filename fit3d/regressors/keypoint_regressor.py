@@ -1,0 +1,96 @@
+"""A keypoint-conditioned 3D body regressor (2D-to-3D lifting with iterative error feedback).
+
+Inputs, per person: the K keypoints normalised to the square box around the
+person (``(p - c) / (b / 2)``, in [-1, 1]) times their confidence, the
+confidences, and CLIFF's box information ``((c - p) / f, b / f)`` so that the
+full-frame camera is recoverable (Li et al., ECCV 2022). An MLP trunk
+(residual blocks with LayerNorm, no BatchNorm, no dropout: EFT's per-sample
+fine-tuning needs nothing frozen) feeds HMR's iterative error feedback
+(Kanazawa et al., CVPR 2018): three refinements of ``[global orientation 6D,
+body pose 6D per joint, betas, crop camera]`` from the mean parameters.
+Rotations are 6D inside (Zhou et al. 2019), axis-angle outside.
+"""
+
+from __future__ import annotations
+
+import roma
+import torch
+from torch import nn
+
+from fit3d.data.batching import PersonBatch
+from fit3d.priors.rotations import sixd_to_rotmat
+from fit3d.regressors.base import Regressor
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, x):
+        return x + self.net(x)
+
+
+class KeypointRegressor(Regressor):
+    """See module docstring.
+
+    Args:
+        num_keypoints: K (the body model's keypoint convention).
+        num_joints: J of ``body_pose``. num_betas: S.
+        width: trunk width. blocks: residual blocks. iterations: IEF steps.
+    """
+
+    def __init__(self, num_keypoints: int, num_joints: int, num_betas: int, width: int = 256, blocks: int = 3,
+                 iterations: int = 3) -> None:
+        super().__init__()
+        self.num_keypoints, self.num_joints, self.num_betas = num_keypoints, num_joints, num_betas
+        self.width, self.n_blocks, self.iterations = width, blocks, iterations
+        n_in = num_keypoints * 3 + 3
+        self.n_params = 6 + 6 * num_joints + num_betas + 3
+        self.inp = nn.Linear(n_in, width)
+        self.trunk = nn.Sequential(*[_Block(width) for _ in range(blocks)])
+        self.ief = nn.Sequential(nn.Linear(width + self.n_params, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
+                                 nn.Linear(width, self.n_params))
+        nn.init.zeros_(self.ief[-1].weight)
+        nn.init.zeros_(self.ief[-1].bias)
+        eye6 = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0])  # identity in the (3, 2) column layout
+        # upright, facing the camera (OpenCV): R_x(pi) = diag(1, -1, -1)
+        facing = torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0, 0.0])
+        init = torch.cat([facing, eye6.repeat(num_joints), torch.zeros(num_betas), torch.tensor([0.9, 0.0, 0.0])])
+        self.register_buffer("init_params", init)
+
+    def features(self, batch: PersonBatch) -> torch.Tensor:
+        """``(B, 3K + 3)`` normalised keypoints, confidences and CLIFF box features."""
+        kp = batch.keypoints_2d
+        b = batch.bbox[:, 2:].max(-1).values.clamp(min=1.0)
+        c = batch.bbox[:, :2] + 0.5 * batch.bbox[:, 2:]
+        conf = kp[..., 2:]
+        xy = (kp[..., :2] - c[:, None]) / (b[:, None, None] / 2) * conf
+        f = batch.focal_length.mean(-1)
+        box = torch.cat([(c - batch.principal_point) / f[:, None], (b / f)[:, None]], -1)
+        return torch.cat([xy.flatten(1), conf.flatten(1), box], -1)
+
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``(B, F)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``."""
+        h = self.trunk(self.inp(features))
+        p = self.init_params.expand(features.shape[0], -1)
+        for _ in range(self.iterations):
+            p = p + self.ief(torch.cat([h, p], -1))
+        J, S = self.num_joints, self.num_betas
+        rot = sixd_to_rotmat(p[:, : 6 + 6 * J].reshape(-1, J + 1, 6))
+        aa = roma.rotmat_to_rotvec(rot)
+        cam = p[:, -3:]
+        cam = torch.cat([nn.functional.softplus(cam[:, :1] * 5) / 5 + 1e-3, cam[:, 1:]], -1)
+        return dict(global_orient=aa[:, 0], body_pose=aa[:, 1:], betas=p[:, 6 + 6 * J : 6 + 6 * J + S], cam=cam)
+
+    def state(self) -> dict:
+        return dict(kind="keypoint_regressor", num_keypoints=self.num_keypoints, num_joints=self.num_joints,
+                    num_betas=self.num_betas, width=self.width, blocks=self.n_blocks, iterations=self.iterations,
+                    state_dict={k: v.cpu() for k, v in self.state_dict().items()})
+
+    @classmethod
+    def from_state(cls, state: dict) -> "KeypointRegressor":
+        m = cls(state["num_keypoints"], state["num_joints"], state["num_betas"], state["width"], state["blocks"],
+                state["iterations"])
+        m.load_state_dict(state["state_dict"])
+        return m.eval()

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from fit3d.evaluation.benchmark import run_benchmark, score
+from fit3d.evaluation.synthetic import make_synthetic_benchmark
+from fit3d.fitters import SMPLify, Stage
+from fit3d.fitters.result import FitResult
+
+
+@pytest.fixture(scope="module")
+def bench(anny_model):
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.priors.training import load_pose_set
+
+    return make_synthetic_benchmark(load_pose_set(bundled_pose_set()), anny_model, n=12, seed=0)
+
+
+def test_benchmark_is_deterministic_and_realistic(anny_model, bench):
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.priors.training import load_pose_set
+
+    again = make_synthetic_benchmark(load_pose_set(bundled_pose_set()), anny_model, n=12, seed=0)
+    for k in ("keypoints_2d", "keypoints_3d", "vertices"):
+        assert np.array_equal(bench[k], again[k])
+    kp = bench["keypoints_2d"]
+    assert kp.shape == (12, 23, 3) and bench["vertices"].shape == (12, 13718, 3)
+    vis = kp[..., 2] > 0
+    assert 0.5 < vis.mean() < 0.97  # occlusion and truncation
+    err = np.linalg.norm(kp[..., :2] - bench["keypoints_2d_clean"], axis=-1)[vis]
+    assert 0.5 < np.median(err) < 20  # a few pixels of noise
+    assert (bench["keypoints_3d"][..., 2] > 0.5).all()
+
+
+class Oracle:
+    """A 'fitter' that returns the ground truth (or the neutral pose) without optimising."""
+
+    name = "oracle"
+
+    def __init__(self, model, bench, neutral=False):
+        self.model, self.bench, self.neutral, self.i = model, bench, neutral, 0
+
+    def __call__(self, batch):
+        n = len(batch)
+        sl = slice(self.i, self.i + n)
+        self.i += n
+        t = lambda k: torch.as_tensor(self.bench[k][sl])  # noqa: E731
+        p = dict(global_orient=t("global_orient"), body_pose=t("body_pose"), betas=t("betas"), transl=t("transl"))
+        if self.neutral:
+            p["body_pose"] = torch.zeros_like(p["body_pose"])
+            p["betas"] = torch.zeros_like(p["betas"])
+            p["global_orient"] = torch.tensor([[np.pi, 0.0, 0.0]]).repeat(n, 1)
+        out = self.model(**p)
+        from fit3d.geometry import project
+
+        kp2 = project(out.keypoints_3d, batch.focal_length, batch.principal_point)
+        z = torch.zeros(n)
+        return FitResult(**p, joints_3d=out.joints_3d, keypoints_3d=out.keypoints_3d, keypoints_2d_fit=kp2,
+                         reproj_error_px=z, valid=torch.ones(n, dtype=torch.bool), loss=z,
+                         iterations=z.long(), convention=self.model.keypoint_convention)
+
+
+def test_ground_truth_scores_zero_and_neutral_scores_badly(anny_model, bench):
+    gt = run_benchmark(bench, Oracle(anny_model, bench), anny_model)["summary"]
+    assert gt["mpjpe"] < 1e-3 and gt["pa_mpjpe"] < 1e-3 and gt["pve"] < 0.5 and gt["error_2d_px"] < 1e-3
+    bad = run_benchmark(bench, Oracle(anny_model, bench, neutral=True), anny_model)
+    s, per = bad["summary"], bad["per_person"]
+    assert s["mpjpe"] > 80 and s["pa_mpjpe"] > 40
+    assert (per["pa_mpjpe"] <= per["mpjpe"] + 1e-3).all()
+
+
+def test_smplify_on_benchmark_beats_neutral(anny_model, bench):
+    fast = [Stage("camera", ("global_orient", "transl"), 20, 0.05, dict(reprojection=1.0, depth=100.0), "torso"),
+            Stage("body", ("global_orient", "body_pose", "betas", "transl"), 40, 0.04,
+                  dict(reprojection=1.0, pose_prior=5.0, bend=100.0, shape=1.0))]
+    s = run_benchmark(bench, SMPLify(anny_model, schedule=fast), anny_model)["summary"]
+    neutral = run_benchmark(bench, Oracle(anny_model, bench, neutral=True), anny_model)["summary"]
+    assert s["pa_mpjpe"] < neutral["pa_mpjpe"] and s["error_2d_px"] < 25 and s["fits_per_s"] > 0

@@ -1,0 +1,99 @@
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from fit3d.evaluation.corruptions import implausible_poses
+from fit3d.priors import PRIORS, ArticulationPrior, GMMPrior, VAEPrior, build_prior
+
+
+@pytest.fixture(scope="module")
+def shipped(anny_model):
+    return {k: build_prior(k, anny_model) for k in PRIORS}
+
+
+def test_shapes_and_gradients(shipped):
+    pose = (torch.randn(4, 19, 3) * 0.2).requires_grad_(True)
+    for name, prior in shipped.items():
+        cost = prior(pose)
+        assert cost.shape == (4,), name
+        cost.sum().backward()
+        assert torch.isfinite(pose.grad).all(), name
+        pose.grad = None
+
+
+@pytest.mark.parametrize("name", ["gmm", "vae", "articulation"])
+def test_learned_priors_reject_impossible_bends(anny_model, shipped, name):
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.priors.training import load_pose_set
+
+    ps = load_pose_set(bundled_pose_set())
+    real = torch.as_tensor(ps["body_pose"][ps["is_test"]][::10])  # held-out trials
+    prior = shipped[name]
+    with torch.no_grad():
+        real_cost = prior(real)
+        for what, bad in implausible_poses(anny_model, real).items():
+            bad_cost = prior(bad)
+            # every corrupted pose scores worse than the real pose it came from...
+            assert (bad_cost > real_cost).float().mean() > 0.97, (name, what)
+            # ...and a corrupted pose scores worse than a random real one (AUROC)
+            auroc = (bad_cost[:, None] > real_cost[None, :]).float().mean()
+            assert auroc > (0.75 if name == "gmm" else 0.9), (name, what, auroc)
+
+
+def test_gmm_fit_and_smplify_pkl(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 0.1, (400, 23, 3)).astype(np.float32)
+    g = GMMPrior.fit(x, n_components=2)
+    assert g(torch.as_tensor(x[:5])).shape == (5,)
+    # SMPLify's gmm_08.pkl layout: means (8, 69), covars (8, 69, 69), weights (8,)
+    d = dict(means=rng.normal(0, 0.1, (8, 69)), covars=np.stack([np.eye(69) * 0.05] * 8), weights=np.full(8, 1 / 8))
+    f = tmp_path / "gmm_08.pkl"
+    f.write_bytes(pickle.dumps(d, protocol=2))
+    g = GMMPrior.load_smplify_pkl(f)
+    pose = torch.as_tensor(d["means"][3], dtype=torch.float32).view(1, 23, 3)
+    expect = -math.log(1 / 8) + 0.5 * 69 * math.log(2 * math.pi * 0.05)
+    assert g(pose).item() == pytest.approx(expect, rel=1e-4)  # at a mean: only the constant
+    assert g(torch.zeros(2, 21, 3)).shape == (2,)  # SMPL-X's 21 joints use the 63-d marginal
+
+
+def test_vposer_v2_state_dict_loads():
+    """A state dict with VPoser v2's keys and shapes (21 joints, 512 hidden, 32 latent)."""
+    ref = VAEPrior(num_joints=21, hidden=512, latent=32)
+    sd = {"vp_model." + k: (torch.rand_like(v) + 0.5 if "running_var" in k else torch.randn_like(v) * 0.05)
+          if v.is_floating_point() else v for k, v in ref.state_dict().items()}
+    expected_keys = {"encoder_net.1.running_mean", "encoder_net.2.weight", "encoder_net.4.weight",
+                     "encoder_net.6.weight", "encoder_net.7.weight", "encoder_net.8.mu.weight",
+                     "encoder_net.8.logvar.weight", "decoder_net.0.weight", "decoder_net.3.weight",
+                     "decoder_net.5.weight"}
+    assert expected_keys <= {k[len("vp_model."):] for k in sd}
+    assert sd["vp_model.decoder_net.5.weight"].shape == (126, 512)
+    m = VAEPrior.load_vposer_v2({"state_dict": sd})
+    assert m.num_joints == 21 and m.latent_dim == 32
+    z = torch.zeros(3, 32)
+    assert m.decode(z).shape == (3, 21, 3)
+    mu, sigma = m.encode(torch.zeros(3, 21, 3))
+    assert mu.shape == (3, 32) and (sigma > 0).all()
+
+
+def test_articulation_round_trip(tmp_path):
+    from fit3d.priors.training import load_prior, save_prior
+
+    m = ArticulationPrior(num_joints=5, layers=3)
+    f = tmp_path / "a.pt"
+    save_prior(m, f)
+    m2 = load_prior(f)
+    x = torch.randn(2, 5, 3)
+    assert torch.allclose(m(x), m2(x))
+
+
+def test_build_prior_errors(anny_model, fake_smpl_dir):
+    from fit3d.body_models import build_body_model
+
+    smpl = build_body_model("smpl", fake_smpl_dir)
+    with pytest.raises(FileNotFoundError, match="prior-path"):
+        build_prior("gmm", smpl)
+    with pytest.raises(KeyError):
+        build_prior("flow", anny_model)
