@@ -24,12 +24,19 @@ from torch.func import functional_call, vmap
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
 from fit3d.fitters import losses as L
-from fit3d.fitters.optim import BatchedAdam
 from fit3d.fitters.result import FitResult, reprojection_error_px
 from fit3d.fitters.smplify import VALID_ERROR_FRACTION, SMPLify
 from fit3d.fitters.stages import default_smplify_schedule
 from fit3d.geometry import project
 from fit3d.regressors.base import crop_cam_to_transl
+
+
+def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+    """torch's fused Adam where the device supports it, else the multi-tensor one."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=lr, foreach=True)
 
 
 class EFT:
@@ -89,8 +96,9 @@ class EFT:
         scale = L.person_scale(batch.keypoints_2d, batch.bbox)
         with torch.no_grad():
             init_pose = self._predict(weights, feats)["body_pose"]
-        opt = BatchedAdam(list(weights.values()), lr=self.lr)
-        active = torch.ones(B, dtype=torch.bool, device=model.device)
+        # Adam is element-wise: one Adam over the stacked copies is B independent Adams
+        # (every copy runs the same number of steps, so no per-row masking is needed).
+        opt = _adam(list(weights.values()), self.lr)
 
         def evaluate():
             out = self._predict(weights, feats)
@@ -106,8 +114,9 @@ class EFT:
 
         for _ in range(self.steps):
             loss, *_ = evaluate()
+            opt.zero_grad(set_to_none=True)
             loss.sum().backward()
-            opt.step(active)
+            opt.step()
         with torch.no_grad():
             loss, out, transl, body, proj = evaluate()
         params = dict(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"], transl=transl)

@@ -34,6 +34,8 @@ class BatchedAdam:
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """Update the rows where ``active`` (``(B,)`` bool) is true, from ``p.grad``."""
+        if bool(active.all()):
+            return self._step_all()
         self.t += active.to(self.t)
         t = self.t.clamp(min=1)
         c1 = 1 - self.b1**t
@@ -48,4 +50,20 @@ class BatchedAdam:
             v.copy_(torch.where(a, self.b2 * v + (1 - self.b2) * g * g, v))
             update = self.lr * (m / c1.view(shape)) / ((v / c2.view(shape)).sqrt() + self.eps)
             p.sub_(torch.where(a, update, torch.zeros_like(update)))
+            p.grad = None
+
+    def _step_all(self) -> None:
+        """Every row active: rows never stopped, so they share one step count, and the
+        update is plain in-place Adam (no masks, no temporaries)."""
+        self.t += 1
+        t = float(self.t[0])
+        c1, c2 = 1 - self.b1**t, 1 - self.b2**t
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            g = p.grad
+            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
+            denom = (v / c2).sqrt_().add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / c1)
             p.grad = None

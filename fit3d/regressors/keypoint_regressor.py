@@ -40,7 +40,7 @@ class KeypointRegressor(Regressor):
         width: trunk width. blocks: residual blocks. iterations: IEF steps.
     """
 
-    def __init__(self, num_keypoints: int, num_joints: int, num_betas: int, width: int = 256, blocks: int = 3,
+    def __init__(self, num_keypoints: int, num_joints: int, num_betas: int, width: int = 192, blocks: int = 2,
                  iterations: int = 3) -> None:
         super().__init__()
         self.num_keypoints, self.num_joints, self.num_betas = num_keypoints, num_joints, num_betas
