@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -209,6 +210,74 @@ def _build_eft(body, regressor_path=None, steps=None, lr=None, prior=None, prior
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}
     return EFT(body, reg, prior=pose_prior, refine=refine, **kw)
+
+
+@cli.command()
+@click.option("--images", "images_dirs", multiple=True, required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Image folder (repeat for several sets).")
+@click.option("--annotations", "annotations_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO JSON per --images, in the same order (default: found beside each folder).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--recipes", default="depth,pretrain,prior", show_default=True,
+              help="Comma-separated subset of depth, pretrain, prior (or none).")
+@click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--no-progress", is_flag=True)
+def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine, batch_size, device, no_progress):
+    """NeuralAnnot: train one annotator on the whole target set, then annotate it (Moon et al. 2022/2023).
+
+    The annotator checkpoint is OUT/annotator.pt; an interrupted run resumes from it.
+    Multi-GPU: launch with torchrun (DDP).
+    """
+    from fit3d.body_models import build_body_model
+    from fit3d.data.batching import make_batch
+    from fit3d.fitters.neuralannot import NeuralAnnot, TrainConfig, parse_recipes, stack_batches
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run, usable_keypoints
+    from fit3d.priors import build_prior
+    from fit3d.priors.training import load_pose_set
+    from fit3d.regressors import bundled_regressor
+    from fit3d.regressors.training import load_regressor
+
+    try:
+        rec = parse_recipes(recipes)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--recipes") from e
+    if annotations_files and len(annotations_files) != len(images_dirs):
+        raise click.UsageError("give one --annotations per --images (or none)")
+    body = build_body_model("anny", device=device)
+    sets = []
+    for i, d in enumerate(images_dirs):
+        records, problems = _load_inputs(d, annotations_files[i] if annotations_files else None, None)
+        for p in problems:
+            click.echo(f"fit3d: skipped input {p.source}: {p.reason}", err=True)
+        sets.append((d, records, problems))
+    people = [p for _, records, _ in sets for r in records for p in r.people
+              if usable_keypoints(p, body.keypoint_convention)[0] >= MIN_VISIBLE_KEYPOINTS]
+    if not people:
+        raise click.ClickException("no person with enough keypoints to train on")
+    target = stack_batches([make_batch(people[s : s + 256], body.keypoint_convention, device=device)
+                            for s in range(0, len(people), 256)])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    annot = NeuralAnnot(body, load_regressor(bundled_regressor()), rec,
+                        pose_set=load_pose_set(bundled_pose_set()) if "depth" in rec else None,
+                        prior=build_prior("vae", body) if "prior" in rec else None,
+                        config=TrainConfig(epochs=epochs), refine_steps=30 if refine else 0,
+                        checkpoint=out_dir / "annotator.pt")
+    t0 = time.perf_counter()
+    history = annot.fit_dataset(target, progress=not no_progress)
+    train_s = time.perf_counter() - t0
+    for e in history:
+        click.echo("fit3d: epoch " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()), err=True)
+    for d, records, problems in sets:
+        sub = out_dir / d.name if len(sets) > 1 else out_dir
+        s = run(records, annot, body, RunConfig(sub, batch_size=batch_size, progress=not no_progress,
+                                                fitter_name="neuralannot"), problems)
+        _report(s, sub)
+    click.echo(f"fit3d: annotator trained on {len(people)} people in {train_s:.1f} s -> {out_dir / 'annotator.pt'}",
+               err=True)
 
 
 @cli.command("train-regressor")

@@ -70,3 +70,24 @@ def test_train_and_benchmark_commands_exist():
                 ["render", "--help"], ["report", "--help"]):
         r = CliRunner().invoke(cli, cmd)
         assert r.exit_code == 0, (cmd, r.output)
+
+
+def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
+    images = tmp_path / "coco" / "val2017"
+    shutil.copytree(sample_dir, images)
+    shutil.move(images / "test_coco.json", tmp_path / "coco" / "person_keypoints_val2017.json")
+    out = tmp_path / "na"
+    args = ["neuralannot", "--images", str(images), "--out", str(out), "--epochs", "1", "--recipes", "pretrain",
+            "--no-progress"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert (out / "annotator.pt").is_file() and len(list(out.glob("*.npz"))) == 4
+    s = json.loads((out / "summary.json").read_text())
+    assert s["fitter"] == "neuralannot" and s["fitted"] == 12
+    import torch
+
+    assert torch.load(out / "annotator.pt", weights_only=False)["epoch"] == 1
+    r = CliRunner().invoke(cli, args[:5] + ["--epochs", "2"] + args[7:])  # resumes: trains epoch 2 only
+    assert r.exit_code == 0, r.output
+    ck = torch.load(out / "annotator.pt", weights_only=False)
+    assert ck["epoch"] == 2 and len(ck["log"]) == 2

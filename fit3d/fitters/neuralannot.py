@@ -1,0 +1,263 @@
+"""NeuralAnnot (Moon, Choi, Lee, CVPRW 2022) with the Three Recipes (Moon et al., CVPRW 2023).
+
+One annotator network is trained over a whole target set of 2D keypoints:
+GMoF reprojection on the target set's 2D ground truth, in parallel with 3D
+supervision; its predictions on the target set are the pseudo-GT, optionally
+refined per person with a few EFT steps. The recipes are switches:
+
+* ``depth``: against depth ambiguity, 3D losses (keypoints, rotations, shape) on
+  synthetic people made on the fly from the retargeted CMU *training* trials,
+  mixed into every step (:func:`fit3d.regressors.training.regressor_loss`);
+* ``pretrain``: against weak 2D supervision, start from the pretrained
+  regressor (trained on the 2D-to-3D task) instead of random weights;
+* ``prior``: against implausible articulation, the VAE prior and an L2 term
+  on the predicted body pose during training.
+
+Training is resumable (a checkpoint after every epoch) and runs under
+``torch.distributed`` (DDP; each rank takes every world-th target person).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fit3d.body_models.base import BodyModel
+from fit3d.data.batching import PersonBatch
+from fit3d.data.writers import atomic_write_bytes
+from fit3d.fitters import losses as L
+from fit3d.fitters.eft import EFT
+from fit3d.fitters.result import FitResult, reprojection_error_px
+from fit3d.fitters.smplify import VALID_ERROR_FRACTION
+from fit3d.geometry import project
+
+log = logging.getLogger(__name__)
+
+RECIPES = ("depth", "pretrain", "prior")
+
+
+def parse_recipes(text: str) -> frozenset[str]:
+    """``"depth,pretrain,prior"`` (or ``"none"``) -> the set. Raises ValueError on unknown names."""
+    names = frozenset(t.strip() for t in text.split(",") if t.strip() and t.strip() != "none")
+    bad = names - set(RECIPES)
+    if bad:
+        raise ValueError(f"unknown recipes {sorted(bad)}; known: {RECIPES}")
+    return names
+
+
+@dataclass
+class TrainConfig:
+    """Annotator training options: epochs over the target set (at least ``min_steps_per_epoch``
+    steps each, sampling the set again when it is small), batch sizes, loss weights."""
+
+    epochs: int = 20
+    min_steps_per_epoch: int = 50
+    batch_size: int = 128
+    synthetic_batch: int = 128
+    lr: float = 3e-4
+    weight_2d: float = 1.0
+    weight_3d: float = 1.0
+    weight_vae: float = 0.05
+    weight_l2: float = 0.5
+    weight_shape: float = 0.1
+    seed: int = 0
+
+
+class NeuralAnnot:
+    """Dataset-level annotator. ``fit_dataset(target)`` trains it; ``fitter(batch)`` annotates.
+
+    Args:
+        body_model: the body model.
+        regressor: the annotator network (a :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`);
+            with the ``pretrain`` recipe it should hold pretrained weights, without it is re-initialised.
+        recipes: subset of :data:`RECIPES`.
+        pose_set: retargeted mocap (for the ``depth`` recipe).
+        prior: VAE prior (for the ``prior`` recipe).
+        config: :class:`TrainConfig`.
+        refine_steps: EFT steps per person after prediction (0: none).
+        checkpoint: path saved after every epoch and resumed from when present.
+    """
+
+    name = "neuralannot"
+    extra_defaults: dict = {}
+    schedule = None
+
+    def __init__(self, body_model: BodyModel, regressor, recipes=frozenset(RECIPES), pose_set: dict | None = None,
+                 prior=None, config: TrainConfig | None = None, refine_steps: int = 0,
+                 checkpoint: str | Path | None = None) -> None:
+        self.body_model = body_model
+        self.recipes = frozenset(recipes)
+        self.config = config or TrainConfig()
+        torch.manual_seed(self.config.seed)
+        self.net = regressor
+        if "pretrain" not in self.recipes:
+            for m in self.net.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.reset_parameters()
+        self.net.to(body_model.device)
+        if "depth" in self.recipes and pose_set is None:
+            raise ValueError("the depth recipe needs a pose set (fit3d.mocap.bundled_pose_set())")
+        if "prior" in self.recipes and prior is None:
+            raise ValueError("the prior recipe needs a pose prior (the VAE)")
+        self.pose_set, self.prior = pose_set, prior
+        self.refine_steps = refine_steps
+        self.checkpoint = Path(checkpoint) if checkpoint else None
+        self.log: list[dict] = []
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ training
+    def losses(self, target: PersonBatch, synthetic=None) -> tuple[torch.Tensor, dict]:
+        """The training loss of one step and its named parts (what each recipe adds)."""
+        from fit3d.regressors.training import regressor_loss
+
+        c = self.config
+        out = self._module().predict(target) if not isinstance(self.net, torch.nn.parallel.DistributedDataParallel) \
+            else self._ddp_predict(target)
+        body = self.body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
+        proj = project(body.keypoints_3d, target.focal_length, target.principal_point)
+        parts = {"2d": L.reprojection(proj, target.keypoints_2d, L.person_scale(target.keypoints_2d, target.bbox)).mean()}
+        parts["shape"] = L.shape(out["betas"]).mean()
+        if "prior" in self.recipes:
+            parts["vae"] = (self.prior.weight_scale * self.prior(out["body_pose"])).mean()
+            parts["l2"] = out["body_pose"].pow(2).sum((1, 2)).mean()
+        total = c.weight_2d * parts["2d"] + c.weight_shape * parts["shape"]
+        total = total + c.weight_vae * parts.get("vae", 0.0) + c.weight_l2 * parts.get("l2", 0.0)
+        if "depth" in self.recipes and synthetic is not None:
+            l3, _ = regressor_loss(self._module(), self.body_model, *synthetic)
+            parts["3d"] = l3
+            total = total + c.weight_3d * l3
+        return total, {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+
+    def _module(self):
+        return self.net.module if isinstance(self.net, torch.nn.parallel.DistributedDataParallel) else self.net
+
+    def _ddp_predict(self, batch: PersonBatch) -> dict:
+        from fit3d.regressors.base import crop_cam_to_transl
+
+        out = self.net(self._module().features(batch))
+        out["transl"] = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
+        return out
+
+    def _synthetic_pool(self, n: int, seed: int):
+        from fit3d.evaluation.synthetic import make_synthetic_benchmark
+
+        return make_synthetic_benchmark(self.pose_set, self.body_model, n=n, seed=seed, split="train",
+                                        with_vertices=False, batch_size=256)
+
+    def fit_dataset(self, target: PersonBatch, progress: bool = True) -> list[dict]:
+        """Train the annotator on every person of ``target`` (resuming from the checkpoint).
+
+        Under ``torch.distributed`` (initialised by the caller, e.g. ``torchrun``), wraps
+        the network in DDP and gives each rank every world-th person.
+        Returns the per-epoch log (mean loss parts, seconds).
+        """
+        from fit3d.regressors.training import _to_batch
+
+        c = self.config
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
+        self._resume(opt)
+        if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
+            self.net = torch.nn.parallel.DistributedDataParallel(self.net)
+        mine = torch.arange(rank, len(target), world)
+        g = torch.Generator().manual_seed(c.seed)
+        bar = None
+        if progress and rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=c.epochs, initial=self.epoch, desc="neuralannot", unit="epoch")
+        while self.epoch < c.epochs:
+            t0 = time.perf_counter()
+            pool = self._synthetic_pool(max(c.synthetic_batch * 8, 512), c.seed * 7919 + self.epoch) \
+                if "depth" in self.recipes else None
+            n_steps = max(-(-len(mine) // c.batch_size), c.min_steps_per_epoch)
+            perm = torch.cat([mine[torch.randperm(len(mine), generator=g)]
+                              for _ in range(-(-n_steps * c.batch_size // max(len(mine), 1)))])
+            sums: dict[str, float] = {}
+            steps = 0
+            for s in range(0, n_steps * c.batch_size, c.batch_size):
+                idx = perm[s : s + c.batch_size]
+                syn = None
+                if pool is not None:
+                    j = torch.randint(0, len(pool["keypoints_2d"]), (c.synthetic_batch,), generator=g).numpy()
+                    syn = _to_batch(pool, j, self.body_model.keypoint_convention)
+                loss, parts = self.losses(target.index(idx), syn)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                steps += 1
+            self.epoch += 1
+            entry = {k: v / max(steps, 1) for k, v in sums.items()}
+            entry.update(epoch=self.epoch, seconds=round(time.perf_counter() - t0, 2))
+            self.log.append(entry)
+            if rank == 0:
+                log.info("neuralannot epoch %d: %s", self.epoch, entry)
+                self._save(opt)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in entry.items() if k in ("2d", "3d", "vae")})
+        if bar is not None:
+            bar.close()
+        self.net = self._module()
+        return self.log
+
+    def _save(self, opt) -> None:
+        if self.checkpoint is None:
+            return
+        buf = io.BytesIO()
+        torch.save(dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch, log=self.log,
+                        recipes=sorted(self.recipes)), buf)
+        atomic_write_bytes(self.checkpoint, buf.getvalue())
+
+    def _resume(self, opt) -> None:
+        if self.checkpoint is None or not self.checkpoint.is_file():
+            return
+        ck = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        self._module().load_state_dict(ck["model"]["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        self.epoch, self.log = int(ck["epoch"]), list(ck["log"])
+        log.info("neuralannot: resumed from %s at epoch %d", self.checkpoint, self.epoch)
+
+    # ------------------------------------------------------------------ annotating
+    def __call__(self, batch: PersonBatch) -> FitResult:
+        """Annotate ``batch`` with the trained network (then ``refine_steps`` EFT steps)."""
+        model = self.body_model
+        net = self._module().eval()
+        if self.refine_steps > 0:
+            res = EFT(model, net, steps=self.refine_steps)(batch)
+            res.iterations = torch.full_like(res.iterations, self.refine_steps)
+            return res
+        batch = batch.to(model.device)
+        with torch.no_grad():
+            out = net.predict(batch)
+            body = model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
+            proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
+        err = reprojection_error_px(proj, batch.keypoints_2d)
+        scale = L.person_scale(batch.keypoints_2d, batch.bbox)
+        B = len(batch)
+        return FitResult(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"],
+                         transl=out["transl"], joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d,
+                         keypoints_2d_fit=proj, reproj_error_px=err,
+                         valid=torch.isfinite(err) & (err <= VALID_ERROR_FRACTION * scale),
+                         loss=torch.zeros(B), iterations=torch.zeros(B, dtype=torch.long),
+                         convention=model.keypoint_convention)
+
+
+def stack_batches(batches: list[PersonBatch]) -> PersonBatch:
+    """Concatenate PersonBatches of one convention."""
+    from dataclasses import fields, replace
+
+    first = batches[0]
+    return replace(first, **{f.name: torch.cat([getattr(b, f.name) for b in batches])
+                             for f in fields(first) if f.name != "convention"})
+
+
+__all__ = ["NeuralAnnot", "TrainConfig", "RECIPES", "parse_recipes", "stack_batches"]
