@@ -64,12 +64,16 @@ def test_training_lowers_2d_loss_and_resumes(tmp_path, anny_model, make_syntheti
 
 
 def _ddp_worker(rank, world, init_file, out_dir, state, target):
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     from fit3d.body_models.anny_model import AnnyModel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"  # the two ranks talk over loopback only
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))
     model = AnnyModel()
     net = KeypointRegressor(len(model.keypoint_convention), model.num_body_joints, model.num_betas, width=32, blocks=1)
     net.load_state_dict(state)
