@@ -86,6 +86,7 @@ def _ddp_worker(rank, world, init_file, out_dir, state, target):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # spawns 2 processes; hung once in a clean CI rehearsal: run with `pytest -m slow`
 def test_ddp_two_gloo_processes_match_one_process(tmp_path, anny_model, make_synthetic):
     import torch.multiprocessing as mp
 
