@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.data.batching import make_batch, sanitize_keypoints
+from fit3d.data.batching import make_batch, person_camera, sanitize_keypoints
 from fit3d.data.conventions import convert, index_map
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import output_path, read_fit, write_json, write_npz
@@ -247,8 +247,7 @@ def run(
         per_image: dict[int, list[dict]] = {i: [] for i in range(len(chunk))}
         for ii, p, reason in entries:
             img = chunk[ii]
-            batch1 = make_batch([p], conv, focal_length=config.focal_length)
-            focal, pp = batch1.focal_length[0].numpy(), batch1.principal_point[0].numpy()
+            focal, pp = person_camera(p, config.focal_length)
             if reason is None:
                 res, j, reason = results[id(p)]
             else:

@@ -73,6 +73,15 @@ class PersonBatch:
         )
 
 
+def person_camera(person: Person, focal_length: float | None = None,
+                  principal_point: tuple[float, float] | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``((fx, fy), (cx, cy))`` pixels of a person's full-frame camera (defaults: image diagonal, centre)."""
+    w, h = person.image_size
+    f = float(focal_length) if focal_length else default_focal_length(w, h)
+    pp = tuple(principal_point) if principal_point is not None else (w / 2.0, h / 2.0)
+    return (f, f), pp
+
+
 def sanitize_keypoints(keypoints_2d: np.ndarray) -> tuple[np.ndarray, int]:
     """Zero the confidence of keypoints with non-finite values.
 
@@ -113,11 +122,10 @@ def make_batch(
         kp, _ = sanitize_keypoints(p.keypoints_2d)
         kps.append(convert(kp, p.convention, convention))
         boxes.append(np.asarray(p.bbox, dtype=np.float32))
-        w, h = p.image_size
-        f = float(focal_length) if focal_length else default_focal_length(w, h)
-        focal.append((f, f))
-        pp.append(tuple(principal_point) if principal_point is not None else (w / 2.0, h / 2.0))
-        size.append((w, h))
+        f, c = person_camera(p, focal_length, principal_point)
+        focal.append(f)
+        pp.append(c)
+        size.append(p.image_size)
 
     def t(x):
         return torch.as_tensor(np.asarray(x, dtype=np.float32), dtype=dtype, device=device)
