@@ -23,12 +23,12 @@ def one(device: str, batch_size: int, steps: int) -> dict:
 
     from fit3d.body_models import build_body_model
     from fit3d.evaluation.benchmark import benchmark_batch
-    from fit3d.evaluation.synthetic import make_synthetic_benchmark
+    from fit3d.training.synthetic import make_synthetic_benchmark
     from fit3d.fitters import EFT
     from fit3d.mocap import bundled_pose_set
-    from fit3d.priors.training import load_pose_set
+    from fit3d.training.priors import load_pose_set
     from fit3d.regressors import bundled_regressor
-    from fit3d.regressors.training import load_regressor
+    from fit3d.training.regressor import load_regressor
 
     body = build_body_model("anny", device=device)
     n = max(batch_size, 16) if batch_size == 1 else batch_size

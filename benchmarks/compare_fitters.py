@@ -23,7 +23,7 @@ def main() -> None:
     from fit3d.fitters import EFT, SMPLify
     from fit3d.priors import build_prior
     from fit3d.regressors import bundled_regressor
-    from fit3d.regressors.training import load_regressor
+    from fit3d.training.regressor import load_regressor
 
     with np.load(a.bench) as z:
         bench = {k: z[k] for k in z.files}

@@ -24,9 +24,9 @@ def main() -> None:
     from fit3d.fitters.neuralannot import NeuralAnnot, TrainConfig
     from fit3d.mocap import bundled_pose_set
     from fit3d.priors import build_prior
-    from fit3d.priors.training import load_pose_set
+    from fit3d.training.priors import load_pose_set
     from fit3d.regressors import bundled_regressor
-    from fit3d.regressors.training import load_regressor
+    from fit3d.training.regressor import load_regressor
 
     with np.load(a.bench) as z:
         bench = {k: z[k] for k in z.files}

@@ -198,7 +198,7 @@ def _build_eft(body, regressor_path=None, steps=None, lr=None, prior=None, prior
     from fit3d.fitters import EFT
     from fit3d.priors import build_prior
     from fit3d.regressors import bundled_regressor
-    from fit3d.regressors.training import load_regressor
+    from fit3d.training.regressor import load_regressor
 
     path = regressor_path or bundled_regressor(body.name)
     if not Path(path).is_file():
@@ -237,9 +237,9 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
     from fit3d.mocap import bundled_pose_set
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run, usable_keypoints
     from fit3d.priors import build_prior
-    from fit3d.priors.training import load_pose_set
+    from fit3d.training.priors import load_pose_set
     from fit3d.regressors import bundled_regressor
-    from fit3d.regressors.training import load_regressor
+    from fit3d.training.regressor import load_regressor
 
     try:
         rec = parse_recipes(recipes)
@@ -294,8 +294,8 @@ def train_regressor_cmd(poses, out, rounds, people, seed, device):
 
     from fit3d.body_models import build_body_model
     from fit3d.mocap import bundled_pose_set
-    from fit3d.priors.training import load_pose_set
-    from fit3d.regressors.training import save_regressor, train_regressor
+    from fit3d.training.priors import load_pose_set
+    from fit3d.training.regressor import save_regressor, train_regressor
 
     torch_seed(seed)
     body = build_body_model("anny", device=device)
@@ -407,12 +407,12 @@ def benchmark():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
 def benchmark_make(poses, out, count, split, seed, no_vertices):
-    """Make a synthetic benchmark (see fit3d.evaluation.synthetic for the camera and 2D error model)."""
+    """Make a synthetic benchmark (see fit3d.training.synthetic for the camera and 2D error model)."""
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import write_npz
-    from fit3d.evaluation.synthetic import make_synthetic_benchmark
+    from fit3d.training.synthetic import make_synthetic_benchmark
     from fit3d.mocap import bundled_pose_set
-    from fit3d.priors.training import load_pose_set
+    from fit3d.training.priors import load_pose_set
 
     body = build_body_model("anny")
     bench = make_synthetic_benchmark(load_pose_set(poses or bundled_pose_set()), body, n=count, seed=seed,
@@ -487,7 +487,7 @@ def train_prior_cmd(kind, poses, out, seed):
     import json
 
     from fit3d.mocap import bundled_pose_set
-    from fit3d.priors.training import train_prior
+    from fit3d.training.priors import train_prior
 
     torch_seed(seed)
     click.echo(json.dumps(train_prior(kind, poses or bundled_pose_set(), out, seed=seed), indent=2))

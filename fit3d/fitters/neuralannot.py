@@ -7,7 +7,7 @@ refined per person with a few EFT steps. The recipes are switches:
 
 * ``depth``: against depth ambiguity, 3D losses (keypoints, rotations, shape) on
   synthetic people made on the fly from the retargeted CMU *training* trials,
-  mixed into every step (:func:`fit3d.regressors.training.regressor_loss`);
+  mixed into every step (:func:`fit3d.training.regressor.regressor_loss`);
 * ``pretrain``: against weak 2D supervision, start from the pretrained
   regressor (trained on the 2D-to-3D task) instead of random weights;
 * ``prior``: against implausible articulation, the VAE prior and an L2 term
@@ -113,7 +113,7 @@ class NeuralAnnot:
     # ------------------------------------------------------------------ training
     def losses(self, target: PersonBatch, synthetic=None) -> tuple[torch.Tensor, dict]:
         """The training loss of one step and its named parts (what each recipe adds)."""
-        from fit3d.regressors.training import regressor_loss
+        from fit3d.training.regressor import regressor_loss
 
         c = self.config
         out = self._module().predict(target) if not isinstance(self.net, torch.nn.parallel.DistributedDataParallel) \
@@ -144,7 +144,7 @@ class NeuralAnnot:
         return out
 
     def _synthetic_pool(self, n: int, seed: int):
-        from fit3d.evaluation.synthetic import make_synthetic_benchmark
+        from fit3d.training.synthetic import make_synthetic_benchmark
 
         return make_synthetic_benchmark(self.pose_set, self.body_model, n=n, seed=seed, split="train",
                                         with_vertices=False, batch_size=256)
@@ -156,7 +156,7 @@ class NeuralAnnot:
         the network in DDP and gives each rank every world-th person.
         Returns the per-epoch log (mean loss parts, seconds).
         """
-        from fit3d.regressors.training import _to_batch
+        from fit3d.training.regressor import _to_batch
 
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()

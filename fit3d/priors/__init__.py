@@ -38,7 +38,7 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         (the message says how to get them). ValueError: the prior does not
         match the model's number of joints.
     """
-    from fit3d.priors.training import load_prior
+    from fit3d.training.priors import load_prior
 
     if name not in PRIORS:
         raise KeyError(f"unknown prior {name!r}; available: {list(PRIORS)}")

@@ -15,14 +15,14 @@ def _net(model, seed=0):
 @pytest.fixture(scope="module")
 def pose_set():
     from fit3d.mocap import bundled_pose_set
-    from fit3d.priors.training import load_pose_set
+    from fit3d.training.priors import load_pose_set
 
     return load_pose_set(bundled_pose_set())
 
 
 def test_each_recipe_switch_changes_its_loss(anny_model, make_synthetic, pose_set):
     from fit3d.priors import build_prior
-    from fit3d.regressors.training import _to_batch
+    from fit3d.training.regressor import _to_batch
 
     target, _, _ = make_synthetic(anny_model, 8, seed=1)
     vae = build_prior("vae", anny_model)

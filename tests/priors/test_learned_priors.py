@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fit3d.evaluation.corruptions import implausible_poses
-from fit3d.priors import PRIORS, ArticulationPrior, GMMPrior, VAEPrior, build_prior
+from fit3d.priors import PRIORS, GMMPrior, VAEPrior, build_prior
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def test_shapes_and_gradients(shipped):
 @pytest.mark.parametrize("name", ["gmm", "vae", "articulation"])
 def test_learned_priors_reject_impossible_bends(anny_model, shipped, name):
     from fit3d.mocap import bundled_pose_set
-    from fit3d.priors.training import load_pose_set
+    from fit3d.training.priors import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())
     real = torch.as_tensor(ps["body_pose"][ps["is_test"]][::10])  # held-out trials
@@ -76,17 +76,6 @@ def test_vposer_v2_state_dict_loads():
     assert m.decode(z).shape == (3, 21, 3)
     mu, sigma = m.encode(torch.zeros(3, 21, 3))
     assert mu.shape == (3, 32) and (sigma > 0).all()
-
-
-def test_articulation_round_trip(tmp_path):
-    from fit3d.priors.training import load_prior, save_prior
-
-    m = ArticulationPrior(num_joints=5, layers=3)
-    f = tmp_path / "a.pt"
-    save_prior(m, f)
-    m2 = load_prior(f)
-    x = torch.randn(2, 5, 3)
-    assert torch.allclose(m(x), m2(x))
 
 
 def test_build_prior_errors(anny_model, fake_smpl_dir):

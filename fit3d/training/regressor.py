@@ -1,6 +1,6 @@
 """Pretraining the keypoint regressor on synthetic people from the training mocap trials.
 
-Each round draws fresh people with :func:`fit3d.evaluation.synthetic.make_synthetic_benchmark`
+Each round draws fresh people with :func:`fit3d.training.synthetic.make_synthetic_benchmark`
 (``split="train"``: random shapes, full-frame cameras, truncation, COCO-like 2D
 noise, dropped keypoints and occasional left/right swaps) and trains on them:
 losses on root-relative 3D keypoints, rotation matrices, shape, and the 2D
@@ -17,7 +17,7 @@ import roma
 import torch
 
 from fit3d.data.batching import PersonBatch
-from fit3d.evaluation.synthetic import make_synthetic_benchmark
+from fit3d.training.synthetic import make_synthetic_benchmark
 from fit3d.geometry import project
 from fit3d.regressors.base import crop_cam_to_transl
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
