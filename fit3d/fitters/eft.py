@@ -24,8 +24,8 @@ from torch.func import functional_call, vmap
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
 from fit3d.fitters import losses as L
-from fit3d.fitters.result import FitResult, reprojection_error_px
-from fit3d.fitters.smplify import VALID_ERROR_FRACTION, SMPLify
+from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
+from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import default_smplify_schedule
 from fit3d.geometry import project
 from fit3d.regressors.base import crop_cam_to_transl
@@ -124,7 +124,7 @@ class EFT:
         if self._refiner is not None:
             return self._refine(batch, params, steps)
         err = reprojection_error_px(proj, batch.keypoints_2d)
-        valid = torch.isfinite(err) & (err <= self.valid_fraction * scale)
+        valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=params)
         return FitResult(**params, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,
                          reproj_error_px=err, valid=valid, loss=loss, iterations=steps,
                          convention=model.keypoint_convention)
@@ -140,7 +140,7 @@ class EFT:
             body = self.body_model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
         err = reprojection_error_px(proj, batch.keypoints_2d)
-        valid = torch.isfinite(err) & (err <= self.valid_fraction * ctx["scale"])
+        valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=p)
         return FitResult(**p, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,
                          reproj_error_px=err, valid=valid, loss=loss, iterations=steps + s,
                          convention=self.body_model.keypoint_convention)

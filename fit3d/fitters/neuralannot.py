@@ -32,8 +32,7 @@ from fit3d.data.batching import PersonBatch
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.fitters import losses as L
 from fit3d.fitters.eft import EFT
-from fit3d.fitters.result import FitResult, reprojection_error_px
-from fit3d.fitters.smplify import VALID_ERROR_FRACTION
+from fit3d.fitters.result import FitResult, is_valid, reprojection_error_px
 from fit3d.geometry import project
 
 log = logging.getLogger(__name__)
@@ -241,12 +240,11 @@ class NeuralAnnot:
             body = model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
         err = reprojection_error_px(proj, batch.keypoints_2d)
-        scale = L.person_scale(batch.keypoints_2d, batch.bbox)
         B = len(batch)
-        return FitResult(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"],
-                         transl=out["transl"], joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d,
+        params = {k: out[k] for k in ("global_orient", "body_pose", "betas", "transl")}
+        return FitResult(**params, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d,
                          keypoints_2d_fit=proj, reproj_error_px=err,
-                         valid=torch.isfinite(err) & (err <= VALID_ERROR_FRACTION * scale),
+                         valid=is_valid(err, batch.keypoints_2d, batch.bbox, params=params),
                          loss=torch.zeros(B), iterations=torch.zeros(B, dtype=torch.long),
                          convention=model.keypoint_convention)
 

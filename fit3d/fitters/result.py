@@ -8,6 +8,11 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import KeypointConvention
+from fit3d.fitters.losses import person_scale
+
+#: A fit is valid when its mean reprojection error is below this share of the person scale
+#: (the larger of box and keypoint-box diagonals).
+VALID_ERROR_FRACTION = 0.05
 
 
 @dataclass
@@ -23,7 +28,7 @@ class FitResult:
         keypoints_3d: ``(B, K, 3)`` model keypoints in ``convention``, camera frame, metres.
         keypoints_2d_fit: ``(B, K, 2)`` reprojected keypoints, pixels.
         reproj_error_px: ``(B,)`` mean pixel distance over the labelled keypoints the model has.
-        valid: ``(B,)`` bool, see the fitter's validity rule.
+        valid: ``(B,)`` bool, see :func:`is_valid`.
         loss: ``(B,)`` final loss.
         iterations: ``(B,)`` optimisation steps taken (fine-tuning steps for EFT).
         convention: keypoint convention of ``keypoints_3d`` / ``keypoints_2d_fit``.
@@ -74,3 +79,19 @@ def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor) -
     d = (projected - keypoints_2d[..., :2]).norm(dim=-1)
     n = vis.sum(-1)
     return torch.where(n > 0, (d * vis).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))
+
+
+def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: torch.Tensor,
+             fraction: float = VALID_ERROR_FRACTION, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """The validity rule of every fitter: ``(B,)`` bool.
+
+    A fit is valid when its reprojection error is finite and at most ``fraction`` of
+    the person scale (:func:`~fit3d.fitters.losses.person_scale` of ``keypoints_2d``
+    ``(B, K, 3)`` and ``bbox`` ``(B, 4)``), and, when ``params`` (name -> ``(B, ...)``
+    tensor) are given, all of them are finite.
+    """
+    scale = person_scale(keypoints_2d, bbox)
+    valid = torch.isfinite(reproj_error_px) & (reproj_error_px <= fraction * scale)
+    for v in (params or {}).values():
+        valid &= torch.isfinite(v).flatten(1).all(1)
+    return valid

@@ -29,7 +29,7 @@ from fit3d.data.conventions import FACE, TORSO
 from fit3d.fitters import losses as L
 from fit3d.fitters.camera_init import estimate_depth, image_roll, orientation_hypotheses, root_pixel
 from fit3d.fitters.optim import BatchedAdam
-from fit3d.fitters.result import FitResult, reprojection_error_px
+from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
 from fit3d.fitters.stages import Stage, default_smplify_schedule
 from fit3d.geometry import project
 from fit3d.priors import BendPrior, L2Prior, Prior
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Global-orientation hypotheses: yaw of the body about its own vertical axis, degrees.
 DEFAULT_YAWS = (0.0, 90.0, 180.0, 270.0)
-#: A fit is valid when its mean reprojection error is below this share of the person scale
-#: (the larger of box and keypoint-box diagonals).
-VALID_ERROR_FRACTION = 0.05
 
 
 def face_evidence(keypoints_2d: torch.Tensor, convention) -> torch.Tensor:
@@ -275,10 +272,7 @@ class SMPLify:
             body = model(final["global_orient"], final["body_pose"], final["betas"], final["transl"])
             proj = project(body.keypoints_3d, fb.focal_length, fb.principal_point)
         err = reprojection_error_px(proj, fb.keypoints_2d)
-        scale = L.person_scale(fb.keypoints_2d, fb.bbox)
-        valid = torch.isfinite(err) & (err <= self.valid_fraction * scale)
-        for v in final.values():
-            valid &= torch.isfinite(v).flatten(1).all(1)
+        valid = is_valid(err, fb.keypoints_2d, fb.bbox, self.valid_fraction, params=final)
         return FitResult(
             **final,
             joints_3d=body.joints_3d,
