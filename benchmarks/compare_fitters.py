@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -19,14 +17,13 @@ def main() -> None:
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
-    from fit3d.evaluation.benchmark import run_benchmark
+    from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
     from fit3d.fitters import EFT, SMPLify
     from fit3d.priors import build_prior
     from fit3d.regressors import bundled_regressor
     from fit3d.training.regressor import load_regressor
 
-    with np.load(a.bench) as z:
-        bench = {k: z[k] for k in z.files}
+    bench = load_benchmark(a.bench)
     body = build_body_model("anny")
     reg = load_regressor(bundled_regressor())
     rows = {

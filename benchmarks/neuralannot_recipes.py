@@ -20,16 +20,15 @@ def main() -> None:
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
-    from fit3d.evaluation.benchmark import benchmark_batch, run_benchmark
+    from fit3d.evaluation.benchmark import benchmark_batch, load_benchmark, run_benchmark
     from fit3d.fitters.neuralannot import NeuralAnnot, TrainConfig
     from fit3d.mocap import bundled_pose_set
     from fit3d.priors import build_prior
-    from fit3d.training.priors import load_pose_set
     from fit3d.regressors import bundled_regressor
+    from fit3d.training.priors import load_pose_set
     from fit3d.training.regressor import load_regressor
 
-    with np.load(a.bench) as z:
-        bench = {k: z[k] for k in z.files}
+    bench = load_benchmark(a.bench)
     body = build_body_model("anny")
     n = len(bench["keypoints_2d"])
     target = benchmark_batch(bench, np.arange(n), body.keypoint_convention)

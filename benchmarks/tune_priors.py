@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,12 +22,11 @@ def main() -> None:
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
-    from fit3d.evaluation.benchmark import run_benchmark
+    from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
     from fit3d.fitters import SMPLify
     from fit3d.priors import build_prior
 
-    with np.load(a.bench) as z:
-        bench = {k: z[k] for k in z.files}
+    bench = load_benchmark(a.bench)
     body = build_body_model("anny")
     print(f"{'prior':14} {'scale':>6} {'PA-MPJPE':>9} {'MPJPE':>8} {'2D px':>7} {'fits/s':>7}", flush=True)
     for name in a.priors.split(","):

@@ -7,7 +7,7 @@ import pytest
 from fit3d.data.readers import read_coco
 from fit3d.data.writers import output_path, read_fit
 from fit3d.fitters import SMPLify, Stage
-from fit3d.pipeline import RunConfig, parse_shard, run, select_images
+from fit3d.pipeline import RunConfig, neuralannot_target, parse_shard, run, select_images
 
 FAST = [
     Stage("camera", ("global_orient", "transl"), 10, 0.05, dict(reprojection=1.0, depth=100.0), keypoints="torso"),
@@ -137,3 +137,11 @@ def test_shards_partition_the_images(tmp_path, sample_copy):
     with pytest.raises(ValueError):
         parse_shard("abc")
     assert output_path(tmp_path, "x/000000000785.jpg").name == "000000000785.npz"
+
+
+def test_neuralannot_target_keeps_people_with_enough_keypoints(sample_dir, anny_model):
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    target = neuralannot_target(images, anny_model)
+    assert len(target) == 12 and target.convention == anny_model.keypoint_convention
+    with pytest.raises(ValueError, match="enough keypoints"):
+        neuralannot_target(images, anny_model, min_visible=100)

@@ -246,3 +246,35 @@ def discover_annotations(images_dir: str | Path) -> Path | None:
         named = [c for c in cands if images_dir.name in c.name]
         return (named or cands)[0]
     return None
+
+
+def load_inputs(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
+                spin_npz: str | Path | None = None) -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
+    """The people of a folder of images, from the first source given: OpenPose ``keypoints_dir``,
+    a SPIN-style ``spin_npz``, or COCO ``annotations`` (found by :func:`discover_annotations`
+    when None).
+
+    Returns:
+        ``(records, problems, annotations_used)``: the image records, the input problems
+        (see :func:`read_coco`), and the COCO JSON that was read (None for the other sources).
+    Raises:
+        FileNotFoundError: ``images`` is not a folder, a source is missing, or no
+            COCO JSON was given or found. ValueError: a corrupt source file.
+    """
+    images = Path(images)
+    if not images.is_dir():
+        raise FileNotFoundError(f"--images {images} is not a folder")
+    if keypoints_dir is not None:
+        return (*read_openpose(keypoints_dir, images), None)
+    if spin_npz is not None:
+        from fit3d.data.spin import read_spin
+
+        return (*read_spin(spin_npz, images), None)
+    if annotations is None:
+        annotations = discover_annotations(images)
+        if annotations is None:
+            raise FileNotFoundError(
+                f"no --annotations given and no person_keypoints_*.json beside or above {images}; "
+                "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose)"
+            )
+    return (*read_coco(annotations, images), Path(annotations))

@@ -12,6 +12,12 @@ from fit3d.data.conventions import LIMBS12, KeypointConvention, convert
 from fit3d.evaluation import metrics as M
 
 
+def load_benchmark(path) -> dict[str, np.ndarray]:
+    """A ``fit3d benchmark make`` ``.npz`` as a dict of arrays."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def benchmark_batch(bench: dict, idx: np.ndarray, convention: KeypointConvention, device="cpu") -> PersonBatch:
     """The benchmark people ``idx`` as a :class:`PersonBatch` in ``convention`` (mapped by keypoint name)."""
     src = KeypointConvention("benchmark", tuple(str(n) for n in bench["keypoint_names"]))

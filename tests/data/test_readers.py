@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fit3d.data.conventions import COCO17, OPENPOSE_BODY25, convert
-from fit3d.data.readers import discover_annotations, read_coco, read_openpose
+from fit3d.data.readers import discover_annotations, load_inputs, read_coco, read_openpose
 
 
 def test_read_coco_real_sample(sample_dir):
@@ -85,3 +85,19 @@ def test_discover_annotations(tmp_path, sample_dir):
     (tmp_path / "person_keypoints_train2017.json").write_text("{}")
     (tmp_path / "person_keypoints_val2017.json").write_text("{}")
     assert discover_annotations(img).name == "person_keypoints_val2017.json"
+
+
+def test_load_inputs(tmp_path, sample_dir):
+    images = tmp_path / "coco" / "val2017"
+    shutil.copytree(sample_dir, images)
+    with pytest.raises(FileNotFoundError, match="person_keypoints_"):
+        load_inputs(images)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        load_inputs(tmp_path / "missing")
+    ann = shutil.move(images / "test_coco.json", tmp_path / "coco" / "person_keypoints_val2017.json")
+    records, problems, used = load_inputs(images)
+    assert used == ann.resolve() and len(records) == 4 and not problems
+    assert load_inputs(images, annotations=ann)[2] == ann
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ValueError, match="corrupt COCO JSON"):
+        load_inputs(images, annotations=tmp_path / "bad.json")

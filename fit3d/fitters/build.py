@@ -1,0 +1,101 @@
+"""Fitters built by name from the bundled (or given) weights: what the command line
+and the benchmarks need, in one place.
+
+Errors are raised as ``ValueError`` / ``FileNotFoundError`` with a message that
+says what to do; the command line turns them into clean errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fit3d.body_models.base import BodyModel
+from fit3d.fitters.eft import EFT
+from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
+from fit3d.fitters.smplify import SMPLify
+from fit3d.fitters.stages import load_schedule
+from fit3d.priors import build_prior
+
+#: SMPLify's default pose prior (the best on the synthetic held-out benchmark, see README).
+DEFAULT_PRIOR = "gmm"
+#: EFT steps per person after NeuralAnnot's prediction when ``refine`` is asked for.
+NEURALANNOT_REFINE_STEPS = 30
+
+
+def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | Path | None = None,
+                  schedule: str | Path | None = None, pose_space: str = "axis_angle", hypotheses: int = 2) -> SMPLify:
+    """SMPLify with a pose prior by name and an optional stage schedule file.
+
+    Args:
+        body: the body model.
+        prior: ``l2``, ``gmm``, ``vae`` or ``articulation``; default :data:`DEFAULT_PRIOR`
+            for anny (bundled weights) or when ``prior_path`` is given, else ``l2``.
+        prior_path: prior weights (see :func:`fit3d.priors.build_prior`).
+        schedule: JSON/YAML stage list (see :func:`fit3d.fitters.stages.load_schedule`).
+        pose_space: ``axis_angle`` or ``latent`` (VAE prior).
+        hypotheses: orientation hypotheses kept per person after the camera stage.
+    Raises:
+        FileNotFoundError: no weights for the prior. ValueError: the prior does not fit
+        the model, or the schedule is not valid.
+    """
+    if prior is None:  # bundled learned priors exist for anny; SMPL users pass prior_path
+        prior = DEFAULT_PRIOR if body.name == "anny" or prior_path else "l2"
+    pose_prior = build_prior(prior, body, prior_path)
+    stages = load_schedule(schedule) if schedule else None
+    return SMPLify(body, prior=pose_prior, schedule=stages, keep_hypotheses=hypotheses, pose_space=pose_space)
+
+
+def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = None):
+    """The pretrained keypoint regressor for ``body``: ``regressor_path`` or the bundled one.
+
+    Raises:
+        FileNotFoundError: no such file (none is bundled for this model).
+        ValueError: the regressor was trained for another body model.
+    """
+    from fit3d.regressors import bundled_regressor
+    from fit3d.training.regressor import load_regressor
+
+    path = regressor_path or bundled_regressor(body.name)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no pretrained regressor for {body.name}: train one with 'fit3d train-regressor' "
+                                "and pass --regressor")
+    reg = load_regressor(path)
+    if reg.num_keypoints != len(body.keypoint_convention) or reg.num_joints != body.num_body_joints:
+        raise ValueError(f"{path} was trained for another body model")
+    return reg
+
+
+def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: int | None = None,
+              lr: float | None = None, prior: str | None = None, prior_path: str | Path | None = None,
+              refine: bool = False) -> EFT:
+    """EFT on the pretrained regressor (:func:`load_body_regressor`), with EFT's own defaults
+    for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`load_body_regressor` and
+        :func:`fit3d.priors.build_prior`.
+    """
+    reg = load_body_regressor(body, regressor_path)
+    pose_prior = build_prior(prior, body, prior_path) if prior else None
+    kw = {k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}
+    return EFT(body, reg, prior=pose_prior, refine=refine, **kw)
+
+
+def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = 20, refine: bool = False,
+                      checkpoint: str | Path | None = None) -> NeuralAnnot:
+    """NeuralAnnot on the bundled regressor, with the bundled pose set (``depth`` recipe)
+    and the VAE prior (``prior`` recipe); ``refine`` adds :data:`NEURALANNOT_REFINE_STEPS`
+    EFT steps per person.
+
+    Raises:
+        FileNotFoundError, ValueError: see :func:`load_body_regressor` and
+        :func:`fit3d.priors.build_prior`.
+    """
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set
+
+    return NeuralAnnot(body, load_body_regressor(body), recipes,
+                       pose_set=load_pose_set(bundled_pose_set()) if "depth" in recipes else None,
+                       prior=build_prior("vae", body) if "prior" in recipes else None,
+                       config=TrainConfig(epochs=epochs), refine_steps=NEURALANNOT_REFINE_STEPS if refine else 0,
+                       checkpoint=checkpoint)
