@@ -1,0 +1,117 @@
+"""``fit3d evaluate``, ``fit3d benchmark make|run``, ``fit3d print-schedule``: score fits
+(:mod:`fit3d.evaluation`) and show SMPLify's schedule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from fit3d.cli.fit import PRIOR_CHOICE
+from fit3d.cli.options import errors_as
+
+
+@click.command()
+@click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="Folder of .npz fits.")
+@click.option("--gt", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="Ground truth: COCO keypoint .json (2D) or SPIN-style .npz (3D).")
+@click.option("--joints", type=click.Choice(["limbs12", "coco17"]), default="limbs12", show_default=True,
+              help="Joints for MPJPE/PA-MPJPE (limbs12: shoulders, elbows, wrists, hips, knees, ankles).")
+@click.option("--per-sample", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write one CSV row per ground-truth person here.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="metrics.json path (default: FITS/metrics.json).")
+def evaluate(fits_dir, gt, joints, per_sample, out):
+    """Score fits against ground truth: MPJPE, PA-MPJPE (mm), 2D error (px), PCK, shares fitted and valid."""
+    from fit3d.data.writers import write_json
+    from fit3d.evaluation.evaluate import evaluate as run_eval
+    from fit3d.evaluation.evaluate import write_per_sample
+
+    try:
+        summary, rows = run_eval(fits_dir, gt, joints)
+    except (ValueError, KeyError) as e:
+        raise click.ClickException(str(e)) from e
+    fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
+    click.echo(f"{'count':>6} {'fitted':>6} {'MPJPE':>8} {'PA-MPJPE':>9} {'2D px':>7} {'PCK@.05':>8} {'PCK@.1':>7} {'valid':>6}")
+    click.echo(f"{summary['count']:>6} {summary['fitted']:>6} {fmt(summary['mpjpe'], '8.1f'):>8} "
+               f"{fmt(summary['pa_mpjpe'], '9.1f'):>9} {fmt(summary['error_2d_px'], '7.2f'):>7} "
+               f"{fmt(summary['pck_05'], '8.3f'):>8} {fmt(summary['pck_10'], '7.3f'):>7} {summary['share_valid']:>6.2f}")
+    write_json(out or fits_dir / "metrics.json", summary)
+    if per_sample:
+        write_per_sample(rows, per_sample)
+
+
+@click.command("print-schedule")
+def print_schedule():
+    """Print SMPLify's default stage schedule as JSON (edit it, then pass --schedule)."""
+    from fit3d.fitters.stages import default_smplify_schedule, schedule_to_json
+
+    click.echo(schedule_to_json(default_smplify_schedule()))
+
+
+@click.group()
+def benchmark():
+    """Synthetic benchmarks from held-out mocap: make one, run a fitter on it."""
+
+
+@benchmark.command("make")
+@click.option("--mocap", "poses", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .npz.")
+@click.option("--count", type=click.IntRange(min=1), default=500, show_default=True, help="People.")
+@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
+              help="Which trials: the held-out test trials, or the training ones (for tuning).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
+def benchmark_make(poses, out, count, split, seed, no_vertices):
+    """Make a synthetic benchmark (see fit3d.training.synthetic for the camera and 2D error model)."""
+    from fit3d.body_models import build_body_model
+    from fit3d.data.writers import write_npz
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set
+    from fit3d.training.synthetic import make_synthetic_benchmark
+
+    body = build_body_model("anny")
+    bench = make_synthetic_benchmark(load_pose_set(poses or bundled_pose_set()), body, n=count, seed=seed,
+                                     split=split, with_vertices=not no_vertices)
+    write_npz(out, bench)
+    click.echo(f"fit3d: {count} synthetic people from the {split} trials -> {out}", err=True)
+
+
+@benchmark.command("run")
+@click.option("--bench", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
+              help="Benchmark .npz from 'fit3d benchmark make'.")
+@click.option("--fitter", type=click.Choice(["smplify", "eft", "regressor"]), default="smplify", show_default=True,
+              help="regressor: the pretrained regressor alone (EFT with 0 steps).")
+@click.option("--prior", type=PRIOR_CHOICE, default=None, help="Pose prior (default: the fitter's default).")
+@click.option("--pose-space", type=click.Choice(["axis_angle", "latent"]), default="axis_angle", show_default=True,
+              help="SMPLify's pose variables: axis-angle, or the VAE prior's latent code.")
+@click.option("--schedule", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SMPLify stage schedule (JSON/YAML, see 'fit3d print-schedule').")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="People per batched fit.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="First N people only.")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="metrics .json.")
+def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit, device, out):
+    """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s."""
+    from fit3d.body_models import build_body_model
+    from fit3d.data.writers import write_json
+    from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
+    from fit3d.fitters.build import build_eft, build_smplify
+
+    data = load_benchmark(bench)
+    body = build_body_model(str(data.get("model", "anny")), device=device)
+    with errors_as():
+        if fitter == "smplify":
+            f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
+        else:
+            f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior)
+    res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=True)
+    s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None), pose_space=pose_space,
+             bench=str(bench))
+    click.echo(json.dumps(s, indent=2))
+    if out:
+        write_json(out, s)

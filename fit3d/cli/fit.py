@@ -1,0 +1,156 @@
+"""``fit3d smplify``, ``fit3d eft``, ``fit3d neuralannot``: read the inputs, build the
+fitter (:mod:`fit3d.fitters.build`), run the batch job (:mod:`fit3d.pipeline`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from fit3d.cli.options import FitOptions, errors_as, fit_options
+from fit3d.cli.render import render_fits
+
+PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
+
+
+def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,
+                spin_npz: Path | None = None):
+    """:func:`fit3d.data.readers.load_inputs`, its errors as usage errors, what it found on stderr."""
+    from fit3d.data.readers import load_inputs as read
+
+    with errors_as(click.UsageError):
+        records, problems, used = read(images, annotations, keypoints_dir, spin_npz)
+    if annotations is None and used is not None:
+        click.echo(f"fit3d: using annotations {used}", err=True)
+    for p in problems:
+        click.echo(f"fit3d: skipped input {p.source}: {p.reason}", err=True)
+    return records, problems
+
+
+def report_run(s: dict, out_dir: Path) -> None:
+    """One stderr line summarising a :func:`fit3d.pipeline.run` summary."""
+    r = s["this_run"]
+    med = s["reproj_error_px"]["median"]
+    click.echo(
+        f"fit3d: {r['people_fitted']} people fitted, {r['people_skipped']} skipped in {r['images']} images "
+        f"({r['images_already_done']} already done) in {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s; "
+        f"all outputs: {s['fitted']} fitted, {s['valid']} valid, median reprojection error "
+        f"{'n/a' if med is None else f'{med:.2f} px'} -> {out_dir}",
+        err=True,
+    )
+
+
+def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
+    """What every fitting command does: read inputs, build the model and the fitter
+    (``make_fitter(body)``), run, report, render."""
+    from fit3d.body_models import build_body_model
+    from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
+
+    records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
+    with errors_as():
+        body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
+        fitter = make_fitter(body)
+    config = RunConfig(
+        out_dir=opts.out_dir, batch_size=opts.batch_size, focal_length=opts.focal_length, overwrite=opts.overwrite,
+        shard=opts.shard, limit=opts.limit, min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS,
+        progress=opts.progress, fitter_name=fitter_name,
+    )
+    s = run(records, fitter, body, config, problems)
+    report_run(s, opts.out_dir)
+    if opts.render or opts.save_mesh:
+        names = [Path(n).stem for n in s["this_run"]["image_keys"]]
+        render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
+                    save_mesh=opts.save_mesh, names=names, progress=opts.progress, overlays=opts.render)
+
+
+@click.command()
+@fit_options
+@click.option("--prior", type=PRIOR_CHOICE, default=None,
+              help="Pose prior (default: the best on the synthetic benchmark, see README; anny: bundled weights; "
+                   "SMPL family: see --prior-path).")
+@click.option("--prior-path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Prior weights: 'fit3d train-prior' output, SMPLify's gmm_08.pkl, or a VPoser v2 .ckpt.")
+@click.option("--schedule", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON/YAML list of stages overriding the default schedule (print it with 'fit3d print-schedule').")
+@click.option("--hypotheses", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Orientation hypotheses (of 4) kept per person after the camera stage.")
+def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
+    """Fit SMPLify (staged optimisation from the mean pose) to every annotated person.
+
+    Example: fit3d smplify --images coco/val2017 --annotations person_keypoints_val2017.json --out fits/
+    """
+    from fit3d.fitters.build import build_smplify
+
+    run_fit(opts, "smplify", lambda body: build_smplify(body, prior=prior, prior_path=prior_path, schedule=schedule,
+                                                        hypotheses=hypotheses))
+
+
+@click.command()
+@fit_options
+@click.option("--steps", type=click.IntRange(min=0), default=None, help="Fine-tuning steps per person (default 30).")
+@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate.")
+@click.option("--regressor", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Pretrained regressor (default: the bundled one for anny).")
+@click.option("--prior", type=PRIOR_CHOICE, default=None, help="Optional extra pose prior term.")
+@click.option("--prior-path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Weights of --prior: 'fit3d train-prior' output, SMPLify's gmm_08.pkl, or a VPoser v2 .ckpt.")
+@click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
+def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine):
+    """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
+
+    Example: fit3d eft --images coco/val2017 --out fits/
+    """
+    from fit3d.fitters.build import build_eft
+
+    run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine))
+
+
+@click.command()
+@click.option("--images", "images_dirs", multiple=True, required=True,
+              type=click.Path(file_okay=False, path_type=Path), help="Image folder (repeat for several sets).")
+@click.option("--annotations", "annotations_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="COCO JSON per --images, in the same order (default: found beside each folder).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder: annotator.pt and the .npz fits (one subfolder per set when there are several).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Training epochs over the target set.")
+@click.option("--recipes", default="depth,pretrain,prior", show_default=True,
+              help="Comma-separated subset of depth, pretrain, prior (or none).")
+@click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="People per annotation batch.")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine, batch_size, device, no_progress):
+    """NeuralAnnot: train one annotator on the whole target set, then annotate it (Moon et al. 2022/2023).
+
+    The annotator checkpoint is OUT/annotator.pt; an interrupted run resumes from it.
+    Multi-GPU: launch with torchrun (DDP).
+    """
+    from fit3d.body_models import build_body_model
+    from fit3d.fitters.build import build_neuralannot
+    from fit3d.fitters.neuralannot import parse_recipes
+    from fit3d.pipeline import neuralannot_target, run_neuralannot
+
+    try:
+        rec = parse_recipes(recipes)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--recipes") from e
+    if annotations_files and len(annotations_files) != len(images_dirs):
+        raise click.UsageError("give one --annotations per --images (or none)")
+    body = build_body_model("anny", device=device)
+    sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None))
+            for i, d in enumerate(images_dirs)]
+    with errors_as():
+        target = neuralannot_target([r for _, records, _ in sets for r in records], body)
+        annot = build_neuralannot(body, rec, epochs=epochs, refine=refine, checkpoint=out_dir / "annotator.pt")
+    train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=not no_progress,
+                              on_trained=_report_training, on_run=report_run)
+    click.echo(f"fit3d: annotator trained on {len(target)} people in {train_s:.1f} s -> {out_dir / 'annotator.pt'}",
+               err=True)
+
+
+def _report_training(history: list[dict]) -> None:
+    for e in history:
+        click.echo("fit3d: epoch " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()), err=True)

@@ -1,0 +1,108 @@
+"""The options every fitting command shares, as one typed object (:class:`FitOptions`),
+and the mapping of the package's errors to click's."""
+
+from __future__ import annotations
+
+import functools
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import click
+
+
+@dataclass
+class FitOptions:
+    """What ``fit3d smplify`` / ``fit3d eft`` read, fit and write (see their ``--help``).
+
+    ``shard`` is zero-based ``(i, n)`` (the command line's ``i/n`` is one-based);
+    ``min_visible`` None means :data:`fit3d.pipeline.MIN_VISIBLE_KEYPOINTS`.
+    """
+
+    images: Path
+    out_dir: Path
+    annotations: Path | None = None
+    keypoints_dir: Path | None = None
+    spin_npz: Path | None = None
+    model: str = "anny"
+    model_path: Path | None = None
+    gender: str = "neutral"
+    device: str = "cpu"
+    batch_size: int = 64
+    focal_length: float | None = None
+    limit: int | None = None
+    shard: tuple[int, int] = (0, 1)
+    overwrite: bool = False
+    min_visible: int | None = None
+    progress: bool = True
+    render: bool = False
+    save_mesh: str | None = None
+
+
+def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
+    from fit3d.pipeline import parse_shard
+
+    try:
+        return parse_shard(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+
+
+_OPTIONS = [
+    click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
+                 help="Folder of the images."),
+    click.option("--annotations", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="COCO person-keypoint JSON. Default: a person_keypoints_*.json found beside or above --images."),
+    click.option("--keypoints", "keypoints_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                 help="Folder of OpenPose JSON files (<image stem>_keypoints.json) instead of COCO annotations."),
+    click.option("--spin-npz", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                 help="SPIN-style dataset .npz (imgname, center, scale, part) instead of COCO annotations."),
+    click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                 help="Output folder: one .npz per image and summary.json."),
+    click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
+                 help="Body model. anny is bundled; the SMPL family needs --model-path."),
+    click.option("--model-path", type=click.Path(path_type=Path), default=None,
+                 help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
+    click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+                 help="SMPL family model gender."),
+    click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="People per batched fit."),
+    click.option("--focal-length", type=click.FloatRange(min=1.0), default=None,
+                 help="Focal length in pixels for every image. Default: the image diagonal."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, help="Fit at most N images."),
+    click.option("--shard", default="1/1", show_default=True, callback=_parse_shard,
+                 help="i/n: fit every n-th image starting at the i-th (one job of n)."),
+    click.option("--overwrite", is_flag=True, help="Refit images whose .npz already exists."),
+    click.option("--min-visible", type=click.IntRange(min=1), default=None,
+                 help="Skip people with fewer usable keypoints (default 6)."),
+    click.option("--no-progress", "no_progress", is_flag=True, help="No progress bar."),
+    click.option("--render", is_flag=True, help="Also render overlays + side views to OUT/render/."),
+    click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None,
+                 help="Also write one mesh per fitted person to OUT/render/."),
+]
+_FIELDS = [f.name for f in fields(FitOptions) if f.name != "progress"]
+
+
+def fit_options(f):
+    """Add the shared fitting options to a click command, which receives them as one
+    ``opts: FitOptions`` keyword argument (beside its own options)."""
+
+    @functools.wraps(f)
+    def command(*args, **kwargs):
+        opts = FitOptions(**{k: kwargs.pop(k) for k in _FIELDS}, progress=not kwargs.pop("no_progress"))
+        return f(*args, opts=opts, **kwargs)
+
+    for option in reversed(_OPTIONS):
+        command = option(command)
+    return command
+
+
+@contextmanager
+def errors_as(exception: type[click.ClickException] = click.ClickException):
+    """Turn the package's ``ValueError`` / ``FileNotFoundError`` (whose messages say what
+    to do) into a click error: no traceback, exit status 1 (2 for a UsageError)."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as e:
+        raise exception(str(e)) from e

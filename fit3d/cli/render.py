@@ -1,0 +1,78 @@
+"""``fit3d render`` and ``fit3d report``: look at fits (:mod:`fit3d.render`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fit3d.cli.options import errors_as
+
+
+def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True) -> None:
+    """Render the fits of ``fits`` (or only write their meshes when not ``overlays``), reporting on stderr."""
+    from fit3d.render.fits import render_dir, save_meshes_dir
+    from fit3d.render.overlay import RenderError
+
+    if not overlays:
+        n = save_meshes_dir(fits, out, body, save_mesh, names=names)
+        click.echo(f"fit3d: wrote {n} meshes -> {out}", err=True)
+        return
+    try:
+        st = render_dir(fits, images, out, body, side=side, keypoints=keypoints, save_mesh=save_mesh, names=names,
+                        progress=progress)
+    except RenderError as e:
+        raise click.ClickException(str(e)) from e
+    for m in st["missing_images"]:
+        click.echo(f"fit3d: image not found, rendered on grey: {m}", err=True)
+    for er in st["errors"]:
+        click.echo(f"fit3d: could not render {er['file']}: {er['reason']}", err=True)
+    click.echo(f"fit3d: rendered {st['images']} images in {st['seconds']:.1f} s "
+               f"({st['images_per_s']:.2f} images/s) -> {out}", err=True)
+
+
+@click.command()
+@click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="Folder of .npz fits.")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder of the images.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder for <image stem>.png.")
+@click.option("--side/--no-side", default=True, show_default=True, help="Side view beside the overlay.")
+@click.option("--keypoints", is_flag=True, help="Draw input keypoints (circles) and reprojected ones (crosses).")
+@click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None, help="Also write one mesh per person.")
+@click.option("--model-path", type=click.Path(path_type=Path), default=None,
+              help="Licensed SMPL-family model (when the fits used one).")
+@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+              help="SMPL family model gender (as for the fits).")
+@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
+    """Render fitted meshes over their images (pyrender, headless EGL), with side views."""
+    from fit3d.body_models import build_body_model
+    from fit3d.data.writers import read_fit
+
+    files = sorted(fits_dir.glob("*.npz"))
+    if not files:
+        raise click.UsageError(f"no .npz fits in {fits_dir}")
+    model_name = str(read_fit(files[0])["model"])
+    with errors_as():
+        body = build_body_model(model_name, model_path, gender=gender, device=device)
+    render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, None, not no_progress)
+
+
+@click.command()
+@click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="Folder of .npz fits.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .html file.")
+@click.option("--renders", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="PNGs from 'fit3d render' to show as thumbnails (default: FITS/render if present).")
+@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Images to show as thumbnails when there are no renders.")
+def report(fits_dir, out, renders, images):
+    """Write a self-contained HTML page reviewing a run (worst reprojection error first)."""
+    from fit3d.render.report import write_report
+
+    if renders is None and (fits_dir / "render").is_dir():
+        renders = fits_dir / "render"
+    s = write_report(fits_dir, out, renders, images)
+    click.echo(f"fit3d: report of {s['people']} people ({s['fitted']} fitted, {s['valid']} valid) -> {out}", err=True)

@@ -1,0 +1,48 @@
+from importlib.metadata import version
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from fit3d.cli.main import cli
+
+
+def _commands(group: click.Group, path=()):
+    for name, cmd in sorted(group.commands.items()):
+        yield (*path, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, (*path, name))
+
+
+def test_version():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"fit3d {version('fit3d')}"
+
+
+def test_help_lists_commands_and_options():
+    r = CliRunner().invoke(cli, ["--help"])
+    assert r.exit_code == 0 and "smplify" in r.output
+    r = CliRunner().invoke(cli, ["smplify", "--help"])
+    for opt in ("--images", "--annotations", "--keypoints", "--out", "--model", "--model-path", "--device",
+                "--batch-size", "--focal-length", "--limit", "--shard", "--overwrite", "--prior", "--schedule"):
+        assert opt in r.output
+
+
+def test_every_command_exists():
+    names = {" ".join(p) for p, _ in _commands(cli)}
+    assert names == {"smplify", "eft", "neuralannot", "prepare-mocap", "train-prior", "train-regressor", "evaluate",
+                     "benchmark", "benchmark make", "benchmark run", "print-schedule", "render", "report"}
+    for path, _ in _commands(cli):
+        r = CliRunner().invoke(cli, [*path, "--help"])
+        assert r.exit_code == 0, (path, r.output)
+
+
+COMMANDS = [((), cli), *_commands(cli)]
+
+
+@pytest.mark.parametrize("path,cmd", COMMANDS, ids=[" ".join(p) or "fit3d" for p, _ in COMMANDS])
+def test_every_option_has_a_help_text(path, cmd):
+    assert (cmd.help or "").strip(), path
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            assert (p.help or "").strip(), (path, p.opts)
