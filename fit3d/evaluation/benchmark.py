@@ -1,4 +1,17 @@
-"""Fit a benchmark's 2D keypoints with any fitter and score the fits against its 3D truth."""
+"""Development benchmarks: synthetic people with 3D truth, fitted by any fitter and scored.
+
+Protocols (:func:`make_benchmark`):
+
+* ``"subjects"`` (the development benchmark): people from the held-out *subjects*
+  (:mod:`fit3d.mocap.splits`: ``split="test"``; ``"val"`` for tuning), the realistic
+  annotator noise of :class:`~fit3d.training.synthetic.NoiseModel` scaled by ``noise``
+  (0: noise-free keypoints, 2: twice the noise), and focal lengths from 0.6x to 1.6x
+  the image diagonal that the fitter is not told (it uses its default, the diagonal).
+  Each person's rarity (:mod:`fit3d.evaluation.rarity`) is measured against every
+  pose the shipped weights trained on; the rarest tenth is the ``rare`` subset.
+* ``"trials-v1"``: the earlier benchmark (held-out trials of subjects seen in training,
+  known focal length, COCO-calibrated noise), kept for comparison.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +23,57 @@ import torch
 from fit3d.data.batching import PersonBatch
 from fit3d.data.conventions import LIMBS12, KeypointConvention, convert
 from fit3d.evaluation import metrics as M
+
+
+PROTOCOLS = ("subjects", "trials-v1")
+#: Fitter extras that say which hypothesis won; summarised as shares by :func:`run_benchmark`.
+HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints")
+
+
+def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
+                   split: str = "test", noise: float = 1.0, with_vertices: bool = True) -> dict:
+    """Synthetic people for a protocol (see module docstring).
+
+    Args:
+        pose_set: a ``fit3d prepare-mocap`` pose set for ``body_model``.
+        n: people. seed: random seed (the same seed gives the same people, whatever ``noise``).
+        split: ``"test"`` (held-out subjects; default), ``"val"`` (tuning subjects, with
+            rarity against ``"train"`` only) or ``"train"`` (poses the weights trained on: an
+            in-distribution tuning check); for ``trials-v1``: ``"test"`` or ``"train"`` trials.
+        noise: scale of the annotator noise (``subjects`` protocol; 0 = noise-free).
+    Returns:
+        the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
+        ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``.
+    Raises:
+        ValueError: unknown protocol/split, no poses in the split, or a pose set of another model.
+    """
+    from fit3d.evaluation.rarity import pose_rarity, rare_mask
+    from fit3d.mocap.splits import training_mask
+    from fit3d.training.synthetic import NOISE_FREE, NoiseModel, make_people, make_synthetic_benchmark
+
+    if protocol == "trials-v1":
+        out = make_synthetic_benchmark(pose_set, body_model, n=n, seed=seed, split=split, noise=noise > 0,
+                                       with_vertices=with_vertices)
+        return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise))
+    if protocol != "subjects":
+        raise ValueError(f"unknown benchmark protocol {protocol!r}; choose from {PROTOCOLS}")
+    if split not in ("test", "val", "train"):
+        raise ValueError(f"the subjects protocol makes 'test', 'val' or 'train' benchmarks, not {split!r}")
+    if str(pose_set.get("model", body_model.name)) != body_model.name:
+        raise ValueError(f"pose set is for {pose_set['model']}, not {body_model.name}")
+    sel = np.nonzero(np.asarray(pose_set["split"]).astype(str) == split)[0]
+    if len(sel) == 0:
+        raise ValueError(f"no {split} poses in the pose set")
+    model = NoiseModel(scale=noise) if noise > 0 else NOISE_FREE
+    out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
+                      noise=model, with_vertices=with_vertices)
+    out["pose_index"] = sel[out["pose_index"]]
+    out["trial"] = pose_set["trial"][out["pose_index"]]
+    ref = training_mask(pose_set, include_val=split == "test")
+    out["rarity_mm"] = pose_rarity(body_model, out["body_pose"], pose_set["global_orient"][out["pose_index"]],
+                                   pose_set["body_pose"][ref], pose_set["global_orient"][ref])
+    out["rare"] = rare_mask(out["rarity_mm"])
+    return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise))
 
 
 def load_benchmark(path) -> dict[str, np.ndarray]:
@@ -64,8 +128,17 @@ def score(bench: dict, idx: np.ndarray, pred_keypoints_3d: np.ndarray, pred_name
 
 def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: int | None = None,
                   with_pve: bool = True, progress: bool = False) -> dict:
-    """Fit every benchmark person and score. Returns ``{"summary": {...}, "per_person": {...}}``
-    with means over people, ``fits_per_s`` and ``seconds`` (fitting only)."""
+    """Fit every benchmark person and score.
+
+    Returns:
+        ``{"summary": {...}, "per_person": {...}}``: means over people of every metric,
+        ``reproj_median_px`` (the fitter's own reprojection error against its input
+        keypoints, median over people), ``share_valid``, ``fits_per_s`` and ``seconds``
+        (fitting only); with a ``rare`` mask in the benchmark also ``pa_mpjpe_common``,
+        ``pa_mpjpe_rare``, ``mpjpe_common``, ``mpjpe_rare`` and ``share_valid_rare``; with the
+        fitters' hypothesis extras, ``share_prototype`` (a prototype start won / was picked),
+        ``share_prototype_rare``, ``share_depth_flip`` and ``share_noisy`` (keypoints judged noisy).
+    """
     n = len(bench["keypoints_2d"]) if limit is None else min(limit, len(bench["keypoints_2d"]))
     conv = body_model.keypoint_convention
     rows: dict[str, list] = {}
@@ -93,9 +166,28 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
         for k, v in sc.items():
             rows.setdefault(k, []).append(v)
         valid.append(res.valid.numpy())
+        rows.setdefault("reproj_error_px", []).append(res.reproj_error_px.numpy())
+        for k in HYPOTHESIS_EXTRAS:
+            if k in res.extras:
+                rows.setdefault(k, []).append(res.extras[k].numpy())
     per = {k: np.concatenate(v) for k, v in rows.items()}
     per["valid"] = np.concatenate(valid)
-    summary = {k: float(np.nanmean(v)) for k, v in per.items() if k != "valid"}
+    summary = {k: float(np.nanmean(v)) for k, v in per.items() if k not in ("valid",) + HYPOTHESIS_EXTRAS}
+    summary["reproj_median_px"] = float(np.nanmedian(per["reproj_error_px"]))
+    if "prototype" in per:  # which starting point won (SMPLify) or was picked (PM-Net regressor)
+        summary["share_prototype"] = float((per["prototype"] >= 0).mean())
+    if "depth_flip" in per:
+        summary["share_depth_flip"] = float((per["depth_flip"] >= 0).mean())
+    if "noisy_keypoints" in per:
+        summary["share_noisy"] = float(per["noisy_keypoints"].mean())
+    if "rare" in bench:
+        rare = np.asarray(bench["rare"][:n], dtype=bool)
+        for k in ("pa_mpjpe", "mpjpe"):
+            summary[f"{k}_common"] = float(np.nanmean(per[k][~rare])) if (~rare).any() else float("nan")
+            summary[f"{k}_rare"] = float(np.nanmean(per[k][rare])) if rare.any() else float("nan")
+        summary["share_valid_rare"] = float(per["valid"][rare].mean()) if rare.any() else float("nan")
+        if "prototype" in per and rare.any():
+            summary["share_prototype_rare"] = float((per["prototype"][rare] >= 0).mean())
     summary.update(count=n, share_valid=float(per["valid"].mean()), seconds=round(fit_time, 2),
                    fits_per_s=round(n / fit_time, 3) if fit_time > 0 else 0.0)
     return dict(summary=summary, per_person=per)

@@ -3,8 +3,8 @@
 Steps: read every ASF/AMC and BVH trial (from folders or ``.tar.xz``/``.tar.gz``
 archives), subsample (120 Hz -> ``fps``), drop near-duplicate frames (no
 root-centred point moved more than ``dedupe_m`` since the last kept frame),
-split by trial (every ``test_every``-th trial in name order is held out),
-retarget to the body model (:func:`fit3d.mocap.retarget.retarget`) and save.
+split by subject (:mod:`fit3d.mocap.splits`), retarget to the body model
+(:func:`fit3d.mocap.retarget.retarget`) and save.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from fit3d.mocap.asf_amc import read_asf_amc
 from fit3d.mocap.bvh_reader import read_bvh
 from fit3d.mocap.clip import MOCAP_POINTS, MocapClip
+from fit3d.mocap.splits import subject_split, trial_split_v1
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +106,20 @@ def prepare_mocap(
     body_model,
     fps: float = 10.0,
     dedupe_m: float = 0.03,
-    test_every: int = 5,
     iterations: int = 300,
     progress: bool = True,
 ) -> dict:
     """Build the retargeted pose set and save it as ``.npz``.
 
     Saved keys: ``body_pose (N, J, 3)``, ``global_orient (N, 3)`` (mocap world,
-    Y up), ``trial (N,)`` index into ``trial_names``, ``subject_names``,
-    ``is_test (N,)``, ``residual_mm (N,)``, ``direction_error_deg (N,)``,
-    ``joint_names``, ``model``, ``fps``.
-    Returns a stats dict (counts, residuals, seconds).
+    Y up), ``trial (N,)`` index into ``trial_names``, ``subject_names`` (per trial),
+    ``split (N,)`` (``train``/``val``/``test`` by subject, see :mod:`fit3d.mocap.splits`),
+    ``is_test_v1 (N,)`` (the old trial protocol, for the old benchmark only),
+    ``residual_mm (N,)``, ``direction_error_deg (N,)``, ``joint_names``, ``model``, ``fps``.
+    Returns a stats dict (counts per split, residuals, seconds).
+
+    Raises:
+        FileNotFoundError: a source does not exist. ValueError: no trial found.
     """
     from fit3d.data.writers import write_npz
     from fit3d.mocap.retarget import retarget
@@ -133,7 +137,8 @@ def prepare_mocap(
         trial.append(np.full(len(keep), i))
     points = torch.as_tensor(np.concatenate(pts))
     trial = np.concatenate(trial)
-    test_trials = np.arange(len(clips)) % test_every == test_every // 2
+    test_v1 = trial_split_v1(len(clips))
+    split = subject_split([c.subject for c in clips])[trial]
     r = retarget(points, body_model, iterations=iterations, progress=progress)
     res = r["residual_mm"].cpu().numpy()
     arrays = dict(
@@ -142,7 +147,8 @@ def prepare_mocap(
         trial=trial.astype(np.int32),
         trial_names=np.asarray([c.name for c in clips]),
         subject_names=np.asarray([c.subject for c in clips]),
-        is_test=test_trials[trial],
+        split=split,
+        is_test_v1=test_v1[trial],
         residual_mm=res.astype(np.float32),
         direction_error_deg=r["direction_error_deg"].cpu().numpy().astype(np.float32),
         joint_names=np.asarray(body_model.joint_names),
@@ -152,8 +158,11 @@ def prepare_mocap(
     )
     write_npz(out, arrays)
     return dict(
-        trials=len(clips), test_trials=int(test_trials.sum()), frames_in=frames_in, poses=len(trial),
-        test_poses=int(arrays["is_test"].sum()), residual_mm_mean=float(res.mean()),
+        trials=len(clips), frames_in=frames_in, poses=len(trial),
+        poses_per_split={k: int((split == k).sum()) for k in ("train", "val", "test")},
+        subjects_per_split={k: sorted({c.subject for c, s in zip(clips, subject_split([c.subject for c in clips]))
+                                       if s == k}) for k in ("train", "val", "test")},
+        residual_mm_mean=float(res.mean()),
         residual_mm_median=float(np.median(res)), residual_mm_p95=float(np.percentile(res, 95)),
         direction_error_deg_mean=float(arrays["direction_error_deg"].mean()),
         seconds=round(time.perf_counter() - t0, 1),

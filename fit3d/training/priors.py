@@ -1,8 +1,9 @@
 """Training the learned priors on a retargeted pose set (``fit3d prepare-mocap`` output).
 
-Seeded and deterministic on CPU for a given thread count. Every training set is
-doubled by left-right mirroring (swap ``left_*``/``right_*`` joints and negate
-the y and z axis-angle components: a reflection of the canonical frame's X axis).
+Seeded and deterministic on CPU for a given thread count. Training reads only the
+``train`` and ``val`` subjects of a pose set (:func:`training_poses`), doubled by
+left-right mirroring and widened by limb-wise recombination
+(:mod:`fit3d.training.augment`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch
 from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.base import Prior
 from fit3d.priors.gmm import GMMPrior
+from fit3d.priors.prototypes import PoseMemory
 from fit3d.priors.vae import VAEPrior
 
 log = logging.getLogger(__name__)
@@ -30,35 +32,34 @@ def load_pose_set(path: str | Path) -> dict[str, np.ndarray]:
     """
     with np.load(path, allow_pickle=False) as z:
         d = {k: z[k] for k in z.files}
-    for k in ("body_pose", "is_test", "joint_names"):
+    for k in ("body_pose", "split", "joint_names"):
         if k not in d:
             raise KeyError(f"{path} is not a pose set (no {k!r})")
     return d
 
 
-def mirror(body_pose: np.ndarray, joint_names: list[str]) -> np.ndarray:
-    """Left-right mirror of ``(N, J, 3)`` poses whose joints are ``joint_names[1:]`` (root excluded)."""
-    names = list(joint_names)[1:]
-    perm = []
-    for n in names:
-        if n.startswith("left_"):
-            perm.append(names.index("right_" + n[5:]))
-        elif n.startswith("right_"):
-            perm.append(names.index("left_" + n[6:]))
-        else:
-            perm.append(names.index(n))
-    out = body_pose[:, perm].copy()
-    out[..., 1:] *= -1
-    return out
+def training_poses(pose_set: dict, include_val: bool = True, mirrored: bool = True, recombined: int = 0,
+                   seed: int = 0) -> np.ndarray:
+    """``(N, J, 3)`` float32 poses that training may read: the ``train`` split (and ``val``
+    unless ``include_val`` is False; never ``test``, see :func:`fit3d.mocap.splits.training_mask`),
+    their mirror images when ``mirrored``, and ``recombined`` limb-wise recombinations
+    (:func:`fit3d.training.augment.recombine`).
 
+    Raises:
+        KeyError: the pose set has no subject split.
+    """
+    from fit3d.mocap.splits import training_mask
+    from fit3d.training.augment import augmented_poses, mirror
 
-def training_poses(pose_set: dict, split: str = "train", mirrored: bool = True) -> np.ndarray:
-    """``(N, J, 3)`` poses of a split (``train``/``test``), mirrored copies appended."""
-    sel = ~pose_set["is_test"] if split == "train" else pose_set["is_test"]
+    sel = training_mask(pose_set, include_val)
     x = pose_set["body_pose"][sel].astype(np.float32)
-    if mirrored:
-        x = np.concatenate([x, mirror(x, list(pose_set["joint_names"]))])
-    return x
+    names = list(pose_set["joint_names"])
+    if not mirrored:
+        return x
+    if recombined <= 0:
+        return np.concatenate([x, mirror(x, names)])
+    go = pose_set["global_orient"][sel].astype(np.float32)
+    return augmented_poses(x, go, names, recombined, seed=seed)[0]
 
 
 def _seed(seed: int) -> torch.Generator:
@@ -137,20 +138,41 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
     return m
 
 
+#: Limb-wise recombinations added to the captured (and mirrored) poses for training priors.
+RECOMBINED_POSES = 20000
+
+
+PRIOR_KINDS = ("gmm", "vae", "articulation", "prototypes")
+
+
 def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int = 0, progress: bool = True,
-                **kwargs) -> dict:
-    """Train one prior kind on the train split and save it. Returns ``{seconds, poses, path}``."""
+                include_val: bool = True, recombined: int = RECOMBINED_POSES, body_model=None, **kwargs) -> dict:
+    """Train one prior kind (:data:`PRIOR_KINDS`) on the training subjects (:func:`training_poses`)
+    and save it. ``prototypes`` (the PM-Net memory) needs the pose set's body model
+    (``body_model``, default: built from the pose set's ``model`` name).
+
+    Returns:
+        ``{kind, poses, seconds, path}``.
+    Raises:
+        ValueError: unknown kind. KeyError: the pose set has no subject split.
+    """
     t0 = time.perf_counter()
     ps = load_pose_set(pose_set_path)
-    x = training_poses(ps, "train")
-    if kind == "gmm":
+    x = training_poses(ps, include_val=include_val, recombined=recombined, seed=seed)
+    if kind == "prototypes":
+        from fit3d.body_models import build_body_model
+        from fit3d.training.prototypes import learn_prototypes
+
+        body_model = body_model or build_body_model(str(ps.get("model", "anny")))
+        prior = learn_prototypes(body_model, x, seed=seed, **kwargs)
+    elif kind == "gmm":
         prior = train_gmm(x, seed=seed, **kwargs)
     elif kind == "vae":
         prior = train_vae(x, seed=seed, progress=progress, **kwargs)
     elif kind == "articulation":
         prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
     else:
-        raise ValueError(f"unknown prior kind {kind!r}; use gmm, vae or articulation")
+        raise ValueError(f"unknown prior kind {kind!r}; use one of {PRIOR_KINDS}")
     save_prior(prior, out)
     return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
 
@@ -174,7 +196,7 @@ def load_prior(path: str | Path) -> Prior:
     """
     state = torch.load(path, map_location="cpu", weights_only=True)
     kind = state.get("kind")
-    cls = {"gmm": GMMPrior, "vae": VAEPrior, "articulation": ArticulationPrior}.get(kind)
+    cls = {"gmm": GMMPrior, "vae": VAEPrior, "articulation": ArticulationPrior, "prototypes": PoseMemory}.get(kind)
     if cls is None:
         raise ValueError(f"{path}: unknown prior kind {kind!r}")
     return cls.from_state(state)

@@ -1,37 +1,46 @@
-"""Synthetic benchmark: held-out mocap poses, random people and cameras, realistic 2D errors.
+"""Synthetic people with known 3D truth: mocap poses, random shapes and cameras, realistic 2D errors.
 
+Used to train the regressor and NeuralAnnot's depth recipe (training subjects only)
+and to make the development benchmarks (held-out subjects, :mod:`fit3d.evaluation.benchmark`).
 Per person (deterministic by seed):
 
-* pose: a retargeted mocap frame of a held-out trial (its own root orientation
-  kept, so lying or bending stays so), turned by a random yaw about the vertical;
-* shape: ``betas ~ N(0, 0.6^2)`` (anny phenotype logits around a young adult);
-* camera: full frame; image size drawn from common photo sizes; focal length
-  from a 35 mm-equivalent focal length log-uniform in [24, 85] mm (phones to
-  portrait lenses): ``f = diagonal * f_eq / 43.3``; pitch ``N(0, 10 deg)``, roll ``N(0, 3 deg)``;
+* pose: a retargeted mocap frame (its own orientation to gravity kept, so lying or
+  bending stays so), turned by a random yaw about the vertical; optionally
+  orientations of every kind (:class:`OrientationModel`);
+* shape: ``betas ~ N(0, 0.6^2)``;
+* camera (:class:`CameraModel`): full frame; image size drawn from common photo
+  sizes; the true focal length is ``diagonal * U`` with ``U`` log-uniform in a range.
+  With ``fitter_focal="diagonal"`` the fitter is *not* told it: the person's
+  ``focal_length`` is the image diagonal (fit3d's default), the truth is kept in
+  ``focal_length_true``; camera pitch ``N(0, 10 deg)``, roll ``N(0, 3 deg)``;
 * placement: person height 25-90 % of the image height, root inside the central
   80 % x 40 % of the frame, so some people are truncated by the border;
-* 2D errors: per-keypoint Gaussian noise with COCO's per-keypoint standard
-  deviations ``sigma_i`` (the OKS constants of the COCO keypoint evaluation,
-  measured from 5000 redundantly annotated images: ``sigma_i^2 = E[d_i^2 / s^2]``,
-  ``d`` the 2D distance between annotations, ``s^2`` the person's segment area;
-  Ronchi & Perona, ICCV 2017; COCO-WholeBody's values for the feet). With the
-  segment area taken as half the labelled keypoints' box area, each coordinate
-  gets ``N(0, (sigma_i s)^2 / 2)``: about 4 px on a hip of a 200 px tall person,
-  1 px on the eyes. Then 10 % of keypoints
-  dropped at random, 20 % of people with a whole limb occluded, keypoints
-  outside the image dropped (truncation), and 3 % of people with one left/right
-  pair swapped (a common detector and annotator error).
+* 2D errors (:class:`NoiseModel`): per-keypoint Gaussian noise per axis with standard
+  deviation ``scale * max(sigma_i s / sqrt(2), floor * box diagonal)``, where
+  ``sigma_i`` are COCO's per-keypoint OKS constants (the standard deviation of human
+  annotators' errors over the object scale ``s = sqrt(segment area)``, measured from
+  5000 redundantly annotated images; Ronchi & Perona, ICCV 2017; COCO-WholeBody's
+  values for the feet), the segment area being taken as half the labelled keypoints'
+  box area; then a share of keypoints dropped at random, a share of people with a
+  whole limb occluded, keypoints outside the image dropped (truncation), and a share
+  of people with one left/right pair swapped (a common annotator and detector error).
+  ``scale = 0`` is the noise-free variant: exact keypoints, only truncation.
+
+:data:`BENCHMARK_V1` reproduces the earlier benchmark exactly (known focal length
+24-85 mm equivalent, no noise floor, 3 % swaps).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import roma
 import torch
 
 from fit3d.geometry import project
+from fit3d.training.augment import axis_rotation
 
 #: COCO OKS per-keypoint sigmas (std of annotator error / object scale), by name.
 KEYPOINT_SIGMAS = {
@@ -53,41 +62,99 @@ SWAP_PAIRS = (("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), ("le
               ("left_elbow", "right_elbow"))
 
 
-def _rot(axis: int, angle: np.ndarray) -> torch.Tensor:
-    v = np.zeros((len(angle), 3))
-    v[:, axis] = angle
-    return roma.rotvec_to_rotmat(torch.as_tensor(v, dtype=torch.float32))
+@dataclass(frozen=True)
+class NoiseModel:
+    """Annotator-like 2D errors (see module docstring).
+
+    Attributes:
+        scale: multiplies the positional noise; 0 gives exact keypoints and no
+            drops, occlusions or swaps.
+        floor: smallest per-axis standard deviation, as a share of the labelled
+            keypoints' box diagonal.
+        drop: share of keypoints dropped at random.
+        occlude: share of people with one whole limb (or the face) unlabelled.
+        swap: share of people with one left/right pair swapped.
+    """
+
+    scale: float = 1.0
+    floor: float = 0.015
+    drop: float = 0.10
+    occlude: float = 0.20
+    swap: float = 0.02
 
 
-def make_synthetic_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, split: str = "test",
-                             noise: bool = True, with_vertices: bool = True, batch_size: int = 64) -> dict:
-    """Generate ``n`` people (see module docstring). Returns numpy arrays:
+@dataclass(frozen=True)
+class CameraModel:
+    """Full-frame cameras.
 
-    inputs ``keypoints_2d (N, K, 3)``, ``bbox``, ``focal_length (N, 2)``, ``principal_point``,
-    ``image_size``, ``keypoint_names``; ground truth ``global_orient``, ``body_pose``,
-    ``betas``, ``transl``, ``joints_3d``, ``keypoints_3d``, ``keypoints_2d_clean``,
-    ``vertices`` (float16, relative to the root joint ``joints_3d[:, 0]``; when
-    ``with_vertices``), ``joint_names``, ``trial``, ``model``.
+    Attributes:
+        focal_range: the true focal length is ``diagonal * U``, ``U`` log-uniform in
+            this range.
+        fitter_focal: ``"diagonal"``: the fitter gets the image diagonal (fit3d's
+            default, the truth is unknown to it); ``"true"``: the fitter gets the truth.
+    """
 
-    Raises:
-        ValueError: the split has no poses or the pose set is for another model.
+    focal_range: tuple[float, float] = (0.6, 1.6)
+    fitter_focal: str = "diagonal"
+
+
+@dataclass(frozen=True)
+class OrientationModel:
+    """Orientations beyond the captured ones (for training): a share ``p_any`` of people
+    gets a uniformly random body orientation, a share ``p_high`` a camera pitched 30-80 deg."""
+
+    p_any: float = 0.0
+    p_high: float = 0.0
+
+
+#: The earlier benchmark's models: known focal length 24-85 mm equivalent (f = diagonal x f_eq / 43.3 mm).
+CAMERA_V1 = CameraModel(focal_range=(24 / 43.3, 85 / 43.3), fitter_focal="true")
+NOISE_V1 = NoiseModel(scale=1.0, floor=0.0, drop=0.10, occlude=0.20, swap=0.03)
+NOISE_FREE = NoiseModel(scale=0.0)
+
+
+def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n: int, seed: int = 0,
+                camera: CameraModel = CameraModel(), noise: NoiseModel = NoiseModel(),
+                orientations: OrientationModel = OrientationModel(), with_vertices: bool = False,
+                batch_size: int = 64) -> dict:
+    """``n`` synthetic people drawn from a pool of poses (see module docstring).
+
+    Args:
+        body_pose: ``(P, J, 3)`` pool of poses; global_orient: ``(P, 3)`` their mocap
+            world orientations (Y up).
+        body_model: the model that poses them.
+        n: people; drawn without replacement when ``n <= P``.
+    Returns:
+        numpy arrays: inputs ``keypoints_2d (N, K, 3)``, ``bbox (N, 4)``, ``focal_length (N, 2)``
+        (what the fitter is told), ``principal_point``, ``image_size``, ``keypoint_names``;
+        truth ``focal_length_true``, ``global_orient``, ``body_pose``, ``betas``, ``transl``,
+        ``joints_3d``, ``keypoints_3d``, ``keypoints_2d_clean``, ``vertices`` (float16,
+        relative to the root joint; when ``with_vertices``), ``joint_names``,
+        ``pose_index (N,)`` into the pool, ``model``, ``seed``.
     """
     rng = np.random.default_rng(seed)
-    if str(pose_set.get("model", body_model.name)) != body_model.name:
-        raise ValueError(f"pose set is for {pose_set['model']}, not {body_model.name}")
-    sel = np.nonzero(pose_set["is_test"] if split == "test" else ~pose_set["is_test"])[0]
-    if len(sel) == 0:
-        raise ValueError(f"no {split} poses in the pose set")
-    idx = rng.choice(sel, size=n, replace=n > len(sel))
-    body_pose = torch.as_tensor(pose_set["body_pose"][idx], dtype=torch.float32)
-    R_world = roma.rotvec_to_rotmat(torch.as_tensor(pose_set["global_orient"][idx], dtype=torch.float32))
-    yaw = _rot(1, rng.uniform(0, 2 * math.pi, n))
-    cam = _rot(2, np.deg2rad(rng.normal(0, 3, n))) @ _rot(0, np.deg2rad(rng.normal(0, 10, n)) + math.pi)
-    global_orient = roma.rotmat_to_rotvec(cam @ yaw @ R_world)
+    P = len(body_pose)
+    idx = rng.choice(P, size=n, replace=n > P)
+    bp = torch.as_tensor(body_pose[idx], dtype=torch.float32)
+    R_world = roma.rotvec_to_rotmat(torch.as_tensor(global_orient[idx], dtype=torch.float32))
+    if orientations.p_any > 0:
+        g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
+        anyR = roma.random_rotmat(n, generator=g)
+        R_world = torch.where(torch.as_tensor(rng.uniform(size=n) < orientations.p_any)[:, None, None], anyR, R_world)
+    yaw = axis_rotation(1, rng.uniform(0, 2 * math.pi, n))
+    roll = rng.normal(0, 3, n)
+    pitch = rng.normal(0, 10, n)
+    if orientations.p_high > 0:
+        high = rng.uniform(size=n) < orientations.p_high
+        pitch = np.where(high, rng.uniform(30, 80, n) * rng.choice([-1.0, 1.0], n), pitch)
+    cam = axis_rotation(2, np.deg2rad(roll)) @ axis_rotation(0, np.deg2rad(pitch) + math.pi)
+    R = cam @ yaw @ R_world
+    go = roma.rotmat_to_rotvec(R)
     betas = torch.as_tensor(rng.normal(0, 0.6, (n, body_model.num_betas)), dtype=torch.float32)
     sizes = np.asarray([IMAGE_SIZES[i] for i in rng.integers(0, len(IMAGE_SIZES), n)], dtype=np.float32)
     diag = np.linalg.norm(sizes, axis=1)
-    f = diag * np.exp(rng.uniform(math.log(24), math.log(85), n)) / 43.3
+    lo_f, hi_f = camera.focal_range
+    f = diag * np.exp(rng.uniform(math.log(lo_f), math.log(hi_f), n))
     frac = rng.uniform(0.25, 0.9, n)
     z = np.maximum(f * 1.7 / (frac * sizes[:, 1]), 1.0)
     u = sizes[:, 0] * rng.uniform(0.1, 0.9, n)
@@ -95,13 +162,34 @@ def make_synthetic_benchmark(pose_set: dict, body_model, n: int = 500, seed: int
     pp = sizes / 2
     root = np.stack([(u - pp[:, 0]) * z / f, (v - pp[:, 1]) * z / f, z], 1)
     focal = torch.as_tensor(np.stack([f, f], 1), dtype=torch.float32)
-    ppt = torch.as_tensor(pp, dtype=torch.float32)
+    truth = _pose_people(body_model, bp, betas, go, root, with_vertices, batch_size)
+    kp3 = truth["keypoints_3d"]
+    clean = project(torch.as_tensor(kp3), focal, torch.as_tensor(pp, dtype=torch.float32)).numpy()
+    names = list(body_model.keypoint_convention.names)
+    kp2d = _annotate(clean, kp3, sizes, names, noise, rng)
+    vis = kp2d[..., 2] > 0
+    xy = kp2d[..., :2]
+    lo = np.where(vis[..., None], xy, np.inf).min(1)
+    hi = np.where(vis[..., None], xy, -np.inf).max(1)
+    lo, hi = np.where(np.isfinite(lo), lo, 0), np.where(np.isfinite(hi), hi, 1)
+    pad = 0.1 * (hi - lo)
+    bbox = np.concatenate([lo - pad, hi - lo + 2 * pad], 1).astype(np.float32)
+    given = focal.numpy() if camera.fitter_focal == "true" else np.stack([diag, diag], 1).astype(np.float32)
+    return dict(
+        keypoints_2d=kp2d, bbox=bbox, focal_length=given, focal_length_true=focal.numpy(),
+        principal_point=pp.astype(np.float32), image_size=sizes, keypoint_names=np.asarray(names),
+        keypoints_2d_clean=clean.astype(np.float32), global_orient=go.numpy(), body_pose=bp.numpy(),
+        betas=betas.numpy(), joint_names=np.asarray(body_model.joint_names), pose_index=idx.astype(np.int64),
+        model=np.str_(body_model.name), seed=np.int64(seed), **truth,
+    )
 
+
+def _pose_people(body_model, body_pose, betas, global_orient, root, with_vertices, batch_size) -> dict:
+    """Pose and place the people so that their root joints sit at ``root`` (camera frame)."""
     dev = body_model.device
     outs = {k: [] for k in ("joints_3d", "keypoints_3d", "vertices", "transl")}
     with torch.no_grad():
-        zero = torch.zeros(1, body_model.num_body_joints, 3, device=dev)
-        for s in range(0, n, batch_size):
+        for s in range(0, len(body_pose), batch_size):
             sl = slice(s, s + batch_size)
             canon = body_model.canonical(body_pose[sl].to(dev), betas[sl].to(dev), return_vertices=with_vertices)
             # transl puts the root joint at ``root``: SMPL's rule x -> R (x - j0) + j0 + t
@@ -112,45 +200,63 @@ def make_synthetic_benchmark(pose_set: dict, body_model, n: int = 500, seed: int
             outs["transl"].append(t.cpu())
             if with_vertices:  # root-relative, so float16 keeps sub-millimetre precision
                 outs["vertices"].append((out.vertices - out.joints_3d[:, :1]).cpu().half())
-        del zero
-    kp3 = torch.cat(outs["keypoints_3d"])
-    clean = project(kp3, focal, ppt)
-    names = list(body_model.keypoint_convention.names)
-    K = len(names)
-    vis = np.ones((n, K), dtype=bool)
-    inside = (clean[..., 0] >= 0) & (clean[..., 0] < torch.as_tensor(sizes[:, :1])) & (clean[..., 1] >= 0) & (
-        clean[..., 1] < torch.as_tensor(sizes[:, 1:2])) & (kp3[..., 2] > 0.1)
-    vis &= inside.numpy()
-    kp = clean.numpy().copy()
-    if noise:
+    return {k: torch.cat(v).numpy() for k, v in outs.items() if v}
+
+
+def _annotate(clean: np.ndarray, keypoints_3d: np.ndarray, sizes: np.ndarray, names: list[str], noise: NoiseModel,
+              rng: np.random.Generator) -> np.ndarray:
+    """``(N, K, 3)`` annotated keypoints (x, y, 0/1) from exact projections (see :class:`NoiseModel`)."""
+    n = len(clean)
+    inside = ((clean[..., 0] >= 0) & (clean[..., 0] < sizes[:, :1]) & (clean[..., 1] >= 0)
+              & (clean[..., 1] < sizes[:, 1:2]) & (keypoints_3d[..., 2] > 0.1))
+    vis = inside.copy()
+    kp = clean.copy()
+    if noise.scale > 0:
         lo = np.where(vis[..., None], kp, np.inf).min(1)
         hi = np.where(vis[..., None], kp, -np.inf).max(1)
-        scale = np.sqrt(0.5 * np.clip((hi - lo).prod(-1), 1.0, None))  # sqrt(segment area)
-        sig = np.asarray([KEYPOINT_SIGMAS.get(k, 0.07) for k in names], dtype=np.float32)
-        kp += rng.normal(0, 1, kp.shape) * (sig[None, :, None] * scale[:, None, None] / np.sqrt(2.0))
-        vis &= rng.uniform(size=vis.shape) > 0.10
-        for i in np.nonzero(rng.uniform(size=n) < 0.2)[0]:
+        with np.errstate(invalid="ignore", over="ignore"):  # people with no keypoint in view: dropped below
+            scale = np.sqrt(0.5 * np.clip((hi - lo).prod(-1), 1.0, None))  # sqrt(segment area)
+            sig = np.asarray([KEYPOINT_SIGMAS.get(k, 0.07) for k in names], dtype=np.float32)
+            sd = sig[None, :] * scale[:, None] / np.sqrt(2.0)
+            if noise.floor > 0:
+                sd = np.maximum(sd, noise.floor * np.linalg.norm(hi - lo, axis=-1)[:, None])
+        kp += rng.normal(0, 1, kp.shape) * (noise.scale * sd)[..., None]
+        vis &= rng.uniform(size=vis.shape) > noise.drop
+        for i in np.nonzero(rng.uniform(size=n) < noise.occlude)[0]:
             group = LIMB_GROUPS[rng.integers(0, len(LIMB_GROUPS))]
             vis[i, [names.index(g) for g in group if g in names]] = False
-        for i in np.nonzero(rng.uniform(size=n) < 0.03)[0]:
+        for i in np.nonzero(rng.uniform(size=n) < noise.swap)[0]:
             a, b = SWAP_PAIRS[rng.integers(0, len(SWAP_PAIRS))]
-            ia, ib = names.index(a), names.index(b)
-            kp[i, [ia, ib]] = kp[i, [ib, ia]]
-    kp2d = np.concatenate([kp, vis[..., None].astype(np.float32)], -1)
+            if a in names and b in names:
+                ia, ib = names.index(a), names.index(b)
+                kp[i, [ia, ib]] = kp[i, [ib, ia]]
+    kp2d = np.concatenate([kp, vis[..., None].astype(np.float32)], -1).astype(np.float32)
     kp2d[~vis] = 0.0
-    lo = np.where(vis[..., None], kp, np.inf).min(1)
-    hi = np.where(vis[..., None], kp, -np.inf).max(1)
-    lo, hi = np.where(np.isfinite(lo), lo, 0), np.where(np.isfinite(hi), hi, 1)
-    pad = 0.1 * (hi - lo)
-    bbox = np.concatenate([lo - pad, hi - lo + 2 * pad], 1).astype(np.float32)
-    res = dict(
-        keypoints_2d=kp2d.astype(np.float32), bbox=bbox, focal_length=focal.numpy(), principal_point=pp.astype(np.float32),
-        image_size=sizes, keypoint_names=np.asarray(names), keypoints_2d_clean=clean.numpy().astype(np.float32),
-        global_orient=global_orient.numpy(), body_pose=body_pose.numpy(), betas=betas.numpy(),
-        transl=torch.cat(outs["transl"]).numpy(), joints_3d=torch.cat(outs["joints_3d"]).numpy(),
-        keypoints_3d=kp3.numpy(), joint_names=np.asarray(body_model.joint_names),
-        trial=pose_set["trial"][idx], model=np.str_(body_model.name), seed=np.int64(seed),
-    )
-    if with_vertices:
-        res["vertices"] = torch.cat(outs["vertices"]).numpy()
-    return res
+    return kp2d
+
+
+def make_synthetic_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, split: str = "test",
+                             noise: bool = True, with_vertices: bool = True, batch_size: int = 64) -> dict:
+    """The earlier (v1) benchmark: poses of the trials held out by the old trial protocol
+    (``split="test"``; ``"train"``: the other trials), :data:`CAMERA_V1`, :data:`NOISE_V1`
+    (or exact keypoints when ``noise`` is False). Kept to compare with earlier numbers.
+
+    Returns:
+        as :func:`make_people`, plus ``trial (N,)``.
+    Raises:
+        KeyError: the pose set has no ``is_test_v1``.
+        ValueError: the split has no poses or the pose set is for another model.
+    """
+    if str(pose_set.get("model", body_model.name)) != body_model.name:
+        raise ValueError(f"pose set is for {pose_set['model']}, not {body_model.name}")
+    held_out = np.asarray(pose_set["is_test_v1"], dtype=bool)
+    sel = np.nonzero(held_out if split == "test" else ~held_out)[0]
+    if len(sel) == 0:
+        raise ValueError(f"no {split} poses in the pose set")
+    out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
+                      camera=CAMERA_V1, noise=NOISE_V1 if noise else NOISE_FREE, with_vertices=with_vertices,
+                      batch_size=batch_size)
+    out["pose_index"] = sel[out["pose_index"]]
+    out["trial"] = pose_set["trial"][out["pose_index"]]
+    out["focal_length_true"] = out["focal_length"]
+    return out

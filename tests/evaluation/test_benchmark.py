@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from fit3d.evaluation.benchmark import run_benchmark, score
+from fit3d.evaluation.benchmark import run_benchmark
 from fit3d.training.synthetic import make_synthetic_benchmark
 from fit3d.fitters import SMPLify, Stage
 from fit3d.fitters.result import FitResult
@@ -60,3 +60,28 @@ def test_smplify_on_benchmark_beats_neutral(anny_model, bench):
     s = run_benchmark(bench, SMPLify(anny_model, schedule=fast), anny_model)["summary"]
     neutral = run_benchmark(bench, Oracle(anny_model, bench, neutral=True), anny_model)["summary"]
     assert s["pa_mpjpe"] < neutral["pa_mpjpe"] and s["error_2d_px"] < 25 and s["fits_per_s"] > 0
+
+
+def test_subjects_protocol_holds_out_subjects_and_marks_rare_poses(anny_model):
+    from fit3d.evaluation.benchmark import make_benchmark
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.mocap.splits import TEST_SUBJECTS
+    from fit3d.training.priors import load_pose_set
+
+    ps = load_pose_set(bundled_pose_set())
+    b = make_benchmark(ps, anny_model, n=40, seed=0, with_vertices=False)
+    subjects = ps["subject_names"][ps["trial"][b["pose_index"]]]
+    assert set(subjects) <= set(TEST_SUBJECTS)
+    assert b["rare"].sum() == 4 and (b["rarity_mm"][b["rare"]].min() >= b["rarity_mm"][~b["rare"]].max())
+    assert not np.allclose(b["focal_length"], b["focal_length_true"])
+    free = make_benchmark(ps, anny_model, n=40, seed=0, noise=0.0, with_vertices=False)
+    assert np.array_equal(free["keypoints_3d"], b["keypoints_3d"])  # same people, other 2D errors
+    with pytest.raises(ValueError, match="protocol"):
+        make_benchmark(ps, anny_model, n=4, protocol="nonsense")
+
+
+def test_run_benchmark_reports_rare_and_common(anny_model, bench):
+    sub = dict(bench)
+    sub["rare"] = np.arange(len(bench["keypoints_2d"])) < 3
+    s = run_benchmark(sub, Oracle(anny_model, sub), anny_model, batch_size=5, with_pve=False)["summary"]
+    assert s["pa_mpjpe_rare"] < 1 and s["pa_mpjpe_common"] < 1 and s["reproj_median_px"] < 1e-2

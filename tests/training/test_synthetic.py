@@ -19,3 +19,33 @@ def test_benchmark_is_deterministic_and_realistic(anny_model):
     err = np.linalg.norm(kp[..., :2] - bench["keypoints_2d_clean"], axis=-1)[vis]
     assert 0.5 < np.median(err) < 20  # a few pixels of noise
     assert (bench["keypoints_3d"][..., 2] > 0.5).all()
+
+
+def test_people_with_unknown_focal_and_noise_scales(anny_model):
+    from fit3d.training.synthetic import NOISE_FREE, NoiseModel, make_people
+
+    rng = np.random.default_rng(0)
+    pool = rng.normal(0, 0.2, (40, 19, 3)).astype(np.float32)
+    orient = np.zeros((40, 3), np.float32)
+    clean = make_people(pool, orient, anny_model, 30, seed=3, noise=NOISE_FREE)
+    one = make_people(pool, orient, anny_model, 30, seed=3, noise=NoiseModel(scale=1.0))
+    two = make_people(pool, orient, anny_model, 30, seed=3, noise=NoiseModel(scale=2.0))
+    # the fitter is told the diagonal, the truth is 0.6-1.6 times it
+    diag = np.linalg.norm(clean["image_size"], axis=1)
+    assert np.allclose(clean["focal_length"][:, 0], diag)
+    ratio = clean["focal_length_true"][:, 0] / diag
+    assert ratio.min() >= 0.6 - 1e-4 and ratio.max() <= 1.6 + 1e-4 and ratio.std() > 0.1
+    # same seed, same people: only the 2D errors differ
+    assert np.array_equal(clean["keypoints_3d"], two["keypoints_3d"])
+    vis = clean["keypoints_2d"][..., 2] > 0
+    assert np.allclose(clean["keypoints_2d"][..., :2][vis], clean["keypoints_2d_clean"][vis])  # noise-free: exact
+
+    def err(b):
+        v = b["keypoints_2d"][..., 2] > 0
+        e = np.linalg.norm(b["keypoints_2d"][..., :2] - b["keypoints_2d_clean"], axis=-1)[v]
+        return np.median(e)
+
+    assert 1.5 < err(two) / err(one) < 2.5
+    # the floor: at least 1.5 % of the box diagonal per axis, so median 2D error > ~1.5 % of it
+    box = np.linalg.norm(one["bbox"][:, 2:], axis=1) / 1.2  # boxes carry 10 % padding per side
+    assert err(one) > 0.01 * np.median(box)

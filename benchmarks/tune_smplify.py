@@ -1,0 +1,90 @@
+"""Compare SMPLify configurations on benchmarks of the *tuning* subjects (never the test ones).
+
+Each configuration is a JSON object of overrides of the default SMPLify:
+``prior`` (name), ``weight_scale``, ``prototypes`` (bool), ``prototype_starts``,
+``depth_flips`` (bool), ``keep`` (orientation hypotheses kept), ``selection`` (loss
+weights that pick the final row) and ``stages``:
+``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
+``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``,
+``refine`` (bool; the refinement runs SMPLify's ``body_fine`` stage with the overrides).
+Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on the
+``train`` subjects only, e.g. by ``benchmarks/train_tuning_weights.py``).
+
+    fit3d benchmark make --split val --noise 0 --count 200 --out /tmp/val_n0.npz
+    fit3d benchmark make --split val --noise 1 --count 200 --out /tmp/val_n1.npz
+    python benchmarks/tune_smplify.py --weights /tmp/tuning_weights --bench /tmp/val_n0.npz /tmp/val_n1.npz \\
+        --configs '{"default": {}, "weak": {"stages": {"body_fine": {"pose_prior": 0.5}}}}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def build(body, weights: Path, cfg: dict):
+    """An SMPLify from the default schedule with ``cfg``'s overrides."""
+    from fit3d.fitters import SMPLify, default_smplify_schedule
+    from fit3d.fitters.build import DEFAULT_PRIOR
+    from fit3d.priors import L2Prior
+    from fit3d.training.priors import load_prior
+
+    kind = cfg.get("prior", DEFAULT_PRIOR)
+    prior = L2Prior() if kind == "l2" else load_prior(weights / f"anny_{kind}.pt")
+    if "weight_scale" in cfg:
+        prior.weight_scale = cfg["weight_scale"]
+    from fit3d.fitters import Stage
+
+    schedule = [Stage(**d) for d in cfg["schedule"]] if "schedule" in cfg else copy.deepcopy(default_smplify_schedule())
+    for stage in schedule:
+        for k, v in cfg.get("stages", {}).get(stage.name, {}).items():
+            if k in ("iterations", "lr", "tolerance", "patience"):
+                setattr(stage, k, v)
+            else:
+                stage.weights[k] = v
+    if cfg.get("fitter") == "eft":
+        from fit3d.fitters import EFT
+        from fit3d.training.regressor import load_regressor
+
+        reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
+        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5), prior=prior,
+                   refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.name != "camera" and
+                                    (st.branch or st.name == "body_fine")])
+    protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
+    return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos,
+                   prototype_starts=cfg.get("prototype_starts", 2), depth_flips=cfg.get("depth_flips", True),
+                   keep_hypotheses=cfg.get("keep", 2), noise_threshold=cfg.get("noise_threshold", 1.4))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, required=True)
+    ap.add_argument("--bench", nargs="+", required=True)
+    ap.add_argument("--configs", required=True, help="JSON object (or a .json file) of name -> overrides")
+    ap.add_argument("--limit", type=int, default=None)
+    a = ap.parse_args()
+
+    from fit3d.body_models import build_body_model
+    from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
+
+    configs = json.loads(Path(a.configs).read_text() if a.configs.endswith(".json") else a.configs)
+    body = build_body_model("anny")
+    benches = {Path(b).stem: load_benchmark(b) for b in a.bench}
+    for name, cfg in configs.items():
+        cells = []
+        for bname, bench in benches.items():
+            fitter = build(body, a.weights, cfg)
+            res = run_benchmark(bench, fitter, body, limit=a.limit, with_pve=False)
+            s = res["summary"]
+            cells.append(f"{bname}: PA {s['pa_mpjpe']:.1f} (c {s.get('pa_mpjpe_common', np.nan):.0f} "
+                         f"r {s.get('pa_mpjpe_rare', np.nan):.0f}) 2D {s['error_2d_px']:.2f} "
+                         f"rep {s['reproj_median_px']:.2f} v {s['share_valid']:.3f} fps {s['fits_per_s']:.1f}")
+        print(f"{name:18} " + " | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
