@@ -126,6 +126,7 @@ class AnnyModel(BodyModel):
         self._init_phenotype_tables()
         mean = torch.tensor(MEAN_PHENOTYPE)
         self.register_buffer("phenotype_offset", torch.log(mean / (1 - mean)), persistent=False)
+        self._rest_cache = None  # see _rest_skeleton
         self.to(device)
         self._hinge_axes = self._compute_hinge_axes()
 
@@ -232,6 +233,25 @@ class AnnyModel(BodyModel):
         """``(F, 3)`` triangles of the full anny mesh."""
         return self.full.faces
 
+    def _rest_skeleton(self, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rest bone poses ``(B, NB, 4, 4)`` and keypoint anchors ``(B, K, NB, 4)`` of these shapes.
+
+        They depend on the shape only and their rest orientations (a special Procrustes
+        per bone) are half the cost of a forward pass, so while the shape is not being
+        optimised (``betas`` without gradient, e.g. stages that move the pose only) the
+        last result is reused when the same shapes come again.
+        """
+        cache = self._rest_cache
+        if (not betas.requires_grad and cache is not None and cache[0].shape == betas.shape
+                and cache[0].device == betas.device and torch.equal(cache[0], betas)):
+            return cache[1], cache[2]
+        coeffs = self.blendshape_coefficients(self.phenotype(betas))
+        rest = self.skeleton.get_rest_model(coeffs)["rest_bone_poses"]
+        anchors = self.anchor_rest + (coeffs @ self.anchor_blend).view(-1, *self.anchor_rest.shape)
+        if not betas.requires_grad:
+            self._rest_cache = (betas.detach().clone(), rest.detach(), anchors.detach())
+        return rest, anchors
+
     # ------------------------------------------------------------------ forward
     def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
         """anny posed in the canonical frame, root joint at the origin.
@@ -241,18 +261,17 @@ class AnnyModel(BodyModel):
         ``(B, 13718, 3)``.
         """
         deltas = self._deltas(body_pose)
-        coeffs = self.blendshape_coefficients(self.phenotype(betas))
         C = self.to_canonical.T
         if return_vertices:
+            coeffs = self.blendshape_coefficients(self.phenotype(betas))
             # The rigged-model forward of anny, given blendshape coefficients directly.
             out = RiggedModelWithLinearBlendShapes.forward(self.full, deltas, coeffs)
             verts = out["vertices"]
             kp = torch.einsum("kv,bvd->bkd", self.regressor_full, verts)
             joints = out["bone_poses"][:, self.joint_bones, :3, 3]
             return BodyOutput(vertices=verts @ C, joints_3d=joints @ C, keypoints_3d=kp @ C)
-        rest = self.skeleton.get_rest_model(coeffs)["rest_bone_poses"]
+        rest, anchors = self._rest_skeleton(betas)
         transforms, poses = self.skeleton.get_bone_transforms(deltas, rest)
-        anchors = self.anchor_rest + (coeffs @ self.anchor_blend).view(-1, *self.anchor_rest.shape)
         kp = torch.einsum("bnij,bknj->bki", transforms[:, :, :3, :], anchors)
         joints = poses[:, self.joint_bones, :3, 3]
         return BodyOutput(vertices=None, joints_3d=joints @ C, keypoints_3d=kp @ C)

@@ -22,9 +22,24 @@ DEFAULT_PRIOR = "gmm"
 NEURALANNOT_REFINE_STEPS = 30
 
 
+def load_prototypes(body: BodyModel, path: str | Path | None = None):
+    """The prototype memory (PM-Net starts) for ``body``: ``path``, else the bundled one, else None."""
+    from fit3d.priors.prototypes import bundled_prototypes
+    from fit3d.training.priors import load_prior
+
+    path = Path(path) if path else bundled_prototypes(body.name)
+    if not path.is_file():
+        return None
+    memory = load_prior(path)
+    if memory.name != "prototypes" or memory.num_joints != body.num_body_joints:
+        raise ValueError(f"{path} is not a prototype memory for the {body.name} model")
+    return memory
+
+
 def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | Path | None = None,
-                  schedule: str | Path | None = None, pose_space: str = "axis_angle", hypotheses: int = 2) -> SMPLify:
-    """SMPLify with a pose prior by name and an optional stage schedule file.
+                  schedule: str | Path | None = None, pose_space: str = "axis_angle", hypotheses: int = 2,
+                  prototypes: bool | str | Path = True, depth_flips: bool = True) -> SMPLify:
+    """SMPLify with a pose prior by name, the prototype memory and an optional stage schedule file.
 
     Args:
         body: the body model.
@@ -34,15 +49,20 @@ def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | P
         schedule: JSON/YAML stage list (see :func:`fit3d.fitters.stages.load_schedule`).
         pose_space: ``axis_angle`` or ``latent`` (VAE prior).
         hypotheses: orientation hypotheses kept per person after the camera stage.
+        prototypes: True: the bundled prototype memory (when there is one for the model);
+            a path: that memory; False: starts from the rest pose only.
+        depth_flips: fit the limb depth-flip alternatives too.
     Raises:
-        FileNotFoundError: no weights for the prior. ValueError: the prior does not fit
-        the model, or the schedule is not valid.
+        FileNotFoundError: no weights for the prior. ValueError: the prior or the
+        prototypes do not fit the model, or the schedule is not valid.
     """
     if prior is None:  # bundled learned priors exist for anny; SMPL users pass prior_path
         prior = DEFAULT_PRIOR if body.name == "anny" or prior_path else "l2"
     pose_prior = build_prior(prior, body, prior_path)
     stages = load_schedule(schedule) if schedule else None
-    return SMPLify(body, prior=pose_prior, schedule=stages, keep_hypotheses=hypotheses, pose_space=pose_space)
+    memory = load_prototypes(body, None if prototypes is True else prototypes) if prototypes else None
+    return SMPLify(body, prior=pose_prior, schedule=stages, keep_hypotheses=hypotheses, pose_space=pose_space,
+                   prototypes=memory, depth_flips=depth_flips)
 
 
 def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = None):

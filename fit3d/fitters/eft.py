@@ -13,11 +13,17 @@ Loss per person: GMoF reprojection of the model's keypoints (confidence
 weighted, normalised to the person's scale, as in SMPLify), EFT's shape
 regulariser ``|betas|^2``, a weak term keeping the pose near the pretrained
 network's own prediction for keypoint-less joints, and optionally any prior of
-``fit3d.priors``. ``refine=True`` runs SMPLify's last stage from the EFT output.
+``fit3d.priors``. A regressor with a prototype memory (PM-Net) keeps the prototype
+its pretrained weights pick while it is fine-tuned. ``refine=True`` continues
+with SMPLify's refinement stages from the EFT output (:meth:`SMPLify.fit_from`):
+the output and its limb depth flips are refined side by side, the best kept.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
@@ -26,9 +32,17 @@ from fit3d.data.batching import PersonBatch
 from fit3d.fitters import losses as L
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
 from fit3d.fitters.smplify import SMPLify
-from fit3d.fitters.stages import default_smplify_schedule
+from fit3d.fitters.stages import refinement_stages
 from fit3d.geometry import project
 from fit3d.regressors.base import crop_cam_to_transl
+
+
+def eft_refinement_stages() -> list:
+    """EFT's refinement: SMPLify's clean branch (the pose follows exact keypoints; limb
+    depth flips compete) and, for noisy keypoints, the EFT output as it is (the
+    fine-tuned network is the better regulariser there; tuned on the tuning subjects)."""
+    clean, noisy = refinement_stages()
+    return [clean, replace(noisy, iterations=0)]
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -48,18 +62,22 @@ class EFT:
         steps: fine-tuning steps per person (EFT uses 20-50).
         lr: Adam learning rate on the weights.
         shape_weight: weight of ``|betas|^2``.
-        prior: optional pose prior ``(B, J, 3) -> (B,)`` and its weight ``prior_weight``.
-        refine: run SMPLify's final stage from the EFT output.
+        prior: optional pose prior ``(B, J, 3) -> (B,)`` and its weight ``prior_weight``
+            (also the refinement's pose prior).
+        refine: continue with ``refine_schedule`` (default: :func:`eft_refinement_stages`)
+            from the EFT output, with limb depth-flip rows (see module docstring).
+        refine_schedule: the refinement's stages.
         valid_fraction: as SMPLify's.
 
-    Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`).
+    Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`); extras
+    ``prototype`` (the regressor's prototype pick, -1 without prototypes) and, with
+    ``refine``, ``depth_flip`` (see :meth:`SMPLify.__call__`).
     """
 
     name = "eft"
-    extra_defaults: dict = {}
 
     def __init__(self, body_model: BodyModel, regressor, steps: int = 30, lr: float = 3e-5, shape_weight: float = 1.0,
-                 prior=None, prior_weight: float = 1.0, refine: bool = False,
+                 prior=None, prior_weight: float = 1.0, refine: bool = False, refine_schedule=None,
                  valid_fraction: float = VALID_ERROR_FRACTION) -> None:
         self.body_model = body_model
         self.regressor = regressor.to(body_model.device).eval()
@@ -67,16 +85,27 @@ class EFT:
         self.prior, self.prior_weight = prior, prior_weight
         self.refine = refine
         self.valid_fraction = valid_fraction
-        self._refiner = SMPLify(body_model, prior=prior, schedule=default_smplify_schedule()[-1:], yaws=(0.0,)) \
-            if refine else None
-        self.schedule = None
+        stages = list(refine_schedule) if refine_schedule is not None else eft_refinement_stages()
+        self._refiner = SMPLify(body_model, prior=prior, schedule=stages, yaws=(0.0,)) if refine else None
+        self.schedule = stages if refine else None
+        #: Values of this fitter's ``FitResult.extras`` for people that were not fitted.
+        self.extra_defaults = dict(prototype=np.int64(-1))
+        if refine:
+            self.extra_defaults.update(depth_flip=np.int64(-1), noisy_keypoints=np.bool_(False))
 
-    def _predict(self, weights: dict, features: torch.Tensor) -> dict:
-        def one(w, x):
-            out = functional_call(self.regressor, w, (x[None],))
-            return {k: v[0] for k, v in out.items()}
+    def _predict(self, weights: dict, features: torch.Tensor, prototype: torch.Tensor | None = None) -> dict:
+        if prototype is None:
+            def one(w, x):
+                out = functional_call(self.regressor, w, (x[None],))
+                return {k: v[0] for k, v in out.items()}
 
-        return vmap(one, in_dims=(0, 0))(weights, features)
+            return vmap(one, in_dims=(0, 0))(weights, features)
+
+        def one_fixed(w, x, k):
+            out = functional_call(self.regressor, w, (x[None], k[None]))
+            return {k2: v[0] for k2, v in out.items()}
+
+        return vmap(one_fixed, in_dims=(0, 0, 0))(weights, features, prototype)
 
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Fine-tune one copy of the regressor per person; returns a :class:`FitResult`.
@@ -95,13 +124,14 @@ class EFT:
                    for k, v in self.regressor.named_parameters()}
         scale = L.person_scale(batch.keypoints_2d, batch.bbox)
         with torch.no_grad():
-            init_pose = self._predict(weights, feats)["body_pose"]
+            init = self._predict(weights, feats)
+        init_pose, pick = init["body_pose"], init.get("prototype")
         # Adam is element-wise: one Adam over the stacked copies is B independent Adams
         # (every copy runs the same number of steps, so no per-row masking is needed).
         opt = _adam(list(weights.values()), self.lr)
 
         def evaluate():
-            out = self._predict(weights, feats)
+            out = self._predict(weights, feats, pick)
             transl = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
             body = model(out["global_orient"], out["body_pose"], out["betas"], transl)
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
@@ -121,26 +151,14 @@ class EFT:
             loss, out, transl, body, proj = evaluate()
         params = dict(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"], transl=transl)
         steps = torch.full((B,), self.steps, dtype=torch.long, device=model.device)
+        picked = pick if pick is not None else torch.full((B,), -1, dtype=torch.long, device=model.device)
         if self._refiner is not None:
-            return self._refine(batch, params, steps)
+            res = self._refiner.fit_from(batch, params)
+            res.iterations = res.iterations + steps
+            res.extras["prototype"] = picked
+            return res
         err = reprojection_error_px(proj, batch.keypoints_2d)
         valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=params)
         return FitResult(**params, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,
                          reproj_error_px=err, valid=valid, loss=loss, iterations=steps,
-                         convention=model.keypoint_convention)
-
-    def _refine(self, batch: PersonBatch, params: dict, steps: torch.Tensor) -> FitResult:
-        """SMPLify's final stage started from the EFT parameters."""
-        r = self._refiner
-        ctx = dict(scale=L.person_scale(batch.keypoints_2d, batch.bbox), init_depth=params["transl"][:, 2],
-                   evidence=torch.zeros(len(batch), device=batch.keypoints_2d.device))
-        p = {k: v.detach().clone() for k, v in params.items()}
-        loss, s = r.run_stage(r.schedule[0], p, batch, ctx)
-        with torch.no_grad():
-            body = self.body_model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
-            proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-        err = reprojection_error_px(proj, batch.keypoints_2d)
-        valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=p)
-        return FitResult(**p, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,
-                         reproj_error_px=err, valid=valid, loss=loss, iterations=steps + s,
-                         convention=self.body_model.keypoint_convention)
+                         convention=model.keypoint_convention, extras=dict(prototype=picked))

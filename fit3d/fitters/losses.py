@@ -106,3 +106,10 @@ def upright(global_orient: torch.Tensor) -> torch.Tensor:
 
     up = roma.rotvec_to_rotmat(global_orient)[..., :, 1]
     return up[..., 2].pow(2)
+
+
+def rms_residual(projected: torch.Tensor, keypoints_2d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` confidence-weighted RMS reprojection residual in nominal pixels (no robust cost)."""
+    conf = keypoints_2d[..., 2]
+    r2 = ((projected - keypoints_2d[..., :2]) * (NOMINAL_SCALE / scale)[:, None, None]).pow(2).sum(-1)
+    return ((conf * r2).sum(-1) / conf.sum(-1).clamp(min=1e-6)).sqrt()

@@ -6,7 +6,7 @@ supervision; its predictions on the target set are the pseudo-GT, optionally
 refined per person with a few EFT steps. The recipes are switches:
 
 * ``depth``: against depth ambiguity, 3D losses (keypoints, rotations, shape) on
-  synthetic people made on the fly from the retargeted CMU *training* trials,
+  synthetic people made on the fly from the retargeted CMU *training* subjects,
   mixed into every step (:func:`fit3d.training.regressor.regressor_loss`);
 * ``pretrain``: against weak 2D supervision, start from the pretrained
   regressor (trained on the 2D-to-3D task) instead of random weights;
@@ -104,6 +104,7 @@ class NeuralAnnot:
         if "prior" in self.recipes and prior is None:
             raise ValueError("the prior recipe needs a pose prior (the VAE)")
         self.pose_set, self.prior = pose_set, prior
+        self._pool = None  # the depth recipe's pose pool, built on first use
         self.refine_steps = refine_steps
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.log: list[dict] = []
@@ -143,10 +144,11 @@ class NeuralAnnot:
         return out
 
     def _synthetic_pool(self, n: int, seed: int):
-        from fit3d.training.synthetic import make_synthetic_benchmark
+        from fit3d.training.regressor import training_people, training_pool
 
-        return make_synthetic_benchmark(self.pose_set, self.body_model, n=n, seed=seed, split="train",
-                                        with_vertices=False, batch_size=256)
+        if self._pool is None:
+            self._pool = training_pool(self.pose_set)  # training subjects only
+        return training_people(self._pool, self.body_model, n, seed)
 
     def fit_dataset(self, target: PersonBatch, progress: bool = True) -> list[dict]:
         """Train the annotator on every person of ``target`` (resuming from the checkpoint).

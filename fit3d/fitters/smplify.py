@@ -6,19 +6,29 @@ keypoint confidence, a pluggable pose prior, an elbow/knee bend prior, a shape
 regulariser, and a camera stage on the torso with a depth term.
 
 Beyond SMPLify-X's 180-degree flip test, every person is fitted from several
-global-orientation hypotheses in the same batch (facing the camera, facing
-away, both side views; each rolled to the 2D torso direction). After the
-camera stage the ``keep_hypotheses`` best per person continue; the one with the
-lowest final loss wins. Face keypoints are evidence: labelled nose/eyes mean
-the face is seen, ears alone mean the back of the head is.
+starting points in the same batch:
 
-Everything is batched: B people x H hypotheses are one tensor pass, each with
-its own Adam state and its own early stop (:class:`BatchedAdam`).
+* global-orientation hypotheses (facing the camera, facing away, both side views;
+  each rolled to the 2D torso direction), each from the rest pose and from every
+  prototype of a pose memory (PM-Net, :mod:`fit3d.priors.prototypes`). After the
+  camera stage the ``keep_hypotheses`` best rest-pose rows (by the torso fit) and
+  the ``prototype_starts`` best prototype rows (by the next stage's loss on every
+  keypoint) go on;
+* after the first stage that moves the body, the best row's limbs flipped in depth
+  one at a time (:func:`fit3d.fitters.hypotheses.limb_depth_flips`: the same 2D
+  projection, the other depth) are added as rows.
+
+The row with the lowest final loss wins. Face keypoints are evidence: labelled
+nose/eyes mean the face is seen, ears alone mean the back of the head is.
+
+Everything is batched: all rows of all people are one tensor pass, each with its
+own Adam state and its own early stop (:class:`BatchedAdam`).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -28,6 +38,7 @@ from fit3d.data.batching import PersonBatch
 from fit3d.data.conventions import FACE, TORSO
 from fit3d.fitters import losses as L
 from fit3d.fitters.camera_init import estimate_depth, image_roll, orientation_hypotheses, root_pixel
+from fit3d.fitters.hypotheses import kinematic_parents, limb_depth_flips
 from fit3d.fitters.optim import BatchedAdam
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
 from fit3d.fitters.stages import Stage, default_smplify_schedule
@@ -68,15 +79,24 @@ class SMPLify:
         pose_space: ``"axis_angle"`` (optimise ``body_pose``) or ``"latent"`` (optimise a
             VAE prior's latent ``z``, ``body_pose = prior.decode(z)``, prior cost ``|z|^2``,
             as SMPLify-X does with VPoser).
+        prototypes: a :class:`~fit3d.priors.prototypes.PoseMemory` whose prototypes are
+            extra starting poses (None: the rest pose only).
+        prototype_starts: prototype rows per person kept after the camera stage.
+        depth_flips: add the limb depth-flip rows after the first body stage.
+        noise_threshold: RMS reprojection residual (nominal pixels, see
+            :mod:`fit3d.fitters.losses`) of the clean branch's best fit above which a
+            person's keypoints count as noisy (see :class:`Stage` ``branch``).
     Raises:
-        ValueError: no hypotheses, or ``pose_space="latent"`` with a prior that cannot decode.
+        ValueError: no hypotheses, ``pose_space="latent"`` with a prior that cannot decode,
+            or prototypes of another joint count.
 
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (B people).
     """
 
     name = "smplify"
     #: Values of this fitter's ``FitResult.extras`` for people that were not fitted.
-    extra_defaults = {"hypothesis_yaw": np.float32(np.nan), "init_method": np.str_("")}
+    extra_defaults = {"hypothesis_yaw": np.float32(np.nan), "init_method": np.str_(""), "prototype": np.int64(-1),
+                      "depth_flip": np.int64(-1), "noisy_keypoints": np.bool_(False)}
 
     def __init__(
         self,
@@ -87,6 +107,10 @@ class SMPLify:
         keep_hypotheses: int = 2,
         valid_fraction: float = VALID_ERROR_FRACTION,
         pose_space: str = "axis_angle",
+        prototypes=None,
+        prototype_starts: int = 2,
+        depth_flips: bool = True,
+        noise_threshold: float = 1.4,
     ) -> None:
         self.body_model = body_model
         self.prior = (prior or L2Prior()).to(body_model.device).eval()
@@ -115,6 +139,15 @@ class SMPLify:
             rest = body_model.canonical(p["body_pose"], p["betas"])
         self.rest_root = rest.joints_3d[0, 0]
         self.rest_keypoints = rest.keypoints_3d[0]
+        self.prototypes = None
+        if prototypes is not None and len(prototypes) > 0:
+            if prototypes.num_joints != body_model.num_body_joints:
+                raise ValueError(f"prototypes have {prototypes.num_joints} joints, the model {body_model.num_body_joints}")
+            self.prototypes = prototypes.to(body_model.device)
+        self.prototype_starts = max(0, prototype_starts)
+        self.depth_flips = depth_flips
+        self.noise_threshold = noise_threshold
+        self.parents = kinematic_parents(body_model) if depth_flips else None
         self.standing_height = float(rest.keypoints_3d[0, :, 1].max() - rest.keypoints_3d[0, :, 1].min()) + 0.1
 
     # ----------------------------------------------------------------- pieces
@@ -170,10 +203,14 @@ class SMPLify:
         return total
 
     def run_stage(
-        self, stage: Stage, params: dict[str, torch.Tensor], batch: PersonBatch, ctx: dict
+        self, stage: Stage, params: dict[str, torch.Tensor], batch: PersonBatch, ctx: dict,
+        canon: BodyOutput | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Optimise ``params`` in place for one stage.
 
+        Args:
+            canon: the canonical bodies of ``params`` (a stage that does not move the
+                body reuses them; computed here when None).
         Returns:
             ``(final loss (B,), steps taken (B,))``.
         """
@@ -186,8 +223,9 @@ class SMPLify:
             t.requires_grad_(True)
         n = len(batch)
         steps = torch.zeros(n, dtype=torch.long, device=batch.keypoints_2d.device)
-        canon = None
-        if not stage.moves_body:
+        if stage.moves_body:
+            canon = None
+        elif canon is None:
             with torch.no_grad():
                 canon = model.canonical(params["body_pose"], params["betas"])
 
@@ -228,51 +266,222 @@ class SMPLify:
             params["body_pose"] = params["body_pose"].detach()
         return final, steps
 
+    # ----------------------------------------------------------------- rows
+    def _starting_rows(self, batch: PersonBatch) -> tuple[dict, PersonBatch, dict, dict, torch.Tensor, BodyOutput]:
+        """Every person x orientation hypothesis x starting pose (rest, then prototypes).
+
+        Returns:
+            ``(params, sub, ctx, tags, init_method (B,), canonical bodies of the rows)``;
+            ``tags`` holds per-row ``owner``, ``yaw``, ``start`` (0 rest, k prototype k-1),
+            ``flip`` (-1) and ``steps``.
+        """
+        B, H = len(batch), len(self.yaws)
+        params, init_depth, method = self.initial_params(batch)
+        dev = batch.keypoints_2d.device
+        starts = torch.zeros(1, self.body_model.num_body_joints, 3, device=dev)
+        if self.prototypes is not None:
+            starts = torch.cat([starts, self.prototypes.prototypes.to(dev)])
+        S = len(starts)
+        with torch.no_grad():
+            canon = self.body_model.canonical(starts, torch.zeros(S, self.body_model.num_betas, device=dev))
+        rows = B * H * S
+        params = {k: v.repeat_interleave(S, 0) for k, v in params.items()}
+        params["body_pose"] = starts.repeat(B * H, 1, 1)
+        if self.latent:
+            with torch.no_grad():
+                params["latent"] = self.prior.encode(starts)[0].repeat(B * H, 1) if S > 1 else params["latent"]
+        sub = batch.repeat_interleave(H * S)
+        ctx = dict(scale=L.person_scale(sub.keypoints_2d, sub.bbox), init_depth=init_depth.repeat_interleave(S, 0),
+                   evidence=face_evidence(sub.keypoints_2d, sub.convention))
+        ar = torch.arange(rows, device=dev)
+        tags = dict(owner=ar // (H * S), yaw=(ar // S) % H, start=ar % S, flip=torch.full((rows,), -1, device=dev),
+                    steps=torch.zeros(rows, dtype=torch.long, device=dev))
+        idx = ar % S
+        canon_rows = BodyOutput(None, canon.joints_3d[idx], canon.keypoints_3d[idx])
+        return params, sub, ctx, tags, method, canon_rows
+
+    def _keep_after_camera(self, loss: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict, tags: dict,
+                           canon: BodyOutput) -> torch.Tensor:
+        """Row indices that go on: per person the ``keep`` best rest-pose rows by the camera
+        loss and the ``prototype_starts`` best prototype rows by the next body stage's loss."""
+        B = int(tags["owner"].max()) + 1
+        per = len(loss) // B
+        big = torch.finfo(loss.dtype).max
+        rest = tags["start"] == 0
+        keep = [torch.where(rest, loss, torch.full_like(loss, big)).view(B, per)
+                .topk(min(self.keep, int(rest.sum()) // B), dim=1, largest=False).indices]
+        if self.prototype_starts and bool((~rest).any()):
+            nxt = next((st for st in self.schedule[1:] if st.moves_body), self.schedule[0])
+            with torch.no_grad():
+                body = self.body_model.place(canon, params["global_orient"], params["transl"])
+                score = self.losses(nxt, body, params, sub, ctx)
+            score = torch.where(rest, torch.full_like(score, big), score).view(B, per)
+            keep.append(score.topk(min(self.prototype_starts, int((~rest).sum()) // B), dim=1, largest=False).indices)
+        keep = torch.cat(keep, 1)
+        return (keep + torch.arange(B, device=keep.device)[:, None] * per).reshape(-1)
+
+    def _with_flip_rows(self, loss: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict,
+                        tags: dict) -> tuple[dict, PersonBatch, dict, dict, torch.Tensor]:
+        """Append, per person, its best row with each limb flipped in depth (:data:`FLIP_NAMES`)."""
+        B = int(tags["owner"].max()) + 1
+        per = len(loss) // B
+        best = loss.view(B, per).argmin(1) + torch.arange(B, device=loss.device) * per
+        bp = {k: v[best] for k, v in params.items()}
+        with torch.no_grad():
+            body = self.body_model(bp["global_orient"], bp["body_pose"], bp["betas"], bp["transl"])
+            alts = limb_depth_flips(bp["body_pose"], bp["global_orient"], body.joints_3d,
+                                    list(self.body_model.joint_names), self.parents)  # (A, B, J, 3)
+        A = len(alts)
+        new = {k: v.unsqueeze(1).expand(B, A, *v.shape[1:]).reshape(B * A, *v.shape[1:]) for k, v in bp.items()}
+        new["body_pose"] = alts.transpose(0, 1).reshape(B * A, *alts.shape[2:])
+        if self.latent:
+            with torch.no_grad():
+                new["latent"] = self.prior.encode(new["body_pose"])[0]
+        src = best.repeat_interleave(A)
+        order = torch.cat([torch.arange(B * per, device=loss.device).view(B, per),
+                           B * per + torch.arange(B * A, device=loss.device).view(B, A)], 1).reshape(-1)
+        params = {k: torch.cat([params[k], new[k]])[order].detach().clone() for k in params}
+        rows = torch.cat([torch.arange(B * per, device=loss.device), src])[order]
+        sub = sub.index(rows)
+        ctx = {k: v[rows] for k, v in ctx.items()}
+        flip_id = torch.arange(A, device=loss.device).repeat(B)
+        tags = {k: v[rows] for k, v in tags.items()}
+        tags["flip"] = torch.cat([torch.full((B * per,), -1, device=loss.device), flip_id])[order]
+        loss = torch.cat([loss, loss[src]])[order]
+        return params, sub, ctx, tags, loss
+
+    def _with_noisy_branch(self, loss: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict,
+                           tags: dict) -> tuple[dict, PersonBatch, dict, dict, torch.Tensor]:
+        """Append a copy of each person's best row (by ``loss``; without a loss yet, its
+        unflipped row) as its noisy-branch row (``tags["branch"] == 1``)."""
+        if loss is None:
+            loss = (tags["flip"] >= 0).float()
+        B = int(tags["owner"].max()) + 1
+        per = len(loss) // B
+        dev = loss.device
+        best = loss.view(B, per).argmin(1) + torch.arange(B, device=dev) * per
+        order = torch.cat([torch.arange(B * per, device=dev).view(B, per), B * per + torch.arange(B, device=dev)[:, None]],
+                          1).reshape(-1)
+        rows = torch.cat([torch.arange(B * per, device=dev), best])[order]
+        params = {k: v[rows].detach().clone() for k, v in params.items()}
+        tags = {k: v[rows] for k, v in tags.items()}
+        tags["branch"] = torch.cat([torch.zeros(B * per, dtype=torch.long, device=dev),
+                                    torch.ones(B, dtype=torch.long, device=dev)])[order]
+        return params, sub.index(rows), {k: v[rows] for k, v in ctx.items()}, tags, loss[rows]
+
+    def _pick(self, loss: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict, tags: dict,
+              B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each person's final row: the lowest loss of the clean branch (all rows when the
+        schedule has no branches), or of the noisy branch when the clean fit's RMS residual
+        exceeds :attr:`noise_threshold`. Returns ``(row index (B,), noisy (B,) bool)``."""
+        per = len(loss) // B
+        offset = torch.arange(B, device=loss.device) * per
+        big = torch.finfo(loss.dtype).max
+        branch = tags["branch"].view(B, per)
+        clean = torch.where(branch == 0, loss.view(B, per), torch.full_like(loss.view(B, per), big)).argmin(1) + offset
+        noisy = torch.zeros(B, dtype=torch.bool, device=loss.device)
+        if not bool((branch == 1).any()):
+            return clean, noisy
+        p = {k: params[k][clean] for k in ("global_orient", "body_pose", "betas", "transl")}
+        with torch.no_grad():
+            body = self.body_model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
+            s = sub.index(clean)
+            r = L.rms_residual(project(body.keypoints_3d, s.focal_length, s.principal_point), s.keypoints_2d,
+                               ctx["scale"][clean])
+        noisy = r > self.noise_threshold
+        alt = torch.where(branch == 1, loss.view(B, per), torch.full_like(loss.view(B, per), big)).argmin(1) + offset
+        return torch.where(noisy, alt, clean), noisy
+
     # ----------------------------------------------------------------- call
     def __call__(self, batch: PersonBatch) -> FitResult:
-        """Fit B people. Returns a :class:`FitResult` on the model's device.
+        """Fit B people. Returns a :class:`FitResult` on the model's device, with extras
+        ``hypothesis_yaw`` (deg), ``init_method``, ``prototype`` (-1: the rest pose) and
+        ``depth_flip`` (-1: none, else an index into :data:`~fit3d.fitters.hypotheses.FLIP_NAMES`).
 
         Raises:
             ValueError: the batch's keypoint convention is not the model's.
         """
+        batch = self._check(batch)
+        params, sub, ctx, tags, method, canon = self._starting_rows(batch)
+        return self._fit_rows(batch, params, sub, ctx, tags, canon, method)
+
+    def fit_from(self, batch: PersonBatch, params: dict[str, torch.Tensor]) -> FitResult:
+        """Run the schedule from given parameters (one row per person: ``global_orient (B, 3)``,
+        ``body_pose (B, J, 3)``, ``betas``, ``transl``), e.g. a regressor's or EFT's output;
+        no orientation hypotheses or prototypes, depth-flip rows as configured.
+
+        Raises:
+            ValueError: the batch's keypoint convention is not the model's.
+        """
+        batch = self._check(batch)
+        B, dev = len(batch), batch.keypoints_2d.device
+        params = {k: params[k].detach().clone().to(dev) for k in ("global_orient", "body_pose", "betas", "transl")}
+        if self.latent:
+            with torch.no_grad():
+                params["latent"] = self.prior.encode(params["body_pose"])[0]
+        with torch.no_grad():
+            root_z = self.body_model(params["global_orient"], params["body_pose"], params["betas"],
+                                     params["transl"]).joints_3d[:, 0, 2]
+        ctx = dict(scale=L.person_scale(batch.keypoints_2d, batch.bbox), init_depth=root_z,
+                   evidence=face_evidence(batch.keypoints_2d, batch.convention))
+        zeros = torch.zeros(B, dtype=torch.long, device=dev)
+        tags = dict(owner=torch.arange(B, device=dev), yaw=zeros, start=zeros, flip=zeros - 1, steps=zeros.clone())
+        sub = batch
+        if self.depth_flips:  # the flipped alternatives of the given pose go through the whole schedule too
+            params, sub, ctx, tags, _ = self._with_flip_rows(torch.zeros(B, device=dev), params, sub, ctx, tags)
+        return self._fit_rows(batch, params, sub, ctx, tags, None, None, flips_added=True)
+
+    def _check(self, batch: PersonBatch) -> PersonBatch:
         model = self.body_model
         if batch.convention != model.keypoint_convention:
             raise ValueError(
                 f"batch keypoints are in {batch.convention.name!r}, the model needs "
                 f"{model.keypoint_convention.name!r}: build the batch with the model's convention"
             )
-        batch = batch.to(model.device)
-        B, H = len(batch), len(self.yaws)
-        params, init_depth, method = self.initial_params(batch)
-        hyp = torch.arange(H, device=model.device).repeat(B)
-        owner = torch.arange(B, device=model.device).repeat_interleave(H)
-        sub = batch.repeat_interleave(H)
-        ctx = dict(
-            scale=L.person_scale(sub.keypoints_2d, sub.bbox),
-            init_depth=init_depth,
-            evidence=face_evidence(sub.keypoints_2d, sub.convention),
-        )
-        steps = torch.zeros(B * H, dtype=torch.long, device=model.device)
+        return batch.to(model.device)
+
+    def _fit_rows(self, batch: PersonBatch, params: dict, sub: PersonBatch, ctx: dict, tags: dict,
+                  canon: BodyOutput | None, method: torch.Tensor | None, flips_added: bool = False) -> FitResult:
+        """Run the schedule over rows (several per person), then keep each person's best.
+        ``canon`` given: the rows are starting rows and the first stage selects among them;
+        depth-flip rows are added after the first body stage unless ``flips_added``."""
+        model = self.body_model
+        B = len(batch)
+        first_body = next((i for i, st in enumerate(self.schedule) if st.moves_body), None)
+        tags["branch"] = torch.zeros_like(tags["owner"])
+        branched = False
         loss = None
         for i, stage in enumerate(self.schedule):
-            loss, s = self.run_stage(stage, params, sub, ctx)
-            steps += s
-            if i == 0 and self.keep < H:
-                keep = loss.view(B, H).topk(self.keep, dim=1, largest=False).indices
-                rows = (keep + torch.arange(B, device=keep.device)[:, None] * H).reshape(-1)
+            if stage.branch and not branched:
+                params, sub, ctx, tags, loss = self._with_noisy_branch(loss, params, sub, ctx, tags)
+                branched = True
+            rows = None if not stage.branch else torch.nonzero(tags["branch"] == int(stage.branch == "noisy"))[:, 0]
+            if rows is None:
+                loss, s = self.run_stage(stage, params, sub, ctx, canon=canon if i == 0 else None)
+            else:
+                part = {k: v[rows].detach().clone() for k, v in params.items()}
+                part_loss, s_part = self.run_stage(stage, part, sub.index(rows), {k: v[rows] for k, v in ctx.items()})
+                params = {k: v.detach().index_copy(0, rows, part[k].detach()) for k, v in params.items()}
+                loss = loss.index_copy(0, rows, part_loss)
+                s = torch.zeros_like(tags["steps"]).index_copy(0, rows, s_part)
+            tags["steps"] += s
+            if i == 0 and canon is not None and not stage.moves_body:
+                rows = self._keep_after_camera(loss, params, sub, ctx, tags, canon)
                 params = {k: v[rows].detach().clone() for k, v in params.items()}
-                sub = sub.index(rows)
-                ctx = {k: v[rows] for k, v in ctx.items()}
-                hyp, owner, steps, loss = hyp[rows], owner[rows], steps[rows], loss[rows]
-        Hk = len(owner) // B
-        best = loss.view(B, Hk).argmin(1) + torch.arange(B, device=loss.device) * Hk
+                sub, ctx, loss = sub.index(rows), {k: v[rows] for k, v in ctx.items()}, loss[rows]
+                tags = {k: v[rows] for k, v in tags.items()}
+            if i == first_body and self.depth_flips and not flips_added:
+                params, sub, ctx, tags, loss = self._with_flip_rows(loss, params, sub, ctx, tags)
+                if i == len(self.schedule) - 1:  # no later stage: score the new rows as they are
+                    loss, _ = self.run_stage(replace(stage, iterations=0), params, sub, ctx)
+        best, noisy = self._pick(loss, params, sub, ctx, tags, B)
         final = {k: v[best].detach() for k, v in params.items() if k != "latent"}
-        fb = batch  # one row per person
         with torch.no_grad():
             body = model(final["global_orient"], final["body_pose"], final["betas"], final["transl"])
-            proj = project(body.keypoints_3d, fb.focal_length, fb.principal_point)
-        err = reprojection_error_px(proj, fb.keypoints_2d)
-        valid = is_valid(err, fb.keypoints_2d, fb.bbox, self.valid_fraction, params=final)
+            proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
+        err = reprojection_error_px(proj, batch.keypoints_2d)
+        valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=final)
+        yaws = torch.tensor(self.yaws, device=loss.device)
         return FitResult(
             **final,
             joints_3d=body.joints_3d,
@@ -281,7 +490,9 @@ class SMPLify:
             reproj_error_px=err,
             valid=valid,
             loss=loss[best],
-            iterations=steps[best],
+            iterations=tags["steps"][best],
             convention=model.keypoint_convention,
-            extras=dict(hypothesis_yaw=torch.tensor(self.yaws, device=loss.device)[hyp[best]], init_method=method),
+            extras=dict(hypothesis_yaw=yaws[tags["yaw"][best]], init_method=method, prototype=tags["start"][best] - 1,
+                        depth_flip=tags["flip"][best], noisy_keypoints=noisy) if method is not None
+            else dict(depth_flip=tags["flip"][best], noisy_keypoints=noisy),
         )

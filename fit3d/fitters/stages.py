@@ -36,6 +36,13 @@ class Stage:
         tolerance: per-person early stop when the relative loss change stays
             below this for ``patience`` steps.
         patience: see ``tolerance``.
+        branch: ``""`` (every row), ``"clean"`` or ``"noisy"``. The first branched stage
+            splits each person's rows: the existing rows continue as the clean branch and
+            a copy of the person's best row starts the noisy branch; each person's result
+            comes from the noisy branch when the clean branch's best row still misses the
+            keypoints by more than SMPLify's ``noise_threshold`` (then the keypoints are
+            noisy and a strongly regularised fit is the better estimate), else from the
+            clean branch (exact keypoints are followed).
     """
 
     name: str
@@ -46,6 +53,7 @@ class Stage:
     keypoints: str = "all"
     tolerance: float = 1e-4
     patience: int = 5
+    branch: str = ""
 
     def __post_init__(self) -> None:
         self.params = tuple(self.params)
@@ -55,6 +63,8 @@ class Stage:
         bad = set(self.weights) - set(LOSS_TERMS)
         if bad:
             raise ValueError(f"stage {self.name!r}: unknown loss terms {sorted(bad)}; known {LOSS_TERMS}")
+        if self.branch not in ("", "clean", "noisy"):
+            raise ValueError(f"stage {self.name!r}: branch must be '', 'clean' or 'noisy'")
         if self.keypoints not in ("all", "torso"):
             raise ValueError(f"stage {self.name!r}: keypoints must be 'all' or 'torso'")
         if self.iterations < 0 or self.lr <= 0:
@@ -68,10 +78,26 @@ class Stage:
 
 #: Weight of the tilt-in-depth term (``losses.upright``): 20 nominal px^2 at 90 degrees.
 UPRIGHT = 20.0
+#: The pose parameters (the shape stays as the coarse stage left it).
+POSE = ("global_orient", "body_pose", "transl")
 
 
 def default_smplify_schedule() -> list[Stage]:
-    """SMPLify's staged schedule, in fit3d's loss units (see ``fit3d.fitters.losses``)."""
+    """SMPLify's staged schedule, in fit3d's loss units (see ``fit3d.fitters.losses``).
+
+    Weights set on benchmarks of the tuning subjects only (``benchmarks/tune_smplify.py``):
+
+    1. ``camera``: global orientation and root position from the torso and face
+       keypoints, with SMPLify's depth term;
+    2. ``body_coarse``: every parameter with light regularisation (strong priors here
+       pull unseen motions back to the training ones);
+    3. ``body_clean`` (clean branch): the pose follows the keypoints with very light
+       regularisation (exact keypoints are explained exactly, the prior only decides
+       between interpretations the keypoints cannot tell apart);
+    4. ``body_noisy`` (noisy branch): the pose regularised as SMPLify does, for people whose
+       clean fit still misses the keypoints (annotator noise): following noise moves
+       limbs in depth.
+    """
     return [
         Stage(
             "camera",
@@ -86,14 +112,30 @@ def default_smplify_schedule() -> list[Stage]:
             PARAMETERS,
             iterations=60,
             lr=0.04,
-            weights=dict(reprojection=1.0, pose_prior=30.0, bend=300.0, shape=3.0, face=100.0, upright=UPRIGHT),
+            weights=dict(reprojection=1.0, pose_prior=3.0, bend=10.0, shape=0.3, face=10.0, upright=2.0),
         ),
+        *refinement_stages(),
+    ]
+
+
+def refinement_stages() -> list[Stage]:
+    """The clean and noisy branches that end SMPLify (and refine EFT's output)."""
+    return [
         Stage(
-            "body_fine",
-            PARAMETERS,
+            "body_clean",
+            POSE,
             iterations=80,
             lr=0.02,
-            weights=dict(reprojection=1.0, pose_prior=5.0, bend=100.0, shape=1.0, face=100.0, upright=UPRIGHT),
+            weights=dict(reprojection=1.0, pose_prior=0.1, bend=3.0, face=3.0, upright=0.5),
+            branch="clean",
+        ),
+        Stage(
+            "body_noisy",
+            POSE,
+            iterations=80,
+            lr=0.02,
+            weights=dict(reprojection=1.0, pose_prior=5.0, bend=100.0, face=100.0, upright=UPRIGHT),
+            branch="noisy",
         ),
     ]
 

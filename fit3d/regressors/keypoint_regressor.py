@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fit3d.data.batching import PersonBatch
-from fit3d.priors.rotations import sixd_to_rotmat
+from fit3d.priors.rotations import rotvec_to_sixd, sixd_to_rotmat
 from fit3d.regressors.base import Regressor
 
 
@@ -38,10 +38,11 @@ class KeypointRegressor(Regressor):
         num_keypoints: K (the body model's keypoint convention).
         num_joints: J of ``body_pose``. num_betas: S.
         width: trunk width. blocks: residual blocks. iterations: IEF steps.
+        prototypes: optional ``(P, J, 3)`` prototype body poses (axis-angle) to start from.
     """
 
     def __init__(self, num_keypoints: int, num_joints: int, num_betas: int, width: int = 192, blocks: int = 2,
-                 iterations: int = 3) -> None:
+                 iterations: int = 3, prototypes: torch.Tensor | None = None) -> None:
         super().__init__()
         self.num_keypoints, self.num_joints, self.num_betas = num_keypoints, num_joints, num_betas
         self.width, self.n_blocks, self.iterations = width, blocks, iterations
@@ -58,6 +59,16 @@ class KeypointRegressor(Regressor):
         facing = torch.tensor([1.0, 0.0, 0.0, -1.0, 0.0, 0.0])
         init = torch.cat([facing, eye6.repeat(num_joints), torch.zeros(num_betas), torch.tensor([0.9, 0.0, 0.0])])
         self.register_buffer("init_params", init)
+        self.num_prototypes = 0 if prototypes is None else len(prototypes)
+        if self.num_prototypes:
+            protos = torch.as_tensor(prototypes, dtype=torch.float32)
+            if protos.shape[1:] != (num_joints, 3):
+                raise ValueError(f"prototypes must be (P, {num_joints}, 3), not {tuple(protos.shape)}")
+            self.register_buffer("prototypes", protos)
+            self.register_buffer("prototype_sixd", rotvec_to_sixd(protos).flatten(1))  # (P, 6J)
+            self.select = nn.Linear(width, self.num_prototypes)
+            nn.init.zeros_(self.select.weight)
+            nn.init.zeros_(self.select.bias)
 
     def features(self, batch: PersonBatch) -> torch.Tensor:
         """``(B, 3K + 3)`` normalised keypoints, confidences and CLIFF box features."""
@@ -70,10 +81,19 @@ class KeypointRegressor(Regressor):
         box = torch.cat([(c - batch.principal_point) / f[:, None], (b / f)[:, None]], -1)
         return torch.cat([xy.flatten(1), conf.flatten(1), box], -1)
 
-    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``(B, F)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``."""
+    def forward(self, features: torch.Tensor, prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``(B, F)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``;
+        with prototypes also ``prototype_logits (B, P)`` and ``prototype (B,)``, the start used
+        (``prototype`` given: that one, else the head's pick)."""
         h = self.trunk(self.inp(features))
         p = self.init_params.expand(features.shape[0], -1)
+        extra = {}
+        if self.num_prototypes:
+            logits = self.select(h)
+            pick = logits.argmax(-1) if prototype is None else prototype
+            J6 = 6 * self.num_joints
+            p = torch.cat([p[:, :6], self.prototype_sixd[pick], p[:, 6 + J6:]], -1)
+            extra = dict(prototype_logits=logits, prototype=pick)
         for _ in range(self.iterations):
             p = p + self.ief(torch.cat([h, p], -1))
         J, S = self.num_joints, self.num_betas
@@ -81,16 +101,20 @@ class KeypointRegressor(Regressor):
         aa = roma.rotmat_to_rotvec(rot)
         cam = p[:, -3:]
         cam = torch.cat([nn.functional.softplus(cam[:, :1] * 5) / 5 + 1e-3, cam[:, 1:]], -1)
-        return dict(global_orient=aa[:, 0], body_pose=aa[:, 1:], betas=p[:, 6 + 6 * J : 6 + 6 * J + S], cam=cam)
+        return dict(global_orient=aa[:, 0], body_pose=aa[:, 1:], betas=p[:, 6 + 6 * J : 6 + 6 * J + S], cam=cam,
+                    **extra)
 
     def state(self) -> dict:
+        """What :meth:`from_state` needs (sizes and weights)."""
         return dict(kind="keypoint_regressor", num_keypoints=self.num_keypoints, num_joints=self.num_joints,
                     num_betas=self.num_betas, width=self.width, blocks=self.n_blocks, iterations=self.iterations,
-                    state_dict={k: v.cpu() for k, v in self.state_dict().items()})
+                    num_prototypes=self.num_prototypes, state_dict={k: v.cpu() for k, v in self.state_dict().items()})
 
     @classmethod
     def from_state(cls, state: dict) -> "KeypointRegressor":
+        """A regressor from :meth:`state`."""
+        protos = state["state_dict"].get("prototypes") if state.get("num_prototypes") else None
         m = cls(state["num_keypoints"], state["num_joints"], state["num_betas"], state["width"], state["blocks"],
-                state["iterations"])
+                state["iterations"], prototypes=protos)
         m.load_state_dict(state["state_dict"])
         return m.eval()

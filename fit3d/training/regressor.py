@@ -1,10 +1,15 @@
-"""Pretraining the keypoint regressor on synthetic people from the training mocap trials.
+"""Pretraining the keypoint regressor on synthetic people from the training subjects.
 
-Each round draws fresh people with :func:`fit3d.training.synthetic.make_synthetic_benchmark`
-(``split="train"``: random shapes, full-frame cameras, truncation, COCO-like 2D
-noise, dropped keypoints and occasional left/right swaps) and trains on them:
-losses on root-relative 3D keypoints, rotation matrices, shape, and the 2D
-reprojection of the full-frame prediction (normalised by the box size).
+The pool of poses is every pose training may read (:func:`fit3d.mocap.splits.training_mask`:
+never a test subject), mirrored and widened by limb-wise recombination
+(:mod:`fit3d.training.augment`). Each round draws fresh people from it with
+:func:`training_people`: random shapes, orientations of every kind, full-frame
+cameras whose focal length the network is not told (it gets the image diagonal,
+as at run time), truncation and annotator noise at a scale drawn per round
+(noise-free to twice the benchmark's). Losses: root-relative 3D keypoints,
+rotation matrices, shape, the 2D reprojection of the full-frame prediction
+(normalised by the box size) and, with a prototype memory, the cross-entropy of
+the prototype pick against the prototype nearest to the true pose (PM-Net).
 Seeded; deterministic on CPU for a given thread count.
 """
 
@@ -17,10 +22,41 @@ import roma
 import torch
 
 from fit3d.data.batching import PersonBatch
-from fit3d.training.synthetic import make_synthetic_benchmark
 from fit3d.geometry import project
-from fit3d.regressors.base import crop_cam_to_transl
+from fit3d.training.synthetic import CameraModel, NoiseModel, OrientationModel, make_people
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
+
+
+#: Noise scales of the training rounds (cycled): noise-free to twice the benchmark's.
+TRAIN_NOISE_SCALES = (1.0, 0.0, 2.0, 0.5, 1.5)
+#: Orientations beyond the captured ones in training people.
+TRAIN_ORIENTATIONS = OrientationModel(p_any=0.1, p_high=0.1)
+
+
+def training_pool(pose_set: dict, include_val: bool = True, recombined: int | None = None,
+                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(body_pose (N, J, 3), global_orient (N, 3))`` that training people are drawn from:
+    the training subjects' poses (never ``test``), mirrored, plus ``recombined`` limb-wise
+    recombinations (default :data:`fit3d.training.priors.RECOMBINED_POSES`)."""
+    from fit3d.mocap.splits import training_mask
+    from fit3d.training.augment import augmented_poses
+    from fit3d.training.priors import RECOMBINED_POSES
+
+    sel = training_mask(pose_set, include_val)
+    n = RECOMBINED_POSES if recombined is None else recombined
+    return augmented_poses(pose_set["body_pose"][sel].astype(np.float32),
+                           pose_set["global_orient"][sel].astype(np.float32), list(pose_set["joint_names"]), n,
+                           seed=seed)
+
+
+def training_people(pool: tuple[np.ndarray, np.ndarray], body_model, n: int, seed: int, noise_scale: float = 1.0,
+                    batch_size: int = 256) -> dict:
+    """``n`` synthetic training people from a :func:`training_pool` (see module docstring)."""
+    from fit3d.training.synthetic import NOISE_FREE
+
+    noise = NoiseModel(scale=noise_scale) if noise_scale > 0 else NOISE_FREE
+    return make_people(pool[0], pool[1], body_model, n, seed=seed, camera=CameraModel(), noise=noise,
+                       orientations=TRAIN_ORIENTATIONS, batch_size=batch_size)
 
 
 def _to_batch(data: dict, idx, convention) -> tuple[PersonBatch, dict]:
@@ -50,17 +86,44 @@ def regressor_loss(model, body_model, batch: PersonBatch, gt: dict) -> tuple[tor
     proj = project(kp, batch.focal_length, batch.principal_point)
     l2d = ((proj - gt["keypoints_2d_clean"]).norm(dim=-1) / b[:, None]).clamp(max=1.0).mean()
     loss = 5.0 * l3d + lrot + 0.1 * lshape + 2.0 * l2d
-    return loss, dict(l3d_m=l3d.item(), rot=lrot.item(), shape=lshape.item(), l2d=l2d.item())
+    parts = dict(l3d_m=l3d.item(), rot=lrot.item(), shape=lshape.item(), l2d=l2d.item())
+    if "prototype_logits" in out:
+        target = nearest_prototype(model.prototypes, gt["body_pose"])
+        lpick = torch.nn.functional.cross_entropy(out["prototype_logits"], target)
+        loss = loss + 0.1 * lpick
+        parts["pick"] = lpick.item()
+    return loss, parts
+
+
+def nearest_prototype(prototypes: torch.Tensor, body_pose: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` index of the prototype ``(P, J, 3)`` nearest to each ``(B, J, 3)`` pose
+    (summed squared chordal distance of the joint rotations)."""
+    Rp = roma.rotvec_to_rotmat(prototypes).flatten(1)
+    Rb = roma.rotvec_to_rotmat(body_pose).flatten(1)
+    return torch.cdist(Rb, Rp).argmin(-1)
 
 
 def train_regressor(pose_set: dict, body_model, rounds: int = 12, people_per_round: int = 8192,
                     epochs_per_round: int = 2, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
-                    progress: bool = True) -> tuple[KeypointRegressor, dict]:
-    """Train a :class:`KeypointRegressor` for ``body_model``. Returns ``(model, stats)``."""
+                    progress: bool = True, include_val: bool = True, recombined: int | None = None,
+                    prototypes: torch.Tensor | None = None, width: int = 192,
+                    blocks: int = 2) -> tuple[KeypointRegressor, dict]:
+    """Train a :class:`KeypointRegressor` for ``body_model`` on :func:`training_people`.
+
+    Args:
+        pose_set: a ``fit3d prepare-mocap`` pose set (its test subjects are never read).
+        include_val: also train on the ``val`` subjects (the shipped weights do; tuning runs don't).
+        recombined: limb-wise recombinations in the pool (see :func:`training_pool`).
+        prototypes: ``(P, J, 3)`` prototype poses for a PM-Net start head (None: the mean pose).
+    Returns:
+        ``(model, stats)``.
+    """
     torch.manual_seed(seed)
     np.random.seed(seed)
     conv = body_model.keypoint_convention
-    model = KeypointRegressor(len(conv), body_model.num_body_joints, body_model.num_betas)
+    pool = training_pool(pose_set, include_val, recombined, seed)
+    model = KeypointRegressor(len(conv), body_model.num_body_joints, body_model.num_betas, width=width, blocks=blocks,
+                              prototypes=prototypes)
     steps_per_round = epochs_per_round * (people_per_round // batch_size)
     total = rounds * steps_per_round
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -74,8 +137,8 @@ def train_regressor(pose_set: dict, body_model, rounds: int = 12, people_per_rou
         bar = tqdm(total=total, desc="train regressor", unit="step")
     parts = {}
     for r in range(rounds):
-        data = make_synthetic_benchmark(pose_set, body_model, n=people_per_round, seed=seed * 1000 + r, split="train",
-                                        with_vertices=False, batch_size=256)
+        data = training_people(pool, body_model, people_per_round, seed * 1000 + r,
+                               TRAIN_NOISE_SCALES[r % len(TRAIN_NOISE_SCALES)])
         model.train()
         for _ in range(epochs_per_round):
             perm = torch.randperm(people_per_round, generator=g)

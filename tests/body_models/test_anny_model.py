@@ -103,3 +103,19 @@ def test_hinge_axes_flex_limbs_the_natural_way(anny_model):
         p["body_pose"][0, i] = axes[f"{side}_elbow"] * 1.0
         kp = dict(zip(m.keypoint_convention.names, m(**p).keypoints_3d[0]))
         assert kp[f"{side}_wrist"][2] > rest[f"{side}_wrist"][2]  # forearm forwards (+Z)
+
+
+def test_rest_skeleton_cache_never_serves_other_shapes(anny_model):
+    """Shapes without gradient reuse the last rest skeleton only when they are equal."""
+    torch.manual_seed(0)
+    pose = torch.randn(3, anny_model.num_body_joints, 3) * 0.2
+    a, b = torch.randn(3, anny_model.num_betas), torch.randn(3, anny_model.num_betas)
+    with torch.no_grad():
+        ka = anny_model.canonical(pose, a).keypoints_3d
+        kb = anny_model.canonical(pose, b).keypoints_3d  # same shape, other values: recomputed
+        ka2 = anny_model.canonical(pose, a.clone()).keypoints_3d
+    assert not torch.allclose(ka, kb)
+    assert torch.allclose(ka, ka2)
+    a.requires_grad_(True)  # optimised shapes are never cached and get gradients
+    anny_model.canonical(pose, a).keypoints_3d.sum().backward()
+    assert a.grad is not None and a.grad.abs().sum() > 0

@@ -38,7 +38,7 @@ def test_orientation_hypotheses_pick_the_right_facing(anny_model, make_synthetic
         roma.rotvec_to_rotmat(res.global_orient), roma.rotvec_to_rotmat(gt["global_orient"])
     )
     assert (err < torch.deg2rad(torch.tensor(60.0))).float().mean() >= 0.9
-    assert set(res.extras) == {"hypothesis_yaw", "init_method"}
+    assert set(res.extras) == {"hypothesis_yaw", "init_method", "prototype", "depth_flip", "noisy_keypoints"}
 
 
 def test_single_hypothesis_and_custom_schedule(anny_model, make_synthetic):
@@ -79,3 +79,73 @@ def test_schedule_round_trip_and_validation(tmp_path):
         load_schedule(f)
     with pytest.raises(ValueError):
         Stage("x", ("elbow",), 1, 0.1)
+
+
+def _weak_schedule():
+    s = default_smplify_schedule()
+    s[1].weights.update(pose_prior=3, bend=10, shape=0.3, upright=2, face=10)
+    s[2].weights.update(pose_prior=0.1, bend=3, shape=0.03, upright=0.5, face=3)
+    return s
+
+
+def _rare_person(model):
+    """A rare captured pose (CMU 01, playground) seen from the front, exact keypoints."""
+    import math
+    from pathlib import Path
+
+    import numpy as np
+
+    from fit3d.data.batching import PersonBatch
+    from fit3d.geometry import project
+
+    d = np.load(Path(__file__).resolve().parents[1] / "data" / "prototype_poses.npz")
+    pose = torch.as_tensor(d["rare"])[None]
+    go = roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(torch.tensor([[math.pi, 0.0, 0.0]]))
+                               @ roma.rotvec_to_rotmat(torch.tensor([[0.0, 0.3, 0.0]])))
+    with torch.no_grad():
+        out = model(go, pose, torch.zeros(1, model.num_betas), torch.tensor([[0.0, 0.0, 4.0]]))
+    f, pp = torch.tensor([[800.0, 800.0]]), torch.tensor([[320.0, 240.0]])
+    kp = project(out.keypoints_3d, f, pp)
+    lo, hi = kp.min(1).values, kp.max(1).values
+    batch = PersonBatch(torch.cat([kp, torch.ones(1, kp.shape[1], 1)], -1), torch.cat([lo, hi - lo], -1), f, pp,
+                        torch.tensor([[640.0, 480.0]]), model.keypoint_convention)
+    return batch, out, torch.as_tensor(d["common"]), pose
+
+
+def test_only_a_rare_prototype_start_reaches_a_rare_pose(anny_model):
+    from fit3d.evaluation.metrics import pa_mpjpe
+    from fit3d.priors import L2Prior
+    from fit3d.priors.prototypes import PoseMemory
+
+    batch, truth, common, rare = _rare_person(anny_model)
+    plain = SMPLify(anny_model, prior=L2Prior(), schedule=_weak_schedule())(batch)
+    common_only = SMPLify(anny_model, prior=L2Prior(), schedule=_weak_schedule(),
+                          prototypes=PoseMemory(common))(batch)
+    memory = PoseMemory(torch.cat([common, rare]))
+    with_rare = SMPLify(anny_model, prior=L2Prior(), schedule=_weak_schedule(), prototypes=memory)(batch)
+    assert pa_mpjpe(plain.joints_3d, truth.joints_3d) > 90  # mm: the rest-pose starts end elsewhere
+    assert pa_mpjpe(common_only.joints_3d, truth.joints_3d) > 90
+    assert pa_mpjpe(with_rare.joints_3d, truth.joints_3d) < 55
+    assert int(with_rare.extras["prototype"][0]) == len(common)  # the rare prototype won
+    assert int(plain.extras["prototype"][0]) == -1
+
+
+def test_depth_flip_rows_are_fitted_and_the_best_kept(anny_model):
+    """Start from the truth with one forearm flipped in depth: the flip row restores it."""
+    from fit3d.evaluation.metrics import pa_mpjpe
+    from fit3d.fitters.hypotheses import FLIP_NAMES, flip_segment, kinematic_parents
+    from fit3d.priors import L2Prior
+
+    batch, truth, _, rare = _rare_person(anny_model)
+    names = list(anny_model.joint_names)
+    e, w = names.index("right_elbow"), names.index("right_wrist")
+    go = roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(torch.tensor([[3.14159265, 0.0, 0.0]]))
+                               @ roma.rotvec_to_rotmat(torch.tensor([[0.0, 0.3, 0.0]])))  # as in _rare_person
+    wrong = flip_segment(rare, go, truth.joints_3d, kinematic_parents(anny_model), e, w)
+    start = dict(global_orient=go, body_pose=wrong, betas=torch.zeros(1, anny_model.num_betas),
+                 transl=truth.joints_3d[:, 0])
+    sched = _weak_schedule()[2:]
+    fixed = SMPLify(anny_model, prior=L2Prior(), schedule=sched, depth_flips=True).fit_from(batch, start)
+    kept = SMPLify(anny_model, prior=L2Prior(), schedule=sched, depth_flips=False).fit_from(batch, start)
+    assert FLIP_NAMES[int(fixed.extras["depth_flip"][0])] == "right_elbow:lower"
+    assert pa_mpjpe(fixed.joints_3d, truth.joints_3d) + 20 < pa_mpjpe(kept.joints_3d, truth.joints_3d)
