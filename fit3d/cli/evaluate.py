@@ -61,23 +61,30 @@ def benchmark():
               help="Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .npz.")
 @click.option("--count", type=click.IntRange(min=1), default=500, show_default=True, help="People.")
-@click.option("--split", type=click.Choice(["test", "train"]), default="test", show_default=True,
-              help="Which trials: the held-out test trials, or the training ones (for tuning).")
+@click.option("--protocol", type=click.Choice(["subjects", "trials-v1"]), default="subjects", show_default=True,
+              help="subjects: held-out subjects and action types, unknown focal length, realistic noise (the "
+                   "development benchmark); trials-v1: the earlier benchmark, for comparison.")
+@click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
+              help="subjects: test (held-out subjects) or val (tuning subjects); trials-v1: test or train trials.")
+@click.option("--noise", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
+              help="Scale of the 2D annotator noise: 0 = noise-free keypoints, 2 = twice the noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
-def benchmark_make(poses, out, count, split, seed, no_vertices):
-    """Make a synthetic benchmark (see fit3d.training.synthetic for the camera and 2D error model)."""
+def benchmark_make(poses, out, count, protocol, split, noise, seed, no_vertices):
+    """Make a synthetic benchmark (fit3d.evaluation.benchmark: protocols; fit3d.training.synthetic:
+    cameras and 2D errors)."""
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import write_npz
+    from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import load_pose_set
-    from fit3d.training.synthetic import make_synthetic_benchmark
 
     body = build_body_model("anny")
-    bench = make_synthetic_benchmark(load_pose_set(poses or bundled_pose_set()), body, n=count, seed=seed,
-                                     split=split, with_vertices=not no_vertices)
+    with errors_as():
+        bench = make_benchmark(load_pose_set(poses or bundled_pose_set()), body, n=count, seed=seed,
+                               protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices)
     write_npz(out, bench)
-    click.echo(f"fit3d: {count} synthetic people from the {split} trials -> {out}", err=True)
+    click.echo(f"fit3d: {count} synthetic people ({protocol}, {split}, noise x{noise:g}) -> {out}", err=True)
 
 
 @benchmark.command("run")

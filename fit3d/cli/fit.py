@@ -24,21 +24,31 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     if annotations is None and used is not None:
         click.echo(f"fit3d: using annotations {used}", err=True)
     for p in problems:
-        click.echo(f"fit3d: skipped input {p.source}: {p.reason}", err=True)
+        click.echo(f"fit3d: {'input problem' if p.severity == 'error' else 'note'}: {p.source}: {p.reason}", err=True)
     return records, problems
 
 
-def report_run(s: dict, out_dir: Path) -> None:
-    """One stderr line summarising a :func:`fit3d.pipeline.run` summary."""
+def report_run(s: dict, out_dir: Path) -> int:
+    """The closing stderr lines of a :func:`fit3d.pipeline.run` summary; returns its exit code."""
     r = s["this_run"]
-    med = s["reproj_error_px"]["median"]
+    med = r["reproj_error_px"]["median"]
+    skipped = ", ".join(f"{n} {why}" for why, n in r["skipped_by_reason"].items())
     click.echo(
-        f"fit3d: {r['people_fitted']} people fitted, {r['people_skipped']} skipped in {r['images']} images "
-        f"({r['images_already_done']} already done) in {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s; "
-        f"all outputs: {s['fitted']} fitted, {s['valid']} valid, median reprojection error "
-        f"{'n/a' if med is None else f'{med:.2f} px'} -> {out_dir}",
+        f"fit3d: {r['people_fitted']} people fitted ({r['people_valid']} valid, median reprojection error "
+        f"{'n/a' if med is None else f'{med:.2f} px'}), {r['people_skipped']} skipped"
+        f"{f' ({skipped})' if skipped else ''}, {r['people_failed']} failed; images: {r['images']} given, "
+        f"{r['images_written']} written, {r['images_already_done']} already done, {r['images_without_people']} "
+        f"without people, {r['images_failed']} to retry; input problems: {r['input_errors']} "
+        f"(+{r['input_warnings']} notes); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s -> {out_dir}",
         err=True,
     )
+    for f in r["failures"][:20]:
+        click.echo(f"fit3d: failed {f['image']} #{f['annot_id']}: {f['reason']}", err=True)
+    if r["interrupted"]:
+        click.echo("fit3d: interrupted: finished images are kept; run the same command again to resume", err=True)
+    elif r["people_failed"]:
+        click.echo("fit3d: run the same command again to retry the people that failed", err=True)
+    return r["exit_code"]
 
 
 def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
@@ -50,18 +60,40 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
     with errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
+        if opts.dry_run:
+            raise click.exceptions.Exit(report_validation(records, problems, body, opts))
         fitter = make_fitter(body)
-    config = RunConfig(
-        out_dir=opts.out_dir, batch_size=opts.batch_size, focal_length=opts.focal_length, overwrite=opts.overwrite,
-        shard=opts.shard, limit=opts.limit, min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS,
-        progress=opts.progress, fitter_name=fitter_name,
-    )
-    s = run(records, fitter, body, config, problems)
-    report_run(s, opts.out_dir)
-    if opts.render or opts.save_mesh:
-        names = [Path(n).stem for n in s["this_run"]["image_keys"]]
+        config = RunConfig(
+            out_dir=opts.out_dir, batch_size=opts.batch_size, focal_length=opts.focal_length,
+            overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
+            min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
+        )
+        s = run(records, fitter, body, config, problems)
+    code = report_run(s, opts.out_dir)
+    if (opts.render or opts.save_mesh) and not s["this_run"]["interrupted"]:
         render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
-                    save_mesh=opts.save_mesh, names=names, progress=opts.progress, overlays=opts.render)
+                    save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
+    raise click.exceptions.Exit(code)
+
+
+def report_validation(records, problems, body, opts: FitOptions) -> int:
+    """``--dry-run``: count what would be fitted and list every problem; fits nothing.
+    Returns the exit code a run would start with (3 with unreadable inputs, 4 with nothing to fit)."""
+    from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
+    from fit3d.pipeline.run import layout_problems, usable_keypoints
+
+    problems = list(problems) + layout_problems(records, body.keypoint_convention)
+    for p in problems:
+        click.echo(f"fit3d: {'problem' if p.severity == 'error' else 'note'}: {p.source}: {p.reason}", err=True)
+    need = opts.min_visible or MIN_VISIBLE_KEYPOINTS
+    people = [p for r in records for p in r.people]
+    fittable = sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for p in people)
+    errors = sum(p.severity == "error" for p in problems)
+    click.echo(f"fit3d: {len(records)} images ({sum(1 for r in records if not r.people)} without people), "
+               f"{len(people)} people: {fittable} with at least {need} usable keypoints would be fitted, "
+               f"{len(people) - fittable} skipped; {errors} input problems, "
+               f"{len(problems) - errors} notes (dry run: nothing fitted)", err=True)
+    return 4 if not fittable else 3 if errors else 0
 
 
 @click.command()
@@ -145,10 +177,12 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
     with errors_as():
         target = neuralannot_target([r for _, records, _ in sets for r in records], body)
         annot = build_neuralannot(body, rec, epochs=epochs, refine=refine, checkpoint=out_dir / "annotator.pt")
+    codes = []
     train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=not no_progress,
-                              on_trained=_report_training, on_run=report_run)
+                              on_trained=_report_training, on_run=lambda s, out: codes.append(report_run(s, out)))
     click.echo(f"fit3d: annotator trained on {len(target)} people in {train_s:.1f} s -> {out_dir / 'annotator.pt'}",
                err=True)
+    raise click.exceptions.Exit(max(codes, default=0))
 
 
 def _report_training(history: list[dict]) -> None:

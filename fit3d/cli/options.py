@@ -37,6 +37,24 @@ class FitOptions:
     progress: bool = True
     render: bool = False
     save_mesh: str | None = None
+    dry_run: bool = False
+
+
+def check_device(ctx, param, value: str) -> str:
+    """A torch device string that this torch can use; else one line saying how to get it."""
+    import torch
+
+    if value.startswith("cuda") and not torch.cuda.is_available():
+        build = torch.__version__
+        raise click.BadParameter(
+            f"{value} asked for, but this torch ({build}) has no usable CUDA: install a CUDA build with "
+            f"'pip install --force-reinstall torch=={build.split('+')[0]} --index-url "
+            "https://download.pytorch.org/whl/cu128' (then pip install -e . again)", ctx=ctx, param=param)
+    try:
+        torch.device(value)
+    except RuntimeError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+    return value
 
 
 def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
@@ -65,7 +83,8 @@ _OPTIONS = [
                  help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
     click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
                  help="SMPL family model gender."),
-    click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1..."),
+    click.option("--device", default="cpu", show_default=True, callback=check_device,
+                 help="torch device: cpu, cuda, cuda:1..."),
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
                  help="People per batched fit."),
     click.option("--focal-length", type=click.FloatRange(min=1.0), default=None,
@@ -80,6 +99,8 @@ _OPTIONS = [
     click.option("--render", is_flag=True, help="Also render overlays + side views to OUT/render/."),
     click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None,
                  help="Also write one mesh per fitted person to OUT/render/."),
+    click.option("--dry-run", is_flag=True,
+                 help="Read every input and report counts and problems; fit and write nothing."),
 ]
 _FIELDS = [f.name for f in fields(FitOptions) if f.name != "progress"]
 

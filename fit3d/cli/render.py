@@ -36,7 +36,7 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
               help="Folder of .npz fits.")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder of the images.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder for <image stem>.png.")
+              help="Output folder for <image path>.png (subfolders of the image paths mirrored).")
 @click.option("--side/--no-side", default=True, show_default=True, help="Side view beside the overlay.")
 @click.option("--keypoints", is_flag=True, help="Draw input keypoints (circles) and reprojected ones (crosses).")
 @click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None, help="Also write one mesh per person.")
@@ -49,9 +49,9 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
 def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
     """Render fitted meshes over their images (pyrender, headless EGL), with side views."""
     from fit3d.body_models import build_body_model
-    from fit3d.data.writers import read_fit
+    from fit3d.data.writers import fit_files, read_fit
 
-    files = sorted(fits_dir.glob("*.npz"))
+    files = fit_files(fits_dir)
     if not files:
         raise click.UsageError(f"no .npz fits in {fits_dir}")
     model_name = str(read_fit(files[0])["model"])

@@ -148,9 +148,70 @@ SPIN24 = KeypointConvention(
     ),
 )  # fmt: skip
 
+#: CrowdPose (Li et al., CVPR 2019): COCO's 12 limb points, then the top of the head and the neck.
+CROWDPOSE14 = KeypointConvention(
+    "crowdpose14",
+    ("left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+     "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head_top", "neck"),
+)  # fmt: skip
+#: MPII Human Pose (Andriluka et al., CVPR 2014), in its joint-id order 0-15.
+MPII16 = KeypointConvention(
+    "mpii16",
+    ("right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "pelvis", "thorax",
+     "upper_neck", "head_top", "right_wrist", "right_elbow", "right_shoulder", "left_shoulder", "left_elbow",
+     "left_wrist"),
+)  # fmt: skip
+#: Halpe-26 (AlphaPose's full-body set): COCO-17, head top, neck, mid hip, then the six foot points.
+HALPE26 = KeypointConvention(
+    "halpe26",
+    COCO17.names + ("head_top", "neck", "mid_hip", "left_big_toe", "right_big_toe", "left_small_toe",
+                    "right_small_toe", "left_heel", "right_heel"),
+)  # fmt: skip
+
 CONVENTIONS: dict[str, KeypointConvention] = {
-    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24)
+    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, CROWDPOSE14, MPII16, HALPE26)
 }
+
+#: Spellings of keypoint names in the wild -> fit3d's names (after lower-casing and
+#: turning spaces and dashes into underscores). Side prefixes (``l_``, ``r_``, ``L``,
+#: ``R`` in OpenPose's CamelCase) are expanded by :func:`canonical_keypoint_name`.
+KEYPOINT_ALIASES = {
+    "head": "head_top", "top_head": "head_top", "headtop": "head_top", "head_tip": "head_top",
+    "hip": "mid_hip", "midhip": "mid_hip", "root": "pelvis", "upperneck": "upper_neck", "chest": "thorax",
+}  # fmt: skip
+#: Spellings of the part after a side prefix (``left_bigtoe`` -> ``left_big_toe``).
+SIDED_ALIASES = {"bigtoe": "big_toe", "smalltoe": "small_toe", "littletoe": "small_toe"}
+#: Names of points that fit3d's body models do not have; readers ignore them (one
+#: warning line per file): head top, neck, upper neck, thorax, pelvis and mid hip are
+#: defined differently in every dataset (MPII's pelvis is not the midpoint of its hips).
+UNMODELLED = ("head_top", "neck", "upper_neck", "thorax", "pelvis", "mid_hip")
+
+
+def canonical_keypoint_name(name: str) -> str:
+    """A keypoint name in fit3d's spelling: ``"LShoulder"``, ``"l_shoulder"``, ``"Left Shoulder"``
+    and ``"left_shoulder"`` all give ``"left_shoulder"``; unknown names come back lower-cased."""
+    import re
+
+    raw = re.sub(r"^([LR])(?=[A-Z])", r"\1_", str(name).strip())  # OpenPose's LShoulder -> L_Shoulder
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", raw) if not raw.islower() else raw  # CamelCase -> snake
+    n = re.sub(r"[\s\-]+", "_", snake.strip().lower())
+    for short, side in (("l_", "left_"), ("r_", "right_")):
+        if n.startswith(short):
+            n = side + n[2:]
+    if n.startswith(("left_", "right_")):
+        side, rest = n.split("_", 1)
+        return f"{side}_{SIDED_ALIASES.get(rest.replace('_', ''), rest)}"
+    return KEYPOINT_ALIASES.get(n.replace("_", ""), KEYPOINT_ALIASES.get(n, n))
+
+
+def convention_from_names(names, name: str = "file") -> KeypointConvention:
+    """The convention of a list of keypoint names as a dataset spells them (canonicalised
+    with :func:`canonical_keypoint_name`; a known layout is returned by its own name)."""
+    canon = tuple(canonical_keypoint_name(n) for n in names)
+    for c in CONVENTIONS.values():
+        if c.names == canon:
+            return c
+    return KeypointConvention(name, canon)
 
 #: Keypoints that define the torso, used for camera initialisation and stage 1.
 TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")

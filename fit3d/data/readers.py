@@ -1,31 +1,41 @@
 """Readers from annotation files to :class:`Person` records.
 
-Two input formats:
+Input formats:
 
-* COCO keypoint JSON (``person_keypoints_*.json``): every annotated person with
-  at least one labelled keypoint, grouped by image, keeping the annotation id.
-  Read through ``pycocotools``.
-* OpenPose JSON: one ``<image stem>_keypoints.json`` per image with a
-  ``people`` list; ``pose_keypoints_2d`` holds 25 (BODY_25) or 18 (COCO-18)
-  ``x, y, c`` triples.
+* COCO keypoint JSON (``person_keypoints_*.json``, and any dataset in COCO format:
+  CrowdPose, MPII, Halpe, COCO-WholeBody, OCHuman): the keypoint layout is read from
+  the annotation's category (its ``keypoints`` names, spelled as the dataset spells
+  them, see :func:`fit3d.data.conventions.convention_from_names`); COCO-WholeBody's
+  ``foot_kpts`` are appended as the six foot points.
+* OpenPose JSON: one ``<image stem>_keypoints.json`` per image with a ``people`` list;
+  ``pose_keypoints_2d`` holds 25 (BODY_25) or 18 (COCO-18) ``x, y, c`` triples.
 
-Bad input never stops a run: a corrupt OpenPose file or a missing image becomes
-an :class:`InputProblem` returned beside the records, which the pipeline writes
-to the run summary.
+Every input is accounted for. What cannot be used becomes an :class:`InputProblem`
+(``severity="error"``: an image or annotation that could not be read; ``"warning"``:
+used anyway, or left out by design, e.g. crowd regions) and the rest is read:
+
+* image sizes come from the image file's header (no decoding); a JSON size that
+  disagrees is a warning, a missing one is taken from the file;
+* boxes that are missing, non-finite, empty or outside the image are rebuilt from the
+  labelled keypoints (``Person.bbox_note`` says why);
+* annotations that share an id are all kept, flagged ``duplicate_id`` (evaluation
+  and exports reject them, since they cannot tell them apart);
+* images are keyed by their path relative to the image folder (``sub/a.jpg``), so
+  subfolders and extensions never collide.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.conventions import COCO17, OPENPOSE_BODY25, OPENPOSE_COCO18, KeypointConvention
+from fit3d.data.conventions import (COCO17, COCO23, FOOT6, OPENPOSE_BODY25, OPENPOSE_COCO18, KeypointConvention,
+                                    convention_from_names)
 
 log = logging.getLogger(__name__)
 
@@ -37,18 +47,20 @@ class Person:
     """One annotated person.
 
     Attributes:
-        image_key: identifier of the image (its file name without folder), used
-            to name the output file.
-        image_path: path of the image file (may not exist; see ``image_exists``).
-        image_size: ``(width, height)`` in pixels.
-        annot_id: annotation id (COCO ``id``; OpenPose: index in ``people``).
+        image_key: the image's path relative to the image folder (``sub/a.jpg``), which
+            names the output file.
+        image_path: path of the image file.
+        image_size: ``(width, height)`` in pixels (from the image file).
+        annot_id: annotation id (COCO ``id``; OpenPose: index in ``people``; SPIN: row).
         bbox: ``(x, y, w, h)`` in pixels; from the annotation, or the box of the
-            labelled keypoints when the format has none.
+            labelled keypoints when the format has none or the annotation's is unusable.
         keypoints_2d: ``(K, 3)`` float array ``x, y, confidence`` in pixels, in
             ``convention``. COCO visibility flags become confidences
             (0 unlabelled, 1 labelled, 2 visible -> 0, 1, 1).
         convention: the keypoint convention of ``keypoints_2d``.
         person_index: position of the person within its image.
+        bbox_note: why the box was rebuilt from the keypoints ("" when it was not).
+        duplicate_id: another annotation of the file has the same id.
     """
 
     image_key: str
@@ -59,6 +71,8 @@ class Person:
     keypoints_2d: np.ndarray
     convention: KeypointConvention
     person_index: int = 0
+    bbox_note: str = ""
+    duplicate_id: bool = False
 
     @property
     def num_visible(self) -> int:
@@ -70,15 +84,17 @@ class Person:
 
 @dataclass
 class InputProblem:
-    """A piece of input that could not be used, and why."""
+    """A piece of input that could not be used (``severity="error"``) or was used with a
+    caveat or left out by design (``"warning"``), and why."""
 
     source: str
     reason: str
+    severity: str = "error"
 
 
 @dataclass
 class ImageRecord:
-    """All people annotated in one image."""
+    """All people annotated in one image (possibly none)."""
 
     image_key: str
     image_path: Path
@@ -86,83 +102,196 @@ class ImageRecord:
     people: list[Person] = field(default_factory=list)
 
 
-def keypoint_bbox(keypoints_2d: np.ndarray) -> np.ndarray:
-    """Box ``(x, y, w, h)`` around the keypoints with confidence > 0 (zeros if none)."""
+def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
+    """Box ``(x, y, w, h)`` around the keypoints with confidence > 0 (zeros if none),
+    grown by ``pad`` times its size on every side."""
     kp = keypoints_2d[np.isfinite(keypoints_2d).all(axis=1) & (keypoints_2d[:, 2] > 0)]
     if len(kp) == 0:
         return np.zeros(4, dtype=np.float32)
     lo, hi = kp[:, :2].min(0), kp[:, :2].max(0)
-    return np.array([lo[0], lo[1], hi[0] - lo[0], hi[1] - lo[1]], dtype=np.float32)
+    size = hi - lo
+    lo, size = lo - pad * size, size * (1 + 2 * pad)
+    return np.array([lo[0], lo[1], size[0], size[1]], dtype=np.float32)
+
+
+def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """The annotation's box when it is usable, else the labelled keypoints' box (10 % padding).
+
+    Returns:
+        ``(bbox (4,), note)``: ``note`` is "" for the annotation's own box, else why it was rebuilt.
+    """
+    why = ""
+    try:
+        box = np.asarray(bbox, dtype=np.float64).reshape(4) if bbox is not None else None
+    except (TypeError, ValueError):
+        box, why = None, "malformed box"
+    if box is None:
+        why = why or "no box"
+    elif not np.isfinite(box).all():
+        why = "non-finite box"
+    elif box[2] <= 1.0 or box[3] <= 1.0:
+        why = "empty box"
+    else:
+        w, h = image_size
+        if box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
+            why = "box outside the image"
+    if not why:
+        return box.astype(np.float32), ""
+    return keypoint_bbox(keypoints_2d, pad=0.1), f"box rebuilt from the keypoints ({why})"
+
+
+def image_size_from_file(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the image file's header (Pillow, no decoding).
+
+    Raises:
+        OSError: unreadable or not an image.
+    """
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size
+
+
+def _key(path: Path, images_dir: Path) -> str:
+    try:
+        return path.relative_to(images_dir).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _open_image(path: Path, images_dir: Path, json_size, problems: list[InputProblem]) -> ImageRecord | None:
+    """The record of an image file (size from its header), or None with a problem."""
+    if not path.is_file():
+        problems.append(InputProblem(str(path), "image file not found"))
+        return None
+    try:
+        size = image_size_from_file(path)
+    except (OSError, ValueError) as e:
+        problems.append(InputProblem(str(path), f"unreadable image: {e}"))
+        return None
+    if json_size is not None and tuple(json_size) != tuple(size):
+        problems.append(InputProblem(str(path), f"the annotations say {json_size[0]}x{json_size[1]}, the image is "
+                                                f"{size[0]}x{size[1]}: the image's size is used", "warning"))
+    return ImageRecord(_key(path, images_dir), path, size)
+
+
+def parse_keypoints(values, n: int) -> np.ndarray:
+    """``(n, 3)`` float32 keypoints ``x, y, v`` from a flat list of ``3 n`` numbers (None -> NaN).
+
+    Raises:
+        ValueError: not ``3 n`` numbers.
+    """
+    flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    if flat.ndim != 1 or flat.size != 3 * n:
+        raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}")
+    return flat.reshape(n, 3).astype(np.float32)
+
+
+def category_conventions(data: dict, problems: list[InputProblem], source: str) -> dict:
+    """``{category id: KeypointConvention}`` of a COCO-format file, from the categories'
+    ``keypoints`` names (a warning in ``problems`` when none lists names: COCO-17 is assumed)."""
+    out = {}
+    for c in data.get("categories") or []:
+        if isinstance(c, dict) and isinstance(c.get("keypoints"), list) and c["keypoints"]:
+            out[c.get("id")] = convention_from_names(c["keypoints"], name=str(c.get("name", "file")))
+    if not out:
+        problems.append(InputProblem(source, "no category lists keypoint names: COCO-17 is assumed", "warning"))
+    return out
 
 
 def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
-    """Read a COCO person-keypoint JSON.
+    """Read a COCO-format keypoint JSON (any keypoint layout named by its category).
 
     Args:
         annotations: path of the JSON file.
-        images_dir: folder holding the images named by ``file_name``.
+        images_dir: folder holding the images named by ``file_name`` (subfolders allowed).
     Returns:
-        ``(images, problems)``: one :class:`ImageRecord` per image that has at
-        least one person annotation with a labelled keypoint (crowd annotations
-        excluded), sorted by file name; ``problems`` lists images whose file is
-        missing (they are left out of ``images``).
+        ``(images, problems)``: one :class:`ImageRecord` per readable image listed in the
+        file (with no people when it has no keypoint annotation), sorted by path; the
+        problems found (see the module docstring).
     Raises:
         FileNotFoundError: the JSON file does not exist.
-        ValueError: the JSON is corrupt or not COCO keypoint format.
+        ValueError: the JSON is corrupt or not COCO format.
     """
-    from pycocotools.coco import COCO
-
     annotations = Path(annotations)
     images_dir = Path(images_dir)
     if not annotations.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotations}")
     try:
-        with open(annotations) as f:
+        with open(annotations, encoding="utf-8") as f:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"corrupt COCO JSON {annotations}: {e}") from e
-    if not isinstance(data, dict) or "images" not in data or "annotations" not in data:
-        raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations')")
-    coco = COCO()
-    coco.dataset = data
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-
-    records: list[ImageRecord] = []
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations' lists)")
     problems: list[InputProblem] = []
-    for img_id in sorted(coco.imgs, key=lambda i: coco.imgs[i]["file_name"]):
-        info = coco.imgs[img_id]
-        anns = [
-            a
-            for a in coco.imgToAnns.get(img_id, [])
-            if not a.get("iscrowd", 0) and a.get("num_keypoints", 0) > 0 and "keypoints" in a
-        ]
-        if not anns:
+    cats = category_conventions(data, problems, str(annotations))
+    infos = {}
+    for i, info in enumerate(data["images"]):
+        if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
+            problems.append(InputProblem(f"{annotations}#images[{i}]", "image entry without id or file_name"))
             continue
+        infos[info["id"]] = info
+    by_image: dict = {}
+    ids = Counter(a.get("id") for a in data["annotations"] if isinstance(a, dict))
+    for i, a in enumerate(data["annotations"]):
+        src = f"{annotations}#annotations[{i}]"
+        if not isinstance(a, dict):
+            problems.append(InputProblem(src, "annotation is not an object"))
+        elif a.get("image_id") not in infos:
+            problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"))
+        elif a.get("iscrowd", 0):
+            problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
+                                         "warning"))
+        elif "keypoints" not in a:
+            problems.append(InputProblem(f"{src} (id {a.get('id')})", "annotation without keypoints"))
+        else:
+            by_image.setdefault(a["image_id"], []).append(a)
+    for aid, n in ids.items():
+        if n > 1:
+            problems.append(InputProblem(f"{annotations} (id {aid})", f"annotation id {aid} used {n} times: all kept, "
+                                         "flagged duplicate_id (evaluate and exports reject them)", "warning"))
+    records: list[ImageRecord] = []
+    for img_id, info in sorted(infos.items(), key=lambda kv: kv[1]["file_name"]):
         path = images_dir / info["file_name"]
-        if not path.is_file():
-            problems.append(InputProblem(str(path), "image file not found"))
+        if img_id not in by_image:  # an image without people: counted, never opened
+            records.append(ImageRecord(_key(path, images_dir), path, (0, 0)))
             continue
-        rec = ImageRecord(Path(info["file_name"]).name, path, (int(info["width"]), int(info["height"])))
-        for idx, a in enumerate(sorted(anns, key=lambda a: a["id"])):
-            kp = np.asarray(a["keypoints"], dtype=np.float32).reshape(-1, 3)
-            if kp.shape[0] != len(COCO17):
-                problems.append(InputProblem(f"{path}#{a['id']}", f"expected 17 keypoints, got {kp.shape[0]}"))
-                continue
-            kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
-            bbox = np.asarray(a.get("bbox") or keypoint_bbox(kp), dtype=np.float32)
-            rec.people.append(
-                Person(rec.image_key, path, rec.image_size, int(a["id"]), bbox, kp, COCO17, idx)
-            )
+        json_size = (info["width"], info["height"]) if isinstance(info.get("width"), (int, float)) and \
+            isinstance(info.get("height"), (int, float)) else None
+        rec = _open_image(path, images_dir, json_size, problems)
+        if rec is None:  # one problem per image, naming the annotations it loses
+            lost = by_image.get(img_id, [])
+            problems[-1].reason += f" ({len(lost)} annotations not fitted: ids " + \
+                ", ".join(str(a.get("id")) for a in lost[:10]) + (", ..." if len(lost) > 10 else "") + ")"
+            continue
+        anns = sorted(by_image.get(img_id, []), key=lambda a: (str(type(a.get("id"))), a.get("id") or 0))
+        for a in anns:
+            person = _coco_person(a, rec, cats, ids, problems, str(annotations))
+            if person is not None:
+                person.person_index = len(rec.people)
+                rec.people.append(person)
         records.append(rec)
     return records, problems
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
+def _coco_person(a: dict, rec: ImageRecord, cats: dict, ids: Counter, problems: list[InputProblem],
+                 source: str) -> Person | None:
+    conv = cats.get(a.get("category_id"), next(iter(cats.values()), COCO17))
+    src = f"{source} (id {a.get('id')})"
+    try:
+        kp = parse_keypoints(a["keypoints"], len(conv))
+        if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
+            kp, conv = np.concatenate([kp, parse_keypoints(a["foot_kpts"], len(FOOT6))]), COCO23
+        annot_id = int(a.get("id"))
+    except (ValueError, TypeError) as e:
+        problems.append(InputProblem(src, f"unreadable keypoints: {e}"))
+        return None
+    kp[:, 2] = np.where(np.isfinite(kp[:, 2]), (kp[:, 2] > 0).astype(np.float32), 0.0)
+    bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
+    return Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv, bbox_note=note,
+                  duplicate_id=ids[a.get("id")] > 1)
 
 
 def find_image(images_dir: Path, stem: str) -> Path | None:
@@ -175,15 +304,17 @@ def find_image(images_dir: Path, stem: str) -> Path | None:
 
 
 def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
-    """Read a folder of OpenPose JSON files (``<stem>_keypoints.json`` or ``<stem>.json``).
+    """Read a folder of OpenPose JSON files (``<stem>_keypoints.json`` or ``<stem>.json``,
+    subfolders mirrored in ``images_dir``).
 
     Args:
         keypoints_dir: folder of OpenPose output files.
         images_dir: folder of the images; ``<stem>.jpg`` (or .png, ...) is the
-            image of ``<stem>_keypoints.json``. Its size is read from the file header.
+            image of ``<stem>_keypoints.json``.
     Returns:
-        ``(images, problems)``: corrupt JSON, unknown layouts and missing images
-        are listed in ``problems`` and skipped; the rest are read.
+        ``(images, problems)``: one record per readable file with an image (with no
+        people when ``people`` is empty); corrupt JSON, unknown layouts and missing
+        images are problems.
     Raises:
         FileNotFoundError: ``keypoints_dir`` is not a folder.
     """
@@ -192,10 +323,10 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         raise FileNotFoundError(f"OpenPose keypoint folder not found: {keypoints_dir}")
     records: list[ImageRecord] = []
     problems: list[InputProblem] = []
-    for jf in sorted(keypoints_dir.glob("*.json")):
+    for jf in sorted(keypoints_dir.rglob("*.json")):
         stem = jf.stem[: -len("_keypoints")] if jf.stem.endswith("_keypoints") else jf.stem
         try:
-            with open(jf) as f:
+            with open(jf, encoding="utf-8") as f:
                 data = json.load(f)
             people = data["people"]
             if not isinstance(people, list):
@@ -203,31 +334,30 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
             problems.append(InputProblem(str(jf), f"corrupt OpenPose JSON: {e}"))
             continue
-        image = find_image(images_dir, stem)
+        sub = jf.parent.relative_to(keypoints_dir)
+        image = find_image(images_dir / sub, stem)
         if image is None:
-            problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir}"))
+            problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}"))
             continue
-        try:
-            size = _image_size(image)
-        except OSError as e:
-            problems.append(InputProblem(str(image), f"unreadable image: {e}"))
+        rec = _open_image(image, images_dir, None, problems)
+        if rec is None:
             continue
-        rec = ImageRecord(image.name, image, size)
         for idx, p in enumerate(people):
-            flat = np.asarray(p.get("pose_keypoints_2d", []), dtype=np.float32)
-            if flat.size == 3 * len(OPENPOSE_BODY25):
-                conv = OPENPOSE_BODY25
-            elif flat.size == 3 * len(OPENPOSE_COCO18):
-                conv = OPENPOSE_COCO18
-            else:
-                problems.append(
-                    InputProblem(f"{jf}#{idx}", f"pose_keypoints_2d has {flat.size} values; expected 75 or 54")
-                )
+            try:
+                values = p.get("pose_keypoints_2d", []) if isinstance(p, dict) else None
+                n = len(values) // 3 if isinstance(values, list) else -1
+                conv = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18}.get(n)
+                if conv is None or len(values) % 3:
+                    raise ValueError(f"pose_keypoints_2d has {len(values) if isinstance(values, list) else 'no'} "
+                                     "values; expected 75 (BODY_25) or 54 (COCO-18)")
+                kp = parse_keypoints(values, n)
+            except (ValueError, TypeError) as e:
+                problems.append(InputProblem(f"{jf}#{idx}", str(e)))
                 continue
-            kp = flat.reshape(-1, 3)
-            rec.people.append(Person(rec.image_key, image, size, idx, keypoint_bbox(kp), kp, conv, idx))
-        if rec.people:
-            records.append(rec)
+            kp[:, 2] = np.where(np.isfinite(kp[:, 2]), np.clip(kp[:, 2], 0.0, 1.0), 0.0)
+            rec.people.append(Person(rec.image_key, image, rec.image_size, idx, keypoint_bbox(kp, pad=0.1), kp,
+                                     conv, len(rec.people)))
+        records.append(rec)
     return records, problems
 
 

@@ -53,30 +53,27 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
     """People of a SPIN ``.npz`` grouped by image, ``annot_id`` = row index in the file.
 
-    Image sizes are read from the image files (missing images are problems).
+    Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
+    are read from the image files (missing or unreadable images are problems).
     """
-    from PIL import Image
+    from fit3d.data.readers import _open_image, checked_bbox
 
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
     boxes = spin_bbox(d["center"], d["scale"])
-    records: dict[str, ImageRecord] = {}
+    records: dict[str, ImageRecord | None] = {}
     problems: list[InputProblem] = []
     for i, name in enumerate(d["imgname"]):
         name = str(name)
-        img = images_dir / name
         if name not in records:
-            if not img.is_file():
-                problems.append(InputProblem(str(img), "image file not found"))
-                records[name] = None
-                continue
-            with Image.open(img) as im:
-                size = im.size
-            records[name] = ImageRecord(name.replace("/", "_"), img, size)
+            records[name] = _open_image(images_dir / name, images_dir, None, problems)
         rec = records[name]
         if rec is None:
+            problems.append(InputProblem(f"{path}#{i}", "its image could not be read"))
             continue
         kp = d["part"][i].astype(np.float32).copy()
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
-        rec.people.append(Person(rec.image_key, img, rec.image_size, i, boxes[i], kp, SPIN24, len(rec.people)))
-    return [r for r in records.values() if r is not None and r.people], problems
+        bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
+        rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, i, bbox, kp, SPIN24, len(rec.people),
+                                 bbox_note=note))
+    return [r for r in records.values() if r is not None], problems

@@ -4,9 +4,10 @@ Per-image ``.npz`` keys (P people, leading dimension P; the image's people
 that were not fitted are included with ``status = "skipped"``, NaN parameters
 and ``valid = False``):
 
-``image`` (str), ``image_size`` (2,), ``fitter`` (str), ``model`` (str),
-``keypoint_names`` (K,), ``joint_names`` (J+1,),
-``annot_id`` (P,), ``bbox`` (P, 4), ``keypoints_2d`` (P, K, 3) input, in the input's convention,
+``image`` (str: the image's path relative to the image folder), ``image_size`` (2,),
+``fitter`` (str), ``model`` (str), ``keypoint_names`` (K,), ``joint_names`` (J+1,),
+``annot_id`` (P,), ``bbox`` (P, 4), ``bbox_note`` (P,) (why the box was rebuilt, or ""),
+``duplicate_id`` (P,), ``keypoints_2d`` (P, K, 3) input, in the input's convention,
 ``global_orient`` (P, 3), ``body_pose`` (P, J, 3), ``betas`` (P, S), ``transl`` (P, 3),
 ``focal_length`` (P, 2), ``principal_point`` (P, 2),
 ``joints_3d`` (P, J+1, 3), ``keypoints_3d`` (P, K, 3) in the input's convention
@@ -74,8 +75,21 @@ def _json_default(o):
 
 
 def output_path(out_dir: str | Path, image_key: str) -> Path:
-    """The ``.npz`` of an image: ``<out_dir>/<image file name without suffix>.npz``."""
-    return Path(out_dir) / (Path(image_key).stem + ".npz")
+    """The ``.npz`` of an image: ``<out_dir>/<image path relative to the image folder>.npz``
+    (``sub/a.jpg`` -> ``OUT/sub/a.jpg.npz``: subfolders mirrored, the extension kept so
+    that ``a.jpg`` and ``a.png`` differ)."""
+    return Path(out_dir) / (image_key + ".npz")
+
+
+def failure_path(out_dir: str | Path, image_key: str) -> Path:
+    """Where a run records why an image's people could not be fitted (``<key>.failed.json``;
+    removed when a later run writes the image's ``.npz``)."""
+    return Path(out_dir) / (image_key + ".failed.json")
+
+
+def fit_files(out_dir: str | Path) -> list[Path]:
+    """Every per-image ``.npz`` under ``out_dir`` (subfolders included), sorted."""
+    return sorted(p for p in Path(out_dir).rglob("*.npz") if p.is_file() and not p.name.startswith("."))
 
 
 def read_fit(path: str | Path) -> dict[str, np.ndarray]:

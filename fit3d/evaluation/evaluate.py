@@ -1,54 +1,72 @@
 """Score a folder of fits against ground truth: COCO JSON (2D) or a SPIN npz (3D + 2D).
 
-Fits are matched to ground truth by image file name and annotation id (COCO
-``id``; SPIN row index, as :func:`fit3d.data.spin.read_spin` assigns). Metrics
-are computed on the fitted people; ``share_fitted`` and ``share_valid`` say how
-many ground-truth people that is.
+Fits are matched to ground truth by the image's path relative to the image folder
+(COCO ``file_name``, SPIN ``imgname``) and the annotation id (COCO ``id``; SPIN row
+index, as :func:`fit3d.data.spin.read_spin` assigns). Annotation ids used more than
+once in an image cannot be matched: those people are left out on both sides and
+counted as ``duplicate_ids``. Metrics are computed on the fitted people;
+``share_fitted`` and ``share_valid`` say how many ground-truth people that is.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fit3d.data.conventions import COCO17, LIMBS12
-from fit3d.data.writers import read_fit
+from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
 
 JOINT_SETS = {"limbs12": LIMBS12, "coco17": COCO17.names}
 
 
-def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict]:
-    """``{(image file name, annot_id): person}`` over every ``.npz`` of ``fits_dir``."""
-    people = {}
-    for f in sorted(Path(fits_dir).glob("*.npz")):
-        d = read_fit(f)
-        names = [str(n) for n in d["keypoint_names"]]
-        for i in range(len(d["annot_id"])):
-            people[(str(d["image"]), int(d["annot_id"][i]))] = dict(
+def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict | None]:
+    """``{(image path, annot_id): person}`` over every ``.npz`` of ``fits_dir``; None for
+    keys that several people share (duplicate annotation ids). Unreadable files are skipped."""
+    people: dict = {}
+    for f in fit_files(fits_dir):
+        try:
+            d = read_fit(f)
+            names = [str(n) for n in d["keypoint_names"]]
+            rows = [(int(d["annot_id"][i]), dict(
                 status=str(d["status"][i]), valid=bool(d["valid"][i]), names=names,
                 keypoints_3d=d["keypoints_3d"][i], keypoints_2d_fit=d["keypoints_2d_fit"][i],
-            )
+            )) for i in range(len(d["annot_id"]))]
+        except Exception:  # noqa: BLE001 - a corrupt output is not a fitted person
+            continue
+        for aid, person in rows:
+            key = (str(d["image"]), aid)
+            people[key] = None if key in people else person
     return people
 
 
 def _gt_coco(path: Path) -> list[dict]:
-    from fit3d.data.conventions import COCO17 as C
+    from fit3d.data.conventions import COCO17
+    from fit3d.data.readers import category_conventions, parse_keypoints
 
     data = json.loads(path.read_text())
     files = {im["id"]: im["file_name"] for im in data["images"]}
-    rows = []
+    cats = category_conventions(data, [], str(path))
+    ids = Counter((a.get("image_id"), a.get("id")) for a in data["annotations"])
+    rows: list[dict] = []
     for a in data["annotations"]:
-        if a.get("iscrowd") or a.get("num_keypoints", 0) == 0:
+        if a.get("iscrowd") or "keypoints" not in a or a.get("image_id") not in files:
             continue
-        kp = np.asarray(a["keypoints"], dtype=np.float32).reshape(17, 3)
-        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
-        rows.append(dict(image=Path(files[a["image_id"]]).name, annot_id=int(a["id"]), names=list(C.names),
-                         keypoints_2d=kp, bbox=np.asarray(a["bbox"], np.float32), joints_3d=None))
+        conv = cats.get(a.get("category_id"), next(iter(cats.values()), COCO17))
+        try:
+            kp = parse_keypoints(a["keypoints"], len(conv))
+        except (TypeError, ValueError):
+            continue
+        kp[:, 2] = (np.nan_to_num(kp[:, 2]) > 0).astype(np.float32)
+        duplicate = ids[(a.get("image_id"), a.get("id"))] > 1
+        rows.append(dict(image=files[a["image_id"]], annot_id=int(a["id"]), names=list(conv.names), keypoints_2d=kp,
+                         bbox=np.asarray(a.get("bbox") or [0, 0, 1, 1], np.float32), joints_3d=None,
+                         duplicate=duplicate))
     return rows
 
 
@@ -62,8 +80,8 @@ def _gt_spin(path: Path) -> list[dict]:
     for i, name in enumerate(d["imgname"]):
         kp = d["part"][i].astype(np.float32).copy()
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
-        rows.append(dict(image=str(name).replace("/", "_"), annot_id=i, names=list(SPIN24.names), keypoints_2d=kp,
-                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None))
+        rows.append(dict(image=str(name), annot_id=i, names=list(SPIN24.names), keypoints_2d=kp,
+                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None, duplicate=False))
     return rows
 
 
@@ -94,8 +112,13 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     wanted = JOINT_SETS[joints]
     fits = load_fit_people(fits_dir)
     rows = []
+    duplicates = 0
     for g in load_ground_truth(gt_path):
-        f = fits.get((g["image"], g["annot_id"]))
+        key = (g["image"], g["annot_id"])
+        if g["duplicate"] or (key in fits and fits[key] is None):
+            duplicates += 1
+            continue
+        f = fits.get(key)
         row = dict(image=g["image"], annot_id=g["annot_id"], fitted=bool(f and f["status"] == "fitted"),
                    valid=bool(f and f["valid"]))
         if row["fitted"]:
@@ -122,7 +145,8 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     n = len(rows)
     fitted = [r for r in rows if r["fitted"]]
     summary = dict(count=n, fitted=len(fitted), share_fitted=len(fitted) / n if n else 0.0,
-                   share_valid=sum(r["valid"] for r in rows) / n if n else 0.0, joints=joints)
+                   share_valid=sum(r["valid"] for r in rows) / n if n else 0.0, joints=joints,
+                   duplicate_ids=duplicates)
     for k in ("mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"):
         vals = [r[k] for r in fitted if k in r and np.isfinite(r[k])]
         summary[k] = float(np.mean(vals)) if vals else None

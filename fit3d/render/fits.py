@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.data.writers import atomic_write_bytes, read_fit
+from fit3d.data.writers import atomic_write_bytes, fit_files, read_fit
 from fit3d.render.overlay import PALETTE, Renderer, draw_keypoints
 
 log = logging.getLogger(__name__)
@@ -73,14 +73,15 @@ def render_fit(fit: dict, image: np.ndarray, body_model, renderer: Renderer, sid
 
 
 def save_meshes(fit: dict, body_model, out_dir: Path, fmt: str = "obj") -> list[Path]:
-    """Write one ``<image stem>_<annot_id>.<fmt>`` mesh per fitted person (trimesh); returns the paths."""
+    """Write one ``<image path>_<annot_id>.<fmt>`` mesh per fitted person (trimesh; subfolders
+    of the image path mirrored under ``out_dir``); returns the paths."""
     import trimesh
 
     idx, verts, faces = fitted_vertices(fit, body_model)
-    stem = Path(str(fit["image"])).stem
+    key = str(fit["image"])
     paths = []
     for i, v in zip(idx, verts):
-        p = Path(out_dir) / f"{stem}_{int(fit['annot_id'][i])}.{fmt}"
+        p = Path(out_dir) / f"{key}_{int(fit['annot_id'][i])}.{fmt}"
         data = trimesh.Trimesh(v, faces, process=False).export(file_type=fmt)
         atomic_write_bytes(p, data if isinstance(data, bytes) else data.encode())
         paths.append(p)
@@ -89,11 +90,13 @@ def save_meshes(fit: dict, body_model, out_dir: Path, fmt: str = "obj") -> list[
 
 def save_meshes_dir(fits_dir: str | Path, out_dir: str | Path, body_model, fmt: str = "obj",
                     names: list[str] | None = None) -> int:
-    """:func:`save_meshes` for every ``.npz`` of ``fits_dir`` (or those named); returns the mesh count."""
+    """:func:`save_meshes` for every ``.npz`` of ``fits_dir`` (or the images named by their
+    relative path); returns the mesh count."""
     n = 0
-    for f in sorted(Path(fits_dir).glob("*.npz")):
-        if names is None or f.stem in set(names):
-            n += len(save_meshes(read_fit(f), body_model, Path(out_dir), fmt))
+    for f in fit_files(fits_dir):
+        fit = read_fit(f)
+        if names is None or str(fit["image"]) in set(names):
+            n += len(save_meshes(fit, body_model, Path(out_dir), fmt))
     return n
 
 
@@ -111,19 +114,18 @@ def png_bytes(image: np.ndarray) -> bytes:
 def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path, body_model,
                side: bool = True, keypoints: bool = False, save_mesh: str | None = None,
                names: list[str] | None = None, progress: bool = True) -> dict:
-    """Render every ``.npz`` of ``fits_dir`` to ``out_dir/<stem>.png``.
+    """Render every ``.npz`` of ``fits_dir`` to ``out_dir/<image path>.png``; each image is found
+    through the path its record keeps (relative to ``images_dir``).
 
     Args:
-        names: only these ``.npz`` stems (default: all).
+        names: only the images with these relative paths (default: all).
         save_mesh: ``"obj"`` or ``"ply"`` to also write meshes.
     Returns:
         stats: ``images``, ``seconds``, ``images_per_s``, ``missing_images``, ``errors``.
     """
     fits_dir, images_dir, out_dir = Path(fits_dir), Path(images_dir), Path(out_dir)
-    files = sorted(fits_dir.glob("*.npz"))
-    if names is not None:
-        wanted = set(names)
-        files = [f for f in files if f.stem in wanted]
+    files = fit_files(fits_dir)
+    wanted = None if names is None else set(names)
     renderer = Renderer()
     missing, errors = [], []
     t0 = time.perf_counter()
@@ -140,11 +142,14 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
             except Exception as e:
                 errors.append(dict(file=str(f), reason=f"unreadable fit: {e}"))
                 continue
+            if wanted is not None and str(fit["image"]) not in wanted:
+                continue
             image, found = load_image(images_dir / str(fit["image"]), tuple(fit["image_size"]))
             if not found:
                 missing.append(str(images_dir / str(fit["image"])))
                 log.warning("image %s not found: rendering on grey", fit["image"])
-            atomic_write_bytes(out_dir / f"{f.stem}.png", png_bytes(render_fit(fit, image, body_model, renderer, side, keypoints)))
+            atomic_write_bytes(out_dir / f"{fit['image']}.png",
+                               png_bytes(render_fit(fit, image, body_model, renderer, side, keypoints)))
             if save_mesh:
                 save_meshes(fit, body_model, out_dir, save_mesh)
             done += 1

@@ -9,23 +9,25 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.writers import atomic_write_bytes, read_fit
+from fit3d.data.writers import atomic_write_bytes, fit_files, read_fit
 
 
 def collect_people(fits_dir: str | Path) -> list[dict]:
     """One row per person of every ``.npz`` in ``fits_dir``: image, annot_id, status,
     reproj_error_px, valid, skip_reason; sorted worst first (skipped people last)."""
     rows = []
-    for f in sorted(Path(fits_dir).glob("*.npz")):
+    for f in fit_files(fits_dir):
         try:
             d = read_fit(f)
-        except Exception as e:
-            rows.append(dict(file=f.stem, image=f.name, annot_id=-1, status="unreadable", reproj_error_px=float("nan"),
+            n = len(d["status"])
+        except Exception as e:  # noqa: BLE001 - a corrupt file is a row of the report, not a crash
+            rel = f.relative_to(fits_dir).as_posix()
+            rows.append(dict(file=rel, image=rel, annot_id=-1, status="unreadable", reproj_error_px=float("nan"),
                              valid=False, skip_reason=str(e)))
             continue
-        for i in range(len(d["status"])):
+        for i in range(n):
             rows.append(dict(
-                file=f.stem, image=str(d["image"]), annot_id=int(d["annot_id"][i]), status=str(d["status"][i]),
+                file=str(d["image"]), image=str(d["image"]), annot_id=int(d["annot_id"][i]), status=str(d["status"][i]),
                 reproj_error_px=float(d["reproj_error_px"][i]), valid=bool(d["valid"][i]),
                 skip_reason=str(d["skip_reason"][i]), fitter=str(d["fitter"]),
             ))
@@ -71,7 +73,7 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
     Args:
         fits_dir: folder of ``.npz`` fits.
         out: the ``.html`` path.
-        renders_dir: PNGs from ``fit3d render`` (``<stem>.png``) to embed as thumbnails;
+        renders_dir: PNGs from ``fit3d render`` (``<image path>.png``) to embed as thumbnails;
             else images from ``images_dir`` when given; else no thumbnails.
     Returns:
         ``{"people": n, "fitted": n, "valid": n, "median_px": x}``.

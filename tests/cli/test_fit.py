@@ -23,7 +23,7 @@ def test_smplify_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     assert "using annotations" in r.output and "person_keypoints_val2017.json" in r.output
     assert len(list(out.glob("*.npz"))) == 2
     r = CliRunner().invoke(cli, args[:-2])  # resume: the 2 done are skipped
-    assert r.exit_code == 0 and "(2 already done)" in r.output
+    assert r.exit_code == 0 and "2 already done" in r.output
     assert len(list(out.glob("*.npz"))) == 4
 
 
@@ -52,7 +52,8 @@ def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     d = np.load(files[0])
     assert str(d["fitter"]) == "eft" and (d["iterations"][d["status"] == "fitted"] == 5).all()
     s = json.loads((out / "summary.json").read_text())
-    assert s["fitted"] == 12 and s["fitter"] == "eft"
+    assert s["this_run"]["people_fitted"] == 12 and s["fitter"] == "eft" and s["this_run"]["exit_code"] == 0
+    assert s["this_run"]["skipped_by_reason"] == {"too few usable keypoints": 2}
 
 
 def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
@@ -66,7 +67,7 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     assert r.exit_code == 0, r.output
     assert (out / "annotator.pt").is_file() and len(list(out.glob("*.npz"))) == 4
     s = json.loads((out / "summary.json").read_text())
-    assert s["fitter"] == "neuralannot" and s["fitted"] == 12
+    assert s["fitter"] == "neuralannot" and s["this_run"]["people_fitted"] == 12
     import torch
 
     assert torch.load(out / "annotator.pt", weights_only=False)["epoch"] == 1

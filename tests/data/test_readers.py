@@ -13,9 +13,10 @@ def test_read_coco_real_sample(sample_dir):
     assert problems == []
     assert len(images) == 4
     data = json.loads((sample_dir / "test_coco.json").read_text())
-    expected = [a for a in data["annotations"] if a["num_keypoints"] > 0 and not a.get("iscrowd")]
+    expected = [a for a in data["annotations"] if not a.get("iscrowd")]  # 0-keypoint people too: skipped later
     people = [p for r in images for p in r.people]
-    assert len(people) == len(expected) == 12
+    assert len(people) == len(expected) == 14
+    assert sum(p.num_visible > 0 for p in people) == 12
     ann = {a["id"]: a for a in expected}
     for p in people:
         a = ann[p.annot_id]
@@ -33,7 +34,8 @@ def test_read_coco_reports_missing_images(tmp_path, sample_dir):
     shutil.copy(sample_dir / "000000000785.jpg", tmp_path)
     images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
     assert [r.image_key for r in images] == ["000000000785.jpg"]
-    assert len(problems) == 3 and all("not found" in p.reason for p in problems)
+    assert len(problems) == 3 and all("not found" in p.reason and "annotations not fitted" in p.reason
+                                      and p.severity == "error" for p in problems)
 
 
 def test_read_coco_corrupt_json(tmp_path, sample_dir):

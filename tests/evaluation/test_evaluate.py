@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -20,6 +19,8 @@ def _spin_fixture(tmp_path, sample_dir):
     rng = np.random.default_rng(0)
     for r in images:
         for p in r.people:
+            if p.num_visible == 0:  # SPIN sets hold annotated people only
+                continue
             names.append(r.image_key)
             x, y, w, h = p.bbox
             centers.append([x + w / 2, y + h / 2])
@@ -63,15 +64,15 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     fits = tmp_path / "fits"
     run(images, SMPLify(anny_model, schedule=fast), anny_model, RunConfig(fits, progress=False))
     summary, rows = evaluate(fits, sample_dir / "test_coco.json")
-    assert summary["count"] == 12 and summary["fitted"] == 12
+    assert summary["count"] == 14 and summary["fitted"] == 12  # 2 annotations without keypoints: not fitted
     assert summary["error_2d_px"] < 30 and 0.3 < summary["pck_10"] <= 1.0
     assert summary["mpjpe"] is None  # 2D-only ground truth
     # CLI, with per-sample rows
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(sample_dir / "test_coco.json"),
                                  "--per-sample", str(tmp_path / "rows.csv")])
     assert r.exit_code == 0, r.output
-    assert json.loads((fits / "metrics.json").read_text())["count"] == 12
-    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 13
+    assert json.loads((fits / "metrics.json").read_text())["count"] == 14
+    assert len((tmp_path / "rows.csv").read_text().splitlines()) == 15
 
     # SPIN input: fit it, then evaluate in 3D
     spin = _spin_fixture(tmp_path, sample_dir)

@@ -1,0 +1,54 @@
+"""NeuralAnnot as a batch job: the target set from image records, training, then annotation with
+:func:`fit3d.pipeline.run.run`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from fit3d.data.batching import make_batch
+from fit3d.data.readers import ImageRecord, InputProblem
+from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS, RunConfig, run, usable_keypoints
+
+
+def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
+    """NeuralAnnot's target set: every person of ``images`` with at least ``min_visible``
+    usable keypoints, as one :class:`~fit3d.data.batching.PersonBatch` on the model's device.
+
+    Raises:
+        ValueError: no such person.
+    """
+    from fit3d.fitters.neuralannot import stack_batches
+
+    conv = body_model.keypoint_convention
+    people = [p for r in images for p in r.people if usable_keypoints(p, conv)[0] >= min_visible]
+    if not people:
+        raise ValueError("no person with enough keypoints to train on")
+    return stack_batches([make_batch(people[s : s + 256], conv, device=body_model.device)
+                          for s in range(0, len(people), 256)])
+
+
+def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]]], annotator, target, body_model,
+                    out_dir: str | Path, batch_size: int = 64, progress: bool = True, on_trained=None,
+                    on_run=None) -> float:
+    """Train a :class:`~fit3d.fitters.NeuralAnnot` on ``target`` (resuming from its
+    checkpoint), then annotate every set ``(images_dir, records, problems)`` with
+    :func:`run`, into ``out_dir`` (``out_dir/<images_dir name>`` when there are several).
+
+    ``on_trained(history)`` is called after training with the per-epoch log,
+    ``on_run(summary, out)`` after each set. Returns the training seconds.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    history = annotator.fit_dataset(target, progress=progress)
+    train_s = time.perf_counter() - t0
+    if on_trained is not None:
+        on_trained(history)
+    for d, records, problems in sets:
+        sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
+        s = run(records, annotator, body_model, RunConfig(sub, batch_size=batch_size, progress=progress,
+                                                          fitter_name="neuralannot"), problems)
+        if on_run is not None:
+            on_run(s, sub)
+    return train_s

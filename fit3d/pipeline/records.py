@@ -1,0 +1,79 @@
+"""What is written for every person and image (one ``.npz`` per image, see :mod:`fit3d.data.writers`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fit3d.data.conventions import index_map
+from fit3d.data.readers import ImageRecord, Person
+from fit3d.fitters.camera_init import METHODS
+from fit3d.fitters.result import FitResult
+
+#: Integer fitter extras written as their names.
+EXTRA_LABELS = {"init_method": METHODS}
+#: Person statuses: fitted; skipped for a documented per-person reason (too few usable
+#: keypoints, a fit with non-finite parameters). People whose fit raised are never
+#: written: their image is fitted again by the next run.
+STATUSES = ("fitted", "skipped")
+
+
+def person_record(person: Person, result: FitResult | None, i: int, body_model, focal, pp, reason: str,
+                  extra_defaults: dict) -> dict:
+    """One person's output arrays: the fit ``result[i]``, or NaN parameters, ``valid = False``
+    and ``extra_defaults`` when the person was skipped for ``reason``."""
+    conv = person.convention
+    K = len(conv)
+    nan = lambda *s: np.full(s, np.nan, dtype=np.float32)  # noqa: E731
+    rec = dict(
+        annot_id=np.int64(person.annot_id),
+        bbox=np.asarray(person.bbox, dtype=np.float32),
+        bbox_note=np.str_(person.bbox_note),
+        duplicate_id=np.bool_(person.duplicate_id),
+        keypoints_2d=np.asarray(person.keypoints_2d, dtype=np.float32),
+        focal_length=np.asarray(focal, dtype=np.float32),
+        principal_point=np.asarray(pp, dtype=np.float32),
+    )
+    if result is None:
+        rec.update(
+            global_orient=nan(3), body_pose=nan(body_model.num_body_joints, 3), betas=nan(body_model.num_betas),
+            transl=nan(3), joints_3d=nan(len(body_model.joint_names), 3), keypoints_3d=nan(K, 3),
+            keypoints_2d_fit=nan(K, 2), reproj_error_px=np.float32(np.nan), valid=np.bool_(False),
+            loss=np.float32(np.nan), iterations=np.int64(0), status=np.str_("skipped"), skip_reason=np.str_(reason),
+        )
+        rec.update(extra_defaults)
+        return rec
+    r = result.numpy(i)
+    src, dst = index_map(result.convention, conv)
+    kp3 = nan(K, 3)
+    kp3[dst] = r["keypoints_3d"][src]
+    kp2 = nan(K, 2)
+    kp2[dst] = r["keypoints_2d_fit"][src]
+    rec.update(
+        global_orient=r["global_orient"], body_pose=r["body_pose"], betas=r["betas"], transl=r["transl"],
+        joints_3d=r["joints_3d"], keypoints_3d=kp3, keypoints_2d_fit=kp2,
+        reproj_error_px=np.float32(r["reproj_error_px"]), valid=np.bool_(r["valid"]), loss=np.float32(r["loss"]),
+        iterations=np.int64(r["iterations"]), status=np.str_("fitted"), skip_reason=np.str_(""),
+    )
+    for k in result.extras:
+        labels = EXTRA_LABELS.get(k)
+        rec[k] = np.str_(labels[int(r[k])]) if labels else r[k]
+    for k, v in extra_defaults.items():  # a fitter may report an extra for some batches only
+        rec.setdefault(k, v)
+    return rec
+
+
+def image_record(image: ImageRecord, people: list[dict], body_model, fitter_name: str) -> dict[str, np.ndarray]:
+    """One image's ``.npz`` arrays: the image's relative path and size, the fitter and model
+    names, the keypoint and joint names, and every person field stacked (leading dim P)."""
+    conv = image.people[0].convention if image.people else None
+    out: dict[str, np.ndarray] = dict(
+        image=np.str_(image.image_key),
+        image_size=np.asarray(image.image_size, dtype=np.int64),
+        fitter=np.str_(fitter_name),
+        model=np.str_(body_model.name),
+        keypoint_names=np.asarray(conv.names if conv else [], dtype=str),
+        joint_names=np.asarray(body_model.joint_names, dtype=str),
+    )
+    for k in sorted({k for p in people for k in p}):
+        out[k] = np.stack([np.asarray(p[k]) for p in people])
+    return out

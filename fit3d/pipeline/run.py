@@ -1,0 +1,300 @@
+"""The batch job: image records -> batches -> fitter -> one ``.npz`` per image -> a summary.
+
+* Resumable: images whose ``.npz`` exists are skipped unless ``overwrite``; outputs are
+  written after every batch, atomically; on SIGINT/SIGTERM the batch in flight is
+  dropped, everything finished is kept and the command says how to resume.
+* Shardable: ``shard = (i, n)`` takes every n-th image of the sorted list, so n jobs (n
+  GPUs, SLURM array tasks) split the work without talking to each other; each writes
+  its own summary and never reads the others' outputs.
+* Every input accounted for: people with too few usable keypoints, or whose fit gives
+  non-finite parameters, are written as ``skipped`` with the reason; a batch whose fit
+  raises is split and retried down to single people, and a person that still fails is
+  recorded in the summary and in ``<image>.failed.json``, and its image is not written,
+  so the next run fits it again. The summary counts every input and sets the exit code
+  (:mod:`fit3d.pipeline.summary`).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from fit3d.data.batching import make_batch, person_camera, sanitize_keypoints
+from fit3d.data.conventions import UNMODELLED, convert
+from fit3d.data.readers import ImageRecord, InputProblem, Person
+from fit3d.data.writers import failure_path, output_path, write_json, write_npz
+from fit3d.pipeline.interrupt import Interrupted, interruptible
+from fit3d.pipeline.records import image_record, person_record
+from fit3d.pipeline.summary import RunCounts, versions
+
+log = logging.getLogger(__name__)
+
+#: People with fewer usable keypoints (finite, confidence > 0, known to the
+#: body model) than this are not fitted: below 6 points a full-body fit is
+#: under-determined (6 points x 2 coordinates vs. camera + orientation alone).
+MIN_VISIBLE_KEYPOINTS = 6
+
+
+@dataclass
+class RunConfig:
+    """Options of a batch run.
+
+    Attributes:
+        out_dir: output folder.
+        batch_size: people per fitter call.
+        focal_length: pixels for every image (default: each image's diagonal).
+        overwrite: refit images whose ``.npz`` exists.
+        shard: ``(i, n)``, zero-based: this job takes images ``i, i+n, i+2n...``.
+        limit: at most this many images (after sharding).
+        min_visible: see :data:`MIN_VISIBLE_KEYPOINTS`.
+        progress: show a progress bar.
+        fitter_name: recorded in the output (``"smplify"``).
+    """
+
+    out_dir: Path
+    batch_size: int = 64
+    focal_length: float | None = None
+    overwrite: bool = False
+    shard: tuple[int, int] = (0, 1)
+    limit: int | None = None
+    min_visible: int = MIN_VISIBLE_KEYPOINTS
+    progress: bool = True
+    fitter_name: str = "smplify"
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` with 1 <= i <= n (one-based, as users count) -> zero-based ``(i-1, n)``.
+
+    Raises:
+        ValueError: malformed text or out-of-range index.
+    """
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/n (e.g. 2/8), got {text!r}") from None
+    if n < 1 or not 1 <= i <= n:
+        raise ValueError(f"--shard {text}: need 1 <= i <= n")
+    return i - 1, n
+
+
+def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[ImageRecord], int, int]:
+    """The images this job fits: sharded, limited, without those already done.
+
+    Returns:
+        ``(todo, n_already_done, n_mine)``.
+    """
+    images = sorted(images, key=lambda r: r.image_key)
+    i, n = config.shard
+    mine = images[i::n]
+    if config.limit is not None:
+        mine = mine[: config.limit]
+    if config.overwrite:
+        return mine, 0, len(mine)
+    todo = [r for r in mine if not r.people or not output_path(config.out_dir, r.image_key).is_file()]
+    return todo, len(mine) - len(todo), len(mine)
+
+
+def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
+    """``(usable, non_finite)``: keypoints that are finite, labelled and known to the model."""
+    clean, n_bad = sanitize_keypoints(person.keypoints_2d)
+    mapped = convert(clean, person.convention, model_convention)
+    return int((mapped[:, 2] > 0).sum()), n_bad
+
+
+def layout_problems(images: list[ImageRecord], model_convention) -> list[InputProblem]:
+    """One warning per input keypoint layout that names points the model does not have
+    (they are ignored; see :data:`fit3d.data.conventions.UNMODELLED`).
+
+    Raises:
+        ValueError: some layout shares no keypoint with the model (nothing could be
+            fitted from it): raised before anything is written.
+    """
+    out, seen = [], set()
+    model = set(model_convention.names)
+    for r in images:
+        for p in r.people:
+            conv = p.convention
+            if conv.names in seen:
+                continue
+            seen.add(conv.names)
+            usable = [n for n in conv.names if n in model]
+            if not usable:
+                raise ValueError(f"the {conv.name!r} keypoints ({', '.join(conv.names[:6])}...) share no name with "
+                                 f"the {model_convention.name} model's keypoints ({', '.join(model_convention.names)})")
+            ignored = [n for n in conv.names if n not in model]
+            if ignored:
+                kind = "not modelled" if set(ignored) <= set(UNMODELLED) else "unknown to the model"
+                out.append(InputProblem(f"keypoint layout {conv.name!r}", f"{len(usable)} of {len(conv)} keypoints "
+                                        f"used; ignored ({kind}): {', '.join(ignored)}", "warning"))
+    return out
+
+
+def fit_people(fitter, people: list[Person], convention, config: RunConfig, device) -> list[tuple]:
+    """Fit people in batches; a batch that raises is split in halves and retried down to
+    single people.
+
+    Returns:
+        one ``(FitResult, row)`` or ``(None, one-line failure reason)`` per person, in order.
+    Raises:
+        Interrupted: SIGINT/SIGTERM (never caught here).
+    """
+    out: list[tuple] = []
+
+    def attempt(part: list[Person]) -> None:
+        try:
+            batch = make_batch(part, convention, focal_length=config.focal_length, device=device)
+            res = fitter(batch).cpu()
+            out.extend((res, j) for j in range(len(part)))
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
+            if len(part) == 1:
+                log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, exc)
+                out.append((None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]))
+                return
+            log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), type(exc).__name__, exc)
+            attempt(part[: len(part) // 2])
+            attempt(part[len(part) // 2 :])
+
+    for s in range(0, len(people), config.batch_size):
+        attempt(people[s : s + config.batch_size])
+    return out
+
+
+def _reason_kind(reason: str) -> str:
+    """A reason without its numbers, for counting (``too few usable keypoints``)."""
+    return reason.split(":")[0]
+
+
+class _Job:
+    """One run's state: what to fit, what was done, where it goes."""
+
+    def __init__(self, fitter, body_model, config: RunConfig, counts: RunCounts) -> None:
+        self.fitter, self.body_model, self.config, self.counts = fitter, body_model, config, counts
+        self.conv = body_model.keypoint_convention
+        self.out_dir = Path(config.out_dir)
+        self.extra_defaults = dict(getattr(fitter, "extra_defaults", {}))
+        self.bar = None
+
+    def chunk(self, images: list[ImageRecord]) -> None:
+        """Fit every person of ``images`` and write each image whose people are all done."""
+        c, config = self.counts, self.config
+        entries = []  # (image index, person, skip reason or None)
+        for ii, img in enumerate(images):
+            for p in img.people:
+                usable, n_bad = usable_keypoints(p, self.conv)
+                reason = None
+                if usable < config.min_visible:
+                    reason = f"too few usable keypoints: {usable} < {config.min_visible}"
+                    if n_bad:
+                        reason += f" ({n_bad} non-finite keypoints ignored)"
+                entries.append((ii, p, reason))
+        to_fit = [p for _, p, r in entries if r is None]
+        fits = dict(zip(map(id, to_fit), fit_people(self.fitter, to_fit, self.conv, config, self.body_model.device)))
+        records: dict[int, list[dict]] = {i: [] for i in range(len(images))}
+        failed: dict[int, list[dict]] = {}
+        for ii, p, reason in entries:
+            img = images[ii]
+            focal, pp = person_camera(p, config.focal_length)
+            res, row = (None, 0) if reason is not None else fits[id(p)]
+            if reason is None and res is None:  # the fit raised, even alone
+                failed.setdefault(ii, []).append(dict(image=img.image_key, annot_id=p.annot_id, reason=row))
+                continue
+            if res is not None:
+                finite = all(torch.isfinite(getattr(res, k)[row]).all() for k in ("global_orient", "body_pose",
+                                                                                   "betas", "transl"))
+                if not finite:
+                    res, reason = None, "fit gave non-finite parameters"
+            records[ii].append(person_record(p, res, row, self.body_model, focal, pp, reason or "",
+                                             self.extra_defaults))
+        for ii, img in enumerate(images):
+            if ii in failed:  # not written: the whole image is fitted again by the next run
+                c.images_failed += 1
+                c.people_failed += len(failed[ii])
+                c.people_deferred += len(records[ii])
+                c.failures.extend(failed[ii])
+                write_json(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failed[ii]))
+                continue
+            write_npz(output_path(self.out_dir, img.image_key),
+                      image_record(img, records[ii], self.body_model, config.fitter_name))
+            failure_path(self.out_dir, img.image_key).unlink(missing_ok=True)
+            c.images_written += 1
+            for rec in records[ii]:  # counted once written
+                if rec["status"] == "fitted":
+                    c.people_fitted += 1
+                    c.people_valid += int(rec["valid"])
+                    c.reproj_error_px.append(float(rec["reproj_error_px"]))
+                else:
+                    c.skipped[_reason_kind(str(rec["skip_reason"]))] += 1
+        if self.bar is not None:
+            self.bar.update(len(entries))
+
+
+def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
+        problems: list[InputProblem] | None = None) -> dict:
+    """Fit every person of ``images`` and write the outputs (see the module docstring).
+
+    Args:
+        images: records from :mod:`fit3d.data.readers`.
+        fitter: ``fitter(PersonBatch) -> FitResult``.
+        body_model: the fitter's body model (its convention, names and shapes).
+        config: see :class:`RunConfig`.
+        problems: input problems found by the reader, copied into the summary.
+    Returns:
+        The summary dict (``this_run``: :class:`~fit3d.pipeline.summary.RunCounts`,
+        with ``exit_code``), also written to ``summary.json``
+        (``summary.shard-i-of-n.json`` when sharded).
+    Raises:
+        ValueError: an input keypoint layout shares no keypoint with the model
+            (raised before anything is written).
+    """
+    problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    todo, already, mine = select_images(images, config)
+    counts = RunCounts(images=mine, images_already_done=already,
+                       input_errors=sum(p.severity == "error" for p in problems),
+                       input_warnings=sum(p.severity != "error" for p in problems))
+    job = _Job(fitter, body_model, config, counts)
+    counts.images_without_people = sum(1 for r in todo if not r.people)
+    todo = [r for r in todo if r.people]
+    if config.progress:
+        from tqdm import tqdm
+
+        job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person", desc=f"fit3d {config.fitter_name}",
+                       dynamic_ncols=True)
+    t0 = time.perf_counter()
+    with interruptible():
+        try:
+            chunk, n = [], 0
+            for img in todo:
+                chunk.append(img)
+                n += len(img.people)
+                if n >= config.batch_size:
+                    job.chunk(chunk)
+                    chunk, n = [], 0
+            if chunk:
+                job.chunk(chunk)
+        except (Interrupted, KeyboardInterrupt) as e:
+            counts.interrupted = getattr(e, "signum", signal.SIGINT)
+    if job.bar is not None:
+        job.bar.close()
+    elapsed = time.perf_counter() - t0
+    i, n = config.shard
+    summary = dict(
+        fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}",
+        this_run=dict(counts.as_dict(), seconds=round(elapsed, 3),
+                      fits_per_second=round(counts.people_fitted / elapsed, 3) if elapsed > 0 else 0.0),
+        input_problems=[asdict(p) for p in problems], versions=versions(), batch_size=config.batch_size,
+    )
+    schedule = getattr(fitter, "schedule", None)
+    if schedule is not None:
+        summary["schedule"] = [asdict(s) for s in schedule]
+    name = "summary.json" if n == 1 else f"summary.shard-{i + 1}-of-{n}.json"
+    write_json(out_dir / name, summary)
+    return summary

@@ -1,0 +1,99 @@
+"""What a run did, counted for every input, and the exit code that says it.
+
+Exit codes of the fitting commands (:data:`EXIT_CODES`):
+
+* 0: every person was fitted or skipped for a documented per-person reason;
+* 3: some images or annotations could not be read (the rest was fitted);
+* 4: nothing was fitted (and nothing had been fitted by an earlier run), whether the
+  inputs held no people, no usable people or nothing readable;
+* 5: some people could not be fitted (the fit raised even alone): their images are
+  fitted again by the next run;
+* 130 / 143: interrupted by SIGINT / SIGTERM: what was finished is kept, rerun the
+  same command to resume.
+
+(1 is a clean error message, 2 a usage error, as for every click command.)
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+OK, INPUT_PROBLEMS, NOTHING_FITTED, PEOPLE_FAILED = 0, 3, 4, 5
+EXIT_CODES = {
+    OK: "every person fitted or skipped for a per-person reason",
+    INPUT_PROBLEMS: "some images or annotations could not be read",
+    NOTHING_FITTED: "nothing was fitted",
+    PEOPLE_FAILED: "some people could not be fitted (rerun to retry them)",
+    130: "interrupted by SIGINT (rerun to resume)",
+    143: "interrupted by SIGTERM (rerun to resume)",
+}
+
+
+@dataclass
+class RunCounts:
+    """Counts of one run (one shard)."""
+
+    images: int = 0  #: images this job was given (after sharding and --limit)
+    images_already_done: int = 0
+    images_written: int = 0
+    images_without_people: int = 0
+    images_failed: int = 0  #: not written: a person's fit raised (refitted by the next run)
+    people_fitted: int = 0
+    people_valid: int = 0
+    people_failed: int = 0  #: their fit raised even alone
+    people_deferred: int = 0  #: fitted, but in an image with a failed person: fitted again next run
+    skipped: Counter = field(default_factory=Counter)  #: reason (without numbers) -> people
+    input_errors: int = 0
+    input_warnings: int = 0
+    reproj_error_px: list = field(default_factory=list)
+    failures: list = field(default_factory=list)  #: {image, annot_id, reason}
+    interrupted: int = 0  #: signal number, 0 when the run finished
+
+    def exit_code(self) -> int:
+        """See the module docstring."""
+        if self.interrupted:
+            return 128 + self.interrupted
+        if self.people_fitted == 0 and self.images_already_done == 0:
+            return NOTHING_FITTED  # no people, all unusable, or all unreadable
+        if self.input_errors:
+            return INPUT_PROBLEMS
+        if self.people_failed:
+            return PEOPLE_FAILED
+        return OK
+
+    def as_dict(self) -> dict:
+        """JSON-ready counts with reprojection statistics over this run's fitted people."""
+        err = np.asarray(self.reproj_error_px, dtype=np.float64)
+        err = err[np.isfinite(err)]
+        stat = lambda f: float(f(err)) if len(err) else None  # noqa: E731
+        code = self.exit_code()
+        return dict(
+            images=self.images, images_already_done=self.images_already_done, images_written=self.images_written,
+            images_without_people=self.images_without_people, images_failed=self.images_failed,
+            people_fitted=self.people_fitted, people_valid=self.people_valid,
+            people_skipped=int(sum(self.skipped.values())), skipped_by_reason=dict(self.skipped),
+            people_failed=self.people_failed, people_deferred=self.people_deferred, failures=self.failures, input_errors=self.input_errors,
+            input_warnings=self.input_warnings,
+            reproj_error_px=dict(median=stat(np.median), mean=stat(np.mean),
+                                 p90=stat(lambda e: np.percentile(e, 90))),
+            interrupted=bool(self.interrupted), exit_code=code, exit_meaning=EXIT_CODES[code],
+        )
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, fit3d and the main dependencies."""
+    import importlib.metadata as md
+
+    import torch
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("fit3d", "anny", "smplx", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

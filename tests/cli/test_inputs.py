@@ -1,0 +1,157 @@
+"""Issue 12 from the command line: other keypoint layouts, exit codes, --dry-run, SIGTERM."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fit3d.cli.main import cli
+from fit3d.data.conventions import COCO17, CROWDPOSE14, MPII16, convert
+
+
+@pytest.fixture()
+def fast_schedule(tmp_path):
+    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
+    for s in stages:
+        s["iterations"] = 4
+    f = tmp_path / "fast.json"
+    f.write_text(json.dumps(stages))
+    return f
+
+
+def _relayout(sample_dir, tmp_path, conv, spelled):
+    """The bundled sample as a COCO-format file of another keypoint layout, names spelled as its dataset does."""
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    for a in data["annotations"]:
+        kp = convert(np.asarray(a["keypoints"], np.float32).reshape(17, 3), COCO17, conv)
+        if conv is not COCO17:
+            kp[[i for i, n in enumerate(conv.names) if n not in COCO17.names]] = [50.0, 50.0, 2.0]  # head top, neck...
+        a["keypoints"] = kp.ravel().tolist()
+        a["num_keypoints"] = int((kp[:, 2] > 0).sum())
+    data["categories"] = [dict(id=1, name="person", keypoints=spelled)]
+    f = tmp_path / f"{conv.name}.json"
+    f.write_text(json.dumps(data))
+    return f
+
+
+CROWDPOSE_SPELLING = ["left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
+                      "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle", "head", "neck"]
+MPII_SPELLING = ["r ankle", "r knee", "r hip", "l hip", "l knee", "l ankle", "pelvis", "thorax", "upper neck",
+                 "head top", "r wrist", "r elbow", "r shoulder", "l shoulder", "l elbow", "l wrist"]
+
+
+@pytest.mark.parametrize("conv,spelled", [(CROWDPOSE14, CROWDPOSE_SPELLING), (MPII16, MPII_SPELLING)])
+def test_other_layouts_are_read_by_name_and_fitted(tmp_path, sample_dir, anny_model, fast_schedule, conv, spelled):
+    ann = _relayout(sample_dir, tmp_path, conv, spelled)
+    out = tmp_path / "fits"
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(ann), "--out", str(out),
+                                 "--schedule", str(fast_schedule), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["this_run"]["people_fitted"] >= 10  # the limbs alone carry the fit
+    notes = [p for p in s["input_problems"] if p["source"].startswith("keypoint layout")]
+    assert len(notes) == 1 and notes[0]["severity"] == "warning" and "12 of" in notes[0]["reason"]
+    assert all(n in notes[0]["reason"] for n in ("head_top", "neck"))
+
+
+def test_a_layout_the_model_cannot_use_stops_before_writing(tmp_path, sample_dir):
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    data["categories"] = [dict(id=1, name="hand", keypoints=[f"finger_{i}" for i in range(17)])]
+    ann = tmp_path / "hands.json"
+    ann.write_text(json.dumps(data))
+    out = tmp_path / "fits"
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(ann), "--out", str(out)])
+    assert r.exit_code == 1 and "share no name" in r.output and "Traceback" not in r.output
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_all_images_missing_is_not_success(tmp_path, sample_dir, fast_schedule):
+    ann = tmp_path / "ann.json"
+    shutil.copy(sample_dir / "test_coco.json", ann)
+    (tmp_path / "empty").mkdir()
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(tmp_path / "empty"), "--annotations", str(ann),
+                                 "--out", str(tmp_path / "fits"), "--schedule", str(fast_schedule), "--no-progress"])
+    assert r.exit_code == 4, r.output
+    s = json.loads((tmp_path / "fits" / "summary.json").read_text())
+    assert s["this_run"]["input_errors"] == 4 and s["this_run"]["exit_meaning"] == "nothing was fitted"
+
+
+def test_openpose_files_without_people_are_counted(tmp_path, sample_dir, fast_schedule):
+    kdir = tmp_path / "openpose"
+    kdir.mkdir()
+    for im in sorted(sample_dir.glob("*.jpg")):
+        (kdir / f"{im.stem}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": []}))
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--keypoints", str(kdir),
+                                 "--out", str(tmp_path / "fits"), "--schedule", str(fast_schedule), "--no-progress"])
+    assert r.exit_code == 4, r.output  # nothing to fit is not a success...
+    s = json.loads((tmp_path / "fits" / "summary.json").read_text())["this_run"]
+    assert s["images"] == 4 and s["images_without_people"] == 4  # ...but every file is counted
+    assert "4 without people" in r.output
+
+
+def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
+    out = tmp_path / "fits"
+    r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations",
+                                 str(sample_dir / "test_coco.json"), "--out", str(out), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "14 people: 12 with at least 6 usable keypoints would be fitted, 2 skipped" in r.output
+    assert not out.exists()
+    shutil.copytree(sample_dir, tmp_path / "images")
+    (tmp_path / "images" / "000000000785.jpg").unlink()
+    r = CliRunner().invoke(cli, ["eft", "--images", str(tmp_path / "images"), "--out", str(out), "--dry-run",
+                                 "--annotations", str(sample_dir / "test_coco.json")])
+    assert r.exit_code == 3 and "problem: " in r.output and "000000000785.jpg: image file not found" in r.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message of a CPU-only torch")
+def test_cuda_without_cuda_is_one_clear_line(tmp_path, sample_dir):
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+                                 "--device", "cuda"])
+    assert r.exit_code == 2 and "--force-reinstall" in r.output and "Traceback" not in r.output
+
+
+def test_sigterm_keeps_finished_images_and_the_rerun_completes(tmp_path, sample_dir, anny_model):
+    """A real process, a real signal: finished images are kept, exit 143, the rerun fits the rest."""
+    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
+    for s in stages:
+        s["iterations"] = 60  # slow enough to be caught mid-run
+    sched = tmp_path / "slow.json"
+    sched.write_text(json.dumps(stages))
+    out = tmp_path / "fits"
+    cmd = [sys.executable, "-m", "fit3d.cli.main", "smplify", "--images", str(sample_dir), "--annotations",
+           str(sample_dir / "test_coco.json"), "--out", str(out), "--schedule", str(sched), "--batch-size", "1",
+           "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[0]  # still running with one image written
+        proc.send_signal(signal.SIGTERM)
+        text = proc.communicate(timeout=120)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, text
+    assert "run the same command again to resume" in text
+    done = sorted(p.name for p in out.glob("*.npz"))
+    assert 1 <= len(done) < 4
+    assert not list(out.glob("**/.*.tmp"))  # no half-written file
+    s = json.loads((out / "summary.json").read_text())["this_run"]
+    assert s["interrupted"] and s["exit_code"] == 143
+    for st in stages:
+        st["iterations"] = 4
+    sched.write_text(json.dumps(stages))
+    rerun = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    s = json.loads((out / "summary.json").read_text())["this_run"]
+    assert s["images_already_done"] == len(done) and len(list(out.glob("*.npz"))) == 4

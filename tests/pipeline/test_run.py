@@ -1,0 +1,212 @@
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from fit3d.data.readers import read_coco
+from fit3d.data.writers import failure_path, fit_files, output_path, read_fit
+from fit3d.pipeline import RunConfig, neuralannot_target, parse_shard, run, select_images
+from fit3d.pipeline.interrupt import Interrupted
+
+
+def _people(out):
+    recs = {}
+    for f in fit_files(out):
+        d = read_fit(f)
+        for i, a in enumerate(d["annot_id"]):
+            recs[int(a)] = {k: d[k][i] for k in ("status", "skip_reason", "valid", "body_pose", "bbox", "bbox_note",
+                                                 "duplicate_id")}
+    return recs
+
+
+def test_run_writes_one_npz_per_image_and_a_summary(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    s = run(images, fast_fitter, anny_model, RunConfig(out, batch_size=5, progress=False), problems)
+    files = fit_files(out)
+    assert [f.name for f in files] == [f"{r.image_key}.npz" for r in sorted(images, key=lambda r: r.image_key)]
+    r = s["this_run"]
+    people = sum(len(im.people) for im in images)  # every non-crowd annotation, with or without keypoints
+    assert r["people_fitted"] == 12 and r["people_fitted"] + r["people_skipped"] == people
+    assert r["images_written"] == 4 and r["exit_code"] == 0
+    d = read_fit(files[0])
+    P = len(d["annot_id"])
+    for k, shape in dict(global_orient=(P, 3), body_pose=(P, 19, 3), betas=(P, 6), transl=(P, 3),
+                         focal_length=(P, 2), principal_point=(P, 2), keypoints_2d=(P, 17, 3),
+                         keypoints_3d=(P, 17, 3), keypoints_2d_fit=(P, 17, 2), joints_3d=(P, 20, 3),
+                         bbox=(P, 4), reproj_error_px=(P,), valid=(P,), status=(P,), bbox_note=(P,)).items():
+        assert d[k].shape == shape, k
+    assert str(d["fitter"]) == "smplify" and str(d["model"]) == "anny" and str(d["image"]).endswith(".jpg")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["this_run"]["people_fitted"] == r["people_fitted"]
+    assert "torch" in summary["versions"] and summary["schedule"][0]["name"] == "camera"
+
+
+def test_bad_inputs_are_recorded_not_lost(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Missing image, NaN keypoints, a person with 2 visible keypoints and bad boxes: each recorded, rest fitted."""
+    data = json.loads((sample_copy / "test_coco.json").read_text())
+    anns = [a for a in data["annotations"] if a["num_keypoints"] >= 10]
+    nan_ann, two_ann, zero_box, nan_box, away_box = anns[:5]
+    kp = np.asarray(nan_ann["keypoints"], dtype=float).reshape(17, 3)
+    kp[:, :2] = np.nan
+    nan_ann["keypoints"] = [None if np.isnan(v) else v for v in kp.ravel().tolist()]
+    kp2 = np.zeros((17, 3))
+    kp2[5], kp2[6] = [100, 100, 2], [150, 100, 2]
+    two_ann["keypoints"] = kp2.ravel().tolist()
+    del two_ann["num_keypoints"]  # a missing count is computed, not a reason to drop the person
+    zero_box["bbox"] = [10, 10, 0, 0]
+    nan_box["bbox"] = [float("nan")] * 4
+    away_box["bbox"] = [-5000, -5000, 10, 10]
+    (sample_copy / "test_coco.json").write_text(json.dumps(data).replace("NaN", "null"))
+    missing = [im for im in data["images"] if im["id"] not in {a["image_id"] for a in anns[:5]}][0]
+    (sample_copy / missing["file_name"]).unlink()
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    assert any(missing["file_name"] in p.source and "not found" in p.reason for p in problems)
+    out = tmp_path / "fits"
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    recs = _people(out)
+    assert str(recs[nan_ann["id"]]["status"]) == "skipped" and "17 non-finite" in str(recs[nan_ann["id"]]["skip_reason"])
+    assert str(recs[two_ann["id"]]["status"]) == "skipped" and "2 < 6" in str(recs[two_ann["id"]]["skip_reason"])
+    for a, why in ((zero_box, "empty box"), (nan_box, "non-finite box"), (away_box, "outside the image")):
+        assert why in str(recs[a["id"]]["bbox_note"]) and np.isfinite(recs[a["id"]]["bbox"]).all()
+        assert recs[a["id"]]["bbox"][2] > 10  # rebuilt around the keypoints
+    r = s["this_run"]
+    assert r["exit_code"] == 3 and r["input_errors"] >= 1  # an image could not be read
+    assert r["skipped_by_reason"]["too few usable keypoints"] >= 2
+    every = {a["id"] for a in data["annotations"]}
+    in_problems = {int(i) for p in problems for i in re.findall(r"\d+", p.reason.split("ids ")[-1])
+                   if "annotations not fitted" in p.reason}
+    lost = every - set(recs) - in_problems
+    assert not lost  # every annotation is fitted, skipped or an input problem
+
+
+class _Dying:
+    """A fitter that is interrupted on its n-th call."""
+
+    def __init__(self, inner, n, exc):
+        self.inner, self.n, self.calls, self.exc = inner, n, 0, exc
+        self.schedule, self.extra_defaults = inner.schedule, inner.extra_defaults
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.n:
+            raise self.exc
+        return self.inner(batch)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), Interrupted(15)])
+def test_an_interrupted_run_keeps_what_is_done_and_resumes_to_the_same_outputs(tmp_path, sample_copy, anny_model,
+                                                                               fast_fitter, exc):
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    ref = tmp_path / "ref"
+    run(images, fast_fitter, anny_model, RunConfig(ref, batch_size=3, progress=False))
+    out = tmp_path / "fits"
+    s = run(images, _Dying(fast_fitter, 2, exc), anny_model, RunConfig(out, batch_size=3, progress=False))
+    assert s["this_run"]["interrupted"] and s["this_run"]["exit_code"] == (143 if isinstance(exc, Interrupted) else 130)
+    done = fit_files(out)
+    assert 1 <= len(done) < 4 and not list(out.glob(".*.tmp"))  # no half-written files
+    mtimes = {p: p.stat().st_mtime_ns for p in done}
+    s = run(images, fast_fitter, anny_model, RunConfig(out, batch_size=3, progress=False))
+    assert s["this_run"]["images_already_done"] == len(done) and s["this_run"]["exit_code"] == 0
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # done images untouched
+    a, b = _people(ref), _people(out)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.allclose(a[k]["body_pose"], b[k]["body_pose"], atol=1e-4, equal_nan=True)
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))
+    assert s["this_run"]["images_already_done"] == 4 and s["this_run"]["exit_code"] == 0
+
+
+def test_a_failing_person_is_retried_alone_recorded_and_refitted_next_run(tmp_path, sample_copy, anny_model,
+                                                                         fast_fitter):
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    bad_image = images[1]
+    bad = bad_image.people[0]
+
+    def fragile(batch):  # raises whenever the bad person is in the batch (e.g. a degenerate input)
+        if any(np.allclose(batch.bbox[i].numpy(), bad.bbox) for i in range(len(batch))):
+            raise RuntimeError("CUDA out of memory (simulated)\nsecond line")
+        return fast_fitter(batch)
+
+    fragile.extra_defaults = fast_fitter.extra_defaults
+    out = tmp_path / "fits"
+    s = run(images, fragile, anny_model, RunConfig(out, batch_size=12, progress=False))
+    r = s["this_run"]
+    assert r["people_failed"] == 1 and r["images_failed"] == 1 and r["exit_code"] == 5
+    assert r["failures"][0]["reason"] == "RuntimeError: CUDA out of memory (simulated)"  # one line
+    total = sum(len(im.people) for im in images)
+    assert r["people_fitted"] + r["people_skipped"] == total - len(bad_image.people)  # the rest went through
+    assert r["people_deferred"] == len(bad_image.people) - 1  # fitted, not written: the image is redone
+    assert not output_path(out, bad_image.image_key).exists() and failure_path(out, bad_image.image_key).is_file()
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))  # the next run refits it
+    assert s["this_run"]["images_written"] == 1 and s["this_run"]["exit_code"] == 0
+    assert output_path(out, bad_image.image_key).is_file() and not failure_path(out, bad_image.image_key).exists()
+
+
+def test_non_finite_fits_are_never_recorded_as_fitted(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+
+    def nan_fitter(batch):
+        res = fast_fitter(batch)
+        res.body_pose[0] = float("nan")
+        return res
+
+    nan_fitter.extra_defaults = fast_fitter.extra_defaults
+    out = tmp_path / "fits"
+    s = run(images[:1], nan_fitter, anny_model, RunConfig(out, progress=False))
+    assert s["this_run"]["skipped_by_reason"].get("fit gave non-finite parameters", 0) == 1
+    d = read_fit(fit_files(out)[0])
+    assert not ((d["status"] == "fitted") & ~np.isfinite(d["body_pose"]).all((1, 2))).any()
+
+
+def test_nothing_to_fit_is_not_success(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    for r in images:
+        for p in r.people:
+            p.keypoints_2d[:, 2] = 0
+    s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "f", progress=False), problems)
+    assert s["this_run"]["people_fitted"] == 0 and s["this_run"]["exit_code"] == 4
+
+
+def test_subfolders_and_extensions_never_collide(tmp_path, sample_dir, anny_model, fast_fitter):
+    src = json.loads((sample_dir / "test_coco.json").read_text())
+    im = src["images"][0]
+    imgs = tmp_path / "images"
+    (imgs / "a").mkdir(parents=True)
+    (imgs / "b").mkdir()
+    for sub in ("a/x.jpg", "b/x.jpg", "a/x.png"):
+        shutil.copy(sample_dir / im["file_name"], imgs / sub)
+    anns = [a for a in src["annotations"] if a["image_id"] == im["id"]]
+    data = dict(src, images=[], annotations=[])
+    for n, sub in enumerate(("a/x.jpg", "b/x.jpg", "a/x.png")):
+        data["images"].append(dict(im, id=n + 1, file_name=sub))
+        data["annotations"] += [dict(a, id=100 * (n + 1) + j, image_id=n + 1) for j, a in enumerate(anns)]
+    (imgs / "ann.json").write_text(json.dumps(data))
+    images, _ = read_coco(imgs / "ann.json", imgs)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False))
+    assert sorted(f.relative_to(out).as_posix() for f in fit_files(out)) == ["a/x.jpg.npz", "a/x.png.npz",
+                                                                              "b/x.jpg.npz"]
+    assert str(read_fit(out / "b" / "x.jpg.npz")["image"]) == "b/x.jpg"
+
+
+def test_shards_partition_the_images(tmp_path, sample_copy):
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    parts = [select_images(images, RunConfig(tmp_path, shard=parse_shard(f"{i}/3")))[0] for i in (1, 2, 3)]
+    keys = [r.image_key for p in parts for r in p]
+    assert sorted(keys) == sorted(r.image_key for r in images) and len(set(keys)) == 4
+    with pytest.raises(ValueError):
+        parse_shard("0/3")
+    with pytest.raises(ValueError):
+        parse_shard("abc")
+    assert output_path(tmp_path, "x/000000000785.jpg") == tmp_path / "x" / "000000000785.jpg.npz"
+
+
+def test_neuralannot_target_keeps_people_with_enough_keypoints(sample_dir, anny_model):
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    target = neuralannot_target(images, anny_model)
+    assert len(target) == 12 and target.convention == anny_model.keypoint_convention
+    with pytest.raises(ValueError, match="enough keypoints"):
+        neuralannot_target(images, anny_model, min_visible=100)
