@@ -8,7 +8,7 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import FitOptions, errors_as, fit_options
+from fit3d.cli.options import FitOptions, check_device, errors_as, fit_options
 from fit3d.cli.render import render_fits
 
 PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
@@ -152,13 +152,17 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine):
 @click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="People per annotation batch.")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
+@click.option("--device", default="cpu", show_default=True, callback=check_device,
+              help="torch device: cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine, batch_size, device, no_progress):
     """NeuralAnnot: train one annotator on the whole target set, then annotate it (Moon et al. 2022/2023).
 
     The annotator checkpoint is OUT/annotator.pt; an interrupted run resumes from it.
-    Multi-GPU: launch with torchrun (DDP).
+    Multi-GPU (or multi-process CPU): launch with torchrun, e.g.
+    'torchrun --nproc-per-node 4 -m fit3d.cli.main neuralannot ... --device cuda':
+    DDP training, then each rank annotates every 4th image (one summary per rank;
+    'fit3d merge' combines them).
     """
     from fit3d.body_models import build_body_model
     from fit3d.fitters.build import build_neuralannot
@@ -171,17 +175,24 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
         raise click.BadParameter(str(e), param_hint="--recipes") from e
     if annotations_files and len(annotations_files) != len(images_dirs):
         raise click.UsageError("give one --annotations per --images (or none)")
-    body = build_body_model("anny", device=device)
+    from fit3d.pipeline.distributed import finish, init_from_env
+
+    dist = init_from_env(device)
+    body = build_body_model("anny", device=dist.device)
     sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None))
             for i, d in enumerate(images_dirs)]
     with errors_as():
         target = neuralannot_target([r for _, records, _ in sets for r in records], body)
         annot = build_neuralannot(body, rec, epochs=epochs, refine=refine, checkpoint=out_dir / "annotator.pt")
     codes = []
-    train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=not no_progress,
-                              on_trained=_report_training, on_run=lambda s, out: codes.append(report_run(s, out)))
-    click.echo(f"fit3d: annotator trained on {len(target)} people in {train_s:.1f} s -> {out_dir / 'annotator.pt'}",
-               err=True)
+    progress = not no_progress and dist.is_main
+    train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=progress,
+                              on_trained=_report_training if dist.is_main else None,
+                              on_run=lambda s, out: codes.append(report_run(s, out)), shard=(dist.rank, dist.world))
+    finish()
+    if dist.is_main:
+        click.echo(f"fit3d: annotator trained on {len(target)} people in {train_s:.1f} s -> "
+                   f"{out_dir / 'annotator.pt'}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))
 
 

@@ -14,7 +14,8 @@ refined per person with a few EFT steps. The recipes are switches:
   on the predicted body pose during training.
 
 Training is resumable (a checkpoint after every epoch) and runs under
-``torch.distributed`` (DDP; each rank takes every world-th target person).
+``torch.distributed`` (DDP; each rank takes every world-th target person, runs the
+same number of steps and annotates every world-th image afterwards).
 """
 
 from __future__ import annotations
@@ -112,12 +113,17 @@ class NeuralAnnot:
 
     # ------------------------------------------------------------------ training
     def losses(self, target: PersonBatch, synthetic=None) -> tuple[torch.Tensor, dict]:
-        """The training loss of one step and its named parts (what each recipe adds)."""
+        """The training loss of one step and its named parts (what each recipe adds).
+
+        ``synthetic``: ``(PersonBatch, ground truth dict)`` of the depth recipe. Target and
+        synthetic people go through the network in one forward (DDP counts one per step).
+        """
         from fit3d.training.regressor import regressor_loss
 
         c = self.config
-        out = self._module().predict(target) if not isinstance(self.net, torch.nn.parallel.DistributedDataParallel) \
-            else self._ddp_predict(target)
+        use_syn = "depth" in self.recipes and synthetic is not None
+        outs = self._forward([target, synthetic[0]] if use_syn else [target])
+        out = outs[0]
         body = self.body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
         proj = project(body.keypoints_3d, target.focal_length, target.principal_point)
         parts = {"2d": L.reprojection(proj, target.keypoints_2d, L.person_scale(target.keypoints_2d, target.bbox)).mean()}
@@ -127,8 +133,8 @@ class NeuralAnnot:
             parts["l2"] = out["body_pose"].pow(2).sum((1, 2)).mean()
         total = c.weight_2d * parts["2d"] + c.weight_shape * parts["shape"]
         total = total + c.weight_vae * parts.get("vae", 0.0) + c.weight_l2 * parts.get("l2", 0.0)
-        if "depth" in self.recipes and synthetic is not None:
-            l3, _ = regressor_loss(self._module(), self.body_model, *synthetic)
+        if use_syn:
+            l3, _ = regressor_loss(self._module(), self.body_model, *synthetic, out=outs[1])
             parts["3d"] = l3
             total = total + c.weight_3d * l3
         return total, {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
@@ -136,12 +142,20 @@ class NeuralAnnot:
     def _module(self):
         return self.net.module if isinstance(self.net, torch.nn.parallel.DistributedDataParallel) else self.net
 
-    def _ddp_predict(self, batch: PersonBatch) -> dict:
+    def _forward(self, batches: list[PersonBatch]) -> list[dict]:
+        """One forward of the (possibly DDP-wrapped) network over several batches, split
+        back per batch, each with its full-frame ``transl``."""
         from fit3d.regressors.base import crop_cam_to_transl
 
-        out = self.net(self._module().features(batch))
-        out["transl"] = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
-        return out
+        module = self._module()
+        out = self.net(torch.cat([module.features(b) for b in batches]))
+        res, start = [], 0
+        for b in batches:
+            o = {k: v[start : start + len(b)] for k, v in out.items()}
+            o["transl"] = crop_cam_to_transl(o["cam"], b.bbox, b.focal_length, b.principal_point)
+            res.append(o)
+            start += len(b)
+        return res
 
     def _synthetic_pool(self, n: int, seed: int):
         from fit3d.training.regressor import training_people, training_pool
@@ -153,21 +167,31 @@ class NeuralAnnot:
     def fit_dataset(self, target: PersonBatch, progress: bool = True) -> list[dict]:
         """Train the annotator on every person of ``target`` (resuming from the checkpoint).
 
-        Under ``torch.distributed`` (initialised by the caller, e.g. ``torchrun``), wraps
-        the network in DDP and gives each rank every world-th person.
-        Returns the per-epoch log (mean loss parts, seconds).
+        Under ``torch.distributed`` (initialised by the caller, e.g.
+        :func:`fit3d.pipeline.distributed.init_from_env` under ``torchrun``), wraps the
+        network in DDP and gives each rank every world-th person; every rank runs the same
+        number of steps per epoch (from the largest share) and draws its own synthetic
+        batches (rank-seeded); rank 0 writes the checkpoint. A resumed run restarts the
+        random streams at the saved epoch (same results in distribution, not bit-exact).
+        Returns the per-epoch log (this rank's mean loss parts, seconds).
         """
         from fit3d.training.regressor import _to_batch
 
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        device = self.body_model.device
         opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
         self._resume(opt)
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         mine = torch.arange(rank, len(target), world)
-        g = torch.Generator().manual_seed(c.seed)
+        if len(mine) == 0:  # more ranks than people: this rank repeats the set
+            mine = torch.arange(len(target))
+        # the same number of steps on every rank (DDP all-reduces every step): from the
+        # largest share, not this rank's
+        n_steps = max(-(-(-(-len(target) // world)) // c.batch_size), c.min_steps_per_epoch)
+        g = torch.Generator().manual_seed(c.seed * 1_000_003 + rank)  # rank-seeded batches
         bar = None
         if progress and rank == 0:
             from tqdm import tqdm
@@ -175,20 +199,20 @@ class NeuralAnnot:
             bar = tqdm(total=c.epochs, initial=self.epoch, desc="neuralannot", unit="epoch")
         while self.epoch < c.epochs:
             t0 = time.perf_counter()
-            pool = self._synthetic_pool(max(c.synthetic_batch * 8, 512), c.seed * 7919 + self.epoch) \
+            pool = self._synthetic_pool(max(c.synthetic_batch * 8, 512), (c.seed * 7919 + self.epoch) * 101 + rank) \
                 if "depth" in self.recipes else None
-            n_steps = max(-(-len(mine) // c.batch_size), c.min_steps_per_epoch)
             perm = torch.cat([mine[torch.randperm(len(mine), generator=g)]
-                              for _ in range(-(-n_steps * c.batch_size // max(len(mine), 1)))])
+                              for _ in range(-(-n_steps * c.batch_size // len(mine)))])
             sums: dict[str, float] = {}
             steps = 0
             for s in range(0, n_steps * c.batch_size, c.batch_size):
-                idx = perm[s : s + c.batch_size]
+                idx = perm[s : s + c.batch_size].to(target.keypoints_2d.device)
                 syn = None
                 if pool is not None:
                     j = torch.randint(0, len(pool["keypoints_2d"]), (c.synthetic_batch,), generator=g).numpy()
-                    syn = _to_batch(pool, j, self.body_model.keypoint_convention)
-                loss, parts = self.losses(target.index(idx), syn)
+                    sb, sgt = _to_batch(pool, j, self.body_model.keypoint_convention)
+                    syn = (sb.to(device), {k: v.to(device) for k, v in sgt.items()})
+                loss, parts = self.losses(target.index(idx).to(device), syn)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -197,7 +221,7 @@ class NeuralAnnot:
                 steps += 1
             self.epoch += 1
             entry = {k: v / max(steps, 1) for k, v in sums.items()}
-            entry.update(epoch=self.epoch, seconds=round(time.perf_counter() - t0, 2))
+            entry.update(epoch=self.epoch, steps=steps, seconds=round(time.perf_counter() - t0, 2))
             self.log.append(entry)
             if rank == 0:
                 log.info("neuralannot epoch %d: %s", self.epoch, entry)

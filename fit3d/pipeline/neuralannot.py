@@ -30,11 +30,14 @@ def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int =
 
 def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]]], annotator, target, body_model,
                     out_dir: str | Path, batch_size: int = 64, progress: bool = True, on_trained=None,
-                    on_run=None) -> float:
+                    on_run=None, shard: tuple[int, int] = (0, 1)) -> float:
     """Train a :class:`~fit3d.fitters.NeuralAnnot` on ``target`` (resuming from its
     checkpoint), then annotate every set ``(images_dir, records, problems)`` with
     :func:`run`, into ``out_dir`` (``out_dir/<images_dir name>`` when there are several).
 
+    ``shard``: ``(rank, world)`` under ``torch.distributed``: every rank trains (DDP),
+    then annotates every world-th image only, so each image is written once, by one
+    rank, with one summary per rank (``fit3d merge`` combines them).
     ``on_trained(history)`` is called after training with the per-epoch log,
     ``on_run(summary, out)`` after each set. Returns the training seconds.
     """
@@ -48,7 +51,7 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     for d, records, problems in sets:
         sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
         s = run(records, annotator, body_model, RunConfig(sub, batch_size=batch_size, progress=progress,
-                                                          fitter_name="neuralannot"), problems)
+                                                          fitter_name="neuralannot", shard=shard), problems)
         if on_run is not None:
             on_run(s, sub)
     return train_s

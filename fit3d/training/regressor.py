@@ -67,9 +67,14 @@ def _to_batch(data: dict, idx, convention) -> tuple[PersonBatch, dict]:
     return batch, gt
 
 
-def regressor_loss(model, body_model, batch: PersonBatch, gt: dict) -> tuple[torch.Tensor, dict]:
-    """Training loss of a batch (mean over people) and its parts."""
-    out = model.predict(batch)
+def regressor_loss(model, body_model, batch: PersonBatch, gt: dict,
+                   out: dict | None = None) -> tuple[torch.Tensor, dict]:
+    """Training loss of a batch (mean over people) and its parts.
+
+    ``out``: the network's outputs for ``batch`` when already computed (one forward
+    of a DDP-wrapped network per step), else ``model.predict(batch)``.
+    """
+    out = model.predict(batch) if out is None else out
     body = body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
     names = body_model.keypoint_convention.names
     hips = [names.index("left_hip"), names.index("right_hip")]
