@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 #: anny rig used by fit3d: the default anny rig without fingers, toes and eyes
 #: (36 bones); fingers and toes stay rigid with their parent bones.
 ANNY_RIG = "anny-nohands-notoes-noeyes"
+#: Seconds a process waits for another one's first build before giving up
+#: (``filelock.Timeout``); a build takes ~2 minutes on 2 cores.
+BUILD_LOCK_TIMEOUT_S = 1800
 
 
 def quiet_warp() -> None:
@@ -83,11 +86,23 @@ def build_model_data(path: Path) -> None:
 
 
 def load_model_data():
-    """The compact anny ``ModelData`` (float32), built on first use."""
+    """The compact anny ``ModelData`` (float32), built on first use, once across
+    concurrent processes (a file lock beside the cache file).
+
+    Raises:
+        filelock.Timeout: another process held the build lock for
+            :data:`BUILD_LOCK_TIMEOUT_S` seconds.
+    """
     quiet_warp()
     from anny.models.model_data import ModelData
 
     path = model_data_path()
     if not path.is_file():
-        build_model_data(path)
+        from filelock import FileLock
+
+        # concurrent first runs (array jobs, torchrun ranks) build once: the others
+        # wait on the lock, then find the file
+        with FileLock(str(path) + ".lock", timeout=BUILD_LOCK_TIMEOUT_S):
+            if not path.is_file():
+                build_model_data(path)
     return ModelData.load_safetensors(path)
