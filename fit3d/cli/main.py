@@ -3,8 +3,8 @@
 
 One module per command group: :mod:`~fit3d.cli.fit` (smplify, eft, neuralannot),
 :mod:`~fit3d.cli.train` (prepare-mocap, train-prior, train-regressor),
-:mod:`~fit3d.cli.evaluate` (evaluate, benchmark, print-schedule) and
-:mod:`~fit3d.cli.render` (render, report); the options shared by the fitting
+:mod:`~fit3d.cli.evaluate` (evaluate, benchmark, print-schedule),
+:mod:`~fit3d.cli.render` (render, report) and :mod:`~fit3d.cli.cluster` (submit, merge); the options shared by the fitting
 commands are :class:`fit3d.cli.options.FitOptions`.
 """
 
@@ -15,6 +15,7 @@ import sys
 
 import click
 
+from fit3d.cli.cluster import merge, submit
 from fit3d.cli.evaluate import benchmark, evaluate, print_schedule
 from fit3d.cli.fit import eft, neuralannot, smplify
 from fit3d.cli.render import render, report
@@ -34,7 +35,7 @@ def cli(verbose: bool) -> None:
 
 
 for _command in (smplify, eft, neuralannot, prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd, evaluate,
-                 benchmark, print_schedule, render, report):
+                 benchmark, print_schedule, render, report, submit, merge):
     cli.add_command(_command)
 
 

@@ -91,7 +91,8 @@ _OPTIONS = [
                  help="Focal length in pixels for every image. Default: the image diagonal."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Fit at most N images."),
     click.option("--shard", default="1/1", show_default=True, callback=_parse_shard,
-                 help="i/n: fit every n-th image starting at the i-th (one job of n)."),
+                 help="i/n: fit every n-th image starting at the i-th (one job of n); 'auto': this SLURM "
+                      "array task's shard (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)."),
     click.option("--overwrite", is_flag=True, help="Refit images whose .npz already exists."),
     click.option("--min-visible", type=click.IntRange(min=1), default=None,
                  help="Skip people with fewer usable keypoints (default 6)."),

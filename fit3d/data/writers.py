@@ -88,8 +88,11 @@ def failure_path(out_dir: str | Path, image_key: str) -> Path:
 
 
 def fit_files(out_dir: str | Path) -> list[Path]:
-    """Every per-image ``.npz`` under ``out_dir`` (subfolders included), sorted."""
-    return sorted(p for p in Path(out_dir).rglob("*.npz") if p.is_file() and not p.name.startswith("."))
+    """Every per-image ``.npz`` under ``out_dir`` (subfolders included), sorted: files named
+    ``<image name with its extension>.npz`` (``a.jpg.npz``), so that a merged dataset file
+    (``dataset.npz``, :mod:`fit3d.pipeline.merge`) or hidden temporary files are not taken."""
+    return sorted(p for p in Path(out_dir).rglob("*.npz")
+                  if p.is_file() and not p.name.startswith(".") and Path(p.stem).suffix)
 
 
 def read_fit(path: str | Path) -> dict[str, np.ndarray]:

@@ -62,12 +62,15 @@ def person_record(person: Person, result: FitResult | None, i: int, body_model, 
     return rec
 
 
-def image_record(image: ImageRecord, people: list[dict], body_model, fitter_name: str) -> dict[str, np.ndarray]:
+def image_record(image: ImageRecord, people: list[dict], body_model, fitter_name: str,
+                 shard: str = "1/1") -> dict[str, np.ndarray]:
     """One image's ``.npz`` arrays: the image's relative path and size, the fitter and model
-    names, the keypoint and joint names, and every person field stacked (leading dim P)."""
+    names, the shard (``"i/n"``) that wrote it, the keypoint and joint names, and every
+    person field stacked (leading dim P)."""
     conv = image.people[0].convention if image.people else None
     out: dict[str, np.ndarray] = dict(
         image=np.str_(image.image_key),
+        shard=np.str_(shard),
         image_size=np.asarray(image.image_size, dtype=np.int64),
         fitter=np.str_(fitter_name),
         model=np.str_(body_model.name),

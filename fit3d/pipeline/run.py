@@ -67,12 +67,30 @@ class RunConfig:
     fitter_name: str = "smplify"
 
 
-def parse_shard(text: str) -> tuple[int, int]:
+def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     """``"i/n"`` with 1 <= i <= n (one-based, as users count) -> zero-based ``(i-1, n)``.
 
+    ``"auto"``: this SLURM array task's shard, from ``SLURM_ARRAY_TASK_ID`` (zero-based
+    when the array is ``0-(n-1)``, as ``sbatch --array`` and submitit make it) and
+    ``SLURM_ARRAY_TASK_COUNT`` (else ``SLURM_ARRAY_TASK_MAX - SLURM_ARRAY_TASK_MIN + 1``);
+    the task id is taken relative to ``SLURM_ARRAY_TASK_MIN``.
+
     Raises:
-        ValueError: malformed text or out-of-range index.
+        ValueError: malformed text, out-of-range index, or ``auto`` outside a SLURM array.
     """
+    if text.strip() == "auto":
+        import os
+
+        env = os.environ if environ is None else environ
+        if "SLURM_ARRAY_TASK_ID" not in env:
+            raise ValueError("--shard auto needs a SLURM array job (SLURM_ARRAY_TASK_ID is not set)")
+        lo = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        n = int(env["SLURM_ARRAY_TASK_COUNT"]) if "SLURM_ARRAY_TASK_COUNT" in env else \
+            int(env["SLURM_ARRAY_TASK_MAX"]) - lo + 1
+        i = int(env["SLURM_ARRAY_TASK_ID"]) - lo
+        if not 0 <= i < n:
+            raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} is outside its array of {n}")
+        return i, n
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
@@ -221,7 +239,8 @@ class _Job:
                 write_json(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failed[ii]))
                 continue
             write_npz(output_path(self.out_dir, img.image_key),
-                      image_record(img, records[ii], self.body_model, config.fitter_name))
+                      image_record(img, records[ii], self.body_model, config.fitter_name,
+                                   f"{config.shard[0] + 1}/{config.shard[1]}"))
             failure_path(self.out_dir, img.image_key).unlink(missing_ok=True)
             c.images_written += 1
             for rec in records[ii]:  # counted once written

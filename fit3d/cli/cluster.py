@@ -1,0 +1,98 @@
+"""``fit3d submit`` (sharded runs through submitit) and ``fit3d merge`` (one dataset file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fit3d.cli.options import errors_as
+
+
+@click.command(context_settings=dict(ignore_unknown_options=True, allow_interspersed_args=True))
+@click.argument("command", type=click.Choice(["smplify", "eft", "neuralannot"]))
+@click.argument("options", nargs=-1, type=click.UNPROCESSED)
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Array tasks (shards); each runs the command with --shard i/JOBS. neuralannot: 1.")
+@click.option("--cluster", type=click.Choice(["slurm", "local"]), default="slurm", show_default=True,
+              help="slurm: an sbatch array job; local: the same jobs as processes on this machine.")
+@click.option("--logs", type=click.Path(file_okay=False, path_type=Path), default=Path("fit3d_jobs"),
+              show_default=True, help="submitit's folder: job scripts and one stdout/stderr per task.")
+@click.option("--slurm-partition", default=None, help="SLURM partition.")
+@click.option("--gpus-per-job", type=click.IntRange(min=0), default=0, show_default=True,
+              help="GPUs per task (neuralannot: also its number of DDP ranks). Add --device cuda to the command.")
+@click.option("--cpus-per-job", type=click.IntRange(min=1), default=None, help="CPUs per task.")
+@click.option("--mem-gb", type=click.IntRange(min=1), default=None, help="Memory per task (GB).")
+@click.option("--time", "time_min", type=click.IntRange(min=1), default=240, show_default=True,
+              help="Time limit per task, minutes (a task that hits it is requeued and resumes).")
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="At most N tasks at once.")
+@click.option("--slurm-arg", "slurm_args", multiple=True, metavar="KEY=VALUE",
+              help="Extra sbatch option, e.g. --slurm-arg account=abc (repeatable).")
+@click.option("--wait/--no-wait", default=None,
+              help="Wait for every task and exit with the worst exit code (default: wait with --cluster local).")
+def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job, cpus_per_job, mem_gb, time_min,
+           max_parallel, slurm_args, wait):
+    """Run 'fit3d COMMAND OPTIONS...' as JOBS shards on SLURM (submitit), or locally.
+
+    The command's own options and the submit options may come in any order, e.g.
+
+        fit3d submit eft --images coco/train2017 --out fits/ --device cuda
+            --jobs 64 --slurm-partition gpu --gpus-per-job 1
+
+    then 'fit3d merge --fits fits/' when every task has finished. Each task resumes
+    what exists; preempted or timed-out tasks are requeued.
+    """
+    from fit3d.pipeline.submit import SubmitConfig
+    from fit3d.pipeline.submit import submit as do_submit
+
+    extra = {}
+    for kv in slurm_args:
+        if "=" not in kv:
+            raise click.BadParameter(f"{kv!r}: expected KEY=VALUE", param_hint="--slurm-arg")
+        k, v = kv.split("=", 1)
+        extra[k] = v
+    config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition, gpus_per_job=gpus_per_job,
+                          cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min, max_parallel=max_parallel,
+                          slurm_args=extra)
+    with errors_as(click.UsageError):
+        submitted = do_submit(command, list(options), config)
+    click.echo(f"fit3d: submitted {len(submitted)} task(s) of 'fit3d {command}' to {cluster}: "
+               f"{', '.join(str(j.job_id) for j in submitted[:8])}{' ...' if len(submitted) > 8 else ''}; "
+               f"logs in {logs}", err=True)
+    if wait is None:
+        wait = cluster == "local"
+    if not wait:
+        return
+    codes = []
+    for j in submitted:
+        try:
+            codes.append(int(j.result()))
+        except Exception as e:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
+            click.echo(f"fit3d: task {j.job_id} failed: {str(e).strip().splitlines()[-1] if str(e) else e!r}",
+                       err=True)
+            codes.append(1)
+    click.echo(f"fit3d: {len(codes)} task(s) finished, exit codes {sorted(set(codes))}", err=True)
+    raise click.exceptions.Exit(max(codes, default=0))
+
+
+@click.command()
+@click.option("--fits", "fits_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Output folder of a run (all its shards).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Dataset file (default: FITS/dataset.npz).")
+def merge(fits_dir, out):
+    """One dataset .npz (every person, every field, image path, shard) and the totals in FITS/summary.json."""
+    from fit3d.pipeline.merge import write_merged
+
+    with errors_as():
+        path, s = write_merged(fits_dir, out)
+    med = s["reproj_error_px"]["median"]
+    click.echo(f"fit3d: merged {s['people']} people ({s['people_fitted']} fitted, {s['people_valid']} valid, "
+               f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from shards "
+               f"{', '.join(s['shards'])}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} -> {path}",
+               err=True)
+    if s["pending_failures"]:
+        click.echo(f"fit3d: {len(s['pending_failures'])} images still have failed people "
+                   f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)
+    for u in s["unreadable_outputs"]:
+        click.echo(f"fit3d: unreadable {u['file']}: {u['reason']}", err=True)

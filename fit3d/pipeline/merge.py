@@ -1,0 +1,129 @@
+"""One dataset file from a run's per-image outputs (every shard), and one summary.
+
+``merge_fits(DIR)`` stacks the people of every ``DIR/**/<image>.npz`` into arrays with a
+leading dimension N (people), adds each person's ``image`` (relative path),
+``image_size`` and ``shard`` of origin, and totals the shards' ``summary*.json`` files.
+Each shard writes only its own images and summary; nothing reads another shard's
+outputs until this merge, run once at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fit3d.data.writers import fit_files, read_fit
+
+#: Per-image fields copied to every person of the image.
+IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
+#: Per-image fields that must agree across the merged files (stored once).
+SHARED_FIELDS = ("keypoint_names", "joint_names")
+#: Summary counters that are totalled over the shards' runs.
+COUNTS = ("images", "images_written", "images_already_done", "images_without_people", "images_failed",
+          "people_fitted", "people_valid", "people_skipped", "people_failed", "input_errors", "input_warnings")
+
+
+def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Stack every person of every per-image output under ``fits_dir``.
+
+    Returns:
+        ``(arrays, summary)``: ``arrays`` holds every person field with leading dim N
+        (images without people add none), the :data:`IMAGE_FIELDS` per person and the
+        :data:`SHARED_FIELDS` once; ``summary`` counts people by status and skip reason,
+        images, unreadable outputs, pending failures (``*.failed.json``) and totals the
+        shard summaries found.
+    Raises:
+        ValueError: the outputs hold different keypoint layouts, joints or fields
+            (runs of different settings in one folder), or nothing to merge.
+    """
+    fits_dir = Path(fits_dir)
+    files = fit_files(fits_dir)
+    if not files:
+        raise ValueError(f"no per-image .npz under {fits_dir}")
+    columns: dict[str, list] = {}
+    shared: dict[str, np.ndarray] = {}
+    unreadable, images, n = [], 0, 0
+    person_keys = None
+    for f in files:
+        try:
+            d = read_fit(f)
+        except (OSError, ValueError) as e:
+            unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=str(e)))
+            continue
+        images += 1
+        p = len(d.get("annot_id", ()))
+        if p == 0:
+            continue
+        for k in SHARED_FIELDS:
+            if k not in shared:
+                shared[k] = d[k]
+            elif not np.array_equal(shared[k], d[k]):
+                raise ValueError(f"{f}: {k} differ from the other files' (mixed runs in one folder?)")
+        keys = sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS)
+        if person_keys is None:
+            person_keys = keys
+        elif keys != person_keys:
+            raise ValueError(f"{f}: fields {sorted(set(keys) ^ set(person_keys))} differ from the other files'")
+        for k in person_keys:
+            columns.setdefault(k, []).append(d[k])
+        for k in IMAGE_FIELDS:
+            if k in d:
+                columns.setdefault(k, []).append(np.repeat(d[k][None], p, axis=0))
+        n += p
+    arrays = {k: np.concatenate(v) for k, v in columns.items()}
+    arrays.update(shared)
+    summary = _summary(fits_dir, arrays, n, images, unreadable)
+    return arrays, summary
+
+
+def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list) -> dict:
+    status = arrays.get("status", np.zeros(0, dtype=str))
+    reasons = [str(r).split(":")[0] for r, s in zip(arrays.get("skip_reason", []), status) if s == "skipped"]
+    fitted = status == "fitted"
+    err = arrays["reproj_error_px"][fitted] if n else np.zeros(0)
+    err = err[np.isfinite(err)]
+    runs = []
+    for f in sorted(fits_dir.glob("summary*.json")):
+        try:
+            data = json.loads(f.read_text())
+        except (OSError, ValueError) as e:
+            unreadable.append(dict(file=f.name, reason=str(e)))
+            continue
+        if "this_run" in data:  # a run's summary (not only an earlier merge's)
+            runs.append(dict(file=f.name, **data))
+    pending = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.failed.json"))
+    totals = {k: sum(int(r.get("this_run", {}).get(k, 0)) for r in runs) for k in COUNTS}
+    return dict(
+        people=n, people_fitted=int(fitted.sum()), people_valid=int((arrays.get("valid", fitted) & fitted).sum()),
+        people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
+        reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
+                             mean=float(err.mean()) if len(err) else None),
+        shards=sorted(set(map(str, arrays.get("shard", [])))), unreadable_outputs=unreadable,
+        pending_failures=pending, runs_total=totals, runs=[r.get("file") for r in runs],
+    )
+
+
+def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:
+    """:func:`merge_fits`, written atomically to ``out`` (default ``fits_dir/dataset.npz``)
+    with the totals under ``"merged"`` in ``fits_dir/summary.json`` (the shards' own
+    ``summary.shard-i-of-n.json`` files, and an unsharded run's summary, are kept).
+
+    Returns:
+        ``(dataset path, summary)``.
+    Raises:
+        ValueError: see :func:`merge_fits`.
+    """
+    from fit3d.data.writers import write_json, write_npz
+
+    fits_dir = Path(fits_dir)
+    arrays, summary = merge_fits(fits_dir)
+    out = fits_dir / "dataset.npz" if out is None else Path(out)
+    write_npz(out, arrays)
+    summary["dataset"] = str(out)
+    path = fits_dir / "summary.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
+    write_json(path, dict(existing, merged=summary))
+    return out, summary

@@ -1,0 +1,138 @@
+"""Sharded fitting runs on a cluster through submitit (SLURM job arrays), or as local
+processes with the same code path (``cluster="local"``, used by the tests).
+
+Each array task runs ``fit3d <command> <options> --shard i/n`` in-process; outputs
+already written are skipped, so a task that is preempted or times out is requeued by
+submitit (:meth:`ShardJob.checkpoint`) and resumes. NeuralAnnot trains one network on
+the whole set, so it is one job of several tasks (one per GPU) that form a
+``torch.distributed`` group (submitit's ``TorchDistributedEnvironment``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Commands that ``fit3d submit`` can run.
+COMMANDS = ("smplify", "eft", "neuralannot")
+
+
+@dataclass
+class SubmitConfig:
+    """Where and how the jobs run.
+
+    Attributes:
+        jobs: array tasks (shards); 1 for NeuralAnnot.
+        cluster: ``"slurm"``, ``"local"`` (processes on this machine) or None (submitit's
+            guess: SLURM when ``sbatch`` exists).
+        logs: submitit's folder (job scripts, pickles, stdout/stderr per task).
+        partition: SLURM partition. gpus_per_job: GPUs per task's node (NeuralAnnot:
+            also its number of ranks). cpus_per_job, mem_gb, time_min: resources.
+        max_parallel: at most this many array tasks at once (None: no limit).
+        slurm_args: extra ``sbatch`` options (``{"account": "abc"}``).
+    """
+
+    jobs: int = 1
+    cluster: str | None = "slurm"
+    logs: Path = Path("fit3d_jobs")
+    partition: str | None = None
+    gpus_per_job: int = 0
+    cpus_per_job: int | None = None
+    mem_gb: int | None = None
+    time_min: int = 240
+    max_parallel: int | None = None
+    slurm_args: dict = field(default_factory=dict)
+
+
+class ShardJob:
+    """``fit3d <args>`` run in a submitit task; picklable.
+
+    Calling it returns the command's exit code (see :mod:`fit3d.pipeline.summary`).
+    ``distributed`` tasks export submitit's ``torch.distributed`` environment first.
+    """
+
+    def __init__(self, args: list[str], distributed: bool = False) -> None:
+        self.args, self.distributed = list(args), distributed
+
+    def __call__(self) -> int:
+        import click
+
+        from fit3d.cli.main import cli
+
+        if self.distributed:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        try:
+            code = cli.main(self.args, prog_name="fit3d", standalone_mode=False)
+        except click.exceptions.Exit as e:
+            code = e.exit_code
+        return int(code or 0)
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on preemption or timeout: requeue the same task, which
+        resumes from the outputs already written."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.distributed))
+
+
+def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
+    """The argument lists of the ``jobs`` tasks: ``[command, *options, "--shard", "i/n"]``.
+
+    Raises:
+        ValueError: unknown command, ``--shard`` already among the options, or
+            NeuralAnnot with more than one job.
+    """
+    if command not in COMMANDS:
+        raise ValueError(f"fit3d submit runs {', '.join(COMMANDS)}, not {command!r}")
+    if any(o == "--shard" or o.startswith("--shard=") for o in options):
+        raise ValueError("fit3d submit sets --shard for each job: leave it out")
+    if command == "neuralannot":
+        if jobs != 1:
+            raise ValueError("neuralannot trains one network on the whole set: use --jobs 1 and --gpus-per-job N "
+                             "(N ranks of one torch.distributed job)")
+        return [[command, *options]]
+    return [[command, *options, "--shard", f"{i + 1}/{jobs}"] for i in range(jobs)]
+
+
+def make_executor(config: SubmitConfig, name: str):
+    """A submitit executor for ``config``."""
+    import submitit
+
+    ex = submitit.AutoExecutor(folder=str(config.logs), cluster=config.cluster)
+    params = dict(name=name, timeout_min=config.time_min, gpus_per_node=config.gpus_per_job, nodes=1)
+    if config.cpus_per_job:
+        params["cpus_per_task"] = config.cpus_per_job
+    if config.mem_gb:
+        params["mem_gb"] = config.mem_gb
+    if ex.cluster == "slurm":
+        if config.partition:
+            params["slurm_partition"] = config.partition
+        if config.max_parallel:
+            params["slurm_array_parallelism"] = config.max_parallel
+        if config.slurm_args:
+            params["slurm_additional_parameters"] = dict(config.slurm_args)
+    ex.update_parameters(**params)
+    return ex
+
+
+def submit(command: str, options: list[str], config: SubmitConfig) -> list:
+    """Submit ``fit3d command options`` as ``config.jobs`` shards (an array job).
+
+    Returns:
+        the submitit jobs (``job.job_id``, ``job.result()`` = the task's exit code).
+    Raises:
+        ValueError: see :func:`shard_args`.
+    """
+    args = shard_args(command, options, config.jobs)
+    ex = make_executor(config, f"fit3d-{command}")
+    if command == "neuralannot":
+        ranks = max(config.gpus_per_job, 1)
+        ex.update_parameters(tasks_per_node=ranks)
+        return [ex.submit(ShardJob(args[0], distributed=ranks > 1))]
+    jobs = []
+    with ex.batch():  # one array job on SLURM; each task is a ShardJob, so it can be requeued
+        for a in args:
+            jobs.append(ex.submit(ShardJob(a)))
+    return jobs

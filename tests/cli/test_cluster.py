@@ -1,0 +1,42 @@
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from fit3d.cli.main import cli
+from fit3d.pipeline.merge import merge_fits
+
+
+def test_submit_local_jobs_then_merge_equals_one_run(tmp_path, sample_dir, anny_model):
+    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
+    for s in stages:
+        s["iterations"] = 5
+    sched = tmp_path / "fast.json"
+    sched.write_text(json.dumps(stages))
+    common = ["--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--schedule",
+              str(sched), "--no-progress"]
+    r = CliRunner().invoke(cli, ["smplify", *common, "--out", str(tmp_path / "one")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["submit", "smplify", *common, "--out", str(tmp_path / "many"), "--jobs", "3",
+                                 "--cluster", "local", "--logs", str(tmp_path / "logs")])
+    assert r.exit_code == 0, r.output
+    assert "3 task(s) finished, exit codes [0]" in r.output
+    assert len(list((tmp_path / "many").glob("summary.shard-*-of-3.json"))) == 3
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(tmp_path / "many")])
+    assert r.exit_code == 0 and "merged 14 people (12 fitted" in r.output, r.output
+    a, _ = merge_fits(tmp_path / "one")
+    b = dict(np.load(tmp_path / "many" / "dataset.npz"))
+    order = lambda d: np.lexsort((d["annot_id"], d["image"]))  # noqa: E731
+    ia, ib = order(a), order(b)
+    np.testing.assert_array_equal(a["annot_id"][ia], b["annot_id"][ib])
+    np.testing.assert_allclose(a["body_pose"][ia], b["body_pose"][ib], atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(a["transl"][ia], b["transl"][ib], atol=1e-4, equal_nan=True)
+
+
+def test_submit_refuses_what_it_sets_itself(tmp_path, sample_dir):
+    r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+                                 "--shard", "1/2", "--cluster", "local", "--logs", str(tmp_path / "logs")])
+    assert r.exit_code == 2 and "leave it out" in r.output
+    r = CliRunner().invoke(cli, ["submit", "neuralannot", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+                                 "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "logs")])
+    assert r.exit_code == 2 and "--gpus-per-job" in r.output

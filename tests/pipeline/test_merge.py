@@ -1,0 +1,58 @@
+import json
+
+import numpy as np
+import pytest
+
+from fit3d.data.conventions import COCO17
+from fit3d.data.readers import read_coco
+from fit3d.pipeline import RunConfig, parse_shard, run
+from fit3d.pipeline.merge import merge_fits, write_merged
+
+
+def _by_person(arrays):
+    return {(str(i), int(a)): k for k, (i, a) in enumerate(zip(arrays["image"], arrays["annot_id"]))}
+
+
+def test_merging_shards_gives_the_people_and_parameters_of_one_run(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    run(images, fast_fitter, anny_model, RunConfig(one, progress=False), problems)
+    for i in range(3):
+        run(images, fast_fitter, anny_model, RunConfig(sharded, shard=(i, 3), progress=False), problems)
+    a, sa = merge_fits(one)
+    b, sb = merge_fits(sharded)
+    assert len(a["annot_id"]) == len(b["annot_id"]) == 14 and sa["people_fitted"] == sb["people_fitted"] == 12
+    assert sorted(set(b["shard"])) == ["1/3", "2/3", "3/3"] and set(a["shard"]) == {"1/1"}
+    assert sb["runs_total"]["images"] == 4 and sb["runs_total"]["people_fitted"] == 12 and len(sb["runs"]) == 3
+    ia, ib = _by_person(a), _by_person(b)
+    assert ia.keys() == ib.keys()
+    for key in ia:
+        for f in ("global_orient", "body_pose", "betas", "transl", "keypoints_2d", "bbox", "focal_length"):
+            np.testing.assert_allclose(a[f][ia[key]], b[f][ib[key]], atol=1e-4, equal_nan=True, err_msg=f)
+        assert a["status"][ia[key]] == b["status"][ib[key]]
+    assert list(a["keypoint_names"]) == list(COCO17.names)  # the input's layout, stored once
+
+
+def test_write_merged_keeps_run_summaries_and_is_not_read_as_an_image(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    path, s = write_merged(out)
+    assert path == out / "dataset.npz" and s["people"] == 14
+    summary = json.loads((out / "summary.json").read_text())
+    assert "this_run" in summary and summary["merged"]["people_fitted"] == 12  # the run's own summary stays
+    _, again = merge_fits(out)  # dataset.npz is not taken for an image's output
+    assert again["people"] == 14 and again["runs_total"]["people_fitted"] == 12
+    with pytest.raises(ValueError, match="no per-image"):
+        merge_fits(tmp_path / "images")
+
+
+def test_shard_auto_reads_the_slurm_array():
+    env = dict(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="8")
+    assert parse_shard("auto", env) == (0, 8)
+    assert parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="7", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="7")) \
+        == (7, 8)
+    assert parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="3", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="4")) \
+        == (2, 4)
+    with pytest.raises(ValueError, match="SLURM"):
+        parse_shard("auto", {})
