@@ -121,14 +121,15 @@ def train_regressor(pose_set: dict, body_model, rounds: int = 12, people_per_rou
         recombined: limb-wise recombinations in the pool (see :func:`training_pool`).
         prototypes: ``(P, J, 3)`` prototype poses for a PM-Net start head (None: the mean pose).
     Returns:
-        ``(model, stats)``.
+        ``(model, stats)``: the model on ``body_model.device``.
     """
     torch.manual_seed(seed)
     np.random.seed(seed)
     conv = body_model.keypoint_convention
     pool = training_pool(pose_set, include_val, recombined, seed)
+    device = body_model.device
     model = KeypointRegressor(len(conv), body_model.num_body_joints, body_model.num_betas, width=width, blocks=blocks,
-                              prototypes=prototypes)
+                              prototypes=prototypes).to(device)
     steps_per_round = epochs_per_round * (people_per_round // batch_size)
     total = rounds * steps_per_round
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -149,6 +150,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = 12, people_per_rou
             perm = torch.randperm(people_per_round, generator=g)
             for s in range(0, people_per_round - batch_size + 1, batch_size):
                 batch, gt = _to_batch(data, perm[s : s + batch_size].numpy(), conv)
+                batch, gt = batch.to(device), {k: v.to(device) for k, v in gt.items()}
                 loss, parts = regressor_loss(model, body_model, batch, gt)
                 opt.zero_grad()
                 loss.backward()
