@@ -152,6 +152,15 @@ def image_size_from_file(path: Path) -> tuple[int, int]:
         return im.size
 
 
+def _hashable(value):
+    """A JSON value usable as a dict key (lists and objects by their JSON text)."""
+    try:
+        hash(value)
+        return value
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+
+
 def _key(path: Path, images_dir: Path) -> str:
     try:
         return path.relative_to(images_dir).as_posix()
@@ -191,9 +200,10 @@ def category_conventions(data: dict, problems: list[InputProblem], source: str) 
     """``{category id: KeypointConvention}`` of a COCO-format file, from the categories'
     ``keypoints`` names (a warning in ``problems`` when none lists names: COCO-17 is assumed)."""
     out = {}
-    for c in data.get("categories") or []:
+    cats = data.get("categories")
+    for c in cats if isinstance(cats, list) else []:
         if isinstance(c, dict) and isinstance(c.get("keypoints"), list) and c["keypoints"]:
-            out[c.get("id")] = convention_from_names(c["keypoints"], name=str(c.get("name", "file")))
+            out[_hashable(c.get("id"))] = convention_from_names(c["keypoints"], name=str(c.get("name", "file")))
     if not out:
         problems.append(InputProblem(source, "no category lists keypoint names: COCO-17 is assumed", "warning"))
     return out
@@ -232,14 +242,14 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
             problems.append(InputProblem(f"{annotations}#images[{i}]", "image entry without id or file_name"))
             continue
-        infos[info["id"]] = info
+        infos[_hashable(info["id"])] = info
     by_image: dict = {}
-    ids = Counter(a.get("id") for a in data["annotations"] if isinstance(a, dict))
+    ids = Counter(_hashable(a.get("id")) for a in data["annotations"] if isinstance(a, dict))
     for i, a in enumerate(data["annotations"]):
         src = f"{annotations}#annotations[{i}]"
         if not isinstance(a, dict):
             problems.append(InputProblem(src, "annotation is not an object"))
-        elif a.get("image_id") not in infos:
+        elif _hashable(a.get("image_id")) not in infos:
             problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"))
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
@@ -247,7 +257,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         elif "keypoints" not in a:
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "annotation without keypoints"))
         else:
-            by_image.setdefault(a["image_id"], []).append(a)
+            by_image.setdefault(_hashable(a["image_id"]), []).append((i, a))
     for aid, n in ids.items():
         if n > 1:
             problems.append(InputProblem(f"{annotations} (id {aid})", f"annotation id {aid} used {n} times: all kept, "
@@ -264,11 +274,10 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         if rec is None:  # one problem per image, naming the annotations it loses
             lost = by_image.get(img_id, [])
             problems[-1].reason += f" ({len(lost)} annotations not fitted: ids " + \
-                ", ".join(str(a.get("id")) for a in lost[:10]) + (", ..." if len(lost) > 10 else "") + ")"
+                ", ".join(str(a.get("id")) for _, a in lost[:10]) + (", ..." if len(lost) > 10 else "") + ")"
             continue
-        anns = sorted(by_image.get(img_id, []), key=lambda a: (str(type(a.get("id"))), a.get("id") or 0))
-        for a in anns:
-            person = _coco_person(a, rec, cats, ids, problems, str(annotations))
+        for i, a in by_image.get(img_id, []):  # in file order
+            person = _coco_person(a, rec, cats, ids, problems, f"{annotations}#annotations[{i}]")
             if person is not None:
                 person.person_index = len(rec.people)
                 rec.people.append(person)
@@ -278,20 +287,24 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
 
 def _coco_person(a: dict, rec: ImageRecord, cats: dict, ids: Counter, problems: list[InputProblem],
                  source: str) -> Person | None:
-    conv = cats.get(a.get("category_id"), next(iter(cats.values()), COCO17))
+    conv = cats.get(_hashable(a.get("category_id")), next(iter(cats.values()), COCO17))
     src = f"{source} (id {a.get('id')})"
     try:
         kp = parse_keypoints(a["keypoints"], len(conv))
         if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
             kp, conv = np.concatenate([kp, parse_keypoints(a["foot_kpts"], len(FOOT6))]), COCO23
-        annot_id = int(a.get("id"))
     except (ValueError, TypeError) as e:
         problems.append(InputProblem(src, f"unreadable keypoints: {e}"))
         return None
+    aid = a.get("id")
+    if isinstance(aid, bool) or not isinstance(aid, (int, float)) or not np.isfinite(aid) or aid != int(aid):
+        problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
+        return None
+    annot_id = int(aid)
     kp[:, 2] = np.where(np.isfinite(kp[:, 2]), (kp[:, 2] > 0).astype(np.float32), 0.0)
     bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
     return Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv, bbox_note=note,
-                  duplicate_id=ids[a.get("id")] > 1)
+                  duplicate_id=ids[_hashable(a.get("id"))] > 1)
 
 
 def find_image(images_dir: Path, stem: str) -> Path | None:
