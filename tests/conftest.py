@@ -71,65 +71,12 @@ def make_synthetic():
 
 
 # Approximate SMPL rest joints (metres, Y up, facing +Z) and parents, for a fake model file.
-_SMPL_JOINTS = [
-    (0, 0, 0), (0.06, -0.09, 0), (-0.06, -0.09, 0), (0, 0.11, 0), (0.1, -0.47, 0), (-0.1, -0.47, 0),
-    (0, 0.24, 0), (0.1, -0.87, -0.04), (-0.1, -0.87, -0.04), (0, 0.29, 0), (0.12, -0.93, 0.1),
-    (-0.12, -0.93, 0.1), (0, 0.5, 0), (0.08, 0.41, 0), (-0.08, 0.41, 0), (0, 0.6, 0.05), (0.18, 0.45, 0),
-    (-0.18, 0.45, 0), (0.44, 0.43, 0), (-0.44, 0.43, 0), (0.7, 0.43, 0), (-0.7, 0.43, 0), (0.78, 0.43, 0),
-    (-0.78, 0.43, 0),
-]  # fmt: skip
-_SMPL_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
-# smplx's extra-keypoint vertices -> (joint they hang on, offset)
-_SMPL_EXTRA_VERTS = {
-    332: (15, (0, 0, 0.1)), 6260: (15, (-0.03, 0.03, 0.08)), 2800: (15, (0.03, 0.03, 0.08)),
-    4071: (15, (-0.07, 0.0, 0.0)), 583: (15, (0.07, 0.0, 0.0)), 3216: (10, (0, 0, 0.08)),
-    3226: (10, (0.04, 0, 0.06)), 3387: (7, (0, -0.05, -0.05)), 6617: (11, (0, 0, 0.08)),
-    6624: (11, (-0.04, 0, 0.06)), 6787: (8, (0, -0.05, -0.05)),
-}  # fmt: skip
-
-
-def write_fake_smpl(path: Path, seed: int = 0) -> Path:
-    """A random but structurally valid SMPL model file (6890 vertices, 24 joints, 10 betas)."""
-    import pickle
-
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    V, J = 6890, 24
-    joints = np.asarray(_SMPL_JOINTS, dtype=np.float64)
-    owner = rng.integers(0, J, V)
-    verts = joints[owner] + rng.normal(0, 0.03, (V, 3))
-    for vid, (j, off) in _SMPL_EXTRA_VERTS.items():
-        owner[vid] = j
-        verts[vid] = joints[j] + np.asarray(off)
-    weights = np.zeros((V, J))
-    weights[np.arange(V), owner] = 1.0
-    J_reg = np.zeros((J, V))
-    for j in range(J):
-        idx = np.nonzero(owner == j)[0]
-        J_reg[j, idx] = 1.0 / len(idx)
-    # joint = mean of its vertices: move vertices so the mean is exactly the joint
-    for j in range(J):
-        idx = np.nonzero(owner == j)[0]
-        verts[idx] += joints[j] - verts[idx].mean(0)
-    kintree = np.asarray([[4294967295] + _SMPL_PARENTS[1:], list(range(J))], dtype=np.int64)
-    data = dict(
-        v_template=verts,
-        shapedirs=rng.normal(0, 0.002, (V, 3, 10)),
-        posedirs=rng.normal(0, 1e-4, (V, 3, 207)),
-        J_regressor=J_reg,
-        weights=weights,
-        kintree_table=kintree,
-        f=rng.integers(0, V, (13776, 3)).astype(np.int64),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        pickle.dump(data, fh)
-    return path
-
-
 @pytest.fixture(scope="session")
-def fake_smpl_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("smpl_models")
-    write_fake_smpl(d / "smpl" / "SMPL_NEUTRAL.pkl")
-    return d
+def smpl_like_dir(tmp_path_factory) -> Path:
+    """SMPL, SMPL-H and SMPL-X test models built from anny (tests/fixtures/smpl_like.py): not SMPL."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("smpl_like", Path(__file__).parent / "fixtures" / "smpl_like.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write_smpl_like(tmp_path_factory.mktemp("smpl_like"))

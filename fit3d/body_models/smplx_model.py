@@ -120,6 +120,21 @@ class SMPLXModel(BodyModel):
         self.register_buffer("keypoint_index", torch.tensor([index[n] for n in names]), persistent=False)
         self.to(device)
 
+    def rest_parts(self, batch_size: int, like: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """SMPL-H / SMPL-X parameters that fit3d keeps at rest, as ``batch_size`` rows of zeros:
+        ``left_hand_pose``, ``right_hand_pose`` ``(B, 45)`` (full axis-angle, flat hand mean),
+        and for SMPL-X ``jaw_pose``, ``leye_pose``, ``reye_pose`` ``(B, 3)`` and ``expression``
+        ``(B, E)``. Empty for SMPL. (smplx's own defaults are single rows, which cannot meet
+        a B-row body pose.)"""
+        like = like if like is not None else self.smpl.shapedirs
+        z = lambda n: like.new_zeros(batch_size, n)  # noqa: E731
+        out = {}
+        if self.name in ("smplh", "smplx"):
+            out.update(left_hand_pose=z(45), right_hand_pose=z(45))
+        if self.name == "smplx":
+            out.update(jaw_pose=z(3), leye_pose=z(3), reye_pose=z(3), expression=z(self.smpl.num_expression_coeffs))
+        return out
+
     def hinge_axes(self) -> dict[str, torch.Tensor]:
         """SMPLify's bend-prior axes: elbows about -y (left) / +y (right), knees about +x."""
         t = lambda *v: torch.tensor(v, dtype=torch.float32, device=self.device)  # noqa: E731
@@ -146,6 +161,7 @@ class SMPLXModel(BodyModel):
             global_orient=body_pose.new_zeros(B, 3),
             transl=body_pose.new_zeros(B, 3),
             return_verts=True,
+            **self.rest_parts(B, body_pose),
         )
         joints = out.joints
         return BodyOutput(

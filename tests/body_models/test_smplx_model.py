@@ -3,7 +3,7 @@ import torch
 
 from fit3d.body_models import build_body_model
 from fit3d.body_models.smplx_model import SMPLXModel, find_model_file
-from fit3d.fitters import SMPLify
+from fit3d.fitters import SMPLify, Stage
 
 
 def test_missing_model_file_says_where_to_get_it(tmp_path):
@@ -15,8 +15,8 @@ def test_missing_model_file_says_where_to_get_it(tmp_path):
         build_body_model("mano", tmp_path)
 
 
-def test_fake_smpl_through_smplx(fake_smpl_dir):
-    m = build_body_model("smpl", fake_smpl_dir)
+def test_smpl_like_model_through_smplx(smpl_like_dir):
+    m = build_body_model("smpl", smpl_like_dir)
     assert isinstance(m, SMPLXModel)
     assert m.num_body_joints == 23 and m.num_betas == 10
     p = m.neutral_params(2)
@@ -32,11 +32,47 @@ def test_fake_smpl_through_smplx(fake_smpl_dir):
     assert torch.allclose(moved.joints_3d[:, 0], out.joints_3d[:, 0] + p["transl"], atol=1e-5)
 
 
-def test_smplify_runs_through_smplx(fake_smpl_dir, make_synthetic):
-    m = build_body_model("smpl", fake_smpl_dir)
+def test_smplify_runs_through_smplx(smpl_like_dir, make_synthetic):
+    m = build_body_model("smpl", smpl_like_dir)
     batch, gt, _ = make_synthetic(m, 4, seed=3)
     fit = SMPLify(m)
     res = fit(batch)
     assert res.body_pose.shape == (4, 23, 3)
     assert torch.isfinite(res.keypoints_3d).all()
     assert res.reproj_error_px.median() < 5.0
+
+
+@pytest.mark.parametrize("model_type", ["smplh", "smplx"])
+def test_smplh_and_smplx_fit_batches_of_any_size(smpl_like_dir, make_synthetic, model_type):
+    m = build_body_model(model_type, smpl_like_dir)
+    assert m.num_body_joints == 21
+    rest = m.rest_parts(5)
+    assert rest["left_hand_pose"].shape == (5, 45) and (model_type == "smplh") == ("expression" not in rest)
+    batch, _, _ = make_synthetic(m, 5, seed=4)
+    short = [Stage("camera", ("global_orient", "transl"), 30, 0.05, dict(reprojection=1.0, depth=100.0), "torso"),
+             Stage("body", ("global_orient", "body_pose", "betas", "transl"), 60, 0.04,
+                   dict(reprojection=1.0, pose_prior=1.0, bend=10.0, shape=1.0))]
+    res = SMPLify(m, schedule=short, depth_flips=False)(batch)
+    assert res.body_pose.shape == (5, 21, 3) and torch.isfinite(res.keypoints_3d).all()
+    assert res.reproj_error_px.median() < 5.0
+
+
+def test_smplx_from_the_command_line(tmp_path, smpl_like_dir, sample_dir):
+    import json
+
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
+    for s in stages:
+        s["iterations"] = 5
+    sched = tmp_path / "fast.json"
+    sched.write_text(json.dumps(stages))
+    out = tmp_path / "fits"
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+                                 "--out", str(out), "--model", "smplx", "--model-path", str(smpl_like_dir),
+                                 "--prior", "l2", "--schedule", str(sched), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())["this_run"]
+    assert s["people_fitted"] == 12 and s["people_failed"] == 0

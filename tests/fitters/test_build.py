@@ -4,25 +4,25 @@ from fit3d.fitters import EFT, SMPLify
 from fit3d.fitters.build import DEFAULT_PRIOR, build_eft, build_smplify
 
 
-def test_build_smplify_defaults(anny_model, fake_smpl_dir):
+def test_build_smplify_defaults(anny_model, smpl_like_dir):
     from fit3d.body_models import build_body_model
 
     f = build_smplify(anny_model)
     assert isinstance(f, SMPLify) and f.prior.name == DEFAULT_PRIOR == "gmm" and f.keep == 2
     assert build_smplify(anny_model, prior="l2", hypotheses=1).keep == 1
-    smpl = build_body_model("smpl", fake_smpl_dir)
+    smpl = build_body_model("smpl", smpl_like_dir)
     assert build_smplify(smpl).prior.name == "l2"  # no bundled learned prior for SMPL
     with pytest.raises(FileNotFoundError, match="prior-path"):
         build_smplify(smpl, prior="gmm")
 
 
-def test_build_eft_and_its_errors(tmp_path, anny_model, fake_smpl_dir):
+def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
     from fit3d.body_models import build_body_model
     from fit3d.regressors import bundled_regressor
 
     f = build_eft(anny_model, steps=3)
     assert isinstance(f, EFT) and f.steps == 3 and f.prior is None
-    smpl = build_body_model("smpl", fake_smpl_dir)
+    smpl = build_body_model("smpl", smpl_like_dir)
     with pytest.raises(FileNotFoundError, match="train-regressor"):
         build_eft(smpl)
     with pytest.raises(ValueError, match="another body model"):

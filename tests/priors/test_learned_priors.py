@@ -82,10 +82,10 @@ def test_vposer_v2_state_dict_loads():
     assert mu.shape == (3, 32) and (sigma > 0).all()
 
 
-def test_build_prior_errors(anny_model, fake_smpl_dir):
+def test_build_prior_errors(anny_model, smpl_like_dir):
     from fit3d.body_models import build_body_model
 
-    smpl = build_body_model("smpl", fake_smpl_dir)
+    smpl = build_body_model("smpl", smpl_like_dir)
     with pytest.raises(FileNotFoundError, match="prior-path"):
         build_prior("gmm", smpl)
     with pytest.raises(KeyError):
