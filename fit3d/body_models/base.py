@@ -68,6 +68,12 @@ class BodyModel(torch.nn.Module):
                 return b.dtype
         return torch.float32
 
+    def keypoint_weights(self) -> torch.Tensor:
+        """``(K,)`` weight of each model keypoint in the fitters' reprojection terms (the
+        camera stage's torso fit excepted): 1 where the model's point is the annotated
+        anatomy, 0 where it is a different point (SMPL's hip joints vs. COCO's hips)."""
+        return torch.ones(len(self.keypoint_convention), device=self.device)
+
     def faces(self) -> torch.Tensor:
         """``(F, 3)`` int64 triangle indices into ``vertices``."""
         raise NotImplementedError

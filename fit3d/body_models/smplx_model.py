@@ -12,7 +12,8 @@ then pass ``--model-path`` (a file, or a folder holding them directly or in
 
 Only the body is fitted: ``body_pose`` is SMPL's 23 joints, or the 21 body
 joints of SMPL-H/SMPL-X (hands, jaw and eyes at rest). Keypoints: COCO limbs
-from the model's joints, face and foot points from smplx's vertex selection.
+from the model's joints, face and foot points from smplx's vertex selection;
+COCO hips get weight 0 outside the camera stage (:data:`ZERO_WEIGHT_KEYPOINTS`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ EXTRA_KEYPOINTS = (
     "nose", "right_eye", "left_eye", "right_ear", "left_ear",
     "left_big_toe", "left_small_toe", "left_heel", "right_big_toe", "right_small_toe", "right_heel",
 )  # fmt: skip
+#: Keypoints matched to the model's joints that are not the annotated points: COCO /
+#: OpenPose hips are on the outside of the hip (near the greater trochanter), SMPL's hip
+#: joints are the femoral heads, ~3-4 cm inward and lower (measured on the SMPL-like test
+#: model: 34 mm from anny's COCO hip). As SPIN and EFT do, they get weight 0 in the
+#: fitters' reprojection terms, except in the camera stage's torso fit, where the
+#: shoulders alone would leave the depth badly constrained.
+ZERO_WEIGHT_KEYPOINTS = ("left_hip", "right_hip")
 LIMB_KEYPOINTS = (
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",
     "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
@@ -119,6 +127,11 @@ class SMPLXModel(BodyModel):
         self.keypoint_convention = KeypointConvention(f"{model_type}_coco23", names)
         self.register_buffer("keypoint_index", torch.tensor([index[n] for n in names]), persistent=False)
         self.to(device)
+
+    def keypoint_weights(self) -> torch.Tensor:
+        """Weight 0 for the hips (:data:`ZERO_WEIGHT_KEYPOINTS`), 1 elsewhere."""
+        names = self.keypoint_convention.names
+        return torch.tensor([0.0 if n in ZERO_WEIGHT_KEYPOINTS else 1.0 for n in names], device=self.device)
 
     def rest_parts(self, batch_size: int, like: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """SMPL-H / SMPL-X parameters that fit3d keeps at rest, as ``batch_size`` rows of zeros:

@@ -4,7 +4,8 @@
 One module per command group: :mod:`~fit3d.cli.fit` (smplify, eft, neuralannot),
 :mod:`~fit3d.cli.train` (prepare-mocap, train-prior, train-regressor),
 :mod:`~fit3d.cli.evaluate` (evaluate, benchmark, print-schedule),
-:mod:`~fit3d.cli.render` (render, report) and :mod:`~fit3d.cli.cluster` (submit, merge); the options shared by the fitting
+:mod:`~fit3d.cli.render` (render, report), :mod:`~fit3d.cli.cluster` (submit, merge) and
+:mod:`~fit3d.cli.export` (export); the options shared by the fitting
 commands are :class:`fit3d.cli.options.FitOptions`.
 """
 
@@ -17,6 +18,7 @@ import click
 
 from fit3d.cli.cluster import merge, submit
 from fit3d.cli.evaluate import benchmark, evaluate, print_schedule
+from fit3d.cli.export import export
 from fit3d.cli.fit import eft, neuralannot, smplify
 from fit3d.cli.render import render, report
 from fit3d.cli.train import prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd
@@ -35,7 +37,7 @@ def cli(verbose: bool) -> None:
 
 
 for _command in (smplify, eft, neuralannot, prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd, evaluate,
-                 benchmark, print_schedule, render, report, submit, merge):
+                 benchmark, print_schedule, render, report, submit, merge, export):
     cli.add_command(_command)
 
 

@@ -123,6 +123,7 @@ class EFT:
         weights = {k: v.detach().unsqueeze(0).repeat(B, *([1] * v.dim())).requires_grad_(True)
                    for k, v in self.regressor.named_parameters()}
         scale = L.person_scale(batch.keypoints_2d, batch.bbox)
+        kp_weights = model.keypoint_weights()
         with torch.no_grad():
             init = self._predict(weights, feats)
         init_pose, pick = init["body_pose"], init.get("prototype")
@@ -135,7 +136,7 @@ class EFT:
             transl = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
             body = model(out["global_orient"], out["body_pose"], out["betas"], transl)
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-            loss = L.reprojection(proj, batch.keypoints_2d, scale)
+            loss = L.reprojection(proj, batch.keypoints_2d, scale, mask=kp_weights)
             loss = loss + self.shape_weight * L.shape(out["betas"])
             loss = loss + 0.1 * (out["body_pose"] - init_pose).pow(2).sum((1, 2))
             if self.prior is not None:

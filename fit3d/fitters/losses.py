@@ -47,7 +47,8 @@ def reprojection(
         projected: ``(B, K, 2)`` pixels.
         keypoints_2d: ``(B, K, 3)`` target pixels and confidence.
         scale: ``(B,)`` person scale in pixels (:func:`person_scale`).
-        mask: optional ``(K,)`` bool, the keypoints that count.
+        mask: optional ``(K,)`` bool or float weights of the keypoints (e.g. the body
+            model's :meth:`~fit3d.body_models.base.BodyModel.keypoint_weights`).
     Returns:
         ``(B,)`` cost in nominal px^2.
     """

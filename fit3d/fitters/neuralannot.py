@@ -126,7 +126,8 @@ class NeuralAnnot:
         out = outs[0]
         body = self.body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
         proj = project(body.keypoints_3d, target.focal_length, target.principal_point)
-        parts = {"2d": L.reprojection(proj, target.keypoints_2d, L.person_scale(target.keypoints_2d, target.bbox)).mean()}
+        parts = {"2d": L.reprojection(proj, target.keypoints_2d, L.person_scale(target.keypoints_2d, target.bbox),
+                                      mask=self.body_model.keypoint_weights()).mean()}
         parts["shape"] = L.shape(out["betas"]).mean()
         if "prior" in self.recipes:
             parts["vae"] = (self.prior.weight_scale * self.prior(out["body_pose"])).mean()

@@ -131,6 +131,7 @@ class SMPLify:
         self.valid_fraction = valid_fraction
         conv = body_model.keypoint_convention
         self.torso_mask = torch.tensor([n in TORSO or n in FACE for n in conv.names], device=body_model.device)
+        self.keypoint_weights = body_model.keypoint_weights()  # 0 for points the model does not have (hips)
         self._face_idx = None
         if all(n in conv.names for n in ("nose", "left_ear", "right_ear")):
             self._face_idx = (conv.index("nose"), (conv.index("left_ear"), conv.index("right_ear")))
@@ -181,7 +182,7 @@ class SMPLify:
         """``(B,)`` weighted sum of the stage's loss terms."""
         w = stage.weights
         proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-        mask = self.torso_mask if stage.keypoints == "torso" else None
+        mask = self.torso_mask if stage.keypoints == "torso" else self.keypoint_weights
         total = w.get("reprojection", 0.0) * L.reprojection(proj, batch.keypoints_2d, ctx["scale"], mask=mask)
         if w.get("pose_prior"):
             if self.latent:

@@ -76,3 +76,23 @@ def test_smplx_from_the_command_line(tmp_path, smpl_like_dir, sample_dir):
     assert r.exit_code == 0, r.output
     s = json.loads((out / "summary.json").read_text())["this_run"]
     assert s["people_fitted"] == 12 and s["people_failed"] == 0
+
+
+def test_coco_hips_do_not_pull_smpl_hip_joints(smpl_like_dir, make_synthetic, anny_model):
+    """SMPL's hip joints are not COCO's hips: weight 0 outside the camera stage (as SPIN);
+    anny's keypoints are regressed to the annotated anatomy: all weight 1."""
+    assert (anny_model.keypoint_weights() == 1).all()
+    m = build_body_model("smpl", smpl_like_dir)
+    w = dict(zip(m.keypoint_convention.names, m.keypoint_weights().tolist()))
+    assert w["left_hip"] == w["right_hip"] == 0.0 and w["left_knee"] == w["nose"] == 1.0
+    batch, _, _ = make_synthetic(m, 2, seed=5)
+    fit = SMPLify(m, schedule=[Stage("body", ("body_pose",), 1, 0.01, dict(reprojection=1.0))], depth_flips=False)
+    params = m.neutral_params(2)
+    params["transl"] = torch.tensor([[0.0, 0.0, 4.0]] * 2)
+    body = m(**params)
+    moved = batch.keypoints_2d.clone()
+    hips = [m.keypoint_convention.index("left_hip"), m.keypoint_convention.index("right_hip")]
+    base = fit.losses(fit.schedule[0], body, params, batch, dict(scale=torch.ones(2) * 100))
+    moved[:, hips, :2] += 500.0
+    batch.keypoints_2d = moved
+    assert torch.allclose(fit.losses(fit.schedule[0], body, params, batch, dict(scale=torch.ones(2) * 100)), base)

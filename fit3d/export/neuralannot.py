@@ -1,0 +1,58 @@
+"""NeuralAnnot-style JSON (Moon et al., CVPRW 2022: the released COCO pseudo-GT).
+
+``{annotation id: {"smpl_param": {"pose": (72,), "shape": (10,), "trans": (3,)},
+"cam_param": {"focal": [fx, fy], "princpt": [cx, cy]}}}`` for SMPL fits; SMPL-X fits
+write ``"smplx_param"`` with ``root_pose`` (3,), ``body_pose`` (63,), ``lhand_pose``,
+``rhand_pose`` (45,), ``jaw_pose``, ``leye_pose``, ``reye_pose`` (3,), ``shape``
+(10,), ``expr`` (10,) and ``trans`` (3,) (hands, face at rest). Axis-angle, metres,
+pixels, OpenCV camera frame. Annotation ids must be unique over the whole export.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fit3d.data.writers import write_json
+from fit3d.export.people import FIT_SMPL_HINT, model_name, smpl_pose72
+
+
+def entries(people: dict) -> dict[str, dict]:
+    """The JSON content (see the module docstring).
+
+    Raises:
+        ValueError: fits of another model than SMPL / SMPL-X, or annotation ids used in
+            several images.
+    """
+    model = model_name(people)
+    ids = Counter(people["annot_id"].tolist())
+    if max(ids.values()) > 1:
+        raise ValueError(f"annotation ids {[k for k, n in ids.items() if n > 1][:5]} are used in several images: the "
+                         "neuralannot format is keyed by annotation id")
+    cam = [dict(focal=f.tolist(), princpt=p.tolist())
+           for f, p in zip(people["focal_length"].astype(float), people["principal_point"].astype(float))]
+    f = lambda a: np.asarray(a, dtype=float).round(6).ravel().tolist()  # noqa: E731
+    out = {}
+    if model == "smpl":
+        pose = smpl_pose72(people, "neuralannot")
+        for i, aid in enumerate(people["annot_id"].tolist()):
+            out[str(aid)] = dict(smpl_param=dict(pose=f(pose[i]), shape=f(people["betas"][i]),
+                                                 trans=f(people["transl"][i])), cam_param=cam[i])
+        return out
+    if model != "smplx":
+        raise ValueError(f"the neuralannot format holds SMPL or SMPL-X parameters; these fits are of {model}: "
+                         + FIT_SMPL_HINT)
+    z = lambda n: [0.0] * n  # noqa: E731
+    for i, aid in enumerate(people["annot_id"].tolist()):
+        out[str(aid)] = dict(smplx_param=dict(
+            root_pose=f(people["global_orient"][i]), body_pose=f(people["body_pose"][i]), lhand_pose=z(45),
+            rhand_pose=z(45), jaw_pose=z(3), leye_pose=z(3), reye_pose=z(3), shape=f(people["betas"][i]), expr=z(10),
+            trans=f(people["transl"][i])), cam_param=cam[i])
+    return out
+
+
+def write(people: dict, out: Path) -> None:
+    """Write :func:`entries` to ``out`` atomically."""
+    write_json(out, entries(people))

@@ -1,0 +1,80 @@
+"""The people an export holds, and the pieces every format shares."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from fit3d.data.conventions import convention_from_names
+
+#: How to fit a model whose parameters a format needs.
+FIT_SMPL_HINT = ("fit with --model smpl (or smplx) --model-path DIR, the folder of your licensed model files "
+                 "(https://smpl.is.tue.mpg.de)")
+
+
+def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dict[str, np.ndarray], dict]:
+    """Every fitted person of a run folder (merged over shards), as arrays with leading dim N.
+
+    People are left out when skipped, invalid (with ``valid_only``) or when their
+    annotation id is used more than once in their image (both are rejected: training
+    code keyed by id could not tell them apart).
+
+    Returns:
+        ``(people, counts)``: the arrays of :func:`fit3d.pipeline.merge.merge_fits` for
+        the exported rows (plus ``keypoint_names``, ``joint_names``), and counts.
+    Raises:
+        ValueError: nothing to export, or fits of several body models.
+    """
+    from fit3d.pipeline.merge import merge_fits
+
+    arrays, _ = merge_fits(fits_dir)
+    n = len(arrays["annot_id"])
+    status = arrays["status"].astype(str)
+    dup = arrays.get("duplicate_id", np.zeros(n, bool)).astype(bool)
+    keys = Counter(zip(arrays["image"].astype(str), arrays["annot_id"].tolist()))
+    dup |= np.asarray([keys[(str(i), int(a))] > 1 for i, a in zip(arrays["image"], arrays["annot_id"])], bool)
+    dropped = Counter()
+    keep = np.ones(n, bool)
+    for why, mask in (("not fitted", status != "fitted"), ("duplicate annotation id", dup),
+                      ("not valid", ~arrays["valid"].astype(bool) if valid_only else np.zeros(n, bool))):
+        dropped[why] = int((keep & mask).sum())
+        keep &= ~mask
+    if not keep.any():
+        raise ValueError(f"nothing to export from {fits_dir}: {n} people, none fitted"
+                         f"{' and valid' if valid_only else ''} with a unique annotation id")
+    models = sorted(set(arrays["model"][keep].astype(str)))
+    if len(models) != 1:
+        raise ValueError(f"{fits_dir} holds fits of several body models ({', '.join(models)}): export them apart")
+    people = {k: (v[keep] if getattr(v, "ndim", 0) and len(v) == n and k not in ("keypoint_names", "joint_names")
+                  else v) for k, v in arrays.items()}
+    counts = dict(people=n, exported=int(keep.sum()), dropped={k: v for k, v in dropped.items() if v},
+                  model=models[0])
+    return people, counts
+
+
+def model_name(people: dict) -> str:
+    """The body model of the exported fits (``anny``, ``smpl``, ``smplh``, ``smplx``)."""
+    return str(people["model"][0])
+
+
+def input_convention(people: dict):
+    """The keypoint layout of the input annotations (from the stored names)."""
+    return convention_from_names([str(n) for n in people["keypoint_names"]], name="input")
+
+
+def smpl_pose72(people: dict, fmt: str) -> np.ndarray:
+    """``(N, 72)`` SMPL pose (``global_orient`` then 23 body joints), axis-angle.
+
+    Raises:
+        ValueError: the fits are not SMPL (``fmt`` names the format in the message).
+    """
+    model = model_name(people)
+    if model != "smpl":
+        extra = " (--format humandata keeps SMPL-X fits)" if model == "smplx" else ""
+        raise ValueError(f"the {fmt} format holds SMPL parameters (pose (N, 72)); these fits are of {model}: "
+                         f"fit with --model smpl --model-path DIR, the folder of your licensed SMPL files "
+                         f"(https://smpl.is.tue.mpg.de){extra}")
+    N = len(people["annot_id"])
+    return np.concatenate([people["global_orient"], people["body_pose"].reshape(N, -1)], 1).astype(np.float32)
