@@ -117,6 +117,8 @@ class SMPLXModel(BodyModel):
             kwargs.update(use_pca=False, flat_hand_mean=True)
         self.smpl = smplx.create(str(path), model_type=model_type, **kwargs)
         self.name = model_type
+        self.gender = gender
+        self.model_file = path  #: the licensed file (its hash keys the weights of fit3d setup-model)
         self.num_betas = self.smpl.num_betas
         n_body = 24 if model_type == "smpl" else 22
         self.joint_names = (SMPL_BODY_JOINTS + ("left_hand", "right_hand"))[:n_body]

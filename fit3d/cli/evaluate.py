@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fit3d.cli.fit import PRIOR_CHOICE
-from fit3d.cli.options import errors_as
+from fit3d.cli.options import check_device, errors_as, model_options
 
 
 @click.command()
@@ -70,18 +70,17 @@ def benchmark():
               help="Scale of the 2D annotator noise: 0 = noise-free keypoints, 2 = twice the noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
-def benchmark_make(poses, out, count, protocol, split, noise, seed, no_vertices):
+@model_options
+def benchmark_make(poses, out, count, protocol, split, noise, seed, no_vertices, body):
     """Make a synthetic benchmark (fit3d.evaluation.benchmark: protocols; fit3d.training.synthetic:
     cameras and 2D errors)."""
-    from fit3d.body_models import build_body_model
+    from fit3d.body_models.weights import weights_path
     from fit3d.data.writers import write_npz
     from fit3d.evaluation.benchmark import make_benchmark
-    from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import load_pose_set
 
-    body = build_body_model("anny")
     with errors_as():
-        bench = make_benchmark(load_pose_set(poses or bundled_pose_set()), body, n=count, seed=seed,
+        bench = make_benchmark(load_pose_set(poses or weights_path(body, "pose_set")), body, n=count, seed=seed,
                                protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices)
     write_npz(out, bench)
     click.echo(f"fit3d: {count} synthetic people ({protocol}, {split}, noise x{noise:g}) -> {out}", err=True)
@@ -100,9 +99,14 @@ def benchmark_make(poses, out, count, protocol, split, noise, seed, no_vertices)
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="People per batched fit.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N people only.")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
+@click.option("--model-path", type=click.Path(path_type=Path), default=None,
+              help="Licensed model file or folder, for a benchmark made with a SMPL-family model.")
+@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+              help="SMPL family model gender.")
+@click.option("--device", default="cpu", show_default=True, callback=check_device,
+              help="torch device: cpu, cuda, cuda:1...")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="metrics .json.")
-def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit, device, out):
+def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, out):
     """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s."""
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import write_json
@@ -110,8 +114,8 @@ def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit,
     from fit3d.fitters.build import build_eft, build_smplify
 
     data = load_benchmark(bench)
-    body = build_body_model(str(data.get("model", "anny")), device=device)
     with errors_as():
+        body = build_body_model(str(data.get("model", "anny")), model_path, gender=gender, device=device)
         if fitter == "smplify":
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:

@@ -154,8 +154,15 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine):
               help="People per annotation batch.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK).")
+@click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
+              help="Body model (the SMPL family needs --model-path and 'fit3d setup-model' once).")
+@click.option("--model-path", type=click.Path(path_type=Path), default=None,
+              help="Licensed SMPL/SMPL-H/SMPL-X model file or folder.")
+@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+              help="SMPL family model gender.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine, batch_size, device, no_progress):
+def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine, batch_size, device, model,
+                model_path, gender, no_progress):
     """NeuralAnnot: train one annotator on the whole target set, then annotate it (Moon et al. 2022/2023).
 
     The annotator checkpoint is OUT/annotator.pt; an interrupted run resumes from it.
@@ -178,7 +185,8 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
     from fit3d.pipeline.distributed import finish, init_from_env
 
     dist = init_from_env(device)
-    body = build_body_model("anny", device=dist.device)
+    with errors_as():
+        body = build_body_model(model, model_path, gender=gender, device=dist.device)
     sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None))
             for i, d in enumerate(images_dirs)]
     with errors_as():

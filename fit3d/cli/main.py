@@ -2,7 +2,7 @@
 :mod:`fit3d.pipeline`, :mod:`fit3d.fitters` and :mod:`fit3d.data`.
 
 One module per command group: :mod:`~fit3d.cli.fit` (smplify, eft, neuralannot),
-:mod:`~fit3d.cli.train` (prepare-mocap, train-prior, train-regressor),
+:mod:`~fit3d.cli.train` (prepare-mocap, train-prior, train-regressor, setup-model),
 :mod:`~fit3d.cli.evaluate` (evaluate, benchmark, print-schedule),
 :mod:`~fit3d.cli.render` (render, report), :mod:`~fit3d.cli.cluster` (submit, merge) and
 :mod:`~fit3d.cli.export` (export); the options shared by the fitting
@@ -21,7 +21,7 @@ from fit3d.cli.evaluate import benchmark, evaluate, print_schedule
 from fit3d.cli.export import export
 from fit3d.cli.fit import eft, neuralannot, smplify
 from fit3d.cli.render import render, report
-from fit3d.cli.train import prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd
+from fit3d.cli.train import prepare_mocap_cmd, setup_model_cmd, train_prior_cmd, train_regressor_cmd
 
 
 @click.group(context_settings=dict(help_option_names=["-h", "--help"]))
@@ -37,7 +37,7 @@ def cli(verbose: bool) -> None:
 
 
 for _command in (smplify, eft, neuralannot, prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd, evaluate,
-                 benchmark, print_schedule, render, report, submit, merge, export):
+                 benchmark, print_schedule, render, report, submit, merge, export, setup_model_cmd):
     cli.add_command(_command)
 
 

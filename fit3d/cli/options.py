@@ -128,3 +128,33 @@ def errors_as(exception: type[click.ClickException] = click.ClickException):
         yield
     except (ValueError, FileNotFoundError) as e:
         raise exception(str(e)) from e
+
+
+_MODEL_OPTIONS = [
+    click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
+                 help="Body model. anny is bundled; the SMPL family needs --model-path."),
+    click.option("--model-path", type=click.Path(path_type=Path), default=None,
+                 help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
+    click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+                 help="SMPL family model gender."),
+    click.option("--device", default="cpu", show_default=True, callback=check_device,
+                 help="torch device: cpu, cuda, cuda:1..."),
+]
+
+
+def model_options(f):
+    """Add ``--model``, ``--model-path``, ``--gender``, ``--device`` to a command, which receives
+    the built body model as ``body`` (a missing model file is a clean error)."""
+
+    @functools.wraps(f)
+    def command(*args, **kwargs):
+        from fit3d.body_models import build_body_model
+
+        spec = {k: kwargs.pop(k) for k in ("model", "model_path", "gender", "device")}
+        with errors_as():
+            body = build_body_model(spec["model"], spec["model_path"], gender=spec["gender"], device=spec["device"])
+        return f(*args, body=body, **kwargs)
+
+    for option in reversed(_MODEL_OPTIONS):
+        command = option(command)
+    return command

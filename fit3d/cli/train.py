@@ -1,4 +1,4 @@
-"""``fit3d prepare-mocap``, ``fit3d train-prior``, ``fit3d train-regressor``: the learned
+"""``fit3d prepare-mocap``, ``train-prior``, ``train-regressor``, ``setup-model``: the learned
 parts (:mod:`fit3d.mocap.prepare`, :mod:`fit3d.training`)."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import click
+
+from fit3d.cli.options import errors_as, model_options
 
 POSES_HELP = "Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set)."
 
@@ -31,14 +33,12 @@ def torch_seed(seed: int = 0) -> None:
 @click.option("--dedupe-m", type=float, default=0.03, show_default=True,
               help="Drop frames whose root-centred points moved less than this (metres).")
 @click.option("--iterations", type=int, default=300, show_default=True, help="IK steps per chunk.")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
-def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, device):
-    """Retarget CMU mocap to anny's pose space and save the poses, split by subject (fit3d.mocap.splits)."""
-    from fit3d.body_models import build_body_model
+@model_options
+def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
+    """Retarget CMU mocap to the body model's pose space and save the poses, split by subject (fit3d.mocap.splits)."""
     from fit3d.mocap.prepare import prepare_mocap
 
     torch_seed()
-    body = build_body_model("anny", device=device)
     stats = prepare_mocap(list(sources), out, body, fps=fps, dedupe_m=dedupe_m, iterations=iterations)
     click.echo(json.dumps(stats, indent=2))
 
@@ -69,22 +69,49 @@ def train_prior_cmd(kind, poses, out, seed):
 @click.option("--prototypes", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A prototype memory ('fit3d train-prior --kind prototypes'): the regressor picks one of its "
                    "poses and regresses the residual from it (PM-Net). Default: start from the mean pose.")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
-def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, device):
+@model_options
+def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training subjects (seeded)."""
-    from fit3d.body_models import build_body_model
-    from fit3d.mocap import bundled_pose_set
+    from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
     from fit3d.training.regressor import save_regressor, train_regressor
 
     torch_seed(seed)
-    body = build_body_model("anny", device=device)
     protos = None
     if prototypes is not None:
         from fit3d.training.priors import load_prior
 
         protos = load_prior(prototypes).prototypes
-    model, stats = train_regressor(load_pose_set(poses or bundled_pose_set()), body, rounds=rounds,
-                                   people_per_round=people, seed=seed, prototypes=protos)
-    save_regressor(model, out)
+    with errors_as():
+        pose_set = load_pose_set(poses or weights_path(body, "pose_set"))
+    model, stats = train_regressor(pose_set, body, rounds=rounds, people_per_round=people, seed=seed,
+                                   prototypes=protos)
+    save_regressor(model.cpu(), out)
     click.echo(json.dumps(stats, indent=2))
+
+
+@click.command("setup-model")
+@click.option("--max-poses", type=click.IntRange(min=16), default=None,
+              help="Retarget and train on at most N poses (a quick, less accurate set-up; default: all).")
+@click.option("--regressor-rounds", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Rounds of synthetic people for the EFT regressor.")
+@click.option("--retarget-iterations", type=click.IntRange(min=1), default=300, show_default=True,
+              help="Inverse-kinematics steps when retargeting the bundled mocap.")
+@click.option("--quick", is_flag=True,
+              help="A smoke-test set-up in about a minute (few poses, short training): checks an installation and "
+                   "a model file; its weights are not good enough to fit with.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@model_options
+def setup_model_cmd(max_poses, regressor_rounds, retarget_iterations, quick, no_progress, body):
+    """Learn a SMPL-family model's priors (GMM, VAE, articulation, prototypes) and EFT regressor from the
+    bundled CMU mocap, once; fitting commands then use them for that model file with no further options."""
+    from fit3d.body_models.weights import setup_dir
+    from fit3d.training.setup_model import SetupConfig, setup_model
+
+    torch_seed()
+    config = SetupConfig.quick() if quick else SetupConfig(
+        max_poses=max_poses, regressor_rounds=regressor_rounds, retarget_iterations=retarget_iterations)
+    with errors_as():
+        stats = setup_model(body, config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
+    click.echo(f"fit3d: {body.name} set up in {sum(stats['seconds'].values()):.0f} s; weights in "
+               f"{setup_dir(body)}", err=True)

@@ -24,10 +24,10 @@ NEURALANNOT_REFINE_STEPS = 30
 
 def load_prototypes(body: BodyModel, path: str | Path | None = None):
     """The prototype memory (PM-Net starts) for ``body``: ``path``, else the bundled one, else None."""
-    from fit3d.priors.prototypes import bundled_prototypes
+    from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_prior
 
-    path = Path(path) if path else bundled_prototypes(body.name)
+    path = Path(path) if path else weights_path(body, "prototypes")
     if not path.is_file():
         return None
     memory = load_prior(path)
@@ -44,20 +44,20 @@ def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | P
     Args:
         body: the body model.
         prior: ``l2``, ``gmm``, ``vae`` or ``articulation``; default :data:`DEFAULT_PRIOR`
-            for anny (bundled weights) or when ``prior_path`` is given, else ``l2``.
+            (bundled for anny; SMPL-family models need ``fit3d setup-model`` or ``prior_path``).
         prior_path: prior weights (see :func:`fit3d.priors.build_prior`).
         schedule: JSON/YAML stage list (see :func:`fit3d.fitters.stages.load_schedule`).
         pose_space: ``axis_angle`` or ``latent`` (VAE prior).
         hypotheses: orientation hypotheses kept per person after the camera stage.
-        prototypes: True: the bundled prototype memory (when there is one for the model);
+        prototypes: True: the model's prototype memory (when there is one);
             a path: that memory; False: starts from the rest pose only.
         depth_flips: fit the limb depth-flip alternatives too.
     Raises:
         FileNotFoundError: no weights for the prior. ValueError: the prior or the
         prototypes do not fit the model, or the schedule is not valid.
     """
-    if prior is None:  # bundled learned priors exist for anny; SMPL users pass prior_path
-        prior = DEFAULT_PRIOR if body.name == "anny" or prior_path else "l2"
+    if prior is None:  # bundled for anny; from 'fit3d setup-model' for the SMPL family
+        prior = DEFAULT_PRIOR
     pose_prior = build_prior(prior, body, prior_path)
     stages = load_schedule(schedule) if schedule else None
     memory = load_prototypes(body, None if prototypes is True else prototypes) if prototypes else None
@@ -72,13 +72,13 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
         FileNotFoundError: no such file (none is bundled for this model).
         ValueError: the regressor was trained for another body model.
     """
-    from fit3d.regressors import bundled_regressor
+    from fit3d.body_models.weights import setup_hint, weights_path
     from fit3d.training.regressor import load_regressor
 
-    path = regressor_path or bundled_regressor(body.name)
+    path = regressor_path or weights_path(body, "regressor")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no pretrained regressor for {body.name}: train one with 'fit3d train-regressor' "
-                                "and pass --regressor")
+        raise FileNotFoundError(f"no pretrained regressor for this {body.name} model yet: {setup_hint(body)} "
+                                "(or pass --regressor)")
     reg = load_regressor(path)
     if reg.num_keypoints != len(body.keypoint_convention) or reg.num_joints != body.num_body_joints:
         raise ValueError(f"{path} was trained for another body model")
@@ -111,11 +111,11 @@ def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int =
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
         :func:`fit3d.priors.build_prior`.
     """
-    from fit3d.mocap import bundled_pose_set
+    from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
 
     return NeuralAnnot(body, load_body_regressor(body), recipes,
-                       pose_set=load_pose_set(bundled_pose_set()) if "depth" in recipes else None,
+                       pose_set=load_pose_set(weights_path(body, "pose_set")) if "depth" in recipes else None,
                        prior=build_prior("vae", body) if "prior" in recipes else None,
                        config=TrainConfig(epochs=epochs), refine_steps=NEURALANNOT_REFINE_STEPS if refine else 0,
                        checkpoint=checkpoint)

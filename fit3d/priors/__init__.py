@@ -30,7 +30,8 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
 
     Args:
         name: ``l2``, ``gmm``, ``vae`` or ``articulation``.
-        body_model: the model the prior is for (picks the bundled weights).
+        body_model: the model the prior is for (its weights: bundled for anny, from
+            ``fit3d setup-model`` for the SMPL family; :mod:`fit3d.body_models.weights`).
         path: weights to load instead: a ``fit3d train-prior`` file, SMPLify's
             ``gmm_08.pkl`` (gmm) or a VPoser v2 checkpoint (vae).
     Raises:
@@ -46,10 +47,12 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         return L2Prior()
     model_name = getattr(body_model, "name", "anny")
     if path is None:
-        path = shipped_weights(name, model_name)
+        from fit3d.body_models.weights import setup_hint, weights_path
+
+        path = weights_path(body_model, name) if body_model is not None else shipped_weights(name, "anny")
         if not path.is_file():
             raise FileNotFoundError(
-                f"no bundled {name} prior for the {model_name} model: pass --prior-path "
+                f"no {name} prior for this {model_name} model yet: {setup_hint(body_model)}, or pass --prior-path "
                 + ("(SMPLify's gmm_08.pkl)" if name == "gmm" else "(a VPoser v2 checkpoint)" if name == "vae"
                    else "(a 'fit3d train-prior --kind articulation' file)")
             )

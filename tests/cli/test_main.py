@@ -31,7 +31,7 @@ def test_help_lists_commands_and_options():
 def test_every_command_exists():
     names = {" ".join(p) for p, _ in _commands(cli)}
     assert names == {"smplify", "eft", "neuralannot", "prepare-mocap", "train-prior", "train-regressor", "evaluate",
-                     "benchmark", "benchmark make", "benchmark run", "print-schedule", "render", "report", "submit", "merge", "export"}
+                     "benchmark", "benchmark make", "benchmark run", "print-schedule", "render", "report", "submit", "merge", "export", "setup-model"}
     for path, _ in _commands(cli):
         r = CliRunner().invoke(cli, [*path, "--help"])
         assert r.exit_code == 0, (path, r.output)

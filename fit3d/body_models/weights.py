@@ -1,0 +1,66 @@
+"""Where a body model's learned weights live: pose priors, the prototype memory, the
+EFT regressor and the retargeted pose set.
+
+* anny: bundled with fit3d (``fit3d/priors/weights``, ``fit3d/regressors/weights``,
+  ``fit3d/assets``), trained from the CMU mocap by commands in the repository.
+* SMPL / SMPL-H / SMPL-X: made on the user's machine by ``fit3d setup-model`` from the
+  user's licensed model file, stored in the fit3d cache under a key of the model
+  type, gender and the file's SHA-256 (``<cache>/models/smpl-neutral-1a2b.../``), so a
+  different file never picks up another's weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from fit3d.cache import cache_dir
+
+#: What :func:`weights_path` locates.
+KINDS = ("gmm", "vae", "articulation", "prototypes", "regressor", "pose_set")
+
+
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """The first ``length`` hex digits of the file's SHA-256."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def model_key(body) -> str:
+    """``"anny"``, or ``"<type>-<gender>-<sha256 of the model file>"`` for the SMPL family."""
+    if body.name == "anny":
+        return "anny"
+    return f"{body.name}-{body.gender}-{file_digest(body.model_file)}"
+
+
+def setup_dir(body) -> Path:
+    """The cache folder of a SMPL-family model's weights (``fit3d setup-model`` writes it)."""
+    return cache_dir() / "models" / model_key(body)
+
+
+def weights_path(body, kind: str) -> Path:
+    """The file of ``kind`` (:data:`KINDS`) for ``body`` (it may not exist yet).
+
+    Raises:
+        KeyError: unknown kind.
+    """
+    if kind not in KINDS:
+        raise KeyError(f"unknown weights kind {kind!r}; known: {KINDS}")
+    if body.name == "anny":
+        from fit3d.mocap import bundled_pose_set
+        from fit3d.priors import shipped_weights
+        from fit3d.regressors import bundled_regressor
+
+        return {"regressor": bundled_regressor("anny"), "pose_set": bundled_pose_set()}.get(
+            kind, shipped_weights(kind, "anny"))
+    return setup_dir(body) / (f"{kind}.npz" if kind == "pose_set" else f"{kind}.pt")
+
+
+def setup_hint(body) -> str:
+    """One line saying how to make the missing weights of ``body``."""
+    path = getattr(body, "model_file", None)
+    return (f"run 'fit3d setup-model --model {body.name} --model-path {path.parent if path else 'DIR'}' once "
+            f"(about half an hour on a CPU) to learn the {body.name} priors and regressor from the bundled mocap")

@@ -1,0 +1,142 @@
+"""``fit3d setup-model``: everything fit3d learns for a body model, made for a SMPL-family
+model from the user's licensed file and the bundled CMU mocap.
+
+1. Retarget: the bundled pose set (CMU mocap retargeted to anny, split by subject) is
+   posed on anny, and its skeleton points are retargeted to the model by the same
+   direction-matching inverse kinematics as ``prepare-mocap``
+   (:func:`fit3d.mocap.retarget.retarget`); subjects, trials and splits are kept, so the
+   test subjects stay out of training.
+2. Train the GMM, VAE and articulation priors and the prototype memory
+   (:func:`fit3d.training.priors.train_prior`) and the EFT regressor
+   (:func:`fit3d.training.regressor.train_regressor`) on the training subjects.
+3. Save them where :mod:`fit3d.body_models.weights` finds them, with ``setup.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fit3d.body_models.weights import setup_dir, weights_path
+
+#: Order of the steps and their share of the time measured on a 2-core CPU for SMPL
+#: (minutes): what the progress bar and the expected-time line use.
+STEPS = {"retarget": 6.0, "gmm": 0.5, "vae": 5.0, "articulation": 8.0, "prototypes": 1.0, "regressor": 8.0}
+
+
+@dataclass
+class SetupConfig:
+    """How much to train (defaults: as the bundled anny weights).
+
+    Attributes:
+        max_poses: retarget at most this many poses (evenly spaced; None: all).
+        retarget_iterations: inverse-kinematics steps per chunk.
+        regressor_rounds, regressor_people: regressor training size.
+        recombined: limb-recombined poses added for the priors (None: the default).
+        vae_epochs, articulation_steps: prior training lengths.
+        seed: random seed.
+    """
+
+    max_poses: int | None = None
+    retarget_iterations: int = 300
+    regressor_rounds: int = 16
+    regressor_people: int = 8192
+    recombined: int | None = None
+    vae_epochs: int = 60
+    articulation_steps: int = 4000
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> "SetupConfig":
+        """A smoke-test set-up (about a minute on a CPU): few poses and short training, to
+        check an installation and a model file, not to fit with."""
+        return cls(max_poses=256, retarget_iterations=30, regressor_rounds=1, regressor_people=512, recombined=0,
+                   vae_epochs=2, articulation_steps=50)
+
+
+def retarget_pose_set(body, source: dict, config: SetupConfig, progress: bool = True) -> dict[str, np.ndarray]:
+    """The bundled anny pose set retargeted to ``body`` (see the module docstring)."""
+    import roma
+
+    from fit3d.body_models import build_body_model
+    from fit3d.mocap.retarget import model_points, retarget
+
+    anny = build_body_model("anny", device=body.device)
+    n = len(source["body_pose"])
+    keep = np.arange(n) if config.max_poses is None or config.max_poses >= n else \
+        np.linspace(0, n - 1, config.max_poses).round().astype(np.int64)
+    points = []
+    with torch.no_grad():
+        for s in range(0, len(keep), 2048):
+            idx = keep[s : s + 2048]
+            bp = torch.as_tensor(source["body_pose"][idx], device=body.device)
+            out = anny.canonical(bp, torch.zeros(len(idx), anny.num_betas, device=body.device))
+            R = roma.rotvec_to_rotmat(torch.as_tensor(source["global_orient"][idx], device=body.device))
+            points.append((model_points(anny, out) @ R.transpose(-1, -2))[:, :-1])  # without shoulder_mid
+    r = retarget(torch.cat(points), body, iterations=config.retarget_iterations, progress=progress)
+    out = {k: v[keep] if getattr(v, "ndim", 0) and len(v) == n else v for k, v in source.items()}
+    out.update(body_pose=r["body_pose"].cpu().numpy().astype(np.float32),
+               global_orient=r["global_orient"].cpu().numpy().astype(np.float32),
+               residual_mm=r["residual_mm"].cpu().numpy().astype(np.float32),
+               direction_error_deg=r["direction_error_deg"].cpu().numpy().astype(np.float32),
+               joint_names=np.asarray(body.joint_names), model=np.str_(body.name))
+    return out
+
+
+def setup_model(body, config: SetupConfig | None = None, out_dir: str | Path | None = None,
+                progress: bool = True, log=print) -> dict:
+    """Make and save every learned piece fit3d needs for ``body`` (see the module docstring).
+
+    Args:
+        body: a SMPL-family :class:`~fit3d.body_models.smplx_model.SMPLXModel`.
+        out_dir: where to write (default :func:`fit3d.body_models.weights.setup_dir`).
+        log: called with one line per step.
+    Returns:
+        ``setup.json``'s content: the config, per-step seconds and statistics.
+    Raises:
+        ValueError: ``body`` is anny (its weights are bundled).
+    """
+    from fit3d.data.writers import write_json, write_npz
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set, train_prior
+    from fit3d.training.regressor import save_regressor, train_regressor
+
+    if body.name == "anny":
+        raise ValueError("anny's priors and regressor are bundled with fit3d: setup-model is for SMPL, SMPL-H, SMPL-X")
+    config = config or SetupConfig()
+    out_dir = Path(out_dir) if out_dir else setup_dir(body)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = (lambda kind: out_dir / Path(weights_path(body, kind)).name)  # noqa: E731
+    stats: dict = dict(model=body.name, model_file=str(body.model_file), config=asdict(config), seconds={})
+    full = config == SetupConfig(seed=config.seed)
+    log(f"fit3d: setting up {body.name} in {out_dir}; "
+        + (f"expected ~{sum(STEPS.values()):.0f} min on a 2-core CPU (less with --device cuda)" if full
+           else "reduced settings: expect less time and less accurate priors"))
+    t = time.perf_counter()
+    ps = retarget_pose_set(body, load_pose_set(bundled_pose_set()), config, progress)
+    write_npz(path("pose_set"), ps)
+    stats["seconds"]["retarget"] = round(time.perf_counter() - t, 1)
+    stats["retarget_residual_mm_median"] = float(np.median(ps["residual_mm"]))
+    log(f"fit3d: retargeted {len(ps['body_pose'])} poses (median residual {stats['retarget_residual_mm_median']:.1f} "
+        f"mm) in {stats['seconds']['retarget']:.0f} s")
+    for kind in ("gmm", "vae", "articulation", "prototypes"):
+        kw = {} if config.recombined is None else dict(recombined=config.recombined)
+        kw.update({"vae": dict(epochs=config.vae_epochs), "articulation": dict(steps=config.articulation_steps)}.get(
+            kind, {}))
+        r = train_prior(kind, path("pose_set"), path(kind), seed=config.seed, progress=progress, body_model=body, **kw)
+        stats["seconds"][kind] = r["seconds"]
+        log(f"fit3d: {kind} trained on {r['poses']} poses in {r['seconds']:.0f} s")
+    t = time.perf_counter()
+    model, rs = train_regressor(ps, body, rounds=config.regressor_rounds, people_per_round=config.regressor_people,
+                                seed=config.seed, progress=progress, recombined=config.recombined)
+    save_regressor(model.cpu(), path("regressor"))
+    stats["seconds"]["regressor"] = round(time.perf_counter() - t, 1)
+    stats["regressor"] = rs
+    log(f"fit3d: regressor trained in {stats['seconds']['regressor']:.0f} s")
+    write_json(out_dir / "setup.json", stats)
+    return stats
