@@ -14,7 +14,6 @@ model from the user's licensed file and the bundled CMU mocap.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
