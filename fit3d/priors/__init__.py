@@ -67,7 +67,9 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         raise ValueError(f"{path} holds a {prior.name} prior, not {name}")
     J = getattr(body_model, "num_body_joints", None)
     n = getattr(prior, "num_joints", None)
-    if J is not None and n is not None and n != J:
+    if J is not None and isinstance(prior, VAEPrior) and J == n + 2:
+        prior.for_body(J)  # VPoser's 21 joints on SMPL's 23: hands left out (VAEPrior.for_body)
+    elif J is not None and n is not None and n != J:
         raise ValueError(f"{path}: a {n}-joint prior cannot score the {J} joints of {model_name}")
     return prior.to(body_model.device) if body_model is not None else prior
 

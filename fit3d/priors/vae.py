@@ -56,6 +56,10 @@ class VAEPrior(Prior):
         super().__init__()
         self.num_joints, self.latent_dim, self.hidden = num_joints, latent, hidden
         self.recon_weight = recon_weight
+        #: J of the poses :meth:`decode` returns: ``num_joints``, or ``num_joints + 2`` for a
+        #: 21-joint VAE (VPoser) on SMPL, whose two extra joints (the hands) come back at rest
+        #: (see :meth:`for_body`).
+        self.output_joints = num_joints
         n = num_joints * 3
         self.encoder_net = nn.Sequential(
             nn.Flatten(), nn.BatchNorm1d(n), nn.Linear(n, hidden), nn.LeakyReLU(), nn.BatchNorm1d(hidden),
@@ -66,20 +70,39 @@ class VAEPrior(Prior):
             nn.Linear(hidden, num_joints * 6), _SixD(),
         )  # fmt: skip
 
+    def for_body(self, num_body_joints: int) -> "VAEPrior":
+        """Use this VAE for a body with ``num_body_joints`` rotations: its own number, or two
+        more (SMPL's 23 with a 21-joint SMPL-H / SMPL-X body VAE such as VPoser: SMPL's first 21
+        joints are the same joints, the last two are the hands, scored by nothing here).
+
+        Raises:
+            ValueError: any other number.
+        """
+        if num_body_joints not in (self.num_joints, self.num_joints + 2):
+            raise ValueError(f"a {self.num_joints}-joint VAE cannot score {num_body_joints} body joints")
+        self.output_joints = num_body_joints
+        return self
+
+    def _own(self, body_pose: torch.Tensor) -> torch.Tensor:
+        return body_pose[:, : self.num_joints]
+
     def encode(self, body_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, J, 3)`` -> ``(mu (B, Z), sigma (B, Z))``."""
-        return self.encoder_net(body_pose)
+        return self.encoder_net(self._own(body_pose))
 
     def decode_rotmat(self, latent: torch.Tensor) -> torch.Tensor:
         """``(B, Z)`` -> ``(B, J, 3, 3)``."""
         return self.decoder_net(latent)
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """``(B, Z)`` -> ``(B, J, 3)`` axis-angle."""
-        return roma.rotmat_to_rotvec(self.decode_rotmat(latent))
+        """``(B, Z)`` -> ``(B, output_joints, 3)`` axis-angle (extra joints at rest)."""
+        pose = roma.rotmat_to_rotvec(self.decode_rotmat(latent))
+        extra = self.output_joints - self.num_joints
+        return torch.cat([pose, pose.new_zeros(pose.shape[0], extra, 3)], 1) if extra else pose
 
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``(B, J, 3)`` -> ``(B,)``: latent norm plus weighted squared chordal distance to the decoded pose."""
+        body_pose = self._own(body_pose)
         mu, _ = self.encode(body_pose)
         rec = self.decode_rotmat(mu)
         R = roma.rotvec_to_rotmat(body_pose)

@@ -90,3 +90,23 @@ def test_build_prior_errors(anny_model, smpl_like_dir):
         build_prior("gmm", smpl)
     with pytest.raises(KeyError):
         build_prior("flow", anny_model)
+
+
+@pytest.mark.parametrize("model_type", ["smpl", "smplh", "smplx"])
+def test_vposer_checkpoint_serves_every_smpl_family_body(tmp_path, smpl_like_dir, model_type):
+    from fit3d.body_models import build_body_model
+    from fit3d.fitters import SMPLify
+
+    ref = VAEPrior(num_joints=21, hidden=64, latent=32)
+    ckpt = tmp_path / "vposer_v2.ckpt"
+    torch.save({"state_dict": {"vp_model." + k: v for k, v in ref.state_dict().items()}}, ckpt)
+    body = build_body_model(model_type, smpl_like_dir)
+    prior = build_prior("vae", body, ckpt)
+    J = body.num_body_joints
+    pose = torch.randn(3, J, 3) * 0.1
+    assert prior(pose).shape == (3,) and prior.decode(torch.zeros(3, 32)).shape == (3, J, 3)
+    if J == 23:  # SMPL's hands (joints 22, 23) are not VPoser's: they do not change the cost
+        moved = pose.clone()
+        moved[:, 21:] += 0.5
+        assert torch.allclose(prior(moved), prior(pose))
+    SMPLify(body, prior=prior, pose_space="latent")  # latent mode decodes full SMPL poses
