@@ -95,7 +95,7 @@ class SMPLXModel(BodyModel):
         device: where the buffers live.
     Raises:
         FileNotFoundError: the model file is missing (the message says where to get it).
-        ValueError: unknown ``model_type``.
+        ValueError: unknown ``model_type``, or a file smplx cannot read.
     """
 
     def __init__(
@@ -115,7 +115,12 @@ class SMPLXModel(BodyModel):
         kwargs = dict(gender=gender, num_betas=num_betas, ext=path.suffix[1:])
         if model_type in ("smplh", "smplx"):
             kwargs.update(use_pca=False, flat_hand_mean=True)
-        self.smpl = smplx.create(str(path), model_type=model_type, **kwargs)
+        try:
+            self.smpl = smplx.create(str(path), model_type=model_type, **kwargs)
+        except Exception as e:  # noqa: BLE001 - pickle, zip, numpy and key errors of a bad file: one clear line
+            detail = str(e).splitlines()[0] if str(e) else ""
+            raise ValueError(f"{path} is not a readable {model_type.upper()} model file ({type(e).__name__}: "
+                             f"{detail}); download it again from {MODEL_URLS[model_type]}") from e
         self.name = model_type
         self.gender = gender
         self.model_file = path  #: the licensed file (its hash keys the weights of fit3d setup-model)

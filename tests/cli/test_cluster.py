@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 from click.testing import CliRunner
 
@@ -8,16 +6,11 @@ from fit3d.pipeline.merge import merge_fits
 
 
 def test_submit_local_jobs_then_merge_equals_one_run(tmp_path, sample_dir, anny_model):
-    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
-    for s in stages:
-        s["iterations"] = 5
-    sched = tmp_path / "fast.json"
-    sched.write_text(json.dumps(stages))
-    common = ["--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--schedule",
-              str(sched), "--no-progress"]
-    r = CliRunner().invoke(cli, ["smplify", *common, "--out", str(tmp_path / "one")])
+    common = ["--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--steps", "10",
+              "--no-progress"]
+    r = CliRunner().invoke(cli, ["eft", *common, "--out", str(tmp_path / "one")])
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(cli, ["submit", "smplify", *common, "--out", str(tmp_path / "many"), "--jobs", "3",
+    r = CliRunner().invoke(cli, ["submit", "eft", *common, "--out", str(tmp_path / "many"), "--jobs", "3",
                                  "--cluster", "local", "--logs", str(tmp_path / "logs")])
     assert r.exit_code == 0, r.output
     assert "3 task(s) finished, exit codes [0]" in r.output

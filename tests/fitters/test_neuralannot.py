@@ -98,7 +98,7 @@ def test_ddp_two_gloo_processes_train_in_step_and_annotate_each_image_once(tmp_p
 def test_neuralannot_command_under_torchrun(tmp_path, sample_dir):
     out = tmp_path / "na"
     r = _torchrun("-m", "fit3d.cli.main", "neuralannot", "--images", sample_dir, "--annotations",
-                  sample_dir / "test_coco.json", "--out", out, "--epochs", "1", "--recipes", "pretrain",
+                  sample_dir / "test_coco.json", "--out", out, "--epochs", "2", "--recipes", "pretrain",
                   "--no-progress")
     assert r.stderr.count("annotator trained on 12 people") == 1  # rank 0 speaks
     assert len(list(out.glob("*.npz"))) == 4 and len(list(out.glob("summary.shard-*-of-2.json"))) == 2
