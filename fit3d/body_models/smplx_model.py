@@ -170,10 +170,14 @@ class SMPLXModel(BodyModel):
         return torch.as_tensor(self.smpl.faces.astype("int64"), device=self.device)
 
     def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
-        """smplx forward with zero global orientation and translation.
+        """The model with zero global orientation and translation.
 
         ``body_pose`` ``(B, 23 | 21, 3)``; joints_3d ``(B, 24 | 22, 3)``; keypoints_3d ``(B, 23, 3)``.
+        With ``return_vertices`` smplx's full forward; without, :meth:`_skeleton` (the same
+        joints and keypoints without skinning the mesh: what every fitting iteration needs).
         """
+        if not return_vertices:
+            return self._skeleton(body_pose, betas)
         B = body_pose.shape[0]
         out = self.smpl(
             betas=betas,
@@ -184,8 +188,49 @@ class SMPLXModel(BodyModel):
             **self.rest_parts(B, body_pose),
         )
         joints = out.joints
-        return BodyOutput(
-            vertices=out.vertices if return_vertices else None,
-            joints_3d=joints[:, : len(self.joint_names)],
-            keypoints_3d=joints[:, self.keypoint_index],
+        return BodyOutput(vertices=out.vertices, joints_3d=joints[:, : len(self.joint_names)],
+                          keypoints_3d=joints[:, self.keypoint_index])
+
+    def _skeleton_tables(self) -> dict[str, torch.Tensor]:
+        """Shape-linear rest joints and the keypoint vertices' template, shape, pose-corrective
+        and skinning rows, taken once from smplx's buffers (``J = J_regressor v_shaped`` is
+        linear in the betas)."""
+        sm = self.smpl
+        key = (sm.v_template.device, sm.v_template.dtype)
+        if getattr(self, "_tables_key", None) == key:
+            return self._tables
+        S = self.num_betas
+        dirs = sm.shapedirs[:, :, :S]
+        idx = sm.vertex_joint_selector.extra_joints_idxs[: len(EXTRA_KEYPOINTS)]
+        P = sm.posedirs.shape[0]
+        self._tables = dict(
+            joints=sm.J_regressor @ sm.v_template,  # (J, 3)
+            joint_dirs=torch.einsum("jv,vcs->jcs", sm.J_regressor, dirs),  # (J, 3, S)
+            kp_template=sm.v_template[idx], kp_dirs=dirs[idx],  # (K, 3), (K, 3, S)
+            kp_posedirs=sm.posedirs.view(P, -1, 3)[:, idx],  # (P, K, 3)
+            kp_weights=sm.lbs_weights[idx],  # (K, J)
         )
+        self._tables_key = key
+        return self._tables
+
+    def _skeleton(self, body_pose: torch.Tensor, betas: torch.Tensor) -> BodyOutput:
+        """smplx's joints and vertex keypoints without skinning the mesh: forward kinematics
+        of the shaped rest joints, and linear blend skinning of the 11 keypoint vertices only
+        (with their pose correctives). Same numbers as the full forward (tested)."""
+        from smplx.lbs import batch_rigid_transform, batch_rodrigues
+
+        t = self._skeleton_tables()
+        B, J = body_pose.shape[0], NUM_JOINTS[self.name]
+        full = body_pose.new_zeros(B, J, 3)
+        full[:, 1 : 1 + body_pose.shape[1]] = body_pose  # root, then body; hands, jaw, eyes at rest
+        rot = batch_rodrigues(full.reshape(-1, 3)).view(B, J, 3, 3)
+        rest = t["joints"] + torch.einsum("jcs,bs->bjc", t["joint_dirs"], betas)
+        posed, A = batch_rigid_transform(rot, rest, self.smpl.parents, dtype=rot.dtype)
+        feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
+        v = t["kp_template"] + torch.einsum("kcs,bs->bkc", t["kp_dirs"], betas)
+        v = v + (feat @ t["kp_posedirs"].flatten(1)).view(B, -1, 3)
+        T = torch.einsum("kj,bjmn->bkmn", t["kp_weights"], A)
+        kp = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
+        joints = torch.cat([posed, kp], 1)
+        return BodyOutput(vertices=None, joints_3d=joints[:, : len(self.joint_names)],
+                          keypoints_3d=joints[:, self.keypoint_index])

@@ -111,3 +111,17 @@ def test_a_bad_model_file_is_one_clear_line(tmp_path, sample_dir):
                                  "--model-path", str(tmp_path)])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     assert "SMPL_NEUTRAL.pkl" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model_type", ["smpl", "smplh", "smplx"])
+def test_skeleton_path_equals_smplx_forward(smpl_like_dir, model_type):
+    """Fitting iterations skip the mesh: same joints and keypoints as smplx's full forward."""
+    m = build_body_model(model_type, smpl_like_dir)
+    g = torch.Generator().manual_seed(0)
+    pose = torch.randn(4, m.num_body_joints, 3, generator=g) * 0.4
+    betas = torch.randn(4, m.num_betas, generator=g)
+    fast = m.canonical(pose, betas)
+    full = m.canonical(pose, betas, return_vertices=True)
+    assert fast.vertices is None and full.vertices is not None
+    assert torch.allclose(fast.joints_3d, full.joints_3d, atol=1e-5)
+    assert torch.allclose(fast.keypoints_3d, full.keypoints_3d, atol=1e-5)
