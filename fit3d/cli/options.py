@@ -66,6 +66,16 @@ def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from e
 
 
+_MODEL_OPTIONS = [
+    click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
+                 help="Body model. anny is bundled; the SMPL family needs --model-path."),
+    click.option("--model-path", type=click.Path(path_type=Path), default=None,
+                 help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
+    click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+                 help="SMPL family model gender."),
+    click.option("--device", default="cpu", show_default=True, callback=check_device,
+                 help="torch device: cpu, cuda, cuda:1..."),
+]
 _OPTIONS = [
     click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
                  help="Folder of the images."),
@@ -77,14 +87,7 @@ _OPTIONS = [
                  help="SPIN-style dataset .npz (imgname, center, scale, part) instead of COCO annotations."),
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
                  help="Output folder: one .npz per image and summary.json."),
-    click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
-                 help="Body model. anny is bundled; the SMPL family needs --model-path."),
-    click.option("--model-path", type=click.Path(path_type=Path), default=None,
-                 help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
-    click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
-                 help="SMPL family model gender."),
-    click.option("--device", default="cpu", show_default=True, callback=check_device,
-                 help="torch device: cpu, cuda, cuda:1..."),
+    *_MODEL_OPTIONS,
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
                  help="People per batched fit."),
     click.option("--focal-length", type=click.FloatRange(min=1.0), default=None,
@@ -128,18 +131,6 @@ def errors_as(exception: type[click.ClickException] = click.ClickException):
         yield
     except (ValueError, FileNotFoundError) as e:
         raise exception(str(e)) from e
-
-
-_MODEL_OPTIONS = [
-    click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
-                 help="Body model. anny is bundled; the SMPL family needs --model-path."),
-    click.option("--model-path", type=click.Path(path_type=Path), default=None,
-                 help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
-    click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
-                 help="SMPL family model gender."),
-    click.option("--device", default="cpu", show_default=True, callback=check_device,
-                 help="torch device: cpu, cuda, cuda:1..."),
-]
 
 
 def model_options(f):
