@@ -224,10 +224,10 @@ class SMPLXModel(BodyModel):
         full = body_pose.new_zeros(B, J, 3)
         full[:, 1 : 1 + body_pose.shape[1]] = body_pose  # root, then body; hands, jaw, eyes at rest
         rot = batch_rodrigues(full.reshape(-1, 3)).view(B, J, 3, 3)
-        rest = t["joints"] + torch.einsum("jcs,bs->bjc", t["joint_dirs"], betas)
+        rest = (t["joints"] + torch.einsum("jcs,bs->bjc", t["joint_dirs"], betas)).expand(B, -1, -1)
         posed, A = batch_rigid_transform(rot, rest, self.smpl.parents, dtype=rot.dtype)
         feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
-        v = t["kp_template"] + torch.einsum("kcs,bs->bkc", t["kp_dirs"], betas)
+        v = t["kp_template"] + torch.einsum("kcs,bs->bkc", t["kp_dirs"], betas)  # betas (B | 1, S)
         v = v + (feat @ t["kp_posedirs"].flatten(1)).view(B, -1, 3)
         T = torch.einsum("kj,bjmn->bkmn", t["kp_weights"], A)
         kp = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]

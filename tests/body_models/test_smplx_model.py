@@ -125,3 +125,5 @@ def test_skeleton_path_equals_smplx_forward(smpl_like_dir, model_type):
     assert fast.vertices is None and full.vertices is not None
     assert torch.allclose(fast.joints_3d, full.joints_3d, atol=1e-5)
     assert torch.allclose(fast.keypoints_3d, full.keypoints_3d, atol=1e-5)
+    one = m.canonical(pose, betas[:1])  # one shape for every pose (as retargeting does)
+    assert torch.allclose(one.joints_3d, m.canonical(pose, betas[:1].expand(4, -1)).joints_3d, atol=1e-6)
