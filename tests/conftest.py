@@ -71,6 +71,15 @@ def make_synthetic():
 
 
 # Approximate SMPL rest joints (metres, Y up, facing +Z) and parents, for a fake model file.
+@pytest.fixture(autouse=True)
+def _isolated_model_setups(tmp_path, monkeypatch):
+    """SMPL-family weights (``fit3d setup-model``) come from a per-test folder, never from
+    the user's cache: tests see a model as not set up unless they set it up."""
+    import fit3d.body_models.weights as w
+
+    monkeypatch.setattr(w, "setup_dir", lambda body: tmp_path / "model_setups" / w.model_key(body))
+
+
 @pytest.fixture(scope="session")
 def smpl_like_dir(tmp_path_factory) -> Path:
     """SMPL, SMPL-H and SMPL-X test models built from anny (tests/fixtures/smpl_like.py): not SMPL."""

@@ -105,7 +105,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
 def setup_model_cmd(max_poses, regressor_rounds, retarget_iterations, quick, no_progress, body):
     """Learn a SMPL-family model's priors (GMM, VAE, articulation, prototypes) and EFT regressor from the
     bundled CMU mocap, once; fitting commands then use them for that model file with no further options."""
-    from fit3d.body_models.weights import setup_dir
+    from fit3d.body_models import weights
     from fit3d.training.setup_model import SetupConfig, setup_model
 
     torch_seed()
@@ -114,4 +114,4 @@ def setup_model_cmd(max_poses, regressor_rounds, retarget_iterations, quick, no_
     with errors_as():
         stats = setup_model(body, config, progress=not no_progress, log=lambda m: click.echo(m, err=True))
     click.echo(f"fit3d: {body.name} set up in {sum(stats['seconds'].values()):.0f} s; weights in "
-               f"{setup_dir(body)}", err=True)
+               f"{weights.setup_dir(body)}", err=True)

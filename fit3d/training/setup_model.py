@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.body_models.weights import setup_dir, weights_path
+from fit3d.body_models import weights
 
 #: Order of the steps and their share of the time measured on a 2-core CPU for SMPL
 #: (minutes): what the progress bar and the expected-time line use.
@@ -108,9 +108,9 @@ def setup_model(body, config: SetupConfig | None = None, out_dir: str | Path | N
     if body.name == "anny":
         raise ValueError("anny's priors and regressor are bundled with fit3d: setup-model is for SMPL, SMPL-H, SMPL-X")
     config = config or SetupConfig()
-    out_dir = Path(out_dir) if out_dir else setup_dir(body)
+    out_dir = Path(out_dir) if out_dir else weights.setup_dir(body)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = (lambda kind: out_dir / Path(weights_path(body, kind)).name)  # noqa: E731
+    path = (lambda kind: out_dir / Path(weights.weights_path(body, kind)).name)  # noqa: E731
     stats: dict = dict(model=body.name, model_file=str(body.model_file), config=asdict(config), seconds={})
     full = config == SetupConfig(seed=config.seed)
     log(f"fit3d: setting up {body.name} in {out_dir}; "

@@ -11,9 +11,9 @@ def test_build_smplify_defaults(anny_model, smpl_like_dir):
     assert isinstance(f, SMPLify) and f.prior.name == DEFAULT_PRIOR == "gmm" and f.keep == 2
     assert build_smplify(anny_model, prior="l2", hypotheses=1).keep == 1
     smpl = build_body_model("smpl", smpl_like_dir)
-    assert build_smplify(smpl).prior.name == "l2"  # no bundled learned prior for SMPL
-    with pytest.raises(FileNotFoundError, match="prior-path"):
-        build_smplify(smpl, prior="gmm")
+    assert build_smplify(smpl, prior="l2").prior.name == "l2" and build_smplify(smpl, prior="l2").prototypes is None
+    with pytest.raises(FileNotFoundError, match="setup-model --model smpl.*or pass --prior-path"):
+        build_smplify(smpl)  # the default prior is learned: one line says how to get it
 
 
 def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
@@ -23,7 +23,7 @@ def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
     f = build_eft(anny_model, steps=3)
     assert isinstance(f, EFT) and f.steps == 3 and f.prior is None
     smpl = build_body_model("smpl", smpl_like_dir)
-    with pytest.raises(FileNotFoundError, match="train-regressor"):
+    with pytest.raises(FileNotFoundError, match="setup-model"):
         build_eft(smpl)
     with pytest.raises(ValueError, match="another body model"):
         build_eft(smpl, regressor_path=bundled_regressor("anny"))
