@@ -23,9 +23,9 @@ import torch
 
 from fit3d.body_models import weights
 
-#: Order of the steps and their share of the time measured on a 2-core CPU for SMPL
-#: (minutes): what the progress bar and the expected-time line use.
-STEPS = {"retarget": 6.0, "gmm": 0.5, "vae": 5.0, "articulation": 8.0, "prototypes": 1.0, "regressor": 8.0}
+#: Minutes per step measured for the SMPL-like models on a 2-core CPU (three set-ups at
+#: once, 2026-11-30): what the expected-time line says.
+STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3, "regressor": 1.2}
 
 
 @dataclass
