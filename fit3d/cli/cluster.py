@@ -20,7 +20,9 @@ from fit3d.cli.options import errors_as
               show_default=True, help="submitit's folder: job scripts and one stdout/stderr per task.")
 @click.option("--slurm-partition", default=None, help="SLURM partition.")
 @click.option("--gpus-per-job", type=click.IntRange(min=0), default=0, show_default=True,
-              help="GPUs per task (neuralannot: also its number of DDP ranks). Add --device cuda to the command.")
+              help="GPUs per task. Add --device cuda to the command.")
+@click.option("--ranks", type=click.IntRange(min=1), default=None,
+              help="neuralannot: torch.distributed ranks of its one job (default: --gpus-per-job, at least 1).")
 @click.option("--cpus-per-job", type=click.IntRange(min=1), default=None, help="CPUs per task.")
 @click.option("--mem-gb", type=click.IntRange(min=1), default=None, help="Memory per task (GB).")
 @click.option("--time", "time_min", type=click.IntRange(min=1), default=240, show_default=True,
@@ -30,8 +32,8 @@ from fit3d.cli.options import errors_as
               help="Extra sbatch option, e.g. --slurm-arg account=abc (repeatable).")
 @click.option("--wait/--no-wait", default=None,
               help="Wait for every task and exit with the worst exit code (default: wait with --cluster local).")
-def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job, cpus_per_job, mem_gb, time_min,
-           max_parallel, slurm_args, wait):
+def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job, ranks, cpus_per_job, mem_gb,
+           time_min, max_parallel, slurm_args, wait):
     """Run 'fit3d COMMAND OPTIONS...' as JOBS shards on SLURM (submitit), or locally.
 
     The command's own options and the submit options may come in any order, e.g.
@@ -53,7 +55,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
         extra[k] = v
     config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition, gpus_per_job=gpus_per_job,
                           cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min, max_parallel=max_parallel,
-                          slurm_args=extra)
+                          slurm_args=extra, ranks=ranks)
     with errors_as(click.UsageError):
         submitted = do_submit(command, list(options), config)
     click.echo(f"fit3d: submitted {len(submitted)} task(s) of 'fit3d {command}' to {cluster}: "
@@ -66,7 +68,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     codes = []
     for j in submitted:
         try:
-            codes.append(int(j.result()))
+            codes.extend(int(c or 0) for c in j.results())  # one per task (NeuralAnnot: one per rank)
         except Exception as e:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
             click.echo(f"fit3d: task {j.job_id} failed: {str(e).strip().splitlines()[-1] if str(e) else e!r}",
                        err=True)

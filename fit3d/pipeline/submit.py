@@ -26,8 +26,10 @@ class SubmitConfig:
         cluster: ``"slurm"``, ``"local"`` (processes on this machine) or None (submitit's
             guess: SLURM when ``sbatch`` exists).
         logs: submitit's folder (job scripts, pickles, stdout/stderr per task).
-        partition: SLURM partition. gpus_per_job: GPUs per task's node (NeuralAnnot:
-            also its number of ranks). cpus_per_job, mem_gb, time_min: resources.
+        partition: SLURM partition. gpus_per_job: GPUs per task's node. cpus_per_job,
+            mem_gb, time_min: resources.
+        ranks: NeuralAnnot's number of ``torch.distributed`` ranks (tasks of its one job;
+            default: ``gpus_per_job``, at least 1).
         max_parallel: at most this many array tasks at once (None: no limit).
         slurm_args: extra ``sbatch`` options (``{"account": "abc"}``).
     """
@@ -42,6 +44,7 @@ class SubmitConfig:
     time_min: int = 240
     max_parallel: int | None = None
     slurm_args: dict = field(default_factory=dict)
+    ranks: int | None = None
 
 
 class ShardJob:
@@ -90,8 +93,8 @@ def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
         raise ValueError("fit3d submit sets --shard for each job: leave it out")
     if command == "neuralannot":
         if jobs != 1:
-            raise ValueError("neuralannot trains one network on the whole set: use --jobs 1 and --gpus-per-job N "
-                             "(N ranks of one torch.distributed job)")
+            raise ValueError("neuralannot trains one network on the whole set: use --jobs 1 and --ranks N "
+                             "(or --gpus-per-job N): N ranks of one torch.distributed job")
         return [[command, *options]]
     return [[command, *options, "--shard", f"{i + 1}/{jobs}"] for i in range(jobs)]
 
@@ -128,7 +131,7 @@ def submit(command: str, options: list[str], config: SubmitConfig) -> list:
     args = shard_args(command, options, config.jobs)
     ex = make_executor(config, f"fit3d-{command}")
     if command == "neuralannot":
-        ranks = max(config.gpus_per_job, 1)
+        ranks = config.ranks or max(config.gpus_per_job, 1)
         ex.update_parameters(tasks_per_node=ranks)
         return [ex.submit(ShardJob(args[0], distributed=ranks > 1))]
     jobs = []

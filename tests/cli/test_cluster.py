@@ -32,4 +32,15 @@ def test_submit_refuses_what_it_sets_itself(tmp_path, sample_dir):
     assert r.exit_code == 2 and "leave it out" in r.output
     r = CliRunner().invoke(cli, ["submit", "neuralannot", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                  "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "logs")])
-    assert r.exit_code == 2 and "--gpus-per-job" in r.output
+    assert r.exit_code == 2 and "--ranks" in r.output
+
+
+def test_submit_neuralannot_runs_one_job_of_two_ranks(tmp_path, sample_dir):
+    out = tmp_path / "na"
+    r = CliRunner().invoke(cli, ["submit", "neuralannot", "--images", str(sample_dir), "--annotations",
+                                 str(sample_dir / "test_coco.json"), "--out", str(out), "--epochs", "1", "--recipes",
+                                 "pretrain", "--no-progress", "--cluster", "local", "--ranks", "2", "--logs",
+                                 str(tmp_path / "logs")])
+    assert r.exit_code == 0 and "2 task(s) finished, exit codes [0]" in r.output, r.output
+    assert (out / "annotator.pt").is_file() and len(list(out.glob("*.npz"))) == 4
+    assert len(list(out.glob("summary.shard-*-of-2.json"))) == 2  # each rank annotated its share
