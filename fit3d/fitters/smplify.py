@@ -66,6 +66,22 @@ def face_evidence(keypoints_2d: torch.Tensor, convention) -> torch.Tensor:
     return torch.where(~seen_front & seen_ear, -torch.ones_like(ev), ev)
 
 
+def _best_rows(loss: torch.Tensor, B: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """Index of each person's lowest-``loss`` row (among ``allowed`` rows when given); rows
+    are person-major with the same number per person."""
+    if allowed is not None:
+        loss = torch.where(allowed, loss, torch.full_like(loss, torch.finfo(loss.dtype).max))
+    per = len(loss) // B
+    return loss.view(B, per).argmin(1) + torch.arange(B, device=loss.device) * per
+
+
+def _take(rows: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict, tags: dict) -> tuple[dict, PersonBatch,
+                                                                                               dict, dict]:
+    """The given rows of every per-row state (parameters detached and copied)."""
+    return ({k: v[rows].detach().clone() for k, v in params.items()}, sub.index(rows),
+            {k: v[rows] for k, v in ctx.items()}, {k: v[rows] for k, v in tags.items()})
+
+
 class SMPLify:
     """Batched, staged SMPLify with orientation hypotheses.
 
@@ -326,7 +342,7 @@ class SMPLify:
         """Append, per person, its best row with each limb flipped in depth (:data:`FLIP_NAMES`)."""
         B = int(tags["owner"].max()) + 1
         per = len(loss) // B
-        best = loss.view(B, per).argmin(1) + torch.arange(B, device=loss.device) * per
+        best = _best_rows(loss, B)
         bp = {k: v[best] for k, v in params.items()}
         with torch.no_grad():
             body = self.body_model(bp["global_orient"], bp["body_pose"], bp["betas"], bp["transl"])
@@ -360,26 +376,22 @@ class SMPLify:
         B = int(tags["owner"].max()) + 1
         per = len(loss) // B
         dev = loss.device
-        best = loss.view(B, per).argmin(1) + torch.arange(B, device=dev) * per
+        best = _best_rows(loss, B)
         order = torch.cat([torch.arange(B * per, device=dev).view(B, per), B * per + torch.arange(B, device=dev)[:, None]],
                           1).reshape(-1)
         rows = torch.cat([torch.arange(B * per, device=dev), best])[order]
-        params = {k: v[rows].detach().clone() for k, v in params.items()}
-        tags = {k: v[rows] for k, v in tags.items()}
+        params, sub, ctx, tags = _take(rows, params, sub, ctx, tags)
         tags["branch"] = torch.cat([torch.zeros(B * per, dtype=torch.long, device=dev),
                                     torch.ones(B, dtype=torch.long, device=dev)])[order]
-        return params, sub.index(rows), {k: v[rows] for k, v in ctx.items()}, tags, loss[rows]
+        return params, sub, ctx, tags, loss[rows]
 
     def _pick(self, loss: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict, tags: dict,
               B: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Each person's final row: the lowest loss of the clean branch (all rows when the
         schedule has no branches), or of the noisy branch when the clean fit's RMS residual
         exceeds :attr:`noise_threshold`. Returns ``(row index (B,), noisy (B,) bool)``."""
-        per = len(loss) // B
-        offset = torch.arange(B, device=loss.device) * per
-        big = torch.finfo(loss.dtype).max
-        branch = tags["branch"].view(B, per)
-        clean = torch.where(branch == 0, loss.view(B, per), torch.full_like(loss.view(B, per), big)).argmin(1) + offset
+        branch = tags["branch"]
+        clean = _best_rows(loss, B, branch == 0)
         noisy = torch.zeros(B, dtype=torch.bool, device=loss.device)
         if not bool((branch == 1).any()):
             return clean, noisy
@@ -390,8 +402,7 @@ class SMPLify:
             r = L.rms_residual(project(body.keypoints_3d, s.focal_length, s.principal_point), s.keypoints_2d,
                                ctx["scale"][clean])
         noisy = r > self.noise_threshold
-        alt = torch.where(branch == 1, loss.view(B, per), torch.full_like(loss.view(B, per), big)).argmin(1) + offset
-        return torch.where(noisy, alt, clean), noisy
+        return torch.where(noisy, _best_rows(loss, B, branch == 1), clean), noisy
 
     # ----------------------------------------------------------------- call
     def __call__(self, batch: PersonBatch) -> FitResult:
@@ -468,9 +479,8 @@ class SMPLify:
             tags["steps"] += s
             if i == 0 and canon is not None and not stage.moves_body:
                 rows = self._keep_after_camera(loss, params, sub, ctx, tags, canon)
-                params = {k: v[rows].detach().clone() for k, v in params.items()}
-                sub, ctx, loss = sub.index(rows), {k: v[rows] for k, v in ctx.items()}, loss[rows]
-                tags = {k: v[rows] for k, v in tags.items()}
+                params, sub, ctx, tags = _take(rows, params, sub, ctx, tags)
+                loss = loss[rows]
             if i == first_body and self.depth_flips and not flips_added:
                 params, sub, ctx, tags, loss = self._with_flip_rows(loss, params, sub, ctx, tags)
                 if i == len(self.schedule) - 1:  # no later stage: score the new rows as they are

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.writers import fit_files, read_fit
+from fit3d.pipeline.records import reason_kind
 
 #: Per-image fields copied to every person of the image.
 IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
@@ -81,7 +82,7 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
 
 def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list) -> dict:
     status = arrays.get("status", np.zeros(0, dtype=str))
-    reasons = [str(r).split(":")[0] for r, s in zip(arrays.get("skip_reason", []), status) if s == "skipped"]
+    reasons = [reason_kind(r) for r, s in zip(arrays.get("skip_reason", []), status) if s == "skipped"]
     fitted = status == "fitted"
     err = arrays["reproj_error_px"][fitted] if n else np.zeros(0)
     err = err[np.isfinite(err)]

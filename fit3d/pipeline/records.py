@@ -17,6 +17,11 @@ EXTRA_LABELS = {"init_method": METHODS}
 STATUSES = ("fitted", "skipped")
 
 
+def reason_kind(reason: str) -> str:
+    """A skip reason without its numbers, for counting (``too few usable keypoints``)."""
+    return str(reason).split(":")[0]
+
+
 def person_record(person: Person, result: FitResult | None, i: int, body_model, focal, pp, reason: str,
                   extra_defaults: dict) -> dict:
     """One person's output arrays: the fit ``result[i]``, or NaN parameters, ``valid = False``

@@ -29,7 +29,7 @@ from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, output_path, write_json, write_npz
 from fit3d.pipeline.interrupt import Interrupted, interruptible
-from fit3d.pipeline.records import image_record, person_record
+from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.summary import RunCounts, versions
 
 log = logging.getLogger(__name__)
@@ -184,11 +184,6 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     return out
 
 
-def _reason_kind(reason: str) -> str:
-    """A reason without its numbers, for counting (``too few usable keypoints``)."""
-    return reason.split(":")[0]
-
-
 class _Job:
     """One run's state: what to fit, what was done, where it goes."""
 
@@ -249,7 +244,7 @@ class _Job:
                     c.people_valid += int(rec["valid"])
                     c.reproj_error_px.append(float(rec["reproj_error_px"]))
                 else:
-                    c.skipped[_reason_kind(str(rec["skip_reason"]))] += 1
+                    c.skipped[reason_kind(str(rec["skip_reason"]))] += 1
         if self.bar is not None:
             self.bar.update(len(entries))
 
