@@ -80,6 +80,27 @@ def _isolated_model_setups(tmp_path, monkeypatch):
     monkeypatch.setattr(w, "setup_dir", lambda body: tmp_path / "model_setups" / w.model_key(body))
 
 
+@pytest.fixture()
+def schedule_file(tmp_path):
+    """``schedule_file(n)``: the default SMPLify schedule (``fit3d print-schedule``) with ``n``
+    iterations per stage, as a file for ``--schedule``."""
+    import json
+
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    def make(iterations: int) -> Path:
+        stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
+        for s in stages:
+            s["iterations"] = iterations
+        f = tmp_path / f"schedule_{iterations}.json"
+        f.write_text(json.dumps(stages))
+        return f
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def smpl_like_dir(tmp_path_factory) -> Path:
     """SMPL, SMPL-H and SMPL-X test models built from anny (tests/fixtures/smpl_like.py): not SMPL."""

@@ -57,18 +57,14 @@ def test_smplh_and_smplx_fit_batches_of_any_size(smpl_like_dir, make_synthetic, 
     assert res.reproj_error_px.median() < 8.0  # a short schedule: fits, not tuned
 
 
-def test_smplx_from_the_command_line(tmp_path, smpl_like_dir, sample_dir):
+def test_smplx_from_the_command_line(tmp_path, smpl_like_dir, sample_dir, schedule_file):
     import json
 
     from click.testing import CliRunner
 
     from fit3d.cli.main import cli
 
-    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
-    for s in stages:
-        s["iterations"] = 5
-    sched = tmp_path / "fast.json"
-    sched.write_text(json.dumps(stages))
+    sched = schedule_file(5)
     out = tmp_path / "fits"
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(out), "--model", "smplx", "--model-path", str(smpl_like_dir),

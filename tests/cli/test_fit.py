@@ -6,16 +6,11 @@ from click.testing import CliRunner
 from fit3d.cli.main import cli
 
 
-def test_smplify_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
+def test_smplify_cli_on_bundled_sample(tmp_path, sample_dir, anny_model, schedule_file):
     images = tmp_path / "coco" / "val2017"
     shutil.copytree(sample_dir, images)
     shutil.move(images / "test_coco.json", tmp_path / "coco" / "person_keypoints_val2017.json")
-    sched = tmp_path / "fast.json"
-    r = CliRunner().invoke(cli, ["print-schedule"])
-    stages = json.loads(r.output)
-    for s in stages:
-        s["iterations"] = 5
-    sched.write_text(json.dumps(stages))
+    sched = schedule_file(5)
     out = tmp_path / "fits"
     args = ["smplify", "--images", str(images), "--out", str(out), "--schedule", str(sched), "--no-progress", "--limit", "2"]
     r = CliRunner().invoke(cli, args)
@@ -98,14 +93,10 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
     assert r.exit_code == 2 and "Invalid value for '--shard'" in r.output and "1 <= i <= n" in r.output
 
 
-def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model):
+def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model, schedule_file):
     import numpy as np
 
-    sched = tmp_path / "fast.json"
-    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
-    for s in stages:
-        s["iterations"] = 3
-    sched.write_text(json.dumps(stages))
+    sched = schedule_file(3)
     out = tmp_path / "fits"
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(out), "--schedule", str(sched), "--limit", "1", "--focal-length", "1000",

@@ -18,13 +18,8 @@ from fit3d.cli.main import cli
 
 
 @pytest.fixture()
-def fast_schedule(tmp_path):
-    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
-    for s in stages:
-        s["iterations"] = 4
-    f = tmp_path / "fast.json"
-    f.write_text(json.dumps(stages))
-    return f
+def fast_schedule(schedule_file):
+    return schedule_file(4)
 
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -106,14 +101,10 @@ def test_cuda_without_cuda_is_one_clear_line(tmp_path, sample_dir):
     assert r.exit_code == 2 and "--force-reinstall" in r.output and "Traceback" not in r.output
 
 
-def test_sigterm_keeps_finished_images_and_the_rerun_completes(tmp_path, sample_dir, anny_model):
+def test_sigterm_keeps_finished_images_and_the_rerun_completes(tmp_path, sample_dir, anny_model, schedule_file):
     """A real process, a real signal: finished images are kept, exit 143, the rerun fits the rest,
     and the outputs are those of one uninterrupted run."""
-    stages = json.loads(CliRunner().invoke(cli, ["print-schedule"]).output)
-    for s in stages:
-        s["iterations"] = 30  # slow enough to be caught mid-run
-    sched = tmp_path / "slow.json"
-    sched.write_text(json.dumps(stages))
+    sched = schedule_file(30)  # slow enough to be caught mid-run
     out = tmp_path / "fits"
     cmd = [sys.executable, "-m", "fit3d.cli.main", "smplify", "--images", str(sample_dir), "--annotations",
            str(sample_dir / "test_coco.json"), "--out", str(out), "--schedule", str(sched), "--batch-size", "1",
