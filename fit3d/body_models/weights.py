@@ -11,6 +11,7 @@ EFT regressor and the retargeted pose set.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -21,12 +22,19 @@ KINDS = ("gmm", "vae", "articulation", "prototypes", "regressor", "pose_set")
 
 
 def file_digest(path: str | Path, length: int = 16) -> str:
-    """The first ``length`` hex digits of the file's SHA-256."""
+    """The first ``length`` hex digits of the file's SHA-256 (read once per file version:
+    every weights lookup of a model asks for it)."""
+    st = Path(path).stat()
+    return _digest(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)[:length]
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()[:length]
+    return h.hexdigest()
 
 
 def model_key(body) -> str:
