@@ -6,7 +6,9 @@ Each configuration is a JSON object of overrides of the default SMPLify:
 weights that pick the final row) and ``stages``:
 ``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
 ``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``,
-``refine`` (bool; the refinement runs SMPLify's ``body_fine`` stage with the overrides).
+``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides),
+``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person) and
+``prior`` (an extra pose prior; none by default for EFT).
 Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on the
 ``train`` subjects only, e.g. by ``benchmarks/train_tuning_weights.py``).
 
@@ -34,8 +36,11 @@ def build(body, weights: Path, cfg: dict):
     from fit3d.training.priors import load_prior
 
     kind = cfg.get("prior", DEFAULT_PRIOR)
-    prior = L2Prior() if kind == "l2" else load_prior(weights / f"anny_{kind}.pt")
-    if "weight_scale" in cfg:
+    if cfg.get("fitter") == "eft" and "prior" not in cfg:
+        prior = None
+    else:
+        prior = L2Prior() if kind == "l2" else load_prior(weights / f"anny_{kind}.pt")
+    if prior is not None and "weight_scale" in cfg:
         prior.weight_scale = cfg["weight_scale"]
     from fit3d.fitters import Stage
 
@@ -51,9 +56,9 @@ def build(body, weights: Path, cfg: dict):
         from fit3d.training.regressor import load_regressor
 
         reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
-        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5), prior=prior,
-                   refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.name != "camera" and
-                                    (st.branch or st.name == "body_fine")])
+        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5),
+                   prior=prior, finetune=cfg.get("finetune"),
+                   refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch])
     protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
     return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos,
                    prototype_starts=cfg.get("prototype_starts", 2), depth_flips=cfg.get("depth_flips", True),

@@ -4,10 +4,15 @@ EFT fits one person by fine-tuning a pretrained regressor's weights on that
 person's 2D keypoints for a few steps, so the network acts as the pose prior,
 then reads out its prediction; every person starts again from the pretrained
 weights. Here B people are fine-tuned in one pass: the weights are stacked B
-times and evaluated with ``torch.func.functional_call`` under ``torch.func.vmap``;
-each copy has its own Adam state (:class:`~fit3d.fitters.optim.BatchedAdam`),
-so the result equals B separate runs (tested). The regressor has no BatchNorm
-or dropout, so nothing needs freezing.
+times and evaluated per person (:meth:`KeypointRegressor.forward_with` with the layers of
+:mod:`fit3d.regressors.functional`; any other regressor module through
+``torch.func.functional_call`` under ``torch.func.vmap``);
+each copy has its own Adam state (Adam is element-wise), so the result equals
+B separate runs (tested). The regressor has no BatchNorm
+or dropout, so nothing needs freezing. ``finetune`` names the weights that get a
+per-person copy (by name prefix; the rest stay shared and run as one ordinary
+matrix product over the batch); fine-tuning fewer weights is cheaper per step
+(README, "EFT throughput", has the measured speed and accuracy of each choice).
 
 Loss per person: GMoF reprojection of the model's keypoints (confidence
 weighted, normalised to the person's scale, as in SMPLify), EFT's shape
@@ -68,6 +73,8 @@ class EFT:
             from the EFT output, with limb depth-flip rows (see module docstring).
         refine_schedule: the refinement's stages.
         valid_fraction: as SMPLify's.
+        finetune: name prefixes of the regressor's parameters fine-tuned per person
+            (``None``: all of them, as in the paper); the others are shared, unchanged.
 
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`); extras
     ``prototype`` (the regressor's prototype pick, -1 without prototypes) and, with
@@ -78,13 +85,18 @@ class EFT:
 
     def __init__(self, body_model: BodyModel, regressor, steps: int = 30, lr: float = 3e-5, shape_weight: float = 1.0,
                  prior=None, prior_weight: float = 1.0, refine: bool = False, refine_schedule=None,
-                 valid_fraction: float = VALID_ERROR_FRACTION) -> None:
+                 valid_fraction: float = VALID_ERROR_FRACTION, finetune: tuple[str, ...] | None = None) -> None:
         self.body_model = body_model
         self.regressor = regressor.to(body_model.device).eval()
         self.steps, self.lr, self.shape_weight = steps, lr, shape_weight
         self.prior, self.prior_weight = prior, prior_weight
         self.refine = refine
         self.valid_fraction = valid_fraction
+        names = list(self._named_parameters())
+        self.finetune = None if finetune is None else tuple(finetune)
+        self._tuned = [k for k in names if self.finetune is None or k.startswith(self.finetune)]
+        if not self._tuned:
+            raise ValueError(f"finetune={finetune!r} matches none of the regressor's parameters ({', '.join(names)})")
         stages = list(refine_schedule) if refine_schedule is not None else eft_refinement_stages()
         self._refiner = SMPLify(body_model, prior=prior, schedule=stages, yaws=(0.0,)) if refine else None
         self.schedule = stages if refine else None
@@ -93,16 +105,26 @@ class EFT:
         if refine:
             self.extra_defaults.update(depth_flip=np.int64(-1), noisy_keypoints=np.bool_(False))
 
-    def _predict(self, weights: dict, features: torch.Tensor, prototype: torch.Tensor | None = None) -> dict:
-        if prototype is None:
+    def _named_parameters(self) -> dict[str, torch.Tensor]:
+        """The regressor's parameters as it reads them per person (``fine_tuning_params`` when it has one)."""
+        if hasattr(self.regressor, "fine_tuning_params"):
+            return self.regressor.fine_tuning_params()
+        return dict(self.regressor.named_parameters())
+
+    def _predict(self, weights: dict, shared: dict, features: torch.Tensor,
+                 prototype: torch.Tensor | None = None) -> dict:
+        """The regressor's output per person: ``weights`` stacked ``(B, ...)``, ``shared`` as in the module."""
+        if hasattr(self.regressor, "forward_with"):  # per-person layers (fit3d.regressors.functional)
+            return self.regressor.forward_with({**shared, **weights}, features, prototype)
+        if prototype is None:  # any other nn.Module regressor: one functional call per person
             def one(w, x):
-                out = functional_call(self.regressor, w, (x[None],))
+                out = functional_call(self.regressor, (w, shared), (x[None],))
                 return {k: v[0] for k, v in out.items()}
 
             return vmap(one, in_dims=(0, 0))(weights, features)
 
         def one_fixed(w, x, k):
-            out = functional_call(self.regressor, w, (x[None], k[None]))
+            out = functional_call(self.regressor, (w, shared), (x[None], k[None]))
             return {k2: v[0] for k2, v in out.items()}
 
         return vmap(one_fixed, in_dims=(0, 0, 0))(weights, features, prototype)
@@ -120,19 +142,21 @@ class EFT:
         batch = batch.to(model.device)
         B = len(batch)
         feats = self.regressor.features(batch).detach()
-        weights = {k: v.detach().unsqueeze(0).repeat(B, *([1] * v.dim())).requires_grad_(True)
-                   for k, v in self.regressor.named_parameters()}
+        named = self._named_parameters()
+        weights = {k: named[k].detach().unsqueeze(0).repeat(B, *([1] * named[k].dim())).requires_grad_(True)
+                   for k in self._tuned}
+        shared = {k: v.detach() for k, v in named.items() if k not in weights}
         scale = L.person_scale(batch.keypoints_2d, batch.bbox)
         kp_weights = model.keypoint_weights()
         with torch.no_grad():
-            init = self._predict(weights, feats)
+            init = self._predict(weights, shared, feats)
         init_pose, pick = init["body_pose"], init.get("prototype")
         # Adam is element-wise: one Adam over the stacked copies is B independent Adams
         # (every copy runs the same number of steps, so no per-row masking is needed).
         opt = _adam(list(weights.values()), self.lr)
 
         def evaluate():
-            out = self._predict(weights, feats, pick)
+            out = self._predict(weights, shared, feats, pick)
             transl = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
             body = model(out["global_orient"], out["body_pose"], out["betas"], transl)
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)

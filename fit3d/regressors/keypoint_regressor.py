@@ -20,6 +20,7 @@ from torch import nn
 from fit3d.data.batching import PersonBatch
 from fit3d.priors.rotations import rotvec_to_sixd, sixd_to_rotmat
 from fit3d.regressors.base import Regressor
+from fit3d.regressors.functional import layer_norm, linear
 
 
 class _Block(nn.Module):
@@ -85,17 +86,55 @@ class KeypointRegressor(Regressor):
         """``(B, F)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``;
         with prototypes also ``prototype_logits (B, P)`` and ``prototype (B,)``, the start used
         (``prototype`` given: that one, else the head's pick)."""
-        h = self.trunk(self.inp(features))
+        return self.forward_with(dict(self.named_parameters()), features, prototype)
+
+    def fine_tuning_params(self) -> dict[str, torch.Tensor]:
+        """The parameters as :meth:`forward_with` reads them most cheaply per person: by
+        ``named_parameters`` name, except IEF's first weight split by columns into
+        ``ief.0.weight.h`` (the trunk features, the same at every IEF iteration, so its
+        per-person gradient is one outer product instead of one per iteration) and
+        ``ief.0.weight.p`` (the current parameters). Element-wise optimisers (Adam) give
+        the same steps on the split as on the whole."""
+        params = dict(self.named_parameters())
+        w = params.pop("ief.0.weight")
+        params["ief.0.weight.h"], params["ief.0.weight.p"] = w[:, : self.width], w[:, self.width :]
+        return params
+
+    def forward_with(self, params: dict[str, torch.Tensor], features: torch.Tensor,
+                     prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """:meth:`forward` with the given parameters (by ``named_parameters`` name) instead of
+        the module's. Each may be shared (its usual shape) or one copy per person (a leading
+        ``B`` dimension): batched EFT fine-tunes the per-person ones (see
+        :mod:`fit3d.regressors.functional`).
+
+        Raises:
+            KeyError: a parameter is missing from ``params``.
+        """
+        def lin(name: str, x: torch.Tensor) -> torch.Tensor:
+            return linear(x, params[name + ".weight"], params[name + ".bias"])
+
+        h = lin("inp", features)
+        for i in range(self.n_blocks):
+            pre = f"trunk.{i}.net."
+            y = layer_norm(h, params[pre + "0.weight"], params[pre + "0.bias"])
+            h = h + lin(pre + "3", nn.functional.silu(lin(pre + "1", y)))
         p = self.init_params.expand(features.shape[0], -1)
         extra = {}
         if self.num_prototypes:
-            logits = self.select(h)
+            logits = lin("select", h)
             pick = logits.argmax(-1) if prototype is None else prototype
             J6 = 6 * self.num_joints
             p = torch.cat([p[:, :6], self.prototype_sixd[pick], p[:, 6 + J6:]], -1)
             extra = dict(prototype_logits=logits, prototype=pick)
+        # IEF's first layer on [h, p] = h's columns (h is the same every iteration: once) + p's columns
+        if "ief.0.weight" in params:
+            w_h, w_p = params["ief.0.weight"][..., : self.width], params["ief.0.weight"][..., self.width :]
+        else:  # split as fine_tuning_params gives them
+            w_h, w_p = params["ief.0.weight.h"], params["ief.0.weight.p"]
+        hz = linear(h, w_h, params["ief.0.bias"])
         for _ in range(self.iterations):
-            p = p + self.ief(torch.cat([h, p], -1))
+            z = nn.functional.silu(hz + linear(p, w_p))
+            p = p + lin("ief.4", nn.functional.silu(lin("ief.2", z)))
         J, S = self.num_joints, self.num_betas
         rot = sixd_to_rotmat(p[:, : 6 + 6 * J].reshape(-1, J + 1, 6))
         aa = roma.rotmat_to_rotvec(rot)
