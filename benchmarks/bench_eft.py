@@ -1,10 +1,13 @@
-"""EFT throughput: fits/s and peak memory per batch size, batched vs one-by-one.
+"""EFT throughput: fits/s and peak memory per batch size and configuration, side by side.
 
 Synthetic people from the training mocap trials, the bundled regressor, 30
-fine-tuning steps. Each configuration runs in a fresh subprocess (CPU peak =
-max RSS of that process; CUDA peak = torch's allocator peak).
+fine-tuning steps. Configurations: ``vmap`` (every weight, evaluated with
+``torch.func.vmap`` as before 2026-11-30: the reference the ratios are taken to),
+``all`` (every weight, fit3d's per-person layers: the default) and ``fast``
+(``--finetune fast``). Each runs in a fresh subprocess (CPU peak = max RSS of that
+process; CUDA peak = torch's allocator peak).
 
-    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256]
+    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256] [--configs vmap,all,fast]
 """
 
 from __future__ import annotations
@@ -17,7 +20,25 @@ import sys
 import time
 
 
-def one(device: str, batch_size: int, steps: int) -> dict:
+def _vmap_regressor(reg):
+    """The regressor without ``forward_with``, so that EFT takes its generic vmap path."""
+    import torch
+
+    class Plain(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def features(self, batch):
+            return self.inner.features(batch)
+
+        def forward(self, x, prototype=None):
+            return self.inner(x, prototype)
+
+    return Plain(reg)
+
+
+def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     import numpy as np
     import torch
 
@@ -34,7 +55,11 @@ def one(device: str, batch_size: int, steps: int) -> dict:
     n = max(batch_size, 16) if batch_size == 1 else batch_size
     bench = make_synthetic_benchmark(load_pose_set(bundled_pose_set()), body, n=n, seed=5, split="train",
                                      with_vertices=False)
-    eft = EFT(body, load_regressor(bundled_regressor()), steps=steps)
+    from fit3d.fitters.eft import FINETUNE_PRESETS
+
+    reg = load_regressor(bundled_regressor())
+    subset, lr = FINETUNE_PRESETS["all" if config == "vmap" else config]
+    eft = EFT(body, _vmap_regressor(reg) if config == "vmap" else reg, steps=steps, lr=lr, finetune=subset)
     if device.startswith("cuda"):
         eft(benchmark_batch(bench, np.arange(1), body.keypoint_convention, device))
         torch.cuda.synchronize()
@@ -50,7 +75,7 @@ def one(device: str, batch_size: int, steps: int) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     dt = time.perf_counter() - t
-    return dict(device=device, batch_size=batch_size, people=done, seconds=round(dt, 3),
+    return dict(device=device, config=config, batch_size=batch_size, people=done, seconds=round(dt, 3),
                 fits_per_s=round(done / dt, 3), steps_per_s=round(done * steps / dt, 1), peak_memory_mb=round(peak, 1))
 
 
@@ -59,21 +84,23 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--configs", default="vmap,all,fast", help="comma-separated: vmap, all, fast")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--config", default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one is not None:
-        print(json.dumps(one(a.device, a.one, a.steps)))
+        print(json.dumps(one(a.device, a.one, a.steps, a.config)))
         return
-    print(f"{'device':8} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MB':>9}")
-    base = None
+    print(f"{'device':8} {'config':6} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MB':>9}  ratio")
     for b in (int(x) for x in a.batch_sizes.split(",")):
-        out = subprocess.run([sys.executable, __file__, "--device", a.device, "--one", str(b), "--steps", str(a.steps)],
-                             check=True, capture_output=True, text=True).stdout
-        r = json.loads(out.strip().splitlines()[-1])
-        base = base or (r["fits_per_s"] if b == 1 else None)
-        speedup = f"  x{r['fits_per_s'] / base:.1f} vs B=1" if base else ""
-        print(f"{r['device']:8} {b:>5} {r['fits_per_s']:>8.2f} {r['steps_per_s']:>9.1f} {r['peak_memory_mb']:>9.0f}{speedup}",
-              flush=True)
+        base = None
+        for config in a.configs.split(","):
+            out = subprocess.run([sys.executable, __file__, "--device", a.device, "--one", str(b), "--steps",
+                                  str(a.steps), "--config", config], check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            base = base or r["fits_per_s"]
+            print(f"{r['device']:8} {config:6} {b:>5} {r['fits_per_s']:>8.2f} {r['steps_per_s']:>9.1f} "
+                  f"{r['peak_memory_mb']:>9.0f}  x{r['fits_per_s'] / base:.2f} vs {a.configs.split(',')[0]}", flush=True)
 
 
 if __name__ == "__main__":

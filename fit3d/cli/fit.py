@@ -128,14 +128,17 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.option("--prior-path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Weights of --prior: 'fit3d train-prior' output, SMPLify's gmm_08.pkl, or a VPoser v2 .ckpt.")
 @click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
-def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine):
+@click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
+              help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
+                   "about 1.7x the fits/s, see README 'EFT throughput' for its accuracy).")
+def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 
     Example: fit3d eft --images coco/val2017 --out fits/
     """
     from fit3d.fitters.build import build_eft
 
-    run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine))
+    run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine, finetune))
 
 
 @click.command()

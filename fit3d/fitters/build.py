@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fit3d.body_models.base import BodyModel
-from fit3d.fitters.eft import EFT
+from fit3d.fitters.eft import EFT, FINETUNE_PRESETS
 from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import load_schedule
@@ -87,18 +87,24 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
 
 def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: int | None = None,
               lr: float | None = None, prior: str | None = None, prior_path: str | Path | None = None,
-              refine: bool = False) -> EFT:
+              refine: bool = False, finetune: str = "all") -> EFT:
     """EFT on the pretrained regressor (:func:`load_body_regressor`), with EFT's own defaults
     for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
+
+    ``finetune``: a preset of :data:`fit3d.fitters.eft.FINETUNE_PRESETS` (which weights are
+    fine-tuned per person, and the learning rate used when ``lr`` is None).
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
         :func:`fit3d.priors.build_prior`.
     """
+    if finetune not in FINETUNE_PRESETS:
+        raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")
+    subset, preset_lr = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
     pose_prior = build_prior(prior, body, prior_path) if prior else None
-    kw = {k: v for k, v in dict(steps=steps, lr=lr).items() if v is not None}
-    return EFT(body, reg, prior=pose_prior, refine=refine, **kw)
+    kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
+    return EFT(body, reg, prior=pose_prior, refine=refine, lr=preset_lr if lr is None else lr, finetune=subset, **kw)
 
 
 def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = 20, refine: bool = False,

@@ -50,6 +50,16 @@ def eft_refinement_stages() -> list:
     return [clean, replace(noisy, iterations=0)]
 
 
+#: ``--finetune`` presets: per-person weights (name prefixes of :class:`KeypointRegressor`'s
+#: parameters; None = all) and the learning rate that goes with them. ``fast`` fine-tunes the
+#: input layer and IEF's last layer (a fifth of the weights) with its rate chosen so that it
+#: matches ``all`` on the tuning subjects' benchmarks (README, "EFT throughput").
+FINETUNE_PRESETS: dict[str, tuple[tuple[str, ...] | None, float]] = {
+    "all": (None, 3e-5),
+    "fast": (("inp", "ief.4"), 4.5e-5),
+}
+
+
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     """torch's fused Adam where the device supports it, else the multi-tensor one."""
     try:

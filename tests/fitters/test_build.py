@@ -27,3 +27,18 @@ def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
         build_eft(smpl)
     with pytest.raises(ValueError, match="another body model"):
         build_eft(smpl, regressor_path=bundled_regressor("anny"))
+
+
+def test_build_eft_finetune_presets(anny_model):
+    from fit3d.fitters.eft import FINETUNE_PRESETS
+    from fit3d.cli.fit import eft as eft_command
+
+    every, fast = build_eft(anny_model), build_eft(anny_model, finetune="fast")
+    assert every.finetune is None and every.lr == FINETUNE_PRESETS["all"][1]
+    assert fast.finetune == FINETUNE_PRESETS["fast"][0] and fast.lr == FINETUNE_PRESETS["fast"][1]
+    assert 0 < len(fast._tuned) < len(every._tuned)
+    assert build_eft(anny_model, finetune="fast", lr=1e-4).lr == 1e-4  # an explicit rate wins
+    with pytest.raises(ValueError, match="unknown finetune preset"):
+        build_eft(anny_model, finetune="half")
+    choice = next(p for p in eft_command.params if p.name == "finetune")
+    assert set(choice.type.choices) == set(FINETUNE_PRESETS)  # the command line offers every preset
