@@ -30,6 +30,7 @@ def test_smplify_and_eft_on_cuda(cuda_model, cuda_batch):
     _check(build_smplify(cuda_model, "gmm")(cuda_batch), 8)
     _check(build_eft(cuda_model, steps=3)(cuda_batch), 8)
     _check(build_eft(cuda_model, steps=3, refine=True)(cuda_batch), 8)
+    _check(build_eft(cuda_model, steps=3, finetune="fast")(cuda_batch), 8)
 
 
 def test_neuralannot_trains_on_cuda_with_every_recipe(cuda_model, cuda_batch):

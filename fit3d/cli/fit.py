@@ -130,7 +130,7 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
 @click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
               help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
-                   "about 1.7x the fits/s, see README 'EFT throughput' for its accuracy).")
+                   "1.6-2.9x the fits/s, see README 'Throughput' for its accuracy).")
 def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 

@@ -12,7 +12,7 @@ B separate runs (tested). The regressor has no BatchNorm
 or dropout, so nothing needs freezing. ``finetune`` names the weights that get a
 per-person copy (by name prefix; the rest stay shared and run as one ordinary
 matrix product over the batch); fine-tuning fewer weights is cheaper per step
-(README, "EFT throughput", has the measured speed and accuracy of each choice).
+(README, "Throughput", has the measured speed and accuracy of each choice).
 
 Loss per person: GMoF reprojection of the model's keypoints (confidence
 weighted, normalised to the person's scale, as in SMPLify), EFT's shape
@@ -52,8 +52,8 @@ def eft_refinement_stages() -> list:
 
 #: ``--finetune`` presets: per-person weights (name prefixes of :class:`KeypointRegressor`'s
 #: parameters; None = all) and the learning rate that goes with them. ``fast`` fine-tunes the
-#: input layer and IEF's last layer (a fifth of the weights) with its rate chosen so that it
-#: matches ``all`` on the tuning subjects' benchmarks (README, "EFT throughput").
+#: input layer and IEF's last layer (11 % of the weights) with its rate chosen so that it
+#: matches ``all`` on the tuning subjects' benchmarks (README, "Throughput").
 FINETUNE_PRESETS: dict[str, tuple[tuple[str, ...] | None, float]] = {
     "all": (None, 3e-5),
     "fast": (("inp", "ief.4"), 4.5e-5),
