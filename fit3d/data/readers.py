@@ -152,7 +152,7 @@ def image_size_from_file(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def _hashable(value):
+def hashable(value):
     """A JSON value usable as a dict key (lists and objects by their JSON text)."""
     try:
         hash(value)
@@ -203,28 +203,44 @@ def category_conventions(data: dict, problems: list[InputProblem], source: str) 
     cats = data.get("categories")
     for c in cats if isinstance(cats, list) else []:
         if isinstance(c, dict) and isinstance(c.get("keypoints"), list) and c["keypoints"]:
-            out[_hashable(c.get("id"))] = convention_from_names(c["keypoints"], name=str(c.get("name", "file")))
+            out[hashable(c.get("id"))] = convention_from_names(c["keypoints"], name=str(c.get("name", "file")))
     if not out:
         problems.append(InputProblem(source, "no category lists keypoint names: COCO-17 is assumed", "warning"))
     return out
 
 
-def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
-    """Read a COCO-format keypoint JSON (any keypoint layout named by its category).
+@dataclass
+class CocoFile:
+    """A COCO keypoint file checked at the JSON level (no image opened): what
+    :func:`read_coco` fits and :mod:`fit3d.evaluation.evaluate` scores against.
 
-    Args:
-        annotations: path of the JSON file.
-        images_dir: folder holding the images named by ``file_name`` (subfolders allowed).
+    Attributes:
+        path: the JSON file.
+        images: image id -> its ``images`` entry (a dict with a string ``file_name``).
+        annotations: image id -> ``[(index in the file, annotation)]``: the keypoint
+            annotations of known images, crowd regions left out, in file order.
+        ids: how often each annotation id occurs in the file.
+        categories: category id -> :class:`KeypointConvention` (see :func:`category_conventions`).
+    Ids are JSON values made hashable (lists and objects by their JSON text).
+    """
+
+    path: Path
+    images: dict
+    annotations: dict
+    ids: Counter
+    categories: dict
+
+
+def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
+    """Read and check a COCO-format keypoint JSON; every entry that cannot be used is a problem.
+
     Returns:
-        ``(images, problems)``: one :class:`ImageRecord` per readable image listed in the
-        file (with no people when it has no keypoint annotation), sorted by path; the
-        problems found (see the module docstring).
+        ``(coco, problems)``.
     Raises:
         FileNotFoundError: the JSON file does not exist.
         ValueError: the JSON is corrupt or not COCO format.
     """
     annotations = Path(annotations)
-    images_dir = Path(images_dir)
     if not annotations.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotations}")
     try:
@@ -242,14 +258,14 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
             problems.append(InputProblem(f"{annotations}#images[{i}]", "image entry without id or file_name"))
             continue
-        infos[_hashable(info["id"])] = info
+        infos[hashable(info["id"])] = info
     by_image: dict = {}
-    ids = Counter(_hashable(a.get("id")) for a in data["annotations"] if isinstance(a, dict))
+    ids = Counter(hashable(a.get("id")) for a in data["annotations"] if isinstance(a, dict))
     for i, a in enumerate(data["annotations"]):
         src = f"{annotations}#annotations[{i}]"
         if not isinstance(a, dict):
             problems.append(InputProblem(src, "annotation is not an object"))
-        elif _hashable(a.get("image_id")) not in infos:
+        elif hashable(a.get("image_id")) not in infos:
             problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"))
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
@@ -257,37 +273,20 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         elif "keypoints" not in a:
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "annotation without keypoints"))
         else:
-            by_image.setdefault(_hashable(a["image_id"]), []).append((i, a))
+            by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
     for aid, n in ids.items():
         if n > 1:
             problems.append(InputProblem(f"{annotations} (id {aid})", f"annotation id {aid} used {n} times: all kept, "
                                          "flagged duplicate_id (evaluate and exports reject them)", "warning"))
-    records: list[ImageRecord] = []
-    for img_id, info in sorted(infos.items(), key=lambda kv: kv[1]["file_name"]):
-        path = images_dir / info["file_name"]
-        if img_id not in by_image:  # an image without people: counted, never opened
-            records.append(ImageRecord(_key(path, images_dir), path, (0, 0)))
-            continue
-        json_size = (info["width"], info["height"]) if isinstance(info.get("width"), (int, float)) and \
-            isinstance(info.get("height"), (int, float)) else None
-        rec = _open_image(path, images_dir, json_size, problems)
-        if rec is None:  # one problem per image, naming the annotations it loses
-            lost = by_image.get(img_id, [])
-            problems[-1].reason += f" ({len(lost)} annotations not fitted: ids " + \
-                ", ".join(str(a.get("id")) for _, a in lost[:10]) + (", ..." if len(lost) > 10 else "") + ")"
-            continue
-        for i, a in by_image.get(img_id, []):  # in file order
-            person = _coco_person(a, rec, cats, ids, problems, f"{annotations}#annotations[{i}]")
-            if person is not None:
-                person.person_index = len(rec.people)
-                rec.people.append(person)
-        records.append(rec)
-    return records, problems
+    return CocoFile(annotations, infos, by_image, ids, cats), problems
 
 
-def _coco_person(a: dict, rec: ImageRecord, cats: dict, ids: Counter, problems: list[InputProblem],
-                 source: str) -> Person | None:
-    conv = cats.get(_hashable(a.get("category_id")), next(iter(cats.values()), COCO17))
+def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
+                   source: str) -> tuple[np.ndarray, KeypointConvention, int] | None:
+    """``(keypoints_2d (K, 3), convention, annotation id)`` of one COCO annotation, confidences
+    0/1 from the visibility flags (COCO-WholeBody foot points appended), or None with a
+    problem when its keypoints are unreadable or its id is not an integer."""
+    conv = coco.categories.get(hashable(a.get("category_id")), next(iter(coco.categories.values()), COCO17))
     src = f"{source} (id {a.get('id')})"
     try:
         kp = parse_keypoints(a["keypoints"], len(conv))
@@ -300,11 +299,56 @@ def _coco_person(a: dict, rec: ImageRecord, cats: dict, ids: Counter, problems: 
     if isinstance(aid, bool) or not isinstance(aid, (int, float)) or not np.isfinite(aid) or aid != int(aid):
         problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
         return None
-    annot_id = int(aid)
     kp[:, 2] = np.where(np.isfinite(kp[:, 2]), (kp[:, 2] > 0).astype(np.float32), 0.0)
-    bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
-    return Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv, bbox_note=note,
-                  duplicate_id=ids[_hashable(a.get("id"))] > 1)
+    return kp, conv, int(aid)
+
+
+def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
+    """Read a COCO-format keypoint JSON (any keypoint layout named by its category).
+
+    Args:
+        annotations: path of the JSON file.
+        images_dir: folder holding the images named by ``file_name`` (subfolders allowed).
+    Returns:
+        ``(images, problems)``: one :class:`ImageRecord` per readable image listed in the
+        file (with no people when it has no keypoint annotation), sorted by path; the
+        problems found (see the module docstring).
+    Raises:
+        FileNotFoundError: the JSON file does not exist.
+        ValueError: the JSON is corrupt or not COCO format.
+    """
+    images_dir = Path(images_dir)
+    coco, problems = load_coco(annotations)
+    records: list[ImageRecord] = []
+    for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
+        path = images_dir / info["file_name"]
+        if img_id not in coco.annotations:  # an image without people: counted, never opened
+            records.append(ImageRecord(_key(path, images_dir), path, (0, 0)))
+            continue
+        rec = _open_image(path, images_dir, _json_size(info), problems)
+        lost = coco.annotations[img_id]
+        if rec is None:  # one problem per image, naming the annotations it loses
+            problems[-1].reason += f" ({len(lost)} annotations not fitted: ids " + \
+                ", ".join(str(a.get("id")) for _, a in lost[:10]) + (", ..." if len(lost) > 10 else "") + ")"
+            continue
+        for i, a in lost:  # in file order
+            parsed = coco_keypoints(a, coco, problems, f"{coco.path}#annotations[{i}]")
+            if parsed is None:
+                continue
+            kp, conv, annot_id = parsed
+            bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
+            rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv,
+                                     person_index=len(rec.people), bbox_note=note,
+                                     duplicate_id=coco.ids[hashable(a.get("id"))] > 1))
+        records.append(rec)
+    return records, problems
+
+
+def _json_size(info: dict) -> tuple[float, float] | None:
+    """``(width, height)`` of a COCO image entry when both are numbers."""
+    w, h = info.get("width"), info.get("height")
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (w, h))
+    return (w, h) if ok else None
 
 
 def find_image(images_dir: Path, stem: str) -> Path | None:

@@ -11,14 +11,13 @@ counted as ``duplicate_ids``. Metrics are computed on the fitted people;
 from __future__ import annotations
 
 import csv
-import json
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fit3d.data.conventions import COCO17, LIMBS12
+from fit3d.data.readers import checked_bbox, coco_keypoints, hashable, load_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
 
@@ -46,27 +45,22 @@ def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict | None]:
 
 
 def _gt_coco(path: Path) -> list[dict]:
-    from fit3d.data.conventions import COCO17
-    from fit3d.data.readers import category_conventions, parse_keypoints
-
-    data = json.loads(path.read_text())
-    files = {im["id"]: im["file_name"] for im in data["images"]}
-    cats = category_conventions(data, [], str(path))
-    ids = Counter((a.get("image_id"), a.get("id")) for a in data["annotations"])
+    """Ground-truth people of a COCO file, read and checked as ``fit3d`` reads its inputs
+    (:func:`fit3d.data.readers.load_coco`): annotations that could not be fitted either
+    (unreadable keypoints, non-integer ids, unknown images) are not ground truth."""
+    coco, _ = load_coco(path)
     rows: list[dict] = []
-    for a in data["annotations"]:
-        if a.get("iscrowd") or "keypoints" not in a or a.get("image_id") not in files:
-            continue
-        conv = cats.get(a.get("category_id"), next(iter(cats.values()), COCO17))
-        try:
-            kp = parse_keypoints(a["keypoints"], len(conv))
-        except (TypeError, ValueError):
-            continue
-        kp[:, 2] = (np.nan_to_num(kp[:, 2]) > 0).astype(np.float32)
-        duplicate = ids[(a.get("image_id"), a.get("id"))] > 1
-        rows.append(dict(image=files[a["image_id"]], annot_id=int(a["id"]), names=list(conv.names), keypoints_2d=kp,
-                         bbox=np.asarray(a.get("bbox") or [0, 0, 1, 1], np.float32), joints_3d=None,
-                         duplicate=duplicate))
+    for img_id, anns in coco.annotations.items():
+        info = coco.images[img_id]
+        size = tuple(v if isinstance(v, (int, float)) else np.inf for v in (info.get("width"), info.get("height")))
+        for i, a in anns:
+            parsed = coco_keypoints(a, coco, [], str(i))
+            if parsed is None:
+                continue
+            kp, conv, annot_id = parsed
+            rows.append(dict(image=info["file_name"], annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
+                             bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None,
+                             duplicate=coco.ids[hashable(a.get("id"))] > 1))
     return rows
 
 

@@ -82,3 +82,27 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     s3, rows3 = evaluate(sfits, spin)
     assert s3["fitted"] == 12 and s3["mpjpe"] > 0 and s3["pa_mpjpe"] <= s3["mpjpe"]
     assert all(r["pa_mpjpe"] <= r["mpjpe"] + 1e-3 for r in rows3 if "mpjpe" in r)
+
+
+def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
+    from fit3d.evaluation.evaluate import load_ground_truth
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    a0 = next(a for a in data["annotations"] if a.get("num_keypoints", 0) > 0)
+    data["images"].append(dict(id=[1, 2], file_name="list_id.jpg", width=640, height=480))  # unhashable id
+    data["annotations"] += [
+        dict(a0, id="seven"),  # not an integer id: not ground truth (fit3d would not fit it either)
+        dict(a0, id=10**9, bbox="wide"),  # malformed box: rebuilt from the keypoints
+        dict(a0, id=10**9 + 1, image_id=[1, 2]),  # the image with a list id
+        dict(a0, id=10**9 + 2, image_id=-5),  # unknown image
+    ]
+    f = tmp_path / "gt.json"
+    f.write_text(json.dumps(data))
+    rows = load_ground_truth(f)
+    assert len(rows) == 14 + 2
+    by_id = {r["annot_id"]: r for r in rows}
+    assert by_id[10**9 + 1]["image"] == "list_id.jpg"
+    assert np.isfinite(by_id[10**9]["bbox"]).all() and by_id[10**9]["bbox"][2] > 1
+    (tmp_path / "nofits").mkdir()
+    summary, _ = evaluate(tmp_path / "nofits", f)
+    assert summary["count"] == 16 and summary["fitted"] == 0
