@@ -96,7 +96,7 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
-        :func:`fit3d.priors.build_prior`.
+        :func:`fit3d.priors.build_prior`. ValueError: unknown ``finetune`` preset.
     """
     if finetune not in FINETUNE_PRESETS:
         raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")

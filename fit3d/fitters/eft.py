@@ -52,12 +52,18 @@ def eft_refinement_stages() -> list:
 
 #: ``--finetune`` presets: per-person weights (name prefixes of :class:`KeypointRegressor`'s
 #: parameters; None = all) and the learning rate that goes with them. ``fast`` fine-tunes the
-#: input layer and IEF's last layer (11 % of the weights) with its rate chosen so that it
+#: input layer and IEF's last layer (14 % of the weights) with its rate chosen so that it
 #: matches ``all`` on the tuning subjects' benchmarks (README, "Throughput").
 FINETUNE_PRESETS: dict[str, tuple[tuple[str, ...] | None, float]] = {
     "all": (None, 3e-5),
     "fast": (("inp", "ief.4"), 4.5e-5),
 }
+
+
+def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a parameter name is one of ``prefixes`` or lies under one (``ief.4`` matches
+    ``ief.4.weight``, never ``ief.40.weight``)."""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
@@ -83,8 +89,12 @@ class EFT:
             from the EFT output, with limb depth-flip rows (see module docstring).
         refine_schedule: the refinement's stages.
         valid_fraction: as SMPLify's.
-        finetune: name prefixes of the regressor's parameters fine-tuned per person
-            (``None``: all of them, as in the paper); the others are shared, unchanged.
+        finetune: names (or name prefixes ending at a dot boundary, e.g. ``"ief.4"``) of the
+            regressor's parameters fine-tuned per person (``None``: all of them, as in the
+            paper); the others are shared, unchanged.
+
+    Raises:
+        ValueError: ``finetune`` matches none of the regressor's parameters.
 
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`); extras
     ``prototype`` (the regressor's prototype pick, -1 without prototypes) and, with
@@ -103,8 +113,8 @@ class EFT:
         self.refine = refine
         self.valid_fraction = valid_fraction
         names = list(self._named_parameters())
-        self.finetune = None if finetune is None else tuple(finetune)
-        self._tuned = [k for k in names if self.finetune is None or k.startswith(self.finetune)]
+        self.finetune = None if finetune is None else ((finetune,) if isinstance(finetune, str) else tuple(finetune))
+        self._tuned = [k for k in names if self.finetune is None or _matches(k, self.finetune)]
         if not self._tuned:
             raise ValueError(f"finetune={finetune!r} matches none of the regressor's parameters ({', '.join(names)})")
         stages = list(refine_schedule) if refine_schedule is not None else eft_refinement_stages()

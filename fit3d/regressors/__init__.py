@@ -2,8 +2,9 @@
 
 Interface (:class:`~fit3d.regressors.base.Regressor`): ``features(batch) -> (B, F)``
 inputs computed from a :class:`~fit3d.data.batching.PersonBatch`, and
-``forward(features) -> dict(global_orient, body_pose, betas, cam)``; the pure
-``forward`` is what EFT fine-tunes per sample with ``torch.func``. An
+``forward(features) -> dict(global_orient, body_pose, betas, cam)``; EFT fine-tunes
+``forward`` per sample (through ``forward_with`` and per-person layers when the
+regressor has them, :mod:`fit3d.regressors.functional`; else with ``torch.func``). An
 image-conditioned HMR/SPIN regressor (ResNet-50 + IEF) plugs in by computing
 its features from image crops in ``features`` (give it the images) and
 keeping the same ``forward`` outputs.

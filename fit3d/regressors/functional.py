@@ -38,13 +38,22 @@ class PerPersonLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``x (B, in)`` through a linear layer: ``weight (out, in)`` shared or ``(B, out, in)`` per person,
-    ``bias (out,)`` or ``(B, out)``; returns ``(B, out)``."""
+    ``bias (out,)`` or ``(B, out)``; returns ``(B, out)``.
+
+    Raises:
+        RuntimeError: the sizes do not match (``B`` or ``in``).
+    """
     y = PerPersonLinear.apply(x, weight) if weight.dim() == 3 else F.linear(x, weight)
     return y if bias is None else y + bias
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """LayerNorm over the last dimension of ``x (B, C)`` with ``weight, bias`` of ``(C,)`` or ``(B, C)``."""
+    """LayerNorm (Ba, Kiros, Hinton 2016) over the last dimension of ``x (B, C)``, with ``weight, bias``
+    of ``(C,)`` (shared) or ``(B, C)`` (per person); returns ``(B, C)``.
+
+    Raises:
+        RuntimeError: the sizes do not match.
+    """
     if weight.dim() == 1 and bias.dim() == 1:
         return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
     return F.layer_norm(x, x.shape[-1:], eps=eps) * weight + bias

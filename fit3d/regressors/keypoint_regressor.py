@@ -94,7 +94,13 @@ class KeypointRegressor(Regressor):
         ``ief.0.weight.h`` (the trunk features, the same at every IEF iteration, so its
         per-person gradient is one outer product instead of one per iteration) and
         ``ief.0.weight.p`` (the current parameters). Element-wise optimisers (Adam) give
-        the same steps on the split as on the whole."""
+        the same steps on the split as on the whole.
+
+        Returns:
+            name -> tensor; ``ief.0.weight.h`` is ``(width, width)`` and ``ief.0.weight.p``
+            ``(width, n_params)``, views of the module's weight (not leaves: copy them before
+            handing them to a ``torch.optim`` optimiser, as EFT does per person).
+        """
         params = dict(self.named_parameters())
         w = params.pop("ief.0.weight")
         params["ief.0.weight.h"], params["ief.0.weight.p"] = w[:, : self.width], w[:, self.width :]
@@ -102,10 +108,10 @@ class KeypointRegressor(Regressor):
 
     def forward_with(self, params: dict[str, torch.Tensor], features: torch.Tensor,
                      prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """:meth:`forward` with the given parameters (by ``named_parameters`` name) instead of
-        the module's. Each may be shared (its usual shape) or one copy per person (a leading
-        ``B`` dimension): batched EFT fine-tunes the per-person ones (see
-        :mod:`fit3d.regressors.functional`).
+        """:meth:`forward` with the given parameters (by ``named_parameters`` name, or as
+        :meth:`fine_tuning_params` names them) instead of the module's. Each may be shared
+        (its usual shape) or one copy per person (a leading ``B`` dimension): batched EFT
+        fine-tunes the per-person ones (see :mod:`fit3d.regressors.functional`).
 
         Raises:
             KeyError: a parameter is missing from ``params``.

@@ -88,3 +88,26 @@ def test_finetune_subset(anny_model, make_synthetic, regressor):
     assert torch.allclose(together.body_pose[1], alone.body_pose[0], atol=2e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="matches none"):
         EFT(anny_model, regressor, finetune=("backbone",))
+
+
+def test_per_person_layers_with_prototypes(anny_model, make_synthetic):
+    torch.manual_seed(1)
+    J = anny_model.num_body_joints
+    m = KeypointRegressor(len(anny_model.keypoint_convention), J, anny_model.num_betas, width=64, blocks=1,
+                          prototypes=torch.randn(3, J, 3) * 0.3)
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    m.eval()
+    batch, _, _ = make_synthetic(anny_model, 3, seed=8, noise_px=1.0)
+    fast = EFT(anny_model, m, steps=4, lr=1e-3)(batch)
+    generic = EFT(anny_model, _PlainModule(m), steps=4, lr=1e-3)(batch)
+    assert torch.equal(fast.extras["prototype"], generic.extras["prototype"])
+    assert torch.allclose(fast.body_pose, generic.body_pose, atol=2e-4, rtol=1e-4)
+
+
+def test_finetune_names(anny_model, regressor):
+    assert EFT(anny_model, regressor, finetune="ief.2")._tuned == ["ief.2.weight", "ief.2.bias"]  # a string is one name
+    assert set(EFT(anny_model, regressor, finetune=("ief.0",))._tuned) == {"ief.0.weight.h", "ief.0.weight.p",
+                                                                          "ief.0.bias"}
+    with pytest.raises(ValueError, match="matches none"):
+        EFT(anny_model, regressor, finetune=("ief.",))  # prefixes end at a dot boundary

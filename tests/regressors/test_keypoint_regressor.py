@@ -33,3 +33,45 @@ def test_fine_tuning_params_split_ief_input_layer():
     w = m.ief[0].weight
     assert torch.equal(torch.cat([p["ief.0.weight.h"], p["ief.0.weight.p"]], -1), w)
     assert p["ief.0.weight.h"].shape == (32, 32)
+
+
+def _reference_forward(m, x):
+    """The regressor's math written with its modules (independent of forward_with)."""
+    h = m.trunk(m.inp(x))
+    p = m.init_params.expand(x.shape[0], -1)
+    for _ in range(m.iterations):
+        p = p + m.ief(torch.cat([h, p], -1))
+    return p
+
+
+def test_forward_equals_the_modules_math():
+    from fit3d.priors.rotations import sixd_to_rotmat
+
+    m = _regressor()
+    x = torch.randn(5, 23 * 3 + 3)
+    p = _reference_forward(m, x)
+    out = m(x)
+    rot = sixd_to_rotmat(p[:, : 6 + 6 * 19].reshape(-1, 20, 6))
+    import roma
+
+    assert torch.allclose(out["global_orient"], roma.rotmat_to_rotvec(rot[:, 0]), atol=1e-5)
+    assert torch.allclose(out["body_pose"], roma.rotmat_to_rotvec(rot[:, 1:]), atol=1e-5)
+    assert torch.allclose(out["betas"], p[:, 6 + 6 * 19 : 6 + 6 * 19 + 6], atol=1e-6)
+
+
+def test_per_person_gradients_equal_one_module_per_person():
+    m = _regressor()
+    x = torch.randn(3, 23 * 3 + 3)
+    split = m.fine_tuning_params()
+    stacked = {k: v.detach().unsqueeze(0).repeat(3, *([1] * v.dim())).requires_grad_(True) for k, v in split.items()}
+    out = m.forward_with(stacked, x)
+    (out["body_pose"].square().sum() + out["cam"].sum()).backward()
+    for i in range(3):
+        m.zero_grad()
+        o = m(x[i : i + 1])
+        (o["body_pose"].square().sum() + o["cam"].sum()).backward()
+        g = dict((k, v.grad) for k, v in m.named_parameters())
+        whole = torch.cat([stacked["ief.0.weight.h"].grad[i], stacked["ief.0.weight.p"].grad[i]], -1)
+        assert torch.allclose(whole, g["ief.0.weight"], atol=1e-5)
+        for k in ("inp.weight", "trunk.0.net.0.weight", "trunk.1.net.3.weight", "ief.2.weight", "ief.4.bias"):
+            assert torch.allclose(stacked[k].grad[i], g[k], atol=1e-5), k
