@@ -106,8 +106,15 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
     d = np.load(out, allow_pickle=True)
     N = int(d["__data_len__"])
     assert d["bbox_xywh"].shape == (N, 5) and (d["bbox_xywh"][:, 4] == 1).all()
-    assert str(d["keypoints2d_convention"]) == "coco" and d["keypoints2d"].shape == (N, 17, 3)
-    assert d["keypoints2d_mask"].shape == (17,)
+    from fit3d.export.human_data_keypoints import HUMAN_DATA
+
+    assert d["keypoints2d"].shape == (N, 190, 3) and d["keypoints2d_mask"].shape == (190,)
+    assert d["keypoints2d_mask"].sum() == 17  # COCO's points, where mmhuman3d's COCO converter puts them
+    merged, _ = merge_fits(fits_dir)
+    first = {(str(i), int(a)): k for k, (i, a) in enumerate(zip(merged["image"], merged["annot_id"]))}
+    k0 = first[(str(d["image_path"][0]), int(d["misc"].item()["annot_id"][0]))]
+    for coco_index, hd_name in ((0, "nose"), (11, "left_hip_extra"), (16, "right_ankle")):
+        assert np.array_equal(d["keypoints2d"][0, HUMAN_DATA.index(hd_name)], merged["keypoints_2d"][k0, coco_index])
     p, misc = d["smplx"].item(), d["misc"].item()
     assert p["body_pose"].shape == (N, 21, 3) and p["left_hand_pose"].shape == (N, 15, 3)
     assert misc["cam_param_type"] == "perspective" and misc["focal_length"].shape == (N, 2)

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from fit3d.data.conventions import COCO17, MPII16, OPENPOSE_BODY25, KeypointConvention
+from fit3d.export.human_data_keypoints import BY_DATASET, HUMAN_DATA, to_human_data
+
+
+def test_table_is_consistent():
+    assert len(HUMAN_DATA) == 190 and len(set(HUMAN_DATA)) == 190
+    for names, hd in BY_DATASET.items():
+        assert len(names) == len(hd) and len(set(hd)) == len(hd) and set(hd) <= set(HUMAN_DATA)
+
+
+@pytest.mark.parametrize("convention, point, hd_name", [
+    (COCO17, "left_hip", "left_hip_extra"), (COCO17, "nose", "nose"), (MPII16, "head_top", "headtop"),
+    (MPII16, "upper_neck", "neck_extra"), (OPENPOSE_BODY25, "mid_hip", "pelvis_openpose"),
+])
+def test_points_land_where_mmhuman3d_puts_them(convention, point, hd_name):
+    kp = np.random.default_rng(0).uniform(0, 100, (2, len(convention), 3)).astype(np.float32)
+    out, mask, dropped = to_human_data(kp, convention)
+    j = HUMAN_DATA.index(hd_name)
+    assert np.array_equal(out[:, j], kp[:, convention.names.index(point)]) and mask[j] == 1
+    assert mask.sum() == len(convention) and not dropped
+    assert (out[:, mask == 0] == 0).all()
+
+
+def test_other_layouts_by_name_and_unknown_points_reported():
+    conv = KeypointConvention("custom", ("nose", "left_hip", "left_big_toe", "belly_button"))
+    kp = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    out, mask, dropped = to_human_data(kp, conv)
+    assert dropped == ["belly_button"] and mask.sum() == 3
+    assert np.array_equal(out[:, HUMAN_DATA.index("left_bigtoe")], kp[:, 2])
+    with pytest.raises(ValueError, match="not"):
+        to_human_data(kp[:, :3], conv)
