@@ -44,7 +44,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     then 'fit3d merge --fits fits/' when every task has finished. Each task resumes
     what exists; preempted or timed-out tasks are requeued.
     """
-    from fit3d.pipeline.submit import SubmitConfig
+    from fit3d.pipeline.submit import ClusterUnavailable, SubmitConfig
     from fit3d.pipeline.submit import submit as do_submit
 
     extra = {}
@@ -56,8 +56,11 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition, gpus_per_job=gpus_per_job,
                           cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min, max_parallel=max_parallel,
                           slurm_args=extra, ranks=ranks)
-    with errors_as(click.UsageError):
-        submitted = do_submit(command, list(options), config)
+    try:
+        with errors_as(click.UsageError):
+            submitted = do_submit(command, list(options), config)
+    except ClusterUnavailable as e:
+        raise click.ClickException(str(e)) from e
     click.echo(f"fit3d: submitted {len(submitted)} task(s) of 'fit3d {command}' to {cluster}: "
                f"{', '.join(str(j.job_id) for j in submitted[:8])}{' ...' if len(submitted) > 8 else ''}; "
                f"logs in {logs}", err=True)
@@ -68,13 +71,26 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     codes = []
     for j in submitted:
         try:
-            codes.extend(int(c or 0) for c in j.results())  # one per task (NeuralAnnot: one per rank)
-        except Exception as e:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
-            click.echo(f"fit3d: task {j.job_id} failed: {str(e).strip().splitlines()[-1] if str(e) else e!r}",
-                       err=True)
-            codes.append(1)
+            task_codes = [int(c or 0) for c in j.results()]  # one per task (NeuralAnnot: one per rank)
+        except Exception:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
+            task_codes = [1]
+        codes.extend(task_codes)
+        if max(task_codes) != 0:
+            click.echo(f"fit3d: task {j.job_id} exited {max(task_codes)}: {_last_error_line(j)}", err=True)
     click.echo(f"fit3d: {len(codes)} task(s) finished, exit codes {sorted(set(codes))}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))
+
+
+def _last_error_line(job) -> str:
+    """The last line a task wrote to its stderr log (its error, or the last traceback line), and the log's path."""
+    try:
+        path = Path(job.paths.stderr)
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln for ln in lines if "submitit" not in ln] or ["(nothing but submitit's own lines)"]
+        errors = [ln for ln in lines if ln.startswith("Error:")]  # click's one-line errors
+        return f"{(errors or lines)[-1]} (log: {path})"
+    except (OSError, AttributeError) as e:
+        return f"no log to read ({e})"
 
 
 @click.command()

@@ -24,8 +24,13 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     if annotations is None and used is not None:
         click.echo(f"fit3d: using annotations {used}", err=True)
     for p in problems:
-        click.echo(f"fit3d: {'input problem' if p.severity == 'error' else 'note'}: {p.source}: {p.reason}", err=True)
+        echo_problem(p.severity, p.source, p.reason)
     return records, problems
+
+
+def echo_problem(severity: str, source: str, reason: str) -> None:
+    """One input problem on stderr: ``input problem`` (severity "error") or ``warning``."""
+    click.echo(f"fit3d: {'input problem' if severity == 'error' else 'warning'}: {source}: {reason}", err=True)
 
 
 def report_run(s: dict, out_dir: Path) -> int:
@@ -39,7 +44,7 @@ def report_run(s: dict, out_dir: Path) -> int:
         f"{f' ({skipped})' if skipped else ''}, {r['people_failed']} failed; images: {r['images']} given, "
         f"{r['images_written']} written, {r['images_already_done']} already done, {r['images_without_people']} "
         f"without people, {r['images_failed']} to retry; input problems: {r['input_errors']} "
-        f"(+{r['input_warnings']} notes); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s -> {out_dir}",
+        f"(+{r['input_warnings']} warnings); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s -> {out_dir}",
         err=True,
     )
     for f in r["failures"][:20]:
@@ -69,6 +74,8 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
         )
         s = run(records, fitter, body, config, problems)
+    for p in s["input_problems"][len(problems):]:  # found by the run (keypoint layouts): not printed yet
+        echo_problem(p["severity"], p["source"], p["reason"])
     code = report_run(s, opts.out_dir)
     if (opts.render or opts.save_mesh) and not s["this_run"]["interrupted"]:
         render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
@@ -82,9 +89,10 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
     from fit3d.pipeline.run import layout_problems, usable_keypoints
 
-    problems = list(problems) + layout_problems(records, body.keypoint_convention)
-    for p in problems:
-        click.echo(f"fit3d: {'problem' if p.severity == 'error' else 'note'}: {p.source}: {p.reason}", err=True)
+    layout = layout_problems(records, body.keypoint_convention)
+    for p in layout:  # the reader's problems were printed as they were read
+        echo_problem(p.severity, p.source, p.reason)
+    problems = list(problems) + layout
     need = opts.min_visible or MIN_VISIBLE_KEYPOINTS
     people = [p for r in records for p in r.people]
     fittable = sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for p in people)
@@ -92,7 +100,7 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     click.echo(f"fit3d: {len(records)} images ({sum(1 for r in records if not r.people)} without people), "
                f"{len(people)} people: {fittable} with at least {need} usable keypoints would be fitted, "
                f"{len(people) - fittable} skipped; {errors} input problems, "
-               f"{len(problems) - errors} notes (dry run: nothing fitted)", err=True)
+               f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
     return 4 if not fittable else 3 if errors else 0
 
 

@@ -70,6 +70,11 @@ class ShardJob:
             code = cli.main(self.args, prog_name="fit3d", standalone_mode=False)
         except click.exceptions.Exit as e:
             code = e.exit_code
+        except click.ClickException as e:  # a usage or input error: its one line on stderr, its exit code
+            e.show()
+            code = e.exit_code
+        except click.Abort:
+            code = 1
         return int(code or 0)
 
     def checkpoint(self, *args, **kwargs):
@@ -99,11 +104,23 @@ def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
     return [[command, *options, "--shard", f"{i + 1}/{jobs}"] for i in range(jobs)]
 
 
+class ClusterUnavailable(RuntimeError):
+    """The cluster asked for cannot be reached from here (e.g. no SLURM commands)."""
+
+
 def make_executor(config: SubmitConfig, name: str):
-    """A submitit executor for ``config``."""
+    """A submitit executor for ``config``.
+
+    Raises:
+        ClusterUnavailable: submitit finds no such cluster here.
+    """
     import submitit
 
-    ex = submitit.AutoExecutor(folder=str(config.logs), cluster=config.cluster)
+    try:
+        ex = submitit.AutoExecutor(folder=str(config.logs), cluster=config.cluster)
+    except RuntimeError as e:
+        raise ClusterUnavailable(f"no {config.cluster} cluster here ({e}); --cluster local runs the same tasks "
+                                 "as processes on this machine") from e
     params = dict(name=name, timeout_min=config.time_min, gpus_per_node=config.gpus_per_job, nodes=1)
     if config.cpus_per_job:
         params["cpus_per_task"] = config.cpus_per_job
@@ -126,7 +143,7 @@ def submit(command: str, options: list[str], config: SubmitConfig) -> list:
     Returns:
         the submitit jobs (``job.job_id``, ``job.result()`` = the task's exit code).
     Raises:
-        ValueError: see :func:`shard_args`.
+        ValueError: see :func:`shard_args`. ClusterUnavailable: see :func:`make_executor`.
     """
     args = shard_args(command, options, config.jobs)
     ex = make_executor(config, f"fit3d-{command}")

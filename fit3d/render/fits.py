@@ -32,15 +32,20 @@ def fitted_vertices(fit: dict, body_model) -> tuple[np.ndarray, np.ndarray, np.n
     return idx, out.vertices.cpu().numpy(), faces
 
 
-def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, bool]:
-    """``(H, W, 3)`` uint8 image, or a grey canvas of ``size`` when the file is missing."""
-    from PIL import Image
+def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """``(image (H, W, 3) uint8, problem)``: the file's pixels and ``""``, or a grey canvas of
+    ``size`` and why (``"image not found"``, ``"unreadable image: ..."``)."""
+    from PIL import Image, UnidentifiedImageError
 
-    if path is not None and path.is_file():
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")), True
     w, h = size
-    return np.full((h, w, 3), 128, np.uint8), False
+    grey = np.full((h, w, 3), 128, np.uint8)
+    if path is None or not path.is_file():
+        return grey, "image not found"
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB")), ""
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        return grey, f"unreadable image: {e}"
 
 
 def render_fit(fit: dict, image: np.ndarray, body_model, renderer: Renderer, side: bool = True,
@@ -144,10 +149,10 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
                 continue
             if wanted is not None and str(fit["image"]) not in wanted:
                 continue
-            image, found = load_image(images_dir / str(fit["image"]), tuple(fit["image_size"]))
-            if not found:
-                missing.append(str(images_dir / str(fit["image"])))
-                log.warning("image %s not found: rendering on grey", fit["image"])
+            image, problem = load_image(images_dir / str(fit["image"]), tuple(fit["image_size"]))
+            if problem:
+                missing.append(f"{images_dir / str(fit['image'])} ({problem})")
+                log.warning("image %s: %s, rendering on grey", fit["image"], problem)
             atomic_write_bytes(out_dir / f"{fit['image']}.png",
                                png_bytes(render_fit(fit, image, body_model, renderer, side, keypoints)))
             if save_mesh:

@@ -56,13 +56,17 @@ def histogram_png(errors: np.ndarray) -> bytes:
 
 
 def _thumb(path: Path, width: int = 360) -> str:
-    from PIL import Image
+    """A JPEG data URL of the image, or "" when it cannot be read (the row shows no picture)."""
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        im.thumbnail((width * 2, width))
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=80)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((width * 2, width))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=80)
+    except (OSError, UnidentifiedImageError, ValueError):
+        return ""
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 

@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 from click.testing import CliRunner
 
@@ -44,3 +46,15 @@ def test_submit_neuralannot_runs_one_job_of_two_ranks(tmp_path, sample_dir):
     assert r.exit_code == 0 and "2 task(s) finished, exit codes [0]" in r.output, r.output
     assert (out / "annotator.pt").is_file() and len(list(out.glob("*.npz"))) == 4
     assert len(list(out.glob("summary.shard-*-of-2.json"))) == 2  # each rank annotated its share
+
+
+def test_submit_reports_a_task_error_and_a_missing_cluster(tmp_path, sample_dir):
+    r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
+                                 "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "jobs")])
+    assert r.exit_code == 2, r.output  # each task's usage error, with its exit code
+    assert "is not a folder" in r.output and "(log: " in r.output
+    if shutil.which("srun") is None:  # no SLURM on this machine: one line saying so, no traceback
+        r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+                                     "--logs", str(tmp_path / "jobs2")])
+        assert r.exit_code == 1 and "no slurm cluster here" in r.output and "--cluster local" in r.output
+        assert "Traceback" not in r.output

@@ -43,6 +43,10 @@ def test_other_layouts_are_read_by_name_and_fitted(tmp_path, sample_dir, anny_mo
     notes = [p for p in s["input_problems"] if p["source"].startswith("keypoint layout")]
     assert len(notes) == 1 and notes[0]["severity"] == "warning" and "12 of" in notes[0]["reason"]
     assert "head_top" in notes[0]["reason"]
+    assert r.output.count("fit3d: warning: keypoint layout") == 1  # said on the terminal too, once
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(DATA / name),
+                                 "--out", str(tmp_path / "dry"), "--dry-run"])
+    assert r.output.count("fit3d: warning: keypoint layout") == 1 and "1 warnings" in r.output
 
 
 def test_a_layout_the_model_cannot_use_stops_before_writing(tmp_path, sample_dir):

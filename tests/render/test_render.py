@@ -74,3 +74,12 @@ def test_render_dir_and_report_on_a_small_run(tmp_path, sample_dir, anny_model):
     errs = [r["reproj_error_px"] for r in rows if r["status"] == "fitted"]
     assert errs == sorted(errs, reverse=True)  # worst first
     assert "data:image/png;base64" in page and "data:image/jpeg;base64" in page
+    # an unreadable and a missing image: rendered on grey, each with its reason, and the report still works
+    broken = tmp_path / "broken_images"
+    broken.mkdir()
+    (broken / images[0].image_key).write_bytes(b"not an image")
+    st = render_dir(fits, broken, tmp_path / "render2", anny_model, progress=False)
+    assert st["images"] == 2 and not st["errors"]
+    reasons = sorted(m.split(" (", 1)[1] for m in st["missing_images"])
+    assert reasons[0] == "image not found)" and reasons[1].startswith("unreadable image")
+    assert write_report(fits, tmp_path / "r2.html", images_dir=broken)["people"] == len(rows)
