@@ -67,3 +67,48 @@ def test_every_annotation_is_a_person_or_a_problem(data):
     for p in people:
         assert p.keypoints_2d.shape[1] == 3 and np.isfinite(p.bbox).all() and p.image_size == (64, 48)
         assert set(np.unique(p.keypoints_2d[:, 2])) <= {0.0, 1.0}
+
+
+def _openpose_person():
+    values = st.one_of(st.lists(NUMBER, min_size=75, max_size=75), st.lists(NUMBER, min_size=54, max_size=54),
+                       st.lists(NUMBER, max_size=80), JSON)
+    return st.one_of(st.fixed_dictionaries({}, optional=dict(pose_keypoints_2d=values, person_id=JSON)), JSON)
+
+
+OPENPOSE_FILES = st.one_of(st.fixed_dictionaries(dict(people=st.lists(_openpose_person(), max_size=4)),
+                                                 optional=dict(version=JSON)), JSON)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(files=st.lists(OPENPOSE_FILES, min_size=1, max_size=3), raw=st.binary(max_size=8))
+def test_every_openpose_person_is_a_person_or_a_problem(files, raw):
+    """Whatever the OpenPose files hold, each file is a record or one problem, and each entry
+    of a readable file's ``people`` is a person or exactly one problem."""
+    from fit3d.data.readers import read_openpose
+
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        kp_dir, img_dir = d / "kp", d / "img"
+        kp_dir.mkdir()
+        img_dir.mkdir()
+        for i, data in enumerate(files):
+            Image.new("RGB", (64, 48)).save(img_dir / f"f{i}.png")
+            (kp_dir / f"f{i}_keypoints.json").write_text(json.dumps(data, allow_nan=True))
+        (kp_dir / "bytes_keypoints.json").write_bytes(raw)  # undecodable or empty: a problem, not a crash
+        Image.new("RGB", (64, 48)).save(img_dir / "bytes.png")
+        images, problems = read_openpose(kp_dir, img_dir)
+        per_file = {r.image_key: r for r in images}
+        for i, data in enumerate(files):
+            src = str(kp_dir / f"f{i}_keypoints.json")
+            file_problems = [p for p in problems if p.source == src]
+            entries = [p for p in problems if p.source.startswith(src + "#")]
+            readable = isinstance(data, dict) and isinstance(data.get("people"), list)
+            if not readable:
+                assert len(file_problems) == 1 and f"f{i}.png" not in per_file
+                continue
+            rec = per_file[f"f{i}.png"]
+            assert len(rec.people) + len(entries) == len(data["people"])
+            for p in rec.people:
+                assert p.keypoints_2d.shape in ((25, 3), (18, 3)) and np.isfinite(p.bbox).all()
+                assert ((p.keypoints_2d[:, 2] >= 0) & (p.keypoints_2d[:, 2] <= 1)).all()
