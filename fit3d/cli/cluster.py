@@ -70,13 +70,16 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
         return
     codes = []
     for j in submitted:
-        try:
-            task_codes = [int(c or 0) for c in j.results()]  # one per task (NeuralAnnot: one per rank)
-        except Exception:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
-            task_codes = [1]
-        codes.extend(task_codes)
-        if max(task_codes) != 0:
-            click.echo(f"fit3d: task {j.job_id} exited {max(task_codes)}: {_last_error_line(j)}", err=True)
+        for k in range(getattr(j, "num_tasks", 1)):  # NeuralAnnot: one task per rank
+            task = j.task(k) if getattr(j, "num_tasks", 1) > 1 else j
+            try:
+                code = int(task.result() or 0)
+            except Exception:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
+                code = 1
+            codes.append(code)
+            if code != 0:
+                name = f"{j.job_id}" + (f" rank {k}" if getattr(j, "num_tasks", 1) > 1 else "")
+                click.echo(f"fit3d: task {name} exited {code}: {_last_error_line(task)}", err=True)
     click.echo(f"fit3d: {len(codes)} task(s) finished, exit codes {sorted(set(codes))}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))
 

@@ -15,15 +15,16 @@ PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
 
 
 def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,
-                spin_npz: Path | None = None):
-    """:func:`fit3d.data.readers.load_inputs`, its errors as usage errors, what it found on stderr."""
+                spin_npz: Path | None = None, echo: bool = True):
+    """:func:`fit3d.data.readers.load_inputs`, its errors as usage errors, what it found on
+    stderr (unless ``echo`` is False, e.g. on every torch.distributed rank but the first)."""
     from fit3d.data.readers import load_inputs as read
 
     with errors_as(click.UsageError):
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz)
-    if annotations is None and used is not None:
+    if echo and annotations is None and used is not None:
         click.echo(f"fit3d: using annotations {used}", err=True)
-    for p in problems:
+    for p in problems if echo else []:
         echo_problem(p.severity, p.source, p.reason)
     return records, problems
 
@@ -198,11 +199,16 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
     dist = init_from_env(device)
     with errors_as():
         body = build_body_model(model, model_path, gender=gender, device=dist.device)
-    sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None))
+    sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None, echo=dist.is_main))
             for i, d in enumerate(images_dirs)]
-    with errors_as():
+    from fit3d.pipeline.run import layout_problems
+
+    with errors_as():  # a layout the model cannot use stops here, before training
+        layout = layout_problems([r for _, records, _ in sets for r in records], body.keypoint_convention)
         target = neuralannot_target([r for _, records, _ in sets for r in records], body)
         annot = build_neuralannot(body, rec, epochs=epochs, refine=refine, checkpoint=out_dir / "annotator.pt")
+    for p in layout if dist.is_main else []:
+        echo_problem(p.severity, p.source, p.reason)
     codes = []
     progress = not no_progress and dist.is_main
     train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=progress,

@@ -161,7 +161,15 @@ def hashable(value):
         return json.dumps(value, sort_keys=True, default=str)
 
 
+def coco_image_key(file_name: str) -> str:
+    """The output key (path relative to the image folder) of a COCO ``file_name``, as
+    :func:`read_coco` computes it for an image inside the folder (``./a.jpg`` -> ``a.jpg``)."""
+    root = Path("/__images__")
+    return _key(root / file_name, root)
+
+
 def _key(path: Path, images_dir: Path) -> str:
+    """``path`` relative to ``images_dir`` (POSIX), or its file name when it lies elsewhere."""
     try:
         return path.relative_to(images_dir).as_posix()
     except ValueError:

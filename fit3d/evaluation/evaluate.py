@@ -2,9 +2,9 @@
 
 Fits are matched to ground truth by the image's path relative to the image folder
 (COCO ``file_name``, SPIN ``imgname``) and the annotation id (COCO ``id``; SPIN row
-index, as :func:`fit3d.data.spin.read_spin` assigns). Annotation ids used more than
-once in an image cannot be matched: those people are left out on both sides and
-counted as ``duplicate_ids``. Metrics are computed on the fitted people;
+index, as :func:`fit3d.data.spin.read_spin` assigns). COCO annotation ids are unique
+within a file; ids used more than once are flagged by the reader (as when fitting) and
+those people are left out on both sides and counted as ``duplicate_ids``. Metrics are computed on the fitted people;
 ``share_fitted`` and ``share_valid`` say how many ground-truth people that is.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import COCO17, LIMBS12
-from fit3d.data.readers import checked_bbox, coco_keypoints, hashable, load_coco
+from fit3d.data.readers import checked_bbox, coco_image_key, coco_keypoints, hashable, load_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
 
@@ -58,7 +58,7 @@ def _gt_coco(path: Path) -> list[dict]:
             if parsed is None:
                 continue
             kp, conv, annot_id = parsed
-            rows.append(dict(image=info["file_name"], annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
+            rows.append(dict(image=coco_image_key(info["file_name"]), annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
                              bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None,
                              duplicate=coco.ids[hashable(a.get("id"))] > 1))
     return rows

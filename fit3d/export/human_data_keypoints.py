@@ -78,6 +78,9 @@ BY_NAME: dict[str, str] = {
     "neck": "neck_extra", "thorax": "thorax_extra", "pelvis": "pelvis_extra", "mid_hip": "pelvis_extra",
     "left_big_toe": "left_bigtoe", "left_small_toe": "left_smalltoe", "right_big_toe": "right_bigtoe",
     "right_small_toe": "right_smalltoe",
+    # SPIN's 24 joints, as mmhuman3d's smpl_54 names them
+    "neck_lsp": "neck_extra", "pelvis_mpii": "pelvis_extra", "thorax_mpii": "thorax_extra",
+    "spine_h36m": "spine_extra", "jaw_h36m": "jaw_extra", "head_h36m": "head_extra",
 }
 
 
@@ -99,13 +102,15 @@ def to_human_data(keypoints_2d: np.ndarray, convention: KeypointConvention) -> t
 
     Returns:
         ``(keypoints2d (N, 190, 3), keypoints2d_mask (190,) uint8, names of the input points
-        that human_data has no place for)``; points without a source are zeros, mask 0.
+        that human_data has no place for)``; points without a source are zeros, mask 0;
+        non-finite values (unlabelled points) become 0 so that no NaN reaches a loss.
     Raises:
         ValueError: ``keypoints_2d`` does not have ``len(convention)`` points.
     """
     keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
     if keypoints_2d.ndim != 3 or keypoints_2d.shape[1] != len(convention):
         raise ValueError(f"keypoints of shape {keypoints_2d.shape} are not (N, {len(convention)}, 3)")
+    keypoints_2d = np.where(np.isfinite(keypoints_2d), keypoints_2d, 0.0)  # unlabelled points: 0, confidence 0
     out = np.zeros((keypoints_2d.shape[0], len(HUMAN_DATA), 3), np.float32)
     mask = np.zeros(len(HUMAN_DATA), np.uint8)
     dropped = []

@@ -90,6 +90,7 @@ def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
     data = json.loads((sample_dir / "test_coco.json").read_text())
     a0 = next(a for a in data["annotations"] if a.get("num_keypoints", 0) > 0)
     data["images"].append(dict(id=[1, 2], file_name="list_id.jpg", width=640, height=480))  # unhashable id
+    data["images"][0]["file_name"] = "./" + data["images"][0]["file_name"]  # keyed as the reader keys it
     data["annotations"] += [
         dict(a0, id="seven"),  # not an integer id: not ground truth (fit3d would not fit it either)
         dict(a0, id=10**9, bbox="wide"),  # malformed box: rebuilt from the keypoints
@@ -102,6 +103,7 @@ def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
     assert len(rows) == 14 + 2
     by_id = {r["annot_id"]: r for r in rows}
     assert by_id[10**9 + 1]["image"] == "list_id.jpg"
+    assert not any(r["image"].startswith("./") for r in rows)
     assert np.isfinite(by_id[10**9]["bbox"]).all() and by_id[10**9]["bbox"][2] > 1
     (tmp_path / "nofits").mkdir()
     summary, _ = evaluate(tmp_path / "nofits", f)

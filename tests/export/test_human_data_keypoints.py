@@ -24,6 +24,16 @@ def test_points_land_where_mmhuman3d_puts_them(convention, point, hd_name):
     assert (out[:, mask == 0] == 0).all()
 
 
+def test_spin_joints_and_unlabelled_points():
+    from fit3d.data.conventions import SPIN24
+
+    kp = np.ones((1, 24, 3), np.float32)
+    kp[0, 0] = [np.nan, np.nan, 0.0]  # an unlabelled point
+    out, mask, dropped = to_human_data(kp, SPIN24)
+    assert not dropped and mask.sum() == 24 and np.isfinite(out).all()
+    assert mask[HUMAN_DATA.index("neck_extra")] == 1 and mask[HUMAN_DATA.index("head_extra")] == 1
+
+
 def test_other_layouts_by_name_and_unknown_points_reported():
     conv = KeypointConvention("custom", ("nose", "left_hip", "left_big_toe", "belly_button"))
     kp = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
