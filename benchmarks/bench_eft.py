@@ -20,24 +20,6 @@ import sys
 import time
 
 
-def _vmap_regressor(reg):
-    """The regressor without ``forward_with``, so that EFT takes its generic vmap path."""
-    import torch
-
-    class Plain(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def features(self, batch):
-            return self.inner.features(batch)
-
-        def forward(self, x, prototype=None):
-            return self.inner(x, prototype)
-
-    return Plain(reg)
-
-
 def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     import numpy as np
     import torch
@@ -56,10 +38,11 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     bench = make_synthetic_benchmark(load_pose_set(bundled_pose_set()), body, n=n, seed=5, split="train",
                                      with_vertices=False)
     from fit3d.fitters.eft import FINETUNE_PRESETS
+    from fit3d.regressors.base import PlainRegressor
 
     reg = load_regressor(bundled_regressor())
     subset, lr = FINETUNE_PRESETS["all" if config == "vmap" else config]
-    eft = EFT(body, _vmap_regressor(reg) if config == "vmap" else reg, steps=steps, lr=lr, finetune=subset)
+    eft = EFT(body, PlainRegressor(reg) if config == "vmap" else reg, steps=steps, lr=lr, finetune=subset)
     if device.startswith("cuda"):
         eft(benchmark_batch(bench, np.arange(1), body.keypoint_convention, device))
         torch.cuda.synchronize()

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fit3d.fitters import EFT
+from fit3d.regressors.base import PlainRegressor
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
 
 
@@ -50,29 +51,15 @@ def test_fine_tuning_reduces_2d_error(anny_model, make_synthetic, regressor):
     assert (refined.iterations[clean] > 5).all() and (refined.iterations[~clean] == 5).all()
 
 
-class _PlainModule(torch.nn.Module):
-    """The same regressor without ``forward_with``: EFT takes the generic vmap path."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def features(self, batch):
-        return self.inner.features(batch)
-
-    def forward(self, x, prototype=None):
-        return self.inner(x, prototype)
-
-
 def test_per_person_layers_equal_the_generic_path(anny_model, make_synthetic, regressor):
     batch, _, _ = make_synthetic(anny_model, 3, seed=3, noise_px=1.0)
     fast = EFT(anny_model, regressor, steps=5, lr=1e-3)(batch)
-    generic = EFT(anny_model, _PlainModule(regressor), steps=5, lr=1e-3)(batch)
+    generic = EFT(anny_model, PlainRegressor(regressor), steps=5, lr=1e-3)(batch)
     for k in ("body_pose", "betas", "transl"):
         assert torch.allclose(getattr(fast, k), getattr(generic, k), atol=2e-4, rtol=1e-4), k
     subset = dict(finetune=("inp", "ief.4"))
     fast = EFT(anny_model, regressor, steps=5, lr=1e-3, **subset)(batch)
-    generic = EFT(anny_model, _PlainModule(regressor), steps=5, lr=1e-3, finetune=("inner.inp", "inner.ief.4"))(batch)
+    generic = EFT(anny_model, PlainRegressor(regressor), steps=5, lr=1e-3, finetune=("inner.inp", "inner.ief.4"))(batch)
     assert torch.allclose(fast.body_pose, generic.body_pose, atol=2e-4, rtol=1e-4)
 
 
@@ -100,7 +87,7 @@ def test_per_person_layers_with_prototypes(anny_model, make_synthetic):
     m.eval()
     batch, _, _ = make_synthetic(anny_model, 3, seed=8, noise_px=1.0)
     fast = EFT(anny_model, m, steps=4, lr=1e-3)(batch)
-    generic = EFT(anny_model, _PlainModule(m), steps=4, lr=1e-3)(batch)
+    generic = EFT(anny_model, PlainRegressor(m), steps=4, lr=1e-3)(batch)
     assert torch.equal(fast.extras["prototype"], generic.extras["prototype"])
     assert torch.allclose(fast.body_pose, generic.body_pose, atol=2e-4, rtol=1e-4)
 
