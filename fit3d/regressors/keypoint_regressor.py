@@ -86,7 +86,7 @@ class KeypointRegressor(Regressor):
         """``(B, F)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``;
         with prototypes also ``prototype_logits (B, P)`` and ``prototype (B,)``, the start used
         (``prototype`` given: that one, else the head's pick)."""
-        return self.forward_with(dict(self.named_parameters()), features, prototype)
+        return self.forward_with(self.fine_tuning_params(), features, prototype)
 
     def fine_tuning_params(self) -> dict[str, torch.Tensor]:
         """The parameters as :meth:`forward_with` reads them most cheaply per person: by
@@ -108,10 +108,10 @@ class KeypointRegressor(Regressor):
 
     def forward_with(self, params: dict[str, torch.Tensor], features: torch.Tensor,
                      prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """:meth:`forward` with the given parameters (by ``named_parameters`` name, or as
-        :meth:`fine_tuning_params` names them) instead of the module's. Each may be shared
-        (its usual shape) or one copy per person (a leading ``B`` dimension): batched EFT
-        fine-tunes the per-person ones (see :mod:`fit3d.regressors.functional`).
+        """:meth:`forward` with the given parameters (named as :meth:`fine_tuning_params` names
+        them) instead of the module's. Each may be shared (its usual shape) or one copy per
+        person (a leading ``B`` dimension): batched EFT fine-tunes the per-person ones (see
+        :mod:`fit3d.regressors.functional`).
 
         Raises:
             KeyError: a parameter is missing from ``params``.
@@ -133,13 +133,9 @@ class KeypointRegressor(Regressor):
             p = torch.cat([p[:, :6], self.prototype_sixd[pick], p[:, 6 + J6:]], -1)
             extra = dict(prototype_logits=logits, prototype=pick)
         # IEF's first layer on [h, p] = h's columns (h is the same every iteration: once) + p's columns
-        if "ief.0.weight" in params:
-            w_h, w_p = params["ief.0.weight"][..., : self.width], params["ief.0.weight"][..., self.width :]
-        else:  # split as fine_tuning_params gives them
-            w_h, w_p = params["ief.0.weight.h"], params["ief.0.weight.p"]
-        hz = linear(h, w_h, params["ief.0.bias"])
+        hz = linear(h, params["ief.0.weight.h"], params["ief.0.bias"])
         for _ in range(self.iterations):
-            z = nn.functional.silu(hz + linear(p, w_p))
+            z = nn.functional.silu(hz + linear(p, params["ief.0.weight.p"]))
             p = p + lin("ief.4", nn.functional.silu(lin("ief.2", z)))
         J, S = self.num_joints, self.num_betas
         rot = sixd_to_rotmat(p[:, : 6 + 6 * J].reshape(-1, J + 1, 6))
