@@ -70,15 +70,15 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
         return
     codes = []
     for j in submitted:
-        for k in range(getattr(j, "num_tasks", 1)):  # NeuralAnnot: one task per rank
-            task = j.task(k) if getattr(j, "num_tasks", 1) > 1 else j
+        n = getattr(j, "num_tasks", 1)  # NeuralAnnot: one task per rank
+        for k, task in enumerate([j.task(k) for k in range(n)] if n > 1 else [j]):
             try:
                 code = int(task.result() or 0)
             except Exception:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
                 code = 1
             codes.append(code)
             if code != 0:
-                name = f"{j.job_id}" + (f" rank {k}" if getattr(j, "num_tasks", 1) > 1 else "")
+                name = f"{j.job_id}" + (f" rank {k}" if n > 1 else "")
                 click.echo(f"fit3d: task {name} exited {code}: {_last_error_line(task)}", err=True)
     click.echo(f"fit3d: {len(codes)} task(s) finished, exit codes {sorted(set(codes))}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))

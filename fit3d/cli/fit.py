@@ -203,9 +203,10 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
             for i, d in enumerate(images_dirs)]
     from fit3d.pipeline.run import layout_problems
 
+    every = [r for _, records, _ in sets for r in records]
     with errors_as():  # a layout the model cannot use stops here, before training
-        layout = layout_problems([r for _, records, _ in sets for r in records], body.keypoint_convention)
-        target = neuralannot_target([r for _, records, _ in sets for r in records], body)
+        layout = layout_problems(every, body.keypoint_convention)
+        target = neuralannot_target(every, body)
         annot = build_neuralannot(body, rec, epochs=epochs, refine=refine, checkpoint=out_dir / "annotator.pt")
     for p in layout if dist.is_main else []:
         echo_problem(p.severity, p.source, p.reason)

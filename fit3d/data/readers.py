@@ -333,13 +333,13 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         if img_id not in coco.annotations:  # an image without people: counted, never opened
             records.append(ImageRecord(_key(path, images_dir), path, (0, 0)))
             continue
-        rec = _open_image(path, images_dir, _json_size(info), problems)
-        lost = coco.annotations[img_id]
+        rec = _open_image(path, images_dir, json_image_size(info), problems)
+        anns = coco.annotations[img_id]
         if rec is None:  # one problem per image, naming the annotations it loses
-            problems[-1].reason += f" ({len(lost)} annotations not fitted: ids " + \
-                ", ".join(str(a.get("id")) for _, a in lost[:10]) + (", ..." if len(lost) > 10 else "") + ")"
+            problems[-1].reason += f" ({len(anns)} annotations not fitted: ids " + \
+                ", ".join(str(a.get("id")) for _, a in anns[:10]) + (", ..." if len(anns) > 10 else "") + ")"
             continue
-        for i, a in lost:  # in file order
+        for i, a in anns:  # in file order
             parsed = coco_keypoints(a, coco, problems, f"{coco.path}#annotations[{i}]")
             if parsed is None:
                 continue
@@ -352,7 +352,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
     return records, problems
 
 
-def _json_size(info: dict) -> tuple[float, float] | None:
+def json_image_size(info: dict) -> tuple[float, float] | None:
     """``(width, height)`` of a COCO image entry when both are numbers."""
     w, h = info.get("width"), info.get("height")
     ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (w, h))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import COCO17, LIMBS12
-from fit3d.data.readers import checked_bbox, coco_image_key, coco_keypoints, hashable, load_coco
+from fit3d.data.readers import checked_bbox, coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
 
@@ -52,7 +52,7 @@ def _gt_coco(path: Path) -> list[dict]:
     rows: list[dict] = []
     for img_id, anns in coco.annotations.items():
         info = coco.images[img_id]
-        size = tuple(v if isinstance(v, (int, float)) else np.inf for v in (info.get("width"), info.get("height")))
+        size = json_image_size(info) or (np.inf, np.inf)  # no size: any box inside the image
         for i, a in anns:
             parsed = coco_keypoints(a, coco, [], str(i))
             if parsed is None:

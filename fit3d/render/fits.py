@@ -35,7 +35,7 @@ def fitted_vertices(fit: dict, body_model) -> tuple[np.ndarray, np.ndarray, np.n
 def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """``(image (H, W, 3) uint8, problem)``: the file's pixels and ``""``, or a grey canvas of
     ``size`` and why (``"image not found"``, ``"unreadable image: ..."``)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     w, h = size
     grey = np.full((h, w, 3), 128, np.uint8)
@@ -44,7 +44,7 @@ def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, st
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB")), ""
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+    except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         return grey, f"unreadable image: {e}"
 
 

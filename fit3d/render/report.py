@@ -57,7 +57,7 @@ def histogram_png(errors: np.ndarray) -> bytes:
 
 def _thumb(path: Path, width: int = 360) -> str:
     """A JPEG data URL of the image, or "" when it cannot be read (the row shows no picture)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -65,7 +65,7 @@ def _thumb(path: Path, width: int = 360) -> str:
             im.thumbnail((width * 2, width))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, ValueError):  # PIL's UnidentifiedImageError is an OSError
         return ""
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
