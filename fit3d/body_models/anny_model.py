@@ -30,6 +30,7 @@ import roma
 import torch
 
 from fit3d.body_models.anny_assets import load_model_data, quiet_warp
+from fit3d.body_models.anny_kinematics import AnnyKinematics
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.conventions import KeypointConvention
 
@@ -123,6 +124,8 @@ class AnnyModel(BodyModel):
         )
         self.num_bones = len(bone_labels)
         self.register_buffer("to_canonical", ANNY_TO_CANONICAL.clone(), persistent=False)
+        self.kinematics = AnnyKinematics(self.skeleton, self.joint_bones[1:], ANNY_TO_CANONICAL, self.pair_keypoint,
+                                         self.pair_bone)
         self._init_phenotype_tables()
         mean = torch.tensor(MEAN_PHENOTYPE)
         self.register_buffer("phenotype_offset", torch.log(mean / (1 - mean)), persistent=False)
@@ -138,7 +141,9 @@ class AnnyModel(BodyModel):
     def _init_keypoint_anchors(self, W: torch.Tensor) -> None:
         """Per-bone keypoint anchors: with skin weights ``s_vb`` and rest vertices
         ``v = v0 + sum_c coeff_c d_c``, ``keypoint_k = sum_b T_b a_kb`` with the
-        homogeneous ``a_kb = sum_v W_kv s_vb [v; 1]``, i.e. ``a = A0 + sum_c coeff_c A_c``."""
+        homogeneous ``a_kb = sum_v W_kv s_vb [v; 1]``, i.e. ``a = A0 + sum_c coeff_c A_c``.
+        Only the (keypoint, bone) pairs with weight are kept: ``anchor_rest (P, 4)``,
+        ``anchor_blend (C, P*4)``, ``pair_keypoint`` / ``pair_bone (P,)``."""
         used = torch.nonzero(W.abs().sum(0) > 0).squeeze(1)
         w = W[:, used]
         skin = torch.zeros(len(used), self.full.bone_count)
@@ -148,8 +153,12 @@ class AnnyModel(BodyModel):
         a0 = torch.cat([a0, ws.sum(1)[..., None]], -1)  # homogeneous coordinate: sum of weights
         ac = torch.einsum("kvb,cvd->ckbd", ws, self.full.blendshapes[:, used].float())
         ac = torch.cat([ac, torch.zeros_like(ac[..., :1])], -1)
-        self.register_buffer("anchor_rest", a0, persistent=False)  # (K, NB, 4)
-        self.register_buffer("anchor_blend", ac.flatten(1), persistent=False)  # (C, K*NB*4)
+        pairs = torch.nonzero((a0.abs().sum(-1) > 0) | (ac.abs().sum((0, -1)) > 0))
+        k, b = pairs[:, 0], pairs[:, 1]
+        self.register_buffer("pair_keypoint", k, persistent=False)
+        self.register_buffer("pair_bone", b, persistent=False)
+        self.register_buffer("anchor_rest", a0[k, b], persistent=False)  # (P, 4)
+        self.register_buffer("anchor_blend", ac[:, k, b].flatten(1), persistent=False)  # (C, P*4)
 
     def _init_phenotype_tables(self) -> None:
         """Index tables for :meth:`blendshape_coefficients`.
@@ -158,7 +167,8 @@ class AnnyModel(BodyModel):
         mask of 26 variations (``male``, ``young``, ``maxweight``...), of the
         variations' interpolation weights. Each mask row selects 3-6 variations, so
         gathering them and multiplying is much cheaper (and has a cheaper
-        backward) than anny's masked product over all 26 columns.
+        backward) than anny's masked product over all 26 columns. Rows with fewer
+        variations point their spare columns at a constant 1.
         """
         from anny.models.model_data import PHENOTYPE_VARIATIONS
 
@@ -190,7 +200,11 @@ class AnnyModel(BodyModel):
             value = phenotype[:, PHENOTYPES.index(group)] if group in PHENOTYPES else phenotype.new_full((B,), 0.5)
             cols.append(linear_interpolation_coefficients(value, self.full.anchors[group]))
         cols.append(phenotype.new_ones(B, 1))
-        weights = torch.cat(cols, dim=1)[:, self.variation_index].prod(-1)
+        variations = torch.cat(cols, dim=1)
+        idx = self.variation_index
+        weights = variations.index_select(1, idx[:, 0])
+        for i in range(1, idx.shape[1]):  # column products: a cheaper backward than prod()
+            weights = weights * variations.index_select(1, idx[:, i])
         return weights @ self.full.phenotype_blendshape_projection
 
     def _deltas(self, body_pose: torch.Tensor) -> torch.Tensor:
@@ -233,24 +247,25 @@ class AnnyModel(BodyModel):
         """``(F, 3)`` triangles of the full anny mesh."""
         return self.full.faces
 
-    def _rest_skeleton(self, betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rest bone poses ``(B, NB, 4, 4)`` and keypoint anchors ``(B, K, NB, 4)`` of these shapes.
+    def _rest_skeleton(self, betas: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`AnnyKinematics.shape_terms` of these shapes.
 
         They depend on the shape only and their rest orientations (a special Procrustes
-        per bone) are half the cost of a forward pass, so while the shape is not being
+        per bone) cost more than the posing itself, so while the shape is not being
         optimised (``betas`` without gradient, e.g. stages that move the pose only) the
         last result is reused when the same shapes come again.
         """
         cache = self._rest_cache
         if (not betas.requires_grad and cache is not None and cache[0].shape == betas.shape
                 and cache[0].device == betas.device and torch.equal(cache[0], betas)):
-            return cache[1], cache[2]
+            return cache[1]
         coeffs = self.blendshape_coefficients(self.phenotype(betas))
         rest = self.skeleton.get_rest_model(coeffs)["rest_bone_poses"]
         anchors = self.anchor_rest + (coeffs @ self.anchor_blend).view(-1, *self.anchor_rest.shape)
+        terms = self.kinematics.shape_terms(rest, anchors)
         if not betas.requires_grad:
-            self._rest_cache = (betas.detach().clone(), rest.detach(), anchors.detach())
-        return rest, anchors
+            self._rest_cache = (betas.detach().clone(), tuple(t.detach() for t in terms))
+        return terms
 
     # ------------------------------------------------------------------ forward
     def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
@@ -260,9 +275,9 @@ class AnnyModel(BodyModel):
         ``(B, 20, 3)``, keypoints_3d ``(B, 23, 3)`` and, when asked, vertices
         ``(B, 13718, 3)``.
         """
-        deltas = self._deltas(body_pose)
         C = self.to_canonical.T
         if return_vertices:
+            deltas = self._deltas(body_pose)
             coeffs = self.blendshape_coefficients(self.phenotype(betas))
             # The rigged-model forward of anny, given blendshape coefficients directly.
             out = RiggedModelWithLinearBlendShapes.forward(self.full, deltas, coeffs)
@@ -270,8 +285,5 @@ class AnnyModel(BodyModel):
             kp = torch.einsum("kv,bvd->bkd", self.regressor_full, verts)
             joints = out["bone_poses"][:, self.joint_bones, :3, 3]
             return BodyOutput(vertices=verts @ C, joints_3d=joints @ C, keypoints_3d=kp @ C)
-        rest, anchors = self._rest_skeleton(betas)
-        transforms, poses = self.skeleton.get_bone_transforms(deltas, rest)
-        kp = torch.einsum("bnij,bknj->bki", transforms[:, :, :3, :], anchors)
-        joints = poses[:, self.joint_bones, :3, 3]
+        joints, kp = self.kinematics(body_pose, self._rest_skeleton(betas), self.joint_bones)
         return BodyOutput(vertices=None, joints_3d=joints @ C, keypoints_3d=kp @ C)
