@@ -97,7 +97,9 @@ class AnnyKinematics(torch.nn.Module):
         self.register_buffer("position", position, persistent=False)  # bone -> index in chain order
         self.register_buffer("ref", U, persistent=False)
         self.register_buffer("ref_parent_t", up_t, persistent=False)
-        self.register_buffer("pair_bone", pair_bone.long(), persistent=False)
+        onehot = torch.zeros(len(pair_bone), len(flat))
+        onehot[torch.arange(len(pair_bone)), pair_bone.long()] = 1.0
+        self.register_buffer("pair_onehot", onehot, persistent=False)  # (P, NB)
         self.register_buffer("pair_slot", pair_keypoint.long() * len(flat) + position[pair_bone.long()],
                              persistent=False)
         self.num_keypoints = int(pair_keypoint.max()) + 1
@@ -124,8 +126,11 @@ class AnnyKinematics(torch.nn.Module):
         offsets = (self.ref_parent_t @ q[..., None]).squeeze(-1)
         rest_offsets = offsets.index_select(1, self.rest_bones)
         resting = torch.cat([self.rest_rotation.expand(B, -1, -1, -1), rest_offsets[..., None]], -1)
-        b, w = self.pair_bone, anchors[..., 3:]
-        local = (R.index_select(1, b).transpose(-1, -2) @ (anchors[..., :3] - h.index_select(1, b) * w)[..., None])
+        # Each pair's R and h through a one-hot product: its backward is a product too, where
+        # index_select's would add 151 rows into 36 (slow on CPU).
+        Rh = self.pair_onehot @ torch.cat([R.reshape(B, nb, 9), h], -1)
+        w = anchors[..., 3:]
+        local = Rh[..., :9].view(B, -1, 3, 3).transpose(-1, -2) @ (anchors[..., :3] - Rh[..., 9:] * w)[..., None]
         pairs = torch.cat([local.squeeze(-1), w], -1)
         K = self.num_keypoints
         dense = pairs.new_zeros(B, K * nb, 4).index_copy(1, self.pair_slot, pairs).view(B, K, nb, 4)

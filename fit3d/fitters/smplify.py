@@ -35,7 +35,7 @@ import torch
 
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.batching import PersonBatch
-from fit3d.data.conventions import FACE, TORSO
+from fit3d.data.conventions import FACE, TORSO, KeypointConvention
 from fit3d.fitters import losses as L
 from fit3d.fitters.camera_init import estimate_depth, image_roll, orientation_hypotheses, root_pixel
 from fit3d.fitters.hypotheses import kinematic_parents, limb_depth_flips
@@ -64,6 +64,13 @@ def face_evidence(keypoints_2d: torch.Tensor, convention) -> torch.Tensor:
     seen_ear = vis[:, ears].any(1)
     ev = torch.where(seen_front, torch.ones_like(ev), ev)
     return torch.where(~seen_front & seen_ear, -torch.ones_like(ev), ev)
+
+
+def _face_indices(convention) -> tuple[int, tuple[int, int]] | None:
+    """``(nose, (left_ear, right_ear))`` positions in ``convention``, None when one is missing."""
+    if not all(n in convention.names for n in ("nose", "left_ear", "right_ear")):
+        return None
+    return convention.index("nose"), (convention.index("left_ear"), convention.index("right_ear"))
 
 
 def _best_rows(loss: torch.Tensor, B: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
@@ -110,6 +117,10 @@ class SMPLify:
     """
 
     name = "smplify"
+    #: People per call that the command line uses unless told otherwise: SMPLify's many small
+    #: tensor operations per iteration pay off over more rows (on a 2-core CPU, 500 people:
+    #: 10.4 fits/s at 64, 12.8 at 256, 12.0 at 512; benchmarks/bench_process.py).
+    default_batch_size = 256
     #: Values of this fitter's ``FitResult.extras`` for people that were not fitted.
     extra_defaults = {"hypothesis_yaw": np.float32(np.nan), "init_method": np.str_(""), "prototype": np.int64(-1),
                       "depth_flip": np.int64(-1), "noisy_keypoints": np.bool_(False)}
@@ -148,9 +159,12 @@ class SMPLify:
         conv = body_model.keypoint_convention
         self.torso_mask = torch.tensor([n in TORSO or n in FACE for n in conv.names], device=body_model.device)
         self.keypoint_weights = body_model.keypoint_weights()  # 0 for points the model does not have (hips)
-        self._face_idx = None
-        if all(n in conv.names for n in ("nose", "left_ear", "right_ear")):
-            self._face_idx = (conv.index("nose"), (conv.index("left_ear"), conv.index("right_ear")))
+        self._face_idx = _face_indices(conv)
+        # The torso stage's rows see only the torso and face keypoints (see run_stage).
+        self._torso_points = torch.nonzero(self.torso_mask).squeeze(1)
+        self._torso_convention = KeypointConvention(f"{conv.name}/torso",
+                                                    tuple(conv.names[i] for i in self._torso_points.tolist()))
+        self._torso_face_idx = _face_indices(self._torso_convention)
         with torch.no_grad():
             p = body_model.neutral_params(1)
             rest = body_model.canonical(p["body_pose"], p["betas"])
@@ -193,12 +207,21 @@ class SMPLify:
         return p, z.repeat_interleave(H, 0), method
 
     def losses(
-        self, stage: Stage, body: BodyOutput, params: dict[str, torch.Tensor], batch: PersonBatch, ctx: dict
+        self, stage: Stage, body: BodyOutput, params: dict[str, torch.Tensor], batch: PersonBatch, ctx: dict,
+        torso_only: bool = False,
     ) -> torch.Tensor:
-        """``(B,)`` weighted sum of the stage's loss terms."""
+        """``(B,)`` weighted sum of the stage's loss terms.
+
+        ``torso_only``: ``body`` and ``batch`` hold only the torso and face keypoints
+        (:meth:`_torso_view`), so every keypoint counts.
+        """
         w = stage.weights
         proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-        mask = self.torso_mask if stage.keypoints == "torso" else self.keypoint_weights
+        if torso_only:
+            mask, face_idx = None, self._torso_face_idx
+        else:
+            mask = self.torso_mask if stage.keypoints == "torso" else self.keypoint_weights
+            face_idx = self._face_idx
         total = w.get("reprojection", 0.0) * L.reprojection(proj, batch.keypoints_2d, ctx["scale"], mask=mask)
         if w.get("pose_prior"):
             if self.latent:
@@ -214,8 +237,8 @@ class SMPLify:
             total = total + w["depth"] * L.depth(body.joints_3d[:, 0, 2], ctx["init_depth"])
         if w.get("upright"):
             total = total + w["upright"] * L.upright(params["global_orient"])
-        if w.get("face") and self._face_idx is not None:
-            nose, ears = self._face_idx
+        if w.get("face") and face_idx is not None:
+            nose, ears = face_idx
             total = total + w["face"] * L.face_orientation(body.keypoints_3d, ctx["evidence"], nose, ears)
         return total
 
@@ -245,6 +268,9 @@ class SMPLify:
         elif canon is None:
             with torch.no_grad():
                 canon = model.canonical(params["body_pose"], params["betas"])
+        torso_only = canon is not None and stage.keypoints == "torso"
+        if torso_only:
+            canon, batch = self._torso_view(canon, batch)
 
         def evaluate():
             if self.latent and canon is None:
@@ -253,7 +279,7 @@ class SMPLify:
                 body = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
             else:
                 body = model.place(canon, params["global_orient"], params["transl"])
-            return self.losses(stage, body, params, batch, ctx)
+            return self.losses(stage, body, params, batch, ctx, torso_only)
 
         if stage.iterations == 0 or not moving:
             with torch.no_grad():
@@ -282,6 +308,16 @@ class SMPLify:
         if self.latent:
             params["body_pose"] = params["body_pose"].detach()
         return final, steps
+
+    def _torso_view(self, canon: BodyOutput, batch: PersonBatch) -> tuple[BodyOutput, PersonBatch]:
+        """Canonical bodies and keypoints reduced to what a torso stage that does not move the
+        body reads: the torso and face keypoints and the root joint (the pivot and the depth
+        term). The camera stage has the most rows (every hypothesis x start), so moving and
+        projecting 9 points instead of 43 per row matters; the losses are the same."""
+        idx = self._torso_points
+        body = BodyOutput(None, canon.joints_3d[:, :1], canon.keypoints_3d.index_select(1, idx))
+        return body, replace(batch, keypoints_2d=batch.keypoints_2d.index_select(1, idx),
+                             convention=self._torso_convention)
 
     # ----------------------------------------------------------------- rows
     def _starting_rows(self, batch: PersonBatch) -> tuple[dict, PersonBatch, dict, dict, torch.Tensor, BodyOutput]:

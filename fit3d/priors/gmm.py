@@ -66,9 +66,9 @@ class GMMPrior(Prior):
         if D != self.dim:
             logdet = torch.linalg.slogdet(self.covars[:, :D, :D])[1]
             const = -torch.log(self.weights) + 0.5 * logdet + 0.5 * D * math.log(2 * math.pi)
-        diff = x[:, None, :] - mu[None]  # (B, K, D)
-        maha = torch.einsum("bki,kij,bkj->bk", diff, P, diff)
-        return (0.5 * maha + const).min(dim=1).values
+        diff = x[None] - mu[:, None]  # (K, B, D)
+        maha = ((diff @ P) * diff).sum(-1)  # (K, B); P is symmetric. Faster (with its backward) than an einsum.
+        return (0.5 * maha + const[:, None]).min(dim=0).values
 
     @classmethod
     def fit(cls, body_pose: np.ndarray, n_components: int = 8, seed: int = 0, reg_covar: float = 1e-4) -> "GMMPrior":

@@ -4,6 +4,7 @@ import shutil
 from click.testing import CliRunner
 
 from fit3d.cli.main import cli
+from fit3d.fitters import SMPLify
 
 
 def test_smplify_cli_on_bundled_sample(tmp_path, sample_dir, anny_model, schedule_file):
@@ -106,4 +107,6 @@ def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model, schedule_file):
     assert len(files) == 1
     d = np.load(files[0])
     assert str(d["fitter"]) == "smplify" and np.allclose(d["focal_length"], 1000.0)
-    assert json.loads((out / "summary.json").read_text())["this_run"]["images"] == 1
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["this_run"]["images"] == 1
+    assert summary["batch_size"] == SMPLify.default_batch_size == 256  # no --batch-size: the fitter's own
