@@ -13,7 +13,7 @@ split off:
 * per shape (:meth:`AnnyKinematics.shape_terms`): each bone's rest offset in its
   parent's frame and the keypoint anchors moved into each bone's rest frame, for
   the (keypoint, bone) pairs that carry weight only (151 of 23 x 36);
-* per pose (:meth:`AnnyKinematics.forward`): 19 rotations, one chain of 3x3
+* per pose (:meth:`AnnyKinematics.forward`): 19 rotations, one chain of 3x4
   products by depth level, and one product per anchor pair.
 
 Notation as anny's ``forward_kinematic``: a bone ``c`` of parent ``p`` has rest
@@ -49,16 +49,21 @@ class AnnyKinematics(torch.nn.Module):
             ``body_pose`` axes are expressed.
         pair_keypoint, pair_bone: ``(P,)`` the keypoint and the bone of each anchor pair
             (see :meth:`shape_terms`); keypoints are numbered ``0..K-1``.
+        num_keypoints: K.
     Raises:
-        ValueError: the skeleton is not in the ``local-ref`` parameterisation, or its chain
-            does not start with the root alone, or the root is articulated.
+        ValueError: the skeleton is not in the ``local-ref`` parameterisation, has no cached
+            reference orientations, its chain does not start with the root alone, or the
+            root is articulated.
     """
 
     def __init__(self, skeleton, articulated: torch.Tensor, to_canonical: torch.Tensor, pair_keypoint: torch.Tensor,
-                 pair_bone: torch.Tensor) -> None:
+                 pair_bone: torch.Tensor, num_keypoints: int) -> None:
         super().__init__()
         if getattr(skeleton, "pose_parameterization", None) != "local-ref":
             raise ValueError("AnnyKinematics needs anny's 'local-ref' pose parameterisation")
+        if getattr(skeleton, "reference_bone_orientations", None) is None:
+            raise ValueError("AnnyKinematics needs anny's cached reference bone orientations "
+                             "(bone_orientation='cached')")
         _, order, _, parent = (t.long() for t in skeleton.kinematic_chain_indices)
         levels = [tuple(map(int, lv)) for lv in skeleton.kinematic_chain_levels]
         articulated = [int(b) for b in articulated]
@@ -102,7 +107,7 @@ class AnnyKinematics(torch.nn.Module):
         self.register_buffer("pair_onehot", onehot, persistent=False)  # (P, NB)
         self.register_buffer("pair_slot", pair_keypoint.long() * len(flat) + position[pair_bone.long()],
                              persistent=False)
-        self.num_keypoints = int(pair_keypoint.max()) + 1
+        self.num_keypoints = num_keypoints
 
     def shape_terms(self, rest_bone_poses: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What depends on the shape only.
@@ -143,12 +148,14 @@ class AnnyKinematics(torch.nn.Module):
 
         Args:
             body_pose: ``(B, J, 3)`` axis-angle in canonical axes.
-            terms: :meth:`shape_terms` of the same people (batch B, or 1 for one shape).
+            terms: :meth:`shape_terms` of the same people; a batch of 1 on either side
+                (one pose, or one shape) is broadcast to the other's.
             joint_bones: ``(J',)`` bone indices whose posed heads are returned.
         Returns:
             ``(joints (B, J', 3), keypoints (B, K, 3))`` metres, anny's frame.
         """
-        B = body_pose.shape[0]
+        B = max(body_pose.shape[0], terms[0].shape[0])
+        body_pose = body_pose.expand(B, *body_pose.shape[1:])
         art_offsets, resting, matrix = (t.expand(B, *t.shape[1:]) for t in terms)
         axis = (body_pose.index_select(1, self.pose_order)[..., None, :] @ self.axis_map).squeeze(-2)
         rot = self.art_left @ roma.rotvec_to_rotmat(axis)  # (B, J, 3, 3) chain order

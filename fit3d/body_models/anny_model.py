@@ -125,7 +125,7 @@ class AnnyModel(BodyModel):
         self.num_bones = len(bone_labels)
         self.register_buffer("to_canonical", ANNY_TO_CANONICAL.clone(), persistent=False)
         self.kinematics = AnnyKinematics(self.skeleton, self.joint_bones[1:], ANNY_TO_CANONICAL, self.pair_keypoint,
-                                         self.pair_bone)
+                                         self.pair_bone, len(self.keypoint_convention))
         self._init_phenotype_tables()
         mean = torch.tensor(MEAN_PHENOTYPE)
         self.register_buffer("phenotype_offset", torch.log(mean / (1 - mean)), persistent=False)

@@ -70,8 +70,8 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
             raise click.exceptions.Exit(report_validation(records, problems, body, opts))
         fitter = make_fitter(body)
         config = RunConfig(
-            out_dir=opts.out_dir, batch_size=opts.batch_size or fitter.default_batch_size,
-            focal_length=opts.focal_length,
+            out_dir=opts.out_dir, focal_length=opts.focal_length,
+            batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),
             overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
         )

@@ -67,7 +67,7 @@ class GMMPrior(Prior):
             logdet = torch.linalg.slogdet(self.covars[:, :D, :D])[1]
             const = -torch.log(self.weights) + 0.5 * logdet + 0.5 * D * math.log(2 * math.pi)
         diff = x[None] - mu[:, None]  # (K, B, D)
-        maha = ((diff @ P) * diff).sum(-1)  # (K, B); P is symmetric. Faster (with its backward) than an einsum.
+        maha = ((diff @ P) * diff).sum(-1)  # (K, B); faster, with its backward, than the einsum
         return (0.5 * maha + const[:, None]).min(dim=0).values
 
     @classmethod

@@ -44,3 +44,15 @@ def test_gradients_match_anny(anny_model):
         grads.append((pose.grad, betas.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-4)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-4)
+
+
+def test_one_pose_or_one_shape_broadcasts(anny_model):
+    """A batch of 1 on either side (one pose for many shapes, one shape for many poses)."""
+    g = torch.Generator().manual_seed(2)
+    pose = torch.randn(3, anny_model.num_body_joints, 3, generator=g) * 0.5
+    betas = torch.randn(3, anny_model.num_betas, generator=g)
+    with torch.no_grad():
+        full = anny_model.canonical(pose[:1].expand(3, -1, -1), betas).keypoints_3d
+        assert torch.allclose(anny_model.canonical(pose[:1], betas).keypoints_3d, full, atol=1e-6)
+        full = anny_model.canonical(pose, betas[:1].expand(3, -1)).keypoints_3d
+        assert torch.allclose(anny_model.canonical(pose, betas[:1]).keypoints_3d, full, atol=1e-6)

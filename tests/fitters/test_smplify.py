@@ -1,10 +1,12 @@
 import json
+from dataclasses import replace
 
 import pytest
 import roma
 import torch
 
-from fit3d.data.conventions import COCO17
+from fit3d.body_models.base import BodyModel, BodyOutput
+from fit3d.data.conventions import COCO17, KeypointConvention
 from fit3d.fitters import SMPLify, Stage, default_smplify_schedule, load_schedule
 from fit3d.fitters.smplify import face_evidence
 from fit3d.fitters.stages import schedule_to_json
@@ -149,3 +151,44 @@ def test_depth_flip_rows_are_fitted_and_the_best_kept(anny_model):
     kept = SMPLify(anny_model, prior=L2Prior(), schedule=sched, depth_flips=False).fit_from(batch, start)
     assert FLIP_NAMES[int(fixed.extras["depth_flip"][0])] == "right_elbow:lower"
     assert pa_mpjpe(fixed.joints_3d, truth.joints_3d) + 20 < pa_mpjpe(kept.joints_3d, truth.joints_3d)
+
+
+class _ReversedKeypoints(BodyModel):
+    """anny with its keypoints in reverse order: face points last, so the torso view's
+    keypoint positions differ from the full convention's."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.name, self.joint_names, self.num_betas = "anny-reversed", inner.joint_names, inner.num_betas
+        self.keypoint_convention = KeypointConvention("reversed", inner.keypoint_convention.names[::-1])
+
+    def canonical(self, body_pose, betas, return_vertices=False):
+        out = self.inner.canonical(body_pose, betas, return_vertices)
+        return BodyOutput(out.vertices, out.joints_3d, out.keypoints_3d.flip(1))
+
+    def hinge_axes(self):
+        return self.inner.hinge_axes()
+
+
+def test_camera_stage_torso_view_keeps_the_losses(anny_model, make_synthetic):
+    """The camera stage moves only the torso and face keypoints and the root joint; its
+    losses (reprojection, depth, face, upright) are those of the full bodies."""
+    model = _ReversedKeypoints(anny_model)
+    batch, _, _ = make_synthetic(anny_model, 6, seed=2, noise_px=1.0)
+    batch = replace(batch, keypoints_2d=batch.keypoints_2d.flip(1), convention=model.keypoint_convention)
+    fitter = SMPLify(model, depth_flips=False)
+    stage = fitter.schedule[0]
+    assert not stage.moves_body and stage.keypoints == "torso" and stage.weights.get("face")
+    params, sub, ctx, _, _, canon = fitter._starting_rows(batch)
+
+    def loss(st, body, b, torso_only=False):
+        return fitter.losses(st, model.place(body, params["global_orient"], params["transl"]), params, b, ctx,
+                             torso_only)
+
+    full = loss(stage, canon, sub)
+    small, small_batch = fitter._torso_view(canon, sub)
+    assert small.keypoints_3d.shape[1] == len(small_batch.convention) < len(model.keypoint_convention)
+    assert torch.allclose(loss(stage, small, small_batch, True), full, rtol=1e-5, atol=1e-6)
+    no_face = replace(stage, weights={**stage.weights, "face": 0.0})
+    assert not torch.allclose(loss(no_face, canon, sub), full)  # the face term is part of what was compared

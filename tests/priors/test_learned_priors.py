@@ -110,3 +110,22 @@ def test_vposer_checkpoint_serves_every_smpl_family_body(tmp_path, smpl_like_dir
         moved[:, 21:] += 0.5
         assert torch.allclose(prior(moved), prior(pose))
     SMPLify(body, prior=prior, pose_space="latent")  # latent mode decodes full SMPL poses
+
+
+def test_gmm_cost_is_the_max_mixture_negative_log_density():
+    """SMPLify's cost, min_k -log(w_k N(x; mu_k, Sigma_k)), checked with scipy for full random
+    covariances, on the whole pose and on its leading-dimension marginal (SMPL-X's 21 joints)."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(1)
+    K, D = 3, 69
+    A = rng.normal(0, 0.1, (K, D, D))
+    covars = A @ A.transpose(0, 2, 1) + 0.02 * np.eye(D)
+    means, weights = rng.normal(0, 0.2, (K, D)), np.array([0.5, 0.3, 0.2])
+    g = GMMPrior(means, covars, weights)
+    x = rng.normal(0, 0.3, (4, D))
+    for d in (D, 63):
+        expect = [min(-math.log(weights[k]) - multivariate_normal(means[k, :d], covars[k, :d, :d]).logpdf(p[:d])
+                      for k in range(K)) for p in x]
+        got = g(torch.as_tensor(x[:, :d], dtype=torch.float32).view(4, d // 3, 3))
+        assert np.allclose(got.numpy(), expect, rtol=1e-4, atol=1e-2), (d, got, expect)
