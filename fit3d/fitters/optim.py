@@ -31,6 +31,16 @@ class BatchedAdam:
         B = params[0].shape[0]
         self.t = torch.zeros(B, device=params[0].device, dtype=params[0].dtype)
 
+    def subset(self, params: list[torch.Tensor], rows: torch.Tensor) -> "BatchedAdam":
+        """An optimiser over ``params`` (the ``rows`` of this one's tensors, same order) that
+        carries on with those rows' moments and step counts."""
+        opt = BatchedAdam.__new__(BatchedAdam)
+        opt.params, opt.lr, opt.b1, opt.b2, opt.eps = params, self.lr, self.b1, self.b2, self.eps
+        opt.m = [m[rows].clone() for m in self.m]
+        opt.v = [v[rows].clone() for v in self.v]
+        opt.t = self.t[rows].clone()
+        return opt
+
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """Update the rows where ``active`` (``(B,)`` bool) is true, from ``p.grad``."""

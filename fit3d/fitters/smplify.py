@@ -244,23 +244,22 @@ class SMPLify:
 
     def run_stage(
         self, stage: Stage, params: dict[str, torch.Tensor], batch: PersonBatch, ctx: dict,
-        canon: BodyOutput | None = None,
+        canon: BodyOutput | None = None, owner: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Optimise ``params`` in place for one stage.
+        """Optimise ``params`` for one stage (the dict's tensors are updated or replaced).
 
         Args:
             canon: the canonical bodies of ``params`` (a stage that does not move the
                 body reuses them; computed here when None).
+            owner: ``(N,)`` each row's person, for the stage's ``keep_rows`` (None: every
+                row is its own person, so nothing is dropped).
         Returns:
             ``(final loss (B,), steps taken (B,))``.
         """
         model = self.body_model
         names = ["latent" if self.latent and n == "body_pose" else n for n in stage.params]
-        moving = [params[n] for n in names]
         for t in params.values():
             t.requires_grad_(False)
-        for t in moving:
-            t.requires_grad_(True)
         n = len(batch)
         steps = torch.zeros(n, dtype=torch.long, device=batch.keypoints_2d.device)
         if stage.moves_body:
@@ -272,27 +271,47 @@ class SMPLify:
         if torso_only:
             canon, batch = self._torso_view(canon, batch)
 
-        def evaluate():
-            if self.latent and canon is None:
-                params["body_pose"] = self.prior.decode(params["latent"])
-            if canon is None:
-                body = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
+        def evaluate(p, b, c, cn):
+            if self.latent and cn is None:
+                p["body_pose"] = self.prior.decode(p["latent"])
+            if cn is None:
+                body = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
             else:
-                body = model.place(canon, params["global_orient"], params["transl"])
-            return self.losses(stage, body, params, batch, ctx, torso_only)
+                body = model.place(cn, p["global_orient"], p["transl"])
+            return self.losses(stage, body, p, b, c, torso_only)
 
-        if stage.iterations == 0 or not moving:
+        if stage.iterations == 0 or not names:
             with torch.no_grad():
-                return evaluate(), steps
-        opt = BatchedAdam(moving, lr=stage.lr)
+                return evaluate(params, batch, ctx, canon), steps
+        rows = None  # the rows still optimising (None: all)
+        p, b, c, cn = params, batch, ctx, canon
+        for t in (p[k] for k in names):
+            t.requires_grad_(True)
+        opt = BatchedAdam([p[k] for k in names], lr=stage.lr)
         active = torch.ones(n, dtype=torch.bool, device=steps.device)
         stall = torch.zeros(n, dtype=torch.long, device=steps.device)
         prev = None
-        for _ in range(stage.iterations):
-            loss = evaluate()
+        for it in range(stage.iterations):
+            loss = evaluate(p, b, c, cn)
+            if stage.keep_rows and owner is not None and it == stage.keep_after and rows is None:
+                rows = self._lowest_rows(loss.detach(), stage.keep_rows, owner)
+                if rows is not None:  # go on with those rows only
+                    params.update({k: v.detach() for k, v in p.items()})
+                    p = {k: v[rows].clone() for k, v in params.items()}
+                    b, c = batch.index(rows), {k: v[rows] for k, v in ctx.items()}
+                    cn = None if canon is None else BodyOutput(None, canon.joints_3d[rows], canon.keypoints_3d[rows])
+                    for k in names:
+                        p[k].requires_grad_(True)
+                    opt = opt.subset([p[k] for k in names], rows)
+                    active, stall = active[rows], stall[rows]
+                    prev = None if prev is None else prev[rows]
+                    loss = evaluate(p, b, c, cn)
             loss.sum().backward()
             opt.step(active)
-            steps += active.long()
+            if rows is None:
+                steps += active.long()
+            else:
+                steps.index_add_(0, rows, active.long())
             cur = loss.detach()
             if prev is not None:
                 rel = (prev - cur).abs() / cur.abs().clamp(min=1e-8)
@@ -301,13 +320,28 @@ class SMPLify:
             prev = cur
             if not bool(active.any()):
                 break
-        for t in moving:
+        if rows is not None:  # the optimised rows back among the frozen ones
+            for k, v in p.items():
+                params[k] = params[k].index_copy(0, rows, v.detach())
+        for t in params.values():
             t.requires_grad_(False)
         with torch.no_grad():
-            final = evaluate()
+            final = evaluate(params, batch, ctx, canon)
         if self.latent:
             params["body_pose"] = params["body_pose"].detach()
         return final, steps
+
+    @staticmethod
+    def _lowest_rows(loss: torch.Tensor, keep: int, owner: torch.Tensor) -> torch.Tensor | None:
+        """Sorted indices of each person's ``keep`` lowest-``loss`` rows (``owner (N,)``: each
+        row's person, 0..B-1); None when that is every row."""
+        order = torch.argsort(loss, stable=True)
+        order = order[torch.argsort(owner[order], stable=True)]  # by person, then by loss
+        counts = torch.bincount(owner)
+        first = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(len(loss), device=loss.device) - first[owner[order]]
+        kept = order[rank < keep]
+        return None if len(kept) == len(loss) else kept.sort().values
 
     def _torso_view(self, canon: BodyOutput, batch: PersonBatch) -> tuple[BodyOutput, PersonBatch]:
         """Canonical bodies and keypoints reduced to what a torso stage that does not move the
@@ -506,10 +540,11 @@ class SMPLify:
                 branched = True
             rows = None if not stage.branch else torch.nonzero(tags["branch"] == int(stage.branch == "noisy"))[:, 0]
             if rows is None:
-                loss, s = self.run_stage(stage, params, sub, ctx, canon=canon if i == 0 else None)
+                loss, s = self.run_stage(stage, params, sub, ctx, canon=canon if i == 0 else None, owner=tags["owner"])
             else:
                 part = {k: v[rows].detach().clone() for k, v in params.items()}
-                part_loss, s_part = self.run_stage(stage, part, sub.index(rows), {k: v[rows] for k, v in ctx.items()})
+                part_loss, s_part = self.run_stage(stage, part, sub.index(rows), {k: v[rows] for k, v in ctx.items()},
+                                                   owner=tags["owner"][rows])
                 params = {k: v.detach().index_copy(0, rows, part[k].detach()) for k, v in params.items()}
                 loss = loss.index_copy(0, rows, part_loss)
                 s = torch.zeros_like(tags["steps"]).index_copy(0, rows, s_part)

@@ -24,6 +24,25 @@ def test_batched_adam_matches_torch_adam_and_freezes_rows():
     assert torch.equal(a[1], x0[1])
 
 
+def test_batched_adam_subset_carries_on_as_if_uninterrupted():
+    """Rows taken out of a BatchedAdam half-way end where the whole batch would have."""
+    torch.manual_seed(1)
+    x0, target = torch.randn(5, 3), torch.randn(5, 3)
+    whole = x0.clone().requires_grad_(True)
+    opt = BatchedAdam([whole], lr=0.1)
+    part = x0.clone().requires_grad_(True)
+    opt_part = BatchedAdam([part], lr=0.1)
+    rows = torch.tensor([1, 4])
+    for i in range(12):
+        if i == 5:
+            part = part.detach()[rows].requires_grad_(True)
+            opt_part = opt_part.subset([part], rows)
+        for x, o in ((whole, opt), (part, opt_part)):
+            ((x - target[rows if x is part and i >= 5 else slice(None)]) ** 2).sum().backward()
+            o.step(torch.ones(len(x), dtype=torch.bool))
+    assert torch.allclose(part, whole[rows], atol=1e-6)
+
+
 def test_gmof_is_robust():
     r2 = torch.tensor([0.0, 1.0, 1e6])
     out = L.gmof(r2, rho=10.0)

@@ -81,6 +81,8 @@ def test_schedule_round_trip_and_validation(tmp_path):
         load_schedule(f)
     with pytest.raises(ValueError):
         Stage("x", ("elbow",), 1, 0.1)
+    with pytest.raises(ValueError, match="keep_rows"):
+        Stage("x", ("body_pose",), 1, 0.1, keep_rows=-1)
 
 
 def _weak_schedule():
@@ -192,3 +194,40 @@ def test_camera_stage_torso_view_keeps_the_losses(anny_model, make_synthetic):
     assert torch.allclose(loss(stage, small, small_batch, True), full, rtol=1e-5, atol=1e-6)
     no_face = replace(stage, weights={**stage.weights, "face": 0.0})
     assert not torch.allclose(loss(no_face, canon, sub), full)  # the face term is part of what was compared
+
+
+def test_lowest_rows_per_person():
+    loss = torch.tensor([5.0, 1.0, 3.0, 2.0, 9.0, 0.5, 7.0])
+    owner = torch.tensor([0, 0, 0, 1, 1, 1, 1])  # people may have different row counts
+    assert SMPLify._lowest_rows(loss, 2, owner).tolist() == [1, 2, 3, 5]
+    assert SMPLify._lowest_rows(loss, 4, owner) is None  # every row: nothing to drop
+
+
+def test_keep_rows_freezes_the_worse_rows_after_keep_after(anny_model, make_synthetic):
+    """A stage with keep_rows goes on with each person's best rows only: the others stay
+    where they were at keep_after (and count keep_after steps), the kept ones move on."""
+    batch, _, _ = make_synthetic(anny_model, 3, seed=4, noise_px=1.0)
+    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
+    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
+    stage = Stage("pose", ("global_orient", "body_pose", "transl"), iterations=12, lr=0.02,
+                  weights=dict(reprojection=1.0, pose_prior=1.0), keep_rows=1, keep_after=5, tolerance=0.0)
+    short = {k: v.clone() for k, v in params.items()}
+    fitter.run_stage(replace(stage, iterations=5, keep_rows=0), short, sub, ctx, owner=tags["owner"])
+    loss, steps = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
+    kept = steps == 12
+    assert kept.sum() == 3 and set(tags["owner"][kept].tolist()) == {0, 1, 2}  # one row per person
+    assert (steps[~kept] == 5).all()
+    assert torch.allclose(params["body_pose"][~kept], short["body_pose"][~kept])
+    assert not torch.allclose(params["body_pose"][kept], short["body_pose"][kept])
+    assert loss.shape == (12,) and torch.isfinite(loss).all()
+
+
+def test_fast_schedule_example_file_is_the_code_s():
+    """examples/schedules/smplify_fast.json (for --schedule) is fast_smplify_schedule()."""
+    from pathlib import Path
+
+    from fit3d.fitters.stages import fast_smplify_schedule
+
+    path = Path(__file__).parents[2] / "examples" / "schedules" / "smplify_fast.json"
+    assert load_schedule(path) == fast_smplify_schedule()
+    assert [s.keep_rows for s in fast_smplify_schedule()] == [0, 3, 4, 0]
