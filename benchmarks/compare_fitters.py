@@ -54,7 +54,8 @@ def make_fitter(name: str, body, bench, epochs: int):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("benches", nargs="+", help="label=path")
-    ap.add_argument("--only", default=None, help="comma-separated subset of: " + ", ".join(FITTERS))
+    ap.add_argument("--only", default=None, help="subset of the fitters, separated by ';' (or by ',' when no "
+                                                 "name has a comma): " + "; ".join(FITTERS))
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--epochs", type=int, default=10, help="NeuralAnnot epochs")
     ap.add_argument("--json", default=None)
@@ -65,7 +66,11 @@ def main() -> None:
 
     body = build_body_model("anny")
     benches = dict(b.split("=", 1) for b in a.benches)
-    names = [n for n in FITTERS if not a.only or n in a.only.split(",")]
+    wanted = None if not a.only else [w.strip() for w in a.only.split(";" if ";" in a.only else ",")]
+    unknown = set(wanted or []) - set(FITTERS)
+    if unknown:
+        ap.error(f"unknown fitters {sorted(unknown)}; known: {'; '.join(FITTERS)}")
+    names = [n for n in FITTERS if wanted is None or n in wanted]
     results: dict = {}
     for label, path in benches.items():
         bench = load_benchmark(path)
