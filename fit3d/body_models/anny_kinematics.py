@@ -14,7 +14,8 @@ split off:
   parent's frame and the keypoint anchors moved into each bone's rest frame, for
   the (keypoint, bone) pairs that carry weight only (151 of 23 x 36);
 * per pose (:meth:`AnnyKinematics.forward`): 19 rotations, one chain of 3x4
-  products by depth level, and one product per anchor pair.
+  products by depth level, and one batched product with the anchor matrix (zero
+  where a pair carries no weight) for all keypoints.
 
 Notation as anny's ``forward_kinematic``: a bone ``c`` of parent ``p`` has rest
 pose ``[R_c | h_c]``, reference orientation ``U_c`` and posed pose

@@ -87,9 +87,8 @@ def face_orientation(
     Returns:
         ``(B,)``.
     """
-    idx = torch.tensor([nose, *ears], device=keypoints_3d.device)
-    head, left, right = keypoints_3d.index_select(1, idx).unbind(1)  # one gather: one cheap backward
-    forward = torch.nn.functional.normalize(head - 0.5 * (left + right), dim=-1)
+    head = keypoints_3d[:, nose]
+    forward = torch.nn.functional.normalize(head - 0.5 * (keypoints_3d[:, ears[0]] + keypoints_3d[:, ears[1]]), dim=-1)
     ray = torch.nn.functional.normalize(head, dim=-1)
     cos = (forward * ray).sum(-1)
     return torch.relu(evidence * cos - margin).pow(2)

@@ -66,11 +66,11 @@ def face_evidence(keypoints_2d: torch.Tensor, convention) -> torch.Tensor:
     return torch.where(~seen_front & seen_ear, -torch.ones_like(ev), ev)
 
 
-def _face_indices(convention) -> tuple[int, tuple[int, int]] | None:
-    """``(nose, (left_ear, right_ear))`` positions in ``convention``, None when one is missing."""
+def _face_indices(convention, device) -> torch.Tensor | None:
+    """``(3,)`` positions of nose, left and right ear in ``convention``, None when one is missing."""
     if not all(n in convention.names for n in ("nose", "left_ear", "right_ear")):
         return None
-    return convention.index("nose"), (convention.index("left_ear"), convention.index("right_ear"))
+    return torch.tensor(convention.indices(("nose", "left_ear", "right_ear")), device=device)
 
 
 def _best_rows(loss: torch.Tensor, B: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
@@ -159,12 +159,12 @@ class SMPLify:
         conv = body_model.keypoint_convention
         self.torso_mask = torch.tensor([n in TORSO or n in FACE for n in conv.names], device=body_model.device)
         self.keypoint_weights = body_model.keypoint_weights()  # 0 for points the model does not have (hips)
-        self._face_idx = _face_indices(conv)
+        self._face_idx = _face_indices(conv, body_model.device)
         # The torso stage's rows see only the torso and face keypoints (see run_stage).
         self._torso_points = torch.nonzero(self.torso_mask).squeeze(1)
         self._torso_convention = KeypointConvention(f"{conv.name}/torso",
                                                     tuple(conv.names[i] for i in self._torso_points.tolist()))
-        self._torso_face_idx = _face_indices(self._torso_convention)
+        self._torso_face_idx = _face_indices(self._torso_convention, body_model.device)
         with torch.no_grad():
             p = body_model.neutral_params(1)
             rest = body_model.canonical(p["body_pose"], p["betas"])
@@ -237,9 +237,9 @@ class SMPLify:
             total = total + w["depth"] * L.depth(body.joints_3d[:, 0, 2], ctx["init_depth"])
         if w.get("upright"):
             total = total + w["upright"] * L.upright(params["global_orient"])
-        if w.get("face") and face_idx is not None:
-            nose, ears = face_idx
-            total = total + w["face"] * L.face_orientation(body.keypoints_3d, ctx["evidence"], nose, ears)
+        if w.get("face") and face_idx is not None:  # the three points gathered once: one cheap backward
+            face = body.keypoints_3d.index_select(1, face_idx)
+            total = total + w["face"] * L.face_orientation(face, ctx["evidence"], 0, (1, 2))
         return total
 
     def run_stage(
