@@ -23,6 +23,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="gmm,vae,articulation,prototypes,regressor")
     ap.add_argument("--recombined", type=int, default=None, help="limb-wise recombinations (default: the shipped setting)")
     ap.add_argument("--include-val", action="store_true", help="also train on the val subjects (as the shipped weights)")
+    ap.add_argument("--regressor-rounds", type=int, default=None,
+                    help="rounds of synthetic people for the regressor (default: the shipped setting)")
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
@@ -51,7 +53,8 @@ def main() -> None:
                 protos = load_prior(a.out / "anny_prototypes.pt").prototypes
                 out = a.out / "anny_keypoint_regressor_pm.pt"
             model, _ = train_regressor(load_pose_set(poses), body, include_val=a.include_val, recombined=recombined,
-                                       prototypes=protos, progress=False)
+                                       prototypes=protos, progress=False,
+                                       **({} if a.regressor_rounds is None else {"rounds": a.regressor_rounds}))
             save_regressor(model, out)
         else:
             raise SystemExit(f"unknown kind {kind!r}")

@@ -71,4 +71,4 @@ def setup_hint(body) -> str:
     """One line saying how to make the missing weights of ``body``."""
     path = getattr(body, "model_file", None)
     return (f"run 'fit3d setup-model --model {body.name} --model-path {path.parent if path else 'DIR'}' once "
-            f"(about 20 minutes on a 2-core CPU) to learn the {body.name} priors and regressor from the bundled mocap")
+            f"(about 35 minutes on a 2-core CPU) to learn the {body.name} priors and regressor from the bundled mocap")

@@ -22,10 +22,12 @@ import numpy as np
 import torch
 
 from fit3d.body_models import weights
+from fit3d.training.regressor import REGRESSOR_ROUNDS
 
 #: Minutes per step measured for the SMPL-like models on a 2-core CPU (three set-ups at
 #: once, 2026-11-30): what the expected-time line says.
-STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3, "regressor": 1.2}
+#: The regressor's time scales with its rounds (1.2 min for 16, before REGRESSOR_ROUNDS became 192).
+STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3, "regressor": 14.4}
 
 
 @dataclass
@@ -43,7 +45,7 @@ class SetupConfig:
 
     max_poses: int | None = None
     retarget_iterations: int = 300
-    regressor_rounds: int = 16
+    regressor_rounds: int = REGRESSOR_ROUNDS
     regressor_people: int = 8192
     recombined: int | None = None
     vae_epochs: int = 60
