@@ -12,9 +12,10 @@ weights that pick the final row) and ``stages``:
 Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on the
 ``train`` subjects only, e.g. by ``benchmarks/train_tuning_weights.py``).
 
-    fit3d benchmark make --split val --noise 0 --count 200 --out /tmp/val_n0.npz
-    fit3d benchmark make --split val --noise 1 --count 200 --out /tmp/val_n1.npz
-    python benchmarks/tune_smplify.py --weights /tmp/tuning_weights --bench /tmp/val_n0.npz /tmp/val_n1.npz \\
+    fit3d benchmark make --split val --subjects 01 --noise 1 --count 200 --out /tmp/v01_n1.npz
+    fit3d benchmark make --split val --subjects 35 --noise 1 --count 200 --out /tmp/v35_n1.npz
+    fit3d benchmark make --split val --subjects 35 --noise 0 --count 200 --out /tmp/v35_n0.npz
+    python benchmarks/tune_smplify.py --weights /tmp/tuning_weights --bench /tmp/v01_n1.npz /tmp/v35_n1.npz /tmp/v35_n0.npz \\
         --configs '{"default": {}, "weak": {"stages": {"body_fine": {"pose_prior": 0.5}}}}'
 """
 

@@ -66,12 +66,15 @@ def benchmark():
                    "development benchmark); trials-v1: the earlier benchmark, for comparison.")
 @click.option("--split", type=click.Choice(["test", "val", "train"]), default="test", show_default=True,
               help="subjects: test (held-out subjects) or val (tuning subjects); trials-v1: test or train trials.")
+@click.option("--subjects", default=None,
+              help="subjects protocol: only these CMU subjects of the split, comma-separated (e.g. '35' for the "
+                   "ordinary motions of the val split; default: all of the split's subjects).")
 @click.option("--noise", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="Scale of the 2D annotator noise: 0 = noise-free keypoints, 2 = twice the noise.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
 @model_options
-def benchmark_make(poses, out, count, protocol, split, noise, seed, no_vertices, body):
+def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no_vertices, body):
     """Make a synthetic benchmark (fit3d.evaluation.benchmark: protocols; fit3d.training.synthetic:
     cameras and 2D errors)."""
     from fit3d.body_models.weights import weights_path
@@ -81,7 +84,8 @@ def benchmark_make(poses, out, count, protocol, split, noise, seed, no_vertices,
 
     with errors_as():
         bench = make_benchmark(load_pose_set(poses or weights_path(body, "pose_set")), body, n=count, seed=seed,
-                               protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices)
+                               protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices,
+                               subjects=None if subjects is None else tuple(s.strip() for s in subjects.split(",")))
     write_npz(out, bench)
     click.echo(f"fit3d: {count} synthetic people ({protocol}, {split}, noise x{noise:g}) -> {out}", err=True)
 

@@ -31,7 +31,8 @@ HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints")
 
 
 def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
-                   split: str = "test", noise: float = 1.0, with_vertices: bool = True) -> dict:
+                   split: str = "test", noise: float = 1.0, with_vertices: bool = True,
+                   subjects: tuple[str, ...] | None = None) -> dict:
     """Synthetic people for a protocol (see module docstring).
 
     Args:
@@ -41,17 +42,22 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
             rarity against ``"train"`` only) or ``"train"`` (poses the weights trained on: an
             in-distribution tuning check); for ``trials-v1``: ``"test"`` or ``"train"`` trials.
         noise: scale of the annotator noise (``subjects`` protocol; 0 = noise-free).
+        subjects: ``subjects`` protocol: only these subjects of ``split`` (e.g. ``("35",)``,
+            the val split's ordinary motions); None: all of them.
     Returns:
         the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
         ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``.
     Raises:
-        ValueError: unknown protocol/split, no poses in the split, or a pose set of another model.
+        ValueError: unknown protocol/split, no poses in the split (or of ``subjects`` in it), or a
+            pose set of another model.
     """
     from fit3d.evaluation.rarity import pose_rarity, rare_mask
     from fit3d.mocap.splits import training_mask
     from fit3d.training.synthetic import NOISE_FREE, NoiseModel, make_people, make_synthetic_benchmark
 
     if protocol == "trials-v1":
+        if subjects is not None:
+            raise ValueError("the trials-v1 protocol splits by trial; subjects= is for the subjects protocol")
         out = make_synthetic_benchmark(pose_set, body_model, n=n, seed=seed, split=split, noise=noise > 0,
                                        with_vertices=with_vertices)
         return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise))
@@ -61,9 +67,13 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         raise ValueError(f"the subjects protocol makes 'test', 'val' or 'train' benchmarks, not {split!r}")
     if str(pose_set.get("model", body_model.name)) != body_model.name:
         raise ValueError(f"pose set is for {pose_set['model']}, not {body_model.name}")
-    sel = np.nonzero(np.asarray(pose_set["split"]).astype(str) == split)[0]
+    keep = np.asarray(pose_set["split"]).astype(str) == split
+    if subjects is not None:
+        keep &= np.isin(np.asarray(pose_set["subject_names"]).astype(str)[pose_set["trial"]], [str(s) for s in subjects])
+    sel = np.nonzero(keep)[0]
     if len(sel) == 0:
-        raise ValueError(f"no {split} poses in the pose set")
+        raise ValueError(f"no {split} poses" + (f" of subjects {', '.join(subjects)}" if subjects else "")
+                         + " in the pose set")
     model = NoiseModel(scale=noise) if noise > 0 else NOISE_FREE
     out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
                       noise=model, with_vertices=with_vertices)

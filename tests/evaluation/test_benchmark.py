@@ -80,6 +80,20 @@ def test_subjects_protocol_holds_out_subjects_and_marks_rare_poses(anny_model):
         make_benchmark(ps, anny_model, n=4, protocol="nonsense")
 
 
+def test_make_benchmark_of_some_val_subjects(anny_model):
+    from fit3d.evaluation.benchmark import make_benchmark
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set
+
+    ps = load_pose_set(bundled_pose_set())
+    b = make_benchmark(ps, anny_model, n=12, seed=0, split="val", subjects=("35",), with_vertices=False)
+    assert set(ps["subject_names"][ps["trial"][b["pose_index"]]]) == {"35"}
+    with pytest.raises(ValueError, match="subjects 02"):  # a test subject is not in the val split
+        make_benchmark(ps, anny_model, n=4, split="val", subjects=("02",))
+    with pytest.raises(ValueError, match="trials-v1"):
+        make_benchmark(ps, anny_model, n=4, protocol="trials-v1", subjects=("35",))
+
+
 def test_run_benchmark_reports_rare_and_common(anny_model, bench):
     sub = dict(bench)
     sub["rare"] = np.arange(len(bench["keypoints_2d"])) < 3

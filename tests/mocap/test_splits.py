@@ -9,8 +9,8 @@ from fit3d.training.priors import load_pose_set, training_poses
 
 
 def test_subject_split_maps_subjects():
-    split = subject_split(["01", "02", "03", "136", "35"])
-    assert split.tolist() == ["val", "test", "train", "test", "train"]
+    split = subject_split(["01", "02", "03", "136", "35", "16"])
+    assert split.tolist() == ["val", "test", "train", "test", "val", "train"]
     assert not set(TEST_SUBJECTS) & set(VAL_SUBJECTS)
     assert trial_split_v1(10).tolist() == [False, False, True, False, False] * 2
 
@@ -28,7 +28,7 @@ def _marked_pose_set():
     """A pose set whose test poses hold a value no training pose has."""
     rng = np.random.default_rng(0)
     names = ["pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee"]
-    subjects = np.asarray(["03", "01", TEST_SUBJECTS[0], "35"])
+    subjects = np.asarray(["03", "01", TEST_SUBJECTS[0], "16"])
     trial = np.repeat(np.arange(4), 10)
     body_pose = rng.normal(0, 0.1, (40, 5, 3)).astype(np.float32)
     split = subject_split(subjects[trial])
