@@ -51,6 +51,16 @@ def test_fine_tuning_reduces_2d_error(anny_model, make_synthetic, regressor):
     assert (refined.iterations[clean] > 5).all() and (refined.iterations[~clean] == 5).all()
 
 
+def test_pose_anchor_holds_the_pose_near_the_prediction(anny_model, make_synthetic, regressor):
+    batch, _, _ = make_synthetic(anny_model, 3, seed=6, noise_px=2.0)
+    start = EFT(anny_model, regressor, steps=0)(batch).body_pose
+    free = EFT(anny_model, regressor, steps=40, lr=3e-3, anchor_weight=0.0)(batch)
+    held = EFT(anny_model, regressor, steps=40, lr=3e-3, anchor_weight=1e3)(batch)
+    moved = lambda r: (r.body_pose - start).norm(dim=-1).mean()  # noqa: E731
+    assert moved(held) < 0.5 * moved(free)
+    assert held.reproj_error_px.mean() >= free.reproj_error_px.mean()  # the fit gives up some reprojection
+
+
 def test_per_person_layers_equal_the_generic_path(anny_model, make_synthetic, regressor):
     batch, _, _ = make_synthetic(anny_model, 3, seed=3, noise_px=1.0)
     fast = EFT(anny_model, regressor, steps=5, lr=1e-3)(batch)
