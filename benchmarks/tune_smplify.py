@@ -5,10 +5,12 @@ Each configuration is a JSON object of overrides of the default SMPLify:
 ``depth_flips`` (bool), ``keep`` (orientation hypotheses kept), ``selection`` (loss
 weights that pick the final row) and ``stages``:
 ``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
-``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``,
+``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``, ``anchor``,
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides),
 ``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person) and
-``prior`` (an extra pose prior; none by default for EFT).
+``prior`` (an extra pose prior; none by default for EFT); or, with ``"fitter":
+"neuralannot"``: ``lr``, ``epochs`` (default 10) and ``recipes`` (default all), trained on
+each benchmark's 2D keypoints first, its depth recipe drawing on the ``train`` subjects only.
 Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on the
 ``train`` subjects only, e.g. by ``benchmarks/train_tuning_weights.py``).
 
@@ -27,6 +29,25 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+
+def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
+    """A NeuralAnnot with ``cfg``'s overrides on ``weights``, trained on ``bench``'s 2D keypoints."""
+    from fit3d.evaluation.benchmark import benchmark_batch
+    from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set, load_prior
+    from fit3d.training.regressor import load_regressor
+
+    pose_set = dict(load_pose_set(bundled_pose_set()))
+    pose_set["split"] = np.where(pose_set["split"] == "val", "test", pose_set["split"])  # never read, as test
+    recipes = frozenset(cfg.get("recipes", RECIPES))
+    config = TrainConfig(epochs=cfg.get("epochs", 10), lr=cfg.get("lr", TrainConfig.lr))
+    annot = NeuralAnnot(body, load_regressor(weights / "anny_keypoint_regressor.pt"), recipes, pose_set=pose_set,
+                        prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config)
+    annot.fit_dataset(benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention),
+                      progress=False)
+    return annot
 
 
 def build(body, weights: Path, cfg: dict):
@@ -54,10 +75,11 @@ def build(body, weights: Path, cfg: dict):
                 stage.weights[k] = v
     if cfg.get("fitter") == "eft":
         from fit3d.fitters import EFT
+        from fit3d.fitters.eft import ANCHOR_WEIGHT
         from fit3d.training.regressor import load_regressor
 
         reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
-        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5),
+        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5), anchor_weight=cfg.get("anchor", ANCHOR_WEIGHT),
                    prior=prior, finetune=cfg.get("finetune"),
                    refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch])
     protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
@@ -83,7 +105,8 @@ def main() -> None:
     for name, cfg in configs.items():
         cells = []
         for bname, bench in benches.items():
-            fitter = build(body, a.weights, cfg)
+            fitter = (build_neuralannot(body, a.weights, cfg, bench) if cfg.get("fitter") == "neuralannot"
+                      else build(body, a.weights, cfg))
             res = run_benchmark(bench, fitter, body, limit=a.limit, with_pve=False)
             s = res["summary"]
             cells.append(f"{bname}: PA {s['pa_mpjpe']:.1f} (c {s.get('pa_mpjpe_common', np.nan):.0f} "
