@@ -34,16 +34,18 @@ import numpy as np
 def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     """A NeuralAnnot with ``cfg``'s overrides on ``weights``, trained on ``bench``'s 2D keypoints."""
     from fit3d.evaluation.benchmark import benchmark_batch
-    from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
+    from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig, parse_recipes
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import load_pose_set, load_prior
     from fit3d.training.regressor import load_regressor
 
     pose_set = dict(load_pose_set(bundled_pose_set()))
     pose_set["split"] = np.where(pose_set["split"] == "val", "test", pose_set["split"])  # never read, as test
-    recipes = frozenset(cfg.get("recipes", RECIPES))
+    recipes = cfg.get("recipes", RECIPES)
+    recipes = parse_recipes(recipes) if isinstance(recipes, str) else frozenset(recipes)
     config = TrainConfig(epochs=cfg.get("epochs", 10), lr=cfg.get("lr", TrainConfig.lr))
-    annot = NeuralAnnot(body, load_regressor(weights / "anny_keypoint_regressor.pt"), recipes, pose_set=pose_set,
+    regressor = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
+    annot = NeuralAnnot(body, regressor, recipes, pose_set=pose_set,
                         prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config)
     annot.fit_dataset(benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention),
                       progress=False)

@@ -68,7 +68,10 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
     if str(pose_set.get("model", body_model.name)) != body_model.name:
         raise ValueError(f"pose set is for {pose_set['model']}, not {body_model.name}")
     keep = np.asarray(pose_set["split"]).astype(str) == split
+    if isinstance(subjects, (str, int)):
+        subjects = (subjects,)
     if subjects is not None:
+        subjects = tuple(str(s) for s in subjects)
         keep &= np.isin(np.asarray(pose_set["subject_names"]).astype(str)[pose_set["trial"]], [str(s) for s in subjects])
     sel = np.nonzero(keep)[0]
     if len(sel) == 0:

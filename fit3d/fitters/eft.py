@@ -119,8 +119,9 @@ class EFT:
     default_batch_size = 64
 
     def __init__(self, body_model: BodyModel, regressor, steps: int = 30, lr: float = 3e-5, shape_weight: float = 1.0,
-                 anchor_weight: float = ANCHOR_WEIGHT, prior=None, prior_weight: float = 1.0, refine: bool = False, refine_schedule=None,
-                 valid_fraction: float = VALID_ERROR_FRACTION, finetune: tuple[str, ...] | None = None) -> None:
+                 prior=None, prior_weight: float = 1.0, refine: bool = False, refine_schedule=None,
+                 valid_fraction: float = VALID_ERROR_FRACTION, finetune: tuple[str, ...] | None = None,
+                 anchor_weight: float = ANCHOR_WEIGHT) -> None:
         self.body_model = body_model
         self.regressor = regressor.to(body_model.device).eval()
         self.steps, self.lr, self.shape_weight, self.anchor_weight = steps, lr, shape_weight, anchor_weight

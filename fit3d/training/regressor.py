@@ -28,7 +28,7 @@ from fit3d.regressors.keypoint_regressor import KeypointRegressor
 
 
 #: Rounds of fresh synthetic people (8,192 each, two epochs) in the shipped training: 192
-#: rounds (~13 min on 2 CPU cores). Chosen on the validation subject with weights trained
+#: rounds (13-14 min on 2 CPU cores). Chosen on validation subject 01 with weights trained
 #: without it: EFT's PA-MPJPE-12 there was 150 / 109 / 106 mm at 12 / 64 / 192 rounds with
 #: noise, 142 / 94 / 87 mm noise-free (the regressor was undertrained).
 REGRESSOR_ROUNDS = 192
