@@ -81,8 +81,8 @@ def build(body, weights: Path, cfg: dict):
         from fit3d.training.regressor import load_regressor
 
         reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
-        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5), anchor_weight=cfg.get("anchor", ANCHOR_WEIGHT),
-                   prior=prior, finetune=cfg.get("finetune"),
+        return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5),
+                   anchor_weight=cfg.get("anchor", ANCHOR_WEIGHT), prior=prior, finetune=cfg.get("finetune"),
                    refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch])
     protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
     return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos,

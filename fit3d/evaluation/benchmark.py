@@ -72,7 +72,7 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         subjects = (subjects,)
     if subjects is not None:
         subjects = tuple(str(s) for s in subjects)
-        keep &= np.isin(np.asarray(pose_set["subject_names"]).astype(str)[pose_set["trial"]], [str(s) for s in subjects])
+        keep &= np.isin(np.asarray(pose_set["subject_names"]).astype(str)[pose_set["trial"]], subjects)
     sel = np.nonzero(keep)[0]
     if len(sel) == 0:
         raise ValueError(f"no {split} poses" + (f" of subjects {', '.join(subjects)}" if subjects else "")
