@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from bench_smplify import run_one
+
 
 def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     import numpy as np
@@ -68,6 +70,8 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--configs", default="vmap,all,fast", help="comma-separated: vmap, all, fast")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per run; larger batch sizes are skipped after one times out or fails")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--config", default="all", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -75,15 +79,21 @@ def main() -> None:
         print(json.dumps(one(a.device, a.one, a.steps, a.config)))
         return
     print(f"{'device':8} {'config':6} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MB':>9}  ratio")
+    stopped = False
     for b in (int(x) for x in a.batch_sizes.split(",")):
         base = None
         for config in a.configs.split(","):
-            out = subprocess.run([sys.executable, __file__, "--device", a.device, "--one", str(b), "--steps",
-                                  str(a.steps), "--config", config], check=True, capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
+            r = run_one([sys.executable, __file__, "--device", a.device, "--one", str(b), "--steps", str(a.steps),
+                         "--config", config], a.timeout)
+            if "error" in r:
+                print(f"{a.device:8} {config:6} {b:>5} stopped: {r['error']}", flush=True)
+                stopped = True
+                continue
             base = base or r["fits_per_s"]
             print(f"{r['device']:8} {config:6} {b:>5} {r['fits_per_s']:>8.2f} {r['steps_per_s']:>9.1f} "
                   f"{r['peak_memory_mb']:>9.0f}  x{r['fits_per_s'] / base:.2f} vs {a.configs.split(',')[0]}", flush=True)
+        if stopped:
+            break
 
 
 if __name__ == "__main__":

@@ -52,3 +52,50 @@ def test_regressor_and_prototype_training_on_cuda(cuda_model):
     model, stats = train_regressor(ps, cuda_model, rounds=1, people_per_round=128, batch_size=64, progress=False,
                                    recombined=0)
     assert next(model.parameters()).is_cuda and stats["steps"] == 4
+
+
+@pytest.mark.parametrize("prior", ["l2", "vae", "articulation"])
+def test_smplify_with_every_prior_on_cuda(cuda_model, cuda_batch, prior):
+    from fit3d.fitters.build import build_smplify
+
+    _check(build_smplify(cuda_model, prior)(cuda_batch), 8)
+
+
+def test_fitting_commands_on_cuda(tmp_path, sample_dir):
+    import json
+
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    common = ["--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--device", "cuda",
+              "--no-progress"]
+    for command in (["eft"], ["smplify", "--limit", "2"], ["neuralannot", "--epochs", "1", "--recipes", "pretrain,depth"]):
+        out = tmp_path / command[0]
+        r = CliRunner().invoke(cli, [command[0], *common, "--out", str(out), *command[1:]])
+        assert r.exit_code == 0, (command, r.output)
+        summary = json.loads((out / "summary.json").read_text())["this_run"]
+        assert summary["people_fitted"] > 0 and summary.get("people_failed", 0) == 0, (command, summary)
+
+
+def test_smpl_family_setup_and_fitters_on_cuda(tmp_path, smpl_like_dir, make_synthetic):
+    """setup-model (retargeting, priors, prototypes, regressor) and every fitter with a SMPL-family
+    stand-in model on the GPU."""
+    from click.testing import CliRunner
+
+    from fit3d.body_models import build_body_model
+    from fit3d.cli.main import cli
+    from fit3d.fitters.build import build_eft, build_neuralannot, build_smplify
+
+    r = CliRunner().invoke(cli, ["setup-model", "--model", "smpl", "--model-path", str(smpl_like_dir), "--quick",
+                                 "--no-progress", "--device", "cuda"])
+    assert r.exit_code == 0, r.output
+    smpl = build_body_model("smpl", smpl_like_dir, device="cuda")
+    batch, _, _ = make_synthetic(build_body_model("smpl", smpl_like_dir), 4, seed=1)
+    batch = batch.to("cuda")
+    _check(build_smplify(smpl)(batch), 4)
+    _check(build_eft(smpl, steps=3)(batch), 4)
+    annot = build_neuralannot(smpl, epochs=1)
+    annot.config.min_steps_per_epoch, annot.config.batch_size, annot.config.synthetic_batch = 2, 4, 4
+    annot.fit_dataset(batch, progress=False)
+    _check(annot(batch), 4)
