@@ -158,8 +158,8 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
               help="COCO JSON per --images, in the same order (default: found beside each folder).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: annotator.pt and the .npz fits (one subfolder per set when there are several).")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Training epochs over the target set.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs over the target set (default: fit3d.fitters.neuralannot.TrainConfig.epochs, 10).")
 @click.option("--recipes", default="depth,pretrain,prior", show_default=True,
               help="Comma-separated subset of depth, pretrain, prior (or none).")
 @click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")
@@ -208,7 +208,8 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
     with errors_as():  # a layout the model cannot use stops here, before training
         layout = layout_problems(every, body.keypoint_convention)
         target = neuralannot_target(every, body)
-        annot = build_neuralannot(body, rec, epochs=epochs, refine=refine, checkpoint=out_dir / "annotator.pt")
+        length = {} if epochs is None else {"epochs": epochs}
+        annot = build_neuralannot(body, rec, refine=refine, checkpoint=out_dir / "annotator.pt", **length)
     for p in layout if dist.is_main else []:
         echo_problem(p.severity, p.source, p.reason)
     codes = []

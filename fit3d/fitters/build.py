@@ -107,8 +107,8 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     return EFT(body, reg, prior=pose_prior, refine=refine, lr=preset_lr if lr is None else lr, finetune=subset, **kw)
 
 
-def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = 20, refine: bool = False,
-                      checkpoint: str | Path | None = None) -> NeuralAnnot:
+def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = TrainConfig.epochs,
+                      refine: bool = False, checkpoint: str | Path | None = None) -> NeuralAnnot:
     """NeuralAnnot on the bundled regressor, with the bundled pose set (``depth`` recipe)
     and the VAE prior (``prior`` recipe); ``refine`` adds :data:`NEURALANNOT_REFINE_STEPS`
     EFT steps per person.
