@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import time
 
@@ -78,20 +77,23 @@ def main() -> None:
     if a.one is not None:
         print(json.dumps(one(a.device, a.one, a.steps, a.config)))
         return
-    print(f"{'device':8} {'config':6} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MB':>9}  ratio")
+    print(f"{'device':8} {'config':6} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MiB':>9}  ratio")
     stopped = False
+    configs = a.configs.split(",")
     for b in (int(x) for x in a.batch_sizes.split(",")):
-        base = None
-        for config in a.configs.split(","):
+        base = None  # the first configuration's rate at this batch size
+        for k, config in enumerate(configs):
             r = run_one([sys.executable, __file__, "--device", a.device, "--one", str(b), "--steps", str(a.steps),
                          "--config", config], a.timeout)
             if "error" in r:
                 print(f"{a.device:8} {config:6} {b:>5} stopped: {r['error']}", flush=True)
                 stopped = True
                 continue
-            base = base or r["fits_per_s"]
+            if k == 0:
+                base = r["fits_per_s"]
+            ratio = f"x{r['fits_per_s'] / base:.2f}" if base else "n/a"
             print(f"{r['device']:8} {config:6} {b:>5} {r['fits_per_s']:>8.2f} {r['steps_per_s']:>9.1f} "
-                  f"{r['peak_memory_mb']:>9.0f}  x{r['fits_per_s'] / base:.2f} vs {a.configs.split(',')[0]}", flush=True)
+                  f"{r['peak_memory_mb']:>9.0f}  {ratio} vs {configs[0]}", flush=True)
         if stopped:
             break
 

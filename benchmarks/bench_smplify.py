@@ -19,7 +19,7 @@ import sys
 import time
 
 
-def synthetic_batch(model, n: int, device: str):
+def synthetic_batch(model, n: int, device: str) -> "PersonBatch":
     """``n`` random anny people seen by a 640x480 camera (f = 800 px), 1 px keypoint noise."""
     import roma
     import torch
@@ -103,7 +103,7 @@ def main() -> None:
     if a.one is not None:
         print(json.dumps(one(a.device, a.one, a.threads)))
         return
-    print(f"{'device':8} {'B':>5} {'fits/s':>8} {'iter/s':>8} {'s':>8} {'peak MB':>9} {'2D px':>6}")
+    print(f"{'device':8} {'B':>5} {'fits/s':>8} {'iter/s':>8} {'s':>8} {'peak MiB':>9} {'2D px':>6}")
     for b in (int(x) for x in a.batch_sizes.split(",")):
         cmd = [sys.executable, __file__, "--device", a.device, "--one", str(b)]
         if a.threads:

@@ -56,12 +56,14 @@ def test_regressor_and_prototype_training_on_cuda(cuda_model):
 
 @pytest.mark.parametrize("prior", ["l2", "vae", "articulation"])
 def test_smplify_with_every_prior_on_cuda(cuda_model, cuda_batch, prior):
+    """SMPLify's default schedule with each learned or plain pose prior, on the GPU."""
     from fit3d.fitters.build import build_smplify
 
     _check(build_smplify(cuda_model, prior)(cuda_batch), 8)
 
 
 def test_fitting_commands_on_cuda(tmp_path, sample_dir):
+    """``fit3d eft|smplify|neuralannot --device cuda`` on the bundled sample: every person fitted."""
     import json
 
     from click.testing import CliRunner
@@ -70,7 +72,8 @@ def test_fitting_commands_on_cuda(tmp_path, sample_dir):
 
     common = ["--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--device", "cuda",
               "--no-progress"]
-    for command in (["eft"], ["smplify", "--limit", "2"], ["neuralannot", "--epochs", "1", "--recipes", "pretrain,depth"]):
+    commands = (["eft"], ["smplify", "--limit", "2"], ["neuralannot", "--epochs", "1", "--recipes", "pretrain,depth"])
+    for command in commands:
         out = tmp_path / command[0]
         r = CliRunner().invoke(cli, [command[0], *common, "--out", str(out), *command[1:]])
         assert r.exit_code == 0, (command, r.output)

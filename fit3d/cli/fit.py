@@ -140,7 +140,8 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
 @click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
               help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
-                   "1.6-2.9x the fits/s, see README 'Throughput' for its accuracy).")
+                   "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; see README "
+                   "'Throughput' for its accuracy).")
 def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 
@@ -159,7 +160,7 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: annotator.pt and the .npz fits (one subfolder per set when there are several).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs over the target set (default: fit3d.fitters.neuralannot.TrainConfig.epochs, 10).")
+              help="Training epochs over the target set (default: 10).")
 @click.option("--recipes", default="depth,pretrain,prior", show_default=True,
               help="Comma-separated subset of depth, pretrain, prior (or none).")
 @click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")

@@ -191,6 +191,9 @@ class NeuralAnnot:
         device = self.body_model.device
         opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
         self._resume(opt)
+        if self.epoch >= c.epochs:
+            log.warning("neuralannot: the checkpoint is at epoch %d, the run asks for %d: nothing to train "
+                        "(pass a larger epochs / --epochs to train on)", self.epoch, c.epochs)
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         mine = torch.arange(rank, len(target), world)

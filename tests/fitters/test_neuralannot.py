@@ -67,6 +67,20 @@ def test_training_lowers_2d_loss_and_resumes(tmp_path, anny_model, make_syntheti
     assert res.keypoints_3d.shape == (16, 23, 3) and torch.isfinite(res.transl).all()
 
 
+
+def test_a_finished_checkpoint_says_there_is_nothing_to_train(tmp_path, anny_model, make_synthetic, pose_set,
+                                                              caplog):
+    target, _, _ = make_synthetic(anny_model, 8, seed=3)
+    ck = tmp_path / "annotator.pt"
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8)
+    NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg, checkpoint=ck).fit_dataset(
+        target, progress=False)
+    with caplog.at_level("WARNING", logger="fit3d.fitters.neuralannot"):
+        log = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg,
+                          checkpoint=ck).fit_dataset(target, progress=False)
+    assert [e["epoch"] for e in log] == [1] and "nothing to train" in caplog.text
+
+
 def _torchrun(*args, timeout=300):
     """``torchrun --standalone --nproc-per-node 2 ARGS``; a hang fails the test after ``timeout`` s."""
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
