@@ -5,17 +5,20 @@
 #      accuracy of EFT and SMPLify on the GPU on the held-out-subject benchmark (300 people,
 #      the README's protocol), to compare with the CPU numbers;
 #   B. SMPLify throughput per batch size (benchmarks/bench_smplify.py);
-#   C. EFT throughput per batch size, both fine-tuning presets (benchmarks/bench_eft.py).
+#   C. EFT throughput per batch size, both fine-tuning presets (benchmarks/bench_eft.py);
+#   D. whole-process throughput of `fit3d eft|smplify --device cuda` (benchmarks/bench_process.py;
+#      added after the 2026-11-30 H200 run, so not yet run on a GPU).
 # Each phase has a time limit; a batch size that runs out of memory or time ends its sweep
 # with a "stopped:" line instead of ending the script. Logs go to $OUT (default gpu_out/). The
 # exit status is non-zero when the tests or the accuracy check failed.
 #
-#     OUT=gpu_out [BENCH=file.npz] bash benchmarks/gpu_check.sh [smplify batch sizes] [eft batch sizes]
+#     OUT=gpu_out [BENCH=file.npz] bash benchmarks/gpu_check.sh [smplify batch sizes] [eft batch sizes] [people]
 # BENCH: a benchmark made on the CPU (to compare CPU and GPU on the same people); default: made here.
 set -u
 OUT=${OUT:-gpu_out}
 SMPLIFY_SIZES=${1:-1,256,4096,16384}
 EFT_SIZES=${2:-1,256,4096,16384}
+PROCESS_PEOPLE=${3:-2048}
 OUT=$(mkdir -p "$OUT" && cd "$OUT" && pwd)  # absolute: the script runs from the repository root
 BENCH=$(realpath -m "${BENCH:-$OUT/bench.npz}")
 export PYTHONUNBUFFERED=1
@@ -56,5 +59,9 @@ timeout 150 python3 benchmarks/bench_smplify.py --device cuda --batch-sizes "$SM
 echo "== C: EFT throughput"
 timeout 170 python3 benchmarks/bench_eft.py --device cuda --batch-sizes "$EFT_SIZES" --configs all,fast --timeout 45 \
   2>&1 | tee "$OUT/eft.txt"
+echo "== D: whole process (fit3d eft / smplify --device cuda on $PROCESS_PEOPLE people, model load and I/O included)"
+timeout 200 python3 benchmarks/bench_process.py --people "$PROCESS_PEOPLE" \
+  --commands "eft --device cuda --batch-size $PROCESS_PEOPLE;smplify --device cuda --batch-size $PROCESS_PEOPLE" \
+  2>&1 | tee "$OUT/process.txt"
 echo "== done in $SECONDS s"
 exit $((trc || arc))  # the sweeps report their own failures as "stopped:" lines
