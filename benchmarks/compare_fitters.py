@@ -28,8 +28,9 @@ FITTERS = ("SMPLify + L2", "SMPLify + GMM", "SMPLify + VAE", "SMPLify + articula
            "EFT + refine", "NeuralAnnot")
 
 
-def make_fitter(name: str, body, bench, epochs: int):
-    """A fitter by table name (NeuralAnnot is trained on ``bench`` here)."""
+def make_fitter(name: str, body, bench, epochs: int | None):
+    """A fitter by table name (NeuralAnnot is trained on ``bench`` here, ``epochs`` epochs;
+    None: fit3d's default, :attr:`TrainConfig.epochs`)."""
     from fit3d.evaluation.benchmark import benchmark_batch
     from fit3d.fitters.build import build_eft, build_neuralannot, build_smplify
 
@@ -42,7 +43,7 @@ def make_fitter(name: str, body, bench, epochs: int):
     if name.startswith("EFT"):
         return build_eft(body, refine=name.endswith("refine"))
     if name == "NeuralAnnot":
-        annot = build_neuralannot(body, epochs=epochs)
+        annot = build_neuralannot(body, **({} if epochs is None else {"epochs": epochs}))
         target = benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention)
         t0 = time.perf_counter()
         annot.fit_dataset(target, progress=False)
@@ -57,7 +58,8 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="subset of the fitters, separated by ';' (or by ',' when no "
                                                  "name has a comma): " + "; ".join(FITTERS))
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--epochs", type=int, default=10, help="NeuralAnnot epochs")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="NeuralAnnot epochs (default: fit3d's, fit3d.fitters.neuralannot.TrainConfig.epochs)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
 

@@ -15,7 +15,7 @@ import numpy as np
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", required=True)
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=None, help="default: fit3d's (TrainConfig.epochs)")
     ap.add_argument("--configs", default="depth+pretrain+prior,pretrain+prior,depth+prior,depth+pretrain")
     a = ap.parse_args()
 
@@ -28,18 +28,19 @@ def main() -> None:
     from fit3d.training.priors import load_pose_set
     from fit3d.training.regressor import load_regressor
 
+    epochs = TrainConfig.epochs if a.epochs is None else a.epochs
     bench = load_benchmark(a.bench)
     body = build_body_model("anny")
     n = len(bench["keypoints_2d"])
     target = benchmark_batch(bench, np.arange(n), body.keypoint_convention)
     ps = load_pose_set(bundled_pose_set())
-    print(f"{n} people; {a.epochs} epochs")
+    print(f"{n} people; {epochs} epochs")
     print("| recipes | MPJPE (mm) | PA-MPJPE (mm) | 2D error (px) | train s | annotate fits/s | total s per person |")
     print("|---|---|---|---|---|---|---|")
     for cfg in a.configs.split(","):
         rec = set(cfg.split("+")) - {""}
         annot = NeuralAnnot(body, load_regressor(bundled_regressor()), rec, ps,
-                            build_prior("vae", body) if "prior" in rec else None, TrainConfig(epochs=a.epochs))
+                            build_prior("vae", body) if "prior" in rec else None, TrainConfig(epochs=epochs))
         t = time.perf_counter()
         annot.fit_dataset(target, progress=False)
         train_s = time.perf_counter() - t

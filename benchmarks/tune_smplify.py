@@ -9,7 +9,7 @@ weights that pick the final row) and ``stages``:
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides),
 ``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person) and
 ``prior`` (an extra pose prior; none by default for EFT); or, with ``"fitter":
-"neuralannot"``: ``lr``, ``epochs`` (default 10) and ``recipes`` (default all), trained on
+"neuralannot"``: ``lr``, ``epochs`` (default: fit3d's, 10) and ``recipes`` (default all), trained on
 each benchmark's 2D keypoints first, its depth recipe drawing on the ``train`` subjects only.
 Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on the
 ``train`` subjects only, e.g. by ``benchmarks/train_tuning_weights.py``).
@@ -43,7 +43,7 @@ def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     pose_set["split"] = np.where(pose_set["split"] == "val", "test", pose_set["split"])  # never read, as test
     recipes = cfg.get("recipes", RECIPES)
     recipes = parse_recipes(recipes) if isinstance(recipes, str) else frozenset(recipes)
-    config = TrainConfig(epochs=cfg.get("epochs", 10), lr=cfg.get("lr", TrainConfig.lr))
+    config = TrainConfig(epochs=cfg.get("epochs", TrainConfig.epochs), lr=cfg.get("lr", TrainConfig.lr))
     regressor = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
     annot = NeuralAnnot(body, regressor, recipes, pose_set=pose_set,
                         prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config)
