@@ -9,7 +9,8 @@ weights that pick the final row) and ``stages``:
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides),
 ``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person) and
 ``prior`` (an extra pose prior; none by default for EFT); or, with ``"fitter":
-"neuralannot"``: ``lr``, ``epochs`` (default: fit3d's, 10) and ``recipes`` (default all), trained on
+"neuralannot"``: any :class:`~fit3d.fitters.neuralannot.TrainConfig` field (``lr``, ``epochs``,
+``stop_tolerance``, ``holdout``...; default: fit3d's) and ``recipes`` (default all), trained on
 each benchmark's 2D keypoints first, its depth recipe drawing on the ``train`` subjects only.
 Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on the
 ``train`` subjects only, e.g. by ``benchmarks/train_tuning_weights.py``).
@@ -33,6 +34,8 @@ import numpy as np
 
 def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     """A NeuralAnnot with ``cfg``'s overrides on ``weights``, trained on ``bench``'s 2D keypoints."""
+    from dataclasses import fields
+
     from fit3d.evaluation.benchmark import benchmark_batch
     from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig, parse_recipes
     from fit3d.mocap import bundled_pose_set
@@ -43,7 +46,7 @@ def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     pose_set["split"] = np.where(pose_set["split"] == "val", "test", pose_set["split"])  # never read, as test
     recipes = cfg.get("recipes", RECIPES)
     recipes = parse_recipes(recipes) if isinstance(recipes, str) else frozenset(recipes)
-    config = TrainConfig(epochs=cfg.get("epochs", TrainConfig.epochs), lr=cfg.get("lr", TrainConfig.lr))
+    config = TrainConfig(**{f.name: cfg[f.name] for f in fields(TrainConfig) if f.name in cfg})
     regressor = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
     annot = NeuralAnnot(body, regressor, recipes, pose_set=pose_set,
                         prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config)

@@ -160,7 +160,11 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: annotator.pt and the .npz fits (one subfolder per set when there are several).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs over the target set (default: 10).")
+              help="Training epochs over the target set (default: 10); with --holdout, the most tried.")
+@click.option("--holdout", type=click.FloatRange(0, 0.9), default=None,
+              help="Share of the people held out to choose the training length (default 0.2, at most 2,000 "
+                   "people): training stops when their 2D loss rises, then that length is trained on everyone. "
+                   "0: train --epochs on everyone.")
 @click.option("--recipes", default="depth,pretrain,prior", show_default=True,
               help="Comma-separated subset of depth, pretrain, prior (or none).")
 @click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")
@@ -175,7 +179,7 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 @click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
               help="SMPL family model gender.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine, batch_size, device, model,
+def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipes, refine, batch_size, device, model,
                 model_path, gender, no_progress):
     """NeuralAnnot: train one annotator on the whole target set, then annotate it (Moon et al. 2022/2023).
 
@@ -209,7 +213,7 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
     with errors_as():  # a layout the model cannot use stops here, before training
         layout = layout_problems(every, body.keypoint_convention)
         target = neuralannot_target(every, body)
-        length = {} if epochs is None else {"epochs": epochs}
+        length = {k: v for k, v in dict(epochs=epochs, holdout=holdout).items() if v is not None}
         annot = build_neuralannot(body, rec, refine=refine, checkpoint=out_dir / "annotator.pt", **length)
     for p in layout if dist.is_main else []:
         echo_problem(p.severity, p.source, p.reason)
@@ -227,4 +231,8 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, recipes, refine
 
 def _report_training(history: list[dict]) -> None:
     for e in history:
-        click.echo("fit3d: epoch " + ", ".join(f"{k} {v:.4g}" for k, v in e.items()), err=True)
+        click.echo("fit3d: epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                               for k, v in e.items()), err=True)
+    if any(e.get("phase") == "select" for e in history):
+        n = sum(e.get("phase") == "final" for e in history)
+        click.echo(f"fit3d: training length chosen on held-out people: {n} epoch(s) on everyone", err=True)

@@ -108,10 +108,12 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
 
 
 def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = TrainConfig.epochs,
-                      refine: bool = False, checkpoint: str | Path | None = None) -> NeuralAnnot:
+                      refine: bool = False, checkpoint: str | Path | None = None,
+                      holdout: float = TrainConfig.holdout) -> NeuralAnnot:
     """NeuralAnnot on the bundled regressor, with the bundled pose set (``depth`` recipe)
     and the VAE prior (``prior`` recipe); ``refine`` adds :data:`NEURALANNOT_REFINE_STEPS`
-    EFT steps per person.
+    EFT steps per person; ``holdout``: the share of people that chooses the training length
+    (:meth:`NeuralAnnot.fit_dataset`; 0: ``epochs`` on everyone).
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
@@ -123,5 +125,5 @@ def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int =
     return NeuralAnnot(body, load_body_regressor(body), recipes,
                        pose_set=load_pose_set(weights_path(body, "pose_set")) if "depth" in recipes else None,
                        prior=build_prior("vae", body) if "prior" in recipes else None,
-                       config=TrainConfig(epochs=epochs), refine_steps=NEURALANNOT_REFINE_STEPS if refine else 0,
+                       config=TrainConfig(epochs=epochs, holdout=holdout), refine_steps=NEURALANNOT_REFINE_STEPS if refine else 0,
                        checkpoint=checkpoint)

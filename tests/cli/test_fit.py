@@ -73,6 +73,21 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     assert ck["epoch"] == 2 and len(ck["log"]) == 2
 
 
+def test_neuralannot_cli_chooses_its_training_length_on_held_out_people(tmp_path, sample_dir):
+    import torch
+
+    out = tmp_path / "na"
+    args = ["neuralannot", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+            "--out", str(out), "--epochs", "2", "--holdout", "0.5", "--recipes", "pretrain", "--no-progress"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    ck = torch.load(out / "annotator.pt", weights_only=False)
+    assert ck["phase"] == "final" and len(ck["held_out"]) >= 2 and ck["selected_epochs"] in (0, 1, 2)
+    assert ck["epoch"] == ck["selected_epochs"]
+    assert f"training length chosen on held-out people: {ck['selected_epochs']} epoch(s)" in r.output
+    assert len(list(out.glob("*.npz"))) == 4
+
+
 def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
     import fit3d.cli.fit
     from fit3d.cli.options import FitOptions

@@ -81,6 +81,87 @@ def test_a_finished_checkpoint_says_there_is_nothing_to_train(tmp_path, anny_mod
     assert [e["epoch"] for e in log] == [1] and "nothing to train" in caplog.text
 
 
+def _select_cfg(**kw):
+    base = dict(epochs=4, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8, lr=1e-3, holdout=0.2,
+                holdout_min_people=5, stop_tolerance=0.1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_holdout_split_is_fixed_disjoint_and_off_for_small_sets(anny_model):
+    a = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg())
+    train, held = a.holdout_split(30)
+    assert len(held) == 6 and len(train) == 24
+    assert sorted(torch.cat([train, held]).tolist()) == list(range(30))
+    again = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg()).holdout_split(30)
+    assert torch.equal(again[1], held)  # the same on every rank and every resume
+    assert a.holdout_split(20) is None  # 4 held-out people: too few to judge
+    assert NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg(holdout=0)).holdout_split(99) is None
+    assert len(NeuralAnnot(anny_model, _net(anny_model), {"pretrain"},
+                           config=_select_cfg(holdout_max_people=7)).holdout_split(1000)[1]) == 7
+
+
+def _scripted(losses, fail_at=None):
+    """A held_out_loss that returns ``losses`` in turn (and raises at call ``fail_at``)."""
+    calls = []
+
+    def held_out_loss(self, target, held, shard=(0, 1)):
+        assert len(held) == 6
+        calls.append(len(calls))
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return losses[len(calls) - 1]
+
+    return held_out_loss
+
+
+def test_selection_stops_at_the_first_rise_then_retrains_that_length_on_everyone(anny_model, make_synthetic,
+                                                                                  monkeypatch):
+    target, _, _ = make_synthetic(anny_model, 30, seed=4)
+    # start 1.0; epoch 1: 0.9 (best); epoch 2: 0.95 (within 10 % of 0.9); epoch 3: 1.0 (> 0.99): stop, 2 epochs
+    monkeypatch.setattr(NeuralAnnot, "held_out_loss", _scripted([1.0, 0.9, 0.95, 1.0, 0.5]))
+    a = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg())
+    log = a.fit_dataset(target, progress=False)
+    assert a.selected_epochs == 2 and a.held_out == [1.0, 0.9, 0.95, 1.0]
+    assert [(e["phase"], e["epoch"]) for e in log] == [("select", 1), ("select", 2), ("select", 3),
+                                                       ("final", 1), ("final", 2)]
+    assert all(e["steps"] == 3 for e in log[:3]) and all(e["steps"] == 4 for e in log[3:])  # 24 vs 30 people
+    # the final phase restarts from the starting weights: it equals plain training of 2 epochs on everyone
+    b = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg(epochs=2, holdout=0))
+    b.fit_dataset(target, progress=False)
+    for k, v in b.net.state_dict().items():
+        assert torch.equal(v, a.net.state_dict()[k]), k
+
+
+def test_no_improvement_keeps_the_starting_network(anny_model, make_synthetic, monkeypatch):
+    target, _, _ = make_synthetic(anny_model, 30, seed=5)
+    monkeypatch.setattr(NeuralAnnot, "held_out_loss", _scripted([1.0, 1.2]))
+    net = _net(anny_model)
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    a = NeuralAnnot(anny_model, net, {"pretrain"}, config=_select_cfg())
+    log = a.fit_dataset(target, progress=False)
+    assert a.selected_epochs == 0 and [e["phase"] for e in log] == ["select"]
+    for k, v in a.net.state_dict().items():
+        assert torch.equal(v, start[k]), k
+
+
+def test_an_interrupted_selection_resumes_and_finishes(tmp_path, anny_model, make_synthetic, monkeypatch):
+    target, _, _ = make_synthetic(anny_model, 30, seed=6)
+    ck = tmp_path / "annotator.pt"
+    monkeypatch.setattr(NeuralAnnot, "held_out_loss", _scripted([1.0, 0.9, 0.8], fail_at=3))
+    with pytest.raises(KeyboardInterrupt):  # killed while judging epoch 2
+        NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg(), checkpoint=ck).fit_dataset(
+            target, progress=False)
+    saved = torch.load(ck, weights_only=False)
+    assert saved["phase"] == "select" and saved["epoch"] == 1 and saved["held_out"] == [1.0, 0.9]
+    monkeypatch.setattr(NeuralAnnot, "held_out_loss", _scripted([0.85, 0.7, 2.0]))
+    b = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg(), checkpoint=ck)
+    log = b.fit_dataset(target, progress=False)
+    assert b.held_out == [1.0, 0.9, 0.85, 0.7, 2.0] and b.selected_epochs == 3
+    assert [(e["phase"], e["epoch"]) for e in log] == [("select", i) for i in range(1, 5)] + [
+        ("final", i) for i in range(1, 4)]
+    assert torch.load(ck, weights_only=False)["phase"] == "final"
+
+
 def _torchrun(*args, timeout=300):
     """``torchrun --standalone --nproc-per-node 2 ARGS``; a hang fails the test after ``timeout`` s."""
     env = dict(os.environ, OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo")
