@@ -211,6 +211,10 @@ class NeuralAnnot:
         random streams at the saved epoch (same results in distribution, not bit-exact).
         Returns the per-epoch log (this rank's mean loss parts, seconds; selection epochs
         carry ``held_out_2d`` and ``phase`` ``"select"``).
+
+        Raises:
+            ValueError: the checkpoint is in the selection phase but this configuration holds
+                no people out (a different ``holdout`` or a smaller set).
         """
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
