@@ -39,7 +39,8 @@ def test_neuralannot_trains_on_cuda_with_every_recipe(cuda_model, cuda_batch):
     annot = build_neuralannot(cuda_model, epochs=1)
     annot.config.min_steps_per_epoch, annot.config.batch_size, annot.config.synthetic_batch = 2, 8, 8
     log = annot.fit_dataset(cuda_batch, progress=False)
-    assert len(log) == 1 and all(torch.isfinite(torch.tensor(v)) for v in log[0].values())
+    assert len(log) == 1 and all(torch.isfinite(torch.tensor(v)) for v in log[0].values()
+                                 if not isinstance(v, str))  # the phase is a name
     _check(annot(cuda_batch), 8)
 
 

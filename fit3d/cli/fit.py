@@ -219,9 +219,11 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
         echo_problem(p.severity, p.source, p.reason)
     codes = []
     progress = not no_progress and dist.is_main
-    train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=progress,
-                              on_trained=_report_training if dist.is_main else None,
-                              on_run=lambda s, out: codes.append(report_run(s, out)), shard=(dist.rank, dist.world))
+    with errors_as():  # e.g. a checkpoint choosing its length that this configuration cannot resume
+        train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=progress,
+                                  on_trained=_report_training if dist.is_main else None,
+                                  on_run=lambda s, out: codes.append(report_run(s, out)),
+                                  shard=(dist.rank, dist.world))
     finish()
     if dist.is_main:
         click.echo(f"fit3d: annotator trained on {len(target)} people in {train_s:.1f} s -> "

@@ -232,14 +232,19 @@ class NeuralAnnot:
             why = (f"the training length chosen on held-out people ({epochs} epochs) is trained"
                    if self.selected_epochs is not None else
                    f"the checkpoint is at epoch {self.epoch}, the run asks for {epochs}")
-            log.warning("neuralannot: %s: nothing to train (pass a larger epochs / --epochs, or a new checkpoint, "
-                        "to train on)", why)
+            hint = ("a new checkpoint chooses and trains anew" if self.selected_epochs is not None else
+                    "pass a larger epochs / --epochs, or a new checkpoint, to train on")
+            log.warning("neuralannot: %s: nothing to train (%s)", why, hint)
         if self.phase == "select":
             if split is None:
                 raise ValueError(f"{self.checkpoint} is choosing the training length on held-out people, but this "
                                  "configuration holds none out: use the same configuration or a new checkpoint")
-            self._train(target, split[0], opt, c.epochs, (rank, world), progress, held=split[1])
+            if self.selected_epochs is None:  # (a checkpoint saved at the stop has it already)
+                self._train(target, split[0], opt, c.epochs, (rank, world), progress, held=split[1])
             self._module().load_state_dict(start)  # the chosen length is trained again, on everyone
+            if dist:  # DDP made rank 0's weights everyone's when it wrapped: the same again here
+                for v in self._module().state_dict().values():
+                    torch.distributed.broadcast(v, 0)
             opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
             self.phase, self.epoch = "final", 0
             if rank == 0:
@@ -348,13 +353,14 @@ class NeuralAnnot:
                 bar.set_postfix({k: f"{v:.3g}" for k, v in entry.items() if k in ("2d", "3d", "held_out_2d")})
             if stop:
                 self.selected_epochs = self.epoch - 1
-                break
             if rank == 0:
                 self._save(opt)
+            if stop:
+                break
         if bar is not None:
             bar.close()
         if held is not None and self.selected_epochs is None:
-            self.selected_epochs = self.epoch  # never rose: the full length
+            self.selected_epochs = min(self.epoch, epochs)  # never rose: the full length
         if held is not None and rank == 0:
             log.info("neuralannot: held-out 2D loss by epoch %s: training %d epochs on all people",
                      [round(h, 4) for h in self.held_out], self.selected_epochs)

@@ -194,6 +194,10 @@ def test_neuralannot_command_under_torchrun(tmp_path, sample_dir):
     out = tmp_path / "na"
     r = _torchrun("-m", "fit3d.cli.main", "neuralannot", "--images", sample_dir, "--annotations",
                   sample_dir / "test_coco.json", "--out", out, "--epochs", "2", "--recipes", "pretrain",
-                  "--no-progress")
+                  "--holdout", "0.5", "--no-progress")
     assert r.stderr.count("annotator trained on 12 people") == 1  # rank 0 speaks
+    # the length was chosen on 6 held-out people (3 per rank, loss all-reduced) and then trained
+    assert r.stderr.count("training length chosen on held-out people") == 1
+    ck = torch.load(out / "annotator.pt", weights_only=False)
+    assert ck["phase"] == "final" and ck["epoch"] == ck["selected_epochs"] and len(ck["held_out"]) >= 2
     assert len(list(out.glob("*.npz"))) == 4 and len(list(out.glob("summary.shard-*-of-2.json"))) == 2
