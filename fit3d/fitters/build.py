@@ -125,5 +125,5 @@ def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int =
     return NeuralAnnot(body, load_body_regressor(body), recipes,
                        pose_set=load_pose_set(weights_path(body, "pose_set")) if "depth" in recipes else None,
                        prior=build_prior("vae", body) if "prior" in recipes else None,
-                       config=TrainConfig(epochs=epochs, holdout=holdout), refine_steps=NEURALANNOT_REFINE_STEPS if refine else 0,
-                       checkpoint=checkpoint)
+                       config=TrainConfig(epochs=epochs, holdout=holdout),
+                       refine_steps=NEURALANNOT_REFINE_STEPS if refine else 0, checkpoint=checkpoint)

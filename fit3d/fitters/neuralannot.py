@@ -146,10 +146,7 @@ class NeuralAnnot:
         use_syn = "depth" in self.recipes and synthetic is not None
         outs = self._forward([target, synthetic[0]] if use_syn else [target])
         out = outs[0]
-        body = self.body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
-        proj = project(body.keypoints_3d, target.focal_length, target.principal_point)
-        parts = {"2d": L.reprojection(proj, target.keypoints_2d, L.person_scale(target.keypoints_2d, target.bbox),
-                                      mask=self.body_model.keypoint_weights()).mean()}
+        parts = {"2d": self.loss_2d(out, target).mean()}
         parts["shape"] = L.shape(out["betas"]).mean()
         if "prior" in self.recipes:
             parts["vae"] = (self.prior.weight_scale * self.prior(out["body_pose"])).mean()
@@ -161,6 +158,16 @@ class NeuralAnnot:
             parts["3d"] = l3
             total = total + c.weight_3d * l3
         return total, {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+
+    def loss_2d(self, out: dict, batch: PersonBatch) -> torch.Tensor:
+        """The 2D term, per person ``(B,)``: GMoF reprojection of the body of the network's
+        output ``out`` (``global_orient``, ``body_pose``, ``betas``, full-frame ``transl``)
+        against ``batch``'s keypoints, scaled by the person's size (the training term, and
+        the held-out measure of :meth:`fit_dataset`)."""
+        body = self.body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
+        proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
+        return L.reprojection(proj, batch.keypoints_2d, L.person_scale(batch.keypoints_2d, batch.bbox),
+                              mask=self.body_model.keypoint_weights())
 
     def _module(self):
         return self.net.module if isinstance(self.net, torch.nn.parallel.DistributedDataParallel) else self.net
@@ -219,8 +226,9 @@ class NeuralAnnot:
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
-        start = {k: v.detach().clone() for k, v in self._module().state_dict().items()}
         split = self.holdout_split(len(target))
+        # the starting weights, which the final phase restarts from (only a selection needs them)
+        start = {k: v.detach().clone() for k, v in self._module().state_dict().items()} if split is not None else None
         if self.phase is None:  # a first call (a checkpoint, when there is one, says otherwise)
             self.phase = "select" if split is not None else "final"
         opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
@@ -276,11 +284,7 @@ class NeuralAnnot:
         mine = held[rank::world]
         for s in range(0, len(mine), 512):
             b = target.index(mine[s : s + 512].to(target.keypoints_2d.device)).to(device)
-            out = module.predict(b)
-            body = self.body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
-            proj = project(body.keypoints_3d, b.focal_length, b.principal_point)
-            per = L.reprojection(proj, b.keypoints_2d, L.person_scale(b.keypoints_2d, b.bbox),
-                                 mask=self.body_model.keypoint_weights())
+            per = self.loss_2d(module.predict(b), b)
             total += torch.stack([per.sum().double(), torch.tensor(float(len(b)), dtype=torch.float64,
                                                                     device=device)])
         if world > 1:
@@ -369,8 +373,7 @@ class NeuralAnnot:
         if self.checkpoint is None:
             return
         buf = io.BytesIO()
-        torch.save(dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch,
-                        log=self.log,
+        torch.save(dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch, log=self.log,
                         recipes=sorted(self.recipes), phase=self.phase, held_out=self.held_out,
                         selected_epochs=self.selected_epochs), buf)
         atomic_write_bytes(self.checkpoint, buf.getvalue())
