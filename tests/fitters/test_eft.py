@@ -108,3 +108,34 @@ def test_finetune_names(anny_model, regressor):
                                                                           "ief.0.bias"}
     with pytest.raises(ValueError, match="matches none"):
         EFT(anny_model, regressor, finetune=("ief.",))  # prefixes end at a dot boundary
+
+
+def test_fine_tuned_output_kept_only_where_it_reprojects_much_better(anny_model, make_synthetic, regressor):
+    batch, _, _ = make_synthetic(anny_model, 4, seed=5, noise_px=2.0)
+    # the random network's predictions reproject badly: a loose validity rule makes them count as fits
+    kw = dict(steps=10, lr=3e-3, valid_fraction=10.0)
+    tuned = EFT(anny_model, regressor, accept_ratio=None, **kw)(batch)  # the paper's EFT: always fine-tuned
+    start = EFT(anny_model, regressor, steps=0, valid_fraction=10.0)(batch)
+    assert tuned.extras["finetuned"].all() and not start.extras["finetuned"].any()
+    never = EFT(anny_model, regressor, accept_ratio=float("inf"), **kw)(batch)
+    assert not never.extras["finetuned"].any() and (never.iterations == 10).all()
+    assert torch.allclose(never.body_pose, start.body_pose, atol=1e-6)
+    assert torch.allclose(never.transl, start.transl, atol=1e-6)
+    ratio = start.reproj_error_px / tuned.reproj_error_px
+    assert ratio.max() > ratio.min()
+    k = float(ratio.sort().values[1:3].mean())  # between the 2nd and 3rd person's ratio: a mixed batch
+    mixed = EFT(anny_model, regressor, accept_ratio=k, **kw)(batch)
+    keep = ratio > k
+    assert torch.equal(mixed.extras["finetuned"], keep) and 0 < int(keep.sum()) < 4
+    for name in ("global_orient", "body_pose", "betas", "transl", "keypoints_2d_fit", "reproj_error_px"):
+        want = torch.where(keep.view(-1, *[1] * (getattr(tuned, name).dim() - 1)), getattr(tuned, name),
+                           getattr(start, name))
+        assert torch.allclose(getattr(mixed, name), want, atol=1e-5), name
+
+
+def test_an_invalid_prediction_is_always_fine_tuned(anny_model, make_synthetic, regressor):
+    batch, _, _ = make_synthetic(anny_model, 4, seed=5, noise_px=2.0)
+    start = EFT(anny_model, regressor, steps=0)(batch)
+    assert not start.valid.all()  # the random network: some predictions are not valid fits
+    res = EFT(anny_model, regressor, steps=10, lr=3e-3, accept_ratio=float("inf"))(batch)
+    assert torch.equal(res.extras["finetuned"], ~start.valid)
