@@ -25,7 +25,7 @@ import numpy as np
 
 FITTERS = ("SMPLify + L2", "SMPLify + GMM", "SMPLify + VAE", "SMPLify + articulation",
            "SMPLify + GMM, no prototypes", "SMPLify + GMM, no depth flips", "regressor alone", "EFT",
-           "EFT + refine", "NeuralAnnot")
+           "EFT + refine", "NeuralAnnot", "NeuralAnnot + refine")
 
 
 def make_fitter(name: str, body, bench, epochs: int | None):
@@ -42,8 +42,8 @@ def make_fitter(name: str, body, bench, epochs: int | None):
         return build_eft(body, steps=0)
     if name.startswith("EFT"):
         return build_eft(body, refine=name.endswith("refine"))
-    if name == "NeuralAnnot":
-        annot = build_neuralannot(body, **({} if epochs is None else {"epochs": epochs}))
+    if name.startswith("NeuralAnnot"):
+        annot = build_neuralannot(body, refine=name.endswith("refine"), **({} if epochs is None else {"epochs": epochs}))
         target = benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention)
         t0 = time.perf_counter()
         annot.fit_dataset(target, progress=False)

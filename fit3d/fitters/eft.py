@@ -73,6 +73,9 @@ ANCHOR_WEIGHT = 10.0
 #: 2: 79.4 / 61.0 / 91.5.
 ACCEPT_RATIO = 1.5
 
+#: Values of EFT's ``FitResult.extras`` (without refinement) for people that were not fitted.
+EXTRA_DEFAULTS = dict(prototype=np.int64(-1), finetuned=np.bool_(False))
+
 #: ``--finetune`` presets: per-person weights (name prefixes of :class:`KeypointRegressor`'s
 #: parameters; None = all) and the learning rate that goes with them. ``fast`` fine-tunes the
 #: input layer and IEF's last layer (14 % of the weights) with its rate chosen so that it
@@ -157,7 +160,7 @@ class EFT:
         self._refiner = SMPLify(body_model, prior=prior, schedule=stages, yaws=(0.0,)) if refine else None
         self.schedule = stages if refine else None
         #: Values of this fitter's ``FitResult.extras`` for people that were not fitted.
-        self.extra_defaults = dict(prototype=np.int64(-1), finetuned=np.bool_(False))
+        self.extra_defaults = dict(EXTRA_DEFAULTS)
         if refine:
             self.extra_defaults.update(depth_flip=np.int64(-1), noisy_keypoints=np.bool_(False))
 

@@ -36,6 +36,7 @@ from fit3d.data.batching import PersonBatch
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.fitters import losses as L
 from fit3d.fitters.eft import EFT
+from fit3d.fitters.eft import EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
 from fit3d.fitters.result import FitResult, is_valid, reprojection_error_px
 from fit3d.geometry import project
 
@@ -126,6 +127,8 @@ class NeuralAnnot:
         self.pose_set, self.prior = pose_set, prior
         self._pool = None  # the depth recipe's pose pool, built on first use
         self.refine_steps = refine_steps
+        if refine_steps > 0:  # what EFT reports per person, for people that were not fitted
+            self.extra_defaults = dict(EFT_EXTRA_DEFAULTS)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.log: list[dict] = []
         self.epoch = 0

@@ -78,7 +78,8 @@ def test_neuralannot_cli_chooses_its_training_length_on_held_out_people(tmp_path
 
     out = tmp_path / "na"
     args = ["neuralannot", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
-            "--out", str(out), "--epochs", "2", "--holdout", "0.5", "--recipes", "pretrain", "--no-progress"]
+            "--out", str(out), "--epochs", "2", "--holdout", "0.5", "--recipes", "pretrain", "--no-progress",
+            "--refine"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     ck = torch.load(out / "annotator.pt", weights_only=False)
@@ -86,6 +87,13 @@ def test_neuralannot_cli_chooses_its_training_length_on_held_out_people(tmp_path
     assert ck["epoch"] == ck["selected_epochs"]
     assert f"training length chosen on held-out people: {ck['selected_epochs']} epoch(s)" in r.output
     assert len(list(out.glob("*.npz"))) == 4
+    import numpy as np
+
+    # --refine: EFT's per-person fields, with defaults for the people skipped beside fitted ones
+    d = [np.load(f) for f in out.glob("*.npz")]
+    status = np.concatenate([x["status"] for x in d])
+    finetuned = np.concatenate([x["finetuned"] for x in d])
+    assert (status == "skipped").any() and not finetuned[status == "skipped"].any()
 
 
 def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
