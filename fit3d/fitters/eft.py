@@ -59,13 +59,13 @@ def eft_refinement_stages() -> list:
 #: realistic noise (80.2 -> 77.1 mm) and costs 1.0 mm noise-free.
 ANCHOR_WEIGHT = 10.0
 
-#: EFT keeps a person's fine-tuned output only when it reprojects at least this many times
+#: EFT keeps a person's fine-tuned output only when it reprojects more than this many times
 #: closer to the keypoints than the pretrained network's own prediction (mean pixel error)
 #: or when the prediction is not a valid fit (:func:`~fit3d.fitters.result.is_valid`);
 #: otherwise the prediction stands. When the network already explains the keypoints about as
 #: well as the fine-tuned copy, what fine-tuning gains is fitted annotator noise; when it
 #: explains them much worse (a pose the network does not know), fine-tuning is kept. A
-#: likelihood-ratio style model choice per person, at no extra cost. Chosen on the two
+#: likelihood-ratio style model choice per person, for one extra body-model evaluation per batch. Chosen on the two
 #: validation subjects with weights trained without them (README, "Latest numbers"; mean
 #: PA-MPJPE-12 over subjects 01 and 35): always fine-tuned 77.1 / 57.8 / 94.2 mm (realistic
 #: noise / noise-free / twice the noise); with the validity rule, 1.3: 75.7 / 57.8 / 87.4,

@@ -127,7 +127,8 @@ def test_fine_tuned_output_kept_only_where_it_reprojects_much_better(anny_model,
     mixed = EFT(anny_model, regressor, accept_ratio=k, **kw)(batch)
     keep = ratio > k
     assert torch.equal(mixed.extras["finetuned"], keep) and 0 < int(keep.sum()) < 4
-    for name in ("global_orient", "body_pose", "betas", "transl", "keypoints_2d_fit", "reproj_error_px"):
+    for name in ("global_orient", "body_pose", "betas", "transl", "joints_3d", "keypoints_3d", "keypoints_2d_fit",
+                 "reproj_error_px", "loss"):
         want = torch.where(keep.view(-1, *[1] * (getattr(tuned, name).dim() - 1)), getattr(tuned, name),
                            getattr(start, name))
         assert torch.allclose(getattr(mixed, name), want, atol=1e-5), name
