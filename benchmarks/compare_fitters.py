@@ -43,7 +43,8 @@ def make_fitter(name: str, body, bench, epochs: int | None):
     if name.startswith("EFT"):
         return build_eft(body, refine=name.endswith("refine"))
     if name.startswith("NeuralAnnot"):
-        annot = build_neuralannot(body, refine=name.endswith("refine"), **({} if epochs is None else {"epochs": epochs}))
+        length = {} if epochs is None else {"epochs": epochs}
+        annot = build_neuralannot(body, refine=name.endswith("refine"), **length)
         target = benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention)
         t0 = time.perf_counter()
         annot.fit_dataset(target, progress=False)

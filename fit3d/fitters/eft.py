@@ -65,9 +65,9 @@ ANCHOR_WEIGHT = 10.0
 #: otherwise the prediction stands. When the network already explains the keypoints about as
 #: well as the fine-tuned copy, what fine-tuning gains is fitted annotator noise; when it
 #: explains them much worse (a pose the network does not know), fine-tuning is kept. A
-#: likelihood-ratio style model choice per person, for one extra body-model evaluation per batch. Chosen on the two
-#: validation subjects with weights trained without them (README, "Latest numbers"; mean
-#: PA-MPJPE-12 over subjects 01 and 35): always fine-tuned 77.1 / 57.8 / 94.2 mm (realistic
+#: likelihood-ratio style model choice per person, for one extra body-model evaluation per
+#: batch. Chosen on the two validation subjects with weights trained without them (README,
+#: "Latest numbers"; mean PA-MPJPE-12 over subjects 01 and 35): always fine-tuned 77.1 / 57.8 / 94.2 mm (realistic
 #: noise / noise-free / twice the noise); with the validity rule, 1.3: 75.7 / 57.8 / 87.4,
 #: 1.4: 75.1 / 57.8 / 86.4, **1.5: 74.8 / 57.8 / 86.0**; without it 1.6: 75.7 / 58.0 / 87.9,
 #: 2: 79.4 / 61.0 / 91.5.
@@ -123,8 +123,9 @@ class EFT:
             paper); the others are shared, unchanged.
         accept_ratio: keep a person's fine-tuned output only where the pretrained prediction's
             mean reprojection error (px) exceeds ``accept_ratio`` times the fine-tuned one's or
-            the prediction is not valid (``valid_fraction``), else keep the prediction (:data:`ACCEPT_RATIO`; ``None``: always the fine-tuned
-            output, as in the paper). Applied before ``refine``.
+            the prediction is not valid (``valid_fraction``), else keep the prediction
+            (:data:`ACCEPT_RATIO`; ``None``: always the fine-tuned output, as in the paper).
+            Applied before ``refine``.
 
     Raises:
         ValueError: ``finetune`` matches none of the regressor's parameters.
@@ -235,14 +236,15 @@ class EFT:
             opt.step()
         with torch.no_grad():
             loss, out, transl, body, proj = evaluate()
+            err = reprojection_error_px(proj, batch.keypoints_2d)
             finetuned = torch.full((B,), self.steps > 0, dtype=torch.bool, device=model.device)
             if self.accept_ratio is not None and self.steps > 0:
                 loss0, out0, transl0, body0, proj0 = objective(init)
                 err0 = reprojection_error_px(proj0, batch.keypoints_2d)
-                finetuned = (err0 > self.accept_ratio * reprojection_error_px(proj, batch.keypoints_2d))
+                finetuned = err0 > self.accept_ratio * err
                 finetuned |= ~is_valid(err0, batch.keypoints_2d, batch.bbox, self.valid_fraction)
-                loss, out, transl, body, proj = _where(finetuned, (loss, out, transl, body, proj),
-                                                       (loss0, out0, transl0, body0, proj0))
+                loss, out, transl, body, proj, err = _where(finetuned, (loss, out, transl, body, proj, err),
+                                                            (loss0, out0, transl0, body0, proj0, err0))
         params = dict(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"], transl=transl)
         steps = torch.full((B,), self.steps, dtype=torch.long, device=model.device)
         picked = pick if pick is not None else torch.full((B,), -1, dtype=torch.long, device=model.device)
@@ -251,7 +253,6 @@ class EFT:
             res.iterations = res.iterations + steps
             res.extras.update(prototype=picked, finetuned=finetuned)
             return res
-        err = reprojection_error_px(proj, batch.keypoints_2d)
         valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=params)
         return FitResult(**params, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,
                          reproj_error_px=err, valid=valid, loss=loss, iterations=steps,

@@ -35,8 +35,7 @@ from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.fitters import losses as L
-from fit3d.fitters.eft import EFT
-from fit3d.fitters.eft import EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
+from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
 from fit3d.fitters.result import FitResult, is_valid, reprojection_error_px
 from fit3d.geometry import project
 
