@@ -42,8 +42,9 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     from fit3d.regressors.base import PlainRegressor
 
     reg = load_regressor(bundled_regressor())
-    subset, lr = FINETUNE_PRESETS["all" if config == "vmap" else config]
-    eft = EFT(body, PlainRegressor(reg) if config == "vmap" else reg, steps=steps, lr=lr, finetune=subset)
+    preset = FINETUNE_PRESETS["all" if config == "vmap" else config]
+    eft = EFT(body, PlainRegressor(reg) if config == "vmap" else reg, steps=steps, lr=preset.lr, finetune=preset.names,
+              accept_ratio=preset.accept_ratio)
     if device.startswith("cuda"):
         eft(benchmark_batch(bench, np.arange(1), body.keypoint_convention, device))
         torch.cuda.synchronize()

@@ -92,7 +92,7 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
 
     ``finetune``: a preset of :data:`fit3d.fitters.eft.FINETUNE_PRESETS` (which weights are
-    fine-tuned per person, and the learning rate used when ``lr`` is None).
+    fine-tuned per person, EFT's ``accept_ratio``, and the learning rate used when ``lr`` is None).
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
@@ -100,11 +100,12 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     """
     if finetune not in FINETUNE_PRESETS:
         raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")
-    subset, preset_lr = FINETUNE_PRESETS[finetune]
+    preset = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
-    return EFT(body, reg, prior=pose_prior, refine=refine, lr=preset_lr if lr is None else lr, finetune=subset, **kw)
+    return EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,
+               accept_ratio=preset.accept_ratio, **kw)
 
 
 def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = TrainConfig.epochs,

@@ -91,6 +91,8 @@ def test_neuralannot_cli_chooses_its_training_length_on_held_out_people(tmp_path
 
     # --refine: EFT's per-person fields, with defaults for the people skipped beside fitted ones
     d = [np.load(f) for f in out.glob("*.npz")]
+    mixed = [x for x in d if (x["status"] == "skipped").any() and (x["status"] != "skipped").any()]
+    assert mixed  # an image where a skipped person sits beside fitted ones (the case that crashed)
     status = np.concatenate([x["status"] for x in d])
     finetuned = np.concatenate([x["finetuned"] for x in d])
     assert (status == "skipped").any() and not finetuned[status == "skipped"].any()

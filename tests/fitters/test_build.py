@@ -34,8 +34,9 @@ def test_build_eft_finetune_presets(anny_model):
     from fit3d.cli.fit import eft as eft_command
 
     every, fast = build_eft(anny_model), build_eft(anny_model, finetune="fast")
-    assert every.finetune is None and every.lr == FINETUNE_PRESETS["all"][1]
-    assert fast.finetune == FINETUNE_PRESETS["fast"][0] and fast.lr == FINETUNE_PRESETS["fast"][1]
+    for fitter, preset in ((every, FINETUNE_PRESETS["all"]), (fast, FINETUNE_PRESETS["fast"])):
+        assert (fitter.finetune, fitter.lr, fitter.accept_ratio) == tuple(preset)
+    assert every.finetune is None and fast.accept_ratio != every.accept_ratio  # each preset brings its own ratio
     assert 0 < len(fast._tuned) < len(every._tuned)
     assert build_eft(anny_model, finetune="fast", lr=1e-4).lr == 1e-4  # an explicit rate wins
     with pytest.raises(ValueError, match="unknown finetune preset"):
