@@ -323,12 +323,12 @@ class SMPLify:
         if rows is not None:  # the optimised rows back among the frozen ones
             for k, v in p.items():
                 params[k] = params[k].index_copy(0, rows, v.detach())
+        if self.latent:  # decoded from the latent with its graph: not a leaf
+            params["body_pose"] = params["body_pose"].detach()
         for t in params.values():
             t.requires_grad_(False)
         with torch.no_grad():
             final = evaluate(params, batch, ctx, canon)
-        if self.latent:
-            params["body_pose"] = params["body_pose"].detach()
         return final, steps
 
     @staticmethod

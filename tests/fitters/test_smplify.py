@@ -222,6 +222,19 @@ def test_keep_rows_freezes_the_worse_rows_after_keep_after(anny_model, make_synt
     assert loss.shape == (12,) and torch.isfinite(loss).all()
 
 
+def test_latent_pose_space_fits_end_to_end(anny_model, make_synthetic):
+    """VPoser-style latent mode (README's example) runs a whole default fit: the pose is the
+    bundled VAE's decoding of the optimised latent (it crashed at the end of the first stage
+    that moves the body: the decoded pose is not a leaf tensor)."""
+    from fit3d.priors import build_prior
+
+    batch, _, _ = make_synthetic(anny_model, 3, seed=2, noise_px=1.0)
+    res = SMPLify(anny_model, prior=build_prior("vae", anny_model), pose_space="latent")(batch)
+    assert res.valid.all() and torch.isfinite(res.body_pose).all() and not res.body_pose.requires_grad
+    assert res.reproj_error_px.median() < 6.0
+    assert (res.iterations > 0).all()
+
+
 def test_fast_schedule_example_file_is_the_code_s():
     """examples/schedules/smplify_fast.json (for --schedule) is fast_smplify_schedule()."""
     from pathlib import Path
