@@ -115,5 +115,9 @@ def merge(fits_dir, out):
     if s["pending_failures"]:
         click.echo(f"fit3d: {len(s['pending_failures'])} images still have failed people "
                    f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)
+    if s["pending_incomplete"]:
+        click.echo(f"fit3d: {len(s['pending_incomplete'])} images were written without people whose annotations "
+                   f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
+                   "then merge again", err=True)
     for u in s["unreadable_outputs"]:
         click.echo(f"fit3d: unreadable {u['file']}: {u['reason']}", err=True)

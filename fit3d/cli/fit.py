@@ -16,12 +16,17 @@ PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
 
 def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,
                 spin_npz: Path | None = None, echo: bool = True):
-    """:func:`fit3d.data.readers.load_inputs`, its errors as usage errors, what it found on
-    stderr (unless ``echo`` is False, e.g. on every torch.distributed rank but the first)."""
+    """:func:`fit3d.data.readers.load_inputs`, what it found on stderr (unless ``echo`` is
+    False, e.g. on every torch.distributed rank but the first). A missing input path is a
+    usage error (exit 2), an unreadable input file a clean error (exit 1)."""
     from fit3d.data.readers import load_inputs as read
 
-    with errors_as(click.UsageError):
+    try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz)
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from e
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
     if echo and annotations is None and used is not None:
         click.echo(f"fit3d: using annotations {used}", err=True)
     for p in problems if echo else []:
@@ -52,8 +57,8 @@ def report_run(s: dict, out_dir: Path) -> int:
         click.echo(f"fit3d: failed {f['image']} #{f['annot_id']}: {f['reason']}", err=True)
     if r["interrupted"]:
         click.echo("fit3d: interrupted: finished images are kept; run the same command again to resume", err=True)
-    elif r["people_failed"]:
-        click.echo("fit3d: run the same command again to retry the people that failed", err=True)
+    elif r["people_failed"] or r["images_failed"]:
+        click.echo("fit3d: run the same command again to retry the images that failed", err=True)
     return r["exit_code"]
 
 
@@ -118,7 +123,9 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
 @click.option("--hypotheses", type=click.IntRange(min=1), default=2, show_default=True,
               help="Orientation hypotheses (of 4) kept per person after the camera stage.")
 def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
-    """Fit SMPLify (staged optimisation from the mean pose) to every annotated person.
+    """Fit SMPLify (staged optimisation from the rest pose and the prototype poses, under four
+    orientation hypotheses, with limb depth flips; the best row per person is kept) to every
+    annotated person.
 
     Example: fit3d smplify --images coco/val2017 --annotations person_keypoints_val2017.json --out fits/
     """

@@ -100,6 +100,10 @@ class ImageRecord:
     image_path: Path
     image_size: tuple[int, int]
     people: list[Person] = field(default_factory=list)
+    #: Sources of this image's annotations that were left out because they could not be read
+    #: (each is also an :class:`InputProblem`): its output lacks those people, so a later run
+    #: fits the image again (a fixed input then brings them in).
+    dropped: list[str] = field(default_factory=list)
 
 
 def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
@@ -342,6 +346,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         for i, a in anns:  # in file order
             parsed = coco_keypoints(a, coco, problems, f"{coco.path}#annotations[{i}]")
             if parsed is None:
+                rec.dropped.append(problems[-1].source)
                 continue
             kp, conv, annot_id = parsed
             bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
@@ -381,14 +386,17 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         people when ``people`` is empty); corrupt JSON, unknown layouts and missing
         images are problems.
     Raises:
-        FileNotFoundError: ``keypoints_dir`` is not a folder.
+        FileNotFoundError: ``keypoints_dir`` is not a folder or holds no JSON file.
     """
     keypoints_dir, images_dir = Path(keypoints_dir), Path(images_dir)
     if not keypoints_dir.is_dir():
         raise FileNotFoundError(f"OpenPose keypoint folder not found: {keypoints_dir}")
     records: list[ImageRecord] = []
     problems: list[InputProblem] = []
-    for jf in sorted(keypoints_dir.rglob("*.json")):
+    files = sorted(keypoints_dir.rglob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"no OpenPose JSON files (<image stem>_keypoints.json) in {keypoints_dir}")
+    for jf in files:
         stem = jf.stem[: -len("_keypoints")] if jf.stem.endswith("_keypoints") else jf.stem
         try:
             with open(jf, encoding="utf-8") as f:
@@ -418,6 +426,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
                 kp = parse_keypoints(values, n)
             except (ValueError, TypeError) as e:
                 problems.append(InputProblem(f"{jf}#{idx}", str(e)))
+                rec.dropped.append(f"{jf}#{idx}")
                 continue
             kp[:, 2] = np.where(np.isfinite(kp[:, 2]), np.clip(kp[:, 2], 0.0, 1.0), 0.0)
             rec.people.append(Person(rec.image_key, image, rec.image_size, idx, keypoint_bbox(kp, pad=0.1), kp,

@@ -87,6 +87,13 @@ def failure_path(out_dir: str | Path, image_key: str) -> Path:
     return Path(out_dir) / (image_key + ".failed.json")
 
 
+def incomplete_path(out_dir: str | Path, image_key: str) -> Path:
+    """Where a run records that an image's ``.npz`` lacks people whose annotations could not
+    be read (``<key>.incomplete.json``; the next run fits the image again, and removes it
+    once the image is written with every annotation read)."""
+    return Path(out_dir) / (image_key + ".incomplete.json")
+
+
 def fit_files(out_dir: str | Path) -> list[Path]:
     """Every per-image ``.npz`` under ``out_dir`` (subfolders included), sorted: files named
     ``<image name with its extension>.npz`` (``a.jpg.npz``), so that a merged dataset file

@@ -24,7 +24,8 @@ IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
 SHARED_FIELDS = ("keypoint_names", "joint_names")
 #: Summary counters that are totalled over the shards' runs.
 COUNTS = ("images", "images_written", "images_already_done", "images_without_people", "images_failed",
-          "people_fitted", "people_valid", "people_skipped", "people_failed", "input_errors", "input_warnings")
+          "images_incomplete", "people_fitted", "people_valid", "people_skipped", "people_failed", "input_errors",
+          "input_warnings")
 
 
 def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
@@ -34,8 +35,10 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         ``(arrays, summary)``: ``arrays`` holds every person field with leading dim N
         (images without people add none), the :data:`IMAGE_FIELDS` per person and the
         :data:`SHARED_FIELDS` once; ``summary`` counts people by status and skip reason,
-        images, unreadable outputs, pending failures (``*.failed.json``) and totals the
-        shard summaries found.
+        images, unreadable outputs, pending failures (``*.failed.json``), images written
+        without unreadable annotations (``*.incomplete.json``), and ``latest_runs_total``:
+        the counts of each summary file's latest run, summed (a resumed run's summary
+        describes that run only; the people totals come from the outputs themselves).
     Raises:
         ValueError: the outputs hold different keypoint layouts, joints or fields
             (runs of different settings in one folder), or nothing to merge.
@@ -96,6 +99,7 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         if "this_run" in data:  # a run's summary (not only an earlier merge's)
             runs.append(dict(file=f.name, **data))
     pending = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.failed.json"))
+    incomplete = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.incomplete.json"))
     totals = {k: sum(int(r.get("this_run", {}).get(k, 0)) for r in runs) for k in COUNTS}
     return dict(
         people=n, people_fitted=int(fitted.sum()), people_valid=int((arrays.get("valid", fitted) & fitted).sum()),
@@ -103,7 +107,8 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
                              mean=float(err.mean()) if len(err) else None),
         shards=sorted(set(map(str, arrays.get("shard", [])))), unreadable_outputs=unreadable,
-        pending_failures=pending, runs_total=totals, runs=[r.get("file") for r in runs],
+        pending_failures=pending, pending_incomplete=incomplete, latest_runs_total=totals,
+        runs=[r.get("file") for r in runs],
     )
 
 

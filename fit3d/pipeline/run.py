@@ -27,7 +27,7 @@ import torch
 from fit3d.data.batching import make_batch, person_camera, sanitize_keypoints
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.readers import ImageRecord, InputProblem, Person
-from fit3d.data.writers import failure_path, output_path, write_json, write_npz
+from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
 from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.summary import RunCounts, versions
@@ -101,7 +101,8 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
 
 
 def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[ImageRecord], int, int]:
-    """The images this job fits: sharded, limited, without those already done.
+    """The images this job fits: sharded, limited, without those already done (written, and
+    not marked incomplete by an earlier run that could not read some of their annotations).
 
     Returns:
         ``(todo, n_already_done, n_mine)``.
@@ -113,7 +114,8 @@ def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[Im
         mine = mine[: config.limit]
     if config.overwrite:
         return mine, 0, len(mine)
-    todo = [r for r in mine if not r.people or not output_path(config.out_dir, r.image_key).is_file()]
+    todo = [r for r in mine if not r.people or not output_path(config.out_dir, r.image_key).is_file()
+            or incomplete_path(config.out_dir, r.image_key).is_file()]
     return todo, len(mine) - len(todo), len(mine)
 
 
@@ -184,6 +186,15 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     return out
 
 
+def _record(path: Path, data: dict) -> None:
+    """Write a per-image note (``.failed.json``, ``.incomplete.json``); one that cannot be
+    written is not a reason to stop (the summary lists the failures too)."""
+    try:
+        write_json(path, data)
+    except OSError:
+        pass
+
+
 class _Job:
     """One run's state: what to fit, what was done, where it goes."""
 
@@ -231,12 +242,26 @@ class _Job:
                 c.people_failed += len(failed[ii])
                 c.people_deferred += len(records[ii])
                 c.failures.extend(failed[ii])
-                write_json(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failed[ii]))
+                _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failed[ii]))
                 continue
-            write_npz(output_path(self.out_dir, img.image_key),
-                      image_record(img, records[ii], self.body_model, config.fitter_name,
-                                   f"{config.shard[0] + 1}/{config.shard[1]}"))
+            path = output_path(self.out_dir, img.image_key)
+            try:
+                write_npz(path, image_record(img, records[ii], self.body_model, config.fitter_name,
+                                             f"{config.shard[0] + 1}/{config.shard[1]}"))
+            except OSError as e:  # this image's output cannot be written: the others carry on
+                c.images_failed += 1
+                c.people_deferred += len(records[ii])
+                failure = dict(image=img.image_key, annot_id=-1, reason=f"could not write {path}: {e}")
+                c.failures.append(failure)
+                _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=[failure]))
+                continue
             failure_path(self.out_dir, img.image_key).unlink(missing_ok=True)
+            if img.dropped:  # written without the people whose annotations could not be read
+                _record(incomplete_path(self.out_dir, img.image_key),
+                        dict(image=img.image_key, unreadable_annotations=img.dropped))
+                c.images_incomplete += 1
+            else:
+                incomplete_path(self.out_dir, img.image_key).unlink(missing_ok=True)
             c.images_written += 1
             for rec in records[ii]:  # counted once written
                 if rec["status"] == "fitted":
@@ -265,11 +290,16 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         (``summary.shard-i-of-n.json`` when sharded).
     Raises:
         ValueError: an input keypoint layout shares no keypoint with the model
-            (raised before anything is written).
+            (raised before anything is written), or the output folder or the summary
+            cannot be written (an image's output that cannot be written is a failed image,
+            fitted again by the next run).
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the output folder {out_dir}: {e}") from e
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
@@ -310,5 +340,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]
     name = "summary.json" if n == 1 else f"summary.shard-{i + 1}-of-{n}.json"
-    write_json(out_dir / name, summary)
+    try:
+        write_json(out_dir / name, summary)
+    except OSError as e:
+        raise ValueError(f"cannot write the run's summary {out_dir / name}: {e}") from e
     return summary

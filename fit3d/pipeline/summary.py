@@ -6,8 +6,8 @@ Exit codes of the fitting commands (:data:`EXIT_CODES`):
 * 3: some images or annotations could not be read (the rest was fitted);
 * 4: nothing was fitted (and nothing had been fitted by an earlier run), whether the
   inputs held no people, no usable people or nothing readable;
-* 5: some people could not be fitted (the fit raised even alone): their images are
-  fitted again by the next run;
+* 5: some people could not be fitted (the fit raised even alone) or some images' outputs
+  could not be written: those images are fitted again by the next run;
 * 130 / 143: interrupted by SIGINT / SIGTERM: what was finished is kept, rerun the
   same command to resume.
 
@@ -27,7 +27,7 @@ EXIT_CODES = {
     OK: "every person fitted or skipped for a per-person reason",
     INPUT_PROBLEMS: "some images or annotations could not be read",
     NOTHING_FITTED: "nothing was fitted",
-    PEOPLE_FAILED: "some people could not be fitted (rerun to retry them)",
+    PEOPLE_FAILED: "some people could not be fitted or written (rerun to retry them)",
     130: "interrupted by SIGINT (rerun to resume)",
     143: "interrupted by SIGTERM (rerun to resume)",
 }
@@ -42,6 +42,8 @@ class RunCounts:
     images_written: int = 0
     images_without_people: int = 0
     images_failed: int = 0  #: not written: a person's fit raised (refitted by the next run)
+    #: written without people whose annotations could not be read (refitted by the next run)
+    images_incomplete: int = 0
     people_fitted: int = 0
     people_valid: int = 0
     people_failed: int = 0  #: their fit raised even alone
@@ -61,7 +63,7 @@ class RunCounts:
             return NOTHING_FITTED  # no people, all unusable, or all unreadable
         if self.input_errors:
             return INPUT_PROBLEMS
-        if self.people_failed:
+        if self.people_failed or self.images_failed:
             return PEOPLE_FAILED
         return OK
 
@@ -74,10 +76,10 @@ class RunCounts:
         return dict(
             images=self.images, images_already_done=self.images_already_done, images_written=self.images_written,
             images_without_people=self.images_without_people, images_failed=self.images_failed,
-            people_fitted=self.people_fitted, people_valid=self.people_valid,
+            images_incomplete=self.images_incomplete, people_fitted=self.people_fitted, people_valid=self.people_valid,
             people_skipped=int(sum(self.skipped.values())), skipped_by_reason=dict(self.skipped),
-            people_failed=self.people_failed, people_deferred=self.people_deferred, failures=self.failures, input_errors=self.input_errors,
-            input_warnings=self.input_warnings,
+            people_failed=self.people_failed, people_deferred=self.people_deferred, failures=self.failures,
+            input_errors=self.input_errors, input_warnings=self.input_warnings,
             reproj_error_px=dict(median=stat(np.median), mean=stat(np.mean),
                                  p90=stat(lambda e: np.percentile(e, 90))),
             interrupted=bool(self.interrupted), exit_code=code, exit_meaning=EXIT_CODES[code],

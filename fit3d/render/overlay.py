@@ -120,15 +120,46 @@ class Renderer:
 
     def side_view(self, size, meshes, pivot: np.ndarray, focal_length, principal_point, colors=None, angle_deg=90.0):
         """The meshes seen from a camera turned ``angle_deg`` about the vertical axis
-        (the image's -y) through ``pivot`` (3,), at the same distance, on white."""
+        (the image's -y) through ``pivot`` (3,), at the same distance, or farther when that
+        is what it takes for every mesh to be in view (people spread in depth lie side by
+        side in this view), centred on the meshes (:func:`side_framing`), on white."""
         a = math.radians(angle_deg)
         R = np.array([[math.cos(a), 0, math.sin(a)], [0, 1, 0], [-math.sin(a), 0, math.cos(a)]])
-        center = pivot + R @ (np.zeros(3) - pivot)
-        rgb, depth = self.render(meshes, size, focal_length, principal_point, R, center, colors)
+        points = np.concatenate([np.asarray(v, dtype=np.float64)[::7] for v, _ in meshes] or [np.zeros((0, 3))])
+        f = np.asarray(focal_length, dtype=np.float64)
+        k, pp = side_framing(points, R, pivot, f, np.asarray(principal_point, dtype=np.float64), size)
+        center = pivot + k * (R @ (np.zeros(3) - pivot))
+        rgb, depth = self.render(meshes, size, f, pp, R, center, colors)
         out = np.full_like(rgb, 255)
         mask = depth > 0
         out[mask] = rgb[mask]
         return out
+
+
+def side_framing(points: np.ndarray, rotation: np.ndarray, pivot: np.ndarray, focal_length: np.ndarray,
+                 principal_point: np.ndarray, size: tuple[int, int], margin: float = 0.03,
+                 factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)) -> tuple[float, np.ndarray]:
+    """How the side camera frames ``points`` ``(N, 3)`` (metres, scene frame): the smallest of
+    ``factors`` by which its distance to ``pivot`` must grow for the points' projected extent
+    to fit inside the image, ``margin`` of its size from the border (the largest factor when
+    none does), and the principal point ``(2,)`` that centres that extent.
+
+    The camera is the one :meth:`Renderer.side_view` places: camera-to-scene ``rotation``
+    ``(3, 3)``, centre ``pivot + factor * rotation @ -pivot``, OpenCV pinhole intrinsics
+    ``focal_length`` ``(2,)`` and ``principal_point`` ``(2,)`` pixels, ``size`` ``(W, H)``.
+    """
+    size = np.asarray(size, dtype=np.float64)
+    for k in factors:
+        x = (points - (pivot + k * (rotation @ -pivot))) @ rotation  # camera frame: R^T (X - C)
+        if len(x) == 0:
+            return k, principal_point
+        if (x[:, 2] <= 0.05).any():
+            continue
+        uv = focal_length * x[:, :2] / x[:, 2:] + principal_point
+        lo, hi = uv.min(0), uv.max(0)
+        if ((hi - lo) <= (1 - 2 * margin) * size).all() or k == factors[-1]:
+            return k, principal_point + size / 2 - (lo + hi) / 2
+    return factors[-1], principal_point
 
 
 def draw_keypoints(image: np.ndarray, keypoints_2d: np.ndarray | None, fitted_2d: np.ndarray | None, color=(255, 255, 255)):

@@ -28,8 +28,14 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     assert r.exit_code != 0 and "person_keypoints_" in r.output
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
-    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(bad), "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0 and "corrupt COCO JSON" in r.output
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(bad), "--out",
+                                 str(tmp_path / "o")])
+    assert r.exit_code == 1 and "corrupt COCO JSON" in r.output and "Usage:" not in r.output  # a data error
+    empty = tmp_path / "no_openpose"
+    empty.mkdir()
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--keypoints", str(empty), "--out",
+                                 str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no OpenPose JSON files" in r.output  # a wrong folder given
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "o"), "--model", "smpl"])
     assert r.exit_code != 0 and "smpl.is.tue.mpg.de" in r.output

@@ -109,6 +109,7 @@ def test_every_openpose_person_is_a_person_or_a_problem(files, raw):
                 continue
             rec = per_file[f"f{i}.png"]
             assert len(rec.people) + len(entries) == len(data["people"])
+            assert rec.dropped == [p.source for p in entries]  # its output is marked incomplete
             for p in rec.people:
                 assert p.keypoints_2d.shape in ((25, 3), (18, 3)) and np.isfinite(p.bbox).all()
                 assert ((p.keypoints_2d[:, 2] >= 0) & (p.keypoints_2d[:, 2] <= 1)).all()

@@ -23,7 +23,8 @@ def test_merging_shards_gives_the_people_and_parameters_of_one_run(tmp_path, sam
     b, sb = merge_fits(sharded)
     assert len(a["annot_id"]) == len(b["annot_id"]) == 14 and sa["people_fitted"] == sb["people_fitted"] == 12
     assert sorted(set(b["shard"])) == ["1/3", "2/3", "3/3"] and set(a["shard"]) == {"1/1"}
-    assert sb["runs_total"]["images"] == 4 and sb["runs_total"]["people_fitted"] == 12 and len(sb["runs"]) == 3
+    assert sb["latest_runs_total"]["images"] == 4 and sb["latest_runs_total"]["people_fitted"] == 12
+    assert len(sb["runs"]) == 3
     ia, ib = _by_person(a), _by_person(b)
     assert ia.keys() == ib.keys()
     for key in ia:
@@ -42,7 +43,7 @@ def test_write_merged_keeps_run_summaries_and_is_not_read_as_an_image(tmp_path, 
     summary = json.loads((out / "summary.json").read_text())
     assert "this_run" in summary and summary["merged"]["people_fitted"] == 12  # the run's own summary stays
     _, again = merge_fits(out)  # dataset.npz is not taken for an image's output
-    assert again["people"] == 14 and again["runs_total"]["people_fitted"] == 12
+    assert again["people"] == 14 and again["latest_runs_total"]["people_fitted"] == 12
     with pytest.raises(ValueError, match="no per-image"):
         merge_fits(tmp_path / "images")
 

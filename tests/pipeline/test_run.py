@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fit3d.data.readers import read_coco
-from fit3d.data.writers import failure_path, fit_files, output_path, read_fit
+from fit3d.data.writers import failure_path, fit_files, incomplete_path, output_path, read_fit
 from fit3d.pipeline import RunConfig, neuralannot_target, parse_shard, run, select_images
 from fit3d.pipeline.interrupt import Interrupted
 
@@ -80,6 +80,47 @@ def test_bad_inputs_are_recorded_not_lost(tmp_path, sample_copy, anny_model, fas
                    if "annotations not fitted" in p.reason}
     lost = every - set(recs) - in_problems
     assert not lost  # every annotation is fitted, skipped or an input problem
+
+
+def test_an_image_with_unreadable_annotations_is_fitted_again_once_they_are_fixed(tmp_path, sample_copy, anny_model,
+                                                                                   fast_fitter):
+    """The image is written with its readable people and marked incomplete, so a rerun on the fixed
+    file fits it again with every person (before, it counted as done and they never came back)."""
+    good = json.loads((sample_copy / "test_coco.json").read_text())
+    bad = json.loads(json.dumps(good))
+    broken = next(a for a in bad["annotations"] if sum(b["image_id"] == a["image_id"] for b in bad["annotations"]) > 1)
+    broken["keypoints"] = broken["keypoints"][:-3]  # one keypoint short: unreadable
+    (sample_copy / "test_coco.json").write_text(json.dumps(bad))
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    img = next(r for r in images if r.dropped)
+    out = tmp_path / "fits"
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert s["this_run"]["exit_code"] == 3 and s["this_run"]["images_incomplete"] == 1
+    assert incomplete_path(out, img.image_key).is_file() and broken["id"] not in _people(out)
+    again = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)  # still broken: retried
+    assert again["this_run"]["images_already_done"] == 3 and again["this_run"]["images_written"] == 1
+    (sample_copy / "test_coco.json").write_text(json.dumps(good))
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    fixed = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert fixed["this_run"]["exit_code"] == 0 and fixed["this_run"]["images_written"] == 1
+    assert broken["id"] in _people(out) and not incomplete_path(out, img.image_key).exists()
+    done = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert done["this_run"]["images_already_done"] == 4 and done["this_run"]["images_written"] == 0
+
+
+def test_an_output_that_cannot_be_written_fails_that_image_only(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    blocked = sorted(r.image_key for r in images if r.people)[0]
+    output_path(out, blocked).mkdir(parents=True)  # a folder where the image's .npz goes
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)["this_run"]
+    assert s["exit_code"] == 5 and s["images_failed"] == 1 and s["images_written"] == 3
+    assert "could not write" in s["failures"][0]["reason"] and failure_path(out, blocked).is_file()
+    output_path(out, blocked).rmdir()
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)["this_run"]
+    assert s["exit_code"] == 0 and s["images_written"] == 1 and s["images_already_done"] == 3
+    with pytest.raises(ValueError, match="cannot create the output folder"):
+        run(images, fast_fitter, anny_model, RunConfig(sample_copy / "test_coco.json" / "sub", progress=False))
 
 
 class _Dying:

@@ -37,12 +37,35 @@ def test_side_view_turns_about_the_vertical(anny_model):
     try:
         pivot = np.array([0.0, 0.0, 3.0])
         near = _sphere(np.array([0.0, 0.0, 2.5]))  # in front of the pivot, on the optical axis
-        img = r.side_view((200, 200), [near], pivot, np.array([200.0, 200.0]), np.array([100.0, 100.0]))
+        img = r.side_view((200, 200), [near, _sphere(pivot)], pivot, np.array([200.0, 200.0]), np.array([100.0, 100.0]))
     finally:
         r.close()
     ys, xs = np.nonzero((img < 250).any(-1))
-    # seen from the side, a point between camera and pivot moves off the image centre horizontally
-    assert abs(xs.mean() - 100) > 20 and abs(ys.mean() - 100) < 3
+    # seen from the side, a point between camera and pivot lies beside the pivot, at its height
+    assert xs.max() - xs.min() > 25 and ys.max() - ys.min() < 12
+
+
+def test_side_view_backs_off_and_centres_until_people_spread_in_depth_are_all_in_view():
+    """Two people 6 m apart in depth lie 3 m either side of the pivot in the side view: at the
+    front camera's distance (5 m) both would fall outside a 200 px image."""
+    from fit3d.render.overlay import side_framing
+
+    f, pp, size = np.array([200.0, 200.0]), np.array([100.0, 100.0]), (200, 200)
+    near, far = _sphere(np.array([0.0, 0.0, 2.0]), 0.1), _sphere(np.array([0.0, 0.0, 8.0]), 0.1)
+    pivot = np.array([0.0, 0.0, 5.0])
+    R = np.array([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]])  # 90 degrees about the vertical
+    k, centred = side_framing(np.concatenate([near[0], far[0]]), R, pivot, f, pp, size)
+    assert k > 1 and np.allclose(centred, pp, atol=1.0)  # symmetric about the pivot: no shift
+    k, shifted = side_framing(far[0], R, pivot, f, pp, size)  # one person beside the pivot: centred on it
+    assert k == 1.0 and abs(shifted[0] - pp[0]) > 50 and abs(shifted[1] - pp[1]) < 1
+    r = Renderer()
+    try:
+        img = r.side_view(size, [near, far], pivot, f, pp)
+    finally:
+        r.close()
+    ys, xs = np.nonzero((img < 250).any(-1))
+    assert xs.min() < 90 and xs.max() > 110  # a blob each side of the centre: both in view
+    assert xs.min() > 0 and xs.max() < 199
 
 
 def test_render_dir_and_report_on_a_small_run(tmp_path, sample_dir, anny_model):
