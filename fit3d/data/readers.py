@@ -282,9 +282,7 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
                                          "warning"))
-        elif "keypoints" not in a:
-            problems.append(InputProblem(f"{src} (id {a.get('id')})", "annotation without keypoints"))
-        else:
+        else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
     for aid, n in ids.items():
         if n > 1:
@@ -297,9 +295,12 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
                    source: str) -> tuple[np.ndarray, KeypointConvention, int] | None:
     """``(keypoints_2d (K, 3), convention, annotation id)`` of one COCO annotation, confidences
     0/1 from the visibility flags (COCO-WholeBody foot points appended), or None with a
-    problem when its keypoints are unreadable or its id is not an integer."""
+    problem when it has no keypoints, they are unreadable, or its id is not an integer."""
     conv = coco.categories.get(hashable(a.get("category_id")), next(iter(coco.categories.values()), COCO17))
     src = f"{source} (id {a.get('id')})"
+    if "keypoints" not in a:
+        problems.append(InputProblem(src, "annotation without keypoints"))
+        return None
     try:
         kp = parse_keypoints(a["keypoints"], len(conv))
         if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody

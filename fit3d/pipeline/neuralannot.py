@@ -40,9 +40,15 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     rank, with one summary per rank (``fit3d merge`` combines them).
     ``on_trained(history)`` is called after training with the per-epoch log,
     ``on_run(summary, out)`` after each set. Returns the training seconds.
+
+    Raises:
+        ValueError: ``out_dir`` cannot be created (before training), and as :func:`run`.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the output folder {out_dir}: {e}") from e
     t0 = time.perf_counter()
     history = annotator.fit_dataset(target, progress=progress)
     train_s = time.perf_counter() - t0

@@ -187,8 +187,8 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
 
 
 def _record(path: Path, data: dict) -> None:
-    """Write a per-image note (``.failed.json``, ``.incomplete.json``); one that cannot be
-    written is not a reason to stop (the summary lists the failures too)."""
+    """Write a ``.failed.json`` note; one that cannot be written is not a reason to stop (the
+    summary lists the failures too, and a failed image has no ``.npz``, so it is refitted)."""
     try:
         write_json(path, data)
     except OSError:
@@ -246,6 +246,9 @@ class _Job:
                 continue
             path = output_path(self.out_dir, img.image_key)
             try:
+                if img.dropped:  # marked before the .npz exists: an interruption between the two refits it
+                    write_json(incomplete_path(self.out_dir, img.image_key),
+                               dict(image=img.image_key, unreadable_annotations=img.dropped))
                 write_npz(path, image_record(img, records[ii], self.body_model, config.fitter_name,
                                              f"{config.shard[0] + 1}/{config.shard[1]}"))
             except OSError as e:  # this image's output cannot be written: the others carry on
@@ -257,8 +260,6 @@ class _Job:
                 continue
             failure_path(self.out_dir, img.image_key).unlink(missing_ok=True)
             if img.dropped:  # written without the people whose annotations could not be read
-                _record(incomplete_path(self.out_dir, img.image_key),
-                        dict(image=img.image_key, unreadable_annotations=img.dropped))
                 c.images_incomplete += 1
             else:
                 incomplete_path(self.out_dir, img.image_key).unlink(missing_ok=True)

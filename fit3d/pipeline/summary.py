@@ -59,7 +59,7 @@ class RunCounts:
         """See the module docstring."""
         if self.interrupted:
             return 128 + self.interrupted
-        if self.people_fitted == 0 and self.images_already_done == 0:
+        if self.people_fitted == 0 and self.images_already_done == 0 and not self.images_failed:
             return NOTHING_FITTED  # no people, all unusable, or all unreadable
         if self.input_errors:
             return INPUT_PROBLEMS

@@ -108,6 +108,33 @@ def test_an_image_with_unreadable_annotations_is_fitted_again_once_they_are_fixe
     assert done["this_run"]["images_already_done"] == 4 and done["this_run"]["images_written"] == 0
 
 
+def test_the_incomplete_mark_is_written_before_the_output(tmp_path, sample_copy, anny_model, fast_fitter,
+                                                          monkeypatch):
+    """An interruption between the two writes must not leave an unmarked incomplete .npz; an
+    annotation without keypoints counts as unreadable too."""
+    import importlib
+
+    run_module = importlib.import_module("fit3d.pipeline.run")  # the module, not the function it exports
+
+    data = json.loads((sample_copy / "test_coco.json").read_text())
+    shared = [a for a in data["annotations"] if sum(b["image_id"] == a["image_id"] for b in data["annotations"]) > 1]
+    del shared[0]["keypoints"]
+    (sample_copy / "test_coco.json").write_text(json.dumps(data))
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    assert [r.image_key for r in images if r.dropped] and any("without keypoints" in p.reason for p in problems)
+    out, seen = tmp_path / "fits", {}
+    real = run_module.write_npz
+
+    def spy(path, arrays):
+        key = path.name[: -len(".npz")]
+        seen[key] = incomplete_path(out, key).is_file()
+        real(path, arrays)
+
+    monkeypatch.setattr(run_module, "write_npz", spy)
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert all(seen[r.image_key] == bool(r.dropped) for r in images if r.people)
+
+
 def test_an_output_that_cannot_be_written_fails_that_image_only(tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     out = tmp_path / "fits"
@@ -121,6 +148,14 @@ def test_an_output_that_cannot_be_written_fails_that_image_only(tmp_path, sample
     assert s["exit_code"] == 0 and s["images_written"] == 1 and s["images_already_done"] == 3
     with pytest.raises(ValueError, match="cannot create the output folder"):
         run(images, fast_fitter, anny_model, RunConfig(sample_copy / "test_coco.json" / "sub", progress=False))
+    with pytest.raises(ValueError, match="cannot create the output folder"):  # before NeuralAnnot trains
+        from fit3d.pipeline.neuralannot import run_neuralannot
+
+        run_neuralannot([], None, None, anny_model, sample_copy / "test_coco.json" / "sub")
+    only = [r for r in images if r.image_key == blocked]  # nothing written at all: still a failure, not "nothing"
+    output_path(tmp_path / "alone", blocked).mkdir(parents=True)
+    s = run(only, fast_fitter, anny_model, RunConfig(tmp_path / "alone", progress=False))["this_run"]
+    assert s["exit_code"] == 5 and s["images_failed"] == 1 and s["people_fitted"] == 0
 
 
 class _Dying:
