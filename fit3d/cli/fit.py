@@ -44,12 +44,14 @@ def report_run(s: dict, out_dir: Path) -> int:
     r = s["this_run"]
     med = r["reproj_error_px"]["median"]
     skipped = ", ".join(f"{n} {why}" for why, n in r["skipped_by_reason"].items())
+    incomplete = (f", {r['images_incomplete']} written without their unreadable annotations (fitted again next run)"
+                  if r["images_incomplete"] else "")
     click.echo(
         f"fit3d: {r['people_fitted']} people fitted ({r['people_valid']} valid, median reprojection error "
         f"{'n/a' if med is None else f'{med:.2f} px'}), {r['people_skipped']} skipped"
         f"{f' ({skipped})' if skipped else ''}, {r['people_failed']} failed; images: {r['images']} given, "
         f"{r['images_written']} written, {r['images_already_done']} already done, {r['images_without_people']} "
-        f"without people, {r['images_failed']} to retry; input problems: {r['input_errors']} "
+        f"without people, {r['images_failed']} to retry{incomplete}; input problems: {r['input_errors']} "
         f"(+{r['input_warnings']} warnings); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s -> {out_dir}",
         err=True,
     )

@@ -41,6 +41,19 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     assert r.exit_code != 0 and "smpl.is.tue.mpg.de" in r.output
 
 
+def test_cli_says_which_images_are_written_incomplete(tmp_path, sample_dir, anny_model):
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    ann = [a for a in data["annotations"] if sum(b["image_id"] == a["image_id"] for b in data["annotations"]) > 1][0]
+    ann["keypoints"] = ann["keypoints"][:-3]  # unreadable, beside readable people of its image
+    ann = tmp_path / "broken.json"
+    ann.write_text(json.dumps(data))
+    args = ["eft", "--images", str(sample_dir), "--annotations", str(ann), "--out", str(tmp_path / "o"),
+            "--no-progress", "--steps", "2"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 3 and "unreadable keypoints" in r.output, r.output
+    assert "1 written without their unreadable annotations (fitted again next run)" in r.output
+
+
 def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     out = tmp_path / "fits"
     args = ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--out", str(out),
