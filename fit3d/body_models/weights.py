@@ -64,7 +64,36 @@ def weights_path(body, kind: str) -> Path:
 
         return {"regressor": bundled_regressor("anny"), "pose_set": bundled_pose_set()}.get(
             kind, shipped_weights(kind, "anny"))
+    _warn_if_reduced(setup_dir(body))
     return setup_dir(body) / (f"{kind}.npz" if kind == "pose_set" else f"{kind}.pt")
+
+
+class ReducedSetupWarning(UserWarning):
+    """The weights in use were made by ``fit3d setup-model --quick`` (or other reduced
+    settings): fine to check an installation, not to fit with."""
+
+
+_WARNED: set[Path] = set()
+
+
+def _warn_if_reduced(folder: Path) -> None:
+    """Warn once per process and folder when its ``setup.json`` says the set-up was reduced
+    (``"full": false``; files written before that flag: ``config.max_poses`` set)."""
+    import json
+    import warnings
+
+    if folder in _WARNED:
+        return
+    try:
+        stats = json.loads((folder / "setup.json").read_text())
+    except (OSError, ValueError):
+        return
+    full = stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
+    if not full:
+        _WARNED.add(folder)
+        warnings.warn(f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
+                      f"{stats.get('config')}): fits will be poor; run 'fit3d setup-model' without --quick "
+                      "to replace them", ReducedSetupWarning, stacklevel=3)
 
 
 def setup_hint(body) -> str:

@@ -58,7 +58,8 @@ def benchmark():
 
 @benchmark.command("make")
 @click.option("--mocap", "poses", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set).")
+              help="Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; for a SMPL-family "
+                   "model the set 'fit3d setup-model' retargeted to it).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .npz.")
 @click.option("--count", type=click.IntRange(min=1), default=500, show_default=True, help="People.")
 @click.option("--protocol", type=click.Choice(["subjects", "trials-v1"]), default="subjects", show_default=True,

@@ -176,7 +176,8 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
                    "0: train --epochs on everyone.")
 @click.option("--recipes", default="depth,pretrain,prior", show_default=True,
               help="Comma-separated subset of depth, pretrain, prior (or none).")
-@click.option("--refine", is_flag=True, help="A few EFT steps per person after the annotator's prediction.")
+@click.option("--refine", is_flag=True,
+              help="30 EFT steps per person from the annotator's prediction, kept where they pay (as 'fit3d eft').")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="People per annotation batch.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,

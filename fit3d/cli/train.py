@@ -10,7 +10,8 @@ import click
 
 from fit3d.cli.options import errors_as, model_options
 
-POSES_HELP = "Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set)."
+POSES_HELP = ("Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; for a SMPL-family model "
+              "the set 'fit3d setup-model' retargeted to it).")
 
 
 def torch_seed(seed: int = 0) -> None:
@@ -51,7 +52,8 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def train_prior_cmd(kind, poses, out, seed):
-    """Train a learned pose prior on the training subjects (seeded; the bundled weights come from this command)."""
+    """Train a learned pose prior on the training and validation subjects, never the test ones (seeded; the
+    bundled weights come from this command)."""
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import train_prior
 
@@ -73,7 +75,8 @@ def train_prior_cmd(kind, poses, out, seed):
                    "poses and regresses the residual from it (PM-Net). Default: start from the mean pose.")
 @model_options
 def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
-    """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training subjects (seeded)."""
+    """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
+    subjects, never the test ones (seeded)."""
     from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
     from fit3d.training.regressor import save_regressor, train_regressor

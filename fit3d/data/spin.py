@@ -44,6 +44,16 @@ def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
     return d
 
 
+def spin_annot_ids(d: dict[str, np.ndarray]) -> np.ndarray:
+    """``(N,)`` int64 person ids of a SPIN file: its ``annot_id`` column when it has one
+    (``fit3d export --format spin`` writes the input's annotation ids), else the row index."""
+    n = len(d["imgname"])
+    ids = d.get("annot_id")
+    if ids is not None and np.shape(ids) == (n,) and np.issubdtype(np.asarray(ids).dtype, np.integer):
+        return np.asarray(ids, dtype=np.int64)
+    return np.arange(n, dtype=np.int64)
+
+
 def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """``(N, 4)`` ``x, y, w, h`` boxes from SPIN's ``center`` and ``scale`` (side = 200 * scale)."""
     side = 200.0 * np.asarray(scale, dtype=np.float32)
@@ -51,7 +61,8 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 
 def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
-    """People of a SPIN ``.npz`` grouped by image, ``annot_id`` = row index in the file.
+    """People of a SPIN ``.npz`` grouped by image, ``annot_id`` from :func:`spin_annot_ids`
+    (the file's ``annot_id`` column, else the row index).
 
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
     are read from the image files (missing or unreadable images are problems).
@@ -61,6 +72,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
     boxes = spin_bbox(d["center"], d["scale"])
+    ids = spin_annot_ids(d)
     records: dict[str, ImageRecord | None] = {}
     problems: list[InputProblem] = []
     for i, name in enumerate(d["imgname"]):
@@ -74,6 +86,6 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
         kp = d["part"][i].astype(np.float32).copy()
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
-        rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, i, bbox, kp, SPIN24, len(rec.people),
-                                 bbox_note=note))
+        rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
+                                 len(rec.people), bbox_note=note))
     return [r for r in records.values() if r is not None], problems

@@ -1,14 +1,17 @@
 """Score a folder of fits against ground truth: COCO JSON (2D) or a SPIN npz (3D + 2D).
 
 Fits are matched to ground truth by the image's path relative to the image folder
-(COCO ``file_name``, SPIN ``imgname``) and the annotation id (COCO ``id``; SPIN row
-index, as :func:`fit3d.data.spin.read_spin` assigns). COCO annotation ids are unique
+(COCO ``file_name``, SPIN ``imgname``) and the annotation id (COCO ``id``; SPIN: the
+file's ``annot_id`` column, which ``fit3d export --format spin`` writes, else the row index,
+as :func:`fit3d.data.spin.read_spin` assigns). COCO annotation ids are unique
 within a file; ids used more than once are flagged by the reader (as when fitting) and
 those people are left out on both sides and counted as ``duplicate_ids``. Metrics are computed on the fitted people;
 ``share_fitted`` and ``share_valid`` say how many ground-truth people that is.
 """
 
 from __future__ import annotations
+
+from collections import Counter
 
 import csv
 from pathlib import Path
@@ -66,16 +69,18 @@ def _gt_coco(path: Path) -> list[dict]:
 
 def _gt_spin(path: Path) -> list[dict]:
     from fit3d.data.conventions import SPIN24
-    from fit3d.data.spin import load_spin_npz, spin_bbox
+    from fit3d.data.spin import load_spin_npz, spin_annot_ids, spin_bbox
 
     d = load_spin_npz(path)
     boxes = spin_bbox(d["center"], d["scale"])
+    ids = spin_annot_ids(d)
+    count = Counter(ids.tolist())
     rows = []
     for i, name in enumerate(d["imgname"]):
         kp = d["part"][i].astype(np.float32).copy()
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
-        rows.append(dict(image=str(name), annot_id=i, names=list(SPIN24.names), keypoints_2d=kp,
-                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None, duplicate=False))
+        rows.append(dict(image=str(name), annot_id=int(ids[i]), names=list(SPIN24.names), keypoints_2d=kp,
+                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None, duplicate=count[int(ids[i])] > 1))
     return rows
 
 

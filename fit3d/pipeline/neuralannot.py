@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 from fit3d.data.batching import make_batch
 from fit3d.data.readers import ImageRecord, InputProblem
+from fit3d.data.writers import write_json
 from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS, RunConfig, run, usable_keypoints
 
 
@@ -41,6 +43,11 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     ``on_trained(history)`` is called after training with the per-epoch log,
     ``on_run(summary, out)`` after each set. Returns the training seconds.
 
+    Outputs are resumed only when they come from the same annotator: each output folder
+    records the annotator's state (epoch, phase, ``refine_steps``) in
+    ``annotator_state.json`` (one per shard); when it differs (trained further, ``--refine``
+    added) or is missing, every image is annotated again.
+
     Raises:
         ValueError: ``out_dir`` cannot be created (before training), and as :func:`run`.
     """
@@ -54,10 +61,20 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     train_s = time.perf_counter() - t0
     if on_trained is not None:
         on_trained(history)
+    state = dict(epoch=int(annotator.epoch), phase=annotator.phase, refine_steps=int(annotator.refine_steps))
     for d, records, problems in sets:
         sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
+        sub.mkdir(parents=True, exist_ok=True)
+        mark = sub / ("annotator_state.json" if shard[1] == 1
+                      else f"annotator_state.shard-{shard[0] + 1}-of-{shard[1]}.json")
+        try:
+            stale = json.loads(mark.read_text()) != state
+        except (OSError, ValueError):
+            stale = True  # no record of which annotator wrote what is there: annotate everything again
+        write_json(mark, state)  # before annotating: an interrupted annotation resumes with the same annotator
         s = run(records, annotator, body_model, RunConfig(sub, batch_size=batch_size, progress=progress,
-                                                          fitter_name="neuralannot", shard=shard), problems)
+                                                          fitter_name="neuralannot", shard=shard, overwrite=stale),
+                problems)
         if on_run is not None:
             on_run(s, sub)
     return train_s

@@ -115,6 +115,7 @@ def setup_model(body, config: SetupConfig | None = None, out_dir: str | Path | N
     path = (lambda kind: out_dir / Path(weights.weights_path(body, kind)).name)  # noqa: E731
     stats: dict = dict(model=body.name, model_file=str(body.model_file), config=asdict(config), seconds={})
     full = config == SetupConfig(seed=config.seed)
+    stats["full"] = full  # False: fitting with these weights warns (fit3d.body_models.weights)
     log(f"fit3d: setting up {body.name} in {out_dir}; "
         + (f"expected ~{sum(STEPS.values()):.0f} min on a 2-core CPU (less with --device cuda)" if full
            else "reduced settings: expect less time and less accurate priors"))

@@ -90,6 +90,9 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     assert r.exit_code == 0, r.output
     ck = torch.load(out / "annotator.pt", weights_only=False)
     assert ck["epoch"] == 2 and len(ck["log"]) == 2
+    assert "4 written, 0 already done" in r.output  # a further-trained annotator annotates every image again
+    r = CliRunner().invoke(cli, args[:5] + ["--epochs", "2"] + args[7:])  # finished, same annotator: nothing to do
+    assert r.exit_code == 0 and "0 written, 4 already done" in r.output, r.output
 
 
 def test_neuralannot_cli_chooses_its_training_length_on_held_out_people(tmp_path, sample_dir):

@@ -78,6 +78,10 @@ def test_evaluate_reads_the_spin_export(tmp_path, smpl_fits, sample_dir, anny_mo
     assert r.exit_code == 0, r.output
     summary, _ = evaluate(refit, spin)
     assert summary["count"] == 12 and summary["fitted"] == 12 and summary["error_2d_px"] < 40
+    fits, _ = merge_fits(smpl_fits)
+    assert sorted(p.annot_id for r in images for p in r.people) == sorted(fits["annot_id"][fits["status"] == "fitted"])
+    same, _ = evaluate(smpl_fits, spin)  # the export scores the fits it came from: the ids match (they were rows)
+    assert same["count"] == 12 and same["fitted"] == 12  # matched by annotation id (by row: none)
 
 
 def test_neuralannot_json_round_trips(tmp_path, smpl_fits, smpl_like_dir):

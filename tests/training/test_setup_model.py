@@ -24,7 +24,11 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     r = CliRunner().invoke(cli, ["setup-model", "--model", "smpl", "--model-path", str(smpl_like_dir), "--quick",
                                  "--no-progress"])
     assert r.exit_code == 0, r.output
-    d = weights_path(smpl, "gmm").parent  # (tests/conftest.py keeps it in the test's folder)
+    from fit3d.body_models import weights
+    from fit3d.body_models.weights import ReducedSetupWarning
+
+    with pytest.warns(ReducedSetupWarning, match="without --quick"):  # --quick's weights: using them warns
+        d = weights_path(smpl, "gmm").parent  # (tests/conftest.py keeps it in the test's folder)
     assert d.is_relative_to(tmp_path) and d.name.startswith("smpl-neutral-")
     for kind in ("gmm", "vae", "articulation", "prototypes", "regressor", "pose_set"):
         assert weights_path(smpl, kind).is_file(), kind
@@ -35,8 +39,11 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
 
     ps = np.load(weights_path(smpl, "pose_set"))
     assert ps["body_pose"].shape[1:] == (23, 3) and "test" in set(ps["split"])  # splits kept
-    # afterwards the fitters find them with no further options
-    f = build_smplify(smpl)
+    assert stats["full"] is False  # --quick: using them warns
+    # afterwards the fitters find them with no further options, with a warning that they are --quick's
+    weights._WARNED.clear()  # the weights_path calls above warned already (once per process)
+    with pytest.warns(ReducedSetupWarning, match="without --quick"):
+        f = build_smplify(smpl)
     assert f.prior.name == "gmm" and f.prototypes is not None
     assert build_eft(smpl).regressor.num_joints == 23
     # another model file does not pick them up
