@@ -340,9 +340,21 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     schedule = getattr(fitter, "schedule", None)
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]
-    name = "summary.json" if n == 1 else f"summary.shard-{i + 1}-of-{n}.json"
-    try:
-        write_json(out_dir / name, summary)
-    except OSError as e:
-        raise ValueError(f"cannot write the run's summary {out_dir / name}: {e}") from e
+    write_summary(out_dir, config.shard, summary)
     return summary
+
+
+def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) -> Path:
+    """Write a run's summary: ``summary.json``, or ``summary.shard-i-of-n.json`` for shard
+    ``(i - 1, n)``; returns its path.
+
+    Raises:
+        ValueError: it cannot be written.
+    """
+    i, n = shard
+    path = Path(out_dir) / ("summary.json" if n == 1 else f"summary.shard-{i + 1}-of-{n}.json")
+    try:
+        write_json(path, summary)
+    except OSError as e:
+        raise ValueError(f"cannot write the run's summary {path}: {e}") from e
+    return path
