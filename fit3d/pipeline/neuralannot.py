@@ -9,8 +9,9 @@ from pathlib import Path
 
 from fit3d.data.batching import make_batch
 from fit3d.data.readers import ImageRecord, InputProblem
-from fit3d.data.writers import write_json
-from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS, RunConfig, run, usable_keypoints, write_summary
+from fit3d.data.writers import output_path, write_json
+from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, run, select_images, usable_keypoints,
+                              write_summary)
 
 
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
@@ -30,6 +31,31 @@ def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int =
                           for s in range(0, len(people), 256)])
 
 
+def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tuple[int, int], state: dict) -> int:
+    """Make ``out_dir`` resumable by this annotator only: unless its ``annotator_state.json``
+    (``annotator_state.shard-i-of-n.json`` under a shard) records ``state``, delete this
+    shard's per-image outputs (written by another annotator, or by an unknown one), then
+    record ``state`` (before annotating, so an interrupted annotation resumes). Returns the
+    number of outputs deleted.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mark = out_dir / ("annotator_state.json" if shard[1] == 1
+                      else f"annotator_state.shard-{shard[0] + 1}-of-{shard[1]}.json")
+    try:
+        same = json.loads(mark.read_text()) == state
+    except (OSError, ValueError):
+        same = False
+    deleted = 0
+    if not same:
+        mine, _, _ = select_images(records, RunConfig(out_dir, shard=shard, overwrite=True))
+        for r in mine:
+            path = output_path(out_dir, r.image_key)
+            deleted += path.is_file()
+            path.unlink(missing_ok=True)
+    write_json(mark, state)
+    return deleted
+
+
 def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]]], annotator, target, body_model,
                     out_dir: str | Path, batch_size: int = 64, progress: bool = True, on_trained=None,
                     on_run=None, shard: tuple[int, int] = (0, 1)) -> float:
@@ -46,7 +72,7 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     Outputs are resumed only when they come from the same annotator: each output folder
     records the annotator's state (epoch, phase, ``refine_steps``) in
     ``annotator_state.json`` (one per shard); when it differs (trained further, ``--refine``
-    added) or is missing, every image is annotated again.
+    added) or is missing, every image is annotated again (:func:`forget_other_annotators`).
 
     Raises:
         ValueError: ``out_dir`` cannot be created (before training), and as :func:`run`.
@@ -64,17 +90,9 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     state = dict(epoch=int(annotator.epoch), phase=annotator.phase, refine_steps=int(annotator.refine_steps))
     for d, records, problems in sets:
         sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
-        sub.mkdir(parents=True, exist_ok=True)
-        mark = sub / ("annotator_state.json" if shard[1] == 1
-                      else f"annotator_state.shard-{shard[0] + 1}-of-{shard[1]}.json")
-        try:
-            stale = json.loads(mark.read_text()) != state
-        except (OSError, ValueError):
-            stale = True  # no record of which annotator wrote what is there: annotate everything again
-        write_json(mark, state)  # before annotating: an interrupted annotation resumes with the same annotator
+        forget_other_annotators(sub, records, shard, state)
         s = run(records, annotator, body_model, RunConfig(sub, batch_size=batch_size, progress=progress,
-                                                          fitter_name="neuralannot", shard=shard, overwrite=stale),
-                problems)
+                                                          fitter_name="neuralannot", shard=shard), problems)
         r = s["this_run"]  # annotating alone is fast; what a user waits for includes the training
         r["annotator_training_seconds"] = round(train_s, 3)
         total = train_s + r["seconds"]

@@ -286,3 +286,26 @@ def test_neuralannot_target_keeps_people_with_enough_keypoints(sample_dir, anny_
     assert len(target) == 12 and target.convention == anny_model.keypoint_convention
     with pytest.raises(ValueError, match="enough keypoints"):
         neuralannot_target(images, anny_model, min_visible=100)
+
+
+def test_neuralannot_outputs_resume_only_from_the_same_annotator(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Another annotator's outputs are deleted before annotating, and the new state recorded
+    first: an interrupted re-annotation resumes without keeping the old annotator's images."""
+    from fit3d.pipeline.neuralannot import forget_other_annotators
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "na"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    old, new = dict(epoch=1, phase="final", refine_steps=0), dict(epoch=2, phase="final", refine_steps=0)
+    assert forget_other_annotators(out, images, (0, 1), old) == 4  # no record: unknown annotator
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert forget_other_annotators(out, images, (0, 1), old) == 0  # the same one: resumes
+    assert forget_other_annotators(out, images, (0, 1), new) == 4  # trained further: annotated again
+    assert not fit_files(out)
+    # interrupted after one image: the rest are fitted by the rerun, none of the old ones is kept
+    run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert forget_other_annotators(out, images, (0, 1), new) == 0
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)["this_run"]
+    assert s["images_already_done"] == 1 and s["images_written"] == 3
+    # under shards, each rank forgets only its own images
+    assert forget_other_annotators(out, images, (0, 2), old) == 2 and len(fit_files(out)) == 2
