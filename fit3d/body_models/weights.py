@@ -73,24 +73,26 @@ class ReducedSetupWarning(UserWarning):
     settings): fine to check an installation, not to fit with."""
 
 
-_WARNED: set[Path] = set()
+#: Set-up folders whose ``setup.json`` was read by :func:`_warn_if_reduced` in this process.
+_CHECKED: set[Path] = set()
 
 
 def _warn_if_reduced(folder: Path) -> None:
     """Warn once per process and folder when its ``setup.json`` says the set-up was reduced
-    (``"full": false``; files written before that flag: ``config.max_poses`` set)."""
+    (``"full": false``; files written before that flag: ``config.max_poses`` set). The file
+    is read once per process (not at all while it does not exist)."""
     import json
     import warnings
 
-    if folder in _WARNED:
+    if folder in _CHECKED:
         return
     try:
         stats = json.loads((folder / "setup.json").read_text())
     except (OSError, ValueError):
         return
+    _CHECKED.add(folder)
     full = stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
     if not full:
-        _WARNED.add(folder)
         warnings.warn(f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
                       f"{stats.get('config')}): fits will be poor; run 'fit3d setup-model' without --quick "
                       "to replace them", ReducedSetupWarning, stacklevel=3)

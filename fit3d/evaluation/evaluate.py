@@ -11,9 +11,8 @@ those people are left out on both sides and counted as ``duplicate_ids``. Metric
 
 from __future__ import annotations
 
-from collections import Counter
-
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np

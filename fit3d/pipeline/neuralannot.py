@@ -10,8 +10,8 @@ from pathlib import Path
 from fit3d.data.batching import make_batch
 from fit3d.data.readers import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
-from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, run, select_images, usable_keypoints,
-                              write_summary)
+from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, make_output_dir, run, select_images,
+                              shard_file, usable_keypoints, write_summary)
 
 
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
@@ -38,9 +38,7 @@ def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tu
     record ``state`` (before annotating, so an interrupted annotation resumes). Returns the
     number of outputs deleted.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mark = out_dir / ("annotator_state.json" if shard[1] == 1
-                      else f"annotator_state.shard-{shard[0] + 1}-of-{shard[1]}.json")
+    mark = shard_file(make_output_dir(out_dir), "annotator_state", shard)
     try:
         same = json.loads(mark.read_text()) == state
     except (OSError, ValueError):
@@ -77,11 +75,7 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     Raises:
         ValueError: ``out_dir`` cannot be created (before training), and as :func:`run`.
     """
-    out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the output folder {out_dir}: {e}") from e
+    out_dir = make_output_dir(out_dir)
     t0 = time.perf_counter()
     history = annotator.fit_dataset(target, progress=progress)
     train_s = time.perf_counter() - t0

@@ -296,11 +296,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
             fitted again by the next run).
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
-    out_dir = Path(config.out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ValueError(f"cannot create the output folder {out_dir}: {e}") from e
+    out_dir = make_output_dir(config.out_dir)
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
@@ -344,15 +340,34 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     return summary
 
 
+def make_output_dir(out_dir: str | Path) -> Path:
+    """Create ``out_dir`` (and its parents) if needed; returns it.
+
+    Raises:
+        ValueError: it cannot be created (a one-line error for the command line).
+    """
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the output folder {out_dir}: {e}") from e
+    return out_dir
+
+
+def shard_file(out_dir: str | Path, stem: str, shard: tuple[int, int]) -> Path:
+    """A per-job file of ``out_dir``: ``<stem>.json``, or ``<stem>.shard-i-of-n.json`` for shard
+    ``(i - 1, n)`` (``summary``, NeuralAnnot's ``annotator_state``)."""
+    i, n = shard
+    return Path(out_dir) / (f"{stem}.json" if n == 1 else f"{stem}.shard-{i + 1}-of-{n}.json")
+
+
 def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) -> Path:
-    """Write a run's summary: ``summary.json``, or ``summary.shard-i-of-n.json`` for shard
-    ``(i - 1, n)``; returns its path.
+    """Write a run's summary (:func:`shard_file` ``summary``); returns its path.
 
     Raises:
         ValueError: it cannot be written.
     """
-    i, n = shard
-    path = Path(out_dir) / ("summary.json" if n == 1 else f"summary.shard-{i + 1}-of-{n}.json")
+    path = shard_file(out_dir, "summary", shard)
     try:
         write_json(path, summary)
     except OSError as e:

@@ -41,7 +41,7 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     assert ps["body_pose"].shape[1:] == (23, 3) and "test" in set(ps["split"])  # splits kept
     assert stats["full"] is False  # --quick: using them warns
     # afterwards the fitters find them with no further options, with a warning that they are --quick's
-    weights._WARNED.clear()  # the weights_path calls above warned already (once per process)
+    weights._CHECKED.clear()  # the weights_path calls above warned already (once per process)
     with pytest.warns(ReducedSetupWarning, match="without --quick"):
         f = build_smplify(smpl)
     assert f.prior.name == "gmm" and f.prototypes is not None
