@@ -67,7 +67,7 @@ def train_prior_cmd(kind, poses, out, seed):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt.")
 @click.option("--rounds", type=click.IntRange(min=1), default=None,
               help="Rounds of fresh synthetic people (default: the shipped setting, "
-                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 192: 13-14 min on 2 CPU cores).")
+                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: about 25 min on 2 CPU cores).")
 @click.option("--people", type=int, default=8192, show_default=True, help="People per round.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--prototypes", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,

@@ -26,8 +26,9 @@ from fit3d.training.regressor import REGRESSOR_ROUNDS
 
 #: Minutes per step measured for the SMPL-like models on a 2-core CPU (three set-ups at
 #: once, 2026-11-30): what the expected-time line says.
-#: The regressor's time scales with its rounds (1.2 min for 16, before REGRESSOR_ROUNDS became 192).
-STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3, "regressor": 14.4}
+#: The regressor's time scales with its rounds (1.2 min for 16, 14.4 for 192).
+STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3,
+         "regressor": 14.4 * REGRESSOR_ROUNDS / 192}
 
 
 @dataclass
