@@ -62,6 +62,22 @@ class FitResult:
         extras = {k: v.detach().cpu() for k, v in self.extras.items()}
         return FitResult(**kw, convention=self.convention, extras=extras)
 
+    def where(self, mask: torch.Tensor, other: "FitResult") -> "FitResult":
+        """Per person, this result where ``mask (B,)`` is true, else ``other``'s (same B,
+        same convention). Extras: this result's keys, each taken from ``other`` where
+        ``mask`` is false.
+
+        Raises:
+            KeyError: ``other`` lacks one of this result's extras.
+        """
+        def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b.to(a))
+
+        kw = {f.name: pick(getattr(self, f.name), getattr(other, f.name))
+              for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        extras = {k: pick(v, other.extras[k]) for k, v in self.extras.items()}
+        return FitResult(**kw, convention=self.convention, extras=extras)
+
     def numpy(self, i: int) -> dict[str, np.ndarray]:
         """Person ``i`` as a dict of numpy arrays (tensor fields and extras)."""
         out = {

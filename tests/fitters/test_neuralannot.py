@@ -201,3 +201,55 @@ def test_neuralannot_command_under_torchrun(tmp_path, sample_dir):
     ck = torch.load(out / "annotator.pt", weights_only=False)
     assert ck["phase"] == "final" and ck["epoch"] == ck["selected_epochs"] and len(ck["held_out"]) >= 2
     assert len(list(out.glob("*.npz"))) == 4 and len(list(out.glob("summary.shard-*-of-2.json"))) == 2
+
+
+def test_annotation_kept_only_where_it_reprojects_much_better_than_the_pretrained_prediction(anny_model,
+                                                                                               make_synthetic):
+    from fit3d.fitters.neuralannot import ACCEPT_RATIO, predict
+    from fit3d.regressors import bundled_regressor
+    from fit3d.training.regressor import load_regressor
+
+    batch, _, _ = make_synthetic(anny_model, 8, seed=5, noise_px=2.0)
+    a = NeuralAnnot(anny_model, load_regressor(bundled_regressor()), {"pretrain"}, config=TrainConfig(epochs=0))
+    assert a.accept_ratio == ACCEPT_RATIO and a.extra_defaults == {"annotator_kept": False}
+    torch.manual_seed(0)
+    with torch.no_grad():  # "training" moves the annotator away from the pretrained copy it keeps
+        for p in a.net.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    ann, pre = predict(anny_model, a.net, batch), predict(anny_model, a.pretrained, batch)
+    ratio = pre.reproj_error_px / ann.reproj_error_px
+    assert pre.valid.sum() >= 4 and not torch.allclose(ann.body_pose, pre.body_pose)
+    a.accept_ratio = float(ratio[pre.valid].sort().values[1:3].mean())  # a mixed batch among the valid ones
+    keep = (ratio > a.accept_ratio) | ~pre.valid
+    assert 0 < int(keep.sum()) < 8
+    res = a(batch)
+    assert torch.equal(res.extras["annotator_kept"], keep)
+    for name in ("global_orient", "body_pose", "betas", "transl", "joints_3d", "keypoints_3d", "keypoints_2d_fit",
+                 "reproj_error_px", "valid"):
+        want = torch.where(keep.view(-1, *[1] * (getattr(ann, name).dim() - 1)), getattr(ann, name),
+                           getattr(pre, name))
+        assert torch.equal(getattr(res, name), want), name
+    # the paper's NeuralAnnot (accept_ratio=None), and no pretrained network without the recipe: always the annotation
+    plain = NeuralAnnot(anny_model, a.net, {"pretrain"}, config=TrainConfig(epochs=0), accept_ratio=None)
+    assert plain.pretrained is None and plain.extra_defaults == {}
+    assert "annotator_kept" not in plain(batch).extras and torch.equal(plain(batch).body_pose, ann.body_pose)
+    assert NeuralAnnot(anny_model, _net(anny_model), set(), config=TrainConfig(epochs=0)).pretrained is None
+
+
+def test_refined_annotation_reports_eft_extras_and_the_choice(anny_model, make_synthetic):
+    from fit3d.regressors import bundled_regressor
+    from fit3d.training.regressor import load_regressor
+
+    batch, _, _ = make_synthetic(anny_model, 4, seed=6, noise_px=2.0)
+    a = NeuralAnnot(anny_model, load_regressor(bundled_regressor()), {"pretrain"}, config=TrainConfig(epochs=0),
+                    refine_steps=2, accept_ratio=float("inf"))
+    assert set(a.extra_defaults) == {"prototype", "finetuned", "annotator_kept"}
+    from fit3d.fitters.neuralannot import predict
+
+    res, pre = a(batch), predict(anny_model, a.pretrained, batch)
+    kept = res.extras["annotator_kept"]
+    # an infinite ratio keeps the annotation only where the prediction is not valid; elsewhere the
+    # prediction stands, reported as not fine-tuned, with no steps
+    assert torch.equal(kept, ~pre.valid) and pre.valid.any()
+    assert torch.equal(res.body_pose[~kept], pre.body_pose[~kept])
+    assert not res.extras["finetuned"][~kept].any() and (res.iterations[~kept] == 0).all()

@@ -14,3 +14,29 @@ def test_is_valid_threshold_nan_and_params():
     pose = torch.zeros(3, 4, 3)
     pose[0, 2, 1] = float("inf")
     assert is_valid(err, kp, bbox, fraction=1.0, params={"body_pose": pose}).tolist() == [False, True, False]
+
+
+def _result(B: int, value: float, extras: dict) -> "FitResult":
+    from fit3d.data.conventions import get_convention
+    from fit3d.fitters.result import FitResult
+
+    f = lambda *s: torch.full((B, *s), value)  # noqa: E731
+    return FitResult(global_orient=f(3), body_pose=f(2, 3), betas=f(4), transl=f(3), joints_3d=f(3, 3),
+                     keypoints_3d=f(5, 3), keypoints_2d_fit=f(5, 2), reproj_error_px=f(), valid=f() > 0,
+                     loss=f(), iterations=torch.full((B,), int(value)), convention=get_convention("coco17"),
+                     extras=extras)
+
+
+def test_where_takes_each_person_from_one_result_extras_included():
+    import pytest
+
+    a = _result(3, 1.0, {"flag": torch.ones(3, dtype=torch.bool), "k": torch.full((3,), 7)})
+    b = _result(3, 0.0, {"flag": torch.zeros(3, dtype=torch.bool), "k": torch.full((3,), -1), "extra": torch.ones(3)})
+    mask = torch.tensor([True, False, True])
+    r = a.where(mask, b)
+    assert r.body_pose[:, 0, 0].tolist() == [1.0, 0.0, 1.0] and r.valid.tolist() == [True, False, True]
+    assert r.iterations.tolist() == [1, 0, 1] and r.keypoints_2d_fit.shape == (3, 5, 2)
+    assert r.extras["flag"].tolist() == [True, False, True] and r.extras["k"].tolist() == [7, -1, 7]
+    assert set(r.extras) == {"flag", "k"} and r.convention is a.convention
+    with pytest.raises(KeyError):
+        b.where(mask, a)  # a lacks b's "extra"
