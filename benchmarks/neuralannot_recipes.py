@@ -39,8 +39,11 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for cfg in a.configs.split(","):
         rec = set(cfg.split("+")) - {""}
+        # accept_ratio=None: the annotations themselves (without the pretrain recipe there is no
+        # prediction to fall back to, so the per-person choice would confound the comparison)
         annot = NeuralAnnot(body, load_regressor(bundled_regressor()), rec, ps,
-                            build_prior("vae", body) if "prior" in rec else None, TrainConfig(epochs=epochs))
+                            build_prior("vae", body) if "prior" in rec else None, TrainConfig(epochs=epochs),
+                            accept_ratio=None)
         t = time.perf_counter()
         annot.fit_dataset(target, progress=False)
         train_s = time.perf_counter() - t

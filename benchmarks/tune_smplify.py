@@ -37,7 +37,7 @@ def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     from dataclasses import fields
 
     from fit3d.evaluation.benchmark import benchmark_batch
-    from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig, parse_recipes
+    from fit3d.fitters.neuralannot import ACCEPT_RATIO, RECIPES, NeuralAnnot, TrainConfig, parse_recipes
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import load_pose_set, load_prior
     from fit3d.training.regressor import load_regressor
@@ -49,7 +49,8 @@ def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     config = TrainConfig(**{f.name: cfg[f.name] for f in fields(TrainConfig) if f.name in cfg})
     regressor = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
     annot = NeuralAnnot(body, regressor, recipes, pose_set=pose_set,
-                        prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config)
+                        prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config,
+                        accept_ratio=cfg.get("accept_ratio", ACCEPT_RATIO))
     annot.fit_dataset(benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention),
                       progress=False)
     return annot

@@ -67,7 +67,7 @@ def train_prior_cmd(kind, poses, out, seed):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt.")
 @click.option("--rounds", type=click.IntRange(min=1), default=None,
               help="Rounds of fresh synthetic people (default: the shipped setting, "
-                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: about 25 min on 2 CPU cores).")
+                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: 25-30 min on 2 CPU cores).")
 @click.option("--people", type=int, default=8192, show_default=True, help="People per round.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--prototypes", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
@@ -99,7 +99,8 @@ def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
 @click.option("--max-poses", type=click.IntRange(min=16), default=None,
               help="Retarget and train on at most N poses (a quick, less accurate set-up; default: all).")
 @click.option("--regressor-rounds", type=click.IntRange(min=1), default=None,
-              help="Rounds of synthetic people for the EFT regressor (default: as the bundled anny regressor, 192).")
+              help="Rounds of synthetic people for the EFT regressor (default: as the bundled anny regressor, "
+                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 384).")
 @click.option("--retarget-iterations", type=click.IntRange(min=1), default=300, show_default=True,
               help="Inverse-kinematics steps when retargeting the bundled mocap.")
 @click.option("--quick", is_flag=True,

@@ -3,7 +3,9 @@
 One annotator network is trained over a whole target set of 2D keypoints:
 GMoF reprojection on the target set's 2D ground truth, in parallel with 3D
 supervision; its predictions on the target set are the pseudo-GT, optionally
-refined per person with a few EFT steps. The recipes are switches:
+refined per person with a few EFT steps, and kept per person only where they
+reproject much closer to the keypoints than the pretrained regressor's own
+prediction (:data:`ACCEPT_RATIO`). The recipes are switches:
 
 * ``depth``: against depth ambiguity, 3D losses (keypoints, rotations, shape) on
   synthetic people made on the fly from the retargeted CMU *training* subjects,
@@ -421,6 +423,21 @@ class NeuralAnnot:
         log.info("neuralannot: resumed from %s at epoch %d (%s phase)", self.checkpoint, self.epoch, self.phase)
         return True
 
+    def annotation_state(self) -> dict:
+        """What decides this annotator's outputs, as JSON-able values: the epoch and phase
+        of its training, ``refine_steps``, ``accept_ratio`` and a SHA-256 (16 hex digits) of
+        the annotator's and the pretrained network's weights. Two annotators with the same
+        state write the same annotations (a resumed pipeline compares them)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for net in (self._module(), self.pretrained):
+            for k, v in sorted((net.state_dict() if net is not None else {}).items()):
+                h.update(k.encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        return dict(epoch=int(self.epoch), phase=self.phase, refine_steps=int(self.refine_steps),
+                    accept_ratio=self.accept_ratio, weights=h.hexdigest()[:16])
+
     # ------------------------------------------------------------------ annotating
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Annotate ``batch`` with the trained network (then ``refine_steps`` EFT steps),
@@ -433,11 +450,11 @@ class NeuralAnnot:
             res.iterations = torch.full_like(res.iterations, self.refine_steps)
         else:
             res = predict(model, net, batch)
-        if self.pretrained is None:
+        if self.pretrained is None or self.accept_ratio is None:
             return res
         pred = predict(model, self.pretrained, batch)
-        keep = pred.reproj_error_px > self.accept_ratio * res.reproj_error_px
-        keep |= ~is_valid(pred.reproj_error_px, batch.keypoints_2d, batch.bbox)
+        keep = (pred.reproj_error_px > self.accept_ratio * res.reproj_error_px) | ~pred.valid
+        keep &= res.valid | ~pred.valid  # a valid prediction beats an invalid (e.g. non-finite) annotation
         pred.extras = {k: torch.full_like(v, self.extra_defaults[k].item()) for k, v in res.extras.items()}
         res = res.where(keep, pred)
         res.extras["annotator_kept"] = keep

@@ -69,9 +69,15 @@ class FitResult:
 
         Raises:
             KeyError: ``other`` lacks one of this result's extras.
+            ValueError: the results differ in length or convention, or ``mask`` is not ``(B,)``.
         """
+        if len(other) != len(self) or other.convention != self.convention or mask.shape != (len(self),):
+            raise ValueError(f"where: {len(self)} people ({self.convention.name}) and {len(other)} "
+                             f"({other.convention.name}), mask {tuple(mask.shape)}")
+        m = mask.to(device=self.global_orient.device, dtype=torch.bool)
+
         def pick(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b.to(a))
+            return torch.where(m.view(-1, *([1] * (a.dim() - 1))), a, b.to(device=a.device))
 
         kw = {f.name: pick(getattr(self, f.name), getattr(other, f.name))
               for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}

@@ -68,9 +68,11 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     ``on_run(summary, out)`` after each set. Returns the training seconds.
 
     Outputs are resumed only when they come from the same annotator: each output folder
-    records the annotator's state (epoch, phase, ``refine_steps``) in
-    ``annotator_state.json`` (one per shard); when it differs (trained further, ``--refine``
-    added) or is missing, every image is annotated again (:func:`forget_other_annotators`).
+    records the annotator's state (:meth:`NeuralAnnot.annotation_state`: epoch, phase,
+    ``refine_steps``, ``accept_ratio``, a hash of the weights) in ``annotator_state.json``
+    (one per shard); when it differs (trained further or anew, ``--refine`` added, another
+    pretrained regressor) or is missing, every image is annotated again
+    (:func:`forget_other_annotators`).
 
     Raises:
         ValueError: ``out_dir`` cannot be created (before training), and as :func:`run`.
@@ -81,7 +83,7 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     train_s = time.perf_counter() - t0
     if on_trained is not None:
         on_trained(history)
-    state = dict(epoch=int(annotator.epoch), phase=annotator.phase, refine_steps=int(annotator.refine_steps))
+    state = annotator.annotation_state()
     for d, records, problems in sets:
         sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
         forget_other_annotators(sub, records, shard, state)

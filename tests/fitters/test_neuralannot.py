@@ -210,6 +210,7 @@ def test_annotation_kept_only_where_it_reprojects_much_better_than_the_pretraine
     from fit3d.training.regressor import load_regressor
 
     batch, _, _ = make_synthetic(anny_model, 8, seed=5, noise_px=2.0)
+    _scramble(batch, 0)  # nobody explains person 0: the prediction is not valid there
     a = NeuralAnnot(anny_model, load_regressor(bundled_regressor()), {"pretrain"}, config=TrainConfig(epochs=0))
     assert a.accept_ratio == ACCEPT_RATIO and a.extra_defaults == {"annotator_kept": False}
     torch.manual_seed(0)
@@ -218,10 +219,10 @@ def test_annotation_kept_only_where_it_reprojects_much_better_than_the_pretraine
             p.add_(torch.randn_like(p) * 0.01)
     ann, pre = predict(anny_model, a.net, batch), predict(anny_model, a.pretrained, batch)
     ratio = pre.reproj_error_px / ann.reproj_error_px
-    assert pre.valid.sum() >= 4 and not torch.allclose(ann.body_pose, pre.body_pose)
+    assert pre.valid.sum() >= 4 and not pre.valid[0] and not torch.allclose(ann.body_pose, pre.body_pose)
     a.accept_ratio = float(ratio[pre.valid].sort().values[1:3].mean())  # a mixed batch among the valid ones
-    keep = (ratio > a.accept_ratio) | ~pre.valid
-    assert 0 < int(keep.sum()) < 8
+    keep = ((ratio > a.accept_ratio) | ~pre.valid) & (ann.valid | ~pre.valid)
+    assert keep[0] and not keep[pre.valid].all() and keep[pre.valid].any()
     res = a(batch)
     assert torch.equal(res.extras["annotator_kept"], keep)
     for name in ("global_orient", "body_pose", "betas", "transl", "joints_3d", "keypoints_3d", "keypoints_2d_fit",
@@ -246,10 +247,39 @@ def test_refined_annotation_reports_eft_extras_and_the_choice(anny_model, make_s
     assert set(a.extra_defaults) == {"prototype", "finetuned", "annotator_kept"}
     from fit3d.fitters.neuralannot import predict
 
+    from fit3d.fitters.eft import EFT
+
+    _scramble(batch, 1)
     res, pre = a(batch), predict(anny_model, a.pretrained, batch)
+    refined = EFT(anny_model, a.net, steps=2)(batch)
     kept = res.extras["annotator_kept"]
-    # an infinite ratio keeps the annotation only where the prediction is not valid; elsewhere the
-    # prediction stands, reported as not fine-tuned, with no steps
-    assert torch.equal(kept, ~pre.valid) and pre.valid.any()
+    # an infinite ratio keeps the annotation only where the prediction is not valid: there the
+    # refined annotation with EFT's extras and steps, elsewhere the prediction, not fine-tuned, no steps
+    assert torch.equal(kept, ~pre.valid) and kept[1] and pre.valid.any()
     assert torch.equal(res.body_pose[~kept], pre.body_pose[~kept])
     assert not res.extras["finetuned"][~kept].any() and (res.iterations[~kept] == 0).all()
+    assert torch.allclose(res.body_pose[kept], refined.body_pose[kept], atol=1e-6)
+    assert torch.equal(res.extras["finetuned"][kept], refined.extras["finetuned"][kept])
+    assert (res.iterations[kept] == 2).all()
+
+
+def _scramble(batch, i: int) -> None:
+    """Person ``i``'s keypoint positions shuffled among its keypoints (in place): no body explains them."""
+    g = torch.Generator().manual_seed(i)
+    xy = batch.keypoints_2d[i, :, :2]
+    batch.keypoints_2d[i, :, :2] = xy[torch.randperm(len(xy), generator=g)]
+
+
+def test_annotation_state_names_what_decides_the_outputs(anny_model):
+    net = _net(anny_model)
+    a = NeuralAnnot(anny_model, net, {"pretrain"}, config=TrainConfig(epochs=0))
+    s = a.annotation_state()
+    assert s == NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=TrainConfig(epochs=0)).annotation_state()
+    assert set(s) == {"epoch", "phase", "refine_steps", "accept_ratio", "weights"}
+    assert NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=TrainConfig(epochs=0),
+                       accept_ratio=2.0).annotation_state() != s
+    assert NeuralAnnot(anny_model, _net(anny_model, seed=1), {"pretrain"},
+                       config=TrainConfig(epochs=0)).annotation_state()["weights"] != s["weights"]
+    with torch.no_grad():  # the annotator trained on (its pretrained copy unchanged): another annotator
+        net.inp.bias.add_(1.0)
+    assert a.annotation_state()["weights"] != s["weights"]
