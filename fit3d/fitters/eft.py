@@ -37,7 +37,7 @@ from torch.func import functional_call, vmap
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
 from fit3d.fitters import losses as L
-from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
+from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import refinement_stages
 from fit3d.geometry import project
@@ -262,8 +262,8 @@ class EFT:
             if self.accept_ratio is not None and self.steps > 0:
                 loss0, out0, transl0, body0, proj0 = objective(init)
                 err0 = reprojection_error_px(proj0, batch.keypoints_2d)
-                finetuned = err0 > self.accept_ratio * err
-                finetuned |= ~is_valid(err0, batch.keypoints_2d, batch.bbox, self.valid_fraction)
+                finetuned = refinement_pays(err0, err, self.accept_ratio,
+                                            is_valid(err0, batch.keypoints_2d, batch.bbox, self.valid_fraction))
                 loss, out, transl, body, proj, err = _where(finetuned, (loss, out, transl, body, proj, err),
                                                             (loss0, out0, transl0, body0, proj0, err0))
         params = dict(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"], transl=transl)

@@ -40,7 +40,7 @@ from fit3d.data.batching import PersonBatch
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.fitters import losses as L
 from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
-from fit3d.fitters.result import FitResult, is_valid, reprojection_error_px
+from fit3d.fitters.result import FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.geometry import project
 
 log = logging.getLogger(__name__)
@@ -453,7 +453,7 @@ class NeuralAnnot:
         if self.pretrained is None or self.accept_ratio is None:
             return res
         pred = predict(model, self.pretrained, batch)
-        keep = (pred.reproj_error_px > self.accept_ratio * res.reproj_error_px) | ~pred.valid
+        keep = refinement_pays(pred.reproj_error_px, res.reproj_error_px, self.accept_ratio, pred.valid)
         keep &= res.valid | ~pred.valid  # a valid prediction beats an invalid (e.g. non-finite) annotation
         pred.extras = {k: torch.full_like(v, self.extra_defaults[k].item()) for k, v in res.extras.items()}
         res = res.where(keep, pred)

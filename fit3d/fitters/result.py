@@ -103,6 +103,17 @@ def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor) -
     return torch.where(n > 0, (d * vis).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))
 
 
+def refinement_pays(base_error_px: torch.Tensor, refined_error_px: torch.Tensor, ratio: float,
+                    base_valid: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` bool: keep a refined fit (EFT's fine-tuning, NeuralAnnot's annotation) over
+    the base one (the pretrained network's prediction) where the base's mean reprojection
+    error ``(B,)`` px is more than ``ratio`` times the refined one's, or the base is not
+    valid (``base_valid (B,)``); elsewhere the base stands. What the refinement gains below
+    that ratio is taken for fitted annotation noise (README, "Keep the fine-tuning only
+    where it pays")."""
+    return (base_error_px > ratio * refined_error_px) | ~base_valid
+
+
 def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: torch.Tensor,
              fraction: float = VALID_ERROR_FRACTION, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
     """The validity rule of every fitter: ``(B,)`` bool.

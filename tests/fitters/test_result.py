@@ -40,3 +40,13 @@ def test_where_takes_each_person_from_one_result_extras_included():
     assert set(r.extras) == {"flag", "k"} and r.convention is a.convention
     with pytest.raises(KeyError):
         b.where(mask, a)  # a lacks b's "extra"
+
+
+def test_refinement_pays_above_the_ratio_or_when_the_base_is_invalid():
+    from fit3d.fitters.result import refinement_pays
+
+    base = torch.tensor([3.0, 3.0, 1.0, float("nan")])
+    refined = torch.tensor([1.0, 2.5, 2.0, 1.0])
+    valid = torch.tensor([True, True, False, False])
+    assert refinement_pays(base, refined, 1.5, valid).tolist() == [True, False, True, True]
+    assert refinement_pays(base, refined, 1.1, torch.ones(4, dtype=torch.bool)).tolist() == [True, True, False, False]
