@@ -151,14 +151,19 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
               help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
                    "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; see README "
                    "'Throughput' for its accuracy).")
-def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune):
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="Flip test-time augmentation: average each person's prediction with its mirror image's and "
+                   "fine-tune through the average (about 15 % slower; see README 'Latest numbers'; ignored for a "
+                   "regressor with a prototype head).")
+def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 
     Example: fit3d eft --images coco/val2017 --out fits/
     """
     from fit3d.fitters.build import build_eft
 
-    run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine, finetune))
+    run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine,
+                                                finetune, flip))
 
 
 @click.command()

@@ -234,6 +234,24 @@ LIMBS12 = (
 )
 
 
+def mirror_permutation(names) -> np.ndarray:
+    """``(N,)`` index of each name's left-right counterpart: ``left_x`` <-> ``right_x``, other
+    names map to themselves. ``points[..., mirror_permutation(names), :]`` swaps the sides of
+    points (keypoints or joints) listed in ``names`` order.
+
+    Raises:
+        ValueError: a ``left_``/``right_`` name has no counterpart in ``names``.
+    """
+    names = list(names)
+    perm = []
+    for n in names:
+        other = "right_" + n[5:] if n.startswith("left_") else "left_" + n[6:] if n.startswith("right_") else n
+        if other not in names:
+            raise ValueError(f"{n!r} has no left-right counterpart {other!r}; cannot mirror")
+        perm.append(names.index(other))
+    return np.asarray(perm, dtype=np.int64)
+
+
 def get_convention(name: str) -> KeypointConvention:
     """Look up a convention by name. Raises ``KeyError`` listing the known names."""
     try:

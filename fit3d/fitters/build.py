@@ -14,6 +14,7 @@ from fit3d.fitters.eft import EFT, FINETUNE_PRESETS
 from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import load_schedule
+from fit3d.regressors.flip import FlipAveraged
 from fit3d.priors import build_prior
 
 #: SMPLify's default pose prior (the best on the synthetic held-out benchmark, see README).
@@ -87,9 +88,13 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
 
 def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: int | None = None,
               lr: float | None = None, prior: str | None = None, prior_path: str | Path | None = None,
-              refine: bool = False, finetune: str = "all") -> EFT:
+              refine: bool = False, finetune: str = "all", flip: bool = True) -> EFT:
     """EFT on the pretrained regressor (:func:`load_body_regressor`), with EFT's own defaults
     for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
+
+    ``flip``: flip test-time augmentation (:class:`~fit3d.regressors.flip.FlipAveraged`: each
+    person's prediction averaged with its mirror image's, fine-tuned through the average) when
+    the regressor has no prototype head.
 
     ``finetune``: a preset of :data:`fit3d.fitters.eft.FINETUNE_PRESETS` (which weights are
     fine-tuned per person, EFT's ``accept_ratio``, and the learning rate used when ``lr`` is None).
@@ -102,6 +107,8 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
         raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")
     preset = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
+    if flip and not getattr(reg, "num_prototypes", 0):
+        reg = FlipAveraged(reg, body)
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
     return EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,

@@ -20,7 +20,10 @@ regulariser ``|betas|^2``, a term keeping the pose near the pretrained network's
 prediction (:data:`ANCHOR_WEIGHT`: without it the fit follows annotator noise away from
 a good prediction), and optionally any prior of
 ``fit3d.priors``. A regressor with a prototype memory (PM-Net) keeps the prototype
-its pretrained weights pick while it is fine-tuned. ``refine=True`` continues
+its pretrained weights pick while it is fine-tuned. A regressor wrapped in
+:class:`~fit3d.regressors.flip.FlipAveraged` (``build_eft``'s default) is fine-tuned through
+its flip-averaged prediction: each person's weights see the person and its mirror image.
+``refine=True`` continues
 with SMPLify's refinement stages from the EFT output (:meth:`SMPLify.fit_from`):
 the output and its limb depth flips are refined side by side, the best kept.
 """

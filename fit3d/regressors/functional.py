@@ -10,7 +10,9 @@ the gradient written directly in the weight's layout as a broadcast product.
 
 Every function takes weights either shared (the usual shapes) or per person
 (one more leading ``B`` dimension) and picks the right product, so one forward
-serves training, inference and fine-tuning.
+serves training, inference and fine-tuning. Inputs are ``(B, in)`` (one row per
+person) or ``(B, R, in)`` (``R`` rows per person through the same weights, e.g. a
+person and its mirror image: :mod:`fit3d.regressors.flip`).
 """
 
 from __future__ import annotations
@@ -20,40 +22,57 @@ from torch.nn import functional as F
 
 
 class PerPersonLinear(torch.autograd.Function):
-    """``y[b] = weight[b] @ x[b]``: ``x (B, in)``, ``weight (B, out, in)`` -> ``(B, out)``."""
+    """``y[b] = weight[b] @ x[b]``: ``x (B, in)`` or ``(B, R, in)``, ``weight (B, out, in)`` ->
+    ``(B, out)`` or ``(B, R, out)``."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
+        rows = x if x.dim() == 3 else x.unsqueeze(1)
         # (B, 1, in) @ (B, in, out): about twice as fast on a CPU as (B, out, in) @ (B, in, 1)
-        return torch.bmm(x.unsqueeze(1), weight.transpose(1, 2)).squeeze(1)
+        y = torch.bmm(rows, weight.transpose(1, 2))
+        return y if x.dim() == 3 else y.squeeze(1)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = torch.bmm(grad.unsqueeze(1), weight).squeeze(1) if ctx.needs_input_grad[0] else None
-        grad_w = grad.unsqueeze(-1) * x.unsqueeze(1) if ctx.needs_input_grad[1] else None
+        grad_x = grad_w = None
+        if x.dim() == 2:
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.bmm(grad.unsqueeze(1), weight).squeeze(1)
+            if ctx.needs_input_grad[1]:  # one row: an outer product, written in the weight's layout
+                grad_w = grad.unsqueeze(-1) * x.unsqueeze(1)
+            return grad_x, grad_w
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(grad, weight)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.bmm(grad.transpose(1, 2), x)
         return grad_x, grad_w
 
 
+def _per_row(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-person vector ``(B, C)`` broadcast over ``x``'s rows when ``x`` is ``(B, R, C)``."""
+    return v.unsqueeze(1) if x.dim() == 3 and v.dim() == 2 else v
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``x (B, in)`` through a linear layer: ``weight (out, in)`` shared or ``(B, out, in)`` per person,
-    ``bias (out,)`` or ``(B, out)``; returns ``(B, out)``.
+    """``x (B, in)`` or ``(B, R, in)`` through a linear layer: ``weight (out, in)`` shared or
+    ``(B, out, in)`` per person, ``bias (out,)`` or ``(B, out)``; returns ``(B, out)`` or ``(B, R, out)``.
 
     Raises:
         RuntimeError: the sizes do not match (``B`` or ``in``).
     """
     y = PerPersonLinear.apply(x, weight) if weight.dim() == 3 else F.linear(x, weight)
-    return y if bias is None else y + bias
+    return y if bias is None else y + _per_row(bias, x)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """LayerNorm (Ba, Kiros, Hinton 2016) over the last dimension of ``x (B, C)``, with ``weight, bias``
-    of ``(C,)`` (shared) or ``(B, C)`` (per person); returns ``(B, C)``.
+    """LayerNorm (Ba, Kiros, Hinton 2016) over the last dimension of ``x (B, C)`` or ``(B, R, C)``, with
+    ``weight, bias`` of ``(C,)`` (shared) or ``(B, C)`` (per person); returns ``x``'s shape.
 
     Raises:
         RuntimeError: the sizes do not match.
     """
     if weight.dim() == 1 and bias.dim() == 1:
         return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
-    return F.layer_norm(x, x.shape[-1:], eps=eps) * weight + bias
+    return F.layer_norm(x, x.shape[-1:], eps=eps) * _per_row(weight, x) + _per_row(bias, x)

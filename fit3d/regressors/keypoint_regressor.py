@@ -116,6 +116,19 @@ class KeypointRegressor(Regressor):
         Raises:
             KeyError: a parameter is missing from ``params``.
         """
+        p, extra = self.regress_with(params, features, prototype)
+        return {**self.decode(p), **extra}
+
+    def regress_with(self, params: dict[str, torch.Tensor], features: torch.Tensor,
+                     prototype: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The raw IEF output before :meth:`decode`: ``(..., n_params)`` = ``[global orientation 6D,
+        body pose 6D per joint, betas, crop camera before its softplus]``, for ``features`` of
+        ``(B, F)`` or ``(B, R, F)`` (``R`` rows per person through the same per-person weights),
+        and the prototype extras (see :meth:`forward`).
+
+        Raises:
+            KeyError: a parameter is missing from ``params``.
+        """
         def lin(name: str, x: torch.Tensor) -> torch.Tensor:
             return linear(x, params[name + ".weight"], params[name + ".bias"])
 
@@ -124,26 +137,44 @@ class KeypointRegressor(Regressor):
             pre = f"trunk.{i}.net."
             y = layer_norm(h, params[pre + "0.weight"], params[pre + "0.bias"])
             h = h + lin(pre + "3", nn.functional.silu(lin(pre + "1", y)))
-        p = self.init_params.expand(features.shape[0], -1)
+        p = self.init_params.expand(*features.shape[:-1], -1)
         extra = {}
         if self.num_prototypes:
             logits = lin("select", h)
             pick = logits.argmax(-1) if prototype is None else prototype
             J6 = 6 * self.num_joints
-            p = torch.cat([p[:, :6], self.prototype_sixd[pick], p[:, 6 + J6:]], -1)
+            p = torch.cat([p[..., :6], self.prototype_sixd[pick], p[..., 6 + J6:]], -1)
             extra = dict(prototype_logits=logits, prototype=pick)
         # IEF's first layer on [h, p] = h's columns (h is the same every iteration: once) + p's columns
         hz = linear(h, params["ief.0.weight.h"], params["ief.0.bias"])
         for _ in range(self.iterations):
             z = nn.functional.silu(hz + linear(p, params["ief.0.weight.p"]))
             p = p + lin("ief.4", nn.functional.silu(lin("ief.2", z)))
+        return p, extra
+
+    def decode(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`regress_with`'s ``(B, n_params)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``
+        axis-angle, ``betas (B, S)``, ``cam (B, 3)`` (positive scale)."""
         J, S = self.num_joints, self.num_betas
         rot = sixd_to_rotmat(p[:, : 6 + 6 * J].reshape(-1, J + 1, 6))
         aa = roma.rotmat_to_rotvec(rot)
         cam = p[:, -3:]
         cam = torch.cat([nn.functional.softplus(cam[:, :1] * 5) / 5 + 1e-3, cam[:, 1:]], -1)
-        return dict(global_orient=aa[:, 0], body_pose=aa[:, 1:], betas=p[:, 6 + 6 * J : 6 + 6 * J + S], cam=cam,
-                    **extra)
+        return dict(global_orient=aa[:, 0], body_pose=aa[:, 1:], betas=p[:, 6 + 6 * J : 6 + 6 * J + S], cam=cam)
+
+    def mirror_params(self, p: torch.Tensor, joint_perm) -> torch.Tensor:
+        """The raw output ``(B, n_params)`` of a left-right mirrored person: every rotation ``R``
+        (root and joints) becomes ``M R M`` with ``M = diag(-1, 1, 1)`` (in the 6D layout, a sign
+        per entry), ``body_pose`` joints swap sides by ``joint_perm`` (``(J,)``, e.g.
+        :func:`fit3d.data.conventions.mirror_permutation` of the body joint names), the crop camera's ``tx``
+        changes sign; ``betas`` are kept (as in SPIN's flip augmentation)."""
+        J, S = self.num_joints, self.num_betas
+        s = p.new_tensor([1.0, -1.0, -1.0])
+        sign6 = (s[:, None] * s[None, :2]).reshape(6)  # M R M on the (3, 2) row-major columns
+        order = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.as_tensor(joint_perm, dtype=torch.long)])
+        rot = p[:, : 6 + 6 * J].reshape(-1, J + 1, 6)[:, order.to(p.device)] * sign6
+        cam = p[:, -3:] * p.new_tensor([1.0, -1.0, 1.0])
+        return torch.cat([rot.flatten(1), p[:, 6 + 6 * J : 6 + 6 * J + S], cam], -1)
 
     def state(self) -> dict:
         """What :meth:`from_state` needs (sizes and weights)."""

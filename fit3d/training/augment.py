@@ -23,6 +23,8 @@ import numpy as np
 import roma
 import torch
 
+from fit3d.data.conventions import mirror_permutation
+
 LIMB_PARTS = ("left_arm", "right_arm", "left_leg", "right_leg")
 
 
@@ -31,16 +33,11 @@ def mirror(body_pose: np.ndarray, joint_names) -> np.ndarray:
 
     Swaps ``left_*`` and ``right_*`` joints and negates the y and z axis-angle
     components (a reflection of the canonical frame's X axis).
+
+    Raises:
+        ValueError: a sided joint has no counterpart (:func:`~fit3d.data.conventions.mirror_permutation`).
     """
-    names = list(joint_names)[1:]
-    perm = []
-    for n in names:
-        if n.startswith("left_"):
-            perm.append(names.index("right_" + n[5:]))
-        elif n.startswith("right_"):
-            perm.append(names.index("left_" + n[6:]))
-        else:
-            perm.append(names.index(n))
+    perm = mirror_permutation(list(joint_names)[1:])
     out = body_pose[:, perm].copy()
     out[..., 1:] *= -1
     return out

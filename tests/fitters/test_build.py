@@ -20,8 +20,13 @@ def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
     from fit3d.body_models import build_body_model
     from fit3d.regressors import bundled_regressor
 
+    from fit3d.regressors.flip import FlipAveraged
+    from fit3d.regressors.keypoint_regressor import KeypointRegressor
+
     f = build_eft(anny_model, steps=3)
     assert isinstance(f, EFT) and f.steps == 3 and f.prior is None
+    assert isinstance(f.regressor, FlipAveraged)  # flip test-time augmentation by default
+    assert isinstance(build_eft(anny_model, flip=False).regressor, KeypointRegressor)
     smpl = build_body_model("smpl", smpl_like_dir)
     with pytest.raises(FileNotFoundError, match="setup-model"):
         build_eft(smpl)

@@ -32,3 +32,18 @@ def test_weight_gradient_is_each_persons_own():
     w = torch.randn(3, 4, 6, requires_grad=True)
     linear(x, w)[1].sum().backward()
     assert w.grad[0].abs().sum() == 0 and w.grad[2].abs().sum() == 0 and w.grad[1].abs().sum() > 0
+
+
+def test_rows_per_person_gradients_and_values():
+    """``(B, R, in)`` inputs: R rows through each person's own weights (flip averaging)."""
+    torch.manual_seed(3)
+    x = torch.randn(3, 2, 5, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(PerPersonLinear.apply, (x, w))
+    b, g, beta = torch.randn(3, 4), torch.randn(3, 5), torch.randn(3, 5)
+    y, n = linear(x.float(), w.float(), b), layer_norm(x.float(), g, beta)
+    for i in range(3):
+        for r in range(2):
+            assert torch.allclose(y[i, r], torch.nn.functional.linear(x[i, r].float(), w[i].float(), b[i]), atol=1e-5)
+            ref = torch.nn.functional.layer_norm(x[i, r].float()[None], (5,), g[i], beta[i])[0]
+            assert torch.allclose(n[i, r], ref, atol=1e-5)
