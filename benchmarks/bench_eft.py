@@ -3,11 +3,12 @@
 Synthetic people from the training mocap trials, the bundled regressor, 30
 fine-tuning steps. Configurations: ``vmap`` (every weight, evaluated with
 ``torch.func.vmap`` as before 2026-11-30: the reference the ratios are taken to),
-``all`` (every weight, fit3d's per-person layers: the default) and ``fast``
-(``--finetune fast``). Each runs in a fresh subprocess (CPU peak = max RSS of that
+``all`` (every weight, fit3d's per-person layers; ``fit3d eft --no-flip``), ``flip``
+(``all`` through :class:`~fit3d.regressors.flip.FlipAveraged`: the default since 2026-12-01)
+and ``fast`` (``--finetune fast --no-flip``). Each runs in a fresh subprocess (CPU peak = max RSS of that
 process; CUDA peak = torch's allocator peak).
 
-    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256] [--configs vmap,all,fast]
+    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256] [--configs vmap,all,flip,fast]
 """
 
 from __future__ import annotations
@@ -42,9 +43,14 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     from fit3d.regressors.base import PlainRegressor
 
     reg = load_regressor(bundled_regressor())
-    preset = FINETUNE_PRESETS["all" if config == "vmap" else config]
-    eft = EFT(body, PlainRegressor(reg) if config == "vmap" else reg, steps=steps, lr=preset.lr, finetune=preset.names,
-              accept_ratio=preset.accept_ratio)
+    preset = FINETUNE_PRESETS["all" if config in ("vmap", "flip") else config]
+    if config == "vmap":
+        reg = PlainRegressor(reg)
+    elif config == "flip":  # fit3d eft's default since 2026-12-01: flip-averaged, every weight fine-tuned
+        from fit3d.regressors.flip import FlipAveraged
+
+        reg = FlipAveraged(reg, body)
+    eft = EFT(body, reg, steps=steps, lr=preset.lr, finetune=preset.names, accept_ratio=preset.accept_ratio)
     if device.startswith("cuda"):
         eft(benchmark_batch(bench, np.arange(1), body.keypoint_convention, device))
         torch.cuda.synchronize()
@@ -69,7 +75,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--configs", default="vmap,all,fast", help="comma-separated: vmap, all, fast")
+    ap.add_argument("--configs", default="vmap,all,flip,fast", help="comma-separated: vmap, all, flip, fast")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per run; larger batch sizes are skipped after one times out or fails")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)

@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 FITTERS = ("SMPLify + L2", "SMPLify + GMM", "SMPLify + VAE", "SMPLify + articulation",
-           "SMPLify + GMM, no prototypes", "SMPLify + GMM, no depth flips", "regressor alone", "EFT",
-           "EFT + refine", "NeuralAnnot", "NeuralAnnot + refine")
+           "SMPLify + GMM, no prototypes", "SMPLify + GMM, no depth flips", "regressor alone",
+           "regressor alone, no flip", "EFT", "EFT, no flip", "EFT + refine", "NeuralAnnot", "NeuralAnnot + refine")
 
 
 def make_fitter(name: str, body, bench, epochs: int | None):
@@ -38,10 +38,10 @@ def make_fitter(name: str, body, bench, epochs: int | None):
         prior = {"L2": "l2", "GMM": "gmm", "VAE": "vae", "articulation": "articulation"}[name.split()[2].rstrip(",")]
         return build_smplify(body, prior, prototypes="no prototypes" not in name,
                              depth_flips="no depth flips" not in name)
-    if name == "regressor alone":
-        return build_eft(body, steps=0)
+    if name.startswith("regressor alone"):
+        return build_eft(body, steps=0, flip="no flip" not in name)
     if name.startswith("EFT"):
-        return build_eft(body, refine=name.endswith("refine"))
+        return build_eft(body, refine=name.endswith("refine"), flip="no flip" not in name)
     if name.startswith("NeuralAnnot"):
         length = {} if epochs is None else {"epochs": epochs}
         annot = build_neuralannot(body, refine=name.endswith("refine"), **length)

@@ -6,7 +6,8 @@ Each configuration is a JSON object of overrides of the default SMPLify:
 weights that pick the final row) and ``stages``:
 ``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
 ``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``, ``anchor``,
-``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides),
+``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides), ``flip`` (bool,
+default true as in ``fit3d eft``: flip test-time augmentation),
 ``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person) and
 ``prior`` (an extra pose prior; none by default for EFT); or, with ``"fitter":
 "neuralannot"``: any :class:`~fit3d.fitters.neuralannot.TrainConfig` field (``lr``, ``epochs``,
@@ -85,6 +86,10 @@ def build(body, weights: Path, cfg: dict):
         from fit3d.training.regressor import load_regressor
 
         reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
+        if cfg.get("flip", True):  # fit3d eft's default
+            from fit3d.regressors.flip import FlipAveraged
+
+            reg = FlipAveraged(reg, body)
         return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5),
                    anchor_weight=cfg.get("anchor", ANCHOR_WEIGHT), prior=prior, finetune=cfg.get("finetune"),
                    refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch])

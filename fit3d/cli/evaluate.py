@@ -95,7 +95,7 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no
 @click.option("--bench", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
               help="Benchmark .npz from 'fit3d benchmark make'.")
 @click.option("--fitter", type=click.Choice(["smplify", "eft", "regressor"]), default="smplify", show_default=True,
-              help="regressor: the pretrained regressor alone (EFT with 0 steps).")
+              help="regressor: the pretrained regressor alone (EFT with 0 steps; flip-averaged unless --no-flip).")
 @click.option("--prior", type=PRIOR_CHOICE, default=None, help="Pose prior (default: the fitter's default).")
 @click.option("--pose-space", type=click.Choice(["axis_angle", "latent"]), default="axis_angle", show_default=True,
               help="SMPLify's pose variables: axis-angle, or the VAE prior's latent code.")
@@ -110,8 +110,11 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no
               help="SMPL family model gender.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu, cuda, cuda:1...")
+@click.option("--flip/--no-flip", default=True, show_default=True,
+              help="eft and regressor: flip test-time augmentation (as 'fit3d eft').")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="metrics .json.")
-def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, out):
+def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, flip,
+                  out):
     """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s."""
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import write_json
@@ -124,10 +127,10 @@ def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit,
         if fitter == "smplify":
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:
-            f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior)
+            f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip)
     res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=True)
     s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None), pose_space=pose_space,
-             bench=str(bench))
+             bench=str(bench), flip=flip if fitter != "smplify" else None)
     click.echo(json.dumps(s, indent=2))
     if out:
         write_json(out, s)

@@ -7,6 +7,7 @@ says what to do; the command line turns them into clean errors.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from fit3d.body_models.base import BodyModel
@@ -93,21 +94,27 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
 
     ``flip``: flip test-time augmentation (:class:`~fit3d.regressors.flip.FlipAveraged`: each
-    person's prediction averaged with its mirror image's, fine-tuned through the average) when
-    the regressor has no prototype head.
+    person's prediction averaged with its mirror image's, fine-tuned through the average); a
+    regressor with a prototype head has no mirror for its prototypes and runs without it (with
+    a warning).
 
     ``finetune``: a preset of :data:`fit3d.fitters.eft.FINETUNE_PRESETS` (which weights are
     fine-tuned per person, EFT's ``accept_ratio``, and the learning rate used when ``lr`` is None).
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
-        :func:`fit3d.priors.build_prior`. ValueError: unknown ``finetune`` preset.
+        :func:`fit3d.priors.build_prior`. ValueError: unknown ``finetune`` preset; with ``flip``, a
+        sided keypoint or joint name of ``body`` without its counterpart
+        (:func:`~fit3d.data.conventions.mirror_permutation`).
     """
     if finetune not in FINETUNE_PRESETS:
         raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")
     preset = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
-    if flip and not getattr(reg, "num_prototypes", 0):
+    if flip and getattr(reg, "num_prototypes", 0):
+        warnings.warn("flip averaging skipped: the regressor has a prototype head (no mirror for its prototypes)",
+                      stacklevel=2)
+    elif flip:
         reg = FlipAveraged(reg, body)
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}

@@ -1,7 +1,8 @@
 """Pretrained 3D body regressors (the starting point of EFT and NeuralAnnot).
 
 Interface (:class:`~fit3d.regressors.base.Regressor`): ``features(batch) -> (B, F)``
-inputs computed from a :class:`~fit3d.data.batching.PersonBatch`, and
+inputs computed from a :class:`~fit3d.data.batching.PersonBatch` (``(B, R, F)``, R rows per
+person, for :class:`~fit3d.regressors.flip.FlipAveraged`: the person and its mirror image), and
 ``forward(features) -> dict(global_orient, body_pose, betas, cam)``; EFT fine-tunes
 ``forward`` per sample (through ``forward_with`` and per-person layers when the
 regressor has them, :mod:`fit3d.regressors.functional`; else with ``torch.func``). An

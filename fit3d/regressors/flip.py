@@ -25,8 +25,8 @@ from fit3d.regressors.base import Regressor
 def mirror_batch(batch: PersonBatch, keypoint_perm) -> PersonBatch:
     """People mirrored left-right about the image's x = 0 line: keypoint, box and principal point
     x negated (the box keeps its top-left corner convention) and keypoints re-ordered by
-    ``keypoint_perm`` (``(K,)``, :func:`~fit3d.data.conventions.mirror_permutation`), so a left
-    wrist becomes the mirrored person's right wrist. The camera intrinsics are otherwise kept."""
+    ``keypoint_perm`` (``(K,)`` array or tensor, :func:`~fit3d.data.conventions.mirror_permutation`),
+    so a left wrist becomes the mirrored person's right wrist. The camera intrinsics are otherwise kept."""
     kp = batch.keypoints_2d[:, torch.as_tensor(keypoint_perm, device=batch.keypoints_2d.device)]
     kp = torch.cat([-kp[..., :1], kp[..., 1:]], -1)
     box = torch.cat([-(batch.bbox[:, :1] + batch.bbox[:, 2:3]), batch.bbox[:, 1:]], -1)
@@ -44,6 +44,7 @@ class FlipAveraged(Regressor):
         body_model: gives the keypoint and joint names that define left and right.
 
     Raises:
+        TypeError: ``inner`` lacks ``regress_with``, ``decode`` or ``mirror_params``.
         ValueError: ``inner`` has a prototype head, or a sided keypoint or joint name has no
             counterpart (:func:`~fit3d.data.conventions.mirror_permutation`).
 
@@ -53,12 +54,17 @@ class FlipAveraged(Regressor):
 
     def __init__(self, inner, body_model: BodyModel) -> None:
         super().__init__()
+        missing = [m for m in ("regress_with", "decode", "mirror_params") if not hasattr(inner, m)]
+        if missing:
+            raise TypeError(f"flip averaging needs a regressor with {', '.join(missing)} "
+                            f"(a KeypointRegressor); {type(inner).__name__} has none")
         if getattr(inner, "num_prototypes", 0):
             raise ValueError("flip averaging needs a regressor without a prototype head")
         self.inner = inner
         self.num_joints, self.num_betas = inner.num_joints, inner.num_betas
-        self.keypoint_perm = mirror_permutation(body_model.keypoint_convention.names)
-        self.joint_perm = mirror_permutation(list(body_model.joint_names)[1:])
+        # buffers: they follow .to(device), so no index is copied to the GPU per step
+        self.register_buffer("keypoint_perm", torch.as_tensor(mirror_permutation(body_model.keypoint_convention.names)))
+        self.register_buffer("joint_perm", torch.as_tensor(mirror_permutation(list(body_model.joint_names)[1:])))
 
     def features(self, batch: PersonBatch) -> torch.Tensor:
         """``(B, 2, F)``: the inner features of each person and of its mirror image."""

@@ -167,12 +167,19 @@ class KeypointRegressor(Regressor):
         (root and joints) becomes ``M R M`` with ``M = diag(-1, 1, 1)`` (in the 6D layout, a sign
         per entry), ``body_pose`` joints swap sides by ``joint_perm`` (``(J,)``, e.g.
         :func:`fit3d.data.conventions.mirror_permutation` of the body joint names), the crop camera's ``tx``
-        changes sign; ``betas`` are kept (as in SPIN's flip augmentation)."""
+        changes sign; ``betas`` are kept (as in SPIN's flip augmentation).
+
+        Raises:
+            ValueError: ``joint_perm`` does not have J entries.
+        """
         J, S = self.num_joints, self.num_betas
+        perm = torch.as_tensor(joint_perm, dtype=torch.long, device=p.device)
+        if perm.shape != (J,):
+            raise ValueError(f"joint_perm must have {J} entries, not {tuple(perm.shape)}")
         s = p.new_tensor([1.0, -1.0, -1.0])
         sign6 = (s[:, None] * s[None, :2]).reshape(6)  # M R M on the (3, 2) row-major columns
-        order = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.as_tensor(joint_perm, dtype=torch.long)])
-        rot = p[:, : 6 + 6 * J].reshape(-1, J + 1, 6)[:, order.to(p.device)] * sign6
+        order = torch.cat([perm.new_zeros(1), 1 + perm])
+        rot = p[:, : 6 + 6 * J].reshape(-1, J + 1, 6)[:, order] * sign6
         cam = p[:, -3:] * p.new_tensor([1.0, -1.0, 1.0])
         return torch.cat([rot.flatten(1), p[:, 6 + 6 * J : 6 + 6 * J + S], cam], -1)
 

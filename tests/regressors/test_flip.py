@@ -45,6 +45,22 @@ def test_mirrored_parameters_pose_the_mirrored_body(anny_model):
     assert torch.allclose(om.keypoints_3d, kp[:, kperm], atol=1e-4)
 
 
+def test_mirrored_batch_is_the_mirrored_people_seen_by_the_mirrored_camera(anny_model):
+    """``mirror_batch``'s keypoints are the projections of the 3D keypoints mirrored (camera x
+    negated, sides swapped) through the camera with its principal point mirrored."""
+    from fit3d.geometry import project
+
+    batch, _, out = synthetic_people(anny_model, 3, seed=6)
+    kperm = mirror_permutation(anny_model.keypoint_convention.names)
+    mirrored = mirror_batch(batch, kperm)
+    kp3d = out.keypoints_3d[:, kperm] * torch.tensor([-1.0, 1.0, 1.0])
+    expected = project(kp3d, batch.focal_length, mirrored.principal_point)
+    assert torch.allclose(mirrored.keypoints_2d[..., :2], expected, atol=1e-3)
+    assert torch.equal(mirrored.keypoints_2d[..., 2], batch.keypoints_2d[:, kperm, 2])
+    lo, hi = expected.min(1).values, expected.max(1).values  # the box still encloses them
+    assert torch.allclose(mirrored.bbox, torch.cat([lo, hi - lo], -1), atol=1e-3)
+
+
 def test_flip_averaged_prediction_is_mirror_symmetric(anny_model):
     batch, _, _ = synthetic_people(anny_model, 3, seed=2)
     flip = FlipAveraged(_regressor(anny_model), anny_model)
@@ -75,7 +91,39 @@ def test_eft_through_flip_averaging_fits_each_person_on_its_own(anny_model):
     assert not torch.allclose(together.body_pose, start.body_pose, atol=1e-4)
 
 
-def test_flip_averaging_refuses_a_prototype_head(anny_model):
+def test_flip_averaging_refuses_a_prototype_head_and_other_modules(anny_model):
     protos = torch.zeros(2, anny_model.num_body_joints, 3)
     with pytest.raises(ValueError, match="prototype"):
         FlipAveraged(_regressor(anny_model, prototypes=protos), anny_model)
+    from fit3d.regressors.base import PlainRegressor
+
+    with pytest.raises(TypeError, match="regress_with"):
+        FlipAveraged(PlainRegressor(_regressor(anny_model)), anny_model)
+    with pytest.raises(ValueError, match="entries"):
+        _regressor(anny_model).mirror_params(torch.zeros(1, _regressor(anny_model).n_params), [0, 1])
+
+
+def test_build_eft_flip_option(anny_model, tmp_path, monkeypatch, sample_dir):
+    """``fit3d eft --no-flip`` reaches ``build_eft``; a prototype head runs without the flip, with a warning."""
+    from click.testing import CliRunner
+
+    import fit3d.fitters.build as build
+    from fit3d.cli.main import cli
+    from fit3d.training.regressor import save_regressor
+
+    protos = torch.zeros(2, anny_model.num_body_joints, 3)
+    save_regressor(_regressor(anny_model, prototypes=protos), tmp_path / "pm.pt")
+    with pytest.warns(UserWarning, match="flip averaging skipped"):
+        f = build.build_eft(anny_model, regressor_path=tmp_path / "pm.pt")
+    assert not isinstance(f.regressor, FlipAveraged)
+    seen = []
+
+    def fake(*args, **kwargs):
+        seen.append(args[-1] if len(args) == 9 else kwargs.get("flip"))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(build, "build_eft", fake)
+    for flag, want in (("--no-flip", False), ("--flip", True)):
+        CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+                                 "--out", str(tmp_path / "o"), flag])
+    assert seen == [False, True]
