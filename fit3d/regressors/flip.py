@@ -39,12 +39,12 @@ class FlipAveraged(Regressor):
     augmentation (module docstring). Usable wherever the regressor is (EFT, ``predict``).
 
     Args:
-        inner: the regressor (needs ``regress_with``, ``decode`` and ``mirror_params``; no
+        inner: the regressor (needs ``regress_with``, ``decode`` and ``mirror_map``; no
             prototype head: a prototype has no mirror image in the memory).
         body_model: gives the keypoint and joint names that define left and right.
 
     Raises:
-        TypeError: ``inner`` lacks ``regress_with``, ``decode`` or ``mirror_params``.
+        TypeError: ``inner`` lacks ``regress_with``, ``decode`` or ``mirror_map``.
         ValueError: ``inner`` has a prototype head, or a sided keypoint or joint name has no
             counterpart (:func:`~fit3d.data.conventions.mirror_permutation`).
 
@@ -54,7 +54,7 @@ class FlipAveraged(Regressor):
 
     def __init__(self, inner, body_model: BodyModel) -> None:
         super().__init__()
-        missing = [m for m in ("regress_with", "decode", "mirror_params") if not hasattr(inner, m)]
+        missing = [m for m in ("regress_with", "decode", "mirror_map") if not hasattr(inner, m)]
         if missing:
             raise TypeError(f"flip averaging needs a regressor with {', '.join(missing)} "
                             f"(a KeypointRegressor); {type(inner).__name__} has none")
@@ -62,9 +62,11 @@ class FlipAveraged(Regressor):
             raise ValueError("flip averaging needs a regressor without a prototype head")
         self.inner = inner
         self.num_joints, self.num_betas = inner.num_joints, inner.num_betas
-        # buffers: they follow .to(device), so no index is copied to the GPU per step
+        # buffers: they follow .to(device), so nothing is built or copied to the GPU per step
         self.register_buffer("keypoint_perm", torch.as_tensor(mirror_permutation(body_model.keypoint_convention.names)))
-        self.register_buffer("joint_perm", torch.as_tensor(mirror_permutation(list(body_model.joint_names)[1:])))
+        index, sign = inner.mirror_map(mirror_permutation(list(body_model.joint_names)[1:]))
+        self.register_buffer("mirror_index", index)
+        self.register_buffer("mirror_sign", sign)
 
     def features(self, batch: PersonBatch) -> torch.Tensor:
         """``(B, 2, F)``: the inner features of each person and of its mirror image."""
@@ -90,4 +92,4 @@ class FlipAveraged(Regressor):
         if prototype is not None:
             raise ValueError("flip averaging has no prototype head")
         p, _ = self.inner.regress_with(params, features)
-        return self.inner.decode(0.5 * (p[:, 0] + self.inner.mirror_params(p[:, 1], self.joint_perm)))
+        return self.inner.decode(0.5 * (p[:, 0] + p[:, 1, self.mirror_index] * self.mirror_sign))

@@ -162,26 +162,39 @@ class KeypointRegressor(Regressor):
         cam = torch.cat([nn.functional.softplus(cam[:, :1] * 5) / 5 + 1e-3, cam[:, 1:]], -1)
         return dict(global_orient=aa[:, 0], body_pose=aa[:, 1:], betas=p[:, 6 + 6 * J : 6 + 6 * J + S], cam=cam)
 
-    def mirror_params(self, p: torch.Tensor, joint_perm) -> torch.Tensor:
-        """The raw output ``(B, n_params)`` of a left-right mirrored person: every rotation ``R``
-        (root and joints) becomes ``M R M`` with ``M = diag(-1, 1, 1)`` (in the 6D layout, a sign
-        per entry), ``body_pose`` joints swap sides by ``joint_perm`` (``(J,)``, e.g.
-        :func:`fit3d.data.conventions.mirror_permutation` of the body joint names), the crop camera's ``tx``
-        changes sign; ``betas`` are kept (as in SPIN's flip augmentation).
+    def mirror_map(self, joint_perm) -> tuple[torch.Tensor, torch.Tensor]:
+        """The left-right mirror of the raw output as one gather and one sign: ``p[:, index] * sign``
+        (both ``(n_params,)``, on this module's device) is the raw output of the mirrored person.
+        Every rotation ``R`` (root and joints) becomes ``M R M`` with ``M = diag(-1, 1, 1)`` (in the
+        6D layout, a sign per entry), ``body_pose`` joints swap sides by ``joint_perm`` (``(J,)``,
+        e.g. :func:`fit3d.data.conventions.mirror_permutation` of the body joint names), the crop
+        camera's ``tx`` changes sign; ``betas`` are kept (as in SPIN's flip augmentation).
+        Computed once by :class:`~fit3d.regressors.flip.FlipAveraged`, not per step.
 
         Raises:
             ValueError: ``joint_perm`` does not have J entries.
         """
-        J, S = self.num_joints, self.num_betas
-        perm = torch.as_tensor(joint_perm, dtype=torch.long, device=p.device)
+        J = self.num_joints
+        perm = torch.as_tensor(joint_perm, dtype=torch.long).cpu()
         if perm.shape != (J,):
             raise ValueError(f"joint_perm must have {J} entries, not {tuple(perm.shape)}")
-        s = p.new_tensor([1.0, -1.0, -1.0])
+        s = torch.tensor([1.0, -1.0, -1.0])
         sign6 = (s[:, None] * s[None, :2]).reshape(6)  # M R M on the (3, 2) row-major columns
-        order = torch.cat([perm.new_zeros(1), 1 + perm])
-        rot = p[:, : 6 + 6 * J].reshape(-1, J + 1, 6)[:, order] * sign6
-        cam = p[:, -3:] * p.new_tensor([1.0, -1.0, 1.0])
-        return torch.cat([rot.flatten(1), p[:, 6 + 6 * J : 6 + 6 * J + S], cam], -1)
+        order = torch.cat([perm.new_zeros(1), 1 + perm])  # the root stays first
+        index = torch.cat([(order[:, None] * 6 + torch.arange(6)).reshape(-1), torch.arange(6 + 6 * J, self.n_params)])
+        sign = torch.cat([sign6.repeat(J + 1), torch.ones(self.n_params - 6 - 6 * J)])
+        sign[-2] = -1.0  # the crop camera is (s, tx, ty)
+        dev = self.init_params.device
+        return index.to(dev), sign.to(device=dev, dtype=self.init_params.dtype)
+
+    def mirror_params(self, p: torch.Tensor, joint_perm) -> torch.Tensor:
+        """The raw output ``(B, n_params)`` of the left-right mirrored people (:meth:`mirror_map`).
+
+        Raises:
+            ValueError: ``joint_perm`` does not have J entries.
+        """
+        index, sign = self.mirror_map(joint_perm)
+        return p[:, index.to(p.device)] * sign.to(p)
 
     def state(self) -> dict:
         """What :meth:`from_state` needs (sizes and weights)."""
