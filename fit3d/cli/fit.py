@@ -64,9 +64,10 @@ def report_run(s: dict, out_dir: Path) -> int:
     return r["exit_code"]
 
 
-def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
+def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: dict | None = None) -> None:
     """What every fitting command does: read inputs, build the model and the fitter
-    (``make_fitter(body)``), run, report, render."""
+    (``make_fitter(body)``), run, report, render. ``options``: the command's own fitting
+    options, recorded with the shared ones that change a fit (:func:`fit_settings`)."""
     from fit3d.body_models import build_body_model
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
 
@@ -81,6 +82,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
             batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),
             overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
+            settings=fit_settings(opts, fitter_name, options or {}),
         )
         s = run(records, fitter, body, config, problems)
     for p in s["input_problems"][len(problems):]:  # found by the run (keypoint layouts): not printed yet
@@ -90,6 +92,14 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable) -> None:
         render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
                     save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
     raise click.exceptions.Exit(code)
+
+
+def fit_settings(opts: FitOptions, fitter_name: str, options: dict) -> dict:
+    """What decides a run's fits: the fitter, its ``options`` and the shared options that change
+    a fit (model, model file, gender, focal length, keypoint threshold), not where the inputs
+    and outputs are, the device, the batching or the sharding."""
+    shared = {k: getattr(opts, k) for k in ("model", "model_path", "gender", "focal_length", "min_visible")}
+    return dict(fitter=fitter_name, **shared, **options)
 
 
 def report_validation(records, problems, body, opts: FitOptions) -> int:
@@ -131,10 +141,11 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 
     Example: fit3d smplify --images coco/val2017 --annotations person_keypoints_val2017.json --out fits/
     """
-    from fit3d.fitters.build import build_smplify
+    from fit3d.fitters.build import DEFAULT_PRIOR, build_smplify
 
     run_fit(opts, "smplify", lambda body: build_smplify(body, prior=prior, prior_path=prior_path, schedule=schedule,
-                                                        hypotheses=hypotheses))
+                                                        hypotheses=hypotheses),
+            dict(prior=prior or DEFAULT_PRIOR, prior_path=prior_path, schedule=schedule, hypotheses=hypotheses))
 
 
 @click.command()
@@ -163,7 +174,9 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
     from fit3d.fitters.build import build_eft
 
     run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine,
-                                                finetune, flip))
+                                                finetune, flip),
+            dict(steps=steps, lr=lr, regressor=regressor, prior=prior, prior_path=prior_path, refine=refine,
+                 finetune=finetune, flip=flip))
 
 
 @click.command()

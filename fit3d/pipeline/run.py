@@ -2,7 +2,8 @@
 
 * Resumable: images whose ``.npz`` exists are skipped unless ``overwrite``; outputs are
   written after every batch, atomically; on SIGINT/SIGTERM the batch in flight is
-  dropped, everything finished is kept and the command says how to resume.
+  dropped, everything finished is kept and the command says how to resume. A folder
+  fitted with other settings is not resumed into (:mod:`fit3d.pipeline.settings`).
 * Shardable: ``shard = (i, n)`` takes every n-th image of the sorted list, so n jobs (n
   GPUs, SLURM array tasks) split the work without talking to each other; each writes
   its own summary and never reads the others' outputs.
@@ -30,6 +31,7 @@ from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
 from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.records import image_record, person_record, reason_kind
+from fit3d.pipeline.settings import check_settings, normalised
 from fit3d.pipeline.summary import RunCounts, versions
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ class RunConfig:
         min_visible: see :data:`MIN_VISIBLE_KEYPOINTS`.
         progress: show a progress bar.
         fitter_name: recorded in the output (``"smplify"``).
+        settings: what decides the fits (JSON-able: the fitter's options, model, focal length...);
+            recorded in the folder and its summary, and a folder fitted with other settings is
+            not resumed into (:func:`fit3d.pipeline.settings.check_settings`). None: not checked.
     """
 
     out_dir: Path
@@ -65,6 +70,7 @@ class RunConfig:
     min_visible: int = MIN_VISIBLE_KEYPOINTS
     progress: bool = True
     fitter_name: str = "smplify"
+    settings: dict | None = None
 
 
 def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
@@ -291,12 +297,15 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         (``summary.shard-i-of-n.json`` when sharded).
     Raises:
         ValueError: an input keypoint layout shares no keypoint with the model
-            (raised before anything is written), or the output folder or the summary
+            (raised before anything is written), the output folder holds fits made with
+            other ``settings`` (without ``overwrite``), or the output folder or the summary
             cannot be written (an image's output that cannot be written is a failed image,
             fitted again by the next run).
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
+    if config.settings is not None:
+        check_settings(out_dir, config.settings, config.overwrite)
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
@@ -333,6 +342,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
                       fits_per_second=round(counts.people_fitted / elapsed, 3) if elapsed > 0 else 0.0),
         input_problems=[asdict(p) for p in problems], versions=versions(), batch_size=config.batch_size,
     )
+    if config.settings is not None:
+        summary["settings"] = normalised(config.settings)
     schedule = getattr(fitter, "schedule", None)
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]

@@ -69,6 +69,12 @@ def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     s = json.loads((out / "summary.json").read_text())
     assert s["this_run"]["people_fitted"] == 12 and s["fitter"] == "eft" and s["this_run"]["exit_code"] == 0
     assert s["this_run"]["skipped_by_reason"] == {"too few usable keypoints": 2}
+    assert s["settings"]["flip"] is True and s["settings"]["steps"] == 5
+    # the same folder with other settings: refused, nothing refitted; --overwrite refits
+    r = CliRunner().invoke(cli, args + ["--no-flip"])
+    assert r.exit_code == 1 and "other settings (flip: True there, False now)" in r.output, r.output
+    r = CliRunner().invoke(cli, args + ["--no-flip", "--overwrite", "--limit", "1"])
+    assert r.exit_code == 0 and "1 written" in r.output, r.output
 
 
 def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
@@ -127,7 +133,8 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
     from fit3d.cli.options import FitOptions
 
     seen = {}
-    monkeypatch.setattr(fit3d.cli.fit, "run_fit", lambda opts, name, make: seen.update(opts=opts, name=name))
+    monkeypatch.setattr(fit3d.cli.fit, "run_fit",
+                        lambda opts, name, make, options: seen.update(opts=opts, name=name, options=options))
     args = ["eft", "--images", str(sample_dir), "--out", str(tmp_path / "o"), "--limit", "1", "--shard", "2/3",
             "--batch-size", "5", "--focal-length", "900", "--min-visible", "7", "--no-progress", "--render",
             "--save-mesh", "ply", "--model", "smpl", "--gender", "female", "--overwrite", "--steps", "3"]
@@ -138,6 +145,11 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
         images=sample_dir, out_dir=tmp_path / "o", annotations=None, keypoints_dir=None, spin_npz=None, model="smpl",
         model_path=None, gender="female", device="cpu", batch_size=5, focal_length=900.0, limit=1, shard=(1, 3),
         overwrite=True, min_visible=7, progress=False, render=True, save_mesh="ply")
+    assert seen["options"] == dict(steps=3, lr=None, regressor=None, prior=None, prior_path=None, refine=False,
+                                   finetune="all", flip=True)  # recorded as the run's settings
+    from fit3d.cli.fit import fit_settings
+
+    assert fit_settings(seen["opts"], "eft", seen["options"])["focal_length"] == 900.0
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                  "--shard", "4/3"])
     assert r.exit_code == 2 and "Invalid value for '--shard'" in r.output and "1 <= i <= n" in r.output
