@@ -166,7 +166,11 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
               help="Flip test-time augmentation: average each person's prediction with its mirror image's and "
                    "fine-tune through the average (about 15 % slower; see README 'Latest numbers'; ignored for a "
                    "regressor with a prototype head).")
-def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip):
+@click.option("--fallback", is_flag=True,
+              help="Also fit SMPLify and keep its fit per person where it reprojects 5x closer (clean keypoints of "
+                   "poses the network does not know; about half the fits/s; see README 'EFT with an SMPLify "
+                   "fallback').")
+def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, fallback):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 
     Example: fit3d eft --images coco/val2017 --out fits/
@@ -174,9 +178,9 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
     from fit3d.fitters.build import build_eft
 
     run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine,
-                                                finetune, flip),
+                                                finetune, flip=flip, fallback=fallback),
             dict(steps=steps, lr=lr, regressor=regressor, prior=prior, prior_path=prior_path, refine=refine,
-                 finetune=finetune, flip=flip))
+                 finetune=finetune, flip=flip, fallback=fallback))
 
 
 @click.command()

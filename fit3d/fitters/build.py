@@ -7,15 +7,15 @@ says what to do; the command line turns them into clean errors.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from fit3d.body_models.base import BodyModel
 from fit3d.fitters.eft import EFT, FINETUNE_PRESETS
+from fit3d.fitters.fallback import Fallback
 from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import load_schedule
-from fit3d.regressors.flip import FlipAveraged
+from fit3d.regressors.flip import with_flip
 from fit3d.priors import build_prior
 
 #: SMPLify's default pose prior (the best on the synthetic held-out benchmark, see README).
@@ -89,7 +89,8 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
 
 def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: int | None = None,
               lr: float | None = None, prior: str | None = None, prior_path: str | Path | None = None,
-              refine: bool = False, finetune: str = "all", flip: bool = True) -> EFT:
+              refine: bool = False, finetune: str = "all", flip: bool = True,
+              fallback: bool = False) -> EFT | Fallback:
     """EFT on the pretrained regressor (:func:`load_body_regressor`), with EFT's own defaults
     for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
 
@@ -97,6 +98,10 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     person's prediction averaged with its mirror image's, fine-tuned through the average); a
     regressor with a prototype head has no mirror for its prototypes and runs without it (with
     a warning).
+
+    ``fallback``: also fit SMPLify (:func:`build_smplify`'s defaults) and keep its fit per person
+    where it reprojects much closer (:class:`~fit3d.fitters.fallback.Fallback`; returns that
+    :class:`Fallback` instead of the :class:`EFT`).
 
     ``finetune``: a preset of :data:`fit3d.fitters.eft.FINETUNE_PRESETS` (which weights are
     fine-tuned per person, EFT's ``accept_ratio``, and the learning rate used when ``lr`` is None).
@@ -111,15 +116,12 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
         raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")
     preset = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
-    if flip and getattr(reg, "num_prototypes", 0):
-        warnings.warn("flip averaging skipped: the regressor has a prototype head (no mirror for its prototypes)",
-                      stacklevel=2)
-    elif flip:
-        reg = FlipAveraged(reg, body)
+    reg = with_flip(reg, body, flip)
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
-    return EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,
-               accept_ratio=preset.accept_ratio, **kw)
+    eft = EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,
+              accept_ratio=preset.accept_ratio, **kw)
+    return Fallback(eft, build_smplify(body)) if fallback else eft
 
 
 def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int = TrainConfig.epochs,

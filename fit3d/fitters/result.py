@@ -84,6 +84,36 @@ class FitResult:
         extras = {k: pick(v, other.extras[k]) for k, v in self.extras.items()}
         return FitResult(**kw, convention=self.convention, extras=extras)
 
+    def index(self, index: torch.Tensor) -> "FitResult":
+        """The people ``index`` (``(N,)`` long or ``(B,)`` bool), with their extras."""
+        idx = index.to(self.global_orient.device)
+        kw = {f.name: getattr(self, f.name)[idx] for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        return FitResult(**kw, convention=self.convention, extras={k: v[idx] for k, v in self.extras.items()})
+
+    def scatter(self, index: torch.Tensor, rows: "FitResult") -> "FitResult":
+        """A copy of this result with people ``index`` (``(N,)`` long) replaced by ``rows`` (N
+        people, same convention). Extras: this result's keys, each replaced where ``rows`` has it.
+
+        Raises:
+            ValueError: ``rows`` has another length than ``index``, or another convention.
+        """
+        if len(rows) != len(index) or rows.convention != self.convention:
+            raise ValueError(f"scatter: {len(index)} indices, {len(rows)} rows ({rows.convention.name} into "
+                             f"{self.convention.name})")
+        idx = index.to(device=self.global_orient.device, dtype=torch.long)
+
+        def put(a: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+            if b is None:
+                return a.clone()
+            out = a.clone()
+            out[idx] = b.to(device=a.device, dtype=a.dtype)
+            return out
+
+        kw = {f.name: put(getattr(self, f.name), getattr(rows, f.name))
+              for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        extras = {k: put(v, rows.extras.get(k)) for k, v in self.extras.items()}
+        return FitResult(**kw, convention=self.convention, extras=extras)
+
     def numpy(self, i: int) -> dict[str, np.ndarray]:
         """Person ``i`` as a dict of numpy arrays (tensor fields and extras)."""
         out = {

@@ -12,6 +12,7 @@ prediction (:mod:`fit3d.regressors.functional` runs the two rows per person).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import torch
@@ -62,11 +63,14 @@ class FlipAveraged(Regressor):
             raise ValueError("flip averaging needs a regressor without a prototype head")
         self.inner = inner
         self.num_joints, self.num_betas = inner.num_joints, inner.num_betas
-        # buffers: they follow .to(device), so nothing is built or copied to the GPU per step
-        self.register_buffer("keypoint_perm", torch.as_tensor(mirror_permutation(body_model.keypoint_convention.names)))
+        # buffers, on the inner regressor's device: they follow .to(device), so nothing is built
+        # or copied to the GPU per step
+        dev = next((p.device for p in inner.parameters()), torch.device("cpu"))
+        perm = torch.as_tensor(mirror_permutation(body_model.keypoint_convention.names))
         index, sign = inner.mirror_map(mirror_permutation(list(body_model.joint_names)[1:]))
-        self.register_buffer("mirror_index", index)
-        self.register_buffer("mirror_sign", sign)
+        self.register_buffer("keypoint_perm", perm.to(dev))
+        self.register_buffer("mirror_index", index.to(dev))
+        self.register_buffer("mirror_sign", sign.to(dev))
 
     def features(self, batch: PersonBatch) -> torch.Tensor:
         """``(B, 2, F)``: the inner features of each person and of its mirror image."""
@@ -93,3 +97,21 @@ class FlipAveraged(Regressor):
             raise ValueError("flip averaging has no prototype head")
         p, _ = self.inner.regress_with(params, features)
         return self.inner.decode(0.5 * (p[:, 0] + p[:, 1, self.mirror_index] * self.mirror_sign))
+
+
+def with_flip(regressor, body_model: BodyModel, flip: bool = True, stacklevel: int = 2):
+    """``regressor`` wrapped in :class:`FlipAveraged` when ``flip`` is asked for and it can be:
+    a regressor with a prototype head has no mirror for its prototypes and is returned as it is,
+    with a warning (EFT and NeuralAnnot share this rule).
+
+    Raises:
+        TypeError, ValueError: as :class:`FlipAveraged` (a regressor without the needed methods,
+            a sided name without its counterpart).
+    """
+    if not flip:
+        return regressor
+    if getattr(regressor, "num_prototypes", 0):
+        warnings.warn("flip averaging skipped: the regressor has a prototype head (no mirror for its prototypes)",
+                      stacklevel=stacklevel + 1)
+        return regressor
+    return FlipAveraged(regressor, body_model)

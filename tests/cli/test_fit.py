@@ -146,7 +146,7 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
         model_path=None, gender="female", device="cpu", batch_size=5, focal_length=900.0, limit=1, shard=(1, 3),
         overwrite=True, min_visible=7, progress=False, render=True, save_mesh="ply")
     assert seen["options"] == dict(steps=3, lr=None, regressor=None, prior=None, prior_path=None, refine=False,
-                                   finetune="all", flip=True)  # recorded as the run's settings
+                                   finetune="all", flip=True, fallback=False)  # recorded as the run's settings
     from fit3d.cli.fit import fit_settings
 
     assert fit_settings(seen["opts"], "eft", seen["options"])["focal_length"] == 900.0
@@ -171,3 +171,18 @@ def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model, schedule_file):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["this_run"]["images"] == 1
     assert summary["batch_size"] == SMPLify.default_batch_size == 256  # no --batch-size: the fitter's own
+
+
+def test_eft_fallback_records_which_fit_was_kept(tmp_path, sample_dir, anny_model):
+    import numpy as np
+
+    out = tmp_path / "fits"
+    args = ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--out", str(out),
+            "--no-progress", "--steps", "2", "--fallback", "--limit", "2"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    d = [np.load(f) for f in sorted(out.glob("*.npz"))]
+    fitted = np.concatenate([x["status"] == "fitted" for x in d])
+    fallback = np.concatenate([x["fallback"] for x in d])
+    assert fitted.sum() >= 2 and fallback.dtype == bool and not fallback[~fitted].any()
+    assert json.loads((out / "summary.json").read_text())["settings"]["fallback"] is True

@@ -27,6 +27,12 @@ def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
     assert isinstance(f, EFT) and f.steps == 3 and f.prior is None
     assert isinstance(f.regressor, FlipAveraged)  # flip test-time augmentation by default
     assert isinstance(build_eft(anny_model, flip=False).regressor, KeypointRegressor)
+    from fit3d.fitters import SMPLify
+    from fit3d.fitters.fallback import Fallback
+
+    fb = build_eft(anny_model, steps=3, fallback=True)  # EFT first, SMPLify where it reprojects much closer
+    assert isinstance(fb, Fallback) and isinstance(fb.primary, EFT) and isinstance(fb.secondary, SMPLify)
+    assert fb.primary.steps == 3 and fb.default_batch_size == EFT.default_batch_size
     smpl = build_body_model("smpl", smpl_like_dir)
     with pytest.raises(FileNotFoundError, match="setup-model"):
         build_eft(smpl)

@@ -50,3 +50,20 @@ def test_refinement_pays_above_the_ratio_or_when_the_base_is_invalid():
     valid = torch.tensor([True, True, False, False])
     assert refinement_pays(base, refined, 1.5, valid).tolist() == [True, False, True, True]
     assert refinement_pays(base, refined, 1.1, torch.ones(4, dtype=torch.bool)).tolist() == [True, True, False, False]
+
+
+def test_index_and_scatter_move_people_with_their_extras():
+    import pytest
+
+    a = _result(4, 1.0, {"k": torch.arange(4), "flag": torch.zeros(4, dtype=torch.bool)})
+    sub = a.index(torch.tensor([3, 1]))
+    assert len(sub) == 2 and sub.extras["k"].tolist() == [3, 1] and sub.body_pose.shape == (2, 2, 3)
+    assert a.index(torch.tensor([True, False, False, True])).extras["k"].tolist() == [0, 3]
+    rows = _result(2, 5.0, {"flag": torch.ones(2, dtype=torch.bool)})
+    r = a.scatter(torch.tensor([2, 0]), rows)
+    assert r.transl[:, 0].tolist() == [5.0, 1.0, 5.0, 1.0] and r.iterations.tolist() == [5, 1, 5, 1]
+    assert r.extras["flag"].tolist() == [True, False, True, False]
+    assert r.extras["k"].tolist() == [0, 1, 2, 3]  # rows without this extra: kept
+    assert a.transl[:, 0].tolist() == [1.0] * 4  # a copy: the original is unchanged
+    with pytest.raises(ValueError):
+        a.scatter(torch.tensor([0]), rows)

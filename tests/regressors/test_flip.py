@@ -119,7 +119,7 @@ def test_build_eft_flip_option(anny_model, tmp_path, monkeypatch, sample_dir):
     seen = []
 
     def fake(*args, **kwargs):
-        seen.append(args[-1] if len(args) == 9 else kwargs.get("flip"))
+        seen.append(kwargs["flip"])
         raise SystemExit(0)
 
     monkeypatch.setattr(build, "build_eft", fake)
@@ -127,3 +127,14 @@ def test_build_eft_flip_option(anny_model, tmp_path, monkeypatch, sample_dir):
         CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "o"), flag])
     assert seen == [False, True]
+
+
+def test_with_flip_wraps_unless_told_not_to_or_the_regressor_has_prototypes(anny_model):
+    from fit3d.regressors.flip import with_flip
+
+    plain = _regressor(anny_model)
+    assert isinstance(with_flip(plain, anny_model), FlipAveraged)
+    assert with_flip(plain, anny_model, flip=False) is plain
+    protos = _regressor(anny_model, prototypes=torch.zeros(3, anny_model.num_body_joints, 3))
+    with pytest.warns(UserWarning, match="prototype head"):
+        assert with_flip(protos, anny_model) is protos
