@@ -168,7 +168,7 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
                    "regressor with a prototype head).")
 @click.option("--fallback", is_flag=True,
               help="Also fit SMPLify and keep its fit per person where it reprojects 5x closer (clean keypoints of "
-                   "poses the network does not know; about half the fits/s; see README 'EFT with an SMPLify "
+                   "poses the network does not know; about a third of the fits/s; see README 'EFT with an SMPLify "
                    "fallback').")
 def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, fallback):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).

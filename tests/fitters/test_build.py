@@ -32,7 +32,7 @@ def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
 
     fb = build_eft(anny_model, steps=3, fallback=True)  # EFT first, SMPLify where it reprojects much closer
     assert isinstance(fb, Fallback) and isinstance(fb.primary, EFT) and isinstance(fb.secondary, SMPLify)
-    assert fb.primary.steps == 3 and fb.default_batch_size == EFT.default_batch_size
+    assert fb.primary.steps == 3 and fb.default_batch_size == SMPLify.default_batch_size  # the larger
     smpl = build_body_model("smpl", smpl_like_dir)
     with pytest.raises(FileNotFoundError, match="setup-model"):
         build_eft(smpl)
