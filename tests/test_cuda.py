@@ -31,6 +31,10 @@ def test_smplify_and_eft_on_cuda(cuda_model, cuda_batch):
     _check(build_eft(cuda_model, steps=3)(cuda_batch), 8)
     _check(build_eft(cuda_model, steps=3, refine=True)(cuda_batch), 8)
     _check(build_eft(cuda_model, steps=3, finetune="fast")(cuda_batch), 8)
+    _check(build_eft(cuda_model, steps=3, flip=False)(cuda_batch), 8)
+    res = build_eft(cuda_model, steps=3, fallback=True)(cuda_batch)  # EFT (flip-averaged), SMPLify where it pays
+    _check(res, 8)
+    assert res.extras["fallback"].device.type == "cuda" and res.body_pose.device.type == "cuda"
 
 
 def test_neuralannot_trains_on_cuda_with_every_recipe(cuda_model, cuda_batch):

@@ -75,6 +75,13 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     with errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
         if opts.dry_run:
+            if opts.out_dir.is_dir():  # a run that would be refused says so now
+                from fit3d.pipeline.settings import check_settings
+
+                planned = fit_settings(opts, fitter_name, options or {})  # (no fitter built: its defaults unknown)
+                planned = {k: v for k, v in planned.items() if not (k in ("steps", "lr") and v is None)}
+                check_settings(opts.out_dir, planned, opts.overwrite,
+                               whole_folder=opts.limit is None and opts.shard[1] == 1, record=False)
             raise click.exceptions.Exit(report_validation(records, problems, body, opts))
         fitter = make_fitter(body)
         config = RunConfig(
@@ -82,7 +89,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
             batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),
             overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
-            settings=fit_settings(opts, fitter_name, options or {}),
+            settings=fit_settings(opts, fitter_name, options or {}, fitter),
         )
         s = run(records, fitter, body, config, problems)
     for p in s["input_problems"][len(problems):]:  # found by the run (keypoint layouts): not printed yet
@@ -94,12 +101,22 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     raise click.exceptions.Exit(code)
 
 
-def fit_settings(opts: FitOptions, fitter_name: str, options: dict) -> dict:
+def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None) -> dict:
     """What decides a run's fits: the fitter, its ``options`` and the shared options that change
     a fit (model, model file, gender, focal length, keypoint threshold), not where the inputs
-    and outputs are, the device, the batching or the sharding."""
-    shared = {k: getattr(opts, k) for k in ("model", "model_path", "gender", "focal_length", "min_visible")}
-    return dict(fitter=fitter_name, **shared, **options)
+    and outputs are, the device, the batching or the sharding. Defaults are recorded as the
+    values used (the keypoint threshold; ``steps`` and ``lr`` read from the built ``fitter``, or
+    from its primary fitter) and paths as absolute paths, so that typing a default out or a
+    path another way is the same setting."""
+    from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
+
+    out = dict(fitter=fitter_name, model=opts.model, model_path=opts.model_path, gender=opts.gender,
+               focal_length=opts.focal_length, min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, **options)
+    core = getattr(fitter, "primary", fitter)
+    for k in ("steps", "lr"):
+        if k in out and out[k] is None and hasattr(core, k):
+            out[k] = getattr(core, k)
+    return {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in out.items()}
 
 
 def report_validation(records, problems, body, opts: FitOptions) -> int:

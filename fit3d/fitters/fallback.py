@@ -20,7 +20,7 @@ from fit3d.data.batching import PersonBatch
 from fit3d.fitters.result import FitResult
 
 #: The secondary fit is kept where the primary's mean reprojection error is more than this
-#: many times the secondary's and the secondary is valid (a primary that is not valid is no
+#: many times the secondary's (or not finite) and the secondary is valid (a primary that is not valid is no
 #: reason by itself: with twice the noise that picked SMPLify fits of noise). Chosen on the
 #: validation subjects (README, "EFT with an SMPLify fallback").
 FALLBACK_RATIO = 5.0
@@ -41,7 +41,7 @@ class Fallback:
 
     The result's extras are the primary's (describing the primary's own fit, also where the
     secondary's was kept) and ``fallback`` ``(B,)`` bool: the secondary's fit was kept.
-    ``iterations`` count both fitters' steps where both ran.
+    ``iterations`` count both fitters' steps where the secondary's fit was kept.
     """
 
     def __init__(self, primary, secondary, ratio: float = FALLBACK_RATIO,
@@ -67,7 +67,8 @@ class Fallback:
             return res
         alt = self.secondary(batch.index(idx.to(batch.keypoints_2d.device)))
         mine = idx.to(res.valid.device)
-        keep = (res.reproj_error_px[mine] > self.ratio * alt.reproj_error_px.to(mine.device)) & \
+        err = res.reproj_error_px[mine]  # NaN: the primary's fit is not finite, any valid fit beats it
+        keep = ((err > self.ratio * alt.reproj_error_px.to(mine.device)) | ~torch.isfinite(err)) & \
             alt.valid.to(mine.device)
         rows = alt.index(keep)
         rows.extras = {"fallback": torch.ones(len(rows), dtype=torch.bool, device=rows.valid.device)}

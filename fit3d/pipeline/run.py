@@ -31,7 +31,7 @@ from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
 from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.records import image_record, person_record, reason_kind
-from fit3d.pipeline.settings import check_settings, normalised
+from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
 from fit3d.pipeline.summary import RunCounts, versions
 
 log = logging.getLogger(__name__)
@@ -304,8 +304,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
-    if config.settings is not None:
-        check_settings(out_dir, config.settings, config.overwrite)
+    overwriting = config.settings is not None and check_settings(
+        out_dir, config.settings, config.overwrite, whole_folder=config.limit is None and config.shard[1] == 1)
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
@@ -344,6 +344,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     )
     if config.settings is not None:
         summary["settings"] = normalised(config.settings)
+    if overwriting and not counts.interrupted and not counts.images_failed:  # every image refitted
+        finish_overwrite(out_dir, config.settings)
     schedule = getattr(fitter, "schedule", None)
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]

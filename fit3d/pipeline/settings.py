@@ -1,10 +1,17 @@
 """What an output folder was fitted with (``fit_settings.json``), so that a rerun with other
 settings (another fitter, ``--no-flip``, another prior or regressor, another focal length...)
-does not resume into it and leave a folder of mixed fits.
+does not resume into it and leave a folder of mixed fits (``fit3d eft`` and ``fit3d smplify``;
+NeuralAnnot keeps its own record, ``annotator_state.json``).
 
-The folder's settings are written before anything is fitted; a run whose settings differ stops
-with one line naming the differences, unless it refits everything (``overwrite``) or the folder
-holds no fit yet. Folders written before this file existed resume as before.
+* The folder's settings are recorded before anything is fitted; a run whose settings differ
+  stops with one line naming the differences, unless the folder holds no fit yet.
+* ``overwrite`` with other settings is allowed only for a job that refits the whole folder
+  (no ``limit``, one shard): otherwise the folder would end up mixed. Until that job finishes,
+  the record says an overwrite is under way (``"overwriting": true``), so an interrupted
+  overwrite is not resumed by a run without ``overwrite``.
+* Settings are compared on the keys both records have, so an option added to fit3d later does
+  not lock older folders out. Folders fitted before this file existed are not given one (what
+  they were fitted with is unknown) and resume as before.
 """
 
 from __future__ import annotations
@@ -12,9 +19,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fit3d.data.writers import write_json
+from fit3d.data.writers import fit_files, write_json
 
 SETTINGS_FILE = "fit_settings.json"
+_OVERWRITING = "overwriting"
 
 
 def normalised(settings: dict) -> dict:
@@ -23,14 +31,28 @@ def normalised(settings: dict) -> dict:
     return json.loads(json.dumps(settings, default=str, sort_keys=True))
 
 
-def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False) -> None:
-    """Record ``settings`` (JSON-able values) in ``out_dir/fit_settings.json``, after checking
-    that the fits already there were made with the same ones.
+def _differences(old: dict, new: dict) -> list[str]:
+    return [f"{k}: {old[k]!r} there, {new[k]!r} now" for k in sorted(set(old) & set(new) - {_OVERWRITING})
+            if old[k] != new[k]]
 
+
+def _has_fits(out_dir: Path) -> bool:
+    return bool(fit_files(out_dir))
+
+
+def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False, whole_folder: bool = True,
+                   record: bool = True) -> bool:
+    """Check ``settings`` (JSON-able values) against ``out_dir/fit_settings.json`` and record them
+    (module docstring). ``whole_folder``: this job fits every image of the folder (no limit,
+    one shard). ``record`` False: check only (``--dry-run``).
+
+    Returns:
+        True when this run overwrites fits made with other settings: call
+        :func:`finish_overwrite` once it has finished uninterrupted.
     Raises:
-        ValueError: ``out_dir`` holds ``.npz`` fits and a ``fit_settings.json`` with other
-            settings, and ``overwrite`` is False (the message names each difference), or the
-            file cannot be written.
+        ValueError: the folder holds fits made with other settings (or an interrupted overwrite
+            with other settings) and this run may not replace them; the message names each
+            difference and what to do. Also when the file cannot be written.
     """
     out_dir = Path(out_dir)
     path = out_dir / SETTINGS_FILE
@@ -39,14 +61,37 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False)
         old = json.loads(path.read_text())
     except (OSError, ValueError):  # none yet, or unreadable: nothing to compare with
         old = None
-    if old == new:
-        return
-    if old is not None and not overwrite and next(out_dir.glob("*.npz"), None) is not None:
-        diff = "; ".join(f"{k}: {old.get(k)!r} there, {new.get(k)!r} now" for k in sorted(set(old) | set(new))
-                         if old.get(k) != new.get(k))
-        raise ValueError(f"{out_dir} holds fits made with other settings ({diff}): pass --overwrite to refit "
-                         "every image, or choose another --out")
+    if old is None:
+        if record and not _has_fits(out_dir):  # a new folder (an older one's settings are unknown)
+            _write(path, new)
+        return False
+    diff = _differences(old, new)
+    interrupted = bool(old.get(_OVERWRITING))
+    if not diff and not interrupted:
+        return False
+    if not _has_fits(out_dir):
+        if record:
+            _write(path, new)
+        return False
+    what = f"other settings ({'; '.join(diff)})" if diff else "these settings, by an --overwrite run that did not finish"
+    if not overwrite:
+        raise ValueError(f"{out_dir} holds fits made with {what}: pass --overwrite to refit every image, or "
+                         "choose another --out")
+    if not whole_folder:
+        raise ValueError(f"{out_dir} holds fits made with {what}: --overwrite with --limit or --shard would leave "
+                         "it mixed; refit it whole (no --limit, one shard) or choose another --out")
+    if record:
+        _write(path, dict(new, **{_OVERWRITING: True}))
+    return True
+
+
+def finish_overwrite(out_dir: str | Path, settings: dict) -> None:
+    """Record ``settings`` as the folder's, after an overwrite (:func:`check_settings`) finished."""
+    _write(Path(out_dir) / SETTINGS_FILE, normalised(settings))
+
+
+def _write(path: Path, data: dict) -> None:
     try:
-        write_json(path, new)
+        write_json(path, data)
     except OSError as e:
         raise ValueError(f"cannot write {path}: {e}") from e

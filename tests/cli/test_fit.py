@@ -73,8 +73,14 @@ def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     # the same folder with other settings: refused, nothing refitted; --overwrite refits
     r = CliRunner().invoke(cli, args + ["--no-flip"])
     assert r.exit_code == 1 and "other settings (flip: True there, False now)" in r.output, r.output
-    r = CliRunner().invoke(cli, args + ["--no-flip", "--overwrite", "--limit", "1"])
-    assert r.exit_code == 0 and "1 written" in r.output, r.output
+    r = CliRunner().invoke(cli, args + ["--no-flip", "--dry-run"])  # a dry run says so too
+    assert r.exit_code == 1 and "other settings" in r.output, r.output
+    r = CliRunner().invoke(cli, args + ["--no-flip", "--overwrite", "--limit", "1"])  # would leave it mixed
+    assert r.exit_code == 1 and "would leave it mixed" in r.output, r.output
+    r = CliRunner().invoke(cli, args + ["--no-flip", "--overwrite", "--steps", "5"])
+    assert r.exit_code == 0 and "4 written" in r.output, r.output
+    r = CliRunner().invoke(cli, args[:-2] + ["--no-flip", "--steps", "5", "--min-visible", "6"])  # defaults typed out
+    assert r.exit_code == 0 and "4 already done" in r.output, r.output
 
 
 def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):

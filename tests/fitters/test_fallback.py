@@ -37,14 +37,15 @@ def test_the_secondary_fit_is_kept_only_where_it_reprojects_ratio_times_closer(m
                         convention=get_convention("coco17"))
     primary = _Stub(torch.tensor([10.0, 10.0, 10.0, 1.0, float("nan"), 10.0]), torch.ones(B, dtype=torch.bool),
                     1.0, 30)
-    # person 0: 5x closer (kept); 1: 4x (not); 2: 10x but not valid; 3: worse; 4: the primary's error is NaN
+    # person 0: 5x closer (kept); 1: 4x (not); 2: 10x but not valid; 3: worse; 4: the primary's fit is not
+    # finite (NaN error): any valid fit beats it
     secondary = _Stub(torch.tensor([1.9, 2.5, 1.0, 0.5, 1.0, 0.1]),
                       torch.tensor([True, True, False, True, True, True]), 2.0, 100)
     res = Fallback(primary, secondary, ratio=5.0, min_keypoints=12)(batch)
     assert secondary.seen == [[0, 1, 2, 3, 4]]
-    assert res.extras["fallback"].tolist() == [True, False, False, False, False, False]
-    assert res.transl[:, 0].tolist() == [2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
-    assert res.reproj_error_px[0] == 1.9 and res.iterations.tolist() == [130, 30, 30, 30, 30, 30]
+    assert res.extras["fallback"].tolist() == [True, False, False, False, True, False]
+    assert res.transl[:, 0].tolist() == [2.0, 1.0, 1.0, 1.0, 2.0, 1.0]
+    assert res.reproj_error_px[0] == 1.9 and res.iterations.tolist() == [130, 30, 30, 30, 130, 30]
     assert res.extras["k"].tolist() == [0, 10, 20, 30, 40, 50]  # the primary's extras, for every person
     f = Fallback(primary, secondary)
     assert f.extra_defaults == {"k": -1, "fallback": False} and f.name == "primary+secondary"

@@ -1,36 +1,66 @@
 import json
-from pathlib import Path
 
 import pytest
 
 from fit3d.pipeline import RunConfig, run
-from fit3d.pipeline.settings import SETTINGS_FILE, check_settings
+from fit3d.pipeline.settings import SETTINGS_FILE, check_settings, finish_overwrite
+
+
+def _recorded(out):
+    return json.loads((out / SETTINGS_FILE).read_text())
 
 
 def test_a_folder_fitted_with_other_settings_is_not_resumed_into(tmp_path):
     out = tmp_path / "fits"
     out.mkdir()
-    check_settings(out, dict(fitter="eft", flip=True, regressor=Path("/w/r.pt")))
-    assert json.loads((out / SETTINGS_FILE).read_text()) == dict(fitter="eft", flip=True, regressor="/w/r.pt")
+    assert not check_settings(out, dict(fitter="eft", flip=True, regressor="/w/r.pt"))
+    assert _recorded(out) == dict(fitter="eft", flip=True, regressor="/w/r.pt")
     check_settings(out, dict(fitter="eft", flip=False))  # no fit in the folder yet: the new settings stand
-    (out / "a.jpg.npz").write_bytes(b"")
+    (out / "sub").mkdir()
+    (out / "sub" / "a.jpg.npz").write_bytes(b"")  # a fit in a subfolder counts
     check_settings(out, dict(fitter="eft", flip=False))  # the same: resumes
+    check_settings(out, dict(fitter="eft", flip=False, fallback=False))  # an option added later: not compared
     with pytest.raises(ValueError, match=r"other settings \(flip: False there, True now\).*--overwrite"):
         check_settings(out, dict(fitter="eft", flip=True))
-    check_settings(out, dict(fitter="eft", flip=True), overwrite=True)  # refits everything: recorded
-    assert json.loads((out / SETTINGS_FILE).read_text())["flip"] is True
+    with pytest.raises(ValueError, match="--limit or --shard would leave it mixed"):
+        check_settings(out, dict(fitter="eft", flip=True), overwrite=True, whole_folder=False)
+    with pytest.raises(ValueError, match="other settings"):  # --dry-run: the same answer, nothing written
+        check_settings(out, dict(fitter="eft", flip=True), record=False)
+    assert _recorded(out)["flip"] is False
+
+
+def test_an_overwrite_is_recorded_once_it_finishes(tmp_path):
+    out = tmp_path / "fits"
+    out.mkdir()
+    check_settings(out, dict(flip=True))
+    (out / "a.jpg.npz").write_bytes(b"")
+    assert check_settings(out, dict(flip=False), overwrite=True)  # refits the whole folder
+    # until it finishes, no run without --overwrite resumes into the folder, with either settings
+    for flip in (True, False):
+        with pytest.raises(ValueError, match="--overwrite"):
+            check_settings(out, dict(flip=flip))
+    finish_overwrite(out, dict(flip=False))
+    assert _recorded(out) == dict(flip=False) and not check_settings(out, dict(flip=False))
+
+
+def test_a_folder_from_before_the_record_resumes_unrecorded(tmp_path):
+    out = tmp_path / "fits"
+    out.mkdir()
+    (out / "a.jpg.npz").write_bytes(b"")
+    check_settings(out, dict(flip=False))
+    assert not (out / SETTINGS_FILE).exists()  # what its fits were made with is unknown
 
 
 def test_run_records_its_settings_and_refuses_to_mix_fits(tmp_path, sample_copy, anny_model, fast_fitter):
-    out = tmp_path / "fits"
-    cfg = dict(out_dir=out, progress=False, limit=1)
-    s = run([], fast_fitter, anny_model, RunConfig(**cfg, settings=dict(prior="gmm")))
-    assert s["settings"] == dict(prior="gmm")
     from fit3d.data.readers import read_coco
 
+    out = tmp_path / "fits"
     records, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
-    run(records, fast_fitter, anny_model, RunConfig(**cfg, settings=dict(prior="gmm")))
-    assert len(list(out.glob("*.npz"))) == 1
-    with pytest.raises(ValueError, match="other settings"):
-        run(records, fast_fitter, anny_model, RunConfig(**cfg, settings=dict(prior="vae")))
-    assert len(list(out.glob("*.npz"))) == 1  # nothing written by the refused run
+    s = run(records, fast_fitter, anny_model, RunConfig(out, progress=False, limit=1, settings=dict(prior="gmm")))
+    assert s["settings"] == dict(prior="gmm") and len(list(out.glob("*.npz"))) == 1
+    for cfg in (dict(), dict(overwrite=True, limit=1), dict(overwrite=True, shard=(0, 2))):
+        with pytest.raises(ValueError, match="other settings"):
+            run(records, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="vae"), **cfg))
+    assert len(list(out.glob("*.npz"))) == 1 and _recorded(out) == dict(prior="gmm")  # nothing written
+    run(records, fast_fitter, anny_model, RunConfig(out, progress=False, overwrite=True, settings=dict(prior="vae")))
+    assert len(list(out.glob("*.npz"))) == 4 and _recorded(out) == dict(prior="vae")
