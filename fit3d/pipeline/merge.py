@@ -38,7 +38,9 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         images, unreadable outputs, pending failures (``*.failed.json``), images written
         without unreadable annotations (``*.incomplete.json``), and ``latest_runs_total``:
         the counts of each summary file's latest run, summed (a resumed run's summary
-        describes that run only; the people totals come from the outputs themselves).
+        describes that run only; the people totals come from the outputs themselves), and
+        ``settings``: the distinct fit settings the summaries record (one entry when every
+        shard agrees; :mod:`fit3d.pipeline.settings`).
     Raises:
         ValueError: the outputs hold different keypoint layouts, joints or fields
             (runs of different settings in one folder), or nothing to merge.
@@ -101,6 +103,10 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     pending = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.failed.json"))
     incomplete = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.incomplete.json"))
     totals = {k: sum(int(r.get("this_run", {}).get(k, 0)) for r in runs) for k in COUNTS}
+    settings = []  # what the runs were fitted with: one entry when every shard agrees
+    for r in runs:
+        if "settings" in r and r["settings"] not in settings:
+            settings.append(r["settings"])
     return dict(
         people=n, people_fitted=int(fitted.sum()), people_valid=int((arrays.get("valid", fitted) & fitted).sum()),
         people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
@@ -108,7 +114,7 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
                              mean=float(err.mean()) if len(err) else None),
         shards=sorted(set(map(str, arrays.get("shard", [])))), unreadable_outputs=unreadable,
         pending_failures=pending, pending_incomplete=incomplete, latest_runs_total=totals,
-        runs=[r.get("file") for r in runs],
+        runs=[r.get("file") for r in runs], settings=settings,
     )
 
 

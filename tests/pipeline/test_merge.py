@@ -18,13 +18,14 @@ def test_merging_shards_gives_the_people_and_parameters_of_one_run(tmp_path, sam
     one, sharded = tmp_path / "one", tmp_path / "sharded"
     run(images, fast_fitter, anny_model, RunConfig(one, progress=False), problems)
     for i in range(3):
-        run(images, fast_fitter, anny_model, RunConfig(sharded, shard=(i, 3), progress=False), problems)
+        run(images, fast_fitter, anny_model, RunConfig(sharded, shard=(i, 3), progress=False,
+                                                       settings=dict(prior="gmm")), problems)
     a, sa = merge_fits(one)
     b, sb = merge_fits(sharded)
     assert len(a["annot_id"]) == len(b["annot_id"]) == 14 and sa["people_fitted"] == sb["people_fitted"] == 12
     assert sorted(set(b["shard"])) == ["1/3", "2/3", "3/3"] and set(a["shard"]) == {"1/1"}
     assert sb["latest_runs_total"]["images"] == 4 and sb["latest_runs_total"]["people_fitted"] == 12
-    assert len(sb["runs"]) == 3
+    assert len(sb["runs"]) == 3 and sb["settings"] == [dict(prior="gmm")] and sa["settings"] == []
     ia, ib = _by_person(a), _by_person(b)
     assert ia.keys() == ib.keys()
     for key in ia:
