@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fit3d.data.writers import fit_files, write_json
+from fit3d.data.writers import has_fit_files, write_json
 
 SETTINGS_FILE = "fit_settings.json"
 _OVERWRITING = "overwriting"
@@ -34,10 +34,6 @@ def normalised(settings: dict) -> dict:
 def _differences(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old[k]!r} there, {new[k]!r} now" for k in sorted(set(old) & set(new) - {_OVERWRITING})
             if old[k] != new[k]]
-
-
-def _has_fits(out_dir: Path) -> bool:
-    return bool(fit_files(out_dir))
 
 
 def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False, whole_folder: bool = True,
@@ -62,14 +58,14 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
     except (OSError, ValueError):  # none yet, or unreadable: nothing to compare with
         old = None
     if old is None:
-        if record and not _has_fits(out_dir):  # a new folder (an older one's settings are unknown)
+        if record and not has_fit_files(out_dir):  # a new folder (an older one's settings are unknown)
             _write(path, new)
         return False
     diff = _differences(old, new)
     interrupted = bool(old.get(_OVERWRITING))
     if not diff and not interrupted:
         return False
-    if not _has_fits(out_dir):
+    if not has_fit_files(out_dir):
         if record:
             _write(path, new)
         return False
