@@ -30,10 +30,13 @@ from fit3d.cli.options import errors_as
 @click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="At most N tasks at once.")
 @click.option("--slurm-arg", "slurm_args", multiple=True, metavar="KEY=VALUE",
               help="Extra sbatch option, e.g. --slurm-arg account=abc (repeatable).")
+@click.option("--check/--no-check", default=True, show_default=True,
+              help="Run the first task's command with --dry-run here first and queue nothing if it fails (a bad "
+                   "option, a missing input, an output folder fitted with other settings). smplify and eft.")
 @click.option("--wait/--no-wait", default=None,
               help="Wait for every task and exit with the worst exit code (default: wait with --cluster local).")
 def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job, ranks, cpus_per_job, mem_gb,
-           time_min, max_parallel, slurm_args, wait):
+           time_min, max_parallel, slurm_args, check, wait):
     """Run 'fit3d COMMAND OPTIONS...' as JOBS shards on SLURM (submitit), or locally.
 
     The command's own options and the submit options may come in any order, e.g.
@@ -42,9 +45,10 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
             --jobs 64 --slurm-partition gpu --gpus-per-job 1
 
     then 'fit3d merge --fits fits/' when every task has finished. Each task resumes
-    what exists; preempted or timed-out tasks are requeued.
+    what exists; preempted or timed-out tasks are requeued. Before queueing, the first task's
+    command runs here with --dry-run (--no-check skips it).
     """
-    from fit3d.pipeline.submit import ClusterUnavailable, SubmitConfig
+    from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, precheck
     from fit3d.pipeline.submit import submit as do_submit
 
     extra = {}
@@ -56,6 +60,13 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition, gpus_per_job=gpus_per_job,
                           cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min, max_parallel=max_parallel,
                           slurm_args=extra, ranks=ranks)
+    if check:
+        with errors_as(click.UsageError):
+            code = precheck(command, list(options), jobs)
+        if code is not None and code not in PRECHECK_OK:
+            click.echo(f"fit3d: nothing submitted: 'fit3d {command} ... --dry-run' exited {code} (above); "
+                       "fix that and submit again", err=True)
+            raise click.exceptions.Exit(code)
     try:
         with errors_as(click.UsageError):
             submitted = do_submit(command, list(options), config)

@@ -104,6 +104,30 @@ def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
     return [[command, *options, "--shard", f"{i + 1}/{jobs}"] for i in range(jobs)]
 
 
+#: ``--dry-run`` exit codes after which :func:`precheck` lets the tasks be queued: nothing wrong,
+#: or input problems that a run records per input and fits the rest around (exit 3).
+PRECHECK_OK = (0, 3)
+
+
+def precheck(command: str, options: list[str], jobs: int) -> int | None:
+    """The first task's command run here with ``--dry-run`` (reads the inputs, builds the body
+    model, checks the output folder's fit settings; fits nothing), so that a typo in an option,
+    a missing input or a folder fitted with other settings stops ``fit3d submit`` before any task
+    is queued rather than in every task. Every task would get the same verdict: they differ only
+    in ``--shard``, which the check sees.
+
+    Returns:
+        the dry run's exit code (:data:`PRECHECK_OK` when the tasks may go), or None for
+        ``neuralannot`` (one job, which has no dry run).
+    Raises:
+        ValueError: see :func:`shard_args`.
+    """
+    args = shard_args(command, options, jobs)[0]
+    if command == "neuralannot":
+        return None
+    return ShardJob([*args, "--dry-run"])()
+
+
 class ClusterUnavailable(RuntimeError):
     """The cluster asked for cannot be reached from here (e.g. no SLURM commands)."""
 

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -50,11 +51,30 @@ def test_submit_neuralannot_runs_one_job_of_two_ranks(tmp_path, sample_dir):
 
 def test_submit_reports_a_task_error_and_a_missing_cluster(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
-                                 "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "jobs")])
+                                 "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "jobs"), "--no-check"])
     assert r.exit_code == 2, r.output  # each task's usage error, with its exit code
     assert "is not a folder" in r.output and "(log: " in r.output
     if shutil.which("srun") is None:  # no SLURM on this machine: one line saying so, no traceback
-        r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+        r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--annotations",
+                                     str(sample_dir / "test_coco.json"), "--out", str(tmp_path / "o"),
                                      "--logs", str(tmp_path / "jobs2")])
         assert r.exit_code == 1 and "no slurm cluster here" in r.output and "--cluster local" in r.output
         assert "Traceback" not in r.output
+
+
+def test_submit_checks_the_command_before_queueing(tmp_path, sample_dir):
+    logs = tmp_path / "jobs"
+    r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o"),
+                                 "--jobs", "2", "--cluster", "local", "--logs", str(logs)])
+    assert r.exit_code == 2 and "is not a folder" in r.output and "nothing submitted" in r.output, r.output
+    assert not logs.exists()  # no task was queued
+    # an output folder fitted with other settings: every task would refuse; the check says so once
+    out = tmp_path / "fits"
+    out.mkdir()
+    (out / "fit_settings.json").write_text(json.dumps({"fitter": "eft", "flip": False}))
+    (out / "img.jpg.npz").write_bytes(b"")
+    r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--annotations",
+                                 str(sample_dir / "test_coco.json"), "--out", str(out), "--jobs", "2", "--cluster",
+                                 "local", "--logs", str(logs)])
+    assert r.exit_code == 1 and "flip: False there, True now" in r.output and "nothing submitted" in r.output, r.output
+    assert not logs.exists()

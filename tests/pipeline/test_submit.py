@@ -1,0 +1,30 @@
+import pytest
+
+from fit3d.pipeline.submit import precheck, shard_args
+
+
+def test_shard_args_count_from_one_and_refuse_what_submit_sets():
+    assert shard_args("eft", ["--out", "o"], 3) == [["eft", "--out", "o", "--shard", f"{i}/3"] for i in (1, 2, 3)]
+    with pytest.raises(ValueError, match="leave it out"):
+        shard_args("eft", ["--shard=1/2"], 2)
+    with pytest.raises(ValueError, match="not 'train'"):
+        shard_args("train", [], 1)
+
+
+def test_precheck_runs_the_first_task_as_a_dry_run(monkeypatch):
+    seen = []
+
+    class Job:
+        def __init__(self, args, distributed=False):
+            seen.append(args)
+
+        def __call__(self):
+            return 4
+
+    monkeypatch.setattr("fit3d.pipeline.submit.ShardJob", Job)
+    assert precheck("smplify", ["--images", "x", "--out", "o"], 2) == 4
+    assert seen == [["smplify", "--images", "x", "--out", "o", "--shard", "1/2", "--dry-run"]]
+    assert precheck("neuralannot", ["--images", "x"], 1) is None  # one job, no dry run
+    assert len(seen) == 1
+    with pytest.raises(ValueError):
+        precheck("neuralannot", [], 2)
