@@ -103,6 +103,14 @@ class TrainConfig:
     stop_tolerance: float = 0.2
 
 
+def _epoch_generator(seed: int, phase: str | None, epoch: int, rank: int) -> torch.Generator:
+    """The random stream of one training epoch (people's order, synthetic batches), seeded by
+    the run's seed, the phase, the epoch (0-based, the one about to run) and the rank: a run
+    resumed from a checkpoint draws what the uninterrupted run drew from that epoch on."""
+    phase_code = 1 if phase == "select" else 0
+    return torch.Generator().manual_seed(((seed * 1_000_003 + phase_code) * 100_003 + epoch) * 65_537 + rank)
+
+
 class NeuralAnnot:
     """Dataset-level annotator. ``fit_dataset(target)`` trains it; ``fitter(batch)`` annotates.
 
@@ -244,8 +252,9 @@ class NeuralAnnot:
         network in DDP and gives each rank every world-th person; every rank runs the same
         number of steps per epoch (from the largest share) and draws its own synthetic
         batches (rank-seeded); the held-out loss is averaged over ranks, so every rank
-        takes the same decision; rank 0 writes the checkpoint. A resumed run restarts the
-        random streams at the saved epoch (same results in distribution, not bit-exact).
+        takes the same decision; rank 0 writes the checkpoint. Each epoch draws from its own
+        seeded random stream, so a run resumed from the checkpoint trains as the uninterrupted
+        run would (the same weights, on the same device and thread count).
         Returns the per-epoch log (this rank's mean loss parts, seconds; selection epochs
         carry ``held_out_2d`` and ``phase`` ``"select"``).
 
@@ -337,7 +346,6 @@ class NeuralAnnot:
         # the same number of steps on every rank (DDP all-reduces every step): from the
         # largest share, not this rank's
         n_steps = max(-(-(-(-len(people) // world)) // c.batch_size), c.min_steps_per_epoch)
-        g = torch.Generator().manual_seed(c.seed * 1_000_003 + rank + (0 if held is None else 7_777))
         if held is not None and not self.held_out:
             self.held_out = [self.held_out_loss(target, held, shard)]  # the starting network's
         bar = None
@@ -348,6 +356,7 @@ class NeuralAnnot:
             bar = tqdm(total=epochs, initial=self.epoch, desc=desc, unit="epoch")
         while self.epoch < epochs:
             t0 = time.perf_counter()
+            g = _epoch_generator(c.seed, self.phase, self.epoch, rank)
             pool = self._synthetic_pool(max(c.synthetic_batch * 8, 512), (c.seed * 7919 + self.epoch) * 101 + rank) \
                 if "depth" in self.recipes else None
             perm = torch.cat([mine[torch.randperm(len(mine), generator=g)]

@@ -65,6 +65,11 @@ def test_training_lowers_2d_loss_and_resumes(tmp_path, anny_model, make_syntheti
     assert [e["epoch"] for e in log3] == [1, 2, 3] and log3[:2] == log
     res = b(target)
     assert res.keypoints_3d.shape == (16, 23, 3) and torch.isfinite(res.transl).all()
+    # ... and ends where an uninterrupted 3-epoch run ends, bit for bit
+    c = NeuralAnnot(anny_model, _net(anny_model), {"depth", "pretrain"}, pose_set, None, cfg3)
+    c.fit_dataset(target, progress=False)
+    for k, v in c.net.state_dict().items():
+        assert torch.equal(v, b.net.state_dict()[k]), k
 
 
 
