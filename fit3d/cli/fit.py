@@ -74,16 +74,14 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
     with errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
+        fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
         if opts.dry_run:
             if opts.out_dir.is_dir():  # a run that would be refused says so now
                 from fit3d.pipeline.settings import check_settings
 
-                planned = fit_settings(opts, fitter_name, options or {})  # (no fitter built: its defaults unknown)
-                planned = {k: v for k, v in planned.items() if not (k in ("steps", "lr") and v is None)}
-                check_settings(opts.out_dir, planned, opts.overwrite,
+                check_settings(opts.out_dir, fit_settings(opts, fitter_name, options or {}, fitter), opts.overwrite,
                                whole_folder=opts.limit is None and opts.shard[1] == 1, record=False)
             raise click.exceptions.Exit(report_validation(records, problems, body, opts))
-        fitter = make_fitter(body)
         config = RunConfig(
             out_dir=opts.out_dir, focal_length=opts.focal_length,
             batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),

@@ -104,11 +104,22 @@ class TrainConfig:
 
 
 def _epoch_generator(seed: int, phase: str | None, epoch: int, rank: int) -> torch.Generator:
-    """The random stream of one training epoch (people's order, synthetic batches), seeded by
-    the run's seed, the phase, the epoch (0-based, the one about to run) and the rank: a run
-    resumed from a checkpoint draws what the uninterrupted run drew from that epoch on."""
-    phase_code = 1 if phase == "select" else 0
-    return torch.Generator().manual_seed(((seed * 1_000_003 + phase_code) * 100_003 + epoch) * 65_537 + rank)
+    """The random stream of one training epoch (people's order, synthetic batches).
+
+    Seeded from ``(seed, phase, epoch, rank)`` through numpy's ``SeedSequence`` (any
+    non-negative ints, no two tuples sharing a stream in practice), so a run resumed from a
+    checkpoint draws what the uninterrupted run drew from that epoch on (same world size).
+
+    Args:
+        seed: the run's seed (``TrainConfig.seed``). phase: ``"select"`` or ``"final"``.
+        epoch: the 0-based epoch about to run. rank: this process's ``torch.distributed`` rank.
+    Returns:
+        a CPU ``torch.Generator``.
+    Raises:
+        ValueError: a negative ``seed``, ``epoch`` or ``rank`` (``SeedSequence`` takes none).
+    """
+    state = np.random.SeedSequence([seed, 1 if phase == "select" else 0, epoch, rank]).generate_state(2, np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
 class NeuralAnnot:
@@ -254,7 +265,8 @@ class NeuralAnnot:
         batches (rank-seeded); the held-out loss is averaged over ranks, so every rank
         takes the same decision; rank 0 writes the checkpoint. Each epoch draws from its own
         seeded random stream, so a run resumed from the checkpoint trains as the uninterrupted
-        run would (the same weights, on the same device and thread count).
+        run would (the same weights, with the same world size, on the CPU with the same thread
+        count; on a GPU as far as its kernels are deterministic).
         Returns the per-epoch log (this rank's mean loss parts, seconds; selection epochs
         carry ``held_out_2d`` and ``phase`` ``"select"``).
 

@@ -110,22 +110,37 @@ PRECHECK_OK = (0, 3)
 
 
 def precheck(command: str, options: list[str], jobs: int) -> int | None:
-    """The first task's command run here with ``--dry-run`` (reads the inputs, builds the body
-    model, checks the output folder's fit settings; fits nothing), so that a typo in an option,
-    a missing input or a folder fitted with other settings stops ``fit3d submit`` before any task
-    is queued rather than in every task. Every task would get the same verdict: they differ only
-    in ``--shard``, which the check sees.
+    """The first task's command run here with ``--dry-run``, on the CPU (reads the inputs, builds
+    the body model and the fitter, checks the output folder's fit settings; fits nothing), so
+    that a typo in an option, a missing input or weights, or a folder fitted with other settings
+    stops ``fit3d submit`` before any task is queued rather than in every task. The tasks differ
+    only in ``--shard``, which matters to the check only through the whole-folder rule of
+    ``--overwrite`` (:func:`fit3d.pipeline.settings.check_settings`), the same for every task.
 
     Returns:
         the dry run's exit code (:data:`PRECHECK_OK` when the tasks may go), or None for
         ``neuralannot`` (one job, which has no dry run).
     Raises:
-        ValueError: see :func:`shard_args`.
+        ValueError: see :func:`shard_args`. Anything else the command raises outside click's
+            own errors (which become exit codes) passes through.
     """
     args = shard_args(command, options, jobs)[0]
     if command == "neuralannot":
         return None
-    return ShardJob([*args, "--dry-run"])()
+    return ShardJob([*_on_cpu(args), "--dry-run"])()
+
+
+def _on_cpu(args: list[str]) -> list[str]:
+    """``args`` with ``--device X`` / ``--device=X`` set to ``cpu``: the check runs where
+    ``fit3d submit`` is typed (often a login node without the tasks' GPUs), and the device
+    decides no setting it checks."""
+    out = list(args)
+    for i, a in enumerate(out):
+        if a == "--device" and i + 1 < len(out):
+            out[i + 1] = "cpu"
+        elif a.startswith("--device="):
+            out[i] = "--device=cpu"
+    return out
 
 
 class ClusterUnavailable(RuntimeError):

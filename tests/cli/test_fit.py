@@ -75,6 +75,9 @@ def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     assert r.exit_code == 1 and "other settings (flip: True there, False now)" in r.output, r.output
     r = CliRunner().invoke(cli, args + ["--no-flip", "--dry-run"])  # a dry run says so too
     assert r.exit_code == 1 and "other settings" in r.output, r.output
+    dry = [a for a in args if a not in ("--steps", "5")] + ["--dry-run"]  # EFT's default steps (30), left unset
+    r = CliRunner().invoke(cli, dry)
+    assert r.exit_code == 1 and "steps: 5 there, 30 now" in r.output, r.output
     r = CliRunner().invoke(cli, args + ["--no-flip", "--overwrite", "--limit", "1"])  # would leave it mixed
     assert r.exit_code == 1 and "would leave it mixed" in r.output, r.output
     r = CliRunner().invoke(cli, args + ["--no-flip", "--overwrite", "--steps", "5"])

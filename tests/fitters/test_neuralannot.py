@@ -73,6 +73,17 @@ def test_training_lowers_2d_loss_and_resumes(tmp_path, anny_model, make_syntheti
 
 
 
+def test_epoch_streams_are_distinct_and_take_any_seed():
+    from fit3d.fitters.neuralannot import _epoch_generator
+
+    draws = {tuple(torch.randint(0, 2**30, (4,), generator=_epoch_generator(seed, phase, epoch, rank)).tolist())
+             for seed in (0, 12345, 2**40) for phase in ("select", "final") for epoch in (0, 1) for rank in (0, 1, 101)}
+    assert len(draws) == 3 * 2 * 2 * 3
+    with pytest.raises(ValueError):
+        _epoch_generator(-1, "final", 0, 0)
+
+
+
 def test_a_finished_checkpoint_says_there_is_nothing_to_train(tmp_path, anny_model, make_synthetic, pose_set,
                                                               caplog):
     target, _, _ = make_synthetic(anny_model, 8, seed=3)

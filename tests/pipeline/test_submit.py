@@ -24,6 +24,12 @@ def test_precheck_runs_the_first_task_as_a_dry_run(monkeypatch):
     monkeypatch.setattr("fit3d.pipeline.submit.ShardJob", Job)
     assert precheck("smplify", ["--images", "x", "--out", "o"], 2) == 4
     assert seen == [["smplify", "--images", "x", "--out", "o", "--shard", "1/2", "--dry-run"]]
+    # the check runs where submit is typed (a login node, often without the tasks' GPUs): on the CPU
+    precheck("eft", ["--device", "cuda", "--out", "o"], 1)
+    precheck("eft", ["--device=cuda:1"], 1)
+    assert seen[1:] == [["eft", "--device", "cpu", "--out", "o", "--shard", "1/1", "--dry-run"],
+                        ["eft", "--device=cpu", "--shard", "1/1", "--dry-run"]]
+    del seen[1:]
     assert precheck("neuralannot", ["--images", "x"], 1) is None  # one job, no dry run
     assert len(seen) == 1
     with pytest.raises(ValueError):
