@@ -75,13 +75,6 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     with errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
-        if opts.dry_run:
-            if opts.out_dir.is_dir():  # a run that would be refused says so now
-                from fit3d.pipeline.settings import check_settings
-
-                check_settings(opts.out_dir, fit_settings(opts, fitter_name, options or {}, fitter), opts.overwrite,
-                               whole_folder=opts.limit is None and opts.shard[1] == 1, record=False)
-            raise click.exceptions.Exit(report_validation(records, problems, body, opts))
         config = RunConfig(
             out_dir=opts.out_dir, focal_length=opts.focal_length,
             batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),
@@ -89,6 +82,13 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
             settings=fit_settings(opts, fitter_name, options or {}, fitter),
         )
+        if opts.dry_run:
+            if opts.out_dir.is_dir():  # a run that would be refused says so now
+                from fit3d.pipeline.settings import check_settings
+
+                check_settings(opts.out_dir, config.settings, opts.overwrite, whole_folder=config.whole_folder,
+                               record=False)
+            raise click.exceptions.Exit(report_validation(records, problems, body, opts))
         s = run(records, fitter, body, config, problems)
     for p in s["input_problems"][len(problems):]:  # found by the run (keypoint layouts): not printed yet
         echo_problem(p["severity"], p["source"], p["reason"])

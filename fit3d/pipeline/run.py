@@ -72,6 +72,12 @@ class RunConfig:
     fitter_name: str = "smplify"
     settings: dict | None = None
 
+    @property
+    def whole_folder(self) -> bool:
+        """Whether this job fits every image of the folder (no ``limit``, one shard): the only
+        kind that may ``overwrite`` fits made with other settings."""
+        return self.limit is None and self.shard[1] == 1
+
 
 def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     """``"i/n"`` with 1 <= i <= n (one-based, as users count) -> zero-based ``(i-1, n)``.
@@ -305,7 +311,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
     overwriting = config.settings is not None and check_settings(
-        out_dir, config.settings, config.overwrite, whole_folder=config.limit is None and config.shard[1] == 1)
+        out_dir, config.settings, config.overwrite, whole_folder=config.whole_folder)
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),

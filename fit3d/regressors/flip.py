@@ -99,10 +99,11 @@ class FlipAveraged(Regressor):
         return self.inner.decode(0.5 * (p[:, 0] + p[:, 1, self.mirror_index] * self.mirror_sign))
 
 
-def with_flip(regressor, body_model: BodyModel, flip: bool = True, stacklevel: int = 2):
+def with_flip(regressor, body_model: BodyModel, flip: bool = True):
     """``regressor`` wrapped in :class:`FlipAveraged` when ``flip`` is asked for and it can be:
     a regressor with a prototype head has no mirror for its prototypes and is returned as it is,
-    with a warning (EFT and NeuralAnnot share this rule).
+    with a warning pointing at the caller of the function that called this one (e.g. of
+    :func:`fit3d.fitters.build.build_eft`).
 
     Raises:
         TypeError, ValueError: as :class:`FlipAveraged` (a regressor without the needed methods,
@@ -112,6 +113,6 @@ def with_flip(regressor, body_model: BodyModel, flip: bool = True, stacklevel: i
         return regressor
     if getattr(regressor, "num_prototypes", 0):
         warnings.warn("flip averaging skipped: the regressor has a prototype head (no mirror for its prototypes)",
-                      stacklevel=stacklevel + 1)
+                      stacklevel=3)
         return regressor
     return FlipAveraged(regressor, body_model)

@@ -309,3 +309,9 @@ def test_neuralannot_outputs_resume_only_from_the_same_annotator(tmp_path, sampl
     assert s["images_already_done"] == 1 and s["images_written"] == 3
     # under shards, each rank forgets only its own images
     assert forget_other_annotators(out, images, (0, 2), old) == 2 and len(fit_files(out)) == 2
+
+
+def test_run_config_whole_folder_means_no_limit_and_one_shard(tmp_path):
+    assert RunConfig(tmp_path).whole_folder
+    assert not RunConfig(tmp_path, limit=3).whole_folder
+    assert not RunConfig(tmp_path, shard=(0, 2)).whole_folder
