@@ -31,7 +31,7 @@ def main() -> None:
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import RECOMBINED_POSES, load_pose_set, save_prior, train_prior, training_poses
     from fit3d.training.prototypes import learn_prototypes
-    from fit3d.training.regressor import save_regressor, train_regressor
+    from fit3d.training.regressor import checkpoint_path, save_regressor, train_regressor
 
     a.out.mkdir(parents=True, exist_ok=True)
     poses = a.poses or bundled_pose_set()
@@ -52,10 +52,12 @@ def main() -> None:
 
                 protos = load_prior(a.out / "anny_prototypes.pt").prototypes
                 out = a.out / "anny_keypoint_regressor_pm.pt"
+            checkpoint = checkpoint_path(out)  # rerun after an interruption: resumes from it
             model, _ = train_regressor(load_pose_set(poses), body, include_val=a.include_val, recombined=recombined,
-                                       prototypes=protos, progress=False,
+                                       prototypes=protos, progress=False, checkpoint=checkpoint,
                                        **({} if a.regressor_rounds is None else {"rounds": a.regressor_rounds}))
             save_regressor(model, out)
+            checkpoint.unlink(missing_ok=True)
         else:
             raise SystemExit(f"unknown kind {kind!r}")
         print(json.dumps(dict(kind=kind, seconds=round(time.perf_counter() - t0, 1), path=str(out))), flush=True)

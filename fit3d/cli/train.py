@@ -76,10 +76,11 @@ def train_prior_cmd(kind, poses, out, seed):
 @model_options
 def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
-    subjects, never the test ones (seeded)."""
+    subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial when run again
+    with the same options."""
     from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
-    from fit3d.training.regressor import save_regressor, train_regressor
+    from fit3d.training.regressor import checkpoint_path, save_regressor, train_regressor
 
     torch_seed(seed)
     protos = None
@@ -90,8 +91,11 @@ def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
     with errors_as():
         pose_set = load_pose_set(poses or weights_path(body, "pose_set"))
     size = {} if rounds is None else {"rounds": rounds}
-    model, stats = train_regressor(pose_set, body, people_per_round=people, seed=seed, prototypes=protos, **size)
+    checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
+    model, stats = train_regressor(pose_set, body, people_per_round=people, seed=seed, prototypes=protos,
+                                   checkpoint=checkpoint, **size)
     save_regressor(model.cpu(), out)
+    checkpoint.unlink(missing_ok=True)
     click.echo(json.dumps(stats, indent=2))
 
 

@@ -15,16 +15,21 @@ Seeded; deterministic on CPU for a given thread count.
 
 from __future__ import annotations
 
+import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import roma
 import torch
 
+from fit3d.body_models.weights import model_key
 from fit3d.data.batching import PersonBatch
 from fit3d.geometry import project
 from fit3d.training.synthetic import CameraModel, NoiseModel, OrientationModel, make_people
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
+
+log = logging.getLogger(__name__)
 
 
 #: Rounds of fresh synthetic people (8,192 each, two epochs) in the shipped training: 384
@@ -119,7 +124,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
                     epochs_per_round: int = 2, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
                     progress: bool = True, include_val: bool = True, recombined: int | None = None,
                     prototypes: torch.Tensor | None = None, width: int = 192,
-                    blocks: int = 2) -> tuple[KeypointRegressor, dict]:
+                    blocks: int = 2, checkpoint: str | Path | None = None) -> tuple[KeypointRegressor, dict]:
     """Train a :class:`KeypointRegressor` for ``body_model`` on :func:`training_people`.
 
     Args:
@@ -127,6 +132,12 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
         include_val: also train on the ``val`` subjects (the shipped weights do; tuning runs don't).
         recombined: limb-wise recombinations in the pool (see :func:`training_pool`).
         prototypes: ``(P, J, 3)`` prototype poses for a PM-Net start head (None: the mean pose).
+        checkpoint: a file written (atomically) after every round but the last and resumed
+            from when it holds a run of the same settings (body model file, gender and shape
+            size, device type, pose pool, training sizes), so an interrupted training ends with
+            the same weights as an uninterrupted one (on the same thread count); a checkpoint of
+            other settings, or one that cannot be read, is ignored and overwritten. The caller
+            removes it when done (:func:`checkpoint_path`).
     Returns:
         ``(model, stats)``: the model on ``body_model.device``.
     """
@@ -143,13 +154,19 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.05)
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    settings = dict(rounds=rounds, people_per_round=people_per_round, epochs_per_round=epochs_per_round,
+                    batch_size=batch_size, lr=lr, seed=seed, include_val=include_val, recombined=recombined,
+                    width=width, blocks=blocks, model=model_key(body_model), betas=body_model.num_betas,
+                    device=torch.device(device).type, pool=_digest(*pool),
+                    prototypes=None if prototypes is None else _digest(prototypes.cpu().numpy()))
+    start = _resume(checkpoint, settings, model, opt, sched, g)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc="train regressor", unit="step")
+        bar = tqdm(total=total, initial=start * steps_per_round, desc="train regressor", unit="step")
     parts = {}
-    for r in range(rounds):
+    for r in range(start, rounds):
         data = training_people(pool, body_model, people_per_round, seed * 1000 + r,
                                TRAIN_NOISE_SCALES[r % len(TRAIN_NOISE_SCALES)])
         model.train()
@@ -167,21 +184,73 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(mm=f"{parts['l3d_m'] * 1000:.0f}", rot=f"{parts['rot']:.2f}")
+        if checkpoint is not None and r + 1 < rounds:
+            _save_checkpoint(checkpoint, settings, r + 1, model, opt, sched, g)
     if bar is not None:
         bar.close()
     model.eval()
-    return model, dict(steps=total, seconds=round(time.perf_counter() - t0, 1), final=parts)
+    return model, dict(steps=total, seconds=round(time.perf_counter() - t0, 1), final=parts, resumed_at_round=start)
 
 
-def save_regressor(model: KeypointRegressor, path) -> None:
-    """Save ``model.state()`` atomically."""
+def _digest(*arrays: np.ndarray) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """Where :func:`train_regressor` keeps the checkpoint of a regressor being trained into
+    ``out`` (``out`` + ``.partial``): an interrupted training run again resumes from it."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _save_torch(obj, path) -> None:
     import io
 
     from fit3d.data.writers import atomic_write_bytes
 
     buf = io.BytesIO()
-    torch.save(model.state(), buf)
+    torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _save_checkpoint(path, settings: dict, next_round: int, model, opt, sched, g: torch.Generator) -> None:
+    _save_torch(dict(settings=settings, next_round=next_round, model=model.state_dict(), opt=opt.state_dict(),
+                     sched=sched.state_dict(), generator=g.get_state(), torch_rng=torch.get_rng_state(),
+                     numpy_rng=np.random.get_state()), path)
+
+
+def _resume(path, settings: dict, model, opt, sched, g: torch.Generator) -> int:
+    """Load a :func:`train_regressor` checkpoint of the same ``settings`` into the training
+    state; the round to start from (0: no usable checkpoint)."""
+    if path is None or not Path(path).is_file():
+        return 0
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        same = isinstance(ck, dict) and ck.get("settings") == settings
+    except Exception as e:  # noqa: BLE001 - unreadable (truncated, another torch): train from the start
+        log.warning("train_regressor: cannot read the checkpoint %s (%s); training from the start", path, e)
+        return 0
+    if not same:
+        log.warning("train_regressor: %s is a checkpoint of other settings; training from the start", path)
+        return 0
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    sched.load_state_dict(ck["sched"])
+    g.set_state(ck["generator"])
+    torch.set_rng_state(ck["torch_rng"])
+    np.random.set_state(ck["numpy_rng"])
+    log.info("train_regressor: resumed from %s at round %d of %d", path, ck["next_round"], settings["rounds"])
+    return int(ck["next_round"])
+
+
+def save_regressor(model: KeypointRegressor, path) -> None:
+    """Save ``model.state()`` atomically."""
+    _save_torch(model.state(), path)
 
 
 def load_regressor(path) -> KeypointRegressor:

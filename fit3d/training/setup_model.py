@@ -61,6 +61,15 @@ class SetupConfig:
                    vae_epochs=2, articulation_steps=50)
 
 
+#: Files an interrupted set-up leaves in its folder: the finished steps' statistics and the
+#: regressor's last finished round. A rerun with the same model file and settings resumes
+#: from them; a finished set-up removes them (running it again then trains everything anew).
+PARTIAL = "setup.partial.json"
+REGRESSOR_CHECKPOINT = "regressor.partial.pt"
+#: Held while a set-up runs: a second ``setup-model`` of the same model file stops at once.
+LOCK = "setup.lock"
+
+
 def retarget_pose_set(body, source: dict, config: SetupConfig, progress: bool = True) -> dict[str, np.ndarray]:
     """The bundled anny pose set retargeted to ``body`` (see the module docstring)."""
     import roma
@@ -94,52 +103,112 @@ def setup_model(body, config: SetupConfig | None = None, out_dir: str | Path | N
                 progress: bool = True, log=print) -> dict:
     """Make and save every learned piece fit3d needs for ``body`` (see the module docstring).
 
+    One at a time per model file (a second process stops with an error instead of training
+    the same weights again). Resumable: an interrupted set-up run again with the same model
+    file and settings skips the steps it finished (:data:`PARTIAL`) and resumes the
+    regressor's training at its last finished round, ending with the weights an
+    uninterrupted run makes (on the same device type and thread count).
+
     Args:
         body: a SMPL-family :class:`~fit3d.body_models.smplx_model.SMPLXModel`.
         out_dir: where to write (default :func:`fit3d.body_models.weights.setup_dir`).
         log: called with one line per step.
     Returns:
-        ``setup.json``'s content: the config, per-step seconds and statistics.
+        ``setup.json``'s content: the config, per-step seconds and statistics (after a resume,
+        the regressor's seconds and the ``regressor`` statistics count from the resume on).
     Raises:
-        ValueError: ``body`` is anny (its weights are bundled).
+        ValueError: ``body`` is anny (its weights are bundled); another process is setting up
+            the same model file now (it holds :data:`LOCK`).
     """
-    from fit3d.data.writers import write_json, write_npz
-    from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set, train_prior
-    from fit3d.training.regressor import save_regressor, train_regressor
+    from filelock import FileLock, Timeout
 
     if body.name == "anny":
         raise ValueError("anny's priors and regressor are bundled with fit3d: setup-model is for SMPL, SMPL-H, SMPL-X")
     config = config or SetupConfig()
     out_dir = Path(out_dir) if out_dir else weights.setup_dir(body)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out_dir / LOCK), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ValueError(f"another 'fit3d setup-model' is setting up {body.name} in {out_dir} now ({out_dir / LOCK} "
+                         "is held): wait for it; if it is stopped, run this again to resume it") from None
+    try:
+        return _setup(body, config, out_dir, progress, log)
+    finally:
+        lock.release()
+
+
+def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dict:
+    """:func:`setup_model`'s work, under its lock."""
+    from fit3d.data.writers import write_json, write_npz
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set, train_prior
+    from fit3d.training.regressor import save_regressor, train_regressor
+
     path = (lambda kind: out_dir / Path(weights.weights_path(body, kind)).name)  # noqa: E731
-    stats: dict = dict(model=body.name, model_file=str(body.model_file), config=asdict(config), seconds={})
+    partial = out_dir / PARTIAL
+    stats: dict = dict(model=body.name, model_file=str(body.model_file), model_key=weights.model_key(body),
+                       device=torch.device(body.device).type, config=asdict(config), seconds={})
     full = config == SetupConfig(seed=config.seed)
     stats["full"] = full  # False: fitting with these weights warns (fit3d.body_models.weights)
-    log(f"fit3d: setting up {body.name} in {out_dir}; "
-        + (f"expected ~{sum(STEPS.values()):.0f} min on a 2-core CPU (less with --device cuda)" if full
-           else "reduced settings: expect less time and less accurate priors"))
-    t = time.perf_counter()
-    ps = retarget_pose_set(body, load_pose_set(bundled_pose_set()), config, progress)
-    write_npz(path("pose_set"), ps)
-    stats["seconds"]["retarget"] = round(time.perf_counter() - t, 1)
-    stats["retarget_residual_mm_median"] = float(np.median(ps["residual_mm"]))
-    log(f"fit3d: retargeted {len(ps['body_pose'])} poses (median residual {stats['retarget_residual_mm_median']:.1f} "
-        f"mm) in {stats['seconds']['retarget']:.0f} s")
+    done = _resumable(partial, stats)
+    if done:
+        stats = done
+        log(f"fit3d: resuming the set-up in {out_dir}: {', '.join(stats['seconds'])} done")
+    else:
+        log(f"fit3d: setting up {body.name} in {out_dir}; "
+            + (f"expected ~{sum(STEPS.values()):.0f} min on a 2-core CPU (less with --device cuda)" if full
+               else "reduced settings: expect less time and less accurate priors"))
+    is_done = (lambda step, kind: step in stats["seconds"] and path(kind).is_file())  # noqa: E731
+    if not is_done("retarget", "pose_set"):
+        stats["seconds"].clear()  # (every later step learns from the pose set)
+        t = time.perf_counter()
+        ps = retarget_pose_set(body, load_pose_set(bundled_pose_set()), config, progress)
+        write_npz(path("pose_set"), ps)
+        stats["seconds"]["retarget"] = round(time.perf_counter() - t, 1)
+        stats["retarget_residual_mm_median"] = float(np.median(ps["residual_mm"]))
+        write_json(partial, stats)
+        log(f"fit3d: retargeted {len(ps['body_pose'])} poses (median residual "
+            f"{stats['retarget_residual_mm_median']:.1f} mm) in {stats['seconds']['retarget']:.0f} s")
+    ps = load_pose_set(path("pose_set"))  # (as a resumed set-up reads it)
     for kind in ("gmm", "vae", "articulation", "prototypes"):
+        if is_done(kind, kind):
+            continue
         kw = {} if config.recombined is None else dict(recombined=config.recombined)
         kw.update({"vae": dict(epochs=config.vae_epochs), "articulation": dict(steps=config.articulation_steps)}.get(
             kind, {}))
         r = train_prior(kind, path("pose_set"), path(kind), seed=config.seed, progress=progress, body_model=body, **kw)
         stats["seconds"][kind] = r["seconds"]
+        write_json(partial, stats)
         log(f"fit3d: {kind} trained on {r['poses']} poses in {r['seconds']:.0f} s")
     t = time.perf_counter()
+    checkpoint = out_dir / REGRESSOR_CHECKPOINT
     model, rs = train_regressor(ps, body, rounds=config.regressor_rounds, people_per_round=config.regressor_people,
-                                seed=config.seed, progress=progress, recombined=config.recombined)
+                                seed=config.seed, progress=progress, recombined=config.recombined,
+                                checkpoint=checkpoint)
     save_regressor(model.cpu(), path("regressor"))
     stats["seconds"]["regressor"] = round(time.perf_counter() - t, 1)
     stats["regressor"] = rs
-    log(f"fit3d: regressor trained in {stats['seconds']['regressor']:.0f} s")
+    log(f"fit3d: regressor trained in {stats['seconds']['regressor']:.0f} s"
+        + (f" (resumed at round {rs['resumed_at_round']})" if rs["resumed_at_round"] else ""))
     write_json(out_dir / "setup.json", stats)
+    partial.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
     return stats
+
+
+def _resumable(partial: Path, stats: dict) -> dict | None:
+    """The statistics of an interrupted set-up in ``partial`` when it had the same model
+    file (type, gender, content), device type and configuration as ``stats`` (its finished
+    steps are then skipped), else None."""
+    import json
+
+    if not partial.is_file():
+        return None
+    try:
+        before = json.loads(partial.read_text())
+    except ValueError:
+        return None
+    keys = ("model", "model_key", "device", "config", "full")
+    return before if all(before.get(k) == stats[k] for k in keys) and isinstance(before.get("seconds"), dict) else None

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -51,3 +52,78 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
         build_smplify(build_body_model("smplh", smpl_like_dir))
     r = CliRunner().invoke(cli, ["setup-model", "--model", "anny", "--quick"])
     assert r.exit_code == 1 and "bundled" in r.output
+
+
+def test_an_interrupted_setup_resumes_from_its_finished_steps(tmp_path, smpl_like_dir, monkeypatch):
+    from fit3d.training import priors, regressor, setup_model as sm
+
+    smpl = build_body_model("smpl", smpl_like_dir)
+    tiny = sm.SetupConfig(max_poses=64, retarget_iterations=5, regressor_rounds=2, regressor_people=256, recombined=0,
+                          vae_epochs=1, articulation_steps=5)
+    out = tmp_path / "setup"
+    real_prior, real_retarget, real_people = priors.train_prior, sm.retarget_pose_set, regressor.training_people
+    quiet = lambda m: None  # noqa: E731
+
+    def stop_at_articulation(kind, *a, **kw):
+        if kind == "articulation":
+            raise KeyboardInterrupt
+        return real_prior(kind, *a, **kw)
+
+    monkeypatch.setattr(priors, "train_prior", stop_at_articulation)
+    with pytest.raises(KeyboardInterrupt):
+        sm.setup_model(smpl, tiny, out, progress=False, log=quiet)
+    assert (out / sm.PARTIAL).is_file() and not (out / "setup.json").exists()
+    before = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    trained, rounds = [], []
+
+    def counted(kind, *a, **kw):
+        trained.append(kind)
+        return real_prior(kind, *a, **kw)
+
+    def no_retarget(*a, **kw):
+        raise AssertionError("the finished retargeting ran again")
+
+    def stop_in_round_2(*a, **kw):
+        rounds.append(1)
+        if len(rounds) == 2:
+            raise KeyboardInterrupt
+        return real_people(*a, **kw)
+
+    monkeypatch.setattr(priors, "train_prior", counted)
+    monkeypatch.setattr(sm, "retarget_pose_set", no_retarget)
+    monkeypatch.setattr(regressor, "training_people", stop_in_round_2)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):  # the priors finish, the regressor stops in its second round
+        sm.setup_model(smpl, tiny, out, progress=False, log=lines.append)
+    assert "resuming" in lines[0] and "retarget, gmm, vae done" in lines[0]
+    assert trained == ["articulation", "prototypes"] and (out / sm.REGRESSOR_CHECKPOINT).is_file()
+    for name in (Path(weights_path(smpl, k)).name for k in ("pose_set", "gmm", "vae")):
+        assert (out / name).stat().st_mtime_ns == before[name], name  # not rewritten
+    monkeypatch.setattr(regressor, "training_people", real_people)
+    trained.clear()
+    stats = sm.setup_model(smpl, tiny, out, progress=False, log=lines.append)
+    assert trained == [] and stats["regressor"]["resumed_at_round"] == 1 and "resumed at round 1" in lines[-1]
+    assert set(stats["seconds"]) == {"retarget", "gmm", "vae", "articulation", "prototypes", "regressor"}
+    assert stats["retarget_residual_mm_median"] > 0
+    assert (out / "setup.json").is_file() and not (out / sm.PARTIAL).exists()
+    assert not (out / sm.REGRESSOR_CHECKPOINT).exists()
+    # other settings: everything is made anew
+    monkeypatch.setattr(sm, "retarget_pose_set", real_retarget)
+    (out / sm.PARTIAL).write_text(json.dumps(stats))
+    n = len(lines)
+    sm.setup_model(smpl, sm.SetupConfig(**{**tiny.__dict__, "seed": 1}), out, progress=False, log=lines.append)
+    assert "setting up" in lines[n] and trained == ["gmm", "vae", "articulation", "prototypes"]
+
+
+def test_a_second_setup_of_the_same_model_stops_at_once(tmp_path, smpl_like_dir):
+    from filelock import FileLock
+
+    from fit3d.training import setup_model as sm
+
+    smpl = build_body_model("smpl", smpl_like_dir)
+    out = tmp_path / "setup"
+    out.mkdir()
+    with FileLock(str(out / sm.LOCK)):  # another set-up of this model file is running
+        with pytest.raises(ValueError, match="another 'fit3d setup-model' is setting up smpl"):
+            sm.setup_model(smpl, sm.SetupConfig.quick(), out, progress=False, log=lambda m: None)
+    assert list(out.iterdir()) == [out / sm.LOCK]  # nothing else was written
