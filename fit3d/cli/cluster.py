@@ -64,8 +64,8 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
         with errors_as(click.UsageError):
             code = precheck(command, list(options), jobs)
         if code is not None and code not in PRECHECK_OK:
-            click.echo(f"fit3d: nothing submitted: 'fit3d {command} ... --dry-run' exited {code} (above); "
-                       "fix that and submit again", err=True)
+            why = "interrupted" if code == 130 else "(above); fix that and submit again"
+            click.echo(f"fit3d: nothing submitted: 'fit3d {command} ... --dry-run' exited {code} {why}", err=True)
             raise click.exceptions.Exit(code)
     try:
         with errors_as(click.UsageError):

@@ -70,6 +70,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     options, recorded with the shared ones that change a fit (:func:`fit_settings`)."""
     from fit3d.body_models import build_body_model
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
+    from fit3d.pipeline.run import check_output_dir
 
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
     with errors_as():
@@ -83,6 +84,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
             settings=fit_settings(opts, fitter_name, options or {}, fitter),
         )
         if opts.dry_run:
+            check_output_dir(opts.out_dir)  # (the run would fail making it)
             if opts.out_dir.is_dir():  # a run that would be refused says so now
                 from fit3d.pipeline.settings import check_settings
 

@@ -373,6 +373,27 @@ def make_output_dir(out_dir: str | Path) -> Path:
     return out_dir
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """Check, without creating anything, that :func:`make_output_dir` could create ``out_dir``
+    and write in it (for dry runs): its nearest existing ancestor is a folder this process may
+    write in. Returns it.
+
+    Raises:
+        ValueError: it could not be created or written in (a one-line error for the command line).
+    """
+    import os
+
+    out_dir = Path(out_dir)
+    there = out_dir.absolute()
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if not there.is_dir():
+        raise ValueError(f"cannot create the output folder {out_dir}: {there} is not a folder")
+    if not os.access(there, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot create the output folder {out_dir}: no permission to write in {there}")
+    return out_dir
+
+
 def shard_file(out_dir: str | Path, stem: str, shard: tuple[int, int]) -> Path:
     """A per-job file of ``out_dir``: ``<stem>.json``, or ``<stem>.shard-i-of-n.json`` for shard
     ``(i - 1, n)`` (``summary``, NeuralAnnot's ``annotator_state``)."""

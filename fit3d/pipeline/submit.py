@@ -73,8 +73,8 @@ class ShardJob:
         except click.ClickException as e:  # a usage or input error: its one line on stderr, its exit code
             e.show()
             code = e.exit_code
-        except click.Abort:
-            code = 1
+        except click.Abort as e:  # click's form of Ctrl-C (KeyboardInterrupt): the exit code of SIGINT
+            code = 130 if isinstance(e.__cause__, KeyboardInterrupt) else 1
         return int(code or 0)
 
     def checkpoint(self, *args, **kwargs):

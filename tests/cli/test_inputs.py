@@ -96,6 +96,13 @@ def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["eft", "--images", str(tmp_path / "images"), "--out", str(out), "--dry-run",
                                  "--annotations", str(sample_dir / "test_coco.json")])
     assert r.exit_code == 3 and "problem: " in r.output and "000000000785.jpg: image file not found" in r.output
+    # an output folder the run could not create: the dry run says so (it used to pass, then every run failed)
+    (tmp_path / "a_file").write_text("")
+    r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations",
+                                 str(sample_dir / "test_coco.json"), "--out", str(tmp_path / "a_file" / "fits"),
+                                 "--dry-run"])
+    assert r.exit_code == 1 and "a_file is not a folder" in r.output, r.output
+    assert isinstance(r.exception, SystemExit)  # a clean error, not an exception escaping the command
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message of a CPU-only torch")

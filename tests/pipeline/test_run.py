@@ -315,3 +315,17 @@ def test_run_config_whole_folder_means_no_limit_and_one_shard(tmp_path):
     assert RunConfig(tmp_path).whole_folder
     assert not RunConfig(tmp_path, limit=3).whole_folder
     assert not RunConfig(tmp_path, shard=(0, 2)).whole_folder
+
+
+def test_check_output_dir_creates_nothing_and_refuses_what_cannot_be_made(tmp_path, monkeypatch):
+    import os
+
+    from fit3d.pipeline.run import check_output_dir
+
+    assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
+    (tmp_path / "f").write_text("")
+    with pytest.raises(ValueError, match="is not a folder"):
+        check_output_dir(tmp_path / "f" / "fits")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # (the tests may run as root)
+    with pytest.raises(ValueError, match="no permission to write in"):
+        check_output_dir(tmp_path / "new")

@@ -34,3 +34,14 @@ def test_precheck_runs_the_first_task_as_a_dry_run(monkeypatch):
     assert len(seen) == 1
     with pytest.raises(ValueError):
         precheck("neuralannot", [], 2)
+
+
+def test_a_task_interrupted_by_ctrl_c_exits_130(monkeypatch, tmp_path):
+    from fit3d.pipeline.submit import ShardJob
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fit3d.cli.fit.load_inputs", interrupted)
+    assert ShardJob(["eft", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"])() == 130
+    # (a pre-check stopped this way makes 'fit3d submit' exit 130, "nothing submitted")
