@@ -4,11 +4,13 @@ Synthetic people from the training mocap trials, the bundled regressor, 30
 fine-tuning steps. Configurations: ``vmap`` (every weight, evaluated with
 ``torch.func.vmap`` as before 2026-11-30: the reference the ratios are taken to),
 ``all`` (every weight, fit3d's per-person layers; ``fit3d eft --no-flip``), ``flip``
-(``all`` through :class:`~fit3d.regressors.flip.FlipAveraged`: the default since 2026-12-01)
-and ``fast`` (``--finetune fast --no-flip``). Each runs in a fresh subprocess (CPU peak = max RSS of that
+(``all`` through :class:`~fit3d.regressors.flip.FlipAveraged`: ``fit3d eft``'s default since
+2026-12-01), ``fast`` (``--finetune fast --no-flip``) and ``fast-flip`` (``fast`` through the flip
+average: ``fit3d eft --finetune fast``). Each runs in a fresh subprocess (CPU peak = max RSS of that
 process; CUDA peak = torch's allocator peak).
 
-    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256] [--configs vmap,all,flip,fast]
+    python benchmarks/bench_eft.py [--device cpu|cuda] [--batch-sizes 1,16,64,256] \
+        [--configs vmap,all,flip,fast,fast-flip]
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import sys
 import time
 
 from bench_smplify import run_one
+
+CONFIGS = ("vmap", "all", "flip", "fast", "fast-flip")
 
 
 def one(device: str, batch_size: int, steps: int, config: str) -> dict:
@@ -43,10 +47,10 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     from fit3d.regressors.base import PlainRegressor
 
     reg = load_regressor(bundled_regressor())
-    preset = FINETUNE_PRESETS["all" if config in ("vmap", "flip") else config]
+    preset = FINETUNE_PRESETS["fast" if config.startswith("fast") else "all"]
     if config == "vmap":
         reg = PlainRegressor(reg)
-    elif config == "flip":  # fit3d eft's default since 2026-12-01: flip-averaged, every weight fine-tuned
+    elif config.endswith("flip"):  # flip-averaged, as fit3d eft by default since 2026-12-01
         from fit3d.regressors.flip import FlipAveraged
 
         reg = FlipAveraged(reg, body)
@@ -75,7 +79,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--configs", default="vmap,all,flip,fast", help="comma-separated: vmap, all, flip, fast")
+    ap.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per run; larger batch sizes are skipped after one times out or fails")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
@@ -87,6 +91,8 @@ def main() -> None:
     print(f"{'device':8} {'config':6} {'B':>5} {'fits/s':>8} {'steps/s':>9} {'peak MiB':>9}  ratio")
     stopped = False
     configs = a.configs.split(",")
+    if set(configs) - set(CONFIGS):
+        ap.error(f"unknown --configs {sorted(set(configs) - set(CONFIGS))}; known: {', '.join(CONFIGS)}")
     for b in (int(x) for x in a.batch_sizes.split(",")):
         base = None  # the first configuration's rate at this batch size
         for k, config in enumerate(configs):

@@ -8,7 +8,10 @@ weights that pick the final row) and ``stages``:
 ``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``, ``anchor``,
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides), ``flip`` (bool,
 default true as in ``fit3d eft``: flip test-time augmentation),
-``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person) and
+``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person),
+``accept_ratio`` (EFT's per-person choice; default :data:`fit3d.fitters.eft.ACCEPT_RATIO`, 1.5, whatever
+``finetune`` is: give 1.8 with the ``fast`` prefixes to match ``--finetune fast``; null: always
+fine-tuned) and
 ``prior`` (an extra pose prior; none by default for EFT); or, with ``"fitter":
 "neuralannot"``: any :class:`~fit3d.fitters.neuralannot.TrainConfig` field (``lr``, ``epochs``,
 ``stop_tolerance``, ``holdout``...; default: fit3d's) and ``recipes`` (default all), trained on
@@ -82,7 +85,7 @@ def build(body, weights: Path, cfg: dict):
                 stage.weights[k] = v
     if cfg.get("fitter") == "eft":
         from fit3d.fitters import EFT
-        from fit3d.fitters.eft import ANCHOR_WEIGHT
+        from fit3d.fitters.eft import ACCEPT_RATIO, ANCHOR_WEIGHT
         from fit3d.training.regressor import load_regressor
 
         reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
@@ -92,7 +95,8 @@ def build(body, weights: Path, cfg: dict):
             reg = FlipAveraged(reg, body)
         return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5),
                    anchor_weight=cfg.get("anchor", ANCHOR_WEIGHT), prior=prior, finetune=cfg.get("finetune"),
-                   refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch])
+                   refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch],
+                   accept_ratio=cfg.get("accept_ratio", ACCEPT_RATIO))
     protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
     return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos,
                    prototype_starts=cfg.get("prototype_starts", 2), depth_flips=cfg.get("depth_flips", True),
