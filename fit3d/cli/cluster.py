@@ -48,7 +48,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     what exists; preempted or timed-out tasks are requeued. Before queueing, the first task's
     command runs here with --dry-run (--no-check skips it).
     """
-    from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, precheck
+    from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, check_cluster, precheck
     from fit3d.pipeline.submit import submit as do_submit
 
     extra = {}
@@ -60,6 +60,10 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition, gpus_per_job=gpus_per_job,
                           cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min, max_parallel=max_parallel,
                           slurm_args=extra, ranks=ranks)
+    try:
+        check_cluster(cluster)  # (before the pre-check, which takes a while)
+    except ClusterUnavailable as e:
+        raise click.ClickException(str(e)) from e
     if check:
         with errors_as(click.UsageError):
             code = precheck(command, list(options), jobs)

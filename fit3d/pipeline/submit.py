@@ -147,6 +147,25 @@ class ClusterUnavailable(RuntimeError):
     """The cluster asked for cannot be reached from here (e.g. no SLURM commands)."""
 
 
+def _unavailable(cluster: str, why) -> ClusterUnavailable:
+    return ClusterUnavailable(f"no {cluster} cluster here ({why}); --cluster local runs the same tasks as processes "
+                              "on this machine")
+
+
+def check_cluster(cluster: str) -> None:
+    """Whether submitit can reach ``cluster`` from here (its executors' own detection, e.g.
+    ``srun`` for SLURM); creates nothing, so ``fit3d submit`` asks it before its pre-check.
+
+    Raises:
+        ClusterUnavailable: submitit finds no such cluster here.
+    """
+    from submitit.core import plugins
+
+    executor = plugins.get_executors().get(cluster)
+    if executor is None or executor.affinity() <= 0:
+        raise _unavailable(cluster, "submitit does not detect it")
+
+
 def make_executor(config: SubmitConfig, name: str):
     """A submitit executor for ``config``.
 
@@ -158,8 +177,7 @@ def make_executor(config: SubmitConfig, name: str):
     try:
         ex = submitit.AutoExecutor(folder=str(config.logs), cluster=config.cluster)
     except RuntimeError as e:
-        raise ClusterUnavailable(f"no {config.cluster} cluster here ({e}); --cluster local runs the same tasks "
-                                 "as processes on this machine") from e
+        raise _unavailable(config.cluster, e) from e
     params = dict(name=name, timeout_min=config.time_min, gpus_per_node=config.gpus_per_job, nodes=1)
     if config.cpus_per_job:
         params["cpus_per_task"] = config.cpus_per_job
