@@ -103,23 +103,31 @@ class TrainConfig:
     stop_tolerance: float = 0.2
 
 
-def _epoch_generator(seed: int, phase: str | None, epoch: int, rank: int) -> torch.Generator:
-    """The random stream of one training epoch (people's order, synthetic batches).
+def _epoch_seed(seed: int, phase: str | None, epoch: int, rank: int, stream: int = 0) -> int:
+    """A 63-bit seed (it fits an int64) for one of a training epoch's random streams (0: people's order and
+    synthetic batches, :func:`_epoch_generator`; 1: the depth recipe's synthetic pool).
 
-    Seeded from ``(seed, phase, epoch, rank)`` through numpy's ``SeedSequence`` (any
-    non-negative ints, no two tuples sharing a stream in practice), so a run resumed from a
-    checkpoint draws what the uninterrupted run drew from that epoch on (same world size).
+    Derived from ``(seed, phase, epoch, rank, stream)`` through numpy's ``SeedSequence``
+    (any non-negative ints, no two tuples sharing a stream in practice), so a run resumed
+    from a checkpoint draws what the uninterrupted run drew from that epoch on (same world
+    size), and no two ranks, epochs or phases share one.
 
     Args:
         seed: the run's seed (``TrainConfig.seed``). phase: ``"select"`` or ``"final"``.
         epoch: the 0-based epoch about to run. rank: this process's ``torch.distributed`` rank.
-    Returns:
-        a CPU ``torch.Generator``.
+        stream: which of the epoch's streams.
     Raises:
-        ValueError: a negative ``seed``, ``epoch`` or ``rank`` (``SeedSequence`` takes none).
+        ValueError: a negative ``seed``, ``epoch``, ``rank`` or ``stream`` (``SeedSequence`` takes none).
     """
-    state = np.random.SeedSequence([seed, 1 if phase == "select" else 0, epoch, rank]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+    key = [seed, 1 if phase == "select" else 0, epoch, rank] + ([stream] if stream else [])
+    state = np.random.SeedSequence(key).generate_state(2, np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def _epoch_generator(seed: int, phase: str | None, epoch: int, rank: int) -> torch.Generator:
+    """The CPU ``torch.Generator`` of one training epoch's people order and synthetic
+    batches (:func:`_epoch_seed`'s stream 0)."""
+    return torch.Generator().manual_seed(_epoch_seed(seed, phase, epoch, rank))
 
 
 class NeuralAnnot:
@@ -369,7 +377,8 @@ class NeuralAnnot:
         while self.epoch < epochs:
             t0 = time.perf_counter()
             g = _epoch_generator(c.seed, self.phase, self.epoch, rank)
-            pool = self._synthetic_pool(max(c.synthetic_batch * 8, 512), (c.seed * 7919 + self.epoch) * 101 + rank) \
+            pool = self._synthetic_pool(max(c.synthetic_batch * 8, 512),
+                                        _epoch_seed(c.seed, self.phase, self.epoch, rank, stream=1)) \
                 if "depth" in self.recipes else None
             perm = torch.cat([mine[torch.randperm(len(mine), generator=g)]
                               for _ in range(-(-n_steps * c.batch_size // len(mine)))])

@@ -81,6 +81,16 @@ def test_epoch_streams_are_distinct_and_take_any_seed():
     assert len(draws) == 3 * 2 * 2 * 3
     with pytest.raises(ValueError):
         _epoch_generator(-1, "final", 0, 0)
+    # the depth recipe's synthetic pools: one per (phase, epoch, rank), none shared with another
+    # phase or with the order stream (they were (seed * 7919 + epoch) * 101 + rank: the final
+    # phase repeated the selection's pools, and rank 101 of one epoch was rank 0 of the next)
+    from fit3d.fitters.neuralannot import _epoch_seed
+
+    pools = {_epoch_seed(0, phase, epoch, rank, stream=1) for phase in ("select", "final") for epoch in (0, 1)
+             for rank in (0, 101)}
+    orders = {_epoch_seed(0, phase, epoch, rank) for phase in ("select", "final") for epoch in (0, 1)
+              for rank in (0, 101)}
+    assert len(pools) == len(orders) == 8 and not pools & orders
 
 
 
