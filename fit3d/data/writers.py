@@ -59,6 +59,15 @@ def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def write_torch(path: str | Path, obj) -> None:
+    """Save ``obj`` with ``torch.save`` at ``path``, atomically (weights, checkpoints)."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def write_json(path: str | Path, obj) -> None:
     """Save ``obj`` as indented JSON at ``path``, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())

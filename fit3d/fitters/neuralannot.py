@@ -26,7 +26,6 @@ same number of steps and annotates every world-th image afterwards).
 from __future__ import annotations
 
 import copy
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import torch
 
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
-from fit3d.data.writers import atomic_write_bytes
+from fit3d.data.writers import write_torch
 from fit3d.fitters import losses as L
 from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
 from fit3d.fitters.result import FitResult, is_valid, refinement_pays, reprojection_error_px
@@ -432,11 +431,9 @@ class NeuralAnnot:
     def _save(self, opt) -> None:
         if self.checkpoint is None:
             return
-        buf = io.BytesIO()
-        torch.save(dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch, log=self.log,
-                        recipes=sorted(self.recipes), phase=self.phase, held_out=self.held_out,
-                        selected_epochs=self.selected_epochs), buf)
-        atomic_write_bytes(self.checkpoint, buf.getvalue())
+        write_torch(self.checkpoint, dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch,
+                                          log=self.log, recipes=sorted(self.recipes), phase=self.phase,
+                                          held_out=self.held_out, selected_epochs=self.selected_epochs))
 
     def _resume(self, opt) -> bool:
         """Load the checkpoint when there is one (weights, optimiser, epoch, log, selection

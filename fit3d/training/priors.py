@@ -179,13 +179,9 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
 
 def save_prior(prior: Prior, path: str | Path) -> None:
     """Save a learned prior's ``state()`` with ``torch.save``, atomically."""
-    import io
+    from fit3d.data.writers import write_torch
 
-    from fit3d.data.writers import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(prior.state(), buf)
-    atomic_write_bytes(path, buf.getvalue())
+    write_torch(path, prior.state())
 
 
 def load_prior(path: str | Path) -> Prior:

@@ -25,6 +25,7 @@ import torch
 
 from fit3d.body_models.weights import model_key
 from fit3d.data.batching import PersonBatch
+from fit3d.data.writers import write_torch
 from fit3d.geometry import project
 from fit3d.training.synthetic import CameraModel, NoiseModel, OrientationModel, make_people
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
@@ -208,20 +209,10 @@ def checkpoint_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def _save_torch(obj, path) -> None:
-    import io
-
-    from fit3d.data.writers import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def _save_checkpoint(path, settings: dict, next_round: int, model, opt, sched, g: torch.Generator) -> None:
-    _save_torch(dict(settings=settings, next_round=next_round, model=model.state_dict(), opt=opt.state_dict(),
-                     sched=sched.state_dict(), generator=g.get_state(), torch_rng=torch.get_rng_state(),
-                     numpy_rng=np.random.get_state()), path)
+    write_torch(path, dict(settings=settings, next_round=next_round, model=model.state_dict(), opt=opt.state_dict(),
+                           sched=sched.state_dict(), generator=g.get_state(), torch_rng=torch.get_rng_state(),
+                           numpy_rng=np.random.get_state()))
 
 
 def _resume(path, settings: dict, model, opt, sched, g: torch.Generator) -> int:
@@ -250,7 +241,7 @@ def _resume(path, settings: dict, model, opt, sched, g: torch.Generator) -> int:
 
 def save_regressor(model: KeypointRegressor, path) -> None:
     """Save ``model.state()`` atomically."""
-    _save_torch(model.state(), path)
+    write_torch(path, model.state())
 
 
 def load_regressor(path) -> KeypointRegressor:
