@@ -11,6 +11,9 @@ loads the body model, so that no command pays for a cold file cache), with
 ``summary.json``.
 
     python benchmarks/bench_process.py [--people 500] [--commands "eft;eft --finetune fast;smplify"]
+
+The last column is each command's whole-process fits/s over the first command's, measured in
+the same run (so put the reference first, e.g. ``"eft --workers 1;eft"``).
 """
 
 from __future__ import annotations
@@ -84,13 +87,16 @@ def main() -> None:
         annotations = make_dataset(root / "data", a.people)
         subprocess.run([sys.executable, "-c", "from fit3d.body_models import build_body_model; build_body_model('anny')"],
                        check=True, capture_output=True)  # warm-up: file cache
-        print(f"| command | people fitted | wall s | fits/s, whole process | fits/s in the run |")
-        print("|---|---|---|---|---|")
+        print("| command | people fitted | wall s | fits/s, whole process | fits/s in the run | x first |")
+        print("|---|---|---|---|---|---|")
+        first = None
         for k, command in enumerate(c.strip() for c in a.commands.split(";")):
             r = run(command, root / "data", annotations, root / f"out{k}")
+            first = first or r["fits_per_s_whole"]
+            ratio = round(r["fits_per_s_whole"] / first, 2) if first else ""
             print(f"| `fit3d {command}` | {r['people_fitted']} | {r['wall_s']} | {r['fits_per_s_whole']} | "
-                  f"{r['fits_per_s_in_run']} |" + (f" exit {r['exit_code']}: {r['stderr_tail']}" if r["exit_code"] else ""),
-                  flush=True)
+                  f"{r['fits_per_s_in_run']} | {ratio} |"
+                  + (f" exit {r['exit_code']}: {r['stderr_tail']}" if r["exit_code"] else ""), flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ fitter (:mod:`fit3d.fitters.build`), run the batch job (:mod:`fit3d.pipeline`)."
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -64,16 +65,19 @@ def report_run(s: dict, out_dir: Path) -> int:
     return r["exit_code"]
 
 
-def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: dict | None = None) -> None:
+def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: dict | None = None,
+            default_batch_size: int = 64) -> None:
     """What every fitting command does: read inputs, build the model and the fitter
-    (``make_fitter(body)``), run, report, render. ``options``: the command's own fitting
-    options, recorded with the shared ones that change a fit (:func:`fit_settings`)."""
+    (``make_fitter(body)``, picklable: worker processes build the same, see
+    :mod:`fit3d.pipeline.workers`), run, report, render. ``options``: the command's own fitting
+    options, recorded with the shared ones that change a fit (:func:`fit_settings`);
+    ``default_batch_size``: the fitter's, to plan the worker processes before it is built."""
     from fit3d.body_models import build_body_model
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
     from fit3d.pipeline.run import check_output_dir
 
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
-    with errors_as():
+    with worker_pool(opts, make_fitter, records, default_batch_size) as pool, errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
         config = RunConfig(
@@ -91,7 +95,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
                 check_settings(opts.out_dir, config.settings, opts.overwrite, whole_folder=config.whole_folder,
                                record=False)
             raise click.exceptions.Exit(report_validation(records, problems, body, opts))
-        s = run(records, fitter, body, config, problems)
+        s = run(records, fitter, body, config, problems, pool=pool)
     for p in s["input_problems"][len(problems):]:  # found by the run (keypoint layouts): not printed yet
         echo_problem(p["severity"], p["source"], p["reason"])
     code = report_run(s, opts.out_dir)
@@ -99,6 +103,28 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
         render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
                     save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
     raise click.exceptions.Exit(code)
+
+
+def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_size: int):
+    """The worker processes of a run (:mod:`fit3d.pipeline.workers`), planned for the people it
+    will fit (this shard, the limit, not those already done) and started now so that they build
+    their fitters while this process builds its own; a no-op context without them (one process
+    planned, or a dry run)."""
+    import contextlib
+    import math
+
+    from fit3d.pipeline import RunConfig, select_images
+    from fit3d.pipeline.workers import FitterPool, FitterRecipe, plan_workers
+
+    todo = select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
+                                            overwrite=opts.overwrite))[0]
+    people = sum(len(r.people) for r in todo)
+    processes, threads = plan_workers(opts.workers, opts.device,
+                                      math.ceil(people / (opts.batch_size or default_batch_size)))
+    if processes == 1 or opts.dry_run:
+        return contextlib.nullcontext()
+    recipe = FitterRecipe(opts.model, opts.model_path, opts.gender, opts.device, make_fitter)
+    return FitterPool(recipe, processes - 1, threads)
 
 
 def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None) -> dict:
@@ -158,11 +184,13 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 
     Example: fit3d smplify --images coco/val2017 --annotations person_keypoints_val2017.json --out fits/
     """
+    from fit3d.fitters import SMPLify
     from fit3d.fitters.build import DEFAULT_PRIOR, build_smplify
 
-    run_fit(opts, "smplify", lambda body: build_smplify(body, prior=prior, prior_path=prior_path, schedule=schedule,
-                                                        hypotheses=hypotheses),
-            dict(prior=prior or DEFAULT_PRIOR, prior_path=prior_path, schedule=schedule, hypotheses=hypotheses))
+    run_fit(opts, "smplify", partial(build_smplify, prior=prior, prior_path=prior_path, schedule=schedule,
+                                     hypotheses=hypotheses),
+            dict(prior=prior or DEFAULT_PRIOR, prior_path=prior_path, schedule=schedule, hypotheses=hypotheses),
+            default_batch_size=SMPLify.default_batch_size)
 
 
 @click.command()
@@ -192,12 +220,14 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 
     Example: fit3d eft --images coco/val2017 --out fits/
     """
+    from fit3d.fitters import EFT, SMPLify
     from fit3d.fitters.build import build_eft
 
-    run_fit(opts, "eft", lambda body: build_eft(body, regressor, steps, lr, prior, prior_path, refine,
-                                                finetune, flip=flip, fallback=fallback),
+    run_fit(opts, "eft", partial(build_eft, regressor_path=regressor, steps=steps, lr=lr, prior=prior,
+                                 prior_path=prior_path, refine=refine, finetune=finetune, flip=flip, fallback=fallback),
             dict(steps=steps, lr=lr, regressor=regressor, prior=prior, prior_path=prior_path, refine=refine,
-                 finetune=finetune, flip=flip, fallback=fallback))
+                 finetune=finetune, flip=flip, fallback=fallback),
+            default_batch_size=(SMPLify if fallback else EFT).default_batch_size)
 
 
 @click.command()

@@ -17,7 +17,8 @@ class FitOptions:
 
     ``shard`` is zero-based ``(i, n)`` (the command line's ``i/n`` is one-based);
     ``min_visible`` None means :data:`fit3d.pipeline.MIN_VISIBLE_KEYPOINTS`; ``batch_size``
-    None means the fitter's ``default_batch_size``.
+    None means the fitter's ``default_batch_size``; ``workers`` None means ``auto``
+    (:func:`fit3d.pipeline.workers.plan_workers`).
     """
 
     images: Path
@@ -39,6 +40,7 @@ class FitOptions:
     render: bool = False
     save_mesh: str | None = None
     dry_run: bool = False
+    workers: int | None = None
 
 
 def check_device(ctx, param, value: str) -> str:
@@ -65,6 +67,18 @@ def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
         return parse_shard(value)
     except ValueError as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from e
+
+
+def _parse_workers(ctx, param, value: str) -> int | None:
+    if value.strip() == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise click.BadParameter(f"must be 'auto' or a number of processes >= 1, not {value!r}", ctx=ctx, param=param)
+    return n
 
 
 _MODEL_OPTIONS = [
@@ -97,6 +111,10 @@ _OPTIONS = [
     click.option("--shard", default="1/1", show_default=True, callback=_parse_shard,
                  help="i/n: fit every n-th image starting at the i-th (one job of n); 'auto': this SLURM "
                       "array task's shard (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)."),
+    click.option("--workers", default="auto", show_default=True, callback=_parse_workers,
+                 help="Processes fitting the batches: a number, or auto (on a CPU one per core, at most 8 and "
+                      "one per batch; on a GPU 1). Each builds its own model (~0.5-0.8 GB) and runs "
+                      "cores/workers threads; 1 fits in this process."),
     click.option("--overwrite", is_flag=True, help="Refit images whose .npz already exists."),
     click.option("--min-visible", type=click.IntRange(min=1), default=None,
                  help="Skip people with fewer usable keypoints (default 6)."),

@@ -25,14 +25,16 @@ from pathlib import Path
 
 import torch
 
-from fit3d.data.batching import make_batch, person_camera, sanitize_keypoints
+from fit3d.data.batching import person_camera, sanitize_keypoints
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
+from fit3d.pipeline.batches import SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
 from fit3d.pipeline.summary import RunCounts, versions
+from fit3d.pipeline.workers import FitterPool
 
 log = logging.getLogger(__name__)
 
@@ -166,38 +168,6 @@ def layout_problems(images: list[ImageRecord], model_convention) -> list[InputPr
     return out
 
 
-def fit_people(fitter, people: list[Person], convention, config: RunConfig, device) -> list[tuple]:
-    """Fit people in batches; a batch that raises is split in halves and retried down to
-    single people.
-
-    Returns:
-        one ``(FitResult, row)`` or ``(None, one-line failure reason)`` per person, in order.
-    Raises:
-        Interrupted: SIGINT/SIGTERM (never caught here).
-    """
-    out: list[tuple] = []
-
-    def attempt(part: list[Person]) -> None:
-        try:
-            batch = make_batch(part, convention, focal_length=config.focal_length, device=device)
-            res = fitter(batch).cpu()
-            out.extend((res, j) for j in range(len(part)))
-        except (Interrupted, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
-            if len(part) == 1:
-                log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, exc)
-                out.append((None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]))
-                return
-            log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), type(exc).__name__, exc)
-            attempt(part[: len(part) // 2])
-            attempt(part[len(part) // 2 :])
-
-    for s in range(0, len(people), config.batch_size):
-        attempt(people[s : s + config.batch_size])
-    return out
-
-
 def _record(path: Path, data: dict) -> None:
     """Write a ``.failed.json`` note; one that cannot be written is not a reason to stop (the
     summary lists the failures too, and a failed image has no ``.npz``, so it is refitted)."""
@@ -219,8 +189,14 @@ class _Job:
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""
-        c, config = self.counts, self.config
-        entries = []  # (image index, person, skip reason or None)
+        entries, to_fit = self.prepare(images)
+        self.finish(images, entries, fit_people(self.fitter, to_fit, self.conv, self.config, self.body_model.device))
+
+    def prepare(self, images: list[ImageRecord]) -> tuple[list[tuple], list[Person]]:
+        """``(entries, to_fit)``: one ``(image index, person, skip reason or None)`` per person
+        of ``images``, and the people to fit (those without a skip reason), in order."""
+        config = self.config
+        entries = []
         for ii, img in enumerate(images):
             for p in img.people:
                 usable, n_bad = usable_keypoints(p, self.conv)
@@ -230,8 +206,14 @@ class _Job:
                     if n_bad:
                         reason += f" ({n_bad} non-finite keypoints ignored)"
                 entries.append((ii, p, reason))
+        return entries, [p for _, p, r in entries if r is None]
+
+    def finish(self, images: list[ImageRecord], entries: list[tuple], results: list[tuple]) -> None:
+        """Record the :func:`fit_people` ``results`` of :meth:`prepare`'s people to fit and
+        write each image whose people are all done."""
+        c, config = self.counts, self.config
         to_fit = [p for _, p, r in entries if r is None]
-        fits = dict(zip(map(id, to_fit), fit_people(self.fitter, to_fit, self.conv, config, self.body_model.device)))
+        fits = dict(zip(map(id, to_fit), results))
         records: dict[int, list[dict]] = {i: [] for i in range(len(images))}
         failed: dict[int, list[dict]] = {}
         for ii, p, reason in entries:
@@ -287,8 +269,21 @@ class _Job:
             self.bar.update(len(entries))
 
 
+def _chunks(todo: list[ImageRecord], batch_size: int):
+    """Consecutive groups of whole images holding at least ``batch_size`` people (the last: the rest)."""
+    chunk, n = [], 0
+    for img in todo:
+        chunk.append(img)
+        n += len(img.people)
+        if n >= batch_size:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
 def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
-        problems: list[InputProblem] | None = None) -> dict:
+        problems: list[InputProblem] | None = None, pool: FitterPool | None = None) -> dict:
     """Fit every person of ``images`` and write the outputs (see the module docstring).
 
     Args:
@@ -297,6 +292,10 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         body_model: the fitter's body model (its convention, names and shapes).
         config: see :class:`RunConfig`.
         problems: input problems found by the reader, copied into the summary.
+        pool: worker processes holding the same fitter (:mod:`fit3d.pipeline.workers`): with
+            more than one batch to fit, this process and the pool's workers share them. Its
+            owner closes it (a run interrupted while sharing stops the workers at once).
+            None: everything is fitted here.
     Returns:
         The summary dict (``this_run``: :class:`~fit3d.pipeline.summary.RunCounts`,
         with ``exit_code``), also written to ``summary.json``
@@ -325,17 +324,15 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person", desc=f"fit3d {config.fitter_name}",
                        dynamic_ncols=True)
     t0 = time.perf_counter()
+    chunks = list(_chunks(todo, config.batch_size))
+    shared = pool is not None and len(chunks) > 1
     with interruptible():
         try:
-            chunk, n = [], 0
-            for img in todo:
-                chunk.append(img)
-                n += len(img.people)
-                if n >= config.batch_size:
+            if shared:
+                SharedFitting(job, pool).run(chunks, pool.threads)
+            else:
+                for chunk in chunks:
                     job.chunk(chunk)
-                    chunk, n = [], 0
-            if chunk:
-                job.chunk(chunk)
         except (Interrupted, KeyboardInterrupt) as e:
             counts.interrupted = getattr(e, "signum", signal.SIGINT)
     if job.bar is not None:
@@ -347,6 +344,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         this_run=dict(counts.as_dict(), seconds=round(elapsed, 3),
                       fits_per_second=round(counts.people_fitted / elapsed, 3) if elapsed > 0 else 0.0),
         input_problems=[asdict(p) for p in problems], versions=versions(), batch_size=config.batch_size,
+        processes=pool.processes + 1 if shared else 1,
+        threads_per_process=pool.threads if shared else torch.get_num_threads(),
     )
     if config.settings is not None:
         summary["settings"] = normalised(config.settings)

@@ -195,7 +195,9 @@ def make_executor(config: SubmitConfig, name: str):
 
 
 def submit(command: str, options: list[str], config: SubmitConfig) -> list:
-    """Submit ``fit3d command options`` as ``config.jobs`` shards (an array job).
+    """Submit ``fit3d command options`` as ``config.jobs`` shards (an array job). Several local
+    tasks (``cluster="local"``) fit in one process each (``--workers 1`` unless given): they
+    already share this machine's cores.
 
     Returns:
         the submitit jobs (``job.job_id``, ``job.result()`` = the task's exit code).
@@ -204,6 +206,8 @@ def submit(command: str, options: list[str], config: SubmitConfig) -> list:
     """
     args = shard_args(command, options, config.jobs)
     ex = make_executor(config, f"fit3d-{command}")
+    if ex.cluster == "local" and config.jobs > 1 and not any(o.split("=")[0] == "--workers" for o in options):
+        args = [[*a, "--workers", "1"] for a in args]  # local tasks share the cores already
     if command == "neuralannot":
         ranks = config.ranks or max(config.gpus_per_job, 1)
         ex.update_parameters(tasks_per_node=ranks)

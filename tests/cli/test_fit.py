@@ -86,6 +86,25 @@ def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     assert r.exit_code == 0 and "4 already done" in r.output, r.output
 
 
+def test_eft_cli_with_worker_processes_writes_what_one_process_writes(tmp_path, sample_dir, anny_model):
+    """``--workers 2``: the command's fitter is rebuilt in a worker process (its options pickled)."""
+    import numpy as np
+
+    base = ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--no-progress",
+            "--steps", "2", "--batch-size", "4"]
+    outs = {}
+    for n in ("1", "2"):
+        r = CliRunner().invoke(cli, base + ["--out", str(tmp_path / n), "--workers", n])
+        assert r.exit_code == 0, r.output
+        outs[n] = {f.name: np.load(f) for f in sorted((tmp_path / n).glob("*.npz"))}
+        assert json.loads((tmp_path / n / "summary.json").read_text())["processes"] == int(n)
+    assert outs["1"].keys() == outs["2"].keys() and len(outs["1"]) == 4
+    for name, a in outs["1"].items():
+        b = outs["2"][name]
+        assert (a["status"] == b["status"]).all() and (a["iterations"] == b["iterations"]).all()
+        assert np.allclose(a["body_pose"], b["body_pose"], atol=1e-4, equal_nan=True), name
+
+
 def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     images = tmp_path / "coco" / "val2017"
     shutil.copytree(sample_dir, images)
@@ -143,17 +162,23 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(fit3d.cli.fit, "run_fit",
-                        lambda opts, name, make, options: seen.update(opts=opts, name=name, options=options))
+                        lambda opts, name, make, options, **kw: seen.update(opts=opts, name=name, options=options,
+                                                                            make=make, **kw))
     args = ["eft", "--images", str(sample_dir), "--out", str(tmp_path / "o"), "--limit", "1", "--shard", "2/3",
             "--batch-size", "5", "--focal-length", "900", "--min-visible", "7", "--no-progress", "--render",
-            "--save-mesh", "ply", "--model", "smpl", "--gender", "female", "--overwrite", "--steps", "3"]
+            "--save-mesh", "ply", "--model", "smpl", "--gender", "female", "--overwrite", "--steps", "3",
+            "--workers", "3"]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     assert seen["name"] == "eft"
     assert seen["opts"] == FitOptions(
         images=sample_dir, out_dir=tmp_path / "o", annotations=None, keypoints_dir=None, spin_npz=None, model="smpl",
         model_path=None, gender="female", device="cpu", batch_size=5, focal_length=900.0, limit=1, shard=(1, 3),
-        overwrite=True, min_visible=7, progress=False, render=True, save_mesh="ply")
+        overwrite=True, min_visible=7, progress=False, render=True, save_mesh="ply", workers=3)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(seen["make"])).keywords["steps"] == 3  # worker processes build it too
+    assert seen["default_batch_size"] == 64
     assert seen["options"] == dict(steps=3, lr=None, regressor=None, prior=None, prior_path=None, refine=False,
                                    finetune="all", flip=True, fallback=False)  # recorded as the run's settings
     from fit3d.cli.fit import fit_settings
@@ -162,6 +187,10 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                  "--shard", "4/3"])
     assert r.exit_code == 2 and "Invalid value for '--shard'" in r.output and "1 <= i <= n" in r.output
+    for bad in ("0", "two"):
+        r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+                                     "--workers", bad])
+        assert r.exit_code == 2 and "Invalid value for '--workers'" in r.output
 
 
 def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model, schedule_file):

@@ -45,3 +45,29 @@ def test_a_task_interrupted_by_ctrl_c_exits_130(monkeypatch, tmp_path):
     monkeypatch.setattr("fit3d.cli.fit.load_inputs", interrupted)
     assert ShardJob(["eft", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"])() == 130
     # (a pre-check stopped this way makes 'fit3d submit' exit 130, "nothing submitted")
+
+
+class _FakeExecutor:
+    def __init__(self, cluster):
+        self.cluster, self.args = cluster, []
+
+    def batch(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def submit(self, job):
+        self.args.append(job.args)
+        return job
+
+
+def test_several_local_tasks_fit_in_one_process_each(monkeypatch):
+    import fit3d.pipeline.submit as submit_module
+    from fit3d.pipeline.submit import SubmitConfig, submit
+
+    for cluster, jobs, options, workers in (("local", 2, [], ["1", "1"]), ("local", 2, ["--workers", "2"], ["2", "2"]),
+                                            ("local", 1, [], []), ("slurm", 2, [], [])):
+        ex = _FakeExecutor(cluster)
+        monkeypatch.setattr(submit_module, "make_executor", lambda config, name, ex=ex: ex)
+        submit("eft", ["--out", "o", *options], SubmitConfig(jobs=jobs, cluster=cluster))
+        assert [a[a.index("--workers") + 1] for a in ex.args if "--workers" in a] == workers, (cluster, jobs, options)

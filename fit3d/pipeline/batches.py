@@ -1,0 +1,250 @@
+"""Fitting the people of a run in batches: :func:`fit_people` (a batch that raises is split and
+retried), in this process or shared with worker processes (:class:`SharedFitting`, over a
+:class:`~fit3d.pipeline.workers.FitterPool`)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from fit3d.data.batching import make_batch
+from fit3d.data.readers import ImageRecord, Person
+from fit3d.pipeline.interrupt import Interrupted
+from fit3d.pipeline.workers import BrokenProcessPool, FitterPool
+
+if TYPE_CHECKING:  # (run.py imports this module)
+    from fit3d.pipeline.run import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def _failed(exc: BaseException, n: int) -> list[tuple]:
+    """:func:`fit_people`'s output for ``n`` people whose batch failed with ``exc``."""
+    return [(None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])] * n
+
+
+def fit_people(fitter, people: list[Person], convention, config: RunConfig, device) -> list[tuple]:
+    """Fit people in batches; a batch that raises is split in halves and retried down to
+    single people.
+
+    Returns:
+        one ``(FitResult, row)`` or ``(None, one-line failure reason)`` per person, in order.
+    Raises:
+        Interrupted: SIGINT/SIGTERM (never caught here).
+    """
+    out: list[tuple] = []
+
+    def attempt(part: list[Person]) -> None:
+        try:
+            batch = make_batch(part, convention, focal_length=config.focal_length, device=device)
+            res = fitter(batch).cpu()
+            out.extend((res, j) for j in range(len(part)))
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
+            if len(part) == 1:
+                log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, exc)
+                out.extend(_failed(exc, 1))
+                return
+            log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), type(exc).__name__, exc)
+            attempt(part[: len(part) // 2])
+            attempt(part[len(part) // 2 :])
+
+    for s in range(0, len(people), config.batch_size):
+        attempt(people[s : s + config.batch_size])
+    return out
+
+
+def _fit_batch(fitter, body_model, people: list[Person], config: RunConfig) -> list[tuple]:
+    """:func:`fit_people` in a worker process (:class:`~fit3d.pipeline.workers.FitterPool`)."""
+    return fit_people(fitter, people, body_model.keypoint_convention, config, body_model.device)
+
+
+#: A run whose worker pool broke this many times fits its remaining batches in its own process.
+MAX_POOL_RESTARTS = 2
+
+#: Why the people of a batch lost with a worker are recorded as failed.
+WORKER_DIED = "the worker process fitting this batch died; fitted again by the next run"
+
+
+@dataclass
+class _Batch:
+    """One batch of a shared run: its images, :meth:`_Job.prepare`'s entries and the people to fit."""
+
+    chunk: list[ImageRecord]
+    entries: list[tuple]
+    to_fit: list[Person]
+
+
+class SharedFitting:
+    """A run's batches shared by this process and a :class:`~fit3d.pipeline.workers.FitterPool`.
+
+    Every batch waits in one queue. One feeder thread per worker waits until its worker has
+    built its fitter, then hands it the next batch each time it has returned the last (so a
+    worker never holds a batch another process could fit now); this process fits the next
+    batch itself between recording finished ones. Only this process records and writes.
+
+    A worker that dies breaks the pool: the batches the pool held are failures (their images
+    are not written: the next run fits them again) and the pool is restarted. Workers that
+    cannot start (they fail building their fitter) lose no batch. After
+    :data:`MAX_POOL_RESTARTS` restarts this process fits the rest alone, with its threads
+    as before. An interruption keeps the batches the workers have finished and stops them.
+
+    ``job`` is the run's state (:mod:`fit3d.pipeline.run`): ``prepare(chunk) -> (entries,
+    to_fit)``, ``finish(chunk, entries, results)`` with :func:`fit_people`'s results for
+    ``to_fit``, and its ``fitter``, ``conv``, ``config`` and ``body_model``.
+    """
+
+    def __init__(self, job, pool: FitterPool) -> None:
+        self.job, self.pool = job, pool
+        self.todo: collections.deque[_Batch] = collections.deque()
+        self.done: queue.Queue = queue.Queue()  # (batch or None, results, broken, generation)
+        self.generation = self.restarts = self.left = self.threads_before = 0
+        self.stop = threading.Event()
+        self.feeders: list[threading.Thread] = []
+
+    def run(self, chunks: list[list[ImageRecord]], threads: int) -> None:
+        """Fit and record every chunk; this process runs ``threads`` threads meanwhile.
+
+        Raises:
+            Interrupted, KeyboardInterrupt: as :func:`fit_people` (the finished batches recorded).
+        """
+        job = self.job
+        self.todo.extend(_Batch(chunk, *job.prepare(chunk)) for chunk in chunks)
+        self.left = len(self.todo)
+        self.threads_before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            self.feed()
+            while self.left:
+                self.record(wait=False)
+                batch = self.take()
+                if batch is not None:
+                    self.finish(batch, fit_people(job.fitter, batch.to_fit, job.conv, job.config,
+                                                  job.body_model.device))
+                elif self.left:
+                    self.record(wait=True)
+        except BaseException:
+            self.stop.set()
+            try:
+                self.record(wait=False, interrupted=True)  # what the workers finished is kept
+            finally:
+                self.pool.close(kill=True)  # the workers stop now, not after their batches
+            raise
+        finally:
+            self.stop.set()
+            torch.set_num_threads(self.threads_before)
+
+    def take(self) -> _Batch | None:
+        """The next batch to fit, or None when every batch has been taken."""
+        try:
+            return self.todo.popleft()
+        except IndexError:
+            return None
+
+    def finish(self, batch: _Batch, results: list[tuple]) -> None:
+        self.job.finish(batch.chunk, batch.entries, results)
+        self.left -= 1
+
+    def feed(self) -> None:
+        """Start one feeder thread per worker of the current pool."""
+        for ready in self.pool.started:
+            t = threading.Thread(target=self.feeder, args=(self.generation, ready), daemon=True)
+            t.start()
+            self.feeders.append(t)
+
+    def feeder(self, generation: int, ready) -> None:
+        """Hand batches to the pool one at a time until none is left, the run stops or the pool
+        of ``generation`` breaks. Every batch taken is put on ``done`` (with its results, or as
+        broken), and a pool that could not start is reported without a batch."""
+        try:
+            ready.result()
+        except BaseException:  # noqa: BLE001 - the worker could not start: the main thread restarts the pool
+            self.done.put((None, [], True, generation))
+            return
+        while not self.stop.is_set() and generation == self.generation:
+            batch = self.take()
+            if batch is None:
+                return
+            results, broken = [], False
+            try:
+                future = self.pool.submit(_fit_batch, batch.to_fit, self.job.config)
+            except BaseException:  # noqa: BLE001 - a broken or closed pool
+                broken = True
+            else:
+                results, broken = self._wait(future, generation, len(batch.to_fit))
+            self.done.put((batch, results, broken, generation))
+            if broken:
+                return
+
+    def _wait(self, future, generation: int, n: int) -> tuple[list[tuple], bool]:
+        """``(results, broken)`` of a batch of ``n`` people; a pool replaced or closed meanwhile
+        counts as broken (its future may never be answered)."""
+        while True:
+            try:
+                return future.result(timeout=1.0), False
+            except TimeoutError:
+                if generation != self.generation or self.stop.is_set():
+                    return [], True
+            except (BrokenProcessPool, CancelledError):
+                return [], True
+            except BaseException as e:  # noqa: BLE001 - e.g. a result that could not be sent back
+                return _failed(e, n), False
+
+    def record(self, wait: bool, interrupted: bool = False) -> None:
+        """Record what the feeders have put on ``done`` (``wait``: wait for something first).
+        ``interrupted``: only the batches the workers finished (the others are left for the
+        next run, like the batch in flight of a single process)."""
+        got = False
+        while True:
+            try:
+                batch, results, broken, generation = (self.done.get(timeout=0.5) if wait and not got
+                                                      else self.done.get_nowait())
+            except queue.Empty:
+                if wait and not got:
+                    self._check_feeders()
+                    continue  # (a timeout, so that Ctrl-C is seen)
+                return
+            got = True
+            if broken and interrupted:
+                continue
+            if broken:
+                self.broken(generation, started=batch is not None)
+                if batch is None:
+                    continue
+                log.warning("%s", WORKER_DIED)
+                results = [(None, WORKER_DIED)] * len(batch.to_fit)
+            self.finish(batch, results)
+
+    def _check_feeders(self) -> None:
+        """A guard: waiting with no live feeder and nothing to record would wait forever.
+
+        Raises:
+            RuntimeError: batches are unaccounted for (a bug, not a fitting failure).
+        """
+        if not any(t.is_alive() for t in self.feeders) and self.done.empty() and not self.todo and self.left:
+            raise RuntimeError(f"{self.left} batches were given to worker processes and never came back")
+
+    def broken(self, generation: int, started: bool) -> None:
+        """The pool of ``generation`` broke (``started``: mid-batch, else at start-up): restart it
+        once per break, at most :data:`MAX_POOL_RESTARTS` times; then fit the rest here."""
+        if generation != self.generation:
+            return
+        self.generation += 1
+        self.restarts += 1
+        if self.restarts <= MAX_POOL_RESTARTS:
+            log.warning("a worker process %s: starting the workers again",
+                        "died" if started else "could not start (its error is above)")
+            self.pool.restart()
+            self.feed()
+            return
+        log.warning("worker processes failed %d times: this process fits the rest alone", self.restarts)
+        self.pool.close(kill=True)
+        torch.set_num_threads(self.threads_before)

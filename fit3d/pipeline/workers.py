@@ -1,0 +1,195 @@
+"""Fitting batches in worker processes on the CPU (``fit3d eft|smplify --workers``).
+
+A fit is thousands of small tensor operations per iteration, too small for torch's
+intra-op threads to share well: on 2 cores, two processes of one thread each fit about
+1.3x the people per second of one process of two threads (README, "Throughput"). So a
+run on the CPU shares its batches with worker processes (the standard library's
+:class:`~concurrent.futures.ProcessPoolExecutor`, started with ``spawn``), each of which
+builds the same fitter once from a picklable :class:`FitterRecipe`; the calling process
+fits batches too, and every process runs ``cores // workers`` threads. The calling
+process keeps everything else (reading, the per-image outputs, the summary), so a run's
+outputs are those of a single process.
+
+A worker that dies (killed, out of memory) breaks the pool: the batches the pool held are
+recorded as failed (their images are not written, so the next run fits them again) and a
+new pool takes the rest. Workers ignore SIGINT (Ctrl-C reaches the whole process group):
+the calling process stops them when it is interrupted.
+
+Measured on 2 cores only (README, "Throughput"); how many processes pay on a larger
+machine was not measured.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import signal
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+#: ``--workers auto`` uses at most this many processes (each holds its own body model and
+#: fitter: ~0.5-0.8 GB on the CPU).
+MAX_AUTO_WORKERS = 8
+
+__all__ = ["BrokenProcessPool", "FitterPool", "FitterRecipe", "MAX_AUTO_WORKERS", "available_cores", "plan_workers"]
+
+
+@dataclass(frozen=True)
+class FitterRecipe:
+    """How a worker process builds the fitter the calling process built: the body model's
+    arguments (:func:`fit3d.body_models.build_body_model`) and ``make_fitter(body)``, which
+    must be picklable (a module-level function or a :func:`functools.partial` of one, e.g.
+    ``partial(build_eft, steps=30)``; not a lambda)."""
+
+    model: str
+    model_path: Path | None
+    gender: str
+    device: str
+    make_fitter: Callable
+
+    def build(self):
+        """``(fitter, body_model)``, built in this process."""
+        from fit3d.body_models import build_body_model
+
+        body = build_body_model(self.model, self.model_path, gender=self.gender, device=self.device)
+        return self.make_fitter(body), body
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def plan_workers(workers: int | None, device: str, batches: int, cores: int | None = None) -> tuple[int, int]:
+    """``(processes, threads per process)`` for a run of ``batches`` batches; the processes are
+    the calling one and ``processes - 1`` workers.
+
+    ``workers`` None (``--workers auto``): on the CPU one process per core, at most
+    :data:`MAX_AUTO_WORKERS` and at most one per batch; elsewhere (a GPU) 1. An explicit
+    number is capped at ``batches`` only. 1 process means fitting in the calling process
+    alone (threads: torch's own default, returned as 0).
+    """
+    cores = cores or available_cores()
+    if workers is None:
+        workers = min(cores, MAX_AUTO_WORKERS) if str(device).startswith("cpu") else 1
+    workers = max(1, min(workers, batches))
+    if workers == 1:
+        return 1, 0
+    return workers, max(1, cores // workers)
+
+
+_FITTER = None
+_BODY = None
+
+
+def _start_worker(recipe: FitterRecipe, threads: int) -> None:
+    """Worker initialiser: ignore Ctrl-C (the caller stops the pool; SIGINT was blocked from the
+    start, see :meth:`FitterPool._start`), exit when the caller dies, set the thread count,
+    build the fitter."""
+    import torch
+
+    global _FITTER, _BODY
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a caller killed outright (SIGKILL, out of memory) leaves no orphan
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    torch.set_num_threads(threads)
+    _FITTER, _BODY = recipe.build()
+
+
+def _exit_with(sentinel) -> None:
+    """Exit this worker when ``sentinel`` (its parent process) is gone."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
+def _ready() -> bool:
+    """Worker task that only makes the executor start a process."""
+    return True
+
+
+def _call(fn: Callable, args: tuple):
+    """Worker task: ``fn(fitter, body_model, *args)``."""
+    return fn(_FITTER, _BODY, *args)
+
+
+class FitterPool:
+    """``processes`` workers, each holding the fitter of ``recipe`` with ``threads`` threads.
+
+    The workers start at once (see ``started``). :meth:`submit` ``(fn, *args)`` runs ``fn(fitter, body_model,
+    *args)`` in a worker and returns its :class:`~concurrent.futures.Future` (``fn`` and
+    ``args`` are pickled: ``fn`` must be a module-level function). Its ``result()`` (or the
+    next ``submit``) raises :class:`BrokenProcessPool` when a worker died; :meth:`restart`
+    then gives a fresh pool. Use as a context manager: leaving it stops the workers (at once:
+    they hold nothing to save).
+
+    Raises:
+        ValueError: ``processes`` or ``threads`` < 1.
+    """
+
+    def __init__(self, recipe: FitterRecipe, processes: int, threads: int) -> None:
+        if processes < 1 or threads < 1:
+            raise ValueError(f"a FitterPool needs at least 1 process and 1 thread, not {processes} and {threads}")
+        self.recipe, self.processes, self.threads = recipe, processes, threads
+        self.started: list[Future] = []
+        self._procs: list = []
+        self._executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        """A new executor whose workers start now (building a fitter takes seconds: they do it
+        while the caller builds its own), not at the first task; ``started`` holds one future
+        per worker, answered once a worker has built its fitter (``BrokenProcessPool`` when
+        they could not). The workers are spawned with SIGINT blocked, so that a Ctrl-C while
+        they import does not stop them with a traceback each (they ignore it once started)."""
+        ex = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(self.recipe, self.threads))
+        mask = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
+        try:  # the executor starts one process per task submitted
+            self.started = [ex.submit(_ready) for _ in range(self.processes)]
+        finally:
+            if old is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        # The executor has no public way to stop running tasks before Python 3.14
+        # (terminate_workers), so its processes are kept from its process table.
+        self._procs = list((getattr(ex, "_processes", None) or {}).values())
+        return ex
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Run ``fn(fitter, body_model, *args)`` in a worker.
+
+        Raises:
+            BrokenProcessPool: a worker has died (:meth:`restart`)."""
+        return self._executor.submit(_call, fn, args)
+
+    def restart(self) -> None:
+        """Replace a broken pool (its pending tasks are lost: their futures have failed)."""
+        self.close(kill=True)
+        self._executor = self._start()
+
+    def close(self, kill: bool = False) -> None:
+        """Shut the pool down; ``kill``: terminate the workers instead of letting their tasks
+        finish (an interrupted run)."""
+        self._executor.shutdown(wait=not kill, cancel_futures=True)
+        if kill:
+            for p in self._procs:
+                if p.is_alive():
+                    p.terminate()
+            for p in self._procs:
+                p.join(timeout=10)
+
+    def __enter__(self) -> FitterPool:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(kill=True)  # (idle, or still starting: nothing to wait for)

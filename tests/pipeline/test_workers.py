@@ -1,0 +1,153 @@
+"""Batches shared with worker processes (fit3d.pipeline.workers): same outputs as one process,
+a dying worker fails only its batches, an interruption stops the workers."""
+
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fit3d.data.readers import read_coco
+from fit3d.data.writers import fit_files, read_fit
+from fit3d.fitters import SMPLify
+from fit3d.pipeline import RunConfig, run
+from fit3d.pipeline.interrupt import Interrupted
+from fit3d.pipeline import batches
+from fit3d.pipeline.batches import WORKER_DIED
+from fit3d.pipeline.workers import MAX_AUTO_WORKERS, FitterPool, FitterRecipe, plan_workers
+
+from .conftest import FAST
+
+
+@pytest.fixture()
+def one_thread():
+    """This process on one thread, as a shared run sets it (and as it restores it when it gives
+    the workers up): one person per batch is several times slower on two threads here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _recipe(**kw):
+    spec = dict(model="anny", model_path=None, gender="neutral", device="cpu",
+                make_fitter=partial(SMPLify, schedule=FAST, depth_flips=False))
+    return FitterRecipe(**{**spec, **kw})
+
+
+def _params(out):
+    recs = {}
+    for f in fit_files(out):
+        d = read_fit(f)
+        for i, a in enumerate(d["annot_id"]):
+            recs[int(a)] = (str(d["status"][i]), d["body_pose"][i], d["betas"][i], d["transl"][i])
+    return recs
+
+
+def test_plan_workers():
+    assert plan_workers(None, "cpu", batches=8, cores=2) == (2, 1)
+    assert plan_workers(None, "cpu", batches=1, cores=2) == (1, 0)  # one batch: fitted here
+    assert plan_workers(None, "cpu", batches=100, cores=64) == (MAX_AUTO_WORKERS, 64 // MAX_AUTO_WORKERS)
+    assert plan_workers(None, "cuda", batches=100, cores=16) == (1, 0)
+    assert plan_workers(3, "cpu", batches=2, cores=12) == (2, 6)  # never more processes than batches
+    assert plan_workers(4, "cuda:0", batches=10, cores=2) == (4, 1)  # asked for: at least one thread each
+    assert plan_workers(1, "cpu", batches=10, cores=8) == (1, 0)
+
+
+def test_shared_run_writes_what_one_process_writes(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the shared run: the same arithmetic
+    try:
+        one = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "one", batch_size=3, progress=False),
+                  problems)
+    finally:
+        torch.set_num_threads(threads)
+    with FitterPool(_recipe(), 1, 1) as pool:
+        two = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "two", batch_size=3, progress=False),
+                  problems, pool=pool)
+    assert torch.get_num_threads() == threads  # restored after the run
+    assert one["processes"] == 1 and two["processes"] == 2 and two["threads_per_process"] == 1
+    for k in ("people_fitted", "people_valid", "people_skipped", "images_written", "exit_code"):
+        assert one["this_run"][k] == two["this_run"][k], k
+    a, b = _params(tmp_path / "one"), _params(tmp_path / "two")
+    assert a.keys() == b.keys() and len(a) >= 12
+    for k in a:
+        assert a[k][0] == b[k][0]
+        for x, y in zip(a[k][1:], b[k][1:]):
+            assert np.array_equal(x, y, equal_nan=True), k
+
+
+class _WaitForWorkers:
+    """The pipeline's fitter, fitting only once the pool's current workers are ready or failed to
+    start (so that they take part: without it this process fits the few test batches first)."""
+
+    def __init__(self, inner, pool):
+        self.inner, self.pool = inner, pool
+        self.schedule, self.extra_defaults = inner.schedule, inner.extra_defaults
+
+    def __call__(self, batch):
+        for f in self.pool.started:
+            f.exception(timeout=120)
+        return self.inner(batch)
+
+
+def test_workers_that_cannot_start_lose_no_batch(tmp_path, sample_copy, anny_model, fast_fitter, caplog,
+                                                one_thread, monkeypatch):
+    """Workers that fail building their model: restarted once, then this process fits everything."""
+    monkeypatch.setattr(batches, "MAX_POOL_RESTARTS", 1)
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    with FitterPool(_recipe(model="smpl", model_path=tmp_path / "missing.pkl"), 1, 1) as pool:
+        s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model,
+                RunConfig(tmp_path / "fits", batch_size=1, progress=False), problems, pool=pool)
+    r = s["this_run"]
+    assert r["images_written"] == 4 and r["people_failed"] == 0 and r["exit_code"] == 0
+    assert "could not start" in caplog.text and "fits the rest alone" in caplog.text
+
+
+def test_a_worker_that_dies_mid_batch_fails_its_batch_and_the_next_run_fits_it(tmp_path, sample_copy, anny_model,
+                                                                              fast_fitter, monkeypatch, one_thread):
+    """One worker start (no restart: that path is the test above's): it dies on its first batch."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "fixtures"))  # (inherited by the workers)
+    monkeypatch.setattr(batches, "MAX_POOL_RESTARTS", 0)
+    from dying_fitter import DiesInWorker
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    config = RunConfig(out, batch_size=1, progress=False)  # a batch per image
+    with FitterPool(_recipe(make_fitter=DiesInWorker), 1, 1) as pool:
+        s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model, config, problems, pool=pool)
+    r = s["this_run"]
+    assert r["images_failed"] == 1 and r["images_written"] == 3 and r["exit_code"] == 5
+    assert r["people_failed"] >= 1 and all(f["reason"] == WORKER_DIED for f in r["failures"])
+    s = run(images, fast_fitter, anny_model, config, problems)
+    assert s["this_run"]["images_already_done"] == 3 and s["this_run"]["exit_code"] == 0
+    assert len(fit_files(out)) == 4
+
+
+class _Interrupting:
+    """A fitter interrupted (SIGTERM) on its first call."""
+
+    def __init__(self, inner):
+        self.schedule, self.extra_defaults = inner.schedule, inner.extra_defaults
+
+    def __call__(self, batch):
+        raise Interrupted(15)
+
+
+def test_an_interrupted_shared_run_stops_its_workers(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    pool = FitterPool(_recipe(), 1, 1)
+    procs = list(pool._procs)
+    s = run(images, _Interrupting(fast_fitter), anny_model, RunConfig(tmp_path / "fits", batch_size=3,
+                                                                      progress=False), problems, pool=pool)
+    assert s["this_run"]["interrupted"] and s["this_run"]["exit_code"] == 143
+    assert procs and not any(p.is_alive() for p in procs)
+    assert not list((tmp_path / "fits").glob(".*.tmp"))
+
+
+def test_a_pool_needs_a_worker():
+    for processes, threads in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match="at least 1"):
+            FitterPool(_recipe(), processes, threads)
