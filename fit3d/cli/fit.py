@@ -114,13 +114,17 @@ def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_
     import math
 
     from fit3d.pipeline import RunConfig, select_images
-    from fit3d.pipeline.workers import FitterPool, FitterRecipe, plan_workers
+    from fit3d.pipeline.workers import FitterPool, FitterRecipe, available_cores, plan_workers
 
     todo = select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
                                             overwrite=opts.overwrite))[0]
     people = sum(len(r.people) for r in todo)
     processes, threads = plan_workers(opts.workers, opts.device,
-                                      math.ceil(people / (opts.batch_size or default_batch_size)))
+                                      math.ceil(people / (opts.batch_size or default_batch_size)), people)
+    cores = available_cores()
+    if opts.workers is not None and opts.workers > cores:
+        click.echo(f"fit3d: warning: --workers {opts.workers} on {cores} cores: the processes will share them "
+                   f"(one thread each)", err=True)
     if processes == 1 or opts.dry_run:
         return contextlib.nullcontext()
     recipe = FitterRecipe(opts.model, opts.model_path, opts.gender, opts.device, make_fitter)

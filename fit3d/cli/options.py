@@ -70,7 +70,7 @@ def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
 
 
 def _parse_workers(ctx, param, value: str) -> int | None:
-    if value.strip() == "auto":
+    if value.strip().lower() == "auto":
         return None
     try:
         n = int(value)
@@ -112,9 +112,10 @@ _OPTIONS = [
                  help="i/n: fit every n-th image starting at the i-th (one job of n); 'auto': this SLURM "
                       "array task's shard (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)."),
     click.option("--workers", default="auto", show_default=True, callback=_parse_workers,
-                 help="Processes fitting the batches: a number, or auto (on a CPU one per core, at most 8 and "
-                      "one per batch; on a GPU 1). Each builds its own model (~0.5-0.8 GB) and runs "
-                      "cores/workers threads; 1 fits in this process."),
+                 help="Processes fitting the batches, this one included: a number, or auto (on a CPU one "
+                      "per core, at most 8, one per batch and one per 200 people; on a GPU 1). Each extra "
+                      "process builds its own model (~0.5-0.8 GB); each runs cores // N threads (at least "
+                      "1); 1 fits in this process alone."),
     click.option("--overwrite", is_flag=True, help="Refit images whose .npz already exists."),
     click.option("--min-visible", type=click.IntRange(min=1), default=None,
                  help="Skip people with fewer usable keypoints (default 6)."),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import queue
 import threading
 from concurrent.futures import CancelledError
@@ -62,9 +63,10 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     return out
 
 
-def _fit_batch(fitter, body_model, people: list[Person], config: RunConfig) -> list[tuple]:
-    """:func:`fit_people` in a worker process (:class:`~fit3d.pipeline.workers.FitterPool`)."""
-    return fit_people(fitter, people, body_model.keypoint_convention, config, body_model.device)
+def _fit_batch(fitter, body_model, people: list[Person], config: RunConfig) -> tuple[int, list[tuple]]:
+    """:func:`fit_people` in a worker process (:class:`~fit3d.pipeline.workers.FitterPool`),
+    with the worker's process id."""
+    return os.getpid(), fit_people(fitter, people, body_model.keypoint_convention, config, body_model.device)
 
 
 #: A run whose worker pool broke this many times fits its remaining batches in its own process.
@@ -109,6 +111,7 @@ class SharedFitting:
         self.generation = self.restarts = self.left = self.threads_before = 0
         self.stop = threading.Event()
         self.feeders: list[threading.Thread] = []
+        self.worker_pids: set[int] = set()  # the workers that returned a batch
 
     def run(self, chunks: list[list[ImageRecord]], threads: int) -> None:
         """Fit and record every chunk; this process runs ``threads`` threads meanwhile.
@@ -189,7 +192,9 @@ class SharedFitting:
         counts as broken (its future may never be answered)."""
         while True:
             try:
-                return future.result(timeout=1.0), False
+                pid, results = future.result(timeout=1.0)
+                self.worker_pids.add(pid)
+                return results, False
             except TimeoutError:
                 if generation != self.generation or self.stop.is_set():
                     return [], True

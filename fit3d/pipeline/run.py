@@ -325,11 +325,11 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
                        dynamic_ncols=True)
     t0 = time.perf_counter()
     chunks = list(_chunks(todo, config.batch_size))
-    shared = pool is not None and len(chunks) > 1
+    shared = SharedFitting(job, pool) if pool is not None and len(chunks) > 1 else None
     with interruptible():
         try:
-            if shared:
-                SharedFitting(job, pool).run(chunks, pool.threads)
+            if shared is not None:
+                shared.run(chunks, pool.threads)
             else:
                 for chunk in chunks:
                     job.chunk(chunk)
@@ -344,8 +344,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         this_run=dict(counts.as_dict(), seconds=round(elapsed, 3),
                       fits_per_second=round(counts.people_fitted / elapsed, 3) if elapsed > 0 else 0.0),
         input_problems=[asdict(p) for p in problems], versions=versions(), batch_size=config.batch_size,
-        processes=pool.processes + 1 if shared else 1,
-        threads_per_process=pool.threads if shared else torch.get_num_threads(),
+        processes=1 + len(shared.worker_pids) if shared else 1,  # (those that fitted)
+        threads_per_process=pool.threads if shared and shared.worker_pids else torch.get_num_threads(),
     )
     if config.settings is not None:
         summary["settings"] = normalised(config.settings)

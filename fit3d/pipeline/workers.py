@@ -35,8 +35,13 @@ from typing import Callable
 #: ``--workers auto`` uses at most this many processes (each holds its own body model and
 #: fitter: ~0.5-0.8 GB on the CPU).
 MAX_AUTO_WORKERS = 8
+#: ``--workers auto`` adds a process per this many people: starting one (Python, torch, the
+#: model) takes ~6 s on one core here, ~16 s of fitting at ~12 EFT fits/s (on 92 people in 2
+#: batches a second process was slower: 15.0 against 13.6 s whole process).
+PEOPLE_PER_PROCESS = 200
 
-__all__ = ["BrokenProcessPool", "FitterPool", "FitterRecipe", "MAX_AUTO_WORKERS", "available_cores", "plan_workers"]
+__all__ = ["BrokenProcessPool", "FitterPool", "FitterRecipe", "MAX_AUTO_WORKERS", "PEOPLE_PER_PROCESS",
+           "available_cores", "plan_workers"]
 
 
 @dataclass(frozen=True)
@@ -68,18 +73,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def plan_workers(workers: int | None, device: str, batches: int, cores: int | None = None) -> tuple[int, int]:
-    """``(processes, threads per process)`` for a run of ``batches`` batches; the processes are
-    the calling one and ``processes - 1`` workers.
+def plan_workers(workers: int | None, device: str, batches: int, people: int,
+                 cores: int | None = None) -> tuple[int, int]:
+    """``(processes, threads per process)`` for a run of ``people`` people in ``batches``
+    batches; the processes are the calling one and ``processes - 1`` workers.
 
     ``workers`` None (``--workers auto``): on the CPU one process per core, at most
-    :data:`MAX_AUTO_WORKERS` and at most one per batch; elsewhere (a GPU) 1. An explicit
-    number is capped at ``batches`` only. 1 process means fitting in the calling process
-    alone (threads: torch's own default, returned as 0).
+    :data:`MAX_AUTO_WORKERS`, one per batch and one per :data:`PEOPLE_PER_PROCESS` people
+    (a process takes seconds to start); elsewhere (a GPU) 1. An explicit number is capped at
+    ``batches`` only. Threads: ``cores // processes``, at least 1. 1 process means fitting
+    in the calling process alone (threads: torch's own default, returned as 0).
     """
     cores = cores or available_cores()
     if workers is None:
-        workers = min(cores, MAX_AUTO_WORKERS) if str(device).startswith("cpu") else 1
+        workers = (min(cores, MAX_AUTO_WORKERS, people // PEOPLE_PER_PROCESS)
+                   if str(device).startswith("cpu") else 1)
     workers = max(1, min(workers, batches))
     if workers == 1:
         return 1, 0
@@ -124,7 +132,8 @@ def _call(fn: Callable, args: tuple):
 
 
 class FitterPool:
-    """``processes`` workers, each holding the fitter of ``recipe`` with ``threads`` threads.
+    """``workers`` worker processes (besides the caller), each holding the fitter of ``recipe``
+    and running ``threads`` threads.
 
     The workers start at once (see ``started``). :meth:`submit` ``(fn, *args)`` runs ``fn(fitter, body_model,
     *args)`` in a worker and returns its :class:`~concurrent.futures.Future` (``fn`` and
@@ -134,13 +143,13 @@ class FitterPool:
     they hold nothing to save).
 
     Raises:
-        ValueError: ``processes`` or ``threads`` < 1.
+        ValueError: ``workers`` or ``threads`` < 1.
     """
 
-    def __init__(self, recipe: FitterRecipe, processes: int, threads: int) -> None:
-        if processes < 1 or threads < 1:
-            raise ValueError(f"a FitterPool needs at least 1 process and 1 thread, not {processes} and {threads}")
-        self.recipe, self.processes, self.threads = recipe, processes, threads
+    def __init__(self, recipe: FitterRecipe, workers: int, threads: int) -> None:
+        if workers < 1 or threads < 1:
+            raise ValueError(f"a FitterPool needs at least 1 worker and 1 thread, not {workers} and {threads}")
+        self.recipe, self.workers, self.threads = recipe, workers, threads
         self.started: list[Future] = []
         self._procs: list = []
         self._executor = self._start()
@@ -151,12 +160,12 @@ class FitterPool:
         per worker, answered once a worker has built its fitter (``BrokenProcessPool`` when
         they could not). The workers are spawned with SIGINT blocked, so that a Ctrl-C while
         they import does not stop them with a traceback each (they ignore it once started)."""
-        ex = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+        ex = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_start_worker, initargs=(self.recipe, self.threads))
         mask = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
         try:  # the executor starts one process per task submitted
-            self.started = [ex.submit(_ready) for _ in range(self.processes)]
+            self.started = [ex.submit(_ready) for _ in range(self.workers)]
         finally:
             if old is not None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)

@@ -97,7 +97,9 @@ def test_eft_cli_with_worker_processes_writes_what_one_process_writes(tmp_path, 
         r = CliRunner().invoke(cli, base + ["--out", str(tmp_path / n), "--workers", n])
         assert r.exit_code == 0, r.output
         outs[n] = {f.name: np.load(f) for f in sorted((tmp_path / n).glob("*.npz"))}
-        assert json.loads((tmp_path / n / "summary.json").read_text())["processes"] == int(n)
+        # (whether the worker, which takes seconds to start, gets a batch of this small sample depends
+        # on timing; tests/pipeline/test_workers.py makes sure it does)
+        assert json.loads((tmp_path / n / "summary.json").read_text())["processes"] in (1, int(n))
     assert outs["1"].keys() == outs["2"].keys() and len(outs["1"]) == 4
     for name, a in outs["1"].items():
         b = outs["2"][name]

@@ -15,7 +15,7 @@ from fit3d.pipeline import RunConfig, run
 from fit3d.pipeline.interrupt import Interrupted
 from fit3d.pipeline import batches
 from fit3d.pipeline.batches import WORKER_DIED
-from fit3d.pipeline.workers import MAX_AUTO_WORKERS, FitterPool, FitterRecipe, plan_workers
+from fit3d.pipeline.workers import MAX_AUTO_WORKERS, PEOPLE_PER_PROCESS, FitterPool, FitterRecipe, plan_workers
 
 from .conftest import FAST
 
@@ -46,37 +46,15 @@ def _params(out):
 
 
 def test_plan_workers():
-    assert plan_workers(None, "cpu", batches=8, cores=2) == (2, 1)
-    assert plan_workers(None, "cpu", batches=1, cores=2) == (1, 0)  # one batch: fitted here
-    assert plan_workers(None, "cpu", batches=100, cores=64) == (MAX_AUTO_WORKERS, 64 // MAX_AUTO_WORKERS)
-    assert plan_workers(None, "cuda", batches=100, cores=16) == (1, 0)
-    assert plan_workers(3, "cpu", batches=2, cores=12) == (2, 6)  # never more processes than batches
-    assert plan_workers(4, "cuda:0", batches=10, cores=2) == (4, 1)  # asked for: at least one thread each
-    assert plan_workers(1, "cpu", batches=10, cores=8) == (1, 0)
-
-
-def test_shared_run_writes_what_one_process_writes(tmp_path, sample_copy, anny_model, fast_fitter):
-    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the shared run: the same arithmetic
-    try:
-        one = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "one", batch_size=3, progress=False),
-                  problems)
-    finally:
-        torch.set_num_threads(threads)
-    with FitterPool(_recipe(), 1, 1) as pool:
-        two = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "two", batch_size=3, progress=False),
-                  problems, pool=pool)
-    assert torch.get_num_threads() == threads  # restored after the run
-    assert one["processes"] == 1 and two["processes"] == 2 and two["threads_per_process"] == 1
-    for k in ("people_fitted", "people_valid", "people_skipped", "images_written", "exit_code"):
-        assert one["this_run"][k] == two["this_run"][k], k
-    a, b = _params(tmp_path / "one"), _params(tmp_path / "two")
-    assert a.keys() == b.keys() and len(a) >= 12
-    for k in a:
-        assert a[k][0] == b[k][0]
-        for x, y in zip(a[k][1:], b[k][1:]):
-            assert np.array_equal(x, y, equal_nan=True), k
+    assert plan_workers(None, "cpu", batches=8, people=500, cores=2) == (2, 1)
+    assert plan_workers(None, "cpu", batches=1, people=500, cores=2) == (1, 0)  # one batch: fitted here
+    assert plan_workers(None, "cpu", batches=2, people=92, cores=2) == (1, 0)  # too few people to pay a start
+    assert plan_workers(None, "cpu", batches=3, people=3 * PEOPLE_PER_PROCESS, cores=64) == (3, 21)
+    assert plan_workers(None, "cpu", batches=100, people=10**5, cores=64) == (MAX_AUTO_WORKERS, 64 // MAX_AUTO_WORKERS)
+    assert plan_workers(None, "cuda", batches=100, people=10**5, cores=16) == (1, 0)
+    assert plan_workers(3, "cpu", batches=2, people=10, cores=12) == (2, 6)  # never more processes than batches
+    assert plan_workers(4, "cuda:0", batches=10, people=10, cores=2) == (4, 1)  # asked for: at least one thread each
+    assert plan_workers(1, "cpu", batches=10, people=10**5, cores=8) == (1, 0)
 
 
 class _WaitForWorkers:
@@ -93,6 +71,30 @@ class _WaitForWorkers:
         return self.inner(batch)
 
 
+def test_shared_run_writes_what_one_process_writes(tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the shared run: the same arithmetic
+    try:
+        one = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "one", batch_size=3, progress=False),
+                  problems)
+    finally:
+        torch.set_num_threads(threads)
+    with FitterPool(_recipe(), 1, 1) as pool:
+        two = run(images, _WaitForWorkers(fast_fitter, pool), anny_model,
+                  RunConfig(tmp_path / "two", batch_size=3, progress=False), problems, pool=pool)
+    assert torch.get_num_threads() == threads  # restored after the run
+    assert one["processes"] == 1 and two["processes"] == 2 and two["threads_per_process"] == 1  # (the worker fitted)
+    for k in ("people_fitted", "people_valid", "people_skipped", "images_written", "exit_code"):
+        assert one["this_run"][k] == two["this_run"][k], k
+    a, b = _params(tmp_path / "one"), _params(tmp_path / "two")
+    assert a.keys() == b.keys() and len(a) >= 12
+    for k in a:
+        assert a[k][0] == b[k][0]
+        for x, y in zip(a[k][1:], b[k][1:]):
+            assert np.array_equal(x, y, equal_nan=True), k
+
+
 def test_workers_that_cannot_start_lose_no_batch(tmp_path, sample_copy, anny_model, fast_fitter, caplog,
                                                 one_thread, monkeypatch):
     """Workers that fail building their model: restarted once, then this process fits everything."""
@@ -103,6 +105,7 @@ def test_workers_that_cannot_start_lose_no_batch(tmp_path, sample_copy, anny_mod
                 RunConfig(tmp_path / "fits", batch_size=1, progress=False), problems, pool=pool)
     r = s["this_run"]
     assert r["images_written"] == 4 and r["people_failed"] == 0 and r["exit_code"] == 0
+    assert s["processes"] == 1  # (no worker fitted anything)
     assert "could not start" in caplog.text and "fits the rest alone" in caplog.text
 
 
@@ -148,6 +151,6 @@ def test_an_interrupted_shared_run_stops_its_workers(tmp_path, sample_copy, anny
 
 
 def test_a_pool_needs_a_worker():
-    for processes, threads in ((0, 1), (1, 0)):
+    for workers, threads in ((0, 1), (1, 0)):
         with pytest.raises(ValueError, match="at least 1"):
-            FitterPool(_recipe(), processes, threads)
+            FitterPool(_recipe(), workers, threads)
