@@ -75,11 +75,21 @@ def train_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0) -> GMMPri
 
 def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: float = 1e-3,
               kl_weight: float = 5e-3, seed: int = 0, progress: bool = True) -> VAEPrior:
-    """VPoser-style training: squared error on rotation matrices plus ``kl_weight`` KL to N(0, I)."""
+    """VPoser-style training: squared error on rotation matrices plus ``kl_weight`` KL to N(0, I).
+
+    ``poses``: ``(N, J, 3)`` axis-angle. Batches of ``batch_size`` poses, or of all of them when
+    there are fewer (before, such a set trained nothing: every epoch had no full batch).
+
+    Raises:
+        ValueError: no poses.
+    """
     import roma
 
     g = _seed(seed)
     x = torch.as_tensor(poses)
+    if len(x) == 0:
+        raise ValueError("train_vae: no poses to train on")
+    batch_size = min(batch_size, len(x))
     m = VAEPrior(num_joints=x.shape[1])
     opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
