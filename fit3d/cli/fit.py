@@ -167,6 +167,16 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                f"{len(people)} people: {fittable} with at least {need} usable keypoints would be fitted, "
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
+    from fit3d.pipeline import RunConfig, select_images
+
+    todo, done, mine = select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
+                                                        overwrite=opts.overwrite))
+    if mine != len(records) or done:  # (the counts above are the whole input's)
+        job = [p for r in todo for p in r.people]
+        n = sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for p in job)
+        click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
+                   f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "
+                   f"{n} people to fit now", err=True)
     return 4 if not fittable else 3 if errors else 0
 
 

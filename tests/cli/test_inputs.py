@@ -90,7 +90,11 @@ def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
                                  str(sample_dir / "test_coco.json"), "--out", str(out), "--dry-run"])
     assert r.exit_code == 0, r.output
     assert "14 people: 12 with at least 6 usable keypoints would be fitted, 2 skipped" in r.output
+    assert "this job" not in r.output  # (the whole input)
     assert not out.exists()
+    r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+                                 "--out", str(out), "--dry-run", "--shard", "2/2", "--limit", "1"])
+    assert r.exit_code == 0 and "this job (shard 2/2, --limit 1): 1 images, 0 already done" in r.output, r.output
     shutil.copytree(sample_dir, tmp_path / "images")
     (tmp_path / "images" / "000000000785.jpg").unlink()
     r = CliRunner().invoke(cli, ["eft", "--images", str(tmp_path / "images"), "--out", str(out), "--dry-run",
