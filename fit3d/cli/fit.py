@@ -113,15 +113,12 @@ def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_
     import contextlib
     import math
 
-    from fit3d.pipeline import RunConfig, select_images
     from fit3d.pipeline.workers import FitterPool, FitterRecipe, available_cores, plan_workers
 
-    todo = select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
-                                            overwrite=opts.overwrite))[0]
-    people = sum(len(r.people) for r in todo)
-    processes, threads = plan_workers(opts.workers, opts.device,
-                                      math.ceil(people / (opts.batch_size or default_batch_size)), people)
+    people = sum(len(r.people) for r in this_job(opts, records)[0])
     cores = available_cores()
+    processes, threads = plan_workers(opts.workers, opts.device,
+                                      math.ceil(people / (opts.batch_size or default_batch_size)), people, cores)
     if opts.workers is not None and opts.workers > cores:
         click.echo(f"fit3d: warning: --workers {opts.workers} on {cores} cores: the processes will share them "
                    f"(one thread each)", err=True)
@@ -149,6 +146,15 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     return {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in out.items()}
 
 
+def this_job(opts: FitOptions, records) -> tuple[list, int, int]:
+    """:func:`fit3d.pipeline.select_images` for the command's shard, ``--limit`` and
+    ``--overwrite``: ``(images to fit, already done, this job's images)``."""
+    from fit3d.pipeline import RunConfig, select_images
+
+    return select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
+                                            overwrite=opts.overwrite))
+
+
 def report_validation(records, problems, body, opts: FitOptions) -> int:
     """``--dry-run``: count what would be fitted and list every problem; fits nothing.
     Returns the exit code a run would start with (3 with unreadable inputs, 4 with nothing to fit)."""
@@ -160,23 +166,22 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
         echo_problem(p.severity, p.source, p.reason)
     problems = list(problems) + layout
     need = opts.min_visible or MIN_VISIBLE_KEYPOINTS
+
+    def fittable_in(images) -> int:
+        return sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for r in images for p in r.people)
+
     people = [p for r in records for p in r.people]
-    fittable = sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for p in people)
+    fittable = fittable_in(records)
     errors = sum(p.severity == "error" for p in problems)
     click.echo(f"fit3d: {len(records)} images ({sum(1 for r in records if not r.people)} without people), "
                f"{len(people)} people: {fittable} with at least {need} usable keypoints would be fitted, "
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
-    from fit3d.pipeline import RunConfig, select_images
-
-    todo, done, mine = select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
-                                                        overwrite=opts.overwrite))
+    todo, done, mine = this_job(opts, records)
     if mine != len(records) or done:  # (the counts above are the whole input's)
-        job = [p for r in todo for p in r.people]
-        n = sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for p in job)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "
-                   f"{n} people to fit now", err=True)
+                   f"{fittable_in(todo)} people to fit now", err=True)
     return 4 if not fittable else 3 if errors else 0
 
 

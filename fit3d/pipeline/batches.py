@@ -139,7 +139,7 @@ class SharedFitting:
             try:
                 self.record(wait=False, interrupted=True)  # what the workers finished is kept
             finally:
-                self.pool.close(kill=True)  # the workers stop now, not after their batches
+                self.pool.close()  # the workers stop now, not after their batches
             raise
         finally:
             self.stop.set()
@@ -251,5 +251,5 @@ class SharedFitting:
             self.feed()
             return
         log.warning("worker processes failed %d times: this process fits the rest alone", self.restarts)
-        self.pool.close(kill=True)
+        self.pool.close()
         torch.set_num_threads(self.threads_before)

@@ -85,6 +85,11 @@ class ShardJob:
         return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.distributed))
 
 
+def _given(options: list[str], name: str) -> bool:
+    """Whether the option ``name`` is among ``options`` (as ``name value`` or ``name=value``)."""
+    return any(o == name or o.startswith(name + "=") for o in options)
+
+
 def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
     """The argument lists of the ``jobs`` tasks: ``[command, *options, "--shard", "i/n"]``.
 
@@ -94,7 +99,7 @@ def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
     """
     if command not in COMMANDS:
         raise ValueError(f"fit3d submit runs {', '.join(COMMANDS)}, not {command!r}")
-    if any(o == "--shard" or o.startswith("--shard=") for o in options):
+    if _given(options, "--shard"):
         raise ValueError("fit3d submit sets --shard for each job: leave it out")
     if command == "neuralannot":
         if jobs != 1:
@@ -206,7 +211,7 @@ def submit(command: str, options: list[str], config: SubmitConfig) -> list:
     """
     args = shard_args(command, options, config.jobs)
     ex = make_executor(config, f"fit3d-{command}")
-    if ex.cluster == "local" and config.jobs > 1 and not any(o.split("=")[0] == "--workers" for o in options):
+    if ex.cluster == "local" and config.jobs > 1 and not _given(options, "--workers"):
         args = [[*a, "--workers", "1"] for a in args]  # local tasks share the cores already
     if command == "neuralannot":
         ranks = config.ranks or max(config.gpus_per_job, 1)

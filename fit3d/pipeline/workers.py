@@ -139,8 +139,7 @@ class FitterPool:
     *args)`` in a worker and returns its :class:`~concurrent.futures.Future` (``fn`` and
     ``args`` are pickled: ``fn`` must be a module-level function). Its ``result()`` (or the
     next ``submit``) raises :class:`BrokenProcessPool` when a worker died; :meth:`restart`
-    then gives a fresh pool. Use as a context manager: leaving it stops the workers (at once:
-    they hold nothing to save).
+    then gives a fresh pool. Use as a context manager: leaving it closes the pool (:meth:`close`).
 
     Raises:
         ValueError: ``workers`` or ``threads`` < 1.
@@ -183,22 +182,21 @@ class FitterPool:
 
     def restart(self) -> None:
         """Replace a broken pool (its pending tasks are lost: their futures have failed)."""
-        self.close(kill=True)
+        self.close()
         self._executor = self._start()
 
-    def close(self, kill: bool = False) -> None:
-        """Shut the pool down; ``kill``: terminate the workers instead of letting their tasks
-        finish (an interrupted run)."""
-        self._executor.shutdown(wait=not kill, cancel_futures=True)
-        if kill:
-            for p in self._procs:
-                if p.is_alive():
-                    p.terminate()
-            for p in self._procs:
-                p.join(timeout=10)
+    def close(self) -> None:
+        """Shut the pool down and stop its workers at once, running tasks included (they hold
+        nothing to save: an interrupted run, a broken pool, or idle workers at the end)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for p in self._procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self._procs:
+            p.join(timeout=10)
 
     def __enter__(self) -> FitterPool:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self.close(kill=True)  # (idle, or still starting: nothing to wait for)
+        self.close()
