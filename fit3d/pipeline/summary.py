@@ -52,7 +52,9 @@ class RunCounts:
     input_errors: int = 0
     input_warnings: int = 0
     reproj_error_px: list = field(default_factory=list)
-    failures: list = field(default_factory=list)  #: {image, annot_id, reason}
+    #: {image, annot_id, reason}; the summary lists them by image and annotation id (with worker
+    #: processes they are recorded as batches finish, in no fixed order)
+    failures: list = field(default_factory=list)
     interrupted: int = 0  #: signal number, 0 when the run finished
 
     def exit_code(self) -> int:
@@ -78,12 +80,20 @@ class RunCounts:
             images_without_people=self.images_without_people, images_failed=self.images_failed,
             images_incomplete=self.images_incomplete, people_fitted=self.people_fitted, people_valid=self.people_valid,
             people_skipped=int(sum(self.skipped.values())), skipped_by_reason=dict(self.skipped),
-            people_failed=self.people_failed, people_deferred=self.people_deferred, failures=self.failures,
+            people_failed=self.people_failed, people_deferred=self.people_deferred,
+            failures=sorted(self.failures, key=_failure_order),
             input_errors=self.input_errors, input_warnings=self.input_warnings,
             reproj_error_px=dict(median=stat(np.median), mean=stat(np.mean),
                                  p90=stat(lambda e: np.percentile(e, 90))),
             interrupted=bool(self.interrupted), exit_code=code, exit_meaning=EXIT_CODES[code],
         )
+
+
+def _failure_order(failure: dict) -> tuple:
+    """Sort key of a failure: its image key, then its annotation id (numbers in numeric order)."""
+    annot = failure.get("annot_id")
+    number = isinstance(annot, (int, float)) and not isinstance(annot, bool)
+    return str(failure.get("image")), not number, annot if number else str(annot)
 
 
 def versions() -> dict[str, str]:
