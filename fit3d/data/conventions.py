@@ -213,6 +213,23 @@ def convention_from_names(names, name: str = "file") -> KeypointConvention:
             return c
     return KeypointConvention(name, canon)
 
+
+def union_convention(conventions, name: str = "union") -> KeypointConvention:
+    """Every keypoint name of ``conventions`` once, in the order first seen (the first
+    convention's names first): the layout that holds people of several layouts side by side
+    (one image, or one dataset file, with people annotated in different layouts). A single
+    distinct convention is returned as it is.
+
+    Raises:
+        ValueError: ``conventions`` is empty.
+    """
+    conventions = list(dict.fromkeys(conventions))
+    if not conventions:
+        raise ValueError("no keypoint conventions to unite")
+    if len(conventions) == 1:
+        return conventions[0]
+    return KeypointConvention(name, tuple(dict.fromkeys(n for c in conventions for n in c.names)))
+
 #: Keypoints that define the torso, used for camera initialisation and stage 1.
 TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")
 #: Face keypoints: evidence of which way the person faces.

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from fit3d.data.conventions import KeypointConvention, union_convention
 from fit3d.data.writers import fit_files, read_fit
-from fit3d.pipeline.records import reason_kind
+from fit3d.pipeline.records import KEYPOINT_FIELDS, reason_kind, to_layout
 
 #: Per-image fields copied to every person of the image.
 IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
-#: Per-image fields that must agree across the merged files (stored once).
+#: Per-image fields stored once: the joints must agree across the merged files; files of
+#: different keypoint layouts are merged in the union of their layouts (by name).
 SHARED_FIELDS = ("keypoint_names", "joint_names")
 #: Summary counters that are totalled over the shards' runs.
 COUNTS = ("images", "images_written", "images_already_done", "images_without_people", "images_failed",
@@ -34,7 +36,9 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     Returns:
         ``(arrays, summary)``: ``arrays`` holds every person field with leading dim N
         (images without people add none), the :data:`IMAGE_FIELDS` per person and the
-        :data:`SHARED_FIELDS` once; ``summary`` counts people by status and skip reason,
+        :data:`SHARED_FIELDS` once (outputs of different keypoint layouts, e.g. OpenPose
+        BODY_25 and COCO-18 files in one run, are put in the union of the layouts:
+        :func:`fit3d.pipeline.records.to_layout`); ``summary`` counts people by status and skip reason,
         images, unreadable outputs, pending failures (``*.failed.json``), images written
         without unreadable annotations (``*.incomplete.json``), and ``latest_runs_total``:
         the counts of each summary file's latest run, summed (a resumed run's summary
@@ -42,14 +46,15 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         ``settings``: the distinct fit settings the summaries record (one entry when every
         shard agrees; :mod:`fit3d.pipeline.settings`).
     Raises:
-        ValueError: the outputs hold different keypoint layouts, joints or fields
-            (runs of different settings in one folder), or nothing to merge.
+        ValueError: the outputs hold different joints or fields (runs of different
+            models or settings in one folder), or nothing to merge.
     """
     fits_dir = Path(fits_dir)
     files = fit_files(fits_dir)
     if not files:
         raise ValueError(f"no per-image .npz under {fits_dir}")
     columns: dict[str, list] = {}
+    layouts: list[KeypointConvention] = []  # each entry of the person columns' keypoint layout
     shared: dict[str, np.ndarray] = {}
     unreadable, images, n = [], 0, 0
     person_keys = None
@@ -63,11 +68,12 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         p = len(d.get("annot_id", ()))
         if p == 0:
             continue
-        for k in SHARED_FIELDS:
-            if k not in shared:
-                shared[k] = d[k]
-            elif not np.array_equal(shared[k], d[k]):
-                raise ValueError(f"{f}: {k} differ from the other files' (mixed runs in one folder?)")
+        if "joint_names" not in shared:
+            shared["joint_names"] = d["joint_names"]
+        elif not np.array_equal(shared["joint_names"], d["joint_names"]):
+            raise ValueError(f"{f}: joint_names differ from the other files' (fits of other body models in one "
+                             "folder?)")
+        layouts.append(KeypointConvention("file", tuple(str(n) for n in d["keypoint_names"])))
         keys = sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS)
         if person_keys is None:
             person_keys = keys
@@ -79,6 +85,12 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             if k in d:
                 columns.setdefault(k, []).append(np.repeat(d[k][None], p, axis=0))
         n += p
+    if layouts:
+        union = union_convention(layouts, name="merged")
+        for k in KEYPOINT_FIELDS:
+            if k in columns:
+                columns[k] = [to_layout({k: a}, src, union)[k] for a, src in zip(columns[k], layouts)]
+        shared["keypoint_names"] = np.asarray(union.names, dtype=str)
     arrays = {k: np.concatenate(v) for k, v in columns.items()}
     arrays.update(shared)
     summary = _summary(fits_dir, arrays, n, images, unreadable)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fit3d.data.conventions import index_map
+from fit3d.data.conventions import KeypointConvention, index_map, union_convention
 from fit3d.data.readers import ImageRecord, Person
 from fit3d.fitters.camera_init import METHODS
 from fit3d.fitters.result import FitResult
@@ -15,6 +15,35 @@ EXTRA_LABELS = {"init_method": METHODS}
 #: keypoints, a fit with non-finite parameters). People whose fit raised are never
 #: written: their image is fitted again by the next run.
 STATUSES = ("fitted", "skipped")
+
+
+#: Person fields indexed by keypoint (axis -2, in the ``keypoint_names`` layout) and the value a
+#: keypoint that a person's layout does not have takes: unlabelled input (0, 0, 0), NaN fits.
+KEYPOINT_FIELDS = {"keypoints_2d": 0.0, "keypoints_3d": np.nan, "keypoints_2d_fit": np.nan}
+
+
+def to_layout(arrays: dict, src: KeypointConvention, dst: KeypointConvention) -> dict:
+    """``arrays`` with its :data:`KEYPOINT_FIELDS` (``(..., K_src, C)``) re-ordered by name into
+    ``dst`` (``(..., K_dst, C)``); keypoints ``src`` lacks get the field's fill value. Other
+    fields are returned as they are (the same dict when the layouts are equal).
+
+    Raises:
+        ValueError: a keypoint field's K is not ``len(src)``.
+    """
+    if src.names == dst.names:
+        return arrays
+    s, d = index_map(src, dst)
+    out = dict(arrays)
+    for k, fill in KEYPOINT_FIELDS.items():
+        if k not in arrays:
+            continue
+        a = np.asarray(arrays[k])
+        if a.shape[-2] != len(src):
+            raise ValueError(f"{k} has {a.shape[-2]} keypoints, the layout {src.name!r} {len(src)}")
+        new = np.full(a.shape[:-2] + (len(dst), a.shape[-1]), fill, dtype=a.dtype)
+        new[..., d, :] = a[..., s, :]
+        out[k] = new
+    return out
 
 
 def reason_kind(reason: str) -> str:
@@ -71,8 +100,18 @@ def image_record(image: ImageRecord, people: list[dict], body_model, fitter_name
                  shard: str = "1/1") -> dict[str, np.ndarray]:
     """One image's ``.npz`` arrays: the image's relative path and size, the fitter and model
     names, the shard (``"i/n"``) that wrote it, the keypoint and joint names, and every
-    person field stacked (leading dim P)."""
-    conv = image.people[0].convention if image.people else None
+    person field stacked (leading dim P). ``people`` are :func:`person_record`'s records of
+    ``image.people``, in order; people of different keypoint layouts (two COCO categories,
+    BODY_25 beside COCO-18 in one OpenPose file) are stored in the union of the layouts
+    (:func:`~fit3d.data.conventions.union_convention`; :data:`KEYPOINT_FIELDS`).
+
+    Raises:
+        ValueError: ``people`` and ``image.people`` differ in length.
+    """
+    if len(people) != len(image.people):
+        raise ValueError(f"{len(people)} records for the {len(image.people)} people of {image.image_key}")
+    conv = union_convention([p.convention for p in image.people]) if image.people else None
+    people = [to_layout(r, p.convention, conv) for r, p in zip(people, image.people)]
     out: dict[str, np.ndarray] = dict(
         image=np.str_(image.image_key),
         shard=np.str_(shard),

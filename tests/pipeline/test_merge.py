@@ -5,8 +5,10 @@ import pytest
 
 from fit3d.data.conventions import COCO17
 from fit3d.data.readers import read_coco
+from fit3d.data.writers import fit_files, read_fit
 from fit3d.pipeline import RunConfig, parse_shard, run
 from fit3d.pipeline.merge import merge_fits, write_merged
+from tests.fixtures.layouts import two_layout_coco
 
 
 def _by_person(arrays):
@@ -58,3 +60,23 @@ def test_shard_auto_reads_the_slurm_array():
         == (2, 4)
     with pytest.raises(ValueError, match="SLURM"):
         parse_shard("auto", {})
+
+
+def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(two_layout_coco(sample_copy, tmp_path / "two.json"), sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    a, s = merge_fits(out)
+    names = list(a["keypoint_names"])
+    assert s["people"] == 4 and sorted(names) == sorted(set(COCO17.names) | {"neck"})
+    rows = _by_person(a)
+    for f in fit_files(out):  # every person's keypoints by name, as in its own image's file
+        d = read_fit(f)
+        for i, aid in enumerate(d["annot_id"]):
+            m = rows[(str(d["image"]), int(aid))]
+            for name in names:
+                for k, fill in (("keypoints_2d", 0.0), ("keypoints_3d", np.nan)):
+                    want = (d[k][i, list(d["keypoint_names"]).index(name)] if name in d["keypoint_names"]
+                            else np.full(3, fill))
+                    np.testing.assert_allclose(a[k][m, names.index(name)], want, atol=1e-6, err_msg=f"{aid} {k} {name}")

@@ -5,10 +5,12 @@ import shutil
 import numpy as np
 import pytest
 
+from fit3d.data.conventions import COCO17
 from fit3d.data.readers import read_coco
 from fit3d.data.writers import failure_path, fit_files, incomplete_path, output_path, read_fit
 from fit3d.pipeline import RunConfig, neuralannot_target, parse_shard, run, select_images
 from fit3d.pipeline.interrupt import Interrupted
+from tests.fixtures.layouts import two_layout_coco
 
 
 def _people(out):
@@ -329,3 +331,26 @@ def test_check_output_dir_creates_nothing_and_refuses_what_cannot_be_made(tmp_pa
     monkeypatch.setattr(os, "access", lambda path, mode: False)  # (the tests may run as root)
     with pytest.raises(ValueError, match="no permission to write in"):
         check_output_dir(tmp_path / "new")
+
+
+def test_people_of_two_keypoint_layouts_in_one_image_are_stored_in_the_union_of_the_layouts(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    images, problems = read_coco(two_layout_coco(sample_copy, tmp_path / "two.json"), sample_copy)
+    s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", progress=False), problems)
+    r = s["this_run"]
+    assert r["exit_code"] == 0 and r["images_written"] == 2 and r["people_fitted"] == 3
+    d = read_fit(output_path(tmp_path / "fits", "000000040083.jpg"))
+    names = list(d["keypoint_names"])
+    assert names == list(COCO17.names) + ["neck"]  # the first person's layout first, then what the others add
+    row = {int(a): i for i, a in enumerate(d["annot_id"])}
+    src = {p.annot_id: p for img in images for p in img.people}
+    for aid, i in row.items():
+        p = src[aid]
+        for k, name in enumerate(names):
+            want = p.keypoints_2d[p.convention.names.index(name)] if name in p.convention.names else np.zeros(3)
+            np.testing.assert_allclose(d["keypoints_2d"][i, k], want, atol=1e-4, err_msg=f"{aid} {name}")
+            if name not in p.convention.names:
+                assert np.isnan(d["keypoints_3d"][i, k]).all() and np.isnan(d["keypoints_2d_fit"][i, k]).all()
+    eight = row[230195]
+    assert np.isfinite(d["keypoints_3d"][eight, names.index("left_knee")]).all()
+    assert np.isnan(d["keypoints_3d"][eight, names.index("left_wrist")]).all()  # not in its layout
