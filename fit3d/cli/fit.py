@@ -19,9 +19,13 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
                 spin_npz: Path | None = None, echo: bool = True):
     """:func:`fit3d.data.readers.load_inputs`, what it found on stderr (unless ``echo`` is
     False, e.g. on every torch.distributed rank but the first). A missing input path is a
-    usage error (exit 2), an unreadable input file a clean error (exit 1)."""
+    usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1)."""
+    from fit3d.data.readers import input_sources
     from fit3d.data.readers import load_inputs as read
 
+    sources = input_sources(annotations, keypoints_dir, spin_npz)
+    if len(sources) > 1:
+        raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
     try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz)
     except FileNotFoundError as e:

@@ -150,10 +150,42 @@ def image_size_from_file(path: Path) -> tuple[int, int]:
     Raises:
         OSError: unreadable or not an image.
     """
+    return image_header(path)[0]
+
+
+def image_header(path: Path) -> tuple[tuple[int, int], str | None]:
+    """``((width, height), format)`` from the image file's header (Pillow, no decoding;
+    format as Pillow names it: ``"JPEG"``, ``"PNG"``...).
+
+    Raises:
+        OSError: unreadable or not an image.
+    """
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.size
+        return im.size, im.format
+
+
+#: The bytes a complete file of a format ends with (JPEG: the end-of-image marker, which may be
+#: followed by a little padding; PNG: the IEND chunk), and how far from the end to look.
+END_MARKERS = {"JPEG": (b"\xff\xd9", 4096), "PNG": (b"IEND", 64)}
+
+
+def looks_truncated(path: Path, fmt: str | None) -> bool:
+    """Whether an image file lacks its format's end marker (:data:`END_MARKERS`): a file cut
+    short (an interrupted copy or download) whose header still reads. Only the file's tail is
+    read; formats without a marker here are never reported.
+
+    Raises:
+        OSError: unreadable file.
+    """
+    if fmt not in END_MARKERS:
+        return False
+    marker, tail = END_MARKERS[fmt]
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - tail))
+        return marker not in f.read()
 
 
 def hashable(value):
@@ -186,10 +218,14 @@ def _open_image(path: Path, images_dir: Path, json_size, problems: list[InputPro
         problems.append(InputProblem(str(path), "image file not found"))
         return None
     try:
-        size = image_size_from_file(path)
+        size, fmt = image_header(path)
+        truncated = looks_truncated(path, fmt)
     except (OSError, ValueError) as e:
         problems.append(InputProblem(str(path), f"unreadable image: {e}"))
         return None
+    if truncated:  # the annotations still fit (only the size is needed), but training code cannot decode it
+        problems.append(InputProblem(str(path), f"the {fmt} file looks cut short (no end marker): its people are "
+                                                "fitted, but training code may fail to decode the image", "warning"))
     if json_size is not None and tuple(json_size) != tuple(size):
         problems.append(InputProblem(str(path), f"the annotations say {json_size[0]}x{json_size[1]}, the image is "
                                                 f"{size[0]}x{size[1]}: the image's size is used", "warning"))
@@ -284,6 +320,13 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
                                          "warning"))
         else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
+    unknown = Counter(hashable(a.get("category_id")) for v in by_image.values() for _, a in v
+                      if a.get("category_id") is not None and hashable(a.get("category_id")) not in cats)
+    for cid, n in unknown.items():
+        if len(cats) == 1:  # one layout: the annotations are read in it, with a warning
+            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations have a category_id "
+                                         f"that no category has: read in the only keypoint layout, "
+                                         f"{next(iter(cats.values())).name!r}", "warning"))
     for aid, n in ids.items():
         if n > 1:
             problems.append(InputProblem(f"{annotations} (id {aid})", f"annotation id {aid} used {n} times: all kept, "
@@ -295,9 +338,16 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
                    source: str) -> tuple[np.ndarray, KeypointConvention, int] | None:
     """``(keypoints_2d (K, 3), convention, annotation id)`` of one COCO annotation, confidences
     0/1 from the visibility flags (COCO-WholeBody foot points appended), or None with a
-    problem when it has no keypoints, they are unreadable, or its id is not an integer."""
-    conv = coco.categories.get(hashable(a.get("category_id")), next(iter(coco.categories.values()), COCO17))
+    problem when it has no keypoints, they are unreadable, its id is not an integer, or its
+    ``category_id`` names no category while several keypoint layouts exist (with one layout,
+    or none named, the annotation is read in it: :func:`load_coco` warns once per id)."""
     src = f"{source} (id {a.get('id')})"
+    conv = coco.categories.get(hashable(a.get("category_id")))
+    if conv is None and len(coco.categories) > 1:
+        problems.append(InputProblem(src, f"category_id {a.get('category_id')!r} names no category: its keypoint "
+                                     f"layout is unknown (categories {', '.join(map(str, coco.categories))})"))
+        return None
+    conv = conv or next(iter(coco.categories.values()), COCO17)
     if "keypoints" not in a:
         problems.append(InputProblem(src, "annotation without keypoints"))
         return None
@@ -402,10 +452,12 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         try:
             with open(jf, encoding="utf-8") as f:
                 data = json.load(f)
+            if not isinstance(data, dict) or "people" not in data:
+                raise TypeError("not an OpenPose keypoint file (needs an object with a 'people' list)")
             people = data["people"]
             if not isinstance(people, list):
                 raise TypeError("'people' is not a list")
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
             problems.append(InputProblem(str(jf), f"corrupt OpenPose JSON: {e}"))
             continue
         sub = jf.parent.relative_to(keypoints_dir)
@@ -453,28 +505,39 @@ def discover_annotations(images_dir: str | Path) -> Path | None:
     return None
 
 
+def input_sources(annotations=None, keypoints_dir=None, spin_npz=None) -> list[str]:
+    """The people sources given, by their command-line names (``--annotations``, ``--keypoints``,
+    ``--spin-npz``): :func:`load_inputs` reads exactly one."""
+    given = dict(zip(("--annotations", "--keypoints", "--spin-npz"), (annotations, keypoints_dir, spin_npz)))
+    return [name for name, v in given.items() if v is not None]
+
+
 def load_inputs(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
                 spin_npz: str | Path | None = None) -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
-    """The people of a folder of images, from the first source given: OpenPose ``keypoints_dir``,
+    """The people of a folder of images, from the one source given: OpenPose ``keypoints_dir``,
     a SPIN-style ``spin_npz``, or COCO ``annotations`` (found by :func:`discover_annotations`
-    when None).
+    when none is given).
 
     Returns:
         ``(records, problems, annotations_used)``: the image records, the input problems
         (see :func:`read_coco`), and the COCO JSON that was read (None for the other sources).
     Raises:
         FileNotFoundError: ``images`` is not a folder, a source is missing, or no
-            COCO JSON was given or found. ValueError: a corrupt source file.
+            COCO JSON was given or found. ValueError: a corrupt source file, or more than
+            one source given (:func:`input_sources`).
     """
+    sources = input_sources(annotations, keypoints_dir, spin_npz)
+    if len(sources) > 1:
+        raise ValueError(f"give one source of people, not {' and '.join(sources)}")
     images = Path(images)
     if not images.is_dir():
         raise FileNotFoundError(f"--images {images} is not a folder")
     if keypoints_dir is not None:
-        return (*read_openpose(keypoints_dir, images), None)
+        return (*_with_outside_check(*read_openpose(keypoints_dir, images)), None)
     if spin_npz is not None:
         from fit3d.data.spin import read_spin
 
-        return (*read_spin(spin_npz, images), None)
+        return (*_with_outside_check(*read_spin(spin_npz, images)), None)
     if annotations is None:
         annotations = discover_annotations(images)
         if annotations is None:
@@ -482,4 +545,42 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
                 f"no --annotations given and no person_keypoints_*.json beside or above {images}; "
                 "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose)"
             )
-    return (*read_coco(annotations, images), Path(annotations))
+    return (*_with_outside_check(*read_coco(annotations, images)), Path(annotations))
+
+
+def _with_outside_check(records: list[ImageRecord], problems: list[InputProblem]):
+    """``(records, problems)`` with :func:`keypoints_outside_image`'s warning added (if any)."""
+    warning = keypoints_outside_image(records)
+    return records, problems + ([warning] if warning else [])
+
+
+#: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before
+#: :func:`keypoints_outside_image` counts it: annotators place truncated joints a little outside.
+OUTSIDE_MARGIN = 0.05
+
+
+def keypoints_outside_image(records: list[ImageRecord], margin: float = OUTSIDE_MARGIN) -> InputProblem | None:
+    """One warning for all people with labelled keypoints more than ``margin`` times the image's
+    larger side outside it (how many, the farthest in pixels, a few examples), or None. Such
+    keypoints are still fitted (some datasets label joints outside the frame); far outside, they
+    are usually annotation errors, and the person's fit then reprojects badly (``valid`` False)."""
+    people, farthest, examples = 0, 0.0, []
+    for rec in records:
+        w, h = rec.image_size
+        m = margin * max(w, h)
+        for p in rec.people:
+            kp = np.asarray(p.keypoints_2d, dtype=np.float64)
+            lab = kp[np.isfinite(kp).all(1) & (kp[:, 2] > 0), :2]
+            if not len(lab):
+                continue
+            out = np.maximum(np.maximum(-lab, lab - (w, h)), 0).max()
+            if out > m:
+                people += 1
+                farthest = max(farthest, float(out))
+                if len(examples) < 3:
+                    examples.append(f"{rec.image_key} (id {p.annot_id})")
+    if not people:
+        return None
+    return InputProblem(", ".join(examples) + (" ..." if people > len(examples) else ""),
+                        f"{people} people have labelled keypoints outside their image (up to {farthest:.0f} px beyond "
+                        "its border): fitted as given", "warning")

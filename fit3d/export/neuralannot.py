@@ -30,7 +30,8 @@ def entries(people: dict) -> dict[str, dict]:
     ids = Counter(people["annot_id"].tolist())
     if max(ids.values()) > 1:
         raise ValueError(f"annotation ids {[k for k, n in ids.items() if n > 1][:5]} are used in several images: the "
-                         "neuralannot format is keyed by annotation id")
+                         "neuralannot format is keyed by dataset-wide annotation ids (COCO's); inputs that number "
+                         "people per image (OpenPose) export as --format humandata or spin")
     cam = [dict(focal=f.tolist(), princpt=p.tolist())
            for f, p in zip(people["focal_length"].astype(float), people["principal_point"].astype(float))]
     f = lambda a: np.asarray(a, dtype=float).round(6).ravel().tolist()  # noqa: E731

@@ -36,6 +36,9 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--keypoints", str(empty), "--out",
                                  str(tmp_path / "o")])
     assert r.exit_code == 2 and "no OpenPose JSON files" in r.output  # a wrong folder given
+    r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--keypoints", str(empty), "--annotations",
+                                 str(sample_dir / "test_coco.json"), "--out", str(tmp_path / "o"), "--dry-run"])
+    assert r.exit_code == 2 and "--annotations and --keypoints were given" in r.output  # not one silently ignored
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "o"), "--model", "smpl"])
     assert r.exit_code != 0 and "smpl.is.tue.mpg.de" in r.output

@@ -62,8 +62,12 @@ def test_read_openpose_body25_and_problems(tmp_path, sample_dir):
     coco = _openpose_from_coco(sample_dir, tmp_path)
     (tmp_path / "broken_keypoints.json").write_text("{not json")
     (tmp_path / "000000999999_keypoints.json").write_text(json.dumps({"people": []}))
+    (tmp_path / "a_list_keypoints.json").write_text(json.dumps([{"people": []}]))
+    (tmp_path / "no_people_keypoints.json").write_text(json.dumps({"version": 1.3}))
     images, problems = read_openpose(tmp_path, sample_dir)
     assert len(images) == 4
+    assert sum("not an OpenPose keypoint file (needs an object with a 'people' list)" in x.reason
+               for x in problems) == 2
     assert sum(len(r.people) for r in images) == sum(len(r.people) for r in coco)
     p = images[0].people[0]
     assert p.convention is OPENPOSE_BODY25 and p.image_size == (640, 425)
@@ -103,3 +107,47 @@ def test_load_inputs(tmp_path, sample_dir):
     (tmp_path / "bad.json").write_text("{oops")
     with pytest.raises(ValueError, match="corrupt COCO JSON"):
         load_inputs(images, annotations=tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="one source of people"):
+        load_inputs(images, annotations=ann, keypoints_dir=tmp_path)
+
+
+def test_read_coco_annotations_of_unknown_categories(tmp_path, sample_dir):
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    d["images"] = [i for i in d["images"] if i["id"] == 40083]
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] == 40083]
+    d["annotations"][0]["category_id"] = 42
+    del d["annotations"][1]["category_id"]
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(d))
+    images, problems = read_coco(one, sample_dir)  # one layout: read in it, one warning for the id
+    assert len(images[0].people) == 3 and not images[0].dropped
+    assert [(p.severity, "category_id 42" in p.source) for p in problems] == [("warning", True)]
+    d["categories"].append(dict(d["categories"][0], id=2, name="p7", keypoints=d["categories"][0]["keypoints"][:7]))
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(d))
+    images, problems = read_coco(two, sample_dir)  # two layouts: the layouts of 42 and of no id are unknown
+    assert len(images[0].people) == 1 and len(images[0].dropped) == 2
+    assert sum(p.severity == "error" and "names no category" in p.reason for p in problems) == 2
+
+
+def test_a_truncated_image_is_read_with_a_warning(tmp_path, sample_dir):
+    shutil.copy(sample_dir / "000000000785.jpg", tmp_path)
+    data = (sample_dir / "000000040083.jpg").read_bytes()
+    (tmp_path / "000000040083.jpg").write_bytes(data[:20000])  # an interrupted copy: the header still reads
+    images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
+    cut = [p for p in problems if "cut short" in p.reason]
+    assert len(cut) == 1 and cut[0].severity == "warning" and cut[0].source.endswith("000000040083.jpg")
+    assert {r.image_key for r in images} >= {"000000000785.jpg", "000000040083.jpg"}  # its people are still fitted
+
+
+def test_keypoints_far_outside_the_image_are_counted_in_one_warning(tmp_path, sample_dir):
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    for a in d["annotations"]:
+        if a["id"] in (442619, 198196):
+            a["keypoints"][0] = 900.0 if a["id"] == 442619 else -100.0  # a nose beyond the right / left border
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    records, problems, _ = load_inputs(sample_dir, annotations=tmp_path / "a.json")
+    outside = [p for p in problems if "outside their image" in p.reason]
+    assert len(outside) == 1 and outside[0].severity == "warning" and outside[0].reason.startswith("2 people")
+    assert "up to 260 px" in outside[0].reason  # 900 on a 640-wide image
+    assert not [p for p in load_inputs(sample_dir, annotations=sample_dir / "test_coco.json")[1]]
