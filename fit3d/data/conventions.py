@@ -215,20 +215,23 @@ def convention_from_names(names, name: str = "file") -> KeypointConvention:
 
 
 def union_convention(conventions, name: str = "union") -> KeypointConvention:
-    """Every keypoint name of ``conventions`` once, in the order first seen (the first
-    convention's names first): the layout that holds people of several layouts side by side
-    (one image, or one dataset file, with people annotated in different layouts). A single
-    distinct convention is returned as it is.
+    """Every keypoint name of ``conventions`` once: the layout that holds people of several
+    layouts side by side (one image, or one dataset file, with people annotated in different
+    layouts). The result does not depend on the order of ``conventions``: a convention whose
+    names include all the others' is returned as it is (BODY_25 for BODY_25 and COCO-18, so
+    exports that recognise whole layouts still do); otherwise the names of the largest
+    convention come first, then the others' new names (conventions ordered by size, then names).
 
     Raises:
         ValueError: ``conventions`` is empty.
     """
-    conventions = list(dict.fromkeys(conventions))
-    if not conventions:
+    distinct = sorted({c.names: c for c in conventions}.values(), key=lambda c: (-len(c), c.names))
+    if not distinct:
         raise ValueError("no keypoint conventions to unite")
-    if len(conventions) == 1:
-        return conventions[0]
-    return KeypointConvention(name, tuple(dict.fromkeys(n for c in conventions for n in c.names)))
+    first = set(distinct[0].names)
+    if all(first.issuperset(c.names) for c in distinct[1:]):
+        return distinct[0]
+    return KeypointConvention(name, tuple(dict.fromkeys(n for c in distinct for n in c.names)))
 
 #: Keypoints that define the torso, used for camera initialisation and stage 1.
 TORSO = ("left_shoulder", "right_shoulder", "left_hip", "right_hip")

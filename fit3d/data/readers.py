@@ -144,48 +144,41 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
     return keypoint_bbox(keypoints_2d, pad=0.1), f"box rebuilt from the keypoints ({why})"
 
 
-def image_size_from_file(path: Path) -> tuple[int, int]:
-    """``(width, height)`` from the image file's header (Pillow, no decoding).
-
-    Raises:
-        OSError: unreadable or not an image.
-    """
-    return image_header(path)[0]
+#: The bytes a complete file of a format ends with (JPEG: the end-of-image marker; PNG: the
+#: IEND chunk), and how far from the end :func:`inspect_image` looks for them.
+END_MARKERS = {"JPEG": (b"\xff\xd9", 4096), "PNG": (b"IEND", 64)}
 
 
-def image_header(path: Path) -> tuple[tuple[int, int], str | None]:
-    """``((width, height), format)`` from the image file's header (Pillow, no decoding;
-    format as Pillow names it: ``"JPEG"``, ``"PNG"``...).
+def inspect_image(path: Path) -> tuple[tuple[int, int], str | None, bool]:
+    """``((width, height), format, truncated)`` of an image file, in one open: the size and format
+    from the header (Pillow, no decoding) and whether the file is cut short (an interrupted copy
+    or download whose header still reads). A file whose tail holds its format's end marker
+    (:data:`END_MARKERS`) is complete; one without it (also a complete file followed by other
+    data, as phones' motion photos are) is decoded to be sure, so only such files pay for a
+    decode. Formats without a marker here are never reported truncated.
 
     Raises:
         OSError: unreadable or not an image.
     """
     from PIL import Image
 
-    with Image.open(path) as im:
-        return im.size, im.format
-
-
-#: The bytes a complete file of a format ends with (JPEG: the end-of-image marker, which may be
-#: followed by a little padding; PNG: the IEND chunk), and how far from the end to look.
-END_MARKERS = {"JPEG": (b"\xff\xd9", 4096), "PNG": (b"IEND", 64)}
-
-
-def looks_truncated(path: Path, fmt: str | None) -> bool:
-    """Whether an image file lacks its format's end marker (:data:`END_MARKERS`): a file cut
-    short (an interrupted copy or download) whose header still reads. Only the file's tail is
-    read; formats without a marker here are never reported.
-
-    Raises:
-        OSError: unreadable file.
-    """
-    if fmt not in END_MARKERS:
-        return False
-    marker, tail = END_MARKERS[fmt]
     with open(path, "rb") as f:
+        with Image.open(f) as im:
+            size, fmt = im.size, im.format
+        if fmt not in END_MARKERS:
+            return size, fmt, False
+        marker, tail = END_MARKERS[fmt]
         f.seek(0, 2)
         f.seek(max(0, f.tell() - tail))
-        return marker not in f.read()
+        if marker in f.read():
+            return size, fmt, False
+        f.seek(0)
+        try:
+            with Image.open(f) as im:
+                im.load()
+        except (OSError, SyntaxError, ValueError):  # Pillow: "image file is truncated", broken data streams
+            return size, fmt, True
+        return size, fmt, False
 
 
 def hashable(value):
@@ -218,8 +211,7 @@ def _open_image(path: Path, images_dir: Path, json_size, problems: list[InputPro
         problems.append(InputProblem(str(path), "image file not found"))
         return None
     try:
-        size, fmt = image_header(path)
-        truncated = looks_truncated(path, fmt)
+        size, fmt, truncated = inspect_image(path)
     except (OSError, ValueError) as e:
         problems.append(InputProblem(str(path), f"unreadable image: {e}"))
         return None
@@ -320,10 +312,12 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
                                          "warning"))
         else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
+    listed = {hashable(c.get("id")) for c in data["categories"] if isinstance(c, dict)} \
+        if isinstance(data.get("categories"), list) else set()
     unknown = Counter(hashable(a.get("category_id")) for v in by_image.values() for _, a in v
-                      if a.get("category_id") is not None and hashable(a.get("category_id")) not in cats)
+                      if a.get("category_id") is not None and hashable(a.get("category_id")) not in listed)
     for cid, n in unknown.items():
-        if len(cats) == 1:  # one layout: the annotations are read in it, with a warning
+        if len({c.names for c in cats.values()}) == 1:  # one layout: the annotations are read in it
             problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations have a category_id "
                                          f"that no category has: read in the only keypoint layout, "
                                          f"{next(iter(cats.values())).name!r}", "warning"))
@@ -339,13 +333,14 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     """``(keypoints_2d (K, 3), convention, annotation id)`` of one COCO annotation, confidences
     0/1 from the visibility flags (COCO-WholeBody foot points appended), or None with a
     problem when it has no keypoints, they are unreadable, its id is not an integer, or its
-    ``category_id`` names no category while several keypoint layouts exist (with one layout,
-    or none named, the annotation is read in it: :func:`load_coco` warns once per id)."""
+    ``category_id`` names no keypoint category while the categories give several keypoint
+    layouts (with one layout, or none named, the annotation is read in it: :func:`load_coco`
+    warns once per id that no category has)."""
     src = f"{source} (id {a.get('id')})"
     conv = coco.categories.get(hashable(a.get("category_id")))
-    if conv is None and len(coco.categories) > 1:
-        problems.append(InputProblem(src, f"category_id {a.get('category_id')!r} names no category: its keypoint "
-                                     f"layout is unknown (categories {', '.join(map(str, coco.categories))})"))
+    if conv is None and len({c.names for c in coco.categories.values()}) > 1:
+        problems.append(InputProblem(src, f"category_id {a.get('category_id')!r} names no keypoint category: its "
+                                     f"keypoint layout is unknown (categories {', '.join(map(str, coco.categories))})"))
         return None
     conv = conv or next(iter(coco.categories.values()), COCO17)
     if "keypoints" not in a:
@@ -405,7 +400,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
                                      person_index=len(rec.people), bbox_note=note,
                                      duplicate_id=coco.ids[hashable(a.get("id"))] > 1))
         records.append(rec)
-    return records, problems
+    return with_outside_check(records, problems)
 
 
 def json_image_size(info: dict) -> tuple[float, float] | None:
@@ -485,7 +480,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             rec.people.append(Person(rec.image_key, image, rec.image_size, idx, keypoint_bbox(kp, pad=0.1), kp,
                                      conv, len(rec.people)))
         records.append(rec)
-    return records, problems
+    return with_outside_check(records, problems)
 
 
 def discover_annotations(images_dir: str | Path) -> Path | None:
@@ -533,11 +528,11 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
     if not images.is_dir():
         raise FileNotFoundError(f"--images {images} is not a folder")
     if keypoints_dir is not None:
-        return (*_with_outside_check(*read_openpose(keypoints_dir, images)), None)
+        return (*read_openpose(keypoints_dir, images), None)
     if spin_npz is not None:
         from fit3d.data.spin import read_spin
 
-        return (*_with_outside_check(*read_spin(spin_npz, images)), None)
+        return (*read_spin(spin_npz, images), None)
     if annotations is None:
         annotations = discover_annotations(images)
         if annotations is None:
@@ -545,11 +540,12 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
                 f"no --annotations given and no person_keypoints_*.json beside or above {images}; "
                 "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose)"
             )
-    return (*_with_outside_check(*read_coco(annotations, images)), Path(annotations))
+    return (*read_coco(annotations, images), Path(annotations))
 
 
-def _with_outside_check(records: list[ImageRecord], problems: list[InputProblem]):
-    """``(records, problems)`` with :func:`keypoints_outside_image`'s warning added (if any)."""
+def with_outside_check(records: list[ImageRecord], problems: list[InputProblem]):
+    """``(records, problems)`` with :func:`keypoints_outside_image`'s warning added (if any): what
+    every reader returns."""
     warning = keypoints_outside_image(records)
     return records, problems + ([warning] if warning else [])
 
@@ -566,19 +562,20 @@ def keypoints_outside_image(records: list[ImageRecord], margin: float = OUTSIDE_
     are usually annotation errors, and the person's fit then reprojects badly (``valid`` False)."""
     people, farthest, examples = 0, 0.0, []
     for rec in records:
+        if not rec.people:
+            continue
+        kp = np.concatenate([np.asarray(p.keypoints_2d, dtype=np.float64)[:, :3] for p in rec.people])
+        owner = np.repeat(np.arange(len(rec.people)), [len(p.keypoints_2d) for p in rec.people])
         w, h = rec.image_size
-        m = margin * max(w, h)
-        for p in rec.people:
-            kp = np.asarray(p.keypoints_2d, dtype=np.float64)
-            lab = kp[np.isfinite(kp).all(1) & (kp[:, 2] > 0), :2]
-            if not len(lab):
-                continue
-            out = np.maximum(np.maximum(-lab, lab - (w, h)), 0).max()
-            if out > m:
-                people += 1
-                farthest = max(farthest, float(out))
-                if len(examples) < 3:
-                    examples.append(f"{rec.image_key} (id {p.annot_id})")
+        labelled = np.isfinite(kp).all(1) & (kp[:, 2] > 0)
+        beyond = np.maximum(np.maximum(-kp[:, :2], kp[:, :2] - (w, h)), 0).max(1)
+        far = labelled & (beyond > margin * max(w, h))
+        if not far.any():
+            continue
+        who = np.unique(owner[far])
+        people += len(who)
+        farthest = max(farthest, float(beyond[far].max()))
+        examples += [f"{rec.image_key} (id {rec.people[i].annot_id})" for i in who[: 3 - len(examples)]]
     if not people:
         return None
     return InputProblem(", ".join(examples) + (" ..." if people > len(examples) else ""),

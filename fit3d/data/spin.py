@@ -67,7 +67,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
     are read from the image files (missing or unreadable images are problems).
     """
-    from fit3d.data.readers import _open_image, checked_bbox
+    from fit3d.data.readers import _open_image, checked_bbox, with_outside_check
 
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
@@ -88,4 +88,4 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
                                  len(rec.people), bbox_note=note))
-    return [r for r in records.values() if r is not None], problems
+    return with_outside_check([r for r in records.values() if r is not None], problems)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from fit3d.data.conventions import KeypointConvention, index_map, union_convention
@@ -32,7 +34,7 @@ def to_layout(arrays: dict, src: KeypointConvention, dst: KeypointConvention) ->
     """
     if src.names == dst.names:
         return arrays
-    s, d = index_map(src, dst)
+    s, d = _layout_map(src, dst)
     out = dict(arrays)
     for k, fill in KEYPOINT_FIELDS.items():
         if k not in arrays:
@@ -44,6 +46,13 @@ def to_layout(arrays: dict, src: KeypointConvention, dst: KeypointConvention) ->
         new[..., d, :] = a[..., s, :]
         out[k] = new
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _layout_map(src: KeypointConvention, dst: KeypointConvention) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~fit3d.data.conventions.index_map`, once per pair of layouts (a merge converts
+    every file of a layout the same way)."""
+    return index_map(src, dst)
 
 
 def reason_kind(reason: str) -> str:

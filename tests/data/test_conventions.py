@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from fit3d.data.conventions import COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, convert, get_convention, index_map
+from fit3d.data.conventions import (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, KeypointConvention, convert,
+                                    get_convention, index_map, union_convention)
 
 
 def test_conventions_have_unique_names_and_expected_sizes():
@@ -36,3 +37,14 @@ def test_convert_rejects_wrong_size_and_unknown_names():
         get_convention("h36m_99")
     with pytest.raises(KeyError):
         COCO17.index("neck")
+
+
+def test_union_of_layouts_does_not_depend_on_their_order():
+    assert union_convention([OPENPOSE_COCO18, OPENPOSE_BODY25]) is OPENPOSE_BODY25  # a superset is kept whole
+    assert union_convention([OPENPOSE_BODY25, OPENPOSE_COCO18, OPENPOSE_BODY25]) is OPENPOSE_BODY25
+    assert union_convention([COCO17]) is COCO17
+    l8 = KeypointConvention("l8", ("nose", "neck", "left_hip", "right_hip"))
+    a, b = union_convention([COCO17, l8]), union_convention([l8, COCO17])
+    assert a == b and a.names == COCO17.names + ("neck",)  # the largest layout first, then what the others add
+    with pytest.raises(ValueError):
+        union_convention([])

@@ -127,17 +127,27 @@ def test_read_coco_annotations_of_unknown_categories(tmp_path, sample_dir):
     two.write_text(json.dumps(d))
     images, problems = read_coco(two, sample_dir)  # two layouts: the layouts of 42 and of no id are unknown
     assert len(images[0].people) == 1 and len(images[0].dropped) == 2
-    assert sum(p.severity == "error" and "names no category" in p.reason for p in problems) == 2
+    assert sum(p.severity == "error" and "names no keypoint category" in p.reason for p in problems) == 2
+    d["categories"][1]["keypoints"] = d["categories"][0]["keypoints"]  # two categories, one layout
+    d["categories"].append(dict(id=3, name="car"))  # an instances file's other categories name no keypoints
+    d["annotations"][2]["category_id"] = 3
+    same = tmp_path / "same.json"
+    same.write_text(json.dumps(d))
+    images, problems = read_coco(same, sample_dir)
+    assert len(images[0].people) == 3 and not images[0].dropped
+    assert [(p.severity, "category_id 42" in p.source) for p in problems] == [("warning", True)]
 
 
 def test_a_truncated_image_is_read_with_a_warning(tmp_path, sample_dir):
     shutil.copy(sample_dir / "000000000785.jpg", tmp_path)
     data = (sample_dir / "000000040083.jpg").read_bytes()
     (tmp_path / "000000040083.jpg").write_bytes(data[:20000])  # an interrupted copy: the header still reads
+    # a complete image followed by other data (a phone's motion photo): decoded to be sure, not reported
+    (tmp_path / "000000196141.jpg").write_bytes((sample_dir / "000000196141.jpg").read_bytes() + bytes(8192))
     images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
     cut = [p for p in problems if "cut short" in p.reason]
     assert len(cut) == 1 and cut[0].severity == "warning" and cut[0].source.endswith("000000040083.jpg")
-    assert {r.image_key for r in images} >= {"000000000785.jpg", "000000040083.jpg"}  # its people are still fitted
+    assert {r.image_key for r in images} == {"000000000785.jpg", "000000040083.jpg", "000000196141.jpg"}
 
 
 def test_keypoints_far_outside_the_image_are_counted_in_one_warning(tmp_path, sample_dir):
