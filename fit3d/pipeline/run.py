@@ -60,7 +60,8 @@ class RunConfig:
         fitter_name: recorded in the output (``"smplify"``).
         settings: what decides the fits (JSON-able: the fitter's options, model, focal length...);
             recorded in the folder and its summary, and a folder fitted with other settings is
-            not resumed into (:func:`fit3d.pipeline.settings.check_settings`). None: not checked.
+            not resumed into (:func:`fit3d.pipeline.settings.check_settings`). None: the
+            ``fitter_name`` and the body model's name only.
     """
 
     out_dir: Path
@@ -309,8 +310,10 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
-    overwriting = config.settings is not None and check_settings(
-        out_dir, config.settings, config.overwrite, whole_folder=config.whole_folder)
+    # without the caller's settings, the fitter and model still keep a folder from being mixed
+    settings = config.settings if config.settings is not None else dict(fitter=config.fitter_name,
+                                                                        model=body_model.name)
+    overwriting = check_settings(out_dir, settings, config.overwrite, whole_folder=config.whole_folder)
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
@@ -347,10 +350,9 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         processes=1 + len(shared.worker_pids) if shared else 1,  # (those that fitted)
         threads_per_process=pool.threads if shared and shared.worker_pids else torch.get_num_threads(),
     )
-    if config.settings is not None:
-        summary["settings"] = normalised(config.settings)
+    summary["settings"] = normalised(settings)
     if overwriting and not counts.interrupted and not counts.images_failed:  # every image refitted
-        finish_overwrite(out_dir, config.settings)
+        finish_overwrite(out_dir, settings)
     schedule = getattr(fitter, "schedule", None)
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]

@@ -11,7 +11,8 @@ NeuralAnnot keeps its own record, ``annotator_state.json``).
   overwrite is not resumed by a run without ``overwrite``.
 * Settings are compared on the keys both records have, so an option added to fit3d later does
   not lock older folders out. Folders fitted before this file existed are not given one (what
-  they were fitted with is unknown) and resume as before.
+  most of their settings were is unknown); their ``fitter`` and ``model`` are read from one of
+  their fits and compared, the rest resumes as before.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fit3d.data.writers import has_fit_files, write_json
+from fit3d.data.writers import fit_files, has_fit_files, read_fit, write_json
 
 SETTINGS_FILE = "fit_settings.json"
 _OVERWRITING = "overwriting"
@@ -58,9 +59,11 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
     except (OSError, ValueError):  # none yet, or unreadable: nothing to compare with
         old = None
     if old is None:
-        if record and not has_fit_files(out_dir):  # a new folder (an older one's settings are unknown)
-            _write(path, new)
-        return False
+        if not has_fit_files(out_dir):  # a new folder
+            if record:
+                _write(path, new)
+            return False
+        old = _settings_of_a_fit(out_dir)  # an older folder: only what its fits say
     diff = _differences(old, new)
     interrupted = bool(old.get(_OVERWRITING))
     if not diff and not interrupted:
@@ -79,6 +82,16 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
     if record:
         _write(path, dict(new, **{_OVERWRITING: True}))
     return True
+
+
+def _settings_of_a_fit(out_dir: Path) -> dict:
+    """``fitter`` and ``model`` as one per-image output of ``out_dir`` records them (a folder
+    without ``fit_settings.json``); empty when it cannot be read."""
+    try:
+        d = read_fit(fit_files(out_dir)[0])
+    except (OSError, ValueError, EOFError, IndexError):  # (an empty file is an EOFError to numpy)
+        return {}
+    return {k: str(d[k]) for k in ("fitter", "model") if k in d}
 
 
 def finish_overwrite(out_dir: str | Path, settings: dict) -> None:

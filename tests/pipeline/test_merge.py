@@ -27,7 +27,8 @@ def test_merging_shards_gives_the_people_and_parameters_of_one_run(tmp_path, sam
     assert len(a["annot_id"]) == len(b["annot_id"]) == 14 and sa["people_fitted"] == sb["people_fitted"] == 12
     assert sorted(set(b["shard"])) == ["1/3", "2/3", "3/3"] and set(a["shard"]) == {"1/1"}
     assert sb["latest_runs_total"]["images"] == 4 and sb["latest_runs_total"]["people_fitted"] == 12
-    assert len(sb["runs"]) == 3 and sb["settings"] == [dict(prior="gmm")] and sa["settings"] == []
+    assert len(sb["runs"]) == 3 and sb["settings"] == [dict(prior="gmm")]
+    assert sa["settings"] == [dict(fitter="smplify", model="anny")]  # without settings: the fitter and model
     ia, ib = _by_person(a), _by_person(b)
     assert ia.keys() == ib.keys()
     for key in ia:

@@ -51,6 +51,25 @@ def test_a_folder_from_before_the_record_resumes_unrecorded(tmp_path):
     assert not (out / SETTINGS_FILE).exists()  # what its fits were made with is unknown
 
 
+def test_a_folder_without_the_record_still_refuses_another_fitter_or_model(tmp_path, sample_copy, anny_model,
+                                                                          fast_fitter):
+    from fit3d.data.readers import read_coco
+
+    out = tmp_path / "fits"
+    records, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    run(records, fast_fitter, anny_model, RunConfig(out, progress=False, limit=1, fitter_name="eft"))
+    (out / SETTINGS_FILE).unlink()  # a folder from before the record (or written by hand)
+    with pytest.raises(ValueError, match="fitter: 'eft' there, 'smplify' now"):
+        check_settings(out, dict(fitter="smplify", model="anny", flip=True))
+    assert not check_settings(out, dict(fitter="eft", model="anny", flip=True))  # the rest is unknown: resumes
+    # the Python API without settings records the fitter and model: a command line run of another fitter stops
+    out2 = tmp_path / "py"
+    run(records, fast_fitter, anny_model, RunConfig(out2, progress=False, limit=1, fitter_name="eft"))
+    with pytest.raises(ValueError, match="fitter: 'eft' there, 'smplify' now"):
+        run(records, fast_fitter, anny_model, RunConfig(out2, progress=False, settings=dict(fitter="smplify",
+                                                                                         model="anny", prior="l2")))
+
+
 def test_run_records_its_settings_and_refuses_to_mix_fits(tmp_path, sample_copy, anny_model, fast_fitter):
     from fit3d.data.readers import read_coco
 
