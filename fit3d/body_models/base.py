@@ -57,12 +57,15 @@ class BodyModel(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """Where the model's tensors live (its first buffer's device; CPU without buffers)."""
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
 
     @property
     def dtype(self) -> torch.dtype:
+        """The floating dtype of the model's tensors (float32 without floating buffers): what
+        fitters cast their batches to."""
         for b in self.buffers():
             if b.is_floating_point():
                 return b.dtype

@@ -65,8 +65,8 @@ def find_model_file(model_type: str, model_path: str | Path | None, gender: str)
     stem = f"{model_type.upper()}_{gender.upper()}"
     if model_path is None:
         raise FileNotFoundError(
-            f"the {model_type.upper()} model needs --model-path: the licensed model files are not "
-            f"bundled; download {stem}.pkl/.npz from {MODEL_URLS[model_type]}"
+            f"the {model_type.upper()} model needs --model-path (model_path= in Python): the licensed model files "
+            f"are not bundled; download {stem}.pkl/.npz from {MODEL_URLS[model_type]}"
         )
     p = Path(model_path).expanduser()
     if p.is_file():

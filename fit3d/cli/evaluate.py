@@ -128,7 +128,7 @@ def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit,
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:
             f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip)
-    res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=True)
+    res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=True, label=fitter)
     s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None), pose_space=pose_space,
              bench=str(bench), flip=flip if fitter != "smplify" else None)
     click.echo(json.dumps(s, indent=2))

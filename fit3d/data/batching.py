@@ -54,6 +54,26 @@ class PersonBatch:
             **{f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "convention"},
         )
 
+    def for_model(self, model) -> "PersonBatch":
+        """This batch as a fitter of ``model`` needs it: on the model's ``device``, floating
+        tensors in its ``dtype`` (a float64 batch is cast), keypoints in its ``keypoint_convention``.
+
+        Raises:
+            ValueError: the batch is empty, or its keypoints are in another convention (build
+                it with ``make_batch(people, model.keypoint_convention)``).
+        """
+        if len(self) == 0:
+            raise ValueError("an empty batch: nothing to fit (a fitter needs at least one person)")
+        if self.convention != model.keypoint_convention:
+            raise ValueError(f"batch keypoints are in {self.convention.name!r}, the model needs "
+                             f"{model.keypoint_convention.name!r}: build the batch with make_batch(people, "
+                             "model.keypoint_convention)")
+        dtype = model.dtype
+        return replace(self, **{f.name: getattr(self, f.name).to(model.device, dtype=dtype
+                                                                 if getattr(self, f.name).is_floating_point()
+                                                                 else None)
+                                for f in fields(self) if f.name != "convention"})
+
     def index(self, idx: torch.Tensor | slice | list[int]) -> "PersonBatch":
         """The sub-batch of people ``idx``."""
         return replace(
@@ -85,11 +105,17 @@ def person_camera(person: Person, focal_length: float | None = None,
 def sanitize_keypoints(keypoints_2d: np.ndarray) -> tuple[np.ndarray, int]:
     """Zero the confidence of keypoints with non-finite values.
 
+    Args:
+        keypoints_2d: ``(K, 3)`` pixels ``x, y`` and confidence (array or tensor).
     Returns:
         ``(clean, n_bad)``: a copy with NaN/inf rows set to ``(0, 0, 0)`` and
         confidences clipped to [0, 1]; ``n_bad`` counts the rows zeroed.
+    Raises:
+        ValueError: the keypoints are not ``(K, 3)``.
     """
     kp = np.array(keypoints_2d, dtype=np.float32, copy=True)
+    if kp.ndim != 2 or kp.shape[1] != 3:
+        raise ValueError(f"keypoints must be (K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
     bad = ~np.isfinite(kp).all(axis=1)
     kp[bad] = 0.0
     kp[:, 2] = np.clip(kp[:, 2], 0.0, 1.0)
@@ -108,10 +134,14 @@ def make_batch(
 
     Args:
         people: the records; keypoints are mapped by name from each person's
-            convention to ``convention``.
+            convention to ``convention``. Their boxes are used as given: the readers rebuild
+            unusable ones (NaN, zero-area, outside the image) with
+            :func:`fit3d.data.readers.checked_bbox`; a fit from an unusable box is not valid.
         convention: the body model's keypoint convention.
         focal_length: pixels, for every person; default: each image's diagonal.
         principal_point: ``(cx, cy)`` pixels; default: each image's centre.
+        device: where the tensors go. dtype: their floating dtype (the fitters cast a batch to
+            their body model's, float32 for the bundled models: :meth:`PersonBatch.for_model`).
     Raises:
         ValueError: ``people`` is empty.
     """

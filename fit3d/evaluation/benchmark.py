@@ -140,9 +140,14 @@ def score(bench: dict, idx: np.ndarray, pred_keypoints_3d: np.ndarray, pred_name
 
 
 def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: int | None = None,
-                  with_pve: bool = True, progress: bool = False) -> dict:
+                  with_pve: bool = True, progress: bool = False, label: str | None = None) -> dict:
     """Fit every benchmark person and score.
 
+    Args:
+        bench: :func:`load_benchmark`'s arrays. fitter: ``fitter(PersonBatch) -> FitResult``.
+        body_model: the fitter's model. batch_size: people per call. limit: the first people only.
+        with_pve: score vertices too (same model as the benchmark's). progress: a progress bar,
+        named ``label`` (default: the fitter's ``name``).
     Returns:
         ``{"summary": {...}, "per_person": {...}}``: means over people of every metric,
         ``reproj_median_px`` (the fitter's own reprojection error against its input
@@ -161,7 +166,7 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=f"benchmark {getattr(fitter, 'name', '')}", unit="batch")
+        it = tqdm(it, desc=f"benchmark {label or getattr(fitter, 'name', '')}", unit="batch")
     valid = []
     for s in it:
         idx = np.arange(s, min(s + batch_size, n))

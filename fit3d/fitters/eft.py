@@ -157,7 +157,7 @@ class EFT:
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`); extras
     ``prototype`` (the regressor's prototype pick, -1 without prototypes), ``finetuned``
     (bool: the fine-tuned output was kept, see ``accept_ratio``) and, with
-    ``refine``, ``depth_flip`` (see :meth:`SMPLify.__call__`).
+    ``refine``, ``depth_flip`` and ``noisy_keypoints`` (see :meth:`SMPLify.__call__`).
     """
 
     name = "eft"
@@ -217,13 +217,11 @@ class EFT:
         """Fine-tune one copy of the regressor per person; returns a :class:`FitResult`.
 
         Raises:
-            ValueError: the batch's keypoint convention is not the model's.
+            ValueError: the batch is empty or its keypoint convention is not the model's
+                (:meth:`~fit3d.data.batching.PersonBatch.for_model`).
         """
         model = self.body_model
-        if batch.convention != model.keypoint_convention:
-            raise ValueError(f"batch keypoints are in {batch.convention.name!r}, the model needs "
-                             f"{model.keypoint_convention.name!r}")
-        batch = batch.to(model.device)
+        batch = batch.for_model(model)
         B = len(batch)
         feats = self.regressor.features(batch).detach()
         named = self._named_parameters()

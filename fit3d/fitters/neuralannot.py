@@ -468,9 +468,13 @@ class NeuralAnnot:
     # ------------------------------------------------------------------ annotating
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Annotate ``batch`` with the trained network (then ``refine_steps`` EFT steps),
-        keeping the pretrained prediction where the annotation does not pay (``accept_ratio``)."""
+        keeping the pretrained prediction where the annotation does not pay (``accept_ratio``).
+
+        Raises:
+            ValueError: as :meth:`~fit3d.data.batching.PersonBatch.for_model`.
+        """
         model = self.body_model
-        batch = batch.to(model.device)
+        batch = batch.for_model(model)
         net = self._module().eval()
         if self.refine_steps > 0:
             res = EFT(model, net, steps=self.refine_steps)(batch)

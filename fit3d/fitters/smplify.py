@@ -478,11 +478,12 @@ class SMPLify:
     # ----------------------------------------------------------------- call
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Fit B people. Returns a :class:`FitResult` on the model's device, with extras
-        ``hypothesis_yaw`` (deg), ``init_method``, ``prototype`` (-1: the rest pose) and
-        ``depth_flip`` (-1: none, else an index into :data:`~fit3d.fitters.hypotheses.FLIP_NAMES`).
+        ``hypothesis_yaw`` (deg), ``init_method``, ``prototype`` (-1: the rest pose),
+        ``depth_flip`` (-1: none, else an index into :data:`~fit3d.fitters.hypotheses.FLIP_NAMES`)
+        and ``noisy_keypoints`` (the refinement branch for noisy keypoints won).
 
         Raises:
-            ValueError: the batch's keypoint convention is not the model's.
+            ValueError: the batch is empty or in another keypoint convention (``PersonBatch.for_model``).
         """
         batch = self._check(batch)
         params, sub, ctx, tags, method, canon = self._starting_rows(batch)
@@ -494,7 +495,7 @@ class SMPLify:
         no orientation hypotheses or prototypes, depth-flip rows as configured.
 
         Raises:
-            ValueError: the batch's keypoint convention is not the model's.
+            ValueError: the batch is empty or in another keypoint convention (``PersonBatch.for_model``).
         """
         batch = self._check(batch)
         B, dev = len(batch), batch.keypoints_2d.device
@@ -515,13 +516,7 @@ class SMPLify:
         return self._fit_rows(batch, params, sub, ctx, tags, None, None, flips_added=True)
 
     def _check(self, batch: PersonBatch) -> PersonBatch:
-        model = self.body_model
-        if batch.convention != model.keypoint_convention:
-            raise ValueError(
-                f"batch keypoints are in {batch.convention.name!r}, the model needs "
-                f"{model.keypoint_convention.name!r}: build the batch with the model's convention"
-            )
-        return batch.to(model.device)
+        return batch.for_model(self.body_model)
 
     def _fit_rows(self, batch: PersonBatch, params: dict, sub: PersonBatch, ctx: dict, tags: dict,
                   canon: BodyOutput | None, method: torch.Tensor | None, flips_added: bool = False) -> FitResult:

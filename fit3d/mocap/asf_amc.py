@@ -32,6 +32,10 @@ ASF_POINTS = {
 
 @dataclass
 class Bone:
+    """One bone of an ASF skeleton: ``direction`` (3,) unit vector and ``length`` in the file's
+    units, ``axis`` (3,) its local frame as x, y, z Euler angles in degrees, ``dof`` the rotations
+    its AMC frames give (``rx``, ``ry``, ``rz``), ``children`` the bones hung below it."""
+
     name: str
     direction: np.ndarray
     length: float

@@ -153,6 +153,7 @@ class SharedFitting:
             return None
 
     def finish(self, batch: _Batch, results: list[tuple]) -> None:
+        """Record a fitted batch (the run's ``job.finish``: counts and outputs) and count it done."""
         self.job.finish(batch.chunk, batch.entries, results)
         self.left -= 1
 

@@ -102,11 +102,13 @@ class ArticulationPrior(Prior):
         self.threshold.copy_(torch.quantile(nll, quantile, dim=0))
 
     def state(self) -> dict:
+        """What :meth:`from_state` needs (sizes and weights, on the CPU)."""
         return dict(kind="articulation", num_joints=self.num_joints, embed=self.embed_dim, hidden=self.hidden,
                     layers=self.n_layers, state_dict={k: v.cpu() for k, v in self.state_dict().items()})
 
     @classmethod
     def from_state(cls, state: dict) -> "ArticulationPrior":
+        """A prior from :meth:`state`'s dict."""
         m = cls(state["num_joints"], state["embed"], state["hidden"], state["layers"])
         m.load_state_dict(state["state_dict"])
         return m.eval()

@@ -51,6 +51,7 @@ class GMMPrior(Prior):
 
     @property
     def dim(self) -> int:
+        """D, the pose vector's size (3 J axis-angle values)."""
         return self.means.shape[1]
 
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
@@ -97,4 +98,5 @@ class GMMPrior(Prior):
 
     @classmethod
     def from_state(cls, state: dict) -> "GMMPrior":
+        """A prior from :meth:`state`'s dict (``means``, ``covars``, ``weights``)."""
         return cls(state["means"].double(), state["covars"].double(), state["weights"].double())

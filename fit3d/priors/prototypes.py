@@ -42,6 +42,7 @@ class PoseMemory(Prior):
 
     @property
     def num_joints(self) -> int:
+        """J, the body joints of each prototype pose."""
         return self.prototypes.shape[1]
 
     def __len__(self) -> int:
@@ -58,6 +59,7 @@ class PoseMemory(Prior):
 
     @classmethod
     def from_state(cls, state: dict) -> "PoseMemory":
+        """A memory from :meth:`state`'s dict (``prototypes``, optional ``counts``)."""
         return cls(state["prototypes"], state.get("counts"))
 
 

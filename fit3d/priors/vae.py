@@ -110,11 +110,13 @@ class VAEPrior(Prior):
 
     # ---------------------------------------------------------------- io
     def state(self) -> dict:
+        """What :meth:`from_state` needs (sizes and weights, on the CPU)."""
         return dict(kind="vae", num_joints=self.num_joints, hidden=self.hidden, latent=self.latent_dim,
                     recon_weight=self.recon_weight, state_dict={k: v.cpu() for k, v in self.state_dict().items()})
 
     @classmethod
     def from_state(cls, state: dict) -> "VAEPrior":
+        """A prior from :meth:`state`'s dict."""
         m = cls(state["num_joints"], state["hidden"], state["latent"], state.get("recon_weight", 10.0))
         m.load_state_dict(state["state_dict"])
         return m.eval()

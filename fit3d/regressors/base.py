@@ -42,6 +42,11 @@ class Regressor(nn.Module):
     num_betas: int
 
     def features(self, batch: PersonBatch) -> torch.Tensor:
+        """``(B, F)`` network inputs of a batch (B people); subclasses define F.
+
+        Raises:
+            NotImplementedError: in this base class.
+        """
         raise NotImplementedError
 
     def predict(self, batch: PersonBatch) -> dict[str, torch.Tensor]:

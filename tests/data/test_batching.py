@@ -38,3 +38,27 @@ def test_batch_maps_to_model_convention_and_sanitizes_nan():
 def test_empty_batch_raises():
     with pytest.raises(ValueError):
         make_batch([], COCO23)
+
+
+@pytest.mark.parametrize("shape", [(17, 2), (51,), (1, 17, 3)])
+def test_keypoints_of_another_shape_are_a_clear_error(shape):
+    with pytest.raises(ValueError, match=r"must be \(K, 3\)"):
+        make_batch([_person(np.ones(shape, np.float32))], COCO23)
+
+
+def test_a_batch_for_a_model_is_cast_checked_and_not_empty(anny_model):
+    import torch
+
+    from fit3d.fitters.build import build_smplify
+
+    kp = np.ones((17, 3), np.float32)
+    b = make_batch([_person(kp)], anny_model.keypoint_convention, dtype=torch.float64)
+    ready = b.for_model(anny_model)
+    assert ready.keypoints_2d.dtype == anny_model.dtype == torch.float32 and ready.convention == b.convention
+    with pytest.raises(ValueError, match="make_batch"):
+        make_batch([_person(kp)], COCO17).for_model(anny_model)
+    empty = b.index(torch.zeros(1, dtype=torch.bool))
+    with pytest.raises(ValueError, match="empty batch"):
+        empty.for_model(anny_model)
+    with pytest.raises(ValueError, match="empty batch"):  # before: an IndexError deep in the optimiser
+        build_smplify(anny_model, prior="l2")(empty)
