@@ -314,12 +314,15 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
     listed = {hashable(c.get("id")) for c in data["categories"] if isinstance(c, dict)} \
         if isinstance(data.get("categories"), list) else set()
-    unknown = Counter(hashable(a.get("category_id")) for v in by_image.values() for _, a in v
-                      if a.get("category_id") is not None and hashable(a.get("category_id")) not in listed)
-    for cid, n in unknown.items():
-        if len({c.names for c in cats.values()}) == 1:  # one layout: the annotations are read in it
-            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations have a category_id "
-                                         f"that no category has: read in the only keypoint layout, "
+    # keypoints under a category_id that gives no layout: with one layout they are read in it
+    other = Counter(hashable(a.get("category_id")) for v in by_image.values() for _, a in v
+                    if a.get("category_id") is not None and hashable(a.get("category_id")) not in cats
+                    and "keypoints" in a)
+    for cid, n in other.items():
+        if len({c.names for c in cats.values()}) == 1:
+            what = "a category that names no keypoints" if cid in listed else "a category_id that no category has"
+            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations with keypoints have "
+                                         f"{what}: read in the only keypoint layout, "
                                          f"{next(iter(cats.values())).name!r}", "warning"))
     for aid, n in ids.items():
         if n > 1:

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,11 @@ def incomplete_path(out_dir: str | Path, image_key: str) -> Path:
     return Path(out_dir) / (image_key + ".incomplete.json")
 
 
+def iter_fit_files(out_dir: str | Path):
+    """The per-image ``.npz`` files of :func:`fit_files`, as found (unsorted, lazily)."""
+    return _fit_files(out_dir)
+
+
 def _fit_files(out_dir: str | Path):
     """Per-image ``.npz`` files under ``out_dir``, as found (see :func:`fit_files`)."""
     return (p for p in Path(out_dir).rglob("*.npz") if p.is_file() and not p.name.startswith(".") and Path(p.stem).suffix)
@@ -126,7 +132,10 @@ def read_fit(path: str | Path) -> dict[str, np.ndarray]:
     """Load a per-image ``.npz`` into a dict (strings as numpy str arrays).
 
     Raises:
-        OSError / ValueError: unreadable or corrupt file.
+        OSError / ValueError: unreadable or corrupt file (a truncated or empty ``.npz`` too).
     """
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError) as e:  # numpy's errors for a cut-short or empty file
+        raise ValueError(f"corrupt .npz {path}: {e}") from e

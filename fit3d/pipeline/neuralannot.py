@@ -88,7 +88,8 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
         sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
         forget_other_annotators(sub, records, shard, state)
         s = run(records, annotator, body_model, RunConfig(sub, batch_size=batch_size, progress=progress,
-                                                          fitter_name="neuralannot", shard=shard), problems)
+                                                          fitter_name="neuralannot", shard=shard,
+                                                          check_settings=False), problems)  # its own record
         r = s["this_run"]  # annotating alone is fast; what a user waits for includes the training
         r["annotator_training_seconds"] = round(train_s, 3)
         total = train_s + r["seconds"]

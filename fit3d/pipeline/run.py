@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,11 +57,15 @@ class RunConfig:
         limit: at most this many images (after sharding).
         min_visible: see :data:`MIN_VISIBLE_KEYPOINTS`.
         progress: show a progress bar.
-        fitter_name: recorded in the output (``"smplify"``).
+        fitter_name: recorded in the output (``"eft"``); None: the fitter's ``name`` (``"fitter"``
+            for a callable without one).
         settings: what decides the fits (JSON-able: the fitter's options, model, focal length...);
             recorded in the folder and its summary, and a folder fitted with other settings is
             not resumed into (:func:`fit3d.pipeline.settings.check_settings`). None: the
-            ``fitter_name`` and the body model's name only.
+            body model's name and the fitter's (``fitter_name`` or its ``name``; a callable
+            without one is not compared).
+        check_settings: False: neither check nor record settings, for a caller that keeps its
+            own record (NeuralAnnot: ``annotator_state.json``, checked before it trains).
     """
 
     out_dir: Path
@@ -72,8 +76,9 @@ class RunConfig:
     limit: int | None = None
     min_visible: int = MIN_VISIBLE_KEYPOINTS
     progress: bool = True
-    fitter_name: str = "smplify"
+    fitter_name: str | None = None
     settings: dict | None = None
+    check_settings: bool = True
 
     @property
     def whole_folder(self) -> bool:
@@ -310,10 +315,14 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
-    # without the caller's settings, the fitter and model still keep a folder from being mixed
-    settings = config.settings if config.settings is not None else dict(fitter=config.fitter_name,
-                                                                        model=body_model.name)
-    overwriting = check_settings(out_dir, settings, config.overwrite, whole_folder=config.whole_folder)
+    name = config.fitter_name or getattr(fitter, "name", None)
+    config = replace(config, fitter_name=str(name or "fitter"))
+    # without the caller's settings, the fitter (when it is named) and the model still keep a
+    # folder from being mixed
+    settings = config.settings if config.settings is not None else dict(
+        model=body_model.name, **({"fitter": str(name)} if name else {}))
+    overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
+                                                           whole_folder=config.whole_folder)
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
@@ -350,7 +359,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         processes=1 + len(shared.worker_pids) if shared else 1,  # (those that fitted)
         threads_per_process=pool.threads if shared and shared.worker_pids else torch.get_num_threads(),
     )
-    summary["settings"] = normalised(settings)
+    if config.check_settings:
+        summary["settings"] = normalised(settings)
     if overwriting and not counts.interrupted and not counts.images_failed:  # every image refitted
         finish_overwrite(out_dir, settings)
     schedule = getattr(fitter, "schedule", None)

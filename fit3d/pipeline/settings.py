@@ -1,7 +1,8 @@
 """What an output folder was fitted with (``fit_settings.json``), so that a rerun with other
 settings (another fitter, ``--no-flip``, another prior or regressor, another focal length...)
-does not resume into it and leave a folder of mixed fits (``fit3d eft`` and ``fit3d smplify``;
-NeuralAnnot keeps its own record, ``annotator_state.json``).
+does not resume into it and leave a folder of mixed fits (``fit3d eft``, ``fit3d smplify`` and
+every :func:`fit3d.pipeline.run` from Python; NeuralAnnot keeps its own record,
+``annotator_state.json``, and runs without this one).
 
 * The folder's settings are recorded before anything is fitted; a run whose settings differ
   stops with one line naming the differences, unless the folder holds no fit yet.
@@ -17,10 +18,13 @@ NeuralAnnot keeps its own record, ``annotator_state.json``).
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
-from fit3d.data.writers import fit_files, has_fit_files, read_fit, write_json
+import numpy as np
+
+from fit3d.data.writers import has_fit_files, iter_fit_files, read_fit, write_json
 
 SETTINGS_FILE = "fit_settings.json"
 _OVERWRITING = "overwriting"
@@ -74,8 +78,8 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
         return False
     what = f"other settings ({'; '.join(diff)})" if diff else "these settings, by an --overwrite run that did not finish"
     if not overwrite:
-        raise ValueError(f"{out_dir} holds fits made with {what}: pass --overwrite to refit every image, or "
-                         "choose another --out")
+        raise ValueError(f"{out_dir} holds fits made with {what}: pass --overwrite (RunConfig(overwrite=True) in "
+                         "Python) to refit every image, or choose another --out")
     if not whole_folder:
         raise ValueError(f"{out_dir} holds fits made with {what}: --overwrite with --limit or --shard would leave "
                          "it mixed; refit it whole (no --limit, one shard) or choose another --out")
@@ -84,14 +88,19 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
     return True
 
 
-def _settings_of_a_fit(out_dir: Path) -> dict:
-    """``fitter`` and ``model`` as one per-image output of ``out_dir`` records them (a folder
-    without ``fit_settings.json``); empty when it cannot be read."""
-    try:
-        d = read_fit(fit_files(out_dir)[0])
-    except (OSError, ValueError, EOFError, IndexError):  # (an empty file is an EOFError to numpy)
-        return {}
-    return {k: str(d[k]) for k in ("fitter", "model") if k in d}
+def _settings_of_a_fit(out_dir: Path, tries: int = 20) -> dict:
+    """``fitter`` and ``model`` as a per-image output of ``out_dir`` records them (a folder
+    without ``fit_settings.json``): the first of ``tries`` files that reads and holds them as
+    single strings (a merged dataset file holds them per person); empty when none does."""
+    for f in itertools.islice(iter_fit_files(out_dir), tries):
+        try:
+            d = read_fit(f)
+        except (OSError, ValueError):
+            continue
+        found = {k: str(d[k]) for k in ("fitter", "model") if k in d and np.ndim(d[k]) == 0}
+        if found:
+            return found
+    return {}
 
 
 def finish_overwrite(out_dir: str | Path, settings: dict) -> None:

@@ -165,7 +165,7 @@ class _Dying:
 
     def __init__(self, inner, n, exc):
         self.inner, self.n, self.calls, self.exc = inner, n, 0, exc
-        self.schedule, self.extra_defaults = inner.schedule, inner.extra_defaults
+        self.schedule, self.extra_defaults, self.name = inner.schedule, inner.extra_defaults, inner.name
 
     def __call__(self, batch):
         self.calls += 1

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from fit3d.pipeline import RunConfig, run
@@ -83,3 +84,31 @@ def test_run_records_its_settings_and_refuses_to_mix_fits(tmp_path, sample_copy,
     assert len(list(out.glob("*.npz"))) == 1 and _recorded(out) == dict(prior="gmm")  # nothing written
     run(records, fast_fitter, anny_model, RunConfig(out, progress=False, overwrite=True, settings=dict(prior="vae")))
     assert len(list(out.glob("*.npz"))) == 4 and _recorded(out) == dict(prior="vae")
+
+
+def test_older_folders_are_judged_on_a_readable_per_image_fit(tmp_path, sample_copy, anny_model, fast_fitter):
+    from fit3d.data.readers import read_coco
+
+    records, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    s = run(records, fast_fitter, anny_model, RunConfig(out, progress=False, limit=1))  # fitter_name: the fitter's
+    assert s["fitter"] == "smplify" and s["settings"] == dict(fitter="smplify", model="anny")
+    (out / SETTINGS_FILE).unlink()
+    (out / "0.jpg.npz").write_bytes(b"PK\x03\x04 cut short")  # a half-written file
+    np.savez(out / "dataset.v2.npz", fitter=np.array(["eft", "eft"]), model=np.array(["anny", "anny"]))  # merged
+    with pytest.raises(ValueError, match="fitter: 'smplify' there, 'eft' now"):
+        check_settings(out, dict(fitter="eft", model="anny"))
+    assert not check_settings(out, dict(fitter="smplify", model="anny"))
+
+
+def test_a_caller_with_its_own_record_is_not_checked(tmp_path, sample_copy, anny_model, fast_fitter):
+    from fit3d.data.readers import read_coco
+
+    records, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(records, fast_fitter, anny_model, RunConfig(out, progress=False, limit=1, fitter_name="eft"))
+    # NeuralAnnot (annotator_state.json) annotating a folder that still holds other fits, e.g. another rank's
+    s = run(records, fast_fitter, anny_model, RunConfig(out, progress=False, fitter_name="neuralannot",
+                                                        check_settings=False))
+    assert s["this_run"]["exit_code"] == 0 and "settings" not in s
+    assert json.loads((out / SETTINGS_FILE).read_text())["fitter"] == "eft"  # not rewritten
