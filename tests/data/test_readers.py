@@ -162,3 +162,14 @@ def test_keypoints_far_outside_the_image_are_counted_in_one_warning(tmp_path, sa
     assert len(outside) == 1 and outside[0].severity == "warning" and outside[0].reason.startswith("2 people")
     assert "up to 260 px" in outside[0].reason  # 900 on a 640-wide image
     assert not [p for p in load_inputs(sample_dir, annotations=sample_dir / "test_coco.json")[1]]
+
+
+def test_a_layout_naming_one_point_twice_is_a_warning():
+    from fit3d.data.readers import category_conventions
+
+    problems = []
+    cats = category_conventions(dict(categories=[dict(id=1, name="p", keypoints=["head", "headtop", "neck"])]),
+                                problems, "x.json")
+    assert cats[1].names == ("head_top", "head_top", "neck")
+    assert len(problems) == 1 and problems[0].severity == "warning" and "head, headtop all mean head_top" in \
+        problems[0].reason
