@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import KeypointConvention, convert
-from fit3d.data.readers import Person
+from fit3d.data.readers import Person, checked_bbox
 
 
 def default_focal_length(width: float, height: float) -> float:
@@ -134,9 +134,9 @@ def make_batch(
 
     Args:
         people: the records; keypoints are mapped by name from each person's
-            convention to ``convention``. Their boxes are used as given: the readers rebuild
-            unusable ones (NaN, zero-area, outside the image) with
-            :func:`fit3d.data.readers.checked_bbox`; a fit from an unusable box is not valid.
+            convention to ``convention``. An unusable box (missing, NaN, zero-area, outside
+            the image) is replaced by the labelled keypoints' box, as the readers do
+            (:func:`fit3d.data.readers.checked_bbox`; the readers' boxes pass unchanged).
         convention: the body model's keypoint convention.
         focal_length: pixels, for every person; default: each image's diagonal.
         principal_point: ``(cx, cy)`` pixels; default: each image's centre.
@@ -151,7 +151,7 @@ def make_batch(
     for p in people:
         kp, _ = sanitize_keypoints(p.keypoints_2d)
         kps.append(convert(kp, p.convention, convention))
-        boxes.append(np.asarray(p.bbox, dtype=np.float32))
+        boxes.append(checked_bbox(p.bbox, kp, p.image_size)[0])
         f, c = person_camera(p, focal_length, principal_point)
         focal.append(f)
         pp.append(c)

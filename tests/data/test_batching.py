@@ -62,3 +62,14 @@ def test_a_batch_for_a_model_is_cast_checked_and_not_empty(anny_model):
         empty.for_model(anny_model)
     with pytest.raises(ValueError, match="empty batch"):  # before: an IndexError deep in the optimiser
         build_smplify(anny_model, prior="l2")(empty)
+
+
+@pytest.mark.parametrize("box", [None, [np.nan, 0, 10, 10], [5, 5, 0, 0], [900, 900, 10, 10]])
+def test_an_unusable_box_is_rebuilt_from_the_keypoints_as_the_readers_do(box):
+    kp = np.zeros((17, 3), np.float32)
+    kp[:5] = [[100, 50, 1], [200, 250, 1], [150, 100, 1], [120, 60, 1], [180, 240, 1]]
+    p = Person("a.jpg", None, (640, 480), 1, box, kp, COCO17)
+    b = make_batch([p], COCO23)
+    np.testing.assert_allclose(b.bbox[0].numpy(), [90, 30, 120, 240], atol=1e-4)  # the keypoints' box, padded 10 %
+    good = Person("a.jpg", None, (640, 480), 1, np.array([10, 20, 300, 400], np.float32), kp, COCO17)
+    assert make_batch([good], COCO23).bbox[0].tolist() == [10, 20, 300, 400]  # a usable box is kept
