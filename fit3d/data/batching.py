@@ -47,12 +47,12 @@ class PersonBatch:
     def __len__(self) -> int:
         return self.keypoints_2d.shape[0]
 
-    def to(self, device: torch.device | str) -> "PersonBatch":
-        """A copy with every tensor on ``device``."""
-        return replace(
-            self,
-            **{f.name: getattr(self, f.name).to(device) for f in fields(self) if f.name != "convention"},
-        )
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "PersonBatch":
+        """A copy with every tensor on ``device`` (and the floating ones in ``dtype`` when given)."""
+        def moved(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, dtype=dtype if t.is_floating_point() else None)
+
+        return replace(self, **{f.name: moved(getattr(self, f.name)) for f in fields(self) if f.name != "convention"})
 
     def for_model(self, model) -> "PersonBatch":
         """This batch as a fitter of ``model`` needs it: on the model's ``device``, floating
@@ -68,11 +68,7 @@ class PersonBatch:
             raise ValueError(f"batch keypoints are in {self.convention.name!r}, the model needs "
                              f"{model.keypoint_convention.name!r}: build the batch with make_batch(people, "
                              "model.keypoint_convention)")
-        dtype = model.dtype
-        return replace(self, **{f.name: getattr(self, f.name).to(model.device, dtype=dtype
-                                                                 if getattr(self, f.name).is_floating_point()
-                                                                 else None)
-                                for f in fields(self) if f.name != "convention"})
+        return self.to(model.device, model.dtype)
 
     def index(self, idx: torch.Tensor | slice | list[int]) -> "PersonBatch":
         """The sub-batch of people ``idx``."""

@@ -15,6 +15,7 @@ Sources: COCO keypoint task (Lin et al. 2014); OpenPose output format
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -280,29 +281,33 @@ def get_convention(name: str) -> KeypointConvention:
         raise KeyError(f"unknown keypoint convention {name!r}; known: {sorted(CONVENTIONS)}") from None
 
 
+@functools.lru_cache(maxsize=256)
 def index_map(src: KeypointConvention, dst: KeypointConvention) -> tuple[np.ndarray, np.ndarray]:
-    """Matching positions of the keypoints that both conventions name.
+    """Matching positions of the keypoints that both conventions name (computed once per pair
+    of conventions: every person of a layout, every file of a merge, maps the same way).
 
     Returns:
-        ``(src_idx, dst_idx)``, two int arrays of equal length M, such that
+        ``(src_idx, dst_idx)``, two read-only int arrays of equal length M, such that
         ``src_array[..., src_idx, :]`` and ``dst_array[..., dst_idx, :]`` hold the
         same M keypoints in the same order.
     """
     pairs = [(i, dst.names.index(n)) for i, n in enumerate(src.names) if n in dst.names]
-    if not pairs:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    s, d = zip(*pairs)
-    return np.asarray(s, dtype=np.int64), np.asarray(d, dtype=np.int64)
+    s, d = (np.asarray(v, dtype=np.int64) for v in (zip(*pairs) if pairs else ((), ())))
+    s.setflags(write=False)
+    d.setflags(write=False)
+    return s, d
 
 
-def convert(keypoints: np.ndarray, src: KeypointConvention, dst: KeypointConvention) -> np.ndarray:
+def convert(keypoints: np.ndarray, src: KeypointConvention, dst: KeypointConvention,
+            fill: float = 0.0) -> np.ndarray:
     """Re-order keypoints from ``src`` to ``dst`` by name.
 
     Args:
         keypoints: ``(..., K_src, C)`` array (C = 3 for ``x, y, confidence``).
+        fill: the value of keypoints ``src`` does not have.
     Returns:
-        ``(..., K_dst, C)`` array; keypoints that ``src`` does not have are all
-        zeros (so their confidence is 0 and they carry no weight).
+        ``(..., K_dst, C)`` array (a new one); keypoints that ``src`` does not have are
+        ``fill``: by default all zeros (so their confidence is 0 and they carry no weight).
     Raises:
         ValueError: when the keypoint axis does not match ``len(src)``.
     """
@@ -311,7 +316,7 @@ def convert(keypoints: np.ndarray, src: KeypointConvention, dst: KeypointConvent
         raise ValueError(
             f"keypoints have {keypoints.shape[-2]} points but convention {src.name!r} has {len(src)}"
         )
-    out = np.zeros(keypoints.shape[:-2] + (len(dst), keypoints.shape[-1]), dtype=keypoints.dtype)
+    out = np.full(keypoints.shape[:-2] + (len(dst), keypoints.shape[-1]), fill, dtype=keypoints.dtype)
     s, d = index_map(src, dst)
     out[..., d, :] = keypoints[..., s, :]
     return out

@@ -324,12 +324,12 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     other = Counter(hashable(a.get("category_id")) for v in by_image.values() for _, a in v
                     if a.get("category_id") is not None and hashable(a.get("category_id")) not in cats
                     and "keypoints" in a)
-    for cid, n in other.items():
-        if len({c.names for c in cats.values()}) == 1:
-            what = "a category that names no keypoints" if cid in listed else "a category_id that no category has"
-            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations with keypoints have "
-                                         f"{what}: read in the only keypoint layout, "
-                                         f"{next(iter(cats.values())).name!r}", "warning"))
+    layouts = {c.names: c for c in cats.values()}
+    for cid, n in other.items() if len(layouts) == 1 else ():  # (several layouts: coco_keypoints' errors)
+        what = "a category that names no keypoints" if cid in listed else "a category_id that no category has"
+        problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations with keypoints have "
+                                     f"{what}: read in the only keypoint layout, "
+                                     f"{next(iter(layouts.values())).name!r}", "warning"))
     for aid, n in ids.items():
         if n > 1:
             problems.append(InputProblem(f"{annotations} (id {aid})", f"annotation id {aid} used {n} times: all kept, "

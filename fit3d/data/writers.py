@@ -108,11 +108,6 @@ def incomplete_path(out_dir: str | Path, image_key: str) -> Path:
 
 def iter_fit_files(out_dir: str | Path):
     """The per-image ``.npz`` files of :func:`fit_files`, as found (unsorted, lazily)."""
-    return _fit_files(out_dir)
-
-
-def _fit_files(out_dir: str | Path):
-    """Per-image ``.npz`` files under ``out_dir``, as found (see :func:`fit_files`)."""
     return (p for p in Path(out_dir).rglob("*.npz") if p.is_file() and not p.name.startswith(".") and Path(p.stem).suffix)
 
 
@@ -120,12 +115,12 @@ def fit_files(out_dir: str | Path) -> list[Path]:
     """Every per-image ``.npz`` under ``out_dir`` (subfolders included), sorted: files named
     ``<image name with its extension>.npz`` (``a.jpg.npz``), so that a merged dataset file
     (``dataset.npz``, :mod:`fit3d.pipeline.merge`) or hidden temporary files are not taken."""
-    return sorted(_fit_files(out_dir))
+    return sorted(iter_fit_files(out_dir))
 
 
 def has_fit_files(out_dir: str | Path) -> bool:
     """Whether ``out_dir`` holds a per-image ``.npz`` (:func:`fit_files`), stopping at the first."""
-    return next(_fit_files(out_dir), None) is not None
+    return next(iter_fit_files(out_dir), None) is not None
 
 
 def read_fit(path: str | Path) -> dict[str, np.ndarray]:

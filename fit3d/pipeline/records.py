@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from fit3d.data.conventions import KeypointConvention, index_map, union_convention
+from fit3d.data.conventions import KeypointConvention, convert, union_convention
 from fit3d.data.readers import ImageRecord, Person
 from fit3d.fitters.camera_init import METHODS
 from fit3d.fitters.result import FitResult
@@ -26,33 +24,16 @@ KEYPOINT_FIELDS = {"keypoints_2d": 0.0, "keypoints_3d": np.nan, "keypoints_2d_fi
 
 def to_layout(arrays: dict, src: KeypointConvention, dst: KeypointConvention) -> dict:
     """``arrays`` with its :data:`KEYPOINT_FIELDS` (``(..., K_src, C)``) re-ordered by name into
-    ``dst`` (``(..., K_dst, C)``); keypoints ``src`` lacks get the field's fill value. Other
-    fields are returned as they are (the same dict when the layouts are equal).
+    ``dst`` (``(..., K_dst, C)``; :func:`~fit3d.data.conventions.convert`); keypoints ``src``
+    lacks get the field's fill value. Other fields are returned as they are (the same dict
+    when the layouts are equal).
 
     Raises:
         ValueError: a keypoint field's K is not ``len(src)``.
     """
     if src.names == dst.names:
         return arrays
-    s, d = _layout_map(src, dst)
-    out = dict(arrays)
-    for k, fill in KEYPOINT_FIELDS.items():
-        if k not in arrays:
-            continue
-        a = np.asarray(arrays[k])
-        if a.shape[-2] != len(src):
-            raise ValueError(f"{k} has {a.shape[-2]} keypoints, the layout {src.name!r} {len(src)}")
-        new = np.full(a.shape[:-2] + (len(dst), a.shape[-1]), fill, dtype=a.dtype)
-        new[..., d, :] = a[..., s, :]
-        out[k] = new
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _layout_map(src: KeypointConvention, dst: KeypointConvention) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~fit3d.data.conventions.index_map`, once per pair of layouts (a merge converts
-    every file of a layout the same way)."""
-    return index_map(src, dst)
+    return {**arrays, **{k: convert(arrays[k], src, dst, fill) for k, fill in KEYPOINT_FIELDS.items() if k in arrays}}
 
 
 def reason_kind(reason: str) -> str:
@@ -86,11 +67,8 @@ def person_record(person: Person, result: FitResult | None, i: int, body_model, 
         rec.update(extra_defaults)
         return rec
     r = result.numpy(i)
-    src, dst = index_map(result.convention, conv)
-    kp3 = nan(K, 3)
-    kp3[dst] = r["keypoints_3d"][src]
-    kp2 = nan(K, 2)
-    kp2[dst] = r["keypoints_2d_fit"][src]
+    kp3 = convert(np.asarray(r["keypoints_3d"], dtype=np.float32), result.convention, conv, np.nan)
+    kp2 = convert(np.asarray(r["keypoints_2d_fit"], dtype=np.float32), result.convention, conv, np.nan)
     rec.update(
         global_orient=r["global_orient"], body_pose=r["body_pose"], betas=r["betas"], transl=r["transl"],
         joints_3d=r["joints_3d"], keypoints_3d=kp3, keypoints_2d_fit=kp2,

@@ -65,7 +65,8 @@ class RunConfig:
             body model's name and the fitter's (``fitter_name`` or its ``name``; a callable
             without one is not compared).
         check_settings: False: neither check nor record settings, for a caller that keeps its
-            own record (NeuralAnnot: ``annotator_state.json``, checked before it trains).
+            own record (NeuralAnnot: ``annotator_state.json``,
+            :func:`fit3d.pipeline.neuralannot.forget_other_annotators`).
     """
 
     out_dir: Path
