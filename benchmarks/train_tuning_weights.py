@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--include-val", action="store_true", help="also train on the val subjects (as the shipped weights)")
     ap.add_argument("--regressor-rounds", type=int, default=None,
                     help="rounds of synthetic people for the regressor (default: the shipped setting)")
+    ap.add_argument("--seed", type=int, default=0, help="the regressor's seed (its pool and people; default 0)")
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
@@ -54,7 +55,7 @@ def main() -> None:
                 out = a.out / "anny_keypoint_regressor_pm.pt"
             checkpoint = checkpoint_path(out)  # rerun after an interruption: resumes from it
             model, _ = train_regressor(load_pose_set(poses), body, include_val=a.include_val, recombined=recombined,
-                                       prototypes=protos, progress=False, checkpoint=checkpoint,
+                                       prototypes=protos, progress=False, checkpoint=checkpoint, seed=a.seed,
                                        **({} if a.regressor_rounds is None else {"rounds": a.regressor_rounds}))
             save_regressor(model, out)
             checkpoint.unlink(missing_ok=True)

@@ -69,19 +69,27 @@ def train_prior_cmd(kind, poses, out, seed):
               help="Rounds of fresh synthetic people (default: the shipped setting, "
                    "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: 25-30 min on 2 CPU cores).")
 @click.option("--people", type=int, default=8192, show_default=True, help="People per round.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (of member k: SEED + k).")
+@click.option("--members", type=click.IntRange(min=1), default=None,
+              help="Regressors in a deep ensemble, trained alike from seeds SEED, SEED+1, ...; EFT fine-tunes the "
+                   "first and adds the others' mean as a fixed correction (default: the shipped setting, "
+                   "fit3d.training.regressor.REGRESSOR_MEMBERS). Each member takes the time of one regressor.")
 @click.option("--prototypes", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A prototype memory ('fit3d train-prior --kind prototypes'): the regressor picks one of its "
                    "poses and regresses the residual from it (PM-Net). Default: start from the mean pose.")
 @model_options
-def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
+def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, body):
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial when run again
     with the same options."""
     from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
-    from fit3d.training.regressor import checkpoint_path, save_regressor, train_regressor
+    from fit3d.training.regressor import (REGRESSOR_MEMBERS, checkpoint_path, ensemble_checkpoints, save_regressor,
+                                          train_ensemble)
 
+    members = REGRESSOR_MEMBERS if members is None else members
+    if prototypes is not None and members > 1:
+        raise click.UsageError("--prototypes needs --members 1 (each member would pick its own prototype)")
     torch_seed(seed)
     protos = None
     if prototypes is not None:
@@ -92,10 +100,11 @@ def train_regressor_cmd(poses, out, rounds, people, seed, prototypes, body):
         pose_set = load_pose_set(poses or weights_path(body, "pose_set"))
     size = {} if rounds is None else {"rounds": rounds}
     checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
-    model, stats = train_regressor(pose_set, body, people_per_round=people, seed=seed, prototypes=protos,
-                                   checkpoint=checkpoint, **size)
+    model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed, prototypes=protos,
+                                  checkpoint=checkpoint, **size)
     save_regressor(model.cpu(), out)
-    checkpoint.unlink(missing_ok=True)
+    for path in ensemble_checkpoints(checkpoint, members):
+        path.unlink(missing_ok=True)
     click.echo(json.dumps(stats, indent=2))
 
 

@@ -134,7 +134,9 @@ class NeuralAnnot:
 
     Args:
         body_model: the body model.
-        regressor: the annotator network (a :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`);
+        regressor: the annotator network (a :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`;
+            of an :class:`~fit3d.regressors.ensemble.EnsembleRegressor`, NeuralAnnot trains one network: its
+            first member, which is also the pretrained prediction of ``accept_ratio``);
             with the ``pretrain`` recipe it should hold pretrained weights, without it is re-initialised.
         recipes: subset of :data:`RECIPES`.
         pose_set: retargeted mocap (for the ``depth`` recipe).
@@ -161,6 +163,7 @@ class NeuralAnnot:
         self.recipes = frozenset(recipes)
         self.config = config or TrainConfig()
         torch.manual_seed(self.config.seed)
+        regressor = getattr(regressor, "first", regressor)  # an ensemble: NeuralAnnot trains one network
         self.net = regressor
         # the pretrained network, whose own prediction an annotation must beat (accept_ratio)
         self.accept_ratio = accept_ratio if "pretrain" in self.recipes else None

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: 192 to 384 rounds the regressor alone went 88.1 -> 84.4 mm (mean of subjects 01 and 35
 #: with noise) and EFT 74.8 -> 74.5, no subject or noise level more than 1 mm worse.
 REGRESSOR_ROUNDS = 384
+#: Regressors in the shipped deep ensemble (:func:`train_ensemble`).
+REGRESSOR_MEMBERS = 1
 #: Noise scales of the training rounds (cycled): noise-free to twice the benchmark's.
 TRAIN_NOISE_SCALES = (1.0, 0.0, 2.0, 0.5, 1.5)
 #: Orientations beyond the captured ones in training people.
@@ -133,12 +135,13 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
         include_val: also train on the ``val`` subjects (the shipped weights do; tuning runs don't).
         recombined: limb-wise recombinations in the pool (see :func:`training_pool`).
         prototypes: ``(P, J, 3)`` prototype poses for a PM-Net start head (None: the mean pose).
-        checkpoint: a file written (atomically) after every round but the last and resumed
+        checkpoint: a file written (atomically) after every round and resumed
             from when it holds a run of the same settings (body model file, gender and shape
             size, device type, pose pool, training sizes), so an interrupted training ends with
             the same weights as an uninterrupted one (on the same thread count); a checkpoint of
             other settings, or one that cannot be read, is ignored and overwritten. The caller
-            removes it when done (:func:`checkpoint_path`).
+            removes it when done (:func:`checkpoint_path`); a checkpoint of the last round
+            returns the finished model without training.
     Returns:
         ``(model, stats)``: the model on ``body_model.device``.
     """
@@ -185,12 +188,54 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(mm=f"{parts['l3d_m'] * 1000:.0f}", rot=f"{parts['rot']:.2f}")
-        if checkpoint is not None and r + 1 < rounds:
+        if checkpoint is not None:  # after the last round too: a finished member of an ensemble resumes as done
             _save_checkpoint(checkpoint, settings, r + 1, model, opt, sched, g)
     if bar is not None:
         bar.close()
     model.eval()
     return model, dict(steps=total, seconds=round(time.perf_counter() - t0, 1), final=parts, resumed_at_round=start)
+
+
+def train_ensemble(pose_set: dict, body_model, members: int = REGRESSOR_MEMBERS, seed: int = 0,
+                   checkpoint: str | Path | None = None, **kwargs):
+    """Train ``members`` regressors alike (:func:`train_regressor`) from seeds ``seed``, ``seed + 1``, ...:
+    each draws its own recombined pose pool, synthetic people and batch order, so they disagree
+    where the training poses are thin. Together they are an
+    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` (a deep ensemble, Lakshminarayanan et
+    al., NeurIPS 2017); member 0 is the regressor :func:`train_regressor` gives for ``seed``.
+
+    Args:
+        members: how many (1: the plain regressor). The time is ``members`` times one's.
+        checkpoint: as :func:`train_regressor`'s, for member 0; member ``k > 0`` uses
+            ``<checkpoint>.member<k>``. Every member's checkpoint stays after its last round, so
+            an interrupted ensemble resumes at the member and round it reached; the caller
+            removes them when done (:func:`ensemble_checkpoints`).
+        kwargs: the rest of :func:`train_regressor`'s arguments, the same for every member.
+    Returns:
+        ``(model, stats)``: the :class:`KeypointRegressor` (one member) or the ensemble, and
+        ``stats`` (one member's) or ``{"members": [stats, ...]}``.
+
+    Raises:
+        ValueError: ``members`` < 1, or ``prototypes`` with more than one member.
+    """
+    if members < 1:
+        raise ValueError(f"members must be >= 1, not {members}")
+    if members > 1 and kwargs.get("prototypes") is not None:
+        raise ValueError("an ensemble's members cannot have a prototype head (each would pick its own start)")
+    paths = ensemble_checkpoints(checkpoint, members) if checkpoint is not None else [None] * members
+    trained = [train_regressor(pose_set, body_model, seed=seed + k, checkpoint=paths[k], **kwargs)
+               for k in range(members)]
+    if members == 1:
+        return trained[0]
+    from fit3d.regressors.ensemble import EnsembleRegressor
+
+    return EnsembleRegressor([m for m, _ in trained]).eval(), {"members": [st for _, st in trained]}
+
+
+def ensemble_checkpoints(checkpoint: str | Path, members: int) -> list[Path]:
+    """The checkpoint file of each member of :func:`train_ensemble` (member 0's is ``checkpoint``)."""
+    checkpoint = Path(checkpoint)
+    return [checkpoint] + [checkpoint.with_name(f"{checkpoint.name}.member{k}") for k in range(1, members)]
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -239,11 +284,18 @@ def _resume(path, settings: dict, model, opt, sched, g: torch.Generator) -> int:
     return int(ck["next_round"])
 
 
-def save_regressor(model: KeypointRegressor, path) -> None:
-    """Save ``model.state()`` atomically."""
+def save_regressor(model, path) -> None:
+    """Save ``model.state()`` atomically (a :class:`KeypointRegressor` or an
+    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` of them)."""
     write_torch(path, model.state())
 
 
-def load_regressor(path) -> KeypointRegressor:
-    """A regressor saved by :func:`save_regressor`."""
-    return KeypointRegressor.from_state(torch.load(path, map_location="cpu", weights_only=True))
+def load_regressor(path):
+    """A regressor saved by :func:`save_regressor`: a :class:`KeypointRegressor`, or an
+    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` when the file holds several."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("kind") == "ensemble":
+        from fit3d.regressors.ensemble import EnsembleRegressor
+
+        return EnsembleRegressor.from_state(state, KeypointRegressor)
+    return KeypointRegressor.from_state(state)

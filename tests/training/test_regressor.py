@@ -20,7 +20,8 @@ def _train(anny_model, **kw):
     from fit3d.training.priors import load_pose_set
     from fit3d.training.regressor import train_regressor
 
-    return train_regressor(load_pose_set(bundled_pose_set()), anny_model, rounds=3, people_per_round=64, batch_size=32,
+    kw = {"rounds": 3, **kw}
+    return train_regressor(load_pose_set(bundled_pose_set()), anny_model, people_per_round=64, batch_size=32,
                            progress=False, recombined=0, width=16, blocks=1, **kw)
 
 
@@ -52,3 +53,27 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, anny_model, 
     other, stats = _train(anny_model, checkpoint=ck, seed=1)
     assert stats["resumed_at_round"] == 0
     assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), other.state_dict().values()))
+
+
+def test_ensemble_members_are_the_regressors_of_successive_seeds_and_resume(tmp_path, anny_model):
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.regressors.ensemble import EnsembleRegressor
+    from fit3d.training.priors import load_pose_set
+    from fit3d.training.regressor import ensemble_checkpoints, train_ensemble
+
+    kw = dict(rounds=2, people_per_round=64, batch_size=32, progress=False, recombined=0, width=16, blocks=1)
+    ps = load_pose_set(bundled_pose_set())
+    ck = tmp_path / "ens.partial"
+    ens, stats = train_ensemble(ps, anny_model, 2, seed=3, checkpoint=ck, **kw)
+    assert isinstance(ens, EnsembleRegressor) and len(stats["members"]) == 2
+    assert all(p.is_file() for p in ensemble_checkpoints(ck, 2))  # kept until the caller removes them
+    for k, seed in enumerate((3, 4)):
+        alone, _ = _train(anny_model, seed=seed, rounds=2)
+        assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), ens.members[k].state_dict().values()))
+    again, stats = train_ensemble(ps, anny_model, 2, seed=3, checkpoint=ck, **kw)  # both finished: no training
+    assert [s["resumed_at_round"] for s in stats["members"]] == [2, 2]
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), ens.state_dict().values()))
+    import pytest
+
+    with pytest.raises(ValueError, match="prototype"):
+        train_ensemble(ps, anny_model, 2, prototypes=torch.zeros(2, anny_model.num_body_joints, 3), **kw)
