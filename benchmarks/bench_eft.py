@@ -48,8 +48,8 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
 
     reg = load_regressor(bundled_regressor())
     preset = FINETUNE_PRESETS["fast" if config.startswith("fast") else "all"]
-    if config == "vmap":
-        reg = PlainRegressor(reg)
+    if config == "vmap":  # one network (an ensemble's first member): the functional_call reference
+        reg = PlainRegressor(getattr(reg, "first", reg))
     elif config.endswith("flip"):  # flip-averaged, as fit3d eft by default since 2026-12-01
         from fit3d.regressors.flip import FlipAveraged
 

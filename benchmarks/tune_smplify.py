@@ -5,7 +5,7 @@ Each configuration is a JSON object of overrides of the default SMPLify:
 ``depth_flips`` (bool), ``keep`` (orientation hypotheses kept), ``selection`` (loss
 weights that pick the final row) and ``stages``:
 ``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
-``"fitter": "eft"``: ``regressor`` (file in ``--weights``), ``steps``, ``lr``, ``anchor``,
+``"fitter": "eft"``: ``regressor`` (file in ``--weights``, or a list of files: an ensemble), ``steps``, ``lr``, ``anchor``,
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides), ``flip`` (bool,
 default true as in ``fit3d eft``: flip test-time augmentation),
 ``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person),
@@ -44,20 +44,32 @@ def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     from fit3d.fitters.neuralannot import ACCEPT_RATIO, RECIPES, NeuralAnnot, TrainConfig, parse_recipes
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import load_pose_set, load_prior
-    from fit3d.training.regressor import load_regressor
 
     pose_set = dict(load_pose_set(bundled_pose_set()))
     pose_set["split"] = np.where(pose_set["split"] == "val", "test", pose_set["split"])  # never read, as test
     recipes = cfg.get("recipes", RECIPES)
     recipes = parse_recipes(recipes) if isinstance(recipes, str) else frozenset(recipes)
     config = TrainConfig(**{f.name: cfg[f.name] for f in fields(TrainConfig) if f.name in cfg})
-    regressor = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
+    regressor = _regressor(weights, cfg)
     annot = NeuralAnnot(body, regressor, recipes, pose_set=pose_set,
                         prior=load_prior(weights / "anny_vae.pt") if "prior" in recipes else None, config=config,
                         accept_ratio=cfg.get("accept_ratio", ACCEPT_RATIO))
     annot.fit_dataset(benchmark_batch(bench, np.arange(len(bench["keypoints_2d"])), body.keypoint_convention),
                       progress=False)
     return annot
+
+
+def _regressor(weights: Path, cfg: dict):
+    """``cfg["regressor"]`` (default ``anny_keypoint_regressor.pt``) under ``weights``: one file, or a
+    list of files made one :class:`~fit3d.regressors.ensemble.EnsembleRegressor` (absolute paths
+    allowed, e.g. a second tuning regressor from ``train_tuning_weights.py --seed 1``)."""
+    from fit3d.regressors.ensemble import EnsembleRegressor
+    from fit3d.training.regressor import load_regressor
+
+    files = cfg.get("regressor", "anny_keypoint_regressor.pt")
+    if isinstance(files, str):
+        return load_regressor(weights / files)
+    return EnsembleRegressor([load_regressor(weights / f) for f in files])
 
 
 def build(body, weights: Path, cfg: dict):
@@ -86,9 +98,7 @@ def build(body, weights: Path, cfg: dict):
     if cfg.get("fitter") == "eft":
         from fit3d.fitters import EFT
         from fit3d.fitters.eft import ACCEPT_RATIO, ANCHOR_WEIGHT
-        from fit3d.training.regressor import load_regressor
-
-        reg = load_regressor(weights / cfg.get("regressor", "anny_keypoint_regressor.pt"))
+        reg = _regressor(weights, cfg)
         if cfg.get("flip", True):  # fit3d eft's default
             from fit3d.regressors.flip import FlipAveraged
 

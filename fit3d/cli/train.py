@@ -80,11 +80,11 @@ def train_prior_cmd(kind, poses, out, seed):
 @model_options
 def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, body):
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
-    subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial when run again
-    with the same options."""
+    subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
+    member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
     from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
-    from fit3d.training.regressor import (REGRESSOR_MEMBERS, checkpoint_path, ensemble_checkpoints, save_regressor,
+    from fit3d.training.regressor import (REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, save_regressor,
                                           train_ensemble)
 
     members = REGRESSOR_MEMBERS if members is None else members
@@ -103,8 +103,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
     model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed, prototypes=protos,
                                   checkpoint=checkpoint, **size)
     save_regressor(model.cpu(), out)
-    for path in ensemble_checkpoints(checkpoint, members):
-        path.unlink(missing_ok=True)
+    remove_checkpoints(checkpoint)
     click.echo(json.dumps(stats, indent=2))
 
 

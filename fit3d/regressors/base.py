@@ -64,10 +64,18 @@ class PlainRegressor(nn.Module):
 
     Args:
         inner: the regressor (its parameters are named ``inner.<name>`` here).
+
+    Raises:
+        TypeError: ``inner`` is an :class:`~fit3d.regressors.ensemble.EnsembleRegressor`.
     """
 
     def __init__(self, inner: Regressor) -> None:
         super().__init__()
+        from fit3d.regressors.ensemble import EnsembleRegressor
+
+        if isinstance(inner, EnsembleRegressor):  # its correction must see the pretrained weights
+            raise TypeError("an ensemble cannot be evaluated through functional_call; use it directly "
+                            "(EFT fine-tunes its first member through forward_with)")
         self.inner = inner
 
     def features(self, batch: PersonBatch) -> torch.Tensor:

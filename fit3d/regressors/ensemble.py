@@ -21,6 +21,8 @@ ordinary forward per member over the batch, small next to the per-person layers)
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -32,13 +34,16 @@ class EnsembleRegressor(Regressor):
     """The mean of several :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`
     (module docstring). Usable wherever one is: ``predict``, EFT (fine-tunes member 0),
     :class:`~fit3d.regressors.flip.FlipAveraged` (wraps the ensemble), NeuralAnnot (trains
-    :attr:`first`, see :func:`fit3d.fitters.build.build_neuralannot`).
+    :attr:`first`: :class:`~fit3d.fitters.neuralannot.NeuralAnnot` takes it from an ensemble).
+    Not through :class:`~fit3d.regressors.base.PlainRegressor` (``torch.func.functional_call``
+    would swap member 0's weights inside the correction too), which refuses it.
 
     Args:
         members: two or more regressors of one architecture and size (same keypoints,
             joints, betas, width, blocks, IEF iterations), without prototype heads.
 
     Raises:
+        TypeError: a member is not a :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`.
         ValueError: fewer than two members, members of different sizes, or a prototype head
             (each member would pick its own prototype: their outputs are not comparable).
 
@@ -48,7 +53,12 @@ class EnsembleRegressor(Regressor):
 
     def __init__(self, members) -> None:
         super().__init__()
+        from fit3d.regressors.keypoint_regressor import KeypointRegressor
+
         members = list(members)
+        strangers = sorted({type(m).__name__ for m in members if not isinstance(m, KeypointRegressor)})
+        if strangers:
+            raise TypeError(f"ensemble members must be KeypointRegressors, not {', '.join(strangers)}")
         if len(members) < 2:
             raise ValueError(f"an ensemble needs two or more regressors, not {len(members)}")
         sizes = {_size(m) for m in members}
@@ -76,23 +86,31 @@ class EnsembleRegressor(Regressor):
         return self.first.fine_tuning_params()
 
     def correction(self, features: torch.Tensor) -> torch.Tensor:
-        """``mean_k raw_k - raw_0`` with the pretrained weights, without gradient: ``(..., n_params)``
-        for ``features`` of ``(B, F)`` or ``(B, R, F)``. The last one is kept for the same
-        ``features`` tensor, unmodified (EFT passes one tensor at every step), and while no
-        member's weights have been modified in place since."""
-        key = (features, features._version, tuple(p._version for p in self.parameters()))
-        hit = self._last
-        if hit is not None and hit[0][0] is key[0] and hit[0][1:] == key[1:]:
-            return hit[1]
+        """``mean_k raw_k - raw_0`` with the pretrained weights, without gradient: ``(B, n_params)``
+        or ``(B, R, n_params)`` for ``features`` of ``(B, F)`` or ``(B, R, F)``.
+
+        The last correction is reused for the same ``features`` tensor (EFT passes one tensor at
+        every step of a batch) while it and the members' parameters and buffers are unmodified
+        (their version counters; the tensor is held by a weak reference). Inference tensors
+        (``torch.inference_mode``) carry no version counter and are always computed afresh.
+        """
+        key = None
+        if not torch.is_inference(features):
+            key = (features._version, tuple(t._version for t in (*self.parameters(), *self.buffers())))
+            last = self._last
+            if last is not None and last[0]() is features and last[1] == key:
+                return last[2]
         with torch.no_grad():
             raws = [m.regress_with(m.fine_tuning_params(), features)[0] for m in self.members]
             out = torch.stack(raws).mean(0) - raws[0]
-        self._last = (key, out)
+        self._last = None if key is None else (weakref.ref(features), key, out)
         return out
 
     def regress_with(self, params: dict[str, torch.Tensor], features: torch.Tensor,
                      prototype: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Member 0's raw output with ``params`` (shared or per person), plus :meth:`correction`.
+        """Member 0's raw output with ``params`` (named as its ``fine_tuning_params``, shared or one
+        copy per person) plus :meth:`correction`: ``(B, n_params)`` or ``(B, R, n_params)`` for
+        ``features`` of ``(B, F)`` or ``(B, R, F)``, and no extras. Gradients reach ``params`` only.
 
         Raises:
             ValueError: a ``prototype`` is given (no member has a prototype head).
@@ -105,13 +123,27 @@ class EnsembleRegressor(Regressor):
 
     def forward_with(self, params: dict[str, torch.Tensor], features: torch.Tensor,
                      prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """:meth:`forward` with member 0's parameters replaced by ``params`` (see :meth:`regress_with`)."""
+        """:meth:`forward` with member 0's parameters replaced by ``params`` (see :meth:`regress_with`).
+
+        Raises:
+            ValueError, KeyError: as :meth:`regress_with`.
+        """
         p, _ = self.regress_with(params, features, prototype)
         return self.decode(p)
 
     def forward(self, features: torch.Tensor, prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``(B, F)`` -> the decoded mean of the members' raw outputs."""
-        return self.forward_with(self.fine_tuning_params(), features, prototype)
+        """``(B, F)`` -> the decoded mean of the members' raw outputs (``global_orient (B, 3)``,
+        ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``). Differentiable through every
+        member, but the ensemble is not trained as one module: each member is trained alone
+        (:func:`fit3d.training.regressor.train_ensemble`).
+
+        Raises:
+            ValueError: a ``prototype`` is given.
+        """
+        if prototype is not None:
+            raise ValueError("an ensemble has no prototype head")
+        raws = [m.regress_with(m.fine_tuning_params(), features)[0] for m in self.members]
+        return self.decode(torch.stack(raws).mean(0))
 
     def decode(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         """Member 0's ``decode`` (every member decodes alike)."""
@@ -127,11 +159,15 @@ class EnsembleRegressor(Regressor):
 
     @classmethod
     def from_state(cls, state: dict, member_cls) -> "EnsembleRegressor":
-        """An ensemble from :meth:`state`, each member built by ``member_cls.from_state``."""
+        """An ensemble from :meth:`state`, each member built by ``member_cls.from_state``.
+
+        Raises:
+            KeyError: ``state`` lacks ``members`` or a member's fields.
+            ValueError, TypeError: as the constructor.
+        """
         return cls([member_cls.from_state(s) for s in state["members"]]).eval()
 
 
 def _size(m) -> tuple:
-    """What must agree between members: their type and sizes."""
-    return (type(m).__name__, m.num_keypoints, m.num_joints, m.num_betas, getattr(m, "width", None),
-            getattr(m, "n_blocks", None), getattr(m, "iterations", None))
+    """What must agree between members: their sizes."""
+    return (m.num_keypoints, m.num_joints, m.num_betas, m.width, m.n_blocks, m.iterations)

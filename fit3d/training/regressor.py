@@ -15,6 +15,8 @@ Seeded; deterministic on CPU for a given thread count.
 
 from __future__ import annotations
 
+import glob
+
 import logging
 import time
 from pathlib import Path
@@ -193,7 +195,8 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
     if bar is not None:
         bar.close()
     model.eval()
-    return model, dict(steps=total, seconds=round(time.perf_counter() - t0, 1), final=parts, resumed_at_round=start)
+    return model, dict(steps=(rounds - start) * steps_per_round, seconds=round(time.perf_counter() - t0, 1),
+                       final=parts, resumed_at_round=start)
 
 
 def train_ensemble(pose_set: dict, body_model, members: int = REGRESSOR_MEMBERS, seed: int = 0,
@@ -209,7 +212,7 @@ def train_ensemble(pose_set: dict, body_model, members: int = REGRESSOR_MEMBERS,
         checkpoint: as :func:`train_regressor`'s, for member 0; member ``k > 0`` uses
             ``<checkpoint>.member<k>``. Every member's checkpoint stays after its last round, so
             an interrupted ensemble resumes at the member and round it reached; the caller
-            removes them when done (:func:`ensemble_checkpoints`).
+            removes them when done (:func:`remove_checkpoints`).
         kwargs: the rest of :func:`train_regressor`'s arguments, the same for every member.
     Returns:
         ``(model, stats)``: the :class:`KeypointRegressor` (one member) or the ensemble, and
@@ -236,6 +239,15 @@ def ensemble_checkpoints(checkpoint: str | Path, members: int) -> list[Path]:
     """The checkpoint file of each member of :func:`train_ensemble` (member 0's is ``checkpoint``)."""
     checkpoint = Path(checkpoint)
     return [checkpoint] + [checkpoint.with_name(f"{checkpoint.name}.member{k}") for k in range(1, members)]
+
+
+def remove_checkpoints(checkpoint: str | Path) -> None:
+    """Remove ``checkpoint`` and every member's (:func:`ensemble_checkpoints`), also those of an
+    earlier, larger ensemble trained into the same file and interrupted."""
+    checkpoint = Path(checkpoint)
+    checkpoint.unlink(missing_ok=True)
+    for path in checkpoint.parent.glob(f"{glob.escape(checkpoint.name)}.member*"):
+        path.unlink(missing_ok=True)
 
 
 def _digest(*arrays: np.ndarray) -> str:

@@ -8,7 +8,7 @@ model from the user's licensed file and the bundled CMU mocap.
    test subjects stay out of training.
 2. Train the GMM, VAE and articulation priors and the prototype memory
    (:func:`fit3d.training.priors.train_prior`) and the EFT regressor
-   (:func:`fit3d.training.regressor.train_regressor`) on the training subjects.
+   (:func:`fit3d.training.regressor.train_ensemble`, as many members as anny's) on the training subjects.
 3. Save them where :mod:`fit3d.body_models.weights` finds them, with ``setup.json``.
 """
 
@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from fit3d.body_models import weights
-from fit3d.training.regressor import REGRESSOR_ROUNDS
+from fit3d.training.regressor import REGRESSOR_MEMBERS, REGRESSOR_ROUNDS
 
 #: Minutes per step measured for the SMPL-like models on a 2-core CPU (three set-ups at
 #: once, 2026-11-30): what the expected-time line says.
-#: The regressor's time scales with its rounds (1.2 min for 16, 14.4 for 192).
+#: The regressor's time scales with its rounds (1.2 min for 16, 14.4 for 192) and members.
 STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3,
-         "regressor": 14.4 * REGRESSOR_ROUNDS / 192}
+         "regressor": 14.4 * REGRESSOR_ROUNDS / 192 * REGRESSOR_MEMBERS}
 
 
 @dataclass
@@ -39,6 +39,7 @@ class SetupConfig:
         max_poses: retarget at most this many poses (evenly spaced; None: all).
         retarget_iterations: inverse-kinematics steps per chunk.
         regressor_rounds, regressor_people: regressor training size.
+        regressor_members: regressors in its deep ensemble (:func:`fit3d.training.regressor.train_ensemble`).
         recombined: limb-recombined poses added for the priors (None: the default).
         vae_epochs, articulation_steps: prior training lengths.
         seed: random seed.
@@ -48,6 +49,7 @@ class SetupConfig:
     retarget_iterations: int = 300
     regressor_rounds: int = REGRESSOR_ROUNDS
     regressor_people: int = 8192
+    regressor_members: int = REGRESSOR_MEMBERS
     recombined: int | None = None
     vae_epochs: int = 60
     articulation_steps: int = 4000
@@ -57,8 +59,8 @@ class SetupConfig:
     def quick(cls) -> "SetupConfig":
         """A smoke-test set-up (about a minute on a CPU): few poses and short training, to
         check an installation and a model file, not to fit with."""
-        return cls(max_poses=256, retarget_iterations=30, regressor_rounds=1, regressor_people=512, recombined=0,
-                   vae_epochs=2, articulation_steps=50)
+        return cls(max_poses=256, retarget_iterations=30, regressor_rounds=1, regressor_people=512,
+                   regressor_members=1, recombined=0, vae_epochs=2, articulation_steps=50)
 
 
 #: Files an interrupted set-up leaves in its folder: the finished steps' statistics and the
@@ -144,7 +146,7 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     from fit3d.data.writers import write_json, write_npz
     from fit3d.mocap import bundled_pose_set
     from fit3d.training.priors import load_pose_set, train_prior
-    from fit3d.training.regressor import save_regressor, train_regressor
+    from fit3d.training.regressor import remove_checkpoints, save_regressor, train_ensemble
 
     path = (lambda kind: out_dir / Path(weights.weights_path(body, kind)).name)  # noqa: E731
     partial = out_dir / PARTIAL
@@ -184,17 +186,18 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
         log(f"fit3d: {kind} trained on {r['poses']} poses in {r['seconds']:.0f} s")
     t = time.perf_counter()
     checkpoint = out_dir / REGRESSOR_CHECKPOINT
-    model, rs = train_regressor(ps, body, rounds=config.regressor_rounds, people_per_round=config.regressor_people,
-                                seed=config.seed, progress=progress, recombined=config.recombined,
-                                checkpoint=checkpoint)
+    model, rs = train_ensemble(ps, body, config.regressor_members, rounds=config.regressor_rounds,
+                               people_per_round=config.regressor_people, seed=config.seed, progress=progress,
+                               recombined=config.recombined, checkpoint=checkpoint)
     save_regressor(model.cpu(), path("regressor"))
     stats["seconds"]["regressor"] = round(time.perf_counter() - t, 1)
     stats["regressor"] = rs
+    resumed = [m["resumed_at_round"] for m in rs.get("members", [rs])]
     log(f"fit3d: regressor trained in {stats['seconds']['regressor']:.0f} s"
-        + (f" (resumed at round {rs['resumed_at_round']})" if rs["resumed_at_round"] else ""))
+        + (f" (resumed at round {', '.join(map(str, resumed))} of each member)" if any(resumed) else ""))
     write_json(out_dir / "setup.json", stats)
     partial.unlink(missing_ok=True)
-    checkpoint.unlink(missing_ok=True)
+    remove_checkpoints(checkpoint)
     return stats
 
 

@@ -10,6 +10,7 @@ def test_train_regressor_members_writes_an_ensemble_and_no_checkpoint(tmp_path):
     from fit3d.training.regressor import load_regressor
 
     out = tmp_path / "reg.pt"
+    (tmp_path / "reg.pt.partial.member2").write_bytes(b"")  # left by an interrupted run with --members 3
     r = CliRunner().invoke(cli, ["train-regressor", "--members", "2", "--rounds", "1", "--people", "256",
                                  "--out", str(out)])
     assert r.exit_code == 0, r.output

@@ -40,6 +40,27 @@ def test_prediction_is_the_mean_of_the_members_raw_outputs(anny_model):
         assert not torch.allclose(ens.correction(f), ens.correction(f * (1 / 1.01)), atol=1e-6)
 
 
+def test_flip_averaged_ensemble_is_the_mean_of_the_flip_averaged_members(anny_model):
+    """Through :class:`FlipAveraged` the correction is per row (the person and its mirror image)."""
+    a, b = _regressor(anny_model, 0), _regressor(anny_model, 1)
+    batch, _, _ = synthetic_people(anny_model, 3, seed=7)
+    fa, fb, fe = FlipAveraged(a, anny_model), FlipAveraged(b, anny_model), FlipAveraged(EnsembleRegressor([a, b]), anny_model)
+    f = fe.features(batch)
+
+    def raw(flip, reg):
+        p, _ = reg.regress_with(reg.fine_tuning_params(), f)
+        return 0.5 * (p[:, 0] + p[:, 1, flip.mirror_index] * flip.mirror_sign)
+
+    with torch.no_grad():
+        expected = a.decode(0.5 * (raw(fa, a) + raw(fb, b)))
+        got = fe(f)
+        with torch.inference_mode():  # inference tensors have no version counter: computed afresh
+            inf = fe(fe.features(batch))
+    for k in ("global_orient", "body_pose", "betas", "cam"):
+        assert torch.allclose(got[k], expected[k], atol=1e-5), k
+        assert torch.allclose(inf[k], expected[k], atol=1e-5), k
+
+
 def test_eft_through_an_ensemble_of_one_network_twice_is_eft_of_that_network(anny_model):
     """Member 0 is fine-tuned at its own rate: with identical members the correction is zero and
     EFT gives what it gives on the single network (flip-averaged, as the main job runs)."""
@@ -77,6 +98,12 @@ def test_saved_and_loaded_ensemble_predicts_the_same(anny_model, tmp_path):
 
 
 def test_members_must_agree(anny_model):
+    from fit3d.regressors.base import PlainRegressor
+
+    with pytest.raises(TypeError, match="KeypointRegressor"):
+        EnsembleRegressor([_regressor(anny_model), PlainRegressor(_regressor(anny_model))])
+    with pytest.raises(TypeError, match="functional_call"):
+        PlainRegressor(EnsembleRegressor([_regressor(anny_model, 0), _regressor(anny_model, 1)]))
     with pytest.raises(ValueError, match="two or more"):
         EnsembleRegressor([_regressor(anny_model)])
     with pytest.raises(ValueError, match="differ in size"):
