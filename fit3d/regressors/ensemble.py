@@ -64,7 +64,7 @@ class EnsembleRegressor(Regressor):
         sizes = {_size(m) for m in members}
         if len(sizes) != 1:
             raise ValueError(f"ensemble members differ in size: {sorted(sizes)}")
-        if any(getattr(m, "num_prototypes", 0) for m in members):
+        if any(m.num_prototypes for m in members):
             raise ValueError("ensemble members must not have a prototype head")
         self.members = nn.ModuleList(members)
         first = members[0]
@@ -101,8 +101,8 @@ class EnsembleRegressor(Regressor):
             if last is not None and last[0]() is features and last[1] == key:
                 return last[2]
         with torch.no_grad():
-            raws = [m.regress_with(m.fine_tuning_params(), features)[0] for m in self.members]
-            out = torch.stack(raws).mean(0) - raws[0]
+            raws = self._raw_outputs(features)
+            out = raws.mean(0) - raws[0]
         self._last = None if key is None else (weakref.ref(features), key, out)
         return out
 
@@ -142,8 +142,15 @@ class EnsembleRegressor(Regressor):
         """
         if prototype is not None:
             raise ValueError("an ensemble has no prototype head")
-        raws = [m.regress_with(m.fine_tuning_params(), features)[0] for m in self.members]
-        return self.decode(torch.stack(raws).mean(0))
+        return self.decode(self._raw_outputs(features).mean(0))
+
+    def _raw_outputs(self, features: torch.Tensor) -> torch.Tensor:
+        """``(members, ..., n_params)``: each member's raw output with its own weights."""
+        return torch.stack([m.regress_with(m.fine_tuning_params(), features)[0] for m in self.members])
+
+    def __getstate__(self) -> dict:
+        """The module without the kept correction (a weak reference pickles not; a copy recomputes it)."""
+        return {**self.__dict__, "_last": None}
 
     def decode(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         """Member 0's ``decode`` (every member decodes alike)."""

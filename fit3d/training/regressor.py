@@ -16,7 +16,6 @@ Seeded; deterministic on CPU for a given thread count.
 from __future__ import annotations
 
 import glob
-
 import logging
 import time
 from pathlib import Path

@@ -194,7 +194,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     stats["regressor"] = rs
     resumed = [m["resumed_at_round"] for m in rs.get("members", [rs])]
     log(f"fit3d: regressor trained in {stats['seconds']['regressor']:.0f} s"
-        + (f" (resumed at round {', '.join(map(str, resumed))} of each member)" if any(resumed) else ""))
+        + (f" (resumed at round {', '.join(map(str, resumed))}"
+           + (" of its members)" if len(resumed) > 1 else ")") if any(resumed) else ""))
     write_json(out_dir / "setup.json", stats)
     partial.unlink(missing_ok=True)
     remove_checkpoints(checkpoint)

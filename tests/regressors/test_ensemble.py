@@ -1,6 +1,7 @@
 """Deep ensembles of regressors: the mean of the members, fine-tuned through member 0 by EFT."""
 
 import copy
+import pickle
 
 import pytest
 import torch
@@ -92,6 +93,10 @@ def test_saved_and_loaded_ensemble_predicts_the_same(anny_model, tmp_path):
     save_regressor(ens, tmp_path / "ens.pt")
     back = load_regressor(tmp_path / "ens.pt")
     assert isinstance(back, EnsembleRegressor) and len(back.members) == 3
+    batch0, _, _ = synthetic_people(anny_model, 2, seed=4)
+    ens.correction(ens.features(batch0))  # a correction kept from a call does not stop pickling or copying
+    assert ens._last is not None
+    assert pickle.loads(pickle.dumps(ens))._last is None and copy.deepcopy(ens)._last is None
     batch, _, _ = synthetic_people(anny_model, 2, seed=5)
     with torch.no_grad():
         assert torch.equal(back.predict(batch)["body_pose"], ens.predict(batch)["body_pose"])
