@@ -71,6 +71,36 @@ def write_torch(path: str | Path, obj) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def read_torch(path: str | Path, weights_only: bool = True) -> dict:
+    """Load a file written by :func:`write_torch` (weights, checkpoints) onto the CPU.
+
+    ``weights_only``: torch's safe loader (tensors, numbers, strings, containers), as for every
+    weights file fit3d ships; False only for fit3d's own training checkpoints (optimiser and
+    random-number states).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a torch file holding a dict (another format, cut short, empty), with
+            the path and torch's reason in one line.
+    """
+    import pickle
+
+    import torch
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not zipfile.is_zipfile(path):  # what torch.save writes (an empty or cut-short file is not one)
+        raise ValueError(f"{path} is not a torch file (torch.save writes a zip archive)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
+        reason = str(e).split("WeightsUnpickler error:")[-1].strip() or type(e).__name__
+        raise ValueError(f"{path} is not a readable torch file of weights ({reason.splitlines()[0][:200]})") from e
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not fit3d's weights")
+    return obj
+
+
 def write_json(path: str | Path, obj) -> None:
     """Save ``obj`` as indented JSON at ``path``, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())

@@ -282,7 +282,8 @@ class NeuralAnnot:
 
         Raises:
             ValueError: the checkpoint is in the selection phase but this configuration holds
-                no people out (a different ``holdout`` or a smaller set).
+                no people out (a different ``holdout`` or a smaller set); the checkpoint is not
+                one of this annotator's (another file, another network size).
         """
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -443,10 +444,16 @@ class NeuralAnnot:
         state); returns whether it did."""
         if self.checkpoint is None or not self.checkpoint.is_file():
             return False
-        ck = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
-        self._module().load_state_dict(ck["model"]["state_dict"])
-        opt.load_state_dict(ck["optimizer"])
-        self.epoch, self.log = int(ck["epoch"]), list(ck["log"])
+        from fit3d.data.writers import read_torch
+
+        ck = read_torch(self.checkpoint, weights_only=False)  # fit3d's own file (optimiser state)
+        try:
+            self._module().load_state_dict(ck["model"]["state_dict"])
+            opt.load_state_dict(ck["optimizer"])
+            self.epoch, self.log = int(ck["epoch"]), list(ck["log"])
+        except (KeyError, TypeError, RuntimeError, ValueError) as e:  # another file, another annotator
+            raise ValueError(f"{self.checkpoint} is not a checkpoint of this annotator ({type(e).__name__}: "
+                             f"{str(e)[:200]}); delete it to train from the start") from e
         # checkpoints from before the length selection trained a fixed length
         self.phase = ck.get("phase", "final")
         self.held_out, self.selected_epochs = list(ck.get("held_out", [])), ck.get("selected_epochs")

@@ -198,11 +198,17 @@ def load_prior(path: str | Path) -> Prior:
     """A prior saved by :func:`save_prior`.
 
     Raises:
-        FileNotFoundError: missing file. ValueError: unknown kind.
+        FileNotFoundError: missing file. ValueError: not a prior's weights (another format, an
+            unknown kind, missing fields), in one line with the path.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from fit3d.data.writers import read_torch
+
+    state = read_torch(path)
     kind = state.get("kind")
     cls = {"gmm": GMMPrior, "vae": VAEPrior, "articulation": ArticulationPrior, "prototypes": PoseMemory}.get(kind)
     if cls is None:
         raise ValueError(f"{path}: unknown prior kind {kind!r}")
-    return cls.from_state(state)
+    try:
+        return cls.from_state(state)
+    except (KeyError, TypeError, RuntimeError) as e:  # missing fields, wrong shapes
+        raise ValueError(f"{path} is not a fit3d {kind} prior ({type(e).__name__}: {str(e)[:200]})") from e

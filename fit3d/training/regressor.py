@@ -303,10 +303,21 @@ def save_regressor(model, path) -> None:
 
 def load_regressor(path):
     """A regressor saved by :func:`save_regressor`: a :class:`KeypointRegressor`, or an
-    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` when the file holds several."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state.get("kind") == "ensemble":
-        from fit3d.regressors.ensemble import EnsembleRegressor
+    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` when the file holds several.
 
-        return EnsembleRegressor.from_state(state, KeypointRegressor)
-    return KeypointRegressor.from_state(state)
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a fit3d regressor (another format, a prior's weights, cut
+            short), in one line with the path.
+    """
+    from fit3d.data.writers import read_torch
+
+    state = read_torch(path)
+    try:
+        if state.get("kind") == "ensemble":
+            from fit3d.regressors.ensemble import EnsembleRegressor
+
+            return EnsembleRegressor.from_state(state, KeypointRegressor)
+        return KeypointRegressor.from_state(state)
+    except (KeyError, TypeError, RuntimeError) as e:  # missing fields, wrong shapes
+        raise ValueError(f"{path} is not a fit3d regressor ({type(e).__name__}: {str(e)[:200]})") from e

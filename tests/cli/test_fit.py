@@ -42,6 +42,11 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "o"), "--model", "smpl"])
     assert r.exit_code != 0 and "smpl.is.tue.mpg.de" in r.output
+    (tmp_path / "notes.md").write_text("# not a regressor")  # a wrong file given as --regressor
+    r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+                                 "--out", str(tmp_path / "o"), "--regressor", str(tmp_path / "notes.md")])
+    assert r.exit_code == 1 and "notes.md is not a torch file" in r.output and r.exception is not None
+    assert not isinstance(r.exception, ValueError) and not (tmp_path / "o").exists()  # stopped before writing
 
 
 def test_cli_says_which_images_are_written_incomplete(tmp_path, sample_dir, anny_model):

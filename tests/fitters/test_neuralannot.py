@@ -73,6 +73,21 @@ def test_training_lowers_2d_loss_and_resumes(tmp_path, anny_model, make_syntheti
 
 
 
+def test_a_checkpoint_of_something_else_is_a_clear_error(tmp_path, anny_model, make_synthetic, pose_set):
+    from fit3d.data.writers import write_torch
+
+    target, _, _ = make_synthetic(anny_model, 8, seed=2)
+    ck = tmp_path / "annotator.pt"
+    write_torch(ck, {"kind": "gmm"})  # a weights file given as the checkpoint
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8, lr=1e-3)
+    a = NeuralAnnot(anny_model, _net(anny_model), {"depth", "pretrain"}, pose_set, None, cfg, checkpoint=ck)
+    with pytest.raises(ValueError, match="not a checkpoint of this annotator.*delete it"):
+        a.fit_dataset(target, progress=False)
+    ck.write_text("text")
+    with pytest.raises(ValueError, match="is not a torch file"):
+        a.fit_dataset(target, progress=False)
+
+
 def test_epoch_streams_are_distinct_and_take_any_seed():
     from fit3d.fitters.neuralannot import _epoch_generator
 

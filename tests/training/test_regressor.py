@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
@@ -77,3 +78,20 @@ def test_ensemble_members_are_the_regressors_of_successive_seeds_and_resume(tmp_
 
     with pytest.raises(ValueError, match="prototype"):
         train_ensemble(ps, anny_model, 2, prototypes=torch.zeros(2, anny_model.num_body_joints, 3), **kw)
+
+
+def test_a_file_that_is_not_a_regressor_is_one_clear_error(tmp_path):
+    from fit3d.data.writers import write_torch
+    from fit3d.training.priors import load_prior
+
+    (tmp_path / "notes.txt").write_text("not weights")
+    with pytest.raises(ValueError, match="notes.txt is not a torch file"):
+        load_regressor(tmp_path / "notes.txt")
+    write_torch(tmp_path / "gmm.pt", {"kind": "gmm", "weights": torch.ones(2)})  # some other fit3d weights
+    with pytest.raises(ValueError, match="gmm.pt is not a fit3d regressor"):
+        load_regressor(tmp_path / "gmm.pt")
+    save_regressor(KeypointRegressor(5, 3, 2, width=16, blocks=1, iterations=1), tmp_path / "reg.pt")
+    with pytest.raises(ValueError, match="unknown prior kind"):
+        load_prior(tmp_path / "reg.pt")
+    with pytest.raises(ValueError, match="gmm.pt is not a fit3d gmm prior"):
+        load_prior(tmp_path / "gmm.pt")

@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from fit3d.data.writers import read_torch, write_torch
+
+
+class _NotWeights:
+    pass
+
+
+def test_read_torch_reads_what_write_torch_wrote(tmp_path):
+    write_torch(tmp_path / "w.pt", {"kind": "gmm", "means": torch.arange(3.0)})
+    back = read_torch(tmp_path / "w.pt")
+    assert back["kind"] == "gmm" and torch.equal(back["means"], torch.arange(3.0))
+
+
+def test_read_torch_turns_every_unreadable_file_into_one_value_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        read_torch(tmp_path / "missing.pt")
+    text = tmp_path / "README.md"
+    text.write_text("# not weights\n")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    write_torch(tmp_path / "whole.pt", {"a": torch.zeros(1000)})
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "whole.pt").read_bytes()[:2000])  # cut short
+    for name in ("README.md", "empty.pt", "cut.pt"):
+        with pytest.raises(ValueError, match="is not a torch file"):
+            read_torch(tmp_path / name)
+    write_torch(tmp_path / "list.pt", [1, 2])
+    with pytest.raises(ValueError, match="holds a list"):
+        read_torch(tmp_path / "list.pt")
+    write_torch(tmp_path / "object.pt", {"a": _NotWeights()})  # not loadable by the safe loader
+    with pytest.raises(ValueError, match="not a readable torch file of weights"):
+        read_torch(tmp_path / "object.pt")
+    assert isinstance(read_torch(tmp_path / "object.pt", weights_only=False)["a"], _NotWeights)
