@@ -117,7 +117,12 @@ def _last_error_line(job) -> str:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Dataset file (default: FITS/dataset.npz).")
 def merge(fits_dir, out):
-    """One dataset .npz (every person, every field, image path, shard) and the totals in FITS/summary.json."""
+    """One dataset .npz (every person, every field, image path, shard) and the totals in FITS/summary.json.
+
+    What exists is merged, exit 0; a warning line names the shards of the recorded i/n split that
+    left nothing (also 'missing_shards' in the totals), and the images still to refit. A fitting
+    run that later writes into FITS removes the dataset: merge again after it.
+    """
     from fit3d.pipeline.merge import write_merged
 
     with errors_as():
@@ -127,6 +132,10 @@ def merge(fits_dir, out):
                f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from shards "
                f"{', '.join(s['shards'])}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} -> {path}",
                err=True)
+    if s["missing_shards"]:
+        click.echo(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
+                   f"{fits_dir}: their images are not in the dataset; run them (--shard i/n), then merge again",
+                   err=True)
     if s["pending_failures"]:
         click.echo(f"fit3d: {len(s['pending_failures'])} images still have failed people "
                    f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -16,7 +15,8 @@ from fit3d.cli.options import check_device, errors_as, model_options
 @click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               help="Folder of .npz fits.")
 @click.option("--gt", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=True,
-              help="Ground truth: COCO keypoint .json (2D) or SPIN-style .npz (3D).")
+              help="Ground truth: COCO keypoint .json (2D), or SPIN-style .npz (2D; also 3D when it holds "
+                   "SPIN's 3D joints S, as SPIN's own files do; fit3d's spin export does not).")
 @click.option("--joints", type=click.Choice(["limbs12", "coco17"]), default="limbs12", show_default=True,
               help="Joints for MPJPE/PA-MPJPE (limbs12: shoulders, elbows, wrists, hips, knees, ankles).")
 @click.option("--per-sample", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -38,6 +38,9 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
     click.echo(f"{summary['count']:>6} {summary['fitted']:>6} {fmt(summary['mpjpe'], '8.1f'):>8} "
                f"{fmt(summary['pa_mpjpe'], '9.1f'):>9} {fmt(summary['error_2d_px'], '7.2f'):>7} "
                f"{fmt(summary['pck_05'], '8.3f'):>8} {fmt(summary['pck_10'], '7.3f'):>7} {summary['share_valid']:>6.2f}")
+    if summary["duplicate_ids"]:
+        click.echo(f"fit3d: {summary['duplicate_ids']} ground-truth people left out: their image and annotation id "
+                   "are used more than once (in the ground truth or in the fits), so they cannot be matched", err=True)
     write_json(out or fits_dir / "metrics.json", summary)
     if per_sample:
         write_per_sample(rows, per_sample)
@@ -96,11 +99,12 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no
               help="Benchmark .npz from 'fit3d benchmark make'.")
 @click.option("--fitter", type=click.Choice(["smplify", "eft", "regressor"]), default="smplify", show_default=True,
               help="regressor: the pretrained regressor alone (EFT with 0 steps; flip-averaged unless --no-flip).")
-@click.option("--prior", type=PRIOR_CHOICE, default=None, help="Pose prior (default: the fitter's default).")
+@click.option("--prior", type=PRIOR_CHOICE, default=None,
+              help="smplify and eft: pose prior (default: smplify gmm, eft none).")
 @click.option("--pose-space", type=click.Choice(["axis_angle", "latent"]), default="axis_angle", show_default=True,
-              help="SMPLify's pose variables: axis-angle, or the VAE prior's latent code.")
+              help="smplify: its pose variables, axis-angle or the VAE prior's latent code.")
 @click.option("--schedule", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SMPLify stage schedule (JSON/YAML, see 'fit3d print-schedule').")
+              help="smplify: its stage schedule (JSON/YAML, see 'fit3d print-schedule').")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="People per batched fit.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N people only.")
@@ -112,15 +116,23 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no
               help="torch device: cpu, cuda, cuda:1...")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="eft and regressor: flip test-time augmentation (as 'fit3d eft').")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="metrics .json.")
-def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, flip,
-                  out):
-    """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s."""
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="metrics .json (as printed: null for a metric without people).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, flip,
+                  out, no_progress):
+    """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s.
+
+    --prior applies to smplify and eft, --pose-space and --schedule to smplify, --flip/--no-flip to
+    eft and regressor; giving one to another fitter is a usage error (exit 2).
+    """
     from fit3d.body_models import build_body_model
-    from fit3d.data.writers import write_json
+    from fit3d.data.writers import json_text, write_json
     from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
     from fit3d.fitters.build import build_eft, build_smplify
 
+    check_fitter_options(ctx, fitter)
     data = load_benchmark(bench)
     with errors_as():
         body = build_body_model(str(data.get("model", "anny")), model_path, gender=gender, device=device)
@@ -128,9 +140,31 @@ def benchmark_run(bench, fitter, prior, pose_space, schedule, batch_size, limit,
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:
             f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip)
-    res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=True, label=fitter)
-    s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None), pose_space=pose_space,
-             bench=str(bench), flip=flip if fitter != "smplify" else None)
-    click.echo(json.dumps(s, indent=2))
+    res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=not no_progress, label=fitter)
+    s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None),
+             pose_space=pose_space if fitter == "smplify" else None, bench=str(bench),
+             flip=flip if fitter != "smplify" else None)
+    click.echo(json_text(s, strict=True))
     if out:
-        write_json(out, s)
+        write_json(out, s, strict=True)
+
+
+#: ``fit3d benchmark run``'s options that apply to some fitters only: parameter name -> fitters.
+FITTER_OPTIONS = {"prior": ("smplify", "eft"), "pose_space": ("smplify",), "schedule": ("smplify",),
+                  "flip": ("eft", "regressor")}
+
+
+def check_fitter_options(ctx: click.Context, fitter: str) -> None:
+    """Refuse a :data:`FITTER_OPTIONS` option given on the command line (not left at its default)
+    that ``fitter`` does not use, so that the output never records an option as used.
+
+    Raises:
+        click.UsageError: naming the option, the fitter and the fitters it applies to (exit 2).
+    """
+    from click.core import ParameterSource
+
+    for name, fitters in FITTER_OPTIONS.items():
+        if fitter not in fitters and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT):
+            option = next(p for p in ctx.command.params if p.name == name)
+            raise click.UsageError(f"{'/'.join(option.opts + option.secondary_opts)} does not apply to --fitter "
+                                   f"{fitter} (only to {' and '.join(fitters)})", ctx=ctx)

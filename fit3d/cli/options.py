@@ -81,8 +81,9 @@ def _parse_workers(ctx, param, value: str) -> int | None:
     return n
 
 
+MODEL_CHOICE = click.Choice(["anny", "smpl", "smplh", "smplx"])
 _MODEL_OPTIONS = [
-    click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
+    click.option("--model", type=MODEL_CHOICE, default="anny", show_default=True,
                  help="Body model. anny is bundled; the SMPL family needs --model-path."),
     click.option("--model-path", type=click.Path(path_type=Path), default=None,
                  help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
@@ -153,9 +154,19 @@ def errors_as(exception: type[click.ClickException] = click.ClickException):
         raise exception(str(e)) from e
 
 
-def model_options(f):
+#: ``--model`` of a command for the SMPL family (``setup-model``): no default, since anny, the
+#: other commands' default, needs none of it (it is refused with a one-line error).
+_REQUIRED_MODEL = click.option("--model", type=MODEL_CHOICE, required=True,
+                               help="Body model: smpl, smplh or smplx (anny's weights are bundled).")
+
+
+def model_options(f=None, *, model_required: bool = False):
     """Add ``--model``, ``--model-path``, ``--gender``, ``--device`` to a command, which receives
-    the built body model as ``body`` (a missing model file is a clean error)."""
+    the built body model as ``body`` (a missing model file is a clean error). ``--model``
+    defaults to anny, or, with ``model_required`` (``@model_options(model_required=True)``),
+    has no default and must be given (a usage error, exit 2, without it)."""
+    if f is None:
+        return functools.partial(model_options, model_required=model_required)
 
     @functools.wraps(f)
     def command(*args, **kwargs):
@@ -166,6 +177,6 @@ def model_options(f):
             body = build_body_model(spec["model"], spec["model_path"], gender=spec["gender"], device=spec["device"])
         return f(*args, body=body, **kwargs)
 
-    for option in reversed(_MODEL_OPTIONS):
+    for option in reversed([_REQUIRED_MODEL, *_MODEL_OPTIONS[1:]] if model_required else _MODEL_OPTIONS):
         command = option(command)
     return command

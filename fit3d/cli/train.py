@@ -119,7 +119,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
               help="A smoke-test set-up in about a minute (few poses, short training): checks an installation and "
                    "a model file; its weights are not good enough to fit with.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@model_options
+@model_options(model_required=True)
 def setup_model_cmd(max_poses, regressor_rounds, retarget_iterations, quick, no_progress, body):
     """Learn a SMPL-family model's priors (GMM, VAE, articulation, prototypes) and EFT regressor from the
     bundled CMU mocap, once; fitting commands then use them for that model file with no further options."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -101,9 +102,34 @@ def read_torch(path: str | Path, weights_only: bool = True) -> dict:
     return obj
 
 
-def write_json(path: str | Path, obj) -> None:
-    """Save ``obj`` as indented JSON at ``path``, atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode())
+def write_json(path: str | Path, obj, strict: bool = False) -> None:
+    """Save ``obj`` as indented JSON at ``path``, atomically (:func:`json_text`)."""
+    atomic_write_bytes(path, (json_text(obj, strict) + "\n").encode())
+
+
+def json_text(obj, strict: bool = False) -> str:
+    """``obj`` as indented JSON text (numpy values as numbers and lists, paths as strings).
+
+    ``strict``: valid JSON, with every non-finite float (NaN, +-inf, numpy's too) written as
+    ``null`` (:func:`finite_or_none`); otherwise Python's bare ``NaN`` / ``Infinity``.
+    """
+    if strict:
+        obj = finite_or_none(obj)
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=not strict)
+
+
+def finite_or_none(obj):
+    """``obj`` with every non-finite float replaced by None, through dicts, lists, tuples and numpy
+    values (arrays become lists); other values as they are."""
+    if isinstance(obj, (np.ndarray, np.generic)):
+        obj = obj.tolist()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
 
 
 def _json_default(o):

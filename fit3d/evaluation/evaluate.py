@@ -5,7 +5,12 @@ Fits are matched to ground truth by the image's path relative to the image folde
 file's ``annot_id`` column, which ``fit3d export --format spin`` writes, else the row index,
 as :func:`fit3d.data.spin.read_spin` assigns). COCO annotation ids are unique
 within a file; ids used more than once are flagged by the reader (as when fitting) and
-those people are left out on both sides and counted as ``duplicate_ids``. Metrics are computed on the fitted people;
+those people are left out on both sides and counted as ``duplicate_ids``. A SPIN file's ids
+need be unique only within an image (an export of fits from OpenPose numbers people per
+image), since people are matched by image and id: only an ``(imgname, annot_id)`` pair used
+more than once is a duplicate. 3D metrics (MPJPE, PA-MPJPE) need 3D ground truth: SPIN's
+``S`` (24, 4) joints, which SPIN's own dataset files hold and ``fit3d export --format spin``
+does not write; without it only the 2D metrics are computed. Metrics are computed on the fitted people;
 ``share_fitted`` and ``share_valid`` say how many ground-truth people that is.
 """
 
@@ -67,19 +72,22 @@ def _gt_coco(path: Path) -> list[dict]:
 
 
 def _gt_spin(path: Path) -> list[dict]:
+    """Ground-truth people of a SPIN ``.npz`` (:func:`fit3d.data.spin.load_spin_npz`): 2D ``part``,
+    3D ``S`` when the file has it; ``duplicate`` when another row has the same image and id."""
     from fit3d.data.conventions import SPIN24
     from fit3d.data.spin import load_spin_npz, spin_annot_ids, spin_bbox
 
     d = load_spin_npz(path)
     boxes = spin_bbox(d["center"], d["scale"])
     ids = spin_annot_ids(d)
-    count = Counter(ids.tolist())
+    count = Counter(zip(map(str, d["imgname"]), ids.tolist()))  # people are matched by image and id
     rows = []
     for i, name in enumerate(d["imgname"]):
         kp = d["part"][i].astype(np.float32).copy()
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
         rows.append(dict(image=str(name), annot_id=int(ids[i]), names=list(SPIN24.names), keypoints_2d=kp,
-                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None, duplicate=count[int(ids[i])] > 1))
+                         bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None,
+                         duplicate=count[(str(name), int(ids[i]))] > 1))
     return rows
 
 

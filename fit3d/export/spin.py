@@ -5,7 +5,10 @@ centre and ``scale`` = box size / 200 (pixels), ``part`` (24, 3) the input 2D
 keypoints in SPIN's 24-joint order with visibility, ``pose`` (72,) SMPL axis-angle,
 ``shape`` (10,) betas, ``has_smpl`` = 1. SPIN's format has no camera: fit3d adds the
 full-frame ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and ``transl`` (3,)
-(metres, OpenCV camera frame), and ``annot_id``. SMPL fits only.
+(metres, OpenCV camera frame), and ``annot_id``: the input's annotation id, unique within an
+image (COCO's are unique in the file; OpenPose input numbers the people of each image), so
+``fit3d evaluate`` matches people by ``imgname`` and ``annot_id``. No 3D joints ``S``: SPIN's
+are its own 24-joint layout, not the body model's. SMPL fits only.
 """
 
 from __future__ import annotations

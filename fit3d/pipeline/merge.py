@@ -4,7 +4,10 @@
 leading dimension N (people), adds each person's ``image`` (relative path),
 ``image_size`` and ``shard`` of origin, and totals the shards' ``summary*.json`` files.
 Each shard writes only its own images and summary; nothing reads another shard's
-outputs until this merge, run once at the end.
+outputs until this merge, run once at the end. Shards of a recorded ``i/n`` split that left
+neither outputs nor a summary are listed as ``missing_shards`` (the merge still writes what
+exists). A fitting run that later writes into the folder removes the merged dataset
+(:func:`retire_merged`): it no longer holds those fits.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
 #: Per-image fields stored once: the joints must agree across the merged files; files of
 #: different keypoint layouts are merged in the union of their layouts (by name).
 SHARED_FIELDS = ("keypoint_names", "joint_names")
+#: The default dataset file of :func:`write_merged`, in the run folder.
+DATASET_FILE = "dataset.npz"
 #: Summary counters that are totalled over the shards' runs.
 COUNTS = ("images", "images_written", "images_already_done", "images_without_people", "images_failed",
           "images_incomplete", "people_fitted", "people_valid", "people_skipped", "people_failed", "input_errors",
@@ -44,7 +49,9 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         the counts of each summary file's latest run, summed (a resumed run's summary
         describes that run only; the people totals come from the outputs themselves), and
         ``settings``: the distinct fit settings the summaries record (one entry when every
-        shard agrees; :mod:`fit3d.pipeline.settings`).
+        shard agrees; :mod:`fit3d.pipeline.settings`), and ``missing_shards``: the ``"i/n"``
+        shards of every recorded split that left neither an output nor a summary
+        (:func:`missing_shards`).
     Raises:
         ValueError: the outputs hold different joints or fields (runs of different
             models or settings in one folder), or nothing to merge.
@@ -119,15 +126,29 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     for r in runs:
         if "settings" in r and r["settings"] not in settings:
             settings.append(r["settings"])
+    shards = sorted(set(map(str, arrays.get("shard", []))))
     return dict(
         people=n, people_fitted=int(fitted.sum()), people_valid=int((arrays.get("valid", fitted) & fitted).sum()),
         people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
         reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
                              mean=float(err.mean()) if len(err) else None),
-        shards=sorted(set(map(str, arrays.get("shard", [])))), unreadable_outputs=unreadable,
-        pending_failures=pending, pending_incomplete=incomplete, latest_runs_total=totals,
-        runs=[r.get("file") for r in runs], settings=settings,
+        shards=shards, missing_shards=missing_shards(shards + [str(r["shard"]) for r in runs if "shard" in r]),
+        unreadable_outputs=unreadable, pending_failures=pending, pending_incomplete=incomplete,
+        latest_runs_total=totals, runs=[r.get("file") for r in runs], settings=settings,
     )
+
+
+def missing_shards(seen: list[str]) -> list[str]:
+    """The shards ``"i/n"`` (one-based) of every split ``n`` that ``seen`` records, that ``seen``
+    lacks, in order: ``["2/2"]`` -> ``["1/2"]``. Entries that are not ``"i/n"`` are ignored.
+    A folder refitted with another split keeps its earlier outputs' shards, so each recorded
+    ``n`` is checked on its own."""
+    pairs = set()
+    for s in seen:
+        i, _, n = str(s).partition("/")
+        if i.isdigit() and n.isdigit():
+            pairs.add((int(i), int(n)))
+    return [f"{i}/{n}" for n in sorted({n for _, n in pairs}) for i in range(1, n + 1) if (i, n) not in pairs]
 
 
 def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:
@@ -144,10 +165,59 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
 
     fits_dir = Path(fits_dir)
     arrays, summary = merge_fits(fits_dir)
-    out = fits_dir / "dataset.npz" if out is None else Path(out)
+    out = fits_dir / DATASET_FILE if out is None else Path(out)
     write_npz(out, arrays)
     summary["dataset"] = str(out)
     path = fits_dir / "summary.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
     write_json(path, dict(existing, merged=summary))
     return out, summary
+
+
+def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
+    """Make an earlier merge of ``fits_dir`` no longer look current, before a run writes new fits
+    into it: the merged dataset files inside the folder (``dataset.npz``, or the ``--out`` that
+    ``summary.json``'s ``merged`` entry records) are removed (an unlink: atomic), then the
+    ``merged`` totals are dropped from ``summary.json`` (the file removed when it held nothing
+    else). A ``dataset.npz`` that is not a merge's output (no ``image``, ``shard``, ``annot_id``)
+    is kept. Nothing happens without an earlier merge.
+
+    Returns:
+        ``(removed, elsewhere)``: the dataset files removed, and a recorded dataset file outside
+        the folder (kept, but out of date); both empty without an earlier merge.
+    Raises:
+        ValueError: a dataset file or ``summary.json`` cannot be removed or rewritten.
+    """
+    from fit3d.data.writers import write_json
+
+    fits_dir = Path(fits_dir)
+    path = fits_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        summary = {}
+    merged = summary.pop("merged", None) if isinstance(summary, dict) else None
+    recorded = Path(merged["dataset"]) if isinstance(merged, dict) and merged.get("dataset") else None
+    found = [p for p in {fits_dir / DATASET_FILE, recorded} if p is not None and p.is_file()]
+    inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]
+    removed = [p for p in inside if p == recorded or _is_merged_dataset(p)]
+    try:
+        for p in removed:
+            p.unlink(missing_ok=True)
+        if merged is not None:
+            if summary:
+                write_json(path, summary)
+            else:  # a sharded folder's summary.json holds only the merged totals
+                path.unlink(missing_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot retire the merged dataset of {fits_dir} before writing new fits there: {e}") from e
+    return sorted(removed), [p for p in found if p not in inside]
+
+
+def _is_merged_dataset(path: Path) -> bool:
+    """Whether ``path`` reads as :func:`write_merged`'s output (per-person ``image``, ``shard``, ``annot_id``)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {"image", "shard", "annot_id"} <= set(z.files)
+    except (OSError, ValueError):
+        return False

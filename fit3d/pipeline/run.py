@@ -13,10 +13,15 @@
   recorded in the summary and in ``<image>.failed.json``, and its image is not written,
   so the next run fits it again. The summary counts every input and sets the exit code
   (:mod:`fit3d.pipeline.summary`).
+* A merged dataset (``fit3d merge``) never looks current after new fits: before a run writes
+  its first image into the folder it removes the folder's merged dataset and the ``merged``
+  totals of ``summary.json``, with one warning (:func:`fit3d.pipeline.merge.retire_merged`);
+  a run that writes nothing (a resume of a finished folder) keeps both.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import time
@@ -31,6 +36,7 @@ from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
 from fit3d.pipeline.batches import SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, interruptible
+from fit3d.pipeline.merge import retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
 from fit3d.pipeline.summary import RunCounts, versions
@@ -193,6 +199,23 @@ class _Job:
         self.out_dir = Path(config.out_dir)
         self.extra_defaults = dict(getattr(fitter, "extra_defaults", {}))
         self.bar = None
+        self.retired: list[str] | None = None  #: merged dataset files removed (None: not checked yet)
+
+    def before_writing(self) -> None:
+        """Once per run, before its first image's output: retire an earlier merge of the folder
+        (:func:`~fit3d.pipeline.merge.retire_merged`) and say so in one warning.
+
+        Raises:
+            ValueError: see :func:`~fit3d.pipeline.merge.retire_merged`.
+        """
+        if self.retired is not None:
+            return
+        removed, elsewhere = retire_merged(self.out_dir)
+        self.retired = [str(p) for p in removed]
+        what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
+        if what:
+            log.warning("%s (merged from the earlier fits of %s, which this run changes): run 'fit3d merge --fits %s' "
+                        "again when the fitting is done", "; ".join(what), self.out_dir, self.out_dir)
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""
@@ -245,6 +268,7 @@ class _Job:
                 c.failures.extend(failed[ii])
                 _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failed[ii]))
                 continue
+            self.before_writing()
             path = output_path(self.out_dir, img.image_key)
             try:
                 if img.dropped:  # marked before the .npz exists: an interruption between the two refits it
@@ -360,6 +384,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         processes=1 + len(shared.worker_pids) if shared else 1,  # (those that fitted)
         threads_per_process=pool.threads if shared and shared.worker_pids else torch.get_num_threads(),
     )
+    if job.retired:
+        summary["merged_dataset_removed"] = job.retired
     if config.check_settings:
         summary["settings"] = normalised(settings)
     if overwriting and not counts.interrupted and not counts.images_failed:  # every image refitted
@@ -414,12 +440,20 @@ def shard_file(out_dir: str | Path, stem: str, shard: tuple[int, int]) -> Path:
 
 
 def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) -> Path:
-    """Write a run's summary (:func:`shard_file` ``summary``); returns its path.
+    """Write a run's summary (:func:`shard_file` ``summary``); returns its path. The ``merged``
+    totals of an earlier ``fit3d merge`` that the file holds are kept (a run that wrote new fits
+    has removed them first: :meth:`_Job.before_writing`).
 
     Raises:
         ValueError: it cannot be written.
     """
     path = shard_file(out_dir, "summary", shard)
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    if isinstance(old, dict) and "merged" in old and "merged" not in summary:
+        summary = dict(summary, merged=old["merged"])
     try:
         write_json(path, summary)
     except OSError as e:

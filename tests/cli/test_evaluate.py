@@ -2,22 +2,73 @@
 
 import json
 
+import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from fit3d.cli.main import cli
 
 
-def test_benchmark_run_regressor_with_and_without_flip(tmp_path):
-    bench = tmp_path / "b.npz"
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    bench = tmp_path_factory.mktemp("bench") / "b.npz"
     r = CliRunner().invoke(cli, ["benchmark", "make", "--count", "6", "--out", str(bench)])
     assert r.exit_code == 0, r.output
+    return bench
+
+
+def test_benchmark_run_regressor_with_and_without_flip(tmp_path, bench):
     scores = {}
     for flag in ("--flip", "--no-flip"):
         out = tmp_path / f"{flag}.json"
         r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(bench), "--fitter", "regressor", flag,
                                      "--out", str(out)])
         assert r.exit_code == 0, r.output
+        assert "%|" in r.output  # a progress bar by default
         s = json.loads(out.read_text())
         assert s["fitter"] == "regressor" and s["flip"] == (flag == "--flip")
         scores[flag] = s["pa_mpjpe"]
     assert scores["--flip"] != scores["--no-flip"]  # the option reaches the regressor
+
+
+def _strict_json(text: str):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_benchmark_run_writes_valid_json_and_no_progress_bar_with_no_progress(tmp_path, bench):
+    data = dict(np.load(bench))
+    data["rare"] = np.zeros_like(data["rare"])  # no rare people: their metrics are NaN
+    common = tmp_path / "common.npz"
+    np.savez(common, **data)
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(common), "--fitter", "regressor", "--limit", "2",
+                                 "--no-progress", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "%|" not in r.output
+    printed, written = _strict_json(r.stdout), _strict_json(out.read_text())
+    assert printed == written and written["pa_mpjpe_rare"] is None and written["pa_mpjpe_common"] > 0
+    assert written["pose_space"] is None  # not smplify's: not recorded as used
+
+
+@pytest.mark.parametrize("fitter, options, named", [
+    ("regressor", ["--prior", "vae"], "--prior"),
+    ("regressor", ["--pose-space", "latent"], "--pose-space"),
+    ("eft", ["--pose-space", "latent"], "--pose-space"),
+    ("eft", ["--schedule", "s.json"], "--schedule"),
+    ("smplify", ["--no-flip"], "--flip/--no-flip"),
+])
+def test_benchmark_run_refuses_options_its_fitter_does_not_use(tmp_path, fitter, options, named):
+    any_file = tmp_path / "b.npz"  # refused before the benchmark is read
+    any_file.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(any_file), "--fitter", fitter, *options])
+    assert r.exit_code == 2 and f"{named} does not apply to --fitter {fitter}" in r.output, r.output
+
+
+def test_benchmark_run_prior_help_names_the_defaults():
+    from fit3d.fitters.build import DEFAULT_PRIOR
+
+    r = CliRunner().invoke(cli, ["benchmark", "run", "--help"])
+    assert f"default: smplify {DEFAULT_PRIOR}, eft none" in " ".join(r.output.split())

@@ -1,4 +1,4 @@
-"""``fit3d train-regressor``: a deep ensemble from ``--members``."""
+"""``fit3d train-regressor``: a deep ensemble from ``--members``; ``fit3d setup-model``'s options."""
 
 from click.testing import CliRunner
 
@@ -26,3 +26,11 @@ def test_train_regressor_refuses_prototypes_with_members(tmp_path):
                                  "--out", str(tmp_path / "r.pt")])
     assert r.exit_code == 2
 
+
+
+def test_setup_model_has_no_default_model_and_the_others_keep_anny():
+    r = CliRunner().invoke(cli, ["setup-model", "--quick"])  # anny, the others' default, needs no set-up
+    assert r.exit_code == 2 and "Missing option '--model'" in r.output, r.output
+    help_text = " ".join(CliRunner().invoke(cli, ["setup-model", "--help"]).output.split())
+    assert "[required]" in help_text and "default: anny" not in help_text
+    assert "[default: anny]" in " ".join(CliRunner().invoke(cli, ["train-regressor", "--help"]).output.split())

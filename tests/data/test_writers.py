@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -32,3 +33,18 @@ def test_read_torch_turns_every_unreadable_file_into_one_value_error(tmp_path):
     with pytest.raises(ValueError, match="not a readable torch file of weights"):
         read_torch(tmp_path / "object.pt")
     assert isinstance(read_torch(tmp_path / "object.pt", weights_only=False)["a"], _NotWeights)
+
+
+def test_strict_json_writes_non_finite_floats_as_null(tmp_path):
+    import json
+    import math
+
+    from fit3d.data.writers import json_text, write_json
+
+    obj = dict(a=float("nan"), b=[np.float32("inf"), 1.5, (np.float64(-np.inf),)], c=np.array([1.0, np.nan]), d=True,
+               e=tmp_path)
+    strict = dict(a=None, b=[None, 1.5, [None]], c=[1.0, None], d=True, e=str(tmp_path))
+    assert json.loads(json_text(obj, strict=True), parse_constant=lambda c: 1 / 0) == strict
+    write_json(tmp_path / "s.json", obj, strict=True)
+    assert json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: 1 / 0) == strict
+    assert math.isnan(json.loads(json_text(obj))["a"])  # not strict: Python's NaN, as before

@@ -108,3 +108,26 @@ def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
     (tmp_path / "nofits").mkdir()
     summary, _ = evaluate(tmp_path / "nofits", f)
     assert summary["count"] == 16 and summary["fitted"] == 0
+
+
+def test_spin_ids_that_repeat_across_images_are_matched_by_image_and_id(tmp_path):
+    """An export of fits from OpenPose numbers people per image: (image, id) is the key, not the id."""
+    rng = np.random.default_rng(0)
+    names = ["a.jpg", "a.jpg", "b.jpg", "b.jpg", "b.jpg"]
+    ids = np.array([0, 1, 0, 1, 1])  # b.jpg #1 twice: a real duplicate
+    part = np.concatenate([rng.uniform(50, 400, (5, 24, 2)), np.ones((5, 24, 1))], -1).astype(np.float32)
+    gt = tmp_path / "spin.npz"
+    write_npz(gt, dict(imgname=np.asarray(names), annot_id=ids, center=np.full((5, 2), 200, np.float32),
+                       scale=np.ones(5, np.float32), part=part))
+    fits = tmp_path / "fits"
+    for image, rows in (("a.jpg", [0, 1]), ("b.jpg", [2, 3])):
+        write_npz(fits / f"{image}.npz", dict(
+            image=np.str_(image), keypoint_names=np.asarray(SPIN24.names), annot_id=ids[rows],
+            status=np.asarray(["fitted"] * 2), valid=np.ones(2, bool), keypoints_2d_fit=part[rows, :, :2],
+            keypoints_3d=np.zeros((2, 24, 3), np.float32)))
+    summary, rows = evaluate(fits, gt)
+    assert summary["count"] == 3 and summary["fitted"] == 3 and summary["duplicate_ids"] == 2
+    assert summary["error_2d_px"] == pytest.approx(0, abs=1e-4) and summary["mpjpe"] is None  # no S: 2D only
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--out", str(tmp_path / "m.json")])
+    assert r.exit_code == 0, r.output
+    assert "fit3d: 2 ground-truth people left out: their image and annotation id are used more than once" in r.output

@@ -81,3 +81,55 @@ def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts
                     want = (d[k][i, list(d["keypoint_names"]).index(name)] if name in d["keypoint_names"]
                             else np.full(3, fill))
                     np.testing.assert_allclose(a[k][m, names.index(name)], want, atol=1e-6, err_msg=f"{aid} {k} {name}")
+
+
+def test_missing_shards_of_the_recorded_splits():
+    from fit3d.pipeline.merge import missing_shards
+
+    assert missing_shards(["2/2"]) == ["1/2"]
+    assert missing_shards(["1/1"]) == [] and missing_shards([]) == []
+    assert missing_shards(["1/3", "3/3", "1/1", "not a shard"]) == ["2/3"]  # each split on its own
+
+
+def test_merge_names_the_shards_that_did_not_run_and_a_later_run_retires_the_merge(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, shard=(1, 2), progress=False), problems)  # 2/2 only
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0, r.output  # what exists is merged (README: merge's partial results are warnings)
+    assert "warning: shard(s) 1/2 left no outputs or summary" in r.output
+    merged = json.loads((out / "summary.json").read_text())["merged"]
+    assert merged["missing_shards"] == ["1/2"] and merged["shards"] == ["2/2"]
+    assert (out / "dataset.npz").is_file()
+    s = run(images, fast_fitter, anny_model, RunConfig(out, shard=(0, 2), progress=False), problems)  # writes fits
+    assert not (out / "dataset.npz").exists() and not (out / "summary.json").exists()  # held only the merge
+    assert s["merged_dataset_removed"] == [str(out / "dataset.npz")]
+    _, again = merge_fits(out)
+    assert again["missing_shards"] == [] and again["shards"] == ["1/2", "2/2"]
+
+
+def test_a_run_that_writes_fits_removes_the_merged_dataset_and_a_resume_keeps_it(
+        tmp_path, sample_copy, anny_model, fast_fitter, caplog):
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    dataset, _ = write_merged(out)
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)  # a resume: writes nothing
+    assert s["this_run"]["images_written"] == 0 and "merged_dataset_removed" not in s
+    assert dataset.is_file() and json.loads((out / "summary.json").read_text())["merged"]["people"] == 14
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
+    assert s["this_run"]["images_written"] == 1 and not dataset.exists()
+    assert s["merged_dataset_removed"] == [str(dataset)]
+    summary = json.loads((out / "summary.json").read_text())
+    assert "merged" not in summary and "this_run" in summary
+    assert [m for m in caplog.messages if "removed" in m and "fit3d merge --fits" in m]
+    # a dataset.npz that is not a merge's output is not touched
+    np.savez(out / "dataset.npz", x=np.zeros(2))
+    run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
+    assert (out / "dataset.npz").is_file()
