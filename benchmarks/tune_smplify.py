@@ -11,7 +11,9 @@ default true as in ``fit3d eft``: flip test-time augmentation),
 ``finetune`` (list of the regressor's parameter-name prefixes fine-tuned per person),
 ``accept_ratio`` (EFT's per-person choice; default :data:`fit3d.fitters.eft.ACCEPT_RATIO`, 1.5, whatever
 ``finetune`` is: give 1.8 with the ``fast`` prefixes to match ``--finetune fast``; null: always
-fine-tuned) and
+fine-tuned),
+``follow`` (an object of :class:`~fit3d.fitters.follow.FollowConfig` fields, ``{}`` for its
+defaults: follow the keypoints from EFT's output; none by default) and
 ``prior`` (an extra pose prior; none by default for EFT); or, with ``"fitter":
 "neuralannot"``: any :class:`~fit3d.fitters.neuralannot.TrainConfig` field (``lr``, ``epochs``,
 ``stop_tolerance``, ``holdout``...; default: fit3d's) and ``recipes`` (default all), trained on
@@ -98,6 +100,7 @@ def build(body, weights: Path, cfg: dict):
     if cfg.get("fitter") == "eft":
         from fit3d.fitters import EFT
         from fit3d.fitters.eft import ACCEPT_RATIO, ANCHOR_WEIGHT
+        from fit3d.fitters.follow import FollowConfig
         reg = _regressor(weights, cfg)
         if cfg.get("flip", True):  # fit3d eft's default
             from fit3d.regressors.flip import FlipAveraged
@@ -106,7 +109,8 @@ def build(body, weights: Path, cfg: dict):
         return EFT(body, reg, steps=cfg.get("steps", 30), lr=cfg.get("lr", 3e-5),
                    anchor_weight=cfg.get("anchor", ANCHOR_WEIGHT), prior=prior, finetune=cfg.get("finetune"),
                    refine=cfg.get("refine", False), refine_schedule=[st for st in schedule if st.branch],
-                   accept_ratio=cfg.get("accept_ratio", ACCEPT_RATIO))
+                   accept_ratio=cfg.get("accept_ratio", ACCEPT_RATIO),
+                   follow=None if cfg.get("follow") is None else FollowConfig(**cfg["follow"]))
     protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
     return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos,
                    prototype_starts=cfg.get("prototype_starts", 2), depth_flips=cfg.get("depth_flips", True),

@@ -192,7 +192,7 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
 @click.command()
 @fit_options
 @click.option("--prior", type=PRIOR_CHOICE, default=None,
-              help="Pose prior (default: the best on the synthetic benchmark, see README; anny: bundled weights; "
+              help="Pose prior (default: gmm, the most accurate on the development benchmark, see README; anny: bundled weights; "
                    "SMPL family: see --prior-path).")
 @click.option("--prior-path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Prior weights: 'fit3d train-prior' output, SMPLify's gmm_08.pkl, or a VPoser v2 .ckpt.")
@@ -219,10 +219,11 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.command()
 @fit_options
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Fine-tuning steps per person (default 30).")
-@click.option("--lr", type=float, default=None, help="Fine-tuning learning rate.")
+@click.option("--lr", type=float, default=None,
+              help="Fine-tuning learning rate (default: the --finetune preset's: 3e-5 for all, 1.3e-4 for fast).")
 @click.option("--regressor", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Pretrained regressor (default: the bundled one for anny).")
-@click.option("--prior", type=PRIOR_CHOICE, default=None, help="Optional extra pose prior term.")
+@click.option("--prior", type=PRIOR_CHOICE, default=None, help="Optional extra pose prior term (default: none).")
 @click.option("--prior-path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Weights of --prior: 'fit3d train-prior' output, SMPLify's gmm_08.pkl, or a VPoser v2 .ckpt.")
 @click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
@@ -234,11 +235,16 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
               help="Flip test-time augmentation: average each person's prediction with its mirror image's and "
                    "fine-tune through the average (about 15 % slower; see README 'Latest numbers'; ignored for a "
                    "regressor with a prototype head).")
+@click.option("--follow", is_flag=True,
+              help="Follow the keypoints: after fine-tuning, move the body's own pose toward them (anchored at "
+                   "EFT's pose) and keep that per person where the residual falls 3x (exact keypoints; with "
+                   "annotator noise it rarely triggers and does not help; about 25 % slower; see README "
+                   "'How EFT works here').")
 @click.option("--fallback", is_flag=True,
               help="Also fit SMPLify and keep its fit per person where it reprojects 5x closer (clean keypoints of "
                    "poses the network does not know; about a third of the fits/s; see README 'EFT with an SMPLify "
                    "fallback').")
-def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, fallback):
+def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, follow, fallback):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 
     Example: fit3d eft --images coco/val2017 --out fits/
@@ -247,9 +253,10 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
     from fit3d.fitters.build import build_eft
 
     run_fit(opts, "eft", partial(build_eft, regressor_path=regressor, steps=steps, lr=lr, prior=prior,
-                                 prior_path=prior_path, refine=refine, finetune=finetune, flip=flip, fallback=fallback),
+                                 prior_path=prior_path, refine=refine, finetune=finetune, flip=flip, fallback=fallback,
+                                 follow=follow),
             dict(steps=steps, lr=lr, regressor=regressor, prior=prior, prior_path=prior_path, refine=refine,
-                 finetune=finetune, flip=flip, fallback=fallback),
+                 finetune=finetune, flip=flip, fallback=fallback, follow=follow),
             default_batch_size=(SMPLify if fallback else EFT).default_batch_size)
 
 

@@ -27,7 +27,7 @@ from fit3d.evaluation import metrics as M
 
 PROTOCOLS = ("subjects", "trials-v1")
 #: Fitter extras that say which hypothesis won; summarised as shares by :func:`run_benchmark`.
-HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints", "fallback")
+HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints", "fallback", "followed")
 
 
 def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
@@ -156,7 +156,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
         ``pa_mpjpe_rare``, ``mpjpe_common``, ``mpjpe_rare`` and ``share_valid_rare``; with the
         fitters' hypothesis extras, ``share_prototype`` (a prototype start won / was picked),
         ``share_prototype_rare``, ``share_depth_flip``, ``share_noisy`` (keypoints judged noisy) and
-        ``share_fallback`` (:class:`~fit3d.fitters.fallback.Fallback`'s secondary fit kept).
+        ``share_fallback`` (:class:`~fit3d.fitters.fallback.Fallback`'s secondary fit kept) and
+        ``share_followed`` (:mod:`fit3d.fitters.follow`'s refinement kept).
     """
     n = len(bench["keypoints_2d"]) if limit is None else min(limit, len(bench["keypoints_2d"]))
     conv = body_model.keypoint_convention
@@ -201,6 +202,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
         summary["share_noisy"] = float(per["noisy_keypoints"].mean())
     if "fallback" in per:
         summary["share_fallback"] = float(per["fallback"].mean())
+    if "followed" in per:
+        summary["share_followed"] = float(per["followed"].mean())
     if "rare" in bench:
         rare = np.asarray(bench["rare"][:n], dtype=bool)
         for k in ("pa_mpjpe", "mpjpe"):

@@ -12,6 +12,7 @@ from pathlib import Path
 from fit3d.body_models.base import BodyModel
 from fit3d.fitters.eft import EFT, FINETUNE_PRESETS
 from fit3d.fitters.fallback import Fallback
+from fit3d.fitters.follow import FollowConfig
 from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import load_schedule
@@ -90,7 +91,7 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
 def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: int | None = None,
               lr: float | None = None, prior: str | None = None, prior_path: str | Path | None = None,
               refine: bool = False, finetune: str = "all", flip: bool = True,
-              fallback: bool = False) -> EFT | Fallback:
+              fallback: bool = False, follow: bool = False) -> EFT | Fallback:
     """EFT on the pretrained regressor (:func:`load_body_regressor`), with EFT's own defaults
     for ``steps`` and ``lr`` when they are None and an optional extra pose prior.
 
@@ -102,6 +103,9 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     ``fallback``: also fit SMPLify (:func:`build_smplify`'s defaults) and keep its fit per person
     where it reprojects much closer (:class:`~fit3d.fitters.fallback.Fallback`; returns that
     :class:`Fallback` instead of the :class:`EFT`).
+
+    ``follow``: follow the keypoints from EFT's output where that pays
+    (:mod:`fit3d.fitters.follow`, its default :class:`~fit3d.fitters.follow.FollowConfig`).
 
     ``finetune``: a preset of :data:`fit3d.fitters.eft.FINETUNE_PRESETS` (which weights are
     fine-tuned per person, EFT's ``accept_ratio``, and the learning rate used when ``lr`` is None).
@@ -120,7 +124,7 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
     eft = EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,
-              accept_ratio=preset.accept_ratio, **kw)
+              accept_ratio=preset.accept_ratio, follow=FollowConfig() if follow else None, **kw)
     return Fallback(eft, build_smplify(body)) if fallback else eft
 
 

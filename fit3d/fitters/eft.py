@@ -23,7 +23,10 @@ a good prediction), and optionally any prior of
 its pretrained weights pick while it is fine-tuned. A regressor wrapped in
 :class:`~fit3d.regressors.flip.FlipAveraged` (``build_eft``'s default) is fine-tuned through
 its flip-averaged prediction: each person's weights see the person and its mirror image.
-``refine=True`` continues
+``follow`` (a :class:`~fit3d.fitters.follow.FollowConfig`) then moves the body model's own
+parameters toward the keypoints, anchored at the EFT pose, and keeps that only where the
+residual falls many times over (exact keypoints the network did not reach;
+:mod:`fit3d.fitters.follow`). ``refine=True`` continues
 with SMPLify's refinement stages from the EFT output (:meth:`SMPLify.fit_from`):
 the output and its limb depth flips are refined side by side, the best kept.
 """
@@ -40,6 +43,7 @@ from torch.func import functional_call, vmap
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
 from fit3d.fitters import losses as L
+from fit3d.fitters.follow import FollowConfig, follow_keypoints
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import refinement_stages
@@ -79,6 +83,8 @@ ACCEPT_RATIO = 1.5
 
 #: Values of EFT's ``FitResult.extras`` (without refinement) for people that were not fitted.
 EXTRA_DEFAULTS = dict(prototype=np.int64(-1), finetuned=np.bool_(False))
+#: ... and with ``follow``.
+FOLLOW_DEFAULTS = dict(followed=np.bool_(False))
 
 class FinetunePreset(NamedTuple):
     """A ``--finetune`` preset: which weights get a per-person copy and the rates that go with them.
@@ -149,7 +155,10 @@ class EFT:
             mean reprojection error (px) exceeds ``accept_ratio`` times the fine-tuned one's or
             the prediction is not valid (``valid_fraction``), else keep the prediction
             (:data:`ACCEPT_RATIO`; ``None``: always the fine-tuned output, as in the paper).
-            Applied before ``refine``.
+            Applied before ``follow`` and ``refine``.
+        follow: a :class:`~fit3d.fitters.follow.FollowConfig`: follow the keypoints from the
+            EFT output (:func:`~fit3d.fitters.follow.follow_keypoints`), before ``refine``;
+            None: no.
 
     Raises:
         ValueError: ``finetune`` matches none of the regressor's parameters.
@@ -157,7 +166,8 @@ class EFT:
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`); extras
     ``prototype`` (the regressor's prototype pick, -1 without prototypes), ``finetuned``
     (bool: the fine-tuned output was kept, see ``accept_ratio``) and, with
-    ``refine``, ``depth_flip`` and ``noisy_keypoints`` (see :meth:`SMPLify.__call__`).
+    ``refine``, ``depth_flip`` and ``noisy_keypoints`` (see :meth:`SMPLify.__call__`); with
+    ``follow``, ``followed`` (bool: the refinement toward the keypoints was kept).
     """
 
     name = "eft"
@@ -168,13 +178,14 @@ class EFT:
     def __init__(self, body_model: BodyModel, regressor, steps: int = 30, lr: float = 3e-5, shape_weight: float = 1.0,
                  prior=None, prior_weight: float = 1.0, refine: bool = False, refine_schedule=None,
                  valid_fraction: float = VALID_ERROR_FRACTION, finetune: tuple[str, ...] | None = None,
-                 anchor_weight: float = ANCHOR_WEIGHT, accept_ratio: float | None = ACCEPT_RATIO) -> None:
+                 anchor_weight: float = ANCHOR_WEIGHT, accept_ratio: float | None = ACCEPT_RATIO,
+                 follow: FollowConfig | None = None) -> None:
         self.body_model = body_model
         self.regressor = regressor.to(body_model.device).eval()
         self.steps, self.lr, self.shape_weight, self.anchor_weight = steps, lr, shape_weight, anchor_weight
         self.accept_ratio = accept_ratio
         self.prior, self.prior_weight = prior, prior_weight
-        self.refine = refine
+        self.refine, self.follow = refine, follow
         self.valid_fraction = valid_fraction
         names = list(self._named_parameters())
         self.finetune = None if finetune is None else ((finetune,) if isinstance(finetune, str) else tuple(finetune))
@@ -188,6 +199,8 @@ class EFT:
         self.extra_defaults = dict(EXTRA_DEFAULTS)
         if refine:
             self.extra_defaults.update(depth_flip=np.int64(-1), noisy_keypoints=np.bool_(False))
+        if follow is not None:
+            self.extra_defaults.update(FOLLOW_DEFAULTS)
 
     def _named_parameters(self) -> dict[str, torch.Tensor]:
         """The regressor's parameters as it reads them per person (``fine_tuning_params`` when it has one)."""
@@ -270,15 +283,25 @@ class EFT:
         params = dict(global_orient=out["global_orient"], body_pose=out["body_pose"], betas=out["betas"], transl=transl)
         steps = torch.full((B,), self.steps, dtype=torch.long, device=model.device)
         picked = pick if pick is not None else torch.full((B,), -1, dtype=torch.long, device=model.device)
+        extras = dict(prototype=picked, finetuned=finetuned)
+        if self.follow is not None:
+            followed = follow_keypoints(model, batch, params, self.follow)
+            params, steps = followed.params, steps + followed.iterations
+            extras["followed"] = followed.kept
+            if bool(followed.kept.any()):  # the fields of the followed people
+                with torch.no_grad():
+                    body = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
+                    proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
+                    err = reprojection_error_px(proj, batch.keypoints_2d)
         if self._refiner is not None:
             res = self._refiner.fit_from(batch, params)
             res.iterations = res.iterations + steps
-            res.extras.update(prototype=picked, finetuned=finetuned)
+            res.extras.update(extras)
             return res
         valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=params)
         return FitResult(**params, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,
                          reproj_error_px=err, valid=valid, loss=loss, iterations=steps,
-                         convention=model.keypoint_convention, extras=dict(prototype=picked, finetuned=finetuned))
+                         convention=model.keypoint_convention, extras=extras)
 
 
 def _where(mask: torch.Tensor, a, b):

@@ -62,6 +62,21 @@ def test_cli_says_which_images_are_written_incomplete(tmp_path, sample_dir, anny
     assert "1 written without their unreadable annotations (fitted again next run)" in r.output
 
 
+def test_eft_follow_is_recorded_and_written(tmp_path, sample_dir, anny_model):
+    import numpy as np
+
+    out = tmp_path / "fits"
+    args = ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--out", str(out),
+            "--no-progress", "--steps", "2", "--limit", "1"]
+    r = CliRunner().invoke(cli, args + ["--follow"])
+    assert r.exit_code == 0, r.output
+    d = np.load(next(out.glob("*.npz")))
+    assert d["followed"].dtype == bool and len(d["followed"]) == len(d["status"])
+    assert json.loads((out / "fit_settings.json").read_text())["follow"] is True
+    r = CliRunner().invoke(cli, args + ["--dry-run"])  # without --follow: other settings
+    assert r.exit_code == 1 and "follow" in r.output, r.output
+
+
 def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     out = tmp_path / "fits"
     args = ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--out", str(out),
@@ -190,7 +205,7 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
     assert pickle.loads(pickle.dumps(seen["make"])).keywords["steps"] == 3  # worker processes build it too
     assert seen["default_batch_size"] == 64
     assert seen["options"] == dict(steps=3, lr=None, regressor=None, prior=None, prior_path=None, refine=False,
-                                   finetune="all", flip=True, fallback=False)  # recorded as the run's settings
+                                   finetune="all", flip=True, fallback=False, follow=False)  # the run's settings
     from fit3d.cli.fit import fit_settings
 
     assert fit_settings(seen["opts"], "eft", seen["options"])["focal_length"] == 900.0
@@ -234,3 +249,16 @@ def test_eft_fallback_records_which_fit_was_kept(tmp_path, sample_dir, anny_mode
     fallback = np.concatenate([x["fallback"] for x in d])
     assert fitted.sum() >= 2 and fallback.dtype == bool and not fallback[~fitted].any()
     assert json.loads((out / "summary.json").read_text())["settings"]["fallback"] is True
+
+
+def test_help_names_the_defaults():
+    from fit3d.fitters.build import DEFAULT_PRIOR
+    from fit3d.fitters.eft import FINETUNE_PRESETS
+
+    r = CliRunner().invoke(cli, ["smplify", "--help"], terminal_width=400)
+    assert f"default: {DEFAULT_PRIOR}," in r.output
+    r = CliRunner().invoke(cli, ["eft", "--help"], terminal_width=400)
+    import re
+
+    said = {name: float(lr) for lr, name in re.findall(r"([0-9.]+e-[0-9]+) for (\w+)", r.output)}
+    assert said == {name: p.lr for name, p in FINETUNE_PRESETS.items()}

@@ -144,3 +144,21 @@ def test_an_invalid_prediction_is_always_fine_tuned(anny_model, make_synthetic, 
     assert start.valid.any() and not start.valid.all()
     res = EFT(anny_model, regressor, steps=10, lr=3e-3, accept_ratio=float("inf"), valid_fraction=fraction)(batch)
     assert torch.equal(res.extras["finetuned"], ~start.valid)  # only the invalid ones, despite the infinite ratio
+
+
+def test_follow_refines_where_it_pays_and_leaves_the_others_as_eft_fitted(anny_model, make_synthetic, regressor):
+    from fit3d.fitters.follow import FollowConfig
+
+    batch, _, _ = make_synthetic(anny_model, 4, seed=6)  # exact keypoints, a random network: far off
+    plain = EFT(anny_model, regressor, steps=5, lr=1e-3)(batch)
+    cfg = FollowConfig(anchor=0.01, ratio=1.5)
+    fol = EFT(anny_model, regressor, steps=5, lr=1e-3, follow=cfg)(batch)
+    kept = fol.extras["followed"]
+    assert kept.dtype == torch.bool and kept.any()
+    assert (fol.reproj_error_px[kept] < plain.reproj_error_px[kept]).all()
+    assert (fol.iterations[kept] == 5 + cfg.iterations).all() and (fol.iterations[~kept] >= 5).all()
+    for k in ("global_orient", "body_pose", "betas", "transl", "keypoints_2d_fit", "reproj_error_px"):
+        a, b = getattr(fol, k), getattr(plain, k)
+        assert torch.equal(a[~kept], b[~kept]), k  # the others: EFT's output as it was
+    assert torch.equal(fol.betas, plain.betas)
+    assert EFT(anny_model, regressor, follow=cfg).extra_defaults["followed"] == False  # noqa: E712 (numpy bool)
