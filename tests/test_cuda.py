@@ -32,6 +32,9 @@ def test_smplify_and_eft_on_cuda(cuda_model, cuda_batch):
     _check(build_eft(cuda_model, steps=3, refine=True)(cuda_batch), 8)
     _check(build_eft(cuda_model, steps=3, finetune="fast")(cuda_batch), 8)
     _check(build_eft(cuda_model, steps=3, flip=False)(cuda_batch), 8)
+    res = build_eft(cuda_model, steps=3, follow=True)(cuda_batch)  # follow the keypoints where it pays
+    _check(res, 8)
+    assert res.extras["followed"].device.type == "cuda"
     res = build_eft(cuda_model, steps=3, fallback=True)(cuda_batch)  # EFT (flip-averaged), SMPLify where it pays
     _check(res, 8)
     assert res.extras["fallback"].device.type == "cuda" and res.body_pose.device.type == "cuda"
@@ -103,6 +106,7 @@ def test_smpl_family_setup_and_fitters_on_cuda(tmp_path, smpl_like_dir, make_syn
     batch = batch.to("cuda")
     _check(build_smplify(smpl)(batch), 4)
     _check(build_eft(smpl, steps=3)(batch), 4)
+    _check(build_eft(smpl, steps=3, follow=True)(batch), 4)
     annot = build_neuralannot(smpl, epochs=1)
     annot.config.min_steps_per_epoch, annot.config.batch_size, annot.config.synthetic_batch = 2, 4, 4
     annot.fit_dataset(batch, progress=False)

@@ -62,3 +62,12 @@ def test_invalid_settings_and_shapes_are_errors(anny_model, make_synthetic):
         follow_keypoints(anny_model, batch, {k: v[:1] for k, v in params.items()})
     f = follow_keypoints(anny_model, batch, params, FollowConfig(iterations=0))  # nothing to run: nothing kept
     assert not f.kept.any() and (f.iterations == 0).all()
+
+
+def test_a_smpl_family_model_is_followed_too(smpl_like_dir, make_synthetic):
+    from fit3d.body_models import build_body_model
+
+    smpl = build_body_model("smpl", smpl_like_dir)
+    batch, params, _ = make_synthetic(smpl, 2, seed=3)
+    f = follow_keypoints(smpl, batch, _start(params, 1), FollowConfig())
+    assert f.kept.all() and (f.rms_after * 3 < f.rms_before).all()
