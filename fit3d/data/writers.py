@@ -81,8 +81,9 @@ def read_torch(path: str | Path, weights_only: bool = True) -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a torch file holding a dict (another format, cut short, empty), with
-            the path and torch's reason in one line.
+        ValueError: not a torch file holding a dict (another format, cut short, empty, classes
+            the loader cannot find), with the path and torch's reason in one line. torch's
+            legacy (non-zip) format is read too.
     """
     import pickle
 
@@ -90,11 +91,12 @@ def read_torch(path: str | Path, weights_only: bool = True) -> dict:
 
     if not Path(path).exists():
         raise FileNotFoundError(f"no such file: {path}")
-    if not zipfile.is_zipfile(path):  # what torch.save writes (an empty or cut-short file is not one)
-        raise ValueError(f"{path} is not a torch file (torch.save writes a zip archive)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
-    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile) as e:
+    except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError, ImportError,
+            ValueError, OSError) as e:
+        if not zipfile.is_zipfile(path):  # torch.save's format (torch's legacy format was tried above)
+            raise ValueError(f"{path} is not a torch file (torch.save writes a zip archive)") from e
         reason = str(e).split("WeightsUnpickler error:")[-1].strip() or type(e).__name__
         raise ValueError(f"{path} is not a readable torch file of weights ({reason.splitlines()[0][:200]})") from e
     if not isinstance(obj, dict):

@@ -167,7 +167,8 @@ class EFT:
     ``prototype`` (the regressor's prototype pick, -1 without prototypes), ``finetuned``
     (bool: the fine-tuned output was kept, see ``accept_ratio``) and, with
     ``refine``, ``depth_flip`` and ``noisy_keypoints`` (see :meth:`SMPLify.__call__`); with
-    ``follow``, ``followed`` (bool: the refinement toward the keypoints was kept).
+    ``follow``, ``followed`` (bool: the refinement toward the keypoints was kept; there ``loss``
+    is the refinement's objective, and ``iterations`` counts its steps wherever they ran).
     """
 
     name = "eft"
@@ -286,8 +287,9 @@ class EFT:
         extras = dict(prototype=picked, finetuned=finetuned)
         if self.follow is not None:
             followed = follow_keypoints(model, batch, params, self.follow)
-            params, steps = followed.params, steps + followed.iterations
+            params, steps = followed.params, steps + followed.iterations  # (steps run, also where not kept)
             extras["followed"] = followed.kept
+            loss = torch.where(followed.kept, followed.loss, loss)  # the refinement's objective where kept
             if bool(followed.kept.any()):  # the fields of the followed people
                 with torch.no_grad():
                     body = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"])

@@ -109,8 +109,12 @@ def upright(global_orient: torch.Tensor) -> torch.Tensor:
     return up[..., 2].pow(2)
 
 
-def rms_residual(projected: torch.Tensor, keypoints_2d: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` confidence-weighted RMS reprojection residual in nominal pixels (no robust cost)."""
+def rms_residual(projected: torch.Tensor, keypoints_2d: torch.Tensor, scale: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B,)`` confidence-weighted RMS reprojection residual in nominal pixels (no robust cost);
+    ``mask``: optional ``(K,)`` keypoint weights, as :func:`reprojection`'s."""
     conf = keypoints_2d[..., 2]
+    if mask is not None:
+        conf = conf * mask.to(conf)
     r2 = ((projected - keypoints_2d[..., :2]) * (NOMINAL_SCALE / scale)[:, None, None]).pow(2).sum(-1)
     return ((conf * r2).sum(-1) / conf.sum(-1).clamp(min=1e-6)).sqrt()

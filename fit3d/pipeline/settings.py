@@ -11,7 +11,9 @@ every :func:`fit3d.pipeline.run` from Python; NeuralAnnot keeps its own record,
   the record says an overwrite is under way (``"overwriting": true``), so an interrupted
   overwrite is not resumed by a run without ``overwrite``.
 * Settings are compared on the keys both records have, so an option added to fit3d later does
-  not lock older folders out. Folders fitted before this file existed are not given one (what
+  not lock older folders out; an option whose value in every older folder is known
+  (:data:`ADDED_LATER`, e.g. ``follow``: no older folder was fitted with it) compares as that
+  value, and a resume that matches writes the record again with the new keys. Folders fitted before this file existed are not given one (what
   most of their settings were is unknown); their ``fitter`` and ``model`` are read from one of
   their fits and compared, the rest resumes as before.
 """
@@ -28,6 +30,9 @@ from fit3d.data.writers import has_fit_files, iter_fit_files, read_fit, write_js
 
 SETTINGS_FILE = "fit_settings.json"
 _OVERWRITING = "overwriting"
+#: Settings recorded since a later version of fit3d, with the value every folder recorded
+#: before them was fitted with: a record without one compares as that value.
+ADDED_LATER = {"follow": False}
 
 
 def normalised(settings: dict) -> dict:
@@ -37,6 +42,7 @@ def normalised(settings: dict) -> dict:
 
 
 def _differences(old: dict, new: dict) -> list[str]:
+    old = dict({k: v for k, v in ADDED_LATER.items() if k in new}, **old)
     return [f"{k}: {old[k]!r} there, {new[k]!r} now" for k in sorted(set(old) & set(new) - {_OVERWRITING})
             if old[k] != new[k]]
 
@@ -71,6 +77,8 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
     diff = _differences(old, new)
     interrupted = bool(old.get(_OVERWRITING))
     if not diff and not interrupted:
+        if record and path.is_file() and set(new) - set(old):  # the record learns the keys added since
+            _write(path, new)
         return False
     if not has_fit_files(out_dir):
         if record:

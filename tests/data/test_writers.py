@@ -33,6 +33,8 @@ def test_read_torch_turns_every_unreadable_file_into_one_value_error(tmp_path):
     with pytest.raises(ValueError, match="not a readable torch file of weights"):
         read_torch(tmp_path / "object.pt")
     assert isinstance(read_torch(tmp_path / "object.pt", weights_only=False)["a"], _NotWeights)
+    torch.save({"a": torch.ones(2)}, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert torch.equal(read_torch(tmp_path / "legacy.pt")["a"], torch.ones(2))  # torch's old format still reads
 
 
 def test_strict_json_writes_non_finite_floats_as_null(tmp_path):

@@ -150,14 +150,16 @@ def test_follow_refines_where_it_pays_and_leaves_the_others_as_eft_fitted(anny_m
     from fit3d.fitters.follow import FollowConfig
 
     batch, _, _ = make_synthetic(anny_model, 4, seed=6)  # exact keypoints, a random network: far off
+    batch.keypoints_2d[2:, :10, 2] = 0  # two people with 13 labelled keypoints: below min_keypoints, not followed
     plain = EFT(anny_model, regressor, steps=5, lr=1e-3)(batch)
-    cfg = FollowConfig(anchor=0.01, ratio=1.5)
+    cfg = FollowConfig(anchor=0.01, ratio=1.5, min_keypoints=14)
     fol = EFT(anny_model, regressor, steps=5, lr=1e-3, follow=cfg)(batch)
     kept = fol.extras["followed"]
-    assert kept.dtype == torch.bool and kept.any()
+    assert kept.tolist() == [True, True, False, False]
+    assert (fol.loss[kept] < plain.loss[kept]).all()  # the refinement's objective, not EFT's stale one
     assert (fol.reproj_error_px[kept] < plain.reproj_error_px[kept]).all()
-    assert (fol.iterations[kept] == 5 + cfg.iterations).all() and (fol.iterations[~kept] >= 5).all()
-    for k in ("global_orient", "body_pose", "betas", "transl", "keypoints_2d_fit", "reproj_error_px"):
+    assert (fol.iterations[kept] == 5 + cfg.iterations).all() and (fol.iterations[~kept] == 5).all()
+    for k in ("global_orient", "body_pose", "betas", "transl", "keypoints_2d_fit", "reproj_error_px", "loss"):
         a, b = getattr(fol, k), getattr(plain, k)
         assert torch.equal(a[~kept], b[~kept]), k  # the others: EFT's output as it was
     assert torch.equal(fol.betas, plain.betas)

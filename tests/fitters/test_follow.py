@@ -71,3 +71,25 @@ def test_a_smpl_family_model_is_followed_too(smpl_like_dir, make_synthetic):
     batch, params, _ = make_synthetic(smpl, 2, seed=3)
     f = follow_keypoints(smpl, batch, _start(params, 1), FollowConfig())
     assert f.kept.all() and (f.rms_after * 3 < f.rms_before).all()
+
+
+def test_people_with_few_keypoints_and_keypoints_the_model_ignores(anny_model, make_synthetic, monkeypatch):
+    batch, params, _ = make_synthetic(anny_model, 3, seed=11)
+    batch.keypoints_2d[0, :10, 2] = 0  # 13 labelled: not refined at all
+    f = follow_keypoints(anny_model, batch, _start(params, 0), FollowConfig(min_keypoints=14))
+    assert f.kept.tolist() == [False, True, True] and f.iterations.tolist() == [0, 100, 100]
+    assert torch.isnan(f.loss[0]) and torch.isfinite(f.loss[1:]).all()
+    # a keypoint the model does not fit (weight 0) far off: it is in neither the loss nor the residuals
+    weights = torch.ones(len(anny_model.keypoint_convention))
+    weights[0] = 0
+    monkeypatch.setattr(anny_model, "keypoint_weights", lambda: weights)
+    batch.keypoints_2d[:, 0, :2] += 80.0
+    g = follow_keypoints(anny_model, batch, _start(params, 0), FollowConfig(min_keypoints=14))
+    assert g.kept.tolist() == [False, True, True] and (g.rms_after[1:] * 3 < g.rms_before[1:]).all()
+    assert g.rms_after[1:].max() < 5.0  # nominal px; with the ignored point counted it would stay above 80 / sqrt(23)
+
+
+def test_an_empty_batch(anny_model, make_synthetic):
+    batch, params, _ = make_synthetic(anny_model, 2, seed=1)
+    f = follow_keypoints(anny_model, batch.index(torch.arange(0)), {k: v[:0] for k, v in params.items()})
+    assert f.kept.shape == (0,) and f.params["body_pose"].shape[0] == 0

@@ -30,6 +30,22 @@ def test_a_folder_fitted_with_other_settings_is_not_resumed_into(tmp_path):
     assert _recorded(out)["flip"] is False
 
 
+def test_a_setting_added_later_compares_as_its_old_value_and_is_then_recorded(tmp_path):
+    out = tmp_path / "fits"
+    out.mkdir()
+    check_settings(out, dict(fitter="eft", flip=True))  # recorded before --follow existed
+    (out / "a.jpg.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"follow: False there, True now"):  # those fits were not followed
+        check_settings(out, dict(fitter="eft", flip=True, follow=True))
+    assert "follow" not in _recorded(out)
+    check_settings(out, dict(fitter="eft", flip=True, follow=False), record=False)  # a dry run records nothing
+    assert "follow" not in _recorded(out)
+    assert not check_settings(out, dict(fitter="eft", flip=True, follow=False))  # resumes, and the record learns it
+    assert _recorded(out) == dict(fitter="eft", flip=True, follow=False)
+    with pytest.raises(ValueError, match=r"follow: False there, True now"):
+        check_settings(out, dict(fitter="eft", flip=True, follow=True))
+
+
 def test_an_overwrite_is_recorded_once_it_finishes(tmp_path):
     out = tmp_path / "fits"
     out.mkdir()
