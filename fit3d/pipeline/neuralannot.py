@@ -11,12 +11,12 @@ from fit3d.data.batching import make_batch
 from fit3d.data.readers import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
 from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, make_output_dir, run, select_images,
-                              shard_file, usable_keypoints, write_summary)
+                              shard_file, skip_reason, write_summary)
 
 
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
-    """NeuralAnnot's target set: every person of ``images`` with at least ``min_visible``
-    usable keypoints, as one :class:`~fit3d.data.batching.PersonBatch` on the model's device.
+    """NeuralAnnot's target set: every person of ``images`` that a fitting run would fit (at
+    least ``min_visible`` usable keypoints, not all on one line: :func:`~fit3d.pipeline.run.skip_reason`), as one :class:`~fit3d.data.batching.PersonBatch` on the model's device.
 
     Raises:
         ValueError: no such person.
@@ -24,7 +24,7 @@ def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int =
     from fit3d.fitters.neuralannot import stack_batches
 
     conv = body_model.keypoint_convention
-    people = [p for r in images for p in r.people if usable_keypoints(p, conv)[0] >= min_visible]
+    people = [p for r in images for p in r.people if skip_reason(p, conv, min_visible) is None]
     if not people:
         raise ValueError("no person with enough keypoints to train on")
     return stack_batches([make_batch(people[s : s + 256], conv, device=body_model.device)

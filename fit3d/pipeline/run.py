@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fit3d.data.batching import person_camera, sanitize_keypoints
@@ -146,11 +147,45 @@ def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[Im
     return todo, len(mine) - len(todo), len(mine)
 
 
+#: People whose usable keypoints lie within this many pixels (standard deviation) of one line
+#: are skipped: all on one point or one line, an annotation no 3D body can be fitted to (fitted,
+#: they came out "valid" at any depth).
+MIN_SPREAD_PX = 0.5
+
+
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
     """``(usable, non_finite)``: keypoints that are finite, labelled and known to the model."""
     clean, n_bad = sanitize_keypoints(person.keypoints_2d)
     mapped = convert(clean, person.convention, model_convention)
     return int((mapped[:, 2] > 0).sum()), n_bad
+
+
+def skip_reason(person: Person, model_convention, min_visible: int) -> str | None:
+    """Why ``person`` cannot be fitted from its keypoints, or None: fewer than ``min_visible``
+    usable keypoints (:func:`usable_keypoints`), or usable keypoints all on one point or line
+    (:func:`keypoint_spread_px` below :data:`MIN_SPREAD_PX`). The text before the first colon
+    is the reason's kind, counted in the summary."""
+    usable, n_bad = usable_keypoints(person, model_convention)
+    if usable < min_visible:
+        return f"too few usable keypoints: {usable} < {min_visible}" + (
+            f" ({n_bad} non-finite keypoints ignored)" if n_bad else "")
+    spread = keypoint_spread_px(person, model_convention)
+    if spread < MIN_SPREAD_PX:
+        return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX})"
+    return None
+
+
+def keypoint_spread_px(person: Person, model_convention) -> float:
+    """The spread (px) of a person's usable keypoints across their main line: the smaller
+    standard deviation of the centred points (second singular value / sqrt(n)); 0 when they
+    all lie on one point or one straight line."""
+    clean, _ = sanitize_keypoints(person.keypoints_2d)
+    mapped = convert(clean, person.convention, model_convention)
+    xy = mapped[mapped[:, 2] > 0, :2].astype(np.float64)
+    if len(xy) < 3:
+        return 0.0
+    sv = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
+    return float(sv[1] / np.sqrt(len(xy)))
 
 
 def layout_problems(images: list[ImageRecord], model_convention) -> list[InputProblem]:
@@ -229,13 +264,7 @@ class _Job:
         entries = []
         for ii, img in enumerate(images):
             for p in img.people:
-                usable, n_bad = usable_keypoints(p, self.conv)
-                reason = None
-                if usable < config.min_visible:
-                    reason = f"too few usable keypoints: {usable} < {config.min_visible}"
-                    if n_bad:
-                        reason += f" ({n_bad} non-finite keypoints ignored)"
-                entries.append((ii, p, reason))
+                entries.append((ii, p, skip_reason(p, self.conv, config.min_visible)))
         return entries, [p for _, p, r in entries if r is None]
 
     def finish(self, images: list[ImageRecord], entries: list[tuple], results: list[tuple]) -> None:

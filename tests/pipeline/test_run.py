@@ -50,7 +50,11 @@ def test_bad_inputs_are_recorded_not_lost(tmp_path, sample_copy, anny_model, fas
     """Missing image, NaN keypoints, a person with 2 visible keypoints and bad boxes: each recorded, rest fitted."""
     data = json.loads((sample_copy / "test_coco.json").read_text())
     anns = [a for a in data["annotations"] if a["num_keypoints"] >= 10]
-    nan_ann, two_ann, zero_box, nan_box, away_box = anns[:5]
+    nan_ann, two_ann, zero_box, nan_box, away_box, point_ann, line_ann = anns[:7]
+    for ann, xs in ((point_ann, [300] * 17), (line_ann, [300] * 17)):  # all on one pixel; all on one vertical line
+        kp = np.asarray(ann["keypoints"], dtype=float).reshape(17, 3)
+        kp[:, 0], kp[:, 1], kp[:, 2] = xs, 200 if ann is point_ann else np.linspace(100, 300, 17), 2
+        ann["keypoints"] = kp.ravel().tolist()
     kp = np.asarray(nan_ann["keypoints"], dtype=float).reshape(17, 3)
     kp[:, :2] = np.nan
     nan_ann["keypoints"] = [None if np.isnan(v) else v for v in kp.ravel().tolist()]
@@ -71,12 +75,16 @@ def test_bad_inputs_are_recorded_not_lost(tmp_path, sample_copy, anny_model, fas
     recs = _people(out)
     assert str(recs[nan_ann["id"]]["status"]) == "skipped" and "17 non-finite" in str(recs[nan_ann["id"]]["skip_reason"])
     assert str(recs[two_ann["id"]]["status"]) == "skipped" and "2 < 6" in str(recs[two_ann["id"]]["skip_reason"])
+    for ann in (point_ann, line_ann):
+        assert str(recs[ann["id"]]["status"]) == "skipped", ann["id"]
+        assert str(recs[ann["id"]]["skip_reason"]).startswith("degenerate keypoints: all on one point or line")
     for a, why in ((zero_box, "empty box"), (nan_box, "non-finite box"), (away_box, "outside the image")):
         assert why in str(recs[a["id"]]["bbox_note"]) and np.isfinite(recs[a["id"]]["bbox"]).all()
         assert recs[a["id"]]["bbox"][2] > 10  # rebuilt around the keypoints
     r = s["this_run"]
     assert r["exit_code"] == 3 and r["input_errors"] >= 1  # an image could not be read
     assert r["skipped_by_reason"]["too few usable keypoints"] >= 2
+    assert r["skipped_by_reason"]["degenerate keypoints"] == 2
     every = {a["id"] for a in data["annotations"]}
     in_problems = {int(i) for p in problems for i in re.findall(r"\d+", p.reason.split("ids ")[-1])
                    if "annotations not fitted" in p.reason}
