@@ -99,7 +99,31 @@ def _warn_if_reduced(folder: Path) -> None:
 
 
 def setup_hint(body) -> str:
-    """One line saying how to make the missing weights of ``body``."""
+    """One line saying how to make the missing weights of ``body``, with the expected time
+    (:func:`fit3d.training.setup_model.expected_minutes`, rounded to 5 minutes)."""
+    from fit3d.training.setup_model import expected_minutes
+
     path = getattr(body, "model_file", None)
     return (f"run 'fit3d setup-model --model {body.name} --model-path {path.parent if path else 'DIR'}' once "
-            f"(about 35 minutes on a 2-core CPU) to learn the {body.name} priors and regressor from the bundled mocap")
+            f"(about {5 * round(expected_minutes() / 5)} minutes on a 2-core CPU with nothing else running, "
+            f"longer beside other jobs) to learn the {body.name} priors and regressor from the bundled mocap")
+
+
+#: What each of :data:`KINDS` is, for messages.
+KIND_NAMES = {"gmm": "GMM prior", "vae": "VAE prior", "articulation": "articulation prior",
+              "prototypes": "prototype memory", "regressor": "pretrained regressor",
+              "pose_set": "retargeted pose set"}
+
+
+def existing_weights(body, kind: str) -> Path:
+    """:func:`weights_path`, checked to exist.
+
+    Raises:
+        KeyError: unknown kind.
+        FileNotFoundError: not made yet (a SMPL-family model before ``fit3d setup-model``),
+            in one line saying how to make it (:func:`setup_hint`).
+    """
+    path = Path(weights_path(body, kind))
+    if not path.is_file():
+        raise FileNotFoundError(f"no {KIND_NAMES[kind]} for this {body.name} model yet: {setup_hint(body)}")
+    return path

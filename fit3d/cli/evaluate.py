@@ -81,13 +81,13 @@ def benchmark():
 def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no_vertices, body):
     """Make a synthetic benchmark (fit3d.evaluation.benchmark: protocols; fit3d.training.synthetic:
     cameras and 2D errors)."""
-    from fit3d.body_models.weights import weights_path
+    from fit3d.body_models.weights import existing_weights
     from fit3d.data.writers import write_npz
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.training.priors import load_pose_set
 
-    with errors_as():
-        bench = make_benchmark(load_pose_set(poses or weights_path(body, "pose_set")), body, n=count, seed=seed,
+    with errors_as():  # (a SMPL-family model not set up yet: one line saying to run fit3d setup-model)
+        bench = make_benchmark(load_pose_set(poses or existing_weights(body, "pose_set")), body, n=count, seed=seed,
                                protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices,
                                subjects=None if subjects is None else tuple(s.strip() for s in subjects.split(",")))
     write_npz(out, bench)

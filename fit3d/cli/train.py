@@ -11,7 +11,31 @@ import click
 from fit3d.cli.options import errors_as, model_options
 
 POSES_HELP = ("Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; for a SMPL-family model "
-              "the set 'fit3d setup-model' retargeted to it).")
+              "(--model, --model-path) the set 'fit3d setup-model' retargeted to it).")
+
+
+def default_pose_set(poses: Path | None, body) -> Path:
+    """``--poses``, or the pose set of ``body`` (anny: the bundled one; the SMPL family: the one
+    ``fit3d setup-model`` made).
+
+    Raises:
+        FileNotFoundError: a SMPL-family model not set up yet, saying what to run.
+    """
+    from fit3d.body_models.weights import existing_weights
+
+    return poses if poses is not None else existing_weights(body, "pose_set")
+
+
+def check_people(ctx, param, value: int) -> int:
+    """``--people`` of ``train-regressor``: at least one training batch per round
+    (:data:`fit3d.training.regressor.REGRESSOR_BATCH_SIZE`); else a usage error naming both."""
+    from fit3d.training.regressor import REGRESSOR_BATCH_SIZE
+
+    if value < REGRESSOR_BATCH_SIZE:
+        raise click.BadParameter(f"{value} is fewer than the training batch size, {REGRESSOR_BATCH_SIZE}: a round "
+                                 f"trains on full batches only; give at least {REGRESSOR_BATCH_SIZE}",
+                                 ctx=ctx, param=param)
+    return value
 
 
 def torch_seed(seed: int = 0) -> None:
@@ -40,7 +64,8 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
     from fit3d.mocap.prepare import prepare_mocap
 
     torch_seed()
-    stats = prepare_mocap(list(sources), out, body, fps=fps, dedupe_m=dedupe_m, iterations=iterations)
+    with errors_as():
+        stats = prepare_mocap(list(sources), out, body, fps=fps, dedupe_m=dedupe_m, iterations=iterations)
     click.echo(json.dumps(stats, indent=2))
 
 
@@ -51,24 +76,28 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
               help=POSES_HELP)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt file.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def train_prior_cmd(kind, poses, out, seed):
+@model_options
+def train_prior_cmd(kind, poses, out, seed, body):
     """Train a learned pose prior on the training and validation subjects, never the test ones (seeded; the
-    bundled weights come from this command)."""
-    from fit3d.mocap import bundled_pose_set
+    bundled weights come from this command). Prototypes are posed on the body model (--model, --model-path),
+    which must be the pose set's."""
     from fit3d.training.priors import train_prior
 
     torch_seed(seed)
-    click.echo(json.dumps(train_prior(kind, poses or bundled_pose_set(), out, seed=seed), indent=2))
+    with errors_as():
+        stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body)
+    click.echo(json.dumps(stats, indent=2))
 
 
 @click.command("train-regressor")
 @click.option("--poses", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
-              help="Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; training subjects only).")
+              help=POSES_HELP + " Only its training subjects are read.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt.")
 @click.option("--rounds", type=click.IntRange(min=1), default=None,
               help="Rounds of fresh synthetic people (default: the shipped setting, "
                    "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: 25-30 min on 2 CPU cores).")
-@click.option("--people", type=int, default=8192, show_default=True, help="People per round.")
+@click.option("--people", type=int, default=8192, show_default=True, callback=check_people,
+              help="People per round: at least the training batch size, 256.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (of member k: SEED + k).")
 @click.option("--members", type=click.IntRange(min=1), default=None,
               help="Regressors in a deep ensemble, trained alike from seeds SEED, SEED+1, ...; EFT fine-tunes the "
@@ -82,7 +111,6 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
     member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
-    from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
     from fit3d.training.regressor import (REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, save_regressor,
                                           train_ensemble)
@@ -92,16 +120,16 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
         raise click.UsageError("--prototypes needs --members 1 (each member would pick its own prototype)")
     torch_seed(seed)
     protos = None
-    if prototypes is not None:
-        from fit3d.training.priors import load_prior
-
-        protos = load_prior(prototypes).prototypes
     with errors_as():
-        pose_set = load_pose_set(poses or weights_path(body, "pose_set"))
-    size = {} if rounds is None else {"rounds": rounds}
-    checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
-    model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed, prototypes=protos,
-                                  checkpoint=checkpoint, **size)
+        if prototypes is not None:
+            from fit3d.training.priors import load_prior
+
+            protos = load_prior(prototypes).prototypes
+        pose_set = load_pose_set(default_pose_set(poses, body))
+        size = {} if rounds is None else {"rounds": rounds}
+        checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
+        model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed,
+                                      prototypes=protos, checkpoint=checkpoint, **size)
     save_regressor(model.cpu(), out)
     remove_checkpoints(checkpoint)
     click.echo(json.dumps(stats, indent=2))
@@ -116,8 +144,9 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
 @click.option("--retarget-iterations", type=click.IntRange(min=1), default=300, show_default=True,
               help="Inverse-kinematics steps when retargeting the bundled mocap.")
 @click.option("--quick", is_flag=True,
-              help="A smoke-test set-up in about a minute (few poses, short training): checks an installation and "
-                   "a model file; its weights are not good enough to fit with.")
+              help="A smoke-test set-up in a few minutes (few poses, short training; about 1 min on 2 CPU cores, "
+                   "plus anny's ~2 min build on a first run): checks an installation and a model file; its weights "
+                   "are not good enough to fit with.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @model_options(model_required=True)
 def setup_model_cmd(max_poses, regressor_rounds, retarget_iterations, quick, no_progress, body):

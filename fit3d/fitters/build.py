@@ -68,8 +68,11 @@ def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | P
                    prototypes=memory, depth_flips=depth_flips)
 
 
-def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = None):
+def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = None,
+                        option: str | None = "--regressor"):
     """The pretrained keypoint regressor for ``body``: ``regressor_path`` or the bundled one.
+    ``option``: the caller's option that names a regressor file, for the message when there is
+    none (None: the caller has no such option).
 
     Raises:
         FileNotFoundError: no such file (none is bundled for this model).
@@ -80,8 +83,8 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
 
     path = regressor_path or weights_path(body, "regressor")
     if not Path(path).is_file():
-        raise FileNotFoundError(f"no pretrained regressor for this {body.name} model yet: {setup_hint(body)} "
-                                "(or pass --regressor)")
+        raise FileNotFoundError(f"no pretrained regressor for this {body.name} model yet: {setup_hint(body)}"
+                                + (f" (or pass {option})" if option else ""))
     reg = load_regressor(path)
     if reg.num_keypoints != len(body.keypoint_convention) or reg.num_joints != body.num_body_joints:
         raise ValueError(f"{path} was trained for another body model")
@@ -143,7 +146,7 @@ def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int =
     from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_pose_set
 
-    return NeuralAnnot(body, load_body_regressor(body), recipes,
+    return NeuralAnnot(body, load_body_regressor(body, option=None), recipes,
                        pose_set=load_pose_set(weights_path(body, "pose_set")) if "depth" in recipes else None,
                        prior=build_prior("vae", body) if "prior" in recipes else None,
                        config=TrainConfig(epochs=epochs, holdout=holdout),

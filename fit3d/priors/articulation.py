@@ -58,7 +58,7 @@ class ArticulationPrior(Prior):
     """
 
     name = "articulation"
-    weight_scale = 10.0  # tuned on the training-trial benchmark (benchmarks/tune_priors.py)
+    weight_scale = 10.0  # tuned on the training-trial benchmark (benchmarks/tune_smplify.py)
     _MASKS = ((1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1))
 
     def __init__(self, num_joints: int = 19, embed: int = 8, hidden: int = 64, layers: int = 8,

@@ -16,7 +16,7 @@ class Prior(torch.nn.Module):
     name: str = "prior"
     #: Fitters multiply their ``pose_prior`` stage weights by this, so one schedule
     #: serves priors whose costs have different scales (tuned on the training-trial
-    #: benchmark by ``benchmarks/tune_priors.py``).
+    #: benchmark with ``benchmarks/tune_smplify.py``, whose configurations override it).
     weight_scale: float = 1.0
 
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:

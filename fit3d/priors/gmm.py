@@ -29,7 +29,7 @@ class GMMPrior(Prior):
     """
 
     name = "gmm"
-    weight_scale = 0.3  # tuned on the training-trial benchmark (benchmarks/tune_priors.py)
+    weight_scale = 0.3  # tuned on the training-trial benchmark (benchmarks/tune_smplify.py)
 
     def __init__(self, means, covars, weights) -> None:
         super().__init__()

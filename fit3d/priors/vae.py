@@ -50,7 +50,7 @@ class VAEPrior(Prior):
     """
 
     name = "vae"
-    weight_scale = 0.3  # tuned on the training-trial benchmark (benchmarks/tune_priors.py)
+    weight_scale = 0.3  # tuned on the training-trial benchmark (benchmarks/tune_smplify.py)
 
     def __init__(self, num_joints: int = 19, hidden: int = 512, latent: int = 32, recon_weight: float = 10.0) -> None:
         super().__init__()

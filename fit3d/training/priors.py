@@ -24,17 +24,35 @@ from fit3d.priors.vae import VAEPrior
 log = logging.getLogger(__name__)
 
 
+#: Arrays every pose set has (``fit3d prepare-mocap`` and ``fit3d setup-model`` write them).
+POSE_SET_KEYS = ("body_pose", "split", "joint_names")
+
+
 def load_pose_set(path: str | Path) -> dict[str, np.ndarray]:
     """A ``prepare-mocap`` ``.npz`` as a dict of arrays.
 
     Raises:
-        FileNotFoundError: missing file. KeyError: not a pose set.
+        FileNotFoundError: missing file.
+        ValueError: not a pose set (not an ``.npz`` of plain arrays, e.g. a JSON file or a
+            pickle, or one without :data:`POSE_SET_KEYS`, e.g. a per-image fit), in one line
+            with the path.
     """
-    with np.load(path, allow_pickle=False) as z:
-        d = {k: z[k] for k in z.files}
-    for k in ("body_pose", "split", "joint_names"):
-        if k not in d:
-            raise KeyError(f"{path} is not a pose set (no {k!r})")
+    import zipfile
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such pose set: {path}")
+    what = f"{path} is not a pose set from 'fit3d prepare-mocap' (an .npz of arrays)"
+    try:
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy: one array
+            raise ValueError("one array, not an .npz")
+        with z:
+            d = {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # another format, pickled objects, cut short
+        raise ValueError(f"{what}: {type(e).__name__}: {str(e)[:200]}") from e
+    missing = [k for k in POSE_SET_KEYS if k not in d]
+    if missing:
+        raise ValueError(f"{what}: no {', '.join(map(repr, missing))}")
     return d
 
 
@@ -46,7 +64,7 @@ def training_poses(pose_set: dict, include_val: bool = True, mirrored: bool = Tr
     (:func:`fit3d.training.augment.recombine`).
 
     Raises:
-        KeyError: the pose set has no subject split.
+        KeyError: the pose set has no subject split (:func:`load_pose_set` refuses such a file).
     """
     from fit3d.mocap.splits import training_mask
     from fit3d.training.augment import augmented_poses, mirror
@@ -69,7 +87,14 @@ def _seed(seed: int) -> torch.Generator:
 
 
 def train_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0) -> GMMPrior:
-    """SMPLify's 8-component full-covariance GMM (scikit-learn EM)."""
+    """SMPLify's 8-component full-covariance GMM (scikit-learn EM) on ``(N, J, 3)`` axis-angle poses.
+
+    Raises:
+        ValueError: fewer poses than components (``N < n_components``).
+    """
+    if len(poses) < n_components:
+        raise ValueError(f"{len(poses)} poses cannot train a GMM of {n_components} components: it needs at least "
+                         f"{n_components} poses (after mirroring and recombination)")
     return GMMPrior.fit(poses, n_components=n_components, seed=seed)
 
 
@@ -159,32 +184,55 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
                 include_val: bool = True, recombined: int = RECOMBINED_POSES, body_model=None, **kwargs) -> dict:
     """Train one prior kind (:data:`PRIOR_KINDS`) on the training subjects (:func:`training_poses`)
     and save it. ``prototypes`` (the PM-Net memory) needs the pose set's body model
-    (``body_model``, default: built from the pose set's ``model`` name).
+    (``body_model``; None: anny, for an anny pose set only, since the SMPL family needs its
+    licensed file); the other kinds do not use it.
 
     Returns:
         ``{kind, poses, seconds, path}``.
     Raises:
-        ValueError: unknown kind. KeyError: the pose set has no subject split.
+        ValueError: unknown kind, not a pose set (:func:`load_pose_set`), too few poses, or
+            ``prototypes`` of a pose set whose model is not ``body_model`` (or, with no
+            ``body_model``, not anny). FileNotFoundError: no such pose set.
     """
     t0 = time.perf_counter()
+    if kind not in PRIOR_KINDS:
+        raise ValueError(f"unknown prior kind {kind!r}; use one of {PRIOR_KINDS}")
     ps = load_pose_set(pose_set_path)
     x = training_poses(ps, include_val=include_val, recombined=recombined, seed=seed)
     if kind == "prototypes":
-        from fit3d.body_models import build_body_model
         from fit3d.training.prototypes import learn_prototypes
 
-        body_model = body_model or build_body_model(str(ps.get("model", "anny")))
-        prior = learn_prototypes(body_model, x, seed=seed, **kwargs)
+        prior = learn_prototypes(_pose_set_body(ps, pose_set_path, body_model), x, seed=seed, **kwargs)
     elif kind == "gmm":
         prior = train_gmm(x, seed=seed, **kwargs)
     elif kind == "vae":
         prior = train_vae(x, seed=seed, progress=progress, **kwargs)
-    elif kind == "articulation":
-        prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
     else:
-        raise ValueError(f"unknown prior kind {kind!r}; use one of {PRIOR_KINDS}")
+        prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
     save_prior(prior, out)
     return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
+
+
+def _pose_set_body(pose_set: dict, path, body_model=None):
+    """The body model that posed ``pose_set`` (its ``model``; a set without one is anny's):
+    ``body_model``, or, when None, anny built here.
+
+    Raises:
+        ValueError: the pose set is for another model than ``body_model``, or for a SMPL-family
+            model and no ``body_model`` is given (its licensed file is needed).
+    """
+    name = str(pose_set.get("model", "anny"))
+    if body_model is None:
+        if name != "anny":
+            raise ValueError(f"{path} is a {name} pose set: its prototypes need the {name} model (body_model=; "
+                             f"on the command line --model {name} --model-path DIR)")
+        from fit3d.body_models import build_body_model
+
+        return build_body_model("anny")
+    if body_model.name != name:
+        raise ValueError(f"{path} is a {name} pose set, not {body_model.name}'s: pass --model {name}"
+                         + (" --model-path DIR" if name != "anny" else "") + " or a pose set of the model")
+    return body_model
 
 
 def save_prior(prior: Prior, path: str | Path) -> None:

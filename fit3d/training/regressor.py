@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: 192 to 384 rounds the regressor alone went 88.1 -> 84.4 mm (mean of subjects 01 and 35
 #: with noise) and EFT 74.8 -> 74.5, no subject or noise level more than 1 mm worse.
 REGRESSOR_ROUNDS = 384
+#: People per training step (:func:`train_regressor`'s ``batch_size``): a round needs at least this many.
+REGRESSOR_BATCH_SIZE = 256
 #: Regressors in the shipped deep ensemble (:func:`train_ensemble`).
 REGRESSOR_MEMBERS = 1
 #: Noise scales of the training rounds (cycled): noise-free to twice the benchmark's.
@@ -125,7 +127,7 @@ def nearest_prototype(prototypes: torch.Tensor, body_pose: torch.Tensor) -> torc
 
 
 def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, people_per_round: int = 8192,
-                    epochs_per_round: int = 2, batch_size: int = 256, lr: float = 1e-3, seed: int = 0,
+                    epochs_per_round: int = 2, batch_size: int = REGRESSOR_BATCH_SIZE, lr: float = 1e-3, seed: int = 0,
                     progress: bool = True, include_val: bool = True, recombined: int | None = None,
                     prototypes: torch.Tensor | None = None, width: int = 192,
                     blocks: int = 2, checkpoint: str | Path | None = None) -> tuple[KeypointRegressor, dict]:
@@ -145,7 +147,11 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
             returns the finished model without training.
     Returns:
         ``(model, stats)``: the model on ``body_model.device``.
+    Raises:
+        ValueError: ``rounds``, ``epochs_per_round`` or ``batch_size`` < 1, or ``people_per_round``
+            < ``batch_size`` (a round of no full batch: no training step), naming both.
     """
+    check_training_size(rounds, people_per_round, epochs_per_round, batch_size)
     torch.manual_seed(seed)
     np.random.seed(seed)
     conv = body_model.keypoint_convention
@@ -198,6 +204,23 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
                        final=parts, resumed_at_round=start)
 
 
+def check_training_size(rounds: int, people_per_round: int, epochs_per_round: int = 2,
+                        batch_size: int = REGRESSOR_BATCH_SIZE) -> None:
+    """Refuse a :func:`train_regressor` size that makes no training step (the learning-rate
+    schedule needs at least one): each round trains on its full batches only.
+
+    Raises:
+        ValueError: ``rounds``, ``epochs_per_round`` or ``batch_size`` < 1, or ``people_per_round``
+            < ``batch_size``.
+    """
+    for name, value in (("rounds", rounds), ("epochs_per_round", epochs_per_round), ("batch_size", batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, not {value}")
+    if people_per_round < batch_size:
+        raise ValueError(f"people_per_round ({people_per_round}) must be >= batch_size ({batch_size}): "
+                         "a round trains on full batches only")
+
+
 def train_ensemble(pose_set: dict, body_model, members: int = REGRESSOR_MEMBERS, seed: int = 0,
                    checkpoint: str | Path | None = None, **kwargs):
     """Train ``members`` regressors alike (:func:`train_regressor`) from seeds ``seed``, ``seed + 1``, ...:
@@ -218,7 +241,8 @@ def train_ensemble(pose_set: dict, body_model, members: int = REGRESSOR_MEMBERS,
         ``stats`` (one member's) or ``{"members": [stats, ...]}``.
 
     Raises:
-        ValueError: ``members`` < 1, or ``prototypes`` with more than one member.
+        ValueError: ``members`` < 1, ``prototypes`` with more than one member, or a training size
+            of no step (:func:`check_training_size`).
     """
     if members < 1:
         raise ValueError(f"members must be >= 1, not {members}")

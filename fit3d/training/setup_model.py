@@ -31,6 +31,12 @@ STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototy
          "regressor": 14.4 * REGRESSOR_ROUNDS / 192 * REGRESSOR_MEMBERS}
 
 
+def expected_minutes() -> float:
+    """Minutes a full set-up is expected to take on a 2-core CPU with nothing else running
+    (the sum of :data:`STEPS`, ~48; measured beside the test suite and other runs: 72)."""
+    return sum(STEPS.values())
+
+
 @dataclass
 class SetupConfig:
     """How much to train (defaults: as the bundled anny weights).
@@ -57,8 +63,9 @@ class SetupConfig:
 
     @classmethod
     def quick(cls) -> "SetupConfig":
-        """A smoke-test set-up (about a minute on a CPU): few poses and short training, to
-        check an installation and a model file, not to fit with."""
+        """A smoke-test set-up (about a minute on a 2-core CPU, plus anny's ~2-minute build on a
+        first run; longer on a loaded machine): few poses and short training, to check an
+        installation and a model file, not to fit with."""
         return cls(max_poses=256, retarget_iterations=30, regressor_rounds=1, regressor_people=512,
                    regressor_members=1, recombined=0, vae_epochs=2, articulation_steps=50)
 
@@ -160,7 +167,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
         log(f"fit3d: resuming the set-up in {out_dir}: {', '.join(stats['seconds'])} done")
     else:
         log(f"fit3d: setting up {body.name} in {out_dir}; "
-            + (f"expected ~{sum(STEPS.values()):.0f} min on a 2-core CPU (less with --device cuda)" if full
+            + (f"expected ~{expected_minutes():.0f} min on a 2-core CPU alone, longer beside other jobs (less with "
+               "--device cuda)" if full
                else "reduced settings: expect less time and less accurate priors"))
     is_done = (lambda step, kind: step in stats["seconds"] and path(kind).is_file())  # noqa: E731
     if not is_done("retarget", "pose_set"):

@@ -72,3 +72,13 @@ def test_benchmark_run_prior_help_names_the_defaults():
 
     r = CliRunner().invoke(cli, ["benchmark", "run", "--help"])
     assert f"default: smplify {DEFAULT_PRIOR}, eft none" in " ".join(r.output.split())
+
+
+def test_benchmark_make_for_a_model_not_set_up_says_to_run_setup_model(tmp_path, smpl_like_dir):
+    """Before: 'Error: [Errno 2] No such file or directory: .../pose_set.npz'."""
+    r = CliRunner().invoke(cli, ["benchmark", "make", "--count", "8", "--model", "smpl", "--model-path",
+                                 str(smpl_like_dir), "--out", str(tmp_path / "b.npz")])
+    errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+    assert r.exit_code == 1 and len(errors) == 1, r.output
+    assert "no retargeted pose set for this smpl model yet: run 'fit3d setup-model --model smpl" in errors[0]
+    assert "Errno" not in r.output and not (tmp_path / "b.npz").exists()

@@ -34,8 +34,13 @@ def test_build_eft_and_its_errors(tmp_path, anny_model, smpl_like_dir):
     assert isinstance(fb, Fallback) and isinstance(fb.primary, EFT) and isinstance(fb.secondary, SMPLify)
     assert fb.primary.steps == 3 and fb.default_batch_size == SMPLify.default_batch_size  # the larger
     smpl = build_body_model("smpl", smpl_like_dir)
-    with pytest.raises(FileNotFoundError, match="setup-model"):
+    with pytest.raises(FileNotFoundError, match="setup-model.*or pass --regressor"):
         build_eft(smpl)
+    from fit3d.fitters.build import build_neuralannot
+
+    with pytest.raises(FileNotFoundError, match="setup-model") as e:  # neuralannot has no --regressor
+        build_neuralannot(smpl)
+    assert "--regressor" not in str(e.value)
     with pytest.raises(ValueError, match="another body model"):
         build_eft(smpl, regressor_path=bundled_regressor("anny"))
 

@@ -29,3 +29,63 @@ def test_a_vae_trains_on_fewer_poses_than_a_batch():
     assert m(x).mean() < untrained(x).mean()  # the training poses cost less than before training
     with pytest.raises(ValueError, match="no poses"):
         train_vae(poses[:0], progress=False)
+
+
+def _pose_set(path, n: int, model: str = "anny", joints: int = 19):
+    """A pose set of ``n`` training poses (joint names of anny's sides, so mirroring works)."""
+    import numpy as np
+
+    names = ["root"] + [f"{side}_joint{j}" for j in range((joints - 1) // 2) for side in ("left", "right")] + ["neck"]
+    rng = np.random.default_rng(0)
+    np.savez(path, body_pose=rng.normal(0, 0.2, (n, joints, 3)).astype(np.float32),
+             global_orient=np.zeros((n, 3), np.float32), split=np.full(n, "train"), joint_names=np.asarray(names),
+             model=np.str_(model))
+    return path
+
+
+def test_load_pose_set_refuses_what_is_not_a_pose_set_with_a_value_error(tmp_path):
+    import json
+
+    import numpy as np
+    import pytest
+
+    from fit3d.training.priors import load_pose_set
+
+    files = {"poses.json": lambda p: p.write_text(json.dumps({"body_pose": []})),  # numpy: "pickled data"
+             "one.npy": lambda p: np.save(p, np.zeros(3)), "empty.npz": lambda p: p.write_bytes(b""),
+             "fit.npz": lambda p: np.savez(p, body_pose=np.zeros((1, 19, 3)), betas=np.zeros((1, 10)))}
+    for name, write in files.items():
+        write(tmp_path / name)
+        with pytest.raises(ValueError, match=rf"{name} is not a pose set"):
+            load_pose_set(tmp_path / name)
+    with pytest.raises(ValueError, match="no 'split', 'joint_names'"):
+        load_pose_set(tmp_path / "fit.npz")
+    with pytest.raises(FileNotFoundError, match="no such pose set"):
+        load_pose_set(tmp_path / "missing.npz")
+    assert len(load_pose_set(_pose_set(tmp_path / "ps.npz", 3))["body_pose"]) == 3
+
+
+def test_a_gmm_of_more_components_than_poses_is_a_value_error(tmp_path):
+    """scikit-learn's own error (n_samples >= n_components) named neither the poses nor the prior."""
+    import pytest
+
+    from fit3d.training.priors import train_prior
+
+    ps = _pose_set(tmp_path / "ps.npz", 3)  # 6 poses with their mirror images, no recombinations
+    with pytest.raises(ValueError, match="6 poses cannot train a GMM of 8 components: it needs at least 8"):
+        train_prior("gmm", ps, tmp_path / "gmm.pt", recombined=0)
+    assert train_prior("gmm", _pose_set(tmp_path / "ps8.npz", 4), tmp_path / "gmm.pt", recombined=0)["poses"] == 8
+
+
+def test_prototypes_of_a_smpl_pose_set_need_its_body_model(tmp_path, anny_model):
+    import pytest
+
+    from fit3d.training.priors import train_prior
+
+    ps = _pose_set(tmp_path / "ps.npz", 40, model="smpl", joints=23)
+    with pytest.raises(ValueError, match="is a smpl pose set: its prototypes need the smpl model"):
+        train_prior("prototypes", ps, tmp_path / "p.pt", recombined=0)  # was a FileNotFoundError about --model-path
+    with pytest.raises(ValueError, match="is a smpl pose set, not anny's"):
+        train_prior("prototypes", ps, tmp_path / "p.pt", recombined=0, body_model=anny_model)
+    with pytest.raises(ValueError, match="unknown prior kind 'gmmm'"):  # before reading the pose set
+        train_prior("gmmm", tmp_path / "missing.npz", tmp_path / "p.pt")

@@ -95,3 +95,18 @@ def test_a_file_that_is_not_a_regressor_is_one_clear_error(tmp_path):
         load_prior(tmp_path / "reg.pt")
     with pytest.raises(ValueError, match="gmm.pt is not a fit3d gmm prior"):
         load_prior(tmp_path / "gmm.pt")
+
+
+@pytest.mark.parametrize("size, named", [
+    (dict(people_per_round=64), r"people_per_round \(64\) must be >= batch_size \(256\)"),
+    (dict(people_per_round=64, batch_size=65), r"people_per_round \(64\) must be >= batch_size \(65\)"),
+    (dict(rounds=0), "rounds must be >= 1, not 0"),
+])
+def test_a_training_of_no_step_is_a_value_error(size, named):
+    """Fewer people per round than a batch made 0 steps: OneCycleLR's 'Expected positive integer total_steps'."""
+    from fit3d.training.regressor import train_ensemble, train_regressor
+
+    with pytest.raises(ValueError, match=named):  # refused before the pose set or the body model is read
+        train_regressor({}, None, **size)
+    with pytest.raises(ValueError, match=named):
+        train_ensemble({}, None, members=2, **size)

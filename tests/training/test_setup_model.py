@@ -127,3 +127,16 @@ def test_a_second_setup_of_the_same_model_stops_at_once(tmp_path, smpl_like_dir)
         with pytest.raises(ValueError, match="another 'fit3d setup-model' is setting up smpl"):
             sm.setup_model(smpl, sm.SetupConfig.quick(), out, progress=False, log=lambda m: None)
     assert list(out.iterdir()) == [out / sm.LOCK]  # nothing else was written
+
+
+def test_the_setup_hint_and_the_readme_give_the_expected_time(smpl_like_dir):
+    """The hint said 35 minutes, the README ~50, a measured run took 72: all now from one estimate."""
+    from fit3d.body_models.weights import setup_hint
+    from fit3d.training.setup_model import expected_minutes
+
+    minutes = 5 * round(expected_minutes() / 5)
+    hint = setup_hint(build_body_model("smpl", smpl_like_dir))
+    assert f"about {minutes} minutes on a 2-core CPU with nothing else running, longer beside other jobs" in hint
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"once per model file: ~{minutes} min on 2 idle cores (72 measured beside other jobs)" in readme
+    assert "in about a minute" not in readme  # --quick took over 3 minutes on a loaded 2-core machine
