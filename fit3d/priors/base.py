@@ -19,6 +19,32 @@ class Prior(torch.nn.Module):
     #: benchmark with ``benchmarks/tune_smplify.py``, whose configurations override it).
     weight_scale: float = 1.0
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_forward_pre_hook(_check_pose)
+
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
-        """Args: ``body_pose`` ``(B, J, 3)`` axis-angle. Returns: ``(B,)`` cost."""
+        """Args: ``body_pose`` ``(B, J, 3)`` axis-angle. Returns: ``(B,)`` cost.
+
+        Raises (on every call, before ``forward``):
+            ValueError: ``body_pose`` is not ``(B, J, 3)``, or J is not one the prior scores
+                (:meth:`accepted_joints`).
+        """
         raise NotImplementedError
+
+    def accepted_joints(self) -> set[int] | None:
+        """The J this prior scores (None: any): its ``num_joints`` when it has one."""
+        n = getattr(self, "num_joints", None)
+        return None if n is None else {int(n)}
+
+
+def _check_pose(prior: Prior, args: tuple) -> None:
+    """Forward pre-hook of every :class:`Prior`: a body pose of the shape it scores, or a
+    ValueError (an unbatched ``(J, 3)`` pose or another model's joints were scored silently)."""
+    pose = args[0] if args else None
+    shape = tuple(pose.shape) if isinstance(pose, torch.Tensor) else type(pose).__name__
+    if not isinstance(pose, torch.Tensor) or pose.dim() != 3 or pose.shape[-1] != 3:
+        raise ValueError(f"{type(prior).__name__} scores body poses of shape (B, J, 3) (axis-angle), got {shape}")
+    allowed = prior.accepted_joints()
+    if allowed is not None and pose.shape[1] not in allowed:
+        raise ValueError(f"{type(prior).__name__} scores poses of {sorted(allowed)} joints, got {shape}")

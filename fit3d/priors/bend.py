@@ -35,6 +35,7 @@ class BendPrior(Prior):
         self.register_buffer("index", torch.tensor([names.index(n) for n in axes]), persistent=False)
         self.register_buffer("axes", torch.stack([axes[n].float() for n in axes]), persistent=False)
         self.off_axis_weight = off_axis_weight
+        self.num_joints = len(names)
 
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``(B, J, 3)`` axis-angle -> ``(B,)`` cost (rad^2)."""

@@ -54,6 +54,10 @@ class GMMPrior(Prior):
         """D, the pose vector's size (3 J axis-angle values)."""
         return self.means.shape[1]
 
+    def accepted_joints(self) -> set[int]:
+        """Every J with ``3 J <= D`` (the leading dimensions: the marginal, see :meth:`forward`)."""
+        return set(range(1, self.dim // 3 + 1))
+
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``(B, J, 3)`` -> ``(B,)``. When the mixture has more dimensions than ``J * 3``
         (SMPL's 69 for a 63-d SMPL-X body), the leading ``J * 3`` are used (the marginal)."""

@@ -20,6 +20,10 @@ class L2Prior(Prior):
         super().__init__()
         self.joint_weights = None if joint_weights is None else torch.as_tensor(joint_weights)
 
+    def accepted_joints(self) -> set[int] | None:
+        """Any J, or that of ``joint_weights``."""
+        return None if self.joint_weights is None else {len(self.joint_weights)}
+
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``(B, J, 3)`` axis-angle -> ``(B,)`` cost in rad^2."""
         sq = body_pose.pow(2).sum(-1)

@@ -100,6 +100,10 @@ class VAEPrior(Prior):
         extra = self.output_joints - self.num_joints
         return torch.cat([pose, pose.new_zeros(pose.shape[0], extra, 3)], 1) if extra else pose
 
+    def accepted_joints(self) -> set[int]:
+        """Its own joints, and the body's when :meth:`for_body` widened them (the extra ones unscored)."""
+        return {self.num_joints, self.output_joints}
+
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``(B, J, 3)`` -> ``(B,)``: latent norm plus weighted squared chordal distance to the decoded pose."""
         body_pose = self._own(body_pose)
