@@ -34,14 +34,34 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
         raise click.ClickException(str(e)) from e
     if echo and annotations is None and used is not None:
         click.echo(f"fit3d: using annotations {used}", err=True)
-    for p in problems if echo else []:
-        echo_problem(p.severity, p.source, p.reason)
+    if echo:
+        echo_problems(problems)
     return records, problems
+
+
+#: Input problems printed per list; the rest are counted in one line (summary.json has them all).
+SHOWN_PROBLEMS = 50
 
 
 def echo_problem(severity: str, source: str, reason: str) -> None:
     """One input problem on stderr: ``input problem`` (severity "error") or ``warning``."""
     click.echo(f"fit3d: {'input problem' if severity == 'error' else 'warning'}: {source}: {reason}", err=True)
+
+
+def echo_problems(problems, limit: int = SHOWN_PROBLEMS) -> None:
+    """:func:`echo_problem` for the first ``limit`` of ``problems`` (:class:`InputProblem` objects or
+    their summary dicts), then one line counting the others (a wrong file given as annotations
+    can hold tens of thousands)."""
+    as_tuple = lambda p: (p["severity"], p["source"], p["reason"]) if isinstance(p, dict) else (  # noqa: E731
+        p.severity, p.source, p.reason)
+    problems = list(problems)
+    for p in problems[:limit]:
+        echo_problem(*as_tuple(p))
+    if len(problems) > limit:
+        more = problems[limit:]
+        errors = sum(as_tuple(p)[0] == "error" for p in more)
+        click.echo(f"fit3d: ... and {len(more)} more ({errors} input problems, {len(more) - errors} warnings) not "
+                   "shown: summary.json of a run lists every one", err=True)
 
 
 def report_run(s: dict, out_dir: Path) -> int:
@@ -100,8 +120,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
                                record=False)
             raise click.exceptions.Exit(report_validation(records, problems, body, opts))
         s = run(records, fitter, body, config, problems, pool=pool)
-    for p in s["input_problems"][len(problems):]:  # found by the run (keypoint layouts): not printed yet
-        echo_problem(p["severity"], p["source"], p["reason"])
+    echo_problems(s["input_problems"][len(problems):])  # found by the run (keypoint layouts): not printed yet
     code = report_run(s, opts.out_dir)
     if (opts.render or opts.save_mesh) and not s["this_run"]["interrupted"]:
         render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
@@ -163,22 +182,22 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     """``--dry-run``: count what would be fitted and list every problem; fits nothing.
     Returns the exit code a run would start with (3 with unreadable inputs, 4 with nothing to fit)."""
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
-    from fit3d.pipeline.run import layout_problems, usable_keypoints
+    from fit3d.pipeline.run import layout_problems, skip_reason
 
     layout = layout_problems(records, body.keypoint_convention)
-    for p in layout:  # the reader's problems were printed as they were read
-        echo_problem(p.severity, p.source, p.reason)
+    echo_problems(layout)  # the reader's problems were printed as they were read
     problems = list(problems) + layout
     need = opts.min_visible or MIN_VISIBLE_KEYPOINTS
 
     def fittable_in(images) -> int:
-        return sum(usable_keypoints(p, body.keypoint_convention)[0] >= need for r in images for p in r.people)
+        return sum(skip_reason(p, body.keypoint_convention, need) is None for r in images for p in r.people)
 
     people = [p for r in records for p in r.people]
     fittable = fittable_in(records)
     errors = sum(p.severity == "error" for p in problems)
     click.echo(f"fit3d: {len(records)} images ({sum(1 for r in records if not r.people)} without people), "
-               f"{len(people)} people: {fittable} with at least {need} usable keypoints would be fitted, "
+               f"{len(people)} people: {fittable} with at least {need} usable keypoints (not all on one line) would be "
+               "fitted, "
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
     todo, done, mine = this_job(opts, records)
@@ -324,8 +343,8 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
         target = neuralannot_target(every, body)
         length = {k: v for k, v in dict(epochs=epochs, holdout=holdout).items() if v is not None}
         annot = build_neuralannot(body, rec, refine=refine, checkpoint=out_dir / "annotator.pt", **length)
-    for p in layout if dist.is_main else []:
-        echo_problem(p.severity, p.source, p.reason)
+    if dist.is_main:
+        echo_problems(layout)
     codes = []
     progress = not no_progress and dist.is_main
     with errors_as():  # e.g. a checkpoint choosing its length that this configuration cannot resume

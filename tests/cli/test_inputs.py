@@ -89,7 +89,7 @@ def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations",
                                  str(sample_dir / "test_coco.json"), "--out", str(out), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert "14 people: 12 with at least 6 usable keypoints would be fitted, 2 skipped" in r.output
+    assert "14 people: 12 with at least 6 usable keypoints (not all on one line) would be fitted, 2 skipped" in r.output
     assert "this job" not in r.output  # (the whole input)
     assert not out.exists()
     r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
@@ -157,3 +157,18 @@ def test_sigterm_keeps_finished_images_and_the_rerun_completes(tmp_path, sample_
         assert list(a["annot_id"]) == list(b["annot_id"]) and list(a["status"]) == list(b["status"])
         np.testing.assert_allclose(a["body_pose"], b["body_pose"], atol=1e-4, equal_nan=True)
         np.testing.assert_allclose(a["transl"], b["transl"], atol=1e-4, equal_nan=True)
+
+
+def test_a_flood_of_input_problems_is_shown_up_to_a_limit(tmp_path, sample_dir):
+    from fit3d.cli.fit import SHOWN_PROBLEMS
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    ghost = dict(data["annotations"][0], image_id=987654321)  # annotations of an image that is not listed
+    data["annotations"] += [dict(ghost, id=10**9 + i) for i in range(SHOWN_PROBLEMS + 30)]
+    ann = tmp_path / "many.json"
+    ann.write_text(json.dumps(data))
+    r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(ann), "--out",
+                                 str(tmp_path / "o"), "--dry-run"])
+    shown = [line for line in r.output.splitlines() if line.startswith("fit3d: input problem")]
+    assert len(shown) == SHOWN_PROBLEMS, r.output  # one problem per annotation, the first 50 shown
+    assert "fit3d: ... and 30 more (30 input problems, 0 warnings) not shown" in r.output
