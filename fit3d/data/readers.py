@@ -149,9 +149,16 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
 END_MARKERS = {"JPEG": (b"\xff\xd9", 4096), "PNG": (b"IEND", 64)}
 
 
+#: EXIF ``Orientation`` values (tag 0x0112) that turn the stored image a quarter turn: the image
+#: as shown is ``height x width`` of the stored pixels.
+QUARTER_TURNS = (5, 6, 7, 8)
+
+
 def inspect_image(path: Path) -> tuple[tuple[int, int], str | None, bool]:
     """``((width, height), format, truncated)`` of an image file, in one open: the size and format
-    from the header (Pillow, no decoding) and whether the file is cut short (an interrupted copy
+    from the header (Pillow, no decoding), as the image is shown (its EXIF orientation applied,
+    as OpenCV's ``imread``, and so most training code, reads it: fit3d's pixels are that frame),
+    and whether the file is cut short (an interrupted copy
     or download whose header still reads). A file whose tail holds its format's end marker
     (:data:`END_MARKERS`) is complete; one without it (also a complete file followed by other
     data, as phones' motion photos are) is decoded to be sure, so only such files pay for a
@@ -165,6 +172,8 @@ def inspect_image(path: Path) -> tuple[tuple[int, int], str | None, bool]:
     with open(path, "rb") as f:
         with Image.open(f) as im:
             size, fmt = im.size, im.format
+            if im.getexif().get(0x0112) in QUARTER_TURNS:
+                size = size[::-1]
         if fmt not in END_MARKERS:
             return size, fmt, False
         marker, tail = END_MARKERS[fmt]

@@ -35,15 +35,15 @@ def fitted_vertices(fit: dict, body_model) -> tuple[np.ndarray, np.ndarray, np.n
 def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """``(image (H, W, 3) uint8, problem)``: the file's pixels and ``""``, or a grey canvas of
     ``size`` and why (``"image not found"``, ``"unreadable image: ..."``)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     w, h = size
     grey = np.full((h, w, 3), 128, np.uint8)
     if path is None or not path.is_file():
         return grey, "image not found"
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB")), ""
+        with Image.open(path) as im:  # as shown: the frame of the fits (fit3d.data.readers.inspect_image)
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), ""
     except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
         return grey, f"unreadable image: {e}"
 

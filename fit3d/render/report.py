@@ -57,11 +57,11 @@ def histogram_png(errors: np.ndarray) -> bytes:
 
 def _thumb(path: Path, width: int = 360) -> str:
     """A JPEG data URL of the image, or "" when it cannot be read (the row shows no picture)."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = ImageOps.exif_transpose(im).convert("RGB")  # as shown, the frame of the fits
             im.thumbnail((width * 2, width))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)

@@ -173,3 +173,25 @@ def test_a_layout_naming_one_point_twice_is_a_warning():
     assert cats[1].names == ("head_top", "head_top", "neck")
     assert len(problems) == 1 and problems[0].severity == "warning" and "head, headtop all mean head_top" in \
         problems[0].reason
+
+
+def test_an_image_turned_by_its_exif_orientation_is_read_as_shown(tmp_path, sample_dir):
+    from PIL import Image
+
+    from fit3d.render.fits import load_image
+
+    for f in sample_dir.glob("*.jpg"):
+        shutil.copy(f, tmp_path)
+    name = "000000000785.jpg"
+    with Image.open(sample_dir / name) as im:
+        shown = np.asarray(im.convert("RGB"))
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "turn 90 degrees clockwise to show": stored a quarter turn the other way
+        im.transpose(Image.Transpose.ROTATE_90).save(tmp_path / name, exif=exif, quality=95)
+    images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
+    turned = next(r for r in images if r.image_key == name)
+    assert tuple(turned.image_size) == (shown.shape[1], shown.shape[0])  # width x height as shown
+    assert not [p for p in problems if name in p.source]  # the annotations' size agrees: no warning
+    pixels, problem = load_image(tmp_path / name, turned.image_size)
+    assert problem == "" and pixels.shape == shown.shape
+    assert np.abs(pixels.astype(int) - shown).mean() < 4  # the same picture (JPEG re-encoded)
