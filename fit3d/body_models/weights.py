@@ -115,8 +115,9 @@ KIND_NAMES = {"gmm": "GMM prior", "vae": "VAE prior", "articulation": "articulat
               "pose_set": "retargeted pose set"}
 
 
-def existing_weights(body, kind: str) -> Path:
-    """:func:`weights_path`, checked to exist.
+def existing_weights(body, kind: str, alternative: str = "") -> Path:
+    """:func:`weights_path`, checked to exist. ``alternative``: appended to the message (the
+    caller's other way to give the weights, e.g. ``" (or pass --regressor)"``).
 
     Raises:
         KeyError: unknown kind.
@@ -125,5 +126,6 @@ def existing_weights(body, kind: str) -> Path:
     """
     path = Path(weights_path(body, kind))
     if not path.is_file():
-        raise FileNotFoundError(f"no {KIND_NAMES[kind]} for this {body.name} model yet: {setup_hint(body)}")
+        raise FileNotFoundError(f"no {KIND_NAMES[kind]} for this {body.name} model yet: {setup_hint(body)}"
+                                f"{alternative}")
     return path

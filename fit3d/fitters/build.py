@@ -78,13 +78,10 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
         FileNotFoundError: no such file (none is bundled for this model).
         ValueError: the regressor was trained for another body model.
     """
-    from fit3d.body_models.weights import setup_hint, weights_path
+    from fit3d.body_models.weights import existing_weights
     from fit3d.training.regressor import load_regressor
 
-    path = regressor_path or weights_path(body, "regressor")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no pretrained regressor for this {body.name} model yet: {setup_hint(body)}"
-                                + (f" (or pass {option})" if option else ""))
+    path = regressor_path or existing_weights(body, "regressor", f" (or pass {option})" if option else "")
     reg = load_regressor(path)
     if reg.num_keypoints != len(body.keypoint_convention) or reg.num_joints != body.num_body_joints:
         raise ValueError(f"{path} was trained for another body model")

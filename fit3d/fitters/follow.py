@@ -131,11 +131,12 @@ class _Rows:
         self.pose0, self.betas, self.leaves, self.opt = self.pose0[idx], self.betas[idx], new, opt
 
 
-def _objective(model: BodyModel, p: dict, r: _Rows, mask, anchor: float) -> torch.Tensor:
+def _objective(model: BodyModel, p: dict, r: _Rows, mask, anchor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``((R,) objective, (R, K, 2) projected keypoints)`` of the rows ``r`` at parameters ``p``."""
     body = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
     proj = project(body.keypoints_3d, r.batch.focal_length, r.batch.principal_point)
     return (L.reprojection(proj, r.batch.keypoints_2d, r.scale, mask=mask)
-            + anchor * (p["body_pose"] - r.pose0).pow(2).sum((1, 2)))
+            + anchor * (p["body_pose"] - r.pose0).pow(2).sum((1, 2))), proj
 
 
 def _residual(model: BodyModel, p: dict, batch: PersonBatch, scale: torch.Tensor, mask) -> torch.Tensor:
@@ -184,7 +185,7 @@ def follow_keypoints(model: BodyModel, batch: PersonBatch, params: dict[str, tor
                 r.keep(torch.nonzero(go_on)[:, 0], config.lr)
             if len(r.rows) == 0:
                 break
-        step = _objective(model, dict(r.leaves, betas=r.betas), r, mask, config.anchor)
+        step, _ = _objective(model, dict(r.leaves, betas=r.betas), r, mask, config.anchor)
         r.opt.zero_grad(set_to_none=True)
         step.sum().backward()
         r.opt.step()
@@ -192,14 +193,12 @@ def follow_keypoints(model: BodyModel, batch: PersonBatch, params: dict[str, tor
     after = before.clone()
     if len(r.rows) and config.iterations:
         refined = r.params()
-        res = _residual(model, refined, r.batch, r.scale, mask)
+        with torch.no_grad():  # one forward: the residual that decides and the objective of the kept
+            objective, proj = _objective(model, refined, r, mask, config.anchor)
+            res = L.rms_residual(proj, r.batch.keypoints_2d, r.scale, mask=mask)
         keep = before[r.rows] > config.ratio * res
-        if bool(keep.any()):
-            rows = r.rows[keep]
-            for k in MOVED:
-                out[k][rows] = refined[k][keep]
-            with torch.no_grad():
-                r.keep(torch.nonzero(keep)[:, 0], config.lr)
-                loss[rows] = _objective(model, r.params(), r, mask, config.anchor)
-            after[rows], kept[rows] = res[keep], True
+        rows = r.rows[keep]
+        for k in MOVED:
+            out[k][rows] = refined[k][keep]
+        loss[rows], after[rows], kept[rows] = objective[keep], res[keep], True
     return Followed(out, kept, iterations, before, after, loss)

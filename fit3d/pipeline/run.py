@@ -155,9 +155,14 @@ MIN_SPREAD_PX = 0.5
 
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
     """``(usable, non_finite)``: keypoints that are finite, labelled and known to the model."""
-    clean, n_bad = sanitize_keypoints(person.keypoints_2d)
-    mapped = convert(clean, person.convention, model_convention)
+    mapped, n_bad = _model_keypoints(person, model_convention)
     return int((mapped[:, 2] > 0).sum()), n_bad
+
+
+def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]:
+    """``((K, 3) keypoints in the model's convention, non-finite count)``: NaN points unlabelled."""
+    clean, n_bad = sanitize_keypoints(person.keypoints_2d)
+    return convert(clean, person.convention, model_convention), n_bad
 
 
 def skip_reason(person: Person, model_convention, min_visible: int) -> str | None:
@@ -165,23 +170,22 @@ def skip_reason(person: Person, model_convention, min_visible: int) -> str | Non
     usable keypoints (:func:`usable_keypoints`), or usable keypoints all on one point or line
     (:func:`keypoint_spread_px` below :data:`MIN_SPREAD_PX`). The text before the first colon
     is the reason's kind, counted in the summary."""
-    usable, n_bad = usable_keypoints(person, model_convention)
+    mapped, n_bad = _model_keypoints(person, model_convention)
+    usable = int((mapped[:, 2] > 0).sum())
     if usable < min_visible:
         return f"too few usable keypoints: {usable} < {min_visible}" + (
             f" ({n_bad} non-finite keypoints ignored)" if n_bad else "")
-    spread = keypoint_spread_px(person, model_convention)
+    spread = keypoint_spread_px(mapped)
     if spread < MIN_SPREAD_PX:
         return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX})"
     return None
 
 
-def keypoint_spread_px(person: Person, model_convention) -> float:
-    """The spread (px) of a person's usable keypoints across their main line: the smaller
-    standard deviation of the centred points (second singular value / sqrt(n)); 0 when they
-    all lie on one point or one straight line."""
-    clean, _ = sanitize_keypoints(person.keypoints_2d)
-    mapped = convert(clean, person.convention, model_convention)
-    xy = mapped[mapped[:, 2] > 0, :2].astype(np.float64)
+def keypoint_spread_px(keypoints_2d: np.ndarray) -> float:
+    """The spread (px) of the labelled points of ``keypoints_2d`` ``(K, 3)`` across their main
+    line: the smaller standard deviation of the centred points (second singular value /
+    sqrt(n)); 0 when they all lie on one point or one straight line (or are fewer than 3)."""
+    xy = keypoints_2d[keypoints_2d[:, 2] > 0, :2].astype(np.float64)
     if len(xy) < 3:
         return 0.0
     sv = np.linalg.svd(xy - xy.mean(0), compute_uv=False)

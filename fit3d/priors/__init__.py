@@ -47,15 +47,12 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         return L2Prior()
     model_name = getattr(body_model, "name", "anny")
     if path is None:
-        from fit3d.body_models.weights import setup_hint, weights_path
+        from fit3d.body_models.weights import existing_weights
 
-        path = weights_path(body_model, name) if body_model is not None else shipped_weights(name, "anny")
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"no {name} prior for this {model_name} model yet: {setup_hint(body_model)}, or pass --prior-path "
-                + ("(SMPLify's gmm_08.pkl)" if name == "gmm" else "(a VPoser v2 checkpoint)" if name == "vae"
-                   else "(a 'fit3d train-prior --kind articulation' file)")
-            )
+        other = ("SMPLify's gmm_08.pkl" if name == "gmm" else "a VPoser v2 checkpoint" if name == "vae"
+                 else "a 'fit3d train-prior --kind articulation' file")
+        path = (existing_weights(body_model, name, f", or pass --prior-path ({other})") if body_model is not None
+                else shipped_weights(name, "anny"))
     path = Path(path)
     if name == "gmm" and path.suffix == ".pkl":
         prior = GMMPrior.load_smplify_pkl(path)
