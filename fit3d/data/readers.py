@@ -21,7 +21,11 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
 * annotations that share an id are all kept, flagged ``duplicate_id`` (evaluation
   and exports reject them, since they cannot tell them apart);
 * images are keyed by their path relative to the image folder (``sub/a.jpg``), so
-  subfolders and extensions never collide.
+  subfolders and extensions never collide;
+* in a file whose categories include people (``name`` or ``supercategory`` "person",
+  :data:`PERSON_CATEGORIES`), annotations of other keypoint categories (animals, objects)
+  are left out with one warning per category; a file with no person category is read as
+  people, with a warning naming its categories.
 """
 
 from __future__ import annotations
@@ -40,6 +44,15 @@ from fit3d.data.conventions import (COCO17, COCO23, FOOT6, OPENPOSE_BODY25, OPEN
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+#: A COCO category whose ``name`` or ``supercategory`` (lower-cased) is one of these holds people
+#: (COCO, CrowdPose, MPII, Halpe, COCO-WholeBody and OCHuman all say "person").
+PERSON_CATEGORIES = frozenset({"person", "persons", "people", "human", "humans", "pedestrian"})
+
+
+def is_person_category(category: dict) -> bool:
+    """Whether a COCO ``categories`` entry names people (:data:`PERSON_CATEGORIES`)."""
+    return any(str(category.get(k, "")).strip().lower() in PERSON_CATEGORIES for k in ("name", "supercategory"))
 
 
 @dataclass
@@ -264,6 +277,23 @@ def category_conventions(data: dict, problems: list[InputProblem], source: str) 
     return out
 
 
+def _not_person_categories(data: dict, cats: dict, problems: list[InputProblem], source: str) -> dict:
+    """``{category id: [name, 0]}`` of the keypoint categories to leave out: those that are not
+    people (:func:`is_person_category`) in a file that also has a person category (the count is
+    filled by :func:`load_coco`). When no keypoint category names people, nothing is left out
+    (a custom name such as "athlete" is still a person) and each category gets a warning."""
+    entries = {hashable(c.get("id")): c for c in data["categories"] if isinstance(c, dict)} \
+        if isinstance(data.get("categories"), list) else {}
+    keyed = {cid: entries[cid] for cid in cats if cid in entries}
+    others = {cid: c for cid, c in keyed.items() if not is_person_category(c)}
+    if len(others) == len(keyed):
+        for cid, c in others.items():
+            problems.append(InputProblem(f"{source} (category {cid})", f"category {str(c.get('name'))!r} is not named "
+                                         "'person': its annotations are fitted as people", "warning"))
+        return {}
+    return {cid: [str(c.get("name")), 0] for cid, c in others.items()}
+
+
 @dataclass
 class CocoFile:
     """A COCO keypoint file checked at the JSON level (no image opened): what
@@ -308,6 +338,7 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations' lists)")
     problems: list[InputProblem] = []
     cats = category_conventions(data, problems, str(annotations))
+    not_people = _not_person_categories(data, cats, problems, str(annotations))
     infos = {}
     for i, info in enumerate(data["images"]):
         if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
@@ -325,8 +356,14 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
                                          "warning"))
+        elif hashable(a.get("category_id")) in not_people:  # counted per category below
+            not_people[hashable(a.get("category_id"))][1] += 1
         else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
+    for cid, (name, n) in not_people.items():
+        if n:
+            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations of category {name!r} "
+                                         "(not a person category): not fitted", "warning"))
     listed = {hashable(c.get("id")) for c in data["categories"] if isinstance(c, dict)} \
         if isinstance(data.get("categories"), list) else set()
     # keypoints under a category_id that gives no layout: with one layout they are read in it

@@ -139,6 +139,31 @@ def test_read_coco_annotations_of_unknown_categories(tmp_path, sample_dir):
         ("warning", "category_id 3)", True), ("warning", "category_id 42)", False)]
 
 
+def test_annotations_of_a_non_person_keypoint_category_are_left_out(tmp_path, sample_dir):
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    d["images"] = [i for i in d["images"] if i["id"] == 40083]
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] == 40083]
+    person = d["categories"][0]
+    # an animal layout (AP-10K style) whose names overlap a person's: shoulders, elbows, hips, knees
+    d["categories"].append(dict(id=2, name="dog", supercategory="Canidae", keypoints=person["keypoints"]))
+    d["annotations"][0]["category_id"] = 2
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps(d))
+    images, problems = read_coco(mixed, sample_dir)
+    assert sorted(p.annot_id for p in images[0].people) == sorted(a["id"] for a in d["annotations"][1:])
+    assert [(p.severity, "category_id 2" in p.source, "1 annotations of category 'dog'" in p.reason)
+            for p in problems] == [("warning", True, True)]
+    # a file whose only category is not named person is still read as people, with a warning
+    d["categories"] = [dict(person, name="athlete", supercategory="sport")]
+    for a in d["annotations"]:
+        a["category_id"] = person["id"]
+    custom = tmp_path / "custom.json"
+    custom.write_text(json.dumps(d))
+    images, problems = read_coco(custom, sample_dir)
+    assert len(images[0].people) == len(d["annotations"])
+    assert [(p.severity, "'athlete' is not named 'person'" in p.reason) for p in problems] == [("warning", True)]
+
+
 def test_a_truncated_image_is_read_with_a_warning(tmp_path, sample_dir):
     shutil.copy(sample_dir / "000000000785.jpg", tmp_path)
     data = (sample_dir / "000000040083.jpg").read_bytes()
