@@ -425,7 +425,8 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
     Returns:
         ``(images, problems)``: one :class:`ImageRecord` per readable image listed in the
         file (with no people when it has no keypoint annotation), sorted by path; the
-        problems found (see the module docstring).
+        problems found (see the module docstring). Image entries that name one file share
+        its record (their people fitted together, one warning).
     Raises:
         FileNotFoundError: the JSON file does not exist.
         ValueError: the JSON is corrupt or not COCO format.
@@ -433,13 +434,21 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
     images_dir = Path(images_dir)
     coco, problems = load_coco(annotations)
     records: list[ImageRecord] = []
+    groups: dict[str, list] = {}  # image key -> the image entries that name that file
     for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
+        groups.setdefault(_key(images_dir / info["file_name"], images_dir), []).append((img_id, info))
+    for key, entries in groups.items():
+        if len(entries) > 1:  # one output file per image: the entries' people are fitted together
+            problems.append(InputProblem(f"{coco.path} (image ids {', '.join(str(i) for i, _ in entries)})",
+                                         f"{len(entries)} image entries name the same file {key}: their annotations "
+                                         "are fitted together, into one output", "warning"))
+        img_id, info = entries[0]
         path = images_dir / info["file_name"]
-        if img_id not in coco.annotations:  # an image without people: counted, never opened
-            records.append(ImageRecord(_key(path, images_dir), path, (0, 0)))
+        anns = [a for i, _ in entries for a in coco.annotations.get(i, [])]
+        if not anns:  # an image without people: counted, never opened
+            records.append(ImageRecord(key, path, (0, 0)))
             continue
         rec = _open_image(path, images_dir, json_image_size(info), problems)
-        anns = coco.annotations[img_id]
         if rec is None:  # one problem per image, naming the annotations it loses
             problems[-1].reason += f" ({len(anns)} annotations not fitted: ids " + \
                 ", ".join(str(a.get("id")) for _, a in anns[:10]) + (", ..." if len(anns) > 10 else "") + ")"
@@ -465,13 +474,25 @@ def json_image_size(info: dict) -> tuple[float, float] | None:
     return (w, h) if ok else None
 
 
-def find_image(images_dir: Path, stem: str) -> Path | None:
-    """The image in ``images_dir`` whose name without suffix is ``stem``, if any."""
+def find_images(images_dir: Path, stem: str) -> list[Path]:
+    """The images in ``images_dir`` whose name without suffix is ``stem``, in the order of
+    :data:`IMAGE_SUFFIXES` (lower-case suffix first): the first is the one used."""
+    found = []
     for suffix in IMAGE_SUFFIXES:
         for cand in (images_dir / (stem + suffix), images_dir / (stem + suffix.upper())):
-            if cand.is_file():
-                return cand
-    return None
+            if cand.is_file() and cand not in found:  # (one file on a case-insensitive disk)
+                found.append(cand)
+    return found
+
+
+def _openpose_stem(path: Path) -> str:
+    """The image stem an OpenPose file names: ``a_keypoints.json`` and ``a.json`` -> ``a``."""
+    return path.stem[: -len("_keypoints")] if path.stem.endswith("_keypoints") else path.stem
+
+
+def _image_files(images_dir: Path) -> list[Path]:
+    """Every image file (by :data:`IMAGE_SUFFIXES`, any case) under ``images_dir``."""
+    return sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
@@ -484,8 +505,10 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             image of ``<stem>_keypoints.json``.
     Returns:
         ``(images, problems)``: one record per readable file with an image (with no
-        people when ``people`` is empty); corrupt JSON, unknown layouts and missing
-        images are problems.
+        people when ``people`` is empty); corrupt JSON, unknown layouts, missing images and a
+        second file naming an image already read (``a.json`` beside ``a_keypoints.json``) are
+        errors; several images of one stem (the first of :data:`IMAGE_SUFFIXES` is used) and
+        images that no keypoint file names (one warning counting them) are warnings.
     Raises:
         FileNotFoundError: ``keypoints_dir`` is not a folder or holds no JSON file.
     """
@@ -494,11 +517,12 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         raise FileNotFoundError(f"OpenPose keypoint folder not found: {keypoints_dir}")
     records: list[ImageRecord] = []
     problems: list[InputProblem] = []
+    used: dict[Path, Path] = {}  # image -> the keypoint file read for it
     files = sorted(keypoints_dir.rglob("*.json"))
     if not files:
         raise FileNotFoundError(f"no OpenPose JSON files (<image stem>_keypoints.json) in {keypoints_dir}")
     for jf in files:
-        stem = jf.stem[: -len("_keypoints")] if jf.stem.endswith("_keypoints") else jf.stem
+        stem = _openpose_stem(jf)
         try:
             with open(jf, encoding="utf-8") as f:
                 data = json.load(f)
@@ -511,10 +535,19 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             problems.append(InputProblem(str(jf), f"corrupt OpenPose JSON: {e}"))
             continue
         sub = jf.parent.relative_to(keypoints_dir)
-        image = find_image(images_dir / sub, stem)
-        if image is None:
+        found = find_images(images_dir / sub, stem)
+        if not found:
             problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}"))
             continue
+        image = found[0]
+        if len(found) > 1:
+            problems.append(InputProblem(str(jf), f"{len(found)} images are named {stem}.* "
+                                         f"({', '.join(f.name for f in found)}): {image.name} is used", "warning"))
+        if image in used:  # e.g. a.json beside a_keypoints.json: one output per image
+            problems.append(InputProblem(str(jf), f"names the same image as {used[image]} ({_key(image, images_dir)}):"
+                                         " not used (one keypoint file per image)"))
+            continue
+        used[image] = jf
         rec = _open_image(image, images_dir, None, problems)
         if rec is None:
             continue
@@ -535,6 +568,12 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             rec.people.append(Person(rec.image_key, image, rec.image_size, idx, keypoint_bbox(kp, pad=0.1), kp,
                                      conv, len(rec.people)))
         records.append(rec)
+    claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
+    unused = [p for p in _image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]
+    if unused:  # OpenPose writes a file per frame, even without people: a missing one is a failed run
+        problems.append(InputProblem(", ".join(_key(p, images_dir) for p in unused[:3]) + (" ..." if len(unused) > 3
+                                     else ""), f"{len(unused)} images have no keypoint file in {keypoints_dir}: "
+                                     "not fitted", "warning"))
     return with_outside_check(records, problems)
 
 

@@ -81,7 +81,44 @@ def test_read_openpose_coco18(tmp_path, sample_dir):
     flat[:, 2] = 0.9
     (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": flat.ravel().tolist()}]}))
     images, problems = read_openpose(tmp_path, sample_dir)
-    assert problems == [] and images[0].people[0].convention.name == "openpose_coco18"
+    assert images[0].people[0].convention.name == "openpose_coco18"
+    # the sample's three other images have no keypoint file: one warning counts them
+    assert [(p.severity, p.reason.split(" in ")[0]) for p in problems] == [
+        ("warning", "3 images have no keypoint file")]
+
+
+def test_read_openpose_two_files_of_one_image_and_images_without_a_file(tmp_path, sample_dir):
+    kp_dir, img_dir = tmp_path / "kp", tmp_path / "img"
+    kp_dir.mkdir()
+    shutil.copytree(sample_dir, img_dir)
+    _openpose_from_coco(sample_dir, kp_dir)
+    shutil.copy(kp_dir / "000000040083_keypoints.json", kp_dir / "000000040083.json")  # the same image, twice
+    (kp_dir / "000000196141_keypoints.json").unlink()  # an image without a keypoint file
+    shutil.copy(img_dir / "000000000785.jpg", img_dir / "000000000785.png")  # two images of one stem
+    images, problems = read_openpose(kp_dir, img_dir)
+    assert sorted(r.image_key for r in images) == ["000000000785.jpg", "000000040083.jpg", "000000197388.jpg"]
+    keys = [r.image_key for r in images]
+    assert len(keys) == len(set(keys))  # one record (one output file) per image
+    found = sorted((p.severity, p.reason.split(" (")[0].split(":")[0]) for p in problems)
+    assert found == [("error", "names the same image as " + str(kp_dir / "000000040083.json")),
+                     ("warning", "1 images have no keypoint file in " + str(kp_dir)),
+                     ("warning", "2 images are named 000000000785.*")]
+
+
+def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, sample_dir):
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    info = next(i for i in d["images"] if i["id"] == 785)
+    d["images"].append(dict(info, id=999999))
+    ann = next(a for a in d["annotations"] if a["image_id"] == 785)
+    d["annotations"].append(dict(ann, id=77777777, image_id=999999))
+    dup = tmp_path / "dup.json"
+    dup.write_text(json.dumps(d))
+    images, problems = read_coco(dup, sample_dir)
+    rec = [r for r in images if r.image_key == "000000000785.jpg"]
+    assert len(rec) == 1 and len(images) == 4
+    assert sorted(p.annot_id for p in rec[0].people) == sorted([ann["id"], 77777777])
+    assert [p.person_index for p in rec[0].people] == [0, 1]
+    assert [(p.severity, "image ids 785, 999999" in p.source) for p in problems] == [("warning", True)]
 
 
 def test_discover_annotations(tmp_path, sample_dir):
