@@ -41,20 +41,27 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
 @click.option("--keypoints", is_flag=True, help="Draw input keypoints (circles) and reprojected ones (crosses).")
 @click.option("--save-mesh", type=click.Choice(["obj", "ply"]), default=None, help="Also write one mesh per person.")
 @click.option("--model-path", type=click.Path(path_type=Path), default=None,
-              help="Licensed SMPL-family model (when the fits used one).")
-@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
-              help="SMPL family model gender (as for the fits).")
+              help="Licensed SMPL-family model (when the fits used one; default: the one FITS/fit_settings.json "
+                   "records).")
+@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default=None,
+              help="SMPL family model gender (default: the one FITS/fit_settings.json records, else neutral).")
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
     """Render fitted meshes over their images (pyrender, headless EGL), with side views."""
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import fit_files, read_fit
+    from fit3d.pipeline.settings import recorded_settings
 
     files = fit_files(fits_dir)
     if not files:
         raise click.UsageError(f"no .npz fits in {fits_dir}")
     model_name = str(read_fit(files[0])["model"])
+    recorded = recorded_settings(fits_dir)  # the fitting run's model file and gender, unless given
+    if recorded.get("model") == model_name:
+        model_path = model_path or recorded.get("model_path")
+        gender = gender or recorded.get("gender")
+    gender = gender or "neutral"
     with errors_as():
         body = build_body_model(model_name, model_path, gender=gender, device=device)
     render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, None, not no_progress)

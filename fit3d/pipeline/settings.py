@@ -41,6 +41,16 @@ def normalised(settings: dict) -> dict:
     return json.loads(json.dumps(settings, default=str, sort_keys=True))
 
 
+def recorded_settings(out_dir: str | Path) -> dict:
+    """What ``out_dir/fit_settings.json`` records (``{}`` when there is none or it is unreadable),
+    e.g. for ``fit3d render`` to rebuild the body model the fits were made with."""
+    try:
+        data = json.loads((Path(out_dir) / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     old = dict({k: v for k, v in ADDED_LATER.items() if k in new}, **old)
     return [f"{k}: {old[k]!r} there, {new[k]!r} now" for k in sorted(set(old) & set(new) - {_OVERWRITING})

@@ -106,3 +106,32 @@ def test_render_dir_and_report_on_a_small_run(tmp_path, sample_dir, anny_model):
     reasons = sorted(m.split(" (", 1)[1] for m in st["missing_images"])
     assert reasons[0] == "image not found)" and reasons[1].startswith("unreadable image")
     assert write_report(fits, tmp_path / "r2.html", images_dir=broken)["people"] == len(rows)
+
+
+def test_render_command_builds_the_model_the_fits_were_made_with(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import fit3d.body_models
+    import fit3d.data.writers
+    from fit3d.cli.main import cli
+
+    fits = tmp_path / "fits"
+    fits.mkdir()
+    (fits / "fit_settings.json").write_text(json.dumps(dict(fitter="eft", model="smpl", model_path="/models/smpl",
+                                                            gender="female")))
+    monkeypatch.setattr(fit3d.data.writers, "fit_files", lambda d: [d / "a.jpg.npz"])
+    monkeypatch.setattr(fit3d.data.writers, "read_fit", lambda f: {"model": "smpl"})
+    built = []
+
+    def build(name, path=None, gender="neutral", device="cpu"):
+        built.append((name, str(path), gender))
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(fit3d.body_models, "build_body_model", build)
+    args = ["render", "--fits", str(fits), "--images", str(tmp_path), "--out", str(tmp_path / "r")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "stop here" in r.output
+    r = CliRunner().invoke(cli, args + ["--model-path", "/other/smpl", "--gender", "male"])  # given options win
+    assert built == [("smpl", "/models/smpl", "female"), ("smpl", "/other/smpl", "male")]
