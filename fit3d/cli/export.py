@@ -15,14 +15,24 @@ from fit3d.cli.options import errors_as
 @click.option("--format", "fmt", type=click.Choice(["spin", "humandata", "neuralannot"]), required=True,
               help="spin: SPIN's dataset npz (SMPL fits); humandata: mmhuman3d's HumanData npz (SMPL, SMPL-H, "
                    "SMPL-X or anny); neuralannot: JSON keyed by annotation id (SMPL or SMPL-X).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="File to write.")
-@click.option("--valid-only", is_flag=True, help="Leave out fits marked invalid.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write: .npz for spin and humandata, .json for neuralannot (another suffix is a usage "
+                   "error).")
+@click.option("--valid-only", is_flag=True,
+              help="Leave out fits marked invalid (without it they are exported flagged: has_smpl 0, "
+                   "\"valid\": false).")
 def export(fits_dir, fmt, out, valid_only):
     """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training."""
-    from fit3d.export import export_fits
+    from fit3d.export import check_out, export_fits
 
+    try:
+        check_out(fmt, out)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--out") from e
     with errors_as():
         c = export_fits(fits_dir, fmt, out, valid_only)
     dropped = ", ".join(f"{n} {why}" for why, n in c["dropped"].items())
-    click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits)"
+    invalid = (f", {c['invalid']} of them marked invalid (flagged: "
+               f"{'has_' + c['model'] + ' 0' if fmt != 'neuralannot' else 'valid false'})" if c["invalid"] else "")
+    click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits){invalid}"
                f"{f'; left out: {dropped}' if dropped else ''} -> {out}", err=True)

@@ -11,8 +11,27 @@ as ``anny``), ``meta`` (gender) and ``misc`` (``smpl_source``, ``cam_param_type`
 ``perspective``, ``focal_length`` (N, 2), ``principal_point`` (N, 2), ``camera_frame`` =
 ``opencv``, ``annot_id``, ``keypoints2d_source``: the input layout's point names,
 ``keypoints2d_not_placed``: those ``human_data`` has no place for), plus HumanData's ``__key_strict__``, ``__data_len__`` and
-``__keypoints_compressed__``. Dicts are stored as pickled objects, as HumanData does:
-read with ``np.load(f, allow_pickle=True)`` and ``[key].item()``.
+``__keypoints_compressed__``, and ``config`` = ``"fit3d"`` (every mmhuman3d converter names
+its source there, e.g. ``human_data['config'] = 'coco'`` in ``data_converters/coco.py`` line
+109; HumanData declares it a ``str`` not sliced per sample, ``data_structures/human_data.py``
+line 37, and no loader or dataset of mmhuman3d reads it). Dicts are stored as pickled objects,
+as HumanData does: read with ``np.load(f, allow_pickle=True)`` and ``[key].item()``.
+
+Validity: ``has_<model>`` (N,) float, 1 for a valid fit, 0 for one marked invalid (``has_smpl``
+for SMPL fits). mmhuman3d's ``HumanImageDataset`` reads ``has_smpl`` as the per-sample mask of
+its SMPL losses (``data/datasets/human_image_dataset.py`` lines 214-218: ``if 'has_smpl' in
+self.human_data: info['has_smpl'] = int(self.human_data['has_smpl'][idx])``, else 1), the key
+its own SPIN converter writes (``data_converters/spin.py`` line 102); it is sliced per sample
+like the other (N, ...) arrays. ``HumanImageSMPLXDataset`` has no per-sample mask (``has_smplx``
+is 1 whenever ``smplx`` exists, ``human_image_smplx_dataset.py`` lines 66-68): to train on
+SMPL-X fits with mmhuman3d, export with ``--valid-only``.
+
+Boxes: ``bbox_xywh`` is fit3d's box as it is, the annotation's own, or the keypoints' box
+padded 10 % a side when rebuilt (OpenPose: always), as mmhuman3d's converters store theirs:
+COCO's box unexpanded (``data_converters/coco.py`` line 82, ``bbox_xywh = annot['bbox']``),
+keypoint-only datasets' keypoint box expanded 1.2x (``data_converters/lsp.py`` line 84). Its
+``HumanImageDataset`` takes ``max(w, h)`` of it as the crop (lines 180-187); SPIN's 1.2 of
+:mod:`fit3d.export.spin` is not applied here.
 """
 
 from __future__ import annotations
@@ -24,7 +43,7 @@ import numpy as np
 
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.export.human_data_keypoints import to_human_data
-from fit3d.export.people import input_convention, model_name
+from fit3d.export.people import input_convention, model_name, valid_mask
 
 
 def model_params(people: dict) -> dict[str, np.ndarray]:
@@ -46,12 +65,13 @@ def arrays(people: dict) -> dict:
     conv = input_convention(people)
     kp, mask, not_placed = to_human_data(people["keypoints_2d"], conv)
     fitter = str(people["fitter"][0]) if "fitter" in people else "fit3d"
+    model = model_name(people)
     return {
         "__key_strict__": np.bool_(False), "__data_len__": np.int64(N), "__keypoints_compressed__": np.bool_(False),
-        "image_path": people["image"].astype(str),
+        "config": "fit3d", "image_path": people["image"].astype(str),
         "bbox_xywh": np.concatenate([people["bbox"], np.ones((N, 1))], 1).astype(np.float32),
         "keypoints2d": kp, "keypoints2d_mask": mask,
-        model_name(people): model_params(people),
+        model: model_params(people), f"has_{model}": valid_mask(people).astype(np.float32),
         "meta": {"gender": np.asarray(["neutral"] * N)},
         "misc": {"smpl_source": f"fit3d-{fitter}", "cam_param_type": "perspective", "camera_frame": "opencv",
                  "focal_length": people["focal_length"].astype(np.float32),

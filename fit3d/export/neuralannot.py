@@ -1,7 +1,10 @@
 """NeuralAnnot-style JSON (Moon et al., CVPRW 2022: the released COCO pseudo-GT).
 
 ``{annotation id: {"smpl_param": {"pose": (72,), "shape": (10,), "trans": (3,)},
-"cam_param": {"focal": [fx, fy], "princpt": [cx, cy]}}}`` for SMPL fits; SMPL-X fits
+"cam_param": {"focal": [fx, fy], "princpt": [cx, cy]}, "valid": true}}`` for SMPL fits
+(``valid``: fit3d's addition, false for a fit marked invalid, one that does not reproject onto
+its keypoints; loaders that index ``smpl_param`` and ``cam_param`` are not disturbed by it,
+``--valid-only`` leaves such people out); SMPL-X fits
 write ``"smplx_param"`` with ``root_pose`` (3,), ``body_pose`` (63,), ``lhand_pose``,
 ``rhand_pose`` (45,), ``jaw_pose``, ``leye_pose``, ``reye_pose`` (3,), ``shape``
 (10,), ``expr`` (10,) and ``trans`` (3,) (hands, face at rest). Axis-angle, metres,
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.writers import write_json
-from fit3d.export.people import FIT_SMPL_HINT, model_name, smpl_pose72
+from fit3d.export.people import FIT_SMPL_HINT, model_name, smpl_pose72, valid_mask
 
 
 def entries(people: dict) -> dict[str, dict]:
@@ -35,12 +38,13 @@ def entries(people: dict) -> dict[str, dict]:
     cam = [dict(focal=f.tolist(), princpt=p.tolist())
            for f, p in zip(people["focal_length"].astype(float), people["principal_point"].astype(float))]
     f = lambda a: np.asarray(a, dtype=float).round(6).ravel().tolist()  # noqa: E731
+    valid = valid_mask(people).tolist()
     out = {}
     if model == "smpl":
         pose = smpl_pose72(people, "neuralannot")
         for i, aid in enumerate(people["annot_id"].tolist()):
             out[str(aid)] = dict(smpl_param=dict(pose=f(pose[i]), shape=f(people["betas"][i]),
-                                                 trans=f(people["transl"][i])), cam_param=cam[i])
+                                                 trans=f(people["transl"][i])), cam_param=cam[i], valid=valid[i])
         return out
     if model != "smplx":
         raise ValueError(f"the neuralannot format holds SMPL or SMPL-X parameters; these fits are of {model}: "
@@ -50,7 +54,7 @@ def entries(people: dict) -> dict[str, dict]:
         out[str(aid)] = dict(smplx_param=dict(
             root_pose=f(people["global_orient"][i]), body_pose=f(people["body_pose"][i]), lhand_pose=z(45),
             rhand_pose=z(45), jaw_pose=z(3), leye_pose=z(3), reye_pose=z(3), shape=f(people["betas"][i]), expr=z(10),
-            trans=f(people["transl"][i])), cam_param=cam[i])
+            trans=f(people["transl"][i])), cam_param=cam[i], valid=valid[i])
     return out
 
 

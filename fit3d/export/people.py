@@ -23,7 +23,9 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
 
     Returns:
         ``(people, counts)``: the arrays of :func:`fit3d.pipeline.merge.merge_fits` for
-        the exported rows (plus ``keypoint_names``, ``joint_names``), and counts.
+        the exported rows (plus ``keypoint_names``, ``joint_names``), and counts: ``people``,
+        ``exported``, ``invalid`` (exported people whose fit is marked invalid: every format
+        flags them, see :func:`valid_mask`), ``dropped`` by reason, ``model``.
     Raises:
         ValueError: nothing to export, or fits of several body models.
     """
@@ -49,9 +51,19 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
         raise ValueError(f"{fits_dir} holds fits of several body models ({', '.join(models)}): export them apart")
     people = {k: (v[keep] if getattr(v, "ndim", 0) and len(v) == n and k not in ("keypoint_names", "joint_names")
                   else v) for k, v in arrays.items()}
-    counts = dict(people=n, exported=int(keep.sum()), dropped={k: v for k, v in dropped.items() if v},
-                  model=models[0])
+    counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()),
+                  dropped={k: v for k, v in dropped.items() if v}, model=models[0])
     return people, counts
+
+
+def valid_mask(people: dict) -> np.ndarray:
+    """``(N,)`` bool: the fit reprojects onto its keypoints (the fit files' ``valid``).
+
+    Invalid fits are exported (unless ``valid_only``) but never as trusted ground truth:
+    SPIN's and HumanData's ``has_smpl`` is 0 for them, the NeuralAnnot-style JSON says
+    ``"valid": false``.
+    """
+    return np.asarray(people["valid"], dtype=bool)
 
 
 def model_name(people: dict) -> str:

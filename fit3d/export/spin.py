@@ -1,14 +1,17 @@
 """SPIN's dataset ``.npz`` (Kolotouros et al., ICCV 2019; ``datasets/preprocess`` of SPIN).
 
 Per person i: ``imgname`` (path relative to the image folder), ``center`` (2,) box
-centre and ``scale`` = box size / 200 (pixels), ``part`` (24, 3) the input 2D
-keypoints in SPIN's 24-joint order with visibility, ``pose`` (72,) SMPL axis-angle,
-``shape`` (10,) betas, ``has_smpl`` = 1. SPIN's format has no camera: fit3d adds the
-full-frame ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and ``transl`` (3,)
-(metres, OpenCV camera frame), and ``annot_id``: the input's annotation id, unique within an
-image (COCO's are unique in the file; OpenPose input numbers the people of each image), so
-``fit3d evaluate`` matches people by ``imgname`` and ``annot_id``. No 3D joints ``S``: SPIN's
-are its own 24-joint layout, not the body model's. SMPL fits only.
+centre and ``scale`` (box side / 200, pixels) as SPIN's preprocessing makes them, with its
+1.2 box expansion (:func:`center_scale`), ``part`` (24, 3) the input 2D keypoints in SPIN's
+24-joint order with visibility, ``pose`` (72,) SMPL axis-angle, ``shape`` (10,) betas,
+``has_smpl`` = 1 for a valid fit, 0 for one marked invalid (SPIN's ``BaseDataset`` reads it,
+``datasets/base_dataset.py`` lines 52-53, and masks its SMPL losses with it; ``--valid-only``
+leaves such people out instead). SPIN's format has no
+camera: fit3d adds the full-frame ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and
+``transl`` (3,) (metres, OpenCV camera frame), and ``annot_id``: the input's annotation id,
+unique within an image (COCO's are unique in the file; OpenPose input numbers the people of
+each image), so ``fit3d evaluate`` matches people by ``imgname`` and ``annot_id``. No 3D joints
+``S``: SPIN's are its own 24-joint layout, not the body model's. SMPL fits only.
 """
 
 from __future__ import annotations
@@ -18,8 +21,50 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.conventions import SPIN24, convert
+from fit3d.data.readers import keypoint_bbox
 from fit3d.data.writers import write_npz
-from fit3d.export.people import input_convention, smpl_pose72
+from fit3d.export.people import input_convention, smpl_pose72, valid_mask
+
+#: SPIN's box expansion: ``scaleFactor = 1.2`` in nkolot/SPIN ``datasets/preprocess/coco.py``
+#: (line 14; ``scale = scaleFactor*max(bbox[2], bbox[3])/200``, line 47) and for keypoint-only
+#: datasets ``lsp_dataset.py`` (line 10; ``scale = scaleFactor*max(<keypoint extent>)/200``, line 36).
+SPIN_SCALE_FACTOR = 1.2
+
+
+def expanded_boxes(people: dict) -> np.ndarray:
+    """``(N,)`` bool: the person's box already holds SPIN's 1.2 expansion, so it is not applied again.
+
+    fit3d's box is the annotation's own (COCO's ``bbox``: not expanded), else the labelled
+    keypoints' box padded 10 % on every side, which is 1.2 x the keypoint extent, SPIN's box of a
+    keypoint-only dataset. The fit files say which only for rebuilt boxes (``bbox_note``); OpenPose
+    input has no box and always gets the padded keypoint box with no note. So a box counts as
+    expanded when it has a ``bbox_note``, when it is the padded keypoint box of the person's stored
+    keypoints (to 0.01 px: OpenPose, or an annotation box made that way), or when the input was a
+    SPIN ``.npz`` (keypoints in SPIN's 24-joint layout: the box is SPIN's own ``center``/``scale``,
+    kept as it is so that SPIN -> fit -> SPIN keeps it).
+    """
+    box = np.asarray(people["bbox"], dtype=np.float64)
+    n = len(box)
+    note = np.asarray(people.get("bbox_note", np.full(n, "")), dtype=str)
+    if tuple(str(k) for k in people["keypoint_names"]) == SPIN24.names:
+        return np.ones(n, bool)
+    padded = np.stack([keypoint_bbox(k, pad=0.1) for k in np.asarray(people["keypoints_2d"], np.float32)]) \
+        if n else np.zeros((0, 4))
+    same = np.isclose(box, padded, rtol=0.0, atol=0.01).all(1) & (box[:, 2:] > 0).all(1)
+    return (np.char.str_len(note) > 0) | same
+
+
+def center_scale(people: dict) -> tuple[np.ndarray, np.ndarray]:
+    """SPIN's ``center`` (N, 2) and ``scale`` (N,) of the people's boxes (x, y, w, h).
+
+    ``center`` is the box centre; ``scale = 1.2 * max(w, h) / 200`` (SPIN's
+    :data:`SPIN_SCALE_FACTOR`) for the annotation's own box, ``max(w, h) / 200`` for a box
+    that already holds the expansion (:func:`expanded_boxes`).
+    """
+    box = np.asarray(people["bbox"], dtype=np.float64)
+    factor = np.where(expanded_boxes(people), 1.0, SPIN_SCALE_FACTOR)
+    center = box[:, :2] + box[:, 2:] / 2
+    return center.astype(np.float32), (factor * box[:, 2:].max(1) / 200.0).astype(np.float32)
 
 
 def arrays(people: dict) -> dict[str, np.ndarray]:
@@ -29,15 +74,13 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
         ValueError: the fits are not SMPL.
     """
     pose = smpl_pose72(people, "spin")
-    box = people["bbox"].astype(np.float64)
     conv = input_convention(people)
     part = np.stack([convert(k, conv, SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
     part[..., 2] = (part[..., 2] > 0).astype(np.float32)
-    N = len(pose)
+    center, scale = center_scale(people)
     return dict(
-        imgname=people["image"].astype(str), center=(box[:, :2] + box[:, 2:] / 2).astype(np.float32),
-        scale=(box[:, 2:].max(1) / 200.0).astype(np.float32), part=part, pose=pose,
-        shape=people["betas"].astype(np.float32), has_smpl=np.ones(N, np.float32),
+        imgname=people["image"].astype(str), center=center, scale=scale, part=part, pose=pose,
+        shape=people["betas"].astype(np.float32), has_smpl=valid_mask(people).astype(np.float32),
         focal_length=people["focal_length"].astype(np.float32),
         principal_point=people["principal_point"].astype(np.float32), transl=people["transl"].astype(np.float32),
         annot_id=people["annot_id"].astype(np.int64),

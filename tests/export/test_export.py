@@ -1,4 +1,6 @@
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,14 +49,16 @@ def test_spin_export_round_trips_through_smplx(tmp_path, smpl_fits, smpl_like_di
     d = np.load(out)
     N = 12
     assert d["pose"].shape == (N, 72) and d["shape"].shape == (N, 10) and d["part"].shape == (N, 24, 3)
-    assert d["center"].shape == (N, 2) and d["scale"].shape == (N,) and (d["has_smpl"] == 1).all()
+    assert d["center"].shape == (N, 2) and d["scale"].shape == (N,) and d["has_smpl"].shape == (N,)
     assert d["focal_length"].shape == (N, 2) and d["principal_point"].shape == (N, 2)
     fits, _ = merge_fits(smpl_fits)
     row = {(str(i), int(a)): k for k, (i, a) in enumerate(zip(fits["image"], fits["annot_id"]))}
     idx = [row[(str(i), int(a))] for i, a in zip(d["imgname"], d["annot_id"])]
-    # the box: SPIN's center and scale = size / 200
+    assert np.array_equal(d["has_smpl"], fits["valid"][idx].astype(np.float32))  # 0: a fit marked invalid
+    # the box (COCO's own): SPIN's center and scale = 1.2 * size / 200 (SPIN's preprocess/coco.py)
     box = fits["bbox"][idx]
-    np.testing.assert_allclose(d["scale"] * 200, box[:, 2:].max(1), rtol=1e-5)
+    np.testing.assert_allclose(d["scale"] * 200, 1.2 * box[:, 2:].max(1), rtol=1e-5)
+    np.testing.assert_allclose(d["center"], box[:, :2] + box[:, 2:] / 2, rtol=1e-5)
     # 2D keypoints in SPIN's order
     li = SPIN24.index("left_knee")
     np.testing.assert_allclose(d["part"][:, li, :2], fits["keypoints_2d"][idx, 13, :2])
@@ -120,6 +124,7 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
     for coco_index, hd_name in ((0, "nose"), (11, "left_hip_extra"), (16, "right_ankle")):
         assert np.array_equal(d["keypoints2d"][0, HUMAN_DATA.index(hd_name)], merged["keypoints_2d"][k0, coco_index])
     p, misc = d["smplx"].item(), d["misc"].item()
+    assert d["has_smplx"].shape == (N,) and (d["has_smplx"] == 1).all()  # --valid-only: every fit valid
     assert p["body_pose"].shape == (N, 21, 3) and p["left_hand_pose"].shape == (N, 15, 3)
     assert misc["cam_param_type"] == "perspective" and misc["focal_length"].shape == (N, 2)
     fits, _ = merge_fits(fits_dir)
@@ -137,10 +142,10 @@ def test_anny_fits_export_their_own_parameters_or_refuse(tmp_path, anny_model, s
     export_fits(fits_dir, "humandata", tmp_path / "hd.npz")
     d = np.load(tmp_path / "hd.npz", allow_pickle=True)
     assert "anny" in d.files and "smpl" not in d.files and d["anny"].item()["body_pose"].shape[1:] == (19, 3)
-    for fmt in ("spin", "neuralannot"):
-        r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", fmt, "--out", str(tmp_path / "x")])
+    for fmt, out in (("spin", tmp_path / "x.npz"), ("neuralannot", tmp_path / "x.json")):
+        r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", fmt, "--out", str(out)])
         assert r.exit_code == 1 and "these fits are of anny" in r.output and "--model smpl" in r.output
-        assert "Traceback" not in r.output and not (tmp_path / "x").exists()
+        assert "Traceback" not in r.output and not out.exists()
 
 
 def test_duplicate_annotation_ids_are_rejected_both(tmp_path, anny_model, sample_dir):
@@ -154,3 +159,143 @@ def test_duplicate_annotation_ids_are_rejected_both(tmp_path, anny_model, sample
     fits_dir = _fit(anny_model, sample_dir, ann, tmp_path / "fits")
     c = export_fits(fits_dir, "humandata", tmp_path / "hd.npz")
     assert c["dropped"]["duplicate annotation id"] == 2 and c["exported"] == 10
+
+
+def _edited(fits_dir, dst, edit):
+    """A copy of a run folder whose per-image files ``edit(arrays)`` changed (in place)."""
+    from fit3d.data.writers import fit_files, read_fit
+
+    shutil.copytree(fits_dir, dst)
+    for f in fit_files(dst):
+        d = read_fit(f)
+        edit(d)
+        np.savez(f, **d)
+    return dst
+
+
+def _fitted_keys(fits):
+    return [(str(i), int(a)) for i, a, s in zip(fits["image"], fits["annot_id"], fits["status"]) if s == "fitted"]
+
+
+def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
+    fits, _ = merge_fits(smpl_fits)
+    bad = set(_fitted_keys(fits)[:3])
+
+    def edit(d):  # three fits marked invalid, the other fitted ones valid
+        keys = [(str(d["image"]), int(a)) for a in d["annot_id"]]
+        d["valid"] = np.asarray([k not in bad for k in keys]) & (d["status"] == "fitted")
+
+    fits_dir = _edited(smpl_fits, tmp_path / "fits", edit)
+    expected = {k: k not in bad for k in _fitted_keys(fits)}
+    # SPIN: has_smpl masks SPIN's SMPL losses (datasets/base_dataset.py): 0 for an invalid fit
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "spin",
+                                 "--out", str(tmp_path / "s.npz")])
+    assert r.exit_code == 0 and "exported 12 of 14 people (smpl fits), 3 of them marked invalid" in r.output, r.output
+    d = np.load(tmp_path / "s.npz")
+    got = {(str(i), int(a)): float(h) for i, a, h in zip(d["imgname"], d["annot_id"], d["has_smpl"])}
+    assert got == {k: float(v) for k, v in expected.items()}
+    # HumanData: the top-level has_smpl that mmhuman3d's HumanImageDataset reads per sample
+    export_fits(fits_dir, "humandata", tmp_path / "hd.npz")
+    d = np.load(tmp_path / "hd.npz", allow_pickle=True)
+    got = {(str(i), int(a)): float(h) for i, a, h in zip(d["image_path"], d["misc"].item()["annot_id"], d["has_smpl"])}
+    assert got == {k: float(v) for k, v in expected.items()}
+    assert d["has_smpl"].shape == (int(d["__data_len__"]),) and d["config"].item() == "fit3d"
+    # NeuralAnnot-style JSON: "valid" beside smpl_param and cam_param
+    export_fits(fits_dir, "neuralannot", tmp_path / "na.json")
+    data = json.loads((tmp_path / "na.json").read_text())
+    assert {(i, a): data[str(a)]["valid"] for i, a in expected} == expected
+    assert all(set(e) == {"smpl_param", "cam_param", "valid"} for e in data.values())
+    # --valid-only still leaves them out
+    c = export_fits(fits_dir, "spin", tmp_path / "v.npz", valid_only=True)
+    assert c["exported"] == 9 and c["dropped"]["not valid"] == 3 and c["invalid"] == 0
+    assert (np.load(tmp_path / "v.npz")["has_smpl"] == 1).all()
+
+
+def test_spin_center_and_scale_are_spins_preprocessing(tmp_path, smpl_fits, sample_dir):
+    from fit3d.data.readers import keypoint_bbox
+
+    fits, _ = merge_fits(smpl_fits)
+    rebuilt, openpose_like = _fitted_keys(fits)[:2]
+
+    def edit(d):  # one box rebuilt from the keypoints (noted), one padded keypoint box without a note (OpenPose's)
+        d["bbox_note"] = d["bbox_note"].astype("U64")
+        for k, a in enumerate(d["annot_id"]):
+            if (str(d["image"]), int(a)) in (rebuilt, openpose_like):
+                d["bbox"][k] = keypoint_bbox(d["keypoints_2d"][k], pad=0.1)
+            if (str(d["image"]), int(a)) == rebuilt:
+                d["bbox_note"][k] = "box rebuilt from the keypoints (no box)"
+
+    fits_dir = _edited(smpl_fits, tmp_path / "fits", edit)
+    export_fits(fits_dir, "spin", tmp_path / "s.npz")
+    d = np.load(tmp_path / "s.npz")
+    anns = {a["id"]: a for a in json.loads((sample_dir / "test_coco.json").read_text())["annotations"]}
+    for name, aid, center, scale in zip(d["imgname"], d["annot_id"], d["center"], d["scale"]):
+        a = anns[int(aid)]
+        if (str(name), int(aid)) in (rebuilt, openpose_like):  # SPIN's lsp_dataset.py: keypoints' box, x 1.2
+            kp = np.asarray(a["keypoints"], float).reshape(-1, 3)
+            kp = kp[kp[:, 2] > 0, :2]
+            lo, hi = kp.min(0), kp.max(0)
+            want_center, want_scale = (lo + hi) / 2, 1.2 * (hi - lo).max() / 200
+        else:  # SPIN's coco.py: scale = scaleFactor*max(bbox[2], bbox[3])/200, scaleFactor = 1.2
+            x, y, w, h = a["bbox"]
+            want_center, want_scale = (x + w / 2, y + h / 2), 1.2 * max(w, h) / 200
+        np.testing.assert_allclose(center, want_center, atol=1e-2)
+        np.testing.assert_allclose(scale, want_scale, rtol=1e-4)
+
+
+def _people_of(persons, names):
+    return dict(bbox=np.stack([p.bbox for p in persons]), bbox_note=np.asarray([p.bbox_note for p in persons]),
+                keypoints_2d=np.stack([p.keypoints_2d for p in persons]), keypoint_names=np.asarray(names))
+
+
+def test_openpose_and_spin_input_boxes_are_not_expanded_twice(tmp_path, sample_dir):
+    from fit3d.data.conventions import COCO17, OPENPOSE_BODY25, convert
+    from fit3d.data.readers import read_openpose
+    from fit3d.data.spin import read_spin
+    from fit3d.export.spin import center_scale
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    files = {i["id"]: i["file_name"] for i in data["images"]}
+    by_image = {}
+    for a in data["annotations"]:
+        if a["num_keypoints"] >= 2:
+            kp = np.asarray(a["keypoints"], np.float32).reshape(17, 3)
+            kp[:, 2] = kp[:, 2] > 0
+            by_image.setdefault(a["image_id"], []).append(convert(kp, COCO17, OPENPOSE_BODY25))
+    kdir = tmp_path / "openpose"
+    kdir.mkdir()
+    for image, people in by_image.items():
+        (kdir / f"{Path(files[image]).stem}_keypoints.json").write_text(
+            json.dumps({"people": [{"pose_keypoints_2d": p.ravel().tolist()} for p in people]}))
+    images, _ = read_openpose(kdir, sample_dir)
+    persons = [p for r in images for p in r.people]
+    assert len(persons) == 12
+    center, scale = center_scale(_people_of(persons, OPENPOSE_BODY25.names))
+    for k, p in enumerate(persons):  # SPIN's box of keypoints: 1.2 x their extent, once
+        kp = p.keypoints_2d[p.keypoints_2d[:, 2] > 0, :2]
+        lo, hi = kp.min(0), kp.max(0)
+        np.testing.assert_allclose(center[k], (lo + hi) / 2, atol=1e-2)
+        np.testing.assert_allclose(scale[k], 1.2 * (hi - lo).max() / 200, rtol=1e-4)
+    # a SPIN file's own center and scale come back as they were (fitting from --spin-npz, then exporting)
+    spin = tmp_path / "in.npz"
+    part = np.stack([convert(p.keypoints_2d, OPENPOSE_BODY25, SPIN24) for p in persons])
+    np.savez(spin, imgname=np.asarray([p.image_key for p in persons]), center=center, scale=scale, part=part)
+    images, problems = read_spin(spin, sample_dir)
+    again = [p for r in images for p in r.people]
+    assert problems == [] and len(again) == 12
+    c2, s2 = center_scale(_people_of(again, SPIN24.names))
+    order = [int(p.annot_id) for p in again]
+    np.testing.assert_allclose(c2, center[order], atol=1e-3)
+    np.testing.assert_allclose(s2, scale[order], rtol=1e-5)
+
+
+@pytest.mark.parametrize("fmt, out, want", [("spin", "op_spin.out", "op_spin.npz"), ("humandata", "hd", "hd.npz"),
+                                            ("neuralannot", "na.npz", "na.json")])
+def test_export_refuses_an_out_without_the_formats_suffix(tmp_path, smpl_fits, fmt, out, want):
+    r = CliRunner().invoke(cli, ["export", "--fits", str(smpl_fits), "--format", fmt, "--out", str(tmp_path / out)])
+    errors = [line for line in r.output.splitlines() if line.startswith("Error")]
+    assert r.exit_code == 2 and len(errors) == 1 and str(tmp_path / want) in errors[0], r.output
+    assert f"does not end in {Path(want).suffix}" in errors[0] and not (tmp_path / out).exists()
+    with pytest.raises(ValueError, match=rf"does not end in \{Path(want).suffix}"):
+        export_fits(smpl_fits, fmt, tmp_path / out)
+    assert not (tmp_path / out).exists()
