@@ -33,3 +33,80 @@ def rotate(points: torch.Tensor, rotvec: torch.Tensor) -> torch.Tensor:
 def compose_rotvec(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Axis-angle of ``R(second) @ R(first)`` (apply ``first`` then ``second``), ``(..., 3)``."""
     return roma.rotmat_to_rotvec(roma.rotvec_to_rotmat(second) @ roma.rotvec_to_rotmat(first))
+
+
+def _cofactor(x: torch.Tensor) -> torch.Tensor:
+    """``(..., 3, 3)`` cofactor matrices, ``det(x) x^-T``, as cross products of the rows."""
+    r0, r1, r2 = x[..., 0, :], x[..., 1, :], x[..., 2, :]
+    return torch.stack([torch.linalg.cross(r1, r2, dim=-1), torch.linalg.cross(r2, r0, dim=-1),
+                        torch.linalg.cross(r0, r1, dim=-1)], -2)
+
+
+def _skew(u: torch.Tensor) -> torch.Tensor:
+    """``(..., 3)`` -> ``(..., 3, 3)`` cross-product matrices ``[u]x``."""
+    z = torch.zeros_like(u[..., 0])
+    return torch.stack([torch.stack([z, -u[..., 2], u[..., 1]], -1), torch.stack([u[..., 2], z, -u[..., 0]], -1),
+                        torch.stack([-u[..., 1], u[..., 0], z], -1)], -2)
+
+
+#: Scaled Newton steps of :func:`special_procrustes` (quadratic convergence: float32 precision
+#: is reached within 5 steps for condition numbers up to ~1e3; rows that are not orthogonal to
+#: :data:`_PROCRUSTES_TOL` afterwards, or have ``det <= 0``, are taken from an SVD instead).
+_NEWTON_STEPS = 7
+_PROCRUSTES_TOL = 1e-4
+
+
+class _SpecialProcrustes(torch.autograd.Function):
+    """:func:`special_procrustes` with an analytic backward."""
+
+    @staticmethod
+    def forward(ctx, m: torch.Tensor) -> torch.Tensor:
+        x = m
+        for _ in range(_NEWTON_STEPS):  # Higham's scaled Newton iteration for the polar factor
+            c = _cofactor(x)
+            det = (x[..., 0, :] * c[..., 0, :]).sum(-1)[..., None, None]
+            g = det.abs().clamp_min(1e-30).pow(-1.0 / 3.0)
+            x = 0.5 * (g * x + c / (g * det))
+        eye = torch.eye(3, dtype=m.dtype, device=m.device)
+        bad = (torch.linalg.det(m) <= 0) | ((x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2)) > _PROCRUSTES_TOL)
+        if bool(bad.any()):  # improper or ill-conditioned: the special Procrustes from an SVD
+            u, _, vh = torch.linalg.svd(m[bad])
+            d = torch.ones_like(u[..., 0])
+            d[..., 2] = torch.linalg.det(u @ vh).sign()
+            x = x.clone()
+            x[bad] = (u * d[..., None, :]) @ vh
+        ctx.save_for_backward(m, x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        # R^T M = S is symmetric; dR = R [w]x with (tr(S) I - S) w = axial(R^T dM - dM^T R), so
+        # dL/dM = R [u]x with u = (tr(S) I - S)^-1 axial(R^T G) (G = dL/dR; axial of the skew part x2).
+        m, r = ctx.saved_tensors
+        s = r.transpose(-1, -2) @ m
+        s = 0.5 * (s + s.transpose(-1, -2))
+        p = torch.diagonal(s, dim1=-2, dim2=-1).sum(-1)[..., None, None] * torch.eye(3, dtype=m.dtype,
+                                                                                  device=m.device) - s
+        x = r.transpose(-1, -2) @ grad
+        g = torch.stack([x[..., 2, 1] - x[..., 1, 2], x[..., 0, 2] - x[..., 2, 0], x[..., 1, 0] - x[..., 0, 1]], -1)
+        u = torch.linalg.solve(p, g)
+        return r @ _skew(u)
+
+
+def special_procrustes(m: torch.Tensor) -> torch.Tensor:
+    """The rotation nearest to each ``(..., 3, 3)`` matrix (``argmax_R tr(R^T m)`` over SO(3), as
+    ``roma.special_procrustes``), for many small matrices at once.
+
+    The forward is Higham's scaled Newton iteration for the orthogonal polar factor (Higham,
+    "Computing the polar decomposition", SIAM J. Sci. Stat. Comput. 1986), elementwise products
+    only; rows with ``det(m) <= 0`` or that have not converged come from an SVD. The backward is
+    the polar factor's closed-form derivative (a 3x3 solve per matrix). On a CPU both are a few
+    times cheaper than an SVD or eigen-decomposition per matrix and its backward, with the same
+    values and gradients to float32 precision (tested against roma).
+
+    Args:
+        m: ``(..., 3, 3)``.
+    Returns:
+        ``(..., 3, 3)`` rotation matrices.
+    """
+    return _SpecialProcrustes.apply(m)

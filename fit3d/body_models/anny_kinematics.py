@@ -106,15 +106,19 @@ class AnnyKinematics(torch.nn.Module):
         onehot = torch.zeros(len(pair_bone), len(flat))
         onehot[torch.arange(len(pair_bone)), pair_bone.long()] = 1.0
         self.register_buffer("pair_onehot", onehot, persistent=False)  # (P, NB)
-        self.register_buffer("pair_slot", pair_keypoint.long() * len(flat) + position[pair_bone.long()],
-                             persistent=False)
+        # Where each pair's (x, y, z, w) lands in the flattened (4 NB, K) anchor matrix: row
+        # 3 c + i for coordinate i of the bone in chain position c, row 3 NB + c for its weight.
+        nb, slot, k = len(flat), position[pair_bone.long()], pair_keypoint.long()
+        rows = torch.cat([3 * slot[:, None] + torch.arange(3), 3 * nb + slot[:, None]], 1)  # (P, 4)
+        self.register_buffer("pair_index", (rows * num_keypoints + k[:, None]).reshape(-1), persistent=False)
         self.num_keypoints = num_keypoints
 
-    def shape_terms(self, rest_bone_poses: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def shape_terms(self, R: torch.Tensor, h: torch.Tensor, anchors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """What depends on the shape only.
 
         Args:
-            rest_bone_poses: ``(B, NB, 4, 4)`` anny rest poses ``[R | h]``.
+            R: ``(B, NB, 3, 3)`` anny's rest bone orientations. h: ``(B, NB, 3)`` its rest bone heads
+                (the rest poses ``[R | h]``).
             anchors: ``(B, P, 4)`` homogeneous anchor ``a_kc`` of each (keypoint, bone) pair.
         Returns:
             ``(articulated offsets (B, J, 3), resting transforms (B, NB-J-1, 3, 4),
@@ -123,7 +127,6 @@ class AnnyKinematics(torch.nn.Module):
             and each pair's anchor in its bone's rest frame ``[R_c^T (a - h_c a^w), a^w]``
             laid out for :meth:`forward`'s keypoint product (zero for pairs without weight).
         """
-        R, h = rest_bone_poses[..., :3, :3], rest_bone_poses[..., :3, 3]
         B, nb = R.shape[:2]
         p = self.parent
         A = self.ref @ R.transpose(-1, -2)
@@ -137,10 +140,10 @@ class AnnyKinematics(torch.nn.Module):
         Rh = self.pair_onehot @ torch.cat([R.reshape(B, nb, 9), h], -1)
         w = anchors[..., 3:]
         local = Rh[..., :9].view(B, -1, 3, 3).transpose(-1, -2) @ (anchors[..., :3] - Rh[..., 9:] * w)[..., None]
-        pairs = torch.cat([local.squeeze(-1), w], -1)
+        pairs = torch.cat([local.squeeze(-1), w], -1).reshape(B, -1)  # (B, 4 P)
         K = self.num_keypoints
-        dense = pairs.new_zeros(B, K * nb, 4).index_copy(1, self.pair_slot, pairs).view(B, K, nb, 4)
-        matrix = torch.cat([dense[..., :3].reshape(B, K, -1), dense[..., 3]], -1).transpose(1, 2).contiguous()
+        # straight into the (4 NB, K) layout: one copy, and a gather for its backward
+        matrix = pairs.new_zeros(B, 4 * nb * K).index_copy_(1, self.pair_index, pairs).view(B, 4 * nb, K)
         return offsets.index_select(1, self.art_bones), resting, matrix
 
     def forward(self, body_pose: torch.Tensor, terms: tuple[torch.Tensor, ...],
