@@ -50,10 +50,10 @@ def _skew(u: torch.Tensor) -> torch.Tensor:
 
 
 #: Scaled Newton steps of :func:`special_procrustes` (quadratic convergence: float32 precision
-#: is reached within 5 steps for condition numbers up to ~1e3; rows that are not orthogonal to
-#: :data:`_PROCRUSTES_TOL` afterwards, or have ``det <= 0``, are taken from an SVD instead).
-_NEWTON_STEPS = 7
-_PROCRUSTES_TOL = 1e-4
+#: is reached within 5 steps for anny's rest orientations, condition numbers up to ~5e3; rows
+#: that are not orthogonal to ``0.3 sqrt(eps)`` of their dtype afterwards (1e-4 in float32), or
+#: have ``det <= 0``, are taken from an SVD instead).
+_NEWTON_STEPS = 5
 
 
 class _SpecialProcrustes(torch.autograd.Function):
@@ -68,7 +68,8 @@ class _SpecialProcrustes(torch.autograd.Function):
             g = det.abs().clamp_min(1e-30).pow(-1.0 / 3.0)
             x = 0.5 * (g * x + c / (g * det))
         eye = torch.eye(3, dtype=m.dtype, device=m.device)
-        bad = (torch.linalg.det(m) <= 0) | ((x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2)) > _PROCRUSTES_TOL)
+        tol = 0.3 * torch.finfo(m.dtype).eps ** 0.5
+        bad = (torch.linalg.det(m) <= 0) | ((x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2)) > tol)
         if bool(bad.any()):  # improper or ill-conditioned: the special Procrustes from an SVD
             u, _, vh = torch.linalg.svd(m[bad])
             d = torch.ones_like(u[..., 0])
