@@ -50,10 +50,11 @@ def _skew(u: torch.Tensor) -> torch.Tensor:
 
 
 #: Scaled Newton steps of :func:`special_procrustes` (quadratic convergence: float32 precision
-#: is reached within 5 steps for anny's rest orientations, condition numbers up to ~5e3; rows
-#: that are not orthogonal to ``0.3 sqrt(eps)`` of their dtype afterwards (1e-4 in float32), or
-#: have ``det <= 0``, are taken from an SVD instead).
+#: is reached within 5 steps for anny's rest orientations, condition numbers up to ~5e3). Rows
+#: that are then not orthogonal to :data:`_ORTHOGONAL_EPS` times their dtype's eps, not finite,
+#: or with ``det <= 0`` are taken from an SVD instead.
 _NEWTON_STEPS = 5
+_ORTHOGONAL_EPS = 30.0
 
 
 class _SpecialProcrustes(torch.autograd.Function):
@@ -61,16 +62,21 @@ class _SpecialProcrustes(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, m: torch.Tensor) -> torch.Tensor:
-        x = m
+        # The polar factor does not depend on a positive scale: normalise so that nothing overflows.
+        # Only elementwise operations and exact maxima, so that a row's result does not depend on
+        # how many threads, or which batch, computed it (workers must write what one process does).
+        x = m / m.abs().amax((-1, -2), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
+        det0 = None
         for _ in range(_NEWTON_STEPS):  # Higham's scaled Newton iteration for the polar factor
             c = _cofactor(x)
-            det = (x[..., 0, :] * c[..., 0, :]).sum(-1)[..., None, None]
+            det = (x[..., 0, 0] * c[..., 0, 0] + x[..., 0, 1] * c[..., 0, 1] + x[..., 0, 2] * c[..., 0, 2])[..., None, None]
+            det0 = det if det0 is None else det0
             g = det.abs().clamp_min(1e-30).pow(-1.0 / 3.0)
             x = 0.5 * (g * x + c / (g * det))
         eye = torch.eye(3, dtype=m.dtype, device=m.device)
-        tol = 0.3 * torch.finfo(m.dtype).eps ** 0.5
-        bad = (torch.linalg.det(m) <= 0) | ((x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2)) > tol)
-        if bool(bad.any()):  # improper or ill-conditioned: the special Procrustes from an SVD
+        err = (x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2))
+        bad = (det0[..., 0, 0] <= 0) | ~(err <= _ORTHOGONAL_EPS * torch.finfo(m.dtype).eps)  # (NaN: bad)
+        if bool(bad.any()):  # improper, ill-conditioned or not finite: the special Procrustes from an SVD
             u, _, vh = torch.linalg.svd(m[bad])
             d = torch.ones_like(u[..., 0])
             d[..., 2] = torch.linalg.det(u @ vh).sign()
@@ -90,7 +96,12 @@ class _SpecialProcrustes(torch.autograd.Function):
                                                                                   device=m.device) - s
         x = r.transpose(-1, -2) @ grad
         g = torch.stack([x[..., 2, 1] - x[..., 1, 2], x[..., 0, 2] - x[..., 2, 0], x[..., 1, 0] - x[..., 0, 1]], -1)
-        u = torch.linalg.solve(p, g)
+        u, info = torch.linalg.solve_ex(p, g[..., None])
+        u = u[..., 0]
+        singular = info != 0
+        if bool(singular.any()):  # (e.g. m = -I or of rank 1: the rotation is not unique) least squares
+            u = u.clone()
+            u[singular] = (torch.linalg.pinv(p[singular]) @ g[singular][..., None])[..., 0]
         return r @ _skew(u)
 
 
@@ -106,8 +117,10 @@ def special_procrustes(m: torch.Tensor) -> torch.Tensor:
     values and gradients to float32 precision (tested against roma).
 
     Args:
-        m: ``(..., 3, 3)``.
+        m: ``(..., 3, 3)``; half precision is computed in float32.
     Returns:
-        ``(..., 3, 3)`` rotation matrices.
+        ``(..., 3, 3)`` rotation matrices, ``m``'s dtype.
     """
+    if m.dtype in (torch.float16, torch.bfloat16):
+        return _SpecialProcrustes.apply(m.float()).to(m.dtype)
     return _SpecialProcrustes.apply(m)

@@ -25,13 +25,15 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
 * in a file whose categories include people (``name`` or ``supercategory`` "person",
   :data:`PERSON_CATEGORIES`), annotations of other keypoint categories (animals, objects)
   are left out with one warning per category; a file with no person category is read as
-  people, with a warning naming its categories.
+  people, with a warning naming its categories; annotations without keypoints of a category
+  that is neither a person nor has keypoints (an instances file's cars) likewise.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,6 +341,10 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     problems: list[InputProblem] = []
     cats = category_conventions(data, problems, str(annotations))
     not_people = _not_person_categories(data, cats, problems, str(annotations))
+    listed_cats = [c for c in data["categories"] if isinstance(c, dict)] if isinstance(data.get("categories"), list) \
+        else []
+    no_keypoints = {hashable(c.get("id")): [str(c.get("name")), 0] for c in listed_cats
+                    if hashable(c.get("id")) not in cats and not is_person_category(c)}
     infos = {}
     for i, info in enumerate(data["images"]):
         if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
@@ -358,12 +364,18 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
                                          "warning"))
         elif hashable(a.get("category_id")) in not_people:  # counted per category below
             not_people[hashable(a.get("category_id"))][1] += 1
+        elif "keypoints" not in a and hashable(a.get("category_id")) in no_keypoints:  # e.g. an instances file's cars
+            no_keypoints[hashable(a.get("category_id"))][1] += 1
         else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
     for cid, (name, n) in not_people.items():
         if n:
             problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations of category {name!r} "
                                          "(not a person category): not fitted", "warning"))
+    for cid, (name, n) in no_keypoints.items():
+        if n:
+            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations of category {name!r} "
+                                         "(not a person, no keypoints): not fitted", "warning"))
     listed = {hashable(c.get("id")) for c in data["categories"] if isinstance(c, dict)} \
         if isinstance(data.get("categories"), list) else set()
     # keypoints under a category_id that gives no layout: with one layout they are read in it
@@ -434,17 +446,26 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
     images_dir = Path(images_dir)
     coco, problems = load_coco(annotations)
     records: list[ImageRecord] = []
-    groups: dict[str, list] = {}  # image key -> the image entries that name that file
+    groups: dict[str, list] = {}  # the image file (normalised path) -> the image entries that name it
     for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
-        groups.setdefault(_key(images_dir / info["file_name"], images_dir), []).append((img_id, info))
-    for key, entries in groups.items():
-        if len(entries) > 1:  # one output file per image: the entries' people are fitted together
-            problems.append(InputProblem(f"{coco.path} (image ids {', '.join(str(i) for i, _ in entries)})",
-                                         f"{len(entries)} image entries name the same file {key}: their annotations "
-                                         "are fitted together, into one output", "warning"))
+        groups.setdefault(os.path.normpath(images_dir / info["file_name"]), []).append((img_id, info))
+    keys: dict[str, str] = {}  # output key -> the file that has it
+    for file, entries in groups.items():
         img_id, info = entries[0]
         path = images_dir / info["file_name"]
+        key = _key(path, images_dir)
         anns = [a for i, _ in entries for a in coco.annotations.get(i, [])]
+        ids = ", ".join(str(i) for i, _ in entries)
+        if len(entries) > 1:  # one output file per image: the entries' people are fitted together
+            problems.append(InputProblem(f"{coco.path} (image ids {ids})", f"{len(entries)} image entries name the "
+                                         f"same file {key}: their annotations are fitted together, into one output",
+                                         "warning"))
+        if key in keys:  # e.g. /a/x.jpg and /b/x.jpg, both outside the image folder: one output name
+            if anns:
+                problems.append(InputProblem(f"{coco.path} (image ids {ids})", f"{file} would be written as {key}, "
+                                             f"as {keys[key]} is: its {len(anns)} annotations are not fitted"))
+            continue
+        keys[key] = file
         if not anns:  # an image without people: counted, never opened
             records.append(ImageRecord(key, path, (0, 0)))
             continue
@@ -480,7 +501,7 @@ def find_images(images_dir: Path, stem: str) -> list[Path]:
     found = []
     for suffix in IMAGE_SUFFIXES:
         for cand in (images_dir / (stem + suffix), images_dir / (stem + suffix.upper())):
-            if cand.is_file() and cand not in found:  # (one file on a case-insensitive disk)
+            if cand.is_file() and not any(cand.samefile(f) for f in found):  # (a.jpg is a.JPG on some disks)
                 found.append(cand)
     return found
 
@@ -505,10 +526,11 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             image of ``<stem>_keypoints.json``.
     Returns:
         ``(images, problems)``: one record per readable file with an image (with no
-        people when ``people`` is empty); corrupt JSON, unknown layouts, missing images and a
-        second file naming an image already read (``a.json`` beside ``a_keypoints.json``) are
-        errors; several images of one stem (the first of :data:`IMAGE_SUFFIXES` is used) and
-        images that no keypoint file names (one warning counting them) are warnings.
+        people when ``people`` is empty); corrupt JSON, unknown layouts and missing images are
+        errors; a second file naming an image already read (``a.json`` beside OpenPose's own
+        ``a_keypoints.json``, which is the one read), several images of one stem (the first of
+        :data:`IMAGE_SUFFIXES` is used) and images that no keypoint file names (one warning
+        counting them) are warnings.
     Raises:
         FileNotFoundError: ``keypoints_dir`` is not a folder or holds no JSON file.
     """
@@ -518,7 +540,9 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
     records: list[ImageRecord] = []
     problems: list[InputProblem] = []
     used: dict[Path, Path] = {}  # image -> the keypoint file read for it
-    files = sorted(keypoints_dir.rglob("*.json"))
+    # per image, OpenPose's own <stem>_keypoints.json first: a <stem>.json beside it is the one left out
+    files = sorted(keypoints_dir.rglob("*.json"),
+                   key=lambda f: (str(f.parent), _openpose_stem(f), not f.stem.endswith("_keypoints"), f.name))
     if not files:
         raise FileNotFoundError(f"no OpenPose JSON files (<image stem>_keypoints.json) in {keypoints_dir}")
     for jf in files:
@@ -545,7 +569,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
                                          f"({', '.join(f.name for f in found)}): {image.name} is used", "warning"))
         if image in used:  # e.g. a.json beside a_keypoints.json: one output per image
             problems.append(InputProblem(str(jf), f"names the same image as {used[image]} ({_key(image, images_dir)}):"
-                                         " not used (one keypoint file per image)"))
+                                         " not used (one keypoint file per image)", "warning"))
             continue
         used[image] = jf
         rec = _open_image(image, images_dir, None, problems)

@@ -99,10 +99,12 @@ def test_read_openpose_two_files_of_one_image_and_images_without_a_file(tmp_path
     assert sorted(r.image_key for r in images) == ["000000000785.jpg", "000000040083.jpg", "000000197388.jpg"]
     keys = [r.image_key for r in images]
     assert len(keys) == len(set(keys))  # one record (one output file) per image
-    found = sorted((p.severity, p.reason.split(" (")[0].split(":")[0]) for p in problems)
-    assert found == [("error", "names the same image as " + str(kp_dir / "000000040083.json")),
-                     ("warning", "1 images have no keypoint file in " + str(kp_dir)),
-                     ("warning", "2 images are named 000000000785.*")]
+    found = sorted((p.severity, p.source, p.reason.split(" (")[0].split(":")[0]) for p in problems)
+    assert found == [  # OpenPose's own a_keypoints.json is read, the a.json beside it left out
+        ("warning", str(kp_dir / "000000000785_keypoints.json"), "2 images are named 000000000785.*"),
+        ("warning", str(kp_dir / "000000040083.json"),
+         "names the same image as " + str(kp_dir / "000000040083_keypoints.json")),
+        ("warning", "000000196141.jpg", "1 images have no keypoint file in " + str(kp_dir))]
 
 
 def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, sample_dir):
@@ -119,6 +121,18 @@ def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, samp
     assert sorted(p.annot_id for p in rec[0].people) == sorted([ann["id"], 77777777])
     assert [p.person_index for p in rec[0].people] == [0, 1]
     assert [(p.severity, "image ids 785, 999999" in p.source) for p in problems] == [("warning", True)]
+    # two different files outside the image folder with one name: one output name, the second not fitted
+    for sub in ("A", "B"):
+        (tmp_path / sub).mkdir()
+        shutil.copy(sample_dir / "000000000785.jpg", tmp_path / sub / "x.jpg")
+    d["images"][-1]["file_name"] = str(tmp_path / "A" / "x.jpg")
+    info["file_name"] = str(tmp_path / "B" / "x.jpg")
+    clash = tmp_path / "clash.json"
+    clash.write_text(json.dumps(d))
+    images, problems = read_coco(clash, sample_dir)
+    rec = [r for r in images if r.image_key == "x.jpg"]
+    assert len(rec) == 1 and len(rec[0].people) == 1
+    assert [(p.severity, "would be written as x.jpg" in p.reason) for p in problems] == [("error", True)]
 
 
 def test_discover_annotations(tmp_path, sample_dir):
@@ -190,6 +204,17 @@ def test_annotations_of_a_non_person_keypoint_category_are_left_out(tmp_path, sa
     assert sorted(p.annot_id for p in images[0].people) == sorted(a["id"] for a in d["annotations"][1:])
     assert [(p.severity, "category_id 2" in p.source, "1 annotations of category 'dog'" in p.reason)
             for p in problems] == [("warning", True, True)]
+    # an instances file's other categories: their annotations without keypoints are left out too
+    d["categories"].append(dict(id=3, name="car", supercategory="vehicle"))
+    d["annotations"].append(dict(id=5555, image_id=40083, category_id=3, bbox=[1, 1, 20, 20], iscrowd=0))
+    cars = tmp_path / "cars.json"
+    cars.write_text(json.dumps(d))
+    images, problems = read_coco(cars, sample_dir)
+    assert len(images[0].people) == len(d["annotations"]) - 2 and not images[0].dropped
+    assert sorted(p.reason.split(" (")[0] for p in problems) == ["1 annotations of category 'car'",
+                                                                 "1 annotations of category 'dog'"]
+    d["categories"].pop()
+    d["annotations"].pop()
     # a file whose only category is not named person is still read as people, with a warning
     d["categories"] = [dict(person, name="athlete", supercategory="sport")]
     for a in d["annotations"]:
