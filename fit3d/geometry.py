@@ -66,16 +66,17 @@ class _SpecialProcrustes(torch.autograd.Function):
         # Only elementwise operations and exact maxima, so that a row's result does not depend on
         # how many threads, or which batch, computed it (workers must write what one process does).
         x = m / m.abs().amax((-1, -2), keepdim=True).clamp_min(torch.finfo(m.dtype).tiny)
-        det0 = None
-        for _ in range(_NEWTON_STEPS):  # Higham's scaled Newton iteration for the polar factor
+        for step in range(_NEWTON_STEPS):  # Higham's scaled Newton iteration for the polar factor
             c = _cofactor(x)
-            det = (x[..., 0, 0] * c[..., 0, 0] + x[..., 0, 1] * c[..., 0, 1] + x[..., 0, 2] * c[..., 0, 2])[..., None, None]
-            det0 = det if det0 is None else det0
+            det = (x[..., 0, :1] * c[..., 0, :1] + x[..., 0, 1:2] * c[..., 0, 1:2]
+                   + x[..., 0, 2:] * c[..., 0, 2:])[..., None]  # (..., 1, 1), written out (see above)
+            if step == 0:
+                proper = det[..., 0, 0] > 0  # (the sign of det(m); NaN: not)
             g = det.abs().clamp_min(1e-30).pow(-1.0 / 3.0)
             x = 0.5 * (g * x + c / (g * det))
         eye = torch.eye(3, dtype=m.dtype, device=m.device)
         err = (x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2))
-        bad = (det0[..., 0, 0] <= 0) | ~(err <= _ORTHOGONAL_EPS * torch.finfo(m.dtype).eps)  # (NaN: bad)
+        bad = ~proper | ~(err <= _ORTHOGONAL_EPS * torch.finfo(m.dtype).eps)  # (NaN: bad)
         if bool(bad.any()):  # improper, ill-conditioned or not finite: the special Procrustes from an SVD
             u, _, vh = torch.linalg.svd(m[bad])
             d = torch.ones_like(u[..., 0])

@@ -57,7 +57,7 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     if not files:
         raise click.UsageError(f"no .npz fits in {fits_dir}")
     model_name = str(read_fit(files[0])["model"])
-    recorded = recorded_settings(fits_dir)  # the fitting run's model file and gender, unless given
+    recorded = recorded_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
         model_path = model_path or recorded.get("model_path")
         gender = gender or recorded.get("gender")

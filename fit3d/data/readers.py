@@ -121,6 +121,13 @@ class ImageRecord:
     dropped: list[str] = field(default_factory=list)
 
 
+#: How much a box built from keypoints grows on every side, as a share of its size (so the box is
+#: 1.2 x the keypoints' extent, as SPIN's boxes of keypoint-only datasets): boxes rebuilt for an
+#: unusable annotation box and OpenPose people's boxes (:func:`fit3d.export.spin.expanded_boxes`
+#: recognises them by it).
+KEYPOINT_BOX_PAD = 0.1
+
+
 def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
     """Box ``(x, y, w, h)`` around the keypoints with confidence > 0 (zeros if none),
     grown by ``pad`` times its size on every side."""
@@ -156,7 +163,7 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
             why = "box outside the image"
     if not why:
         return box.astype(np.float32), ""
-    return keypoint_bbox(keypoints_2d, pad=0.1), f"box rebuilt from the keypoints ({why})"
+    return keypoint_bbox(keypoints_2d, pad=KEYPOINT_BOX_PAD), f"box rebuilt from the keypoints ({why})"
 
 
 #: The bytes a complete file of a format ends with (JPEG: the end-of-image marker; PNG: the
@@ -279,21 +286,24 @@ def category_conventions(data: dict, problems: list[InputProblem], source: str) 
     return out
 
 
-def _not_person_categories(data: dict, cats: dict, problems: list[InputProblem], source: str) -> dict:
-    """``{category id: [name, 0]}`` of the keypoint categories to leave out: those that are not
-    people (:func:`is_person_category`) in a file that also has a person category (the count is
-    filled by :func:`load_coco`). When no keypoint category names people, nothing is left out
-    (a custom name such as "athlete" is still a person) and each category gets a warning."""
-    entries = {hashable(c.get("id")): c for c in data["categories"] if isinstance(c, dict)} \
-        if isinstance(data.get("categories"), list) else {}
-    keyed = {cid: entries[cid] for cid in cats if cid in entries}
+def _left_out_categories(listed: list[dict], cats: dict, problems: list[InputProblem], source: str) -> dict:
+    """``{category id: [name, 0, why]}`` of the categories whose annotations are left out (the
+    count is filled by :func:`load_coco`): keypoint categories that are not people
+    (:func:`is_person_category`) in a file that also has a person category, and categories that
+    are neither people nor have keypoints (their annotations are left out when they have no
+    keypoints: an instances file's cars). When no keypoint category names people, no keypoint
+    category is left out (a custom name such as "athlete" is still a person) and each gets a
+    warning."""
+    keyed = {hashable(c.get("id")): c for c in listed if hashable(c.get("id")) in cats}
     others = {cid: c for cid, c in keyed.items() if not is_person_category(c)}
+    out = {hashable(c.get("id")): [str(c.get("name")), 0, "not a person, no keypoints"] for c in listed
+           if hashable(c.get("id")) not in cats and not is_person_category(c)}
     if len(others) == len(keyed):
         for cid, c in others.items():
             problems.append(InputProblem(f"{source} (category {cid})", f"category {str(c.get('name'))!r} is not named "
                                          "'person': its annotations are fitted as people", "warning"))
-        return {}
-    return {cid: [str(c.get("name")), 0] for cid, c in others.items()}
+        return out
+    return {**out, **{cid: [str(c.get("name")), 0, "not a person category"] for cid, c in others.items()}}
 
 
 @dataclass
@@ -340,11 +350,9 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations' lists)")
     problems: list[InputProblem] = []
     cats = category_conventions(data, problems, str(annotations))
-    not_people = _not_person_categories(data, cats, problems, str(annotations))
     listed_cats = [c for c in data["categories"] if isinstance(c, dict)] if isinstance(data.get("categories"), list) \
         else []
-    no_keypoints = {hashable(c.get("id")): [str(c.get("name")), 0] for c in listed_cats
-                    if hashable(c.get("id")) not in cats and not is_person_category(c)}
+    left_out = _left_out_categories(listed_cats, cats, problems, str(annotations))
     infos = {}
     for i, info in enumerate(data["images"]):
         if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
@@ -362,22 +370,15 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
                                          "warning"))
-        elif hashable(a.get("category_id")) in not_people:  # counted per category below
-            not_people[hashable(a.get("category_id"))][1] += 1
-        elif "keypoints" not in a and hashable(a.get("category_id")) in no_keypoints:  # e.g. an instances file's cars
-            no_keypoints[hashable(a.get("category_id"))][1] += 1
+        elif (cid := hashable(a.get("category_id"))) in left_out and ("keypoints" not in a or cid in cats):
+            left_out[cid][1] += 1  # (warned once per category below)
         else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
-    for cid, (name, n) in not_people.items():
+    for cid, (name, n, why) in left_out.items():
         if n:
             problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations of category {name!r} "
-                                         "(not a person category): not fitted", "warning"))
-    for cid, (name, n) in no_keypoints.items():
-        if n:
-            problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations of category {name!r} "
-                                         "(not a person, no keypoints): not fitted", "warning"))
-    listed = {hashable(c.get("id")) for c in data["categories"] if isinstance(c, dict)} \
-        if isinstance(data.get("categories"), list) else set()
+                                         f"({why}): not fitted", "warning"))
+    listed = {hashable(c.get("id")) for c in listed_cats}
     # keypoints under a category_id that gives no layout: with one layout they are read in it
     other = Counter(hashable(a.get("category_id")) for v in by_image.values() for _, a in v
                     if a.get("category_id") is not None and hashable(a.get("category_id")) not in cats
@@ -589,8 +590,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
                 rec.dropped.append(f"{jf}#{idx}")
                 continue
             kp[:, 2] = np.where(np.isfinite(kp[:, 2]), np.clip(kp[:, 2], 0.0, 1.0), 0.0)
-            rec.people.append(Person(rec.image_key, image, rec.image_size, idx, keypoint_bbox(kp, pad=0.1), kp,
-                                     conv, len(rec.people)))
+            box = keypoint_bbox(kp, pad=KEYPOINT_BOX_PAD)
+            rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people)))
         records.append(rec)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in _image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.conventions import SPIN24, convert
-from fit3d.data.readers import keypoint_bbox
+from fit3d.data.readers import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.writers import write_npz
 from fit3d.export.people import input_convention, smpl_pose72, valid_mask
 
@@ -48,8 +48,8 @@ def expanded_boxes(people: dict) -> np.ndarray:
     note = np.asarray(people.get("bbox_note", np.full(n, "")), dtype=str)
     if tuple(str(k) for k in people["keypoint_names"]) == SPIN24.names:
         return np.ones(n, bool)
-    padded = np.stack([keypoint_bbox(k, pad=0.1) for k in np.asarray(people["keypoints_2d"], np.float32)]) \
-        if n else np.zeros((0, 4))
+    kp = np.asarray(people["keypoints_2d"], np.float32)
+    padded = np.stack([keypoint_bbox(k, pad=KEYPOINT_BOX_PAD) for k in kp]) if n else np.zeros((0, 4))
     same = np.isclose(box, padded, rtol=0.0, atol=0.01).all(1) & (box[:, 2:] > 0).all(1)
     return (np.char.str_len(note) > 0) | same
 

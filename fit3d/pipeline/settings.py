@@ -41,14 +41,14 @@ def normalised(settings: dict) -> dict:
     return json.loads(json.dumps(settings, default=str, sort_keys=True))
 
 
-def recorded_settings(out_dir: str | Path) -> dict:
-    """What ``out_dir/fit_settings.json`` records (``{}`` when there is none or it is unreadable),
+def recorded_settings(out_dir: str | Path) -> dict | None:
+    """What ``out_dir/fit_settings.json`` records (None when there is none or it is unreadable),
     e.g. for ``fit3d render`` to rebuild the body model the fits were made with."""
     try:
         data = json.loads((Path(out_dir) / SETTINGS_FILE).read_text())
     except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _differences(old: dict, new: dict) -> list[str]:
@@ -74,11 +74,8 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
     out_dir = Path(out_dir)
     path = out_dir / SETTINGS_FILE
     new = normalised(settings)
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: nothing to compare with
-        old = None
-    if old is None:
+    old = recorded_settings(out_dir)
+    if old is None:  # none yet, or unreadable: nothing to compare with
         if not has_fit_files(out_dir):  # a new folder
             if record:
                 _write(path, new)
