@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from fit3d.regressors.functional import PerPersonLinear, layer_norm, linear
+from fit3d.regressors.functional import PerPersonLinear, grads_in_place, layer_norm, linear
 
 
 def test_per_person_linear_gradients():
@@ -47,3 +48,22 @@ def test_rows_per_person_gradients_and_values():
             assert torch.allclose(y[i, r], torch.nn.functional.linear(x[i, r].float(), w[i].float(), b[i]), atol=1e-5)
             ref = torch.nn.functional.layer_norm(x[i, r].float()[None], (5,), g[i], beta[i])[0]
             assert torch.allclose(n[i, r], ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [None, 1, 2, 5])
+def test_grads_in_place_equal_autograds(rows):
+    """``grads_in_place``: ``backward()`` adds the same gradient into the kept ``.grad`` (twice:
+    accumulated, as autograd does), for one row per person and for several."""
+    torch.manual_seed(4)
+    shape = (3, 6) if rows is None else (3, rows, 6)
+    x = torch.randn(*shape, requires_grad=True)
+    w = torch.randn(3, 4, 6, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_(True)
+    grads_in_place([w2])
+    buffer = w2.grad
+    for _ in range(2):
+        (linear(x, w) ** 2).sum().backward()
+        (linear(x, w2) ** 2).sum().backward()
+    assert w2.grad is buffer and torch.allclose(w2.grad, w.grad, atol=1e-5)
+    with pytest.raises(ValueError, match="leaf"):
+        grads_in_place([w2 * 2])
