@@ -4,6 +4,9 @@ Per person i: ``imgname`` (path relative to the image folder), ``center`` (2,) b
 centre and ``scale`` (box side / 200, pixels) as SPIN's preprocessing makes them, with its
 1.2 box expansion (:func:`center_scale`), ``part`` (24, 3) the input 2D keypoints in SPIN's
 24-joint order with visibility, ``pose`` (72,) SMPL axis-angle, ``shape`` (10,) betas,
+``openpose`` (25, 3) OpenPose's BODY_25 keypoints where the input was OpenPose JSON (BODY_25, or
+COCO-18 re-ordered by name), else zeros, as SPIN's preprocessing leaves them for a dataset without
+OpenPose detections (SPIN's ``BaseDataset`` reads ``openpose`` then ``part`` as its 49 keypoints),
 ``has_smpl`` = 1 for a valid fit, 0 for one marked invalid (SPIN's ``BaseDataset`` reads it,
 ``datasets/base_dataset.py`` lines 52-53, and masks its SMPL losses with it; ``--valid-only``
 leaves such people out instead). SPIN's format has no
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.conventions import SPIN24, convert
+from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
 from fit3d.data.readers import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.writers import write_npz
 from fit3d.export.people import input_convention, smpl_pose72, valid_mask
@@ -78,8 +81,12 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     part = np.stack([convert(k, conv, SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
     part[..., 2] = (part[..., 2] > 0).astype(np.float32)
     center, scale = center_scale(people)
+    if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_COCO18.names):
+        openpose = np.stack([convert(k, conv, OPENPOSE_BODY25) for k in people["keypoints_2d"]]).astype(np.float32)
+    else:
+        openpose = np.zeros((len(part), len(OPENPOSE_BODY25), 3), np.float32)
     return dict(
-        imgname=people["image"].astype(str), center=center, scale=scale, part=part, pose=pose,
+        imgname=people["image"].astype(str), center=center, scale=scale, part=part, openpose=openpose, pose=pose,
         shape=people["betas"].astype(np.float32), has_smpl=valid_mask(people).astype(np.float32),
         focal_length=people["focal_length"].astype(np.float32),
         principal_point=people["principal_point"].astype(np.float32), transl=people["transl"].astype(np.float32),

@@ -211,6 +211,27 @@ def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
     assert (np.load(tmp_path / "v.npz")["has_smpl"] == 1).all()
 
 
+
+def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
+    """SPIN's ``openpose`` (N, 25, 3): zeros for COCO input (as SPIN's preprocessing without
+    detections), the input keypoints in BODY_25 order for OpenPose input (BODY_25 or COCO-18)."""
+    from fit3d.data.conventions import COCO17, OPENPOSE_BODY25, OPENPOSE_COCO18, convert
+    from fit3d.export.people import exported_people
+    from fit3d.export.spin import arrays
+
+    people, _ = exported_people(smpl_fits)
+    coco = arrays(people)
+    assert coco["openpose"].shape == (len(coco["part"]), 25, 3) and not coco["openpose"].any()
+    for layout in (OPENPOSE_BODY25, OPENPOSE_COCO18):
+        op = dict(people, keypoint_names=np.asarray(layout.names),
+                  keypoints_2d=convert(people["keypoints_2d"], COCO17, layout))
+        d = arrays(op)
+        np.testing.assert_array_equal(d["openpose"], convert(op["keypoints_2d"], layout, OPENPOSE_BODY25))
+        li = OPENPOSE_BODY25.index("left_knee")
+        np.testing.assert_array_equal(d["openpose"][:, li], people["keypoints_2d"][:, COCO17.index("left_knee")])
+        assert d["openpose"][:, li, 2].any()
+
+
 def test_spin_center_and_scale_are_spins_preprocessing(tmp_path, smpl_fits, sample_dir):
     from fit3d.data.readers import keypoint_bbox
 
