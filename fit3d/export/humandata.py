@@ -7,7 +7,8 @@ converters place each dataset's points: :mod:`fit3d.export.human_data_keypoints`
 the body model's parameter dict named
 after it (``smpl``: global_orient (N, 3), body_pose (N, 23, 3), betas, transl;
 ``smplx``: also the hand, jaw, eye poses and expression, at rest; ``smplh``; anny fits
-as ``anny``), ``meta`` (gender) and ``misc`` (``smpl_source``, ``cam_param_type`` =
+as ``anny``), ``meta`` (``gender`` (N,): ``m`` / ``f`` for a male / female model's fits, as
+mmhuman3d's converters write 3DPW's, else ``neutral``) and ``misc`` (``smpl_source``, ``cam_param_type`` =
 ``perspective``, ``focal_length`` (N, 2), ``principal_point`` (N, 2), ``camera_frame`` =
 ``opencv``, ``annot_id``, ``keypoints2d_source``: the input layout's point names,
 ``keypoints2d_not_placed``: those ``human_data`` has no place for), plus HumanData's ``__key_strict__``, ``__data_len__`` and
@@ -43,7 +44,7 @@ import numpy as np
 
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.export.human_data_keypoints import to_human_data
-from fit3d.export.people import input_convention, model_name, valid_mask
+from fit3d.export.people import gender_letters, input_convention, model_name, valid_mask
 
 
 def model_params(people: dict) -> dict[str, np.ndarray]:
@@ -59,6 +60,13 @@ def model_params(people: dict) -> dict[str, np.ndarray]:
     return p
 
 
+def _genders(people: dict) -> np.ndarray:
+    """``meta['gender']`` (N,): ``m`` / ``f`` for fits of a male or female model (mmhuman3d's
+    ``HumanImageDataset`` tests ``== 'm'``), ``neutral`` for neutral ones."""
+    letters = gender_letters(people)
+    return np.asarray(["neutral"] * len(people["annot_id"])) if letters is None else letters
+
+
 def arrays(people: dict) -> dict:
     """The HumanData content of ``people`` (see the module docstring)."""
     N = len(people["annot_id"])
@@ -72,7 +80,7 @@ def arrays(people: dict) -> dict:
         "bbox_xywh": np.concatenate([people["bbox"], np.ones((N, 1))], 1).astype(np.float32),
         "keypoints2d": kp, "keypoints2d_mask": mask,
         model: model_params(people), f"has_{model}": valid_mask(people).astype(np.float32),
-        "meta": {"gender": np.asarray(["neutral"] * N)},
+        "meta": {"gender": _genders(people)},
         "misc": {"smpl_source": f"fit3d-{fitter}", "cam_param_type": "perspective", "camera_frame": "opencv",
                  "focal_length": people["focal_length"].astype(np.float32),
                  "principal_point": people["principal_point"].astype(np.float32),

@@ -23,7 +23,8 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
 
     Returns:
         ``(people, counts)``: the arrays of :func:`fit3d.pipeline.merge.merge_fits` for
-        the exported rows (plus ``keypoint_names``, ``joint_names``), and counts: ``people``,
+        the exported rows (plus ``keypoint_names``, ``joint_names`` and ``gender`` (N,): the body
+        model's, :func:`fitted_gender`), and counts: ``people``,
         ``exported``, ``invalid`` (exported people whose fit is marked invalid: every format
         flags them, see :func:`valid_mask`), ``dropped`` by reason, ``model``.
     Raises:
@@ -51,9 +52,30 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
         raise ValueError(f"{fits_dir} holds fits of several body models ({', '.join(models)}): export them apart")
     people = {k: (v[keep] if getattr(v, "ndim", 0) and len(v) == n and k not in ("keypoint_names", "joint_names")
                   else v) for k, v in arrays.items()}
+    people["gender"] = np.full(int(keep.sum()), fitted_gender(fits_dir, models[0]))
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()),
                   dropped={k: v for k, v in dropped.items() if v}, model=models[0])
     return people, counts
+
+
+def fitted_gender(fits_dir: str | Path, model: str) -> str:
+    """The body model's gender the fits were made with (``neutral``, ``male``, ``female``), as the
+    folder's ``fit_settings.json`` records it for that model; ``neutral`` when it records none
+    (anny, folders fitted before the record, a record of another model)."""
+    from fit3d.pipeline.settings import recorded_settings
+
+    record = recorded_settings(fits_dir) or {}
+    gender = record.get("gender") if record.get("model") == model else None
+    return gender if gender in ("male", "female") else "neutral"
+
+
+def gender_letters(people: dict) -> np.ndarray | None:
+    """``(N,)`` ``"m"`` / ``"f"`` of gendered fits, the letters SPIN's ``BaseDataset`` and mmhuman3d's
+    ``meta['gender']`` read (3DPW's convention); None for neutral fits (SPIN then reads -1)."""
+    gender = np.asarray(people.get("gender", np.full(len(people["annot_id"]), "neutral"))).astype(str)
+    if (gender == "neutral").all():
+        return None
+    return np.where(gender == "male", "m", np.where(gender == "female", "f", "neutral"))
 
 
 def valid_mask(people: dict) -> np.ndarray:

@@ -7,7 +7,8 @@ centre and ``scale`` (box side / 200, pixels) as SPIN's preprocessing makes them
 ``openpose`` (25, 3) OpenPose's BODY_25 keypoints where the input was OpenPose JSON (BODY_25, or
 COCO-18 re-ordered by name), else zeros, as SPIN's preprocessing leaves them for a dataset without
 OpenPose detections (SPIN's ``BaseDataset`` reads ``openpose`` then ``part`` as its 49 keypoints),
-``has_smpl`` = 1 for a valid fit, 0 for one marked invalid (SPIN's ``BaseDataset`` reads it,
+``gender`` ``m`` / ``f`` for fits of a male / female SMPL (none for neutral ones: SPIN's
+``BaseDataset`` then reads -1), ``has_smpl`` = 1 for a valid fit, 0 for one marked invalid (SPIN's ``BaseDataset`` reads it,
 ``datasets/base_dataset.py`` lines 52-53, and masks its SMPL losses with it; ``--valid-only``
 leaves such people out instead). SPIN's format has no
 camera: fit3d adds the full-frame ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and
@@ -26,7 +27,7 @@ import numpy as np
 from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
 from fit3d.data.readers import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.writers import write_npz
-from fit3d.export.people import input_convention, smpl_pose72, valid_mask
+from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
 #: SPIN's box expansion: ``scaleFactor = 1.2`` in nkolot/SPIN ``datasets/preprocess/coco.py``
 #: (line 14; ``scale = scaleFactor*max(bbox[2], bbox[3])/200``, line 47) and for keypoint-only
@@ -85,7 +86,10 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
         openpose = np.stack([convert(k, conv, OPENPOSE_BODY25) for k in people["keypoints_2d"]]).astype(np.float32)
     else:
         openpose = np.zeros((len(part), len(OPENPOSE_BODY25), 3), np.float32)
+    letters = gender_letters(people)
+    extra = {} if letters is None else dict(gender=letters)
     return dict(
+        **extra,
         imgname=people["image"].astype(str), center=center, scale=scale, part=part, openpose=openpose, pose=pose,
         shape=people["betas"].astype(np.float32), has_smpl=valid_mask(people).astype(np.float32),
         focal_length=people["focal_length"].astype(np.float32),

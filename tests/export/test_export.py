@@ -232,6 +232,28 @@ def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
         assert d["openpose"][:, li, 2].any()
 
 
+
+def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
+    """A folder fitted with a male SMPL (its fit_settings.json) exports SPIN's ``gender`` ``m`` and
+    HumanData's ``meta['gender']`` ``m``; neutral fits write no SPIN gender and ``neutral`` meta."""
+    neutral_spin, neutral_hd = tmp_path / "n.npz", tmp_path / "nhd.npz"
+    export_fits(smpl_fits, "spin", neutral_spin)
+    export_fits(smpl_fits, "humandata", neutral_hd)
+    assert "gender" not in np.load(neutral_spin)
+    assert set(np.load(neutral_hd, allow_pickle=True)["meta"].item()["gender"]) == {"neutral"}
+    male = tmp_path / "male"
+    shutil.copytree(smpl_fits, male)
+    (male / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smpl", gender="male")))
+    export_fits(male, "spin", tmp_path / "m.npz")
+    export_fits(male, "humandata", tmp_path / "mhd.npz")
+    spin = np.load(tmp_path / "m.npz")
+    assert spin["gender"].shape == spin["has_smpl"].shape and set(spin["gender"]) == {"m"}
+    assert set(np.load(tmp_path / "mhd.npz", allow_pickle=True)["meta"].item()["gender"]) == {"m"}
+    # a record of another model says nothing about these fits
+    (male / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smplx", gender="female")))
+    export_fits(male, "spin", tmp_path / "o.npz")
+    assert "gender" not in np.load(tmp_path / "o.npz")
+
 def test_spin_center_and_scale_are_spins_preprocessing(tmp_path, smpl_fits, sample_dir):
     from fit3d.data.readers import keypoint_bbox
 
