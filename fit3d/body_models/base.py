@@ -46,6 +46,8 @@ class BodyModel(torch.nn.Module):
     """
 
     name: str = "body"
+    #: ``neutral``, ``male`` or ``female`` (the SMPL family's files; anny's is neutral).
+    gender: str = "neutral"
     joint_names: tuple[str, ...] = ()
     keypoint_convention: KeypointConvention
     num_betas: int = 0

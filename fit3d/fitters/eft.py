@@ -33,7 +33,7 @@ the output and its limb depth flips are refined side by side, the best kept.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -43,6 +43,7 @@ from torch.func import functional_call, vmap
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
 from fit3d.fitters import losses as L
+from fit3d.fitters.describe import describe_module
 from fit3d.fitters.follow import FollowConfig, follow_keypoints
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.fitters.smplify import SMPLify
@@ -203,6 +204,19 @@ class EFT:
             self.extra_defaults.update(depth_flip=np.int64(-1), noisy_keypoints=np.bool_(False))
         if follow is not None:
             self.extra_defaults.update(FOLLOW_DEFAULTS)
+
+    def settings(self) -> dict:
+        """What decides this EFT's fits, JSON-able (:mod:`fit3d.fitters.describe`): the regressor
+        (kind, e.g. ``FlipAveraged``, and its weights' fingerprint), steps, rate, loss weights, the
+        weights fine-tuned, the per-person choice, the prior, ``follow`` and the refinement. A run
+        folder fitted from Python records it (:func:`fit3d.pipeline.run`)."""
+        return dict(regressor=describe_module(self.regressor), steps=self.steps, lr=self.lr,
+                    shape_weight=self.shape_weight, anchor_weight=self.anchor_weight,
+                    accept_ratio=self.accept_ratio, finetune=None if self.finetune is None else list(self.finetune),
+                    prior=describe_module(self.prior), prior_weight=self.prior_weight,
+                    follow=None if self.follow is None else asdict(self.follow),
+                    refine=None if self.schedule is None else [asdict(st) for st in self.schedule],
+                    valid_fraction=self.valid_fraction)
 
     def _named_parameters(self) -> dict[str, torch.Tensor]:
         """The regressor's parameters as it reads them per person (``fine_tuning_params`` when it has one)."""

@@ -56,6 +56,15 @@ class Fallback:
         self.schedule = getattr(secondary, "schedule", None)
         self.extra_defaults = dict(getattr(primary, "extra_defaults", {}), fallback=np.bool_(False))
 
+    def settings(self) -> dict:
+        """What decides the fits (JSON-able): both fitters' ``settings()`` (None for a fitter
+        without one), the ratio and the keypoint minimum."""
+        def of(f):
+            return f.settings() if hasattr(f, "settings") else None
+
+        return dict(primary=of(self.primary), secondary=of(self.secondary), ratio=self.ratio,
+                    min_keypoints=self.min_keypoints)
+
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Fit ``batch`` (B people) with the primary, then the people with enough keypoints with
         the secondary; returns B people."""

@@ -28,7 +28,7 @@ own Adam state and its own early stop (:class:`BatchedAdam`).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from fit3d.data.batching import PersonBatch
 from fit3d.data.conventions import FACE, TORSO, KeypointConvention
 from fit3d.fitters import losses as L
 from fit3d.fitters.camera_init import estimate_depth, image_roll, orientation_hypotheses, root_pixel
+from fit3d.fitters.describe import describe_module, fingerprint
 from fit3d.fitters.hypotheses import kinematic_parents, limb_depth_flips
 from fit3d.fitters.optim import BatchedAdam
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
@@ -514,6 +515,17 @@ class SMPLify:
         if self.depth_flips:  # the flipped alternatives of the given pose go through the whole schedule too
             params, sub, ctx, tags, _ = self._with_flip_rows(torch.zeros(B, device=dev), params, sub, ctx, tags)
         return self._fit_rows(batch, params, sub, ctx, tags, None, None, flips_added=True)
+
+    def settings(self) -> dict:
+        """What decides this SMPLify's fits, JSON-able (:mod:`fit3d.fitters.describe`): the prior
+        (kind, weights' fingerprint, weight scale), the schedule, the hypotheses and starts, the
+        depth flips, the noise threshold, the pose space and the validity threshold. A run folder
+        fitted from Python records it (:func:`fit3d.pipeline.run`)."""
+        return dict(prior=describe_module(self.prior), schedule=[asdict(st) for st in self.schedule],
+                    yaws=list(self.yaws), keep_hypotheses=self.keep, prototypes=fingerprint(self.prototypes),
+                    prototype_starts=self.prototype_starts, depth_flips=self.depth_flips,
+                    noise_threshold=self.noise_threshold, pose_space="latent" if self.latent else "axis_angle",
+                    valid_fraction=self.valid_fraction)
 
     def _check(self, batch: PersonBatch) -> PersonBatch:
         return batch.for_model(self.body_model)

@@ -69,8 +69,11 @@ class RunConfig:
         settings: what decides the fits (JSON-able: the fitter's options, model, focal length...);
             recorded in the folder and its summary, and a folder fitted with other settings is
             not resumed into (:func:`fit3d.pipeline.settings.check_settings`). None: the
-            body model's name and the fitter's (``fitter_name`` or its ``name``; a callable
-            without one is not compared).
+            body model's name and gender, ``focal_length``, ``min_visible``, the fitter's name
+            (``fitter_name`` or its ``name``; a callable without one is not compared) and what the
+            fitter says of itself, ``fitter.settings()`` when it has one (SMPLify, EFT, the
+            fallback: their options and a fingerprint of their learned weights,
+            :mod:`fit3d.fitters.describe`).
         check_settings: False: neither check nor record settings, for a caller that keeps its
             own record (NeuralAnnot: ``annotator_state.json``,
             :func:`fit3d.pipeline.neuralannot.forget_other_annotators`).
@@ -346,6 +349,12 @@ def _chunks(todo: list[ImageRecord], batch_size: int):
         yield chunk
 
 
+def fitter_description(fitter) -> dict:
+    """``fitter.settings()`` with each key as ``fitter.<key>`` (so none meets a command-line option
+    of the same name recorded differently); empty for a fitter without ``settings``."""
+    return {f"fitter.{k}": v for k, v in (fitter.settings() if hasattr(fitter, "settings") else {}).items()}
+
+
 def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         problems: list[InputProblem] | None = None, pool: FitterPool | None = None) -> dict:
     """Fit every person of ``images`` and write the outputs (see the module docstring).
@@ -375,10 +384,12 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     out_dir = make_output_dir(config.out_dir)
     name = config.fitter_name or getattr(fitter, "name", None)
     config = replace(config, fitter_name=str(name or "fitter"))
-    # without the caller's settings, the fitter (when it is named) and the model still keep a
-    # folder from being mixed
+    # without the caller's settings, the fitter's own description (fitter.settings(): its options
+    # and a fingerprint of its weights), its name and the body model keep a folder from being mixed
     settings = config.settings if config.settings is not None else dict(
-        model=body_model.name, **({"fitter": str(name)} if name else {}))
+        model=body_model.name, gender=str(getattr(body_model, "gender", "neutral")),
+        focal_length=config.focal_length, min_visible=config.min_visible,
+        **({"fitter": str(name)} if name else {}), **fitter_description(fitter))
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
     todo, already, mine = select_images(images, config)

@@ -108,7 +108,7 @@ def test_older_folders_are_judged_on_a_readable_per_image_fit(tmp_path, sample_c
     records, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
     out = tmp_path / "fits"
     s = run(records, fast_fitter, anny_model, RunConfig(out, progress=False, limit=1))  # fitter_name: the fitter's
-    assert s["fitter"] == "smplify" and s["settings"] == dict(fitter="smplify", model="anny")
+    assert s["fitter"] == "smplify" and s["settings"]["fitter"] == "smplify" and s["settings"]["model"] == "anny"
     (out / SETTINGS_FILE).unlink()
     (out / "0.jpg.npz").write_bytes(b"PK\x03\x04 cut short")  # a half-written file
     np.savez(out / "dataset.v2.npz", fitter=np.array(["eft", "eft"]), model=np.array(["anny", "anny"]))  # merged
@@ -128,3 +128,38 @@ def test_a_caller_with_its_own_record_is_not_checked(tmp_path, sample_copy, anny
                                                         check_settings=False))
     assert s["this_run"]["exit_code"] == 0 and "settings" not in s
     assert json.loads((out / SETTINGS_FILE).read_text())["fitter"] == "eft"  # not rewritten
+
+
+def test_the_python_api_records_what_the_fitter_says_of_itself(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Without ``settings``, ``run`` records the fitter's own description (``fitter.settings()``:
+    options and a fingerprint of its learned weights) and the model's gender, so a rerun with
+    another prior, schedule or weights stops instead of mixing fits; the same fitter resumes."""
+    from dataclasses import replace
+
+    from fit3d.data.readers import read_coco
+    from fit3d.fitters import SMPLify
+    from fit3d.priors import GMMPrior
+
+    records, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(records, fast_fitter, anny_model, RunConfig(out, progress=False, limit=1))
+    rec = _recorded(out)
+    assert rec["gender"] == "neutral" and rec["fitter.prior"]["kind"] == "l2" and len(rec["fitter.schedule"]) == 2
+    same = SMPLify(anny_model, schedule=fast_fitter.schedule, depth_flips=False)  # built again: resumes
+    again = run(records, same, anny_model, RunConfig(out, progress=False, limit=2))
+    assert again["this_run"]["images_already_done"] == 1
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    poses = torch.randn(200, anny_model.num_body_joints, 3, generator=gen).numpy() * 0.2
+    gmm = GMMPrior.fit(poses, n_components=2)
+    others = [SMPLify(anny_model, prior=gmm, schedule=fast_fitter.schedule, depth_flips=False),
+              SMPLify(anny_model, schedule=[replace(st, iterations=st.iterations + 1) for st in fast_fitter.schedule],
+                      depth_flips=False)]
+    for other, key in zip(others, ("fitter.prior", "fitter.schedule")):
+        with pytest.raises(ValueError, match=f"other settings \\({key}: "):
+            run(records, other, anny_model, RunConfig(out, progress=False))
+    # another GMM file (other values, the same kind): another fingerprint
+    gmm2 = GMMPrior.fit(poses[:100], n_components=2)
+    first = SMPLify(anny_model, prior=gmm, schedule=fast_fitter.schedule, depth_flips=False).settings()["prior"]
+    second = SMPLify(anny_model, prior=gmm2, schedule=fast_fitter.schedule, depth_flips=False).settings()["prior"]
+    assert first["kind"] == second["kind"] == "gmm" and first["weights"] != second["weights"]
