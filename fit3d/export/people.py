@@ -65,7 +65,7 @@ def fitted_gender(fits_dir: str | Path, model: str) -> str:
     from fit3d.pipeline.settings import recorded_settings
 
     record = recorded_settings(fits_dir) or {}
-    gender = record.get("gender") if record.get("model") == model else None
+    gender = str(record.get("gender") or "").lower() if record.get("model") == model else ""
     return gender if gender in ("male", "female") else "neutral"
 
 

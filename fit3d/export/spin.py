@@ -8,7 +8,8 @@ centre and ``scale`` (box side / 200, pixels) as SPIN's preprocessing makes them
 COCO-18 re-ordered by name), else zeros, as SPIN's preprocessing leaves them for a dataset without
 OpenPose detections (SPIN's ``BaseDataset`` reads ``openpose`` then ``part`` as its 49 keypoints),
 ``gender`` ``m`` / ``f`` for fits of a male / female SMPL (none for neutral ones: SPIN's
-``BaseDataset`` then reads -1), ``has_smpl`` = 1 for a valid fit, 0 for one marked invalid (SPIN's ``BaseDataset`` reads it,
+``BaseDataset`` then reads -1), ``has_smpl`` = 1 for a valid fit, 0 for one marked invalid (SPIN's
+``BaseDataset`` reads it,
 ``datasets/base_dataset.py`` lines 52-53, and masks its SMPL losses with it; ``--valid-only``
 leaves such people out instead). SPIN's format has no
 camera: fit3d adds the full-frame ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and

@@ -11,24 +11,31 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import torch
 
 
 def _feed(h, value) -> None:
-    """Hash a nested structure of tensors, arrays, numbers, strings, lists and dicts (dicts by sorted key)."""
+    """Hash a nested structure of tensors, arrays, numbers, strings, lists and dicts (dicts by
+    sorted key, lists with their length), arrays and tensors by dtype, shape and bytes."""
     if isinstance(value, dict):
+        h.update(f"{{{len(value)}".encode())
         for k in sorted(value, key=str):
             h.update(f"<{k}>".encode())
             _feed(h, value[k])
     elif isinstance(value, (list, tuple)):
+        h.update(f"[{len(value)}".encode())
         for v in value:
             _feed(h, v)
     elif isinstance(value, torch.Tensor):
         t = value.detach().to("cpu").contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
+        _feed(h, (t.float() if t.dtype == torch.bfloat16 else t).numpy())
+    elif isinstance(value, (np.ndarray, np.generic)):
+        a = np.ascontiguousarray(value)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
     else:
-        h.update(repr(value).encode())
+        h.update(f"{type(value).__name__}:{value!r}".encode())
 
 
 def fingerprint(module: torch.nn.Module | None) -> str | None:
@@ -39,6 +46,9 @@ def fingerprint(module: torch.nn.Module | None) -> str | None:
     module's), else its ``state_dict``: values computed from them at load (a GMM's precisions)
     may differ in the last bit between machines and devices, the file's do not, so the same
     weights give the same fingerprint on every machine of a sharded run.
+
+    Raises:
+        TypeError: a tensor of a dtype NumPy cannot hold (other than bfloat16, hashed as float32).
     """
     if module is None:
         return None

@@ -386,10 +386,11 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     config = replace(config, fitter_name=str(name or "fitter"))
     # without the caller's settings, the fitter's own description (fitter.settings(): its options
     # and a fingerprint of its weights), its name and the body model keep a folder from being mixed
+    described = fitter_description(fitter) if config.check_settings and config.settings is None else {}
     settings = config.settings if config.settings is not None else dict(
-        model=body_model.name, gender=str(getattr(body_model, "gender", "neutral")),
+        model=body_model.name, gender=str(getattr(body_model, "gender", "neutral")).lower(),
         focal_length=config.focal_length, min_visible=config.min_visible,
-        **({"fitter": str(name)} if name else {}), **fitter_description(fitter))
+        **({"fitter": str(name)} if name else {}), **described)
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
     todo, already, mine = select_images(images, config)

@@ -51,10 +51,26 @@ def recorded_settings(out_dir: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _short(value, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _diff(key: str, old, new) -> list[str]:
+    """The differences of two recorded values, down to the entries of dicts and of lists of
+    one length (``fitter.schedule[1].iterations: 15 there, 16 now``), values shortened."""
+    if old == new:
+        return []
+    if isinstance(old, dict) and isinstance(new, dict) and set(old) == set(new):
+        return [d for k in sorted(old) for d in _diff(f"{key}.{k}", old[k], new[k])]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(f"{key}[{i}]", a, b)]
+    return [f"{key}: {_short(old)} there, {_short(new)} now"]
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     old = dict({k: v for k, v in ADDED_LATER.items() if k in new}, **old)
-    return [f"{k}: {old[k]!r} there, {new[k]!r} now" for k in sorted(set(old) & set(new) - {_OVERWRITING})
-            if old[k] != new[k]]
+    return [d for k in sorted(set(old) & set(new) - {_OVERWRITING}) for d in _diff(k, old[k], new[k])]
 
 
 def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False, whole_folder: bool = True,

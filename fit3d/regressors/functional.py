@@ -27,12 +27,12 @@ _IN_PLACE = "_fit3d_grad_in_place"
 
 class PerPersonLinear(torch.autograd.Function):
     """``y[b] = weight[b] @ x[b]``: ``x (B, in)`` or ``(B, R, in)``, ``weight (B, out, in)`` ->
-    ``(B, out)`` or ``(B, R, out)``."""
+    ``(B, out)`` or ``(B, R, out)``. A weight prepared by :func:`grads_in_place` gets its
+    gradient added into its ``.grad`` during the backward (None is returned for it)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.sink = weight.grad if getattr(weight, _IN_PLACE, False) else None
         rows = x if x.dim() == 3 else x.unsqueeze(1)
         # (B, 1, in) @ (B, in, out): about twice as fast on a CPU as (B, out, in) @ (B, in, 1)
         y = torch.bmm(rows, weight.transpose(1, 2))
@@ -48,8 +48,9 @@ class PerPersonLinear(torch.autograd.Function):
             grad_x = torch.bmm(g, weight)
             grad_x = grad_x if x.dim() == 3 else grad_x.squeeze(1)
         if ctx.needs_input_grad[1]:
-            sink = ctx.sink
-            if sink is not None:  # added where the leaf keeps it (grads_in_place): no new tensor
+            # the buffer the leaf holds now (grads_in_place); none: returned for autograd as usual
+            sink = weight.grad if getattr(weight, _IN_PLACE, False) else None
+            if sink is not None:  # added where the leaf keeps it: no new tensor
                 for r in range(rows.shape[1]):  # one broadcast outer product per row
                     sink.addcmul_(g[:, r, :, None], rows[:, r, None, :])
             elif x.dim() == 2:  # one row: an outer product, written in the weight's layout
@@ -63,17 +64,23 @@ def grads_in_place(weights) -> None:
     """Give each per-person weight leaf of ``weights`` (an iterable of tensors) a zero ``.grad``
     into which :func:`linear` adds its gradient directly during ``backward()``, instead of
     returning a new ``(B, out, in)`` tensor for autograd to add there: a fresh tensor of that
-    size costs more to allocate (page faults) than to fill on a CPU. The result of
-    ``loss.backward()`` is the same; ``torch.autograd.grad`` with these weights as inputs then
-    sees no gradient (use it on weights without this). Zero the grads between steps with
-    ``optimizer.zero_grad(set_to_none=False)``.
+    size costs more to allocate than to fill on a CPU (EFT, :mod:`fit3d.fitters.eft`).
+
+    ``loss.backward()`` gives the same ``.grad``; zero it between steps with
+    ``optimizer.zero_grad(set_to_none=False)`` (with ``.grad`` set to None, the next backward
+    returns the gradient to autograd as usual, which allocates it again). Side effects, since
+    autograd never sees these gradients: ``torch.autograd.grad`` returns none for these weights
+    and still adds into their ``.grad`` when it differentiates through them for other inputs, and
+    hooks registered on the weights do not see them. Use it only on weights that an optimiser
+    steps from ``.grad``.
 
     Raises:
-        ValueError: a weight is not a leaf that requires grad.
+        ValueError: a weight is not a leaf that requires grad (checked for all before any is changed).
     """
+    weights = list(weights)
+    if not all(w.is_leaf and w.requires_grad for w in weights):
+        raise ValueError("grads_in_place needs leaf tensors that require grad")
     for w in weights:
-        if not (w.is_leaf and w.requires_grad):
-            raise ValueError("grads_in_place needs leaf tensors that require grad")
         w.grad = torch.zeros_like(w)
         setattr(w, _IN_PLACE, True)
 

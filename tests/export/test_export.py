@@ -211,7 +211,6 @@ def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
     assert (np.load(tmp_path / "v.npz")["has_smpl"] == 1).all()
 
 
-
 def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
     """SPIN's ``openpose`` (N, 25, 3): zeros for COCO input (as SPIN's preprocessing without
     detections), the input keypoints in BODY_25 order for OpenPose input (BODY_25 or COCO-18)."""
@@ -232,7 +231,6 @@ def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
         assert d["openpose"][:, li, 2].any()
 
 
-
 def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
     """A folder fitted with a male SMPL (its fit_settings.json) exports SPIN's ``gender`` ``m`` and
     HumanData's ``meta['gender']`` ``m``; neutral fits write no SPIN gender and ``neutral`` meta."""
@@ -249,6 +247,9 @@ def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
     spin = np.load(tmp_path / "m.npz")
     assert spin["gender"].shape == spin["has_smpl"].shape and set(spin["gender"]) == {"m"}
     assert set(np.load(tmp_path / "mhd.npz", allow_pickle=True)["meta"].item()["gender"]) == {"m"}
+    (male / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smpl", gender="female")))
+    export_fits(male, "spin", tmp_path / "f.npz")
+    assert set(np.load(tmp_path / "f.npz")["gender"]) == {"f"}
     # a record of another model says nothing about these fits
     (male / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smplx", gender="female")))
     export_fits(male, "spin", tmp_path / "o.npz")

@@ -67,3 +67,18 @@ def test_grads_in_place_equal_autograds(rows):
     assert w2.grad is buffer and torch.allclose(w2.grad, w.grad, atol=1e-5)
     with pytest.raises(ValueError, match="leaf"):
         grads_in_place([w2 * 2])
+
+
+def test_grads_in_place_after_the_buffer_was_dropped():
+    """``.grad`` set to None between forward and backward (``zero_grad(set_to_none=True)``): the
+    gradient goes to autograd as usual instead of into the dropped buffer."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 2, 6)
+    w = torch.randn(3, 4, 6, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_(True)
+    grads_in_place([w2])
+    y = (linear(x, w2) ** 2).sum()
+    w2.grad = None
+    y.backward()
+    (linear(x, w) ** 2).sum().backward()
+    assert w2.grad is not None and torch.allclose(w2.grad, w.grad, atol=1e-5)
