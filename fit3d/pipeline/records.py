@@ -44,7 +44,9 @@ def reason_kind(reason: str) -> str:
 def person_record(person: Person, result: FitResult | None, i: int, body_model, focal, pp, reason: str,
                   extra_defaults: dict) -> dict:
     """One person's output arrays: the fit ``result[i]``, or NaN parameters, ``valid = False``
-    and ``extra_defaults`` when the person was skipped for ``reason``."""
+    and ``extra_defaults`` when the person was skipped for ``reason``. Only the fitter's extras
+    that ``extra_defaults`` names are stored: every person of every image then has the same
+    fields (a skipped person needs a value for each)."""
     conv = person.convention
     K = len(conv)
     nan = lambda *s: np.full(s, np.nan, dtype=np.float32)  # noqa: E731
@@ -76,6 +78,8 @@ def person_record(person: Person, result: FitResult | None, i: int, body_model, 
         iterations=np.int64(r["iterations"]), status=np.str_("fitted"), skip_reason=np.str_(""),
     )
     for k in result.extras:
+        if k not in extra_defaults:  # no value for the people it skips: not stored (_Job warns once)
+            continue
         labels = EXTRA_LABELS.get(k)
         rec[k] = np.str_(labels[int(r[k])]) if labels else r[k]
     for k, v in extra_defaults.items():  # a fitter may report an extra for some batches only

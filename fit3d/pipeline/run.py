@@ -35,6 +35,7 @@ from fit3d.data.batching import person_camera, sanitize_keypoints
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
+from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.merge import retire_merged
@@ -240,8 +241,20 @@ class _Job:
         self.conv = body_model.keypoint_convention
         self.out_dir = Path(config.out_dir)
         self.extra_defaults = dict(getattr(fitter, "extra_defaults", {}))
+        self.unstored: list[str] | None = None  #: extras not stored (None: no result seen yet)
         self.bar = None
         self.retired: list[str] | None = None  #: merged dataset files removed (None: not checked yet)
+
+    def warn_unstored(self, result: FitResult | None) -> None:
+        """Once per run: say which of the fitter's extras are not stored (the fitter has no
+        ``extra_defaults`` entry for them, e.g. a plain function wrapping a fitter)."""
+        if result is None or self.unstored is not None:
+            return
+        self.unstored = sorted(set(result.extras) - set(self.extra_defaults))
+        if self.unstored:
+            log.warning("the fitter's extras %s are not stored: it gives no values for skipped people "
+                        "(give the fitter an extra_defaults dict, e.g. extra_defaults = fitter.extra_defaults "
+                        "on a wrapper)", ", ".join(self.unstored))
 
     def before_writing(self) -> None:
         """Once per run, before its first image's output: retire an earlier merge of the folder
@@ -294,6 +307,7 @@ class _Job:
                                                                                    "betas", "transl"))
                 if not finite:
                     res, reason = None, "fit gave non-finite parameters"
+                self.warn_unstored(res)
             records[ii].append(person_record(p, res, row, self.body_model, focal, pp, reason or "",
                                              self.extra_defaults))
         for ii, img in enumerate(images):
@@ -361,7 +375,9 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
 
     Args:
         images: records from :mod:`fit3d.data.readers`.
-        fitter: ``fitter(PersonBatch) -> FitResult``.
+        fitter: ``fitter(PersonBatch) -> FitResult``; its ``extra_defaults`` (a dict: each extra's
+            value for a skipped person) names the ``FitResult.extras`` that are stored; a fitter
+            without it (a plain function wrapping one) has its extras left out, with one warning.
         body_model: the fitter's body model (its convention, names and shapes).
         config: see :class:`RunConfig`.
         problems: input problems found by the reader, copied into the summary.

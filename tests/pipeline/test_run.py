@@ -247,6 +247,23 @@ def test_non_finite_fits_are_never_recorded_as_fitted(tmp_path, sample_copy, ann
     assert not ((d["status"] == "fitted") & ~np.isfinite(d["body_pose"]).all((1, 2))).any()
 
 
+
+def test_a_wrapper_without_extra_defaults_fits_mixed_images(tmp_path, sample_copy, anny_model, fast_fitter, caplog):
+    """A plain function around a fitter (no ``extra_defaults``) in images where some people are
+    skipped: written, one warning naming the extras that are not stored, and the folder merges."""
+    from fit3d.pipeline.merge import merge_fits
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    with caplog.at_level("WARNING"):
+        s = run(images, lambda batch: fast_fitter(batch), anny_model, RunConfig(out, progress=False))
+    assert s["this_run"]["exit_code"] == 0 and s["this_run"]["people_fitted"] == 12
+    assert s["this_run"]["people_skipped"] == 2
+    warned = [r.message for r in caplog.records if "are not stored" in r.message]
+    assert len(warned) == 1 and "hypothesis_yaw" in warned[0]
+    arrays, _ = merge_fits(out)
+    assert len(arrays["annot_id"]) == 14 and "hypothesis_yaw" not in arrays
+
 def test_nothing_to_fit_is_not_success(tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     for r in images:
