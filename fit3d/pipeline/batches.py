@@ -18,7 +18,7 @@ import torch
 from fit3d.data.batching import make_batch
 from fit3d.data.readers import ImageRecord, Person
 from fit3d.pipeline.interrupt import Interrupted
-from fit3d.pipeline.workers import BrokenProcessPool, FitterPool
+from fit3d.pipeline.workers import BrokenProcessPool, FitterPool, fitter_identity
 
 if TYPE_CHECKING:  # (run.py imports this module)
     from fit3d.pipeline.run import RunConfig
@@ -112,6 +112,8 @@ class SharedFitting:
         self.stop = threading.Event()
         self.feeders: list[threading.Thread] = []
         self.worker_pids: set[int] = set()  # the workers that returned a batch
+        self.expected = fitter_identity(job.fitter)  # what every worker's fitter must be
+        self.mismatch: str | None = None  # why the workers' fitter may not be used
 
     def run(self, chunks: list[list[ImageRecord]], threads: int) -> None:
         """Fit and record every chunk; this process runs ``threads`` threads meanwhile.
@@ -169,8 +171,13 @@ class SharedFitting:
         of ``generation`` breaks. Every batch taken is put on ``done`` (with its results, or as
         broken), and a pool that could not start is reported without a batch."""
         try:
-            ready.result()
+            identity = ready.result()
         except BaseException:  # noqa: BLE001 - the worker could not start: the main thread restarts the pool
+            self.done.put((None, [], True, generation))
+            return
+        if identity != self.expected:  # another fitter: its fits must not mix with this run's
+            self.mismatch = (f"the worker processes' fitter ({identity[0]}) is not this run's ({self.expected[0]}, "
+                             "or not with the same settings): the pool's recipe must build the fitter given to run()")
             self.done.put((None, [], True, generation))
             return
         while not self.stop.is_set() and generation == self.generation:
@@ -245,12 +252,16 @@ class SharedFitting:
             return
         self.generation += 1
         self.restarts += 1
-        if self.restarts <= MAX_POOL_RESTARTS:
+        if self.mismatch is not None:  # restarting builds the same fitter again
+            log.error("%s; this process fits the rest alone", self.mismatch)
+            self.restarts = MAX_POOL_RESTARTS + 1
+        elif self.restarts <= MAX_POOL_RESTARTS:
             log.warning("a worker process %s: starting the workers again",
                         "died" if started else "could not start (its error is above)")
             self.pool.restart()
             self.feed()
             return
-        log.warning("worker processes failed %d times: this process fits the rest alone", self.restarts)
+        else:
+            log.warning("worker processes failed %d times: this process fits the rest alone", self.restarts)
         self.pool.close()
         torch.set_num_threads(self.threads_before)

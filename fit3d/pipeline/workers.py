@@ -41,7 +41,7 @@ MAX_AUTO_WORKERS = 8
 PEOPLE_PER_PROCESS = 200
 
 __all__ = ["BrokenProcessPool", "FitterPool", "FitterRecipe", "MAX_AUTO_WORKERS", "PEOPLE_PER_PROCESS",
-           "available_cores", "plan_workers"]
+           "available_cores", "fitter_identity", "plan_workers"]
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,15 @@ def _exit_with(sentinel) -> None:
     os._exit(1)
 
 
-def _ready() -> bool:
-    """Worker task that only makes the executor start a process."""
-    return True
+def fitter_identity(fitter) -> tuple:
+    """``(name, settings)``: what a worker's fitter must share with the calling process's for
+    their fits to mix in one run (``fitter.settings()`` where the fitter has it, else None)."""
+    return getattr(fitter, "name", None), (fitter.settings() if hasattr(fitter, "settings") else None)
+
+
+def _ready() -> tuple:
+    """Worker task that makes the executor start a process; returns its fitter's :func:`fitter_identity`."""
+    return fitter_identity(_FITTER)
 
 
 def _call(fn: Callable, args: tuple):

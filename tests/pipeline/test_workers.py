@@ -15,7 +15,8 @@ from fit3d.pipeline import RunConfig, run
 from fit3d.pipeline.interrupt import Interrupted
 from fit3d.pipeline import batches
 from fit3d.pipeline.batches import WORKER_DIED
-from fit3d.pipeline.workers import MAX_AUTO_WORKERS, PEOPLE_PER_PROCESS, FitterPool, FitterRecipe, plan_workers
+from fit3d.pipeline.workers import (MAX_AUTO_WORKERS, PEOPLE_PER_PROCESS, FitterPool, FitterRecipe, fitter_identity,
+                                   plan_workers)
 
 from .conftest import FAST
 
@@ -63,7 +64,10 @@ class _WaitForWorkers:
 
     def __init__(self, inner, pool):
         self.inner, self.pool = inner, pool
-        self.schedule, self.extra_defaults = inner.schedule, inner.extra_defaults
+        self.schedule, self.extra_defaults, self.name = inner.schedule, inner.extra_defaults, inner.name
+
+    def settings(self):
+        return self.inner.settings()
 
     def __call__(self, batch):
         for f in self.pool.started:
@@ -119,7 +123,7 @@ def test_a_worker_that_dies_mid_batch_fails_its_batch_and_the_next_run_fits_it(t
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     out = tmp_path / "fits"
     config = RunConfig(out, batch_size=1, progress=False)  # a batch per image
-    with FitterPool(_recipe(make_fitter=DiesInWorker), 1, 1) as pool:
+    with FitterPool(_recipe(make_fitter=partial(DiesInWorker, identity=fitter_identity(fast_fitter))), 1, 1) as pool:
         s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model, config, problems, pool=pool)
     r = s["this_run"]
     assert r["images_failed"] == 1 and r["images_written"] == 3 and r["exit_code"] == 5
@@ -128,6 +132,23 @@ def test_a_worker_that_dies_mid_batch_fails_its_batch_and_the_next_run_fits_it(t
     assert s["this_run"]["images_already_done"] == 3 and s["this_run"]["exit_code"] == 0
     assert len(fit_files(out)) == 4
 
+
+
+def test_workers_building_another_fitter_are_not_used(tmp_path, sample_copy, anny_model, fast_fitter, caplog,
+                                                      one_thread):
+    """A pool whose recipe builds another fitter (here another schedule) than the one given to
+    run(): its fits would mix into the folder, so this process fits everything, saying why."""
+    from dataclasses import replace
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    other = partial(SMPLify, schedule=[replace(st, iterations=st.iterations + 1) for st in FAST], depth_flips=False)
+    with FitterPool(_recipe(make_fitter=other), 1, 1) as pool:
+        s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model,
+                RunConfig(tmp_path / "fits", batch_size=1, progress=False), problems, pool=pool)
+    r = s["this_run"]
+    assert r["images_written"] == 4 and r["people_fitted"] == 12 and r["exit_code"] == 0
+    assert s["processes"] == 1  # (no worker fitted anything)
+    assert "is not this run's" in caplog.text and "fits the rest alone" in caplog.text
 
 class _Interrupting:
     """A fitter interrupted (SIGTERM) on its first call."""
