@@ -164,6 +164,12 @@ class EFT:
 
     Raises:
         ValueError: ``finetune`` matches none of the regressor's parameters.
+        TypeError: ``regressor`` or ``prior`` is not a module (e.g. None or a name).
+
+    :func:`fit3d.fitters.build.build_eft` builds what the command line runs: the bundled
+    regressor (:func:`fit3d.fitters.build.load_body_regressor`) flip-averaged
+    (:class:`~fit3d.regressors.flip.FlipAveraged`); given a bare regressor, this class does not
+    flip-average.
 
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (same as :class:`SMPLify`); extras
     ``prototype`` (the regressor's prototype pick, -1 without prototypes), ``finetuned``
@@ -184,6 +190,12 @@ class EFT:
                  anchor_weight: float = ANCHOR_WEIGHT, accept_ratio: float | None = ACCEPT_RATIO,
                  follow: FollowConfig | None = None) -> None:
         self.body_model = body_model
+        if not isinstance(regressor, torch.nn.Module):
+            raise TypeError(f"regressor must be a regressor module, not {regressor!r}: load the bundled one with "
+                            "fit3d.fitters.build.load_body_regressor(body_model), or use fit3d.fitters.build.build_eft")
+        if prior is not None and not isinstance(prior, torch.nn.Module):
+            raise TypeError(f"prior must be a pose prior module, not {prior!r}: build one by name with "
+                            "fit3d.priors.build_prior(name, body_model)")
         self.regressor = regressor.to(body_model.device).eval()
         self.steps, self.lr, self.shape_weight, self.anchor_weight = steps, lr, shape_weight, anchor_weight
         self.accept_ratio = accept_ratio

@@ -113,6 +113,10 @@ class SMPLify:
     Raises:
         ValueError: no hypotheses, ``pose_space="latent"`` with a prior that cannot decode,
             or prototypes of another joint count.
+        TypeError: ``prior`` is not a module (e.g. a name: use :func:`fit3d.priors.build_prior`).
+
+    :func:`fit3d.fitters.build.build_smplify` builds what the command line runs (the GMM prior
+    and the bundled prototype memory); these defaults are plainer (L2 prior, no prototypes).
 
     Call: ``fitter(batch: PersonBatch) -> FitResult`` (B people).
     """
@@ -141,6 +145,9 @@ class SMPLify:
         noise_threshold: float = 1.4,
     ) -> None:
         self.body_model = body_model
+        if prior is not None and not isinstance(prior, torch.nn.Module):
+            raise TypeError(f"prior must be a pose prior module, not {prior!r}: build one by name with "
+                            "fit3d.priors.build_prior(name, body_model), or use fit3d.fitters.build.build_smplify")
         self.prior = (prior or L2Prior()).to(body_model.device).eval()
         if pose_space not in ("axis_angle", "latent"):
             raise ValueError(f"pose_space must be 'axis_angle' or 'latent', not {pose_space!r}")

@@ -169,7 +169,7 @@ def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]
     return convert(clean, person.convention, model_convention), n_bad
 
 
-def skip_reason(person: Person, model_convention, min_visible: int) -> str | None:
+def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE_KEYPOINTS) -> str | None:
     """Why ``person`` cannot be fitted from its keypoints, or None: fewer than ``min_visible``
     usable keypoints (:func:`usable_keypoints`), or usable keypoints all on one point or line
     (:func:`keypoint_spread_px` below :data:`MIN_SPREAD_PX`). The text before the first colon

@@ -45,3 +45,4 @@ def test_fitter_settings_are_json_and_equal_for_equal_fitters(anny_model):
     fb = Fallback(eft(), SMPLify(anny_model)).settings()
     assert fb["primary"] == a and fb["secondary"] == SMPLify(anny_model).settings()
     json.dumps(fb, allow_nan=False)
+

@@ -164,3 +164,11 @@ def test_follow_refines_where_it_pays_and_leaves_the_others_as_eft_fitted(anny_m
         assert torch.equal(a[~kept], b[~kept]), k  # the others: EFT's output as it was
     assert torch.equal(fol.betas, plain.betas)
     assert EFT(anny_model, regressor, follow=cfg).extra_defaults["followed"] == False  # noqa: E712 (numpy bool)
+
+
+def test_a_missing_regressor_or_a_prior_by_name_says_how_to_build_one(anny_model):
+    with pytest.raises(TypeError, match="load_body_regressor"):
+        EFT(anny_model, None)
+    K, J, S = len(anny_model.keypoint_convention), anny_model.num_body_joints, anny_model.num_betas
+    with pytest.raises(TypeError, match="build_prior"):
+        EFT(anny_model, KeypointRegressor(K, J, S, width=8, blocks=1), prior="gmm")

@@ -244,3 +244,8 @@ def test_fast_schedule_example_file_is_the_code_s():
     path = Path(__file__).parents[2] / "examples" / "schedules" / "smplify_fast.json"
     assert load_schedule(path) == fast_smplify_schedule()
     assert [s.keep_rows for s in fast_smplify_schedule()] == [0, 3, 4, 0]
+
+
+def test_a_prior_given_by_name_says_how_to_build_one(anny_model):
+    with pytest.raises(TypeError, match="build_prior"):
+        SMPLify(anny_model, prior="gmm")
