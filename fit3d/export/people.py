@@ -54,7 +54,7 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
                   else v) for k, v in arrays.items()}
     people["gender"] = np.full(int(keep.sum()), fitted_gender(fits_dir, models[0]))
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()),
-                  dropped={k: v for k, v in dropped.items() if v}, model=models[0])
+                  dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]))
     return people, counts
 
 

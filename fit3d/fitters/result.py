@@ -49,6 +49,17 @@ class FitResult:
     convention: KeypointConvention
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        """Shapes, not values (a notebook prints this): ``FitResult(B=12, body_pose=(12, 19, 3), ...)``."""
+        def shape(v):
+            return tuple(v.shape) if isinstance(v, torch.Tensor) else v
+
+        fields = [f"{f}={shape(getattr(self, f))}" for f in self.__dataclass_fields__
+                  if f not in ("convention", "extras")]
+        extras = ", ".join(f"{k}={shape(v)}" for k, v in self.extras.items())
+        return (f"FitResult(B={len(self)}, {', '.join(fields)}, convention={self.convention.name!r}, "
+                f"extras={{{extras}}})")
+
     def __len__(self) -> int:
         return self.global_orient.shape[0]
 

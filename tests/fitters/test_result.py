@@ -1,6 +1,6 @@
 import torch
 
-from fit3d.fitters.result import VALID_ERROR_FRACTION, is_valid
+from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid
 
 
 def test_is_valid_threshold_nan_and_params():
@@ -67,3 +67,14 @@ def test_index_and_scatter_move_people_with_their_extras():
     assert a.transl[:, 0].tolist() == [1.0] * 4  # a copy: the original is unchanged
     with pytest.raises(ValueError):
         a.scatter(torch.tensor([0]), rows)
+
+
+def test_repr_shows_shapes_not_values(anny_model):
+    B, K = 2, len(anny_model.keypoint_convention)
+    z = torch.zeros
+    r = FitResult(z(B, 3), z(B, anny_model.num_body_joints, 3), z(B, anny_model.num_betas), z(B, 3),
+                  z(B, 20, 3), z(B, K, 3), z(B, K, 2), z(B), torch.ones(B, dtype=torch.bool), z(B),
+                  z(B, dtype=torch.long), anny_model.keypoint_convention, dict(prototype=z(B, dtype=torch.long)))
+    text = repr(r)
+    assert text.startswith("FitResult(B=2, global_orient=(2, 3), body_pose=(2, 19, 3)") and "prototype=(2,)" in text
+    assert len(text) < 600
