@@ -371,7 +371,12 @@ def fitter_description(fitter) -> dict:
 
 def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         problems: list[InputProblem] | None = None, pool: FitterPool | None = None) -> dict:
-    """Fit every person of ``images`` and write the outputs (see the module docstring).
+    """Fit every person of ``images`` and write the outputs: resumable (images whose ``.npz``
+    exists are skipped unless ``overwrite``; writes are atomic; Ctrl-C keeps what is done),
+    shardable (``RunConfig.shard``), every input accounted for (skipped people with their reason,
+    failing batches split and retried, failures in the summary and refitted by the next run). The
+    module ``fit3d.pipeline.run`` (shadowed by this function in ``fit3d.pipeline``:
+    ``importlib.import_module("fit3d.pipeline.run").__doc__``) says more.
 
     Args:
         images: records from :mod:`fit3d.data.readers`.
