@@ -157,8 +157,11 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     and outputs are, the device, the batching or the sharding. Defaults are recorded as the
     values used (the keypoint threshold; ``steps`` and ``lr`` read from the built ``fitter``, or
     from its primary fitter) and paths as absolute paths, so that typing a default out or a
-    path another way is the same setting."""
+    path another way is the same setting. With the built ``fitter``, also what it says of
+    itself (:func:`fit3d.pipeline.run.fitter_description`: its options and a fingerprint of each
+    learned weights file, so weights retrained at the same path are another setting)."""
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
+    from fit3d.pipeline.run import fitter_description
 
     out = dict(fitter=fitter_name, model=opts.model, model_path=opts.model_path, gender=opts.gender,
                focal_length=opts.focal_length, min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, **options)
@@ -166,7 +169,10 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     for k in ("steps", "lr"):
         if k in out and out[k] is None and hasattr(core, k):
             out[k] = getattr(core, k)
-    return {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in out.items()}
+    out = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in out.items()}
+    # what the built fitter says of itself: a fingerprint of each weights file it loaded (a prior
+    # or regressor retrained by setup-model at the same path is another setting) and its options
+    return {**out, **fitter_description(fitter)} if fitter is not None else out
 
 
 def this_job(opts: FitOptions, records) -> tuple[list, int, int]:

@@ -57,12 +57,13 @@ def _short(value, limit: int = 80) -> str:
 
 
 def _diff(key: str, old, new) -> list[str]:
-    """The differences of two recorded values, down to the entries of dicts and of lists of
-    one length (``fitter.schedule[1].iterations: 15 there, 16 now``), values shortened."""
+    """The differences of two recorded values, down to the entries of dicts (those both have: an
+    entry added to fit3d later does not lock older folders out) and of lists of one length
+    (``fitter.schedule[1].iterations: 15 there, 16 now``), values shortened."""
     if old == new:
         return []
-    if isinstance(old, dict) and isinstance(new, dict) and set(old) == set(new):
-        return [d for k in sorted(old) for d in _diff(f"{key}.{k}", old[k], new[k])]
+    if isinstance(old, dict) and isinstance(new, dict):  # on the entries both have, as at the top level
+        return [d for k in sorted(set(old) & set(new)) for d in _diff(f"{key}.{k}", old[k], new[k])]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(f"{key}[{i}]", a, b)]
     return [f"{key}: {_short(old)} there, {_short(new)} now"]

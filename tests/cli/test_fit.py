@@ -95,7 +95,7 @@ def test_eft_cli_on_bundled_sample(tmp_path, sample_dir, anny_model):
     assert s["settings"]["flip"] is True and s["settings"]["steps"] == 5
     # the same folder with other settings: refused, nothing refitted; --overwrite refits
     r = CliRunner().invoke(cli, args + ["--no-flip"])
-    assert r.exit_code == 1 and "other settings (flip: True there, False now)" in r.output, r.output
+    assert r.exit_code == 1 and "other settings (" in r.output and "flip: True there, False now" in r.output, r.output
     r = CliRunner().invoke(cli, args + ["--no-flip", "--dry-run"])  # a dry run says so too
     assert r.exit_code == 1 and "other settings" in r.output, r.output
     dry = [a for a in args if a not in ("--steps", "5")] + ["--dry-run"]  # EFT's default steps (30), left unset
@@ -262,3 +262,25 @@ def test_help_names_the_defaults():
 
     said = {name: float(lr) for lr, name in re.findall(r"([0-9.]+e-[0-9]+) for (\w+)", r.output)}
     assert said == {name: p.lr for name, p in FINETUNE_PRESETS.items()}
+
+
+def test_a_prior_retrained_at_the_same_path_is_another_setting(tmp_path, sample_dir, anny_model, schedule_file):
+    """The folder records a fingerprint of the weights the fitter loaded: a GMM file rewritten
+    with other values (as setup-model retraining it would) stops a rerun into the folder."""
+    import numpy as np
+
+    from fit3d.priors import GMMPrior
+    from fit3d.training.priors import save_prior
+
+    poses = np.random.default_rng(0).normal(0, 0.2, (300, anny_model.num_body_joints, 3))
+    path = tmp_path / "gmm.pt"
+    save_prior(GMMPrior.fit(poses, n_components=2), path)
+    args = ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+            "--out", str(tmp_path / "fits"), "--schedule", str(schedule_file(3)), "--limit", "1",
+            "--prior-path", str(path), "--no-progress"]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert "1 already done" in CliRunner().invoke(cli, args).output  # the same weights: resumes
+    save_prior(GMMPrior.fit(poses[:150], n_components=2), path)
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "fitter.prior.weights:" in r.output, r.output
