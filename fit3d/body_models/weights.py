@@ -64,38 +64,70 @@ def weights_path(body, kind: str) -> Path:
 
         return {"regressor": bundled_regressor("anny"), "pose_set": bundled_pose_set()}.get(
             kind, shipped_weights(kind, "anny"))
-    _warn_if_reduced(setup_dir(body))
-    return setup_dir(body) / (f"{kind}.npz" if kind == "pose_set" else f"{kind}.pt")
+    _warn_if_reduced(setup_dir(body), body)
+    return setup_dir(body) / weights_file_name(kind)
+
+
+def weights_file_name(kind: str) -> str:
+    """The file name of ``kind`` in a set-up folder (``gmm.pt``, ``pose_set.npz``)."""
+    return f"{kind}.npz" if kind == "pose_set" else f"{kind}.pt"
 
 
 class ReducedSetupWarning(UserWarning):
     """The weights in use were made by ``fit3d setup-model --quick`` (or other reduced
-    settings): fine to check an installation, not to fit with."""
+    settings), or their set-up is unfinished: fine to check an installation, not to fit with."""
 
 
-#: Set-up folders whose ``setup.json`` was read by :func:`_warn_if_reduced` in this process.
-_CHECKED: set[Path] = set()
+#: ``(folder, state)`` that :func:`_warn_if_reduced` checked in this process.
+_CHECKED: set[tuple] = set()
 
 
-def _warn_if_reduced(folder: Path) -> None:
-    """Warn once per process and folder when its ``setup.json`` says the set-up was reduced
-    (``"full": false``; files written before that flag: ``config.max_poses`` set). The file
-    is read once per process (not at all while it does not exist)."""
+def _warn_if_reduced(folder: Path, body) -> None:
+    """Warn when the folder's ``setup.json`` says the set-up was reduced (``"full": false``;
+    files written before that flag: ``config.max_poses`` set), or when a set-up of the folder is
+    unfinished (``setup.partial.json``: interrupted or still running, so some weights may still be
+    the earlier set-up's). Once per process and state of the folder (a set-up that finishes or
+    starts again is a new state); nothing while neither file exists. The warning names no source
+    line (it is about the folder, not the caller's code)."""
     import json
     import warnings
 
-    if folder in _CHECKED:
+    from fit3d.training.setup_model import PARTIAL
+
+    def mtime(name: str) -> float | None:
+        try:
+            return (folder / name).stat().st_mtime_ns
+        except OSError:
+            return None
+
+    state = (folder, mtime(PARTIAL), mtime("setup.json"))
+    if state in _CHECKED or state[1:] == (None, None):
         return
+    _CHECKED.add(state)
+    messages = []
+    if state[1] is not None:
+        messages.append(f"a 'fit3d setup-model' of {folder} is unfinished ({PARTIAL}: interrupted, or running "
+                        f"now), so some of its weights may be the earlier set-up's: {setup_command(body)} "
+                        "again (it resumes) before fitting")
     try:
         stats = json.loads((folder / "setup.json").read_text())
     except (OSError, ValueError):
-        return
-    _CHECKED.add(folder)
-    full = stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
-    if not full:
-        warnings.warn(f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
-                      f"{stats.get('config')}): fits will be poor; run 'fit3d setup-model' without --quick "
-                      "to replace them", ReducedSetupWarning, stacklevel=3)
+        stats = None
+    if stats is not None and not stats.get("full", (stats.get("config") or {}).get("max_poses") is None):
+        messages.append(f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
+                        f"{stats.get('config')}): fits will be poor; {setup_command(body)} without --quick "
+                        "to replace them")
+    for m in messages:
+        warnings.warn_explicit(m, ReducedSetupWarning, "fit3d setup-model", 0)
+
+
+def setup_command(body) -> str:
+    """``run 'fit3d setup-model --model M --model-path DIR [--gender G]'``: the set-up of ``body``'s
+    own model file (its gender included: SMPL's male, female and neutral files are set up apart)."""
+    path = getattr(body, "model_file", None)
+    gender = str(getattr(body, "gender", "neutral"))
+    return (f"run 'fit3d setup-model --model {body.name} --model-path {path.parent if path else 'DIR'}"
+            f"{'' if gender == 'neutral' else ' --gender ' + gender}'")
 
 
 def setup_hint(body) -> str:
@@ -103,9 +135,7 @@ def setup_hint(body) -> str:
     (:func:`fit3d.training.setup_model.expected_minutes`, rounded to 5 minutes)."""
     from fit3d.training.setup_model import expected_minutes
 
-    path = getattr(body, "model_file", None)
-    return (f"run 'fit3d setup-model --model {body.name} --model-path {path.parent if path else 'DIR'}' once "
-            f"(about {5 * round(expected_minutes() / 5)} minutes on a 2-core CPU with nothing else running, "
+    return (f"{setup_command(body)} once (about {5 * round(expected_minutes() / 5)} minutes on a 2-core CPU with nothing else running, "
             f"longer beside other jobs) to learn the {body.name} priors and regressor from the bundled mocap")
 
 

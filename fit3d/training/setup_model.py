@@ -155,7 +155,7 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     from fit3d.training.priors import load_pose_set, train_prior
     from fit3d.training.regressor import remove_checkpoints, save_regressor, train_ensemble
 
-    path = (lambda kind: out_dir / Path(weights.weights_path(body, kind)).name)  # noqa: E731
+    path = (lambda kind: out_dir / weights.weights_file_name(kind))  # noqa: E731 (no warning about the old set-up)
     partial = out_dir / PARTIAL
     stats: dict = dict(model=body.name, model_file=str(body.model_file), model_key=weights.model_key(body),
                        device=torch.device(body.device).type, config=asdict(config), seconds={})

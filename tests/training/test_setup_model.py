@@ -47,6 +47,12 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
         f = build_smplify(smpl)
     assert f.prior.name == "gmm" and f.prototypes is not None
     assert build_eft(smpl).regressor.num_joints == 23
+    # an unfinished set-up of the folder (interrupted, or running): its weights may be mixed
+    (d / "setup.partial.json").write_text("{}")
+    weights._CHECKED.clear()
+    with pytest.warns(ReducedSetupWarning, match="is unfinished .* again \\(it resumes\\)"):
+        weights_path(smpl, "gmm")
+    (d / "setup.partial.json").unlink()
     # another model file does not pick them up
     with pytest.raises(FileNotFoundError, match="setup-model --model smplh"):
         build_smplify(build_body_model("smplh", smpl_like_dir))
@@ -140,3 +146,16 @@ def test_the_setup_hint_and_the_readme_give_the_expected_time(smpl_like_dir):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"once per model file: ~{minutes} min on 2 idle cores (72 measured beside other jobs)" in readme
     assert "in about a minute" not in readme  # --quick took over 3 minutes on a loaded 2-core machine
+
+
+
+def test_the_setup_command_names_the_gender_of_the_model_file():
+    """SMPL's male, female and neutral files are set up apart: the hint says which."""
+    from types import SimpleNamespace
+
+    from fit3d.body_models.weights import setup_command
+
+    male = SimpleNamespace(name="smpl", model_file=Path("/m/SMPL_MALE.pkl"), gender="male")
+    assert setup_command(male) == "run 'fit3d setup-model --model smpl --model-path /m --gender male'"
+    neutral = SimpleNamespace(name="smpl", model_file=Path("/m/SMPL_NEUTRAL.pkl"), gender="neutral")
+    assert setup_command(neutral) == "run 'fit3d setup-model --model smpl --model-path /m'"
