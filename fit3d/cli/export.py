@@ -36,3 +36,8 @@ def export(fits_dir, fmt, out, valid_only):
                f"{'has_' + c['model'] + ' 0' if fmt != 'neuralannot' else 'valid false'})" if c["invalid"] else "")
     click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits){invalid}"
                f"{f'; left out: {dropped}' if dropped else ''} -> {out}", err=True)
+    if fmt == "spin":
+        from fit3d.export.spin import static_fits_path
+
+        click.echo(f"fit3d: SPIN's static fits (pose and shape, N x 82) -> {static_fits_path(out)} (copy it to "
+                   "SPIN's data/static_fits/<dataset>_fits.npy)", err=True)

@@ -17,17 +17,20 @@ camera: fit3d adds the full-frame ``focal_length`` (2,), ``principal_point`` (2,
 unique within an image (COCO's are unique in the file; OpenPose input numbers the people of
 each image), so ``fit3d evaluate`` matches people by ``imgname`` and ``annot_id``. No 3D joints
 ``S``: SPIN's are its own 24-joint layout, not the body model's. SMPL fits only.
+
+Beside the dataset file, ``<stem>_fits.npy`` holds SPIN's static fits (:func:`write`).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
 from fit3d.data.readers import KEYPOINT_BOX_PAD, keypoint_bbox
-from fit3d.data.writers import write_npz
+from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
 #: SPIN's box expansion: ``scaleFactor = 1.2`` in nkolot/SPIN ``datasets/preprocess/coco.py``
@@ -99,6 +102,20 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     )
 
 
+def static_fits_path(out: Path) -> Path:
+    """Where :func:`write` puts the static fits beside ``out``: ``<stem>_fits.npy``."""
+    out = Path(out)
+    return out.with_name(out.stem + "_fits.npy")
+
+
 def write(people: dict, out: Path) -> None:
-    """Write :func:`arrays` to ``out`` atomically."""
-    write_npz(out, arrays(people))
+    """Write :func:`arrays` to ``out`` atomically, and SPIN's static fits beside it
+    (:func:`static_fits_path`): ``(N, 82)`` float32, ``pose`` (72) then ``shape`` (10) per row in
+    the dataset file's order, the ``<dataset>_fits.npy`` that SPIN's ``FitsDict`` loads from
+    ``data/static_fits`` as the starting fits of its in-the-loop SMPLify (copy it there under the
+    dataset's name, e.g. ``coco_fits.npy``)."""
+    a = arrays(people)
+    write_npz(out, a)
+    buf = io.BytesIO()
+    np.save(buf, np.concatenate([a["pose"], a["shape"]], 1).astype(np.float32))
+    atomic_write_bytes(static_fits_path(out), buf.getvalue())

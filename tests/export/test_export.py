@@ -51,6 +51,10 @@ def test_spin_export_round_trips_through_smplx(tmp_path, smpl_fits, smpl_like_di
     assert d["pose"].shape == (N, 72) and d["shape"].shape == (N, 10) and d["part"].shape == (N, 24, 3)
     assert d["center"].shape == (N, 2) and d["scale"].shape == (N,) and d["has_smpl"].shape == (N,)
     assert d["focal_length"].shape == (N, 2) and d["principal_point"].shape == (N, 2)
+    # SPIN's static fits beside it (FitsDict: data/static_fits/<dataset>_fits.npy), rows in the same order
+    static = np.load(tmp_path / "spin_fits.npy")
+    assert static.shape == (N, 82) and static.dtype == np.float32
+    np.testing.assert_array_equal(static, np.concatenate([d["pose"], d["shape"]], 1))
     fits, _ = merge_fits(smpl_fits)
     row = {(str(i), int(a)): k for k, (i, a) in enumerate(zip(fits["image"], fits["annot_id"]))}
     idx = [row[(str(i), int(a))] for i, a in zip(d["imgname"], d["annot_id"])]
