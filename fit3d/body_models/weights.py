@@ -135,8 +135,9 @@ def setup_hint(body) -> str:
     (:func:`fit3d.training.setup_model.expected_minutes`, rounded to 5 minutes)."""
     from fit3d.training.setup_model import expected_minutes
 
-    return (f"{setup_command(body)} once (about {5 * round(expected_minutes() / 5)} minutes on a 2-core CPU with nothing else running, "
-            f"longer beside other jobs) to learn the {body.name} priors and regressor from the bundled mocap")
+    return (f"{setup_command(body)} once (about {5 * round(expected_minutes() / 5)} minutes on a 2-core CPU "
+            f"with nothing else running, longer beside other jobs) to learn the {body.name} priors and regressor "
+            "from the bundled mocap")
 
 
 #: What each of :data:`KINDS` is, for messages.

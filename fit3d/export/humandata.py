@@ -60,13 +60,6 @@ def model_params(people: dict) -> dict[str, np.ndarray]:
     return p
 
 
-def _genders(people: dict) -> np.ndarray:
-    """``meta['gender']`` (N,): ``m`` / ``f`` for fits of a male or female model (mmhuman3d's
-    ``HumanImageDataset`` tests ``== 'm'``), ``neutral`` for neutral ones."""
-    letters = gender_letters(people)
-    return np.asarray(["neutral"] * len(people["annot_id"])) if letters is None else letters
-
-
 def arrays(people: dict) -> dict:
     """The HumanData content of ``people`` (see the module docstring)."""
     N = len(people["annot_id"])
@@ -80,7 +73,7 @@ def arrays(people: dict) -> dict:
         "bbox_xywh": np.concatenate([people["bbox"], np.ones((N, 1))], 1).astype(np.float32),
         "keypoints2d": kp, "keypoints2d_mask": mask,
         model: model_params(people), f"has_{model}": valid_mask(people).astype(np.float32),
-        "meta": {"gender": _genders(people)},
+        "meta": {"gender": gender_letters(people)},
         "misc": {"smpl_source": f"fit3d-{fitter}", "cam_param_type": "perspective", "camera_frame": "opencv",
                  "focal_length": people["focal_length"].astype(np.float32),
                  "principal_point": people["principal_point"].astype(np.float32),

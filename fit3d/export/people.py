@@ -69,12 +69,10 @@ def fitted_gender(fits_dir: str | Path, model: str) -> str:
     return gender if gender in ("male", "female") else "neutral"
 
 
-def gender_letters(people: dict) -> np.ndarray | None:
-    """``(N,)`` ``"m"`` / ``"f"`` of gendered fits, the letters SPIN's ``BaseDataset`` and mmhuman3d's
-    ``meta['gender']`` read (3DPW's convention); None for neutral fits (SPIN then reads -1)."""
+def gender_letters(people: dict) -> np.ndarray:
+    """``(N,)`` ``"m"`` / ``"f"`` for fits of a male / female model, the letters SPIN's ``BaseDataset``
+    and mmhuman3d's ``meta['gender']`` read (3DPW's convention), ``"neutral"`` for neutral fits."""
     gender = np.asarray(people.get("gender", np.full(len(people["annot_id"]), "neutral"))).astype(str)
-    if (gender == "neutral").all():
-        return None
     return np.where(gender == "male", "m", np.where(gender == "female", "f", "neutral"))
 
 

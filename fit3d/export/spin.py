@@ -91,7 +91,7 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     else:
         openpose = np.zeros((len(part), len(OPENPOSE_BODY25), 3), np.float32)
     letters = gender_letters(people)
-    extra = {} if letters is None else dict(gender=letters)
+    extra = {} if (letters == "neutral").all() else dict(gender=letters)  # none: SPIN reads -1 (neutral)
     return dict(
         **extra,
         imgname=people["image"].astype(str), center=center, scale=scale, part=part, openpose=openpose, pose=pose,

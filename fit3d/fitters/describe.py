@@ -68,3 +68,9 @@ def describe_module(module: torch.nn.Module | None) -> dict | None:
     if hasattr(module, "weight_scale"):
         out["weight_scale"] = float(module.weight_scale)
     return out
+
+
+def fitter_settings(fitter) -> dict | None:
+    """``fitter.settings()`` (SMPLify, EFT, the fallback: what decides its fits), or None for a
+    fitter without one (a plain function)."""
+    return fitter.settings() if hasattr(fitter, "settings") else None

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fit3d.data.batching import PersonBatch
+from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 
 #: The secondary fit is kept where the primary's mean reprojection error is more than this
@@ -59,11 +60,8 @@ class Fallback:
     def settings(self) -> dict:
         """What decides the fits (JSON-able): both fitters' ``settings()`` (None for a fitter
         without one), the ratio and the keypoint minimum."""
-        def of(f):
-            return f.settings() if hasattr(f, "settings") else None
-
-        return dict(primary=of(self.primary), secondary=of(self.secondary), ratio=self.ratio,
-                    min_keypoints=self.min_keypoints)
+        return dict(primary=fitter_settings(self.primary), secondary=fitter_settings(self.secondary),
+                    ratio=self.ratio, min_keypoints=self.min_keypoints)
 
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Fit ``batch`` (B people) with the primary, then the people with enough keypoints with

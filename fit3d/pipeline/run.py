@@ -35,6 +35,7 @@ from fit3d.data.batching import person_camera, sanitize_keypoints
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
+from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, interruptible
@@ -366,7 +367,7 @@ def _chunks(todo: list[ImageRecord], batch_size: int):
 def fitter_description(fitter) -> dict:
     """``fitter.settings()`` with each key as ``fitter.<key>`` (so none meets a command-line option
     of the same name recorded differently); empty for a fitter without ``settings``."""
-    return {f"fitter.{k}": v for k, v in (fitter.settings() if hasattr(fitter, "settings") else {}).items()}
+    return {f"fitter.{k}": v for k, v in (fitter_settings(fitter) or {}).items()}
 
 
 def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,

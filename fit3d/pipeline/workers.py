@@ -124,7 +124,9 @@ def _exit_with(sentinel) -> None:
 def fitter_identity(fitter) -> tuple:
     """``(name, settings)``: what a worker's fitter must share with the calling process's for
     their fits to mix in one run (``fitter.settings()`` where the fitter has it, else None)."""
-    return getattr(fitter, "name", None), (fitter.settings() if hasattr(fitter, "settings") else None)
+    from fit3d.fitters.describe import fitter_settings
+
+    return getattr(fitter, "name", None), fitter_settings(fitter)
 
 
 def _ready() -> tuple:

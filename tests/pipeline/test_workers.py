@@ -75,6 +75,13 @@ class _WaitForWorkers:
         return self.inner(batch)
 
 
+
+def _shared_run(recipe, images, problems, anny_model, fast_fitter, out):
+    """``run`` of ``fast_fitter`` with one worker built from ``recipe``, a batch per person."""
+    with FitterPool(recipe, 1, 1) as pool:
+        return run(images, _WaitForWorkers(fast_fitter, pool), anny_model,
+                   RunConfig(out, batch_size=1, progress=False), problems, pool=pool)
+
 def test_shared_run_writes_what_one_process_writes(tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     threads = torch.get_num_threads()
@@ -104,9 +111,8 @@ def test_workers_that_cannot_start_lose_no_batch(tmp_path, sample_copy, anny_mod
     """Workers that fail building their model: restarted once, then this process fits everything."""
     monkeypatch.setattr(batches, "MAX_POOL_RESTARTS", 1)
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
-    with FitterPool(_recipe(model="smpl", model_path=tmp_path / "missing.pkl"), 1, 1) as pool:
-        s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model,
-                RunConfig(tmp_path / "fits", batch_size=1, progress=False), problems, pool=pool)
+    s = _shared_run(_recipe(model="smpl", model_path=tmp_path / "missing.pkl"), images, problems, anny_model,
+                    fast_fitter, tmp_path / "fits")
     r = s["this_run"]
     assert r["images_written"] == 4 and r["people_failed"] == 0 and r["exit_code"] == 0
     assert s["processes"] == 1  # (no worker fitted anything)
@@ -133,7 +139,6 @@ def test_a_worker_that_dies_mid_batch_fails_its_batch_and_the_next_run_fits_it(t
     assert len(fit_files(out)) == 4
 
 
-
 def test_workers_building_another_fitter_are_not_used(tmp_path, sample_copy, anny_model, fast_fitter, caplog,
                                                       one_thread):
     """A pool whose recipe builds another fitter (here another schedule) than the one given to
@@ -142,13 +147,12 @@ def test_workers_building_another_fitter_are_not_used(tmp_path, sample_copy, ann
 
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     other = partial(SMPLify, schedule=[replace(st, iterations=st.iterations + 1) for st in FAST], depth_flips=False)
-    with FitterPool(_recipe(make_fitter=other), 1, 1) as pool:
-        s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model,
-                RunConfig(tmp_path / "fits", batch_size=1, progress=False), problems, pool=pool)
+    s = _shared_run(_recipe(make_fitter=other), images, problems, anny_model, fast_fitter, tmp_path / "fits")
     r = s["this_run"]
     assert r["images_written"] == 4 and r["people_fitted"] == 12 and r["exit_code"] == 0
     assert s["processes"] == 1  # (no worker fitted anything)
     assert "is not this run's" in caplog.text and "fits the rest alone" in caplog.text
+
 
 class _Interrupting:
     """A fitter interrupted (SIGTERM) on its first call."""
