@@ -107,7 +107,8 @@ _OPTIONS = [
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="People per batched fit. Default: the fitter's (smplify 256, eft 64), the fastest on a CPU."),
     click.option("--focal-length", type=click.FloatRange(min=1.0), default=None,
-                 help="Focal length in pixels for every image. Default: the image diagonal."),
+                 help="Focal length in pixels for every image. Default: the input's intrinsics (COCO image "
+                      "'cam_param', SPIN 'cam_int' / 'focal_length') where it has them, else the image diagonal."),
     click.option("--limit", type=click.IntRange(min=1), default=None, help="Fit at most N images."),
     click.option("--shard", default="1/1", show_default=True, callback=_parse_shard,
                  help="i/n: fit every n-th image starting at the i-th (one job of n); 'auto': this SLURM "

@@ -2,8 +2,8 @@
 
 The camera is a full-frame pinhole (as in CLIFF, Li et al. ECCV 2022, and
 ScoreHMR): focal length ``sqrt(w^2 + h^2)`` pixels for a ``w x h`` image unless
-the user gives one, principal point at the image centre unless given. Never the
-5000-px crop camera of SPIN.
+the user or the input gives one (a dataset's intrinsics: :mod:`fit3d.data.intrinsics`),
+principal point at the image centre unless given. Never the 5000-px crop camera of SPIN.
 """
 
 from __future__ import annotations
@@ -91,11 +91,22 @@ class PersonBatch:
 
 def person_camera(person: Person, focal_length: float | None = None,
                   principal_point: tuple[float, float] | None = None) -> tuple[tuple[float, float], tuple[float, float]]:
-    """``((fx, fy), (cx, cy))`` pixels of a person's full-frame camera (defaults: image diagonal, centre)."""
+    """``((fx, fy), (cx, cy))`` pixels of a person's full-frame camera.
+
+    Each part is the one given here, else the input's (``person.camera``: a dataset's
+    intrinsics, :mod:`fit3d.data.intrinsics`), else the default: the image diagonal and centre.
+    """
     w, h = person.image_size
-    f = float(focal_length) if focal_length else default_focal_length(w, h)
-    pp = tuple(principal_point) if principal_point is not None else (w / 2.0, h / 2.0)
-    return (f, f), pp
+    known = person.camera
+    if focal_length:
+        f = (float(focal_length), float(focal_length))
+    else:
+        f = tuple(known[0]) if known is not None else (default_focal_length(w, h),) * 2
+    if principal_point is not None:
+        pp = tuple(principal_point)
+    else:
+        pp = tuple(known[1]) if known is not None else (w / 2.0, h / 2.0)
+    return f, pp
 
 
 def sanitize_keypoints(keypoints_2d: np.ndarray) -> tuple[np.ndarray, int]:
@@ -134,8 +145,9 @@ def make_batch(
             the image) is replaced by the labelled keypoints' box, as the readers do
             (:func:`fit3d.data.readers.checked_bbox`; the readers' boxes pass unchanged).
         convention: the body model's keypoint convention.
-        focal_length: pixels, for every person; default: each image's diagonal.
-        principal_point: ``(cx, cy)`` pixels; default: each image's centre.
+        focal_length: pixels, for every person; default: the input's intrinsics
+            (``Person.camera``), else each image's diagonal.
+        principal_point: ``(cx, cy)`` pixels; default: the input's, else each image's centre.
         device: where the tensors go. dtype: their floating dtype (the fitters cast a batch to
             their body model's, float32 for the bundled models: :meth:`PersonBatch.for_model`).
     Raises:

@@ -18,6 +18,8 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
   disagrees is a warning, a missing one is taken from the file;
 * boxes that are missing, non-finite, empty or outside the image are rebuilt from the
   labelled keypoints (``Person.bbox_note`` says why);
+* an image entry's ``cam_param`` (``focal``, ``princpt``) becomes its people's camera
+  (:mod:`fit3d.data.intrinsics`); an unreadable one leaves the image's people unfitted;
 * annotations that share an id are all kept, flagged ``duplicate_id`` (evaluation
   and exports reject them, since they cannot tell them apart);
 * images are keyed by their path relative to the image folder (``sub/a.jpg``), so
@@ -42,6 +44,7 @@ import numpy as np
 
 from fit3d.data.conventions import (COCO17, COCO23, FOOT6, OPENPOSE_BODY25, OPENPOSE_COCO18, KeypointConvention,
                                     convention_from_names)
+from fit3d.data.intrinsics import coco_camera
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +79,9 @@ class Person:
         person_index: position of the person within its image.
         bbox_note: why the box was rebuilt from the keypoints ("" when it was not).
         duplicate_id: another annotation of the file has the same id.
+        camera: the input's intrinsics ``((fx, fy), (cx, cy))`` pixels (COCO ``cam_param``,
+            SPIN ``cam_int`` / ``focal_length``: :mod:`fit3d.data.intrinsics`), None when it
+            has none (the fit then uses the image diagonal and centre).
     """
 
     image_key: str
@@ -88,6 +94,7 @@ class Person:
     person_index: int = 0
     bbox_note: str = ""
     duplicate_id: bool = False
+    camera: tuple[tuple[float, float], tuple[float, float]] | None = None
 
     @property
     def num_visible(self) -> int:
@@ -475,6 +482,12 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
             problems[-1].reason += f" ({len(anns)} annotations not fitted: ids " + \
                 ", ".join(str(a.get("id")) for _, a in anns[:10]) + (", ..." if len(anns) > 10 else "") + ")"
             continue
+        try:
+            camera = coco_camera(info, rec.image_size)
+        except ValueError as e:  # people fitted with a camera the file does not give would be wrong
+            problems.append(InputProblem(f"{coco.path} (image id {img_id})", f"unreadable intrinsics: {e} "
+                                         f"({len(anns)} annotations not fitted)"))
+            continue
         for i, a in anns:  # in file order
             parsed = coco_keypoints(a, coco, problems, f"{coco.path}#annotations[{i}]")
             if parsed is None:
@@ -484,7 +497,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
             bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
             rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv,
                                      person_index=len(rec.people), bbox_note=note,
-                                     duplicate_id=coco.ids[hashable(a.get("id"))] > 1))
+                                     duplicate_id=coco.ids[hashable(a.get("id"))] > 1, camera=camera))
         records.append(rec)
     return with_outside_check(records, problems)
 

@@ -6,8 +6,10 @@ to the dataset's image root), ``center`` (2,) and ``scale`` (box side / 200 px),
 metres with confidence, in :data:`~fit3d.data.conventions.SPIN24` order;
 optionally ``pose`` (72,) and ``shape`` (10,) SMPL parameters. Human3.6M,
 MPI-INF-3DHP and 3DPW exports follow this layout. Camera intrinsics are not
-in SPIN's files: give them (``focal_length``, ``principal_point``) or store
-``focal_length`` (N,) / ``cam_int`` (N, 3, 3) in the file.
+in SPIN's own files; a file that stores ``cam_int`` (N, 3, 3) or ``focal_length`` (N,) /
+(N, 2) (+ ``principal_point`` (N, 2)) gives each person its camera
+(:mod:`fit3d.data.intrinsics`); otherwise the fit uses the image diagonal (or
+``--focal-length``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.conventions import SPIN24
+from fit3d.data.intrinsics import make_camera, spin_cameras
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 
 
@@ -73,6 +76,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     images_dir = Path(images_dir)
     boxes = spin_bbox(d["center"], d["scale"])
     ids = spin_annot_ids(d)
+    cameras = spin_cameras(d)
     records: dict[str, ImageRecord | None] = {}
     problems: list[InputProblem] = []
     for i, name in enumerate(d["imgname"]):
@@ -83,9 +87,17 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
         if rec is None:
             problems.append(InputProblem(f"{path}#{i}", "its image could not be read"))
             continue
+        camera = None
+        if cameras is not None:
+            try:
+                camera = make_camera(*cameras[i], rec.image_size)
+            except ValueError as e:  # a person fitted with a camera the file does not give would be wrong
+                problems.append(InputProblem(f"{path}#{i}", f"unreadable intrinsics: {e}"))
+                rec.dropped.append(problems[-1].source)
+                continue
         kp = d["part"][i].astype(np.float32).copy()
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
-                                 len(rec.people), bbox_note=note))
+                                 len(rec.people), bbox_note=note, camera=camera))
     return with_outside_check([r for r in records.values() if r is not None], problems)

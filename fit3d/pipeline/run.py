@@ -60,7 +60,8 @@ class RunConfig:
     Attributes:
         out_dir: output folder.
         batch_size: people per fitter call.
-        focal_length: pixels for every image (default: each image's diagonal).
+        focal_length: pixels for every image (default: the input's intrinsics where it has them,
+            ``Person.camera``, else each image's diagonal).
         overwrite: refit images whose ``.npz`` exists.
         shard: ``(i, n)``, zero-based: this job takes images ``i, i+n, i+2n...``.
         limit: at most this many images (after sharding).

@@ -379,3 +379,27 @@ def test_people_of_two_keypoint_layouts_in_one_image_are_stored_in_the_union_of_
     eight = row[230195]
     assert np.isfinite(d["keypoints_3d"][eight, names.index("left_knee")]).all()
     assert np.isnan(d["keypoints_3d"][eight, names.index("left_wrist")]).all()  # not in its layout
+
+
+def test_the_inputs_intrinsics_are_what_the_fit_uses_and_records(tmp_path, sample_copy, anny_model, fast_fitter):
+    """An image entry's cam_param (Moon et al.'s COCO-format 3DPW / Human3.6M files) reaches the fit:
+    the .npz records it and its fitted keypoints are the 3D keypoints projected with it."""
+    data = json.loads((sample_copy / "test_coco.json").read_text())
+    info = data["images"][0]
+    info["cam_param"] = {"focal": [1900.0, 1880.0], "princpt": [300.0, 230.0]}
+    (sample_copy / "test_coco.json").write_text(json.dumps(data))
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, batch_size=8, progress=False), problems)
+    d = read_fit(output_path(out, info["file_name"]))
+    fitted = d["status"] == "fitted"
+    assert fitted.any()
+    np.testing.assert_array_equal(d["focal_length"][fitted], [[1900.0, 1880.0]] * fitted.sum())
+    np.testing.assert_array_equal(d["principal_point"][fitted], [[300.0, 230.0]] * fitted.sum())
+    k3 = d["keypoints_3d"][fitted]
+    projected = k3[..., :2] / k3[..., 2:] * [1900.0, 1880.0] + [300.0, 230.0]
+    np.testing.assert_allclose(d["keypoints_2d_fit"][fitted], projected, rtol=1e-4, atol=1e-2)
+    assert d["valid"][fitted].all()
+    other = read_fit(output_path(out, data["images"][1]["file_name"]))  # no cam_param: the image diagonal
+    w, h = other["image_size"]
+    np.testing.assert_allclose(other["focal_length"][0], [np.hypot(w, h)] * 2, rtol=1e-6)
