@@ -31,7 +31,8 @@ BUILD_LOCK_TIMEOUT_S = 1800
 
 
 def quiet_warp() -> None:
-    """Silence NVIDIA warp's start-up banner (anny imports warp when present)."""
+    """Silence NVIDIA warp's start-up banner where anny may import it (building the model data;
+    fit3d skins with ``"lbs"``, so loading and fitting import no warp, which takes ~0.5 s)."""
     try:
         import warp
 
@@ -93,8 +94,7 @@ def load_model_data():
         filelock.Timeout: another process held the build lock for
             :data:`BUILD_LOCK_TIMEOUT_S` seconds.
     """
-    quiet_warp()
-    from anny.models.model_data import ModelData
+    from anny.models.model_data import ModelData  # imports no NVIDIA warp (only building the data may)
 
     path = model_data_path()
     if not path.is_file():

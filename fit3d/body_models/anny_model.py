@@ -28,15 +28,13 @@ import dataclasses
 
 import roma
 import torch
+from anny.models.rigged_model import RiggedModelWithLinearBlendShapes  # imports no NVIDIA warp: fit3d skins with "lbs"
 
-from fit3d.body_models.anny_assets import load_model_data, quiet_warp
+from fit3d.body_models.anny_assets import load_model_data
 from fit3d.body_models.anny_kinematics import AnnyKinematics
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.conventions import KeypointConvention
 from fit3d.geometry import special_procrustes
-
-quiet_warp()
-from anny.models.rigged_model import RiggedModelWithLinearBlendShapes  # noqa: E402
 
 #: fit3d joint name -> anny bone label. Root first; the others are ``body_pose``.
 ANNY_JOINTS: dict[str, str] = {

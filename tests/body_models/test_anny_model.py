@@ -119,3 +119,17 @@ def test_rest_skeleton_cache_never_serves_other_shapes(anny_model):
     a.requires_grad_(True)  # optimised shapes are never cached and get gradients
     anny_model.canonical(pose, a).keypoints_3d.sum().backward()
     assert a.grad is not None and a.grad.abs().sum() > 0
+
+
+def test_loading_and_posing_import_no_nvidia_warp(anny_model):
+    """Every process (each worker too) pays for what it imports: anny imports NVIDIA warp (~0.5 s)
+    only for warp skinning, which fit3d does not use (the model data is built, cached, by then)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from fit3d.body_models import build_body_model; m = build_body_model('anny'); "
+            "m(torch.zeros(1, 3), torch.zeros(1, 19, 3), torch.zeros(1, 6), torch.zeros(1, 3), return_vertices=True); "
+            "print('warp' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
