@@ -135,3 +135,24 @@ def test_a_run_that_writes_fits_removes_the_merged_dataset_and_a_resume_keeps_it
     np.savez(out / "dataset.npz", x=np.zeros(2))
     run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert (out / "dataset.npz").is_file()
+
+
+def test_a_folders_parameters_pose_the_model_to_its_stored_keypoints(tmp_path, sample_copy, anny_model, fast_fitter):
+    """README's read-back: the merged parameters of the fitted people, put through the body model,
+    give the 3D and 2D keypoints the folder stores (the parameters are the fit, in the camera frame)."""
+    import torch
+
+    from fit3d.data.conventions import convert
+    from fit3d.geometry import project
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", progress=False), problems)
+    people, _ = merge_fits(tmp_path / "fits")
+    ok = people["status"] == "fitted"
+    assert ok.sum() == 12
+    body = anny_model(*(torch.as_tensor(people[k][ok]) for k in ("global_orient", "body_pose", "betas", "transl")))
+    k3 = convert(body.keypoints_3d.detach().numpy(), anny_model.keypoint_convention, COCO17)
+    np.testing.assert_allclose(k3, people["keypoints_3d"][ok], atol=2e-4)
+    uv = project(torch.as_tensor(k3), torch.as_tensor(people["focal_length"][ok]),
+                 torch.as_tensor(people["principal_point"][ok]))
+    np.testing.assert_allclose(uv.numpy(), people["keypoints_2d_fit"][ok], atol=0.05)
