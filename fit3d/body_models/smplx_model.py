@@ -8,7 +8,9 @@ fit3d: register and download them from
 * SMPL-X: https://smpl-x.is.tue.mpg.de  (``SMPLX_NEUTRAL.npz`` ...)
 
 then pass ``--model-path`` (a file, or a folder holding them directly or in
-``smpl/``, ``smplh/``, ``smplx/`` subfolders, as ``smplx.create`` expects).
+``smpl/``, ``smplh/``, ``smplx/`` subfolders, as ``smplx.create`` expects, under smplx's names
+or the downloads' own: SMPL's ``basicmodel_m_lbs_10_207_0_v1.1.0.pkl``, AMASS's
+``male/model.npz``; :func:`find_model_file`).
 
 Only the body is fitted: ``body_pose`` is SMPL's 23 joints, or the 21 body
 joints of SMPL-H/SMPL-X (hands, jaw and eyes at rest). Keypoints: COCO limbs
@@ -56,11 +58,54 @@ LIMB_KEYPOINTS = (
 )  # fmt: skip
 
 
+#: How the official downloads name each gender's file: SMPL's ``basicmodel_{neutral,m,f}_lbs_10_207_0_v1.x.pkl``
+#: (SMPLify's ``basicModel_neutral_...``), AMASS's ``{neutral,male,female}/model.npz``.
+_GENDER_LETTERS = {"neutral": "neutral", "male": "m", "female": "f"}
+
+
+def _candidates(folder: Path, model_type: str, gender: str) -> list[str]:
+    """The names ``folder`` may hold the model under, in the order they are tried: smplx's
+    ``<TYPE>_<GENDER>.npz|pkl`` (any letter case: MANO's ``SMPLH_male.pkl``), SMPL's own
+    ``basicmodel_<g>_lbs_10_207_0_v1.*.pkl``, AMASS's ``<gender>/model.npz``."""
+    stem = f"{model_type.upper()}_{gender.upper()}"
+    names = [f"{stem}.npz", f"{stem}.pkl"]
+    try:
+        listed = sorted(f.name for f in folder.iterdir() if f.is_file())
+    except OSError:
+        listed = []
+    lower = {n.lower(): n for n in listed}
+    names += [lower[n.lower()] for n in names[:2] if n.lower() in lower and lower[n.lower()] not in names]
+    if model_type == "smpl":
+        prefix = f"basicmodel_{_GENDER_LETTERS[gender]}_lbs_10_207_0_v"
+        names += [n for n in listed if n.lower().startswith(prefix) and n.lower().endswith(".pkl")]
+    else:
+        names.append(f"{gender}/model.npz")
+    return names
+
+
+def file_gender(path: str | Path) -> str | None:
+    """The gender a model file's name gives (``SMPL_MALE.pkl``, ``basicmodel_f_lbs_...``,
+    ``male/model.npz``), None when it gives none."""
+    path = Path(path)
+    name = path.name.lower()
+    for gender, letter in _GENDER_LETTERS.items():
+        if name.endswith((f"_{gender}.pkl", f"_{gender}.npz")) or name.startswith(f"basicmodel_{letter}_lbs_"):
+            return gender
+        if name == "model.npz" and path.parent.name.lower() == gender:
+            return gender
+    return None
+
+
 def find_model_file(model_type: str, model_path: str | Path | None, gender: str) -> Path:
-    """Locate ``<TYPE>_<GENDER>.pkl|npz`` under ``model_path``.
+    """Locate the ``gender`` model file under ``model_path`` (or check the file given).
+
+    Looks in ``model_path`` and ``model_path/<model_type>`` for the names smplx uses
+    (``SMPL_NEUTRAL.pkl``, ``SMPLX_MALE.npz``; any letter case) and the official downloads'
+    own names (SMPL's ``basicmodel_m_lbs_10_207_0_v1.1.0.pkl``, AMASS's ``female/model.npz``).
 
     Raises:
         FileNotFoundError: with the search locations and the download address.
+        ValueError: the file given is, by its name, another gender's model.
     """
     stem = f"{model_type.upper()}_{gender.upper()}"
     if model_path is None:
@@ -70,16 +115,20 @@ def find_model_file(model_type: str, model_path: str | Path | None, gender: str)
         )
     p = Path(model_path).expanduser()
     if p.is_file():
+        named = file_gender(p)
+        if named not in (None, gender):
+            raise ValueError(f"{p.name} is the {named} {model_type.upper()} model, but gender {gender} was asked "
+                             f"for: pass --gender {named} (gender='{named}' in Python), or the {gender} model's file")
         return p
     tried = []
     for folder in (p, p / model_type):
-        for ext in ("npz", "pkl"):
-            cand = folder / f"{stem}.{ext}"
+        for name in _candidates(folder, model_type, gender):
+            cand = folder / name
             tried.append(str(cand))
             if cand.is_file():
                 return cand
     raise FileNotFoundError(
-        f"no {model_type.upper()} model file found (looked for {', '.join(tried)}); "
+        f"no {gender} {model_type.upper()} model file found (looked for {', '.join(dict.fromkeys(tried))}); "
         f"download it from {MODEL_URLS[model_type]} and pass its folder with --model-path"
     )
 
@@ -116,7 +165,10 @@ class SMPLXModel(BodyModel):
         if model_type in ("smplh", "smplx"):
             kwargs.update(use_pca=False, flat_hand_mean=True)
         try:
-            self.smpl = smplx.create(str(path), model_type=model_type, **kwargs)
+            # the class itself, not smplx.create, which takes the model type from a file's name
+            # (SMPL's own basicmodel_m_lbs_10_207_0_v1.1.0.pkl, AMASS's model.npz)
+            cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[model_type]
+            self.smpl = cls(model_path=str(path), **kwargs)
         except Exception as e:  # noqa: BLE001 - pickle, zip, numpy and key errors of a bad file: one clear line
             detail = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(f"{path} is not a readable {model_type.upper()} model file ({type(e).__name__}: "

@@ -123,3 +123,29 @@ def test_skeleton_path_equals_smplx_forward(smpl_like_dir, model_type):
     assert torch.allclose(fast.keypoints_3d, full.keypoints_3d, atol=1e-5)
     one = m.canonical(pose, betas[:1])  # one shape for every pose (as retargeting does)
     assert torch.allclose(one.joints_3d, m.canonical(pose, betas[:1].expand(4, -1)).joints_3d, atol=1e-6)
+
+
+def test_the_downloads_own_file_names_are_found_and_their_gender_checked(tmp_path, smpl_like_dir):
+    """SMPL's download names its files basicmodel_{neutral,m,f}_lbs_10_207_0_v1.1.0.pkl, MANO's SMPL-H
+    SMPLH_male.pkl, AMASS <gender>/model.npz: found without renaming; smplx.create, given such a file,
+    took 'basicmodel' or 'model' for the model type (the file was called unreadable)."""
+    import shutil
+
+    smpl = smpl_like_dir / "smpl" / "SMPL_NEUTRAL.pkl"
+    (tmp_path / "smpl").mkdir()
+    official = tmp_path / "smpl" / "basicmodel_m_lbs_10_207_0_v1.1.0.pkl"
+    shutil.copy(smpl, official)
+    assert find_model_file("smpl", tmp_path, "male") == official
+    with pytest.raises(FileNotFoundError, match="no female SMPL model file found"):
+        find_model_file("smpl", tmp_path, "female")
+    m = build_body_model("smpl", official, gender="male")
+    assert m.gender == "male" and m.model_file == official and m.num_body_joints == 23
+    with pytest.raises(ValueError, match="is the male SMPL model.*--gender male"):
+        build_body_model("smpl", official)  # the neutral model asked for, the male one given
+    shutil.copy(smpl_like_dir / "smplh" / "SMPLH_NEUTRAL.pkl", tmp_path / "SMPLH_female.pkl")
+    assert find_model_file("smplh", tmp_path, "female") == tmp_path / "SMPLH_female.pkl"
+    (tmp_path / "smplx" / "neutral").mkdir(parents=True)
+    shutil.copy(smpl_like_dir / "smplx" / "SMPLX_NEUTRAL.npz", tmp_path / "smplx" / "neutral" / "model.npz")
+    assert find_model_file("smplx", tmp_path, "neutral") == tmp_path / "smplx" / "neutral" / "model.npz"
+    m = build_body_model("smplx", tmp_path / "smplx" / "neutral" / "model.npz")
+    assert m.name == "smplx" and m.num_body_joints == 21
