@@ -20,6 +20,8 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
   labelled keypoints (``Person.bbox_note`` says why);
 * an image entry's ``cam_param`` (``focal``, ``princpt``) becomes its people's camera
   (:mod:`fit3d.data.intrinsics`); an unreadable one leaves the image's people unfitted;
+* an image id given to several files (entries of two merged files whose ids collide) is an
+  error: its annotations cannot be placed and are not fitted (never put on the wrong image);
 * annotations that share an id are all kept, flagged ``duplicate_id`` (evaluation
   and exports reject them, since they cannot tell them apart);
 * images are keyed by their path relative to the image folder (``sub/a.jpg``), so
@@ -360,18 +362,27 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     listed_cats = [c for c in data["categories"] if isinstance(c, dict)] if isinstance(data.get("categories"), list) \
         else []
     left_out = _left_out_categories(listed_cats, cats, problems, str(annotations))
-    infos = {}
+    infos: dict = {}
+    files: dict = {}  # image id -> the file names its entries give
     for i, info in enumerate(data["images"]):
         if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
             problems.append(InputProblem(f"{annotations}#images[{i}]", "image entry without id or file_name"))
             continue
-        infos[hashable(info["id"])] = info
+        infos.setdefault(hashable(info["id"]), info)
+        files.setdefault(hashable(info["id"]), set()).add(info["file_name"])
+    # one id for several files (e.g. two files merged whose ids collide): its annotations cannot be placed
+    ambiguous = {k: sorted(v) for k, v in files.items() if len(v) > 1}
+    for k in ambiguous:
+        del infos[k]
+    unplaced = Counter()
     by_image: dict = {}
     ids = Counter(hashable(a.get("id")) for a in data["annotations"] if isinstance(a, dict))
     for i, a in enumerate(data["annotations"]):
         src = f"{annotations}#annotations[{i}]"
         if not isinstance(a, dict):
             problems.append(InputProblem(src, "annotation is not an object"))
+        elif hashable(a.get("image_id")) in ambiguous:
+            unplaced[hashable(a.get("image_id"))] += 1
         elif hashable(a.get("image_id")) not in infos:
             problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"))
         elif a.get("iscrowd", 0):
@@ -381,6 +392,11 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
             left_out[cid][1] += 1  # (warned once per category below)
         else:  # with or without keypoints: coco_keypoints reports the unreadable ones per image
             by_image.setdefault(hashable(a["image_id"]), []).append((i, a))
+    for k, names in ambiguous.items():
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        problems.append(InputProblem(f"{annotations} (image id {k})", f"image id {k} is given to {len(names)} different "
+                                     f"files ({shown}): its {unplaced[k]} annotations cannot be placed and are not "
+                                     "fitted, nor are those files unless another image id names them"))
     for cid, (name, n, why) in left_out.items():
         if n:
             problems.append(InputProblem(f"{annotations} (category_id {cid})", f"{n} annotations of category {name!r} "

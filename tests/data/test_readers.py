@@ -282,3 +282,25 @@ def test_an_image_turned_by_its_exif_orientation_is_read_as_shown(tmp_path, samp
     pixels, problem = load_image(tmp_path / name, turned.image_size)
     assert problem == "" and pixels.shape == shown.shape
     assert np.abs(pixels.astype(int) - shown).mean() < 4  # the same picture (JPEG re-encoded)
+
+
+def test_an_image_id_given_to_two_files_places_none_of_its_people(tmp_path, sample_dir):
+    """Two merged files whose image ids collide: the id's annotations are an error, never fitted on
+    either file (the later entry used to win: people went to the wrong image, the other was dropped)."""
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    first, second = data["images"][0], data["images"][1]
+    data["images"].append(dict(first, file_name=second["file_name"]))  # first's id, second's file
+    data["images"].append(dict(first))  # an exact repeat of an entry is harmless
+    path = tmp_path / "collide.json"
+    path.write_text(json.dumps(data))
+    images, problems = read_coco(path, sample_dir)
+    n = sum(a["image_id"] == first["id"] for a in data["annotations"])
+    [p] = [p for p in problems if p.severity == "error"]
+    assert f"image id {first['id']} is given to 2 different files" in p.reason and f"its {n} annotations" in p.reason
+    assert first["file_name"] in p.reason and second["file_name"] in p.reason
+    keys = {r.image_key for r in images}
+    assert first["file_name"] not in keys and second["file_name"] in keys
+    placed = {p.annot_id for r in images for p in r.people}
+    assert not placed & {a["id"] for a in data["annotations"] if a["image_id"] == first["id"]}
+    assert {p.annot_id for r in images if r.image_key == second["file_name"] for p in r.people} == \
+        {a["id"] for a in data["annotations"] if a["image_id"] == second["id"]}
