@@ -118,10 +118,20 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
         env = os.environ if environ is None else environ
         if "SLURM_ARRAY_TASK_ID" not in env:
             raise ValueError("--shard auto needs a SLURM array job (SLURM_ARRAY_TASK_ID is not set)")
-        lo = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        n = int(env["SLURM_ARRAY_TASK_COUNT"]) if "SLURM_ARRAY_TASK_COUNT" in env else \
-            int(env["SLURM_ARRAY_TASK_MAX"]) - lo + 1
-        i = int(env["SLURM_ARRAY_TASK_ID"]) - lo
+        if "SLURM_ARRAY_TASK_COUNT" not in env and "SLURM_ARRAY_TASK_MAX" not in env:
+            raise ValueError("--shard auto needs the array's size: SLURM_ARRAY_TASK_COUNT or SLURM_ARRAY_TASK_MAX "
+                             "is not set (give --shard i/n)")
+
+        def number(name, default=None):
+            try:
+                return int(env[name]) if name in env else default
+            except ValueError:
+                raise ValueError(f"--shard auto: {name}={env[name]!r} is not a number") from None
+
+        lo = number("SLURM_ARRAY_TASK_MIN", 0)
+        n = number("SLURM_ARRAY_TASK_COUNT") if "SLURM_ARRAY_TASK_COUNT" in env else \
+            number("SLURM_ARRAY_TASK_MAX") - lo + 1
+        i = number("SLURM_ARRAY_TASK_ID") - lo
         if not 0 <= i < n:
             raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} is outside its array of {n}")
         return i, n

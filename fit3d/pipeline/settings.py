@@ -5,7 +5,11 @@ every :func:`fit3d.pipeline.run` from Python; NeuralAnnot keeps its own record,
 ``annotator_state.json``, and runs without this one).
 
 * The folder's settings are recorded before anything is fitted; a run whose settings differ
-  stops with one line naming the differences, unless the folder holds no fit yet.
+  stops with one line naming the differences. A folder that holds no fit yet is refused too
+  (another run may be fitting into it with its settings, none written yet), unless
+  ``overwrite`` takes it over (any job: nothing is mixed). Checking and recording happen under
+  a file lock (``fit_settings.json.lock``), so two runs started together with different
+  settings cannot both pass.
 * ``overwrite`` with other settings is allowed only for a job that refits the whole folder
   (no ``limit``, one shard): otherwise the folder would end up mixed. Until that job finishes,
   the record says an overwrite is under way (``"overwriting": true``), so an interrupted
@@ -33,6 +37,9 @@ _OVERWRITING = "overwriting"
 #: Settings recorded since a later version of fit3d, with the value every folder recorded
 #: before them was fitted with: a record without one compares as that value.
 ADDED_LATER = {"follow": False}
+#: Seconds a run waits for another one checking the same folder's settings (a check takes
+#: milliseconds; longer means a lock file left by a crash on a file system without lock release).
+SETTINGS_LOCK_TIMEOUT_S = 120
 
 
 def normalised(settings: dict) -> dict:
@@ -88,9 +95,24 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
             with other settings) and this run may not replace them; the message names each
             difference and what to do. Also when the file cannot be written.
     """
+    from filelock import FileLock, Timeout
+
     out_dir = Path(out_dir)
+    if not record:  # a check alone (--dry-run) writes nothing, not even the lock
+        return _check(out_dir, normalised(settings), overwrite, whole_folder, record)
+    lock = out_dir / (SETTINGS_FILE + ".lock")
+    try:
+        with FileLock(str(lock), timeout=SETTINGS_LOCK_TIMEOUT_S):
+            return _check(out_dir, normalised(settings), overwrite, whole_folder, record)
+    except Timeout as e:
+        raise ValueError(f"another run has held {lock} for {SETTINGS_LOCK_TIMEOUT_S} s; if none is running, "
+                         "delete it and run again") from e
+    except OSError as e:  # the lock cannot be made: a read-only folder
+        raise ValueError(f"cannot write {lock}: {e}") from e
+
+
+def _check(out_dir: Path, new: dict, overwrite: bool, whole_folder: bool, record: bool) -> bool:
     path = out_dir / SETTINGS_FILE
-    new = normalised(settings)
     old = recorded_settings(out_dir)
     if old is None:  # none yet, or unreadable: nothing to compare with
         if not has_fit_files(out_dir):  # a new folder
@@ -104,7 +126,11 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
         if record and path.is_file() and set(new) - set(old):  # the record learns the keys added since
             _write(path, new)
         return False
-    if not has_fit_files(out_dir):
+    if not has_fit_files(out_dir):  # started with other settings, no fit yet: maybe fitting now
+        if not overwrite:
+            raise ValueError(f"{out_dir} was started with other settings ({'; '.join(diff) or 'an --overwrite'}) and "
+                             "holds no fit yet (a run may be fitting into it now): pass --overwrite "
+                             "(RunConfig(overwrite=True) in Python) to take it over, or choose another --out")
         if record:
             _write(path, new)
         return False

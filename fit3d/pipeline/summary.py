@@ -7,7 +7,8 @@ Exit codes of the fitting commands (:data:`EXIT_CODES`):
 * 4: nothing was fitted (and nothing had been fitted by an earlier run), whether the
   inputs held no people, no usable people or nothing readable;
 * 5: some people could not be fitted (the fit raised even alone) or some images' outputs
-  could not be written: those images are fitted again by the next run;
+  could not be written: those images are fitted again by the next run (said before 3, since
+  a rerun may fix it; the summary counts both);
 * 130 / 143: interrupted by SIGINT / SIGTERM: what was finished is kept, rerun the
   same command to resume.
 
@@ -63,10 +64,10 @@ class RunCounts:
             return 128 + self.interrupted
         if self.people_fitted == 0 and self.images_already_done == 0 and not self.images_failed:
             return NOTHING_FITTED  # no people, all unusable, or all unreadable
+        if self.people_failed or self.images_failed:  # before 3: a rerun may fix it
+            return PEOPLE_FAILED
         if self.input_errors:
             return INPUT_PROBLEMS
-        if self.people_failed or self.images_failed:
-            return PEOPLE_FAILED
         return OK
 
     def as_dict(self) -> dict:

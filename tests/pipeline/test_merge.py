@@ -63,6 +63,10 @@ def test_shard_auto_reads_the_slurm_array():
         == (2, 4)
     with pytest.raises(ValueError, match="SLURM"):
         parse_shard("auto", {})
+    with pytest.raises(ValueError, match="array's size"):  # was a KeyError (found by a helper)
+        parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="0"))
+    with pytest.raises(ValueError, match="SLURM_ARRAY_TASK_COUNT='x' is not a number"):
+        parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="x"))
 
 
 def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts(

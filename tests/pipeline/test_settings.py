@@ -17,7 +17,10 @@ def test_a_folder_fitted_with_other_settings_is_not_resumed_into(tmp_path):
     out.mkdir()
     assert not check_settings(out, dict(fitter="eft", flip=True, regressor="/w/r.pt"))
     assert _recorded(out) == dict(fitter="eft", flip=True, regressor="/w/r.pt")
-    check_settings(out, dict(fitter="eft", flip=False))  # no fit in the folder yet: the new settings stand
+    with pytest.raises(ValueError, match=r"started with other settings \(flip: True there, False now\) and holds no "
+                       "fit yet.*--overwrite"):  # another run may be fitting into it
+        check_settings(out, dict(fitter="eft", flip=False))
+    assert not check_settings(out, dict(fitter="eft", flip=False), overwrite=True, whole_folder=False)  # taken over
     (out / "sub").mkdir()
     (out / "sub" / "a.jpg.npz").write_bytes(b"")  # a fit in a subfolder counts
     check_settings(out, dict(fitter="eft", flip=False))  # the same: resumes
@@ -165,3 +168,34 @@ def test_the_python_api_records_what_the_fitter_says_of_itself(tmp_path, sample_
     first = SMPLify(anny_model, prior=gmm, schedule=fast_fitter.schedule, depth_flips=False).settings()["prior"]
     second = SMPLify(anny_model, prior=gmm2, schedule=fast_fitter.schedule, depth_flips=False).settings()["prior"]
     assert first["kind"] == second["kind"] == "gmm" and first["weights"] != second["weights"]
+
+
+def _start_together(barrier, out, flip, results):
+    barrier.wait()
+    try:
+        check_settings(out, dict(fitter="eft", flip=flip))
+        results.put((flip, "ok"))
+    except ValueError as e:
+        results.put((flip, str(e)))
+
+
+def test_two_runs_started_together_with_other_settings_do_not_both_pass(tmp_path):
+    """Both used to pass (each saw a folder without fits and wrote its own record); found by a helper
+    starting 'fit3d eft' and 'fit3d eft --no-flip' into one new folder at once."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for i in range(4):
+        out = tmp_path / f"fits{i}"
+        out.mkdir()
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_start_together, args=(barrier, out, flip, results)) for flip in (True, False)]
+        for p in procs:
+            p.start()
+        got = dict(results.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        passed = [flip for flip, msg in got.items() if msg == "ok"]
+        assert len(passed) == 1, got
+        assert "holds no fit yet" in got[not passed[0]]
+        assert _recorded(out)["flip"] is passed[0]
