@@ -41,10 +41,30 @@ for _command in (smplify, eft, neuralannot, prepare_mocap_cmd, train_prior_cmd, 
     cli.add_command(_command)
 
 
+def run(args: list[str] | None = None) -> int:
+    """The command line as a function (``args``: default ``sys.argv[1:]``): the exit code, an
+    error shown as click shows it. Ctrl-C exits 130, SIGINT's code, at any point: while fitting
+    the run records it (:mod:`fit3d.pipeline.interrupt`); before (reading a large annotation
+    file, building the model) click's own handling would say "Aborted!" and exit 1."""
+    try:
+        code = cli.main(args, prog_name="fit3d", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:  # a usage or input error: its one line on stderr, its exit code
+        e.show()
+        code = e.exit_code
+    except click.Abort as e:
+        interrupted = isinstance(e.__cause__, KeyboardInterrupt)
+        click.echo("fit3d: interrupted (Ctrl-C)" if interrupted else "Aborted!",
+                   err=True)
+        code = 130 if interrupted else 1
+    return int(code or 0)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="fit3d")
+    """Console-script entry point: :func:`run`, its code as the process's exit status."""
+    sys.exit(run())
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -58,24 +58,13 @@ class ShardJob:
         self.args, self.distributed = list(args), distributed
 
     def __call__(self) -> int:
-        import click
-
-        from fit3d.cli.main import cli
+        from fit3d.cli.main import run
 
         if self.distributed:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        try:
-            code = cli.main(self.args, prog_name="fit3d", standalone_mode=False)
-        except click.exceptions.Exit as e:
-            code = e.exit_code
-        except click.ClickException as e:  # a usage or input error: its one line on stderr, its exit code
-            e.show()
-            code = e.exit_code
-        except click.Abort as e:  # click's form of Ctrl-C (KeyboardInterrupt): the exit code of SIGINT
-            code = 130 if isinstance(e.__cause__, KeyboardInterrupt) else 1
-        return int(code or 0)
+        return run(self.args)  # errors shown as the command line shows them; Ctrl-C: 130
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption or timeout: requeue the same task, which

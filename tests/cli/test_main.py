@@ -46,3 +46,23 @@ def test_every_option_has_a_help_text(path, cmd):
     for p in cmd.params:
         if isinstance(p, click.Option):
             assert (p.help or "").strip(), (path, p.opts)
+
+
+def test_the_entry_point_exits_with_each_commands_code_and_130_for_ctrl_c_before_fitting(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """Ctrl-C while the inputs were read or the model built said 'Aborted!' and exited 1 (click's
+    handling), not 130 as during fitting (found by a helper)."""
+    import fit3d.cli.fit as fit_cli
+    from fit3d.cli.main import run
+
+    assert run(["--version"]) == 0
+    assert run(["eft", "--no-such-option"]) == 2
+    assert run(["merge", "--fits", str(tmp_path)]) == 1  # nothing to merge: a one-line error
+    assert "Error:" in capsys.readouterr().err
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_cli, "load_inputs", interrupted)
+    assert run(["smplify", "--images", str(tmp_path), "--out", str(tmp_path / "fits")]) == 130
+    assert "interrupted" in capsys.readouterr().err
