@@ -133,9 +133,11 @@ def merge(fits_dir, out):
                f"{', '.join(s['shards'])}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} -> {path}",
                err=True)
     if s["missing_shards"]:
+        splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
+        why = (f"unless the folder's complete split ({splits}) fitted their images, they are not in the dataset"
+               if splits else "their images are not in the dataset")
         click.echo(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
-                   f"{fits_dir}: their images are not in the dataset; run them (--shard i/n), then merge again",
-                   err=True)
+                   f"{fits_dir}: {why}; run them (--shard i/n), then merge again", err=True)
     if s["pending_failures"]:
         click.echo(f"fit3d: {len(s['pending_failures'])} images still have failed people "
                    f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)

@@ -82,6 +82,8 @@ def report_run(s: dict, out_dir: Path) -> int:
     )
     for f in r["failures"][:20]:
         click.echo(f"fit3d: failed {f['image']} #{f['annot_id']}: {f['reason']}", err=True)
+    if r["shard_empty"]:
+        click.echo("fit3d: this shard got no image (more shards than images): nothing to do", err=True)
     if r["interrupted"]:
         click.echo("fit3d: interrupted: finished images are kept; run the same command again to resume", err=True)
     elif r["people_failed"] or r["images_failed"]:

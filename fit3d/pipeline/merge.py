@@ -49,7 +49,7 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         the counts of each summary file's latest run, summed (a resumed run's summary
         describes that run only; the people totals come from the outputs themselves), and
         ``settings``: the distinct fit settings the summaries record (one entry when every
-        shard agrees; :mod:`fit3d.pipeline.settings`), and ``missing_shards``: the ``"i/n"``
+        shard agrees; :mod:`fit3d.pipeline.settings`), ``complete_splits`` (:func:`complete_splits`) and ``missing_shards``: the ``"i/n"``
         shards of every recorded split that left neither an output nor a summary
         (:func:`missing_shards`).
     Raises:
@@ -122,6 +122,12 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     pending = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.failed.json"))
     incomplete = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.incomplete.json"))
     totals = {k: sum(int(r.get("this_run", {}).get(k, 0)) for r in runs) for k in COUNTS}
+    if runs and all(isinstance(r.get("input_problems"), list) for r in runs):
+        # every shard reads (and reports) the whole input: a problem counts once, not once per shard
+        distinct = {(p.get("source"), p.get("reason"), p.get("severity")) for r in runs for p in r["input_problems"]
+                    if isinstance(p, dict)}
+        totals.update(input_errors=sum(sev == "error" for _, _, sev in distinct),
+                      input_warnings=sum(sev != "error" for _, _, sev in distinct))
     settings = []  # what the runs were fitted with: one entry when every shard agrees
     for r in runs:
         if "settings" in r and r["settings"] not in settings:
@@ -132,7 +138,8 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
         reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
                              mean=float(err.mean()) if len(err) else None),
-        shards=shards, missing_shards=missing_shards(shards + [str(r["shard"]) for r in runs if "shard" in r]),
+        shards=shards, missing_shards=missing_shards(seen := shards + [str(r["shard"]) for r in runs if "shard" in r]),
+        complete_splits=complete_splits(seen),
         unreadable_outputs=unreadable, pending_failures=pending, pending_incomplete=incomplete,
         latest_runs_total=totals, runs=[r.get("file") for r in runs], settings=settings,
     )
@@ -149,6 +156,14 @@ def missing_shards(seen: list[str]) -> list[str]:
         if i.isdigit() and n.isdigit():
             pairs.add((int(i), int(n)))
     return [f"{i}/{n}" for n in sorted({n for _, n in pairs}) for i in range(1, n + 1) if (i, n) not in pairs]
+
+
+def complete_splits(seen: list[str]) -> list[int]:
+    """The splits ``n`` of which ``seen`` records every shard ``"i/n"`` (``1`` for an unsharded run):
+    a folder refitted with another split may lack that split's shards and no image."""
+    recorded = {n for n in (str(s).partition("/")[2] for s in seen) if n.isdigit()}
+    missing = set(missing_shards(seen))
+    return sorted(int(n) for n in recorded if not any(m.endswith(f"/{n}") for m in missing))
 
 
 def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:

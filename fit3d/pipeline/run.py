@@ -429,7 +429,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     todo, already, mine = select_images(images, config)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
-                       input_warnings=sum(p.severity != "error" for p in problems))
+                       input_warnings=sum(p.severity != "error" for p in problems),
+                       shard_empty=mine == 0 and config.shard[1] > 1 and bool(images))
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
     todo = [r for r in todo if r.people]

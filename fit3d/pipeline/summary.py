@@ -5,7 +5,8 @@ Exit codes of the fitting commands (:data:`EXIT_CODES`):
 * 0: every person was fitted or skipped for a documented per-person reason;
 * 3: some images or annotations could not be read (the rest was fitted);
 * 4: nothing was fitted (and nothing had been fitted by an earlier run), whether the
-  inputs held no people, no usable people or nothing readable;
+  inputs held no people, no usable people or nothing readable (a shard that got no image,
+  with more shards than images, exits 0);
 * 5: some people could not be fitted (the fit raised even alone) or some images' outputs
   could not be written: those images are fitted again by the next run (said before 3, since
   a rerun may fix it; the summary counts both);
@@ -57,12 +58,16 @@ class RunCounts:
     #: processes they are recorded as batches finish, in no fixed order)
     failures: list = field(default_factory=list)
     interrupted: int = 0  #: signal number, 0 when the run finished
+    #: this shard got no image because there are more shards than images (nothing to fit is
+    #: then no failure: exit 0, not 4)
+    shard_empty: bool = False
 
     def exit_code(self) -> int:
         """See the module docstring."""
         if self.interrupted:
             return 128 + self.interrupted
-        if self.people_fitted == 0 and self.images_already_done == 0 and not self.images_failed:
+        if self.people_fitted == 0 and self.images_already_done == 0 and not self.images_failed \
+                and not self.shard_empty:
             return NOTHING_FITTED  # no people, all unusable, or all unreadable
         if self.people_failed or self.images_failed:  # before 3: a rerun may fix it
             return PEOPLE_FAILED
@@ -86,7 +91,8 @@ class RunCounts:
             input_errors=self.input_errors, input_warnings=self.input_warnings,
             reproj_error_px=dict(median=stat(np.median), mean=stat(np.mean),
                                  p90=stat(lambda e: np.percentile(e, 90))),
-            interrupted=bool(self.interrupted), exit_code=code, exit_meaning=EXIT_CODES[code],
+            interrupted=bool(self.interrupted), shard_empty=self.shard_empty, exit_code=code,
+            exit_meaning=EXIT_CODES[code],
         )
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from fit3d.data.conventions import COCO17
-from fit3d.data.readers import read_coco
+from fit3d.data.readers import InputProblem, read_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.pipeline import RunConfig, parse_shard, run
-from fit3d.pipeline.merge import merge_fits, write_merged
+from fit3d.pipeline.merge import complete_splits, merge_fits, write_merged
 from tests.fixtures.layouts import two_layout_coco
 
 
@@ -17,6 +17,7 @@ def _by_person(arrays):
 
 def test_merging_shards_gives_the_people_and_parameters_of_one_run(tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    problems = problems + [InputProblem("test_coco.json", "a warning about the whole file", "warning")]
     one, sharded = tmp_path / "one", tmp_path / "sharded"
     run(images, fast_fitter, anny_model, RunConfig(one, progress=False), problems)
     for i in range(3):
@@ -27,6 +28,8 @@ def test_merging_shards_gives_the_people_and_parameters_of_one_run(tmp_path, sam
     assert len(a["annot_id"]) == len(b["annot_id"]) == 14 and sa["people_fitted"] == sb["people_fitted"] == 12
     assert sorted(set(b["shard"])) == ["1/3", "2/3", "3/3"] and set(a["shard"]) == {"1/1"}
     assert sb["latest_runs_total"]["images"] == 4 and sb["latest_runs_total"]["people_fitted"] == 12
+    # every shard reports the whole input's problems: counted once, as one run does (was once per shard)
+    assert sb["latest_runs_total"]["input_warnings"] == sa["latest_runs_total"]["input_warnings"] == 1
     assert len(sb["runs"]) == 3 and sb["settings"] == [dict(prior="gmm")]
     # without settings: the fitter, the model and what the fitter says of itself
     (recorded,) = sa["settings"]
@@ -95,6 +98,9 @@ def test_missing_shards_of_the_recorded_splits():
     assert missing_shards(["2/2"]) == ["1/2"]
     assert missing_shards(["1/1"]) == [] and missing_shards([]) == []
     assert missing_shards(["1/3", "3/3", "1/1", "not a shard"]) == ["2/3"]  # each split on its own
+    # a folder fitted as 3 shards, then resumed as --shard 1/2: said, with the split that is complete
+    assert complete_splits(["1/3", "2/3", "3/3", "1/2"]) == [3] and complete_splits(["2/2"]) == []
+    assert complete_splits(["1/3", "3/3", "1/1"]) == [1]
 
 
 def test_merge_names_the_shards_that_did_not_run_and_a_later_run_retires_the_merge(

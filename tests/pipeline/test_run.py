@@ -403,3 +403,14 @@ def test_the_inputs_intrinsics_are_what_the_fit_uses_and_records(tmp_path, sampl
     other = read_fit(output_path(out, data["images"][1]["file_name"]))  # no cam_param: the image diagonal
     w, h = other["image_size"]
     np.testing.assert_allclose(other["focal_length"][0], [np.hypot(w, h)] * 2, rtol=1e-6)
+
+
+def test_a_shard_that_gets_no_image_has_nothing_to_do_and_exits_0(tmp_path, sample_copy, anny_model, fast_fitter):
+    """fit3d submit --jobs 5 on 4 images: the fifth task exited 4 ('nothing was fitted'), so the
+    submit, and a SLURM array, reported a failure although everything was fitted (a helper)."""
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", shard=(4, 5), progress=False),
+            problems)["this_run"]
+    assert s["images"] == 0 and s["shard_empty"] and s["exit_code"] == 0
+    s = run([], fast_fitter, anny_model, RunConfig(tmp_path / "none", shard=(0, 5), progress=False))["this_run"]
+    assert not s["shard_empty"] and s["exit_code"] == 4  # no input at all: still nothing fitted
