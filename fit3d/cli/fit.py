@@ -338,6 +338,12 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
         raise click.UsageError("give one --annotations per --images (or none)")
     from fit3d.pipeline.distributed import finish, init_from_env
 
+    from fit3d.data.readers import discover_annotations
+
+    for d in images_dirs if not annotations_files else ():
+        if d.is_dir() and discover_annotations(d) is None:  # (the readers' hint names options this command lacks)
+            raise click.UsageError(f"no --annotations given and no person_keypoints_*.json beside or above {d}: "
+                                   "pass --annotations FILE.json (COCO) for each --images")
     dist = init_from_env(device)
     with errors_as():
         body = build_body_model(model, model_path, gender=gender, device=dist.device)

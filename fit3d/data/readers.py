@@ -271,7 +271,10 @@ def parse_keypoints(values, n: int) -> np.ndarray:
         ValueError: not ``3 n`` numbers.
     """
     flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    if flat.ndim != 1 or flat.size != 3 * n:
+    if flat.ndim != 1:
+        raise ValueError(f"expected a flat list of {3 * n} keypoint values ({n} keypoints: x, y, v each), got a "
+                         f"nested list of shape {flat.shape}")
+    if flat.size != 3 * n:
         raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}")
     return flat.reshape(n, 3).astype(np.float32)
 

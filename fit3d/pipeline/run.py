@@ -170,13 +170,14 @@ MIN_SPREAD_PX = 0.5
 
 
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
-    """``(usable, non_finite)``: keypoints that are finite, labelled and known to the model."""
+    """``(usable, unusable)``: keypoints that are labelled, known to the model and usable, and
+    those that are not usable (non-finite, or beyond :data:`~fit3d.data.batching.MAX_KEYPOINT_PX`)."""
     mapped, n_bad = _model_keypoints(person, model_convention)
     return int((mapped[:, 2] > 0).sum()), n_bad
 
 
 def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]:
-    """``((K, 3) keypoints in the model's convention, non-finite count)``: NaN points unlabelled."""
+    """``((K, 3) keypoints in the model's convention, unusable count)``: NaN points unlabelled."""
     clean, n_bad = sanitize_keypoints(person.keypoints_2d)
     return convert(clean, person.convention, model_convention), n_bad
 
@@ -190,7 +191,7 @@ def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE
     usable = int((mapped[:, 2] > 0).sum())
     if usable < min_visible:
         return f"too few usable keypoints: {usable} < {min_visible}" + (
-            f" ({n_bad} non-finite keypoints ignored)" if n_bad else "")
+            f" ({n_bad} non-finite or far-off keypoints ignored)" if n_bad else "")
     spread = keypoint_spread_px(mapped)
     if spread < MIN_SPREAD_PX:
         return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX})"

@@ -304,3 +304,12 @@ def test_an_image_id_given_to_two_files_places_none_of_its_people(tmp_path, samp
     assert not placed & {a["id"] for a in data["annotations"] if a["image_id"] == first["id"]}
     assert {p.annot_id for r in images if r.image_key == second["file_name"] for p in r.people} == \
         {a["id"] for a in data["annotations"] if a["image_id"] == second["id"]}
+
+
+def test_keypoints_as_nested_triples_are_an_error_that_says_so(tmp_path, sample_dir):
+    from fit3d.data.readers import parse_keypoints
+
+    with pytest.raises(ValueError, match=r"flat list of 51 keypoint values .* nested list of shape \(17, 3\)"):
+        parse_keypoints([[1.0, 2.0, 2]] * 17, 17)  # said "expected 51 keypoint values, got 51" (a helper)
+    with pytest.raises(ValueError, match="expected 51 keypoint values .* got 50"):
+        parse_keypoints([1.0] * 50, 17)

@@ -414,3 +414,22 @@ def test_a_shard_that_gets_no_image_has_nothing_to_do_and_exits_0(tmp_path, samp
     assert s["images"] == 0 and s["shard_empty"] and s["exit_code"] == 0
     s = run([], fast_fitter, anny_model, RunConfig(tmp_path / "none", shard=(0, 5), progress=False))["this_run"]
     assert not s["shard_empty"] and s["exit_code"] == 4  # no input at all: still nothing fitted
+
+
+def test_keypoints_far_beyond_any_image_are_unusable_not_a_fit_that_always_raises(tmp_path, sample_copy, anny_model,
+                                                                                   fast_fitter):
+    """Keypoints scaled by 1e30 made the person's fit raise alone on every run, so its image was
+    never written and the folder never finished (a helper); they are now unusable keypoints."""
+    data = json.loads((sample_copy / "test_coco.json").read_text())
+    far, part = [a for a in data["annotations"] if a["num_keypoints"] >= 10][:2]
+    far["keypoints"] = [v * 1e30 if i % 3 != 2 else v for i, v in enumerate(far["keypoints"])]
+    kp = np.asarray(part["keypoints"], dtype=float).reshape(17, 3)
+    kp[:4, :2] *= 1e30  # four far-off points of an otherwise usable person
+    part["keypoints"] = kp.ravel().tolist()
+    (sample_copy / "test_coco.json").write_text(json.dumps(data))
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", progress=False), problems)["this_run"]
+    assert s["people_failed"] == 0 and s["images_failed"] == 0 and s["images_written"] == 4
+    people = _people(tmp_path / "fits")
+    assert people[far["id"]]["status"] == "skipped" and "far-off" in str(people[far["id"]]["skip_reason"])
+    assert people[part["id"]]["status"] == "fitted"
