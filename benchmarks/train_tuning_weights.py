@@ -26,6 +26,8 @@ def main() -> None:
     ap.add_argument("--regressor-rounds", type=int, default=None,
                     help="rounds of synthetic people for the regressor (default: the shipped setting)")
     ap.add_argument("--seed", type=int, default=0, help="the regressor's seed (its pool and people; default 0)")
+    ap.add_argument("--closeup", type=float, default=None,
+                    help="share of the regressor's people framed from the waist or chest up (default: shipped)")
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
@@ -56,7 +58,8 @@ def main() -> None:
             checkpoint = checkpoint_path(out)  # rerun after an interruption: resumes from it
             model, _ = train_regressor(load_pose_set(poses), body, include_val=a.include_val, recombined=recombined,
                                        prototypes=protos, progress=False, checkpoint=checkpoint, seed=a.seed,
-                                       **({} if a.regressor_rounds is None else {"rounds": a.regressor_rounds}))
+                                       **({} if a.regressor_rounds is None else {"rounds": a.regressor_rounds}),
+                                       **({} if a.closeup is None else {"closeup": a.closeup}))
             save_regressor(model, out)
             checkpoint.unlink(missing_ok=True)
         else:

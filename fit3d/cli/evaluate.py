@@ -75,10 +75,13 @@ def benchmark():
                    "ordinary motions of the val split; default: all of the split's subjects).")
 @click.option("--noise", type=click.FloatRange(min=0.0), default=1.0, show_default=True,
               help="Scale of the 2D annotator noise: 0 = noise-free keypoints, 2 = twice the noise.")
+@click.option("--framing", type=click.Choice(["full", "closeup"]), default="full", show_default=True,
+              help="subjects protocol: full (people placed whole or cut by a border) or closeup (every person "
+                   "framed from the waist or chest up, as in upper-body photos; those with >= 6 keypoints kept).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
 @model_options
-def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no_vertices, body):
+def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing, seed, no_vertices, body):
     """Make a synthetic benchmark (fit3d.evaluation.benchmark: protocols; fit3d.training.synthetic:
     cameras and 2D errors)."""
     from fit3d.body_models.weights import existing_weights
@@ -89,9 +92,11 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, seed, no
     with errors_as():  # (a SMPL-family model not set up yet: one line saying to run fit3d setup-model)
         bench = make_benchmark(load_pose_set(poses or existing_weights(body, "pose_set")), body, n=count, seed=seed,
                                protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices,
-                               subjects=None if subjects is None else tuple(s.strip() for s in subjects.split(",")))
+                               subjects=None if subjects is None else tuple(s.strip() for s in subjects.split(",")),
+                               framing=framing)
     write_npz(out, bench)
-    click.echo(f"fit3d: {count} synthetic people ({protocol}, {split}, noise x{noise:g}) -> {out}", err=True)
+    click.echo(f"fit3d: {count} synthetic people ({protocol}, {split}, noise x{noise:g}"
+               f"{', close-up' if framing == 'closeup' else ''}) -> {out}", err=True)
 
 
 @benchmark.command("run")

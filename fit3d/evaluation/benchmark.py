@@ -9,6 +9,7 @@ Protocols (:func:`make_benchmark`):
   the image diagonal that the fitter is not told (it uses its default, the diagonal).
   Each person's rarity (:mod:`fit3d.evaluation.rarity`) is measured against every
   pose the shipped weights trained on; the rarest tenth is the ``rare`` subset.
+  ``framing="closeup"`` frames every person from the waist or chest up (upper-body photos).
 * ``"trials-v1"``: the earlier benchmark (held-out trials of subjects seen in training,
   known focal length, COCO-calibrated noise), kept for comparison.
 """
@@ -30,9 +31,15 @@ PROTOCOLS = ("subjects", "trials-v1")
 HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints", "fallback", "followed")
 
 
+#: What a close-up benchmark keeps: people with at least this many labelled keypoints (what the
+#: fitting commands fit, :data:`fit3d.pipeline.run.MIN_VISIBLE_KEYPOINTS`).
+CLOSEUP_MIN_LABELLED = 6
+FRAMINGS = ("full", "closeup")
+
+
 def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
                    split: str = "test", noise: float = 1.0, with_vertices: bool = True,
-                   subjects: tuple[str, ...] | None = None) -> dict:
+                   subjects: tuple[str, ...] | None = None, framing: str = "full") -> dict:
     """Synthetic people for a protocol (see module docstring).
 
     Args:
@@ -44,18 +51,25 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         noise: scale of the annotator noise (``subjects`` protocol; 0 = noise-free).
         subjects: ``subjects`` protocol: only these subjects of ``split`` (e.g. ``("35",)``,
             the val split's ordinary motions); None: all of them.
+        framing: ``subjects`` protocol: ``"full"`` (people placed as the module docstring says)
+            or ``"closeup"``: every person framed from the waist or chest up
+            (:class:`~fit3d.training.synthetic.CameraModel` ``p_closeup=1``), the people with at
+            least :data:`CLOSEUP_MIN_LABELLED` labelled keypoints kept (the image cuts the rest
+            off): what upper-body photos ask of a fitter, which the full framing never does.
     Returns:
         the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
         ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``.
     Raises:
-        ValueError: unknown protocol/split, no poses in the split (or of ``subjects`` in it), or a
-            pose set of another model.
+        ValueError: unknown protocol/split/framing, no poses in the split (or of ``subjects`` in it),
+            or a pose set of another model.
     """
     from fit3d.evaluation.rarity import pose_rarity, rare_mask
     from fit3d.mocap.splits import training_mask
-    from fit3d.training.synthetic import NOISE_FREE, NoiseModel, make_people, make_synthetic_benchmark
+    from fit3d.training.synthetic import NOISE_FREE, CameraModel, NoiseModel, make_people, make_synthetic_benchmark
 
     if protocol == "trials-v1":
+        if framing != "full":
+            raise ValueError("the trials-v1 protocol has one framing; framing= is for the subjects protocol")
         if subjects is not None:
             raise ValueError("the trials-v1 protocol splits by trial; subjects= is for the subjects protocol")
         out = make_synthetic_benchmark(pose_set, body_model, n=n, seed=seed, split=split, noise=noise > 0,
@@ -63,6 +77,8 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise))
     if protocol != "subjects":
         raise ValueError(f"unknown benchmark protocol {protocol!r}; choose from {PROTOCOLS}")
+    if framing not in FRAMINGS:
+        raise ValueError(f"unknown framing {framing!r}; choose from {FRAMINGS}")
     if split not in ("test", "val", "train"):
         raise ValueError(f"the subjects protocol makes 'test', 'val' or 'train' benchmarks, not {split!r}")
     if str(pose_set.get("model", body_model.name)) != body_model.name:
@@ -78,15 +94,24 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         raise ValueError(f"no {split} poses" + (f" of subjects {', '.join(subjects)}" if subjects else "")
                          + " in the pose set")
     model = NoiseModel(scale=noise) if noise > 0 else NOISE_FREE
-    out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
-                      noise=model, with_vertices=with_vertices)
+    if framing == "full":
+        out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
+                          noise=model, with_vertices=with_vertices)
+    else:  # three times as many drawn: about a tenth of close-ups show fewer than 6 keypoints
+        out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, 3 * n, seed=seed,
+                          camera=CameraModel(p_closeup=1.0), noise=model, with_vertices=with_vertices)
+        keep = np.nonzero((out["keypoints_2d"][..., 2] > 0).sum(1) >= CLOSEUP_MIN_LABELLED)[0][:n]
+        if len(keep) < n:
+            raise ValueError(f"only {len(keep)} of {3 * n} close-up people show {CLOSEUP_MIN_LABELLED} keypoints")
+        out = {k: v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == 3 * n else v for k, v in out.items()}
     out["pose_index"] = sel[out["pose_index"]]
     out["trial"] = pose_set["trial"][out["pose_index"]]
     ref = training_mask(pose_set, include_val=split == "test")
     out["rarity_mm"] = pose_rarity(body_model, out["body_pose"], pose_set["global_orient"][out["pose_index"]],
                                    pose_set["body_pose"][ref], pose_set["global_orient"][ref])
     out["rare"] = rare_mask(out["rarity_mm"])
-    return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise))
+    return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise),
+                framing=np.str_(framing))
 
 
 def load_benchmark(path) -> dict[str, np.ndarray]:
@@ -114,7 +139,9 @@ def score(bench: dict, idx: np.ndarray, pred_keypoints_3d: np.ndarray, pred_name
           joints: tuple[str, ...] = LIMBS12) -> dict[str, np.ndarray]:
     """Per-person metrics of predictions for benchmark people ``idx``.
 
-    MPJPE / PA-MPJPE (mm) on ``joints`` (by name; root = mid-hips), 2D error (px)
+    MPJPE / PA-MPJPE (mm) on ``joints`` (by name; root = mid-hips), the torso's direction error
+    ``torso_deg`` (camera frame, no alignment: a body lying where it stands shows here, not in
+    PA-MPJPE), 2D error (px)
     and PCK@0.05/0.1 against the benchmark's *clean* 2D keypoints on the labelled
     ones, PVE (mm) when vertices are given and the benchmark has them.
     """
@@ -122,6 +149,9 @@ def score(bench: dict, idx: np.ndarray, pred_keypoints_3d: np.ndarray, pred_name
     pr = torch.as_tensor(_by_name(pred_keypoints_3d, pred_names, joints))
     hips = (joints.index("left_hip"), joints.index("right_hip"))
     out = dict(mpjpe=M.mpjpe(pr, gt, hips).numpy(), pa_mpjpe=M.pa_mpjpe(pr, gt).numpy())
+    if all(j in joints for j in ("left_shoulder", "right_shoulder")):
+        shoulders = (joints.index("left_shoulder"), joints.index("right_shoulder"))
+        out["torso_deg"] = M.torso_angle_deg(pr, gt, hips, shoulders).numpy()
     if pred_2d is not None:
         names = [str(n) for n in bench["keypoint_names"]]
         common = [n for n in names if n in [str(p) for p in pred_names]]

@@ -5,6 +5,7 @@
 * PA-MPJPE: after a similarity Procrustes alignment (rotation, translation,
   scale; ``roma.rigid_points_registration``) — as in HMR/SPIN.
 * PVE: mean vertex error after root alignment.
+* torso direction error: the angle between the torso axes (hips to shoulders), unaligned.
 * PCK@a: share of labelled keypoints within ``a`` times the box size
   (``max(w, h)``) of the ground truth.
 Always PA-MPJPE <= MPJPE-with-the-same-points (a similarity alignment can
@@ -31,6 +32,21 @@ def mpjpe(pred: torch.Tensor, gt: torch.Tensor, root: int | tuple[int, ...] = 0,
     """
     d = ((pred - _root(pred, root)) - (gt - _root(gt, root))).norm(dim=-1)
     return _masked_mean(d, valid) * 1000.0
+
+
+def torso_angle_deg(pred: torch.Tensor, gt: torch.Tensor, hips: tuple[int, int], shoulders: tuple[int, int]) -> torch.Tensor:
+    """``(B,)`` degrees between the predicted and true torso directions (mid-hips to mid-shoulders),
+    in the camera frame without any alignment: a body fitted lying where the person stands (a
+    global orientation error, which PA-MPJPE aligns away) shows here.
+
+    Args:
+        pred, gt: ``(B, J, 3)``. hips, shoulders: indices of the left and right joints.
+    """
+    def axis(p):
+        return p[:, list(shoulders)].mean(1) - p[:, list(hips)].mean(1)
+
+    cos = torch.nn.functional.cosine_similarity(axis(pred), axis(gt), dim=-1)
+    return torch.rad2deg(torch.arccos(cos.clamp(-1.0, 1.0)))
 
 
 def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:

@@ -49,6 +49,8 @@ REGRESSOR_MEMBERS = 1
 TRAIN_NOISE_SCALES = (1.0, 0.0, 2.0, 0.5, 1.5)
 #: Orientations beyond the captured ones in training people.
 TRAIN_ORIENTATIONS = OrientationModel(p_any=0.1, p_high=0.1)
+#: Share of training people framed from the waist or chest up (:class:`CameraModel` ``p_closeup``).
+REGRESSOR_CLOSEUP = 0.0
 
 
 def training_pool(pose_set: dict, include_val: bool = True, recombined: int | None = None,
@@ -68,13 +70,14 @@ def training_pool(pose_set: dict, include_val: bool = True, recombined: int | No
 
 
 def training_people(pool: tuple[np.ndarray, np.ndarray], body_model, n: int, seed: int, noise_scale: float = 1.0,
-                    batch_size: int = 256) -> dict:
-    """``n`` synthetic training people from a :func:`training_pool` (see module docstring)."""
+                    batch_size: int = 256, closeup: float = 0.0) -> dict:
+    """``n`` synthetic training people from a :func:`training_pool` (see module docstring);
+    ``closeup``: the share framed from the waist or chest up."""
     from fit3d.training.synthetic import NOISE_FREE
 
     noise = NoiseModel(scale=noise_scale) if noise_scale > 0 else NOISE_FREE
-    return make_people(pool[0], pool[1], body_model, n, seed=seed, camera=CameraModel(), noise=noise,
-                       orientations=TRAIN_ORIENTATIONS, batch_size=batch_size)
+    return make_people(pool[0], pool[1], body_model, n, seed=seed, camera=CameraModel(p_closeup=closeup),
+                       noise=noise, orientations=TRAIN_ORIENTATIONS, batch_size=batch_size)
 
 
 def _to_batch(data: dict, idx, convention) -> tuple[PersonBatch, dict]:
@@ -130,7 +133,8 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
                     epochs_per_round: int = 2, batch_size: int = REGRESSOR_BATCH_SIZE, lr: float = 1e-3, seed: int = 0,
                     progress: bool = True, include_val: bool = True, recombined: int | None = None,
                     prototypes: torch.Tensor | None = None, width: int = 192,
-                    blocks: int = 2, checkpoint: str | Path | None = None) -> tuple[KeypointRegressor, dict]:
+                    blocks: int = 2, checkpoint: str | Path | None = None,
+                    closeup: float = REGRESSOR_CLOSEUP) -> tuple[KeypointRegressor, dict]:
     """Train a :class:`KeypointRegressor` for ``body_model`` on :func:`training_people`.
 
     Args:
@@ -138,6 +142,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
         include_val: also train on the ``val`` subjects (the shipped weights do; tuning runs don't).
         recombined: limb-wise recombinations in the pool (see :func:`training_pool`).
         prototypes: ``(P, J, 3)`` prototype poses for a PM-Net start head (None: the mean pose).
+        closeup: share of training people framed from the waist or chest up (:data:`REGRESSOR_CLOSEUP`).
         checkpoint: a file written (atomically) after every round and resumed
             from when it holds a run of the same settings (body model file, gender and shape
             size, device type, pose pool, training sizes), so an interrupted training ends with
@@ -169,7 +174,8 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
                     batch_size=batch_size, lr=lr, seed=seed, include_val=include_val, recombined=recombined,
                     width=width, blocks=blocks, model=model_key(body_model), betas=body_model.num_betas,
                     device=torch.device(device).type, pool=_digest(*pool),
-                    prototypes=None if prototypes is None else _digest(prototypes.cpu().numpy()))
+                    prototypes=None if prototypes is None else _digest(prototypes.cpu().numpy()),
+                    **({"closeup": closeup} if closeup else {}))  # (checkpoints from before it have none)
     start = _resume(checkpoint, settings, model, opt, sched, g)
     bar = None
     if progress:
@@ -179,7 +185,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
     parts = {}
     for r in range(start, rounds):
         data = training_people(pool, body_model, people_per_round, seed * 1000 + r,
-                               TRAIN_NOISE_SCALES[r % len(TRAIN_NOISE_SCALES)])
+                               TRAIN_NOISE_SCALES[r % len(TRAIN_NOISE_SCALES)], closeup=closeup)
         model.train()
         for _ in range(epochs_per_round):
             perm = torch.randperm(people_per_round, generator=g)

@@ -14,7 +14,8 @@ Per person (deterministic by seed):
   ``focal_length`` is the image diagonal (fit3d's default), the truth is kept in
   ``focal_length_true``; camera pitch ``N(0, 10 deg)``, roll ``N(0, 3 deg)``;
 * placement: person height 25-90 % of the image height, root inside the central
-  80 % x 40 % of the frame, so some people are truncated by the border;
+  80 % x 40 % of the frame, so some people are truncated by the border; optionally a share
+  framed close, from the waist or chest up (``CameraModel.p_closeup``);
 * 2D errors (:class:`NoiseModel`): per-keypoint Gaussian noise per axis with standard
   deviation ``scale * max(sigma_i s / sqrt(2), floor * box diagonal)``, where
   ``sigma_i`` are COCO's per-keypoint OKS constants (the standard deviation of human
@@ -92,10 +93,22 @@ class CameraModel:
             this range.
         fitter_focal: ``"diagonal"``: the fitter gets the image diagonal (fit3d's
             default, the truth is unknown to it); ``"true"``: the fitter gets the truth.
+        p_closeup: share of people framed close, as in photos of people from the waist or
+            chest up (a fifth of the fitted people of ``coco_mini`` have no hip labelled): the
+            whole body 1.2-2.2 x the image height, the top of the head 5-35 % down the frame,
+            so the bottom edge cuts the body between the chest and the knees (the cut-off
+            keypoints are dropped as any truncated ones). The other people are placed as the
+            module docstring says (their random stream is the same with or without close-ups).
     """
 
     focal_range: tuple[float, float] = (0.6, 1.6)
     fitter_focal: str = "diagonal"
+    p_closeup: float = 0.0
+
+
+#: What the upright placement assumes of a body of height 1: the root (pelvis) sits this far
+#: below the top of the head.
+ROOT_BELOW_HEAD = 0.44
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,14 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
     z = np.maximum(f * 1.7 / (frac * sizes[:, 1]), 1.0)
     u = sizes[:, 0] * rng.uniform(0.1, 0.9, n)
     v = sizes[:, 1] * rng.uniform(0.3, 0.7, n)
+    if camera.p_closeup > 0:  # (drawn after the others: without close-ups the stream is unchanged)
+        close = rng.uniform(size=n) < camera.p_closeup
+        big = rng.uniform(1.2, 2.2, n)
+        head = rng.uniform(0.05, 0.35, n)
+        frac = np.where(close, big, frac)
+        z = np.maximum(f * 1.7 / (frac * sizes[:, 1]), 1.0)
+        shown = f * 1.7 / (z * sizes[:, 1])  # the body's height in frames (less where z was floored)
+        v = np.where(close, sizes[:, 1] * (head + ROOT_BELOW_HEAD * shown), v)
     pp = sizes / 2
     root = np.stack([(u - pp[:, 0]) * z / f, (v - pp[:, 1]) * z / f, z], 1)
     focal = torch.as_tensor(np.stack([f, f], 1), dtype=torch.float32)

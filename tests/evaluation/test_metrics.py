@@ -42,3 +42,15 @@ def test_pve_reprojection_pck():
     assert M.pck(pr2, gt2, box, 0.05).item() == pytest.approx(1.0)  # threshold 5 px: 5 <= 5
     assert M.pck(pr2, gt2, box, 0.04).item() == pytest.approx(0.5)
     assert M.pck(pr2, gt2, box, 0.1).item() == pytest.approx(1.0)
+
+
+def test_torso_angle_sees_a_body_lying_where_it_stands_which_pa_mpjpe_aligns_away():
+    g = torch.Generator().manual_seed(1)
+    gt = torch.randn(4, 12, 3, generator=g)
+    gt[:, 0], gt[:, 1] = torch.tensor([-0.2, -0.5, 3.0]), torch.tensor([0.2, -0.5, 3.0])  # shoulders (y down)
+    gt[:, 2], gt[:, 3] = torch.tensor([-0.15, 0.0, 3.0]), torch.tensor([0.15, 0.0, 3.0])  # hips
+    lying = gt @ roma.rotvec_to_rotmat(torch.tensor([torch.pi / 2, 0.0, 0.0])).T  # tipped into depth
+    angle = M.torso_angle_deg(lying, gt, hips=(2, 3), shoulders=(0, 1))
+    assert torch.allclose(angle, torch.full((4,), 90.0), atol=1e-3)
+    assert M.pa_mpjpe(lying, gt).max() < 1e-2  # the same pose: PA-MPJPE cannot tell
+    assert M.torso_angle_deg(gt + 1.0, gt, (2, 3), (0, 1)).max() < 1e-2  # translation-free

@@ -49,3 +49,29 @@ def test_people_with_unknown_focal_and_noise_scales(anny_model):
     # the floor: at least 1.5 % of the box diagonal per axis, so median 2D error > ~1.5 % of it
     box = np.linalg.norm(one["bbox"][:, 2:], axis=1) / 1.2  # boxes carry 10 % padding per side
     assert err(one) > 0.01 * np.median(box)
+
+
+def test_close_ups_cut_people_off_at_the_waist_and_leave_the_others_as_they_were(anny_model):
+    from fit3d.training.synthetic import CameraModel, make_people
+
+    rng = np.random.default_rng(0)
+    pool = rng.normal(0, 0.1, (40, 19, 3)).astype(np.float32)
+    orient = np.zeros((40, 3), np.float32)
+    full = make_people(pool, orient, anny_model, 60, seed=5)
+    close = make_people(pool, orient, anny_model, 60, seed=5, camera=CameraModel(p_closeup=1.0))
+    half = make_people(pool, orient, anny_model, 60, seed=5, camera=CameraModel(p_closeup=0.5))
+    names = list(full["keypoint_names"])
+    hips = [names.index("left_hip"), names.index("right_hip")]
+    ankles = [names.index("left_ankle"), names.index("right_ankle")]
+    nose = names.index("nose")
+
+    def shown(b, idx):
+        return (b["keypoints_2d_clean"][:, idx, 1] < b["image_size"][:, 1:2]).any(1)
+
+    assert shown(full, ankles).mean() > 0.9 and shown(close, ankles).mean() < 0.05
+    assert 0.2 < shown(close, hips).mean() < 0.9 and shown(close, [nose]).mean() > 0.95  # waist or chest up
+    # the same people, poses and cameras; only the placement of the close-ups differs
+    assert np.array_equal(full["body_pose"], close["body_pose"]) and np.array_equal(full["betas"], close["betas"])
+    moved = ~np.isclose(half["transl"], full["transl"]).all(1)
+    assert 0.2 < moved.mean() < 0.8
+    np.testing.assert_array_equal(half["keypoints_3d"][~moved], full["keypoints_3d"][~moved])
