@@ -31,9 +31,6 @@ PROTOCOLS = ("subjects", "trials-v1")
 HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints", "fallback", "followed")
 
 
-#: What a close-up benchmark keeps: people with at least this many labelled keypoints (what the
-#: fitting commands fit, :data:`fit3d.pipeline.run.MIN_VISIBLE_KEYPOINTS`).
-CLOSEUP_MIN_LABELLED = 6
 FRAMINGS = ("full", "closeup")
 
 
@@ -54,8 +51,8 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         framing: ``subjects`` protocol: ``"full"`` (people placed as the module docstring says)
             or ``"closeup"``: every person framed from the waist or chest up
             (:class:`~fit3d.training.synthetic.CameraModel` ``p_closeup=1``), the people with at
-            least :data:`CLOSEUP_MIN_LABELLED` labelled keypoints kept (the image cuts the rest
-            off): what upper-body photos ask of a fitter, which the full framing never does.
+            least :data:`fit3d.pipeline.run.MIN_VISIBLE_KEYPOINTS` labelled keypoints kept (the
+            ones the fitting commands fit; the image cuts the rest off): what upper-body photos ask of a fitter, which the full framing never does.
     Returns:
         the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
         ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``.
@@ -98,11 +95,13 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
                           noise=model, with_vertices=with_vertices)
     else:  # three times as many drawn: about a tenth of close-ups show fewer than 6 keypoints
+        from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS
+
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, 3 * n, seed=seed,
                           camera=CameraModel(p_closeup=1.0), noise=model, with_vertices=with_vertices)
-        keep = np.nonzero((out["keypoints_2d"][..., 2] > 0).sum(1) >= CLOSEUP_MIN_LABELLED)[0][:n]
+        keep = np.nonzero((out["keypoints_2d"][..., 2] > 0).sum(1) >= MIN_VISIBLE_KEYPOINTS)[0][:n]
         if len(keep) < n:
-            raise ValueError(f"only {len(keep)} of {3 * n} close-up people show {CLOSEUP_MIN_LABELLED} keypoints")
+            raise ValueError(f"only {len(keep)} of {3 * n} close-up people show {MIN_VISIBLE_KEYPOINTS} keypoints")
         out = {k: v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == 3 * n else v for k, v in out.items()}
     out["pose_index"] = sel[out["pose_index"]]
     out["trial"] = pose_set["trial"][out["pose_index"]]

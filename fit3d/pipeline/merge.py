@@ -145,25 +145,29 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     )
 
 
-def missing_shards(seen: list[str]) -> list[str]:
-    """The shards ``"i/n"`` (one-based) of every split ``n`` that ``seen`` records, that ``seen``
-    lacks, in order: ``["2/2"]`` -> ``["1/2"]``. Entries that are not ``"i/n"`` are ignored.
-    A folder refitted with another split keeps its earlier outputs' shards, so each recorded
-    ``n`` is checked on its own."""
+def _gaps(seen: list[str]) -> dict[int, list[str]]:
+    """Per split ``n`` that ``seen`` records (``"i/n"``, one-based; other entries ignored), the
+    shards of it that ``seen`` lacks, in order."""
     pairs = set()
     for s in seen:
         i, _, n = str(s).partition("/")
         if i.isdigit() and n.isdigit():
             pairs.add((int(i), int(n)))
-    return [f"{i}/{n}" for n in sorted({n for _, n in pairs}) for i in range(1, n + 1) if (i, n) not in pairs]
+    return {n: [f"{i}/{n}" for i in range(1, n + 1) if (i, n) not in pairs] for n in sorted({n for _, n in pairs})}
+
+
+def missing_shards(seen: list[str]) -> list[str]:
+    """The shards ``"i/n"`` (one-based) of every split ``n`` that ``seen`` records, that ``seen``
+    lacks, in order: ``["2/2"]`` -> ``["1/2"]``. Entries that are not ``"i/n"`` are ignored.
+    A folder refitted with another split keeps its earlier outputs' shards, so each recorded
+    ``n`` is checked on its own."""
+    return [s for gaps in _gaps(seen).values() for s in gaps]
 
 
 def complete_splits(seen: list[str]) -> list[int]:
     """The splits ``n`` of which ``seen`` records every shard ``"i/n"`` (``1`` for an unsharded run):
     a folder refitted with another split may lack that split's shards and no image."""
-    recorded = {n for n in (str(s).partition("/")[2] for s in seen) if n.isdigit()}
-    missing = set(missing_shards(seen))
-    return sorted(int(n) for n in recorded if not any(m.endswith(f"/{n}") for m in missing))
+    return [n for n, gaps in _gaps(seen).items() if not gaps]
 
 
 def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:

@@ -102,15 +102,16 @@ def test_run_benchmark_reports_rare_and_common(anny_model, bench):
 
 
 def test_a_closeup_benchmark_keeps_people_a_fitter_would_fit(anny_model):
-    from fit3d.evaluation.benchmark import CLOSEUP_MIN_LABELLED, make_benchmark
+    from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
+    from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS
     from fit3d.training.priors import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())
     b = make_benchmark(ps, anny_model, n=20, split="val", subjects=("35",), framing="closeup", with_vertices=False)
     assert len(b["keypoints_2d"]) == len(b["rare"]) == 20 and str(b["framing"]) == "closeup"
     labelled = b["keypoints_2d"][..., 2] > 0
-    assert (labelled.sum(1) >= CLOSEUP_MIN_LABELLED).all()
+    assert (labelled.sum(1) >= MIN_VISIBLE_KEYPOINTS).all()
     names = list(b["keypoint_names"])
     assert labelled[:, [names.index("left_ankle"), names.index("right_ankle")]].any(1).mean() <= 0.1  # (a raised foot)
     with pytest.raises(ValueError, match="framing"):
