@@ -140,7 +140,9 @@ def main() -> None:
             s = res["summary"]
             cells.append(f"{bname}: PA {s['pa_mpjpe']:.1f} (c {s.get('pa_mpjpe_common', np.nan):.0f} "
                          f"r {s.get('pa_mpjpe_rare', np.nan):.0f}) 2D {s['error_2d_px']:.2f} "
-                         f"rep {s['reproj_median_px']:.2f} v {s['share_valid']:.3f} fps {s['fits_per_s']:.1f}")
+                         f"rep {s['reproj_median_px']:.2f} v {s['share_valid']:.3f} fps {s['fits_per_s']:.1f}"
+                         + (f" length {fitter.selected_epochs} (held-out 2D loss by epoch "
+                            f"{[round(h, 1) for h in fitter.held_out]})" if getattr(fitter, "held_out", None) else ""))
         print(f"{name:18} " + " | ".join(cells), flush=True)
 
 
