@@ -63,7 +63,7 @@ def eft_refinement_stages() -> list:
 
 #: Weight of EFT's pose anchor ``|body_pose - body_pose_0|^2`` (axis-angle, summed over the
 #: joints) per nominal px^2 of reprojection cost. Chosen on the two validation subjects with
-#: weights trained without them (README, "Latest numbers"): with the regressor trained 192
+#: weights trained without them (`docs/experiments.md`): with the regressor trained 192
 #: rounds, fine-tuning at the earlier 0.1 followed annotator noise on ordinary poses (subject
 #: 35: 36.1 mm before fine-tuning, 46.8 after); 10 is the best mean over both subjects with
 #: realistic noise (80.2 -> 77.1 mm) and costs 1.0 mm noise-free.
@@ -76,8 +76,8 @@ ANCHOR_WEIGHT = 10.0
 #: well as the fine-tuned copy, what fine-tuning gains is fitted annotator noise; when it
 #: explains them much worse (a pose the network does not know), fine-tuning is kept. A
 #: likelihood-ratio style model choice per person, for one extra body-model evaluation per
-#: batch. Chosen on the two validation subjects with weights trained without them (README,
-#: "Latest numbers"; mean PA-MPJPE-12 over subjects 01 and 35): always fine-tuned 77.1 / 57.8 / 94.2 mm (realistic
+#: batch. Chosen on the two validation subjects with weights trained without them (`docs/experiments.md`;
+#: mean PA-MPJPE-12 over subjects 01 and 35): always fine-tuned 77.1 / 57.8 / 94.2 mm (realistic
 #: noise / noise-free / twice the noise); with the validity rule, 1.3: 75.7 / 57.8 / 87.4,
 #: 1.4: 75.1 / 57.8 / 86.4, **1.5: 74.8 / 57.8 / 86.0**; without it 1.6: 75.7 / 58.0 / 87.9,
 #: 2: 79.4 / 61.0 / 91.5.

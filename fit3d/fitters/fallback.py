@@ -4,7 +4,7 @@ secondary fitter's where the secondary explains the keypoints much better.
 Used as EFT with an SMPLify fallback (``fit3d eft --fallback``): EFT fine-tunes a
 network that knows ordinary poses, and on clean keypoints of poses it does not know its
 fine-tuning stops short of them (on the validation subjects' unusual poses, noise-free:
-5.4 px median reprojection against SMPLify's 1.5, README "Latest numbers"). SMPLify, started
+5.4 px median reprojection against SMPLify's 1.5, `docs/experiments.md`). SMPLify, started
 from the rest pose and the prototype poses under several orientations, reaches them. On noisy
 keypoints both explain the keypoints about as well and the primary stands. The rule is the
 same kind as EFT's own choice between its fine-tuned output and its prediction

@@ -51,7 +51,7 @@ RECIPES = ("depth", "pretrain", "prior")
 #: or when that prediction is not a valid fit; otherwise the prediction stands (EFT's rule,
 #: :data:`fit3d.fitters.eft.ACCEPT_RATIO`, applied to the annotator). An annotator trained on
 #: noisy keypoints of ordinary poses has partly learned their noise. Chosen on the two
-#: validation subjects with weights trained without them (README, "Latest numbers"; mean
+#: validation subjects with weights trained without them (`docs/experiments.md`; mean
 #: PA-MPJPE-12 of subjects 01 and 35, realistic noise / noise-free / twice the noise): always
 #: the annotator 65.2 / 45.6 / 84.9 mm, the prediction alone 84.4 / 71.1 / 92.8, 1.2: 64.4 /
 #: 45.7 / 80.5, **1.3: 64.1 / 45.7 / 78.9**, 1.4: 64.4 / 45.7 / 78.5 (subject 01 1.4 mm worse
@@ -80,7 +80,7 @@ class TrainConfig:
     everyone). ``stop_tolerance``: the length ends before the first epoch whose held-out 2D
     loss exceeds ``(1 + stop_tolerance)`` x its best (:meth:`NeuralAnnot.fit_dataset`).
     0.2 was chosen on the validation subjects' benchmarks (200 people each, weights trained
-    without them; README, "Latest numbers"): PA-MPJPE-12 with realistic noise 64.8 mm mean
+    without them; `docs/experiments.md`): PA-MPJPE-12 with realistic noise 64.8 mm mean
     against 75.6 for a fixed 10 epochs, 41.7 against 41.7 noise-free; 0.1 stopped
     noise-free sets too early (44.9), 0.3 noisy ones too late (67.1).
     """
