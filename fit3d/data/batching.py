@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import KeypointConvention, convert
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.readers import Person, checked_bbox
 
 
@@ -107,33 +108,6 @@ def person_camera(person: Person, focal_length: float | None = None,
     else:
         pp = tuple(known[1]) if known is not None else (w / 2.0, h / 2.0)
     return f, pp
-
-
-#: Keypoints farther than this from the image origin (pixels) are unusable: no image is that large,
-#: and squared in float32 such values overflow and make every fit of the person raise.
-MAX_KEYPOINT_PX = 1e6
-
-
-def sanitize_keypoints(keypoints_2d: np.ndarray) -> tuple[np.ndarray, int]:
-    """Zero the confidence of unusable keypoints: non-finite values, or coordinates beyond
-    :data:`MAX_KEYPOINT_PX`.
-
-    Args:
-        keypoints_2d: ``(K, 3)`` pixels ``x, y`` and confidence (array or tensor).
-    Returns:
-        ``(clean, n_bad)``: a copy with those rows set to ``(0, 0, 0)`` and
-        confidences clipped to [0, 1]; ``n_bad`` counts the rows zeroed.
-    Raises:
-        ValueError: the keypoints are not ``(K, 3)``.
-    """
-    kp = np.array(keypoints_2d, dtype=np.float32, copy=True)
-    if kp.ndim != 2 or kp.shape[1] != 3:
-        raise ValueError(f"keypoints must be (K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(kp).all(axis=1) | (np.abs(kp[:, :2]) > MAX_KEYPOINT_PX).any(axis=1)
-    kp[bad] = 0.0
-    kp[:, 2] = np.clip(kp[:, 2], 0.0, 1.0)
-    return kp, int(bad.sum())
 
 
 def make_batch(

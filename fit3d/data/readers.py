@@ -18,6 +18,8 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
   disagrees is a warning, a missing one is taken from the file;
 * boxes that are missing, non-finite, empty or outside the image are rebuilt from the
   labelled keypoints (``Person.bbox_note`` says why);
+* labelled keypoints with non-finite or far-off coordinates become unlabelled (one warning
+  counts them; ``Person.keypoints_ignored``);
 * an image entry's ``cam_param`` (``focal``, ``princpt``) becomes its people's camera
   (:mod:`fit3d.data.intrinsics`); an unreadable one leaves the image's people unfitted;
 * an image id given to several files (entries of two merged files whose ids collide) is an
@@ -47,6 +49,7 @@ import numpy as np
 from fit3d.data.conventions import (COCO17, COCO23, FOOT6, OPENPOSE_BODY25, OPENPOSE_COCO18, KeypointConvention,
                                     convention_from_names)
 from fit3d.data.intrinsics import coco_camera
+from fit3d.data.keypoints import sanitize_keypoints
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,11 @@ class Person:
         camera: the input's intrinsics ``((fx, fy), (cx, cy))`` pixels (COCO ``cam_param``,
             SPIN ``cam_int`` / ``focal_length``: :mod:`fit3d.data.intrinsics`), None when it
             has none (the fit then uses the image diagonal and centre).
+        keypoints_ignored: labelled keypoints of the input whose coordinates were unusable
+            (non-finite, or beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`): the readers
+            store them as unlabelled ``(0, 0, 0)`` (:func:`~fit3d.data.keypoints.sanitize_keypoints`),
+            so fits and exports never see them, and count them here (one warning per input:
+            :func:`keypoints_ignored_warning`).
     """
 
     image_key: str
@@ -97,6 +105,7 @@ class Person:
     bbox_note: str = ""
     duplicate_id: bool = False
     camera: tuple[tuple[float, float], tuple[float, float]] | None = None
+    keypoints_ignored: int = 0
 
     @property
     def num_visible(self) -> int:
@@ -513,10 +522,12 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
                 rec.dropped.append(problems[-1].source)
                 continue
             kp, conv, annot_id = parsed
+            kp, ignored = sanitize_keypoints(kp)
             bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
             rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv,
                                      person_index=len(rec.people), bbox_note=note,
-                                     duplicate_id=coco.ids[hashable(a.get("id"))] > 1, camera=camera))
+                                     duplicate_id=coco.ids[hashable(a.get("id"))] > 1, camera=camera,
+                                     keypoints_ignored=ignored))
         records.append(rec)
     return with_outside_check(records, problems)
 
@@ -621,15 +632,16 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
                 problems.append(InputProblem(f"{jf}#{idx}", str(e)))
                 rec.dropped.append(f"{jf}#{idx}")
                 continue
-            kp[:, 2] = np.where(np.isfinite(kp[:, 2]), np.clip(kp[:, 2], 0.0, 1.0), 0.0)
+            kp, ignored = sanitize_keypoints(kp)
             box = keypoint_bbox(kp, pad=KEYPOINT_BOX_PAD)
-            rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people)))
+            rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people),
+                                     keypoints_ignored=ignored))
         records.append(rec)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in _image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]
     if unused:  # OpenPose writes a file per frame, even without people: a missing one is a failed run
         problems.append(InputProblem(", ".join(_key(p, images_dir) for p in unused[:3]) + (" ..." if len(unused) > 3
-                                     else ""), f"{len(unused)} images have no keypoint file in {keypoints_dir}: "
+                                     else ""), f"{len(unused)} image{'s have' if len(unused) != 1 else ' has'} no keypoint file in {keypoints_dir}: "
                                      "not fitted", "warning"))
     return with_outside_check(records, problems)
 
@@ -695,10 +707,25 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
 
 
 def with_outside_check(records: list[ImageRecord], problems: list[InputProblem]):
-    """``(records, problems)`` with :func:`keypoints_outside_image`'s warning added (if any): what
-    every reader returns."""
-    warning = keypoints_outside_image(records)
-    return records, problems + ([warning] if warning else [])
+    """``(records, problems)`` with :func:`keypoints_outside_image`'s and
+    :func:`keypoints_ignored_warning`'s warnings added (if any): what every reader returns."""
+    warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records)) if w]
+    return records, problems + warnings
+
+
+def keypoints_ignored_warning(records: list[ImageRecord]) -> InputProblem | None:
+    """One warning for all people with labelled keypoints whose coordinates were unusable
+    (``Person.keypoints_ignored``: non-finite or absurdly far, set to unlabelled): how many people
+    and keypoints, a few examples; None when there are none. Such people are fitted from the rest
+    of their keypoints (or skipped, with the count in the reason, when too few remain)."""
+    hit = [(rec.image_key, p) for rec in records for p in rec.people if p.keypoints_ignored]
+    if not hit:
+        return None
+    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
+    n = sum(p.keypoints_ignored for _, p in hit)
+    return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} {n} labelled "
+                        f"keypoint{'s' if n != 1 else ''} with non-finite or far-off coordinates: ignored "
+                        "(stored as unlabelled; the rest of each person's keypoints are used)", "warning")
 
 
 #: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before

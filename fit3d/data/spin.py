@@ -20,6 +20,7 @@ import numpy as np
 
 from fit3d.data.conventions import SPIN24
 from fit3d.data.intrinsics import make_camera, spin_cameras
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 
 
@@ -96,8 +97,9 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
                 rec.dropped.append(problems[-1].source)
                 continue
         kp = d["part"][i].astype(np.float32).copy()
-        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+        kp[:, 2] = np.where(np.isnan(kp[:, 2]), np.nan, (kp[:, 2] > 0).astype(np.float32))
+        kp, ignored = sanitize_keypoints(kp)
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
-                                 len(rec.people), bbox_note=note, camera=camera))
+                                 len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))
     return with_outside_check([r for r in records.values() if r is not None], problems)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fit3d.data.conventions import COCO17, COCO23, CROWDPOSE14, MPII16, OPENPOSE_BODY25, KeypointConvention
+from fit3d.data.keypoints import unlabel_unusable
 
 #: The 190 ``human_data`` names, in mmhuman3d's order.
 HUMAN_DATA: tuple[str, ...] = (
@@ -103,14 +104,15 @@ def to_human_data(keypoints_2d: np.ndarray, convention: KeypointConvention) -> t
     Returns:
         ``(keypoints2d (N, 190, 3), keypoints2d_mask (190,) uint8, names of the input points
         that human_data has no place for)``; points without a source are zeros, mask 0;
-        non-finite values (unlabelled points) become 0 so that no NaN reaches a loss.
+        a point with a non-finite value becomes ``(0, 0, 0)``, unlabelled, so that no NaN and no
+        point at the image origin marked as seen reaches a loss.
     Raises:
         ValueError: ``keypoints_2d`` does not have ``len(convention)`` points.
     """
     keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
     if keypoints_2d.ndim != 3 or keypoints_2d.shape[1] != len(convention):
         raise ValueError(f"keypoints of shape {keypoints_2d.shape} are not (N, {len(convention)}, 3)")
-    keypoints_2d = np.where(np.isfinite(keypoints_2d), keypoints_2d, 0.0)  # unlabelled points: 0, confidence 0
+    keypoints_2d = unlabel_unusable(keypoints_2d, clip_confidence=False)[0]  # a point with any non-finite value: (0, 0, 0), unlabelled
     out = np.zeros((keypoints_2d.shape[0], len(HUMAN_DATA), 3), np.float32)
     mask = np.zeros(len(HUMAN_DATA), np.uint8)
     dropped = []

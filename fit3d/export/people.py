@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.conventions import convention_from_names
+from fit3d.data.keypoints import unlabel_unusable
 
 #: How to fit a model whose parameters a format needs.
 FIT_SMPL_HINT = ("fit with --model smpl (or smplx) --model-path DIR, the folder of your licensed model files "
@@ -23,7 +24,8 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
 
     Returns:
         ``(people, counts)``: the arrays of :func:`fit3d.pipeline.merge.merge_fits` for
-        the exported rows (plus ``keypoint_names``, ``joint_names`` and ``gender`` (N,): the body
+        the exported rows (input keypoints with unusable coordinates unlabelled,
+        :func:`fit3d.data.keypoints.unlabel_unusable`; plus ``keypoint_names``, ``joint_names`` and ``gender`` (N,): the body
         model's, :func:`fitted_gender`), and counts: ``people``,
         ``exported``, ``invalid`` (exported people whose fit is marked invalid: every format
         flags them, see :func:`valid_mask`), ``dropped`` by reason, ``model``.
@@ -53,6 +55,9 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
     people = {k: (v[keep] if getattr(v, "ndim", 0) and len(v) == n and k not in ("keypoint_names", "joint_names")
                   else v) for k, v in arrays.items()}
     people["gender"] = np.full(int(keep.sum()), fitted_gender(fits_dir, models[0]))
+    # folders written before the readers unlabelled unusable keypoints may hold NaN rows marked
+    # labelled: never exported as training targets
+    people["keypoints_2d"] = unlabel_unusable(people["keypoints_2d"])[0]
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()),
                   dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]))
     return people, counts

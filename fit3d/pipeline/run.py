@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.data.batching import person_camera, sanitize_keypoints
+from fit3d.data.batching import person_camera
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.readers import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
@@ -171,15 +172,16 @@ MIN_SPREAD_PX = 0.5
 
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
     """``(usable, unusable)``: keypoints that are labelled, known to the model and usable, and
-    those that are not usable (non-finite, or beyond :data:`~fit3d.data.batching.MAX_KEYPOINT_PX`)."""
+    the labelled ones that are not usable (non-finite, or beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`)."""
     mapped, n_bad = _model_keypoints(person, model_convention)
     return int((mapped[:, 2] > 0).sum()), n_bad
 
 
 def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]:
-    """``((K, 3) keypoints in the model's convention, unusable count)``: NaN points unlabelled."""
+    """``((K, 3) keypoints in the model's convention, unusable count)``: NaN points unlabelled; the
+    count includes those its reader already set aside (``Person.keypoints_ignored``)."""
     clean, n_bad = sanitize_keypoints(person.keypoints_2d)
-    return convert(clean, person.convention, model_convention), n_bad
+    return convert(clean, person.convention, model_convention), n_bad + person.keypoints_ignored
 
 
 def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE_KEYPOINTS) -> str | None:

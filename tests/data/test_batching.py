@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from fit3d.data.batching import default_focal_length, make_batch, sanitize_keypoints
+from fit3d.data.batching import default_focal_length, make_batch
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.conventions import COCO17, COCO23
 from fit3d.data.readers import Person
 

@@ -104,7 +104,7 @@ def test_read_openpose_two_files_of_one_image_and_images_without_a_file(tmp_path
         ("warning", str(kp_dir / "000000000785_keypoints.json"), "2 images are named 000000000785.*"),
         ("warning", str(kp_dir / "000000040083.json"),
          "names the same image as " + str(kp_dir / "000000040083_keypoints.json")),
-        ("warning", "000000196141.jpg", "1 images have no keypoint file in " + str(kp_dir))]
+        ("warning", "000000196141.jpg", "1 image has no keypoint file in " + str(kp_dir))]
 
 
 def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, sample_dir):
@@ -313,3 +313,32 @@ def test_keypoints_as_nested_triples_are_an_error_that_says_so(tmp_path, sample_
         parse_keypoints([[1.0, 2.0, 2]] * 17, 17)  # said "expected 51 keypoint values, got 51" (a helper)
     with pytest.raises(ValueError, match="expected 51 keypoint values .* got 50"):
         parse_keypoints([1.0] * 50, 17)
+
+
+def test_labelled_keypoints_without_usable_coordinates_are_stored_unlabelled_with_one_warning(tmp_path, sample_dir):
+    """NaN (or absurdly far) coordinates with a positive confidence were fitted around silently and
+    exported as labelled points (SPIN ``part`` NaN with confidence 1): the readers now store them as
+    unlabelled and say so once."""
+    kp = np.zeros((25, 3))
+    kp[:, :2], kp[:, 2] = np.random.default_rng(0).uniform(100, 300, (25, 2)), 0.8
+    kp[2:5, :2] = np.nan  # right shoulder, elbow, wrist
+    kp[6, 0] = 1e9
+    kp[7, :] = [np.nan, np.nan, 0.0]  # unlabelled anyway: nothing lost, not counted
+    (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": kp.ravel().tolist()}]}))
+    images, problems = read_openpose(tmp_path, sample_dir)
+    person = images[0].people[0]
+    assert person.keypoints_ignored == 4
+    assert np.isfinite(person.keypoints_2d).all()
+    assert (person.keypoints_2d[[2, 3, 4, 6, 7]] == 0).all() and (person.keypoints_2d[[0, 1, 5], 2] > 0).all()
+    ignored = [p for p in problems if "non-finite or far-off" in p.reason]
+    assert len(ignored) == 1 and ignored[0].severity == "warning"
+    assert ignored[0].reason.startswith("1 person has 4 labelled keypoints") and "000000000785" in ignored[0].source
+
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    a = next(a for a in d["annotations"] if a["num_keypoints"] >= 10 and a["keypoints"][2] > 0)
+    a["keypoints"][0:2] = [None, None]  # a labelled nose without coordinates
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "a.json", sample_dir)
+    person = next(p for r in images for p in r.people if p.annot_id == a["id"])
+    assert person.keypoints_ignored == 1 and (person.keypoints_2d[0] == 0).all()
+    assert [p.severity for p in problems if "non-finite or far-off" in p.reason] == ["warning"]

@@ -215,6 +215,29 @@ def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
     assert (np.load(tmp_path / "v.npz")["has_smpl"] == 1).all()
 
 
+
+def test_keypoints_without_usable_coordinates_are_exported_unlabelled(tmp_path, smpl_fits):
+    """A folder written before the readers unlabelled NaN keypoints holds them marked labelled:
+    SPIN's ``part`` got NaN with confidence 1 and HumanData a point at the origin marked seen."""
+    from fit3d.data.conventions import COCO17, SPIN24
+    from fit3d.export.human_data_keypoints import HUMAN_DATA
+
+    def edit(d):  # every fitted person's left shoulder: NaN, still "labelled"
+        kp = d["keypoints_2d"].copy()
+        kp[:, COCO17.index("left_shoulder")] = [np.nan, np.nan, 1.0]
+        d["keypoints_2d"] = kp
+
+    fits_dir = _edited(smpl_fits, tmp_path / "fits", edit)
+    export_fits(fits_dir, "spin", tmp_path / "s.npz")
+    part = np.load(tmp_path / "s.npz")["part"]
+    assert np.isfinite(part).all()
+    assert (part[:, SPIN24.index("left_shoulder")] == 0).all() and part[:, SPIN24.index("left_hip"), 2].any()
+    export_fits(fits_dir, "humandata", tmp_path / "hd.npz")
+    kp2d = np.load(tmp_path / "hd.npz", allow_pickle=True)["keypoints2d"]
+    j = HUMAN_DATA.index("left_shoulder")
+    assert np.isfinite(kp2d).all() and (kp2d[:, j] == 0).all() and kp2d[:, HUMAN_DATA.index("left_hip_extra"), 2].any()
+
+
 def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
     """SPIN's ``openpose`` (N, 25, 3): zeros for COCO input (as SPIN's preprocessing without
     detections), the input keypoints in BODY_25 order for OpenPose input (BODY_25 or COCO-18)."""

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fit3d.data.conventions import COCO17, MPII16, OPENPOSE_BODY25, KeypointConvention
-from fit3d.export.human_data_keypoints import BY_DATASET, HUMAN_DATA, to_human_data
+from fit3d.export.human_data_keypoints import BY_DATASET, HUMAN_DATA, human_data_names, to_human_data
 
 
 def test_table_is_consistent():
@@ -29,8 +29,10 @@ def test_spin_joints_and_unlabelled_points():
 
     kp = np.ones((1, 24, 3), np.float32)
     kp[0, 0] = [np.nan, np.nan, 0.0]  # an unlabelled point
+    kp[0, 1] = [np.nan, np.nan, 1.0]  # a "labelled" point without coordinates: unlabelled, not seen at (0, 0)
     out, mask, dropped = to_human_data(kp, SPIN24)
     assert not dropped and mask.sum() == 24 and np.isfinite(out).all()
+    assert (out[0, HUMAN_DATA.index(human_data_names(SPIN24)[1])] == 0).all()
     assert mask[HUMAN_DATA.index("neck_extra")] == 1 and mask[HUMAN_DATA.index("head_extra")] == 1
 
 

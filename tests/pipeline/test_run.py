@@ -57,6 +57,7 @@ def test_bad_inputs_are_recorded_not_lost(tmp_path, sample_copy, anny_model, fas
         ann["keypoints"] = kp.ravel().tolist()
     kp = np.asarray(nan_ann["keypoints"], dtype=float).reshape(17, 3)
     kp[:, :2] = np.nan
+    n_labelled = int((kp[:, 2] > 0).sum())  # the unlabelled ones lose nothing: not counted
     nan_ann["keypoints"] = [None if np.isnan(v) else v for v in kp.ravel().tolist()]
     kp2 = np.zeros((17, 3))
     kp2[5], kp2[6] = [100, 100, 2], [150, 100, 2]
@@ -73,7 +74,9 @@ def test_bad_inputs_are_recorded_not_lost(tmp_path, sample_copy, anny_model, fas
     out = tmp_path / "fits"
     s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
     recs = _people(out)
-    assert str(recs[nan_ann["id"]]["status"]) == "skipped" and "17 non-finite" in str(recs[nan_ann["id"]]["skip_reason"])
+    assert str(recs[nan_ann["id"]]["status"]) == "skipped" and f"{n_labelled} non-finite" in str(recs[nan_ann["id"]]["skip_reason"])
+    assert any(p.severity == "warning" and f"{n_labelled} labelled keypoints with non-finite" in p.reason
+               and str(nan_ann["id"]) in p.source for p in problems)
     assert str(recs[two_ann["id"]]["status"]) == "skipped" and "2 < 6" in str(recs[two_ann["id"]]["skip_reason"])
     for ann in (point_ann, line_ann):
         assert str(recs[ann["id"]]["status"]) == "skipped", ann["id"]

@@ -1,0 +1,50 @@
+"""Usable 2D keypoints: what the readers and the batching treat as unlabelled.
+
+A keypoint row is ``x, y, confidence`` in pixels. Rows with a non-finite value, or with a
+coordinate beyond :data:`MAX_KEYPOINT_PX`, cannot be fitted or exported: they become
+unlabelled ``(0, 0, 0)``, and the ones that had claimed to be labelled are counted, so that a
+reader can say so (:attr:`fit3d.data.readers.Person.keypoints_ignored`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Keypoints farther than this from the image origin (pixels) are unusable: no image is that large,
+#: and squared in float32 such values overflow and make every fit of the person raise.
+MAX_KEYPOINT_PX = 1e6
+
+
+def sanitize_keypoints(keypoints_2d) -> tuple[np.ndarray, int]:
+    """Zero unusable keypoints: non-finite values, or coordinates beyond :data:`MAX_KEYPOINT_PX`.
+
+    Args:
+        keypoints_2d: ``(K, 3)`` pixels ``x, y`` and confidence (array or tensor).
+    Returns:
+        ``(clean, n_ignored)``: a float32 copy with those rows set to ``(0, 0, 0)`` and
+        confidences clipped to [0, 1]; ``n_ignored`` counts the zeroed rows whose confidence
+        was not 0 (labelled, or a non-finite confidence): the rows whose information is lost.
+    Raises:
+        ValueError: the keypoints are not ``(K, 3)``.
+    """
+    kp = np.asarray(keypoints_2d, dtype=np.float32)
+    if kp.ndim != 2 or kp.shape[1] != 3:
+        raise ValueError(f"keypoints must be (K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
+    return unlabel_unusable(kp)
+
+
+def unlabel_unusable(keypoints_2d, clip_confidence: bool = True) -> tuple[np.ndarray, int]:
+    """:func:`sanitize_keypoints` for any number of people: ``(..., K, 3)`` -> ``(clean copy,
+    n_ignored over all of them)`` (the exports use it on fit files written before the readers
+    did this themselves); ``clip_confidence=False`` leaves the usable rows' confidences as they
+    are. Raises ValueError when the last axis is not 3."""
+    kp = np.array(keypoints_2d, dtype=np.float32, copy=True)
+    if kp.ndim < 2 or kp.shape[-1] != 3:
+        raise ValueError(f"keypoints must be (..., K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(kp).all(axis=-1) | (np.abs(kp[..., :2]) > MAX_KEYPOINT_PX).any(axis=-1)
+    n_ignored = int((bad & (kp[..., 2] != 0)).sum())
+    kp[bad] = 0.0
+    if clip_confidence:
+        kp[..., 2] = np.clip(kp[..., 2], 0.0, 1.0)
+    return kp, n_ignored
