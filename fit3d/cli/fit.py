@@ -256,21 +256,21 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
 @click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
               help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
-                   "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; see README "
-                   "'Throughput' for its accuracy).")
+                   "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; see docs/experiments.md "
+                   "'--finetune fast as the default?' for its accuracy).")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Flip test-time augmentation: average each person's prediction with its mirror image's and "
-                   "fine-tune through the average (about 15 % slower; see README 'Latest numbers'; ignored for a "
+                   "fine-tune through the average (15-20 % fewer fits/s; see README 'Latest numbers', 'Throughput'; ignored for a "
                    "regressor with a prototype head).")
 @click.option("--follow", is_flag=True,
               help="Follow the keypoints: after fine-tuning, move the body's own pose toward them (anchored at "
                    "EFT's pose) and keep that per person where the residual falls 3x (exact keypoints; with "
-                   "annotator noise it rarely triggers and does not help; about 25 % slower; see README "
+                   "annotator noise it rarely triggers and does not help; 11-28 % fewer fits/s; see README "
                    "'How EFT works here').")
 @click.option("--fallback", is_flag=True,
               help="Also fit SMPLify and keep its fit per person where it reprojects 5x closer (clean keypoints of "
-                   "poses the network does not know; about a third of the fits/s; see README 'EFT with an SMPLify "
-                   "fallback').")
+                   "poses the network does not know; about a quarter of the fits/s; see docs/experiments.md, 'EFT "
+                   "with an SMPLify fallback').")
 def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, follow, fallback):
     """Exemplar fine-tuning: per-person fine-tuning of a pretrained regressor, batched (Joo et al. 2021).
 

@@ -12,7 +12,8 @@ B separate runs (tested). The regressor has no BatchNorm
 or dropout, so nothing needs freezing. ``finetune`` names the weights that get a
 per-person copy (by name prefix; the rest stay shared and run as one ordinary
 matrix product over the batch); fine-tuning fewer weights is cheaper per step
-(README, "Throughput", has the measured speed and accuracy of each choice).
+(README, "Throughput", has the measured speed of each choice; `docs/numbers-history.md`,
+"Throughput", and `docs/experiments.md` their accuracy).
 
 Loss per person: GMoF reprojection of the model's keypoints (confidence
 weighted, normalised to the person's scale, as in SMPLify), EFT's shape
@@ -111,7 +112,7 @@ class FinetunePreset(NamedTuple):
 #: gives 72.8 / 54.5 / 85.0 (its earlier rate 4.5e-5 with 1.5: 77.9 / 60.8 / 88.2). A faster
 #: rate lets fine-tuning reach unusual poses; the stricter ratio keeps it off ordinary ones.
 #: On the held-out test subjects it is 0.7 mm worse than ``all`` with realistic noise and
-#: 0.8 mm better noise-free (README, "Throughput"), so ``all`` stays the default.
+#: 0.8 mm better noise-free (`docs/numbers-history.md`, "Throughput"), so ``all`` stays the default.
 FINETUNE_PRESETS: dict[str, FinetunePreset] = {
     "all": FinetunePreset(None, 3e-5, ACCEPT_RATIO),
     "fast": FinetunePreset(("inp", "ief.4"), 1.3e-4, 1.8),
