@@ -3,12 +3,13 @@
 Trains NeuralAnnot (all Three Recipes, no people held out) on each benchmark's 2D
 keypoints one epoch at a time and scores it after each (PA-MPJPE-12, mm): how the
 accuracy depends on the training length, which ``TrainConfig.stop_tolerance`` chooses
-from a held-out 2D loss. Weights come from ``--weights`` (``benchmarks/train_tuning_weights.py
---kinds gmm,vae,prototypes`` plus a regressor), so use ``--split val`` benchmarks. Each
+from a held-out 2D loss. Weights come from ``--weights`` (``anny_vae.pt`` and the regressor, e.g.
+``benchmarks/train_tuning_weights.py --kinds vae,regressor``: trained without the validation
+subjects), so use ``--split val`` benchmarks. Each
 epoch is a new :meth:`~fit3d.fitters.neuralannot.NeuralAnnot.fit_dataset` call, which
 restarts Adam: the curve is close to, not equal to, runs of each length.
 
-    python benchmarks/train_tuning_weights.py --out /tmp/tw --kinds gmm,vae,prototypes,regressor
+    python benchmarks/train_tuning_weights.py --out /tmp/tw --kinds vae,regressor
     fit3d benchmark make --split val --subjects 01 --noise 0 --count 200 --out /tmp/v01_n0.npz
     python benchmarks/neuralannot_length.py --weights /tmp/tw --bench /tmp/v01_n0.npz --epochs 8
 """
@@ -24,6 +25,7 @@ import numpy as np
 
 
 def main() -> None:
+    """Parse the options, train and score per epoch, print (and with ``--json`` write) the curves."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--bench", nargs="+", required=True)

@@ -260,7 +260,7 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
                    "'--finetune fast as the default?' for its accuracy).")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Flip test-time augmentation: average each person's prediction with its mirror image's and "
-                   "fine-tune through the average (15-20 % fewer fits/s; see README 'Latest numbers', 'Throughput'; ignored for a "
+                   "fine-tune through the average (13-20 % fewer fits/s; see README 'Latest numbers', 'Throughput'; ignored for a "
                    "regressor with a prototype head).")
 @click.option("--follow", is_flag=True,
               help="Follow the keypoints: after fine-tuning, move the body's own pose toward them (anchored at "

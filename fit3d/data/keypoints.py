@@ -2,8 +2,10 @@
 
 A keypoint row is ``x, y, confidence`` in pixels. Rows with a non-finite value, or with a
 coordinate beyond :data:`MAX_KEYPOINT_PX`, cannot be fitted or exported: they become
-unlabelled ``(0, 0, 0)``, and the ones that had claimed to be labelled are counted, so that a
-reader can say so (:attr:`fit3d.data.readers.Person.keypoints_ignored`).
+unlabelled ``(0, 0, 0)``. The ones among them that claimed to be labelled (a finite confidence
+above 0) with unusable coordinates are counted, so that a reader can say so
+(:attr:`fit3d.data.readers.Person.keypoints_ignored`); a non-finite confidence says nothing
+and is not counted (COCO's reader reads such a visibility as 0 too).
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ def sanitize_keypoints(keypoints_2d) -> tuple[np.ndarray, int]:
         keypoints_2d: ``(K, 3)`` pixels ``x, y`` and confidence (array or tensor).
     Returns:
         ``(clean, n_ignored)``: a float32 copy with those rows set to ``(0, 0, 0)`` and
-        confidences clipped to [0, 1]; ``n_ignored`` counts the zeroed rows whose confidence
-        was not 0 (labelled, or a non-finite confidence): the rows whose information is lost.
+        confidences clipped to [0, 1]; ``n_ignored`` counts the zeroed rows with a finite
+        confidence above 0 (labelled points whose coordinates are lost).
     Raises:
         ValueError: the keypoints are not ``(K, 3)``.
     """
@@ -43,7 +45,8 @@ def unlabel_unusable(keypoints_2d, clip_confidence: bool = True) -> tuple[np.nda
         raise ValueError(f"keypoints must be (..., K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
     with np.errstate(invalid="ignore"):
         bad = ~np.isfinite(kp).all(axis=-1) | (np.abs(kp[..., :2]) > MAX_KEYPOINT_PX).any(axis=-1)
-    n_ignored = int((bad & (kp[..., 2] != 0)).sum())
+    conf = kp[..., 2]
+    n_ignored = int((bad & np.isfinite(conf) & (conf > 0)).sum())
     kp[bad] = 0.0
     if clip_confidence:
         kp[..., 2] = np.clip(kp[..., 2], 0.0, 1.0)

@@ -529,7 +529,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
                                      duplicate_id=coco.ids[hashable(a.get("id"))] > 1, camera=camera,
                                      keypoints_ignored=ignored))
         records.append(rec)
-    return with_outside_check(records, problems)
+    return with_reader_checks(records, problems)
 
 
 def json_image_size(info: dict) -> tuple[float, float] | None:
@@ -641,9 +641,9 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
     unused = [p for p in _image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]
     if unused:  # OpenPose writes a file per frame, even without people: a missing one is a failed run
         problems.append(InputProblem(", ".join(_key(p, images_dir) for p in unused[:3]) + (" ..." if len(unused) > 3
-                                     else ""), f"{len(unused)} image{'s have' if len(unused) != 1 else ' has'} no keypoint file in {keypoints_dir}: "
-                                     "not fitted", "warning"))
-    return with_outside_check(records, problems)
+                                     else ""), f"{len(unused)} image{'s have' if len(unused) != 1 else ' has'} "
+                                     f"no keypoint file in {keypoints_dir}: not fitted", "warning"))
+    return with_reader_checks(records, problems)
 
 
 def discover_annotations(images_dir: str | Path) -> Path | None:
@@ -706,7 +706,7 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
     return (*read_coco(annotations, images), Path(annotations))
 
 
-def with_outside_check(records: list[ImageRecord], problems: list[InputProblem]):
+def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem]):
     """``(records, problems)`` with :func:`keypoints_outside_image`'s and
     :func:`keypoints_ignored_warning`'s warnings added (if any): what every reader returns."""
     warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records)) if w]

@@ -71,7 +71,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
     are read from the image files (missing or unreadable images are problems).
     """
-    from fit3d.data.readers import _open_image, checked_bbox, with_outside_check
+    from fit3d.data.readers import _open_image, checked_bbox, with_reader_checks
 
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
@@ -97,9 +97,9 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
                 rec.dropped.append(problems[-1].source)
                 continue
         kp = d["part"][i].astype(np.float32).copy()
-        kp[:, 2] = np.where(np.isnan(kp[:, 2]), np.nan, (kp[:, 2] > 0).astype(np.float32))
-        kp, ignored = sanitize_keypoints(kp)
+        kp, ignored = sanitize_keypoints(kp)  # (a non-finite confidence: unlabelled)
+        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
                                  len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))
-    return with_outside_check([r for r in records.values() if r is not None], problems)
+    return with_reader_checks([r for r in records.values() if r is not None], problems)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import COCO17, LIMBS12
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.readers import checked_bbox, coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
@@ -65,6 +66,7 @@ def _gt_coco(path: Path) -> list[dict]:
             if parsed is None:
                 continue
             kp, conv, annot_id = parsed
+            kp = sanitize_keypoints(kp)[0]  # unusable coordinates: unlabelled, as the readers store them
             rows.append(dict(image=coco_image_key(info["file_name"]), annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
                              bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None,
                              duplicate=coco.ids[hashable(a.get("id"))] > 1))
@@ -83,7 +85,7 @@ def _gt_spin(path: Path) -> list[dict]:
     count = Counter(zip(map(str, d["imgname"]), ids.tolist()))  # people are matched by image and id
     rows = []
     for i, name in enumerate(d["imgname"]):
-        kp = d["part"][i].astype(np.float32).copy()
+        kp = sanitize_keypoints(d["part"][i])[0]  # as the SPIN reader stores them
         kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
         rows.append(dict(image=str(name), annot_id=int(ids[i]), names=list(SPIN24.names), keypoints_2d=kp,
                          bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None,

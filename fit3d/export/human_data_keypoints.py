@@ -104,15 +104,16 @@ def to_human_data(keypoints_2d: np.ndarray, convention: KeypointConvention) -> t
     Returns:
         ``(keypoints2d (N, 190, 3), keypoints2d_mask (190,) uint8, names of the input points
         that human_data has no place for)``; points without a source are zeros, mask 0;
-        a point with a non-finite value becomes ``(0, 0, 0)``, unlabelled, so that no NaN and no
-        point at the image origin marked as seen reaches a loss.
+        a point with a non-finite value or beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`
+        becomes ``(0, 0, 0)``, unlabelled, so that no NaN and no point at the image origin
+        marked as seen reaches a loss.
     Raises:
         ValueError: ``keypoints_2d`` does not have ``len(convention)`` points.
     """
     keypoints_2d = np.asarray(keypoints_2d, dtype=np.float32)
     if keypoints_2d.ndim != 3 or keypoints_2d.shape[1] != len(convention):
         raise ValueError(f"keypoints of shape {keypoints_2d.shape} are not (N, {len(convention)}, 3)")
-    keypoints_2d = unlabel_unusable(keypoints_2d, clip_confidence=False)[0]  # a point with any non-finite value: (0, 0, 0), unlabelled
+    keypoints_2d = unlabel_unusable(keypoints_2d, clip_confidence=False)[0]  # unusable points: (0, 0, 0)
     out = np.zeros((keypoints_2d.shape[0], len(HUMAN_DATA), 3), np.float32)
     mask = np.zeros(len(HUMAN_DATA), np.uint8)
     dropped = []

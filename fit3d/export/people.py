@@ -24,7 +24,7 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
 
     Returns:
         ``(people, counts)``: the arrays of :func:`fit3d.pipeline.merge.merge_fits` for
-        the exported rows (input keypoints with unusable coordinates unlabelled,
+        the exported rows (input keypoints with unusable coordinates unlabelled:
         :func:`fit3d.data.keypoints.unlabel_unusable`; plus ``keypoint_names``, ``joint_names`` and ``gender`` (N,): the body
         model's, :func:`fitted_gender`), and counts: ``people``,
         ``exported``, ``invalid`` (exported people whose fit is marked invalid: every format

@@ -23,7 +23,7 @@ from fit3d.fitters.result import FitResult
 #: The secondary fit is kept where the primary's mean reprojection error is more than this
 #: many times the secondary's (or not finite) and the secondary is valid (a primary that is not valid is no
 #: reason by itself: with twice the noise that picked SMPLify fits of noise). Chosen on the
-#: validation subjects (README, "EFT with an SMPLify fallback").
+#: validation subjects (``docs/experiments.md``, "EFT with an SMPLify fallback").
 FALLBACK_RATIO = 5.0
 #: People with fewer labelled keypoints keep the primary fit: with few points SMPLify can
 #: explain noisy keypoints exactly with a wrong pose (validation subjects, twice the noise).

@@ -266,7 +266,8 @@ class NeuralAnnot:
         (0: the starting network is kept). The network then restarts from its starting
         weights and trains that many epochs on every person, which gives the pseudo-GT.
         Early stopping on held-out data is the standard remedy for noisy labels; the
-        tolerance was chosen on the validation subjects' benchmarks (README).
+        tolerance was chosen on the validation subjects' benchmarks (``docs/experiments.md``;
+        on clean keypoints it stops short: "NeuralAnnot on clean keypoints" there).
 
         Under ``torch.distributed`` (initialised by the caller, e.g.
         :func:`fit3d.pipeline.distributed.init_from_env` under ``torchrun``), wraps the

@@ -150,8 +150,8 @@ def refinement_pays(base_error_px: torch.Tensor, refined_error_px: torch.Tensor,
     the base one (the pretrained network's prediction) where the base's mean reprojection
     error ``(B,)`` px is more than ``ratio`` times the refined one's, or the base is not
     valid (``base_valid (B,)``); elsewhere the base stands. What the refinement gains below
-    that ratio is taken for fitted annotation noise (README, "Keep the fine-tuning only
-    where it pays")."""
+    that ratio is taken for fitted annotation noise (``docs/experiments.md``, "Keep the
+    fine-tuning only where it pays")."""
     return (base_error_px > ratio * refined_error_px) | ~base_valid
 
 

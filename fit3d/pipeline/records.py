@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fit3d.data.conventions import KeypointConvention, convert, union_convention
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.readers import ImageRecord, Person
 from fit3d.fitters.camera_init import METHODS
 from fit3d.fitters.result import FitResult
@@ -55,7 +56,7 @@ def person_record(person: Person, result: FitResult | None, i: int, body_model, 
         bbox=np.asarray(person.bbox, dtype=np.float32),
         bbox_note=np.str_(person.bbox_note),
         duplicate_id=np.bool_(person.duplicate_id),
-        keypoints_2d=np.asarray(person.keypoints_2d, dtype=np.float32),
+        keypoints_2d=sanitize_keypoints(person.keypoints_2d)[0],  # (the readers' already are; Python-built people)
         focal_length=np.asarray(focal, dtype=np.float32),
         principal_point=np.asarray(pp, dtype=np.float32),
     )

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from fit3d.data.batching import default_focal_length, make_batch
-from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.conventions import COCO17, COCO23
+from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.readers import Person
 
 
@@ -28,12 +28,13 @@ def test_batch_maps_to_model_convention_and_sanitizes_nan():
     kp = np.random.default_rng(0).uniform(10, 100, (17, 3)).astype(np.float32)
     kp[:, 2] = 1
     kp[3] = np.nan
+    kp[4, :2] = np.nan  # labelled, no coordinates
     b = make_batch([_person(kp)], COCO23)
     assert b.keypoints_2d.shape == (1, 23, 3)
-    assert b.keypoints_2d[0, 3, 2] == 0 and np.isfinite(b.keypoints_2d.numpy()).all()
+    assert b.keypoints_2d[0, 3, 2] == 0 and b.keypoints_2d[0, 4, 2] == 0 and np.isfinite(b.keypoints_2d.numpy()).all()
     assert (b.keypoints_2d[0, 17:, 2] == 0).all()  # feet absent from COCO-17
     clean, n_bad = sanitize_keypoints(kp)
-    assert n_bad == 1
+    assert n_bad == 1  # row 4; row 3's confidence is NaN too: it claimed nothing
 
 
 def test_empty_batch_raises():

@@ -324,12 +324,13 @@ def test_labelled_keypoints_without_usable_coordinates_are_stored_unlabelled_wit
     kp[2:5, :2] = np.nan  # right shoulder, elbow, wrist
     kp[6, 0] = 1e9
     kp[7, :] = [np.nan, np.nan, 0.0]  # unlabelled anyway: nothing lost, not counted
+    kp[8, 2] = np.nan  # a non-finite confidence says nothing: unlabelled, not counted
     (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": kp.ravel().tolist()}]}))
     images, problems = read_openpose(tmp_path, sample_dir)
     person = images[0].people[0]
     assert person.keypoints_ignored == 4
     assert np.isfinite(person.keypoints_2d).all()
-    assert (person.keypoints_2d[[2, 3, 4, 6, 7]] == 0).all() and (person.keypoints_2d[[0, 1, 5], 2] > 0).all()
+    assert (person.keypoints_2d[[2, 3, 4, 6, 7, 8]] == 0).all() and (person.keypoints_2d[[0, 1, 5], 2] > 0).all()
     ignored = [p for p in problems if "non-finite or far-off" in p.reason]
     assert len(ignored) == 1 and ignored[0].severity == "warning"
     assert ignored[0].reason.startswith("1 person has 4 labelled keypoints") and "000000000785" in ignored[0].source
@@ -342,3 +343,22 @@ def test_labelled_keypoints_without_usable_coordinates_are_stored_unlabelled_wit
     person = next(p for r in images for p in r.people if p.annot_id == a["id"])
     assert person.keypoints_ignored == 1 and (person.keypoints_2d[0] == 0).all()
     assert [p.severity for p in problems if "non-finite or far-off" in p.reason] == ["warning"]
+
+
+def test_the_spin_reader_unlabels_unusable_keypoints_too(tmp_path, sample_dir):
+    from fit3d.data.conventions import SPIN24
+    from fit3d.data.spin import read_spin
+    from fit3d.data.writers import write_npz
+
+    part = np.zeros((1, 24, 3), np.float32)
+    part[0, :, :2], part[0, :, 2] = np.random.default_rng(1).uniform(100, 300, (24, 2)), 1.0
+    part[0, SPIN24.index("left_wrist"), :2] = np.nan
+    part[0, SPIN24.index("left_knee"), 2] = np.nan  # no confidence: unlabelled, not counted
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(["000000000785.jpg"]), center=np.full((1, 2), 200.0),
+                                       scale=np.ones(1), part=part))
+    images, problems = read_spin(tmp_path / "s.npz", sample_dir)
+    [person] = [p for r in images for p in r.people]
+    assert person.keypoints_ignored == 1 and np.isfinite(person.keypoints_2d).all()
+    assert (person.keypoints_2d[[SPIN24.index("left_wrist"), SPIN24.index("left_knee")]] == 0).all()
+    assert set(np.unique(person.keypoints_2d[:, 2])) == {0.0, 1.0}
+    assert [p.reason.split(":")[0] for p in problems] == ["1 person has 1 labelled keypoint with non-finite or far-off coordinates"]

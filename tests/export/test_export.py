@@ -215,7 +215,6 @@ def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
     assert (np.load(tmp_path / "v.npz")["has_smpl"] == 1).all()
 
 
-
 def test_keypoints_without_usable_coordinates_are_exported_unlabelled(tmp_path, smpl_fits):
     """A folder written before the readers unlabelled NaN keypoints holds them marked labelled:
     SPIN's ``part`` got NaN with confidence 1 and HumanData a point at the origin marked seen."""
