@@ -20,12 +20,17 @@ COCO hips get weight 0 outside the camera stage (:data:`ZERO_WEIGHT_KEYPOINTS`).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 from pathlib import Path
 
 import torch
 
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.conventions import KeypointConvention
+
+log = logging.getLogger(__name__)
 
 MODEL_URLS = {
     "smpl": "https://smpl.is.tue.mpg.de",
@@ -111,7 +116,8 @@ def find_model_file(model_type: str, model_path: str | Path | None, gender: str)
     if model_path is None:
         raise FileNotFoundError(
             f"the {model_type.upper()} model needs --model-path (model_path= in Python): the licensed model files "
-            f"are not bundled; download {stem}.pkl/.npz from {MODEL_URLS[model_type]}"
+            f"are not bundled; download the model from {MODEL_URLS[model_type]} (its files, e.g. {stem}.pkl or "
+            f"the download's own names, are found in the folder you pass)"
         )
     p = Path(model_path).expanduser()
     if p.is_file():
@@ -128,7 +134,9 @@ def find_model_file(model_type: str, model_path: str | Path | None, gender: str)
             if cand.is_file():
                 return cand
     raise FileNotFoundError(
-        f"no {gender} {model_type.upper()} model file found (looked for {', '.join(dict.fromkeys(tried))}); "
+        f"no {gender} {model_type.upper()} model file found (looked for {', '.join(dict.fromkeys(tried))}"
+        + (f", basicmodel_{_GENDER_LETTERS[gender]}_lbs_10_207_0_v1.*.pkl" if model_type == "smpl" else "")
+        + f" and {gender}/model.npz); "
         f"download it from {MODEL_URLS[model_type]} and pass its folder with --model-path"
     )
 
@@ -168,7 +176,11 @@ class SMPLXModel(BodyModel):
             # the class itself, not smplx.create, which takes the model type from a file's name
             # (SMPL's own basicmodel_m_lbs_10_207_0_v1.1.0.pkl, AMASS's model.npz)
             cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[model_type]
-            self.smpl = cls(model_path=str(path), **kwargs)
+            said = io.StringIO()  # smplx prints "WARNING: You are using a SMPL model, with only 10 shape
+            with contextlib.redirect_stdout(said):  # coefficients." on stdout for every model: to the log
+                self.smpl = cls(model_path=str(path), **kwargs)
+            for line in filter(None, map(str.strip, said.getvalue().splitlines())):
+                log.debug("smplx: %s", line)
         except Exception as e:  # noqa: BLE001 - pickle, zip, numpy and key errors of a bad file: one clear line
             detail = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(f"{path} is not a readable {model_type.upper()} model file ({type(e).__name__}: "

@@ -171,6 +171,9 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     for k in ("steps", "lr"):
         if k in out and out[k] is None and hasattr(core, k):
             out[k] = getattr(core, k)
+    model_file = getattr(getattr(core, "body_model", None), "model_file", None)
+    if model_file is not None:  # the licensed file itself: a folder or the file given are the same setting
+        out["model_file"] = Path(model_file)
     out = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in out.items()}
     # what the built fitter says of itself: a fingerprint of each weights file it loaded (a prior
     # or regressor retrained by setup-model at the same path is another setting) and its options
@@ -357,26 +360,37 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
         target = neuralannot_target(every, body)
         length = {k: v for k, v in dict(epochs=epochs, holdout=holdout).items() if v is not None}
         annot = build_neuralannot(body, rec, refine=refine, checkpoint=out_dir / "annotator.pt", **length)
-    if dist.is_main:
-        echo_problems(layout)
+    trained: list[dict] = []  # this run's epochs: printed as they end, or after the progress bar
     codes = []
     progress = not no_progress and dist.is_main
+    if dist.is_main:
+        echo_problems(layout)
+        annot.on_epoch = trained.append if progress else (lambda e: (trained.append(e), _echo_epoch(e)))
     with errors_as():  # e.g. a checkpoint choosing its length that this configuration cannot resume
         train_s = run_neuralannot(sets, annot, target, body, out_dir, batch_size=batch_size, progress=progress,
-                                  on_trained=_report_training if dist.is_main else None,
+                                  on_trained=(lambda h: _report_training(h, trained if progress else []))
+                                  if dist.is_main else None,
                                   on_run=lambda s, out: codes.append(report_run(s, out)),
                                   shard=(dist.rank, dist.world))
     finish()
     if dist.is_main:
-        click.echo(f"fit3d: annotator trained on {len(target)} people in {train_s:.1f} s -> "
-                   f"{out_dir / 'annotator.pt'}", err=True)
+        did = (f"trained on {len(target)} people in {train_s:.1f} s" if trained else
+               f"already trained to epoch {annot.epoch} (nothing to train), annotated with")
+        click.echo(f"fit3d: annotator {did} -> {out_dir / 'annotator.pt'}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))
 
 
-def _report_training(history: list[dict]) -> None:
-    for e in history:
-        click.echo("fit3d: epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                                               for k, v in e.items()), err=True)
+def _echo_epoch(e: dict) -> None:
+    """One line per training epoch, as it ends (its loss parts, seconds, phase)."""
+    click.echo("fit3d: epoch " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                           for k, v in e.items()), err=True)
+
+
+def _report_training(history: list[dict], unprinted: list[dict]) -> None:
+    """After training: the ``unprinted`` epochs of this run (those a progress bar stood for) and
+    how long the held-out choice made the training."""
+    for e in unprinted:
+        _echo_epoch(e)
     if any(e.get("phase") == "select" for e in history):
         n = sum(e.get("phase") == "final" for e in history)
         click.echo(f"fit3d: training length chosen on held-out people: {n} epoch(s) on everyone", err=True)

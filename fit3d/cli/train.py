@@ -144,7 +144,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
 @click.option("--retarget-iterations", type=click.IntRange(min=1), default=300, show_default=True,
               help="Inverse-kinematics steps when retargeting the bundled mocap.")
 @click.option("--quick", is_flag=True,
-              help="A smoke-test set-up in a few minutes (few poses, short training; about 1 min on 2 CPU cores, "
+              help="A smoke-test set-up (few poses, short training: 10-50 s on 2 CPU cores, "
                    "plus anny's ~2 min build on a first run): checks an installation and a model file; its weights "
                    "are not good enough to fit with.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")

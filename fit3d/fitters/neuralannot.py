@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +192,8 @@ class NeuralAnnot:
         self.phase: str | None = None  # "select" (choosing the training length on held-out people), "final"
         self.held_out: list[float] = []  # held-out 2D loss after each selection epoch (0: the start)
         self.selected_epochs: int | None = None
+        #: called with each epoch's log entry as it ends (rank 0 only), e.g. to print progress
+        self.on_epoch: Callable[[dict], None] | None = None
 
     # ------------------------------------------------------------------ training
     def losses(self, target: PersonBatch, synthetic=None) -> tuple[torch.Tensor, dict]:
@@ -283,8 +286,10 @@ class NeuralAnnot:
 
         Raises:
             ValueError: the checkpoint is in the selection phase but this configuration holds
-                no people out (a different ``holdout`` or a smaller set); the checkpoint is not
-                one of this annotator's (another file, another network size).
+                no people out (a smaller set); the checkpoint is not one of this annotator's
+                (another file, another network size, e.g. another body model) or was trained
+                with other recipes or :class:`TrainConfig` settings (:meth:`training_settings`;
+                ``epochs`` may be raised).
         """
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -299,13 +304,12 @@ class NeuralAnnot:
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         epochs = c.epochs if self.selected_epochs is None else self.selected_epochs
-        if resumed and self.phase == "final" and self.epoch >= epochs:
-            why = (f"the training length chosen on held-out people ({epochs} epochs) is trained"
-                   if self.selected_epochs is not None else
-                   f"the checkpoint is at epoch {self.epoch}, the run asks for {epochs}")
-            hint = ("a new checkpoint chooses and trains anew" if self.selected_epochs is not None else
-                    "pass a larger epochs / --epochs, or a new checkpoint, to train on")
-            log.warning("neuralannot: %s: nothing to train (%s)", why, hint)
+        if resumed and self.phase == "final" and self.epoch > epochs:  # (== epochs: simply finished before)
+            log.warning("neuralannot: the checkpoint is at epoch %d, the run asks for %d: the annotator stays at "
+                        "epoch %d (another output folder trains %d anew)", self.epoch, epochs, self.epoch, epochs)
+        elif resumed and self.phase == "final" and self.epoch == epochs:
+            log.info("neuralannot: %s already trained (epoch %d of %d): nothing to train", self.checkpoint,
+                     self.epoch, epochs)
         if self.phase == "select":
             if split is None:
                 raise ValueError(f"{self.checkpoint} is choosing the training length on held-out people, but this "
@@ -416,6 +420,8 @@ class NeuralAnnot:
             self.log.append(entry)
             if rank == 0:
                 log.info("neuralannot epoch %d: %s", self.epoch, entry)
+                if self.on_epoch is not None:
+                    self.on_epoch(entry)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in entry.items() if k in ("2d", "3d", "held_out_2d")})
@@ -438,7 +444,16 @@ class NeuralAnnot:
             return
         write_torch(self.checkpoint, dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch,
                                           log=self.log, recipes=sorted(self.recipes), phase=self.phase,
-                                          held_out=self.held_out, selected_epochs=self.selected_epochs))
+                                          held_out=self.held_out, selected_epochs=self.selected_epochs,
+                                          config=self.training_settings()))
+
+    def training_settings(self) -> dict:
+        """What a checkpoint must share with this annotator to be resumed by it: the recipes and
+        every :class:`TrainConfig` field but ``epochs`` (which a resumed run may raise)."""
+        from dataclasses import asdict
+
+        config = {k: v for k, v in asdict(self.config).items() if k != "epochs"}
+        return dict(recipes=sorted(self.recipes), **config)
 
     def _resume(self, opt) -> bool:
         """Load the checkpoint when there is one (weights, optimiser, epoch, log, selection
@@ -453,8 +468,18 @@ class NeuralAnnot:
             opt.load_state_dict(ck["optimizer"])
             self.epoch, self.log = int(ck["epoch"]), list(ck["log"])
         except (KeyError, TypeError, RuntimeError, ValueError) as e:  # another file, another annotator
-            raise ValueError(f"{self.checkpoint} is not a checkpoint of this annotator ({type(e).__name__}: "
-                             f"{str(e)[:200]}); delete it to train from the start") from e
+            why = ("its network's shapes differ: trained for another body model or network size"
+                   if "size mismatch" in str(e) or "Missing key" in str(e) or "Unexpected key" in str(e)
+                   else f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
+            raise ValueError(f"{self.checkpoint} is not a checkpoint of this annotator ({why}); use another output "
+                             "folder, or delete it to train from the start") from e
+        theirs = ck.get("config", dict(recipes=sorted(ck.get("recipes", []))))  # (older checkpoints: recipes only)
+        differ = {k: (v, self.training_settings()[k]) for k, v in theirs.items()
+                  if k in self.training_settings() and v != self.training_settings()[k]}
+        if differ:  # resuming would mix two trainings in one network
+            raise ValueError(f"{self.checkpoint} was trained with other settings ("
+                             + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+                             + "): give the same settings, or another output folder (or delete it) to train anew")
         # checkpoints from before the length selection trained a fixed length
         self.phase = ck.get("phase", "final")
         self.held_out, self.selected_epochs = list(ck.get("held_out", [])), ck.get("selected_epochs")

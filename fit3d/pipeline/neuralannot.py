@@ -75,8 +75,14 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     (:func:`forget_other_annotators`).
 
     Raises:
-        ValueError: ``out_dir`` cannot be created (before training), and as :func:`run`.
+        ValueError: ``out_dir`` cannot be created, or two sets' folders have the same name (their
+            outputs would share one subfolder; both before training), and as :func:`run`.
     """
+    names = [Path(d).name for d, _, _ in sets]
+    twice = sorted({n for n in names if names.count(n) > 1}) if len(sets) > 1 else []
+    if twice:
+        raise ValueError(f"several image folders are named {', '.join(twice)}: their outputs would share "
+                         f"{Path(out_dir) / twice[0]}; give folders of different names (e.g. links) or run them apart")
     out_dir = make_output_dir(out_dir)
     t0 = time.perf_counter()
     history = annotator.fit_dataset(target, progress=progress)

@@ -78,7 +78,9 @@ def _diff(key: str, old, new) -> list[str]:
 
 def _differences(old: dict, new: dict) -> list[str]:
     old = dict({k: v for k, v in ADDED_LATER.items() if k in new}, **old)
-    return [d for k in sorted(set(old) & set(new) - {_OVERWRITING}) for d in _diff(k, old[k], new[k])]
+    # the model file both record is what counts, not how it was given (its folder or itself)
+    ignore = {_OVERWRITING} | ({"model_path"} if "model_file" in old and "model_file" in new else set())
+    return [d for k in sorted(set(old) & set(new) - ignore) for d in _diff(k, old[k], new[k])]
 
 
 def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False, whole_folder: bool = True,

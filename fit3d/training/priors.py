@@ -255,7 +255,10 @@ def load_prior(path: str | Path) -> Prior:
     kind = state.get("kind")
     cls = {"gmm": GMMPrior, "vae": VAEPrior, "articulation": ArticulationPrior, "prototypes": PoseMemory}.get(kind)
     if cls is None:
-        raise ValueError(f"{path}: unknown prior kind {kind!r}")
+        what = f"unknown prior kind {kind!r}" if kind is not None else "no prior kind recorded: not a prior's weights"
+        raise ValueError(f"{path}: {what} (fit3d's priors are files of fit3d train-prior or setup-model: "
+                         "gmm, vae, articulation, prototypes; VPoser and SMPLify's gmm_08.pkl load by their own "
+                         "formats)")
     try:
         return cls.from_state(state)
     except (KeyError, TypeError, RuntimeError) as e:  # missing fields, wrong shapes

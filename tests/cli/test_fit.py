@@ -154,8 +154,26 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     ck = torch.load(out / "annotator.pt", weights_only=False)
     assert ck["epoch"] == 2 and len(ck["log"]) == 2
     assert "4 written, 0 already done" in r.output  # a further-trained annotator annotates every image again
+    assert r.output.count("fit3d: epoch ") == 1  # --no-progress: this run's epoch, printed as it ended
     r = CliRunner().invoke(cli, args[:5] + ["--epochs", "2"] + args[7:])  # finished, same annotator: nothing to do
     assert r.exit_code == 0 and "0 written, 4 already done" in r.output, r.output
+    assert "already trained to epoch 2 (nothing to train)" in r.output and "fit3d: epoch " not in r.output
+    assert "WARNING" not in r.output
+    r = CliRunner().invoke(cli, args[:5] + ["--epochs", "3", "--recipes", "none", "--no-progress"])
+    assert r.exit_code == 1 and "trained with other settings (recipes: ['pretrain'] there, [] now)" in r.output
+
+
+def test_neuralannot_refuses_two_image_folders_of_one_name(tmp_path, sample_dir):
+    """Their outputs went into one subfolder: the second set's summary replaced the first's, and
+    images of the same names were 'already done' (found by a new-user helper)."""
+    for k in "ab":
+        shutil.copytree(sample_dir, tmp_path / k / "coco")
+    args = ["neuralannot", "--out", str(tmp_path / "na"), "--epochs", "1", "--recipes", "pretrain", "--no-progress"]
+    for k in "ab":
+        args += ["--images", str(tmp_path / k / "coco"), "--annotations", str(tmp_path / k / "coco" / "test_coco.json")]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "several image folders are named coco" in r.output, r.output
+    assert not (tmp_path / "na" / "annotator.pt").exists()  # refused before training
 
 
 def test_neuralannot_cli_chooses_its_training_length_on_held_out_people(tmp_path, sample_dir):

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,10 +117,29 @@ def test_a_finished_checkpoint_says_there_is_nothing_to_train(tmp_path, anny_mod
     cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8)
     NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg, checkpoint=ck).fit_dataset(
         target, progress=False)
-    with caplog.at_level("WARNING", logger="fit3d.fitters.neuralannot"):
+    with caplog.at_level("INFO", logger="fit3d.fitters.neuralannot"):
         log = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg,
                           checkpoint=ck).fit_dataset(target, progress=False)
-    assert [e["epoch"] for e in log] == [1] and "nothing to train" in caplog.text
+    assert [e["epoch"] for e in log] == [1] and "already trained (epoch 1 of 1): nothing to train" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]  # a finished run rerun is no warning
+
+
+def test_a_checkpoint_of_other_training_settings_is_not_resumed(tmp_path, anny_model, make_synthetic):
+    """Resuming with other recipes or TrainConfig settings went on silently: epochs of two
+    trainings mixed in one network (found by a new-user helper). Only ``epochs`` may change."""
+    target, _, _ = make_synthetic(anny_model, 8, seed=3)
+    ck = tmp_path / "annotator.pt"
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8, holdout=0)
+    NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg, checkpoint=ck).fit_dataset(
+        target, progress=False)
+    for recipes, other in (({"pretrain"}, replace(cfg, lr=1e-3)), (set(), cfg)):
+        with pytest.raises(ValueError, match="trained with other settings") as e:
+            NeuralAnnot(anny_model, _net(anny_model), recipes, None, None, other, checkpoint=ck).fit_dataset(
+                target, progress=False)
+        assert ("lr: 0.0003 there, 0.001 now" if other is not cfg else "recipes: ['pretrain'] there, [] now") in str(e.value)
+    log = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, replace(cfg, epochs=2),
+                      checkpoint=ck).fit_dataset(target, progress=False)
+    assert [e["epoch"] for e in log] == [1, 2]  # more epochs: resumed and trained on
 
 
 def _select_cfg(**kw):

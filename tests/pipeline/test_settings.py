@@ -199,3 +199,21 @@ def test_two_runs_started_together_with_other_settings_do_not_both_pass(tmp_path
         assert len(passed) == 1, got
         assert "holds no fit yet" in got[not passed[0]]
         assert _recorded(out)["flip"] is passed[0]
+
+
+def test_a_model_file_given_by_its_folder_or_itself_is_one_setting(tmp_path):
+    """The same SMPL file given as --model-path DIR and as the file was 'other settings' (a
+    new-user helper): where both records name the model file, that is compared instead."""
+    out = tmp_path / "fits"
+    out.mkdir()
+    check_settings(out, dict(fitter="eft", model_path="/m", model_file="/m/smpl/SMPL_NEUTRAL.pkl"))
+    (out / "a.jpg.npz").write_bytes(b"")  # (recorded, then fitted)
+    check_settings(out, dict(fitter="eft", model_path="/m/smpl/SMPL_NEUTRAL.pkl", model_file="/m/smpl/SMPL_NEUTRAL.pkl"))
+    with pytest.raises(ValueError, match=r"model_file: '/m/smpl/SMPL_NEUTRAL.pkl' there, '/n/SMPL_NEUTRAL.pkl' now"):
+        check_settings(out, dict(fitter="eft", model_path="/m", model_file="/n/SMPL_NEUTRAL.pkl"))
+    old = tmp_path / "old"  # a folder recorded before model_file: the path as given still decides
+    old.mkdir()
+    check_settings(old, dict(fitter="eft", model_path="/m"))
+    (old / "a.jpg.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="model_path"):
+        check_settings(old, dict(fitter="eft", model_path="/m/smpl/SMPL_NEUTRAL.pkl", model_file="/m/smpl/SMPL_NEUTRAL.pkl"))
