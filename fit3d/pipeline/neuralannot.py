@@ -12,6 +12,7 @@ from fit3d.data.readers import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
 from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, make_output_dir, run, select_images,
                               shard_file, skip_reason, write_summary)
+from fit3d.pipeline.settings import normalised
 
 
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
@@ -100,6 +101,9 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
         r["annotator_training_seconds"] = round(train_s, 3)
         total = train_s + r["seconds"]
         r["fits_per_second_with_training"] = round(r["people_fitted"] / total, 3) if total > 0 else 0.0
+        # what decides the annotations (its checkpoint refuses other training settings; annotator_state.json
+        # keeps the outputs to this annotator)
+        s["settings"] = normalised(dict(fitter="neuralannot", **annotator.training_settings(), annotator=state))
         write_summary(sub, shard, s)
         if on_run is not None:
             on_run(s, sub)

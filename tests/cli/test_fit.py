@@ -144,6 +144,7 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     assert (out / "annotator.pt").is_file() and len(list(out.glob("*.npz"))) == 4
     s = json.loads((out / "summary.json").read_text())
     assert s["fitter"] == "neuralannot" and s["this_run"]["people_fitted"] == 12
+    assert s["settings"]["recipes"] == ["pretrain"] and s["settings"]["annotator"]["epoch"] == 1  # what decided it
     r0 = s["this_run"]  # fits/s with and without the annotator's training
     assert r0["annotator_training_seconds"] > 0 and r0["fits_per_second_with_training"] < r0["fits_per_second"]
     import torch
