@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 import click
 
@@ -34,6 +35,21 @@ def cli(verbose: bool) -> None:
     person of a folder of images and writes one .npz of parameters per image.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if getattr(warnings.showwarning, "__name__", "") != _show_warning.__name__:
+        _show_warning.default = warnings.showwarning
+        warnings.showwarning = _show_warning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """fit3d's own warnings (a reduced ``setup-model``'s weights) as the command line's other
+    warnings read, ``fit3d: warning: ...``, not ``fit3d setup-model:0: ReducedSetupWarning: ...``;
+    every other warning as Python shows it."""
+    from fit3d.body_models.weights import ReducedSetupWarning
+
+    if issubclass(category, ReducedSetupWarning):
+        click.echo(f"fit3d: warning: {message}", err=True)
+    else:
+        _show_warning.default(message, category, filename, lineno, file, line)
 
 
 for _command in (smplify, eft, neuralannot, prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd, evaluate,

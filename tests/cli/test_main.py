@@ -66,3 +66,17 @@ def test_the_entry_point_exits_with_each_commands_code_and_130_for_ctrl_c_before
     monkeypatch.setattr(fit_cli, "load_inputs", interrupted)
     assert run(["smplify", "--images", str(tmp_path), "--out", str(tmp_path / "fits")]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+def test_fit3d_warnings_read_as_the_command_lines_other_warnings(capsys):
+    """A reduced set-up's warning printed as 'fit3d setup-model:0: ReducedSetupWarning: ...'."""
+    from fit3d.body_models.weights import ReducedSetupWarning
+    from fit3d.cli.main import _show_warning
+
+    shown = []  # (Python's own showwarning, as the command line finds it)
+    _show_warning.default = lambda *a: shown.append(a)
+    _show_warning("weights from a reduced set-up", ReducedSetupWarning, "fit3d setup-model", 0)
+    _show_warning("something else", UserWarning, "x.py", 3)
+    err = capsys.readouterr().err
+    assert err == "fit3d: warning: weights from a reduced set-up\n" and "setup-model:0" not in err
+    assert shown == [("something else", UserWarning, "x.py", 3, None, None)]
