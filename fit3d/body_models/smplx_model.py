@@ -136,7 +136,7 @@ def find_model_file(model_type: str, model_path: str | Path | None, gender: str)
     raise FileNotFoundError(
         f"no {gender} {model_type.upper()} model file found (looked for {', '.join(dict.fromkeys(tried))}"
         + (f", basicmodel_{_GENDER_LETTERS[gender]}_lbs_10_207_0_v1.*.pkl" if model_type == "smpl" else "")
-        + f" and {gender}/model.npz); "
+        + "); "
         f"download it from {MODEL_URLS[model_type]} and pass its folder with --model-path"
     )
 

@@ -375,8 +375,8 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
     finish()
     if dist.is_main:
         did = (f"trained on {len(target)} people in {train_s:.1f} s" if trained else
-               f"already trained to epoch {annot.epoch} (nothing to train), annotated with")
-        click.echo(f"fit3d: annotator {did} -> {out_dir / 'annotator.pt'}", err=True)
+               f"already trained to epoch {annot.epoch} (nothing to train)")
+        click.echo(f"fit3d: annotator {did}: {out_dir / 'annotator.pt'}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))
 
 

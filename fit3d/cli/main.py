@@ -11,6 +11,7 @@ commands are :class:`fit3d.cli.options.FitOptions`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import warnings
@@ -35,21 +36,21 @@ def cli(verbose: bool) -> None:
     person of a folder of images and writes one .npz of parameters per image.
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    if getattr(warnings.showwarning, "__name__", "") != _show_warning.__name__:
-        _show_warning.default = warnings.showwarning
-        warnings.showwarning = _show_warning
+    before = warnings.showwarning  # for this command only: put back when it ends (a CliRunner, a notebook)
+    warnings.showwarning = functools.partial(_show_warning, default=before)
+    click.get_current_context().call_on_close(lambda: setattr(warnings, "showwarning", before))
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(message, category, filename, lineno, file=None, line=None, *, default) -> None:
     """fit3d's own warnings (a reduced ``setup-model``'s weights) as the command line's other
     warnings read, ``fit3d: warning: ...``, not ``fit3d setup-model:0: ReducedSetupWarning: ...``;
-    every other warning as Python shows it."""
+    every other warning through ``default`` (the hook the command found)."""
     from fit3d.body_models.weights import ReducedSetupWarning
 
     if issubclass(category, ReducedSetupWarning):
         click.echo(f"fit3d: warning: {message}", err=True)
     else:
-        _show_warning.default(message, category, filename, lineno, file, line)
+        default(message, category, filename, lineno, file, line)
 
 
 for _command in (smplify, eft, neuralannot, prepare_mocap_cmd, train_prior_cmd, train_regressor_cmd, evaluate,

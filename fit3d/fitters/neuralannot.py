@@ -192,6 +192,7 @@ class NeuralAnnot:
         self.phase: str | None = None  # "select" (choosing the training length on held-out people), "final"
         self.held_out: list[float] = []  # held-out 2D loss after each selection epoch (0: the start)
         self.selected_epochs: int | None = None
+        self._checkpoint_epochs: int | None = None  # the epochs a resumed checkpoint was asked to train
         #: called with each epoch's log entry as it ends (rank 0 only), e.g. to print progress
         self.on_epoch: Callable[[dict], None] | None = None
 
@@ -289,7 +290,8 @@ class NeuralAnnot:
                 no people out (a smaller set); the checkpoint is not one of this annotator's
                 (another file, another network size, e.g. another body model) or was trained
                 with other recipes or :class:`TrainConfig` settings (:meth:`training_settings`;
-                ``epochs`` may be raised).
+                ``epochs`` may be raised: without a held-out choice it trains on, with one the
+                chosen length stands, with a warning).
         """
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -304,9 +306,13 @@ class NeuralAnnot:
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
         epochs = c.epochs if self.selected_epochs is None else self.selected_epochs
+        if resumed and self.selected_epochs is not None and self._checkpoint_epochs not in (None, c.epochs):
+            log.warning("neuralannot: the training length of %s was chosen on held-out people (%d epochs, of at "
+                        "most %d): epochs=%d does not change it; a new checkpoint chooses anew", self.checkpoint,
+                        self.selected_epochs, self._checkpoint_epochs, c.epochs)
         if resumed and self.phase == "final" and self.epoch > epochs:  # (== epochs: simply finished before)
             log.warning("neuralannot: the checkpoint is at epoch %d, the run asks for %d: the annotator stays at "
-                        "epoch %d (another output folder trains %d anew)", self.epoch, epochs, self.epoch, epochs)
+                        "epoch %d (a new checkpoint trains %d anew)", self.epoch, epochs, self.epoch, epochs)
         elif resumed and self.phase == "final" and self.epoch == epochs:
             log.info("neuralannot: %s already trained (epoch %d of %d): nothing to train", self.checkpoint,
                      self.epoch, epochs)
@@ -445,7 +451,7 @@ class NeuralAnnot:
         write_torch(self.checkpoint, dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch,
                                           log=self.log, recipes=sorted(self.recipes), phase=self.phase,
                                           held_out=self.held_out, selected_epochs=self.selected_epochs,
-                                          config=self.training_settings()))
+                                          config=self.training_settings(), max_epochs=self.config.epochs))
 
     def training_settings(self) -> dict:
         """What a checkpoint must share with this annotator to be resumed by it: the recipes and
@@ -463,6 +469,14 @@ class NeuralAnnot:
         from fit3d.data.writers import read_torch
 
         ck = read_torch(self.checkpoint, weights_only=False)  # fit3d's own file (optimiser state)
+        mine = self.training_settings()
+        theirs = {} if not isinstance(ck, dict) else ck["config"] if "config" in ck else \
+            dict(recipes=sorted(ck["recipes"])) if "recipes" in ck else {}  # (older checkpoints: recipes only)
+        differ = {k: (v, mine[k]) for k, v in theirs.items() if k in mine and v != mine[k]}
+        if differ:  # resuming would mix two trainings in one network (checked before anything is loaded)
+            raise ValueError(f"{self.checkpoint} was trained with other settings ("
+                             + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
+                             + "): give the same settings, or another output folder (or delete it) to train anew")
         try:
             self._module().load_state_dict(ck["model"]["state_dict"])
             opt.load_state_dict(ck["optimizer"])
@@ -473,13 +487,7 @@ class NeuralAnnot:
                    else f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}")
             raise ValueError(f"{self.checkpoint} is not a checkpoint of this annotator ({why}); use another output "
                              "folder, or delete it to train from the start") from e
-        theirs = ck.get("config", dict(recipes=sorted(ck.get("recipes", []))))  # (older checkpoints: recipes only)
-        differ = {k: (v, self.training_settings()[k]) for k, v in theirs.items()
-                  if k in self.training_settings() and v != self.training_settings()[k]}
-        if differ:  # resuming would mix two trainings in one network
-            raise ValueError(f"{self.checkpoint} was trained with other settings ("
-                             + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
-                             + "): give the same settings, or another output folder (or delete it) to train anew")
+        self._checkpoint_epochs = ck.get("max_epochs")  # the epochs asked for when it was written
         # checkpoints from before the length selection trained a fixed length
         self.phase = ck.get("phase", "final")
         self.held_out, self.selected_epochs = list(ck.get("held_out", [])), ck.get("selected_epochs")

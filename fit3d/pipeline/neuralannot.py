@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from fit3d.data.writers import output_path, write_json
 from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, make_output_dir, run, select_images,
                               shard_file, skip_reason, write_summary)
 from fit3d.pipeline.settings import normalised
+
+log = logging.getLogger(__name__)
 
 
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
@@ -79,11 +82,15 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
         ValueError: ``out_dir`` cannot be created, or two sets' folders have the same name (their
             outputs would share one subfolder; both before training), and as :func:`run`.
     """
-    names = [Path(d).name for d, _, _ in sets]
-    twice = sorted({n for n in names if names.count(n) > 1}) if len(sets) > 1 else []
+    names = [Path(d).resolve().name for d, _, _ in sets]  # ('.' and 'a/..' by the folders they are)
+    folded = [n.casefold() for n in names]  # (a case-insensitive file system: Coco and coco are one folder)
+    twice = sorted({n for n, f in zip(names, folded) if folded.count(f) > 1}) if len(sets) > 1 else []
     if twice:
-        raise ValueError(f"several image folders are named {', '.join(twice)}: their outputs would share "
+        raise ValueError(f"several image folders are named {' / '.join(twice)}: their outputs would share "
                          f"{Path(out_dir) / twice[0]}; give folders of different names (e.g. links) or run them apart")
+    if len(sets) > 1 and "" in names:
+        raise ValueError("with several image folders, each is annotated into OUT/<its name>: the file system's "
+                         "root has none; give a folder below it")
     out_dir = make_output_dir(out_dir)
     t0 = time.perf_counter()
     history = annotator.fit_dataset(target, progress=progress)
@@ -92,18 +99,25 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
         on_trained(history)
     state = annotator.annotation_state()
     for d, records, problems in sets:
-        sub = out_dir / Path(d).name if len(sets) > 1 else out_dir
-        forget_other_annotators(sub, records, shard, state)
+        sub = out_dir / Path(d).resolve().name if len(sets) > 1 else out_dir
+        replaced = forget_other_annotators(sub, records, shard, state)
+        if replaced:
+            log.warning("%s: %d annotation file(s) of another annotator (trained further or anew, or with other "
+                        "--refine) deleted: every image is annotated again", sub, replaced)
         s = run(records, annotator, body_model, RunConfig(sub, batch_size=batch_size, progress=progress,
                                                           fitter_name="neuralannot", shard=shard,
                                                           check_settings=False), problems)  # its own record
         r = s["this_run"]  # annotating alone is fast; what a user waits for includes the training
         r["annotator_training_seconds"] = round(train_s, 3)
+        r["annotations_replaced"] = replaced
         total = train_s + r["seconds"]
         r["fits_per_second_with_training"] = round(r["people_fitted"] / total, 3) if total > 0 else 0.0
         # what decides the annotations (its checkpoint refuses other training settings; annotator_state.json
         # keeps the outputs to this annotator)
-        s["settings"] = normalised(dict(fitter="neuralannot", **annotator.training_settings(), annotator=state))
+        s["settings"] = normalised(dict(fitter="neuralannot", model=body_model.name,
+                                        gender=getattr(body_model, "gender", None),
+                                        model_file=getattr(body_model, "model_file", None),
+                                        **annotator.training_settings(), annotator=state))
         write_summary(sub, shard, s)
         if on_run is not None:
             on_run(s, sub)

@@ -132,7 +132,7 @@ def test_eft_cli_with_worker_processes_writes_what_one_process_writes(tmp_path, 
         assert np.allclose(a["body_pose"], b["body_pose"], atol=1e-4, equal_nan=True), name
 
 
-def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
+def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir, caplog):
     images = tmp_path / "coco" / "val2017"
     shutil.copytree(sample_dir, images)
     shutil.move(images / "test_coco.json", tmp_path / "coco" / "person_keypoints_val2017.json")
@@ -155,6 +155,8 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir):
     ck = torch.load(out / "annotator.pt", weights_only=False)
     assert ck["epoch"] == 2 and len(ck["log"]) == 2
     assert "4 written, 0 already done" in r.output  # a further-trained annotator annotates every image again
+    assert "4 annotation file(s) of another annotator" in caplog.text  # ...and says so
+    assert json.loads((out / "summary.json").read_text())["this_run"]["annotations_replaced"] == 4
     assert r.output.count("fit3d: epoch ") == 1  # --no-progress: this run's epoch, printed as it ended
     r = CliRunner().invoke(cli, args[:5] + ["--epochs", "2"] + args[7:])  # finished, same annotator: nothing to do
     assert r.exit_code == 0 and "0 written, 4 already done" in r.output, r.output

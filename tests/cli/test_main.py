@@ -73,10 +73,19 @@ def test_fit3d_warnings_read_as_the_command_lines_other_warnings(capsys):
     from fit3d.body_models.weights import ReducedSetupWarning
     from fit3d.cli.main import _show_warning
 
-    shown = []  # (Python's own showwarning, as the command line finds it)
-    _show_warning.default = lambda *a: shown.append(a)
-    _show_warning("weights from a reduced set-up", ReducedSetupWarning, "fit3d setup-model", 0)
-    _show_warning("something else", UserWarning, "x.py", 3)
+    shown = []  # (the hook the command line finds, e.g. Python's own)
+    _show_warning("weights from a reduced set-up", ReducedSetupWarning, "fit3d setup-model", 0,
+                  default=lambda *a: shown.append(a))
+    _show_warning("something else", UserWarning, "x.py", 3, default=lambda *a: shown.append(a))
     err = capsys.readouterr().err
     assert err == "fit3d: warning: weights from a reduced set-up\n" and "setup-model:0" not in err
     assert shown == [("something else", UserWarning, "x.py", 3, None, None)]
+
+
+def test_the_warning_hook_is_put_back_when_a_command_ends():
+    import warnings
+
+    before = warnings.showwarning
+    for _ in range(2):  # (installed twice, it wrapped itself)
+        assert CliRunner().invoke(cli, ["print-schedule"]).exit_code == 0
+        assert warnings.showwarning is before

@@ -346,3 +346,17 @@ def test_annotation_state_names_what_decides_the_outputs(anny_model):
     with torch.no_grad():  # the annotator trained on (its pretrained copy unchanged): another annotator
         net.inp.bias.add_(1.0)
     assert a.annotation_state()["weights"] != s["weights"]
+
+
+def test_more_epochs_after_a_held_out_choice_keep_the_chosen_length_and_say_so(tmp_path, anny_model, make_synthetic,
+                                                                              caplog):
+    target, _, _ = make_synthetic(anny_model, 30, seed=4)
+    ck = tmp_path / "annotator.pt"
+    first = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg(epochs=2), checkpoint=ck)
+    first.fit_dataset(target, progress=False)
+    assert first.selected_epochs is not None
+    with caplog.at_level("WARNING", logger="fit3d.fitters.neuralannot"):
+        again = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=_select_cfg(epochs=3), checkpoint=ck)
+        again.fit_dataset(target, progress=False)
+    assert again.epoch == first.epoch == first.selected_epochs  # the chosen length stands
+    assert "was chosen on held-out people" in caplog.text and "epochs=3 does not change it" in caplog.text
