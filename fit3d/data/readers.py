@@ -433,8 +433,10 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
 
 def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
                    source: str) -> tuple[np.ndarray, KeypointConvention, int] | None:
-    """``(keypoints_2d (K, 3), convention, annotation id)`` of one COCO annotation, confidences
-    0/1 from the visibility flags (COCO-WholeBody foot points appended), or None with a
+    """``(keypoints_2d (K, 3), convention, annotation id, ignored)`` of one COCO annotation, confidences
+    0/1 from the visibility flags (COCO-WholeBody foot points appended), labelled points without
+    usable coordinates unlabelled and counted in ``ignored``
+    (:func:`~fit3d.data.keypoints.sanitize_keypoints`), or None with a
     problem when it has no keypoints, they are unreadable, its id is not an integer, or its
     ``category_id`` names no keypoint category while the categories give several keypoint
     layouts (with one layout, or none named, the annotation is read in it: :func:`load_coco`
@@ -461,7 +463,8 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
         return None
     kp[:, 2] = np.where(np.isfinite(kp[:, 2]), (kp[:, 2] > 0).astype(np.float32), 0.0)
-    return kp, conv, int(aid)
+    kp, ignored = sanitize_keypoints(kp)
+    return kp, conv, int(aid), ignored
 
 
 def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
@@ -521,8 +524,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
             if parsed is None:
                 rec.dropped.append(problems[-1].source)
                 continue
-            kp, conv, annot_id = parsed
-            kp, ignored = sanitize_keypoints(kp)
+            kp, conv, annot_id, ignored = parsed
             bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
             rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv,
                                      person_index=len(rec.people), bbox_note=note,

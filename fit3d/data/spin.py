@@ -64,6 +64,15 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.stack([center[:, 0] - side / 2, center[:, 1] - side / 2, side, side], 1).astype(np.float32)
 
 
+def spin_keypoints(part) -> tuple[np.ndarray, int]:
+    """One row of a SPIN file's ``part`` ``(24, 3)`` as fit3d reads it: labelled points without
+    usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
+    a non-finite confidence is unlabelled), confidences 0/1. Returns ``(keypoints (24, 3), ignored)``."""
+    kp, ignored = sanitize_keypoints(part)
+    kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+    return kp, ignored
+
+
 def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
     """People of a SPIN ``.npz`` grouped by image, ``annot_id`` from :func:`spin_annot_ids`
     (the file's ``annot_id`` column, else the row index).
@@ -96,9 +105,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
                 problems.append(InputProblem(f"{path}#{i}", f"unreadable intrinsics: {e}"))
                 rec.dropped.append(problems[-1].source)
                 continue
-        kp = d["part"][i].astype(np.float32).copy()
-        kp, ignored = sanitize_keypoints(kp)  # (a non-finite confidence: unlabelled)
-        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+        kp, ignored = spin_keypoints(d["part"][i])
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
                                  len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))

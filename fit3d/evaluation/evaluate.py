@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import COCO17, LIMBS12
-from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.readers import checked_bbox, coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
@@ -65,8 +64,7 @@ def _gt_coco(path: Path) -> list[dict]:
             parsed = coco_keypoints(a, coco, [], str(i))
             if parsed is None:
                 continue
-            kp, conv, annot_id = parsed
-            kp = sanitize_keypoints(kp)[0]  # unusable coordinates: unlabelled, as the readers store them
+            kp, conv, annot_id, _ = parsed  # (unusable coordinates unlabelled, as the reader stores them)
             rows.append(dict(image=coco_image_key(info["file_name"]), annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
                              bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None,
                              duplicate=coco.ids[hashable(a.get("id"))] > 1))
@@ -77,7 +75,7 @@ def _gt_spin(path: Path) -> list[dict]:
     """Ground-truth people of a SPIN ``.npz`` (:func:`fit3d.data.spin.load_spin_npz`): 2D ``part``,
     3D ``S`` when the file has it; ``duplicate`` when another row has the same image and id."""
     from fit3d.data.conventions import SPIN24
-    from fit3d.data.spin import load_spin_npz, spin_annot_ids, spin_bbox
+    from fit3d.data.spin import load_spin_npz, spin_annot_ids, spin_bbox, spin_keypoints
 
     d = load_spin_npz(path)
     boxes = spin_bbox(d["center"], d["scale"])
@@ -85,8 +83,7 @@ def _gt_spin(path: Path) -> list[dict]:
     count = Counter(zip(map(str, d["imgname"]), ids.tolist()))  # people are matched by image and id
     rows = []
     for i, name in enumerate(d["imgname"]):
-        kp = sanitize_keypoints(d["part"][i])[0]  # as the SPIN reader stores them
-        kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
+        kp, _ = spin_keypoints(d["part"][i])  # as the SPIN reader stores them
         rows.append(dict(image=str(name), annot_id=int(ids[i]), names=list(SPIN24.names), keypoints_2d=kp,
                          bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None,
                          duplicate=count[(str(name), int(ids[i]))] > 1))

@@ -98,8 +98,8 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     if on_trained is not None:
         on_trained(history)
     state = annotator.annotation_state()
-    for d, records, problems in sets:
-        sub = out_dir / Path(d).resolve().name if len(sets) > 1 else out_dir
+    for (_, records, problems), name in zip(sets, names):
+        sub = out_dir / name if len(sets) > 1 else out_dir
         replaced = forget_other_annotators(sub, records, shard, state)
         if replaced:
             log.warning("%s: %d annotation file(s) of another annotator (trained further or anew, or with other "

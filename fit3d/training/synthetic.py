@@ -126,6 +126,12 @@ NOISE_V1 = NoiseModel(scale=1.0, floor=0.0, drop=0.10, occlude=0.20, swap=0.03)
 NOISE_FREE = NoiseModel(scale=0.0)
 
 
+def _depth(f: np.ndarray, frac: np.ndarray, height_px: np.ndarray) -> np.ndarray:
+    """Camera distance (m) at which a 1.7 m body spans ``frac`` of an image ``height_px`` high at
+    focal length ``f`` px, at least 1 m (the body is then shown smaller than ``frac``)."""
+    return np.maximum(f * 1.7 / (frac * height_px), 1.0)
+
+
 def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n: int, seed: int = 0,
                 camera: CameraModel = CameraModel(), noise: NoiseModel = NoiseModel(),
                 orientations: OrientationModel = OrientationModel(), with_vertices: bool = False,
@@ -169,7 +175,7 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
     lo_f, hi_f = camera.focal_range
     f = diag * np.exp(rng.uniform(math.log(lo_f), math.log(hi_f), n))
     frac = rng.uniform(0.25, 0.9, n)
-    z = np.maximum(f * 1.7 / (frac * sizes[:, 1]), 1.0)
+    z = _depth(f, frac, sizes[:, 1])
     u = sizes[:, 0] * rng.uniform(0.1, 0.9, n)
     v = sizes[:, 1] * rng.uniform(0.3, 0.7, n)
     if camera.p_closeup > 0:  # (drawn after the others: without close-ups the stream is unchanged)
@@ -177,7 +183,7 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
         big = rng.uniform(1.2, 2.2, n)
         head = rng.uniform(0.05, 0.35, n)
         frac = np.where(close, big, frac)
-        z = np.maximum(f * 1.7 / (frac * sizes[:, 1]), 1.0)
+        z = _depth(f, frac, sizes[:, 1])
         shown = f * 1.7 / (z * sizes[:, 1])  # the body's height in frames (less where z was floored)
         v = np.where(close, sizes[:, 1] * (head + ROOT_BELOW_HEAD * shown), v)
     pp = sizes / 2
