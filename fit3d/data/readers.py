@@ -158,8 +158,17 @@ def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
     return np.array([lo[0], lo[1], size[0], size[1]], dtype=np.float32)
 
 
+#: A box more than this many times the image's larger side is not used (:func:`checked_bbox`).
+MAX_BOX_TO_IMAGE = 4.0
+
+
 def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) -> tuple[np.ndarray, str]:
     """The annotation's box when it is usable, else the labelled keypoints' box (10 % padding).
+
+    Not usable: missing, malformed, non-finite, empty, outside the image, more than
+    :data:`MAX_BOX_TO_IMAGE` times the image's larger side (the regressor's crop and the
+    validity test, 5 % of the box diagonal, would mean nothing), or holding none of the
+    labelled keypoints (the box grown by half its size on each side: a box of another person).
 
     Returns:
         ``(bbox (4,), note)``: ``note`` is "" for the annotation's own box, else why it was rebuilt.
@@ -177,8 +186,14 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
         why = "empty box"
     else:
         w, h = image_size
+        labelled = keypoints_2d[(keypoints_2d[:, 2] > 0) & np.isfinite(keypoints_2d[:, :2]).all(-1), :2]
+        lo, hi = box[:2] - 0.5 * box[2:], box[:2] + 1.5 * box[2:]
         if box[0] >= w or box[1] >= h or box[0] + box[2] <= 0 or box[1] + box[3] <= 0:
             why = "box outside the image"
+        elif max(box[2], box[3]) > MAX_BOX_TO_IMAGE * max(w, h):
+            why = f"box over {MAX_BOX_TO_IMAGE:g}x the image's size: {max(box[2], box[3]):.0f} px across"
+        elif len(labelled) and not ((labelled >= lo) & (labelled <= hi)).all(-1).any():
+            why = "box holds none of the labelled keypoints"
     if not why:
         return box.astype(np.float32), ""
     return keypoint_bbox(keypoints_2d, pad=KEYPOINT_BOX_PAD), f"box rebuilt from the keypoints ({why})"
@@ -205,12 +220,17 @@ def inspect_image(path: Path) -> tuple[tuple[int, int], str | None, bool]:
     decode. Formats without a marker here are never reported truncated.
 
     Raises:
-        OSError: unreadable or not an image.
+        OSError: unreadable, not an image, or larger than Pillow opens (its decompression-bomb
+            limit, twice ``PIL.Image.MAX_IMAGE_PIXELS``: training code cannot load it either).
     """
     from PIL import Image
 
     with open(path, "rb") as f:
-        with Image.open(f) as im:
+        try:
+            im = Image.open(f)
+        except Image.DecompressionBombError as e:  # not an OSError
+            raise OSError(f"too large to open: {e}") from e
+        with im:
             size, fmt = im.size, im.format
             if im.getexif().get(0x0112) in QUARTER_TURNS:
                 size = size[::-1]
@@ -247,9 +267,11 @@ def coco_image_key(file_name: str) -> str:
 
 
 def _key(path: Path, images_dir: Path) -> str:
-    """``path`` relative to ``images_dir`` (POSIX), or its file name when it lies elsewhere."""
+    """``path`` relative to ``images_dir`` (POSIX), or its file name when it lies elsewhere
+    (``..`` resolved first, textually: ``imgs/../other/x.jpg`` lies elsewhere, so no output
+    key leaves the output folder)."""
     try:
-        return path.relative_to(images_dir).as_posix()
+        return Path(os.path.normpath(path)).relative_to(os.path.normpath(images_dir)).as_posix()
     except ValueError:
         return path.name
 
@@ -257,7 +279,7 @@ def _key(path: Path, images_dir: Path) -> str:
 def _open_image(path: Path, images_dir: Path, json_size, problems: list[InputProblem]) -> ImageRecord | None:
     """The record of an image file (size from its header), or None with a problem."""
     if not path.is_file():
-        problems.append(InputProblem(str(path), "image file not found"))
+        problems.append(InputProblem(str(path), "a folder, not an image file" if path.is_dir() else "image file not found"))
         return None
     try:
         size, fmt, truncated = inspect_image(path)
@@ -285,7 +307,8 @@ def parse_keypoints(values, n: int) -> np.ndarray:
                          f"nested list of shape {flat.shape}")
     if flat.size != 3 * n:
         raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}")
-    return flat.reshape(n, 3).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32: inf, set aside as unusable by sanitize_keypoints
+        return flat.reshape(n, 3).astype(np.float32)
 
 
 def category_conventions(data: dict, problems: list[InputProblem], source: str) -> dict:
@@ -623,13 +646,20 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             continue
         for idx, p in enumerate(people):
             try:
-                values = p.get("pose_keypoints_2d", []) if isinstance(p, dict) else None
+                if not isinstance(p, dict):
+                    raise TypeError(f"a person is a {type(p).__name__}, not an object")
+                key = "pose_keypoints_2d" if "pose_keypoints_2d" in p or "pose_keypoints" not in p \
+                    else "pose_keypoints"  # (OpenPose 1.0's name)
+                if key not in p:
+                    raise ValueError(f"no pose_keypoints_2d (keys: {', '.join(map(str, p)) or 'none'})")
+                values = p[key]
                 n = len(values) // 3 if isinstance(values, list) else -1
-                conv = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18}.get(n)
+                conv = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18,
+                        0: OPENPOSE_BODY25}.get(n)  # [] is a person without keypoints: skipped, as all-zero ones
                 if conv is None or len(values) % 3:
-                    raise ValueError(f"pose_keypoints_2d has {len(values) if isinstance(values, list) else 'no'} "
+                    raise ValueError(f"{key} has {len(values) if isinstance(values, list) else 'no'} "
                                      "values; expected 75 (BODY_25) or 54 (COCO-18)")
-                kp = parse_keypoints(values, n)
+                kp = parse_keypoints(values, n) if n else np.zeros((len(conv), 3), np.float32)
             except (ValueError, TypeError) as e:
                 problems.append(InputProblem(f"{jf}#{idx}", str(e)))
                 rec.dropped.append(f"{jf}#{idx}")
@@ -711,8 +741,22 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
 def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem]):
     """``(records, problems)`` with :func:`keypoints_outside_image`'s and
     :func:`keypoints_ignored_warning`'s warnings added (if any): what every reader returns."""
-    warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records)) if w]
+    warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records),
+                            boxes_rebuilt_warning(records)) if w]
     return records, problems + warnings
+
+
+def boxes_rebuilt_warning(records: list[ImageRecord]) -> InputProblem | None:
+    """One warning for all people whose annotated box was not used (``Person.bbox_note``,
+    :func:`checked_bbox`): how many, by reason, a few examples; None when there are none."""
+    hit = [(rec.image_key, p) for rec in records for p in rec.people if p.bbox_note]
+    if not hit:
+        return None
+    reasons = Counter(p.bbox_note.partition("(")[2].rstrip(")").partition(":")[0] or p.bbox_note for _, p in hit)
+    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
+    return InputProblem(examples, f"{len(hit)} {'person' if len(hit) == 1 else 'people'}: box rebuilt from the "
+                        f"keypoints ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())}); each fit's "
+                        "bbox_note says why", "warning")
 
 
 def keypoints_ignored_warning(records: list[ImageRecord]) -> InputProblem | None:

@@ -44,7 +44,7 @@ def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, st
     try:
         with Image.open(path) as im:  # as shown: the frame of the fits (fit3d.data.readers.inspect_image)
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), ""
-    except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         return grey, f"unreadable image: {e}"
 
 

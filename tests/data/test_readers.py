@@ -362,3 +362,74 @@ def test_the_spin_reader_unlabels_unusable_keypoints_too(tmp_path, sample_dir):
     assert (person.keypoints_2d[[SPIN24.index("left_wrist"), SPIN24.index("left_knee")]] == 0).all()
     assert set(np.unique(person.keypoints_2d[:, 2])) == {0.0, 1.0}
     assert [p.reason.split(":")[0] for p in problems] == ["1 person has 1 labelled keypoint with non-finite or far-off coordinates"]
+
+
+def test_an_image_too_large_for_pillow_is_an_input_error_and_the_rest_is_read(tmp_path, sample_dir, monkeypatch):
+    """Found by a helper: Pillow's DecompressionBombError is no OSError, so one huge image stopped the run."""
+    from PIL import Image
+
+    for name in ("000000000785.jpg", "000000040083.jpg"):
+        shutil.copy(sample_dir / name, tmp_path)
+    with Image.open(tmp_path / "000000040083.jpg") as im:
+        im.resize((200, 150)).save(tmp_path / "000000000785.jpg")  # small enough
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 80_000)  # 640x427 > 2x the limit: refused as a bomb
+    images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
+    big = [p for p in problems if "too large" in p.reason]
+    assert len(big) == 1 and big[0].severity == "error" and big[0].source.endswith("000000040083.jpg")
+    assert "000000000785.jpg" in {r.image_key for r in images}
+
+
+def test_a_file_name_climbing_out_of_the_image_folder_keeps_its_output_inside(tmp_path, sample_dir):
+    """Found by a helper: file_name "sub/../../x.jpg" gave the key "../x.jpg", written outside --out."""
+    images_dir = tmp_path / "imgs"
+    (images_dir / "sub").mkdir(parents=True)
+    shutil.copy(sample_dir / "000000000785.jpg", tmp_path / "escape.jpg")
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    d["images"] = [dict(i, file_name="sub/../../escape.jpg") for i in d["images"] if i["id"] == 785]
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] == 785]
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, _ = read_coco(tmp_path / "a.json", images_dir)
+    assert [r.image_key for r in images] == ["escape.jpg"]
+
+
+def test_a_box_that_contradicts_the_keypoints_is_rebuilt_with_one_warning(tmp_path, sample_dir):
+    """Found by a helper: a box of 1e9 px, or one around none of the keypoints, was used as given
+    (SMPLify's fit marked valid at 20 px: the validity test is 5 % of the box diagonal)."""
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    people = [a for a in d["annotations"] if a.get("num_keypoints", 0) >= 6]
+    people[0]["bbox"] = [0, 0, 1e9, 1e9]
+    people[1]["bbox"] = [-50, -50, 100, 100]
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "a.json", sample_dir)
+    notes = {p.annot_id: p.bbox_note for r in images for p in r.people if p.bbox_note}
+    assert set(notes) == {people[0]["id"], people[1]["id"]}
+    assert "over 4x the image's size" in notes[people[0]["id"]]
+    assert "holds none of the labelled keypoints" in notes[people[1]["id"]]
+    (warning,) = [p for p in problems if "box rebuilt" in p.reason]
+    assert warning.severity == "warning" and warning.reason.startswith("2 people")
+    for r in images:
+        for p in r.people:
+            if p.annot_id == people[0]["id"]:
+                assert p.bbox[2] < 1000
+
+
+def test_openpose_people_in_old_and_empty_forms(tmp_path, sample_dir):
+    """Found by a helper: OpenPose 1.0's "pose_keypoints" read as "0 values"; an empty array was an
+    input error (the image marked incomplete and refitted by every rerun); normalised coordinates
+    were skipped as degenerate without a hint."""
+    from fit3d.data.conventions import OPENPOSE_BODY25
+    from fit3d.pipeline.run import skip_reason
+
+    flat = np.zeros((18, 3), dtype=np.float32)
+    flat[:, 0], flat[:, 1], flat[:, 2] = np.linspace(100, 300, 18), np.linspace(50, 400, 18) ** 1.1, 0.9
+    people = [{"pose_keypoints": flat.ravel().tolist()}, {"pose_keypoints_2d": []}, {"face_keypoints_2d": []}]
+    (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": people}))
+    images, problems = read_openpose(tmp_path, sample_dir)
+    (rec,) = images
+    assert [p.person_index for p in rec.people] == [0, 1] and rec.people[0].convention.name == "openpose_coco18"
+    assert rec.people[1].num_visible == 0
+    errors = [p for p in problems if p.severity == "error"]
+    assert len(errors) == 1 and "no pose_keypoints_2d (keys: face_keypoints_2d)" in errors[0].reason
+    p = rec.people[0]
+    p.keypoints_2d[:, :2] = 0.5 + 0.01 * np.arange(18)[:, None]  # normalised: within 0-1, one line
+    assert "normalised?" in skip_reason(p, OPENPOSE_BODY25)
