@@ -87,16 +87,41 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     for j in submitted:
         n = getattr(j, "num_tasks", 1)  # NeuralAnnot: one task per rank
         for k, task in enumerate([j.task(k) for k in range(n)] if n > 1 else [j]):
+            name = f"{j.job_id}" + (f" rank {k}" if n > 1 else "")
             try:
                 code = int(task.result() or 0)
-            except Exception:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
-                code = 1
+            except Exception as e:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
+                code, why = _crash(task, e)
+                codes.append(code)
+                click.echo(f"fit3d: task {name} {why}", err=True)
+                continue
             codes.append(code)
             if code != 0:
-                name = f"{j.job_id}" + (f" rank {k}" if n > 1 else "")
                 click.echo(f"fit3d: task {name} exited {code}: {_last_error_line(task)}", err=True)
     click.echo(f"fit3d: {len(codes)} task(s) finished, exit codes {sorted(set(codes))}", err=True)
     raise click.exceptions.Exit(max(codes, default=0))
+
+
+def _crash(task, error: Exception) -> tuple[int, str]:
+    """``(exit code, what happened)`` of a task whose result could not be read: killed by a
+    signal (a local task's process: ``128 + signal``, as a shell says it), failed with a Python
+    error (submitit's ``FailedJobError``: the error's last line from the task's log) or ended
+    without a result (the scheduler's state: cancelled, out of memory, node failure...): 1."""
+    process = getattr(task, "_process", None)  # a local task's Popen (submitit's LocalJob)
+    rc = process.poll() if process is not None else None
+    if rc is not None and rc < 0:
+        return 128 - rc, f"was killed by signal {-rc} (exit {128 - rc}); log: {getattr(task.paths, 'stderr', '?')}"
+    if type(error).__name__ == "FailedJobError":
+        return 1, f"failed: {_last_error_line(task)}"
+    state = getattr(task, "state", "UNKNOWN")
+    text = str(error).strip()
+    first = text.splitlines()[0][:200] if text else type(error).__name__
+    return 1, f"ended without a result (state {state}: {first}); log: {getattr(task.paths, 'stderr', '?')}"
+
+
+def _images(n: int) -> str:
+    """``"1 image"``, ``"2 images"``."""
+    return f"{n} image{'s' if n != 1 else ''}"
 
 
 def _last_error_line(job) -> str:
@@ -120,7 +145,8 @@ def merge(fits_dir, out):
     """One dataset .npz (every person, every field, image path, shard) and the totals in FITS/summary.json.
 
     What exists is merged, exit 0; a warning line names the shards of the recorded i/n split that
-    left nothing (also 'missing_shards' in the totals), and the images still to refit. A fitting
+    left nothing (also 'missing_shards' in the totals), those whose latest run did not finish
+    (interrupted, killed, cut short by --limit: 'unfinished_shards'), and the images still to refit. A fitting
     run that later writes into FITS removes the dataset: merge again after it.
     """
     from fit3d.pipeline.merge import write_merged
@@ -138,11 +164,16 @@ def merge(fits_dir, out):
                if splits else "their images are not in the dataset")
         click.echo(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
                    f"{fits_dir}: {why}; run them (--shard i/n), then merge again", err=True)
+    for u in s["unfinished_shards"]:
+        click.echo(f"fit3d: warning: shard {u['shard']} is unfinished: {u['why']}; its images not yet fitted are "
+                   "not in the dataset: rerun it (the same command resumes), then merge again", err=True)
     if s["pending_failures"]:
-        click.echo(f"fit3d: {len(s['pending_failures'])} images still have failed people "
+        click.echo(f"fit3d: {_images(len(s['pending_failures']))} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
+                   "failed people or could not be written "
                    f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)
     if s["pending_incomplete"]:
-        click.echo(f"fit3d: {len(s['pending_incomplete'])} images were written without people whose annotations "
+        click.echo(f"fit3d: {_images(len(s['pending_incomplete']))} "
+                   f"w{'ere' if len(s['pending_incomplete']) > 1 else 'as'} written without people whose annotations "
                    f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
                    "then merge again", err=True)
     for u in s["unreadable_outputs"]:

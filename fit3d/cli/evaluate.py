@@ -24,7 +24,11 @@ from fit3d.cli.options import check_device, errors_as, model_options
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="metrics.json path (default: FITS/metrics.json).")
 def evaluate(fits_dir, gt, joints, per_sample, out):
-    """Score fits against ground truth: MPJPE, PA-MPJPE (mm), 2D error (px), PCK, shares fitted and valid."""
+    """Score fits against ground truth: MPJPE, PA-MPJPE (mm), 2D error (px), PCK, shares fitted and valid.
+
+    Exit 3 when some fits or ground-truth entries could not be read (each said on stderr and
+    in the metrics file; the rest is scored).
+    """
     from fit3d.data.writers import write_json
     from fit3d.evaluation.evaluate import evaluate as run_eval
     from fit3d.evaluation.evaluate import write_per_sample
@@ -41,9 +45,20 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
     if summary["duplicate_ids"]:
         click.echo(f"fit3d: {summary['duplicate_ids']} ground-truth people left out: their image and annotation id "
                    "are used more than once (in the ground truth or in the fits), so they cannot be matched", err=True)
+    for f in summary["unreadable_fits"][:10]:
+        click.echo(f"fit3d: unreadable fit {f}: its people count as not fitted", err=True)
+    if summary["ground_truth_left_out"]:
+        n = len(summary["ground_truth_left_out"])
+        click.echo(f"fit3d: {n} ground-truth entr{'ies' if n > 1 else 'y'} left out (e.g. "
+                   f"{summary['ground_truth_left_out'][0]}); all in metrics.json", err=True)
+    if summary["fitted_without_common_keypoints"]:
+        click.echo(f"fit3d: {summary['fitted_without_common_keypoints']} fitted people share no keypoint name with "
+                   "the ground truth's layout: no 2D error for them", err=True)
     write_json(out or fits_dir / "metrics.json", summary)
     if per_sample:
         write_per_sample(rows, per_sample)
+    if summary["unreadable_fits"] or summary["ground_truth_left_out"]:
+        raise click.exceptions.Exit(3)  # as the fitting commands: some inputs could not be read, the rest is scored
 
 
 @click.command("print-schedule")

@@ -22,7 +22,10 @@ from fit3d.cli.options import errors_as
               help="Leave out fits marked invalid (without it they are exported flagged: has_smpl 0, "
                    "\"valid\": false).")
 def export(fits_dir, fmt, out, valid_only):
-    """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training."""
+    """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training.
+
+    Exit 3 when some fit files could not be read (each named on stderr; their people are not in the export).
+    """
     from fit3d.export import check_out, export_fits
 
     try:
@@ -30,7 +33,12 @@ def export(fits_dir, fmt, out, valid_only):
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--out") from e
     with errors_as():
-        c = export_fits(fits_dir, fmt, out, valid_only)
+        try:
+            c = export_fits(fits_dir, fmt, out, valid_only)
+        except OSError as e:  # e.g. a folder that cannot be written
+            raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
+    for u in c["unreadable"]:
+        click.echo(f"fit3d: unreadable {u['file']}: {u['reason']} (its people are not exported)", err=True)
     dropped = ", ".join(f"{n} {why}" for why, n in c["dropped"].items())
     invalid = (f", {c['invalid']} of them marked invalid (flagged: "
                f"{'has_' + c['model'] + ' 0' if fmt != 'neuralannot' else 'valid false'})" if c["invalid"] else "")
@@ -41,3 +49,5 @@ def export(fits_dir, fmt, out, valid_only):
 
         click.echo(f"fit3d: SPIN's static fits (pose and shape, N x 82) -> {static_fits_path(out)} (copy it to "
                    "SPIN's data/static_fits/<dataset>_fits.npy)", err=True)
+    if c["unreadable"]:  # as the fitting commands' 3: some inputs could not be read, the rest was exported
+        raise click.exceptions.Exit(3)

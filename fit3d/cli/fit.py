@@ -74,14 +74,17 @@ def report_run(s: dict, out_dir: Path) -> int:
     click.echo(
         f"fit3d: {r['people_fitted']} people fitted ({r['people_valid']} valid, median reprojection error "
         f"{'n/a' if med is None else f'{med:.2f} px'}), {r['people_skipped']} skipped"
-        f"{f' ({skipped})' if skipped else ''}, {r['people_failed']} failed; images: {r['images']} given, "
+        f"{f' ({skipped})' if skipped else ''}, {r['people_failed']} failed"
+        f"{f', {deferred} to refit with their image' if (deferred := r.get('people_deferred', 0)) else ''}; "
+        f"images: {r['images']} given, "
         f"{r['images_written']} written, {r['images_already_done']} already done, {r['images_without_people']} "
         f"without people, {r['images_failed']} to retry{incomplete}; input problems: {r['input_errors']} "
         f"(+{r['input_warnings']} warnings); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s -> {out_dir}",
         err=True,
     )
     for f in r["failures"][:20]:
-        click.echo(f"fit3d: failed {f['image']} #{f['annot_id']}: {f['reason']}", err=True)
+        person = f" #{f['annot_id']}" if f.get("annot_id") is not None else ""  # (None: the image's output)
+        click.echo(f"fit3d: failed {f['image']}{person}: {f['reason']}", err=True)
     if r["shard_empty"]:
         click.echo("fit3d: this shard got no image (more shards than images): nothing to do", err=True)
     if r["interrupted"]:
@@ -111,7 +114,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
             batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),
             overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
-            settings=fit_settings(opts, fitter_name, options or {}, fitter),
+            settings=fit_settings(opts, fitter_name, options or {}, fitter), inputs=input_record(opts),
         )
         if opts.dry_run:
             check_output_dir(opts.out_dir)  # (the run would fail making it)
@@ -128,6 +131,25 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
         render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
                     save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
     raise click.exceptions.Exit(code)
+
+
+def input_record(opts: FitOptions) -> dict:
+    """Where a run reads its people (absolute paths) and a digest of the annotation file
+    (COCO JSON or SPIN npz; an OpenPose folder has none): recorded in the run's summary, so a
+    rerun from other inputs says so (:func:`fit3d.pipeline.run.input_changes`)."""
+    from fit3d.body_models.weights import file_digest
+    from fit3d.data.readers import discover_annotations
+
+    annotations = opts.annotations
+    if annotations is None and opts.keypoints_dir is None and opts.spin_npz is None:
+        annotations = discover_annotations(opts.images)  # as the reader found it
+    out = dict(images=str(opts.images.resolve()))
+    for name, path in (("annotations", annotations), ("keypoints", opts.keypoints_dir), ("spin", opts.spin_npz)):
+        if path is not None:
+            out[name] = str(Path(path).resolve())
+            if Path(path).is_file():
+                out[f"{name}_digest"] = file_digest(path)
+    return out
 
 
 def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_size: int):

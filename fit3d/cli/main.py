@@ -35,10 +35,29 @@ def cli(verbose: bool) -> None:
     Fits a body model (anny by default, or SMPL/SMPL-H/SMPL-X) to every annotated
     person of a folder of images and writes one .npz of parameters per image.
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_CommandLineFormatter(verbose))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     before = warnings.showwarning  # for this command only: put back when it ends (a CliRunner, a notebook)
     warnings.showwarning = functools.partial(_show_warning, default=before)
     click.get_current_context().call_on_close(lambda: setattr(warnings, "showwarning", before))
+
+
+class _CommandLineFormatter(logging.Formatter):
+    """Log records as the command line's other messages read: ``fit3d: warning: ...`` and
+    ``fit3d: error: ...``; with ``--verbose`` every record names its level and logger
+    (``DEBUG fit3d.pipeline.run: ...``)."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line (and a traceback where the record has one)."""
+        if self.verbose or record.levelno < logging.WARNING:
+            return super().format(record)
+        text = f"fit3d: {'warning' if record.levelno == logging.WARNING else 'error'}: {record.getMessage()}"
+        return text + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None, *, default) -> None:

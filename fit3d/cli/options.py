@@ -109,10 +109,13 @@ _OPTIONS = [
     click.option("--focal-length", type=click.FloatRange(min=1.0), default=None,
                  help="Focal length in pixels for every image. Default: the input's intrinsics (COCO image "
                       "'cam_param', SPIN 'cam_int' / 'focal_length') where it has them, else the image diagonal."),
-    click.option("--limit", type=click.IntRange(min=1), default=None, help="Fit at most N images."),
+    click.option("--limit", type=click.IntRange(min=1), default=None,
+                 help="Fit at most N images of this job's shard (with --shard or 'fit3d submit --jobs': N per "
+                      "task; 'fit3d merge' names the shards it cut short)."),
     click.option("--shard", default="1/1", show_default=True, callback=_parse_shard,
                  help="i/n: fit every n-th image starting at the i-th (one job of n); 'auto': this SLURM "
-                      "array task's shard (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT)."),
+                      "array task's shard (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT; stepped arrays "
+                      "such as --array=0-8:2 too)."),
     click.option("--workers", default="auto", show_default=True, callback=_parse_workers,
                  help="Processes fitting the batches, this one included: a number, or auto (on a CPU one "
                       "per core, at most 8, one per batch and one per 200 people; on a GPU 1). Each extra "

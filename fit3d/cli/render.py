@@ -29,6 +29,24 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
         click.echo(f"fit3d: could not render {er['file']}: {er['reason']}", err=True)
     click.echo(f"fit3d: rendered {st['images']} images in {st['seconds']:.1f} s "
                f"({st['images_per_s']:.2f} images/s) -> {out}", err=True)
+    if st["errors"]:  # as the fitting commands' 3: some inputs could not be read, the rest was done
+        raise click.exceptions.Exit(3)
+
+
+def _model_name(files: list[Path]) -> str:
+    """The body model of the first readable fit of ``files`` (an unreadable one is reported by the render).
+
+    Raises:
+        click.ClickException: none can be read.
+    """
+    from fit3d.data.writers import read_fit
+
+    for f in files:
+        try:
+            return str(read_fit(f)["model"])
+        except (OSError, ValueError, KeyError):
+            continue
+    raise click.ClickException(f"none of the {len(files)} .npz fits can be read (e.g. {files[0]})")
 
 
 @click.command()
@@ -48,15 +66,19 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
 @click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
-    """Render fitted meshes over their images (pyrender, headless EGL), with side views."""
+    """Render fitted meshes over their images (pyrender, headless EGL), with side views.
+
+    Exit 0 when every fit was rendered, 3 when some fits could not be read or rendered (each
+    named on stderr; the others are rendered). A missing image is rendered on grey (exit 0).
+    """
     from fit3d.body_models import build_body_model
-    from fit3d.data.writers import fit_files, read_fit
+    from fit3d.data.writers import fit_files
     from fit3d.pipeline.settings import recorded_settings
 
     files = fit_files(fits_dir)
     if not files:
         raise click.UsageError(f"no .npz fits in {fits_dir}")
-    model_name = str(read_fit(files[0])["model"])
+    model_name = _model_name(files)
     recorded = recorded_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
         model_path = model_path or recorded.get("model_path")
@@ -76,10 +98,17 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Images to show as thumbnails when there are no renders.")
 def report(fits_dir, out, renders, images):
-    """Write a self-contained HTML page reviewing a run (worst reprojection error first)."""
+    """Write a self-contained HTML page reviewing a run (worst reprojection error first).
+
+    Exit 3 when some fits could not be read (each named on stderr and a row of the report).
+    """
     from fit3d.render.report import write_report
 
     if renders is None and (fits_dir / "render").is_dir():
         renders = fits_dir / "render"
     s = write_report(fits_dir, out, renders, images)
     click.echo(f"fit3d: report of {s['people']} people ({s['fitted']} fitted, {s['valid']} valid) -> {out}", err=True)
+    for f in s["unreadable"]:
+        click.echo(f"fit3d: unreadable fit {f} (a row of the report)", err=True)
+    if s["unreadable"]:
+        raise click.exceptions.Exit(3)

@@ -31,9 +31,10 @@ from fit3d.evaluation import metrics as M
 JOINT_SETS = {"limbs12": LIMBS12, "coco17": COCO17.names}
 
 
-def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict | None]:
+def load_fit_people(fits_dir: str | Path, unreadable: list[str] | None = None) -> dict[tuple[str, int], dict | None]:
     """``{(image path, annot_id): person}`` over every ``.npz`` of ``fits_dir``; None for
-    keys that several people share (duplicate annotation ids). Unreadable files are skipped."""
+    keys that several people share (duplicate annotation ids). Unreadable files are skipped
+    (their paths, relative to ``fits_dir``, appended to ``unreadable``): their people count as not fitted."""
     people: dict = {}
     for f in fit_files(fits_dir):
         try:
@@ -44,6 +45,8 @@ def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict | None]:
                 keypoints_3d=d["keypoints_3d"][i], keypoints_2d_fit=d["keypoints_2d_fit"][i],
             )) for i in range(len(d["annot_id"]))]
         except Exception:  # noqa: BLE001 - a corrupt output is not a fitted person
+            if unreadable is not None:
+                unreadable.append(f.relative_to(fits_dir).as_posix())
             continue
         for aid, person in rows:
             key = (str(d["image"]), aid)
@@ -51,17 +54,19 @@ def load_fit_people(fits_dir: str | Path) -> dict[tuple[str, int], dict | None]:
     return people
 
 
-def _gt_coco(path: Path) -> list[dict]:
+def _gt_coco(path: Path, problems: list) -> list[dict]:
     """Ground-truth people of a COCO file, read and checked as ``fit3d`` reads its inputs
     (:func:`fit3d.data.readers.load_coco`): annotations that could not be fitted either
-    (unreadable keypoints, non-integer ids, unknown images) are not ground truth."""
-    coco, _ = load_coco(path)
+    (unreadable keypoints, non-integer ids, unknown images) are not ground truth; the reader's
+    problems are appended to ``problems``."""
+    coco, found = load_coco(path)
+    problems.extend(found)
     rows: list[dict] = []
     for img_id, anns in coco.annotations.items():
         info = coco.images[img_id]
         size = json_image_size(info) or (np.inf, np.inf)  # no size: any box inside the image
         for i, a in anns:
-            parsed = coco_keypoints(a, coco, [], str(i))
+            parsed = coco_keypoints(a, coco, problems, f"{path.name}#annotations[{i}]")
             if parsed is None:
                 continue
             kp, conv, annot_id, _ = parsed  # (unusable coordinates unlabelled, as the reader stores them)
@@ -90,15 +95,18 @@ def _gt_spin(path: Path) -> list[dict]:
     return rows
 
 
-def load_ground_truth(path: str | Path) -> list[dict]:
+def load_ground_truth(path: str | Path, problems: list | None = None) -> list[dict]:
     """Ground-truth people from a COCO ``.json`` or a SPIN ``.npz``.
 
+    Args:
+        problems: receives the :class:`~fit3d.data.readers.InputProblem` of a COCO file's entries
+            that are not ground truth (errors: unreadable keypoints, unknown images...; warnings).
     Raises:
         ValueError: unsupported file type.
     """
     path = Path(path)
     if path.suffix == ".json":
-        return _gt_coco(path)
+        return _gt_coco(path, [] if problems is None else problems)
     if path.suffix == ".npz":
         return _gt_spin(path)
     raise ValueError(f"ground truth must be a COCO .json or a SPIN .npz, not {path.name}")
@@ -111,14 +119,21 @@ def _pick(arr: np.ndarray, names: list[str], wanted) -> np.ndarray:
 def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12") -> tuple[dict, list[dict]]:
     """Per-person rows and their summary (means over fitted people; mm and px).
 
+    The summary also says what could not be scored: ``unreadable_fits`` (files; their people
+    count as not fitted), ``ground_truth_left_out`` (COCO entries that are no ground truth, with
+    the reason), ``duplicate_ids`` and ``fitted_without_common_keypoints`` (fits whose keypoint
+    layout shares no name with the ground truth's: no 2D error).
+
     Raises:
         KeyError: unknown joint set. ValueError: bad ground-truth file.
     """
     wanted = JOINT_SETS[joints]
-    fits = load_fit_people(fits_dir)
+    unreadable: list[str] = []
+    fits = load_fit_people(fits_dir, unreadable)
     rows = []
-    duplicates = 0
-    for g in load_ground_truth(gt_path):
+    duplicates = no_common = 0
+    problems: list = []
+    for g in load_ground_truth(gt_path, problems):
         key = (g["image"], g["annot_id"])
         if g["duplicate"] or (key in fits and fits[key] is None):
             duplicates += 1
@@ -128,6 +143,7 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
                    valid=bool(f and f["valid"]))
         if row["fitted"]:
             common = [n for n in g["names"] if n in f["names"]]
+            no_common += not common
             gt2 = torch.as_tensor(_pick(g["keypoints_2d"], g["names"], common))[None]
             p2 = torch.as_tensor(_pick(f["keypoints_2d_fit"], f["names"], common))[None]
             ok = torch.isfinite(p2).all(-1)
@@ -151,7 +167,9 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     fitted = [r for r in rows if r["fitted"]]
     summary = dict(count=n, fitted=len(fitted), share_fitted=len(fitted) / n if n else 0.0,
                    share_valid=sum(r["valid"] for r in rows) / n if n else 0.0, joints=joints,
-                   duplicate_ids=duplicates)
+                   duplicate_ids=duplicates, unreadable_fits=unreadable,
+                   ground_truth_left_out=[f"{p.source}: {p.reason}" for p in problems if p.severity == "error"],
+                   fitted_without_common_keypoints=no_common)
     for k in ("mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"):
         vals = [r[k] for r in fitted if k in r and np.isfinite(r[k])]
         summary[k] = float(np.mean(vals)) if vals else None

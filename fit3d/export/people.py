@@ -28,13 +28,14 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
         :func:`fit3d.data.keypoints.unlabel_unusable`; plus ``keypoint_names``, ``joint_names`` and ``gender`` (N,): the body
         model's, :func:`fitted_gender`), and counts: ``people``,
         ``exported``, ``invalid`` (exported people whose fit is marked invalid: every format
-        flags them, see :func:`valid_mask`), ``dropped`` by reason, ``model``.
+        flags them, see :func:`valid_mask`), ``dropped`` by reason, ``model``, ``unreadable``
+        (``{file, reason}`` of the outputs that could not be read: their people are not exported).
     Raises:
         ValueError: nothing to export, or fits of several body models.
     """
     from fit3d.pipeline.merge import merge_fits
 
-    arrays, _ = merge_fits(fits_dir)
+    arrays, merged = merge_fits(fits_dir)
     n = len(arrays["annot_id"])
     status = arrays["status"].astype(str)
     dup = arrays.get("duplicate_id", np.zeros(n, bool)).astype(bool)
@@ -59,7 +60,8 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
     # labelled: never exported as training targets
     people["keypoints_2d"] = unlabel_unusable(people["keypoints_2d"])[0]
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()),
-                  dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]))
+                  dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]),
+                  unreadable=merged["unreadable_outputs"])
     return people, counts
 
 

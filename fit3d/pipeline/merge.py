@@ -5,8 +5,9 @@ leading dimension N (people), adds each person's ``image`` (relative path),
 ``image_size`` and ``shard`` of origin, and totals the shards' ``summary*.json`` files.
 Each shard writes only its own images and summary; nothing reads another shard's
 outputs until this merge, run once at the end. Shards of a recorded ``i/n`` split that left
-neither outputs nor a summary are listed as ``missing_shards`` (the merge still writes what
-exists). A fitting run that later writes into the folder removes the merged dataset
+neither outputs nor a summary are listed as ``missing_shards``, shards whose latest run did not
+fit all its images (interrupted, killed, cut short by ``--limit``) as ``unfinished_shards``
+(the merge still writes what exists). A fitting run that later writes into the folder removes the merged dataset
 (:func:`retire_merged`): it no longer holds those fits.
 """
 
@@ -51,7 +52,8 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         ``settings``: the distinct fit settings the summaries record (one entry when every
         shard agrees; :mod:`fit3d.pipeline.settings`), ``complete_splits`` (:func:`complete_splits`) and ``missing_shards``: the ``"i/n"``
         shards of every recorded split that left neither an output nor a summary
-        (:func:`missing_shards`).
+        (:func:`missing_shards`), ``unfinished_shards`` (:func:`unfinished_shards`; a split with
+        one is not complete).
     Raises:
         ValueError: the outputs hold different joints or fields (runs of different
             models or settings in one folder), or nothing to merge.
@@ -110,7 +112,7 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     fitted = status == "fitted"
     err = arrays["reproj_error_px"][fitted] if n else np.zeros(0)
     err = err[np.isfinite(err)]
-    runs = []
+    runs, started = [], []
     for f in sorted(fits_dir.glob("summary*.json")):
         try:
             data = json.loads(f.read_text())
@@ -119,6 +121,8 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
             continue
         if "this_run" in data:  # a run's summary (not only an earlier merge's)
             runs.append(dict(file=f.name, **data))
+        elif isinstance(data, dict) and data.get("running"):  # its run never wrote its summary
+            started.append(dict(file=f.name, **data))
     pending = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.failed.json"))
     incomplete = sorted(str(p.relative_to(fits_dir)) for p in fits_dir.rglob("*.incomplete.json"))
     totals = {k: sum(int(r.get("this_run", {}).get(k, 0)) for r in runs) for k in COUNTS}
@@ -133,16 +137,52 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         if "settings" in r and r["settings"] not in settings:
             settings.append(r["settings"])
     shards = sorted(set(map(str, arrays.get("shard", []))))
+    unfinished = unfinished_shards(runs, started, shards)
+    seen = shards + [str(r["shard"]) for r in runs + started if "shard" in r]
     return dict(
         people=n, people_fitted=int(fitted.sum()), people_valid=int((arrays.get("valid", fitted) & fitted).sum()),
         people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
         reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
                              mean=float(err.mean()) if len(err) else None),
-        shards=shards, missing_shards=missing_shards(seen := shards + [str(r["shard"]) for r in runs if "shard" in r]),
-        complete_splits=complete_splits(seen),
+        shards=shards, missing_shards=missing_shards(seen), unfinished_shards=unfinished,
+        complete_splits=[n for n in complete_splits(seen)
+                         if not any(u["shard"].endswith(f"/{n}") for u in unfinished)],
         unreadable_outputs=unreadable, pending_failures=pending, pending_incomplete=incomplete,
         latest_runs_total=totals, runs=[r.get("file") for r in runs], settings=settings,
     )
+
+
+def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) -> list[dict]:
+    """The shards whose latest run did not fit all its images: ``{"shard": "i/n", "why": ...}``.
+
+    Args:
+        runs: the run summaries (``this_run`` counts): unfinished when interrupted, or when
+            ``--limit`` left images of the shard (``images_left_by_limit``).
+        started: summaries a run wrote when it started (``running``) and never replaced: that run
+            is still going, or was killed outright (SIGKILL, a lost node).
+        shards: the shards of the outputs: one without any summary never finished a run.
+    """
+    out = []
+    for r in started:
+        out.append(dict(shard=str(r.get("shard")), why=f"its run started {r.get('started', '')} has not finished "
+                                                       "(still running, or killed)"))
+    for r in runs:
+        this = r.get("this_run", {})
+        if this.get("interrupted"):
+            out.append(dict(shard=str(r.get("shard")), why=f"its latest run was interrupted (exit {this.get('exit_code')})"))
+        elif r.get("images_left_by_limit"):
+            out.append(dict(shard=str(r.get("shard")), why=f"its latest run's --limit left {r['images_left_by_limit']} "
+                                                           "images"))
+    summarised = {str(r.get("shard")) for r in runs + started}
+    out += [dict(shard=s, why="it left outputs but no summary (its run did not finish)") for s in shards
+            if s not in summarised and _is_shard(s)]
+    return out
+
+
+def _is_shard(text: str) -> bool:
+    """Whether ``text`` reads ``"i/n"``."""
+    i, _, n = str(text).partition("/")
+    return i.isdigit() and n.isdigit()
 
 
 def _gaps(seen: list[str]) -> dict[int, list[str]]:
@@ -186,7 +226,7 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
     arrays, summary = merge_fits(fits_dir)
     out = fits_dir / DATASET_FILE if out is None else Path(out)
     write_npz(out, arrays)
-    summary["dataset"] = str(out)
+    summary["dataset"] = str(out.resolve())  # (a later run, from any folder, finds it to retire it)
     path = fits_dir / "summary.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
     write_json(path, dict(existing, merged=summary))

@@ -25,6 +25,7 @@ import json
 import logging
 import signal
 import time
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -81,6 +82,10 @@ class RunConfig:
         check_settings: False: neither check nor record settings, for a caller that keeps its
             own record (NeuralAnnot: ``annotator_state.json``,
             :func:`fit3d.pipeline.neuralannot.forget_other_annotators`).
+        inputs: where the people were read from (JSON-able: the image folder, the annotation
+            file and its digest...), recorded in the summary. Images are resumed by name, so a
+            rerun from other inputs (another annotation file, or one edited since) keeps the
+            images already done as they are: it warns, naming what changed (:func:`input_changes`).
     """
 
     out_dir: Path
@@ -94,6 +99,7 @@ class RunConfig:
     fitter_name: str | None = None
     settings: dict | None = None
     check_settings: bool = True
+    inputs: dict | None = None
 
     @property
     def whole_folder(self) -> bool:
@@ -107,8 +113,11 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
 
     ``"auto"``: this SLURM array task's shard, from ``SLURM_ARRAY_TASK_ID`` (zero-based
     when the array is ``0-(n-1)``, as ``sbatch --array`` and submitit make it) and
-    ``SLURM_ARRAY_TASK_COUNT`` (else ``SLURM_ARRAY_TASK_MAX - SLURM_ARRAY_TASK_MIN + 1``);
-    the task id is taken relative to ``SLURM_ARRAY_TASK_MIN``.
+    ``SLURM_ARRAY_TASK_COUNT`` (else from ``SLURM_ARRAY_TASK_MAX``); the task id is taken
+    relative to ``SLURM_ARRAY_TASK_MIN`` in steps of ``SLURM_ARRAY_TASK_STEP`` (``--array=0-8:2``:
+    ids 0, 2, ..., 8 are shards 1-5 of 5). An array whose ids are not one range (a list such
+    as ``--array=1,3,7``) and a one-task array of id > 1 (a task resubmitted alone) are refused:
+    their split cannot be told.
 
     Raises:
         ValueError: malformed text, out-of-range index, or ``auto`` outside a SLURM array.
@@ -129,12 +138,21 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
             except ValueError:
                 raise ValueError(f"--shard auto: {name}={env[name]!r} is not a number") from None
 
-        lo = number("SLURM_ARRAY_TASK_MIN", 0)
-        n = number("SLURM_ARRAY_TASK_COUNT") if "SLURM_ARRAY_TASK_COUNT" in env else \
-            number("SLURM_ARRAY_TASK_MAX") - lo + 1
-        i = number("SLURM_ARRAY_TASK_ID") - lo
-        if not 0 <= i < n:
-            raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} is outside its array of {n}")
+        lo, step = number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
+        hi, task = number("SLURM_ARRAY_TASK_MAX"), number("SLURM_ARRAY_TASK_ID")
+        if step < 1:
+            raise ValueError(f"--shard auto: SLURM_ARRAY_TASK_STEP={step} (give --shard i/n)")
+        n = number("SLURM_ARRAY_TASK_COUNT") if "SLURM_ARRAY_TASK_COUNT" in env else (hi - lo) // step + 1
+        if hi is not None and "SLURM_ARRAY_TASK_MIN" in env and hi - lo != (n - 1) * step:
+            raise ValueError(f"--shard auto: the array's {n} task ids are not one range {lo}-{hi}:{step} (a list "
+                             "such as --array=1,3,7, or a resubmitted subset): give --shard i/n")
+        if n == 1 and task > 1:  # e.g. one task of a larger array resubmitted alone (--array=17)
+            raise ValueError(f"--shard auto: an array of one task, id {task}, does not say its split (a task "
+                             f"resubmitted alone?): give --shard {task + 1}/N or {task}/N as the array counted")
+        i, rest = divmod(task - lo, step)
+        if rest or not 0 <= i < n:
+            raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} is outside its array of {n}"
+                             + (f" (ids {lo}-{hi}:{step})" if hi is not None else ""))
         return i, n
     try:
         i, n = (int(x) for x in text.split("/"))
@@ -149,6 +167,10 @@ def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[Im
     """The images this job fits: sharded, limited, without those already done (written, and
     not marked incomplete by an earlier run that could not read some of their annotations).
 
+    An output that is no ``.npz`` archive (empty, cut short, overwritten by something else:
+    fit3d writes atomically, so only damage from outside does this) is not done: it is fitted
+    again, with one warning counting such files.
+
     Returns:
         ``(todo, n_already_done, n_mine)``.
     """
@@ -159,8 +181,17 @@ def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[Im
         mine = mine[: config.limit]
     if config.overwrite:
         return mine, 0, len(mine)
-    todo = [r for r in mine if not r.people or not output_path(config.out_dir, r.image_key).is_file()
-            or incomplete_path(config.out_dir, r.image_key).is_file()]
+    todo, damaged = [], []
+    for r in mine:
+        out = output_path(config.out_dir, r.image_key)
+        if not r.people or not out.is_file() or incomplete_path(config.out_dir, r.image_key).is_file():
+            todo.append(r)
+        elif not zipfile.is_zipfile(out):  # reads the archive's directory at the end of the file
+            todo.append(r)
+            damaged.append(out.name)
+    if damaged:
+        log.warning("%d output%s in %s cannot be read (e.g. %s): fitted again", len(damaged),
+                    "s" if len(damaged) > 1 else "", config.out_dir, damaged[0])
     return todo, len(mine) - len(todo), len(mine)
 
 
@@ -196,7 +227,10 @@ def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE
             f" ({n_bad} non-finite or far-off keypoints ignored)" if n_bad else "")
     spread = keypoint_spread_px(mapped)
     if spread < MIN_SPREAD_PX:
-        return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX})"
+        xy = mapped[mapped[:, 2] > 0, :2]
+        hint = ("; all coordinates lie within 0-1: normalised? fit3d reads pixels (OpenPose: --keypoint_scale 0)"
+                if len(xy) and np.abs(xy).max() <= 1.0 else "")
+        return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX}){hint}"
     return None
 
 
@@ -344,7 +378,7 @@ class _Job:
             except OSError as e:  # this image's output cannot be written: the others carry on
                 c.images_failed += 1
                 c.people_deferred += len(records[ii])
-                failure = dict(image=img.image_key, annot_id=-1, reason=f"could not write {path}: {e}")
+                failure = dict(image=img.image_key, annot_id=None, reason=f"could not write {path}: {e}")
                 c.failures.append(failure)
                 _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=[failure]))
                 continue
@@ -429,7 +463,11 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         **({"fitter": str(name)} if name else {}), **described)
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
+    changed = input_changes(out_dir, config.shard, config.inputs)
     todo, already, mine = select_images(images, config)
+    if changed and already:
+        log.warning("this folder's earlier run read other inputs (%s): the %d images already done keep their fits "
+                    "(images are resumed by name); --overwrite refits them all", changed, already)
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
@@ -437,6 +475,14 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
     todo = [r for r in todo if r.people]
+    i, n = config.shard
+    head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
+    if config.inputs is not None:
+        head["inputs"] = config.inputs
+    if config.limit is not None:  # what --limit left of this shard: not fitted, not done (fit3d merge says so)
+        head["images_left_by_limit"] = max(0, len(images[i::n]) - mine)
+    if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost) shows as unfinished
+        write_summary(out_dir, config.shard, dict(head, running=True, started=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     if config.progress:
         from tqdm import tqdm
 
@@ -457,10 +503,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     if job.bar is not None:
         job.bar.close()
     elapsed = time.perf_counter() - t0
-    i, n = config.shard
     summary = dict(
-        fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}",
-        this_run=dict(counts.as_dict(), seconds=round(elapsed, 3),
+        head, this_run=dict(counts.as_dict(), seconds=round(elapsed, 3),
                       fits_per_second=round(counts.people_fitted / elapsed, 3) if elapsed > 0 else 0.0),
         input_problems=[asdict(p) for p in problems], versions=versions(), batch_size=config.batch_size,
         processes=1 + len(shared.worker_pids) if shared else 1,  # (those that fitted)
@@ -477,6 +521,22 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         summary["schedule"] = [asdict(s) for s in schedule]
     write_summary(out_dir, config.shard, summary)
     return summary
+
+
+def input_changes(out_dir: Path, shard: tuple[int, int], inputs: dict | None) -> str:
+    """What differs between ``inputs`` and those the shard's last summary in ``out_dir`` records
+    (``"annotations: a.json -> b.json"``, ``"annotations_digest: ..."``); "" when nothing
+    differs, or either side records none (a new folder, a folder from before the record)."""
+    if not inputs:
+        return ""
+    try:
+        old = json.loads(shard_file(out_dir, "summary", shard).read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not isinstance(old, dict):
+        return ""
+    diff = [f"{k}: {old.get(k)} -> {inputs.get(k)}" for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
+    return "; ".join(diff)
 
 
 def make_output_dir(out_dir: str | Path) -> Path:

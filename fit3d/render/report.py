@@ -65,7 +65,7 @@ def _thumb(path: Path, width: int = 360) -> str:
             im.thumbnail((width * 2, width))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)
-    except (OSError, ValueError):  # PIL's UnidentifiedImageError is an OSError
+    except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
         return ""
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
@@ -120,4 +120,5 @@ median reprojection error {med:.2f} px. Rows sorted worst first.</p>
 {"".join(body)}</table></body></html>
 """
     atomic_write_bytes(out, page.encode())
-    return dict(people=len(rows), fitted=fitted, valid=valid, median_px=med)
+    unreadable = [r["file"] for r in rows if r["status"] == "unreadable"]
+    return dict(people=len(rows) - len(unreadable), fitted=fitted, valid=valid, median_px=med, unreadable=unreadable)

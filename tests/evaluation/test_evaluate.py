@@ -73,6 +73,14 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     assert r.exit_code == 0, r.output
     assert json.loads((fits / "metrics.json").read_text())["count"] == 14
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 15
+    # an unreadable fit (found by a helper: its people silently counted as not fitted, exit 0)
+    broken = sorted(fits.glob("*.npz"))[0]
+    broken.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(sample_dir / "test_coco.json")])
+    assert r.exit_code == 3 and f"unreadable fit {broken.name}" in r.output, r.output
+    assert json.loads((fits / "metrics.json").read_text())["unreadable_fits"] == [broken.name]
+    r = CliRunner().invoke(cli, ["report", "--fits", str(fits), "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 3 and f"unreadable fit {broken.name}" in r.output, r.output
 
     # SPIN input: fit it, then evaluate in 3D
     spin = _spin_fixture(tmp_path, sample_dir)
@@ -108,6 +116,8 @@ def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
     (tmp_path / "nofits").mkdir()
     summary, _ = evaluate(tmp_path / "nofits", f)
     assert summary["count"] == 16 and summary["fitted"] == 0
+    left_out = summary["ground_truth_left_out"]  # said (found by a helper: dropped without a word)
+    assert len(left_out) == 2 and any("seven" in t for t in left_out) and any("-5" in t for t in left_out)
 
 
 def test_spin_ids_that_repeat_across_images_are_matched_by_image_and_id(tmp_path):

@@ -150,6 +150,17 @@ def test_anny_fits_export_their_own_parameters_or_refuse(tmp_path, anny_model, s
         r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", fmt, "--out", str(out)])
         assert r.exit_code == 1 and "these fits are of anny" in r.output and "--model smpl" in r.output
         assert "Traceback" not in r.output and not out.exists()
+    # found by a helper: an unreadable fit file was left out without a word, exit 0
+    broken = sorted(fits_dir.glob("*.npz"))[0]
+    broken.write_bytes(b"")
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "humandata",
+                                 "--out", str(tmp_path / "hd2.npz")])
+    assert r.exit_code == 3 and f"unreadable {broken.name}" in r.output and (tmp_path / "hd2.npz").is_file(), r.output
+    # a folder that cannot be written: one line, no traceback
+    (tmp_path / "file").write_text("")
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "humandata",
+                                 "--out", str(tmp_path / "file" / "hd.npz")])
+    assert r.exit_code == 1 and "cannot export to" in r.output and "Traceback" not in r.output, r.output
 
 
 def test_duplicate_annotation_ids_are_rejected_both(tmp_path, anny_model, sample_dir):

@@ -72,6 +72,82 @@ def test_shard_auto_reads_the_slurm_array():
         parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="x"))
 
 
+def test_shard_auto_steps_through_a_stepped_array_and_refuses_splits_it_cannot_tell():
+    """Found by a helper: --array=0-8:2 mapped its ids 0, 2, 4 to shards 1, 3, 5 of 5 (2 and 4
+    never fitted) and failed on 6 and 8; a task resubmitted alone fitted the whole folder."""
+    stepped = dict(SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="8", SLURM_ARRAY_TASK_STEP="2",
+                   SLURM_ARRAY_TASK_COUNT="5")
+    assert [parse_shard("auto", dict(stepped, SLURM_ARRAY_TASK_ID=str(t))) for t in (0, 2, 4, 6, 8)] == \
+        [(i, 5) for i in range(5)]
+    with pytest.raises(ValueError, match="outside its array"):
+        parse_shard("auto", dict(stepped, SLURM_ARRAY_TASK_ID="3"))
+    with pytest.raises(ValueError, match="not one range"):  # --array=1,3,7
+        parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="3", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="7",
+                                 SLURM_ARRAY_TASK_COUNT="3"))
+    with pytest.raises(ValueError, match="resubmitted alone"):  # --array=17
+        parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="17", SLURM_ARRAY_TASK_MIN="17", SLURM_ARRAY_TASK_MAX="17",
+                                 SLURM_ARRAY_TASK_COUNT="1"))
+    assert parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_MIN="0", SLURM_ARRAY_TASK_MAX="0",
+                                    SLURM_ARRAY_TASK_COUNT="1")) == (0, 1)
+
+
+class _Killed(BaseException):
+    """A process killed outright (SIGKILL, a lost node): nothing after it runs."""
+
+
+class _DiesAfter:
+    """A fitter whose n-th call is the process being killed."""
+
+    def __init__(self, inner, n):
+        self.inner, self.n, self.calls = inner, n, 0
+        self.schedule, self.extra_defaults, self.name = inner.schedule, inner.extra_defaults, inner.name
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.calls == self.n:
+            raise _Killed()
+        return self.inner(batch)
+
+
+def test_merge_says_which_shards_did_not_finish(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a helper: shards interrupted, killed or cut short by --limit were merged as complete,
+    without a word."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+    from fit3d.pipeline.interrupt import Interrupted
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+
+    class Interrupting(_DiesAfter):
+        def __call__(self, batch):
+            self.calls += 1
+            if self.calls == self.n:
+                raise Interrupted(15)
+            return self.inner(batch)
+
+    run(images, Interrupting(fast_fitter, 1), anny_model, RunConfig(out, shard=(0, 3), batch_size=1, progress=False))
+    with pytest.raises(_Killed):
+        run(images, _DiesAfter(fast_fitter, 2), anny_model, RunConfig(out, shard=(1, 3), batch_size=1, progress=False))
+    run(images, fast_fitter, anny_model, RunConfig(out, shard=(2, 3), progress=False))
+    _, s = merge_fits(out)
+    why = {u["shard"]: u["why"] for u in s["unfinished_shards"]}
+    assert "interrupted (exit 143)" in why["1/3"] and "has not finished" in why["2/3"] and "3/3" not in why
+    assert s["missing_shards"] == [] and s["complete_splits"] == []
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0 and "warning: shard 2/3 is unfinished" in r.output, r.output
+    for i in range(2):  # the same commands rerun: resumed, finished, complete
+        run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 3), progress=False))
+    _, s = merge_fits(out)
+    assert s["unfinished_shards"] == [] and s["complete_splits"] == [3] and s["people"] == 14
+    limited = tmp_path / "limited"
+    run(images, fast_fitter, anny_model, RunConfig(limited, limit=1, progress=False))
+    _, s = merge_fits(limited)
+    assert s["unfinished_shards"] == [dict(shard="1/1", why="its latest run's --limit left 3 images")]
+    assert s["complete_splits"] == []
+
+
 def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts(
         tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(two_layout_coco(sample_copy, tmp_path / "two.json"), sample_copy)

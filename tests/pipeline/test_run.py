@@ -436,3 +436,51 @@ def test_keypoints_far_beyond_any_image_are_unusable_not_a_fit_that_always_raise
     people = _people(tmp_path / "fits")
     assert people[far["id"]]["status"] == "skipped" and "far-off" in str(people[far["id"]]["skip_reason"])
     assert people[part["id"]]["status"] == "fitted"
+
+
+def test_damaged_outputs_are_fitted_again_with_one_warning(tmp_path, sample_copy, anny_model, fast_fitter, caplog):
+    """Found by a helper: an empty or cut-short output counted as done, so no rerun repaired it."""
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False))
+    first, second, *rest = fit_files(out)
+    first.write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    second.write_bytes(b"")
+    mtimes = {p: p.stat().st_mtime_ns for p in rest}
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))["this_run"]
+    assert s["images_written"] == 2 and s["images_already_done"] == len(rest) and s["exit_code"] == 0
+    assert any("2 outputs" in r.getMessage() and "cannot be read" in r.getMessage() for r in caplog.records)
+    assert all(read_fit(p)["annot_id"] is not None for p in (first, second))
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())
+
+
+def test_a_rerun_from_other_inputs_warns_that_done_images_keep_their_fits(tmp_path, sample_copy, anny_model,
+                                                                          fast_fitter, caplog):
+    """Found by a helper: images are resumed by name, and the inputs were recorded nowhere, so an
+    edited annotation file or another image folder resumed silently."""
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    inputs = dict(images="/data/a", annotations="/data/a.json", annotations_digest="1234")
+    s = run(images[:2], fast_fitter, anny_model, RunConfig(out, progress=False, inputs=inputs))
+    assert s["inputs"] == inputs
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=inputs))
+    assert not caplog.records  # the same inputs: resumed without a word
+    edited = dict(inputs, annotations_digest="5678")
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
+    (record,) = caplog.records
+    assert "annotations_digest: 1234 -> 5678" in record.getMessage() and "4 images already done" in record.getMessage()
+
+
+def test_the_cli_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
+    from fit3d.cli.fit import input_record
+    from fit3d.cli.options import FitOptions
+
+    r = input_record(FitOptions(images=sample_dir, out_dir=tmp_path, annotations=sample_dir / "test_coco.json"))
+    assert r["images"] == str(sample_dir.resolve()) and r["annotations"].endswith("test_coco.json")
+    copy = tmp_path / "a.json"
+    copy.write_text((sample_dir / "test_coco.json").read_text().replace('"id": 785', '"id": 786', 1))
+    other = input_record(FitOptions(images=sample_dir, out_dir=tmp_path, annotations=copy))
+    assert len(other["annotations_digest"]) == 16 and other["annotations_digest"] != r["annotations_digest"]
