@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="the regressor's seed (its pool and people; default 0)")
     ap.add_argument("--closeup", type=float, default=None,
                     help="share of the regressor's people framed from the waist or chest up (default: shipped)")
+    ap.add_argument("--width", type=int, default=None, help="the regressor's trunk width (default: the shipped one)")
+    ap.add_argument("--blocks", type=int, default=None, help="the regressor's residual blocks (default: shipped)")
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
@@ -59,7 +61,9 @@ def main() -> None:
             model, _ = train_regressor(load_pose_set(poses), body, include_val=a.include_val, recombined=recombined,
                                        prototypes=protos, progress=False, checkpoint=checkpoint, seed=a.seed,
                                        **({} if a.regressor_rounds is None else {"rounds": a.regressor_rounds}),
-                                       **({} if a.closeup is None else {"closeup": a.closeup}))
+                                       **({} if a.closeup is None else {"closeup": a.closeup}),
+                                       **({} if a.width is None else {"width": a.width}),
+                                       **({} if a.blocks is None else {"blocks": a.blocks}))
             save_regressor(model, out)
             checkpoint.unlink(missing_ok=True)
         else:

@@ -106,8 +106,11 @@ def train_prior_cmd(kind, poses, out, seed, body):
 @click.option("--prototypes", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="A prototype memory ('fit3d train-prior --kind prototypes'): the regressor picks one of its "
                    "poses and regresses the residual from it (PM-Net). Default: start from the mean pose.")
+@click.option("--width", type=click.IntRange(min=8), default=None,
+              help="Trunk width (default: the shipped setting, fit3d.training.regressor.REGRESSOR_WIDTH, 192). EFT "
+                   "fine-tunes a copy per person: its time grows with the width squared.")
 @model_options
-def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, body):
+def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, width, body):
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
     member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
@@ -126,7 +129,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, b
 
             protos = load_prior(prototypes).prototypes
         pose_set = load_pose_set(default_pose_set(poses, body))
-        size = {} if rounds is None else {"rounds": rounds}
+        size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
         checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
         model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed,
                                       prototypes=protos, checkpoint=checkpoint, **size)

@@ -59,6 +59,9 @@ TRAIN_ORIENTATIONS = OrientationModel(p_any=0.1, p_high=0.1)
 #: 113.0 / 35.8 -> 111.4 / 36.7, noise-free 95.5 / 21.1 -> 93.7 / 22.0, 2x noise 122.0 / 47.4 ->
 #: 120.9 / 47.9 (docs/experiments.md, "Close-ups").
 REGRESSOR_CLOSEUP = 0.15
+#: Trunk width of the shipped regressor (:class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`).
+#: EFT fine-tunes every person's copy of it, so its cost grows with the width squared.
+REGRESSOR_WIDTH = 192
 
 
 def training_pool(pose_set: dict, include_val: bool = True, recombined: int | None = None,
@@ -140,7 +143,7 @@ def nearest_prototype(prototypes: torch.Tensor, body_pose: torch.Tensor) -> torc
 def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, people_per_round: int = 8192,
                     epochs_per_round: int = 2, batch_size: int = REGRESSOR_BATCH_SIZE, lr: float = 1e-3, seed: int = 0,
                     progress: bool = True, include_val: bool = True, recombined: int | None = None,
-                    prototypes: torch.Tensor | None = None, width: int = 192,
+                    prototypes: torch.Tensor | None = None, width: int = REGRESSOR_WIDTH,
                     blocks: int = 2, checkpoint: str | Path | None = None,
                     closeup: float = REGRESSOR_CLOSEUP) -> tuple[KeypointRegressor, dict]:
     """Train a :class:`KeypointRegressor` for ``body_model`` on :func:`training_people`.

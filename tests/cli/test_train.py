@@ -13,10 +13,11 @@ def test_train_regressor_members_writes_an_ensemble_and_no_checkpoint(tmp_path):
     out = tmp_path / "reg.pt"
     (tmp_path / "reg.pt.partial.member2").write_bytes(b"")  # left by an interrupted run with --members 3
     r = CliRunner().invoke(cli, ["train-regressor", "--members", "2", "--rounds", "1", "--people", "256",
-                                 "--out", str(out)])
+                                 "--width", "64", "--out", str(out)])
     assert r.exit_code == 0, r.output
     reg = load_regressor(out)
     assert isinstance(reg, EnsembleRegressor) and len(reg.members) == 2
+    assert all(m.width == 64 for m in reg.members)  # --width reaches every member
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.pt"]  # every member's checkpoint removed
 
 
