@@ -151,6 +151,9 @@ def merge(fits_dir, out):
     """
     from fit3d.pipeline.merge import write_merged
 
+    if out is not None and out.suffix != ".npz":  # numpy would write an .npz under another name
+        raise click.BadParameter(f"{out.name}: the dataset is an .npz file (give a name ending in .npz)",
+                                 param_hint="--out")
     with errors_as():
         path, s = write_merged(fits_dir, out)
     med = s["reproj_error_px"]["median"]
