@@ -103,20 +103,23 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
 
 
 def _crash(task, error: Exception) -> tuple[int, str]:
-    """``(exit code, what happened)`` of a task whose result could not be read: killed by a
-    signal (a local task's process: ``128 + signal``, as a shell says it), failed with a Python
-    error (submitit's ``FailedJobError``: the error's last line from the task's log) or ended
-    without a result (the scheduler's state: cancelled, out of memory, node failure...): 1."""
-    process = getattr(task, "_process", None)  # a local task's Popen (submitit's LocalJob)
+    """``(exit code, what happened)`` of a task whose result could not be read: its local
+    submitit process killed by a signal (``128 + signal``, as a shell says it; the fit it ran may
+    have stopped with it), failed with a Python error (submitit's ``FailedJobError``: the error's
+    last line from the task's log) or ended without a result (killed itself, out of memory, a
+    node lost; the scheduler's state): 1."""
+    process = getattr(task, "_process", None)  # a local job's submitit process (submitit's LocalJob)
     rc = process.poll() if process is not None else None
     if rc is not None and rc < 0:
-        return 128 - rc, f"was killed by signal {-rc} (exit {128 - rc}); log: {getattr(task.paths, 'stderr', '?')}"
+        return 128 - rc, (f"stopped: its submitit process (pid {process.pid}) was killed by signal {-rc} "
+                          f"(exit {128 - rc}); log: {getattr(task.paths, 'stderr', '?')}")
     if type(error).__name__ == "FailedJobError":
         return 1, f"failed: {_last_error_line(task)}"
     state = getattr(task, "state", "UNKNOWN")
     text = str(error).strip()
     first = text.splitlines()[0][:200] if text else type(error).__name__
-    return 1, f"ended without a result (state {state}: {first}); log: {getattr(task.paths, 'stderr', '?')}"
+    return 1, (f"ended without a result (killed? out of memory? state {state}: {first}); "
+               f"log: {getattr(task.paths, 'stderr', '?')}")
 
 
 def _images(n: int) -> str:
@@ -168,8 +171,8 @@ def merge(fits_dir, out):
         click.echo(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
                    f"{fits_dir}: {why}; run them (--shard i/n), then merge again", err=True)
     for u in s["unfinished_shards"]:
-        click.echo(f"fit3d: warning: shard {u['shard']} is unfinished: {u['why']}; its images not yet fitted are "
-                   "not in the dataset: rerun it (the same command resumes), then merge again", err=True)
+        click.echo(f"fit3d: warning: shard {u['shard']} is unfinished, its images not yet fitted are not in the "
+                   f"dataset: {u['why']}; then merge again", err=True)
     if s["pending_failures"]:
         click.echo(f"fit3d: {_images(len(s['pending_failures']))} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
                    "failed people or could not be written "

@@ -47,6 +47,9 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
                    "are used more than once (in the ground truth or in the fits), so they cannot be matched", err=True)
     for f in summary["unreadable_fits"][:10]:
         click.echo(f"fit3d: unreadable fit {f}: its people count as not fitted", err=True)
+    if len(summary["unreadable_fits"]) > 10:
+        click.echo(f"fit3d: ... and {len(summary['unreadable_fits']) - 10} more unreadable fits (all in the metrics "
+                   "file)", err=True)
     if summary["ground_truth_left_out"]:
         n = len(summary["ground_truth_left_out"])
         click.echo(f"fit3d: {n} ground-truth entr{'ies' if n > 1 else 'y'} left out (e.g. "

@@ -128,8 +128,10 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     echo_problems(s["input_problems"][len(problems):])  # found by the run (keypoint layouts): not printed yet
     code = report_run(s, opts.out_dir)
     if (opts.render or opts.save_mesh) and not s["this_run"]["interrupted"]:
-        render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
-                    save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
+        unreadable = render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
+                                 save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
+        if unreadable and code == 0:  # the fit's own code comes first (5 before 3; 4 stays)
+            code = 3
     raise click.exceptions.Exit(code)
 
 
@@ -162,7 +164,7 @@ def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_
 
     from fit3d.pipeline.workers import FitterPool, FitterRecipe, available_cores, plan_workers
 
-    people = sum(len(r.people) for r in this_job(opts, records)[0])
+    people = sum(len(r.people) for r in this_job(opts, records, warn=False)[0])
     cores = available_cores()
     processes, threads = plan_workers(opts.workers, opts.device,
                                       math.ceil(people / (opts.batch_size or default_batch_size)), people, cores)
@@ -202,13 +204,14 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     return {**out, **fitter_description(fitter)} if fitter is not None else out
 
 
-def this_job(opts: FitOptions, records) -> tuple[list, int, int]:
+def this_job(opts: FitOptions, records, warn: bool = True) -> tuple[list, int, int]:
     """:func:`fit3d.pipeline.select_images` for the command's shard, ``--limit`` and
-    ``--overwrite``: ``(images to fit, already done, this job's images)``."""
+    ``--overwrite``: ``(images to fit, already done, this job's images)``; ``warn``: say which
+    outputs are damaged (once per command: not when planning the worker processes)."""
     from fit3d.pipeline import RunConfig, select_images
 
     return select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
-                                            overwrite=opts.overwrite))
+                                            overwrite=opts.overwrite), warn=warn)
 
 
 def report_validation(records, problems, body, opts: FitOptions) -> int:
@@ -234,6 +237,12 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
     todo, done, mine = this_job(opts, records)
+    from fit3d.pipeline.run import input_changes, previous_summary
+
+    changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
+    if changed and done:
+        click.echo(f"fit3d: warning: this folder's earlier run read other inputs ({changed}): the {done} images "
+                   "already done would keep their fits; --overwrite refits them all", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "

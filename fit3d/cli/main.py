@@ -44,9 +44,9 @@ def cli(verbose: bool) -> None:
 
 
 class _CommandLineFormatter(logging.Formatter):
-    """Log records as the command line's other messages read: ``fit3d: warning: ...`` and
-    ``fit3d: error: ...``; with ``--verbose`` every record names its level and logger
-    (``DEBUG fit3d.pipeline.run: ...``)."""
+    """fit3d's log records as the command line's other messages read: ``fit3d: warning: ...`` and
+    ``fit3d: error: ...``; other libraries' records, and with ``--verbose`` every record, name
+    their level and logger (``WARNING trimesh: ...``, ``DEBUG fit3d.pipeline.run: ...``)."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__("%(levelname)s %(name)s: %(message)s")
@@ -54,7 +54,7 @@ class _CommandLineFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """One line (and a traceback where the record has one)."""
-        if self.verbose or record.levelno < logging.WARNING:
+        if self.verbose or record.levelno < logging.WARNING or record.name.split(".")[0] != "fit3d":
             return super().format(record)
         text = f"fit3d: {'warning' if record.levelno == logging.WARNING else 'error'}: {record.getMessage()}"
         return text + ("\n" + self.formatException(record.exc_info) if record.exc_info else "")

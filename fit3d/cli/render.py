@@ -9,15 +9,16 @@ import click
 from fit3d.cli.options import errors_as
 
 
-def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True) -> None:
-    """Render the fits of ``fits`` (or only write their meshes when not ``overlays``), reporting on stderr."""
+def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True) -> int:
+    """Render the fits of ``fits`` (or only write their meshes when not ``overlays``), reporting on
+    stderr; returns how many fit files could not be read (each named)."""
     from fit3d.render.fits import render_dir, save_meshes_dir
     from fit3d.render.overlay import RenderError
 
     if not overlays:
         n = save_meshes_dir(fits, out, body, save_mesh, names=names)
         click.echo(f"fit3d: wrote {n} meshes -> {out}", err=True)
-        return
+        return 0
     try:
         st = render_dir(fits, images, out, body, side=side, keypoints=keypoints, save_mesh=save_mesh, names=names,
                         progress=progress)
@@ -29,8 +30,7 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
         click.echo(f"fit3d: could not render {er['file']}: {er['reason']}", err=True)
     click.echo(f"fit3d: rendered {st['images']} images in {st['seconds']:.1f} s "
                f"({st['images_per_s']:.2f} images/s) -> {out}", err=True)
-    if st["errors"]:  # as the fitting commands' 3: some inputs could not be read, the rest was done
-        raise click.exceptions.Exit(3)
+    return len(st["errors"])
 
 
 def _model_name(files: list[Path]) -> str:
@@ -68,8 +68,9 @@ def _model_name(files: list[Path]) -> str:
 def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
     """Render fitted meshes over their images (pyrender, headless EGL), with side views.
 
-    Exit 0 when every fit was rendered, 3 when some fits could not be read or rendered (each
-    named on stderr; the others are rendered). A missing image is rendered on grey (exit 0).
+    Exit 0 when every fit was rendered, 3 when some fit files could not be read (each named on
+    stderr; the others are rendered), 1 when the renderer fails. A missing image is rendered on
+    grey (exit 0).
     """
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import fit_files
@@ -86,7 +87,8 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     gender = gender or "neutral"
     with errors_as():
         body = build_body_model(model_name, model_path, gender=gender, device=device)
-    render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, None, not no_progress)
+    if render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, None, not no_progress):
+        raise click.exceptions.Exit(3)  # as the fitting commands' 3: some inputs could not be read, the rest done
 
 
 @click.command()

@@ -123,8 +123,9 @@ def make_batch(
     Args:
         people: the records; keypoints are mapped by name from each person's
             convention to ``convention``. An unusable box (missing, NaN, zero-area, outside
-            the image) is replaced by the labelled keypoints' box, as the readers do
-            (:func:`fit3d.data.readers.checked_bbox`; the readers' boxes pass unchanged).
+            the image, far larger than it, around none of the keypoints) is replaced by the
+            labelled keypoints' box, as the readers do (:func:`fit3d.data.readers.checked_bbox`;
+            the readers' boxes pass unchanged).
         convention: the body model's keypoint convention.
         focal_length: pixels, for every person; default: the input's intrinsics
             (``Person.camera``), else each image's diagonal.

@@ -268,10 +268,10 @@ def coco_image_key(file_name: str) -> str:
 
 def _key(path: Path, images_dir: Path) -> str:
     """``path`` relative to ``images_dir`` (POSIX), or its file name when it lies elsewhere
-    (``..`` resolved first, textually: ``imgs/../other/x.jpg`` lies elsewhere, so no output
-    key leaves the output folder)."""
+    (both made absolute and ``..`` resolved first, textually: ``imgs/../other/x.jpg`` and, from
+    ``images_dir`` ``.``, ``../x.jpg`` lie elsewhere, so no output key leaves the output folder)."""
     try:
-        return Path(os.path.normpath(path)).relative_to(os.path.normpath(images_dir)).as_posix()
+        return Path(os.path.abspath(path)).relative_to(os.path.abspath(images_dir)).as_posix()
     except ValueError:
         return path.name
 
@@ -644,6 +644,11 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         rec = _open_image(image, images_dir, None, problems)
         if rec is None:
             continue
+        layouts = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18}
+        sizes = [len(v) // 3 for p in people if isinstance(p, dict)
+                 for v in [p.get("pose_keypoints_2d", p.get("pose_keypoints"))] if isinstance(v, list)]
+        # a person without keypoints ([]) in the layout of the file's others (BODY_25 in a file of none)
+        layouts[0] = next((layouts[k] for k in sizes if k in layouts and k), OPENPOSE_BODY25)
         for idx, p in enumerate(people):
             try:
                 if not isinstance(p, dict):
@@ -654,8 +659,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
                     raise ValueError(f"no pose_keypoints_2d (keys: {', '.join(map(str, p)) or 'none'})")
                 values = p[key]
                 n = len(values) // 3 if isinstance(values, list) else -1
-                conv = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18,
-                        0: OPENPOSE_BODY25}.get(n)  # [] is a person without keypoints: skipped, as all-zero ones
+                conv = layouts.get(n)  # [] is a person without keypoints: skipped, as all-zero ones are
                 if conv is None or len(values) % 3:
                     raise ValueError(f"{key} has {len(values) if isinstance(values, list) else 'no'} "
                                      "values; expected 75 (BODY_25) or 54 (COCO-18)")

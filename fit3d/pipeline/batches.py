@@ -253,7 +253,7 @@ class SharedFitting:
         self.generation += 1
         self.restarts += 1
         if self.mismatch is not None:  # restarting builds the same fitter again
-            log.error("%s; this process fits the rest alone", self.mismatch)
+            log.warning("%s; this process fits the rest alone", self.mismatch)
             self.restarts = MAX_POOL_RESTARTS + 1
         elif self.restarts <= MAX_POOL_RESTARTS:
             log.warning("a worker process %s: starting the workers again",

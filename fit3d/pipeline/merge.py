@@ -162,20 +162,23 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
             is still going, or was killed outright (SIGKILL, a lost node).
         shards: the shards of the outputs: one without any summary never finished a run.
     """
+    rerun = "rerun it (the same command resumes)"
     out = []
     for r in started:
         out.append(dict(shard=str(r.get("shard")), why=f"its run started {r.get('started', '')} has not finished "
-                                                       "(still running, or killed)"))
+                                                       f"(still running, or killed): when it is not running, {rerun}"))
     for r in runs:
         this = r.get("this_run", {})
         if this.get("interrupted"):
-            out.append(dict(shard=str(r.get("shard")), why=f"its latest run was interrupted (exit {this.get('exit_code')})"))
+            out.append(dict(shard=str(r.get("shard")),
+                            why=f"its latest run was interrupted (exit {this.get('exit_code')}): {rerun}"))
         elif r.get("images_left_by_limit"):
-            out.append(dict(shard=str(r.get("shard")), why=f"its latest run's --limit left {r['images_left_by_limit']} "
-                                                           "images"))
+            out.append(dict(shard=str(r.get("shard")), why=f"its latest run's --limit left "
+                                                           f"{r['images_left_by_limit']} images unfitted: run it "
+                                                           "without --limit (or with a larger one)"))
     summarised = {str(r.get("shard")) for r in runs + started}
-    out += [dict(shard=s, why="it left outputs but no summary (its run did not finish)") for s in shards
-            if s not in summarised and _is_shard(s)]
+    out += [dict(shard=s, why=f"it left outputs but no summary (its run did not finish, or the folder was copied "
+                              f"without its summaries): {rerun}") for s in shards if s not in summarised and _is_shard(s)]
     return out
 
 
@@ -257,7 +260,7 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
         summary = {}
     merged = summary.pop("merged", None) if isinstance(summary, dict) else None
     recorded = Path(merged["dataset"]) if isinstance(merged, dict) and merged.get("dataset") else None
-    found = [p for p in {fits_dir / DATASET_FILE, recorded} if p is not None and p.is_file()]
+    found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded) if p is not None and p.is_file()}.values())
     inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]
     removed = [p for p in inside if p == recorded or _is_merged_dataset(p)]
     try:

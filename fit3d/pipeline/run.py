@@ -146,9 +146,10 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
         if hi is not None and "SLURM_ARRAY_TASK_MIN" in env and hi - lo != (n - 1) * step:
             raise ValueError(f"--shard auto: the array's {n} task ids are not one range {lo}-{hi}:{step} (a list "
                              "such as --array=1,3,7, or a resubmitted subset): give --shard i/n")
-        if n == 1 and task > 1:  # e.g. one task of a larger array resubmitted alone (--array=17)
+        if n == 1 and task != 0:  # e.g. one task of a larger array resubmitted alone (--array=17)
             raise ValueError(f"--shard auto: an array of one task, id {task}, does not say its split (a task "
-                             f"resubmitted alone?): give --shard {task + 1}/N or {task}/N as the array counted")
+                             f"resubmitted alone?): give --shard {task + 1}/N or {task}/N as the array counted "
+                             "(--shard 1/1 for the whole folder)")
         i, rest = divmod(task - lo, step)
         if rest or not 0 <= i < n:
             raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} is outside its array of {n}"
@@ -163,13 +164,15 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     return i - 1, n
 
 
-def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[ImageRecord], int, int]:
+def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> tuple[list[ImageRecord], int, int]:
     """The images this job fits: sharded, limited, without those already done (written, and
     not marked incomplete by an earlier run that could not read some of their annotations).
 
     An output that is no ``.npz`` archive (empty, cut short, overwritten by something else:
     fit3d writes atomically, so only damage from outside does this) is not done: it is fitted
-    again, with one warning counting such files.
+    again, with one warning counting such files (``warn``). A file damaged inside (its archive
+    directory intact) still counts as done: ``fit3d merge`` and the exports name it; delete it
+    to refit it.
 
     Returns:
         ``(todo, n_already_done, n_mine)``.
@@ -189,7 +192,7 @@ def select_images(images: list[ImageRecord], config: RunConfig) -> tuple[list[Im
         elif not zipfile.is_zipfile(out):  # reads the archive's directory at the end of the file
             todo.append(r)
             damaged.append(out.name)
-    if damaged:
+    if damaged and warn:
         log.warning("%d output%s in %s cannot be read (e.g. %s): fitted again", len(damaged),
                     "s" if len(damaged) > 1 else "", config.out_dir, damaged[0])
     return todo, len(mine) - len(todo), len(mine)
@@ -463,7 +466,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         **({"fitter": str(name)} if name else {}), **described)
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
-    changed = input_changes(out_dir, config.shard, config.inputs)
+    previous = previous_summary(out_dir, config.shard)
+    changed = input_changes(previous, config.inputs)
     todo, already, mine = select_images(images, config)
     if changed and already:
         log.warning("this folder's earlier run read other inputs (%s): the %d images already done keep their fits "
@@ -479,8 +483,14 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
     if config.inputs is not None:
         head["inputs"] = config.inputs
-    if config.limit is not None:  # what --limit left of this shard: not fitted, not done (fit3d merge says so)
-        head["images_left_by_limit"] = max(0, len(images[i::n]) - mine)
+        # a folder whose done images came from other inputs stays marked (until a whole-folder --overwrite)
+        mixed = (changed if already else "") or ("" if config.overwrite else previous.get("inputs_changed", ""))
+        if mixed:
+            head["inputs_changed"] = mixed
+    if config.limit is not None:  # what --limit left of this shard unfitted (fit3d merge says so)
+        rest = sorted(images, key=lambda r: r.image_key)[i::n][mine:]
+        head["images_left_by_limit"] = sum(1 for r in rest if r.people and (
+            config.overwrite or not output_path(out_dir, r.image_key).is_file()))
     if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost) shows as unfinished
         write_summary(out_dir, config.shard, dict(head, running=True, started=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     if config.progress:
@@ -523,17 +533,21 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     return summary
 
 
-def input_changes(out_dir: Path, shard: tuple[int, int], inputs: dict | None) -> str:
-    """What differs between ``inputs`` and those the shard's last summary in ``out_dir`` records
+def previous_summary(out_dir: str | Path, shard: tuple[int, int]) -> dict:
+    """The shard's summary file in ``out_dir`` as its last run left it (``{}`` without one)."""
+    try:
+        old = json.loads(shard_file(out_dir, "summary", shard).read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def input_changes(previous: dict, inputs: dict | None) -> str:
+    """What differs between ``inputs`` and those a shard's last summary (``previous``) records
     (``"annotations: a.json -> b.json"``, ``"annotations_digest: ..."``); "" when nothing
     differs, or either side records none (a new folder, a folder from before the record)."""
-    if not inputs:
-        return ""
-    try:
-        old = json.loads(shard_file(out_dir, "summary", shard).read_text()).get("inputs")
-    except (OSError, ValueError, AttributeError):
-        return ""
-    if not isinstance(old, dict):
+    old = previous.get("inputs")
+    if not inputs or not isinstance(old, dict):
         return ""
     diff = [f"{k}: {old.get(k)} -> {inputs.get(k)}" for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
     return "; ".join(diff)

@@ -1,6 +1,7 @@
 import json
 import shutil
 
+import pytest
 from click.testing import CliRunner
 
 from fit3d.cli.main import cli
@@ -257,6 +258,21 @@ def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model, schedule_file):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["this_run"]["images"] == 1
     assert summary["batch_size"] == SMPLify.default_batch_size == 256  # no --batch-size: the fitter's own
+    # --render: an unreadable fit in the folder makes a clean fit exit 3; it never replaces the fit's own code
+    # (a review found the render's exit 3 raised in place of the fit's, 5 and 4 included)
+    import fit3d.cli.fit
+
+    rendered = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fit3d.cli.fit, "render_fits", lambda *a, **k: rendered.append(a) or 1)
+        r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations",
+                                     str(sample_dir / "test_coco.json"), "--out", str(out), "--schedule", str(sched),
+                                     "--limit", "1", "--focal-length", "1000", "--no-progress", "--render"])
+        assert r.exit_code == 3 and rendered, r.output
+        r = CliRunner().invoke(cli, ["smplify", "--images", str(tmp_path), "--annotations",
+                                     str(sample_dir / "test_coco.json"), "--out", str(tmp_path / "none"),
+                                     "--schedule", str(sched), "--no-progress", "--render"])
+        assert r.exit_code == 4, r.output  # nothing fitted (no image found) stays 4
 
 
 def test_eft_fallback_records_which_fit_was_kept(tmp_path, sample_dir, anny_model):

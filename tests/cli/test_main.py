@@ -89,3 +89,18 @@ def test_the_warning_hook_is_put_back_when_a_command_ends():
     for _ in range(2):  # (installed twice, it wrapped itself)
         assert CliRunner().invoke(cli, ["print-schedule"]).exit_code == 0
         assert warnings.showwarning is before
+
+
+def test_log_records_read_as_the_command_lines_messages_for_fit3d_only():
+    import logging
+
+    from fit3d.cli.main import _CommandLineFormatter
+
+    def line(name, level, verbose=False):
+        record = logging.LogRecord(name, level, __file__, 1, "something %s", ("happened",), None)
+        return _CommandLineFormatter(verbose).format(record)
+
+    assert line("fit3d.pipeline.run", logging.WARNING) == "fit3d: warning: something happened"
+    assert line("fit3d.pipeline.run", logging.ERROR) == "fit3d: error: something happened"
+    assert line("trimesh", logging.WARNING) == "WARNING trimesh: something happened"  # not passed off as fit3d's
+    assert line("fit3d.pipeline.run", logging.WARNING, verbose=True) == "WARNING fit3d.pipeline.run: something happened"

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -379,7 +380,7 @@ def test_an_image_too_large_for_pillow_is_an_input_error_and_the_rest_is_read(tm
     assert "000000000785.jpg" in {r.image_key for r in images}
 
 
-def test_a_file_name_climbing_out_of_the_image_folder_keeps_its_output_inside(tmp_path, sample_dir):
+def test_a_file_name_climbing_out_of_the_image_folder_keeps_its_output_inside(tmp_path, sample_dir, monkeypatch):
     """Found by a helper: file_name "sub/../../x.jpg" gave the key "../x.jpg", written outside --out."""
     images_dir = tmp_path / "imgs"
     (images_dir / "sub").mkdir(parents=True)
@@ -389,6 +390,11 @@ def test_a_file_name_climbing_out_of_the_image_folder_keeps_its_output_inside(tm
     d["annotations"] = [a for a in d["annotations"] if a["image_id"] == 785]
     (tmp_path / "a.json").write_text(json.dumps(d))
     images, _ = read_coco(tmp_path / "a.json", images_dir)
+    assert [r.image_key for r in images] == ["escape.jpg"]
+    monkeypatch.chdir(images_dir / "sub")  # --images . (a review found '../x.jpg' kept from there)
+    d["images"][0]["file_name"] = "../../escape.jpg"
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, _ = read_coco(tmp_path / "a.json", Path("."))
     assert [r.image_key for r in images] == ["escape.jpg"]
 
 
@@ -423,11 +429,12 @@ def test_openpose_people_in_old_and_empty_forms(tmp_path, sample_dir):
     flat = np.zeros((18, 3), dtype=np.float32)
     flat[:, 0], flat[:, 1], flat[:, 2] = np.linspace(100, 300, 18), np.linspace(50, 400, 18) ** 1.1, 0.9
     people = [{"pose_keypoints": flat.ravel().tolist()}, {"pose_keypoints_2d": []}, {"face_keypoints_2d": []}]
+    # (the empty person takes the file's COCO-18 layout: BODY_25 would add its points to the folder's layout)
     (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": people}))
     images, problems = read_openpose(tmp_path, sample_dir)
     (rec,) = images
     assert [p.person_index for p in rec.people] == [0, 1] and rec.people[0].convention.name == "openpose_coco18"
-    assert rec.people[1].num_visible == 0
+    assert rec.people[1].num_visible == 0 and rec.people[1].convention.name == "openpose_coco18"
     errors = [p for p in problems if p.severity == "error"]
     assert len(errors) == 1 and "no pose_keypoints_2d (keys: face_keypoints_2d)" in errors[0].reason
     p = rec.people[0]

@@ -472,6 +472,8 @@ def test_a_rerun_from_other_inputs_warns_that_done_images_keep_their_fits(tmp_pa
         run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
     (record,) = caplog.records
     assert "annotations_digest: 1234 -> 5678" in record.getMessage() and "4 images already done" in record.getMessage()
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
+    assert s["inputs_changed"] == "annotations_digest: 1234 -> 5678"  # the folder stays marked as mixed
 
 
 def test_the_cli_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
