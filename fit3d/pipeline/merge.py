@@ -156,8 +156,9 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
     """The shards whose latest run did not fit all its images: ``{"shard": "i/n", "why": ...}``.
 
     Args:
-        runs: the run summaries (``this_run`` counts): unfinished when interrupted, or when
-            ``--limit`` left images of the shard (``images_left_by_limit``).
+        runs: the run summaries (``this_run`` counts): unfinished when an error stopped the run
+            (``stopped_by``), when interrupted, or when ``--limit`` left images of the shard unfitted
+            (``images_left_by_limit``).
         started: summaries a run wrote when it started (``running``) and never replaced: that run
             is still going, or was killed outright (SIGKILL, a lost node).
         shards: the shards of the outputs: one without any summary never finished a run.
@@ -169,7 +170,10 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
                                                        f"(still running, or killed): when it is not running, {rerun}"))
     for r in runs:
         this = r.get("this_run", {})
-        if this.get("interrupted"):
+        if r.get("stopped_by"):
+            out.append(dict(shard=str(r.get("shard")), why=f"its latest run stopped with an error ({r['stopped_by']}): "
+                                                           f"fix it, then {rerun}"))
+        elif this.get("interrupted"):
             out.append(dict(shard=str(r.get("shard")),
                             why=f"its latest run was interrupted (exit {this.get('exit_code')}): {rerun}"))
         elif r.get("images_left_by_limit"):

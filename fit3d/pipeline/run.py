@@ -510,6 +510,10 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
                     job.chunk(chunk)
         except (Interrupted, KeyboardInterrupt) as e:
             counts.interrupted = getattr(e, "signum", signal.SIGINT)
+        except Exception as e:  # the start marker would read "still running": the summary says what stopped it
+            if todo:
+                _record_stop(out_dir, config.shard, dict(head, this_run=counts.as_dict(), stopped_by=str(e)))
+            raise
     if job.bar is not None:
         job.bar.close()
     elapsed = time.perf_counter() - t0
@@ -531,6 +535,15 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         summary["schedule"] = [asdict(s) for s in schedule]
     write_summary(out_dir, config.shard, summary)
     return summary
+
+
+def _record_stop(out_dir: Path, shard: tuple[int, int], summary: dict) -> None:
+    """Replace a run's start marker by what it did before an error stopped it (best effort: the
+    error that is being raised is the one to report)."""
+    try:
+        write_summary(out_dir, shard, summary)
+    except ValueError:
+        pass
 
 
 def previous_summary(out_dir: str | Path, shard: tuple[int, int]) -> dict:

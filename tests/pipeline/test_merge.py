@@ -1,3 +1,4 @@
+import importlib
 import json
 
 import numpy as np
@@ -140,6 +141,16 @@ def test_merge_says_which_shards_did_not_finish(tmp_path, sample_copy, anny_mode
     assert s["missing_shards"] == [] and s["complete_splits"] == []
     r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
     assert r.exit_code == 0 and "warning: shard 2/3 is unfinished" in r.output, r.output
+    def failing(fits_dir):  # an error the run does not fit around: the folder's merge cannot be retired
+        raise ValueError("the disk is full")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(importlib.import_module("fit3d.pipeline.run"), "retire_merged", failing)
+        with pytest.raises(ValueError, match="disk is full"):
+            run(images, fast_fitter, anny_model, RunConfig(out, shard=(1, 3), batch_size=1, progress=False))
+    _, s = merge_fits(out)
+    why = {u["shard"]: u["why"] for u in s["unfinished_shards"]}
+    assert "stopped with an error (the disk is full)" in why["2/3"]  # (a review: it read "still running")
     for i in range(2):  # the same commands rerun: resumed, finished, complete
         run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 3), progress=False))
     _, s = merge_fits(out)
