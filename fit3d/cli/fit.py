@@ -237,12 +237,11 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
     todo, done, mine = this_job(opts, records)
-    from fit3d.pipeline.run import input_changes, previous_summary
+    from fit3d.pipeline.run import input_changes, inputs_changed_warning, previous_summary
 
     changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
     if changed and done:
-        click.echo(f"fit3d: warning: this folder's earlier run read other inputs ({changed}): the {done} images "
-                   "already done would keep their fits; --overwrite refits them all", err=True)
+        click.echo(f"fit3d: warning: {inputs_changed_warning(changed, done, would=True)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "

@@ -195,11 +195,7 @@ def _is_shard(text: str) -> bool:
 def _gaps(seen: list[str]) -> dict[int, list[str]]:
     """Per split ``n`` that ``seen`` records (``"i/n"``, one-based; other entries ignored), the
     shards of it that ``seen`` lacks, in order."""
-    pairs = set()
-    for s in seen:
-        i, _, n = str(s).partition("/")
-        if i.isdigit() and n.isdigit():
-            pairs.add((int(i), int(n)))
+    pairs = {tuple(int(x) for x in str(s).split("/")) for s in seen if _is_shard(s)}
     return {n: [f"{i}/{n}" for i in range(1, n + 1) if (i, n) not in pairs] for n in sorted({n for _, n in pairs})}
 
 

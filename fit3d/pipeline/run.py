@@ -116,7 +116,7 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     ``SLURM_ARRAY_TASK_COUNT`` (else from ``SLURM_ARRAY_TASK_MAX``); the task id is taken
     relative to ``SLURM_ARRAY_TASK_MIN`` in steps of ``SLURM_ARRAY_TASK_STEP`` (``--array=0-8:2``:
     ids 0, 2, ..., 8 are shards 1-5 of 5). An array whose ids are not one range (a list such
-    as ``--array=1,3,7``) and a one-task array of id > 1 (a task resubmitted alone) are refused:
+    as ``--array=1,3,7``) and a one-task array other than ``--array=0`` (a task resubmitted alone) are refused:
     their split cannot be told.
 
     Raises:
@@ -164,6 +164,18 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     return i - 1, n
 
 
+def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[ImageRecord]:
+    """The images of shard ``(i, n)`` (zero-based): every n-th by image key, from the i-th."""
+    i, n = shard
+    return sorted(images, key=lambda r: r.image_key)[i::n]
+
+
+def inputs_changed_warning(changed: str, done: int, would: bool = False) -> str:
+    """The warning of a run (``would``: a dry run) whose inputs differ from the folder's last run's."""
+    return (f"this folder's earlier run read other inputs ({changed}): the {done} images already done "
+            f"{'would keep' if would else 'keep'} their fits (images are resumed by name); --overwrite refits them all")
+
+
 def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> tuple[list[ImageRecord], int, int]:
     """The images this job fits: sharded, limited, without those already done (written, and
     not marked incomplete by an earlier run that could not read some of their annotations).
@@ -177,9 +189,7 @@ def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = Tru
     Returns:
         ``(todo, n_already_done, n_mine)``.
     """
-    images = sorted(images, key=lambda r: r.image_key)
-    i, n = config.shard
-    mine = images[i::n]
+    mine = shard_images(images, config.shard)
     if config.limit is not None:
         mine = mine[: config.limit]
     if config.overwrite:
@@ -470,8 +480,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     changed = input_changes(previous, config.inputs)
     todo, already, mine = select_images(images, config)
     if changed and already:
-        log.warning("this folder's earlier run read other inputs (%s): the %d images already done keep their fits "
-                    "(images are resumed by name); --overwrite refits them all", changed, already)
+        log.warning("%s", inputs_changed_warning(changed, already))
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
@@ -488,7 +497,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         if mixed:
             head["inputs_changed"] = mixed
     if config.limit is not None:  # what --limit left of this shard unfitted (fit3d merge says so)
-        rest = sorted(images, key=lambda r: r.image_key)[i::n][mine:]
+        rest = shard_images(images, config.shard)[mine:]
         head["images_left_by_limit"] = sum(1 for r in rest if r.people and (
             config.overwrite or not output_path(out_dir, r.image_key).is_file()))
     if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost) shows as unfinished
@@ -617,11 +626,8 @@ def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) ->
         ValueError: it cannot be written.
     """
     path = shard_file(out_dir, "summary", shard)
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = {}
-    if isinstance(old, dict) and "merged" in old and "merged" not in summary:
+    old = previous_summary(out_dir, shard)
+    if "merged" in old and "merged" not in summary:
         summary = dict(summary, merged=old["merged"])
     try:
         write_json(path, summary)
