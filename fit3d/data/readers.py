@@ -20,6 +20,10 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
   labelled keypoints (``Person.bbox_note`` says why);
 * labelled keypoints with non-finite or far-off coordinates become unlabelled (one warning
   counts them; ``Person.keypoints_ignored``);
+* keypoint values in a form the format does not define are read as given, with one warning
+  counting them (``Person.keypoints_unusual``): numbers written as strings or booleans, and
+  COCO visibility flags other than 0, 1, 2 (a flag above 0 is labelled, so detector scores
+  such as 0.05 count as labelled; a negative flag is unlabelled);
 * an image entry's ``cam_param`` (``focal``, ``princpt``) becomes its people's camera
   (:mod:`fit3d.data.intrinsics`); an unreadable one leaves the image's people unfitted;
 * an image id given to several files (entries of two merged files whose ids collide) is an
@@ -92,6 +96,10 @@ class Person:
             store them as unlabelled ``(0, 0, 0)`` (:func:`~fit3d.data.keypoints.sanitize_keypoints`),
             so fits and exports never see them, and count them here (one warning per input:
             :func:`keypoints_ignored_warning`).
+        keypoints_unusual: values of the input's keypoints in a form its format does not define,
+            read as given: numbers written as strings (``"12.5"``) or booleans, and COCO
+            visibility flags other than 0, 1, 2 (one warning per input:
+            :func:`unusual_keypoints_warning`).
     """
 
     image_key: str
@@ -106,6 +114,7 @@ class Person:
     duplicate_id: bool = False
     camera: tuple[tuple[float, float], tuple[float, float]] | None = None
     keypoints_ignored: int = 0
+    keypoints_unusual: int = 0
 
     @property
     def num_visible(self) -> int:
@@ -295,8 +304,15 @@ def _open_image(path: Path, images_dir: Path, json_size, problems: list[InputPro
     return ImageRecord(_key(path, images_dir), path, size)
 
 
+def unusual_values(values) -> int:
+    """How many entries of a keypoint list are numbers in a form JSON keypoint formats do not
+    use: strings (``"12.5"``) and booleans (NumPy reads both as numbers). 0 for a non-list."""
+    return sum(isinstance(v, (str, bool)) for v in values) if isinstance(values, list) else 0
+
+
 def parse_keypoints(values, n: int) -> np.ndarray:
-    """``(n, 3)`` float32 keypoints ``x, y, v`` from a flat list of ``3 n`` numbers (None -> NaN).
+    """``(n, 3)`` float32 keypoints ``x, y, v`` from a flat list of ``3 n`` numbers (None -> NaN;
+    numbers written as strings or booleans are read as numbers: :func:`unusual_values` counts them).
 
     Raises:
         ValueError: not ``3 n`` numbers.
@@ -455,11 +471,12 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
 
 
 def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
-                   source: str) -> tuple[np.ndarray, KeypointConvention, int] | None:
-    """``(keypoints_2d (K, 3), convention, annotation id, ignored)`` of one COCO annotation, confidences
-    0/1 from the visibility flags (COCO-WholeBody foot points appended), labelled points without
-    usable coordinates unlabelled and counted in ``ignored``
-    (:func:`~fit3d.data.keypoints.sanitize_keypoints`), or None with a
+                   source: str) -> tuple[np.ndarray, KeypointConvention, int, int, int] | None:
+    """``(keypoints_2d (K, 3), convention, annotation id, ignored, unusual)`` of one COCO annotation,
+    confidences 0/1 from the visibility flags (COCO-WholeBody foot points appended), labelled points
+    without usable coordinates unlabelled and counted in ``ignored``
+    (:func:`~fit3d.data.keypoints.sanitize_keypoints`), values in forms COCO does not define
+    (strings, booleans, visibility flags other than 0, 1, 2) counted in ``unusual``, or None with a
     problem when it has no keypoints, they are unreadable, its id is not an integer, or its
     ``category_id`` names no keypoint category while the categories give several keypoint
     layouts (with one layout, or none named, the annotation is read in it: :func:`load_coco`
@@ -475,9 +492,10 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         problems.append(InputProblem(src, "annotation without keypoints"))
         return None
     try:
-        kp = parse_keypoints(a["keypoints"], len(conv))
+        kp, unusual = parse_keypoints(a["keypoints"], len(conv)), unusual_values(a["keypoints"])
         if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
             kp, conv = np.concatenate([kp, parse_keypoints(a["foot_kpts"], len(FOOT6))]), COCO23
+            unusual += unusual_values(a["foot_kpts"])
     except (ValueError, TypeError) as e:
         problems.append(InputProblem(src, f"unreadable keypoints: {e}"))
         return None
@@ -485,9 +503,11 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     if isinstance(aid, bool) or not isinstance(aid, (int, float)) or not np.isfinite(aid) or aid != int(aid):
         problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
         return None
-    kp[:, 2] = np.where(np.isfinite(kp[:, 2]), (kp[:, 2] > 0).astype(np.float32), 0.0)
+    flags = kp[:, 2]
+    unusual += int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2))).sum())
+    kp[:, 2] = np.where(np.isfinite(flags), (flags > 0).astype(np.float32), 0.0)
     kp, ignored = sanitize_keypoints(kp)
-    return kp, conv, int(aid), ignored
+    return kp, conv, int(aid), ignored, unusual
 
 
 def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
@@ -547,12 +567,12 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
             if parsed is None:
                 rec.dropped.append(problems[-1].source)
                 continue
-            kp, conv, annot_id, ignored = parsed
+            kp, conv, annot_id, ignored, unusual = parsed
             bbox, note = checked_bbox(a.get("bbox"), kp, rec.image_size)
             rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv,
                                      person_index=len(rec.people), bbox_note=note,
                                      duplicate_id=coco.ids[hashable(a.get("id"))] > 1, camera=camera,
-                                     keypoints_ignored=ignored))
+                                     keypoints_ignored=ignored, keypoints_unusual=unusual))
         records.append(rec)
     return with_reader_checks(records, problems)
 
@@ -671,7 +691,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             kp, ignored = sanitize_keypoints(kp)
             box = keypoint_bbox(kp, pad=KEYPOINT_BOX_PAD)
             rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people),
-                                     keypoints_ignored=ignored))
+                                     keypoints_ignored=ignored, keypoints_unusual=unusual_values(values)))
         records.append(rec)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in _image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]
@@ -743,10 +763,11 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
 
 
 def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem]):
-    """``(records, problems)`` with :func:`keypoints_outside_image`'s and
-    :func:`keypoints_ignored_warning`'s warnings added (if any): what every reader returns."""
+    """``(records, problems)`` with :func:`keypoints_outside_image`'s, :func:`keypoints_ignored_warning`'s,
+    :func:`unusual_keypoints_warning`'s and :func:`boxes_rebuilt_warning`'s warnings added (if any):
+    what every reader returns."""
     warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records),
-                            boxes_rebuilt_warning(records)) if w]
+                            unusual_keypoints_warning(records), boxes_rebuilt_warning(records)) if w]
     return records, problems + warnings
 
 
@@ -763,19 +784,36 @@ def boxes_rebuilt_warning(records: list[ImageRecord]) -> InputProblem | None:
                         "bbox_note says why", "warning")
 
 
+def _keypoint_count_warning(records: list[ImageRecord], count: str, what: str) -> InputProblem | None:
+    """One warning for all people whose ``Person.<count>`` is above 0: "N people have M <what>",
+    a few examples as the source; None when there are none."""
+    hit = [(rec.image_key, p) for rec in records for p in rec.people if getattr(p, count)]
+    if not hit:
+        return None
+    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
+    n = sum(getattr(p, count) for _, p in hit)
+    return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} {n} "
+                        f"{what.format(s='s' if n != 1 else '')}", "warning")
+
+
 def keypoints_ignored_warning(records: list[ImageRecord]) -> InputProblem | None:
     """One warning for all people with labelled keypoints whose coordinates were unusable
     (``Person.keypoints_ignored``: non-finite or absurdly far, set to unlabelled): how many people
     and keypoints, a few examples; None when there are none. Such people are fitted from the rest
     of their keypoints (or skipped, with the count in the reason, when too few remain)."""
-    hit = [(rec.image_key, p) for rec in records for p in rec.people if p.keypoints_ignored]
-    if not hit:
-        return None
-    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
-    n = sum(p.keypoints_ignored for _, p in hit)
-    return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} {n} labelled "
-                        f"keypoint{'s' if n != 1 else ''} with non-finite or far-off coordinates: ignored "
-                        "(stored as unlabelled; the rest of each person's keypoints are used)", "warning")
+    return _keypoint_count_warning(records, "keypoints_ignored", "labelled keypoint{s} with non-finite or far-off "
+                                   "coordinates: ignored (stored as unlabelled; the rest of each person's keypoints "
+                                   "are used)")
+
+
+def unusual_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None:
+    """One warning for all people whose keypoints hold values in a form the format does not define
+    (``Person.keypoints_unusual``: numbers as strings or booleans, COCO visibility flags other than
+    0, 1, 2), read as given: how many people and values, a few examples; None when there are none.
+    A file converted by hand or holding detector scores as flags is the usual cause."""
+    return _keypoint_count_warning(records, "keypoints_unusual", "keypoint value{s} in a form the format does not "
+                                   "define (numbers written as strings or true/false, visibility flags other than "
+                                   "0, 1, 2): read as numbers, a flag above 0 as labelled")
 
 
 #: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before

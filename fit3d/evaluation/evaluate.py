@@ -69,7 +69,7 @@ def _gt_coco(path: Path, problems: list) -> list[dict]:
             parsed = coco_keypoints(a, coco, problems, f"{path.name}#annotations[{i}]")
             if parsed is None:
                 continue
-            kp, conv, annot_id, _ = parsed  # (unusable coordinates unlabelled, as the reader stores them)
+            kp, conv, annot_id, _, _ = parsed  # (unusable coordinates unlabelled, as the reader stores them)
             rows.append(dict(image=coco_image_key(info["file_name"]), annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
                              bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None,
                              duplicate=coco.ids[hashable(a.get("id"))] > 1))

@@ -346,6 +346,41 @@ def test_labelled_keypoints_without_usable_coordinates_are_stored_unlabelled_wit
     assert [p.severity for p in problems if "non-finite or far-off" in p.reason] == ["warning"]
 
 
+def test_keypoint_values_in_forms_the_format_does_not_define_are_read_with_one_warning(tmp_path, sample_dir):
+    """Numbers written as strings or booleans and COCO visibility flags other than 0, 1, 2 were read
+    silently (NumPy takes "12.5" and true as numbers; a flag of 3 or a detector score of 0.05 is
+    labelled): they are still read as given, with one warning counting them per input."""
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    people = [a for a in d["annotations"] if a["num_keypoints"] >= 10]
+    first, second = people[0], people[1]
+    first["keypoints"][0] = str(first["keypoints"][0])  # "12.5"
+    first["keypoints"][5] = 3  # a flag COCO does not define: labelled
+    second["keypoints"][2] = True  # a boolean flag
+    second["keypoints"][8] = 0.05  # a detector score
+    second["keypoints"][11] = -1  # a negative flag: unlabelled
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "a.json", sample_dir)
+    by_id = {p.annot_id: p for r in images for p in r.people}
+    assert by_id[first["id"]].keypoints_unusual == 2 and by_id[second["id"]].keypoints_unusual == 3
+    assert by_id[first["id"]].keypoints_2d[0, 0] == pytest.approx(float(first["keypoints"][0]))
+    assert by_id[first["id"]].keypoints_2d[1, 2] == 1.0 and by_id[second["id"]].keypoints_2d[[0, 2], 2].tolist() == [1, 1]
+    assert by_id[second["id"]].keypoints_2d[3, 2] == 0.0
+    assert sum(p.keypoints_unusual for p in by_id.values()) == 5
+    [warning] = [p for p in problems if "does not define" in p.reason]
+    assert warning.severity == "warning" and warning.reason.startswith("2 people have 5 keypoint values")
+    assert len(problems) == 1  # the rest of the file is as before: nothing else said
+
+    kp = np.zeros((25, 3))
+    kp[:, :2], kp[:, 2] = np.random.default_rng(0).uniform(100, 300, (25, 2)), 0.8
+    values = kp.ravel().tolist()
+    values[0] = "150.0"
+    (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": values}]}))
+    images, problems = read_openpose(tmp_path, sample_dir)
+    assert images[0].people[0].keypoints_unusual == 1 and images[0].people[0].keypoints_2d[0, 0] == 150.0
+    assert [p.reason.split(" (")[0] for p in problems if "does not define" in p.reason] == \
+        ["1 person has 1 keypoint value in a form the format does not define"]
+
+
 def test_the_spin_reader_unlabels_unusable_keypoints_too(tmp_path, sample_dir):
     from fit3d.data.conventions import SPIN24
     from fit3d.data.spin import read_spin
