@@ -160,10 +160,11 @@ def merge(fits_dir, out):
     with errors_as():
         path, s = write_merged(fits_dir, out)
     med = s["reproj_error_px"]["median"]
+    empty = f" ({', '.join(s['shards_without_people'])}: no people)" if s["shards_without_people"] else ""
     click.echo(f"fit3d: merged {s['people']} people ({s['people_fitted']} fitted, {s['people_valid']} valid, "
                f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from shards "
-               f"{', '.join(s['shards'])}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} -> {path}",
-               err=True)
+               f"{', '.join(s['shards'])}{empty}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} "
+               f"-> {path}", err=True)
     if s["missing_shards"]:
         splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
         why = (f"unless the folder's complete split ({splits}) fitted their images, they are not in the dataset"

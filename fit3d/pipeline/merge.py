@@ -53,7 +53,9 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         shard agrees; :mod:`fit3d.pipeline.settings`), ``complete_splits`` (:func:`complete_splits`) and ``missing_shards``: the ``"i/n"``
         shards of every recorded split that left neither an output nor a summary
         (:func:`missing_shards`), ``unfinished_shards`` (:func:`unfinished_shards`; a split with
-        one is not complete).
+        one is not complete), ``shards`` (those with people in the outputs) and
+        ``shards_without_people`` (finished shards whose images held no one to fit, e.g. more
+        shards than images).
     Raises:
         ValueError: the outputs hold different joints or fields (runs of different
             models or settings in one folder), or nothing to merge.
@@ -144,7 +146,9 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
         reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
                              mean=float(err.mean()) if len(err) else None),
-        shards=shards, missing_shards=missing_shards(seen), unfinished_shards=unfinished,
+        shards=shards, shards_without_people=sorted({str(r["shard"]) for r in runs if "shard" in r} - set(shards)
+                                                    - {u["shard"] for u in unfinished}, key=_shard_order),
+        missing_shards=missing_shards(seen), unfinished_shards=unfinished,
         complete_splits=[n for n in complete_splits(seen)
                          if not any(u["shard"].endswith(f"/{n}") for u in unfinished)],
         unreadable_outputs=unreadable, pending_failures=pending, pending_incomplete=incomplete,
@@ -184,6 +188,11 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
     out += [dict(shard=s, why=f"it left outputs but no summary (its run did not finish, or the folder was copied "
                               f"without its summaries): {rerun}") for s in shards if s not in summarised and _is_shard(s)]
     return out
+
+
+def _shard_order(text: str) -> tuple:
+    """Sort key of shard names: ``"i/n"`` by ``(n, i)``, others after, by name."""
+    return (0, *map(int, text.split("/")[::-1])) if _is_shard(text) else (1, 0, 0, text)
 
 
 def _is_shard(text: str) -> bool:

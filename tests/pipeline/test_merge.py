@@ -167,6 +167,24 @@ def test_merge_says_which_shards_did_not_finish(tmp_path, sample_copy, anny_mode
     assert s["unfinished_shards"] == [] and s["complete_splits"] == [1]  # (a review: it was marked unfinished)
 
 
+def test_merge_names_the_finished_shards_that_had_no_people(tmp_path, sample_copy, anny_model, fast_fitter):
+    """More shards than images: the last shards fit nothing. Merge listed only the shards with people
+    ("from shards 1/6, 2/6, 3/6, 4/6"), as if the others had not run."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    for i in range(6):
+        run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 6), progress=False))
+    _, s = merge_fits(out)
+    assert s["shards"] == ["1/6", "2/6", "3/6", "4/6"] and s["shards_without_people"] == ["5/6", "6/6"]
+    assert s["complete_splits"] == [6] and s["missing_shards"] == [] and s["people"] == 14
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0 and "from shards 1/6, 2/6, 3/6, 4/6 (5/6, 6/6: no people);" in r.output, r.output
+
+
 def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts(
         tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(two_layout_coco(sample_copy, tmp_path / "two.json"), sample_copy)
