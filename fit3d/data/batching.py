@@ -1,4 +1,4 @@
-"""From :class:`~fit3d.data.readers.Person` records to batched tensors.
+"""From :class:`~fit3d.data.records.Person` records to batched tensors.
 
 The camera is a full-frame pinhole (as in CLIFF, Li et al. ECCV 2022, and
 ScoreHMR): focal length ``sqrt(w^2 + h^2)`` pixels for a ``w x h`` image unless
@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from fit3d.data.boxes import checked_bbox
 from fit3d.data.conventions import KeypointConvention, convert
 from fit3d.data.keypoints import sanitize_keypoints
-from fit3d.data.readers import Person, checked_bbox
+from fit3d.data.records import Person
 
 
 def default_focal_length(width: float, height: float) -> float:
@@ -124,7 +125,7 @@ def make_batch(
         people: the records; keypoints are mapped by name from each person's
             convention to ``convention``. An unusable box (missing, NaN, zero-area, outside
             the image, far larger than it, around none of the keypoints) is replaced by the
-            labelled keypoints' box, as the readers do (:func:`fit3d.data.readers.checked_bbox`;
+            labelled keypoints' box, as the readers do (:func:`fit3d.data.boxes.checked_bbox`;
             the readers' boxes pass unchanged).
         convention: the body model's keypoint convention.
         focal_length: pixels, for every person; default: the input's intrinsics

@@ -4,7 +4,7 @@ A keypoint row is ``x, y, confidence`` in pixels. Rows with a non-finite value, 
 coordinate beyond :data:`MAX_KEYPOINT_PX`, cannot be fitted or exported: they become
 unlabelled ``(0, 0, 0)``. The ones among them that claimed to be labelled (a finite confidence
 above 0) with unusable coordinates are counted, so that a reader can say so
-(:attr:`fit3d.data.readers.Person.keypoints_ignored`); a non-finite confidence says nothing
+(:attr:`fit3d.data.records.Person.keypoints_ignored`); a non-finite confidence says nothing
 and is not counted (COCO's reader reads such a visibility as 0 too).
 """
 
@@ -51,3 +51,26 @@ def unlabel_unusable(keypoints_2d, clip_confidence: bool = True) -> tuple[np.nda
     if clip_confidence:
         kp[..., 2] = np.clip(kp[..., 2], 0.0, 1.0)
     return kp, n_ignored
+
+
+def unusual_values(values) -> int:
+    """How many entries of a keypoint list are numbers in a form JSON keypoint formats do not
+    use: strings (``"12.5"``) and booleans (NumPy reads both as numbers). 0 for a non-list."""
+    return sum(isinstance(v, (str, bool)) for v in values) if isinstance(values, list) else 0
+
+
+def parse_keypoints(values, n: int) -> np.ndarray:
+    """``(n, 3)`` float32 keypoints ``x, y, v`` from a flat list of ``3 n`` numbers (None -> NaN;
+    numbers written as strings or booleans are read as numbers: :func:`unusual_values` counts them).
+
+    Raises:
+        ValueError: not ``3 n`` numbers.
+    """
+    flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    if flat.ndim != 1:
+        raise ValueError(f"expected a flat list of {3 * n} keypoint values ({n} keypoints: x, y, v each), got a "
+                         f"nested list of shape {flat.shape}")
+    if flat.size != 3 * n:
+        raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}")
+    with np.errstate(over="ignore"):  # beyond float32: inf, set aside as unusable by sanitize_keypoints
+        return flat.reshape(n, 3).astype(np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 from fit3d.data.conventions import SPIN24
 from fit3d.data.intrinsics import make_camera, spin_cameras
 from fit3d.data.keypoints import sanitize_keypoints
-from fit3d.data.readers import ImageRecord, InputProblem, Person
+from fit3d.data.records import ImageRecord, InputProblem, Person
 
 
 def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -80,7 +80,9 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
     are read from the image files (missing or unreadable images are problems).
     """
-    from fit3d.data.readers import _open_image, checked_bbox, with_reader_checks
+    from fit3d.data.boxes import checked_bbox
+    from fit3d.data.checks import with_reader_checks
+    from fit3d.data.images import open_image
 
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
@@ -92,7 +94,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     for i, name in enumerate(d["imgname"]):
         name = str(name)
         if name not in records:
-            records[name] = _open_image(images_dir / name, images_dir, None, problems)
+            records[name] = open_image(images_dir / name, images_dir, None, problems)
         rec = records[name]
         if rec is None:
             problems.append(InputProblem(f"{path}#{i}", "its image could not be read"))

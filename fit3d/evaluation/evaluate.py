@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fit3d.data.boxes import checked_bbox
+from fit3d.data.coco import coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
 from fit3d.data.conventions import COCO17, LIMBS12
-from fit3d.data.readers import checked_bbox, coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
 from fit3d.data.writers import fit_files, read_fit
 from fit3d.evaluation import metrics as M
 
@@ -56,7 +57,7 @@ def load_fit_people(fits_dir: str | Path, unreadable: list[str] | None = None) -
 
 def _gt_coco(path: Path, problems: list) -> list[dict]:
     """Ground-truth people of a COCO file, read and checked as ``fit3d`` reads its inputs
-    (:func:`fit3d.data.readers.load_coco`): annotations that could not be fitted either
+    (:func:`fit3d.data.coco.load_coco`): annotations that could not be fitted either
     (unreadable keypoints, non-integer ids, unknown images) are not ground truth; the reader's
     problems are appended to ``problems``."""
     coco, found = load_coco(path)
@@ -99,7 +100,7 @@ def load_ground_truth(path: str | Path, problems: list | None = None) -> list[di
     """Ground-truth people from a COCO ``.json`` or a SPIN ``.npz``.
 
     Args:
-        problems: receives the :class:`~fit3d.data.readers.InputProblem` of a COCO file's entries
+        problems: receives the :class:`~fit3d.data.records.InputProblem` of a COCO file's entries
             that are not ground truth (errors: unreadable keypoints, unknown images...; warnings).
     Raises:
         ValueError: unsupported file type.

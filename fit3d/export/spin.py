@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
-from fit3d.data.readers import KEYPOINT_BOX_PAD, keypoint_bbox
+from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from fit3d.data.batching import make_batch
-from fit3d.data.readers import ImageRecord, Person
+from fit3d.data.records import ImageRecord, Person
 from fit3d.pipeline.interrupt import Interrupted
 from fit3d.pipeline.workers import BrokenProcessPool, FitterPool, fitter_identity
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from fit3d.data.batching import make_batch
-from fit3d.data.readers import ImageRecord, InputProblem
+from fit3d.data.records import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
 from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, make_output_dir, run, select_images,
                               shard_file, skip_reason, write_summary)

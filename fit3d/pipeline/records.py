@@ -6,7 +6,7 @@ import numpy as np
 
 from fit3d.data.conventions import KeypointConvention, convert, union_convention
 from fit3d.data.keypoints import sanitize_keypoints
-from fit3d.data.readers import ImageRecord, Person
+from fit3d.data.records import ImageRecord, Person
 from fit3d.fitters.camera_init import METHODS
 from fit3d.fitters.result import FitResult
 

@@ -35,7 +35,7 @@ import torch
 from fit3d.data.batching import person_camera
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.keypoints import sanitize_keypoints
-from fit3d.data.readers import ImageRecord, InputProblem, Person
+from fit3d.data.records import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
 from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult

@@ -42,7 +42,7 @@ def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, st
     if path is None or not path.is_file():
         return grey, "image not found"
     try:
-        with Image.open(path) as im:  # as shown: the frame of the fits (fit3d.data.readers.inspect_image)
+        with Image.open(path) as im:  # as shown: the frame of the fits (fit3d.data.images.inspect_image)
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), ""
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         return grey, f"unreadable image: {e}"

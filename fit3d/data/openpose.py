@@ -1,0 +1,118 @@
+"""The OpenPose reader: one ``<image stem>_keypoints.json`` per image with a ``people`` list
+(BODY_25 or COCO-18 ``pose_keypoints_2d``, OpenPose 1.0's ``pose_keypoints``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
+from fit3d.data.checks import with_reader_checks
+from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18
+from fit3d.data.images import find_images, image_files, image_key, open_image
+from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, unusual_values
+from fit3d.data.records import ImageRecord, InputProblem, Person
+
+
+def _openpose_stem(path: Path) -> str:
+    """The image stem an OpenPose file names: ``a_keypoints.json`` and ``a.json`` -> ``a``."""
+    return path.stem[: -len("_keypoints")] if path.stem.endswith("_keypoints") else path.stem
+
+
+def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
+    """Read a folder of OpenPose JSON files (``<stem>_keypoints.json`` or ``<stem>.json``,
+    subfolders mirrored in ``images_dir``).
+
+    Args:
+        keypoints_dir: folder of OpenPose output files.
+        images_dir: folder of the images; ``<stem>.jpg`` (or .png, ...) is the
+            image of ``<stem>_keypoints.json``.
+    Returns:
+        ``(images, problems)``: one record per readable file with an image (with no
+        people when ``people`` is empty); corrupt JSON, unknown layouts and missing images are
+        errors; a second file naming an image already read (``a.json`` beside OpenPose's own
+        ``a_keypoints.json``, which is the one read), several images of one stem (the first of
+        :data:`~fit3d.data.images.IMAGE_SUFFIXES` is used) and images that no keypoint file names (one warning
+        counting them) are warnings.
+    Raises:
+        FileNotFoundError: ``keypoints_dir`` is not a folder or holds no JSON file.
+    """
+    keypoints_dir, images_dir = Path(keypoints_dir), Path(images_dir)
+    if not keypoints_dir.is_dir():
+        raise FileNotFoundError(f"OpenPose keypoint folder not found: {keypoints_dir}")
+    records: list[ImageRecord] = []
+    problems: list[InputProblem] = []
+    used: dict[Path, Path] = {}  # image -> the keypoint file read for it
+    # per image, OpenPose's own <stem>_keypoints.json first: a <stem>.json beside it is the one left out
+    files = sorted(keypoints_dir.rglob("*.json"),
+                   key=lambda f: (str(f.parent), _openpose_stem(f), not f.stem.endswith("_keypoints"), f.name))
+    if not files:
+        raise FileNotFoundError(f"no OpenPose JSON files (<image stem>_keypoints.json) in {keypoints_dir}")
+    for jf in files:
+        stem = _openpose_stem(jf)
+        try:
+            with open(jf, encoding="utf-8") as f:
+                data = json.load(f)
+            if not isinstance(data, dict) or "people" not in data:
+                raise TypeError("not an OpenPose keypoint file (needs an object with a 'people' list)")
+            people = data["people"]
+            if not isinstance(people, list):
+                raise TypeError("'people' is not a list")
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+            problems.append(InputProblem(str(jf), f"corrupt OpenPose JSON: {e}"))
+            continue
+        sub = jf.parent.relative_to(keypoints_dir)
+        found = find_images(images_dir / sub, stem)
+        if not found:
+            problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}"))
+            continue
+        image = found[0]
+        if len(found) > 1:
+            problems.append(InputProblem(str(jf), f"{len(found)} images are named {stem}.* "
+                                         f"({', '.join(f.name for f in found)}): {image.name} is used", "warning"))
+        if image in used:  # e.g. a.json beside a_keypoints.json: one output per image
+            problems.append(InputProblem(str(jf), f"names the same image as {used[image]} ({image_key(image, images_dir)}):"
+                                         " not used (one keypoint file per image)", "warning"))
+            continue
+        used[image] = jf
+        rec = open_image(image, images_dir, None, problems)
+        if rec is None:
+            continue
+        layouts = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18}
+        sizes = [len(v) // 3 for p in people if isinstance(p, dict)
+                 for v in [p.get("pose_keypoints_2d", p.get("pose_keypoints"))] if isinstance(v, list)]
+        # a person without keypoints ([]) in the layout of the file's others (BODY_25 in a file of none)
+        layouts[0] = next((layouts[k] for k in sizes if k in layouts and k), OPENPOSE_BODY25)
+        for idx, p in enumerate(people):
+            try:
+                if not isinstance(p, dict):
+                    raise TypeError(f"a person is a {type(p).__name__}, not an object")
+                key = "pose_keypoints_2d" if "pose_keypoints_2d" in p or "pose_keypoints" not in p \
+                    else "pose_keypoints"  # (OpenPose 1.0's name)
+                if key not in p:
+                    raise ValueError(f"no pose_keypoints_2d (keys: {', '.join(map(str, p)) or 'none'})")
+                values = p[key]
+                n = len(values) // 3 if isinstance(values, list) else -1
+                conv = layouts.get(n)  # [] is a person without keypoints: skipped, as all-zero ones are
+                if conv is None or len(values) % 3:
+                    raise ValueError(f"{key} has {len(values) if isinstance(values, list) else 'no'} "
+                                     "values; expected 75 (BODY_25) or 54 (COCO-18)")
+                kp = parse_keypoints(values, n) if n else np.zeros((len(conv), 3), np.float32)
+            except (ValueError, TypeError) as e:
+                problems.append(InputProblem(f"{jf}#{idx}", str(e)))
+                rec.dropped.append(f"{jf}#{idx}")
+                continue
+            kp, ignored = sanitize_keypoints(kp)
+            box = keypoint_bbox(kp, pad=KEYPOINT_BOX_PAD)
+            rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people),
+                                     keypoints_ignored=ignored, keypoints_unusual=unusual_values(values)))
+        records.append(rec)
+    claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
+    unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]
+    if unused:  # OpenPose writes a file per frame, even without people: a missing one is a failed run
+        problems.append(InputProblem(", ".join(image_key(p, images_dir) for p in unused[:3]) + (" ..." if len(unused) > 3
+                                     else ""), f"{len(unused)} image{'s have' if len(unused) != 1 else ' has'} "
+                                     f"no keypoint file in {keypoints_dir}: not fitted", "warning"))
+    return with_reader_checks(records, problems)
