@@ -18,9 +18,10 @@ from fit3d.cli.options import errors_as
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="File to write: .npz for spin and humandata, .json for neuralannot (another suffix is a usage "
                    "error).")
-@click.option("--valid-only", is_flag=True,
-              help="Leave out fits marked invalid (without it they are exported flagged: has_smpl 0, "
-                   "\"valid\": false).")
+@click.option("--valid-only/--keep-invalid", default=None,
+              help="Leave out fits marked invalid, or export them flagged (has_smpl 0, \"valid\": false). Default: "
+                   "flagged where the format's training code reads the flag (spin; humandata of SMPL), left out "
+                   "where it would train on them (neuralannot; humandata of SMPL-X).")
 def export(fits_dir, fmt, out, valid_only):
     """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training.
 
@@ -39,7 +40,9 @@ def export(fits_dir, fmt, out, valid_only):
             raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
     for u in c["unreadable"]:
         click.echo(f"fit3d: unreadable {u['file']}: {u['reason']} (its people are not exported)", err=True)
-    dropped = ", ".join(f"{n} {why}" for why, n in c["dropped"].items())
+    dropped = ", ".join(f"{n} {why}" + (" (this format's loaders would train on them: --keep-invalid exports them "
+                                        "flagged)" if why == "not valid" and c["invalid_dropped_by_format"] else "")
+                        for why, n in c["dropped"].items())
     invalid = (f", {c['invalid']} of them marked invalid (flagged: "
                f"{'has_' + c['model'] + ' 0' if fmt != 'neuralannot' else 'valid false'})" if c["invalid"] else "")
     click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits){invalid}"

@@ -6,6 +6,8 @@
 
 Every converter takes the people of :func:`fit3d.export.people.exported_people` (fitted,
 valid with ``valid_only``, never duplicate annotation ids) and writes one file atomically.
+Invalid fits are exported flagged where the format's training code reads the flag, and left out
+where it would train on them (:func:`reads_validity`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fit3d.export import humandata, neuralannot, spin
-from fit3d.export.people import exported_people
+from fit3d.export.people import exported_people, without_invalid
 
 #: format name -> ``write(people, out)``.
 FORMATS = {"spin": spin.write, "humandata": humandata.write, "neuralannot": neuralannot.write}
@@ -40,21 +42,49 @@ def check_out(fmt: str, out: str | Path) -> None:
                          f"it): give {out.with_suffix(want) if out.suffix else f'{out}{want}'}")
 
 
-def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: bool = False) -> dict:
+def reads_validity(fmt: str, model: str) -> bool:
+    """Whether the training code that reads format ``fmt`` of ``model`` fits masks its losses with
+    the exported validity flag, so that invalid fits can be exported flagged rather than left out:
+
+    * ``spin``: yes, SPIN's ``BaseDataset`` reads ``has_smpl`` (``datasets/base_dataset.py``);
+    * ``humandata``: for SMPL, mmhuman3d's ``HumanImageDataset`` reads ``has_smpl`` per sample;
+      its ``HumanImageSMPLXDataset`` sets ``has_smplx`` to 1 whenever ``smplx`` exists
+      (``human_image_smplx_dataset.py``), so SMPL-X fits: no; SMPL-H and anny fits have no
+      loader there, their ``has_<model>`` is kept for the user's own;
+    * ``neuralannot``: no, Hand4Whole's and I2L-MeshNet's COCO loaders take every entry of the
+      file as a fit to train on (``is_valid_fit = True`` for any annotation id present).
+    """
+    if fmt == "neuralannot":
+        return False
+    return not (fmt == "humandata" and model == "smplx")
+
+
+def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: bool | None = None) -> dict:
     """Export the fits of a run folder (all shards) to ``out`` in format ``fmt``.
 
+    Args:
+        valid_only: leave out fits marked invalid (True), export them flagged (False), or, None,
+            flag them where the format's training code reads the flag and leave them out where it
+            does not (:func:`reads_validity`).
     Returns:
         counts: ``people`` in the fits, ``exported``, ``invalid`` (exported, marked invalid:
-        ``has_smpl`` 0 / ``"valid": false``), ``dropped`` by reason, ``model``.
+        ``has_smpl`` 0 / ``"valid": false``), ``dropped`` by reason, ``model``, ``unreadable``,
+        ``invalid_dropped_by_format``: invalid fits left out because the format's loaders
+        would train on them (``valid_only`` None).
     Raises:
         KeyError: unknown format. ValueError: ``out`` lacks the format's suffix
         (:func:`check_out`), nothing to export, or a format that needs SMPL-family
         parameters given fits of another model (the message says how to fit one).
     """
     check_out(fmt, out)
-    people, counts = exported_people(fits_dir, valid_only)
+    people, counts = exported_people(fits_dir, bool(valid_only))
+    counts["invalid_dropped_by_format"] = 0
+    if valid_only is None and counts["invalid"] and not reads_validity(fmt, counts["model"]):
+        n_invalid = counts["invalid"]
+        people, counts = without_invalid(people, counts)
+        counts["invalid_dropped_by_format"] = n_invalid
     FORMATS[fmt](people, Path(out))
     return counts
 
 
-__all__ = ["FORMATS", "SUFFIXES", "check_out", "export_fits", "exported_people"]
+__all__ = ["FORMATS", "SUFFIXES", "check_out", "export_fits", "exported_people", "reads_validity"]

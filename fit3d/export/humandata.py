@@ -5,13 +5,14 @@ Keys: ``image_path`` (N,), ``bbox_xywh`` (N, 5) with a confidence of 1,
 ``keypoints2d_mask`` (190,) marking the annotated points (placed as mmhuman3d's own
 converters place each dataset's points: :mod:`fit3d.export.human_data_keypoints`),
 the body model's parameter dict named
-after it (``smpl``: global_orient (N, 3), body_pose (N, 23, 3), betas, transl;
-``smplx``: also the hand, jaw, eye poses and expression, at rest; ``smplh``; anny fits
-as ``anny``), ``meta`` (``gender`` (N,): ``m`` / ``f`` for a male / female model's fits, as
+after it (``smpl``: global_orient (N, 3), body_pose (N, 23, 3), betas, transl; ``smplx``
+(body_pose (N, 21, 3)) and ``smplh`` the same four, without the hands, jaw, eyes and expression
+that fit3d does not fit (:func:`model_params`); anny fits as ``anny``), ``meta`` (``gender`` (N,): ``m`` / ``f`` for a male / female model's fits, as
 mmhuman3d's converters write 3DPW's, else ``neutral``) and ``misc`` (``smpl_source``, ``cam_param_type`` =
 ``perspective``, ``focal_length`` (N, 2), ``principal_point`` (N, 2), ``camera_frame`` =
 ``opencv``, ``annot_id``, ``keypoints2d_source``: the input layout's point names,
-``keypoints2d_not_placed``: those ``human_data`` has no place for), plus HumanData's ``__key_strict__``, ``__data_len__`` and
+``keypoints2d_not_placed``: those ``human_data`` has no place for; the strings and name lists
+as 0-d arrays, :func:`_unsliced`), plus HumanData's ``__key_strict__``, ``__data_len__`` and
 ``__keypoints_compressed__``, and ``config`` = ``"fit3d"`` (every mmhuman3d converter names
 its source there, e.g. ``human_data['config'] = 'coco'`` in ``data_converters/coco.py`` line
 109; HumanData declares it a ``str`` not sliced per sample, ``data_structures/human_data.py``
@@ -24,8 +25,8 @@ its SMPL losses (``data/datasets/human_image_dataset.py`` lines 214-218: ``if 'h
 self.human_data: info['has_smpl'] = int(self.human_data['has_smpl'][idx])``, else 1), the key
 its own SPIN converter writes (``data_converters/spin.py`` line 102); it is sliced per sample
 like the other (N, ...) arrays. ``HumanImageSMPLXDataset`` has no per-sample mask (``has_smplx``
-is 1 whenever ``smplx`` exists, ``human_image_smplx_dataset.py`` lines 66-68): to train on
-SMPL-X fits with mmhuman3d, export with ``--valid-only``.
+is 1 whenever ``smplx`` exists, ``human_image_smplx_dataset.py`` lines 66-68), so SMPL-X fits
+marked invalid are left out by default (:func:`fit3d.export.reads_validity`).
 
 Boxes: ``bbox_xywh`` is fit3d's box as it is, the annotation's own, or the keypoints' box
 padded 10 % a side when rebuilt (OpenPose: always), as mmhuman3d's converters store theirs:
@@ -48,16 +49,23 @@ from fit3d.export.people import gender_letters, input_convention, model_name, va
 
 
 def model_params(people: dict) -> dict[str, np.ndarray]:
-    """The body model's parameters, with SMPL-H / SMPL-X parts at rest (zeros)."""
-    N = len(people["annot_id"])
-    p = {k: people[k].astype(np.float32) for k in ("global_orient", "body_pose", "betas", "transl")}
-    model = model_name(people)
-    if model in ("smplh", "smplx"):
-        p.update(left_hand_pose=np.zeros((N, 15, 3), np.float32), right_hand_pose=np.zeros((N, 15, 3), np.float32))
-    if model == "smplx":
-        p.update(jaw_pose=np.zeros((N, 3), np.float32), leye_pose=np.zeros((N, 3), np.float32),
-                 reye_pose=np.zeros((N, 3), np.float32), expression=np.zeros((N, 10), np.float32))
-    return p
+    """The body model's fitted parameters: ``global_orient``, ``body_pose``, ``betas``, ``transl``.
+
+    SMPL-H / SMPL-X hands, jaw, eyes and expression are not fitted and not written: mmhuman3d's
+    ``HumanImageSMPLXDataset`` sets ``has_smplx_<part>`` to 1 for each key present (and trains
+    that part toward it), and to 0 with zeros for a missing one
+    (``data/datasets/human_image_smplx_dataset.py``, ``prepare_raw_data``)."""
+    return {k: people[k].astype(np.float32) for k in ("global_orient", "body_pose", "betas", "transl")}
+
+
+def _unsliced(value):
+    """``value`` as a 0-d array: HumanData slices every ``misc`` / ``meta`` entry whose ``len()``
+    equals the number of people (``human_data.py``, ``__get_slice_dim__``), so a string or list
+    of that length would be cut up; a 0-d array has no ``len()``. Read back with ``.item()``
+    (a list) or ``str()`` (a string)."""
+    a = np.empty((), dtype=object)
+    a[()] = value
+    return a
 
 
 def arrays(people: dict) -> dict:
@@ -74,11 +82,11 @@ def arrays(people: dict) -> dict:
         "keypoints2d": kp, "keypoints2d_mask": mask,
         model: model_params(people), f"has_{model}": valid_mask(people).astype(np.float32),
         "meta": {"gender": gender_letters(people)},
-        "misc": {"smpl_source": f"fit3d-{fitter}", "cam_param_type": "perspective", "camera_frame": "opencv",
-                 "focal_length": people["focal_length"].astype(np.float32),
+        "misc": {"smpl_source": _unsliced(f"fit3d-{fitter}"), "cam_param_type": _unsliced("perspective"),
+                 "camera_frame": _unsliced("opencv"), "focal_length": people["focal_length"].astype(np.float32),
                  "principal_point": people["principal_point"].astype(np.float32),
-                 "annot_id": people["annot_id"].astype(np.int64), "keypoints2d_source": list(conv.names),
-                 "keypoints2d_not_placed": not_placed},
+                 "annot_id": people["annot_id"].astype(np.int64), "keypoints2d_source": _unsliced(list(conv.names)),
+                 "keypoints2d_not_placed": _unsliced(list(not_placed))},
     }
 
 

@@ -1,14 +1,23 @@
 """NeuralAnnot-style JSON (Moon et al., CVPRW 2022: the released COCO pseudo-GT).
 
-``{annotation id: {"smpl_param": {"pose": (72,), "shape": (10,), "trans": (3,)},
-"cam_param": {"focal": [fx, fy], "princpt": [cx, cy]}, "valid": true}}`` for SMPL fits
-(``valid``: fit3d's addition, false for a fit marked invalid, one that does not reproject onto
-its keypoints; loaders that index ``smpl_param`` and ``cam_param`` are not disturbed by it,
-``--valid-only`` leaves such people out); SMPL-X fits
-write ``"smplx_param"`` with ``root_pose`` (3,), ``body_pose`` (63,), ``lhand_pose``,
-``rhand_pose`` (45,), ``jaw_pose``, ``leye_pose``, ``reye_pose`` (3,), ``shape``
-(10,), ``expr`` (10,) and ``trans`` (3,) (hands, face at rest). Axis-angle, metres,
-pixels, OpenCV camera frame. Annotation ids must be unique over the whole export.
+``{annotation id: {"smpl_param": {"pose": (72,), "shape": (10,), "trans": (3,), "gender"},
+"cam_param": {"focal": [fx, fy], "princpt": [cx, cy]}, "valid": true}}`` for SMPL fits, as
+NeuralAnnot_RELEASE's ``MSCOCO/demo_smpl.py`` and I2L-MeshNet's ``data/MSCOCO/MSCOCO.py`` read
+them. SMPL-X fits write ``"smplx_param"`` with ``root_pose`` (3,), ``body_pose`` (63,),
+``lhand_pose``, ``rhand_pose`` (45,), ``jaw_pose`` (3,), ``shape`` (10,), ``expr`` (10,),
+``trans`` (3,), ``gender``, and ``lhand_valid``, ``rhand_valid``, ``face_valid`` all false: fit3d
+fits no hands or face (their poses are written at rest), and Hand4Whole's loader
+(``common/utils/preprocessing.py``, ``process_human_model_output``) indexes these flags for every
+entry and masks the parts they mark invalid. ``gender`` (``neutral``, ``male``, ``female``: the
+body model the fits were made with) is what that loader poses an entry with (neutral when
+absent). Axis-angle, metres, pixels, OpenCV camera frame. Annotation ids must be unique over the
+whole export.
+
+``valid`` is fit3d's addition. These loaders take every entry as a fit to train on
+(``is_valid_fit = True`` for any annotation id in the file), so by default the export leaves
+invalid fits (those that do not reproject onto their keypoints) out
+(:func:`fit3d.export.reads_validity`); with ``--keep-invalid`` they are written with ``"valid":
+false``, for loaders of one's own.
 """
 
 from __future__ import annotations
@@ -39,12 +48,14 @@ def entries(people: dict) -> dict[str, dict]:
            for f, p in zip(people["focal_length"].astype(float), people["principal_point"].astype(float))]
     f = lambda a: np.asarray(a, dtype=float).round(6).ravel().tolist()  # noqa: E731
     valid = valid_mask(people).tolist()
+    gender = np.asarray(people.get("gender", np.full(len(valid), "neutral"))).astype(str).tolist()
     out = {}
     if model == "smpl":
         pose = smpl_pose72(people, "neuralannot")
         for i, aid in enumerate(people["annot_id"].tolist()):
             out[str(aid)] = dict(smpl_param=dict(pose=f(pose[i]), shape=f(people["betas"][i]),
-                                                 trans=f(people["transl"][i])), cam_param=cam[i], valid=valid[i])
+                                                 trans=f(people["transl"][i]), gender=gender[i]),
+                                 cam_param=cam[i], valid=valid[i])
         return out
     if model != "smplx":
         raise ValueError(f"the neuralannot format holds SMPL or SMPL-X parameters; these fits are of {model}: "
@@ -53,8 +64,8 @@ def entries(people: dict) -> dict[str, dict]:
     for i, aid in enumerate(people["annot_id"].tolist()):
         out[str(aid)] = dict(smplx_param=dict(
             root_pose=f(people["global_orient"][i]), body_pose=f(people["body_pose"][i]), lhand_pose=z(45),
-            rhand_pose=z(45), jaw_pose=z(3), leye_pose=z(3), reye_pose=z(3), shape=f(people["betas"][i]), expr=z(10),
-            trans=f(people["transl"][i])), cam_param=cam[i], valid=valid[i])
+            rhand_pose=z(45), jaw_pose=z(3), shape=f(people["betas"][i]), expr=z(10), trans=f(people["transl"][i]),
+            gender=gender[i], lhand_valid=False, rhand_valid=False, face_valid=False), cam_param=cam[i], valid=valid[i])
     return out
 
 

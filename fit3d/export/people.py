@@ -27,8 +27,8 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
         the exported rows (input keypoints with unusable coordinates unlabelled:
         :func:`fit3d.data.keypoints.unlabel_unusable`; plus ``keypoint_names``, ``joint_names`` and ``gender`` (N,): the body
         model's, :func:`fitted_gender`), and counts: ``people``,
-        ``exported``, ``invalid`` (exported people whose fit is marked invalid: every format
-        flags them, see :func:`valid_mask`), ``dropped`` by reason, ``model``, ``unreadable``
+        ``exported``, ``invalid`` (exported people whose fit is marked invalid, see
+        :func:`valid_mask`), ``dropped`` by reason, ``model``, ``unreadable``
         (``{file, reason}`` of the outputs that could not be read: their people are not exported).
     Raises:
         ValueError: nothing to export, or fits of several body models.
@@ -53,8 +53,7 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
     models = sorted(set(arrays["model"][keep].astype(str)))
     if len(models) != 1:
         raise ValueError(f"{fits_dir} holds fits of several body models ({', '.join(models)}): export them apart")
-    people = {k: (v[keep] if getattr(v, "ndim", 0) and len(v) == n and k not in ("keypoint_names", "joint_names")
-                  else v) for k, v in arrays.items()}
+    people = _rows(arrays, keep)
     people["gender"] = np.full(int(keep.sum()), fitted_gender(fits_dir, models[0]))
     # folders written before the readers unlabelled unusable keypoints may hold NaN rows marked
     # labelled: never exported as training targets
@@ -63,6 +62,29 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
                   dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]),
                   unreadable=merged["unreadable_outputs"])
     return people, counts
+
+
+def _rows(arrays: dict, keep: np.ndarray) -> dict:
+    """The per-person arrays' rows where ``keep`` (N,) is true; the shared fields as they are."""
+    n = len(keep)
+    return {k: (v[keep] if getattr(v, "ndim", 0) and len(v) == n and k not in ("keypoint_names", "joint_names")
+                else v) for k, v in arrays.items()}
+
+
+def without_invalid(people: dict, counts: dict) -> tuple[dict, dict]:
+    """:func:`exported_people`'s ``(people, counts)`` without the fits marked invalid, counted
+    under ``dropped["not valid"]`` as ``valid_only`` counts them.
+
+    Raises:
+        ValueError: no valid fit is left.
+    """
+    valid = valid_mask(people)
+    if not valid.any():
+        raise ValueError(f"nothing to export: none of the {counts['exported']} fitted people has a valid fit")
+    dropped = dict(counts["dropped"])
+    if (~valid).any():
+        dropped["not valid"] = dropped.get("not valid", 0) + int((~valid).sum())
+    return _rows(people, valid), dict(counts, exported=int(valid.sum()), invalid=0, dropped=dropped)
 
 
 def fitted_gender(fits_dir: str | Path, model: str) -> str:
@@ -86,9 +108,9 @@ def gender_letters(people: dict) -> np.ndarray:
 def valid_mask(people: dict) -> np.ndarray:
     """``(N,)`` bool: the fit reprojects onto its keypoints (the fit files' ``valid``).
 
-    Invalid fits are exported (unless ``valid_only``) but never as trusted ground truth:
-    SPIN's and HumanData's ``has_smpl`` is 0 for them, the NeuralAnnot-style JSON says
-    ``"valid": false``.
+    Invalid fits are never trusted ground truth: flagged (SPIN's and HumanData's ``has_smpl`` 0,
+    the NeuralAnnot-style JSON's ``"valid": false``) or left out, by format
+    (:func:`fit3d.export.reads_validity`) or with ``valid_only``.
     """
     return np.asarray(people["valid"], dtype=bool)
 

@@ -3,7 +3,9 @@
 Per person i: ``imgname`` (path relative to the image folder), ``center`` (2,) box
 centre and ``scale`` (box side / 200, pixels) as SPIN's preprocessing makes them, with its
 1.2 box expansion (:func:`center_scale`), ``part`` (24, 3) the input 2D keypoints in SPIN's
-24-joint order with visibility, ``pose`` (72,) SMPL axis-angle, ``shape`` (10,) betas,
+24-joint order with their confidence (0 / 1 for annotations, as SPIN's preprocessing of COCO
+writes them; OpenPose input keeps its detection scores, which SPIN's keypoint loss weights by,
+``train/trainer.py``, ``keypoint_loss``), ``pose`` (72,) SMPL axis-angle, ``shape`` (10,) betas,
 ``openpose`` (25, 3) OpenPose's BODY_25 keypoints where the input was OpenPose JSON (BODY_25, or
 COCO-18 re-ordered by name), else zeros, as SPIN's preprocessing leaves them for a dataset without
 OpenPose detections (SPIN's ``BaseDataset`` reads ``openpose`` then ``part`` as its 49 keypoints),
@@ -18,7 +20,10 @@ unique within an image (COCO's are unique in the file; OpenPose input numbers th
 each image), so ``fit3d evaluate`` matches people by ``imgname`` and ``annot_id``. No 3D joints
 ``S``: SPIN's are its own 24-joint layout, not the body model's. SMPL fits only.
 
-Beside the dataset file, ``<stem>_fits.npy`` holds SPIN's static fits (:func:`write`).
+Beside the dataset file, ``<stem>_fits.npy`` holds SPIN's static fits (:func:`write`), every row
+(invalid fits too: SPIN uses a static fit for a person whose ``has_smpl`` is 0 only where its own
+SMPLify loss is under ``--smplify_threshold``, ``train/trainer.py``, as it does with the static
+fits SPIN ships; export with ``--valid-only`` to leave such people out altogether).
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
+from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
@@ -84,7 +89,7 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     pose = smpl_pose72(people, "spin")
     conv = input_convention(people)
     part = np.stack([convert(k, conv, SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
-    part[..., 2] = (part[..., 2] > 0).astype(np.float32)
+    part[..., 2] = np.clip(part[..., 2], 0.0, 1.0)  # annotations' 0/1; a detector's scores as they are
     center, scale = center_scale(people)
     if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_COCO18.names):
         openpose = np.stack([convert(k, conv, OPENPOSE_BODY25) for k in people["keypoints_2d"]]).astype(np.float32)

@@ -94,7 +94,8 @@ def test_evaluate_reads_the_spin_export(tmp_path, smpl_fits, sample_dir, anny_mo
 
 def test_neuralannot_json_round_trips(tmp_path, smpl_fits, smpl_like_dir):
     out = tmp_path / "na.json"
-    r = CliRunner().invoke(cli, ["export", "--fits", str(smpl_fits), "--format", "neuralannot", "--out", str(out)])
+    r = CliRunner().invoke(cli, ["export", "--fits", str(smpl_fits), "--format", "neuralannot", "--keep-invalid",
+                                 "--out", str(out)])
     assert r.exit_code == 0 and "exported 12 of 14 people (smpl fits)" in r.output, r.output
     data = json.loads(out.read_text())
     fits, _ = merge_fits(smpl_fits)
@@ -129,16 +130,37 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
         assert np.array_equal(d["keypoints2d"][0, HUMAN_DATA.index(hd_name)], merged["keypoints_2d"][k0, coco_index])
     p, misc = d["smplx"].item(), d["misc"].item()
     assert d["has_smplx"].shape == (N,) and (d["has_smplx"] == 1).all()  # --valid-only: every fit valid
-    assert p["body_pose"].shape == (N, 21, 3) and p["left_hand_pose"].shape == (N, 15, 3)
-    assert misc["cam_param_type"] == "perspective" and misc["focal_length"].shape == (N, 2)
+    assert p["body_pose"].shape == (N, 21, 3)
+    assert str(misc["cam_param_type"]) == "perspective" and misc["focal_length"].shape == (N, 2)
+    # what fit3d does not fit is not written: mmhuman3d would train hands, jaw and expression toward
+    # zeros for every key present (a review); the strings are 0-d, never sliced per person by HumanData
+    assert sorted(p) == ["betas", "body_pose", "global_orient", "transl"]
+    assert all(misc[k].shape == () for k in ("smpl_source", "camera_frame", "keypoints2d_source"))
+    assert misc["keypoints2d_source"].item()[:2] == ["nose", "left_eye"]
     fits, _ = merge_fits(fits_dir)
     row = {(str(i), int(a)): k for k, (i, a) in enumerate(zip(fits["image"], fits["annot_id"]))}
     idx = [row[(str(i), int(a))] for i, a in zip(d["image_path"], misc["annot_id"])]
     params = {k: v.reshape(N, -1) for k, v in p.items()}
-    joints = _posed_joints(smpl_like_dir, "smplx", 22, **params)
+    zeros = dict(left_hand_pose=np.zeros((N, 45)), right_hand_pose=np.zeros((N, 45)), jaw_pose=np.zeros((N, 3)),
+                 leye_pose=np.zeros((N, 3)), reye_pose=np.zeros((N, 3)), expression=np.zeros((N, 10)))
+    joints = _posed_joints(smpl_like_dir, "smplx", 22, **params, **zeros)
     assert np.abs(joints - fits["joints_3d"][idx]).max() < 1e-3
     with pytest.raises(ValueError, match="humandata keeps SMPL-X"):
         export_fits(fits_dir, "spin", tmp_path / "spin.npz")
+    # NeuralAnnot-style SMPL-X: Hand4Whole indexes lhand_valid / rhand_valid / face_valid for every
+    # entry (a KeyError without them, found by a review); false: hands and face were not fitted
+    export_fits(fits_dir, "neuralannot", tmp_path / "na.json")
+    entry = next(iter(json.loads((tmp_path / "na.json").read_text()).values()))["smplx_param"]
+    assert entry["lhand_valid"] is entry["rhand_valid"] is entry["face_valid"] is False
+    assert len(entry["lhand_pose"]) == 45 and entry["gender"] == "neutral" and len(entry["body_pose"]) == 63
+
+
+def test_invalid_fits_are_flagged_only_where_the_formats_loaders_read_the_flag():
+    from fit3d.export import reads_validity
+
+    assert reads_validity("spin", "smpl") and reads_validity("humandata", "smpl")
+    assert not reads_validity("humandata", "smplx") and not reads_validity("neuralannot", "smpl")
+    assert not reads_validity("neuralannot", "smplx")
 
 
 def test_anny_fits_export_their_own_parameters_or_refuse(tmp_path, anny_model, sample_dir):
@@ -215,11 +237,22 @@ def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
     got = {(str(i), int(a)): float(h) for i, a, h in zip(d["image_path"], d["misc"].item()["annot_id"], d["has_smpl"])}
     assert got == {k: float(v) for k, v in expected.items()}
     assert d["has_smpl"].shape == (int(d["__data_len__"]),) and d["config"].item() == "fit3d"
-    # NeuralAnnot-style JSON: "valid" beside smpl_param and cam_param
-    export_fits(fits_dir, "neuralannot", tmp_path / "na.json")
+    # NeuralAnnot-style JSON: its loaders train on every entry, so invalid fits are left out by
+    # default (a review: Hand4Whole and I2L-MeshNet never read "valid"); --keep-invalid flags them
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "neuralannot",
+                                 "--out", str(tmp_path / "na.json")])
+    assert r.exit_code == 0 and "exported 9 of 14 people" in r.output and "3 not valid (this format's loaders would " \
+        "train on them: --keep-invalid exports them flagged)" in r.output, r.output
+    data = json.loads((tmp_path / "na.json").read_text())
+    assert sorted(data) == sorted(str(a) for (_, a), v in expected.items() if v)
+    assert all(e["valid"] for e in data.values())
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "neuralannot", "--keep-invalid",
+                                 "--out", str(tmp_path / "na.json")])
+    assert r.exit_code == 0 and "3 of them marked invalid (flagged: valid false)" in r.output, r.output
     data = json.loads((tmp_path / "na.json").read_text())
     assert {(i, a): data[str(a)]["valid"] for i, a in expected} == expected
     assert all(set(e) == {"smpl_param", "cam_param", "valid"} for e in data.values())
+    assert all(e["smpl_param"]["gender"] == "neutral" for e in data.values())
     # --valid-only still leaves them out
     c = export_fits(fits_dir, "spin", tmp_path / "v.npz", valid_only=True)
     assert c["exported"] == 9 and c["dropped"]["not valid"] == 3 and c["invalid"] == 0
@@ -266,6 +299,14 @@ def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
         li = OPENPOSE_BODY25.index("left_knee")
         np.testing.assert_array_equal(d["openpose"][:, li], people["keypoints_2d"][:, COCO17.index("left_knee")])
         assert d["openpose"][:, li, 2].any()
+    # a detector's scores stay scores in ``part`` too: SPIN weights its keypoint loss by them (a
+    # review: they were rounded to 1, so a 0.05 detection counted as a sure annotation)
+    scored = people["keypoints_2d"].copy()
+    scored[..., 2] *= 0.3
+    op = dict(people, keypoint_names=np.asarray(OPENPOSE_BODY25.names),
+              keypoints_2d=convert(scored, COCO17, OPENPOSE_BODY25))
+    part = arrays(op)["part"]
+    assert set(np.unique(part[..., 2])) <= {0.0, np.float32(0.3)} and (part[..., 2] > 0).any()
 
 
 def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
