@@ -111,7 +111,7 @@ class SMPLify:
             :mod:`fit3d.fitters.losses`) of the clean branch's best fit above which a
             person's keypoints count as noisy (see :class:`Stage` ``branch``).
     Raises:
-        ValueError: no hypotheses, ``pose_space="latent"`` with a prior that cannot decode,
+        ValueError: an empty schedule, no hypotheses, ``pose_space="latent"`` with a prior that cannot decode,
             or prototypes of another joint count.
         TypeError: ``prior`` is not a module (e.g. a name: use :func:`fit3d.priors.build_prior`).
 
@@ -159,6 +159,8 @@ class SMPLify:
         except ValueError:
             self.bend = None
         self.schedule = list(schedule) if schedule is not None else default_smplify_schedule()
+        if not self.schedule:
+            raise ValueError("SMPLify needs a schedule of at least one stage")
         if not yaws:
             raise ValueError("need at least one orientation hypothesis")
         self.yaws = tuple(yaws)

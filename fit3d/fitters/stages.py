@@ -14,6 +14,7 @@ installed) file with :func:`load_schedule`, so users override it without code.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class Stage:
     branch: str = ""
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.params = tuple(self.params)
         bad = set(self.params) - set(PARAMETERS)
         if bad:
@@ -77,6 +79,32 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: keep_rows and keep_after must be >= 0")
         if self.iterations < 0 or self.lr <= 0:
             raise ValueError(f"stage {self.name!r}: iterations must be >= 0 and lr > 0")
+
+    def _check_types(self) -> None:
+        """Raise ValueError naming the field whose value has the wrong type (a hand-edited
+        schedule file's ``"iterations": 2.5`` or ``"60"`` failed every person's fit later)."""
+        def number(v) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        wrong = []
+        if not isinstance(self.name, str):
+            wrong.append("name (a string)")
+        if isinstance(self.params, str) or not isinstance(self.params, (list, tuple)) or \
+                not all(isinstance(p, str) for p in self.params):
+            wrong.append("params (a list of parameter names)")
+        for f in ("iterations", "patience", "keep_rows", "keep_after"):
+            if not isinstance(getattr(self, f), int) or isinstance(getattr(self, f), bool):
+                wrong.append(f"{f} (a whole number)")
+        for f in ("lr", "tolerance"):
+            if not number(getattr(self, f)):
+                wrong.append(f"{f} (a finite number)")
+        if not isinstance(self.weights, dict) or not all(isinstance(k, str) and number(v) and v >= 0
+                                                         for k, v in self.weights.items()):
+            wrong.append("weights (loss term -> a finite number >= 0)")
+        if not isinstance(self.keypoints, str) or not isinstance(self.branch, str):
+            wrong.append("keypoints and branch (strings)")
+        if wrong:
+            raise ValueError(f"stage {self.name!r}: {'; '.join(wrong)} expected")
 
     @property
     def moves_body(self) -> bool:
@@ -185,9 +213,13 @@ def load_schedule(path: str | Path) -> list[Stage]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"schedule {path} is not valid JSON: {e}") from e
-    if not isinstance(data, list):
-        raise ValueError(f"schedule {path} must be a list of stages")
+    if not isinstance(data, list) or not data:
+        raise ValueError(f"schedule {path} must be a list of at least one stage (fit3d print-schedule writes the "
+                         "default)")
+    if not all(isinstance(d, dict) for d in data):
+        raise ValueError(f"schedule {path}: each stage is an object of Stage's fields (fit3d print-schedule writes "
+                         "the default)")
     try:
         return [Stage(**d) for d in data]
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ValueError(f"schedule {path}: {e}") from e

@@ -83,6 +83,24 @@ def test_schedule_round_trip_and_validation(tmp_path):
         Stage("x", ("elbow",), 1, 0.1)
     with pytest.raises(ValueError, match="keep_rows"):
         Stage("x", ("body_pose",), 1, 0.1, keep_rows=-1)
+    # a hand-edited file's wrong types are refused when read, naming the field (found by a new
+    # user's trial: they passed, then every person's fit failed with exit 5 and "retry")
+    for stage, field, value in ((0, "iterations", 2.5), (0, "iterations", "60"), (1, "lr", None),
+                                (1, "params", "body_pose"), (2, "patience", True)):
+        edited = json.loads(schedule_to_json(stages))
+        edited[stage][field] = value
+        f.write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match=f"stage '{stages[stage].name}': {field} "):
+            load_schedule(f)
+    edited = json.loads(schedule_to_json(stages))
+    edited[1]["weights"]["reprojection"] = "1"
+    f.write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="weights"):
+        load_schedule(f)
+    for data in ([], [1, 2], {"camera": {}}):
+        f.write_text(json.dumps(data))
+        with pytest.raises(ValueError, match="schedule .*(at least one stage|an object of Stage's fields)"):
+            load_schedule(f)
 
 
 def _weak_schedule():
