@@ -57,6 +57,16 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
     if summary["fitted_without_common_keypoints"]:
         click.echo(f"fit3d: {summary['fitted_without_common_keypoints']} fitted people share no keypoint name with "
                    "the ground truth's layout: no 2D error for them", err=True)
+    if summary["ground_truth_without_fit"]:
+        n, m = summary["ground_truth_without_fit"], summary["images_without_fits"]
+        click.echo(f"fit3d: {n} ground-truth {'people have' if n > 1 else 'person has'} no fit in {fits_dir} (counted "
+                   f"as not fitted)" + (f"; {m} of their images have no fit file (a run cut by --limit or --shard, or "
+                                        "fits of other images)" if m else ""), err=True)
+    if summary["fitted_not_in_ground_truth"]:
+        n = summary["fitted_not_in_ground_truth"]
+        click.echo(f"fit3d: {n} fitted {'people match' if n > 1 else 'person matches'} no ground-truth image and "
+                   "annotation id (fits of other annotations, or of OpenPose input, whose people are numbered 0, 1, "
+                   "... per image): not scored", err=True)
     write_json(out or fits_dir / "metrics.json", summary)
     if per_sample:
         write_per_sample(rows, per_sample)

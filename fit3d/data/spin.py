@@ -37,6 +37,11 @@ def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # SPIN's files hold plain arrays; HumanData and others pickle dicts
+            raise ValueError(f"{path} is not a SPIN dataset file: it holds pickled objects (a HumanData file? "
+                             "a SPIN-style .npz holds imgname, center, scale and part as plain arrays)") from e
+        raise ValueError(f"cannot read {path} as .npz: {e}") from e
     except Exception as e:
         raise ValueError(f"cannot read {path} as .npz: {e}") from e
     missing = [k for k in ("imgname", "center", "scale", "part") if k not in d]

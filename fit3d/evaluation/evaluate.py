@@ -122,8 +122,13 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
 
     The summary also says what could not be scored: ``unreadable_fits`` (files; their people
     count as not fitted), ``ground_truth_left_out`` (COCO entries that are no ground truth, with
-    the reason), ``duplicate_ids`` and ``fitted_without_common_keypoints`` (fits whose keypoint
-    layout shares no name with the ground truth's: no 2D error).
+    the reason), ``duplicate_ids``, ``fitted_without_common_keypoints`` (fits whose keypoint
+    layout shares no name with the ground truth's: no 2D error), and what did not match:
+    ``ground_truth_without_fit`` (people with no fit row at all, counted as not fitted; not
+    skipped ones, which have a row), ``images_without_fits`` (their images with no fit file: a run
+    cut by ``--limit`` or ``--shard``, or fits of other images) and ``fitted_not_in_ground_truth``
+    (fitted people whose image and annotation id no ground-truth entry has: other annotations,
+    or people numbered per image, as OpenPose input is).
 
     Raises:
         KeyError: unknown joint set. ValueError: bad ground-truth file.
@@ -134,8 +139,13 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     rows = []
     duplicates = no_common = 0
     problems: list = []
+    seen, unmatched, gt_images = set(), 0, set()
     for g in load_ground_truth(gt_path, problems):
         key = (g["image"], g["annot_id"])
+        seen.add(key)
+        if key not in fits and not g["duplicate"]:
+            unmatched += 1
+            gt_images.add(g["image"])
         if g["duplicate"] or (key in fits and fits[key] is None):
             duplicates += 1
             continue
@@ -170,7 +180,10 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
                    share_valid=sum(r["valid"] for r in rows) / n if n else 0.0, joints=joints,
                    duplicate_ids=duplicates, unreadable_fits=unreadable,
                    ground_truth_left_out=[f"{p.source}: {p.reason}" for p in problems if p.severity == "error"],
-                   fitted_without_common_keypoints=no_common)
+                   fitted_without_common_keypoints=no_common, ground_truth_without_fit=unmatched,
+                   images_without_fits=len(gt_images - {image for image, _ in fits}),
+                   fitted_not_in_ground_truth=sum(1 for k, f in fits.items()
+                                                  if k not in seen and f is not None and f["status"] == "fitted"))
     for k in ("mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"):
         vals = [r[k] for r in fitted if k in r and np.isfinite(r[k])]
         summary[k] = float(np.mean(vals)) if vals else None

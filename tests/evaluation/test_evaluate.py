@@ -78,7 +78,10 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     broken.write_bytes(b"")
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(sample_dir / "test_coco.json")])
     assert r.exit_code == 3 and f"unreadable fit {broken.name}" in r.output, r.output
-    assert json.loads((fits / "metrics.json").read_text())["unreadable_fits"] == [broken.name]
+    metrics = json.loads((fits / "metrics.json").read_text())
+    assert metrics["unreadable_fits"] == [broken.name]
+    assert metrics["images_without_fits"] == 1 and metrics["ground_truth_without_fit"] >= 1
+    assert "have no fit in" in r.output or "has no fit in" in r.output, r.output
     r = CliRunner().invoke(cli, ["report", "--fits", str(fits), "--out", str(tmp_path / "r.html")])
     assert r.exit_code == 3 and f"unreadable fit {broken.name}" in r.output, r.output
 
@@ -90,6 +93,18 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     s3, rows3 = evaluate(sfits, spin)
     assert s3["fitted"] == 12 and s3["mpjpe"] > 0 and s3["pa_mpjpe"] <= s3["mpjpe"]
     assert all(r["pa_mpjpe"] <= r["mpjpe"] + 1e-3 for r in rows3 if "mpjpe" in r)
+    # fits whose people are numbered per image scored against COCO ids: nothing matches, and it is
+    # said (found by a new user's trial: "fitted 0" read as failed fits)
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(sfits), "--gt", str(sample_dir / "test_coco.json"),
+                                 "--out", str(tmp_path / "m.json")])
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["fitted"] == 0 and m["fitted_not_in_ground_truth"] == 12 and m["ground_truth_without_fit"] == 14
+    assert m["images_without_fits"] == 0 and "12 fitted people match no ground-truth" in r.output, r.output
+    # a HumanData file is not SPIN ground truth: said so, not numpy's pickle message
+    hd = tmp_path / "hd.npz"
+    np.savez(hd, smpl=np.asarray({"betas": np.zeros((1, 10))}, dtype=object), image_path=np.asarray(["a.jpg"]))
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(sfits), "--gt", str(hd)])
+    assert r.exit_code == 1 and "not a SPIN dataset file: it holds pickled objects" in r.output, r.output
 
 
 def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
