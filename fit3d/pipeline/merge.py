@@ -239,6 +239,7 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
     out = fits_dir / DATASET_FILE if out is None else Path(out)
     write_npz(out, arrays)
     summary["dataset"] = str(out.resolve())  # (a later run, from any folder, finds it to retire it)
+    summary["fits_dir"] = str(fits_dir.resolve())  # (a copy of the folder is told from the folder merged)
     path = fits_dir / "summary.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
     write_json(path, dict(existing, merged=summary))
@@ -252,6 +253,10 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     ``merged`` totals are dropped from ``summary.json`` (the file removed when it held nothing
     else). A ``dataset.npz`` that is not a merge's output (no ``image``, ``shard``, ``annot_id``)
     is kept. Nothing happens without an earlier merge.
+
+    A record that names another folder as the one merged (``fits_dir``: this folder is a copy of
+    it, summaries included) says nothing of this folder's datasets: only its own ``dataset.npz``
+    is looked at.
 
     Returns:
         ``(removed, elsewhere)``: the dataset files removed, and a recorded dataset file outside
@@ -269,6 +274,8 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
         summary = {}
     merged = summary.pop("merged", None) if isinstance(summary, dict) else None
     recorded = Path(merged["dataset"]) if isinstance(merged, dict) and merged.get("dataset") else None
+    if recorded is not None and merged.get("fits_dir") and Path(merged["fits_dir"]) != fits_dir.resolve():
+        recorded = None  # the record came with a copy of another folder: its dataset is that folder's
     found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded) if p is not None and p.is_file()}.values())
     inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]
     removed = [p for p in inside if p == recorded or _is_merged_dataset(p)]

@@ -261,6 +261,21 @@ def test_a_run_that_writes_fits_removes_the_merged_dataset_and_a_resume_keeps_it
     run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert (out / "dataset.npz").is_file()
 
+    # a copy of a merged folder: its run retires the copy's dataset, and leaves the original's alone
+    # without calling it out of date (found by a new user's trial: the copied summary's record
+    # named the original's dataset)
+    import shutil
+
+    (out / "dataset.npz").unlink()
+    original, _ = write_merged(out)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(images, fast_fitter, anny_model, RunConfig(copy, overwrite=True, limit=1, progress=False), problems)
+    assert s["merged_dataset_removed"] == [str(copy / "dataset.npz")] and original.is_file()
+    assert not [m for m in caplog.messages if "out of date" in m], caplog.messages
+
 
 def test_a_folders_parameters_pose_the_model_to_its_stored_keypoints(tmp_path, sample_copy, anny_model, fast_fitter):
     """README's read-back: the merged parameters of the fitted people, put through the body model,
