@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -98,7 +99,9 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
             codes.append(code)
             if code != 0:
                 click.echo(f"fit3d: task {name} exited {code}: {_last_error_line(task)}", err=True)
-    click.echo(f"fit3d: {len(codes)} task(s) finished, exit codes {sorted(set(codes))}", err=True)
+    by_code = Counter(codes)
+    click.echo(f"fit3d: {len(codes)} task(s) finished: " + ", ".join(
+        f"{n} exit {c}" for c, n in sorted(by_code.items())), err=True)
     raise click.exceptions.Exit(max(codes, default=0))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import warnings
 
@@ -94,11 +95,28 @@ def run(args: list[str] | None = None) -> int:
         click.echo("fit3d: interrupted (Ctrl-C)" if interrupted else "Aborted!",
                    err=True)
         code = 130 if interrupted else 1
+    except Terminated:  # SIGTERM outside a run's own handling (main(): before fitting starts)
+        click.echo("fit3d: terminated (SIGTERM)", err=True)
+        code = 128 + signal.SIGTERM
     return int(code or 0)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived outside a run's own handling (:func:`main` installs the handler; a run
+    replaces it with :func:`fit3d.pipeline.interrupt.interruptible` while it fits). A
+    BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way turns it into an
+    input error."""
+
+
+def _terminated(signum, frame):
+    raise Terminated()
+
+
 def main() -> None:
-    """Console-script entry point: :func:`run`, its code as the process's exit status."""
+    """Console-script entry point: :func:`run`, its code as the process's exit status. A SIGTERM
+    before the run installs its own handling (reading inputs, loading the model) exits 143 with
+    one line saying so, as Ctrl-C exits 130 (the default action killed the process in silence)."""
+    signal.signal(signal.SIGTERM, _terminated)
     sys.exit(run())
 
 

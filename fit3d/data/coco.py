@@ -157,7 +157,7 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         elif hashable(a.get("image_id")) not in infos:
             problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"))
         elif a.get("iscrowd", 0):
-            problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): not a person, not fitted",
+            problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): a region of several people, not one, not fitted",
                                          "warning"))
         elif (cid := hashable(a.get("category_id"))) in left_out and ("keypoints" not in a or cid in cats):
             left_out[cid][1] += 1  # (warned once per category below)

@@ -172,3 +172,21 @@ def test_a_flood_of_input_problems_is_shown_up_to_a_limit(tmp_path, sample_dir):
     shown = [line for line in r.output.splitlines() if line.startswith("fit3d: input problem")]
     assert len(shown) == SHOWN_PROBLEMS, r.output  # one problem per annotation, the first 50 shown
     assert "fit3d: ... and 30 more (30 input problems, 0 warnings) not shown" in r.output
+
+
+def test_sigterm_before_fitting_starts_is_one_line_and_exit_143(tmp_path, sample_dir, monkeypatch, capsys):
+    """Found by a new user's trial: SIGTERM while the inputs were read killed the process in silence
+    (Ctrl-C there said "interrupted"): it now says so and exits 143, as during a run."""
+    import fit3d.cli.main as main
+
+    def reading(*args, **kwargs):  # the signal arrives while the annotations are read
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr("fit3d.data.readers.load_inputs", reading)
+    old = signal.signal(signal.SIGTERM, main._terminated)  # as main() installs it
+    try:
+        code = main.run(["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o")])
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert code == 143 and "fit3d: terminated (SIGTERM)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").glob("*.npz"))
