@@ -60,8 +60,8 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
     if summary["ground_truth_without_fit"]:
         n, m = summary["ground_truth_without_fit"], summary["images_without_fits"]
         click.echo(f"fit3d: {n} ground-truth {'people have' if n > 1 else 'person has'} no fit in {fits_dir} (counted "
-                   f"as not fitted)" + (f"; {m} of their images have no fit file (a run cut by --limit or --shard, or "
-                                        "fits of other images)" if m else ""), err=True)
+                   f"as not fitted)" + (f"; {m} of their images have no readable fit file (a run cut by --limit or "
+                                        "--shard, fits of other images, or unreadable fits)" if m else ""), err=True)
     if summary["fitted_not_in_ground_truth"]:
         n = summary["fitted_not_in_ground_truth"]
         click.echo(f"fit3d: {n} fitted {'people match' if n > 1 else 'person matches'} no ground-truth image and "

@@ -20,8 +20,8 @@ from fit3d.cli.options import errors_as
                    "error).")
 @click.option("--valid-only/--keep-invalid", default=None,
               help="Leave out fits marked invalid, or export them flagged (has_smpl 0, \"valid\": false). Default: "
-                   "flagged where the format's training code reads the flag (spin; humandata of SMPL), left out "
-                   "where it would train on them (neuralannot; humandata of SMPL-X).")
+                   "flagged where the format's training code reads the flag (spin; humandata of SMPL, SMPL-H, anny), "
+                   "left out where it would train on them (neuralannot; humandata of SMPL-X).")
 def export(fits_dir, fmt, out, valid_only):
     """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training.
 

@@ -208,10 +208,17 @@ def this_job(opts: FitOptions, records, warn: bool = True) -> tuple[list, int, i
     """:func:`fit3d.pipeline.select_images` for the command's shard, ``--limit`` and
     ``--overwrite``: ``(images to fit, already done, this job's images)``; ``warn``: say which
     outputs are damaged (once per command: not when planning the worker processes)."""
-    from fit3d.pipeline import RunConfig, select_images
+    from fit3d.pipeline import select_images
 
-    return select_images(records, RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit,
-                                            overwrite=opts.overwrite), warn=warn)
+    return select_images(records, job_config(opts), warn=warn)
+
+
+def job_config(opts: FitOptions):
+    """The :class:`~fit3d.pipeline.RunConfig` fields that choose a job's images: the output
+    folder, shard, ``--limit`` and ``--overwrite``."""
+    from fit3d.pipeline import RunConfig
+
+    return RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit, overwrite=opts.overwrite)
 
 
 def report_validation(records, problems, body, opts: FitOptions) -> int:
@@ -237,11 +244,13 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
     todo, done, mine = this_job(opts, records)
-    from fit3d.pipeline.run import input_changes, inputs_changed_warning, previous_summary
+    from fit3d.pipeline.run import input_changes, inputs_changed_warning, previous_summary, refit_changed
 
     changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
     if changed and done:
-        click.echo(f"fit3d: warning: {inputs_changed_warning(changed, done, would=True)}", err=True)
+        todo, refit, unverified = refit_changed(records, job_config(opts), todo)
+        done -= refit
+        click.echo(f"fit3d: warning: {inputs_changed_warning(changed, done, refit, unverified, would=True)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "

@@ -212,10 +212,10 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         problems.append(InputProblem(src, "annotation without keypoints"))
         return None
     try:
-        kp, unusual = parse_keypoints(a["keypoints"], len(conv)), unusual_values(a["keypoints"])
+        kp, raw = parse_keypoints(a["keypoints"], len(conv)), list(a["keypoints"])
         if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
             kp, conv = np.concatenate([kp, parse_keypoints(a["foot_kpts"], len(FOOT6))]), COCO23
-            unusual += unusual_values(a["foot_kpts"])
+            raw += a["foot_kpts"]
     except (ValueError, TypeError) as e:
         problems.append(InputProblem(src, f"unreadable keypoints: {e}"))
         return None
@@ -224,7 +224,8 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
         return None
     flags = kp[:, 2]
-    unusual += int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2))).sum())
+    written_as_number = np.asarray([not isinstance(v, (str, bool)) for v in raw[2::3]], dtype=bool)
+    unusual = unusual_values(raw) + int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2)) & written_as_number).sum())
     kp[:, 2] = np.where(np.isfinite(flags), (flags > 0).astype(np.float32), 0.0)
     kp, ignored = sanitize_keypoints(kp)
     return kp, conv, int(aid), ignored, unusual

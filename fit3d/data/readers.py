@@ -49,19 +49,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, MAX_BOX_TO_IMAGE, checked_bbox, keypoint_bbox
-from fit3d.data.checks import with_reader_checks
-from fit3d.data.coco import (CocoFile, category_conventions, coco_image_key, coco_keypoints, hashable,
-                             is_person_category, json_image_size, load_coco, read_coco)
-from fit3d.data.images import IMAGE_SUFFIXES, find_images, image_key, inspect_image, open_image
-from fit3d.data.keypoints import parse_keypoints
+from fit3d.data.checks import (OUTSIDE_MARGIN, boxes_rebuilt_warning, keypoints_ignored_warning,
+                               keypoints_outside_image, unusual_keypoints_warning, with_reader_checks)
+from fit3d.data.coco import (PERSON_CATEGORIES, CocoFile, category_conventions, coco_image_key, coco_keypoints,
+                             hashable, is_person_category, json_image_size, load_coco, read_coco)
+from fit3d.data.images import (END_MARKERS, IMAGE_SUFFIXES, QUARTER_TURNS, find_images, image_key, inspect_image,
+                               open_image)
+from fit3d.data.keypoints import parse_keypoints, unusual_values
 from fit3d.data.openpose import read_openpose
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
-__all__ = ["CocoFile", "IMAGE_SUFFIXES", "ImageRecord", "InputProblem", "KEYPOINT_BOX_PAD", "MAX_BOX_TO_IMAGE",
-           "Person", "category_conventions", "checked_bbox", "coco_image_key", "coco_keypoints",
+__all__ = ["CocoFile", "END_MARKERS", "IMAGE_SUFFIXES", "ImageRecord", "InputProblem", "KEYPOINT_BOX_PAD",
+           "MAX_BOX_TO_IMAGE", "OUTSIDE_MARGIN", "PERSON_CATEGORIES", "Person", "QUARTER_TURNS",
+           "boxes_rebuilt_warning", "category_conventions", "checked_bbox", "coco_image_key", "coco_keypoints",
            "discover_annotations", "find_images", "hashable", "image_key", "input_sources", "inspect_image",
-           "is_person_category", "json_image_size", "keypoint_bbox", "load_coco", "load_inputs", "open_image",
-           "parse_keypoints", "read_coco", "read_openpose", "with_reader_checks"]
+           "is_person_category", "json_image_size", "keypoint_bbox", "keypoints_ignored_warning",
+           "keypoints_outside_image", "load_coco", "load_inputs", "open_image", "parse_keypoints", "read_coco",
+           "read_openpose", "unusual_keypoints_warning", "unusual_values", "with_reader_checks"]
 
 
 def discover_annotations(images_dir: str | Path) -> Path | None:

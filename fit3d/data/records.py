@@ -4,6 +4,7 @@ was used with a caveat, and why). :mod:`fit3d.data.readers` says how each input 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,3 +90,16 @@ class ImageRecord:
     #: (each is also an :class:`InputProblem`): its output lacks those people, so a later run
     #: fits the image again (a fixed input then brings them in).
     dropped: list[str] = field(default_factory=list)
+
+    def input_digest(self) -> str:
+        """A short hash (16 hex digits) of what the fits of this image are made from: its size and
+        each person's annotation id, keypoints, box, keypoint layout, camera and duplicate flag,
+        in order. Stored in the image's output (``input_digest``), so that a rerun from changed
+        annotations fits again exactly the images whose people changed
+        (:func:`fit3d.pipeline.run.refit_changed`)."""
+        h = hashlib.sha1(repr(tuple(self.image_size)).encode())
+        for p in self.people:
+            h.update(repr((int(p.annot_id), p.convention.names, p.camera, bool(p.duplicate_id))).encode())
+            h.update(np.ascontiguousarray(p.keypoints_2d, dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(p.bbox, dtype=np.float32).tobytes())
+        return h.hexdigest()[:16]

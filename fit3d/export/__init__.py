@@ -19,6 +19,8 @@ from fit3d.export.people import exported_people, without_invalid
 
 #: format name -> ``write(people, out)``.
 FORMATS = {"spin": spin.write, "humandata": humandata.write, "neuralannot": neuralannot.write}
+#: format name -> the body models whose fits it holds (None: any); its writer refuses the others.
+ACCEPTS = {"spin": ("smpl",), "neuralannot": ("smpl", "smplx"), "humandata": None}
 #: format name -> the suffix its file must have (``.npz``: SPIN's files, mmhuman3d's HumanData,
 #: whose ``dump`` refuses any other, and ``fit3d evaluate --gt``; the NeuralAnnot-style JSON: ``.json``).
 SUFFIXES = {"spin": ".npz", "humandata": ".npz", "neuralannot": ".json"}
@@ -79,6 +81,9 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
     check_out(fmt, out)
     people, counts = exported_people(fits_dir, bool(valid_only))
     counts["invalid_dropped_by_format"] = 0
+    accepted = ACCEPTS.get(fmt)
+    if accepted is not None and counts["model"] not in accepted:
+        FORMATS[fmt](people, Path(out))  # raises: the format's one line on how to fit a model it holds
     if valid_only is None and counts["invalid"] and not reads_validity(fmt, counts["model"]):
         n_invalid = counts["invalid"]
         people, counts = without_invalid(people, counts)
@@ -87,4 +92,4 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
     return counts
 
 
-__all__ = ["FORMATS", "SUFFIXES", "check_out", "export_fits", "exported_people", "reads_validity"]
+__all__ = ["ACCEPTS", "FORMATS", "SUFFIXES", "check_out", "export_fits", "exported_people", "reads_validity"]

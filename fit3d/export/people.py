@@ -80,7 +80,8 @@ def without_invalid(people: dict, counts: dict) -> tuple[dict, dict]:
     """
     valid = valid_mask(people)
     if not valid.any():
-        raise ValueError(f"nothing to export: none of the {counts['exported']} fitted people has a valid fit")
+        raise ValueError(f"nothing to export: none of the {counts['exported']} fitted people has a valid fit "
+                         "(--keep-invalid exports them, marked invalid)")
     dropped = dict(counts["dropped"])
     if (~valid).any():
         dropped["not valid"] = dropped.get("not valid", 0) + int((~valid).sum())

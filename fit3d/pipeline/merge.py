@@ -28,6 +28,9 @@ IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
 #: Per-image fields stored once: the joints must agree across the merged files; files of
 #: different keypoint layouts are merged in the union of their layouts (by name).
 SHARED_FIELDS = ("keypoint_names", "joint_names")
+#: Per-image bookkeeping of the runs, not merged into the dataset (``input_digest``: what a rerun
+#: compares to find the images whose annotations changed).
+RUN_FIELDS = ("input_digest",)
 #: The default dataset file of :func:`write_merged`, in the run folder.
 DATASET_FILE = "dataset.npz"
 #: Summary counters that are totalled over the shards' runs.
@@ -54,8 +57,8 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         shards of every recorded split that left neither an output nor a summary
         (:func:`missing_shards`), ``unfinished_shards`` (:func:`unfinished_shards`; a split with
         one is not complete), ``shards`` (those with people in the outputs) and
-        ``shards_without_people`` (finished shards whose images held no one to fit, e.g. more
-        shards than images).
+        ``shards_without_people`` (finished shards whose latest run had no image, or only images
+        without people, e.g. more shards than images).
     Raises:
         ValueError: the outputs hold different joints or fields (runs of different
             models or settings in one folder), or nothing to merge.
@@ -85,7 +88,7 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             raise ValueError(f"{f}: joint_names differ from the other files' (fits of other body models in one "
                              "folder?)")
         layouts.append(KeypointConvention("file", tuple(str(n) for n in d["keypoint_names"])))
-        keys = sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS)
+        keys = sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS and k not in RUN_FIELDS)
         if person_keys is None:
             person_keys = keys
         elif keys != person_keys:
@@ -146,7 +149,8 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         people_skipped=len(reasons), skipped_by_reason=dict(Counter(reasons)), images_with_outputs=images,
         reproj_error_px=dict(median=float(np.median(err)) if len(err) else None,
                              mean=float(err.mean()) if len(err) else None),
-        shards=shards, shards_without_people=sorted({str(r["shard"]) for r in runs if "shard" in r} - set(shards)
+        shards=shards, shards_without_people=sorted({str(r["shard"]) for r in runs if "shard" in r
+                                                     and _nothing_to_fit(r.get("this_run", {}))} - set(shards)
                                                     - {u["shard"] for u in unfinished}, key=_shard_order),
         missing_shards=missing_shards(seen), unfinished_shards=unfinished,
         complete_splits=[n for n in complete_splits(seen)
@@ -188,6 +192,13 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
     out += [dict(shard=s, why=f"it left outputs but no summary (its run did not finish, or the folder was copied "
                               f"without its summaries): {rerun}") for s in shards if s not in summarised and _is_shard(s)]
     return out
+
+
+def _nothing_to_fit(this_run: dict) -> bool:
+    """Whether a run's counts say its shard had no image, or only images without people (not a
+    shard whose images were all done before, or all failed)."""
+    images, without_people = int(this_run.get("images") or 0), int(this_run.get("images_without_people") or 0)
+    return bool(this_run.get("shard_empty")) or (images > 0 and images == without_people)
 
 
 def _shard_order(text: str) -> tuple:
@@ -255,8 +266,9 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     is kept. Nothing happens without an earlier merge.
 
     A record that names another folder as the one merged (``fits_dir``: this folder is a copy of
-    it, summaries included) says nothing of this folder's datasets: only its own ``dataset.npz``
-    is looked at.
+    it, summaries included, or the folder moved): a dataset it recorded inside that folder is
+    looked for at the same place in this one; one outside it belongs to that folder when it still
+    exists (a copy: not this folder's, not reported), else to this one (moved: out of date).
 
     Returns:
         ``(removed, elsewhere)``: the dataset files removed, and a recorded dataset file outside
@@ -274,8 +286,12 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
         summary = {}
     merged = summary.pop("merged", None) if isinstance(summary, dict) else None
     recorded = Path(merged["dataset"]) if isinstance(merged, dict) and merged.get("dataset") else None
-    if recorded is not None and merged.get("fits_dir") and Path(merged["fits_dir"]) != fits_dir.resolve():
-        recorded = None  # the record came with a copy of another folder: its dataset is that folder's
+    merged_dir = Path(merged["fits_dir"]) if recorded is not None and merged.get("fits_dir") else None
+    if merged_dir is not None and merged_dir != fits_dir.resolve():  # a copy of the folder merged, or it moved
+        if recorded.is_relative_to(merged_dir):  # the merge's own file, copied or moved with the folder
+            recorded = fits_dir / recorded.relative_to(merged_dir)
+        elif merged_dir.exists():  # a copy: the dataset outside is the original folder's, not this one's
+            recorded = None
     found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded) if p is not None and p.is_file()}.values())
     inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]
     removed = [p for p in inside if p == recorded or _is_merged_dataset(p)]

@@ -91,7 +91,8 @@ def person_record(person: Person, result: FitResult | None, i: int, body_model, 
 def image_record(image: ImageRecord, people: list[dict], body_model, fitter_name: str,
                  shard: str = "1/1") -> dict[str, np.ndarray]:
     """One image's ``.npz`` arrays: the image's relative path and size, the fitter and model
-    names, the shard (``"i/n"``) that wrote it, the keypoint and joint names, and every
+    names, the shard (``"i/n"``) that wrote it, the digest of its annotations
+    (``input_digest``: :meth:`~fit3d.data.records.ImageRecord.input_digest`), the keypoint and joint names, and every
     person field stacked (leading dim P). ``people`` are :func:`person_record`'s records of
     ``image.people``, in order; people of different keypoint layouts (two COCO categories,
     BODY_25 beside COCO-18 in one OpenPose file) are stored in the union of the layouts
@@ -110,6 +111,7 @@ def image_record(image: ImageRecord, people: list[dict], body_model, fitter_name
         image_size=np.asarray(image.image_size, dtype=np.int64),
         fitter=np.str_(fitter_name),
         model=np.str_(body_model.name),
+        input_digest=np.str_(image.input_digest()),
         keypoint_names=np.asarray(conv.names if conv else [], dtype=str),
         joint_names=np.asarray(body_model.joint_names, dtype=str),
     )

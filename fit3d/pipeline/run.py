@@ -170,10 +170,57 @@ def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[Imag
     return sorted(images, key=lambda r: r.image_key)[i::n]
 
 
-def inputs_changed_warning(changed: str, done: int, would: bool = False) -> str:
-    """The warning of a run (``would``: a dry run) whose inputs differ from the folder's last run's."""
-    return (f"this folder's earlier run read other inputs ({changed}): the {done} images already done "
-            f"{'would keep' if would else 'keep'} their fits (images are resumed by name); --overwrite refits them all")
+def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: int = 0, would: bool = False) -> str:
+    """The warning of a run (``would``: a dry run) whose inputs differ from the folder's last run's:
+    ``refit`` images whose people changed are fitted again (:func:`refit_changed`), the ``done``
+    others keep their fits, ``unverified`` of them without a record of what they were fitted from."""
+    again = f"{refit} image{'s' if refit != 1 else ''} whose annotations changed {'would be' if would else 'are'} " \
+            "fitted again"
+    kept = f"the {done} other images already done {'would keep' if would else 'keep'} their fits"
+    if unverified:
+        kept += (f" ({unverified} of them written before fit3d recorded what each output is fitted from, so not "
+                 "compared; --overwrite refits them all)")
+    return f"this folder's earlier run read other inputs ({changed}): {again}; {kept}"
+
+
+def stored_input_digest(path: Path) -> str | None:
+    """The ``input_digest`` an image's output records (:meth:`~fit3d.data.records.ImageRecord.input_digest`),
+    or None: written before fit3d stored it, or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["input_digest"]) if "input_digest" in z.files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def refit_changed(images: list[ImageRecord], config: RunConfig,
+                  todo: list[ImageRecord]) -> tuple[list[ImageRecord], int, int]:
+    """Add to ``todo`` (:func:`select_images`'s) this job's done images whose annotations changed
+    since their output was written: the output's ``input_digest`` differs from the image's
+    (:meth:`~fit3d.data.records.ImageRecord.input_digest`). For a rerun from changed inputs (a
+    corrected annotation file): exactly the images whose people changed are fitted again.
+
+    Returns:
+        ``(todo, n_changed, n_unverified)``: the images to fit, in image order; how many done
+        images were added; how many done outputs record no digest (written before fit3d stored
+        one): kept as they are.
+    """
+    if config.overwrite:
+        return todo, 0, 0
+    planned = {r.image_key for r in todo}
+    mine = shard_images(images, config.shard)[: config.limit]
+    changed, unverified = [], 0
+    for r in mine:
+        if r.image_key in planned:
+            continue
+        stored = stored_input_digest(output_path(config.out_dir, r.image_key))
+        if stored is None:
+            unverified += 1
+        elif stored != r.input_digest():
+            changed.append(r)
+    if changed:
+        todo = sorted(todo + changed, key=lambda r: r.image_key)
+    return todo, len(changed), unverified
 
 
 def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> tuple[list[ImageRecord], int, int]:
@@ -479,8 +526,11 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     previous = previous_summary(out_dir, config.shard)
     changed = input_changes(previous, config.inputs)
     todo, already, mine = select_images(images, config)
+    unverified = 0
     if changed and already:
-        log.warning("%s", inputs_changed_warning(changed, already))
+        todo, refit, unverified = refit_changed(images, config, todo)
+        already -= refit
+        log.warning("%s", inputs_changed_warning(changed, already, refit, unverified))
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
@@ -492,8 +542,9 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
     if config.inputs is not None:
         head["inputs"] = config.inputs
-        # a folder whose done images came from other inputs stays marked (until a whole-folder --overwrite)
-        mixed = (changed if already else "") or ("" if config.overwrite else previous.get("inputs_changed", ""))
+        # a folder whose done images may come from other inputs (outputs without a digest, which
+        # refit_changed cannot compare) stays marked, until a whole-folder --overwrite
+        mixed = (changed if unverified else "") or ("" if config.overwrite else previous.get("inputs_changed", ""))
         if mixed:
             head["inputs_changed"] = mixed
     if config.limit is not None:  # what --limit left of this shard unfitted (fit3d merge says so)

@@ -358,16 +358,17 @@ def test_keypoint_values_in_forms_the_format_does_not_define_are_read_with_one_w
     second["keypoints"][2] = True  # a boolean flag
     second["keypoints"][8] = 0.05  # a detector score
     second["keypoints"][11] = -1  # a negative flag: unlabelled
+    second["keypoints"][14] = "3"  # a string and a flag COCO does not define: one value, counted once
     (tmp_path / "a.json").write_text(json.dumps(d))
     images, problems = read_coco(tmp_path / "a.json", sample_dir)
     by_id = {p.annot_id: p for r in images for p in r.people}
-    assert by_id[first["id"]].keypoints_unusual == 2 and by_id[second["id"]].keypoints_unusual == 3
+    assert by_id[first["id"]].keypoints_unusual == 2 and by_id[second["id"]].keypoints_unusual == 4
     assert by_id[first["id"]].keypoints_2d[0, 0] == pytest.approx(float(first["keypoints"][0]))
     assert by_id[first["id"]].keypoints_2d[1, 2] == 1.0 and by_id[second["id"]].keypoints_2d[[0, 2], 2].tolist() == [1, 1]
     assert by_id[second["id"]].keypoints_2d[3, 2] == 0.0
-    assert sum(p.keypoints_unusual for p in by_id.values()) == 5
+    assert sum(p.keypoints_unusual for p in by_id.values()) == 6
     [warning] = [p for p in problems if "does not define" in p.reason]
-    assert warning.severity == "warning" and warning.reason.startswith("2 people have 5 keypoint values")
+    assert warning.severity == "warning" and warning.reason.startswith("2 people have 6 keypoint values")
     assert len(problems) == 1  # the rest of the file is as before: nothing else said
 
     kp = np.zeros((25, 3))

@@ -183,6 +183,13 @@ def test_merge_names_the_finished_shards_that_had_no_people(tmp_path, sample_cop
     assert s["complete_splits"] == [6] and s["missing_shards"] == [] and s["people"] == 14
     r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
     assert r.exit_code == 0 and "from shards 1/6, 2/6, 3/6, 4/6 (5/6, 6/6: no people);" in r.output, r.output
+    # an unsharded folder resumed as two shards (everything already done): not "no people" (a review)
+    whole = tmp_path / "whole"
+    run(images, fast_fitter, anny_model, RunConfig(whole, progress=False))
+    for i in range(2):
+        run(images, fast_fitter, anny_model, RunConfig(whole, shard=(i, 2), progress=False))
+    _, s = merge_fits(whole)
+    assert s["shards"] == ["1/1"] and s["shards_without_people"] == []
 
 
 def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts(
@@ -275,6 +282,14 @@ def test_a_run_that_writes_fits_removes_the_merged_dataset_and_a_resume_keeps_it
         s = run(images, fast_fitter, anny_model, RunConfig(copy, overwrite=True, limit=1, progress=False), problems)
     assert s["merged_dataset_removed"] == [str(copy / "dataset.npz")] and original.is_file()
     assert not [m for m in caplog.messages if "out of date" in m], caplog.messages
+    # merged under another name inside the folder: the copy's own file is retired (a review: it was
+    # left in place, as the record named the original's)
+    (copy / "dataset.npz").unlink(missing_ok=True)
+    named, _ = write_merged(out, out / "train.npz")
+    copy2 = tmp_path / "copy2"
+    shutil.copytree(out, copy2)
+    s = run(images, fast_fitter, anny_model, RunConfig(copy2, overwrite=True, limit=1, progress=False), problems)
+    assert str(copy2 / "train.npz") in s["merged_dataset_removed"] and named.is_file()
 
 
 def test_a_folders_parameters_pose_the_model_to_its_stored_keypoints(tmp_path, sample_copy, anny_model, fast_fitter):

@@ -7,7 +7,8 @@ import pytest
 
 from fit3d.data.conventions import COCO17
 from fit3d.data.readers import read_coco
-from fit3d.data.writers import failure_path, fit_files, incomplete_path, output_path, read_fit
+from fit3d.data.writers import failure_path, fit_files, incomplete_path, output_path, read_fit, write_npz
+from fit3d.pipeline.merge import merge_fits
 from fit3d.pipeline import RunConfig, neuralannot_target, parse_shard, run, select_images
 from fit3d.pipeline.interrupt import Interrupted
 from tests.fixtures.layouts import two_layout_coco
@@ -471,9 +472,51 @@ def test_a_rerun_from_other_inputs_warns_that_done_images_keep_their_fits(tmp_pa
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
         run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
     (record,) = caplog.records
-    assert "annotations_digest: 1234 -> 5678" in record.getMessage() and "4 images already done" in record.getMessage()
+    assert "annotations_digest: 1234 -> 5678" in record.getMessage()
+    assert "0 images whose annotations changed are fitted again; the 4 other images already done keep their fits" \
+        in record.getMessage()
     s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
-    assert s["inputs_changed"] == "annotations_digest: 1234 -> 5678"  # the folder stays marked as mixed
+    assert "inputs_changed" not in s  # every done output was compared: the folder is not mixed
+    # an output written before fit3d stored its input digest cannot be compared: kept, said, and
+    # the folder stays marked as possibly mixed
+    old = fit_files(out)[0]
+    write_npz(old, {k: v for k, v in read_fit(old).items() if k != "input_digest"})
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=inputs))
+    assert "1 of them written before fit3d recorded what each output is fitted from" in caplog.records[0].getMessage()
+    assert s["inputs_changed"] == "annotations_digest: 5678 -> 1234"
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=inputs))
+    assert s["inputs_changed"] == "annotations_digest: 5678 -> 1234"  # (until a whole-folder --overwrite)
+
+
+def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_people_changed(
+        tmp_path, sample_copy, anny_model, fast_fitter, caplog):
+    """Images were resumed by name: a corrected keypoint or an added annotation in a done image was
+    never fitted without refitting everything (--overwrite). Each output now stores a digest of
+    what it was fitted from, and a rerun from changed inputs compares them."""
+    import copy
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    inputs = dict(images="/data/a", annotations="/data/a.json", annotations_digest="1234")
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=inputs))
+    mtimes = {p.name: p.stat().st_mtime_ns for p in fit_files(out)}
+    corrected = copy.deepcopy(images)
+    corrected[1].people[0].keypoints_2d[0, :2] += 5.0  # a keypoint moved in the second image
+    corrected[2].people.append(copy.deepcopy(corrected[2].people[0]))  # an annotation added to the third
+    corrected[2].people[-1].annot_id = 999
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(corrected, fast_fitter, anny_model,
+                RunConfig(out, progress=False, inputs=dict(inputs, annotations_digest="5678")))
+    assert "2 images whose annotations changed are fitted again; the 2 other images" in caplog.records[0].getMessage()
+    assert s["this_run"]["images_written"] == 2 and s["this_run"]["images_already_done"] == 2
+    again = {p.name for p in fit_files(out) if p.stat().st_mtime_ns != mtimes[p.name]}
+    assert again == {f"{corrected[1].image_key}.npz", f"{corrected[2].image_key}.npz"}
+    assert 999 in read_fit(out / f"{corrected[2].image_key}.npz")["annot_id"].tolist()
+    # the merged dataset holds no per-image bookkeeping
+    arrays, _ = merge_fits(out)
+    assert "input_digest" not in arrays
 
 
 def test_the_cli_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
