@@ -61,8 +61,10 @@ class PersonBatch:
         tensors in its ``dtype`` (a float64 batch is cast), keypoints in its ``keypoint_convention``.
 
         Raises:
-            ValueError: the batch is empty, or its keypoints are in another convention (build
-                it with ``make_batch(people, model.keypoint_convention)``).
+            ValueError: the batch is empty, its keypoints are in another convention (build it
+                with ``make_batch(people, model.keypoint_convention)``), or its tensors' shapes do
+                not match it (``keypoints_2d`` not ``(B, K, 3)`` with K the convention's size, or
+                the camera tensors not ``(B, 2)``, ``bbox`` not ``(B, 4)``).
         """
         if len(self) == 0:
             raise ValueError("an empty batch: nothing to fit (a fitter needs at least one person)")
@@ -70,6 +72,13 @@ class PersonBatch:
             raise ValueError(f"batch keypoints are in {self.convention.name!r}, the model needs "
                              f"{model.keypoint_convention.name!r}: build the batch with make_batch(people, "
                              "model.keypoint_convention)")
+        B, K = len(self), len(self.convention)
+        want = dict(keypoints_2d=(B, K, 3), bbox=(B, 4), focal_length=(B, 2), principal_point=(B, 2), image_size=(B, 2))
+        wrong = [f"{k} {tuple(getattr(self, k).shape)} (expected {v})" for k, v in want.items()
+                 if tuple(getattr(self, k).shape) != v]
+        if wrong:
+            raise ValueError(f"a batch of {B} people in {self.convention.name!r} ({K} keypoints) with "
+                             f"{', '.join(wrong)}: build it with make_batch(people, model.keypoint_convention)")
         return self.to(model.device, model.dtype)
 
     def index(self, idx: torch.Tensor | slice | list[int]) -> "PersonBatch":
@@ -97,17 +106,25 @@ def person_camera(person: Person, focal_length: float | None = None,
 
     Each part is the one given here, else the input's (``person.camera``: a dataset's
     intrinsics, :mod:`fit3d.data.intrinsics`), else the default: the image diagonal and centre.
+
+    Raises:
+        ValueError: a focal length (given, the input's, or the default of an image of size 0)
+            that is not a finite number > 0, or a non-finite principal point: the fit would
+            raise deep inside, or (negative) come out behind the camera and marked valid.
     """
     w, h = person.image_size
     known = person.camera
-    if focal_length:
+    if focal_length is not None:
         f = (float(focal_length), float(focal_length))
     else:
-        f = tuple(known[0]) if known is not None else (default_focal_length(w, h),) * 2
+        f = tuple(map(float, known[0])) if known is not None else (default_focal_length(w, h),) * 2
     if principal_point is not None:
-        pp = tuple(principal_point)
+        pp = tuple(map(float, principal_point))
     else:
-        pp = tuple(known[1]) if known is not None else (w / 2.0, h / 2.0)
+        pp = tuple(map(float, known[1])) if known is not None else (w / 2.0, h / 2.0)
+    if not all(math.isfinite(v) and v > 0 for v in f) or not all(map(math.isfinite, pp)):
+        raise ValueError(f"{person.image_key} (id {person.annot_id}): camera focal length {f} / principal point "
+                         f"{pp} px (image {w}x{h}): the focal length must be a finite number > 0")
     return f, pp
 
 
@@ -134,7 +151,7 @@ def make_batch(
         device: where the tensors go. dtype: their floating dtype (the fitters cast a batch to
             their body model's, float32 for the bundled models: :meth:`PersonBatch.for_model`).
     Raises:
-        ValueError: ``people`` is empty.
+        ValueError: ``people`` is empty, or a person's camera is unusable (:func:`person_camera`).
     """
     if not people:
         raise ValueError("make_batch needs at least one person")

@@ -1,7 +1,8 @@
 """The field's metrics, batched, in millimetres and pixels.
 
-* MPJPE: mean joint error after aligning the roots (the mean of the hips, or a
-  given root joint) — Ionescu et al., Human3.6M (TPAMI 2014).
+* MPJPE: mean joint error after aligning the roots (a given root joint, or the mean of given
+  joints such as the two hips; the labelled ones among them with a ``valid`` mask) — Ionescu
+  et al., Human3.6M (TPAMI 2014).
 * PA-MPJPE: after a similarity Procrustes alignment (rotation, translation,
   scale; ``roma.rigid_points_registration``) — as in HMR/SPIN.
 * PVE: mean vertex error after root alignment.
@@ -18,19 +19,41 @@ import roma
 import torch
 
 
-def _root(points: torch.Tensor, root: int | tuple[int, ...]) -> torch.Tensor:
-    idx = (root,) if isinstance(root, int) else tuple(root)
-    return points[:, list(idx)].mean(1, keepdim=True)
+def _check_points(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> None:
+    """Raise ValueError unless ``pred`` and ``gt`` are ``(B, J, 3)`` alike and ``valid`` ``(B, J)``."""
+    if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
+        raise ValueError(f"expected pred and gt of one shape (B, J, 3), got {tuple(pred.shape)} and {tuple(gt.shape)}")
+    if valid is not None and tuple(valid.shape) != tuple(pred.shape[:2]):
+        raise ValueError(f"expected valid of shape (B, J) = {tuple(pred.shape[:2])}, got {tuple(valid.shape)}")
+
+
+def _root(points: torch.Tensor, root: int | tuple[int, ...], valid=None) -> torch.Tensor:
+    """``(B, 1, 3)``: the mean of the root joints (of the labelled ones with ``valid``; NaN
+    where none of them is labelled)."""
+    idx = [root] if isinstance(root, int) else list(root)
+    pts = points[:, idx]
+    if valid is None:
+        return pts.mean(1, keepdim=True)
+    v = valid[:, idx].to(pts)[..., None]
+    n = v.sum(1, keepdim=True)
+    mean = torch.where(v > 0, pts, torch.zeros_like(pts)).sum(1, keepdim=True) / n.clamp(min=1)
+    return torch.where(n > 0, mean, torch.full_like(mean, float("nan")))
 
 
 def mpjpe(pred: torch.Tensor, gt: torch.Tensor, root: int | tuple[int, ...] = 0, valid=None) -> torch.Tensor:
     """``(B,)`` mm: mean joint error after subtracting each side's root.
 
     Args:
-        pred, gt: ``(B, J, 3)`` metres. root: joint index (or indices averaged).
-        valid: optional ``(B, J)`` bool mask of joints that count.
+        pred, gt: ``(B, J, 3)`` metres. root: joint index, or indices averaged (e.g. the two hips);
+            the default 0 is the first joint of the layout (pass the hips for COCO-ordered joints).
+        valid: optional ``(B, J)`` bool mask of joints that count; the root is then the mean of
+            its labelled joints, and a person none of whose root joints is labelled, or with no
+            valid joint, scores NaN. Masked-out joints may hold NaN.
+    Raises:
+        ValueError: shapes other than the above.
     """
-    d = ((pred - _root(pred, root)) - (gt - _root(gt, root))).norm(dim=-1)
+    _check_points(pred, gt, valid)
+    d = ((pred - _root(pred, root, valid)) - (gt - _root(gt, root, valid))).norm(dim=-1)
     return _masked_mean(d, valid) * 1000.0
 
 
@@ -56,11 +79,22 @@ def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
 
 
 def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> torch.Tensor:
-    """``(B,)`` mm after similarity Procrustes alignment (on the valid joints when given)."""
+    """``(B,)`` mm after similarity Procrustes alignment (on the valid joints when given; NaN for
+    a person with fewer than 3 valid joints, which fix no similarity transform).
+
+    Args:
+        pred, gt: ``(B, J, 3)`` metres. valid: optional ``(B, J)`` bool mask.
+    Raises:
+        ValueError: shapes other than the above.
+    """
+    _check_points(pred, gt, valid)
     if valid is not None and not bool(valid.all()):
         out = []
         for i in range(pred.shape[0]):
-            m = valid[i]
+            m = valid[i].bool()
+            if int(m.sum()) < 3:
+                out.append(torch.tensor(float("nan"), dtype=pred.dtype, device=pred.device))
+                continue
             out.append(pa_mpjpe(pred[i : i + 1, m], gt[i : i + 1, m])[0])
         return torch.stack(out)
     d = (procrustes_align(pred, gt) - gt).norm(dim=-1)
@@ -91,4 +125,5 @@ def _masked_mean(x: torch.Tensor, valid) -> torch.Tensor:
         return x.mean(-1)
     v = valid.to(x)
     n = v.sum(-1)
-    return torch.where(n > 0, (x * v).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))
+    total = torch.where(v > 0, x, torch.zeros_like(x)).sum(-1)  # (a masked-out NaN must not count: NaN * 0 is NaN)
+    return torch.where(n > 0, total / n.clamp(min=1), torch.full_like(n, float("nan")))

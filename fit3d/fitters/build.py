@@ -2,7 +2,8 @@
 and the benchmarks need, in one place.
 
 Errors are raised as ``ValueError`` / ``FileNotFoundError`` with a message that
-says what to do; the command line turns them into clean errors.
+says what to do (an unknown prior name: ``KeyError``, as :func:`fit3d.priors.build_prior`
+raises it); the command line turns them into clean errors.
 """
 
 from __future__ import annotations
@@ -56,8 +57,8 @@ def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | P
             a path: that memory; False: starts from the rest pose only.
         depth_flips: fit the limb depth-flip alternatives too.
     Raises:
-        FileNotFoundError: no weights for the prior. ValueError: the prior or the
-        prototypes do not fit the model, or the schedule is not valid.
+        KeyError: unknown prior name. FileNotFoundError: no weights for the prior. ValueError:
+        the prior or the prototypes do not fit the model, or the schedule is not valid.
     """
     if prior is None:  # bundled for anny; from 'fit3d setup-model' for the SMPL family
         prior = DEFAULT_PRIOR
@@ -111,8 +112,9 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     fine-tuned per person, EFT's ``accept_ratio``, and the learning rate used when ``lr`` is None).
 
     Raises:
-        FileNotFoundError, ValueError: see :func:`load_body_regressor` and
-        :func:`fit3d.priors.build_prior`. ValueError: unknown ``finetune`` preset; with ``flip``, a
+        FileNotFoundError, ValueError, KeyError: see :func:`load_body_regressor` and
+        :func:`fit3d.priors.build_prior`. ValueError: ``steps`` < 0, ``lr`` <= 0, an unknown
+        ``finetune`` preset; with ``flip``, a
         sided keypoint or joint name of ``body`` without its counterpart
         (:func:`~fit3d.data.conventions.mirror_permutation`).
     """

@@ -34,6 +34,7 @@ the output and its limb depth flips are refined side by side, the best kept.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, replace
 from typing import NamedTuple
 
@@ -164,7 +165,8 @@ class EFT:
             None: no.
 
     Raises:
-        ValueError: ``finetune`` matches none of the regressor's parameters.
+        ValueError: ``finetune`` matches none of the regressor's parameters, ``steps`` is not a whole
+            number >= 0, or ``lr`` is not > 0.
         TypeError: ``regressor`` or ``prior`` is not a module (e.g. None or a name).
 
     :func:`fit3d.fitters.build.build_eft` builds what the command line runs: the bundled
@@ -197,6 +199,10 @@ class EFT:
         if prior is not None and not isinstance(prior, torch.nn.Module):
             raise TypeError(f"prior must be a pose prior module, not {prior!r}: build one by name with "
                             "fit3d.priors.build_prior(name, body_model)")
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+            raise ValueError(f"steps must be a whole number >= 0 (0: the regressor's prediction), not {steps!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, not {lr!r}")
         self.regressor = regressor.to(body_model.device).eval()
         self.steps, self.lr, self.shape_weight, self.anchor_weight = steps, lr, shape_weight, anchor_weight
         self.accept_ratio = accept_ratio

@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -513,12 +514,18 @@ class NeuralAnnot:
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Annotate ``batch`` with the trained network (then ``refine_steps`` EFT steps),
         keeping the pretrained prediction where the annotation does not pay (``accept_ratio``).
+        Called before :meth:`fit_dataset`, it annotates with the network as given: the pretrained
+        regressor with the ``pretrain`` recipe; without it an untrained network, with a warning.
 
         Raises:
             ValueError: as :meth:`~fit3d.data.batching.PersonBatch.for_model`.
         """
         model = self.body_model
         batch = batch.for_model(model)
+        if "pretrain" not in self.recipes and not self.log and self.epoch == 0:
+            warnings.warn("NeuralAnnot is called before fit_dataset and without the 'pretrain' recipe: its network "
+                          "is untrained, so its annotations mean nothing (train it with fit_dataset first)",
+                          stacklevel=2)
         net = self._module().eval()
         if self.refine_steps > 0:
             res = EFT(model, net, steps=self.refine_steps)(batch)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import signal
 import time
 import zipfile
@@ -57,7 +58,8 @@ MIN_VISIBLE_KEYPOINTS = 6
 
 @dataclass
 class RunConfig:
-    """Options of a batch run.
+    """Options of a batch run (raises ValueError for a ``focal_length`` that is not a finite
+    number > 0 or a ``batch_size`` below 1).
 
     Attributes:
         out_dir: output folder.
@@ -100,6 +102,14 @@ class RunConfig:
     settings: dict | None = None
     check_settings: bool = True
     inputs: dict | None = None
+
+    def __post_init__(self) -> None:
+        f = self.focal_length
+        if f is not None and not (isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
+            raise ValueError(f"focal_length must be a finite number of pixels > 0 (or None: the input's or the "
+                             f"image diagonal), not {f!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
 
     @property
     def whole_folder(self) -> bool:
@@ -406,11 +416,14 @@ class _Job:
         failed: dict[int, list[dict]] = {}
         for ii, p, reason in entries:
             img = images[ii]
-            focal, pp = person_camera(p, config.focal_length)
             res, row = (None, 0) if reason is not None else fits[id(p)]
-            if reason is None and res is None:  # the fit raised, even alone
+            if reason is None and res is None:  # the fit raised, even alone (an unusable camera too)
                 failed.setdefault(ii, []).append(dict(image=img.image_key, annot_id=p.annot_id, reason=row))
                 continue
+            try:
+                focal, pp = person_camera(p, config.focal_length)
+            except ValueError:  # (a skipped person's unusable camera: stored as unknown)
+                focal, pp = (float("nan"),) * 2, (float("nan"),) * 2
             if res is not None:
                 finite = all(torch.isfinite(getattr(res, k)[row]).all() for k in ("global_orient", "body_pose",
                                                                                    "betas", "transl"))

@@ -24,6 +24,27 @@ def test_full_frame_camera_defaults():
     assert b.focal_length[0].tolist() == [1234.0, 1234.0] and b.principal_point[0].tolist() == [1.0, 2.0]
 
 
+def test_an_unusable_camera_is_refused_with_the_person_named():
+    """Found by a researcher's trial of the API: focal length 0 crashed the fit deep inside (an SVD
+    of NaN), a negative one gave fits behind the camera marked valid, and 0 given was replaced by the
+    default while the run's settings recorded 0."""
+    from dataclasses import replace
+
+    kp = np.ones((17, 3), np.float32)
+    for bad in (0.0, -1500.0, float("nan")):
+        with pytest.raises(ValueError, match=r"a.jpg \(id 1\).*focal length must be a finite number > 0"):
+            make_batch([_person(kp)], COCO23, focal_length=bad)
+    with pytest.raises(ValueError, match="focal length"):
+        make_batch([_person(kp, (0, 0))], COCO23)  # the default of an image of size 0
+    with pytest.raises(ValueError, match="focal length"):
+        make_batch([replace(_person(kp), camera=((0.0, 0.0), (320.0, 240.0)))], COCO23)
+    from fit3d.pipeline import RunConfig
+
+    for bad in (0, -800.0, float("inf"), True):
+        with pytest.raises(ValueError, match="focal_length must be"):
+            RunConfig("out", focal_length=bad)
+
+
 def test_batch_maps_to_model_convention_and_sanitizes_nan():
     kp = np.random.default_rng(0).uniform(10, 100, (17, 3)).astype(np.float32)
     kp[:, 2] = 1
@@ -75,3 +96,18 @@ def test_an_unusable_box_is_rebuilt_from_the_keypoints_as_the_readers_do(box):
     np.testing.assert_allclose(b.bbox[0].numpy(), [90, 30, 120, 240], atol=1e-4)  # the keypoints' box, padded 10 %
     good = Person("a.jpg", None, (640, 480), 1, np.array([10, 20, 300, 400], np.float32), kp, COCO17)
     assert make_batch([good], COCO23).bbox[0].tolist() == [10, 20, 300, 400]  # a usable box is kept
+
+
+def test_a_batch_whose_shapes_do_not_match_its_convention_is_refused(anny_model):
+    """Found by a researcher's trial: a hand-built batch with 17 keypoints in a 23-keypoint
+    convention raised a bare RuntimeError deep in the losses."""
+    import torch
+
+    from fit3d.data.batching import PersonBatch
+
+    conv = anny_model.keypoint_convention
+    ok = make_batch([_person(np.ones((17, 3), np.float32))], conv)
+    assert ok.for_model(anny_model).keypoints_2d.shape == (1, len(conv), 3)
+    short = PersonBatch(torch.zeros(1, 17, 3), ok.bbox, ok.focal_length, ok.principal_point, ok.image_size, conv)
+    with pytest.raises(ValueError, match=r"keypoints_2d \(1, 17, 3\) \(expected \(1, 23, 3\)\)"):
+        short.for_model(anny_model)

@@ -54,3 +54,32 @@ def test_torso_angle_sees_a_body_lying_where_it_stands_which_pa_mpjpe_aligns_awa
     assert torch.allclose(angle, torch.full((4,), 90.0), atol=1e-3)
     assert M.pa_mpjpe(lying, gt).max() < 1e-2  # the same pose: PA-MPJPE cannot tell
     assert M.torso_angle_deg(gt + 1.0, gt, (2, 3), (0, 1)).max() < 1e-2  # translation-free
+
+
+def test_masked_metrics_ignore_what_the_mask_leaves_out():
+    """Found by a researcher's trial of the API: an unlabelled hip still set the MPJPE root (an
+    identical pose scored 634 mm), a NaN in a masked-out joint or an unlabelled 2D keypoint made the
+    result NaN, and PA-MPJPE of a person without valid joints raised."""
+    g = torch.Generator().manual_seed(1)
+    gt = torch.randn(2, 6, 3, generator=g)
+    pred = gt.clone()
+    v = torch.ones(2, 6, dtype=torch.bool)
+    gt_hip_lost = gt.clone()
+    gt_hip_lost[0, 4] = 0.0  # unlabelled left hip: its coordinates mean nothing
+    v[0, 4] = False
+    assert M.mpjpe(pred, gt_hip_lost, (4, 5), v).abs().max() < 1e-3  # the labelled hip is the root
+    v_none = v.clone()
+    v_none[1, 4:] = False  # no root joint labelled: cannot align
+    assert torch.isnan(M.mpjpe(pred, gt, (4, 5), v_none)[1]) and not torch.isnan(M.mpjpe(pred, gt, (4, 5), v_none)[0])
+    gt_nan = gt.clone()
+    gt_nan[0, 4] = float("nan")
+    assert torch.isfinite(M.mpjpe(pred, gt_nan, (4, 5), v)).all()
+    kp = torch.tensor([[[0.0, 0, 1], [float("nan"), float("nan"), 0]]])
+    assert M.reprojection_px(kp.clone(), kp).item() == 0.0
+    few = torch.zeros(2, 6, dtype=torch.bool)
+    few[0] = True
+    few[1, :2] = True  # two joints fix no similarity: NaN, not an error
+    out = M.pa_mpjpe(pred, gt, few)
+    assert out[0] < 1e-2 and torch.isnan(out[1])
+    with pytest.raises(ValueError, match=r"\(B, J, 3\)"):
+        M.mpjpe(pred[0], gt[0])  # (J, 3): one person without its batch axis

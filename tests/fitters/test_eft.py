@@ -172,3 +172,13 @@ def test_a_missing_regressor_or_a_prior_by_name_says_how_to_build_one(anny_model
     K, J, S = len(anny_model.keypoint_convention), anny_model.num_body_joints, anny_model.num_betas
     with pytest.raises(TypeError, match="build_prior"):
         EFT(anny_model, KeypointRegressor(K, J, S, width=8, blocks=1), prior="gmm")
+
+
+def test_steps_and_rate_are_checked(anny_model, regressor):
+    """Found by a researcher's trial: steps=-1 was accepted and reported iterations -1."""
+    for bad in dict(steps=-1), dict(steps=2.5), dict(steps=True), dict(lr=0.0), dict(lr=-1e-3):
+        with pytest.raises(ValueError, match="steps must be|lr must be"):
+            EFT(anny_model, regressor, **bad)
+    import numpy as np
+
+    assert EFT(anny_model, regressor, steps=np.int64(3)).steps == 3

@@ -529,3 +529,16 @@ def test_the_cli_records_its_inputs_with_the_annotation_files_digest(tmp_path, s
     copy.write_text((sample_dir / "test_coco.json").read_text().replace('"id": 785', '"id": 786', 1))
     other = input_record(FitOptions(images=sample_dir, out_dir=tmp_path, annotations=copy))
     assert len(other["annotations_digest"]) == 16 and other["annotations_digest"] != r["annotations_digest"]
+
+
+def test_a_person_whose_camera_is_unusable_fails_alone(tmp_path, sample_copy, anny_model, fast_fitter):
+    """An image record of size 0 (no focal length can be made for it): its people fail with the
+    reason, the rest of the run is fitted (the camera check raised in the run's bookkeeping before)."""
+    from dataclasses import replace
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    images[0] = replace(images[0], image_size=(0, 0), people=[replace(p, image_size=(0, 0)) for p in images[0].people])
+    s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", progress=False))["this_run"]
+    assert s["images_failed"] == 1 and s["exit_code"] == 5 and s["images_written"] == 3
+    reasons = json.loads(failure_path(tmp_path / "fits", images[0].image_key).read_text())
+    assert "focal length" in json.dumps(reasons)
