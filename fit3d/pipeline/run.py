@@ -203,6 +203,17 @@ def stored_input_digest(path: Path) -> str | None:
         return None
 
 
+def _holds_people(path: Path) -> bool:
+    """Whether an image's output exists and holds at least one person (False when unreadable)."""
+    if not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "annot_id" in z.files and z["annot_id"].size > 0
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
+
+
 def refit_changed(images: list[ImageRecord], config: RunConfig,
                   todo: list[ImageRecord]) -> tuple[list[ImageRecord], int, int]:
     """Add to ``todo`` (:func:`select_images`'s) this job's done images whose annotations changed
@@ -550,6 +561,20 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
                        shard_empty=mine == 0 and config.shard[1] > 1 and bool(images))
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
+    # an image left without people (its annotations removed from a corrected file; not one whose
+    # annotations could not be read) whose output still holds fits: removed, as an image without
+    # people has no output, so no merge or export serves the stale fits
+    emptied = [r for r in todo if not r.people and not r.dropped and _holds_people(output_path(out_dir, r.image_key))]
+    if emptied:
+        job.before_writing()
+        for r in emptied:
+            for stale in (output_path(out_dir, r.image_key), failure_path(out_dir, r.image_key),
+                          incomplete_path(out_dir, r.image_key)):
+                stale.unlink(missing_ok=True)
+        log.warning("%d image%s no longer annotated with people (e.g. %s) had fits of earlier inputs: their "
+                    "output%s removed", len(emptied), "s" if len(emptied) > 1 else "", emptied[0].image_key,
+                    "s" if len(emptied) > 1 else "")
+        counts.outputs_removed = len(emptied)
     todo = [r for r in todo if r.people]
     i, n = config.shard
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")

@@ -61,6 +61,8 @@ class RunCounts:
     #: this shard got no image because there are more shards than images (nothing to fit is
     #: then no failure: exit 0, not 4)
     shard_empty: bool = False
+    #: outputs removed: images no longer annotated with people whose output held fits of earlier inputs
+    outputs_removed: int = 0
 
     def exit_code(self) -> int:
         """See the module docstring."""
@@ -91,7 +93,8 @@ class RunCounts:
             input_errors=self.input_errors, input_warnings=self.input_warnings,
             reproj_error_px=dict(median=stat(np.median), mean=stat(np.mean),
                                  p90=stat(lambda e: np.percentile(e, 90))),
-            interrupted=bool(self.interrupted), shard_empty=self.shard_empty, exit_code=code,
+            interrupted=bool(self.interrupted), shard_empty=self.shard_empty, outputs_removed=self.outputs_removed,
+            exit_code=code,
             exit_meaning=EXIT_CODES[code],
         )
 

@@ -517,6 +517,24 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     # the merged dataset holds no per-image bookkeeping
     arrays, _ = merge_fits(out)
     assert "input_digest" not in arrays
+    # every annotation of the last image removed: its stale output goes (an image without people has none)
+    corrected[3] = copy.deepcopy(corrected[3])
+    gone = {p.annot_id for p in corrected[3].people}
+    corrected[3].people = []
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(corrected, fast_fitter, anny_model,
+                RunConfig(out, progress=False, inputs=dict(inputs, annotations_digest="9999")))
+    assert any("no longer annotated with people" in m and "output removed" in m for m in caplog.messages)
+    assert not (out / f"{corrected[3].image_key}.npz").exists() and s["this_run"]["outputs_removed"] == 1
+    arrays, _ = merge_fits(out)
+    assert not gone & set(arrays["annot_id"].tolist()) and len(arrays["annot_id"]) > 0
+    # an image whose annotations could not be read this time keeps its output (not a removal)
+    corrected[0] = copy.deepcopy(corrected[0])
+    corrected[0].people, corrected[0].dropped = [], ["a.json#annotations[0]"]
+    s = run(corrected, fast_fitter, anny_model,
+            RunConfig(out, progress=False, inputs=dict(inputs, annotations_digest="0000")))
+    assert (out / f"{corrected[0].image_key}.npz").is_file() and s["this_run"]["outputs_removed"] == 0
 
 
 def test_the_cli_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
