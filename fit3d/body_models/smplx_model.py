@@ -152,7 +152,8 @@ class SMPLXModel(BodyModel):
         device: where the buffers live.
     Raises:
         FileNotFoundError: the model file is missing (the message says where to get it).
-        ValueError: unknown ``model_type``, or a file smplx cannot read.
+        ValueError: unknown ``model_type``, a file smplx cannot read, or a file of another model
+            (its joint count is not ``model_type``'s: a SMPL-H file given as SMPL).
     """
 
     def __init__(
@@ -184,7 +185,14 @@ class SMPLXModel(BodyModel):
         except Exception as e:  # noqa: BLE001 - pickle, zip, numpy and key errors of a bad file: one clear line
             detail = str(e).splitlines()[0] if str(e) else ""
             raise ValueError(f"{path} is not a readable {model_type.upper()} model file ({type(e).__name__}: "
-                             f"{detail}); download it again from {MODEL_URLS[model_type]}") from e
+                             f"{detail}): a file of another model (SMPL's are .pkl, SMPL-X's usually .npz: give "
+                             f"its --model), or a damaged one (download it again from {MODEL_URLS[model_type]})") from e
+        joints = int(self.smpl.J_regressor.shape[0])
+        if joints != NUM_JOINTS[model_type]:  # a SMPL-H file read as SMPL: it loads, then every pose fails
+            other = next((m for m, n in NUM_JOINTS.items() if n == joints), None)
+            raise ValueError(f"{path} is a model of {joints} joints, not {model_type.upper()}'s "
+                             f"{NUM_JOINTS[model_type]}" + (f": a {other.upper()} file (use --model {other})"
+                                                            if other else ""))
         self.name = model_type
         self.gender = gender
         self.model_file = path  #: the licensed file (its hash keys the weights of fit3d setup-model)

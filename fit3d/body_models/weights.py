@@ -122,11 +122,13 @@ def _warn_if_reduced(folder: Path, body) -> None:
 
 
 def setup_command(body) -> str:
-    """``run 'fit3d setup-model --model M --model-path DIR [--gender G]'``: the set-up of ``body``'s
-    own model file (its gender included: SMPL's male, female and neutral files are set up apart)."""
+    """``run 'fit3d setup-model --model M --model-path FILE [--gender G]'``: the set-up of ``body``'s
+    own model file, named itself (its folder may hold another file that the search prefers, a
+    SMPL-X ``.npz`` beside the ``.pkl``, or none where the search looks: AMASS's ``male/model.npz``;
+    its gender included: SMPL's male, female and neutral files are set up apart)."""
     path = getattr(body, "model_file", None)
     gender = str(getattr(body, "gender", "neutral"))
-    return (f"run 'fit3d setup-model --model {body.name} --model-path {path.parent if path else 'DIR'}"
+    return (f"run 'fit3d setup-model --model {body.name} --model-path {path if path else 'FILE'}"
             f"{'' if gender == 'neutral' else ' --gender ' + gender}'")
 
 

@@ -134,6 +134,17 @@ _OPTIONS = [
 _FIELDS = [f.name for f in fields(FitOptions) if f.name != "progress"]
 
 
+def check_model_options(model: str, model_path, gender: str) -> None:
+    """Refuse SMPL-family options given with anny (a usage error, exit 2): ``--model-path`` and a
+    ``--gender`` were ignored in silence, and a forgotten ``--model smpl`` fitted anny."""
+    if model != "anny":
+        return
+    given = [o for o, v in (("--model-path", model_path is not None), ("--gender", gender != "neutral")) if v]
+    if given:
+        raise click.UsageError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the SMPL family: "
+                               "add --model smpl, smplh or smplx (anny, the default model, takes neither)")
+
+
 def fit_options(f):
     """Add the shared fitting options to a click command, which receives them as one
     ``opts: FitOptions`` keyword argument (beside its own options)."""
@@ -141,6 +152,7 @@ def fit_options(f):
     @functools.wraps(f)
     def command(*args, **kwargs):
         opts = FitOptions(**{k: kwargs.pop(k) for k in _FIELDS}, progress=not kwargs.pop("no_progress"))
+        check_model_options(opts.model, opts.model_path, opts.gender)
         return f(*args, opts=opts, **kwargs)
 
     for option in reversed(_OPTIONS):
@@ -177,6 +189,7 @@ def model_options(f=None, *, model_required: bool = False):
         from fit3d.body_models import build_body_model
 
         spec = {k: kwargs.pop(k) for k in ("model", "model_path", "gender", "device")}
+        check_model_options(spec["model"], spec["model_path"], spec["gender"])
         with errors_as():
             body = build_body_model(spec["model"], spec["model_path"], gender=spec["gender"], device=spec["device"])
         return f(*args, body=body, **kwargs)

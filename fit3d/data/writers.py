@@ -94,7 +94,7 @@ def read_torch(path: str | Path, weights_only: bool = True) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=weights_only)
     except (pickle.UnpicklingError, EOFError, RuntimeError, zipfile.BadZipFile, AttributeError, ImportError,
-            ValueError, OSError) as e:
+            ValueError, OSError, KeyError, IndexError, TypeError, UnicodeDecodeError) as e:  # (legacy reads of garbage)
         if not zipfile.is_zipfile(path):  # torch.save's format (torch's legacy format was tried above)
             raise ValueError(f"{path} is not a torch file (torch.save writes a zip archive)") from e
         reason = str(e).split("WeightsUnpickler error:")[-1].strip() or type(e).__name__

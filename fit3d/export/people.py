@@ -94,6 +94,8 @@ def fitted_gender(fits_dir: str | Path, model: str) -> str:
     (anny, folders fitted before the record, a record of another model)."""
     from fit3d.pipeline.settings import recorded_settings
 
+    if model not in ("smpl", "smplh", "smplx"):  # anny has no gendered models (a folder's --gender was ignored)
+        return "neutral"
     record = recorded_settings(fits_dir) or {}
     gender = str(record.get("gender") or "").lower() if record.get("model") == model else ""
     return gender if gender in ("male", "female") else "neutral"

@@ -37,13 +37,16 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
     Raises:
         KeyError: unknown name. FileNotFoundError: no weights for this model
         (the message says how to get them). ValueError: the prior does not
-        match the model's number of joints.
+        match the model's number of joints, or ``path`` is given for ``l2`` (which has none).
     """
     from fit3d.training.priors import load_prior
 
     if name not in PRIORS:
         raise KeyError(f"unknown prior {name!r}; available: {list(PRIORS)}")
     if name == "l2":
+        if path is not None:  # (it was ignored: a user meaning --prior gmm got L2 without a word)
+            raise ValueError(f"the l2 prior has no weights, so --prior-path {path} means another prior: give its "
+                             "--prior (gmm, vae or articulation)")
         return L2Prior()
     model_name = getattr(body_model, "name", "anny")
     if path is None:

@@ -149,3 +149,14 @@ def test_the_downloads_own_file_names_are_found_and_their_gender_checked(tmp_pat
     assert find_model_file("smplx", tmp_path, "neutral") == tmp_path / "smplx" / "neutral" / "model.npz"
     m = build_body_model("smplx", tmp_path / "smplx" / "neutral" / "model.npz")
     assert m.name == "smplx" and m.num_body_joints == 21
+
+
+def test_a_file_of_another_smpl_family_model_is_named_as_such(smpl_like_dir):
+    """Found by a trial: a SMPL-H file given as --model smpl loaded, then every pose failed deep in
+    smplx's lbs with a traceback; a SMPL-X .npz given as SMPL was called damaged."""
+    from fit3d.body_models import build_body_model
+
+    with pytest.raises(ValueError, match=r"a model of 52 joints, not SMPL's 24: a SMPLH file \(use --model smplh\)"):
+        build_body_model("smpl", smpl_like_dir / "smplh" / "SMPLH_NEUTRAL.pkl")
+    with pytest.raises(ValueError, match="a file of another model"):
+        build_body_model("smpl", smpl_like_dir / "smplx" / "SMPLX_NEUTRAL.npz")

@@ -50,6 +50,16 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
                                  "--out", str(tmp_path / "o"), "--regressor", str(tmp_path / "notes.md")])
     assert r.exit_code == 1 and "notes.md is not a torch file" in r.output and r.exception is not None
     assert not isinstance(r.exception, ValueError) and not (tmp_path / "o").exists()  # stopped before writing
+    # SMPL-family options with anny were ignored in silence (a forgotten --model smpl fitted anny;
+    # found by a trial with SMPL-family files), and --prior-path with --prior l2 likewise
+    base = ["smplify", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
+            "--out", str(tmp_path / "o"), "--dry-run"]
+    for extra, said in ((["--model-path", str(tmp_path)], "--model-path is for the SMPL family"),
+                        (["--gender", "male"], "--gender is for the SMPL family")):
+        r = CliRunner().invoke(cli, base + extra)
+        assert r.exit_code == 2 and said in r.output and "--model smpl" in r.output, r.output
+    r = CliRunner().invoke(cli, base[:-1] + ["--prior", "l2", "--prior-path", str(tmp_path / "notes.md")])
+    assert r.exit_code == 1 and "the l2 prior has no weights" in r.output, r.output
 
 
 def test_cli_says_which_images_are_written_incomplete(tmp_path, sample_dir, anny_model):

@@ -50,3 +50,15 @@ def test_strict_json_writes_non_finite_floats_as_null(tmp_path):
     write_json(tmp_path / "s.json", obj, strict=True)
     assert json.loads((tmp_path / "s.json").read_text(), parse_constant=lambda c: 1 / 0) == strict
     assert math.isnan(json.loads(json_text(obj))["a"])  # not strict: Python's NaN, as before
+
+
+@pytest.mark.parametrize("text", [b"hi\n", b"this is not a model\n", b"i\n", b"\x80\x02}q\x00."])
+def test_read_torch_refuses_any_other_file_with_one_value_error(tmp_path, text):
+    """Found by a trial: a two-letter text file given as --prior-path ended in a traceback (torch's
+    legacy loader raised KeyError 105 on it, which read_torch did not catch)."""
+    from fit3d.data.writers import read_torch
+
+    f = tmp_path / "notamodel.txt"
+    f.write_bytes(text)
+    with pytest.raises(ValueError, match="notamodel.txt"):
+        read_torch(f)

@@ -156,6 +156,29 @@ def test_the_setup_command_names_the_gender_of_the_model_file():
     from fit3d.body_models.weights import setup_command
 
     male = SimpleNamespace(name="smpl", model_file=Path("/m/SMPL_MALE.pkl"), gender="male")
-    assert setup_command(male) == "run 'fit3d setup-model --model smpl --model-path /m --gender male'"
+    assert setup_command(male) == "run 'fit3d setup-model --model smpl --model-path /m/SMPL_MALE.pkl --gender male'"
     neutral = SimpleNamespace(name="smpl", model_file=Path("/m/SMPL_NEUTRAL.pkl"), gender="neutral")
-    assert setup_command(neutral) == "run 'fit3d setup-model --model smpl --model-path /m'"
+    assert setup_command(neutral) == "run 'fit3d setup-model --model smpl --model-path /m/SMPL_NEUTRAL.pkl'"
+
+
+def test_the_setup_command_leads_back_to_the_file_being_fitted(tmp_path):
+    """Found by a trial with SMPL-family files: the hint named the file's folder, whose search
+    prefers SMPL-X's .npz beside the .pkl being fitted (the set-up made the other file's weights
+    and the fit asked again), or finds nothing (AMASS's male/model.npz)."""
+    from types import SimpleNamespace
+
+    from fit3d.body_models.smplx_model import find_model_file
+    from fit3d.body_models.weights import setup_command
+
+    (tmp_path / "smplx").mkdir()
+    for name in ("SMPLX_NEUTRAL.npz", "SMPLX_NEUTRAL.pkl"):
+        (tmp_path / "smplx" / name).write_bytes(b"")
+    fitted = tmp_path / "smplx" / "SMPLX_NEUTRAL.pkl"
+    hint = setup_command(SimpleNamespace(name="smplx", model_file=fitted, gender="neutral"))
+    given = Path(hint.split("--model-path ")[1].split("'")[0].split(" --")[0])
+    assert find_model_file("smplx", given, "neutral") == fitted
+    amass = tmp_path / "amass" / "male" / "model.npz"
+    amass.parent.mkdir(parents=True)
+    amass.write_bytes(b"")
+    hint = setup_command(SimpleNamespace(name="smplx", model_file=amass, gender="male"))
+    assert find_model_file("smplx", Path(hint.split("--model-path ")[1].split(" --")[0]), "male") == amass
