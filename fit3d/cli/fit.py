@@ -79,7 +79,9 @@ def report_run(s: dict, out_dir: Path) -> int:
         f"images: {r['images']} given, "
         f"{r['images_written']} written, {r['images_already_done']} already done, {r['images_without_people']} "
         f"without people, {r['images_failed']} to retry{incomplete}; input problems: {r['input_errors']} "
-        f"(+{r['input_warnings']} warnings); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s -> {out_dir}",
+        f"(+{r['input_warnings']} warnings); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s"
+        + (f" ({r['fits_per_second_with_training']:.2f} with the annotator's training)"  # (NeuralAnnot)
+           if "fits_per_second_with_training" in r else "") + f" -> {out_dir}",
         err=True,
     )
     for f in r["failures"][:20]:

@@ -158,6 +158,8 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir, caplog):
     assert s["settings"]["recipes"] == ["pretrain"] and s["settings"]["annotator"]["epoch"] == 1  # what decided it
     r0 = s["this_run"]  # fits/s with and without the annotator's training
     assert r0["annotator_training_seconds"] > 0 and r0["fits_per_second_with_training"] < r0["fits_per_second"]
+    assert f"({r0['fits_per_second_with_training']:.2f} with the annotator's training)" in r.output  # (a trial:
+    # the closing line's rate, of annotating alone, read as the whole job's)
     import torch
 
     assert torch.load(out / "annotator.pt", weights_only=False)["epoch"] == 1
