@@ -206,10 +206,11 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     return {**out, **fitter_description(fitter)} if fitter is not None else out
 
 
-def this_job(opts: FitOptions, records, warn: bool = True) -> tuple[list, int, int]:
+def this_job(opts: FitOptions, records, warn: bool = True):
     """:func:`fit3d.pipeline.select_images` for the command's shard, ``--limit`` and
-    ``--overwrite``: ``(images to fit, already done, this job's images)``; ``warn``: say which
-    outputs are damaged (once per command: not when planning the worker processes)."""
+    ``--overwrite``: a :class:`~fit3d.pipeline.run.Selection` (images to fit, already done, this
+    job's images, refits of changed annotations...); ``warn``: say which outputs are damaged
+    (once per command: not when planning the worker processes)."""
     from fit3d.pipeline import select_images
 
     return select_images(records, job_config(opts), warn=warn)
@@ -245,14 +246,16 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                "fitted, "
                f"{len(people) - fittable} skipped; {errors} input problems, "
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
-    todo, done, mine = this_job(opts, records)
-    from fit3d.pipeline.run import input_changes, inputs_changed_warning, previous_summary, refit_changed
+    selection = this_job(opts, records)
+    todo, done, mine = selection.todo, selection.already, selection.mine
+    from fit3d.pipeline.run import input_changes, inputs_changed_warning, previous_summary, refit_warning
 
     changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
-    if changed and done:
-        todo, refit, unverified = refit_changed(records, job_config(opts), todo)
-        done -= refit
-        click.echo(f"fit3d: warning: {inputs_changed_warning(changed, done, refit, unverified, would=True)}", err=True)
+    if changed and (done or selection.changed):
+        click.echo(f"fit3d: warning: {inputs_changed_warning(changed, done, selection.changed, selection.unverified, would=True)}",
+                   err=True)
+    elif selection.changed:
+        click.echo(f"fit3d: warning: {refit_warning(selection.changed, would=True)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "

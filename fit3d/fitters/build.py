@@ -113,7 +113,8 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
 
     Raises:
         FileNotFoundError, ValueError, KeyError: see :func:`load_body_regressor` and
-        :func:`fit3d.priors.build_prior`. ValueError: ``steps`` < 0, ``lr`` <= 0, an unknown
+        :func:`fit3d.priors.build_prior`. ValueError: ``prior_path`` without ``prior``, ``steps`` < 0,
+        ``lr`` <= 0, an unknown
         ``finetune`` preset; with ``flip``, a
         sided keypoint or joint name of ``body`` without its counterpart
         (:func:`~fit3d.data.conventions.mirror_permutation`).
@@ -123,6 +124,9 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     preset = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
     reg = with_flip(reg, body, flip)
+    if prior_path is not None and not prior:  # (it was ignored: EFT ran without the prior the user meant)
+        raise ValueError(f"--prior-path {prior_path} is given without --prior: say which prior it holds (gmm, vae "
+                         "or articulation)")
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
     eft = EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,

@@ -49,7 +49,7 @@ def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tu
         same = False
     deleted = 0
     if not same:
-        mine, _, _ = select_images(records, RunConfig(out_dir, shard=shard, overwrite=True))
+        mine = select_images(records, RunConfig(out_dir, shard=shard, overwrite=True)).todo
         for r in mine:
             path = output_path(out_dir, r.image_key)
             deleted += path.is_file()

@@ -1,6 +1,8 @@
 """The batch job: image records -> batches -> fitter -> one ``.npz`` per image -> a summary.
 
-* Resumable: images whose ``.npz`` exists are skipped unless ``overwrite``; outputs are
+* Resumable: images whose ``.npz`` exists are skipped unless ``overwrite``, or unless their
+  annotations changed since it was written (its ``input_digest``, :func:`select_images`: they
+  are fitted again; an image left without people has its output removed); outputs are
   written after every batch, atomically; on SIGINT/SIGTERM the batch in flight is
   dropped, everything finished is kept and the command says how to resume. A folder
   fitted with other settings is not resumed into (:mod:`fit3d.pipeline.settings`).
@@ -24,11 +26,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 import signal
 import time
 import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -105,7 +109,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         f = self.focal_length
-        if f is not None and not (isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
+        if f is not None and not (isinstance(f, numbers.Real) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
             raise ValueError(f"focal_length must be a finite number of pixels > 0 (or None: the input's or the "
                              f"image diagonal), not {f!r}")
         if self.batch_size < 1:
@@ -182,10 +186,10 @@ def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[Imag
 
 def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: int = 0, would: bool = False) -> str:
     """The warning of a run (``would``: a dry run) whose inputs differ from the folder's last run's:
-    ``refit`` images whose people changed are fitted again (:func:`refit_changed`), the ``done``
+    ``refit`` images whose people changed are fitted again (:func:`select_images`), the ``done``
     others keep their fits, ``unverified`` of them without a record of what they were fitted from."""
-    again = f"{refit} image{'s' if refit != 1 else ''} whose annotations changed {'would be' if would else 'are'} " \
-            "fitted again"
+    verb = "would be" if would else "is" if refit == 1 else "are"
+    again = f"{refit} image{'s' if refit != 1 else ''} whose annotations changed {verb} fitted again"
     kept = f"the {done} other images already done {'would keep' if would else 'keep'} their fits"
     if unverified:
         kept += (f" ({unverified} of them written before fit3d recorded what each output is fitted from, so not "
@@ -193,14 +197,28 @@ def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: 
     return f"this folder's earlier run read other inputs ({changed}): {again}; {kept}"
 
 
-def stored_input_digest(path: Path) -> str | None:
+_UNREADABLE = object()  #: :func:`stored_input_digest` of an output that is no readable archive
+
+
+def refit_warning(changed: int, would: bool = False) -> str:
+    """The warning of a run (``would``: a dry run) that fits again ``changed`` done images whose
+    annotations changed since their fit, its inputs otherwise as the folder's last run's."""
+    verb = "would be" if would else "is" if changed == 1 else "are"
+    return (f"{changed} image{'s' if changed != 1 else ''} already done {verb} fitted again: "
+            f"{'its' if changed == 1 else 'their'} annotations changed since {'it was' if changed == 1 else 'they were'} "
+            "fitted")
+
+
+def stored_input_digest(path: Path):
     """The ``input_digest`` an image's output records (:meth:`~fit3d.data.records.ImageRecord.input_digest`),
-    or None: written before fit3d stored it, or unreadable."""
+    None when it records none (written before fit3d stored it), or :data:`_UNREADABLE` when the
+    file is no readable ``.npz`` (empty, cut short, overwritten from outside; a damaged digest
+    member too: its CRC fails)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return str(z["input_digest"]) if "input_digest" in z.files else None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return None
+        return _UNREADABLE
 
 
 def _holds_people(path: Path) -> bool:
@@ -214,66 +232,56 @@ def _holds_people(path: Path) -> bool:
         return False
 
 
-def refit_changed(images: list[ImageRecord], config: RunConfig,
-                  todo: list[ImageRecord]) -> tuple[list[ImageRecord], int, int]:
-    """Add to ``todo`` (:func:`select_images`'s) this job's done images whose annotations changed
-    since their output was written: the output's ``input_digest`` differs from the image's
-    (:meth:`~fit3d.data.records.ImageRecord.input_digest`). For a rerun from changed inputs (a
-    corrected annotation file): exactly the images whose people changed are fitted again.
+class Selection(NamedTuple):
+    """What :func:`select_images` chose for a job."""
 
-    Returns:
-        ``(todo, n_changed, n_unverified)``: the images to fit, in image order; how many done
-        images were added; how many done outputs record no digest (written before fit3d stored
-        one): kept as they are.
-    """
-    if config.overwrite:
-        return todo, 0, 0
-    planned = {r.image_key for r in todo}
-    mine = shard_images(images, config.shard)[: config.limit]
-    changed, unverified = [], 0
-    for r in mine:
-        if r.image_key in planned:
-            continue
-        stored = stored_input_digest(output_path(config.out_dir, r.image_key))
-        if stored is None:
-            unverified += 1
-        elif stored != r.input_digest():
-            changed.append(r)
-    if changed:
-        todo = sorted(todo + changed, key=lambda r: r.image_key)
-    return todo, len(changed), unverified
+    todo: list  #: the images to fit, in image order
+    already: int  #: images done before and kept
+    mine: int  #: this job's images (after sharding and ``--limit``)
+    changed: int = 0  #: done images refitted because their annotations changed since their fit
+    unverified: int = 0  #: done images kept without that check (their output records no digest)
 
 
-def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> tuple[list[ImageRecord], int, int]:
-    """The images this job fits: sharded, limited, without those already done (written, and
-    not marked incomplete by an earlier run that could not read some of their annotations).
+def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> Selection:
+    """The images this job fits: sharded, limited, without those already done: written, not
+    marked incomplete or failed by an earlier run, and fitted from the annotations they have now.
 
-    An output that is no ``.npz`` archive (empty, cut short, overwritten by something else:
-    fit3d writes atomically, so only damage from outside does this) is not done: it is fitted
-    again, with one warning counting such files (``warn``). A file damaged inside (its archive
-    directory intact) still counts as done: ``fit3d merge`` and the exports name it; delete it
-    to refit it.
-
-    Returns:
-        ``(todo, n_already_done, n_mine)``.
+    Each output records what its people were fitted from (``input_digest``,
+    :meth:`~fit3d.data.records.ImageRecord.input_digest`); an output whose digest differs from the
+    image's now (a corrected keypoint, an added or removed annotation: since this folder's last
+    run or any earlier one) is fitted again, so a resumed, resharded or interrupted rerun from
+    corrected annotations never keeps stale fits. Outputs written before the digest existed are
+    kept (``unverified``). An output that is no ``.npz`` archive (empty, cut short, overwritten by
+    something else: fit3d writes atomically, so only damage from outside does this) is not done:
+    it is fitted again, with one warning counting such files (``warn``). A file damaged inside
+    (its archive directory intact) still counts as done: ``fit3d merge`` and the exports name it;
+    delete it to refit it.
     """
     mine = shard_images(images, config.shard)
     if config.limit is not None:
         mine = mine[: config.limit]
     if config.overwrite:
-        return mine, 0, len(mine)
-    todo, damaged = [], []
+        return Selection(mine, 0, len(mine))
+    todo, damaged, changed, unverified = [], [], 0, 0
     for r in mine:
         out = output_path(config.out_dir, r.image_key)
-        if not r.people or not out.is_file() or incomplete_path(config.out_dir, r.image_key).is_file():
+        if not r.people or not out.is_file() or incomplete_path(config.out_dir, r.image_key).is_file() \
+                or failure_path(config.out_dir, r.image_key).is_file():
             todo.append(r)
-        elif not zipfile.is_zipfile(out):  # reads the archive's directory at the end of the file
+            continue
+        stored = stored_input_digest(out)  # (one read of the archive's directory: the damage check too)
+        if stored is _UNREADABLE:
             todo.append(r)
             damaged.append(out.name)
+        elif stored is None:
+            unverified += 1
+        elif stored != r.input_digest():
+            todo.append(r)
+            changed += 1
     if damaged and warn:
         log.warning("%d output%s in %s cannot be read (e.g. %s): fitted again", len(damaged),
                     "s" if len(damaged) > 1 else "", config.out_dir, damaged[0])
-    return todo, len(mine) - len(todo), len(mine)
+    return Selection(todo, len(mine) - len(todo), len(mine), changed, unverified)
 
 
 #: People whose usable keypoints lie within this many pixels (standard deviation) of one line
@@ -549,12 +557,12 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
                                                            whole_folder=config.whole_folder)
     previous = previous_summary(out_dir, config.shard)
     changed = input_changes(previous, config.inputs)
-    todo, already, mine = select_images(images, config)
-    unverified = 0
-    if changed and already:
-        todo, refit, unverified = refit_changed(images, config, todo)
-        already -= refit
-        log.warning("%s", inputs_changed_warning(changed, already, refit, unverified))
+    selection = select_images(images, config)
+    todo, already, mine = selection.todo, selection.already, selection.mine
+    if changed and (already or selection.changed):
+        log.warning("%s", inputs_changed_warning(changed, already, selection.changed, selection.unverified))
+    elif selection.changed:  # e.g. the rest of a corrected run that was interrupted or cut by --limit
+        log.warning("%s", refit_warning(selection.changed))
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
@@ -562,9 +570,10 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
     # an image left without people (its annotations removed from a corrected file; not one whose
-    # annotations could not be read) whose output still holds fits: removed, as an image without
-    # people has no output, so no merge or export serves the stale fits
-    emptied = [r for r in todo if not r.people and not r.dropped and _holds_people(output_path(out_dir, r.image_key))]
+    # annotations could not be read) whose output still holds fits, or that has a failure record:
+    # removed, as an image without people has no output, so no merge or export serves stale fits
+    emptied = [r for r in todo if not r.people and not r.dropped and (
+        _holds_people(output_path(out_dir, r.image_key)) or failure_path(out_dir, r.image_key).is_file())]
     if emptied:
         job.before_writing()
         for r in emptied:
@@ -581,8 +590,9 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     if config.inputs is not None:
         head["inputs"] = config.inputs
         # a folder whose done images may come from other inputs (outputs without a digest, which
-        # refit_changed cannot compare) stays marked, until a whole-folder --overwrite
-        mixed = (changed if unverified else "") or ("" if config.overwrite else previous.get("inputs_changed", ""))
+        # select_images cannot compare) stays marked, until a whole-folder --overwrite
+        mixed = (changed if selection.unverified else "") or (
+            "" if config.overwrite and config.whole_folder else previous.get("inputs_changed", ""))
         if mixed:
             head["inputs_changed"] = mixed
     if config.limit is not None:  # what --limit left of this shard unfitted (fit3d merge says so)

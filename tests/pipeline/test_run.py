@@ -560,3 +560,46 @@ def test_a_person_whose_camera_is_unusable_fails_alone(tmp_path, sample_copy, an
     assert s["images_failed"] == 1 and s["exit_code"] == 5 and s["images_written"] == 3
     reasons = json.loads(failure_path(tmp_path / "fits", images[0].image_key).read_text())
     assert "focal length" in json.dumps(reasons)
+
+
+def test_a_corrected_rerun_cut_short_still_refits_the_rest_when_resumed(tmp_path, sample_copy, anny_model,
+                                                                        fast_fitter, caplog):
+    """A review: the digests were compared only when the inputs differed from the last summary's, so
+    a corrected run cut by --limit (or interrupted) and then resumed kept the stale fits of the images
+    it had not reached. Every resume now compares each output's digest."""
+    import copy
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    inputs = dict(images="/data/a", annotations="/data/a.json", annotations_digest="1234")
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=inputs))
+    corrected = copy.deepcopy(images)
+    for r in corrected[1:3]:
+        r.people[0].keypoints_2d[0, :2] += 5.0
+    fixed = dict(inputs, annotations_digest="5678")
+    first = run(corrected, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=fixed, limit=2))
+    assert first["this_run"]["images_written"] == 1  # the first changed image; the second lies beyond --limit
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(corrected, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=fixed))
+    assert s["this_run"]["images_written"] == 1 and s["this_run"]["images_already_done"] == 3
+    assert "1 image already done is fitted again: its annotations changed since it was fitted" in caplog.messages[0]
+    # a sharded resume of an unsharded folder compares them too (no earlier summary of that shard)
+    again = copy.deepcopy(corrected)
+    again[0].people[0].keypoints_2d[0, :2] += 5.0
+    done = sum(run(again, fast_fitter, anny_model, RunConfig(out, progress=False, shard=(i, 2)))["this_run"]
+               ["images_written"] for i in range(2))
+    assert done == 1
+
+
+def test_an_image_with_a_failure_record_is_fitted_again_even_with_an_output(tmp_path, sample_copy, anny_model,
+                                                                             fast_fitter):
+    """A review: a refit that failed left the old output and its .failed.json; the output counted as
+    done, so the failure was never retried while merge listed it as pending."""
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False))
+    failure_path(out, images[0].image_key).write_text("{}")
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))["this_run"]
+    assert s["images_written"] == 1 and not failure_path(out, images[0].image_key).exists()
+    assert RunConfig(out, focal_length=np.float32(1000.0)).focal_length == 1000.0  # numpy numbers too (a review)
