@@ -580,9 +580,9 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
             for stale in (output_path(out_dir, r.image_key), failure_path(out_dir, r.image_key),
                           incomplete_path(out_dir, r.image_key)):
                 stale.unlink(missing_ok=True)
-        log.warning("%d image%s no longer annotated with people (e.g. %s) had fits of earlier inputs: their "
-                    "output%s removed", len(emptied), "s" if len(emptied) > 1 else "", emptied[0].image_key,
-                    "s" if len(emptied) > 1 else "")
+        many = len(emptied) > 1
+        log.warning("%d image%s no longer annotated with people (e.g. %s) had fits of earlier inputs: %s removed",
+                    len(emptied), "s" if many else "", emptied[0].image_key, "their outputs" if many else "its output")
         counts.outputs_removed = len(emptied)
     todo = [r for r in todo if r.people]
     i, n = config.shard

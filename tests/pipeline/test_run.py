@@ -525,7 +525,7 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
         s = run(corrected, fast_fitter, anny_model,
                 RunConfig(out, progress=False, inputs=dict(inputs, annotations_digest="9999")))
-    assert any("no longer annotated with people" in m and "output removed" in m for m in caplog.messages)
+    assert any("no longer annotated with people" in m and "its output removed" in m for m in caplog.messages)
     assert not (out / f"{corrected[3].image_key}.npz").exists() and s["this_run"]["outputs_removed"] == 1
     arrays, _ = merge_fits(out)
     assert not gone & set(arrays["annot_id"].tolist()) and len(arrays["annot_id"]) > 0
