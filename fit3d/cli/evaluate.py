@@ -166,8 +166,8 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
     from fit3d.fitters.build import build_eft, build_smplify
 
     check_fitter_options(ctx, fitter)
-    data = load_benchmark(bench)
     with errors_as():
+        data = load_benchmark(bench)
         body = build_body_model(str(data.get("model", "anny")), model_path, gender=gender, device=device)
         if fitter == "smplify":
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)

@@ -17,6 +17,7 @@ Protocols (:func:`make_benchmark`):
 from __future__ import annotations
 
 import time
+import zipfile
 
 import numpy as np
 import torch
@@ -113,10 +114,31 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
                 framing=np.str_(framing))
 
 
+#: What every ``fit3d benchmark make`` file holds, with the number of axes of each (N people first).
+BENCHMARK_FIELDS = {"keypoints_2d": 3, "keypoints_2d_clean": 3, "keypoints_3d": 3, "keypoint_names": 1, "bbox": 2,
+                    "focal_length": 2, "principal_point": 2, "image_size": 2}
+
+
 def load_benchmark(path) -> dict[str, np.ndarray]:
-    """A ``fit3d benchmark make`` ``.npz`` as a dict of arrays."""
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    """A ``fit3d benchmark make`` ``.npz`` as a dict of arrays.
+
+    Raises:
+        ValueError: the file is no ``.npz``, or not a benchmark (a field of
+            :data:`BENCHMARK_FIELDS` missing or of another shape: a fit file, a pose set), one line.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        why = "another format" if "pickle" in str(e) else (str(e).splitlines()[0][:120] or type(e).__name__)
+        raise ValueError(f"{path} is not a benchmark file of 'fit3d benchmark make' (not a readable .npz: {why})") from e
+    if not isinstance(data, dict):  # (np.load of a plain .npy gives an array)
+        raise ValueError(f"{path} is not a benchmark file of 'fit3d benchmark make' (a single array)")
+    wrong = [k for k, nd in BENCHMARK_FIELDS.items() if k not in data or data[k].ndim != nd]
+    if wrong:
+        raise ValueError(f"{path} is not a benchmark file of 'fit3d benchmark make': {', '.join(wrong)} missing or "
+                         "of another shape")
+    return data
 
 
 def benchmark_batch(bench: dict, idx: np.ndarray, convention: KeypointConvention, device="cpu") -> PersonBatch:

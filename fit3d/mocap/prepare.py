@@ -27,8 +27,17 @@ log = logging.getLogger(__name__)
 
 
 def _extract(path: Path, into: Path) -> Path:
-    with tarfile.open(path) as tf:
-        tf.extractall(into, filter="data")
+    """Unpack the archive ``path`` into ``into``.
+
+    Raises:
+        ValueError: ``path`` is no archive tarfile reads (one line with the path).
+    """
+    try:
+        with tarfile.open(path) as tf:
+            tf.extractall(into, filter="data")
+    except (tarfile.TarError, EOFError, OSError) as e:  # (a text file, an empty or cut-short archive)
+        raise ValueError(f"{path} is not a mocap archive (a .tar, .tar.gz or .tar.xz of ASF/AMC or BVH files; "
+                         f"or give a folder of them): {str(e).splitlines()[0].rstrip(':') if str(e) else type(e).__name__}") from e
     return into
 
 

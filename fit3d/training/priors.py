@@ -53,6 +53,11 @@ def load_pose_set(path: str | Path) -> dict[str, np.ndarray]:
     missing = [k for k in POSE_SET_KEYS if k not in d]
     if missing:
         raise ValueError(f"{what}: no {', '.join(map(repr, missing))}")
+    pose, split, names = d["body_pose"], d["split"], d["joint_names"]
+    if pose.ndim != 3 or pose.shape[-1] != 3 or split.shape != pose.shape[:1] or names.ndim != 1:
+        # (a benchmark file has the three names, with a split per file and poses of other shapes)
+        raise ValueError(f"{what}: body_pose {pose.shape} (expected (N, J, 3)), split {split.shape} (expected "
+                         f"(N,)), joint_names {names.shape}")
     return d
 
 

@@ -82,3 +82,16 @@ def test_benchmark_make_for_a_model_not_set_up_says_to_run_setup_model(tmp_path,
     assert r.exit_code == 1 and len(errors) == 1, r.output
     assert "no retargeted pose set for this smpl model yet: run 'fit3d setup-model --model smpl" in errors[0]
     assert "Errno" not in r.output and not (tmp_path / "b.npz").exists()
+
+
+def test_benchmark_run_on_a_file_that_is_no_benchmark_is_a_one_line_error(tmp_path, bench):
+    """Found by a trial: a fit file, a text file or a cut-short benchmark ended in tracebacks."""
+    fit = tmp_path / "a.jpg.npz"
+    np.savez(fit, keypoints_2d=np.zeros((1, 17, 3)), image_size=np.asarray([640, 480]))
+    (tmp_path / "t.txt").write_text("hello")
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(bench.read_bytes()[:200])
+    for path, said in ((fit, "a.jpg.npz is not a benchmark file"), (tmp_path / "t.txt", "t.txt is not a benchmark"),
+                       (cut, "cut.npz is not a benchmark file")):
+        r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(path), "--limit", "1"])
+        assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, r.output

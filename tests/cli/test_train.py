@@ -88,6 +88,16 @@ def test_training_on_a_file_that_is_not_a_pose_set_is_a_one_line_error(tmp_path,
         r = CliRunner().invoke(cli, [command, *kind, "--poses", str(poses), "--out", str(tmp_path / "o.pt")])
         _one_line_error(r, named)
     assert "'split'" in r.output
+    bench = tmp_path / "b.npz"  # the three names, other shapes (found by a trial: an IndexError traceback)
+    np.savez(bench, body_pose=np.zeros((3, 19, 3)), split=np.asarray("test"), joint_names=np.asarray(["a"] * 20))
+    r = CliRunner().invoke(cli, [command, *kind, "--poses", str(bench), "--out", str(tmp_path / "o.pt")])
+    _one_line_error(r, "b.npz is not a pose set")
+
+
+def test_prepare_mocap_of_a_file_that_is_no_archive_is_a_one_line_error(tmp_path):
+    (tmp_path / "t.txt").write_text("hello")  # (found by a trial: a tarfile.ReadError traceback)
+    r = CliRunner().invoke(cli, ["prepare-mocap", "--mocap", str(tmp_path / "t.txt"), "--out", str(tmp_path / "p.npz")])
+    _one_line_error(r, "t.txt is not a mocap archive")
 
 
 def test_train_prior_prototypes_for_a_smpl_pose_set(tmp_path, smpl_like_dir):
