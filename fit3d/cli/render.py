@@ -37,7 +37,8 @@ def _model_name(files: list[Path]) -> str:
     """The body model of the first readable fit of ``files`` (an unreadable one is reported by the render).
 
     Raises:
-        click.ClickException: none can be read.
+        click.exceptions.Exit: none can be read: each named (the first 10) and exit 3, as for
+            some unreadable fits (the README's downstream commands' rule).
     """
     from fit3d.data.writers import read_fit
 
@@ -46,7 +47,10 @@ def _model_name(files: list[Path]) -> str:
             return str(read_fit(f)["model"])
         except (OSError, ValueError, KeyError):
             continue
-    raise click.ClickException(f"none of the {len(files)} .npz fits can be read (e.g. {files[0]})")
+    for f in files[:10]:
+        click.echo(f"fit3d: unreadable fit {f}", err=True)
+    click.echo(f"fit3d: none of the {len(files)} .npz fits can be read: nothing rendered", err=True)
+    raise click.exceptions.Exit(3)
 
 
 @click.command()

@@ -135,3 +135,16 @@ def test_render_command_builds_the_model_the_fits_were_made_with(tmp_path, monke
     assert r.exit_code == 1 and "stop here" in r.output
     r = CliRunner().invoke(cli, args + ["--model-path", "/other/smpl", "--gender", "male"])  # given options win
     assert built == [("smpl", "/models/smpl", "female"), ("smpl", "/other/smpl", "male")]
+
+
+def test_render_of_a_folder_whose_fits_are_all_unreadable_names_them_and_exits_3(tmp_path):
+    """Found by a trial: some unreadable fits exit 3 (README), all unreadable exited 1."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    fits = tmp_path / "fits"
+    fits.mkdir()
+    (fits / "a.jpg.npz").write_bytes(b"cut")
+    r = CliRunner().invoke(cli, ["render", "--fits", str(fits), "--images", str(tmp_path), "--out", str(tmp_path / "r")])
+    assert r.exit_code == 3 and "unreadable fit" in r.output and "a.jpg.npz" in r.output, r.output
