@@ -15,12 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from fit3d.export import humandata, neuralannot, spin
-from fit3d.export.people import exported_people, without_invalid
+from fit3d.export.people import exported_people, require_model, without_invalid
 
 #: format name -> ``write(people, out)``.
 FORMATS = {"spin": spin.write, "humandata": humandata.write, "neuralannot": neuralannot.write}
-#: format name -> the body models whose fits it holds (None: any); its writer refuses the others.
-ACCEPTS = {"spin": ("smpl",), "neuralannot": ("smpl", "smplx"), "humandata": None}
+#: format name -> the body models whose fits it holds (None: any; the format module's ``MODELS``).
+ACCEPTS = {"spin": spin.MODELS, "neuralannot": neuralannot.MODELS, "humandata": None}
 #: format name -> the suffix its file must have (``.npz``: SPIN's files, mmhuman3d's HumanData,
 #: whose ``dump`` refuses any other, and ``fit3d evaluate --gt``; the NeuralAnnot-style JSON: ``.json``).
 SUFFIXES = {"spin": ".npz", "humandata": ".npz", "neuralannot": ".json"}
@@ -81,9 +81,8 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
     check_out(fmt, out)
     people, counts = exported_people(fits_dir, bool(valid_only))
     counts["invalid_dropped_by_format"] = 0
-    accepted = ACCEPTS.get(fmt)
-    if accepted is not None and counts["model"] not in accepted:
-        FORMATS[fmt](people, Path(out))  # raises: the format's one line on how to fit a model it holds
+    if ACCEPTS[fmt] is not None:  # before invalid fits are dropped: the model's refusal is the useful line
+        require_model(people, fmt, ACCEPTS[fmt])
     if valid_only is None and counts["invalid"] and not reads_validity(fmt, counts["model"]):
         n_invalid = counts["invalid"]
         people, counts = without_invalid(people, counts)

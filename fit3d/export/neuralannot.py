@@ -28,7 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.writers import write_json
-from fit3d.export.people import FIT_SMPL_HINT, model_name, smpl_pose72, valid_mask
+from fit3d.export.people import model_name, require_model, smpl_pose72, valid_mask
+
+
+#: The body models whose fits this format holds.
+MODELS = ("smpl", "smplx")
 
 
 def entries(people: dict) -> dict[str, dict]:
@@ -44,6 +48,7 @@ def entries(people: dict) -> dict[str, dict]:
         raise ValueError(f"annotation ids {[k for k, n in ids.items() if n > 1][:5]} are used in several images: the "
                          "neuralannot format is keyed by dataset-wide annotation ids (COCO's); inputs that number "
                          "people per image (OpenPose) export as --format humandata or spin")
+    require_model(people, "neuralannot", MODELS)
     cam = [dict(focal=f.tolist(), princpt=p.tolist())
            for f, p in zip(people["focal_length"].astype(float), people["principal_point"].astype(float))]
     f = lambda a: np.asarray(a, dtype=float).round(6).ravel().tolist()  # noqa: E731
@@ -57,9 +62,6 @@ def entries(people: dict) -> dict[str, dict]:
                                                  trans=f(people["transl"][i]), gender=gender[i]),
                                  cam_param=cam[i], valid=valid[i])
         return out
-    if model != "smplx":
-        raise ValueError(f"the neuralannot format holds SMPL or SMPL-X parameters; these fits are of {model}: "
-                         + FIT_SMPL_HINT)
     z = lambda n: [0.0] * n  # noqa: E731
     for i, aid in enumerate(people["annot_id"].tolist()):
         out[str(aid)] = dict(smplx_param=dict(

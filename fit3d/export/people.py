@@ -128,17 +128,30 @@ def input_convention(people: dict):
     return convention_from_names([str(n) for n in people["keypoint_names"]], name="input")
 
 
+def require_model(people: dict, fmt: str, accepted: tuple[str, ...]) -> None:
+    """Refuse fits of a body model that format ``fmt`` does not hold (``accepted``: its models,
+    each format module's ``MODELS``), with one line on how to fit one it holds.
+
+    Raises:
+        ValueError: the fits' model is not in ``accepted``.
+    """
+    model = model_name(people)
+    if model in accepted:
+        return
+    if accepted == ("smpl",):
+        extra = " (--format humandata keeps SMPL-X fits)" if model == "smplx" else ""
+        raise ValueError(f"the {fmt} format holds SMPL parameters (pose (N, 72)); these fits are of {model}: "
+                         f"fit with --model smpl --model-path DIR, the folder of your licensed SMPL files "
+                         f"(https://smpl.is.tue.mpg.de){extra}")
+    raise ValueError(f"the {fmt} format holds SMPL or SMPL-X parameters; these fits are of {model}: " + FIT_SMPL_HINT)
+
+
 def smpl_pose72(people: dict, fmt: str) -> np.ndarray:
     """``(N, 72)`` SMPL pose (``global_orient`` then 23 body joints), axis-angle.
 
     Raises:
         ValueError: the fits are not SMPL (``fmt`` names the format in the message).
     """
-    model = model_name(people)
-    if model != "smpl":
-        extra = " (--format humandata keeps SMPL-X fits)" if model == "smplx" else ""
-        raise ValueError(f"the {fmt} format holds SMPL parameters (pose (N, 72)); these fits are of {model}: "
-                         f"fit with --model smpl --model-path DIR, the folder of your licensed SMPL files "
-                         f"(https://smpl.is.tue.mpg.de){extra}")
+    require_model(people, fmt, ("smpl",))
     N = len(people["annot_id"])
     return np.concatenate([people["global_orient"], people["body_pose"].reshape(N, -1)], 1).astype(np.float32)

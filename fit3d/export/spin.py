@@ -42,6 +42,8 @@ from fit3d.export.people import gender_letters, input_convention, smpl_pose72, v
 #: (line 14; ``scale = scaleFactor*max(bbox[2], bbox[3])/200``, line 47) and for keypoint-only
 #: datasets ``lsp_dataset.py`` (line 10; ``scale = scaleFactor*max(<keypoint extent>)/200``, line 36).
 SPIN_SCALE_FACTOR = 1.2
+#: The body models whose fits this format holds.
+MODELS = ("smpl",)
 
 
 def expanded_boxes(people: dict) -> np.ndarray:

@@ -209,27 +209,25 @@ def refit_warning(changed: int, would: bool = False) -> str:
             "fitted")
 
 
-def stored_input_digest(path: Path):
-    """The ``input_digest`` an image's output records (:meth:`~fit3d.data.records.ImageRecord.input_digest`),
-    None when it records none (written before fit3d stored it), or :data:`_UNREADABLE` when the
-    file is no readable ``.npz`` (empty, cut short, overwritten from outside; a damaged digest
-    member too: its CRC fails)."""
+def _read_output(path: Path, read):
+    """``read(npz)`` of an image's output, or :data:`_UNREADABLE` when the file is no readable
+    ``.npz`` (empty, cut short, overwritten from outside; a damaged member read: its CRC fails)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return str(z["input_digest"]) if "input_digest" in z.files else None
+            return read(z)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return _UNREADABLE
 
 
+def stored_input_digest(path: Path):
+    """The ``input_digest`` an image's output records (:meth:`~fit3d.data.records.ImageRecord.input_digest`),
+    None when it records none (written before fit3d stored it), or :data:`_UNREADABLE`."""
+    return _read_output(path, lambda z: str(z["input_digest"]) if "input_digest" in z.files else None)
+
+
 def _holds_people(path: Path) -> bool:
     """Whether an image's output exists and holds at least one person (False when unreadable)."""
-    if not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return "annot_id" in z.files and z["annot_id"].size > 0
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return False
+    return path.is_file() and _read_output(path, lambda z: "annot_id" in z.files and z["annot_id"].size > 0) is True
 
 
 class Selection(NamedTuple):
