@@ -77,12 +77,11 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     grey (exit 0).
     """
     from fit3d.body_models import build_body_model
-    from fit3d.data.writers import fit_files
+    from fit3d.data.writers import require_fit_files
     from fit3d.pipeline.settings import recorded_settings
 
-    files = fit_files(fits_dir)
-    if not files:
-        raise click.UsageError(f"no .npz fits in {fits_dir}")
+    with errors_as():
+        files = require_fit_files(fits_dir)
     model_name = _model_name(files)
     recorded = recorded_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
@@ -112,7 +111,8 @@ def report(fits_dir, out, renders, images):
 
     if renders is None and (fits_dir / "render").is_dir():
         renders = fits_dir / "render"
-    s = write_report(fits_dir, out, renders, images)
+    with errors_as():
+        s = write_report(fits_dir, out, renders, images)
     click.echo(f"fit3d: report of {s['people']} people ({s['fitted']} fitted, {s['valid']} valid) -> {out}", err=True)
     for f in s["unreadable"]:
         click.echo(f"fit3d: unreadable fit {f} (a row of the report)", err=True)

@@ -176,6 +176,21 @@ def fit_files(out_dir: str | Path) -> list[Path]:
     return sorted(iter_fit_files(out_dir))
 
 
+def require_fit_files(out_dir: str | Path) -> list[Path]:
+    """:func:`fit_files`, for the commands that read a run's folder (merge, export, render,
+    report, evaluate).
+
+    Raises:
+        ValueError: ``out_dir`` holds no per-image ``.npz`` (a folder that is no fit3d run, or
+            a run that has written nothing yet): the same one-line error, exit 1, everywhere.
+    """
+    files = fit_files(out_dir)
+    if not files:
+        raise ValueError(f"no per-image fits (<image name>.npz, e.g. a.jpg.npz) under {out_dir}: "
+                         "is it the --out folder of a fitting run?")
+    return files
+
+
 def has_fit_files(out_dir: str | Path) -> bool:
     """Whether ``out_dir`` holds a per-image ``.npz`` (:func:`fit_files`), stopping at the first."""
     return next(iter_fit_files(out_dir), None) is not None

@@ -26,7 +26,7 @@ import torch
 from fit3d.data.boxes import checked_bbox
 from fit3d.data.coco import coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
 from fit3d.data.conventions import COCO17, LIMBS12
-from fit3d.data.writers import fit_files, read_fit
+from fit3d.data.writers import read_fit, require_fit_files
 from fit3d.evaluation import metrics as M
 
 JOINT_SETS = {"limbs12": LIMBS12, "coco17": COCO17.names}
@@ -35,9 +35,13 @@ JOINT_SETS = {"limbs12": LIMBS12, "coco17": COCO17.names}
 def load_fit_people(fits_dir: str | Path, unreadable: list[str] | None = None) -> dict[tuple[str, int], dict | None]:
     """``{(image path, annot_id): person}`` over every ``.npz`` of ``fits_dir``; None for
     keys that several people share (duplicate annotation ids). Unreadable files are skipped
-    (their paths, relative to ``fits_dir``, appended to ``unreadable``): their people count as not fitted."""
+    (their paths, relative to ``fits_dir``, appended to ``unreadable``): their people count as not fitted.
+
+    Raises:
+        ValueError: ``fits_dir`` holds no per-image ``.npz``.
+    """
     people: dict = {}
-    for f in fit_files(fits_dir):
+    for f in require_fit_files(fits_dir):
         try:
             d = read_fit(f)
             names = [str(n) for n in d["keypoint_names"]]
@@ -131,7 +135,7 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     or people numbered per image, as OpenPose input is).
 
     Raises:
-        KeyError: unknown joint set. ValueError: bad ground-truth file.
+        KeyError: unknown joint set. ValueError: bad ground-truth file, or no fit file in ``fits_dir``.
     """
     wanted = JOINT_SETS[joints]
     unreadable: list[str] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.conventions import KeypointConvention, union_convention
-from fit3d.data.writers import fit_files, read_fit
+from fit3d.data.writers import read_fit, require_fit_files
 from fit3d.pipeline.records import KEYPOINT_FIELDS, reason_kind, to_layout
 
 #: Per-image fields copied to every person of the image.
@@ -64,9 +64,7 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             models or settings in one folder), or nothing to merge.
     """
     fits_dir = Path(fits_dir)
-    files = fit_files(fits_dir)
-    if not files:
-        raise ValueError(f"no per-image .npz under {fits_dir}")
+    files = require_fit_files(fits_dir)
     columns: dict[str, list] = {}
     layouts: list[KeypointConvention] = []  # each entry of the person columns' keypoint layout
     shared: dict[str, np.ndarray] = {}

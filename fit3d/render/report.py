@@ -9,14 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.writers import atomic_write_bytes, fit_files, read_fit
+from fit3d.data.writers import atomic_write_bytes, read_fit, require_fit_files
 
 
 def collect_people(fits_dir: str | Path) -> list[dict]:
     """One row per person of every ``.npz`` in ``fits_dir``: image, annot_id, status,
-    reproj_error_px, valid, skip_reason; sorted worst first (skipped people last)."""
+    reproj_error_px, valid, skip_reason; sorted worst first (skipped people last).
+
+    Raises:
+        ValueError: ``fits_dir`` holds no per-image ``.npz``.
+    """
     rows = []
-    for f in fit_files(fits_dir):
+    for f in require_fit_files(fits_dir):
         try:
             d = read_fit(f)
             n = len(d["status"])

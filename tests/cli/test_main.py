@@ -104,3 +104,25 @@ def test_log_records_read_as_the_command_lines_messages_for_fit3d_only():
     assert line("fit3d.pipeline.run", logging.ERROR) == "fit3d: error: something happened"
     assert line("trimesh", logging.WARNING) == "WARNING trimesh: something happened"  # not passed off as fit3d's
     assert line("fit3d.pipeline.run", logging.WARNING, verbose=True) == "WARNING fit3d.pipeline.run: something happened"
+
+
+@pytest.mark.parametrize("args", [
+    ["merge"], ["export", "--format", "spin", "--out", "{tmp}/e.npz"], ["report", "--out", "{tmp}/r.html"],
+    ["render", "--images", "{tmp}", "--out", "{tmp}/r"],
+    ["evaluate", "--gt", "examples/data/coco_sample/test_coco.json"],
+])
+def test_commands_reading_a_run_folder_refuse_one_without_fits_alike(tmp_path, args):
+    """A folder with no per-image fit (a wrong --fits) is the same one-line error, exit 1, for
+    every command that reads a run's folder (render exited 2, report and evaluate 0)."""
+    from pathlib import Path
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "summary.json").write_text("{}")  # not a fit
+    root = Path(__file__).resolve().parents[2]
+    args = [a.format(tmp=tmp_path) for a in args]
+    args = [str(root / a) if a.startswith("examples/") else a for a in args]
+    r = CliRunner().invoke(cli, [args[0], "--fits", str(empty), *args[1:]])
+    assert r.exit_code == 1, r.output
+    assert "no per-image fits" in r.output and str(empty) in r.output
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "e.npz").exists()

@@ -128,9 +128,13 @@ def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
     assert by_id[10**9 + 1]["image"] == "list_id.jpg"
     assert not any(r["image"].startswith("./") for r in rows)
     assert np.isfinite(by_id[10**9]["bbox"]).all() and by_id[10**9]["bbox"][2] > 1
-    (tmp_path / "nofits").mkdir()
-    summary, _ = evaluate(tmp_path / "nofits", f)
-    assert summary["count"] == 16 and summary["fitted"] == 0
+    other = tmp_path / "fits"  # fits of another image only
+    write_npz(other / "other.jpg.npz", dict(
+        image=np.str_("other.jpg"), keypoint_names=np.asarray(SPIN24.names), annot_id=np.array([1]),
+        status=np.asarray(["fitted"]), valid=np.ones(1, bool), keypoints_2d_fit=np.zeros((1, 24, 2), np.float32),
+        keypoints_3d=np.zeros((1, 24, 3), np.float32)))
+    summary, _ = evaluate(other, f)
+    assert summary["count"] == 16 and summary["fitted"] == 0 and summary["fitted_not_in_ground_truth"] == 1
     left_out = summary["ground_truth_left_out"]  # said (found by a helper: dropped without a word)
     assert len(left_out) == 2 and any("seven" in t for t in left_out) and any("-5" in t for t in left_out)
 
