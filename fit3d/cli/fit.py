@@ -248,7 +248,8 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
     selection = this_job(opts, records)
     todo, done, mine = selection.todo, selection.already, selection.mine
-    from fit3d.pipeline.run import input_changes, inputs_changed_warning, previous_summary, refit_warning
+    from fit3d.pipeline.run import (input_changes, inputs_changed_warning, previous_summary, refit_warning,
+                                    stale_outputs, stale_outputs_message)
 
     changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
     if changed and (done or selection.changed):
@@ -256,6 +257,9 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                    err=True)
     elif selection.changed:
         click.echo(f"fit3d: warning: {refit_warning(selection.changed, would=True)}", err=True)
+    emptied = stale_outputs(todo, Path(opts.out_dir))
+    if emptied:
+        click.echo(f"fit3d: warning: {stale_outputs_message(emptied, would=True)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "

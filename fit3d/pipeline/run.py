@@ -508,6 +508,21 @@ def fitter_description(fitter) -> dict:
     return {f"fitter.{k}": v for k, v in (fitter_settings(fitter) or {}).items()}
 
 
+def stale_outputs(todo: list[ImageRecord], out_dir: Path) -> list[ImageRecord]:
+    """The images of ``todo`` left without people (their annotations removed from a corrected
+    file; not those whose annotations could not be read) whose output still holds fits, or that
+    have a failure record: a run removes those files, as an image without people has no output,
+    so that no merge or export serves stale fits (``--dry-run`` says which it would remove)."""
+    return [r for r in todo if not r.people and not r.dropped and (
+        _holds_people(output_path(out_dir, r.image_key)) or failure_path(out_dir, r.image_key).is_file())]
+
+
+def stale_outputs_message(emptied: list[ImageRecord], would: bool = False) -> str:
+    """What a run says about :func:`stale_outputs` (``would``: as ``--dry-run`` says it)."""
+    many = len(emptied) > 1
+    return (f"{len(emptied)} image{'s' if many else ''} no longer annotated with people (e.g. {emptied[0].image_key}) "
+            f"had fits of earlier inputs: {'their outputs' if many else 'its output'} {'would be ' if would else ''}removed")
+
 def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         problems: list[InputProblem] | None = None, pool: FitterPool | None = None) -> dict:
     """Fit every person of ``images`` and write the outputs: resumable (images whose ``.npz``
@@ -567,20 +582,14 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
                        shard_empty=mine == 0 and config.shard[1] > 1 and bool(images))
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
-    # an image left without people (its annotations removed from a corrected file; not one whose
-    # annotations could not be read) whose output still holds fits, or that has a failure record:
-    # removed, as an image without people has no output, so no merge or export serves stale fits
-    emptied = [r for r in todo if not r.people and not r.dropped and (
-        _holds_people(output_path(out_dir, r.image_key)) or failure_path(out_dir, r.image_key).is_file())]
+    emptied = stale_outputs(todo, out_dir)
     if emptied:
         job.before_writing()
         for r in emptied:
             for stale in (output_path(out_dir, r.image_key), failure_path(out_dir, r.image_key),
                           incomplete_path(out_dir, r.image_key)):
                 stale.unlink(missing_ok=True)
-        many = len(emptied) > 1
-        log.warning("%d image%s no longer annotated with people (e.g. %s) had fits of earlier inputs: %s removed",
-                    len(emptied), "s" if many else "", emptied[0].image_key, "their outputs" if many else "its output")
+        log.warning("%s", stale_outputs_message(emptied))
         counts.outputs_removed = len(emptied)
     todo = [r for r in todo if r.people]
     i, n = config.shard

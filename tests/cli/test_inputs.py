@@ -109,6 +109,26 @@ def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
     assert isinstance(r.exception, SystemExit)  # a clean error, not an exception escaping the command
 
 
+
+def test_dry_run_names_the_outputs_a_run_would_remove(tmp_path, sample_dir):
+    """An image whose annotations were all removed loses its output in a run: the dry run says
+    so (it did not) and removes nothing."""
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    gone = next(i for i in data["images"] if i["file_name"] == "000000000785.jpg")["id"]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != gone]
+    ann = tmp_path / "corrected.json"
+    ann.write_text(json.dumps(data))
+    out = tmp_path / "fits"
+    out.mkdir()
+    stale = out / "000000000785.jpg.npz"  # an earlier run's fit of that image
+    np.savez(stale, annot_id=np.array([7]), input_digest=np.str_("from earlier annotations"))
+    r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(ann), "--out", str(out),
+                                 "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert ("1 image no longer annotated with people (e.g. 000000000785.jpg) had fits of earlier inputs: "
+            "its output would be removed") in r.output
+    assert stale.is_file()
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message of a CPU-only torch")
 def test_cuda_without_cuda_is_one_clear_line(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
