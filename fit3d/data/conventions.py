@@ -193,7 +193,7 @@ def canonical_keypoint_name(name: str) -> str:
     and ``"left_shoulder"`` all give ``"left_shoulder"``; unknown names come back lower-cased."""
     import re
 
-    raw = re.sub(r"^([LR])(?=[A-Z])", r"\1_", str(name).strip())  # OpenPose's LShoulder -> L_Shoulder
+    raw = re.sub(r"^([LR])(?=[A-Z][a-z])", r"\1_", str(name).strip())  # OpenPose's LShoulder -> L_Shoulder (not LEFT_HIP)
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", raw) if not raw.islower() else raw  # CamelCase -> snake
     n = re.sub(r"[\s\-]+", "_", snake.strip().lower())
     for short, side in (("l_", "left_"), ("r_", "right_")):

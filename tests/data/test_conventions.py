@@ -48,3 +48,18 @@ def test_union_of_layouts_does_not_depend_on_their_order():
     assert a == b and a.names == COCO17.names + ("neck",)  # the largest layout first, then what the others add
     with pytest.raises(ValueError):
         union_convention([])
+
+
+@pytest.mark.parametrize("spelling, name", [
+    ("LShoulder", "left_shoulder"), ("RBigToe", "right_big_toe"), ("l_shoulder", "left_shoulder"),
+    ("Left Shoulder", "left_shoulder"), ("r ankle", "right_ankle"), ("left_shoulder", "left_shoulder"),
+    ("LEFT_SHOULDER", "left_shoulder"), ("RIGHT_HIP", "right_hip"), ("L_SHOULDER", "left_shoulder"),  # all caps
+    ("LEar", "left_ear"), ("MidHip", "mid_hip"), ("NOSE", "nose"),
+])
+def test_every_spelling_of_a_keypoint_name_is_read_alike(spelling, name):
+    """All-caps names (MediaPipe's PoseLandmark: LEFT_SHOULDER) read as OpenPose's LShoulder
+    gave left_eft_shoulder, and every person of such a file was skipped."""
+    from fit3d.data.conventions import canonical_keypoint_name, convention_from_names
+
+    assert canonical_keypoint_name(spelling) == name
+    assert convention_from_names([n.upper() for n in COCO17.names]) is COCO17
