@@ -4,7 +4,10 @@ One ``.npz`` per dataset split with, per sample i: ``imgname`` (path relative
 to the dataset's image root), ``center`` (2,) and ``scale`` (box side / 200 px),
 ``part`` (24, 3) 2D keypoints with visibility and ``S`` (24, 4) 3D joints in
 metres with confidence, in :data:`~fit3d.data.conventions.SPIN24` order;
-optionally ``pose`` (72,) and ``shape`` (10,) SMPL parameters. Human3.6M,
+optionally ``openpose`` (25, 3) OpenPose BODY_25 detections with their scores (SPIN's COCO,
+MPII and LSP files), ``pose`` (72,) and ``shape`` (10,) SMPL parameters. With ``openpose``
+each person is read in :data:`SPIN_OPENPOSE` (BODY_25's points, then ``part``'s others):
+``part``'s labelled points first, the detections where ``part`` has none (e.g. the feet). Human3.6M,
 MPI-INF-3DHP and 3DPW exports follow this layout. Camera intrinsics are not
 in SPIN's own files; a file that stores ``cam_int`` (N, 3, 3) or ``focal_length`` (N,) /
 (N, 2) (+ ``principal_point`` (N, 2)) gives each person its camera
@@ -18,10 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.conventions import SPIN24
+from fit3d.data.conventions import OPENPOSE_BODY25, SPIN24, KeypointConvention, index_map, union_convention
 from fit3d.data.intrinsics import make_camera, spin_cameras
 from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.records import ImageRecord, InputProblem, Person
+
+#: The layout of a SPIN file's people when it has an ``openpose`` array: BODY_25's 25 points, then
+#: the SPIN-24 points BODY_25 lacks (head top, LSP neck, MPII pelvis and thorax, H36M spine, jaw, head).
+SPIN_OPENPOSE: KeypointConvention = union_convention([OPENPOSE_BODY25, SPIN24], name="spin24_openpose25")
 
 
 def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -47,10 +54,24 @@ def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
     missing = [k for k in ("imgname", "center", "scale", "part") if k not in d]
     if missing:
         raise ValueError(f"{path} is not a SPIN dataset file: missing {missing}")
+    # image names stored as bytes (dtype S, as some preprocessing scripts write them) are text
+    d["imgname"] = np.asarray([x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+                               for x in np.asarray(d["imgname"]).ravel()])
     n = len(d["imgname"])
-    if d["part"].shape != (n, 24, 3) or ("S" in d and d["S"].shape != (n, 24, 4)):
-        raise ValueError(f"{path}: expected part (N, 24, 3) and S (N, 24, 4)")
+    scale = np.asarray(d["scale"])
+    if scale.shape == (n, 1):  # one column: read as (N,)
+        scale = scale[:, 0]
+    expected = dict(center=(n, 2), scale=(n,), part=(n, 24, 3), S=(n, 24, 4), openpose=(n, 25, 3))
+    d["scale"] = scale
+    for key, shape in expected.items():
+        if key in d and np.shape(d[key]) != shape:
+            raise ValueError(f"{path}: {key} must have shape {_shape_text(shape)} (N = {n} people, the length of "
+                             f"imgname), not {np.shape(d[key])}")
     return d
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(N,)" if len(shape) == 1 else "(" + ", ".join(["N", *map(str, shape[1:])]) + ")"
 
 
 def spin_annot_ids(d: dict[str, np.ndarray]) -> np.ndarray:
@@ -69,13 +90,28 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.stack([center[:, 0] - side / 2, center[:, 1] - side / 2, side, side], 1).astype(np.float32)
 
 
-def spin_keypoints(part) -> tuple[np.ndarray, int]:
-    """One row of a SPIN file's ``part`` ``(24, 3)`` as fit3d reads it: labelled points without
-    usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
-    a non-finite confidence is unlabelled), confidences 0/1. Returns ``(keypoints (24, 3), ignored)``."""
+def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
+    """One row of a SPIN file as fit3d reads it: ``part`` ``(24, 3)`` with labelled points
+    without usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
+    a non-finite confidence is unlabelled), confidences 0/1. With the row's ``openpose`` ``(25, 3)``
+    the result is in :data:`SPIN_OPENPOSE`: ``part``'s labelled points, and the detections (their
+    scores clipped to [0, 1], as the OpenPose reader keeps them) where ``part`` has none.
+
+    Returns:
+        ``(keypoints (24, 3) or (32, 3), ignored)``.
+    """
     kp, ignored = sanitize_keypoints(part)
     kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
-    return kp, ignored
+    if openpose is None:
+        return kp, ignored
+    detected, ignored_detections = sanitize_keypoints(openpose)
+    out = np.zeros((len(SPIN_OPENPOSE), 3), np.float32)
+    src, dst = index_map(OPENPOSE_BODY25, SPIN_OPENPOSE)
+    out[dst] = detected[src]
+    src, dst = index_map(SPIN24, SPIN_OPENPOSE)
+    labelled = kp[src, 2] > 0
+    out[dst[labelled]] = kp[src[labelled]]
+    return out, ignored + ignored_detections
 
 
 def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
@@ -83,7 +119,12 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     (the file's ``annot_id`` column, else the row index).
 
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
-    are read from the image files (missing or unreadable images are problems).
+    are read from the image files (missing or unreadable images are problems). People are in
+    :data:`~fit3d.data.conventions.SPIN24`, or :data:`SPIN_OPENPOSE` when the file has
+    ``openpose`` detections (:func:`spin_keypoints`).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_spin_npz`.
     """
     from fit3d.data.boxes import checked_bbox
     from fit3d.data.checks import with_reader_checks
@@ -94,6 +135,8 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     boxes = spin_bbox(d["center"], d["scale"])
     ids = spin_annot_ids(d)
     cameras = spin_cameras(d)
+    openpose = d.get("openpose")
+    layout = SPIN24 if openpose is None else SPIN_OPENPOSE
     records: dict[str, ImageRecord | None] = {}
     problems: list[InputProblem] = []
     for i, name in enumerate(d["imgname"]):
@@ -112,8 +155,8 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
                 problems.append(InputProblem(f"{path}#{i}", f"unreadable intrinsics: {e}"))
                 rec.dropped.append(problems[-1].source)
                 continue
-        kp, ignored = spin_keypoints(d["part"][i])
+        kp, ignored = spin_keypoints(d["part"][i], None if openpose is None else openpose[i])
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
-        rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, SPIN24,
+        rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, layout,
                                  len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))
     return with_reader_checks([r for r in records.values() if r is not None], problems)

@@ -476,3 +476,37 @@ def test_openpose_people_in_old_and_empty_forms(tmp_path, sample_dir):
     p = rec.people[0]
     p.keypoints_2d[:, :2] = 0.5 + 0.01 * np.arange(18)[:, None]  # normalised: within 0-1, one line
     assert "normalised?" in skip_reason(p, OPENPOSE_BODY25)
+
+
+def test_the_spin_reader_takes_openpose_detections_where_part_has_none(tmp_path, sample_dir):
+    """SPIN's COCO/MPII/LSP files carry OpenPose detections beside ``part``: they were ignored
+    (a file with an empty ``part`` skipped everyone; the feet were never read). Also the forms
+    found in a trial: ``imgname`` as bytes, ``scale`` as one column."""
+    from fit3d.data.conventions import OPENPOSE_BODY25, SPIN24
+    from fit3d.data.spin import SPIN_OPENPOSE, read_spin
+    from fit3d.data.writers import write_npz
+
+    rng = np.random.default_rng(2)
+    part = np.zeros((2, 24, 3), np.float32)
+    part[0, :12, :2], part[0, :12, 2] = rng.uniform(100, 300, (12, 2)), 1.0  # the limbs annotated
+    openpose = np.zeros((2, 25, 3), np.float32)
+    openpose[:, :, :2], openpose[:, :, 2] = rng.uniform(100, 300, (2, 25, 2)), 0.6  # detections
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray([b"000000000785.jpg"] * 2), center=np.full((2, 2), 200.0),
+                                       scale=np.ones((2, 1)), part=part, openpose=openpose))
+    images, problems = read_spin(tmp_path / "s.npz", sample_dir)
+    assert not problems and [r.image_key for r in images] == ["000000000785.jpg"]
+    annotated, detected_only = images[0].people
+    assert annotated.convention is SPIN_OPENPOSE and len(SPIN_OPENPOSE) == 32
+    for name in ("left_wrist", "right_ankle"):  # annotated: part's point, confidence 1
+        np.testing.assert_array_equal(annotated.keypoints_2d[SPIN_OPENPOSE.index(name)], part[0, SPIN24.index(name)])
+    for name in ("left_big_toe", "nose"):  # only detected: the detection with its score
+        np.testing.assert_allclose(annotated.keypoints_2d[SPIN_OPENPOSE.index(name)],
+                                   openpose[0, OPENPOSE_BODY25.index(name)])
+    assert annotated.keypoints_2d[SPIN_OPENPOSE.index("head_top"), 2] == 0  # in neither
+    np.testing.assert_allclose(detected_only.keypoints_2d[:25], openpose[1])
+    assert annotated.bbox[2] == pytest.approx(200.0)
+
+    write_npz(tmp_path / "bad.npz", dict(imgname=np.asarray(["a.jpg"] * 2), center=np.full((2, 2), 200.0),
+                                         scale=np.ones((2, 2)), part=part))
+    with pytest.raises(ValueError, match=r"bad.npz: scale must have shape \(N,\) \(N = 2 people"):
+        read_spin(tmp_path / "bad.npz", sample_dir)
