@@ -11,7 +11,7 @@ import numpy as np
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18
-from fit3d.data.images import find_images, image_files, image_key, open_image
+from fit3d.data.images import IMAGE_SUFFIXES, find_images, image_files, image_key, open_image
 from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, unusual_values
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
@@ -28,7 +28,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
     Args:
         keypoints_dir: folder of OpenPose output files.
         images_dir: folder of the images; ``<stem>.jpg`` (or .png, ...) is the
-            image of ``<stem>_keypoints.json``.
+            image of ``<stem>_keypoints.json``; a file named after the image's whole name
+            (``a.jpg_keypoints.json``, ``a.jpg.json``) is that image's when no ``a.jpg.*`` exists.
     Returns:
         ``(images, problems)``: one record per readable file with an image (with no
         people when ``people`` is empty); corrupt JSON, unknown layouts and missing images are
@@ -65,6 +66,9 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
             continue
         sub = jf.parent.relative_to(keypoints_dir)
         found = find_images(images_dir / sub, stem)
+        named = images_dir / sub / stem  # a file named after the image's whole name: a.jpg_keypoints.json
+        if not found and Path(stem).suffix.lower() in IMAGE_SUFFIXES and named.is_file():
+            found = [named]
         if not found:
             problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}"))
             continue

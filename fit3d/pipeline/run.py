@@ -356,8 +356,14 @@ def layout_problems(images: list[ImageRecord], model_convention) -> list[InputPr
             if ignored:
                 kind = "not modelled" if set(ignored) <= set(UNMODELLED) else "unknown to the model"
                 out.append(InputProblem(f"keypoint layout {conv.name!r}", f"{len(usable)} of {len(conv)} keypoints "
-                                        f"used; ignored ({kind}): {', '.join(ignored)}", "warning"))
+                                        f"used; ignored ({kind}): {_some(ignored)}", "warning"))
     return out
+
+
+def _some(names: list[str], shown: int = 12) -> str:
+    """``names`` joined, the first ``shown`` of a long list and how many more (COCO-WholeBody's 133)."""
+    more = len(names) - shown
+    return ", ".join(names) if more <= 2 else f"{', '.join(names[:shown])} and {more} more"
 
 
 def _record(path: Path, data: dict) -> None:

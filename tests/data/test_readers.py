@@ -510,3 +510,16 @@ def test_the_spin_reader_takes_openpose_detections_where_part_has_none(tmp_path,
                                          scale=np.ones((2, 2)), part=part))
     with pytest.raises(ValueError, match=r"bad.npz: scale must have shape \(N,\) \(N = 2 people"):
         read_spin(tmp_path / "bad.npz", sample_dir)
+
+
+def test_openpose_files_named_after_the_whole_image_name(tmp_path, sample_dir):
+    """``a.jpg_keypoints.json`` / ``a.jpg.json`` (tools that keep the extension) were 'no image
+    named a.jpg.*' for every file."""
+    coco = _openpose_from_coco(sample_dir, tmp_path)
+    for f in sorted(tmp_path.glob("*_keypoints.json")):
+        stem = f.name[: -len("_keypoints.json")]
+        f.rename(tmp_path / (f"{stem}.jpg_keypoints.json" if stem.endswith("5") else f"{stem}.jpg.json"))
+    images, problems = read_openpose(tmp_path, sample_dir)
+    assert not [x for x in problems if x.severity == "error"], problems
+    assert sorted(r.image_key for r in images) == sorted(r.image_key for r in coco)
+    assert sum(len(r.people) for r in images) == sum(len(r.people) for r in coco)
