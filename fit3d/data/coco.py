@@ -213,12 +213,15 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         return None
     try:
         kp, raw = parse_keypoints(a["keypoints"], len(conv)), list(a["keypoints"])
-        if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
-            kp, conv = np.concatenate([kp, parse_keypoints(a["foot_kpts"], len(FOOT6))]), COCO23
-            raw += a["foot_kpts"]
     except (ValueError, TypeError) as e:
         problems.append(InputProblem(src, f"unreadable keypoints: {e}"))
         return None
+    if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
+        try:
+            kp, conv = np.concatenate([kp, parse_keypoints(a["foot_kpts"], len(FOOT6))]), COCO23
+            raw += a["foot_kpts"]
+        except (ValueError, TypeError) as e:  # the body's keypoints are still good
+            problems.append(InputProblem(src, f"unreadable foot_kpts ({e}): fitted without the feet", "warning"))
     aid = a.get("id")
     if isinstance(aid, bool) or not isinstance(aid, (int, float)) or not np.isfinite(aid) or aid != int(aid):
         problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))

@@ -523,3 +523,25 @@ def test_openpose_files_named_after_the_whole_image_name(tmp_path, sample_dir):
     assert not [x for x in problems if x.severity == "error"], problems
     assert sorted(r.image_key for r in images) == sorted(r.image_key for r in coco)
     assert sum(len(r.people) for r in images) == sum(len(r.people) for r in coco)
+
+
+def test_coco_wholebody_foot_points_are_read_and_a_bad_foot_array_keeps_the_body(tmp_path, sample_dir):
+    """COCO-WholeBody's ``foot_kpts`` add the six foot points (COCO-23); one of the wrong length
+    dropped the whole person (found by a trial): the body is fitted, with a warning."""
+    from fit3d.data.conventions import COCO23
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    with_kp = [a for a in data["annotations"] if a.get("num_keypoints", 0) > 0]
+    for a in with_kp:
+        a["foot_kpts"] = [v for k in range(6) for v in (100.0 + k, 200.0, 2)]
+    with_kp[0]["foot_kpts"] = with_kp[0]["foot_kpts"][:9]
+    (tmp_path / "wb.json").write_text(json.dumps(data))
+    images, problems = read_coco(tmp_path / "wb.json", sample_dir)
+    people = {p.annot_id: p for r in images for p in r.people}
+    bad = people[with_kp[0]["id"]]
+    assert bad.convention is COCO17 and bad.keypoints_2d.shape == (17, 3)
+    good = people[with_kp[1]["id"]]
+    assert good.convention is COCO23
+    np.testing.assert_allclose(good.keypoints_2d[COCO23.index("left_big_toe")], [100.0, 200.0, 1.0])
+    [w] = [x for x in problems if "foot_kpts" in x.reason]
+    assert w.severity == "warning" and "fitted without the feet" in w.reason and str(with_kp[0]["id"]) in w.source
