@@ -139,13 +139,16 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     layout = SPIN24 if openpose is None else SPIN_OPENPOSE
     records: dict[str, ImageRecord | None] = {}
     problems: list[InputProblem] = []
+    lost: dict[str, tuple[InputProblem, list[int]]] = {}  # unreadable image -> its problem, its rows
     for i, name in enumerate(d["imgname"]):
         name = str(name)
         if name not in records:
             records[name] = open_image(images_dir / name, images_dir, None, problems)
+            if records[name] is None:
+                lost[name] = (problems[-1], [])
         rec = records[name]
         if rec is None:
-            problems.append(InputProblem(f"{path}#{i}", "its image could not be read"))
+            lost[name][1].append(i)
             continue
         camera = None
         if cameras is not None:
@@ -159,4 +162,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, layout,
                                  len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))
+    for problem, rows in lost.values():  # one problem per image, naming the rows it loses (as COCO's reader)
+        problem.reason += (f" ({len(rows)} rows of {Path(path).name} not fitted: "
+                           + ", ".join(f"#{i}" for i in rows[:10]) + (", ..." if len(rows) > 10 else "") + ")")
     return with_reader_checks([r for r in records.values() if r is not None], problems)

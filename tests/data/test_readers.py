@@ -545,3 +545,18 @@ def test_coco_wholebody_foot_points_are_read_and_a_bad_foot_array_keeps_the_body
     np.testing.assert_allclose(good.keypoints_2d[COCO23.index("left_big_toe")], [100.0, 200.0, 1.0])
     [w] = [x for x in problems if "foot_kpts" in x.reason]
     assert w.severity == "warning" and "fitted without the feet" in w.reason and str(with_kp[0]["id"]) in w.source
+
+
+def test_a_missing_image_of_a_spin_file_is_one_problem_naming_its_rows(tmp_path, sample_dir):
+    """As the COCO reader does (it was one problem per image and one more per row)."""
+    from fit3d.data.spin import read_spin
+    from fit3d.data.writers import write_npz
+
+    part = np.zeros((3, 24, 3), np.float32)
+    part[:, :, :2], part[:, :, 2] = 150.0, 1.0
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(["gone.jpg", "000000000785.jpg", "gone.jpg"]),
+                                       center=np.full((3, 2), 200.0), scale=np.ones(3), part=part))
+    images, problems = read_spin(tmp_path / "s.npz", sample_dir)
+    assert [len(r.people) for r in images] == [1]
+    [p] = [x for x in problems if x.severity == "error"]
+    assert "gone.jpg: image file not found" in f"{p.source}: {p.reason}" and "(2 rows of s.npz not fitted: #0, #2)" in p.reason
