@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as
+from fit3d.cli.options import errors_as, fits_readable
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_interspersed_args=True))
@@ -160,13 +160,13 @@ def merge(fits_dir, out):
     if out is not None and out.suffix != ".npz":  # numpy would write an .npz under another name
         raise click.BadParameter(f"{out.name}: the dataset is an .npz file (give a name ending in .npz)",
                                  param_hint="--out")
-    with errors_as():
+    with errors_as(), fits_readable("nothing merged"):
         path, s = write_merged(fits_dir, out)
     med = s["reproj_error_px"]["median"]
     empty = f" ({', '.join(s['shards_without_people'])}: no people)" if s["shards_without_people"] else ""
     click.echo(f"fit3d: merged {s['people']} people ({s['people_fitted']} fitted, {s['people_valid']} valid, "
-               f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from shards "
-               f"{', '.join(s['shards'])}{empty}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} "
+               f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from "
+               f"{'shards ' + ', '.join(s['shards']) if s['shards'] else 'no shard with people'}{empty}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} "
                f"-> {path}", err=True)
     if s["missing_shards"]:
         splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
@@ -187,4 +187,4 @@ def merge(fits_dir, out):
                    f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
                    "then merge again", err=True)
     for u in s["unreadable_outputs"]:
-        click.echo(f"fit3d: unreadable {u['file']}: {u['reason']}", err=True)
+        click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} (its people are not in the dataset)", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as
+from fit3d.cli.options import errors_as, fits_readable
 
 
 @click.command("export")
@@ -33,7 +33,7 @@ def export(fits_dir, fmt, out, valid_only):
         check_out(fmt, out)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--out") from e
-    with errors_as():
+    with errors_as(), fits_readable("nothing exported"):
         try:
             c = export_fits(fits_dir, fmt, out, valid_only)
         except OSError as e:  # e.g. a folder that cannot be written

@@ -170,6 +170,24 @@ def errors_as(exception: type[click.ClickException] = click.ClickException):
         raise exception(str(e)) from e
 
 
+@contextmanager
+def fits_readable(nothing: str):
+    """For merge and export: a folder none of whose fits can be read
+    (:class:`fit3d.pipeline.merge.NoReadableFits`) names them (the first 10), says ``nothing``
+    (e.g. "nothing exported") and exits 3, as for some unreadable fits (nothing is written)."""
+    from fit3d.pipeline.merge import NoReadableFits
+
+    try:
+        yield
+    except NoReadableFits as e:
+        for u in e.unreadable[:10]:
+            click.echo(f"fit3d: unreadable {u['file']}: {u['reason']}", err=True)
+        if len(e.unreadable) > 10:
+            click.echo(f"fit3d: ... and {len(e.unreadable) - 10} more unreadable fits", err=True)
+        click.echo(f"fit3d: {e}: {nothing} (rerun the fitting command: it refits unreadable outputs)", err=True)
+        raise click.exceptions.Exit(3) from e
+
+
 #: ``--model`` of a command for the SMPL family (``setup-model``): no default, since anny, the
 #: other commands' default, needs none of it (it is refused with a one-line error).
 _REQUIRED_MODEL = click.option("--model", type=MODEL_CHOICE, required=True,

@@ -39,6 +39,21 @@ COUNTS = ("images", "images_written", "images_already_done", "images_without_peo
           "input_warnings")
 
 
+class NoReadableFits(ValueError):
+    """None of a folder's per-image fits could be read: nothing to merge or export. ``unreadable``
+    holds ``{file, reason}`` per file (the commands name them and exit 3, as for some unreadable
+    fits)."""
+
+    def __init__(self, fits_dir: Path, unreadable: list[dict]) -> None:
+        super().__init__(f"none of the {len(unreadable)} per-image fits under {fits_dir} can be read")
+        self.unreadable = unreadable
+
+
+def _person_keys(d: dict) -> list[str]:
+    """The per-person fields of one output (sorted)."""
+    return sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS and k not in RUN_FIELDS)
+
+
 def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """Stack every person of every per-image output under ``fits_dir``.
 
@@ -59,25 +74,42 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         one is not complete), ``shards`` (those with people in the outputs) and
         ``shards_without_people`` (finished shards whose latest run had no image, or only images
         without people, e.g. more shards than images).
+        An output that lacks fields the others have (damaged, or rewritten outside fit3d) is
+        counted with the unreadable ones, named with the reason, and not merged.
     Raises:
-        ValueError: the outputs hold different joints or fields (runs of different
-            models or settings in one folder), or nothing to merge.
+        NoReadableFits: no output can be read. ValueError: the outputs hold different joints or
+            fields (runs of different models or settings in one folder), or there is none.
     """
     fits_dir = Path(fits_dir)
     files = require_fit_files(fits_dir)
     columns: dict[str, list] = {}
     layouts: list[KeypointConvention] = []  # each entry of the person columns' keypoint layout
     shared: dict[str, np.ndarray] = {}
-    unreadable, images, n = [], 0, 0
-    person_keys = None
+    unreadable, loaded = [], []
     for f in files:
         try:
-            d = read_fit(f)
+            loaded.append((f, read_fit(f)))
         except (OSError, ValueError) as e:
             unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=str(e)))
-            continue
-        images += 1
+    if not loaded:
+        raise NoReadableFits(fits_dir, unreadable)
+    # the fields most outputs have: one lacking some is damaged, one with others is of another kind of run
+    sets = Counter(tuple(_person_keys(d)) for _, d in loaded if len(d.get("annot_id", ())))
+    person_keys = list(sets.most_common(1)[0][0]) if sets else None
+    images, n = 0, 0
+    for f, d in loaded:
         p = len(d.get("annot_id", ()))
+        keys = _person_keys(d) if p else person_keys
+        if keys != person_keys:
+            lacking = sorted(set(person_keys) - set(keys))
+            if set(keys) < set(person_keys):  # damaged, or cut down outside fit3d: named, not merged
+                unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=(
+                    f"lacks the fields {lacking} that the other files have (damaged or rewritten outside "
+                    "fit3d): delete it and rerun the fitting command to refit it")))
+                continue
+            raise ValueError(f"{f}: fields {sorted(set(keys) ^ set(person_keys))} differ from the other files' "
+                             "(runs of different fitters or fit3d versions in one folder? merge them apart)")
+        images += 1
         if p == 0:
             continue
         if "joint_names" not in shared:
@@ -86,11 +118,6 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             raise ValueError(f"{f}: joint_names differ from the other files' (fits of other body models in one "
                              "folder?)")
         layouts.append(KeypointConvention("file", tuple(str(n) for n in d["keypoint_names"])))
-        keys = sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS and k not in RUN_FIELDS)
-        if person_keys is None:
-            person_keys = keys
-        elif keys != person_keys:
-            raise ValueError(f"{f}: fields {sorted(set(keys) ^ set(person_keys))} differ from the other files'")
         for k in person_keys:
             columns.setdefault(k, []).append(d[k])
         for k in IMAGE_FIELDS:

@@ -311,3 +311,44 @@ def test_a_folders_parameters_pose_the_model_to_its_stored_keypoints(tmp_path, s
     uv = project(torch.as_tensor(k3), torch.as_tensor(people["focal_length"][ok]),
                  torch.as_tensor(people["principal_point"][ok]))
     np.testing.assert_allclose(uv.numpy(), people["keypoints_2d_fit"][ok], atol=0.05)
+
+
+def test_an_output_lacking_fields_is_named_not_merged_and_a_folder_of_no_readable_fit_is_said(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a trial: one output without ``betas`` stopped merge and export ("fields differ",
+    exit 1, nothing written), and a folder whose only fit was cut short made export raise a
+    KeyError traceback (merge wrote a dataset of 0 people)."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+    from fit3d.data.writers import write_npz
+    from fit3d.pipeline.merge import NoReadableFits
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    files = [f for f in fit_files(out) if len(read_fit(f)["annot_id"])]
+    cut = read_fit(files[0])
+    write_npz(files[0], {k: v for k, v in cut.items() if k != "betas"})
+    arrays, s = merge_fits(out)
+    [u] = s["unreadable_outputs"]
+    assert u["file"] == files[0].name and "lacks the fields ['betas']" in u["reason"] and "delete it" in u["reason"]
+    assert len(arrays["annot_id"]) == 14 - len(cut["annot_id"])
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0 and "warning: unreadable" in r.output and (out / "dataset.npz").is_file(), r.output
+    # a field the others lack: runs of different kinds in one folder, refused as before
+    write_npz(files[0], dict(cut, extra=np.zeros(len(cut["annot_id"]))))
+    with pytest.raises(ValueError, match="differ from the other files'"):
+        merge_fits(out)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "a.jpg.npz").write_bytes(files[1].read_bytes()[:100])
+    with pytest.raises(NoReadableFits) as e:
+        merge_fits(broken)
+    assert [u["file"] for u in e.value.unreadable] == ["a.jpg.npz"]
+    for args in (["merge"], ["export", "--format", "humandata", "--out", str(tmp_path / "hd.npz")]):
+        r = CliRunner().invoke(cli, [args[0], "--fits", str(broken), *args[1:]])
+        assert r.exit_code == 3 and "unreadable a.jpg.npz" in r.output and "none of the 1 per-image fits" in r.output
+        assert "Traceback" not in r.output and not isinstance(r.exception, KeyError), r.output
+    assert not (broken / "dataset.npz").exists() and not (tmp_path / "hd.npz").exists()
