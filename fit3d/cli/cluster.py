@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as, fits_readable
+from fit3d.cli.options import count, errors_as, fits_readable
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_interspersed_args=True))
@@ -125,11 +125,6 @@ def _crash(task, error: Exception) -> tuple[int, str]:
                f"log: {getattr(task.paths, 'stderr', '?')}")
 
 
-def _images(n: int) -> str:
-    """``"1 image"``, ``"2 images"``."""
-    return f"{n} image{'s' if n != 1 else ''}"
-
-
 def _last_error_line(job) -> str:
     """The last line a task wrote to its stderr log (its error, or the last traceback line), and the log's path."""
     try:
@@ -178,11 +173,11 @@ def merge(fits_dir, out):
         click.echo(f"fit3d: warning: shard {u['shard']} is unfinished, its images not yet fitted are not in the "
                    f"dataset: {u['why']}; then merge again", err=True)
     if s["pending_failures"]:
-        click.echo(f"fit3d: {_images(len(s['pending_failures']))} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
+        click.echo(f"fit3d: {count(len(s['pending_failures']), 'image')} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
                    "failed people or could not be written "
                    f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)
     if s["pending_incomplete"]:
-        click.echo(f"fit3d: {_images(len(s['pending_incomplete']))} "
+        click.echo(f"fit3d: {count(len(s['pending_incomplete']), 'image')} "
                    f"w{'ere' if len(s['pending_incomplete']) > 1 else 'as'} written without people whose annotations "
                    f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
                    "then merge again", err=True)

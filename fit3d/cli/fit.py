@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import FitOptions, check_device, errors_as, fit_options
+from fit3d.cli.options import FitOptions, check_device, count, errors_as, fit_options
 from fit3d.cli.render import render_fits
 
 PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
@@ -60,7 +60,7 @@ def echo_problems(problems, limit: int = SHOWN_PROBLEMS) -> None:
     if len(problems) > limit:
         more = problems[limit:]
         errors = sum(as_tuple(p)[0] == "error" for p in more)
-        click.echo(f"fit3d: ... and {len(more)} more ({errors} input problems, {len(more) - errors} warnings) not "
+        click.echo(f"fit3d: ... and {len(more)} more ({count(errors, 'input problem')}, {count(len(more) - errors, 'warning')}) not "
                    "shown: summary.json of a run lists every one", err=True)
 
 
@@ -79,7 +79,7 @@ def report_run(s: dict, out_dir: Path) -> int:
         f"images: {r['images']} given, "
         f"{r['images_written']} written, {r['images_already_done']} already done, {r['images_without_people']} "
         f"without people, {r['images_failed']} to retry{incomplete}; input problems: {r['input_errors']} "
-        f"(+{r['input_warnings']} warnings); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s"
+        f"(+{count(r['input_warnings'], 'warning')}); {r['seconds']:.1f} s, {r['fits_per_second']:.2f} fits/s"
         + (f" ({r['fits_per_second_with_training']:.2f} with the annotator's training)"  # (NeuralAnnot)
            if "fits_per_second_with_training" in r else "") + f" -> {out_dir}",
         err=True,
@@ -241,11 +241,11 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     people = [p for r in records for p in r.people]
     fittable = fittable_in(records)
     errors = sum(p.severity == "error" for p in problems)
-    click.echo(f"fit3d: {len(records)} images ({sum(1 for r in records if not r.people)} without people), "
+    click.echo(f"fit3d: {count(len(records), 'image')} ({sum(1 for r in records if not r.people)} without people), "
                f"{len(people)} people: {fittable} with at least {need} usable keypoints (not all on one line) would be "
                "fitted, "
-               f"{len(people) - fittable} skipped; {errors} input problems, "
-               f"{len(problems) - errors} warnings (dry run: nothing fitted)", err=True)
+               f"{len(people) - fittable} skipped; {count(errors, 'input problem')}, "
+               f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)", err=True)
     selection = this_job(opts, records)
     todo, done, mine = selection.todo, selection.already, selection.mine
     from fit3d.pipeline.run import (input_changes, inputs_changed_warning, previous_summary, refit_warning,
@@ -262,7 +262,7 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
         click.echo(f"fit3d: warning: {stale_outputs_message(emptied, would=True)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
-                   f"{f', --limit {opts.limit}' if opts.limit else ''}): {mine} images, {done} already done; "
+                   f"{f', --limit {opts.limit}' if opts.limit else ''}): {count(mine, 'image')}, {done} already done; "
                    f"{fittable_in(todo)} people to fit now", err=True)
     return 4 if not fittable else 3 if errors else 0
 

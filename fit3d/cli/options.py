@@ -160,6 +160,12 @@ def fit_options(f):
     return command
 
 
+def count(n: int, noun: str) -> str:
+    """``"1 image"``, ``"2 images"``: ``n`` and ``noun``, plural unless ``n`` is 1 (nouns whose
+    plural adds an s: image, warning, input problem)."""
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 @contextmanager
 def errors_as(exception: type[click.ClickException] = click.ClickException):
     """Turn the package's ``ValueError`` / ``FileNotFoundError`` (whose messages say what

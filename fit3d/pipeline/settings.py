@@ -138,8 +138,9 @@ def _check(out_dir: Path, new: dict, overwrite: bool, whole_folder: bool, record
         return False
     what = f"other settings ({'; '.join(diff)})" if diff else "these settings, by an --overwrite run that did not finish"
     if not overwrite:
-        raise ValueError(f"{out_dir} holds fits made with {what}: pass --overwrite (RunConfig(overwrite=True) in "
-                         "Python) to refit every image, or choose another --out")
+        how = ("pass --overwrite (RunConfig(overwrite=True) in Python) to refit every image" if whole_folder else
+               "refit it whole with --overwrite in one job (no --limit, one shard: not a sharded or submitted run)")
+        raise ValueError(f"{out_dir} holds fits made with {what}: {how}, or choose another --out")
     if not whole_folder:
         raise ValueError(f"{out_dir} holds fits made with {what}: --overwrite with --limit or --shard would leave "
                          "it mixed; refit it whole (no --limit, one shard) or choose another --out")

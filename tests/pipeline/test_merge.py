@@ -80,8 +80,10 @@ def test_shard_auto_steps_through_a_stepped_array_and_refuses_splits_it_cannot_t
                    SLURM_ARRAY_TASK_COUNT="5")
     assert [parse_shard("auto", dict(stepped, SLURM_ARRAY_TASK_ID=str(t))) for t in (0, 2, 4, 6, 8)] == \
         [(i, 5) for i in range(5)]
-    with pytest.raises(ValueError, match="outside its array"):
+    with pytest.raises(ValueError, match=r"task 3 is not on its array's step of 5 tasks \(ids 0-8:2\)"):
         parse_shard("auto", dict(stepped, SLURM_ARRAY_TASK_ID="3"))
+    with pytest.raises(ValueError, match=r"task 10 is outside its array of 5 tasks \(ids 0-8:2\)"):
+        parse_shard("auto", dict(stepped, SLURM_ARRAY_TASK_ID="10"))
     with pytest.raises(ValueError, match="not one range"):  # --array=1,3,7
         parse_shard("auto", dict(SLURM_ARRAY_TASK_ID="3", SLURM_ARRAY_TASK_MIN="1", SLURM_ARRAY_TASK_MAX="7",
                                  SLURM_ARRAY_TASK_COUNT="3"))

@@ -29,6 +29,9 @@ def test_a_folder_fitted_with_other_settings_is_not_resumed_into(tmp_path):
         check_settings(out, dict(fitter="eft", flip=True))
     with pytest.raises(ValueError, match="--limit or --shard would leave it mixed"):
         check_settings(out, dict(fitter="eft", flip=True), overwrite=True, whole_folder=False)
+    # a shard's job is not told to pass --overwrite, which it would refuse (found by a trial of submit)
+    with pytest.raises(ValueError, match=r"refit it whole with --overwrite in one job \(no --limit, one shard"):
+        check_settings(out, dict(fitter="eft", flip=True), whole_folder=False)
     with pytest.raises(ValueError, match="other settings"):  # --dry-run: the same answer, nothing written
         check_settings(out, dict(fitter="eft", flip=True), record=False)
     assert _recorded(out)["flip"] is False
