@@ -163,15 +163,15 @@ def merge(fits_dir, out):
                f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from "
                f"{'shards ' + ', '.join(s['shards']) if s['shards'] else 'no shard with people'}{empty}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} "
                f"-> {path}", err=True)
+    splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
+    unless = f"unless the folder's complete split ({splits}) fitted them, " if splits else ""
     if s["missing_shards"]:
-        splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
-        why = (f"unless the folder's complete split ({splits}) fitted their images, they are not in the dataset"
-               if splits else "their images are not in the dataset")
         click.echo(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
-                   f"{fits_dir}: {why}; run them (--shard i/n), then merge again", err=True)
+                   f"{fits_dir}: {unless}their images are not in the dataset; run them (--shard i/n), then merge "
+                   "again", err=True)
     for u in s["unfinished_shards"]:
-        click.echo(f"fit3d: warning: shard {u['shard']} is unfinished, its images not yet fitted are not in the "
-                   f"dataset: {u['why']}; then merge again", err=True)
+        click.echo(f"fit3d: warning: shard {u['shard']} is unfinished: {unless}its images not yet fitted are not in "
+                   f"the dataset: {u['why']}; then merge again", err=True)
     if s["pending_failures"]:
         click.echo(f"fit3d: {count(len(s['pending_failures']), 'image')} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
                    "failed people or could not be written "

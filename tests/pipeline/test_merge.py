@@ -354,3 +354,22 @@ def test_an_output_lacking_fields_is_named_not_merged_and_a_folder_of_no_readabl
         assert r.exit_code == 3 and "unreadable a.jpg.npz" in r.output and "none of the 1 per-image fits" in r.output
         assert "Traceback" not in r.output and not isinstance(r.exception, KeyError), r.output
     assert not (broken / "dataset.npz").exists() and not (tmp_path / "hd.npz").exists()
+
+
+def test_an_unfinished_shard_of_another_split_is_hedged_when_a_split_is_complete(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a trial: a --shard 2/2 --limit run, then a whole 3-shard split: merge said the
+    2/2 shard's images were not in the dataset, though the complete split had fitted them."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, shard=(1, 2), limit=1, progress=False))
+    for i in range(3):
+        run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 3), progress=False))
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0 and "merged 14 people" in r.output, r.output
+    assert ("warning: shard 2/2 is unfinished: unless the folder's complete split (3 shard(s)) fitted them, its "
+            "images not yet fitted are not in the dataset") in r.output
