@@ -284,8 +284,9 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
 
 def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     """Make an earlier merge of ``fits_dir`` no longer look current, before a run writes new fits
-    into it: the merged dataset files inside the folder (``dataset.npz``, or the ``--out`` that
-    ``summary.json``'s ``merged`` entry records) are removed (an unlink: atomic), then the
+    into it: the merged dataset files inside the folder (``dataset.npz``, the ``--out`` that
+    ``summary.json``'s ``merged`` entry records, and, after a merge, any other file of the folder
+    that reads as a merged dataset: an earlier merge's ``--out`` there) are removed (an unlink: atomic), then the
     ``merged`` totals are dropped from ``summary.json`` (the file removed when it held nothing
     else). A ``dataset.npz`` that is not a merge's output (no ``image``, ``shard``, ``annot_id``)
     is kept. Nothing happens without an earlier merge.
@@ -317,7 +318,11 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
             recorded = fits_dir / recorded.relative_to(merged_dir)
         elif merged_dir.exists():  # a copy: the dataset outside is the original folder's, not this one's
             recorded = None
-    found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded) if p is not None and p.is_file()}.values())
+    # earlier merges' datasets written into the folder under other names (--out FITS/x.npz) are as stale
+    others = [p for p in fits_dir.glob("*.npz") if merged is not None and not Path(p.stem).suffix
+              and p.name != DATASET_FILE and p != recorded and _is_merged_dataset(p)]
+    found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded, *others)
+                  if p is not None and p.is_file()}.values())
     inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]
     removed = [p for p in inside if p == recorded or _is_merged_dataset(p)]
     try:

@@ -412,8 +412,9 @@ class _Job:
         self.retired = [str(p) for p in removed]
         what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
         if what:
-            log.warning("%s (merged from the earlier fits of %s, which this run changes): run 'fit3d merge --fits %s' "
-                        "again when the fitting is done", "; ".join(what), self.out_dir, self.out_dir)
+            again = f"fit3d merge --fits {self.out_dir}" + "".join(f" --out {p}" for p in elsewhere[:1])
+            log.warning("%s (merged from the earlier fits of %s, which this run changes): run '%s' "
+                        "again when the fitting is done", "; ".join(what), self.out_dir, again)
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""

@@ -373,3 +373,25 @@ def test_an_unfinished_shard_of_another_split_is_hedged_when_a_split_is_complete
     assert r.exit_code == 0 and "merged 14 people" in r.output, r.output
     assert ("warning: shard 2/2 is unfinished: unless the folder's complete split (3 shard(s)) fitted them, its "
             "images not yet fitted are not in the dataset") in r.output
+
+
+def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_names_an_outside_out(
+        tmp_path, sample_copy, anny_model, fast_fitter, caplog):
+    """Found by a trial: after merges to FITS/extra.npz and then FITS/dataset.npz, a run removed
+    only dataset.npz, leaving extra.npz with the old fits; and with --out outside the folder the
+    advice 'fit3d merge --fits X' would write X/dataset.npz, not the file said to be out of date."""
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    write_merged(out, out / "extra.npz")
+    write_merged(out)
+    np.savez(out / "notes.npz", x=np.zeros(2))  # not a merged dataset: kept
+    s = run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
+    assert sorted(s["merged_dataset_removed"]) == sorted([str(out / "dataset.npz"), str(out / "extra.npz")])
+    assert (out / "notes.npz").is_file()
+    outside = tmp_path / "train.npz"
+    write_merged(out, outside)
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
+    assert any(f"{outside} is out of date" in m and f"fit3d merge --fits {out} --out {outside}'" in m
+               for m in caplog.messages), caplog.messages
