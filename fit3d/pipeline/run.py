@@ -614,18 +614,19 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         rest = shard_images(images, config.shard)[mine:]
         head["images_left_by_limit"] = sum(1 for r in rest if r.people and (
             config.overwrite or not output_path(out_dir, r.image_key).is_file()))
-    if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost) shows as unfinished
-        write_summary(out_dir, config.shard, dict(head, running=True, started=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    if config.progress:
-        from tqdm import tqdm
-
-        job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person", desc=f"fit3d {config.fitter_name}",
-                       dynamic_ncols=True)
-    t0 = time.perf_counter()
-    chunks = list(_chunks(todo, config.batch_size))
-    shared = SharedFitting(job, pool) if pool is not None and len(chunks) > 1 else None
-    with interruptible():
+    t0, shared = time.perf_counter(), None
+    with interruptible():  # from the start marker on: a signal at any point is recorded as an interruption
         try:
+            if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost) is unfinished
+                write_summary(out_dir, config.shard,
+                              dict(head, running=True, started=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+            if config.progress:
+                from tqdm import tqdm
+
+                job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person",
+                               desc=f"fit3d {config.fitter_name}", dynamic_ncols=True)
+            chunks = list(_chunks(todo, config.batch_size))
+            shared = SharedFitting(job, pool) if pool is not None and len(chunks) > 1 else None
             if shared is not None:
                 shared.run(chunks, pool.threads)
             else:

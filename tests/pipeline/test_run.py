@@ -209,6 +209,25 @@ def test_an_interrupted_run_keeps_what_is_done_and_resumes_to_the_same_outputs(t
     assert s["this_run"]["images_already_done"] == 4 and s["this_run"]["exit_code"] == 0
 
 
+def test_a_signal_between_the_start_marker_and_the_first_batch_is_recorded_as_an_interruption(
+        tmp_path, sample_copy, anny_model, fast_fitter, monkeypatch):
+    """Found by a trial (Ctrl-C on fit3d submit --cluster local): a task caught while setting up
+    left its summary as the start marker ("running"), so merge called it still running or killed."""
+    import importlib
+
+    run_module = importlib.import_module("fit3d.pipeline.run")  # (the package's run is the function)
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+
+    def chunks(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_chunks", chunks)
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))
+    assert s["this_run"]["interrupted"] and s["this_run"]["exit_code"] == 130
+    recorded = json.loads((out / "summary.json").read_text())
+    assert "running" not in recorded and recorded["this_run"]["exit_code"] == 130
+
 def test_a_failing_person_is_retried_alone_recorded_and_refitted_next_run(tmp_path, sample_copy, anny_model,
                                                                          fast_fitter):
     images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
