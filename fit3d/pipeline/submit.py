@@ -10,6 +10,7 @@ the whole set, so it is one job of several tasks (one per GPU) that form a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,11 @@ class ShardJob:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return run(self.args)  # errors shown as the command line shows them; Ctrl-C: 130
+        code = run(self.args)  # errors shown as the command line shows them; Ctrl-C: 130
+        if code:  # submitit's log will say "completed successfully": the task's result is this code
+            print(f"fit3d: this task's fit3d command exited {code} (its result; submitit reports the task "
+                  "as completed)", file=sys.stderr, flush=True)
+        return code
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption or timeout: requeue the same task, which

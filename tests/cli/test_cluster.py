@@ -55,6 +55,8 @@ def test_submit_reports_a_task_error_and_a_missing_cluster(tmp_path, sample_dir)
                                  "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "jobs"), "--no-check"])
     assert r.exit_code == 2, r.output  # each task's usage error, with its exit code
     assert "is not a folder" in r.output and "(log: " in r.output
+    logs = [f.read_text() for f in (tmp_path / "jobs").rglob("*.err")]
+    assert len(logs) == 2 and all("this task's fit3d command exited 2" in t for t in logs)  # not just "completed"
     if shutil.which("srun") is None:  # no SLURM on this machine: one line saying so, no traceback
         import fit3d.pipeline.submit
 
