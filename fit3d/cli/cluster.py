@@ -181,5 +181,10 @@ def merge(fits_dir, out):
                    f"w{'ere' if len(s['pending_incomplete']) > 1 else 'as'} written without people whose annotations "
                    f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
                    "then merge again", err=True)
+    errors = s["latest_runs_total"].get("input_errors", 0)
+    if errors:
+        click.echo(f"fit3d: warning: the runs recorded {count(errors, 'input problem')} (unreadable images or "
+                   "annotations, each counted once: their people are not in the dataset; the shards' summary files "
+                   "list them)", err=True)
     for u in s["unreadable_outputs"]:
         click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} (its people are not in the dataset)", err=True)

@@ -395,3 +395,19 @@ def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_n
         run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert any(f"{outside} is out of date" in m and f"fit3d merge --fits {out} --out {outside}'" in m
                for m in caplog.messages), caplog.messages
+
+
+def test_merge_says_how_many_input_problems_the_runs_recorded(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a trial: tasks exited 3 for unreadable images, and merge's lines said nothing of
+    the people left out (only ``input_errors`` in summary.json)."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    problems = problems + [InputProblem("gone.jpg", "image file not found (2 annotations not fitted: ids 1, 2)")]
+    out = tmp_path / "fits"
+    for i in range(2):
+        run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 2), progress=False), problems)
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0 and "warning: the runs recorded 1 input problem (unreadable" in r.output, r.output
