@@ -214,7 +214,9 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     try:
         kp, raw = parse_keypoints(a["keypoints"], len(conv)), list(a["keypoints"])
     except (ValueError, TypeError) as e:
-        problems.append(InputProblem(src, f"unreadable keypoints: {e}"))
+        assumed = "" if coco.categories else (" (no category of the file names its keypoints, so COCO-17 is assumed: "
+                                              "give the category its layout's 'keypoints' names)")
+        problems.append(InputProblem(src, f"unreadable keypoints: {e}{assumed}"))
         return None
     if isinstance(a.get("foot_kpts"), list) and conv.names == COCO17.names:  # COCO-WholeBody
         try:

@@ -560,3 +560,17 @@ def test_a_missing_image_of_a_spin_file_is_one_problem_naming_its_rows(tmp_path,
     assert [len(r.people) for r in images] == [1]
     [p] = [x for x in problems if x.severity == "error"]
     assert "gone.jpg: image file not found" in f"{p.source}: {p.reason}" and "(2 rows of s.npz not fitted: #0, #2)" in p.reason
+
+
+def test_arrays_of_another_size_under_a_category_without_keypoint_names_say_why(tmp_path, sample_dir):
+    """A category with a skeleton but no keypoint names is read as COCO-17; 14-point arrays then
+    failed with 'expected 51 ... got 42' and no hint (found by a trial)."""
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    for c in data["categories"]:
+        c.pop("keypoints", None)
+    a = next(a for a in data["annotations"] if a.get("num_keypoints", 0) > 0)
+    a["keypoints"] = a["keypoints"][:42]
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    _, problems = read_coco(tmp_path / "c.json", sample_dir)
+    [p] = [x for x in problems if "unreadable keypoints" in x.reason]
+    assert "got 42" in p.reason and "COCO-17 is assumed" in p.reason
