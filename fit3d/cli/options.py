@@ -180,7 +180,8 @@ def errors_as(exception: type[click.ClickException] = click.ClickException):
 def fits_readable(nothing: str):
     """For merge and export: a folder none of whose fits can be read
     (:class:`fit3d.pipeline.merge.NoReadableFits`) names them (the first 10), says ``nothing``
-    (e.g. "nothing exported") and exits 3, as for some unreadable fits (nothing is written)."""
+    (e.g. "nothing exported") and exits 3 (the fitting commands' code for unreadable inputs;
+    nothing is written)."""
     from fit3d.pipeline.merge import NoReadableFits
 
     try:
@@ -190,7 +191,7 @@ def fits_readable(nothing: str):
             click.echo(f"fit3d: unreadable {u['file']}: {u['reason']}", err=True)
         if len(e.unreadable) > 10:
             click.echo(f"fit3d: ... and {len(e.unreadable) - 10} more unreadable fits", err=True)
-        click.echo(f"fit3d: {e}: {nothing} (rerun the fitting command: it refits unreadable outputs)", err=True)
+        click.echo(f"fit3d: {e}: {nothing} (delete them, then rerun the fitting command to refit them)", err=True)
         raise click.exceptions.Exit(3) from e
 
 

@@ -189,12 +189,26 @@ UNMODELLED = ("head_top", "neck", "upper_neck", "thorax", "pelvis", "mid_hip")
 
 
 def canonical_keypoint_name(name: str) -> str:
-    """A keypoint name in fit3d's spelling: ``"LShoulder"``, ``"l_shoulder"``, ``"Left Shoulder"``
-    and ``"left_shoulder"`` all give ``"left_shoulder"``; unknown names come back lower-cased."""
+    """A keypoint name in fit3d's spelling: ``"LShoulder"``, ``"LSHOULDER"``, ``"l_shoulder"``,
+    ``"Left Shoulder"``, ``"LEFT_SHOULDER"`` and ``"left_shoulder"`` all give ``"left_shoulder"``;
+    unknown names come back lower-cased. A leading L or R before a capital is read as the side
+    (OpenPose's ``LShoulder``) only where the rest then names a known sided point (``ROOT`` is
+    the root, not a right "oot")."""
     import re
 
-    raw = re.sub(r"^([LR])(?=[A-Z][a-z])", r"\1_", str(name).strip())  # OpenPose's LShoulder -> L_Shoulder (not LEFT_HIP)
-    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", raw) if not raw.islower() else raw  # CamelCase -> snake
+    text = str(name).strip()
+    side = re.match(r"^([LR])(?=[A-Z])(.+)$", text)
+    if side and not re.match(r"^(LEFT|RIGHT)(_|\s|$)", text, re.IGNORECASE):
+        split = _canonical(f"{side.group(1)}_{side.group(2)}")
+        if split.split("_", 1)[1] in _sided_names():
+            return split
+    return _canonical(text)
+
+
+def _canonical(text: str) -> str:
+    import re
+
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text) if not text.islower() else text  # CamelCase -> snake
     n = re.sub(r"[\s\-]+", "_", snake.strip().lower())
     for short, side in (("l_", "left_"), ("r_", "right_")):
         if n.startswith(short):
@@ -203,6 +217,13 @@ def canonical_keypoint_name(name: str) -> str:
         side, rest = n.split("_", 1)
         return f"{side}_{SIDED_ALIASES.get(rest.replace('_', ''), rest)}"
     return KEYPOINT_ALIASES.get(n.replace("_", ""), KEYPOINT_ALIASES.get(n, n))
+
+
+@functools.lru_cache(maxsize=1)
+def _sided_names() -> frozenset[str]:
+    """The points that known layouts name with a side (``shoulder``, ``big_toe``, ...)."""
+    return frozenset({n.split("_", 1)[1] for c in CONVENTIONS.values() for n in c.names
+                      if n.startswith(("left_", "right_"))} | set(SIDED_ALIASES.values()))
 
 
 def convention_from_names(names, name: str = "file") -> KeypointConvention:

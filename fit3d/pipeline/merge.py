@@ -28,6 +28,9 @@ IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
 #: Per-image fields stored once: the joints must agree across the merged files; files of
 #: different keypoint layouts are merged in the union of their layouts (by name).
 SHARED_FIELDS = ("keypoint_names", "joint_names")
+#: Fields that every output of fit3d with people holds (per person, stacked): an output with some
+#: of them but not all is damaged and is named with the unreadable ones, not merged.
+CORE_FIELDS = ("annot_id", "status", "valid", "global_orient", "body_pose", "betas", "transl", "keypoints_2d")
 #: Per-image bookkeeping of the runs, not merged into the dataset (``input_digest``: what a rerun
 #: compares to find the images whose annotations changed).
 RUN_FIELDS = ("input_digest",)
@@ -74,8 +77,8 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         one is not complete), ``shards`` (those with people in the outputs) and
         ``shards_without_people`` (finished shards whose latest run had no image, or only images
         without people, e.g. more shards than images).
-        An output that lacks fields the others have (damaged, or rewritten outside fit3d) is
-        counted with the unreadable ones, named with the reason, and not merged.
+        An output that lacks one of the :data:`CORE_FIELDS` (damaged, or rewritten outside fit3d)
+        is counted with the unreadable ones, named with the reason, and not merged.
     Raises:
         NoReadableFits: no output can be read. ValueError: the outputs hold different joints or
             fields (runs of different models or settings in one folder), or there is none.
@@ -85,30 +88,26 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     columns: dict[str, list] = {}
     layouts: list[KeypointConvention] = []  # each entry of the person columns' keypoint layout
     shared: dict[str, np.ndarray] = {}
-    unreadable, loaded = [], []
+    unreadable, images, n, person_keys = [], 0, 0, None
     for f in files:
         try:
-            loaded.append((f, read_fit(f)))
+            d = read_fit(f)
         except (OSError, ValueError) as e:
             unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=str(e)))
-    if not loaded:
-        raise NoReadableFits(fits_dir, unreadable)
-    # the fields most outputs have: one lacking some is damaged, one with others is of another kind of run
-    sets = Counter(tuple(_person_keys(d)) for _, d in loaded if len(d.get("annot_id", ())))
-    person_keys = list(sets.most_common(1)[0][0]) if sets else None
-    images, n = 0, 0
-    for f, d in loaded:
+            continue
+        lacking = [k for k in CORE_FIELDS if k not in d]
+        if lacking and len(lacking) < len(CORE_FIELDS):  # (none: an output without people) damaged, or cut
+            # down outside fit3d: named, not merged
+            unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=(
+                f"lacks the fields {lacking} that every fit has (damaged or rewritten outside fit3d): delete it "
+                "and rerun the fitting command to refit it")))
+            continue
         p = len(d.get("annot_id", ()))
-        keys = _person_keys(d) if p else person_keys
-        if keys != person_keys:
-            lacking = sorted(set(person_keys) - set(keys))
-            if set(keys) < set(person_keys):  # damaged, or cut down outside fit3d: named, not merged
-                unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=(
-                    f"lacks the fields {lacking} that the other files have (damaged or rewritten outside "
-                    "fit3d): delete it and rerun the fitting command to refit it")))
-                continue
-            raise ValueError(f"{f}: fields {sorted(set(keys) ^ set(person_keys))} differ from the other files' "
-                             "(runs of different fitters or fit3d versions in one folder? merge them apart)")
+        if p and person_keys is None:
+            person_keys = _person_keys(d)
+        elif p and _person_keys(d) != person_keys:
+            raise ValueError(f"{f}: fields {sorted(set(_person_keys(d)) ^ set(person_keys))} differ from the other "
+                             "files' (runs of different fitters or fit3d versions in one folder? merge them apart)")
         images += 1
         if p == 0:
             continue
@@ -124,6 +123,8 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             if k in d:
                 columns.setdefault(k, []).append(np.repeat(d[k][None], p, axis=0))
         n += p
+    if not images and len(unreadable) == len(files):
+        raise NoReadableFits(fits_dir, unreadable)
     if layouts:
         union = union_convention(layouts, name="merged")
         for k in KEYPOINT_FIELDS:

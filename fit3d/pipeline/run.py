@@ -166,7 +166,7 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
                              "(--shard 1/1 for the whole folder)")
         i, rest = divmod(task - lo, step)
         if rest or not 0 <= i < n:
-            where = "is not on its array's step" if rest and 0 <= i < n else "is outside its array"
+            where = "is not on its array's step" if rest and lo <= task <= lo + (n - 1) * step else "is outside its array"
             raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} {where} of {n} tasks (ids "
                              f"{lo}-{lo + (n - 1) * step}:{step})")
         return i, n

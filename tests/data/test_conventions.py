@@ -55,6 +55,8 @@ def test_union_of_layouts_does_not_depend_on_their_order():
     ("Left Shoulder", "left_shoulder"), ("r ankle", "right_ankle"), ("left_shoulder", "left_shoulder"),
     ("LEFT_SHOULDER", "left_shoulder"), ("RIGHT_HIP", "right_hip"), ("L_SHOULDER", "left_shoulder"),  # all caps
     ("LEar", "left_ear"), ("MidHip", "mid_hip"), ("NOSE", "nose"),
+    ("LHIP", "left_hip"), ("RSHOULDER", "right_shoulder"), ("LBIGTOE", "left_big_toe"), ("REAR", "right_ear"),
+    ("ROOT", "pelvis"),  # a leading R that is no side (a review)
 ])
 def test_every_spelling_of_a_keypoint_name_is_read_alike(spelling, name):
     """All-caps names (MediaPipe's PoseLandmark: LEFT_SHOULDER) read as OpenPose's LShoulder
