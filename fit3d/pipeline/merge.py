@@ -279,6 +279,14 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
     summary["fits_dir"] = str(fits_dir.resolve())  # (a copy of the folder is told from the folder merged)
     path = fits_dir / "summary.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
+    # the earlier merges' files inside the folder still there (--out FITS/a.npz, then dataset.npz): a
+    # later run retires them all
+    earlier = existing.get("merged", {}) if isinstance(existing.get("merged"), dict) else {}
+    inside = [str(p) for p in earlier.get("earlier_datasets", []) + [earlier.get("dataset")]
+              if p and p != summary["dataset"] and Path(p).is_file()
+              and Path(p).resolve().is_relative_to(fits_dir.resolve())]
+    if inside:
+        summary["earlier_datasets"] = sorted(set(inside))
     write_json(path, dict(existing, merged=summary))
     return out, summary
 
@@ -286,8 +294,8 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
 def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     """Make an earlier merge of ``fits_dir`` no longer look current, before a run writes new fits
     into it: the merged dataset files inside the folder (``dataset.npz``, the ``--out`` that
-    ``summary.json``'s ``merged`` entry records, and, after a merge, any other file of the folder
-    that reads as a merged dataset: an earlier merge's ``--out`` there) are removed (an unlink: atomic), then the
+    ``summary.json``'s ``merged`` entry records, and the earlier merges' files inside the folder
+    that it records as ``earlier_datasets``) are removed (an unlink: atomic), then the
     ``merged`` totals are dropped from ``summary.json`` (the file removed when it held nothing
     else). A ``dataset.npz`` that is not a merge's output (no ``image``, ``shard``, ``annot_id``)
     is kept. Nothing happens without an earlier merge.
@@ -312,20 +320,21 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     except (OSError, ValueError):
         summary = {}
     merged = summary.pop("merged", None) if isinstance(summary, dict) else None
-    recorded = Path(merged["dataset"]) if isinstance(merged, dict) and merged.get("dataset") else None
-    merged_dir = Path(merged["fits_dir"]) if recorded is not None and merged.get("fits_dir") else None
+    record = merged if isinstance(merged, dict) else {}
+    recorded = Path(record["dataset"]) if record.get("dataset") else None
+    earlier = [Path(p) for p in record.get("earlier_datasets", []) if isinstance(p, str)]
+    merged_dir = Path(record["fits_dir"]) if recorded is not None and record.get("fits_dir") else None
     if merged_dir is not None and merged_dir != fits_dir.resolve():  # a copy of the folder merged, or it moved
-        if recorded.is_relative_to(merged_dir):  # the merge's own file, copied or moved with the folder
+        # the merge's own files inside it, copied or moved with the folder
+        earlier = [fits_dir / p.relative_to(merged_dir) for p in earlier if p.is_relative_to(merged_dir)]
+        if recorded.is_relative_to(merged_dir):
             recorded = fits_dir / recorded.relative_to(merged_dir)
         elif merged_dir.exists():  # a copy: the dataset outside is the original folder's, not this one's
             recorded = None
-    # earlier merges' datasets written into the folder under other names (--out FITS/x.npz) are as stale
-    others = [p for p in fits_dir.glob("*.npz") if merged is not None and not Path(p.stem).suffix
-              and p.name != DATASET_FILE and p != recorded and _is_merged_dataset(p)]
-    found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded, *others)
+    found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded, *earlier)
                   if p is not None and p.is_file()}.values())
     inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]
-    removed = [p for p in inside if p == recorded or _is_merged_dataset(p)]
+    removed = [p for p in inside if p == recorded or p in earlier or _is_merged_dataset(p)]
     try:
         for p in removed:
             p.unlink(missing_ok=True)

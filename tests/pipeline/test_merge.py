@@ -1,5 +1,6 @@
 import importlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -398,9 +399,10 @@ def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_n
     write_merged(out, out / "extra.npz")
     write_merged(out)
     np.savez(out / "notes.npz", x=np.zeros(2))  # not a merged dataset: kept
+    shutil.copy(out / "extra.npz", out / "backup.npz")  # a merged dataset no merge of the folder wrote: kept
     s = run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert sorted(s["merged_dataset_removed"]) == sorted([str(out / "dataset.npz"), str(out / "extra.npz")])
-    assert (out / "notes.npz").is_file()
+    assert (out / "notes.npz").is_file() and (out / "backup.npz").is_file()
     outside = tmp_path / "train.npz"
     write_merged(out, outside)
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
