@@ -149,6 +149,11 @@ SPIN24 = KeypointConvention(
     ),
 )  # fmt: skip
 
+#: A SPIN ``.npz`` with OpenPose detections (``part`` and ``openpose``, :mod:`fit3d.data.spin`):
+#: BODY_25's 25 points, then the SPIN-24 points BODY_25 lacks (head top, LSP neck, MPII pelvis
+#: and thorax, H36M spine, jaw and head).
+SPIN_OPENPOSE = KeypointConvention(
+    "spin24_openpose25", OPENPOSE_BODY25.names + tuple(n for n in SPIN24.names if n not in OPENPOSE_BODY25.names))
 #: CrowdPose (Li et al., CVPR 2019): COCO's 12 limb points, then the top of the head and the neck.
 CROWDPOSE14 = KeypointConvention(
     "crowdpose14",
@@ -170,7 +175,8 @@ HALPE26 = KeypointConvention(
 )  # fmt: skip
 
 CONVENTIONS: dict[str, KeypointConvention] = {
-    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, CROWDPOSE14, MPII16, HALPE26)
+    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, SPIN_OPENPOSE, CROWDPOSE14, MPII16,
+                        HALPE26)
 }
 
 #: Spellings of keypoint names in the wild -> fit3d's names (after lower-casing and

@@ -6,8 +6,8 @@ to the dataset's image root), ``center`` (2,) and ``scale`` (box side / 200 px),
 metres with confidence, in :data:`~fit3d.data.conventions.SPIN24` order;
 optionally ``openpose`` (25, 3) OpenPose BODY_25 detections with their scores (SPIN's COCO,
 MPII and LSP files), ``pose`` (72,) and ``shape`` (10,) SMPL parameters. With ``openpose``
-each person is read in :data:`SPIN_OPENPOSE` (BODY_25's points, then ``part``'s others):
-``part``'s labelled points first, the detections where ``part`` has none (e.g. the feet). Human3.6M,
+each person is read in :data:`~fit3d.data.conventions.SPIN_OPENPOSE` (BODY_25's points, then
+``part``'s others): ``part``'s points, and the detections of the points ``part`` lacks (the feet). Human3.6M,
 MPI-INF-3DHP and 3DPW exports follow this layout. Camera intrinsics are not
 in SPIN's own files; a file that stores ``cam_int`` (N, 3, 3) or ``focal_length`` (N,) /
 (N, 2) (+ ``principal_point`` (N, 2)) gives each person its camera
@@ -21,15 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.conventions import OPENPOSE_BODY25, SPIN24, KeypointConvention, index_map, union_convention
+from fit3d.data.conventions import OPENPOSE_BODY25, SPIN24, SPIN_OPENPOSE, convert
 from fit3d.data.intrinsics import make_camera, spin_cameras
 from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.records import ImageRecord, InputProblem, Person
-
-#: The layout of a SPIN file's people when it has an ``openpose`` array: BODY_25's 25 points, then
-#: the SPIN-24 points BODY_25 lacks (head top, LSP neck, MPII pelvis and thorax, H36M spine, jaw, head).
-SPIN_OPENPOSE: KeypointConvention = union_convention([OPENPOSE_BODY25, SPIN24], name="spin24_openpose25")
-
 
 def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a SPIN ``.npz``.
@@ -94,8 +89,10 @@ def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     """One row of a SPIN file as fit3d reads it: ``part`` ``(24, 3)`` with labelled points
     without usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
     a non-finite confidence is unlabelled), confidences 0/1. With the row's ``openpose`` ``(25, 3)``
-    the result is in :data:`SPIN_OPENPOSE`: ``part``'s labelled points, and the detections (their
-    scores clipped to [0, 1], as the OpenPose reader keeps them) where ``part`` has none.
+    the result is in :data:`~fit3d.data.conventions.SPIN_OPENPOSE`: ``part``'s points, and the
+    detections (their scores clipped to [0, 1], as the OpenPose reader keeps them) of the points
+    ``part`` has no place for (the feet, OpenPose's neck and mid hip); a detection never replaces
+    an annotation, even an unlabelled one, so ``part`` comes back out of a SPIN export unchanged.
 
     Returns:
         ``(keypoints (24, 3) or (32, 3), ignored)``.
@@ -105,12 +102,10 @@ def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     if openpose is None:
         return kp, ignored
     detected, ignored_detections = sanitize_keypoints(openpose)
-    out = np.zeros((len(SPIN_OPENPOSE), 3), np.float32)
-    src, dst = index_map(OPENPOSE_BODY25, SPIN_OPENPOSE)
-    out[dst] = detected[src]
-    src, dst = index_map(SPIN24, SPIN_OPENPOSE)
-    labelled = kp[src, 2] > 0
-    out[dst[labelled]] = kp[src[labelled]]
+    out = convert(kp, SPIN24, SPIN_OPENPOSE)
+    only_detected = convert(detected, OPENPOSE_BODY25, SPIN_OPENPOSE)
+    rows = [SPIN_OPENPOSE.index(n) for n in SPIN_OPENPOSE.names if n not in SPIN24.names]
+    out[rows] = only_detected[rows]
     return out, ignored + ignored_detections
 
 
@@ -120,7 +115,7 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
 
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
     are read from the image files (missing or unreadable images are problems). People are in
-    :data:`~fit3d.data.conventions.SPIN24`, or :data:`SPIN_OPENPOSE` when the file has
+    :data:`~fit3d.data.conventions.SPIN24`, or :data:`~fit3d.data.conventions.SPIN_OPENPOSE` when the file has
     ``openpose`` detections (:func:`spin_keypoints`).
 
     Raises:

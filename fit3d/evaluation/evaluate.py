@@ -93,7 +93,7 @@ def _gt_spin(path: Path) -> list[dict]:
     count = Counter(zip(map(str, d["imgname"]), ids.tolist()))  # people are matched by image and id
     rows = []
     for i, name in enumerate(d["imgname"]):
-        kp, _ = spin_keypoints(d["part"][i])  # as the SPIN reader stores them
+        kp, _ = spin_keypoints(d["part"][i])  # the annotations, as the SPIN reader reads part (not the detections)
         rows.append(dict(image=str(name), annot_id=int(ids[i]), names=list(SPIN24.names), keypoints_2d=kp,
                          bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None,
                          duplicate=count[(str(name), int(ids[i]))] > 1))

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
-from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, convert
+from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, SPIN_OPENPOSE, convert
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
@@ -55,13 +55,14 @@ def expanded_boxes(people: dict) -> np.ndarray:
     input has no box and always gets the padded keypoint box with no note. So a box counts as
     expanded when it has a ``bbox_note``, when it is the padded keypoint box of the person's stored
     keypoints (to 0.01 px: OpenPose, or an annotation box made that way), or when the input was a
-    SPIN ``.npz`` (keypoints in SPIN's 24-joint layout: the box is SPIN's own ``center``/``scale``,
+    SPIN ``.npz`` (keypoints in SPIN's 24-joint layout, or with its OpenPose detections in
+    :data:`~fit3d.data.conventions.SPIN_OPENPOSE`: the box is SPIN's own ``center``/``scale``,
     kept as it is so that SPIN -> fit -> SPIN keeps it).
     """
     box = np.asarray(people["bbox"], dtype=np.float64)
     n = len(box)
     note = np.asarray(people.get("bbox_note", np.full(n, "")), dtype=str)
-    if tuple(str(k) for k in people["keypoint_names"]) == SPIN24.names:
+    if tuple(str(k) for k in people["keypoint_names"]) in (SPIN24.names, SPIN_OPENPOSE.names):
         return np.ones(n, bool)
     kp = np.asarray(people["keypoints_2d"], np.float32)
     padded = np.stack([keypoint_bbox(k, pad=KEYPOINT_BOX_PAD) for k in kp]) if n else np.zeros((0, 4))
@@ -93,8 +94,10 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     part = np.stack([convert(k, conv, SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
     part[..., 2] = np.clip(part[..., 2], 0.0, 1.0)  # annotations' 0/1; a detector's scores as they are
     center, scale = center_scale(people)
-    if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_COCO18.names):
+    if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_COCO18.names, SPIN_OPENPOSE.names):
         openpose = np.stack([convert(k, conv, OPENPOSE_BODY25) for k in people["keypoints_2d"]]).astype(np.float32)
+        if conv.names == SPIN_OPENPOSE.names:  # a SPIN file's detections were kept only where part has no place
+            openpose[:, [i for i, n in enumerate(OPENPOSE_BODY25.names) if n in SPIN24.names]] = 0.0
     else:
         openpose = np.zeros((len(part), len(OPENPOSE_BODY25), 3), np.float32)
     letters = gender_letters(people)

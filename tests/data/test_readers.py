@@ -499,11 +499,14 @@ def test_the_spin_reader_takes_openpose_detections_where_part_has_none(tmp_path,
     assert annotated.convention is SPIN_OPENPOSE and len(SPIN_OPENPOSE) == 32
     for name in ("left_wrist", "right_ankle"):  # annotated: part's point, confidence 1
         np.testing.assert_array_equal(annotated.keypoints_2d[SPIN_OPENPOSE.index(name)], part[0, SPIN24.index(name)])
-    for name in ("left_big_toe", "nose"):  # only detected: the detection with its score
+    for name in ("left_big_toe", "right_heel"):  # points part has no place for: the detection with its score
         np.testing.assert_allclose(annotated.keypoints_2d[SPIN_OPENPOSE.index(name)],
                                    openpose[0, OPENPOSE_BODY25.index(name)])
-    assert annotated.keypoints_2d[SPIN_OPENPOSE.index("head_top"), 2] == 0  # in neither
-    np.testing.assert_allclose(detected_only.keypoints_2d[:25], openpose[1])
+    for name in ("nose", "head_top"):  # part's, unlabelled there: a detection does not replace an annotation
+        assert (annotated.keypoints_2d[SPIN_OPENPOSE.index(name)] == 0).all()
+    feet = [SPIN_OPENPOSE.index(n) for n in ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe")]
+    np.testing.assert_allclose(detected_only.keypoints_2d[feet], openpose[1, feet])  # (BODY_25's order first)
+    assert (detected_only.keypoints_2d[SPIN_OPENPOSE.index("left_shoulder")] == 0).all()
     assert annotated.bbox[2] == pytest.approx(200.0)
 
     write_npz(tmp_path / "bad.npz", dict(imgname=np.asarray(["a.jpg"] * 2), center=np.full((2, 2), 200.0),

@@ -409,6 +409,24 @@ def test_openpose_and_spin_input_boxes_are_not_expanded_twice(tmp_path, sample_d
     order = [int(p.annot_id) for p in again]
     np.testing.assert_allclose(c2, center[order], atol=1e-3)
     np.testing.assert_allclose(s2, scale[order], rtol=1e-5)
+    # with SPIN's OpenPose detections beside part (a review: the box was expanded again and part
+    # came back with detections where the annotation had none)
+    from fit3d.data.conventions import SPIN_OPENPOSE
+
+    detections = np.stack([p.keypoints_2d for p in persons]) + np.float32([3.0, -2.0, 0.0])
+    detections[..., 2] = 0.7
+    np.savez(spin, imgname=np.asarray([p.image_key for p in persons]), center=center, scale=scale, part=part,
+             openpose=detections)
+    images, problems = read_spin(spin, sample_dir)
+    again = [p for r in images for p in r.people]
+    assert problems == [] and {p.convention.name for p in again} == {"spin24_openpose25"}
+    c3, s3 = center_scale(_people_of(again, SPIN_OPENPOSE.names))
+    np.testing.assert_allclose(c3, center[order], atol=1e-3)
+    np.testing.assert_allclose(s3, scale[order], rtol=1e-5)
+    for p in again:  # part's own points only, as annotated; the detections only where part has no place
+        np.testing.assert_array_equal(convert(p.keypoints_2d, SPIN_OPENPOSE, SPIN24), part[p.annot_id])
+        toe = SPIN_OPENPOSE.index("left_big_toe")
+        np.testing.assert_allclose(p.keypoints_2d[toe], detections[p.annot_id, OPENPOSE_BODY25.index("left_big_toe")])
 
 
 @pytest.mark.parametrize("fmt, out, want", [("spin", "op_spin.out", "op_spin.npz"), ("humandata", "hd", "hd.npz"),
