@@ -64,7 +64,11 @@ class PersonBatch:
             ValueError: the batch is empty, its keypoints are in another convention (build it
                 with ``make_batch(people, model.keypoint_convention)``), or its tensors' shapes do
                 not match it (``keypoints_2d`` not ``(B, K, 3)`` with K the convention's size, or
-                the camera tensors not ``(B, 2)``, ``bbox`` not ``(B, 4)``).
+                the camera tensors not ``(B, 2)``, ``bbox`` not ``(B, 4)``), or a box, focal
+                length or principal point is not finite.
+
+        Keypoints with a non-finite coordinate or confidence are unlabelled (0, 0, 0), as
+        :func:`make_batch` reads them.
         """
         if len(self) == 0:
             raise ValueError("an empty batch: nothing to fit (a fitter needs at least one person)")
@@ -79,7 +83,16 @@ class PersonBatch:
         if wrong:
             raise ValueError(f"a batch of {B} people in {self.convention.name!r} ({K} keypoints) with "
                              f"{', '.join(wrong)}: build it with make_batch(people, model.keypoint_convention)")
-        return self.to(model.device, model.dtype)
+        batch = self.to(model.device, model.dtype)
+        cameras = [k for k in ("bbox", "focal_length", "principal_point") if not torch.isfinite(getattr(batch, k)).all()]
+        if cameras:
+            rows = sorted({int(i) for k in cameras for i in torch.nonzero(~torch.isfinite(getattr(batch, k)))[:, 0]})
+            raise ValueError(f"non-finite {', '.join(cameras)} for people {rows[:10]} of the batch: make_batch "
+                             "rebuilds unusable boxes from the keypoints and gives the default camera")
+        lost = ~torch.isfinite(batch.keypoints_2d).all(-1)  # NaN coordinates or confidence: unlabelled, as
+        if lost.any():  # make_batch reads them (a NaN reached the fit and failed the whole batch in an SVD)
+            batch = replace(batch, keypoints_2d=batch.keypoints_2d.masked_fill(lost[..., None], 0.0))
+        return batch
 
     def index(self, idx: torch.Tensor | slice | list[int]) -> "PersonBatch":
         """The sub-batch of people ``idx``."""

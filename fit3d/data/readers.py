@@ -111,7 +111,7 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
         raise ValueError(f"give one source of people, not {' and '.join(sources)}")
     images = Path(images)
     if not images.is_dir():
-        raise FileNotFoundError(f"--images {images} is not a folder")
+        raise FileNotFoundError(f"--images {images} (images= in Python) is not a folder")
     if keypoints_dir is not None:
         return (*read_openpose(keypoints_dir, images), None)
     if spin_npz is not None:
@@ -123,6 +123,6 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
         if annotations is None:
             raise FileNotFoundError(
                 f"no --annotations given and no person_keypoints_*.json beside or above {images}; "
-                "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose)"
+                "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose); annotations= or keypoints_dir= in Python"
             )
     return (*read_coco(annotations, images), Path(annotations))

@@ -70,7 +70,7 @@ def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | P
 
 
 def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = None,
-                        option: str | None = "--regressor"):
+                        option: str | None = "--regressor (regressor_path= in Python)"):
     """The pretrained keypoint regressor for ``body``: ``regressor_path`` or the bundled one.
     ``option``: the caller's option that names a regressor file, for the message when there is
     none (None: the caller has no such option).
@@ -125,8 +125,8 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     reg = load_body_regressor(body, regressor_path)
     reg = with_flip(reg, body, flip)
     if prior_path is not None and not prior:  # (it was ignored: EFT ran without the prior the user meant)
-        raise ValueError(f"--prior-path {prior_path} is given without --prior: say which prior it holds (gmm, vae "
-                         "or articulation)")
+        raise ValueError(f"--prior-path {prior_path} (prior_path= in Python) is given without --prior (prior=): say "
+                         "which prior it holds (gmm, vae or articulation)")
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
     eft = EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,

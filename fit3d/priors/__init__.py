@@ -45,8 +45,8 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         raise KeyError(f"unknown prior {name!r}; available: {list(PRIORS)}")
     if name == "l2":
         if path is not None:  # (it was ignored: a user meaning --prior gmm got L2 without a word)
-            raise ValueError(f"the l2 prior has no weights, so --prior-path {path} means another prior: give its "
-                             "--prior (gmm, vae or articulation)")
+            raise ValueError(f"the l2 prior has no weights, so --prior-path {path} (path= in Python) means another "
+                             "prior: give its --prior (gmm, vae or articulation)")
         return L2Prior()
     model_name = getattr(body_model, "name", "anny")
     if path is None:
@@ -54,7 +54,7 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
 
         other = ("SMPLify's gmm_08.pkl" if name == "gmm" else "a VPoser v2 checkpoint" if name == "vae"
                  else "a 'fit3d train-prior --kind articulation' file")
-        path = (existing_weights(body_model, name, f", or pass --prior-path ({other})") if body_model is not None
+        path = (existing_weights(body_model, name, f", or pass --prior-path ({other}; path= in Python)") if body_model is not None
                 else shipped_weights(name, "anny"))
     path = Path(path)
     if name == "gmm" and path.suffix == ".pkl":
@@ -67,10 +67,12 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         raise ValueError(f"{path} holds a {prior.name} prior, not {name}")
     J = getattr(body_model, "num_body_joints", None)
     n = getattr(prior, "num_joints", None)
+    accepted = prior.accepted_joints()
     if J is not None and isinstance(prior, VAEPrior) and J == n + 2:
         prior.for_body(J)  # VPoser's 21 joints on SMPL's 23: hands left out (VAEPrior.for_body)
-    elif J is not None and n is not None and n != J:
-        raise ValueError(f"{path}: a {n}-joint prior cannot score the {J} joints of {model_name}")
+    elif J is not None and accepted is not None and J not in accepted:  # (a GMM: any J up to its size)
+        size = n if n is not None else max(accepted)
+        raise ValueError(f"{path}: a {size}-joint prior cannot score the {J} joints of {model_name}")
     return prior.to(body_model.device) if body_model is not None else prior
 
 

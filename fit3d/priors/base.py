@@ -26,7 +26,7 @@ class Prior(torch.nn.Module):
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """Args: ``body_pose`` ``(B, J, 3)`` axis-angle. Returns: ``(B,)`` cost.
 
-        Raises (on every call, before ``forward``):
+        Raises (on every call, before ``forward``, which gets the pose in the prior's dtype):
             ValueError: ``body_pose`` is not ``(B, J, 3)``, or J is not one the prior scores
                 (:meth:`accepted_joints`).
         """
@@ -38,9 +38,11 @@ class Prior(torch.nn.Module):
         return None if n is None else {int(n)}
 
 
-def _check_pose(prior: Prior, args: tuple) -> None:
+def _check_pose(prior: Prior, args: tuple) -> tuple | None:
     """Forward pre-hook of every :class:`Prior`: a body pose of the shape it scores, or a
-    ValueError (an unbatched ``(J, 3)`` pose or another model's joints were scored silently)."""
+    ValueError (an unbatched ``(J, 3)`` pose or another model's joints were scored silently); a
+    pose of another floating dtype than the prior's weights (float64) is cast to theirs (it raised
+    a dtype error from inside torch), so the cost comes in the weights' dtype."""
     pose = args[0] if args else None
     shape = tuple(pose.shape) if isinstance(pose, torch.Tensor) else type(pose).__name__
     if not isinstance(pose, torch.Tensor) or pose.dim() != 3 or pose.shape[-1] != 3:
@@ -48,3 +50,7 @@ def _check_pose(prior: Prior, args: tuple) -> None:
     allowed = prior.accepted_joints()
     if allowed is not None and pose.shape[1] not in allowed:
         raise ValueError(f"{type(prior).__name__} scores poses of {sorted(allowed)} joints, got {shape}")
+    dtype = next((t.dtype for t in (*prior.parameters(), *prior.buffers()) if t.is_floating_point()), None)
+    if dtype is not None and pose.dtype != dtype:  # a float64 pose scored by float32 weights: cast (differentiably)
+        return (pose.to(dtype), *args[1:])
+    return None

@@ -38,7 +38,7 @@ class _NormalHead(nn.Module):
 
 class _SixD(nn.Module):
     def forward(self, x):
-        return sixd_to_rotmat(x.reshape(x.shape[0], -1, 6))
+        return sixd_to_rotmat(x.reshape(x.shape[0], x.shape[1] // 6, 6))  # (B may be 0)
 
 
 class VAEPrior(Prior):

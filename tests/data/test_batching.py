@@ -111,3 +111,26 @@ def test_a_batch_whose_shapes_do_not_match_its_convention_is_refused(anny_model)
     short = PersonBatch(torch.zeros(1, 17, 3), ok.bbox, ok.focal_length, ok.principal_point, ok.image_size, conv)
     with pytest.raises(ValueError, match=r"keypoints_2d \(1, 17, 3\) \(expected \(1, 23, 3\)\)"):
         short.for_model(anny_model)
+
+
+def test_a_hand_built_batch_with_nan_keypoints_reads_them_as_unlabelled(anny_model):
+    """Found by a researcher's trial: NaN coordinates in a hand-built batch reached the fit and
+    failed every person of the batch in an SVD; a NaN box the same."""
+    import dataclasses
+
+    import torch
+
+    conv = anny_model.keypoint_convention
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([rng.uniform(100, 300, (17, 2)), np.ones((17, 1))], 1).astype(np.float32)
+    batch = make_batch([_person(kp), _person(kp)], conv)
+    k = batch.keypoints_2d.clone()
+    k[0, 3:8, :2], k[1, 2, 2] = float("nan"), float("nan")
+    out = dataclasses.replace(batch, keypoints_2d=k).for_model(anny_model)
+    assert torch.isfinite(out.keypoints_2d).all()
+    assert (out.keypoints_2d[0, 3:8] == 0).all() and (out.keypoints_2d[1, 2] == 0).all()
+    assert torch.equal(out.keypoints_2d[0, 8:], batch.keypoints_2d[0, 8:])
+    box = batch.bbox.clone()
+    box[1, 2] = float("inf")
+    with pytest.raises(ValueError, match=r"non-finite bbox for people \[1\]"):
+        dataclasses.replace(batch, bbox=box).for_model(anny_model)

@@ -90,6 +90,25 @@ def test_build_prior_errors(anny_model, smpl_like_dir):
         build_prior("gmm", smpl)
     with pytest.raises(KeyError):
         build_prior("flow", anny_model)
+    # anny's 19-joint GMM for SMPL's 23 joints: refused when built, as the other priors are (a
+    # researcher's trial: it was accepted and failed at the first fit)
+    from fit3d.priors import shipped_weights
+
+    with pytest.raises(ValueError, match="19-joint prior cannot score the 23 joints"):
+        build_prior("gmm", smpl, shipped_weights("gmm", "anny"))
+
+
+def test_priors_score_float64_poses_and_empty_batches(shipped, anny_model):
+    """float64 poses raised dtype errors from inside torch (gmm, vae, articulation), and the VAE
+    raised on an empty batch (found by a researcher's trial)."""
+    J = anny_model.num_body_joints
+    for name, prior in shipped.items():
+        pose = torch.zeros(2, J, 3, dtype=torch.float64, requires_grad=True)
+        cost = prior(pose)
+        cost.sum().backward()
+        assert cost.shape == (2,) and torch.isfinite(cost).all() and pose.grad.dtype == torch.float64, name
+        assert torch.allclose(cost.double(), prior(pose.detach().float()).double(), atol=1e-5), name
+        assert prior(torch.zeros(0, J, 3)).shape == (0,), name
 
 
 @pytest.mark.parametrize("model_type", ["smpl", "smplh", "smplx"])
