@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from fit3d.body_models.base import BodyModel, BodyOutput
+from fit3d.devices import check_device
 
 MODELS = ("anny", "smpl", "smplh", "smplx")
+#: The SMPL family's genders (one model file each).
+GENDERS = ("neutral", "male", "female")
 
 
 def build_body_model(
@@ -23,8 +26,13 @@ def build_body_model(
         num_betas: SMPL family only; anny has 6 phenotype parameters.
         device: ``"cpu"``, ``"cuda"``...
     Raises:
-        ValueError: unknown name. FileNotFoundError: missing SMPL model file.
+        ValueError: unknown name or gender, or a device this torch cannot use (``"cuda"`` on a
+            CPU-only build: the message says how to install a CUDA build). FileNotFoundError:
+            missing SMPL model file.
     """
+    check_device(device)
+    if name in ("smpl", "smplh", "smplx") and gender not in GENDERS:
+        raise ValueError(f"unknown gender {gender!r}; choose from {', '.join(GENDERS)}")
     if name == "anny":
         from fit3d.body_models.anny_model import AnnyModel
 
@@ -36,4 +44,4 @@ def build_body_model(
     raise ValueError(f"unknown body model {name!r}; choose from {MODELS}")
 
 
-__all__ = ["BodyModel", "BodyOutput", "MODELS", "build_body_model"]
+__all__ = ["BodyModel", "BodyOutput", "GENDERS", "MODELS", "build_body_model", "check_device"]

@@ -45,17 +45,11 @@ class FitOptions:
 
 def check_device(ctx, param, value: str) -> str:
     """A torch device string that this torch can use; else one line saying how to get it."""
-    import torch
+    from fit3d.body_models import check_device as usable
 
-    if value.startswith("cuda") and not torch.cuda.is_available():
-        build = torch.__version__
-        raise click.BadParameter(
-            f"{value} asked for, but this torch ({build}) has no usable CUDA: install a CUDA build with "
-            f"'pip install --force-reinstall torch=={build.split('+')[0]} --index-url "
-            "https://download.pytorch.org/whl/cu128' (then pip install -e . again)", ctx=ctx, param=param)
     try:
-        torch.device(value)
-    except RuntimeError as e:
+        usable(value)
+    except ValueError as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from e
     return value
 

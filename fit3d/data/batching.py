@@ -18,6 +18,7 @@ from fit3d.data.boxes import checked_bbox
 from fit3d.data.conventions import KeypointConvention, convert
 from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.records import Person
+from fit3d.devices import check_device
 
 
 def default_focal_length(width: float, height: float) -> float:
@@ -164,10 +165,12 @@ def make_batch(
         device: where the tensors go. dtype: their floating dtype (the fitters cast a batch to
             their body model's, float32 for the bundled models: :meth:`PersonBatch.for_model`).
     Raises:
-        ValueError: ``people`` is empty, or a person's camera is unusable (:func:`person_camera`).
+        ValueError: ``people`` is empty, a person's camera is unusable (:func:`person_camera`), or
+            ``device`` is one this torch cannot use (:func:`fit3d.devices.check_device`).
     """
     if not people:
         raise ValueError("make_batch needs at least one person")
+    check_device(device)
     kps, boxes, focal, pp, size = [], [], [], [], []
     for p in people:
         kp, _ = sanitize_keypoints(p.keypoints_2d)

@@ -19,6 +19,12 @@ import roma
 import torch
 
 
+def _tensors(*xs):
+    """Each of ``xs`` as a tensor (numpy arrays and lists as float tensors; None stays None)."""
+    return tuple(x if x is None or isinstance(x, torch.Tensor) else torch.as_tensor(x, dtype=torch.float32)
+                 for x in xs)
+
+
 def _check_points(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> None:
     """Raise ValueError unless ``pred`` and ``gt`` are ``(B, J, 3)`` alike and ``valid`` ``(B, J)``."""
     if pred.ndim != 3 or pred.shape[-1] != 3 or pred.shape != gt.shape:
@@ -52,6 +58,7 @@ def mpjpe(pred: torch.Tensor, gt: torch.Tensor, root: int | tuple[int, ...] = 0,
     Raises:
         ValueError: shapes other than the above.
     """
+    pred, gt, valid = _tensors(pred, gt, valid)
     _check_points(pred, gt, valid)
     d = ((pred - _root(pred, root, valid)) - (gt - _root(gt, root, valid))).norm(dim=-1)
     return _masked_mean(d, valid) * 1000.0
@@ -64,7 +71,12 @@ def torso_angle_deg(pred: torch.Tensor, gt: torch.Tensor, hips: tuple[int, int],
 
     Args:
         pred, gt: ``(B, J, 3)``. hips, shoulders: indices of the left and right joints.
+    Raises:
+        ValueError: ``pred`` and ``gt`` not ``(B, J, 3)`` alike.
     """
+    pred, gt = _tensors(pred, gt)
+    _check_points(pred, gt)
+
     def axis(p):
         return p[:, list(shoulders)].mean(1) - p[:, list(hips)].mean(1)
 
@@ -87,6 +99,7 @@ def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> torch.Tensor:
     Raises:
         ValueError: shapes other than the above.
     """
+    pred, gt, valid = _tensors(pred, gt, valid)
     _check_points(pred, gt, valid)
     if valid is not None and not bool(valid.all()):
         out = []
@@ -107,14 +120,42 @@ def pve(pred_vertices: torch.Tensor, gt_vertices: torch.Tensor, pred_root: torch
     return d.mean(-1) * 1000.0
 
 
+def _check_2d(pred_2d: torch.Tensor, gt_2d: torch.Tensor, bbox=None) -> None:
+    """Raise ValueError unless ``pred_2d`` is ``(B, K, 2 or 3)``, ``gt_2d`` ``(B, K, 3)`` (with the
+    confidence that says which keypoints are labelled) and ``bbox`` ``(B, 4)``."""
+    if gt_2d.ndim != 3 or gt_2d.shape[-1] != 3:
+        raise ValueError(f"expected gt_2d of shape (B, K, 3): x, y and a confidence, got {tuple(gt_2d.shape)}")
+    if pred_2d.ndim != 3 or pred_2d.shape[:2] != gt_2d.shape[:2] or pred_2d.shape[-1] not in (2, 3):
+        raise ValueError(f"expected pred_2d of shape (B, K, 2) with gt_2d's B, K = {tuple(gt_2d.shape[:2])}, "
+                         f"got {tuple(pred_2d.shape)}")
+    if bbox is not None and tuple(bbox.shape) != (gt_2d.shape[0], 4):
+        raise ValueError(f"expected bbox of shape (B, 4) = ({gt_2d.shape[0]}, 4), got {tuple(bbox.shape)}")
+
+
 def reprojection_px(pred_2d: torch.Tensor, gt_2d: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` mean pixel distance over keypoints with confidence > 0 in ``gt_2d`` ``(B, K, 3)``."""
+    """``(B,)`` mean pixel distance over keypoints with confidence > 0 in ``gt_2d`` ``(B, K, 3)``
+    (``pred_2d`` ``(B, K, 2)``; NaN for a person with none labelled).
+
+    Raises:
+        ValueError: shapes other than these.
+    """
+    pred_2d, gt_2d = _tensors(pred_2d, gt_2d)
+    _check_2d(pred_2d, gt_2d)
     d = (pred_2d[..., :2] - gt_2d[..., :2]).norm(dim=-1)
     return _masked_mean(d, gt_2d[..., 2] > 0)
 
 
 def pck(pred_2d: torch.Tensor, gt_2d: torch.Tensor, bbox: torch.Tensor, alpha: float) -> torch.Tensor:
-    """``(B,)`` share of labelled keypoints within ``alpha * max(w, h)`` of the truth."""
+    """``(B,)`` share of labelled keypoints within ``alpha * max(w, h)`` of the truth.
+
+    Args:
+        pred_2d: ``(B, K, 2)`` px. gt_2d: ``(B, K, 3)`` px and confidence (> 0: labelled).
+        bbox: ``(B, 4)`` ``x, y, w, h`` px. alpha: the share of the box size (0.05, 0.1...).
+    Raises:
+        ValueError: shapes other than these.
+    """
+    pred_2d, gt_2d, bbox = _tensors(pred_2d, gt_2d, bbox)
+    _check_2d(pred_2d, gt_2d, bbox)
     d = (pred_2d[..., :2] - gt_2d[..., :2]).norm(dim=-1)
     thr = alpha * bbox[:, 2:].max(-1).values
     return _masked_mean((d <= thr[:, None]).float(), gt_2d[..., 2] > 0)

@@ -98,7 +98,8 @@ class SMPLify:
         prior: pose prior ``(B, J, 3) -> (B,)``; default :class:`L2Prior`.
         schedule: list of :class:`Stage`; default :func:`default_smplify_schedule`.
         yaws: orientation hypotheses (degrees about the body's vertical axis).
-        keep_hypotheses: how many hypotheses per person go on after the first stage.
+        keep_hypotheses: how many hypotheses per person go on after the first stage (>= 1; at
+            most ``len(yaws)`` are kept).
         valid_fraction: validity threshold, see :data:`VALID_ERROR_FRACTION`.
         pose_space: ``"axis_angle"`` (optimise ``body_pose``) or ``"latent"`` (optimise a
             VAE prior's latent ``z``, ``body_pose = prior.decode(z)``, prior cost ``|z|^2``,
@@ -111,7 +112,7 @@ class SMPLify:
             :mod:`fit3d.fitters.losses`) of the clean branch's best fit above which a
             person's keypoints count as noisy (see :class:`Stage` ``branch``).
     Raises:
-        ValueError: an empty schedule, no hypotheses, ``pose_space="latent"`` with a prior that cannot decode,
+        ValueError: an empty schedule, no hypotheses, ``keep_hypotheses`` < 1, ``pose_space="latent"`` with a prior that cannot decode,
             or prototypes of another joint count.
         TypeError: ``prior`` is not a module (e.g. a name: use :func:`fit3d.priors.build_prior`).
 
@@ -164,7 +165,9 @@ class SMPLify:
         if not yaws:
             raise ValueError("need at least one orientation hypothesis")
         self.yaws = tuple(yaws)
-        self.keep = max(1, min(keep_hypotheses, len(self.yaws)))
+        if keep_hypotheses < 1:  # (it was clamped to 1 in silence)
+            raise ValueError(f"keep_hypotheses must be at least 1, not {keep_hypotheses}")
+        self.keep = min(keep_hypotheses, len(self.yaws))
         self.valid_fraction = valid_fraction
         conv = body_model.keypoint_convention
         self.torso_mask = torch.tensor([n in TORSO or n in FACE for n in conv.names], device=body_model.device)

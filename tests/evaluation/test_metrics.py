@@ -83,3 +83,26 @@ def test_masked_metrics_ignore_what_the_mask_leaves_out():
     assert out[0] < 1e-2 and torch.isnan(out[1])
     with pytest.raises(ValueError, match=r"\(B, J, 3\)"):
         M.mpjpe(pred[0], gt[0])  # (J, 3): one person without its batch axis
+
+
+def test_the_2d_metrics_and_torso_angle_check_shapes_and_every_metric_takes_numpy():
+    """A researcher's trial: pck without confidences or with an unbatched box, and torso_angle_deg
+    of mismatched shapes, raised IndexError; mpjpe of numpy arrays a TypeError."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    gt = np.concatenate([rng.uniform(0, 100, (2, 17, 2)), np.ones((2, 17, 1))], -1).astype(np.float32)
+    box = np.tile(np.float32([0, 0, 100, 100]), (2, 1))
+    assert torch.allclose(M.pck(gt[..., :2], gt, box, 0.05), torch.ones(2))
+    assert torch.allclose(M.reprojection_px(gt[..., :2], gt), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"gt_2d of shape \(B, K, 3\)"):
+        M.pck(gt[..., :2], gt[..., :2], box, 0.05)
+    with pytest.raises(ValueError, match=r"bbox of shape \(B, 4\) = \(2, 4\), got \(4,\)"):
+        M.pck(gt[..., :2], gt, box[0], 0.05)
+    with pytest.raises(ValueError, match=r"pred_2d of shape \(B, K, 2\)"):
+        M.reprojection_px(gt[:, :5, :2], gt)
+    j = rng.normal(size=(2, 17, 3)).astype(np.float32)
+    assert float(M.mpjpe(j, j).abs().max()) == 0 and float(M.pa_mpjpe(j, j).abs().max()) < 1e-3
+    assert float(M.torso_angle_deg(j, j, (11, 12), (5, 6)).max()) < 1e-2
+    with pytest.raises(ValueError, match=r"one shape \(B, J, 3\)"):
+        M.torso_angle_deg(j, j[:1], (11, 12), (5, 6))

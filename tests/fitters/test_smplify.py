@@ -267,3 +267,12 @@ def test_fast_schedule_example_file_is_the_code_s():
 def test_a_prior_given_by_name_says_how_to_build_one(anny_model):
     with pytest.raises(TypeError, match="build_prior"):
         SMPLify(anny_model, prior="gmm")
+
+
+def test_keep_hypotheses_below_one_is_refused(anny_model):
+    """build_smplify(hypotheses=0) was clamped to 1 in silence (a researcher's trial)."""
+    from fit3d.fitters import SMPLify
+
+    with pytest.raises(ValueError, match="keep_hypotheses must be at least 1, not 0"):
+        SMPLify(anny_model, keep_hypotheses=0)
+    assert SMPLify(anny_model, keep_hypotheses=9).keep == 4  # (more than the orientations: all of them)

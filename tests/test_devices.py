@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from fit3d.devices import check_device
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message of a CPU-only torch")
+def test_cuda_on_a_cpu_only_torch_is_one_line_in_python_too(anny_model):
+    """A researcher's trial: build_body_model / make_batch with device="cuda" raised torch's
+    'Torch not compiled with CUDA enabled' assertion; the CLI alone said how to fix it."""
+    from fit3d.body_models import build_body_model
+    from fit3d.data.batching import make_batch
+    from fit3d.data.conventions import COCO17
+    from fit3d.data.records import Person
+
+    for call in (lambda: check_device("cuda"), lambda: build_body_model("anny", device="cuda"),
+                 lambda: make_batch([Person("a.jpg", None, (640, 480), 1, None, torch.ones(17, 3).numpy(), COCO17)],
+                                    COCO17, device=torch.device("cuda"))):
+        with pytest.raises(ValueError, match="has no usable CUDA: install a CUDA build with 'pip install"):
+            call()
+
+
+def test_devices_this_torch_can_use_and_bad_names():
+    check_device("cpu")
+    check_device(torch.device("cpu"))
+    with pytest.raises(ValueError, match="'gpu0' is not a torch device"):
+        check_device("gpu0")
+
+
+def test_an_unknown_gender_is_a_clear_error():
+    from fit3d.body_models import build_body_model
+
+    with pytest.raises(ValueError, match="unknown gender 'nonbinary'; choose from neutral, male, female"):
+        build_body_model("smpl", "nowhere", gender="nonbinary")
