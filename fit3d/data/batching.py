@@ -142,6 +142,20 @@ def person_camera(person: Person, focal_length: float | None = None,
     return f, pp
 
 
+def batch_for(batch, model) -> PersonBatch:
+    """What every fitter calls first: ``batch.for_model(model)`` (:meth:`PersonBatch.for_model`).
+
+    Raises:
+        TypeError: ``batch`` is no :class:`PersonBatch` (a list of people, an array): the
+            message says to build one with :func:`make_batch`.
+        ValueError: see :meth:`PersonBatch.for_model`.
+    """
+    if not isinstance(batch, PersonBatch):
+        raise TypeError(f"fitters take a PersonBatch, not a {type(batch).__name__}: build one with "
+                        "fit3d.data.batching.make_batch(people, model.keypoint_convention)")
+    return batch.for_model(model)
+
+
 def make_batch(
     people: list[Person],
     convention: KeypointConvention,

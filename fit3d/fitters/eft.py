@@ -43,7 +43,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from fit3d.body_models.base import BodyModel
-from fit3d.data.batching import PersonBatch
+from fit3d.data.batching import PersonBatch, batch_for
 from fit3d.fitters import losses as L
 from fit3d.fitters.describe import describe_module
 from fit3d.fitters.follow import FollowConfig, follow_keypoints
@@ -267,9 +267,10 @@ class EFT:
         Raises:
             ValueError: the batch is empty or its keypoint convention is not the model's
                 (:meth:`~fit3d.data.batching.PersonBatch.for_model`).
+            TypeError: ``batch`` is no PersonBatch (:func:`~fit3d.data.batching.batch_for`).
         """
         model = self.body_model
-        batch = batch.for_model(model)
+        batch = batch_for(batch, model)
         B = len(batch)
         feats = self.regressor.features(batch).detach()
         named = self._named_parameters()

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from fit3d.body_models.base import BodyModel
-from fit3d.data.batching import PersonBatch
+from fit3d.data.batching import PersonBatch, batch_for
 from fit3d.data.writers import write_torch
 from fit3d.fitters import losses as L
 from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
@@ -519,9 +519,10 @@ class NeuralAnnot:
 
         Raises:
             ValueError: as :meth:`~fit3d.data.batching.PersonBatch.for_model`.
+            TypeError: ``batch`` is no PersonBatch (:func:`~fit3d.data.batching.batch_for`).
         """
         model = self.body_model
-        batch = batch.for_model(model)
+        batch = batch_for(batch, model)
         if "pretrain" not in self.recipes and not self.log and self.epoch == 0:
             warnings.warn("NeuralAnnot is called before fit_dataset and without the 'pretrain' recipe: its network "
                           "is untrained, so its annotations mean nothing (train it with fit_dataset first)",

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from fit3d.body_models.base import BodyModel, BodyOutput
-from fit3d.data.batching import PersonBatch
+from fit3d.data.batching import PersonBatch, batch_for
 from fit3d.data.conventions import FACE, TORSO, KeypointConvention
 from fit3d.fitters import losses as L
 from fit3d.fitters.camera_init import estimate_depth, image_roll, orientation_hypotheses, root_pixel
@@ -497,6 +497,7 @@ class SMPLify:
 
         Raises:
             ValueError: the batch is empty or in another keypoint convention (``PersonBatch.for_model``).
+            TypeError: ``batch`` is no PersonBatch (:func:`~fit3d.data.batching.batch_for`).
         """
         batch = self._check(batch)
         params, sub, ctx, tags, method, canon = self._starting_rows(batch)
@@ -509,6 +510,7 @@ class SMPLify:
 
         Raises:
             ValueError: the batch is empty or in another keypoint convention (``PersonBatch.for_model``).
+            TypeError: ``batch`` is no PersonBatch (:func:`~fit3d.data.batching.batch_for`).
         """
         batch = self._check(batch)
         B, dev = len(batch), batch.keypoints_2d.device
@@ -540,7 +542,7 @@ class SMPLify:
                     valid_fraction=self.valid_fraction)
 
     def _check(self, batch: PersonBatch) -> PersonBatch:
-        return batch.for_model(self.body_model)
+        return batch_for(batch, self.body_model)
 
     def _fit_rows(self, batch: PersonBatch, params: dict, sub: PersonBatch, ctx: dict, tags: dict,
                   canon: BodyOutput | None, method: torch.Tensor | None, flips_added: bool = False) -> FitResult:

@@ -134,3 +134,14 @@ def test_a_hand_built_batch_with_nan_keypoints_reads_them_as_unlabelled(anny_mod
     box[1, 2] = float("inf")
     with pytest.raises(ValueError, match=r"non-finite bbox for people \[1\]"):
         dataclasses.replace(batch, bbox=box).for_model(anny_model)
+
+
+@pytest.mark.parametrize("fitter", ["smplify", "eft"])
+def test_a_fitter_given_no_batch_says_how_to_make_one(anny_model, fitter):
+    """A list of people given to a fitter raised AttributeError: 'list' object has no attribute
+    'for_model' (a researcher's trial)."""
+    from fit3d.fitters.build import build_eft, build_smplify
+
+    fit = build_smplify(anny_model) if fitter == "smplify" else build_eft(anny_model)
+    with pytest.raises(TypeError, match="fitters take a PersonBatch, not a list: build one with .*make_batch"):
+        fit([_person(np.ones((17, 3), np.float32))])
