@@ -140,7 +140,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
 def input_record(opts: FitOptions) -> dict:
     """Where a run reads its people (absolute paths) and a digest of the annotation file
     (COCO JSON or SPIN npz; an OpenPose folder has none): recorded in the run's summary, so a
-    rerun from other inputs says so (:func:`fit3d.pipeline.run.input_changes`)."""
+    rerun from other inputs says so (:func:`fit3d.pipeline.summary.input_changes`)."""
     from fit3d.body_models.weights import file_digest
     from fit3d.data.readers import discover_annotations
 
@@ -208,7 +208,7 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
 
 def this_job(opts: FitOptions, records, warn: bool = True):
     """:func:`fit3d.pipeline.select_images` for the command's shard, ``--limit`` and
-    ``--overwrite``: a :class:`~fit3d.pipeline.run.Selection` (images to fit, already done, this
+    ``--overwrite``: a :class:`~fit3d.pipeline.selection.Selection` (images to fit, already done, this
     job's images, refits of changed annotations...); ``warn``: say which outputs are damaged
     (once per command: not when planning the worker processes)."""
     from fit3d.pipeline import select_images
@@ -228,7 +228,7 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     """``--dry-run``: count what would be fitted and list every problem; fits nothing.
     Returns the exit code a run would start with (3 with unreadable inputs, 4 with nothing to fit)."""
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
-    from fit3d.pipeline.run import layout_problems, skip_reason
+    from fit3d.pipeline.skips import layout_problems, skip_reason
 
     layout = layout_problems(records, body.keypoint_convention)
     echo_problems(layout)  # the reader's problems were printed as they were read
@@ -248,8 +248,8 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
                f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)", err=True)
     selection = this_job(opts, records)
     todo, done, mine = selection.todo, selection.already, selection.mine
-    from fit3d.pipeline.run import (input_changes, inputs_changed_warning, previous_summary, refit_warning,
-                                    stale_outputs, stale_outputs_message)
+    from fit3d.pipeline.selection import inputs_changed_warning, refit_warning, stale_outputs, stale_outputs_message
+    from fit3d.pipeline.summary import input_changes, previous_summary
 
     changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
     if changed and (done or selection.changed):
@@ -400,7 +400,7 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
         body = build_body_model(model, model_path, gender=gender, device=dist.device)
     sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None, echo=dist.is_main))
             for i, d in enumerate(images_dirs)]
-    from fit3d.pipeline.run import layout_problems
+    from fit3d.pipeline.skips import layout_problems
 
     every = [r for _, records, _ in sets for r in records]
     with errors_as():  # a layout the model cannot use stops here, before training

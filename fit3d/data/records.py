@@ -96,7 +96,7 @@ class ImageRecord:
         each person's annotation id, keypoints, box, keypoint layout, camera and duplicate flag,
         in order. Stored in the image's output (``input_digest``), so that a rerun from changed
         annotations fits again exactly the images whose people changed
-        (:func:`fit3d.pipeline.run.select_images`)."""
+        (:func:`fit3d.pipeline.selection.select_images`)."""
         h = hashlib.sha1(repr(tuple(self.image_size)).encode())
         for p in self.people:
             h.update(repr((int(p.annot_id), p.convention.names, p.camera, bool(p.duplicate_id))).encode())

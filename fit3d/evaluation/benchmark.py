@@ -52,7 +52,7 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         framing: ``subjects`` protocol: ``"full"`` (people placed as the module docstring says)
             or ``"closeup"``: every person framed from the waist or chest up
             (:class:`~fit3d.training.synthetic.CameraModel` ``p_closeup=1``), the people with at
-            least :data:`fit3d.pipeline.run.MIN_VISIBLE_KEYPOINTS` labelled keypoints kept (the
+            least :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS` labelled keypoints kept (the
             ones the fitting commands fit; the image cuts the rest off): what upper-body photos ask of a fitter, which the full framing never does.
     Returns:
         the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
@@ -96,7 +96,7 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
                           noise=model, with_vertices=with_vertices)
     else:  # three times as many drawn: about a tenth of close-ups show fewer than 6 keypoints
-        from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS
+        from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS
 
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, 3 * n, seed=seed,
                           camera=CameraModel(p_closeup=1.0), noise=model, with_vertices=with_vertices)

@@ -164,7 +164,7 @@ def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: to
     ``(B, K, 3)`` and ``bbox`` ``(B, 4)``), and, when ``params`` (name -> ``(B, ...)``
     tensor) are given, all of them are finite. It is a 2D test: a person with only a few labelled
     keypoints fits them exactly and is valid (the batch runs skip people with fewer than
-    :data:`fit3d.pipeline.run.MIN_VISIBLE_KEYPOINTS`; a fitter called directly does not).
+    :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS`; a fitter called directly does not).
     """
     scale = person_scale(keypoints_2d, bbox)
     valid = torch.isfinite(reproj_error_px) & (reproj_error_px <= fraction * scale)

@@ -11,8 +11,10 @@ from pathlib import Path
 from fit3d.data.batching import make_batch
 from fit3d.data.records import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
-from fit3d.pipeline.run import (MIN_VISIBLE_KEYPOINTS, RunConfig, make_output_dir, run, select_images,
-                              shard_file, skip_reason, write_summary)
+from fit3d.pipeline.run import RunConfig, make_output_dir, run
+from fit3d.pipeline.selection import select_images
+from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, skip_reason
+from fit3d.pipeline.summary import shard_file, write_summary
 from fit3d.pipeline.settings import normalised
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The batch job: image records -> batches -> fitter -> one ``.npz`` per image -> a summary.
 
 * Resumable: images whose ``.npz`` exists are skipped unless ``overwrite``, or unless their
-  annotations changed since it was written (its ``input_digest``, :func:`select_images`: they
+  annotations changed since it was written (its ``input_digest``, :func:`~fit3d.pipeline.selection.select_images`: they
   are fitted again; an image left without people has its output removed); outputs are
   written after every batch, atomically; on SIGINT/SIGTERM the batch in flight is
   dropped, everything finished is kept and the command says how to resume. A folder
@@ -23,23 +23,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
 import signal
 import time
-import zipfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
 import torch
 
 from fit3d.data.batching import person_camera
-from fit3d.data.conventions import UNMODELLED, convert
-from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.records import ImageRecord, InputProblem, Person
 from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
 from fit3d.fitters.describe import fitter_settings
@@ -49,15 +43,13 @@ from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.merge import retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
-from fit3d.pipeline.summary import RunCounts, versions
+from fit3d.pipeline.selection import (inputs_changed_warning, refit_warning, select_images, shard_images,
+                                      stale_outputs, stale_outputs_message)
+from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, layout_problems, skip_reason
+from fit3d.pipeline.summary import RunCounts, input_changes, previous_summary, versions, write_summary
 from fit3d.pipeline.workers import FitterPool
 
 log = logging.getLogger(__name__)
-
-#: People with fewer usable keypoints (finite, confidence > 0, known to the
-#: body model) than this are not fitted: below 6 points a full-body fit is
-#: under-determined (6 points x 2 coordinates vs. camera + orientation alone).
-MIN_VISIBLE_KEYPOINTS = 6
 
 
 @dataclass
@@ -120,251 +112,6 @@ class RunConfig:
         """Whether this job fits every image of the folder (no ``limit``, one shard): the only
         kind that may ``overwrite`` fits made with other settings."""
         return self.limit is None and self.shard[1] == 1
-
-
-def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
-    """``"i/n"`` with 1 <= i <= n (one-based, as users count) -> zero-based ``(i-1, n)``.
-
-    ``"auto"``: this SLURM array task's shard, from ``SLURM_ARRAY_TASK_ID`` (zero-based
-    when the array is ``0-(n-1)``, as ``sbatch --array`` and submitit make it) and
-    ``SLURM_ARRAY_TASK_COUNT`` (else from ``SLURM_ARRAY_TASK_MAX``); the task id is taken
-    relative to ``SLURM_ARRAY_TASK_MIN`` in steps of ``SLURM_ARRAY_TASK_STEP`` (``--array=0-8:2``:
-    ids 0, 2, ..., 8 are shards 1-5 of 5). An array whose ids are not one range (a list such
-    as ``--array=1,3,7``) and a one-task array other than ``--array=0`` (a task resubmitted alone) are refused:
-    their split cannot be told.
-
-    Raises:
-        ValueError: malformed text, out-of-range index, or ``auto`` outside a SLURM array.
-    """
-    if text.strip() == "auto":
-        import os
-
-        env = os.environ if environ is None else environ
-        if "SLURM_ARRAY_TASK_ID" not in env:
-            raise ValueError("--shard auto needs a SLURM array job (SLURM_ARRAY_TASK_ID is not set)")
-        if "SLURM_ARRAY_TASK_COUNT" not in env and "SLURM_ARRAY_TASK_MAX" not in env:
-            raise ValueError("--shard auto needs the array's size: SLURM_ARRAY_TASK_COUNT or SLURM_ARRAY_TASK_MAX "
-                             "is not set (give --shard i/n)")
-
-        def number(name, default=None):
-            try:
-                return int(env[name]) if name in env else default
-            except ValueError:
-                raise ValueError(f"--shard auto: {name}={env[name]!r} is not a number") from None
-
-        lo, step = number("SLURM_ARRAY_TASK_MIN", 0), number("SLURM_ARRAY_TASK_STEP", 1)
-        hi, task = number("SLURM_ARRAY_TASK_MAX"), number("SLURM_ARRAY_TASK_ID")
-        if step < 1:
-            raise ValueError(f"--shard auto: SLURM_ARRAY_TASK_STEP={step} (give --shard i/n)")
-        n = number("SLURM_ARRAY_TASK_COUNT") if "SLURM_ARRAY_TASK_COUNT" in env else (hi - lo) // step + 1
-        if hi is not None and "SLURM_ARRAY_TASK_MIN" in env and hi - lo != (n - 1) * step:
-            raise ValueError(f"--shard auto: the array's {n} task ids are not one range {lo}-{hi}:{step} (a list "
-                             "such as --array=1,3,7, or a resubmitted subset): give --shard i/n")
-        if n == 1 and task != 0:  # e.g. one task of a larger array resubmitted alone (--array=17)
-            raise ValueError(f"--shard auto: an array of one task, id {task}, does not say its split (a task "
-                             f"resubmitted alone?): give --shard {task + 1}/N or {task}/N as the array counted "
-                             "(--shard 1/1 for the whole folder)")
-        i, rest = divmod(task - lo, step)
-        if rest or not 0 <= i < n:
-            where = "is not on its array's step" if rest and lo <= task <= lo + (n - 1) * step else "is outside its array"
-            raise ValueError(f"SLURM array task {env['SLURM_ARRAY_TASK_ID']} {where} of {n} tasks (ids "
-                             f"{lo}-{lo + (n - 1) * step}:{step})")
-        return i, n
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n (e.g. 2/8), got {text!r}") from None
-    if n < 1 or not 1 <= i <= n:
-        raise ValueError(f"--shard {text}: need 1 <= i <= n")
-    return i - 1, n
-
-
-def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[ImageRecord]:
-    """The images of shard ``(i, n)`` (zero-based): every n-th by image key, from the i-th."""
-    i, n = shard
-    return sorted(images, key=lambda r: r.image_key)[i::n]
-
-
-def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: int = 0, would: bool = False) -> str:
-    """The warning of a run (``would``: a dry run) whose inputs differ from the folder's last run's:
-    ``refit`` images whose people changed are fitted again (:func:`select_images`), the ``done``
-    others keep their fits, ``unverified`` of them without a record of what they were fitted from."""
-    verb = "would be" if would else "is" if refit == 1 else "are"
-    again = f"{refit} image{'s' if refit != 1 else ''} whose annotations changed {verb} fitted again"
-    kept = f"the {done} other images already done {'would keep' if would else 'keep'} their fits"
-    if unverified:
-        kept += (f" ({unverified} of them written before fit3d recorded what each output is fitted from, so not "
-                 "compared; --overwrite refits them all)")
-    return f"this folder's earlier run read other inputs ({changed}): {again}; {kept}"
-
-
-_UNREADABLE = object()  #: :func:`stored_input_digest` of an output that is no readable archive
-
-
-def refit_warning(changed: int, would: bool = False) -> str:
-    """The warning of a run (``would``: a dry run) that fits again ``changed`` done images whose
-    annotations changed since their fit, its inputs otherwise as the folder's last run's."""
-    verb = "would be" if would else "is" if changed == 1 else "are"
-    return (f"{changed} image{'s' if changed != 1 else ''} already done {verb} fitted again: "
-            f"{'its' if changed == 1 else 'their'} annotations changed since {'it was' if changed == 1 else 'they were'} "
-            "fitted")
-
-
-def _read_output(path: Path, read):
-    """``read(npz)`` of an image's output, or :data:`_UNREADABLE` when the file is no readable
-    ``.npz`` (empty, cut short, overwritten from outside; a damaged member read: its CRC fails)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return read(z)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return _UNREADABLE
-
-
-def stored_input_digest(path: Path):
-    """The ``input_digest`` an image's output records (:meth:`~fit3d.data.records.ImageRecord.input_digest`),
-    None when it records none (written before fit3d stored it), or :data:`_UNREADABLE`."""
-    return _read_output(path, lambda z: str(z["input_digest"]) if "input_digest" in z.files else None)
-
-
-def _holds_people(path: Path) -> bool:
-    """Whether an image's output exists and holds at least one person (False when unreadable)."""
-    return path.is_file() and _read_output(path, lambda z: "annot_id" in z.files and z["annot_id"].size > 0) is True
-
-
-class Selection(NamedTuple):
-    """What :func:`select_images` chose for a job."""
-
-    todo: list  #: the images to fit, in image order
-    already: int  #: images done before and kept
-    mine: int  #: this job's images (after sharding and ``--limit``)
-    changed: int = 0  #: done images refitted because their annotations changed since their fit
-    unverified: int = 0  #: done images kept without that check (their output records no digest)
-
-
-def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> Selection:
-    """The images this job fits: sharded, limited, without those already done: written, not
-    marked incomplete or failed by an earlier run, and fitted from the annotations they have now.
-
-    Each output records what its people were fitted from (``input_digest``,
-    :meth:`~fit3d.data.records.ImageRecord.input_digest`); an output whose digest differs from the
-    image's now (a corrected keypoint, an added or removed annotation: since this folder's last
-    run or any earlier one) is fitted again, so a resumed, resharded or interrupted rerun from
-    corrected annotations never keeps stale fits. Outputs written before the digest existed are
-    kept (``unverified``). An output that is no ``.npz`` archive (empty, cut short, overwritten by
-    something else: fit3d writes atomically, so only damage from outside does this) is not done:
-    it is fitted again, with one warning counting such files (``warn``). A file damaged inside
-    (its archive directory intact) still counts as done: ``fit3d merge`` and the exports name it;
-    delete it to refit it.
-    """
-    mine = shard_images(images, config.shard)
-    if config.limit is not None:
-        mine = mine[: config.limit]
-    if config.overwrite:
-        return Selection(mine, 0, len(mine))
-    todo, damaged, changed, unverified = [], [], 0, 0
-    for r in mine:
-        out = output_path(config.out_dir, r.image_key)
-        if not r.people or not out.is_file() or incomplete_path(config.out_dir, r.image_key).is_file() \
-                or failure_path(config.out_dir, r.image_key).is_file():
-            todo.append(r)
-            continue
-        stored = stored_input_digest(out)  # (one read of the archive's directory: the damage check too)
-        if stored is _UNREADABLE:
-            todo.append(r)
-            damaged.append(out.name)
-        elif stored is None:
-            unverified += 1
-        elif stored != r.input_digest():
-            todo.append(r)
-            changed += 1
-    if damaged and warn:
-        log.warning("%d output%s in %s cannot be read (e.g. %s): fitted again", len(damaged),
-                    "s" if len(damaged) > 1 else "", config.out_dir, damaged[0])
-    return Selection(todo, len(mine) - len(todo), len(mine), changed, unverified)
-
-
-#: People whose usable keypoints lie within this many pixels (standard deviation) of one line
-#: are skipped: all on one point or one line, an annotation no 3D body can be fitted to (fitted,
-#: they came out "valid" at any depth).
-MIN_SPREAD_PX = 0.5
-
-
-def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
-    """``(usable, unusable)``: keypoints that are labelled, known to the model and usable, and
-    the labelled ones that are not usable (non-finite, or beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`)."""
-    mapped, n_bad = _model_keypoints(person, model_convention)
-    return int((mapped[:, 2] > 0).sum()), n_bad
-
-
-def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]:
-    """``((K, 3) keypoints in the model's convention, unusable count)``: NaN points unlabelled; the
-    count includes those its reader already set aside (``Person.keypoints_ignored``)."""
-    clean, n_bad = sanitize_keypoints(person.keypoints_2d)
-    return convert(clean, person.convention, model_convention), n_bad + person.keypoints_ignored
-
-
-def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE_KEYPOINTS) -> str | None:
-    """Why ``person`` cannot be fitted from its keypoints, or None: fewer than ``min_visible``
-    usable keypoints (:func:`usable_keypoints`), or usable keypoints all on one point or line
-    (:func:`keypoint_spread_px` below :data:`MIN_SPREAD_PX`). The text before the first colon
-    is the reason's kind, counted in the summary."""
-    mapped, n_bad = _model_keypoints(person, model_convention)
-    usable = int((mapped[:, 2] > 0).sum())
-    if usable < min_visible:
-        return f"too few usable keypoints: {usable} < {min_visible}" + (
-            f" ({n_bad} non-finite or far-off keypoints ignored)" if n_bad else "")
-    spread = keypoint_spread_px(mapped)
-    if spread < MIN_SPREAD_PX:
-        xy = mapped[mapped[:, 2] > 0, :2]
-        hint = ("; all coordinates lie within 0-1: normalised? fit3d reads pixels (OpenPose: --keypoint_scale 0)"
-                if len(xy) and np.abs(xy).max() <= 1.0 else "")
-        return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX}){hint}"
-    return None
-
-
-def keypoint_spread_px(keypoints_2d: np.ndarray) -> float:
-    """The spread (px) of the labelled points of ``keypoints_2d`` ``(K, 3)`` across their main
-    line: the smaller standard deviation of the centred points (second singular value /
-    sqrt(n)); 0 when they all lie on one point or one straight line (or are fewer than 3)."""
-    xy = keypoints_2d[keypoints_2d[:, 2] > 0, :2].astype(np.float64)
-    if len(xy) < 3:
-        return 0.0
-    sv = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
-    return float(sv[1] / np.sqrt(len(xy)))
-
-
-def layout_problems(images: list[ImageRecord], model_convention) -> list[InputProblem]:
-    """One warning per input keypoint layout that names points the model does not have
-    (they are ignored; see :data:`fit3d.data.conventions.UNMODELLED`).
-
-    Raises:
-        ValueError: some layout shares no keypoint with the model (nothing could be
-            fitted from it): raised before anything is written.
-    """
-    out, seen = [], set()
-    model = set(model_convention.names)
-    for r in images:
-        for p in r.people:
-            conv = p.convention
-            if conv.names in seen:
-                continue
-            seen.add(conv.names)
-            usable = [n for n in conv.names if n in model]
-            if not usable:
-                raise ValueError(f"the {conv.name!r} keypoints ({', '.join(conv.names[:6])}...) share no name with "
-                                 f"the {model_convention.name} model's keypoints ({', '.join(model_convention.names)})")
-            ignored = [n for n in conv.names if n not in model]
-            if ignored:
-                kind = "not modelled" if set(ignored) <= set(UNMODELLED) else "unknown to the model"
-                out.append(InputProblem(f"keypoint layout {conv.name!r}", f"{len(usable)} of {len(conv)} keypoints "
-                                        f"used; ignored ({kind}): {_some(ignored)}", "warning"))
-    return out
-
-
-def _some(names: list[str], shown: int = 12) -> str:
-    """``names`` joined, the first ``shown`` of a long list and how many more (COCO-WholeBody's 133)."""
-    more = len(names) - shown
-    return ", ".join(names) if more <= 2 else f"{', '.join(names[:shown])} and {more} more"
 
 
 def _record(path: Path, data: dict) -> None:
@@ -516,21 +263,6 @@ def fitter_description(fitter) -> dict:
     return {f"fitter.{k}": v for k, v in (fitter_settings(fitter) or {}).items()}
 
 
-def stale_outputs(todo: list[ImageRecord], out_dir: Path) -> list[ImageRecord]:
-    """The images of ``todo`` left without people (their annotations removed from a corrected
-    file; not those whose annotations could not be read) whose output still holds fits, or that
-    have a failure record: a run removes those files, as an image without people has no output,
-    so that no merge or export serves stale fits (``--dry-run`` says which it would remove)."""
-    return [r for r in todo if not r.people and not r.dropped and (
-        _holds_people(output_path(out_dir, r.image_key)) or failure_path(out_dir, r.image_key).is_file())]
-
-
-def stale_outputs_message(emptied: list[ImageRecord], would: bool = False) -> str:
-    """What a run says about :func:`stale_outputs` (``would``: as ``--dry-run`` says it)."""
-    many = len(emptied) > 1
-    return (f"{len(emptied)} image{'s' if many else ''} no longer annotated with people (e.g. {emptied[0].image_key}) "
-            f"had fits of earlier inputs: {'their outputs' if many else 'its output'} {'would be ' if would else ''}removed")
-
 def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         problems: list[InputProblem] | None = None, pool: FitterPool | None = None) -> dict:
     """Fit every person of ``images`` and write the outputs: resumable (images whose ``.npz``
@@ -670,26 +402,6 @@ def _record_stop(out_dir: Path, shard: tuple[int, int], summary: dict) -> None:
         pass
 
 
-def previous_summary(out_dir: str | Path, shard: tuple[int, int]) -> dict:
-    """The shard's summary file in ``out_dir`` as its last run left it (``{}`` without one)."""
-    try:
-        old = json.loads(shard_file(out_dir, "summary", shard).read_text())
-    except (OSError, ValueError):
-        return {}
-    return old if isinstance(old, dict) else {}
-
-
-def input_changes(previous: dict, inputs: dict | None) -> str:
-    """What differs between ``inputs`` and those a shard's last summary (``previous``) records
-    (``"annotations: a.json -> b.json"``, ``"annotations_digest: ..."``); "" when nothing
-    differs, or either side records none (a new folder, a folder from before the record)."""
-    old = previous.get("inputs")
-    if not inputs or not isinstance(old, dict):
-        return ""
-    diff = [f"{k}: {old.get(k)} -> {inputs.get(k)}" for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
-    return "; ".join(diff)
-
-
 def make_output_dir(out_dir: str | Path) -> Path:
     """Create ``out_dir`` (and its parents) if needed; returns it.
 
@@ -725,27 +437,3 @@ def check_output_dir(out_dir: str | Path) -> Path:
     return out_dir
 
 
-def shard_file(out_dir: str | Path, stem: str, shard: tuple[int, int]) -> Path:
-    """A per-job file of ``out_dir``: ``<stem>.json``, or ``<stem>.shard-i-of-n.json`` for shard
-    ``(i - 1, n)`` (``summary``, NeuralAnnot's ``annotator_state``)."""
-    i, n = shard
-    return Path(out_dir) / (f"{stem}.json" if n == 1 else f"{stem}.shard-{i + 1}-of-{n}.json")
-
-
-def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) -> Path:
-    """Write a run's summary (:func:`shard_file` ``summary``); returns its path. The ``merged``
-    totals of an earlier ``fit3d merge`` that the file holds are kept (a run that wrote new fits
-    has removed them first: :meth:`_Job.before_writing`).
-
-    Raises:
-        ValueError: it cannot be written.
-    """
-    path = shard_file(out_dir, "summary", shard)
-    old = previous_summary(out_dir, shard)
-    if "merged" in old and "merged" not in summary:
-        summary = dict(summary, merged=old["merged"])
-    try:
-        write_json(path, summary)
-    except OSError as e:
-        raise ValueError(f"cannot write the run's summary {path}: {e}") from e
-    return path

@@ -18,11 +18,15 @@ Exit codes of the fitting commands (:data:`EXIT_CODES`):
 
 from __future__ import annotations
 
+import json
 import platform
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from fit3d.data.writers import write_json
 
 OK, INPUT_PROBLEMS, NOTHING_FITTED, PEOPLE_FAILED = 0, 3, 4, 5
 EXIT_CODES = {
@@ -119,3 +123,50 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
+
+
+def previous_summary(out_dir: str | Path, shard: tuple[int, int]) -> dict:
+    """The shard's summary file in ``out_dir`` as its last run left it (``{}`` without one)."""
+    try:
+        old = json.loads(shard_file(out_dir, "summary", shard).read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def input_changes(previous: dict, inputs: dict | None) -> str:
+    """What differs between ``inputs`` and those a shard's last summary (``previous``) records
+    (``"annotations: a.json -> b.json"``, ``"annotations_digest: ..."``); "" when nothing
+    differs, or either side records none (a new folder, a folder from before the record)."""
+    old = previous.get("inputs")
+    if not inputs or not isinstance(old, dict):
+        return ""
+    diff = [f"{k}: {old.get(k)} -> {inputs.get(k)}" for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
+    return "; ".join(diff)
+
+
+def shard_file(out_dir: str | Path, stem: str, shard: tuple[int, int]) -> Path:
+    """A per-job file of ``out_dir``: ``<stem>.json``, or ``<stem>.shard-i-of-n.json`` for shard
+    ``(i - 1, n)`` (``summary``, NeuralAnnot's ``annotator_state``)."""
+    i, n = shard
+    return Path(out_dir) / (f"{stem}.json" if n == 1 else f"{stem}.shard-{i + 1}-of-{n}.json")
+
+
+def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) -> Path:
+    """Write a run's summary (:func:`shard_file` ``summary``); returns its path. The ``merged``
+    totals of an earlier ``fit3d merge`` that the file holds are kept (a run that wrote new fits
+    has removed them first: :meth:`_Job.before_writing`).
+
+    Raises:
+        ValueError: it cannot be written.
+    """
+    path = shard_file(out_dir, "summary", shard)
+    old = previous_summary(out_dir, shard)
+    if "merged" in old and "merged" not in summary:
+        summary = dict(summary, merged=old["merged"])
+    try:
+        write_json(path, summary)
+    except OSError as e:
+        raise ValueError(f"cannot write the run's summary {path}: {e}") from e
+    return path
+

@@ -30,7 +30,7 @@ def test_other_layouts_are_read_by_name_and_fitted(tmp_path, sample_dir, anny_mo
     """tests/data/{crowdpose,mpii}_style.json: the bundled sample in CrowdPose-14 / MPII-16 layouts,
     names spelled as those datasets do (head, neck; r ankle, upper neck, ...)."""
     from fit3d.data.readers import read_coco
-    from fit3d.pipeline.run import usable_keypoints
+    from fit3d.pipeline.skips import usable_keypoints
 
     images, _ = read_coco(DATA / name, sample_dir)
     expected = sum(usable_keypoints(p, anny_model.keypoint_convention)[0] >= 6 for r in images for p in r.people)

@@ -460,7 +460,7 @@ def test_openpose_people_in_old_and_empty_forms(tmp_path, sample_dir):
     input error (the image marked incomplete and refitted by every rerun); normalised coordinates
     were skipped as degenerate without a hint."""
     from fit3d.data.conventions import OPENPOSE_BODY25
-    from fit3d.pipeline.run import skip_reason
+    from fit3d.pipeline.skips import skip_reason
 
     flat = np.zeros((18, 3), dtype=np.float32)
     flat[:, 0], flat[:, 1], flat[:, 2] = np.linspace(100, 300, 18), np.linspace(50, 400, 18) ** 1.1, 0.9

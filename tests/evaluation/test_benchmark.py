@@ -104,7 +104,7 @@ def test_run_benchmark_reports_rare_and_common(anny_model, bench):
 def test_a_closeup_benchmark_keeps_people_a_fitter_would_fit(anny_model):
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
-    from fit3d.pipeline.run import MIN_VISIBLE_KEYPOINTS
+    from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS
     from fit3d.training.priors import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())

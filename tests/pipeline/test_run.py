@@ -622,26 +622,3 @@ def test_an_image_with_a_failure_record_is_fitted_again_even_with_an_output(tmp_
     s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))["this_run"]
     assert s["images_written"] == 1 and not failure_path(out, images[0].image_key).exists()
     assert RunConfig(out, focal_length=np.float32(1000.0)).focal_length == 1000.0  # numpy numbers too (a review)
-
-
-def test_layout_problems_warn_once_per_layout_and_shorten_long_name_lists(sample_dir, anny_model):
-    """One warning per layout that names points the model lacks; COCO-WholeBody's 116 extra
-    names made a 1,480-character line (found by a trial): the first ones and how many more."""
-    from dataclasses import replace
-
-    from fit3d.data.conventions import KeypointConvention
-    from fit3d.pipeline.run import layout_problems
-
-    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
-    big = KeypointConvention("big", COCO17.names + tuple(f"face_{i}" for i in range(68)))
-    p = images[0].people[0]
-    wide = replace(p, convention=big, keypoints_2d=np.zeros((len(big), 3), np.float32))
-    images[0].people = [wide, p, replace(wide, annot_id=99)]
-    [w] = layout_problems(images, anny_model.keypoint_convention)
-    assert w.severity == "warning" and w.source == "keypoint layout 'big'"
-    assert "17 of 85 keypoints used; ignored (unknown to the model): face_0, face_1" in w.reason
-    assert w.reason.endswith("face_11 and 56 more") and len(w.reason) < 300
-    alien = KeypointConvention("alien", ("antenna_tip", "tail"))
-    images[1].people = [replace(p, convention=alien, keypoints_2d=np.zeros((2, 3), np.float32))]
-    with pytest.raises(ValueError, match="'alien' keypoints .* share no name"):
-        layout_problems(images, anny_model.keypoint_convention)
