@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
     """NeuralAnnot's target set: every person of ``images`` that a fitting run would fit (at
-    least ``min_visible`` usable keypoints, not all on one line: :func:`~fit3d.pipeline.run.skip_reason`), as one :class:`~fit3d.data.batching.PersonBatch` on the model's device.
+    least ``min_visible`` usable keypoints, not all on one line: :func:`~fit3d.pipeline.skips.skip_reason`), as one :class:`~fit3d.data.batching.PersonBatch` on the model's device.
 
     Raises:
         ValueError: no such person.
