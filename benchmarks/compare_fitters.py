@@ -25,7 +25,8 @@ import numpy as np
 
 FITTERS = ("SMPLify + L2", "SMPLify + GMM", "SMPLify + VAE", "SMPLify + articulation",
            "SMPLify + GMM, no prototypes", "SMPLify + GMM, no depth flips", "regressor alone",
-           "regressor alone, no flip", "EFT", "EFT, no flip", "EFT + refine", "NeuralAnnot", "NeuralAnnot + refine")
+           "regressor alone, no flip", "EFT", "EFT, no flip", "EFT + refine", "EFT + follow", "EFT + fallback",
+           "NeuralAnnot", "NeuralAnnot + refine")
 
 
 def make_fitter(name: str, body, bench, epochs: int | None):
@@ -41,7 +42,8 @@ def make_fitter(name: str, body, bench, epochs: int | None):
     if name.startswith("regressor alone"):
         return build_eft(body, steps=0, flip="no flip" not in name)
     if name.startswith("EFT"):
-        return build_eft(body, refine=name.endswith("refine"), flip="no flip" not in name)
+        return build_eft(body, refine=name.endswith("refine"), flip="no flip" not in name,
+                         follow=name.endswith("follow"), fallback=name.endswith("fallback"))
     if name.startswith("NeuralAnnot"):
         length = {} if epochs is None else {"epochs": epochs}
         annot = build_neuralannot(body, refine=name.endswith("refine"), **length)
