@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def check_device(device) -> None:
-    """Whether this torch can use ``device`` (a string or :class:`torch.device`).
+    """Whether this torch can use ``device`` (a string or :class:`torch.device`; None: torch's default).
 
     Raises:
         ValueError: ``cuda`` asked for on a torch without usable CUDA (how to install a CUDA
@@ -12,6 +12,8 @@ def check_device(device) -> None:
     """
     import torch
 
+    if device is None:  # torch's default device
+        return
     try:
         kind = torch.device(device).type
     except (RuntimeError, TypeError) as e:

@@ -23,6 +23,7 @@ def test_cuda_on_a_cpu_only_torch_is_one_line_in_python_too(anny_model):
 def test_devices_this_torch_can_use_and_bad_names():
     check_device("cpu")
     check_device(torch.device("cpu"))
+    check_device(None)  # torch's default device (make_batch(device=None) worked before the check)
     with pytest.raises(ValueError, match="'gpu0' is not a torch device"):
         check_device("gpu0")
 

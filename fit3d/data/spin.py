@@ -85,6 +85,10 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.stack([center[:, 0] - side / 2, center[:, 1] - side / 2, side, side], 1).astype(np.float32)
 
 
+#: The BODY_25 points that SPIN's ``part`` has no place for: the only detections read.
+_DETECTED_ONLY = tuple(n for n in OPENPOSE_BODY25.names if n not in SPIN24.names)
+
+
 def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     """One row of a SPIN file as fit3d reads it: ``part`` ``(24, 3)`` with labelled points
     without usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
@@ -101,11 +105,10 @@ def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
     if openpose is None:
         return kp, ignored
-    detected, ignored_detections = sanitize_keypoints(openpose)
+    kept = [OPENPOSE_BODY25.index(n) for n in _DETECTED_ONLY]  # (those part has no place for)
+    detected, ignored_detections = sanitize_keypoints(np.asarray(openpose, dtype=np.float32)[kept])
     out = convert(kp, SPIN24, SPIN_OPENPOSE)
-    only_detected = convert(detected, OPENPOSE_BODY25, SPIN_OPENPOSE)
-    rows = [SPIN_OPENPOSE.index(n) for n in SPIN_OPENPOSE.names if n not in SPIN24.names]
-    out[rows] = only_detected[rows]
+    out[[SPIN_OPENPOSE.index(n) for n in _DETECTED_ONLY]] = detected
     return out, ignored + ignored_detections
 
 

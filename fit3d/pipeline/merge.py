@@ -279,16 +279,36 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
     summary["fits_dir"] = str(fits_dir.resolve())  # (a copy of the folder is told from the folder merged)
     path = fits_dir / "summary.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
+    existing = existing if isinstance(existing, dict) else {}
     # the earlier merges' files inside the folder still there (--out FITS/a.npz, then dataset.npz): a
     # later run retires them all
-    earlier = existing.get("merged", {}) if isinstance(existing.get("merged"), dict) else {}
-    inside = [str(p) for p in earlier.get("earlier_datasets", []) + [earlier.get("dataset")]
-              if p and p != summary["dataset"] and Path(p).is_file()
-              and Path(p).resolve().is_relative_to(fits_dir.resolve())]
+    recorded, earlier = _recorded_datasets(fits_dir, existing.get("merged"))
+    inside = [str(p.resolve()) for p in (*earlier, recorded) if p is not None and p.is_file()
+              and p.resolve().is_relative_to(fits_dir.resolve()) and str(p.resolve()) != summary["dataset"]]
     if inside:
         summary["earlier_datasets"] = sorted(set(inside))
     write_json(path, dict(existing, merged=summary))
     return out, summary
+
+
+def _recorded_datasets(fits_dir: Path, record) -> tuple[Path | None, list[Path]]:
+    """The dataset files a ``merged`` record of ``fits_dir``'s summary names: ``(its dataset, the
+    earlier merges' files inside the folder)``. A record that names another folder as the one
+    merged (this folder is a copy of it, or it moved): the files it recorded inside that folder
+    are looked for at the same place in this one; a dataset outside it belongs to that folder
+    when it still exists (a copy: None), else to this one (moved)."""
+    record = record if isinstance(record, dict) else {}
+    recorded = Path(record["dataset"]) if isinstance(record.get("dataset"), str) else None
+    listed = record.get("earlier_datasets")
+    earlier = [Path(p) for p in listed if isinstance(p, str)] if isinstance(listed, list) else []
+    merged_dir = Path(record["fits_dir"]) if isinstance(record.get("fits_dir"), str) else None
+    if merged_dir is not None and merged_dir != fits_dir.resolve():
+        earlier = [fits_dir / p.relative_to(merged_dir) for p in earlier if p.is_relative_to(merged_dir)]
+        if recorded is not None and recorded.is_relative_to(merged_dir):
+            recorded = fits_dir / recorded.relative_to(merged_dir)
+        elif merged_dir.exists():  # a copy: the dataset outside is the original folder's, not this one's
+            recorded = None
+    return recorded, earlier
 
 
 def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
@@ -320,17 +340,7 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     except (OSError, ValueError):
         summary = {}
     merged = summary.pop("merged", None) if isinstance(summary, dict) else None
-    record = merged if isinstance(merged, dict) else {}
-    recorded = Path(record["dataset"]) if record.get("dataset") else None
-    earlier = [Path(p) for p in record.get("earlier_datasets", []) if isinstance(p, str)]
-    merged_dir = Path(record["fits_dir"]) if recorded is not None and record.get("fits_dir") else None
-    if merged_dir is not None and merged_dir != fits_dir.resolve():  # a copy of the folder merged, or it moved
-        # the merge's own files inside it, copied or moved with the folder
-        earlier = [fits_dir / p.relative_to(merged_dir) for p in earlier if p.is_relative_to(merged_dir)]
-        if recorded.is_relative_to(merged_dir):
-            recorded = fits_dir / recorded.relative_to(merged_dir)
-        elif merged_dir.exists():  # a copy: the dataset outside is the original folder's, not this one's
-            recorded = None
+    recorded, earlier = _recorded_datasets(fits_dir, merged)
     found = list({p.resolve(): p for p in (fits_dir / DATASET_FILE, recorded, *earlier)
                   if p is not None and p.is_file()}.values())
     inside = [p for p in found if p.resolve().is_relative_to(fits_dir.resolve())]

@@ -507,6 +507,14 @@ def test_the_spin_reader_takes_openpose_detections_where_part_has_none(tmp_path,
     feet = [SPIN_OPENPOSE.index(n) for n in ("left_big_toe", "left_small_toe", "left_heel", "right_big_toe")]
     np.testing.assert_allclose(detected_only.keypoints_2d[feet], openpose[1, feet])  # (BODY_25's order first)
     assert (detected_only.keypoints_2d[SPIN_OPENPOSE.index("left_shoulder")] == 0).all()
+    # a lost detection of a point part has is not counted as an ignored keypoint (it is not read)
+    from fit3d.data.spin import spin_keypoints
+
+    lost = openpose[0].copy()
+    lost[OPENPOSE_BODY25.index("right_shoulder"), 0] = np.nan
+    assert spin_keypoints(part[0], lost)[1] == 0
+    lost[OPENPOSE_BODY25.index("left_heel"), 0] = np.nan
+    assert spin_keypoints(part[0], lost)[1] == 1
     assert annotated.bbox[2] == pytest.approx(200.0)
 
     write_npz(tmp_path / "bad.npz", dict(imgname=np.asarray(["a.jpg"] * 2), center=np.full((2, 2), 200.0),

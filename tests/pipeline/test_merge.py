@@ -403,6 +403,17 @@ def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_n
     s = run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert sorted(s["merged_dataset_removed"]) == sorted([str(out / "dataset.npz"), str(out / "extra.npz")])
     assert (out / "notes.npz").is_file() and (out / "backup.npz").is_file()
+    # the same after the folder is copied and merged again there (a review: the copy's record of
+    # its earlier --out was lost, its paths naming the original folder)
+    write_merged(out, out / "extra.npz")
+    write_merged(out)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    write_merged(copy)
+    s = run(images, fast_fitter, anny_model, RunConfig(copy, overwrite=True, limit=1, progress=False), problems)
+    assert sorted(s["merged_dataset_removed"]) == sorted([str(copy / "dataset.npz"), str(copy / "extra.npz")])
+    assert (out / "extra.npz").is_file() and (out / "dataset.npz").is_file()  # the original's untouched
+    (out / "extra.npz").unlink()
     outside = tmp_path / "train.npz"
     write_merged(out, outside)
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
