@@ -303,6 +303,7 @@ class NeuralAnnot:
         if self.phase is None:  # a first call (a checkpoint, when there is one, says otherwise)
             self.phase = "select" if split is not None else "final"
         opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
+        self._target_digest = target_digest(target)
         resumed = self._resume(opt)
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
@@ -452,7 +453,8 @@ class NeuralAnnot:
         write_torch(self.checkpoint, dict(model=self._module().state(), optimizer=opt.state_dict(), epoch=self.epoch,
                                           log=self.log, recipes=sorted(self.recipes), phase=self.phase,
                                           held_out=self.held_out, selected_epochs=self.selected_epochs,
-                                          config=self.training_settings(), max_epochs=self.config.epochs))
+                                          config=self.training_settings(), max_epochs=self.config.epochs,
+                                          target=getattr(self, "_target_digest", None)))
 
     def training_settings(self) -> dict:
         """What a checkpoint must share with this annotator to be resumed by it: the recipes and
@@ -478,6 +480,13 @@ class NeuralAnnot:
             raise ValueError(f"{self.checkpoint} was trained with other settings ("
                              + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
                              + "): give the same settings, or another output folder (or delete it) to train anew")
+        trained_on, now = (ck.get("target") if isinstance(ck, dict) else None), getattr(self, "_target_digest", None)
+        if trained_on is not None and now is not None and trained_on != now:  # (older checkpoints record none)
+            raise ValueError(
+                f"{self.checkpoint} was trained on another set of people ({trained_on['people']} there, "
+                f"{now['people']} now: other images, or annotations added or corrected since); NeuralAnnot learns "
+                "from the whole set, so its annotations of this set need an annotator trained on it: give another "
+                "output folder, or delete this one's annotator.pt (its annotations are then redone)")
         try:
             self._module().load_state_dict(ck["model"]["state_dict"])
             opt.load_state_dict(ck["optimizer"])
@@ -559,6 +568,18 @@ def predict(body_model: BodyModel, net, batch: PersonBatch) -> FitResult:
                      loss=torch.zeros(B, device=err.device), iterations=torch.zeros(B, dtype=torch.long,
                                                                                   device=err.device),
                      convention=body_model.keypoint_convention)
+
+
+def target_digest(target: PersonBatch) -> dict:
+    """What identifies a training set (its people's keypoints, boxes and cameras, in order):
+    ``{"people": N, "sha256": 16 hex digits}``; a checkpoint trained on another set is not
+    resumed (:meth:`NeuralAnnot.fit_dataset`)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (target.keypoints_2d, target.bbox, target.focal_length, target.principal_point, target.image_size):
+        h.update(np.round(t.detach().to("cpu", torch.float64).numpy(), 2).tobytes())
+    return dict(people=len(target), sha256=h.hexdigest()[:16])
 
 
 def stack_batches(batches: list[PersonBatch]) -> PersonBatch:

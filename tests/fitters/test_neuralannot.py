@@ -142,6 +142,27 @@ def test_a_checkpoint_of_other_training_settings_is_not_resumed(tmp_path, anny_m
     assert [e["epoch"] for e in log] == [1, 2]  # more epochs: resumed and trained on
 
 
+def test_a_checkpoint_trained_on_another_set_of_people_is_not_resumed(tmp_path, anny_model, make_synthetic):
+    """A trial: a folder's annotator, trained on one image set, annotated another set (and an image
+    corrected after the run) without retraining: 37 of 56 people valid instead of 56."""
+    import dataclasses
+
+    target, _, _ = make_synthetic(anny_model, 8, seed=3)
+    ck = tmp_path / "annotator.pt"
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8, holdout=0)
+    NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg, checkpoint=ck).fit_dataset(
+        target, progress=False)
+    other, _, _ = make_synthetic(anny_model, 6, seed=4)
+    moved = target.keypoints_2d.clone()
+    moved[2, 5, :2] += 4.0  # one keypoint corrected
+    for changed, people in ((other, "8 there, 6 now"), (dataclasses.replace(target, keypoints_2d=moved), "8 there, 8 now")):
+        with pytest.raises(ValueError, match=rf"trained on another set of people \({people}"):
+            NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, cfg, checkpoint=ck).fit_dataset(
+                changed, progress=False)
+    log = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, None, None, replace(cfg, epochs=2),
+                      checkpoint=ck).fit_dataset(target, progress=False)
+    assert [e["epoch"] for e in log] == [1, 2]  # the same set: resumed
+
 def _select_cfg(**kw):
     base = dict(epochs=4, min_steps_per_epoch=2, batch_size=8, synthetic_batch=8, lr=1e-3, holdout=0.2,
                 holdout_min_people=5, stop_tolerance=0.1)
