@@ -292,7 +292,8 @@ class NeuralAnnot:
                 (another file, another network size, e.g. another body model) or was trained
                 with other recipes or :class:`TrainConfig` settings (:meth:`training_settings`;
                 ``epochs`` may be raised: without a held-out choice it trains on, with one the
-                chosen length stands, with a warning).
+                chosen length stands, with a warning), or on another set of people
+                (:func:`target_digest` of ``target``: other images, annotations added or corrected).
         """
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
