@@ -60,6 +60,32 @@ def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tu
     return deleted
 
 
+def _mark_stopped_training(subs: list[Path], shard: tuple[int, int], error: BaseException) -> None:
+    """A training stopped (interrupted, or an error) while the folders hold an earlier annotator's
+    outputs and summaries: each summary says so, so that ``fit3d merge`` does not take the folder
+    as finished (it read the earlier run's exit 0 while the checkpoint had trained on). Best effort:
+    the stop itself is what the command reports."""
+    import signal
+
+    interrupted = isinstance(error, KeyboardInterrupt) or type(error).__name__ in ("Interrupted", "Terminated")
+    signum = getattr(error, "signum", signal.SIGTERM if type(error).__name__ == "Terminated" else signal.SIGINT)
+    for sub in subs:
+        path = shard_file(sub, "summary", shard)
+        try:
+            summary = json.loads(path.read_text())
+            if not isinstance(summary, dict) or not isinstance(summary.get("this_run"), dict):
+                continue
+            if interrupted:
+                summary["this_run"].update(interrupted=int(signum), exit_code=128 + int(signum),
+                                           exit_meaning="interrupted while training the annotator further: the "
+                                                        "annotations here are the earlier annotator's; rerun to resume")
+            else:
+                summary["stopped_by"] = f"training the annotator: {error}"
+            write_summary(sub, shard, summary)
+        except (OSError, ValueError):
+            continue
+
+
 def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]]], annotator, target, body_model,
                     out_dir: str | Path, batch_size: int = 64, progress: bool = True, on_trained=None,
                     on_run=None, shard: tuple[int, int] = (0, 1)) -> float:
@@ -94,14 +120,18 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
         raise ValueError("with several image folders, each is annotated into OUT/<its name>: the file system's "
                          "root has none; give a folder below it")
     out_dir = make_output_dir(out_dir)
+    subs = [out_dir / name if len(sets) > 1 else out_dir for name in names]
     t0 = time.perf_counter()
-    history = annotator.fit_dataset(target, progress=progress)
+    try:
+        history = annotator.fit_dataset(target, progress=progress)
+    except BaseException as e:  # (KeyboardInterrupt, SIGTERM: BaseExceptions; an error too)
+        _mark_stopped_training(subs, shard, e)
+        raise
     train_s = time.perf_counter() - t0
     if on_trained is not None:
         on_trained(history)
     state = annotator.annotation_state()
-    for (_, records, problems), name in zip(sets, names):
-        sub = out_dir / name if len(sets) > 1 else out_dir
+    for (_, records, problems), sub in zip(sets, subs):
         replaced = forget_other_annotators(sub, records, shard, state)
         if replaced:
             log.warning("%s: %d annotation file(s) of another annotator (trained further or anew, or with other "

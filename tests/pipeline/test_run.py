@@ -622,3 +622,26 @@ def test_an_image_with_a_failure_record_is_fitted_again_even_with_an_output(tmp_
     s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False))["this_run"]
     assert s["images_written"] == 1 and not failure_path(out, images[0].image_key).exists()
     assert RunConfig(out, focal_length=np.float32(1000.0)).focal_length == 1000.0  # numpy numbers too (a review)
+
+
+def test_an_interrupted_training_of_neuralannot_marks_the_folders_summary(tmp_path, sample_copy, anny_model,
+                                                                          fast_fitter):
+    """A trial: Ctrl-C while training the annotator further left the earlier run's summary (exit
+    0), so merge took a folder whose checkpoint had moved on as finished."""
+    from fit3d.pipeline.merge import merge_fits
+    from fit3d.pipeline.neuralannot import run_neuralannot
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "na"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)  # the earlier annotation
+
+    class Stopped:
+        def fit_dataset(self, target, progress=True):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_neuralannot([(sample_copy, images, problems)], Stopped(), None, anny_model, out, progress=False)
+    s = json.loads((out / "summary.json").read_text())["this_run"]
+    assert s["interrupted"] == 2 and s["exit_code"] == 130 and "training the annotator" in s["exit_meaning"]
+    _, merged = merge_fits(out)
+    assert [u["shard"] for u in merged["unfinished_shards"]] == ["1/1"]
