@@ -81,10 +81,18 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         is counted with the unreadable ones, named with the reason, and not merged.
     Raises:
         NoReadableFits: no output can be read. ValueError: the outputs hold different joints or
-            fields (runs of different models or settings in one folder), or there is none.
+            fields (runs of different models or settings in one folder), there is none, or a
+            subfolder holds a run's summary (the folder of several runs, e.g. NeuralAnnot's of
+            several image folders: each is merged on its own).
     """
     fits_dir = Path(fits_dir)
     files = require_fit_files(fits_dir)
+    nested = sorted({p.parent.relative_to(fits_dir).as_posix() for p in fits_dir.rglob("summary*.json")
+                     if p.parent != fits_dir})
+    if nested:  # e.g. NeuralAnnot's OUT/<folder> per image folder: their image paths are relative to each
+        raise ValueError(f"{fits_dir} holds other run folders ({', '.join(nested[:5])}"
+                         f"{', ...' if len(nested) > 5 else ''}, each with its own summary): merge or export each "
+                         f"run's folder on its own, e.g. --fits {fits_dir / nested[0]}")
     columns: dict[str, list] = {}
     layouts: list[KeypointConvention] = []  # each entry of the person columns' keypoint layout
     shared: dict[str, np.ndarray] = {}

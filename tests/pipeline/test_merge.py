@@ -436,3 +436,22 @@ def test_merge_says_how_many_input_problems_the_runs_recorded(tmp_path, sample_c
         run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 2), progress=False), problems)
     r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
     assert r.exit_code == 0 and "warning: the runs recorded 1 input problem (unreadable" in r.output, r.output
+
+
+def test_a_folder_holding_other_run_folders_is_not_merged_as_one(tmp_path, sample_copy, anny_model, fast_fitter):
+    """NeuralAnnot with several image folders writes OUT/<folder> per set: merging OUT merged both
+    with image paths that lost their folder (and a rerun into OUT itself duplicated people; a trial)."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "na"
+    run(images, fast_fitter, anny_model, RunConfig(out / "set_a", progress=False), problems)
+    run(images, fast_fitter, anny_model, RunConfig(out / "set_b", progress=False), problems)
+    with pytest.raises(ValueError, match=r"holds other run folders \(set_a, set_b, each with its own summary\)"):
+        merge_fits(out)
+    r = CliRunner().invoke(cli, ["export", "--fits", str(out), "--format", "humandata", "--out", str(tmp_path / "h.npz")])
+    assert r.exit_code == 1 and "merge or export each run's folder on its own" in r.output, r.output
+    _, s = merge_fits(out / "set_a")  # each on its own, as before
+    assert s["people"] == 14
