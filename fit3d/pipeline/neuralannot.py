@@ -37,9 +37,30 @@ def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int =
                           for s in range(0, len(people), 256)])
 
 
+def _split_annotated_by(out_dir: Path, state: dict) -> bool:
+    """Whether every shard of some split of ``out_dir`` (``annotator_state.shard-i-of-n.json`` for
+    i = 1..n: a ``torchrun`` run's ranks, or ``--shard`` jobs) records ``state``: then every image
+    was annotated by this annotator, and a job of another split resumes them (a single-process
+    rerun of a torchrun folder annotated everything again)."""
+    import re
+
+    splits: dict[int, dict[int, bool]] = {}
+    for f in Path(out_dir).glob("annotator_state.shard-*-of-*.json"):
+        m = re.fullmatch(r"annotator_state\.shard-(\d+)-of-(\d+)\.json", f.name)
+        if not m:
+            continue
+        try:
+            agrees = json.loads(f.read_text()) == state
+        except (OSError, ValueError):
+            agrees = False
+        splits.setdefault(int(m.group(2)), {})[int(m.group(1))] = agrees
+    return any(len(marks) == n and all(marks.values()) for n, marks in splits.items())
+
+
 def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tuple[int, int], state: dict) -> int:
     """Make ``out_dir`` resumable by this annotator only: unless its ``annotator_state.json``
-    (``annotator_state.shard-i-of-n.json`` under a shard) records ``state``, delete this
+    (``annotator_state.shard-i-of-n.json`` under a shard; without it, every shard's mark of a
+    complete split: :func:`_split_annotated_by`) records ``state``, delete this
     shard's per-image outputs (written by another annotator, or by an unknown one), then
     record ``state`` (before annotating, so an interrupted annotation resumes). Returns the
     number of outputs deleted.
@@ -48,7 +69,7 @@ def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tu
     try:
         same = json.loads(mark.read_text()) == state
     except (OSError, ValueError):
-        same = False
+        same = not mark.is_file() and _split_annotated_by(out_dir, state)
     deleted = 0
     if not same:
         mine = select_images(records, RunConfig(out_dir, shard=shard, overwrite=True)).todo

@@ -359,6 +359,18 @@ def test_neuralannot_outputs_resume_only_from_the_same_annotator(tmp_path, sampl
     assert s["images_already_done"] == 1 and s["images_written"] == 3
     # under shards, each rank forgets only its own images
     assert forget_other_annotators(out, images, (0, 2), old) == 2 and len(fit_files(out)) == 2
+    # a folder annotated under torchrun (each rank's mark) is resumed by one process of the same
+    # annotator (a trial: it annotated everything again); not when a rank's mark is missing or other
+    fresh = tmp_path / "ranks"
+    run(images, fast_fitter, anny_model, RunConfig(fresh, progress=False), problems)
+    assert forget_other_annotators(fresh, images, (0, 2), new) == 2  # (unknown before: its images redone)
+    assert forget_other_annotators(fresh, images, (1, 2), new) == 2
+    run(images, fast_fitter, anny_model, RunConfig(fresh, progress=False), problems)
+    (fresh / "annotator_state.json").unlink(missing_ok=True)
+    assert forget_other_annotators(fresh, images, (0, 1), new) == 0 and len(fit_files(fresh)) == 4
+    (fresh / "annotator_state.json").unlink()
+    (fresh / "annotator_state.shard-2-of-2.json").unlink()
+    assert forget_other_annotators(fresh, images, (0, 1), new) == 4  # half the split unknown: all redone
 
 
 def test_run_config_whole_folder_means_no_limit_and_one_shard(tmp_path):
