@@ -45,7 +45,7 @@ class FitOptions:
 
 def check_device(ctx, param, value: str) -> str:
     """A torch device string that this torch can use; else one line saying how to get it."""
-    from fit3d.body_models import check_device as usable
+    from fit3d.devices import check_device as usable
 
     try:
         usable(value)

@@ -154,6 +154,10 @@ SPIN24 = KeypointConvention(
 #: and thorax, H36M spine, jaw and head).
 SPIN_OPENPOSE = KeypointConvention(
     "spin24_openpose25", OPENPOSE_BODY25.names + tuple(n for n in SPIN24.names if n not in OPENPOSE_BODY25.names))
+#: The BODY_25 points SPIN-24 has no place for (the feet, OpenPose's neck and mid hip): the only
+#: detections of a SPIN file that are read, and the only ones a SPIN export writes back.
+SPIN_DETECTED_ONLY = tuple(n for n in OPENPOSE_BODY25.names if n not in SPIN24.names)
+
 #: CrowdPose (Li et al., CVPR 2019): COCO's 12 limb points, then the top of the head and the neck.
 CROWDPOSE14 = KeypointConvention(
     "crowdpose14",

@@ -21,10 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.data.conventions import OPENPOSE_BODY25, SPIN24, SPIN_OPENPOSE, convert
+from fit3d.data.conventions import OPENPOSE_BODY25, SPIN24, SPIN_DETECTED_ONLY, SPIN_OPENPOSE, convert
 from fit3d.data.intrinsics import make_camera, spin_cameras
 from fit3d.data.keypoints import sanitize_keypoints
 from fit3d.data.records import ImageRecord, InputProblem, Person
+
+#: Where :data:`~fit3d.data.conventions.SPIN_DETECTED_ONLY` sit in BODY_25 and in SPIN_OPENPOSE.
+_DETECTED_FROM = [OPENPOSE_BODY25.index(n) for n in SPIN_DETECTED_ONLY]
+_DETECTED_TO = [SPIN_OPENPOSE.index(n) for n in SPIN_DETECTED_ONLY]
+
 
 def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
     """The arrays of a SPIN ``.npz``.
@@ -85,10 +90,6 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.stack([center[:, 0] - side / 2, center[:, 1] - side / 2, side, side], 1).astype(np.float32)
 
 
-#: The BODY_25 points that SPIN's ``part`` has no place for: the only detections read.
-_DETECTED_ONLY = tuple(n for n in OPENPOSE_BODY25.names if n not in SPIN24.names)
-
-
 def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     """One row of a SPIN file as fit3d reads it: ``part`` ``(24, 3)`` with labelled points
     without usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
@@ -105,10 +106,9 @@ def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
     if openpose is None:
         return kp, ignored
-    kept = [OPENPOSE_BODY25.index(n) for n in _DETECTED_ONLY]  # (those part has no place for)
-    detected, ignored_detections = sanitize_keypoints(np.asarray(openpose, dtype=np.float32)[kept])
+    detected, ignored_detections = sanitize_keypoints(np.asarray(openpose, dtype=np.float32)[_DETECTED_FROM])
     out = convert(kp, SPIN24, SPIN_OPENPOSE)
-    out[[SPIN_OPENPOSE.index(n) for n in _DETECTED_ONLY]] = detected
+    out[_DETECTED_TO] = detected
     return out, ignored + ignored_detections
 
 

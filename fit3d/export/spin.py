@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
-from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, SPIN_OPENPOSE, convert
+from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY, SPIN_OPENPOSE, convert
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
@@ -97,7 +97,7 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_COCO18.names, SPIN_OPENPOSE.names):
         openpose = np.stack([convert(k, conv, OPENPOSE_BODY25) for k in people["keypoints_2d"]]).astype(np.float32)
         if conv.names == SPIN_OPENPOSE.names:  # a SPIN file's detections were kept only where part has no place
-            openpose[:, [i for i, n in enumerate(OPENPOSE_BODY25.names) if n in SPIN24.names]] = 0.0
+            openpose[:, [i for i, n in enumerate(OPENPOSE_BODY25.names) if n not in SPIN_DETECTED_ONLY]] = 0.0
     else:
         openpose = np.zeros((len(part), len(OPENPOSE_BODY25), 3), np.float32)
     letters = gender_letters(people)

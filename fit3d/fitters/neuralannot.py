@@ -194,6 +194,7 @@ class NeuralAnnot:
         self.held_out: list[float] = []  # held-out 2D loss after each selection epoch (0: the start)
         self.selected_epochs: int | None = None
         self._checkpoint_epochs: int | None = None  # the epochs a resumed checkpoint was asked to train
+        self._target_digest: dict | None = None  # the set fit_dataset trains on (target_digest)
         #: called with each epoch's log entry as it ends (rank 0 only), e.g. to print progress
         self.on_epoch: Callable[[dict], None] | None = None
 
@@ -455,7 +456,7 @@ class NeuralAnnot:
                                           log=self.log, recipes=sorted(self.recipes), phase=self.phase,
                                           held_out=self.held_out, selected_epochs=self.selected_epochs,
                                           config=self.training_settings(), max_epochs=self.config.epochs,
-                                          target=getattr(self, "_target_digest", None)))
+                                          target=self._target_digest))
 
     def training_settings(self) -> dict:
         """What a checkpoint must share with this annotator to be resumed by it: the recipes and
@@ -481,7 +482,7 @@ class NeuralAnnot:
             raise ValueError(f"{self.checkpoint} was trained with other settings ("
                              + ", ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in differ.items())
                              + "): give the same settings, or another output folder (or delete it) to train anew")
-        trained_on, now = (ck.get("target") if isinstance(ck, dict) else None), getattr(self, "_target_digest", None)
+        trained_on, now = (ck.get("target") if isinstance(ck, dict) else None), self._target_digest
         if trained_on is not None and now is not None and trained_on != now:  # (older checkpoints record none)
             raise ValueError(
                 f"{self.checkpoint} was trained on another set of people ({trained_on['people']} there, "

@@ -14,7 +14,8 @@ from fit3d.data.writers import output_path, write_json
 from fit3d.pipeline.run import RunConfig, make_output_dir, run
 from fit3d.pipeline.selection import select_images
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, skip_reason
-from fit3d.pipeline.summary import shard_file, write_summary
+from fit3d.pipeline.interrupt import Interrupted
+from fit3d.pipeline.summary import previous_summary, shard_file, write_summary
 from fit3d.pipeline.settings import normalised
 
 log = logging.getLogger(__name__)
@@ -88,14 +89,15 @@ def _mark_stopped_training(subs: list[Path], shard: tuple[int, int], error: Base
     the stop itself is what the command reports."""
     import signal
 
-    interrupted = isinstance(error, KeyboardInterrupt) or type(error).__name__ in ("Interrupted", "Terminated")
-    signum = getattr(error, "signum", signal.SIGTERM if type(error).__name__ == "Terminated" else signal.SIGINT)
+    # Interrupted (the run's handler) says which signal; Ctrl-C is KeyboardInterrupt, and a SIGTERM
+    # before the run's handler is the command line's Terminated (a BaseException, as Ctrl-C's is)
+    interrupted = isinstance(error, Interrupted) or not isinstance(error, Exception)
+    signum = getattr(error, "signum", signal.SIGINT if isinstance(error, KeyboardInterrupt) else signal.SIGTERM)
     for sub in subs:
-        path = shard_file(sub, "summary", shard)
+        summary = previous_summary(sub, shard)
+        if not isinstance(summary.get("this_run"), dict):
+            continue
         try:
-            summary = json.loads(path.read_text())
-            if not isinstance(summary, dict) or not isinstance(summary.get("this_run"), dict):
-                continue
             if interrupted:
                 summary["this_run"].update(interrupted=int(signum), exit_code=128 + int(signum),
                                            exit_meaning="interrupted while training the annotator further: the "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 
@@ -50,7 +52,7 @@ def _check_pose(prior: Prior, args: tuple) -> tuple | None:
     allowed = prior.accepted_joints()
     if allowed is not None and pose.shape[1] not in allowed:
         raise ValueError(f"{type(prior).__name__} scores poses of {sorted(allowed)} joints, got {shape}")
-    dtype = next((t.dtype for t in (*prior.parameters(), *prior.buffers()) if t.is_floating_point()), None)
+    dtype = next((t.dtype for t in itertools.chain(prior.parameters(), prior.buffers()) if t.is_floating_point()), None)
     if dtype is not None and pose.dtype != dtype:  # a float64 pose scored by float32 weights: cast (differentiably)
         return (pose.to(dtype), *args[1:])
     return None
