@@ -22,20 +22,29 @@ from fit3d.cli.options import errors_as, fits_readable
               help="Leave out fits marked invalid, or export them flagged (has_smpl 0, \"valid\": false). Default: "
                    "flagged where the format's training code reads the flag (spin; humandata of SMPL, SMPL-H, anny), "
                    "left out where it would train on them (neuralannot; humandata of SMPL-X).")
-def export(fits_dir, fmt, out, valid_only):
+@click.option("--frame", type=click.Choice(["crop", "full"]), default=None,
+              help="Camera frame of the exported global_orient and transl. crop (default for spin and humandata): "
+                   "each person's crop camera, turned to look at the box centre, the frame SPIN's and mmhuman3d's "
+                   "crop-based trainers compare with; full: the photo's camera, as fitted (full-frame trainers "
+                   "such as CLIFF; the only frame of neuralannot, which stores the photo's camera).")
+def export(fits_dir, fmt, out, valid_only, frame):
     """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training.
 
     Exit 3 when some fit files could not be read (each named on stderr; their people are not in the export).
     """
-    from fit3d.export import check_out, export_fits
+    from fit3d.export import check_frame, check_out, export_fits
 
     try:
         check_out(fmt, out)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--out") from e
+    try:
+        frame = check_frame(fmt, frame)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--frame") from e
     with errors_as(), fits_readable("nothing exported"):
         try:
-            c = export_fits(fits_dir, fmt, out, valid_only)
+            c = export_fits(fits_dir, fmt, out, valid_only, frame)
         except OSError as e:  # e.g. a folder that cannot be written
             raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
     for u in c["unreadable"]:
@@ -45,7 +54,8 @@ def export(fits_dir, fmt, out, valid_only):
                         for why, n in c["dropped"].items())
     invalid = (f", {c['invalid']} of them marked invalid (flagged: "
                f"{'has_' + c['model'] + ' 0' if fmt != 'neuralannot' else 'valid false'})" if c["invalid"] else "")
-    click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits){invalid}"
+    click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits, {frame} camera frame)"
+               f"{invalid}"
                f"{f'; left out: {dropped}' if dropped else ''} -> {out}", err=True)
     if fmt == "spin":
         from fit3d.export.spin import static_fits_path

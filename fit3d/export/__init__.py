@@ -7,7 +7,9 @@
 Every converter takes the people of :func:`fit3d.export.people.exported_people` (fitted,
 valid with ``valid_only``, never duplicate annotation ids) and writes one file atomically.
 Invalid fits are exported flagged where the format's training code reads the flag, and left out
-where it would train on them (:func:`reads_validity`).
+where it would train on them (:func:`reads_validity`). SPIN and HumanData exports hold each body
+in its crop camera frame by default, as the crop-based trainers that read them need
+(:mod:`fit3d.export.crop_frame`); ``frame="full"`` keeps the photo's camera frame.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fit3d.export import humandata, neuralannot, spin
+from fit3d.export.crop_frame import to_crop_frame
 from fit3d.export.people import exported_people, require_model, without_invalid
 
 #: format name -> ``write(people, out)``.
@@ -24,6 +27,28 @@ ACCEPTS = {"spin": spin.MODELS, "neuralannot": neuralannot.MODELS, "humandata": 
 #: format name -> the suffix its file must have (``.npz``: SPIN's files, mmhuman3d's HumanData,
 #: whose ``dump`` refuses any other, and ``fit3d evaluate --gt``; the NeuralAnnot-style JSON: ``.json``).
 SUFFIXES = {"spin": ".npz", "humandata": ".npz", "neuralannot": ".json"}
+#: format name -> the camera frames its parameters can be written in, the default first:
+#: ``crop`` (each person's crop camera, :mod:`fit3d.export.crop_frame`: what SPIN's and
+#: mmhuman3d's crop-based trainers compare their predictions with) or ``full`` (the photo's
+#: camera, as fitted: for full-frame trainers such as CLIFF). The NeuralAnnot-style JSON stores the
+#: photo's camera (``cam_param``) beside the parameters, so only ``full``.
+FRAMES = {"spin": ("crop", "full"), "humandata": ("crop", "full"), "neuralannot": ("full",)}
+
+
+def check_frame(fmt: str, frame: str | None) -> str:
+    """The frame an export of ``fmt`` is written in: ``frame``, or the format's default when None.
+
+    Raises:
+        KeyError: unknown format. ValueError: a frame the format cannot hold (:data:`FRAMES`).
+    """
+    if fmt not in FRAMES:
+        raise KeyError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    if frame is None:
+        return FRAMES[fmt][0]
+    if frame not in FRAMES[fmt]:
+        raise ValueError(f"the {fmt} format holds parameters in the {' or '.join(FRAMES[fmt])} camera frame, "
+                         f"not {frame!r}")
+    return frame
 
 
 def check_out(fmt: str, out: str | Path) -> None:
@@ -61,24 +86,30 @@ def reads_validity(fmt: str, model: str) -> bool:
     return not (fmt == "humandata" and model == "smplx")
 
 
-def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: bool | None = None) -> dict:
+def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: bool | None = None,
+                frame: str | None = None) -> dict:
     """Export the fits of a run folder (all shards) to ``out`` in format ``fmt``.
 
     Args:
+        frame: ``crop`` (each body in its crop camera frame, :func:`~fit3d.export.crop_frame.to_crop_frame`),
+            ``full`` (the photo's camera frame, as fitted) or None: the format's default
+            (:data:`FRAMES`: ``crop`` for spin and humandata).
         valid_only: leave out fits marked invalid (True), export them flagged (False), or, None,
             flag them where the format's training code reads the flag and leave them out where it
             does not (:func:`reads_validity`).
     Returns:
-        counts: ``people`` in the fits, ``exported``, ``invalid`` (exported, marked invalid:
+        counts: ``frame``, ``people`` in the fits, ``exported``, ``invalid`` (exported, marked invalid:
         ``has_smpl`` 0 / ``"valid": false``), ``dropped`` by reason, ``model``, ``unreadable``,
         ``invalid_dropped_by_format``: invalid fits left out because the format's loaders
         would train on them (``valid_only`` None).
     Raises:
         KeyError: unknown format. ValueError: ``out`` lacks the format's suffix
-        (:func:`check_out`), nothing to export, or a format that needs SMPL-family
-        parameters given fits of another model (the message says how to fit one).
+        (:func:`check_out`), a frame the format cannot hold (:func:`check_frame`), nothing to
+        export, or a format that needs SMPL-family parameters given fits of another model (the
+        message says how to fit one).
     """
     check_out(fmt, out)
+    frame = check_frame(fmt, frame)
     people, counts = exported_people(fits_dir, bool(valid_only))
     counts["invalid_dropped_by_format"] = 0
     if ACCEPTS[fmt] is not None:  # before invalid fits are dropped: the model's refusal is the useful line
@@ -87,8 +118,11 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
         n_invalid = counts["invalid"]
         people, counts = without_invalid(people, counts)
         counts["invalid_dropped_by_format"] = n_invalid
+    if frame == "crop":
+        people = to_crop_frame(people)
+    counts["frame"] = frame
     FORMATS[fmt](people, Path(out))
     return counts
 
 
-__all__ = ["ACCEPTS", "FORMATS", "SUFFIXES", "check_out", "export_fits", "exported_people", "reads_validity"]
+__all__ = ["ACCEPTS", "FORMATS", "FRAMES", "SUFFIXES", "check_frame", "check_out", "export_fits", "exported_people", "reads_validity"]

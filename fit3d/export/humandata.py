@@ -11,13 +11,21 @@ that fit3d does not fit (:func:`model_params`); anny fits as ``anny``), ``meta``
 mmhuman3d's converters write 3DPW's, else ``neutral``) and ``misc`` (``smpl_source``, ``cam_param_type`` =
 ``perspective``, ``focal_length`` (N, 2), ``principal_point`` (N, 2), ``camera_frame`` =
 ``opencv``, ``annot_id``, ``keypoints2d_source``: the input layout's point names,
-``keypoints2d_not_placed``: those ``human_data`` has no place for; the strings and name lists
+``keypoints2d_not_placed``: those ``human_data`` has no place for, ``frame``: ``crop`` or
+``full``, and, in the crop frame, ``crop_rotation`` (N, 3, 3); the strings and name lists
 as 0-d arrays, :func:`_unsliced`), plus HumanData's ``__key_strict__``, ``__data_len__`` and
 ``__keypoints_compressed__``, and ``config`` = ``"fit3d"`` (every mmhuman3d converter names
 its source there, e.g. ``human_data['config'] = 'coco'`` in ``data_converters/coco.py`` line
 109; HumanData declares it a ``str`` not sliced per sample, ``data_structures/human_data.py``
 line 37, and no loader or dataset of mmhuman3d reads it). Dicts are stored as pickled objects,
 as HumanData does: read with ``np.load(f, allow_pickle=True)`` and ``[key].item()``.
+
+Frame: with ``frame`` ``crop`` (:func:`fit3d.export.export_fits`'s default for this format) the
+parameters place each body in its crop camera frame (:mod:`fit3d.export.crop_frame`), the frame
+mmhuman3d's crop-based estimators compare their predictions with (``models/architectures/
+mesh_estimator.py``: a translation is fitted to the ground-truth body, camera on the crop's
+centre); ``x_crop = crop_rotation @ x_full``, and its transpose with ``focal_length`` /
+``principal_point`` gives the fit in the photo. With ``full``, the photo's camera frame.
 
 Validity: ``has_<model>`` (N,) float, 1 for a valid fit, 0 for one marked invalid (``has_smpl``
 for SMPL fits). mmhuman3d's ``HumanImageDataset`` reads ``has_smpl`` as the per-sample mask of
@@ -75,6 +83,7 @@ def arrays(people: dict) -> dict:
     kp, mask, not_placed = to_human_data(people["keypoints_2d"], conv)
     fitter = str(people["fitter"][0]) if "fitter" in people else "fit3d"
     model = model_name(people)
+    crop = {"crop_rotation": people["crop_rotation"].astype(np.float32)} if "crop_rotation" in people else {}
     return {
         "__key_strict__": np.bool_(False), "__data_len__": np.int64(N), "__keypoints_compressed__": np.bool_(False),
         "config": "fit3d", "image_path": people["image"].astype(str),
@@ -86,7 +95,8 @@ def arrays(people: dict) -> dict:
                  "camera_frame": _unsliced("opencv"), "focal_length": people["focal_length"].astype(np.float32),
                  "principal_point": people["principal_point"].astype(np.float32),
                  "annot_id": people["annot_id"].astype(np.int64), "keypoints2d_source": _unsliced(list(conv.names)),
-                 "keypoints2d_not_placed": _unsliced(list(not_placed))},
+                 "keypoints2d_not_placed": _unsliced(list(not_placed)),
+                 "frame": _unsliced("crop" if crop else "full"), **crop},
     }
 
 

@@ -14,11 +14,19 @@ OpenPose detections (SPIN's ``BaseDataset`` reads ``openpose`` then ``part`` as 
 ``BaseDataset`` reads it,
 ``datasets/base_dataset.py`` lines 52-53, and masks its SMPL losses with it; ``--valid-only``
 leaves such people out instead). SPIN's format has no
-camera: fit3d adds the full-frame ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and
-``transl`` (3,) (metres, OpenCV camera frame), and ``annot_id``: the input's annotation id,
+camera: fit3d adds the photo's ``focal_length`` (2,), ``principal_point`` (2,) (pixels) and
+``transl`` (3,) (metres, OpenCV axes), and ``annot_id``: the input's annotation id,
 unique within an image (COCO's are unique in the file; OpenPose input numbers the people of
 each image), so ``fit3d evaluate`` matches people by ``imgname`` and ``annot_id``. No 3D joints
 ``S``: SPIN's are its own 24-joint layout, not the body model's. SMPL fits only.
+
+Frame: ``frame`` (a 0-d string) says which camera frame ``pose[:3]`` and ``transl`` are in.
+``crop`` (:func:`fit3d.export.export_fits`'s default for this format): each person's crop camera
+(:mod:`fit3d.export.crop_frame`), the frame SPIN's trainer compares its predictions with (it
+fits only a translation to the ground-truth body, camera on the crop's centre); then
+``crop_rotation`` (3, 3) takes the photo's camera frame to it (``x_crop = crop_rotation @
+x_full``; its transpose and ``focal_length`` / ``principal_point`` give the fit in the photo).
+``full``: the photo's camera frame, as fitted.
 
 Beside the dataset file, ``<stem>_fits.npy`` holds SPIN's static fits (:func:`write`), every row
 (invalid fits too: SPIN uses a static fit for a person whose ``has_smpl`` is 0 only where its own
@@ -102,6 +110,10 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
         openpose = np.zeros((len(part), len(OPENPOSE_BODY25), 3), np.float32)
     letters = gender_letters(people)
     extra = {} if (letters == "neutral").all() else dict(gender=letters)  # none: SPIN reads -1 (neutral)
+    if "crop_rotation" in people:
+        extra.update(frame=np.array("crop"), crop_rotation=people["crop_rotation"].astype(np.float32))
+    else:
+        extra.update(frame=np.array("full"))
     return dict(
         **extra,
         imgname=people["image"].astype(str), center=center, scale=scale, part=part, openpose=openpose, pose=pose,

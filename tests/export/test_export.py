@@ -66,9 +66,19 @@ def test_spin_export_round_trips_through_smplx(tmp_path, smpl_fits, smpl_like_di
     # 2D keypoints in SPIN's order
     li = SPIN24.index("left_knee")
     np.testing.assert_allclose(d["part"][:, li, :2], fits["keypoints_2d"][idx, 13, :2])
-    # posing the export through smplx gives fit3d's joints within 1 mm
+    # posing the export through smplx gives fit3d's joints within 1 mm, turned into each person's crop
+    # camera (the default frame: what SPIN's trainer compares with); the full frame as fitted
+    assert str(d["frame"]) == "crop" and d["crop_rotation"].shape == (N, 3, 3)
     joints = _posed_joints(smpl_like_dir, "smpl", 24, global_orient=d["pose"][:, :3], body_pose=d["pose"][:, 3:],
                            betas=d["shape"], transl=d["transl"])
+    assert np.abs(joints - np.einsum("nij,npj->npi", d["crop_rotation"], fits["joints_3d"][idx])).max() < 1e-3
+    assert np.abs(joints - fits["joints_3d"][idx]).max() > 1e-2  # (the people are off the image centre)
+    export_fits(smpl_fits, "spin", tmp_path / "full.npz", frame="full")
+    f = np.load(tmp_path / "full.npz")
+    assert str(f["frame"]) == "full" and "crop_rotation" not in f.files
+    np.testing.assert_array_equal(f["pose"][:, 3:], d["pose"][:, 3:])  # the body's own pose does not change
+    joints = _posed_joints(smpl_like_dir, "smpl", 24, global_orient=f["pose"][:, :3], body_pose=f["pose"][:, 3:],
+                           betas=f["shape"], transl=f["transl"])
     assert np.abs(joints - fits["joints_3d"][idx]).max() < 1e-3
 
 
@@ -96,7 +106,7 @@ def test_neuralannot_json_round_trips(tmp_path, smpl_fits, smpl_like_dir):
     out = tmp_path / "na.json"
     r = CliRunner().invoke(cli, ["export", "--fits", str(smpl_fits), "--format", "neuralannot", "--keep-invalid",
                                  "--out", str(out)])
-    assert r.exit_code == 0 and "exported 12 of 14 people (smpl fits)" in r.output, r.output
+    assert r.exit_code == 0 and "exported 12 of 14 people (smpl fits, full camera frame)" in r.output, r.output
     data = json.loads(out.read_text())
     fits, _ = merge_fits(smpl_fits)
     fitted = fits["status"] == "fitted"
@@ -144,7 +154,8 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
     zeros = dict(left_hand_pose=np.zeros((N, 45)), right_hand_pose=np.zeros((N, 45)), jaw_pose=np.zeros((N, 3)),
                  leye_pose=np.zeros((N, 3)), reye_pose=np.zeros((N, 3)), expression=np.zeros((N, 10)))
     joints = _posed_joints(smpl_like_dir, "smplx", 22, **params, **zeros)
-    assert np.abs(joints - fits["joints_3d"][idx]).max() < 1e-3
+    assert str(misc["frame"]) == "crop" and misc["crop_rotation"].shape == (N, 3, 3)  # sliced per person
+    assert np.abs(joints - np.einsum("nij,npj->npi", misc["crop_rotation"], fits["joints_3d"][idx])).max() < 1e-3
     with pytest.raises(ValueError, match="humandata keeps SMPL-X"):
         export_fits(fits_dir, "spin", tmp_path / "spin.npz")
     # NeuralAnnot-style SMPL-X: Hand4Whole indexes lhand_valid / rhand_valid / face_valid for every
@@ -227,7 +238,7 @@ def test_invalid_fits_are_flagged_in_every_format(tmp_path, smpl_fits):
     # SPIN: has_smpl masks SPIN's SMPL losses (datasets/base_dataset.py): 0 for an invalid fit
     r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "spin",
                                  "--out", str(tmp_path / "s.npz")])
-    assert r.exit_code == 0 and "exported 12 of 14 people (smpl fits), 3 of them marked invalid" in r.output, r.output
+    assert r.exit_code == 0 and "exported 12 of 14 people (smpl fits, crop camera frame), 3 of them marked invalid" in r.output, r.output
     d = np.load(tmp_path / "s.npz")
     got = {(str(i), int(a)): float(h) for i, a, h in zip(d["imgname"], d["annot_id"], d["has_smpl"])}
     assert got == {k: float(v) for k, v in expected.items()}
