@@ -1,14 +1,14 @@
 """Every fitter on the development benchmarks: the README's accuracy table.
 
 Benchmarks are given as ``label=path`` (``fit3d benchmark make`` files); for each
-fitter and benchmark it prints PA-MPJPE-12 (common / rare when the benchmark marks
-rare people), MPJPE, the median reprojection error against the input keypoints,
+fitter and benchmark it prints PA-MPJPE-12 with a bootstrap 95 % interval of the mean (common /
+rare when the benchmark marks rare people, and the rare / common ratio with its interval), MPJPE, the median reprojection error against the input keypoints,
 the share of valid fits and fits/s, and writes every number to ``--json``.
 NeuralAnnot trains its annotator on each benchmark's 2D keypoints (the 3D is only
 used for scoring) with all Three Recipes, then annotates.
 
-    fit3d benchmark make --count 500 --out /tmp/test_n1.npz                 # held-out subjects
-    fit3d benchmark make --count 300 --noise 0 --out /tmp/test_n0.npz
+    fit3d benchmark make --count 300 --out /tmp/test_n1.npz                 # held-out subjects
+    fit3d benchmark make --count 300 --noise 0 --out /tmp/test_n0.npz       # the same people (same count)
     fit3d benchmark make --count 300 --noise 2 --out /tmp/test_n2.npz
     fit3d benchmark make --count 300 --protocol trials-v1 --out /tmp/old.npz
     python benchmarks/compare_fitters.py new=/tmp/test_n1.npz noise-free=/tmp/test_n0.npz \\
@@ -67,7 +67,7 @@ def main() -> None:
     a = ap.parse_args()
 
     from fit3d.body_models import build_body_model
-    from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
+    from fit3d.evaluation.benchmark import benchmark_subset, load_benchmark, run_benchmark
 
     body = build_body_model("anny")
     benches = dict(b.split("=", 1) for b in a.benches)
@@ -80,11 +80,11 @@ def main() -> None:
     for label, path in benches.items():
         bench = load_benchmark(path)
         if a.limit:
-            bench = {k: (v[: a.limit] if getattr(v, "ndim", 0) and len(v) == len(bench["keypoints_2d"]) else v)
-                     for k, v in bench.items()}
+            bench = benchmark_subset(bench, a.limit)
         print(f"\n{label}: {len(bench['keypoints_2d'])} people ({path})", flush=True)
-        print("| fitter | PA-MPJPE-12 (common / rare) | MPJPE | reprojection median px | valid | fits/s |")
-        print("|---|---|---|---|---|---|")
+        print("| fitter | PA-MPJPE-12 [95 % CI] (common / rare) | rare / common [95 % CI] | MPJPE | "
+              "reprojection median px | valid | fits/s |")
+        print("|---|---|---|---|---|---|---|")
         for name in names:
             fitter = make_fitter(name, body, bench, a.epochs)
             res = run_benchmark(bench, fitter, body, with_pve=False)
@@ -93,8 +93,12 @@ def main() -> None:
                 s["fits_per_s"] = s["count"] / (s["seconds"] + fitter.train_seconds)
             results.setdefault(label, {})[name] = s
             split = (f" ({s['pa_mpjpe_common']:.1f} / {s['pa_mpjpe_rare']:.1f})" if "pa_mpjpe_rare" in s else "")
-            print(f"| {name} | {s['pa_mpjpe']:.1f}{split} | {s['mpjpe']:.1f} | {s['reproj_median_px']:.2f} | "
-                  f"{s['share_valid']:.3f} | {s['fits_per_s']:.2f} |", flush=True)
+            lo, hi = s["pa_mpjpe_ci95"]
+            ratio = (f"{s['rare_ratio']:.2f} [{s['rare_ratio_ci95'][0]:.2f}-{s['rare_ratio_ci95'][1]:.2f}]"
+                     if "rare_ratio" in s else "-")
+            unscored = f" ({s['unscored']} unscored: non-finite)" if s["unscored"] else ""
+            print(f"| {name} | {s['pa_mpjpe']:.1f} [{lo:.1f}-{hi:.1f}]{split}{unscored} | {ratio} | {s['mpjpe']:.1f} | "
+                  f"{s['reproj_median_px']:.2f} | {s['share_valid']:.3f} | {s['fits_per_s']:.2f} |", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=2, default=float)

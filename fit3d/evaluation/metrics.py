@@ -85,9 +85,15 @@ def torso_angle_deg(pred: torch.Tensor, gt: torch.Tensor, hips: tuple[int, int],
 
 
 def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-    """``pred`` ``(B, J, 3)`` moved onto ``gt`` by the best similarity transform."""
+    """``pred`` ``(B, J, 3)`` moved onto ``gt`` by the best similarity transform (Umeyama, with
+    scale; roma's registration). A collapsed prediction (all points at one place) has no rotation
+    to fit: its best similarity maps it to ``gt``'s centroid (scale 0), not to NaN, so it scores
+    as the failure it is."""
     R, t, s = roma.rigid_points_registration(pred, gt, compute_scaling=True)
-    return s[:, None, None] * pred @ R.transpose(-1, -2) + t[:, None, :]
+    out = s[:, None, None] * pred @ R.transpose(-1, -2) + t[:, None, :]
+    spread = (pred - pred.mean(1, keepdim=True)).abs().amax(dim=(1, 2))
+    collapsed = (spread <= 1e-9) & torch.isfinite(pred).all(-1).all(-1)
+    return torch.where(collapsed[:, None, None], gt.mean(1, keepdim=True).expand_as(gt), out)
 
 
 def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> torch.Tensor:

@@ -118,3 +118,57 @@ def test_a_closeup_benchmark_keeps_people_a_fitter_would_fit(anny_model):
         make_benchmark(ps, anny_model, n=5, framing="portrait")
     with pytest.raises(ValueError, match="trials-v1 protocol has one framing"):
         make_benchmark(ps, anny_model, n=5, protocol="trials-v1", framing="closeup")
+
+
+class Broken(Oracle):
+    """The oracle, with its second person's prediction non-finite."""
+
+    def __call__(self, batch):
+        res = super().__call__(batch)
+        res.keypoints_3d[1] = float("nan")
+        return res
+
+
+def test_non_finite_predictions_are_counted_unscored_and_intervals_reported(anny_model, bench):
+    bad = run_benchmark(bench, Oracle(anny_model, bench, neutral=True), anny_model, with_pve=False)["summary"]
+    assert bad["unscored"] == 0
+    lo, hi = bad["pa_mpjpe_ci95"]
+    assert lo < bad["pa_mpjpe"] < hi and hi - lo < bad["pa_mpjpe"]
+    sub = dict(bench, rare=np.arange(len(bench["keypoints_2d"])) < 4)
+    s = run_benchmark(sub, Broken(anny_model, sub, neutral=True), anny_model, with_pve=False)["summary"]
+    assert s["unscored"] == 1 and s["count"] == len(bench["keypoints_2d"])  # left out of the mean, said so
+    assert s["rare_ratio"] == pytest.approx(s["pa_mpjpe_rare"] / s["pa_mpjpe_common"])
+    assert s["rare_ratio_ci95"][0] < s["rare_ratio_ci95"][1]
+
+
+def test_bootstrap_intervals_hold_their_means():
+    from fit3d.evaluation.benchmark import mean_interval, ratio_interval
+
+    rng = np.random.default_rng(1)
+    common, rare = rng.gamma(4.0, 12.0, 270), rng.gamma(4.0, 20.0, 30)
+    lo, hi = mean_interval(np.concatenate([common, [np.nan]]))
+    assert lo < common.mean() < hi and hi - lo < 0.3 * common.mean()
+    lo, hi = ratio_interval(rare, common)
+    assert lo < rare.mean() / common.mean() < hi
+    assert np.isnan(mean_interval(np.array([3.0]))).all() and np.isnan(ratio_interval(rare[:1], common)).all()
+
+
+def test_a_subset_keeps_the_shared_names_whatever_the_count(bench):
+    from fit3d.evaluation.benchmark import benchmark_subset
+
+    n_joints = len(bench["joint_names"])  # a benchmark of as many people as names: the names were cut
+    big = {k: (np.concatenate([v] * 3)[:n_joints] if getattr(v, "ndim", 0) and len(v) == len(bench["keypoints_2d"])
+               and k not in ("keypoint_names", "joint_names") else v) for k, v in bench.items()}
+    sub = benchmark_subset(big, 5)
+    assert len(sub["keypoints_2d"]) == 5 and len(sub["joints_3d"]) == 5
+    assert np.array_equal(sub["joint_names"], bench["joint_names"])
+    assert np.array_equal(sub["keypoint_names"], bench["keypoint_names"])
+
+
+def test_the_old_protocol_refuses_a_noise_scale_it_does_not_have(anny_model):
+    from fit3d.evaluation.benchmark import make_benchmark
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.training.priors import load_pose_set
+
+    with pytest.raises(ValueError, match="one noise model"):
+        make_benchmark(load_pose_set(bundled_pose_set()), anny_model, n=4, protocol="trials-v1", noise=2.0)

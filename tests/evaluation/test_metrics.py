@@ -106,3 +106,20 @@ def test_the_2d_metrics_and_torso_angle_check_shapes_and_every_metric_takes_nump
     assert float(M.torso_angle_deg(j, j, (11, 12), (5, 6)).max()) < 1e-2
     with pytest.raises(ValueError, match=r"one shape \(B, J, 3\)"):
         M.torso_angle_deg(j, j[:1], (11, 12), (5, 6))
+
+
+def test_a_collapsed_prediction_scores_its_distance_not_nan():
+    from fit3d.evaluation.metrics import pa_mpjpe
+
+    gt = torch.randn(3, 12, 3, generator=torch.Generator().manual_seed(0))
+    pred = gt.clone()
+    pred[1] = 0.0  # every point in one place (a degenerate fit): no rotation to align
+    pred[2] = 0.5
+    err = pa_mpjpe(pred, gt)
+    assert err[0] < 1e-3
+    for i in (1, 2):  # the best similarity maps it onto the centroid: the points' mean distance to it
+        want = (gt[i] - gt[i].mean(0)).norm(dim=-1).mean() * 1000
+        assert torch.isfinite(err[i]) and err[i] == pytest.approx(float(want), rel=1e-4)
+    mask = torch.ones(3, 12, dtype=torch.bool)
+    mask[0, :2] = False  # the masked path per person gives the same
+    assert torch.allclose(pa_mpjpe(pred, gt, mask)[1:], err[1:])
