@@ -11,7 +11,7 @@ from fit3d.cli.options import errors_as
 
 def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True) -> int:
     """Render the fits of ``fits`` (or only write their meshes when not ``overlays``), reporting on
-    stderr; returns how many fit files could not be read (each named)."""
+    stderr; returns how many fit files or images could not be rendered as they are (each named)."""
     from fit3d.render.fits import render_dir, save_meshes_dir
     from fit3d.render.overlay import RenderError
 
@@ -72,9 +72,11 @@ def _model_name(files: list[Path]) -> str:
 def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
     """Render fitted meshes over their images (pyrender, headless EGL), with side views.
 
-    Exit 0 when every fit was rendered, 3 when some fit files could not be read (each named on
-    stderr; the others are rendered), 1 when the renderer fails. A missing image is rendered on
-    grey (exit 0).
+    Exit 0 when every fit was rendered, 3 when some fit files could not be read, or an image was
+    unreadable or of another size than its fits' (each named on stderr; such an image is rendered
+    on grey, the others as usual), 1 when the renderer fails. A missing image is rendered on grey
+    (exit 0: a folder rendered without its images). Images with a side over 4096 px are drawn scaled
+    down.
     """
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import require_fit_files

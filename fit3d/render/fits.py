@@ -32,20 +32,72 @@ def fitted_vertices(fit: dict, body_model) -> tuple[np.ndarray, np.ndarray, np.n
     return idx, out.vertices.cpu().numpy(), faces
 
 
-def load_image(path: Path | None, size: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """``(image (H, W, 3) uint8, problem)``: the file's pixels and ``""``, or a grey canvas of
-    ``size`` and why (``"image not found"``, ``"unreadable image: ..."``)."""
+#: The longest side, in pixels, a render is drawn at: a larger image is drawn scaled down, its fits
+#: with it (:func:`scaled_fit`), since the offscreen renderer's buffers grow with the pixel count (a
+#: 12000 x 9000 photo took 12 GB at full size).
+MAX_RENDER_SIDE = 4096
+#: :func:`load_image`'s problem for an image that is not there (rendered on grey: a run folder
+#: rendered without its images); every other problem makes ``fit3d render`` exit 3.
+IMAGE_NOT_FOUND = "image not found"
+
+
+def _to_rgb(im) -> "Image.Image":
+    """An RGB copy of a Pillow image; 16- and 32-bit greyscale (``I;16``, ``I``) scaled to 8 bits
+    by their range (Pillow's ``convert("RGB")`` clips them: a 16-bit photo came out white)."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):
+        a = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if a.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_image(path: Path | None, size: tuple[int, int], max_side: int = MAX_RENDER_SIDE
+               ) -> tuple[np.ndarray, str, float]:
+    """``(image (H, W, 3) uint8, problem, scale)``: the file's pixels as shown (EXIF orientation
+    applied: the frame of the fits, :func:`fit3d.data.images.inspect_image`), ``""`` and the scale
+    it was drawn at (1, or less for an image larger than ``max_side``); else a grey canvas and why:
+    :data:`IMAGE_NOT_FOUND`, ``"unreadable image: ..."``, or an image whose size is not ``size``,
+    the ``(width, height)`` the fits were made on (another file under the same name: its fits
+    would be drawn out of place)."""
     from PIL import Image, ImageOps
 
     w, h = size
-    grey = np.full((h, w, 3), 128, np.uint8)
+    scale = min(1.0, max_side / max(w, h, 1))
+
+    def grey(problem):
+        return np.full((max(1, round(h * scale)), max(1, round(w * scale)), 3), 128, np.uint8), problem, scale
+
     if path is None or not path.is_file():
-        return grey, "image not found"
+        return grey(IMAGE_NOT_FOUND)
     try:
-        with Image.open(path) as im:  # as shown: the frame of the fits (fit3d.data.images.inspect_image)
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), ""
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.size != (w, h):
+                return grey(f"the image is {im.size[0]}x{im.size[1]}, its fits were made on a {w}x{h} image")
+            if scale < 1.0:
+                im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
+            return np.asarray(_to_rgb(im)), "", scale
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
-        return grey, f"unreadable image: {e}"
+        return grey(f"unreadable image: {e}")
+
+
+def scaled_fit(fit: dict, scale: float) -> dict:
+    """``fit`` as seen in its image scaled by ``scale``: the 2D keypoints, focal length, principal
+    point and image size scaled (pixel centres kept: ``(x + 0.5) s - 0.5``); 3D as it is."""
+    if scale == 1.0:
+        return fit
+    out = dict(fit)
+    for k in ("keypoints_2d", "keypoints_2d_fit"):
+        if k in fit:
+            a = np.array(fit[k], dtype=np.float64)
+            a[..., :2] = (a[..., :2] + 0.5) * scale - 0.5
+            out[k] = a
+    out["focal_length"] = np.asarray(fit["focal_length"], np.float64) * scale
+    out["principal_point"] = (np.asarray(fit["principal_point"], np.float64) + 0.5) * scale - 0.5
+    out["image_size"] = np.round(np.asarray(fit["image_size"]) * scale).astype(np.int64)
+    return out
 
 
 def render_fit(fit: dict, image: np.ndarray, body_model, renderer: Renderer, side: bool = True,
@@ -126,7 +178,10 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
         names: only the images with these relative paths (default: all).
         save_mesh: ``"obj"`` or ``"ply"`` to also write meshes.
     Returns:
-        stats: ``images``, ``seconds``, ``images_per_s``, ``missing_images``, ``errors``.
+        stats: ``images``, ``seconds``, ``images_per_s``, ``missing_images`` (rendered on grey),
+        ``errors`` (``{file, reason}``: unreadable fits, not rendered; unreadable images and images
+        of another size than their fits', rendered on grey). Images larger than
+        :data:`MAX_RENDER_SIDE` are drawn scaled down.
     """
     fits_dir, images_dir, out_dir = Path(fits_dir), Path(images_dir), Path(out_dir)
     files = fit_files(fits_dir)
@@ -149,12 +204,16 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
                 continue
             if wanted is not None and str(fit["image"]) not in wanted:
                 continue
-            image, problem = load_image(images_dir / str(fit["image"]), tuple(fit["image_size"]))
-            if problem:
+            image, problem, scale = load_image(images_dir / str(fit["image"]), tuple(int(v) for v in fit["image_size"]))
+            if problem == IMAGE_NOT_FOUND:
                 missing.append(f"{images_dir / str(fit['image'])} ({problem})")
+            elif problem:  # drawn on grey all the same, but the run says so (exit 3)
+                errors.append(dict(file=str(images_dir / str(fit["image"])), reason=f"{problem}: rendered on grey"))
+            if problem:
                 log.warning("image %s: %s, rendering on grey", fit["image"], problem)
             atomic_write_bytes(out_dir / f"{fit['image']}.png",
-                               png_bytes(render_fit(fit, image, body_model, renderer, side, keypoints)))
+                               png_bytes(render_fit(scaled_fit(fit, scale), image, body_model, renderer, side,
+                                                    keypoints)))
             if save_mesh:
                 save_meshes(fit, body_model, out_dir, save_mesh)
             done += 1

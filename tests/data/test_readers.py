@@ -280,8 +280,8 @@ def test_an_image_turned_by_its_exif_orientation_is_read_as_shown(tmp_path, samp
     turned = next(r for r in images if r.image_key == name)
     assert tuple(turned.image_size) == (shown.shape[1], shown.shape[0])  # width x height as shown
     assert not [p for p in problems if name in p.source]  # the annotations' size agrees: no warning
-    pixels, problem = load_image(tmp_path / name, turned.image_size)
-    assert problem == "" and pixels.shape == shown.shape
+    pixels, problem, scale = load_image(tmp_path / name, turned.image_size)
+    assert problem == "" and pixels.shape == shown.shape and scale == 1.0
     assert np.abs(pixels.astype(int) - shown).mean() < 4  # the same picture (JPEG re-encoded)
 
 

@@ -97,15 +97,26 @@ def test_render_dir_and_report_on_a_small_run(tmp_path, sample_dir, anny_model):
     errs = [r["reproj_error_px"] for r in rows if r["status"] == "fitted"]
     assert errs == sorted(errs, reverse=True)  # worst first
     assert "data:image/png;base64" in page and "data:image/jpeg;base64" in page
-    # an unreadable and a missing image: rendered on grey, each with its reason, and the report still works
+    # an unreadable and a missing image: rendered on grey, each with its reason (the unreadable one an
+    # error: exit 3), and the report still works
     broken = tmp_path / "broken_images"
     broken.mkdir()
     (broken / images[0].image_key).write_bytes(b"not an image")
     st = render_dir(fits, broken, tmp_path / "render2", anny_model, progress=False)
-    assert st["images"] == 2 and not st["errors"]
-    reasons = sorted(m.split(" (", 1)[1] for m in st["missing_images"])
-    assert reasons[0] == "image not found)" and reasons[1].startswith("unreadable image")
+    assert st["images"] == 2
+    assert [m.split(" (", 1)[1] for m in st["missing_images"]] == ["image not found)"]
+    assert len(st["errors"]) == 1 and st["errors"][0]["reason"].startswith("unreadable image")
     assert write_report(fits, tmp_path / "r2.html", images_dir=broken)["people"] == len(rows)
+    # another picture under the image's name (another size): its fits would be drawn out of place
+    other = tmp_path / "other_images"
+    other.mkdir()
+    for img in images[:2]:
+        with Image.open(img.image_path) as im:
+            im.resize((im.size[0] * 2, im.size[1] * 2)).save(other / img.image_key)
+    st = render_dir(fits, other, tmp_path / "render3", anny_model, progress=False, side=False)
+    assert st["images"] == 2 and len(st["errors"]) == 2
+    assert "its fits were made on a" in st["errors"][0]["reason"]
+    assert Image.open(tmp_path / "render3" / (images[0].image_key + ".png")).size == tuple(images[0].image_size)
 
 
 def test_render_command_builds_the_model_the_fits_were_made_with(tmp_path, monkeypatch):
@@ -148,3 +159,27 @@ def test_render_of_a_folder_whose_fits_are_all_unreadable_names_them_and_exits_3
     (fits / "a.jpg.npz").write_bytes(b"cut")
     r = CliRunner().invoke(cli, ["render", "--fits", str(fits), "--images", str(tmp_path), "--out", str(tmp_path / "r")])
     assert r.exit_code == 3 and "unreadable fit" in r.output and "a.jpg.npz" in r.output, r.output
+
+
+def test_large_and_16_bit_images_are_drawn_as_they_look(tmp_path):
+    from PIL import Image
+
+    from fit3d.render.fits import load_image, scaled_fit
+
+    grey16 = (np.linspace(0, 65535, 300 * 200).reshape(200, 300)).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "deep.png")  # 16-bit greyscale: convert("RGB") clipped it white
+    pixels, problem, scale = load_image(tmp_path / "deep.png", (300, 200))
+    assert problem == "" and scale == 1.0 and pixels.shape == (200, 300, 3)
+    assert abs(pixels.mean() - 127.5) < 2 and pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+    Image.new("RGB", (5000, 2000), (10, 200, 30)).save(tmp_path / "big.jpg")
+    pixels, problem, scale = load_image(tmp_path / "big.jpg", (5000, 2000), max_side=1000)
+    assert problem == "" and scale == pytest.approx(0.2) and pixels.shape == (400, 1000, 3)
+    fit = dict(keypoints_2d=np.array([[[99.5, 49.5, 1.0]]]), keypoints_2d_fit=np.array([[[4999.5, 1999.5]]]),
+               focal_length=np.array([[5385.0, 5385.0]]), principal_point=np.array([[2499.5, 999.5]]),
+               image_size=np.array([5000, 2000]))
+    small = scaled_fit(fit, scale)  # the pixel grid scaled: edges stay edges
+    np.testing.assert_allclose(small["keypoints_2d"][0, 0], [19.5, 9.5, 1.0])
+    np.testing.assert_allclose(small["keypoints_2d_fit"][0, 0], [999.5, 399.5])
+    np.testing.assert_allclose(small["principal_point"][0], [499.5, 199.5])
+    np.testing.assert_allclose(small["focal_length"][0], [1077.0, 1077.0])
+    assert list(small["image_size"]) == [1000, 400] and scaled_fit(fit, 1.0) is fit
