@@ -184,7 +184,8 @@ def merge(fits_dir, out):
     errors = s["latest_runs_total"].get("input_errors", 0)
     if errors:
         click.echo(f"fit3d: warning: the runs recorded {count(errors, 'input problem')} (unreadable images or "
-                   "annotations, each counted once: their people are not in the dataset; the shards' summary files "
+                   "annotations, each counted once: their people are not in the dataset, unless an earlier run "
+                   "fitted them before the file went bad, whose fits are kept and merged; the shards' summary files "
                    "list them)", err=True)
     for u in s["unreadable_outputs"]:
         click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} (its people are not in the dataset)", err=True)

@@ -258,10 +258,15 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
     for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
         groups.setdefault(os.path.normpath(images_dir / info["file_name"]), []).append((img_id, info))
     keys: dict[str, str] = {}  # output key -> the file that has it
-    for file, entries in groups.items():
+    root = os.path.abspath(images_dir)
+    # files inside the image folder first: a key they share with a file elsewhere (written under its
+    # file name) is theirs, the name training code finds under --images (the outside file was kept)
+    for file, entries in sorted(groups.items(), key=lambda kv: os.path.commonpath([root, os.path.abspath(kv[0])])
+                                != root):
         img_id, info = entries[0]
         path = images_dir / info["file_name"]
         key = image_key(path, images_dir)
+        outside = os.path.commonpath([root, os.path.abspath(file)]) != root
         anns = [a for i, _ in entries for a in coco.annotations.get(i, [])]
         ids = ", ".join(str(i) for i, _ in entries)
         if len(entries) > 1:  # one output file per image: the entries' people are fitted together
@@ -274,6 +279,10 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
                                              f"as {keys[key]} is: its {len(anns)} annotations are not fitted"))
             continue
         keys[key] = file
+        if outside and anns:
+            problems.append(InputProblem(f"{coco.path} (image ids {ids})", f"{info['file_name']} leads out of the "
+                                         f"image folder: its fits are written as {key}, the name exports give it "
+                                         "(relative to --images, where it is not: copy it there)", "warning"))
         if not anns:  # an image without people: counted, never opened
             records.append(ImageRecord(key, path, (0, 0)))
             continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from fit3d.data.records import ImageRecord, InputProblem
 
@@ -20,13 +21,41 @@ END_MARKERS = {"JPEG": (b"\xff\xd9", 4096), "PNG": (b"IEND", 64)}
 #: EXIF ``Orientation`` values (tag 0x0112) that turn the stored image a quarter turn: the image
 #: as shown is ``height x width`` of the stored pixels.
 QUARTER_TURNS = (5, 6, 7, 8)
+#: What each EXIF ``Orientation`` other than 1 does to the stored pixels to show them.
+ORIENTATIONS = {2: "mirrored", 3: "turned 180 degrees", 4: "flipped upside down", 5: "mirrored and turned a quarter",
+                6: "turned a quarter clockwise", 7: "mirrored and turned a quarter", 8: "turned a quarter anticlockwise"}
 
 
-def inspect_image(path: Path) -> tuple[tuple[int, int], str | None, bool]:
-    """``((width, height), format, truncated)`` of an image file, in one open: the size and format
+class ImageInfo(NamedTuple):
+    """What :func:`inspect_image` reads of an image file."""
+
+    size: tuple[int, int]  #: (width, height) as shown, pixels
+    format: str | None  #: Pillow's format name (``JPEG``, ``PNG``...)
+    truncated: bool  #: the file is cut short
+    orientation: int  #: EXIF ``Orientation`` (1 when absent: stored as shown)
+
+
+def _orientation(im) -> int:
+    """The EXIF ``Orientation`` of an open Pillow image (1 when absent or invalid), read without
+    decoding: a PNG's ``eXIf`` chunk only when it precedes the image data (Pillow's ``getexif``
+    decodes a whole PNG to look after it)."""
+    from PIL import Image
+
+    if im.format == "PNG":
+        exif = Image.Exif()
+        if im.info.get("exif"):
+            exif.load(im.info["exif"])
+    else:
+        exif = im.getexif()
+    value = exif.get(0x0112, 1)
+    return value if value in ORIENTATIONS else 1
+
+
+def inspect_image(path: Path) -> ImageInfo:
+    """The :class:`ImageInfo` of an image file, in one open: the size and format
     from the header (Pillow, no decoding), as the image is shown (its EXIF orientation applied,
     as OpenCV's ``imread``, and so most training code, reads it: fit3d's pixels are that frame),
-    and whether the file is cut short (an interrupted copy
+    the orientation, and whether the file is cut short (an interrupted copy
     or download whose header still reads). A file whose tail holds its format's end marker
     (:data:`END_MARKERS`) is complete; one without it (also a complete file followed by other
     data, as phones' motion photos are) is decoded to be sure, so only such files pay for a
@@ -44,23 +73,23 @@ def inspect_image(path: Path) -> tuple[tuple[int, int], str | None, bool]:
         except Image.DecompressionBombError as e:  # not an OSError
             raise OSError(f"too large to open: {e}") from e
         with im:
-            size, fmt = im.size, im.format
-            if im.getexif().get(0x0112) in QUARTER_TURNS:
+            size, fmt, orientation = im.size, im.format, _orientation(im)
+            if orientation in QUARTER_TURNS:
                 size = size[::-1]
         if fmt not in END_MARKERS:
-            return size, fmt, False
+            return ImageInfo(size, fmt, False, orientation)
         marker, tail = END_MARKERS[fmt]
         f.seek(0, 2)
         f.seek(max(0, f.tell() - tail))
         if marker in f.read():
-            return size, fmt, False
+            return ImageInfo(size, fmt, False, orientation)
         f.seek(0)
         try:
             with Image.open(f) as im:
                 im.load()
         except (OSError, SyntaxError, ValueError):  # Pillow: "image file is truncated", broken data streams
-            return size, fmt, True
-        return size, fmt, False
+            return ImageInfo(size, fmt, True, orientation)
+        return ImageInfo(size, fmt, False, orientation)
 
 
 def image_key(path: Path, images_dir: Path) -> str:
@@ -73,20 +102,56 @@ def image_key(path: Path, images_dir: Path) -> str:
         return path.name
 
 
+#: The longest file name (bytes) most file systems allow, and the most fit3d's per-image outputs
+#: add to an image's name (``<name>.incomplete.json``, :func:`fit3d.data.writers.incomplete_path`).
+MAX_NAME_BYTES, OUTPUT_SUFFIX_BYTES = 255, len(".incomplete.json")
+
+
+def orientation_warning(orientation: int, shown: tuple[int, int], json_size) -> str:
+    """Why an image stored turned or mirrored (EXIF ``orientation`` other than 1) may hold
+    keypoints in another frame than fit3d's (the image as shown, ``shown`` (width, height)): ``""``
+    when the annotations' own size (``json_size``, None when they give none) is the size as shown
+    and differs from the stored one, i.e. the annotator saw the image as shown; else one line for
+    the user (labelling tools differ on the frame they save)."""
+    how = ORIENTATIONS[orientation]
+    stored = tuple(shown[::-1]) if orientation in QUARTER_TURNS else tuple(shown)
+    if json_size is not None and tuple(json_size) == tuple(shown) != stored:
+        return ""
+    if json_size is not None and tuple(json_size) == stored != tuple(shown):
+        return (f"EXIF orientation {orientation}: the file's pixels are stored {how} from how it is shown, and the "
+                f"annotations give the stored size {stored[0]}x{stored[1]}: they are probably in the stored pixels' "
+                f"frame, but fit3d reads keypoints in the frame as shown ({shown[0]}x{shown[1]}, as OpenCV's imread "
+                "and training code read the image): fits would be turned; rotate the keypoints or strip the tag")
+    return (f"EXIF orientation {orientation}: the file's pixels are stored {how} from how it is shown; fit3d reads its "
+            f"keypoints in the frame as shown ({shown[0]}x{shown[1]}, as OpenCV's imread and training code read the "
+            "image): if they were labelled on the stored pixels, the fits are turned")
+
+
 def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProblem]) -> ImageRecord | None:
-    """The record of an image file (size from its header), or None with a problem."""
+    """The record of an image file (size from its header), or None with a problem; a warning for an
+    image stored turned or mirrored whose annotations may be in the stored frame
+    (:func:`orientation_warning`), for one cut short, and for one whose size is not the
+    annotations' (``json_size``)."""
     if not path.is_file():
         problems.append(InputProblem(str(path), "a folder, not an image file" if path.is_dir() else "image file not found"))
         return None
+    if len(os.fsencode(path.name)) > MAX_NAME_BYTES - OUTPUT_SUFFIX_BYTES:  # its outputs could never be written
+        problems.append(InputProblem(str(path), f"the file name is {len(os.fsencode(path.name))} bytes: fit3d's "
+                                                f"outputs add up to {OUTPUT_SUFFIX_BYTES} to it, past the "
+                                                f"{MAX_NAME_BYTES} bytes file systems allow: rename the image"))
+        return None
     try:
-        size, fmt, truncated = inspect_image(path)
+        size, fmt, truncated, orientation = inspect_image(path)
     except (OSError, ValueError) as e:
         problems.append(InputProblem(str(path), f"unreadable image: {e}"))
         return None
+    turned = orientation_warning(orientation, size, json_size) if orientation != 1 else ""
+    if turned:
+        problems.append(InputProblem(str(path), turned, "warning"))
     if truncated:  # the annotations still fit (only the size is needed), but training code cannot decode it
         problems.append(InputProblem(str(path), f"the {fmt} file looks cut short (no end marker): its people are "
                                                 "fitted, but training code may fail to decode the image", "warning"))
-    if json_size is not None and tuple(json_size) != tuple(size):
+    if json_size is not None and tuple(json_size) != tuple(size) and "annotations give the stored size" not in turned:
         problems.append(InputProblem(str(path), f"the annotations say {json_size[0]}x{json_size[1]}, the image is "
                                                 f"{size[0]}x{size[1]}: the image's size is used", "warning"))
     return ImageRecord(image_key(path, images_dir), path, size)

@@ -41,7 +41,7 @@ MAX_RENDER_SIDE = 4096
 IMAGE_NOT_FOUND = "image not found"
 
 
-def _to_rgb(im) -> "Image.Image":
+def _to_rgb(im):
     """An RGB copy of a Pillow image; 16- and 32-bit greyscale (``I;16``, ``I``) scaled to 8 bits
     by their range (Pillow's ``convert("RGB")`` clips them: a 16-bit photo came out white)."""
     from PIL import Image

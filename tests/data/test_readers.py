@@ -133,7 +133,20 @@ def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, samp
     images, problems = read_coco(clash, sample_dir)
     rec = [r for r in images if r.image_key == "x.jpg"]
     assert len(rec) == 1 and len(rec[0].people) == 1
-    assert [(p.severity, "would be written as x.jpg" in p.reason) for p in problems] == [("error", True)]
+    assert sorted((p.severity, "would be written as x.jpg" in p.reason) for p in problems) == [("error", True),
+                                                                                              ("warning", False)]
+    assert "leads out of the image folder" in next(p.reason for p in problems if p.severity == "warning")
+    # one of them against a file of that name inside the folder: the folder's file keeps the name (found by
+    # a trial: the file outside had it, and render and exports then put its fits on the folder's picture)
+    inside = tmp_path / "imgs"
+    shutil.copytree(sample_dir, inside, ignore=shutil.ignore_patterns("*.json"))
+    shutil.copy(sample_dir / "000000040083.jpg", inside / "x.jpg")
+    info["file_name"] = "x.jpg"  # image 785's entry now names the folder's x.jpg (sorted after A/x.jpg's path)
+    clash.write_text(json.dumps(d))
+    images, problems = read_coco(clash, inside)
+    rec = [r for r in images if r.image_key == "x.jpg"]
+    assert len(rec) == 1 and rec[0].image_path == inside / "x.jpg"
+    assert any("would be written as x.jpg" in p.reason and str(tmp_path / "A") in p.reason for p in problems)
 
 
 def test_discover_annotations(tmp_path, sample_dir):
@@ -237,6 +250,54 @@ def test_a_truncated_image_is_read_with_a_warning(tmp_path, sample_dir):
     cut = [p for p in problems if "cut short" in p.reason]
     assert len(cut) == 1 and cut[0].severity == "warning" and cut[0].source.endswith("000000040083.jpg")
     assert {r.image_key for r in images} == {"000000000785.jpg", "000000040083.jpg", "000000196141.jpg"}
+
+
+def test_a_truncated_png_is_read_with_a_warning_and_never_decoded_for_its_exif(tmp_path, monkeypatch):
+    """Found by a trial: Pillow's getexif decodes a whole PNG, so a cut-short PNG was an error (exit 3,
+    its people not fitted) and every PNG was decoded while the inputs were read."""
+    from PIL import Image, PngImagePlugin
+
+    from fit3d.data.images import inspect_image
+
+    Image.effect_noise((400, 300), 60).convert("RGB").save(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    loads = []
+    real = PngImagePlugin.PngImageFile.load
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", lambda self: loads.append(1) or real(self))
+    assert inspect_image(tmp_path / "a.png") == ((400, 300), "PNG", False, 1) and not loads
+    assert inspect_image(tmp_path / "cut.png").truncated  # (decoded once, to tell: no end marker)
+
+
+def test_an_image_stored_turned_warns_unless_its_annotations_saw_it_as_shown(tmp_path, sample_dir):
+    """Found by a trial: keypoints labelled on the stored pixels of an image with an EXIF orientation
+    were fitted in the frame as shown, valid, exit 0, without a word."""
+    from PIL import Image
+
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    name = "000000000785.jpg"
+    entry = next(i for i in d["images"] if i["file_name"] == name)
+    d["images"] = [entry]
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] == entry["id"]]
+    with Image.open(sample_dir / name) as im:
+        w, h = im.size
+        for orientation, pixels in ((3, im.transpose(Image.Transpose.ROTATE_180)),
+                                    (6, im.transpose(Image.Transpose.ROTATE_90))):
+            folder = tmp_path / str(orientation)
+            folder.mkdir()
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            pixels.save(folder / name, exif=exif)
+    (tmp_path / "ann.json").write_text(json.dumps(d))
+    _, problems = read_coco(tmp_path / "ann.json", tmp_path / "3")  # same size either way: the frame is unknown
+    assert [p.severity for p in problems] == ["warning"] and "EXIF orientation 3" in problems[0].reason
+    entry.update(width=h, height=w)  # the annotations give the stored size of the quarter-turned file
+    (tmp_path / "ann.json").write_text(json.dumps(d))
+    _, problems = read_coco(tmp_path / "ann.json", tmp_path / "6")
+    assert len(problems) == 1 and "annotations give the stored size" in problems[0].reason
+    entry.update(width=w, height=h)  # the size as shown: the annotator saw it as shown (no warning)
+    (tmp_path / "ann.json").write_text(json.dumps(d))
+    assert read_coco(tmp_path / "ann.json", tmp_path / "6")[1] == []
 
 
 def test_keypoints_far_outside_the_image_are_counted_in_one_warning(tmp_path, sample_dir):
@@ -585,3 +646,26 @@ def test_arrays_of_another_size_under_a_category_without_keypoint_names_say_why(
     _, problems = read_coco(tmp_path / "c.json", sample_dir)
     [p] = [x for x in problems if "unreadable keypoints" in x.reason]
     assert "got 42" in p.reason and "COCO-17 is assumed" in p.reason
+
+
+def test_an_image_whose_outputs_could_not_be_named_is_an_input_error(tmp_path, sample_dir):
+    """Found by a trial: a 240-character name failed every run ("run again to retry"), its temporary
+    output name past the file system's 255 bytes; a legal output name is now written, and a name too
+    long for the outputs is an input error naming why."""
+    from fit3d.data.writers import atomic_write_bytes
+
+    long_out = tmp_path / ("a" * 240 + ".jpg.npz")
+    atomic_write_bytes(long_out, b"x")
+    assert long_out.read_bytes() == b"x"
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    name = "b" * 236 + ".jpg"  # 240 bytes: <name>.incomplete.json would be 256
+    entry = d["images"][0]
+    shutil.copy(sample_dir / entry["file_name"], tmp_path / name)
+    shutil.copy(sample_dir / entry["file_name"], tmp_path / ("c" * 235 + ".jpg"))  # 239 bytes: fine
+    d["images"] = [dict(entry, file_name=name), dict(entry, id=1, file_name="c" * 235 + ".jpg")]
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] == entry["id"]]
+    d["annotations"] += [dict(a, id=a["id"] + 10**9, image_id=1) for a in d["annotations"]]
+    (tmp_path / "ann.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "ann.json", tmp_path)
+    assert [r.image_key for r in images] == ["c" * 235 + ".jpg"]
+    assert len(problems) == 1 and problems[0].severity == "error" and "240 bytes" in problems[0].reason
