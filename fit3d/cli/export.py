@@ -57,6 +57,10 @@ def export(fits_dir, fmt, out, valid_only, frame):
     click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits, {frame} camera frame)"
                f"{invalid}"
                f"{f'; left out: {dropped}' if dropped else ''} -> {out}", err=True)
+    if c["gender"] != "neutral" and fmt in ("spin", "humandata"):
+        click.echo(f"fit3d: warning: these are fits of the {c['gender']} model; SPIN's and mmhuman3d's trainers pose "
+                   "every ground-truth body with one neutral SMPL, which gives these betas another shape: fit "
+                   "pseudo-ground-truth for them with the neutral model (the default)", err=True)
     if fmt == "spin":
         from fit3d.export.spin import static_fits_path
 

@@ -58,7 +58,7 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
     # folders written before the readers unlabelled unusable keypoints may hold NaN rows marked
     # labelled: never exported as training targets
     people["keypoints_2d"] = unlabel_unusable(people["keypoints_2d"])[0]
-    counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()),
+    counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()), gender=str(people["gender"][0]),
                   dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]),
                   unreadable=merged["unreadable_outputs"])
     return people, counts
