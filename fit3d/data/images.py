@@ -72,6 +72,8 @@ def inspect_image(path: Path) -> ImageInfo:
             im = Image.open(f)
         except Image.DecompressionBombError as e:  # not an OSError
             raise OSError(f"too large to open: {e}") from e
+        except Image.UnidentifiedImageError as e:  # (its message names the Python file object)
+            raise OSError("not an image file Pillow can read (empty, another format or damaged)") from e
         with im:
             size, fmt, orientation = im.size, im.format, _orientation(im)
             if orientation in QUARTER_TURNS:
