@@ -25,7 +25,7 @@ def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, prog
     except RenderError as e:
         raise click.ClickException(str(e)) from e
     for m in st["missing_images"]:
-        click.echo(f"fit3d: rendered on grey: {m}", err=True)
+        click.echo(f"fit3d: {'note' if 'cut short' in m else 'rendered on grey'}: {m}", err=True)
     for er in st["errors"]:
         click.echo(f"fit3d: could not render {er['file']}: {er['reason']}", err=True)
     click.echo(f"fit3d: rendered {st['images']} images in {st['seconds']:.1f} s "

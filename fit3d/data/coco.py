@@ -244,7 +244,8 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
         images_dir: folder holding the images named by ``file_name`` (subfolders allowed).
     Returns:
         ``(images, problems)``: one :class:`~fit3d.data.records.ImageRecord` per readable image listed in the
-        file (with no people when it has no keypoint annotation), sorted by path; the
+        file (with no people when it has no keypoint annotation), sorted by path (files outside
+        ``images_dir`` last: a name they share with a file inside is the inside file's); the
         problems found (see the module docstring). Image entries that name one file share
         its record (their people fitted together, one warning).
     Raises:

@@ -35,6 +35,22 @@ class ImageInfo(NamedTuple):
     orientation: int  #: EXIF ``Orientation`` (1 when absent: stored as shown)
 
 
+#: The transposition that shows an image stored with each EXIF ``Orientation`` (as Pillow's
+#: ``ImageOps.exif_transpose`` applies it), by ``PIL.Image.Transpose`` member name.
+SHOW_TRANSPOSE = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
+                  7: "TRANSVERSE", 8: "ROTATE_90"}
+
+
+def shown(im):
+    """A Pillow image as shown: turned by its EXIF orientation as :func:`inspect_image` reads it
+    (a PNG's only from an ``eXIf`` chunk before the image data), so that renders use the frame the
+    fits were made in."""
+    from PIL import Image
+
+    o = _orientation(im)
+    return im if o == 1 else im.transpose(getattr(Image.Transpose, SHOW_TRANSPOSE[o]))
+
+
 def _orientation(im) -> int:
     """The EXIF ``Orientation`` of an open Pillow image (1 when absent or invalid), read without
     decoding: a PNG's ``eXIf`` chunk only when it precedes the image data (Pillow's ``getexif``
@@ -105,16 +121,19 @@ def image_key(path: Path, images_dir: Path) -> str:
 
 
 #: The longest file name (bytes) most file systems allow, and the most fit3d's per-image outputs
-#: add to an image's name (``<name>.incomplete.json``, :func:`fit3d.data.writers.incomplete_path`).
-MAX_NAME_BYTES, OUTPUT_SUFFIX_BYTES = 255, len(".incomplete.json")
+#: add to an image's name (``<name>.incomplete.json``, :func:`fit3d.data.writers.incomplete_path`;
+#: ``<name>_<annotation id>.obj`` of ``fit3d render --save-mesh`` adds up to 24 (ids of 19 digits).
+MAX_NAME_BYTES, OUTPUT_SUFFIX_BYTES = 255, 24
 
 
 def orientation_warning(orientation: int, shown: tuple[int, int], json_size) -> str:
     """Why an image stored turned or mirrored (EXIF ``orientation`` other than 1) may hold
     keypoints in another frame than fit3d's (the image as shown, ``shown`` (width, height)): ``""``
-    when the annotations' own size (``json_size``, None when they give none) is the size as shown
-    and differs from the stored one, i.e. the annotator saw the image as shown; else one line for
-    the user (labelling tools differ on the frame they save)."""
+    when the annotations' own size ``json_size`` is the size as shown and differs from the stored
+    one (a quarter turn), i.e. the annotator saw the image as shown; else one line for the user
+    (labelling tools differ on the frame they save). :func:`open_image` asks only when the
+    annotations give a size (OpenPose's keypoints, without one, come from OpenCV's ``imread``,
+    which shows the image as fit3d reads it)."""
     how = ORIENTATIONS[orientation]
     stored = tuple(shown[::-1]) if orientation in QUARTER_TURNS else tuple(shown)
     if json_size is not None and tuple(json_size) == tuple(shown) != stored:
@@ -147,7 +166,7 @@ def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProb
     except (OSError, ValueError) as e:
         problems.append(InputProblem(str(path), f"unreadable image: {e}"))
         return None
-    turned = orientation_warning(orientation, size, json_size) if orientation != 1 else ""
+    turned = orientation_warning(orientation, size, json_size) if orientation != 1 and json_size is not None else ""
     if turned:
         problems.append(InputProblem(str(path), turned, "warning"))
     if truncated:  # the annotations still fit (only the size is needed), but training code cannot decode it

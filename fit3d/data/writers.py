@@ -40,9 +40,10 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (no half-written files)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # (the name's first 64 characters: a whole long name plus mkstemp's 14 went past the file
+    # (the name's first 64 bytes: a whole long name plus mkstemp's 14 went past the file
     # system's 255 bytes, so a legal output name could never be written)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:64]}.", suffix=".tmp", dir=path.parent)
+    short = os.fsencode(path.name)[:64].decode(errors="ignore") or "out"
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:

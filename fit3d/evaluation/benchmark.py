@@ -216,7 +216,7 @@ def mean_interval(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tup
     v = v[np.isfinite(v)]
     if len(v) < 2 or np.ptp(v) == 0:
         return float("nan"), float("nan")
-    ci = bootstrap((v,), np.mean, confidence_level=level, n_resamples=2000,
+    ci = bootstrap((v,), np.mean, confidence_level=level, n_resamples=2000, batch=256,  # (BCa's jackknife: N x N)
                    rng=np.random.default_rng(seed)).confidence_interval
     return float(ci.low), float(ci.high)
 
@@ -224,15 +224,15 @@ def mean_interval(values: np.ndarray, level: float = 0.95, seed: int = 0) -> tup
 def ratio_interval(rare: np.ndarray, common: np.ndarray, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Bootstrap confidence interval (percentile, 2,000 resamples, each group resampled on its own)
     of ``mean(rare) / mean(common)``, the rare-to-common ratio of issue 10's target; NaN entries
-    left out; ``(nan, nan)`` with fewer than 2 values in a group."""
+    left out; ``(nan, nan)`` with fewer than 2 values in a group or a common mean of 0."""
     from scipy.stats import bootstrap
 
     a, b = (np.asarray(x, dtype=np.float64) for x in (rare, common))
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) < 2 or len(b) < 2:
+    if len(a) < 2 or len(b) < 2 or not b.any():
         return float("nan"), float("nan")
     ci = bootstrap((a, b), lambda x, y, axis=-1: np.mean(x, axis=axis) / np.mean(y, axis=axis), paired=False,
-                   confidence_level=level, n_resamples=2000, method="percentile", vectorized=True,
+                   confidence_level=level, n_resamples=2000, method="percentile", vectorized=True, batch=256,
                    rng=np.random.default_rng(seed)).confidence_interval
     return float(ci.low), float(ci.high)
 
@@ -313,7 +313,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
             summary[f"{k}_common"] = float(np.nanmean(per[k][~rare])) if (~rare).any() else float("nan")
             summary[f"{k}_rare"] = float(np.nanmean(per[k][rare])) if rare.any() else float("nan")
         summary["share_valid_rare"] = float(per["valid"][rare].mean()) if rare.any() else float("nan")
-        summary["rare_ratio"] = summary["pa_mpjpe_rare"] / summary["pa_mpjpe_common"]
+        summary["rare_ratio"] = float(np.divide(summary["pa_mpjpe_rare"], summary["pa_mpjpe_common"])) \
+            if summary["pa_mpjpe_common"] else float("nan")
         summary["rare_ratio_ci95"] = ratio_interval(per["pa_mpjpe"][rare], per["pa_mpjpe"][~rare])
         if "prototype" in per and rare.any():
             summary["share_prototype_rare"] = float((per["prototype"][rare] >= 0).mean())

@@ -91,8 +91,12 @@ def procrustes_align(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     as the failure it is."""
     R, t, s = roma.rigid_points_registration(pred, gt, compute_scaling=True)
     out = s[:, None, None] * pred @ R.transpose(-1, -2) + t[:, None, :]
+    finite = torch.isfinite(pred).all(-1).all(-1)
     spread = (pred - pred.mean(1, keepdim=True)).abs().amax(dim=(1, 2))
-    collapsed = (spread <= 1e-9) & torch.isfinite(pred).all(-1).all(-1)
+    scale = 1.0 + pred.abs().amax(dim=(1, 2)).nan_to_num(0.0, 0.0, 0.0)
+    # (in float32 identical points leave a spread of ~1e-7 after the mean: relative tolerance, and any
+    # finite prediction the registration turned non-finite)
+    collapsed = finite & ((spread <= 1e-6 * scale) | ~torch.isfinite(out).all(-1).all(-1))
     return torch.where(collapsed[:, None, None], gt.mean(1, keepdim=True).expand_as(gt), out)
 
 

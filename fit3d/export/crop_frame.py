@@ -56,6 +56,12 @@ def to_crop_frame(people: dict) -> dict:
     """``people`` (the arrays of :func:`fit3d.export.people.exported_people`) with each body
     moved into its crop camera frame (:func:`crop_rotation` about the box centre).
 
+    Reads ``bbox`` (N, 4) x, y, w, h pixels, ``focal_length`` and ``principal_point`` (N, 2) pixels,
+    ``global_orient`` (N, 3) axis-angle, ``transl`` (N, 3) metres, ``joints_3d`` (N, J, 3) metres
+    (joint 0 the root the orientation turns about, as every fit3d body model's); ``keypoints_3d``
+    (N, K, 3) when present. A person with a non-finite orientation or translation stays non-finite;
+    the others are not touched by it.
+
     ``global_orient`` becomes ``R R_go``; ``transl`` changes so that the root joint lands at
     ``R root`` (with fit3d's and SMPL's rule ``x -> R_go (x - j0) + j0 + transl``, whose posed
     root is ``joints_3d[:, 0] = j0 + transl``): ``transl' = R root - root + transl``;
@@ -65,7 +71,8 @@ def to_crop_frame(people: dict) -> dict:
     are kept).
 
     Raises:
-        ValueError: as :func:`crop_rotation`.
+        KeyError: a field above is missing. ValueError: as :func:`crop_rotation` (a non-finite box
+        or camera, which fitted people never have).
     """
     box = np.asarray(people["bbox"], dtype=np.float64)
     R = crop_rotation(box[:, :2] + box[:, 2:] / 2, people["focal_length"], people["principal_point"])

@@ -39,29 +39,37 @@ MAX_RENDER_SIDE = 4096
 #: :func:`load_image`'s problem for an image that is not there (rendered on grey: a run folder
 #: rendered without its images); every other problem makes ``fit3d render`` exit 3.
 IMAGE_NOT_FOUND = "image not found"
+#: :func:`load_image`'s note for a file cut short (drawn as far as it decodes, exit 0).
+TRUNCATED_NOTE = "the file is cut short: drawn as far as it decodes"
 
 
 def _to_rgb(im):
-    """An RGB copy of a Pillow image; 16- and 32-bit greyscale (``I;16``, ``I``) scaled to 8 bits
-    by their range (Pillow's ``convert("RGB")`` clips them: a 16-bit photo came out white)."""
+    """An RGB copy of a Pillow image; integer and float greyscale (``I;16``, ``I``, ``F``: 12- and
+    16-bit photos, depth-like TIFFs) stretched from their own minimum to maximum (Pillow's
+    ``convert("RGB")`` clips them: a 16-bit photo came out white, a float one black)."""
     from PIL import Image
 
-    if im.mode.startswith("I"):
+    if im.mode.startswith(("I", "F")):
         a = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if a.max(initial=0) > 255 else 255.0
-        return Image.fromarray(np.clip(a * (255.0 / top), 0, 255).astype(np.uint8)).convert("RGB")
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = (a.min(), a.max()) if a.size else (0.0, 1.0)
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).convert("RGB")
     return im.convert("RGB")
 
 
 def load_image(path: Path | None, size: tuple[int, int], max_side: int = MAX_RENDER_SIDE
                ) -> tuple[np.ndarray, str, float]:
     """``(image (H, W, 3) uint8, problem, scale)``: the file's pixels as shown (EXIF orientation
-    applied: the frame of the fits, :func:`fit3d.data.images.inspect_image`), ``""`` and the scale
-    it was drawn at (1, or less for an image larger than ``max_side``); else a grey canvas and why:
-    :data:`IMAGE_NOT_FOUND`, ``"unreadable image: ..."``, or an image whose size is not ``size``,
-    the ``(width, height)`` the fits were made on (another file under the same name: its fits
-    would be drawn out of place)."""
-    from PIL import Image, ImageOps
+    applied as :func:`fit3d.data.images.inspect_image` reads it: the frame of the fits), ``""`` (or a
+    note for a file cut short, drawn as far as it decodes, as the fitting commands fit its people
+    with a warning) and the scale it was drawn at (1, or less for an image larger than
+    ``max_side``); else a grey canvas and why: :data:`IMAGE_NOT_FOUND`, ``"unreadable image: ..."``,
+    or an image whose size is not ``size``, the ``(width, height)`` the fits were made on (another
+    file under the same name: its fits would be drawn out of place)."""
+    from PIL import Image, ImageFile
+
+    from fit3d.data.images import shown
 
     w, h = size
     scale = min(1.0, max_side / max(w, h, 1))
@@ -71,31 +79,45 @@ def load_image(path: Path | None, size: tuple[int, int], max_side: int = MAX_REN
 
     if path is None or not path.is_file():
         return grey(IMAGE_NOT_FOUND)
+    note = ""
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
+            im = shown(im)
             if im.size != (w, h):
                 return grey(f"the image is {im.size[0]}x{im.size[1]}, its fits were made on a {w}x{h} image")
+            try:
+                im.load()
+            except OSError as e:  # cut short: Pillow decodes what is there only when told to
+                if "truncated" not in str(e):
+                    raise
+                before, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+                try:
+                    im.load()
+                finally:
+                    ImageFile.LOAD_TRUNCATED_IMAGES = before
+                note = TRUNCATED_NOTE
             if scale < 1.0:
                 im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-            return np.asarray(_to_rgb(im)), "", scale
+            return np.asarray(_to_rgb(im)), note, scale
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         return grey(f"unreadable image: {e}")
 
 
 def scaled_fit(fit: dict, scale: float) -> dict:
     """``fit`` as seen in its image scaled by ``scale``: the 2D keypoints, focal length, principal
-    point and image size scaled (pixel centres kept: ``(x + 0.5) s - 0.5``); 3D as it is."""
+    point and image size times ``scale`` (fit3d's pixel coordinates are continuous, pixel edges on
+    whole numbers, as the default principal point ``(W/2, H/2)`` and Pillow's resize have them); 3D
+    as it is."""
     if scale == 1.0:
         return fit
     out = dict(fit)
     for k in ("keypoints_2d", "keypoints_2d_fit"):
         if k in fit:
             a = np.array(fit[k], dtype=np.float64)
-            a[..., :2] = (a[..., :2] + 0.5) * scale - 0.5
+            a[..., :2] *= scale
             out[k] = a
     out["focal_length"] = np.asarray(fit["focal_length"], np.float64) * scale
-    out["principal_point"] = (np.asarray(fit["principal_point"], np.float64) + 0.5) * scale - 0.5
+    out["principal_point"] = np.asarray(fit["principal_point"], np.float64) * scale
     out["image_size"] = np.round(np.asarray(fit["image_size"]) * scale).astype(np.int64)
     return out
 
@@ -178,7 +200,8 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
         names: only the images with these relative paths (default: all).
         save_mesh: ``"obj"`` or ``"ply"`` to also write meshes.
     Returns:
-        stats: ``images``, ``seconds``, ``images_per_s``, ``missing_images`` (rendered on grey),
+        stats: ``images``, ``seconds``, ``images_per_s``, ``missing_images`` (rendered on grey, or
+        cut short and drawn as far as they decode),
         ``errors`` (``{file, reason}``: unreadable fits, not rendered; unreadable images and images
         of another size than their fits', rendered on grey). Images larger than
         :data:`MAX_RENDER_SIDE` are drawn scaled down.
@@ -205,12 +228,13 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
             if wanted is not None and str(fit["image"]) not in wanted:
                 continue
             image, problem, scale = load_image(images_dir / str(fit["image"]), tuple(int(v) for v in fit["image_size"]))
-            if problem == IMAGE_NOT_FOUND:
+            if problem in (IMAGE_NOT_FOUND, TRUNCATED_NOTE):
                 missing.append(f"{images_dir / str(fit['image'])} ({problem})")
             elif problem:  # drawn on grey all the same, but the run says so (exit 3)
                 errors.append(dict(file=str(images_dir / str(fit["image"])), reason=f"{problem}: rendered on grey"))
             if problem:
-                log.warning("image %s: %s, rendering on grey", fit["image"], problem)
+                log.warning("image %s: %s", fit["image"], problem if problem == TRUNCATED_NOTE else
+                            f"{problem}, rendering on grey")
             atomic_write_bytes(out_dir / f"{fit['image']}.png",
                                png_bytes(render_fit(scaled_fit(fit, scale), image, body_model, renderer, side,
                                                     keypoints)))

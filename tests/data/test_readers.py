@@ -661,11 +661,12 @@ def test_an_image_whose_outputs_could_not_be_named_is_an_input_error(tmp_path, s
     name = "b" * 236 + ".jpg"  # 240 bytes: <name>.incomplete.json would be 256
     entry = d["images"][0]
     shutil.copy(sample_dir / entry["file_name"], tmp_path / name)
-    shutil.copy(sample_dir / entry["file_name"], tmp_path / ("c" * 235 + ".jpg"))  # 239 bytes: fine
-    d["images"] = [dict(entry, file_name=name), dict(entry, id=1, file_name="c" * 235 + ".jpg")]
+    ok = "c" * 227 + ".jpg"  # 231 bytes: room for every output (render --save-mesh's <name>_<id>.obj too)
+    shutil.copy(sample_dir / entry["file_name"], tmp_path / ok)
+    d["images"] = [dict(entry, file_name=name), dict(entry, id=1, file_name=ok)]
     d["annotations"] = [a for a in d["annotations"] if a["image_id"] == entry["id"]]
     d["annotations"] += [dict(a, id=a["id"] + 10**9, image_id=1) for a in d["annotations"]]
     (tmp_path / "ann.json").write_text(json.dumps(d))
     images, problems = read_coco(tmp_path / "ann.json", tmp_path)
-    assert [r.image_key for r in images] == ["c" * 235 + ".jpg"]
+    assert [r.image_key for r in images] == [ok]
     assert len(problems) == 1 and problems[0].severity == "error" and "240 bytes" in problems[0].reason

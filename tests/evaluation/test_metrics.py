@@ -120,6 +120,9 @@ def test_a_collapsed_prediction_scores_its_distance_not_nan():
     for i in (1, 2):  # the best similarity maps it onto the centroid: the points' mean distance to it
         want = (gt[i] - gt[i].mean(0)).norm(dim=-1).mean() * 1000
         assert torch.isfinite(err[i]) and err[i] == pytest.approx(float(want), rel=1e-4)
+    for J in (9, 17, 24):  # float32 points at one place leave a spread of ~1e-7 after the mean (a review)
+        same = torch.tensor([0.1, 0.2, 0.3]).expand(200, J, 3).clone() * torch.rand(200, 1, 1) * 5
+        assert torch.isfinite(pa_mpjpe(same, torch.randn(200, J, 3))).all()
     mask = torch.ones(3, 12, dtype=torch.bool)
     mask[0, :2] = False  # the masked path per person gives the same
     assert torch.allclose(pa_mpjpe(pred, gt, mask)[1:], err[1:])

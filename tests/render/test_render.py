@@ -166,20 +166,47 @@ def test_large_and_16_bit_images_are_drawn_as_they_look(tmp_path):
 
     from fit3d.render.fits import load_image, scaled_fit
 
-    grey16 = (np.linspace(0, 65535, 300 * 200).reshape(200, 300)).astype(np.uint16)
-    Image.fromarray(grey16).save(tmp_path / "deep.png")  # 16-bit greyscale: convert("RGB") clipped it white
-    pixels, problem, scale = load_image(tmp_path / "deep.png", (300, 200))
-    assert problem == "" and scale == 1.0 and pixels.shape == (200, 300, 3)
-    assert abs(pixels.mean() - 127.5) < 2 and pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+    for top in (65535, 4095):  # 16-bit and 12-bit greyscale in a 16-bit file: convert("RGB") clipped them
+        grey16 = (np.linspace(0, top, 300 * 200).reshape(200, 300)).astype(np.uint16)
+        Image.fromarray(grey16).save(tmp_path / "deep.png")
+        pixels, problem, scale = load_image(tmp_path / "deep.png", (300, 200))
+        assert problem == "" and scale == 1.0 and pixels.shape == (200, 300, 3)
+        assert abs(pixels.mean() - 127.5) < 2 and pixels[0, 0, 0] == 0 and pixels[-1, -1, 0] == 255
+    # a PNG's orientation after its image data is not read by the fitting commands: nor by render
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20)).save(tmp_path / "late.png", exif=exif.tobytes())
+    data = (tmp_path / "late.png").read_bytes()
+    assert data.index(b"eXIf") < data.index(b"IDAT")  # (Pillow writes it first: move it after the image data)
+    chunks, pos = [], 8
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        chunks.append(data[pos:pos + 12 + n])
+        pos += 12 + n
+    ex = next(c for c in chunks if c[4:8] == b"eXIf")
+    rest = [c for c in chunks if c is not ex]
+    (tmp_path / "late.png").write_bytes(data[:8] + b"".join(rest[:-1]) + ex + rest[-1])
+    late = (tmp_path / "late.png").read_bytes()
+    assert late.index(b"eXIf") > late.index(b"IDAT")
+    from fit3d.data.images import inspect_image
+
+    assert inspect_image(tmp_path / "late.png").size == (40, 20)
+    assert load_image(tmp_path / "late.png", (40, 20))[1] == ""
+    # a file cut short: drawn as far as it decodes, with a note (its people were fitted with a warning)
+    Image.effect_noise((300, 200), 40).convert("RGB").save(tmp_path / "whole.jpg", quality=90)
+    jpg = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    pixels, problem, scale = load_image(tmp_path / "cut.jpg", (300, 200))
+    assert "cut short" in problem and pixels.shape == (200, 300, 3) and pixels[:20].std() > 5
     Image.new("RGB", (5000, 2000), (10, 200, 30)).save(tmp_path / "big.jpg")
     pixels, problem, scale = load_image(tmp_path / "big.jpg", (5000, 2000), max_side=1000)
     assert problem == "" and scale == pytest.approx(0.2) and pixels.shape == (400, 1000, 3)
     fit = dict(keypoints_2d=np.array([[[99.5, 49.5, 1.0]]]), keypoints_2d_fit=np.array([[[4999.5, 1999.5]]]),
                focal_length=np.array([[5385.0, 5385.0]]), principal_point=np.array([[2499.5, 999.5]]),
                image_size=np.array([5000, 2000]))
-    small = scaled_fit(fit, scale)  # the pixel grid scaled: edges stay edges
-    np.testing.assert_allclose(small["keypoints_2d"][0, 0], [19.5, 9.5, 1.0])
-    np.testing.assert_allclose(small["keypoints_2d_fit"][0, 0], [999.5, 399.5])
-    np.testing.assert_allclose(small["principal_point"][0], [499.5, 199.5])
+    small = scaled_fit(fit, scale)  # continuous pixel coordinates (edges on whole numbers): scaled as they are
+    np.testing.assert_allclose(small["keypoints_2d"][0, 0], [19.9, 9.9, 1.0])
+    np.testing.assert_allclose(small["keypoints_2d_fit"][0, 0], [999.9, 399.9])
+    np.testing.assert_allclose(small["principal_point"][0], [499.9, 199.9])
     np.testing.assert_allclose(small["focal_length"][0], [1077.0, 1077.0])
     assert list(small["image_size"]) == [1000, 400] and scaled_fit(fit, 1.0) is fit
