@@ -1,6 +1,6 @@
 """mmhuman3d's HumanData ``.npz`` (``mmhuman3d/data/data_structures/human_data.py``).
 
-Keys: ``image_path`` (N,), ``bbox_xywh`` (N, 5) with a confidence of 1,
+Keys: ``image_path`` (N,), ``bbox_xywh`` (N, 5) SPIN's square crop box with a confidence of 1 (below),
 ``keypoints2d`` (N, 190, 3) in mmhuman3d's ``human_data`` convention with
 ``keypoints2d_mask`` (190,) marking the annotated points (placed as mmhuman3d's own
 converters place each dataset's points: :mod:`fit3d.export.human_data_keypoints`),
@@ -36,12 +36,14 @@ like the other (N, ...) arrays. ``HumanImageSMPLXDataset`` has no per-sample mas
 is 1 whenever ``smplx`` exists, ``human_image_smplx_dataset.py`` lines 66-68), so SMPL-X fits
 marked invalid are left out by default (:func:`fit3d.export.reads_validity`).
 
-Boxes: ``bbox_xywh`` is fit3d's box as it is, the annotation's own, or the keypoints' box
-padded 10 % a side when rebuilt (OpenPose: always), as mmhuman3d's converters store theirs:
-COCO's box unexpanded (``data_converters/coco.py`` line 82, ``bbox_xywh = annot['bbox']``),
-keypoint-only datasets' keypoint box expanded 1.2x (``data_converters/lsp.py`` line 84). Its
-``HumanImageDataset`` takes ``max(w, h)`` of it as the crop (lines 180-187); SPIN's 1.2 of
-:mod:`fit3d.export.spin` is not applied here.
+Boxes: ``bbox_xywh`` is the square crop box of the SPIN export, centred on the person's box with
+side ``200 * scale`` (:func:`fit3d.export.spin.center_scale`: 1.2 x the box's longer side, a box
+fit3d rebuilt from the keypoints already holding that margin), as mmhuman3d's converters of SMPL
+pseudo-ground-truth store theirs (``data_converters/spin.py`` line 72 and ``eft.py`` line 44:
+``w = h = scale * 200``). Its ``HumanImageDataset`` crops ``max(w, h)`` of it (lines 180-187),
+so the crop is the one SPIN's preprocessing makes; the annotation's own, tight box (what the
+2D-only ``coco.py`` converter stores) cut off labelled keypoints of 13 of the 56 people of
+``coco_mini`` val.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ import numpy as np
 from fit3d.data.writers import atomic_write_bytes
 from fit3d.export.human_data_keypoints import to_human_data
 from fit3d.export.people import gender_letters, input_convention, model_name, valid_mask
+from fit3d.export.spin import center_scale
 
 
 def model_params(people: dict) -> dict[str, np.ndarray]:
@@ -64,6 +67,15 @@ def model_params(people: dict) -> dict[str, np.ndarray]:
     that part toward it), and to 0 with zeros for a missing one
     (``data/datasets/human_image_smplx_dataset.py``, ``prepare_raw_data``)."""
     return {k: people[k].astype(np.float32) for k in ("global_orient", "body_pose", "betas", "transl")}
+
+
+def crop_boxes(people: dict) -> np.ndarray:
+    """``(N, 5)`` float32 ``bbox_xywh``: the square box of SPIN's ``center`` and ``scale``
+    (pixels; :func:`fit3d.export.spin.center_scale`) with a confidence of 1."""
+    center, scale = center_scale(people)
+    side = 200.0 * scale.astype(np.float64)
+    xy = center - side[:, None] / 2
+    return np.concatenate([xy, side[:, None], side[:, None], np.ones((len(side), 1))], 1).astype(np.float32)
 
 
 def _unsliced(value):
@@ -87,7 +99,7 @@ def arrays(people: dict) -> dict:
     return {
         "__key_strict__": np.bool_(False), "__data_len__": np.int64(N), "__keypoints_compressed__": np.bool_(False),
         "config": "fit3d", "image_path": people["image"].astype(str),
-        "bbox_xywh": np.concatenate([people["bbox"], np.ones((N, 1))], 1).astype(np.float32),
+        "bbox_xywh": crop_boxes(people),
         "keypoints2d": kp, "keypoints2d_mask": mask,
         model: model_params(people), f"has_{model}": valid_mask(people).astype(np.float32),
         "meta": {"gender": gender_letters(people)},

@@ -129,6 +129,7 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
     d = np.load(out, allow_pickle=True)
     N = int(d["__data_len__"])
     assert d["bbox_xywh"].shape == (N, 5) and (d["bbox_xywh"][:, 4] == 1).all()
+
     from fit3d.export.human_data_keypoints import HUMAN_DATA
 
     assert d["keypoints2d"].shape == (N, 190, 3) and d["keypoints2d_mask"].shape == (190,)
@@ -150,6 +151,13 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
     fits, _ = merge_fits(fits_dir)
     row = {(str(i), int(a)): k for k, (i, a) in enumerate(zip(fits["image"], fits["annot_id"]))}
     idx = [row[(str(i), int(a))] for i, a in zip(d["image_path"], misc["annot_id"])]
+    # the square crop of mmhuman3d's converters of SMPL pseudo-GT (spin.py, eft.py: w = h = scale * 200):
+    # SPIN's, around the annotation's own COCO box (not expanded in the fits)
+    own = fits["bbox"][idx].astype(np.float64)
+    side = 1.2 * own[:, 2:].max(1)
+    np.testing.assert_allclose(d["bbox_xywh"][:, 2], side, rtol=1e-5)
+    np.testing.assert_allclose(d["bbox_xywh"][:, 3], side, rtol=1e-5)
+    np.testing.assert_allclose(d["bbox_xywh"][:, :2] + side[:, None] / 2, own[:, :2] + own[:, 2:] / 2, rtol=1e-5)
     params = {k: v.reshape(N, -1) for k, v in p.items()}
     zeros = dict(left_hand_pose=np.zeros((N, 45)), right_hand_pose=np.zeros((N, 45)), jaw_pose=np.zeros((N, 3)),
                  leye_pose=np.zeros((N, 3)), reye_pose=np.zeros((N, 3)), expression=np.zeros((N, 10)))
