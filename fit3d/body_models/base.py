@@ -130,8 +130,27 @@ class BodyModel(torch.nn.Module):
             return_vertices: also compute the full mesh.
         Returns:
             :class:`BodyOutput` in the OpenCV camera frame, metres.
+        Raises:
+            ValueError: a parameter of another shape (``J`` = :attr:`num_body_joints`, ``S`` =
+                :attr:`num_betas`; another model's ``body_pose`` was read as its first joints).
         """
+        self.check_params(global_orient, body_pose, betas, transl)
         return self.place(self.canonical(body_pose, betas, return_vertices), global_orient, transl)
+
+    def check_params(self, global_orient, body_pose, betas, transl) -> None:
+        """Refuse parameters that are not ``(B, 3)``, ``(B, J, 3)``, ``(B, S)``, ``(B, 3)`` for one ``B``.
+
+        Raises:
+            ValueError: naming the parameter, its shape and the one this model takes.
+        """
+        B = global_orient.shape[0] if getattr(global_orient, "ndim", 0) else None
+        want = dict(global_orient=(B, 3), body_pose=(B, self.num_body_joints, 3), betas=(B, self.num_betas),
+                    transl=(B, 3))
+        for name, value in dict(global_orient=global_orient, body_pose=body_pose, betas=betas, transl=transl).items():
+            if tuple(value.shape) != want[name]:
+                raise ValueError(f"{self.name}: {name} has shape {tuple(value.shape)}, this model takes "
+                                 f"{('B',) + want[name][1:]} with one B for every parameter "
+                                 f"(B = {B} from global_orient)")
 
     def neutral_params(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:
         """Zero pose, mean shape, zero translation for ``batch_size`` people."""

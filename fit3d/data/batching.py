@@ -9,6 +9,7 @@ principal point at the image centre unless given. Never the 5000-px crop camera 
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -129,11 +130,15 @@ def person_camera(person: Person, focal_length: float | None = None,
     w, h = person.image_size
     known = person.camera
     if focal_length is not None:
+        if not isinstance(focal_length, numbers.Real):  # ((fx, fy) gave a bare TypeError)
+            raise ValueError(f"focal_length is one number of pixels (fx = fy), not {focal_length!r}")
         f = (float(focal_length), float(focal_length))
     else:
         f = tuple(map(float, known[0])) if known is not None else (default_focal_length(w, h),) * 2
     if principal_point is not None:
         pp = tuple(map(float, principal_point))
+        if len(pp) != 2:  # (a wrong length went into the batch and failed at fit time)
+            raise ValueError(f"principal_point is (cx, cy) pixels, not {principal_point!r}")
     else:
         pp = tuple(map(float, known[1])) if known is not None else (w / 2.0, h / 2.0)
     if not all(math.isfinite(v) and v > 0 for v in f) or not all(map(math.isfinite, pp)):

@@ -122,7 +122,7 @@ def _pick(arr: np.ndarray, names: list[str], wanted) -> np.ndarray:
 
 
 def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12") -> tuple[dict, list[dict]]:
-    """Per-person rows and their summary (means over fitted people; mm and px).
+    """``(summary, rows)``: the summary (means over fitted people; mm and px) and the per-person rows.
 
     The summary also says what could not be scored: ``unreadable_fits`` (files; their people
     count as not fitted), ``ground_truth_left_out`` (COCO entries that are no ground truth, with

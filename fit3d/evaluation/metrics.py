@@ -37,6 +37,8 @@ def _root(points: torch.Tensor, root: int | tuple[int, ...], valid=None) -> torc
     """``(B, 1, 3)``: the mean of the root joints (of the labelled ones with ``valid``; NaN
     where none of them is labelled)."""
     idx = [root] if isinstance(root, int) else list(root)
+    if not idx or not all(-points.shape[1] <= i < points.shape[1] for i in idx):
+        raise ValueError(f"root {root!r} is not a joint index of {points.shape[1]} joints")
     pts = points[:, idx]
     if valid is None:
         return pts.mean(1, keepdim=True)
@@ -56,7 +58,7 @@ def mpjpe(pred: torch.Tensor, gt: torch.Tensor, root: int | tuple[int, ...] = 0,
             its labelled joints, and a person none of whose root joints is labelled, or with no
             valid joint, scores NaN. Masked-out joints may hold NaN.
     Raises:
-        ValueError: shapes other than the above.
+        ValueError: shapes other than the above, or a ``root`` that is no joint index.
     """
     pred, gt, valid = _tensors(pred, gt, valid)
     _check_points(pred, gt, valid)
@@ -125,7 +127,19 @@ def pa_mpjpe(pred: torch.Tensor, gt: torch.Tensor, valid=None) -> torch.Tensor:
 
 
 def pve(pred_vertices: torch.Tensor, gt_vertices: torch.Tensor, pred_root: torch.Tensor, gt_root: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` mm: mean vertex error after aligning the given ``(B, 3)`` roots."""
+    """``(B,)`` mm: mean vertex error after aligning the given roots (as MPJPE does its joints).
+
+    Args:
+        pred_vertices, gt_vertices: ``(B, V, 3)`` metres, the same mesh topology.
+        pred_root, gt_root: ``(B, 3)`` metres (e.g. each side's pelvis).
+    Raises:
+        ValueError: shapes other than the above (a batch of 1 no longer broadcasts against B).
+    """
+    pred_vertices, gt_vertices, pred_root, gt_root = _tensors(pred_vertices, gt_vertices, pred_root, gt_root)
+    _check_points(pred_vertices, gt_vertices)
+    if tuple(pred_root.shape) != (pred_vertices.shape[0], 3) or pred_root.shape != gt_root.shape:
+        raise ValueError(f"expected roots of shape (B, 3) = ({pred_vertices.shape[0]}, 3), got "
+                         f"{tuple(pred_root.shape)} and {tuple(gt_root.shape)}")
     d = ((pred_vertices - pred_root[:, None]) - (gt_vertices - gt_root[:, None])).norm(dim=-1)
     return d.mean(-1) * 1000.0
 

@@ -27,10 +27,18 @@ NEURALANNOT_REFINE_STEPS = 30
 
 
 def load_prototypes(body: BodyModel, path: str | Path | None = None):
-    """The prototype memory (PM-Net starts) for ``body``: ``path``, else the bundled one, else None."""
+    """The prototype memory (PM-Net starts) for ``body``: ``path``, else the bundled one, else None
+    (no memory is bundled for this model).
+
+    Raises:
+        FileNotFoundError: ``path`` is given and is no file (it gave no prototypes, silently).
+        ValueError: the file is not a prototype memory for ``body``.
+    """
     from fit3d.body_models.weights import weights_path
     from fit3d.training.priors import load_prior
 
+    if path and not Path(path).is_file():
+        raise FileNotFoundError(f"prototype memory {path}: no such file")
     path = Path(path) if path else weights_path(body, "prototypes")
     if not path.is_file():
         return None

@@ -152,6 +152,9 @@ class NeuralAnnot:
             annotation, as the paper; without the ``pretrain`` recipe there is no
             prediction and the annotation is always kept). The output's extra
             ``annotator_kept`` says which.
+
+    Raises:
+        ValueError: the ``depth`` recipe without ``pose_set``, or the ``prior`` recipe without ``prior``.
     """
 
     name = "neuralannot"

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunConfig:
     """Options of a batch run (raises ValueError for a ``focal_length`` that is not a finite
-    number > 0 or a ``batch_size`` below 1).
+    number > 0, a ``batch_size`` below 1, a ``shard`` other than ``(i, n)`` with ``0 <= i < n``,
+    a ``limit`` below 0 or a ``min_visible`` below 1).
 
     Attributes:
         out_dir: output folder.
@@ -106,6 +107,18 @@ class RunConfig:
                              f"image diagonal), not {f!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
+        try:
+            i, n = (int(v) for v in self.shard)
+        except (TypeError, ValueError):
+            raise ValueError(f"shard must be (i, n), zero-based, not {self.shard!r}") from None
+        if not 0 <= i < n:  # (shard (3, 2) fitted images recorded as shard 4/2; (0, 0) failed in a slice)
+            raise ValueError(f"shard must be (i, n) with 0 <= i < n (zero-based: the CLI's --shard {i + 1}/{n} "
+                             f"counts from 1), not {tuple(self.shard)}")
+        self.shard = (i, n)
+        if self.limit is not None and self.limit < 0:  # (-1 fitted all but the last image)
+            raise ValueError(f"limit must be >= 0 images (or None: all), not {self.limit}")
+        if self.min_visible < 1:
+            raise ValueError(f"min_visible must be >= 1 keypoint, not {self.min_visible}")
 
     @property
     def whole_folder(self) -> bool:
@@ -285,8 +298,9 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
             owner closes it (a run interrupted while sharing stops the workers at once).
             None: everything is fitted here.
     Returns:
-        The summary dict (``this_run``: :class:`~fit3d.pipeline.summary.RunCounts`,
-        with ``exit_code``), also written to ``summary.json``
+        The summary dict (``this_run``: a dict of :class:`~fit3d.pipeline.summary.RunCounts`'
+        fields, ``RunCounts.as_dict()``, with ``exit_code`` and ``exit_meaning``), also written to
+        ``summary.json``
         (``summary.shard-i-of-n.json`` when sharded).
     Raises:
         ValueError: an input keypoint layout shares no keypoint with the model

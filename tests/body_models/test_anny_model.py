@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import roma
 import torch
 
@@ -133,3 +134,15 @@ def test_loading_and_posing_import_no_nvidia_warp(anny_model):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_parameters_of_another_shape_are_refused(anny_model):
+    """Found by an audit: an SMPL-shaped body_pose (B, 23, 3) was read as its first 19 joints."""
+    B = 2
+    good = dict(global_orient=torch.zeros(B, 3), body_pose=torch.zeros(B, 19, 3), betas=torch.zeros(B, 6),
+                transl=torch.zeros(B, 3))
+    assert anny_model(**good).joints_3d.shape == (B, 20, 3)
+    for name, bad in (("body_pose", torch.zeros(B, 23, 3)), ("betas", torch.zeros(B, 10)),
+                      ("transl", torch.zeros(B + 1, 3)), ("global_orient", torch.zeros(B, 4))):
+        with pytest.raises(ValueError, match=name):
+            anny_model(**dict(good, **{name: bad}))

@@ -43,6 +43,20 @@ def test_an_unusable_camera_is_refused_with_the_person_named():
     for bad in (0, -800.0, float("inf"), True):
         with pytest.raises(ValueError, match="focal_length must be"):
             RunConfig("out", focal_length=bad)
+    # found by an audit: these were taken, and failed later or fitted the wrong images
+    with pytest.raises(ValueError, match="one number"):
+        make_batch([_person(kp)], COCO23, focal_length=(800.0, 800.0))
+    for pp in ((1.0,), (1.0, 2.0, 3.0)):
+        with pytest.raises(ValueError, match=r"\(cx, cy\)"):
+            make_batch([_person(kp)], COCO23, principal_point=pp)
+    for shard in ((3, 2), (-1, 2), (0, 0), (1,)):
+        with pytest.raises(ValueError, match="shard must be"):
+            RunConfig("out", shard=shard)
+    with pytest.raises(ValueError, match="limit must be"):
+        RunConfig("out", limit=-1)
+    with pytest.raises(ValueError, match="min_visible must be"):
+        RunConfig("out", min_visible=0)
+    assert RunConfig("out", shard=[1, 3], limit=0).shard == (1, 3)
 
 
 def test_batch_maps_to_model_convention_and_sanitizes_nan():

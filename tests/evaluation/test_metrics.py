@@ -126,3 +126,20 @@ def test_a_collapsed_prediction_scores_its_distance_not_nan():
     mask = torch.ones(3, 12, dtype=torch.bool)
     mask[0, :2] = False  # the masked path per person gives the same
     assert torch.allclose(pa_mpjpe(pred, gt, mask)[1:], err[1:])
+
+
+def test_pve_and_mpjpe_check_what_they_are_given():
+    """Found by an audit: pve broadcast a batch of 1 against B and refused numpy; a root out of range
+    was an IndexError."""
+    import numpy as np
+
+    from fit3d.evaluation.metrics import mpjpe, pve
+
+    v = np.zeros((2, 10, 3))
+    assert pve(v, v + 0.001, np.zeros((2, 3)), np.zeros((2, 3))).numpy() == pytest.approx([1.732, 1.732], rel=1e-3)
+    with pytest.raises(ValueError, match="one shape"):
+        pve(v, v[:1], np.zeros((2, 3)), np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="roots"):
+        pve(v, v, np.zeros((1, 3)), np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="root 12"):
+        mpjpe(v, v, root=12)

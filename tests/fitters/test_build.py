@@ -59,3 +59,12 @@ def test_build_eft_finetune_presets(anny_model):
         build_eft(anny_model, finetune="half")
     choice = next(p for p in eft_command.params if p.name == "finetune")
     assert set(choice.type.choices) == set(FINETUNE_PRESETS)  # the command line offers every preset
+
+
+def test_a_prototype_memory_that_is_not_there_is_an_error(anny_model, tmp_path):
+    """Found by an audit: build_smplify(prototypes=<missing path>) fitted without prototypes, silently."""
+    from fit3d.fitters.build import build_smplify, load_prototypes
+
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        build_smplify(anny_model, prototypes=tmp_path / "missing.pt")
+    assert load_prototypes(anny_model) is not None  # the bundled one
