@@ -16,8 +16,9 @@
   so the next run fits it again. The summary counts every input and sets the exit code
   (:mod:`fit3d.pipeline.summary`).
 * A merged dataset (``fit3d merge``) never looks current after new fits: before a run writes
-  its first image into the folder it removes the folder's merged dataset and the ``merged``
-  totals of ``summary.json``, with one warning (:func:`fit3d.pipeline.merge.retire_merged`);
+  its first image into the folder, and again when it ends (a merge made while it ran), it
+  removes the folder's merged dataset and the ``merged`` totals of ``summary.json``, with one
+  warning (:func:`fit3d.pipeline.merge.retire_merged`);
   a run that writes nothing (a resume of a finished folder) keeps both.
 """
 
@@ -175,6 +176,19 @@ class _Job:
             again = f"fit3d merge --fits {self.out_dir}" + "".join(f" --out {p}" for p in elsewhere[:1])
             log.warning("%s (merged from the earlier fits of %s, which this run changes): run '%s' "
                         "again when the fitting is done", "; ".join(what), self.out_dir, again)
+
+    def after_writing(self) -> None:
+        """At the end of a run that wrote outputs: retire a merge made while it ran (a ``fit3d
+        merge`` during the fitting: its dataset lacked this run's later fits and its totals
+        outlived the run), adding its files to :attr:`retired`, with one warning."""
+        if self.retired is None:
+            return
+        removed, elsewhere = retire_merged(self.out_dir)
+        self.retired += [str(p) for p in removed]
+        what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
+        if what:
+            log.warning("%s (merged while this run was fitting into %s): run 'fit3d merge --fits %s' again when "
+                        "the fitting is done", "; ".join(what), self.out_dir, self.out_dir)
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""
@@ -386,6 +400,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
             raise
     if job.bar is not None:
         job.bar.close()
+    job.after_writing()
     elapsed = time.perf_counter() - t0
     summary = dict(
         head, this_run=dict(counts.as_dict(), seconds=round(elapsed, 3),

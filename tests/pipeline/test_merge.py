@@ -455,3 +455,24 @@ def test_a_folder_holding_other_run_folders_is_not_merged_as_one(tmp_path, sampl
     assert r.exit_code == 1 and "merge or export each run's folder on its own" in r.output, r.output
     _, s = merge_fits(out / "set_a")  # each on its own, as before
     assert s["people"] == 14
+
+
+def test_a_merge_made_while_a_run_fits_is_retired_when_it_ends(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a trial: a merge run during the fitting left a dataset of the first images, and its totals,
+    after the run had written the rest (exit 0)."""
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    calls = []
+
+    def merging_fitter(batch):  # someone runs fit3d merge between the run's batches
+        if calls:
+            write_merged(out)
+        calls.append(1)
+        return fast_fitter(batch)
+
+    merging_fitter.extra_defaults = fast_fitter.extra_defaults
+    s = run(images, merging_fitter, anny_model, RunConfig(out, batch_size=2, progress=False, fitter_name="smplify"),
+            problems)
+    assert len(calls) > 2 and s["this_run"]["images_written"] >= 3  # (a merge happened between writes)
+    assert not (out / "dataset.npz").exists() and "merged" not in json.loads((out / "summary.json").read_text())
+    assert s["merged_dataset_removed"] == [str(out / "dataset.npz")]
