@@ -41,6 +41,7 @@ from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, interruptible
+from fit3d.pipeline.lock import run_lock
 from fit3d.pipeline.merge import retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
@@ -319,12 +320,20 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     Raises:
         ValueError: an input keypoint layout shares no keypoint with the model
             (raised before anything is written), the output folder holds fits made with
-            other ``settings`` (without ``overwrite``), or the output folder or the summary
+            other ``settings`` (without ``overwrite``), another run of an overlapping shard is
+            fitting into the folder (:mod:`fit3d.pipeline.lock`), or the output folder or the summary
             cannot be written (an image's output that cannot be written is a failed image,
             fitted again by the next run).
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
+    with run_lock(out_dir, config.shard):
+        return _fit_into(out_dir, images, fitter, body_model, config, problems, pool)
+
+
+def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, config: RunConfig,
+              problems: list[InputProblem], pool: FitterPool | None) -> dict:
+    """:func:`run`'s work once the folder is made and locked (:func:`~fit3d.pipeline.lock.run_lock`)."""
     name = config.fitter_name or getattr(fitter, "name", None)
     config = replace(config, fitter_name=str(name or "fitter"))
     # without the caller's settings, the fitter's own description (fitter.settings(): its options
