@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import count, errors_as, fits_readable
+from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_interspersed_args=True))
@@ -163,29 +163,8 @@ def merge(fits_dir, out):
                f"{s['people_skipped']} skipped) of {s['images_with_outputs']} images from "
                f"{'shards ' + ', '.join(s['shards']) if s['shards'] else 'no shard with people'}{empty}; median reprojection {'n/a' if med is None else f'{med:.2f} px'} "
                f"-> {path}", err=True)
-    splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
-    unless = f"unless the folder's complete split ({splits}) fitted them, " if splits else ""
-    if s["missing_shards"]:
-        click.echo(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
-                   f"{fits_dir}: {unless}their images are not in the dataset; run them (--shard i/n), then merge "
-                   "again", err=True)
-    for u in s["unfinished_shards"]:
-        click.echo(f"fit3d: warning: shard {u['shard']} is unfinished: {unless}its images not yet fitted are not in "
-                   f"the dataset: {u['why']}; then merge again", err=True)
-    if s["pending_failures"]:
-        click.echo(f"fit3d: {count(len(s['pending_failures']), 'image')} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
-                   "failed people or could not be written "
-                   f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then merge again", err=True)
-    if s["pending_incomplete"]:
-        click.echo(f"fit3d: {count(len(s['pending_incomplete']), 'image')} "
-                   f"w{'ere' if len(s['pending_incomplete']) > 1 else 'as'} written without people whose annotations "
-                   f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
-                   "then merge again", err=True)
-    errors = s["latest_runs_total"].get("input_errors", 0)
-    if errors:
-        click.echo(f"fit3d: warning: the runs recorded {count(errors, 'input problem')} (unreadable images or "
-                   "annotations, each counted once: their people are not in the dataset, unless an earlier run "
-                   "fitted them before the file went bad, whose fits are kept and merged; the shards' summary files "
-                   "list them)", err=True)
+    for line in unfinished_lines(s, fits_dir):
+        click.echo(line, err=True)
     for u in s["unreadable_outputs"]:
         click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} (its people are not in the dataset)", err=True)
+

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as, fits_readable
+from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
 
 
 @click.command("export")
@@ -49,6 +49,8 @@ def export(fits_dir, fmt, out, valid_only, frame):
             raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
     for u in c["unreadable"]:
         click.echo(f"fit3d: unreadable {u['file']}: {u['reason']} (its people are not exported)", err=True)
+    for line in unfinished_lines(c["merged"], fits_dir, what="export", again="export"):  # as merge says them
+        click.echo(line, err=True)
     dropped = ", ".join(f"{n} {why}" + (" (this format's loaders would train on them: --keep-invalid exports them "
                                         "flagged)" if why == "not valid" and c["invalid_dropped_by_format"] else "")
                         for why, n in c["dropped"].items())

@@ -216,3 +216,37 @@ def model_options(f=None, *, model_required: bool = False):
     for option in reversed([_REQUIRED_MODEL, *_MODEL_OPTIONS[1:]] if model_required else _MODEL_OPTIONS):
         command = option(command)
     return command
+
+
+def unfinished_lines(s: dict, fits_dir: Path, what: str = "dataset", again: str = "merge") -> list[str]:
+    """The lines that say what a merge of ``fits_dir`` (its summary ``s``, :func:`fit3d.pipeline.merge.merge_fits`)
+    lacks: shards that left nothing or did not finish, images still to refit, input problems the
+    runs recorded. ``what`` names the output (``dataset``, ``export``), ``again`` the command to
+    run again once the fitting is done."""
+    kept = "merged" if again == "merge" else "exported"
+    lines: list[str] = []
+    splits = " and ".join(f"{n} shard(s)" if n > 1 else "an unsharded run" for n in s["complete_splits"])
+    unless = f"unless the folder's complete split ({splits}) fitted them, " if splits else ""
+    if s["missing_shards"]:
+        lines.append(f"fit3d: warning: shard(s) {', '.join(s['missing_shards'])} left no outputs or summary in "
+                     f"{fits_dir}: {unless}their images are not in the {what}; run them (--shard i/n), then {again} "
+                   "again")
+    for u in s["unfinished_shards"]:
+        lines.append(f"fit3d: warning: shard {u['shard']} is unfinished: {unless}its images not yet fitted are not in "
+                   f"the {what}: {u['why']}; then {again} again")
+    if s["pending_failures"]:
+        lines.append(f"fit3d: {count(len(s['pending_failures']), 'image')} still ha{'ve' if len(s['pending_failures']) > 1 else 's'} "
+                   "failed people or could not be written "
+                   f"(e.g. {s['pending_failures'][0]}): rerun the fitting command, then {again} again")
+    if s["pending_incomplete"]:
+        lines.append(f"fit3d: {count(len(s['pending_incomplete']), 'image')} "
+                   f"w{'ere' if len(s['pending_incomplete']) > 1 else 'as'} written without people whose annotations "
+                   f"could not be read (e.g. {s['pending_incomplete'][0]}): fix the input, rerun the fitting command, "
+                   f"then {again} again")
+    errors = s["latest_runs_total"].get("input_errors", 0)
+    if errors:
+        lines.append(f"fit3d: warning: the runs recorded {count(errors, 'input problem')} (unreadable images or "
+                   f"annotations, each counted once: their people are not in the {what}, unless an earlier run "
+                   f"fitted them before the file went bad, whose fits are kept and {kept}; the shards' summary files "
+                   "list them)")
+    return lines

@@ -29,7 +29,9 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
         model's, :func:`fitted_gender`), and counts: ``people``,
         ``exported``, ``invalid`` (exported people whose fit is marked invalid, see
         :func:`valid_mask`), ``dropped`` by reason, ``model``, ``unreadable``
-        (``{file, reason}`` of the outputs that could not be read: their people are not exported).
+        (``{file, reason}`` of the outputs that could not be read: their people are not exported),
+        ``merged``: :func:`~fit3d.pipeline.merge.merge_fits`' summary (shards unfinished or missing,
+        images to refit: what the export lacks).
     Raises:
         ValueError: nothing to export, or fits of several body models.
     """
@@ -60,7 +62,7 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
     people["keypoints_2d"] = unlabel_unusable(people["keypoints_2d"])[0]
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()), gender=str(people["gender"][0]),
                   dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]),
-                  unreadable=merged["unreadable_outputs"])
+                  unreadable=merged["unreadable_outputs"], merged=merged)
     return people, counts
 
 

@@ -459,3 +459,17 @@ def test_export_refuses_an_out_without_the_formats_suffix(tmp_path, smpl_fits, f
     with pytest.raises(ValueError, match=rf"does not end in \{Path(want).suffix}"):
         export_fits(smpl_fits, fmt, tmp_path / out)
     assert not (tmp_path / out).exists()
+
+
+def test_export_says_what_an_unfinished_run_lacks(tmp_path, smpl_fits):
+    """Found by a trial: export of a folder whose run was killed or cut by --limit exported what was
+    there, exit 0, without a word (merge warns)."""
+    cut = tmp_path / "cut"
+    shutil.copytree(smpl_fits, cut)
+    s = json.loads((cut / "summary.json").read_text())
+    s["this_run"]["interrupted"] = 15  # as a run stopped by SIGTERM records it
+    (cut / "summary.json").write_text(json.dumps(s))
+    r = CliRunner().invoke(cli, ["export", "--fits", str(cut), "--format", "spin", "--out", str(tmp_path / "s.npz")])
+    assert r.exit_code == 0, r.output
+    assert "warning: shard 1/1 is unfinished" in r.output and "not in the export" in r.output
+    assert "then export again" in r.output
