@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 from fit3d.data.batching import make_batch
 from fit3d.data.records import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
+from fit3d.pipeline.lock import run_lock
 from fit3d.pipeline.run import RunConfig, make_output_dir, run
 from fit3d.pipeline.selection import select_images
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, skip_reason
@@ -130,8 +132,10 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     (:func:`forget_other_annotators`).
 
     Raises:
-        ValueError: ``out_dir`` cannot be created, or two sets' folders have the same name (their
-            outputs would share one subfolder; both before training), and as :func:`run`.
+        ValueError: ``out_dir`` cannot be created, two sets' folders have the same name (their
+            outputs would share one subfolder), or another run of an overlapping shard is fitting
+            into one of the folders (:func:`~fit3d.pipeline.lock.run_lock`; all before training),
+            and as :func:`run`.
     """
     names = [Path(d).resolve().name for d, _, _ in sets]  # ('.' and 'a/..' by the folders they are)
     folded = [n.casefold() for n in names]  # (a case-insensitive file system: Coco and coco are one folder)
@@ -144,6 +148,17 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
                          "root has none; give a folder below it")
     out_dir = make_output_dir(out_dir)
     subs = [out_dir / name if len(sets) > 1 else out_dir for name in names]
+    with ExitStack() as locks:  # every output folder locked before training (it rewrites their outputs)
+        for sub in subs:
+            sub.mkdir(parents=True, exist_ok=True)
+            locks.enter_context(run_lock(sub, shard))
+        return _train_and_annotate(sets, annotator, body_model, subs, shard, batch_size, progress, on_trained,
+                                   on_run, target)
+
+
+def _train_and_annotate(sets, annotator, body_model, subs, shard, batch_size, progress, on_trained, on_run,
+                        target) -> float:
+    """:func:`run_neuralannot`'s work once its folders are locked (:func:`~fit3d.pipeline.lock.run_lock`)."""
     t0 = time.perf_counter()
     try:
         history = annotator.fit_dataset(target, progress=progress)

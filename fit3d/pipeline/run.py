@@ -184,12 +184,17 @@ class _Job:
         outlived the run), adding its files to :attr:`retired`, with one warning."""
         if self.retired is None:
             return
-        removed, elsewhere = retire_merged(self.out_dir)
+        try:
+            removed, elsewhere = retire_merged(self.out_dir)
+        except ValueError as e:  # (the fits are written: the summary still must be)
+            log.warning("a merge made while this run was fitting could not be retired: %s", e)
+            return
         self.retired += [str(p) for p in removed]
         what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
         if what:
-            log.warning("%s (merged while this run was fitting into %s): run 'fit3d merge --fits %s' again when "
-                        "the fitting is done", "; ".join(what), self.out_dir, self.out_dir)
+            again = f"fit3d merge --fits {self.out_dir}" + "".join(f" --out {p}" for p in elsewhere[:1])
+            log.warning("%s (merged while this run was fitting into %s): run '%s' again when the fitting is done",
+                        "; ".join(what), self.out_dir, again)
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""

@@ -12,15 +12,45 @@ def test_runs_of_overlapping_shards_do_not_fit_into_one_folder_at_once(tmp_path)
     two identical runs did all the work twice. Shards of one split still run side by side."""
     out = tmp_path / "fits"
     out.mkdir()
-    with run_lock(out, (0, 2)):  # shard 1/2 is fitting
-        with run_lock(out, (1, 2)):  # 2/2 beside it: other images
-            pass
+    with run_lock(out, (0, 1)):  # a whole-folder run leaves its lock file behind
+        pass
+    other_process = FileLock(str(lock_path(out, (0, 2))), timeout=0)  # shard 1/2 is fitting
+    other_process.acquire()
+    try:
+        with run_lock(out, (1, 2)):  # 2/2 beside it: other images (the 1/1 file left behind is no run)
+            with run_lock(out, (1, 2)):  # nested in one process (NeuralAnnot locks, then run() again)
+                pass
         for other in ((0, 2), (0, 1), (2, 3)):  # the same shard, the whole folder, another split
-            with pytest.raises(ValueError, match="is fitting into"):
+            with pytest.raises(ValueError, match="is fitting into.*if no fit3d run is going, delete"):
                 with run_lock(out, other):
                     pass
+    finally:
+        other_process.release()
     with run_lock(out, (0, 1)):  # once it ended, the folder is free
         pass
+
+
+def test_starting_shards_do_not_refuse_each_other(tmp_path):
+    """Found by a review: probing another split's lock file with an exclusive lock made shards that
+    started together refuse each other (12 of 160 starts); probes are shared now."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "fits"
+    out.mkdir()
+    with run_lock(out, (0, 1)):
+        pass
+    code = ("import sys, time; from pathlib import Path; from fit3d.pipeline.lock import run_lock\n"
+            "t = float(sys.argv[3])\n"
+            "time.sleep(max(0.0, t - time.time()))\n"
+            "with run_lock(Path(sys.argv[1]), (int(sys.argv[2]), 6)): time.sleep(0.5)\n")
+    import time
+
+    start = time.time() + 1.5
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(out), str(i), str(start)], stderr=subprocess.PIPE)
+             for i in range(6)]
+    errors = [p.communicate(timeout=60)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 6, errors
 
 
 def test_run_refuses_a_folder_another_run_of_its_shard_holds(tmp_path, sample_copy, anny_model, fast_fitter):
