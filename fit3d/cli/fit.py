@@ -121,7 +121,10 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
         if opts.dry_run:
             check_output_dir(opts.out_dir)  # (the run would fail making it)
             if opts.out_dir.is_dir():  # a run that would be refused says so now
+                from fit3d.pipeline.lock import check_unlocked
                 from fit3d.pipeline.settings import check_settings
+
+                check_unlocked(opts.out_dir, config.shard)
 
                 check_settings(opts.out_dir, config.settings, opts.overwrite, whole_folder=config.whole_folder,
                                record=False)

@@ -66,6 +66,33 @@ def _stale_hint(path: Path) -> str:
     return f"wait for it to end, or give another --out (if no fit3d run is going, delete {path})"
 
 
+def _overlapping(out_dir: Path, shard: tuple[int, int], include_own: bool):
+    """``(path, (j, m))`` of each lock file of ``out_dir`` whose shard overlaps ``shard``: another
+    split's, and, with ``include_own``, the same shard's."""
+    i, n = shard
+    for other in sorted(Path(out_dir).glob(".fit3d-run-*-of-*.lock")):
+        m = _NAME.match(other.name)
+        if not m:
+            continue
+        j, m_ = int(m.group(1)), int(m.group(2))
+        if m_ != n or (include_own and j == i + 1):
+            yield other, (j, m_)
+
+
+def check_unlocked(out_dir: Path, shard: tuple[int, int]) -> None:
+    """What :func:`run_lock` would refuse, without locking anything (``--dry-run``, and so
+    ``fit3d submit``'s check before it queues tasks).
+
+    Raises:
+        ValueError: a run of an overlapping shard holds its lock in ``out_dir``.
+    """
+    i, n = shard
+    for other, (j, m_) in _overlapping(out_dir, shard, include_own=True):
+        if _held(other):
+            raise ValueError(f"another fit3d run (shard {j}/{m_}) is fitting into {out_dir}: a run of shard "
+                             f"{i + 1}/{n} would be refused: {_stale_hint(other)}")
+
+
 @contextmanager
 def run_lock(out_dir: Path, shard: tuple[int, int]):
     """Hold this run's lock (:func:`lock_path`) for the ``with`` block (nested: a no-op when this
@@ -93,12 +120,8 @@ def run_lock(out_dir: Path, shard: tuple[int, int]):
         return
     _HELD.add(str(path))
     try:
-        for other in sorted(Path(out_dir).glob(".fit3d-run-*-of-*.lock")):
-            m = _NAME.match(other.name)
-            if not m or other.name == path.name:
-                continue
-            j, m_ = int(m.group(1)), int(m.group(2))
-            if m_ != n and _held(other):
+        for other, (j, m_) in _overlapping(out_dir, shard, include_own=False):
+            if _held(other):
                 raise ValueError(f"another fit3d run (shard {j}/{m_}) is fitting into {out_dir}: its images overlap "
                                  f"this run's (shard {i + 1}/{n}), so both would fit them (with other settings or "
                                  f"--overwrite, into one folder of mixed fits): {_stale_hint(other)}")

@@ -212,3 +212,22 @@ def test_sigterm_before_fitting_starts_is_one_line_and_exit_143(tmp_path, sample
     finally:
         signal.signal(signal.SIGTERM, old)
     assert stop.value.code == 143 and "fit3d: terminated (SIGTERM)" in capsys.readouterr().err
+
+
+def test_dry_run_says_a_run_would_be_refused_while_another_fits(tmp_path, sample_dir):
+    """A review: --dry-run (and so fit3d submit's check before queueing) did not look at the run locks."""
+    from filelock import FileLock
+
+    from fit3d.pipeline.lock import lock_path
+
+    out = tmp_path / "fits"
+    out.mkdir()
+    running = FileLock(str(lock_path(out, (0, 1))), timeout=0)  # a whole-folder run is fitting
+    running.acquire()
+    try:
+        r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations",
+                                     str(sample_dir / "test_coco.json"), "--out", str(out), "--dry-run",
+                                     "--shard", "1/2"])
+    finally:
+        running.release()
+    assert r.exit_code == 1 and "another fit3d run (shard 1/1) is fitting into" in r.output, r.output

@@ -3,7 +3,7 @@ from filelock import FileLock
 
 from fit3d.data.readers import read_coco
 from fit3d.pipeline import RunConfig, run
-from fit3d.pipeline.lock import lock_path, run_lock
+from fit3d.pipeline.lock import check_unlocked, lock_path, run_lock
 
 
 def test_runs_of_overlapping_shards_do_not_fit_into_one_folder_at_once(tmp_path):
@@ -24,6 +24,9 @@ def test_runs_of_overlapping_shards_do_not_fit_into_one_folder_at_once(tmp_path)
             with pytest.raises(ValueError, match="is fitting into.*if no fit3d run is going, delete"):
                 with run_lock(out, other):
                     pass
+            with pytest.raises(ValueError, match="would be refused"):  # what --dry-run says
+                check_unlocked(out, other)
+        check_unlocked(out, (1, 2))
     finally:
         other_process.release()
     with run_lock(out, (0, 1)):  # once it ended, the folder is free
