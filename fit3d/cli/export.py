@@ -49,8 +49,6 @@ def export(fits_dir, fmt, out, valid_only, frame):
             raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
     for u in c["unreadable"]:
         click.echo(f"fit3d: unreadable {u['file']}: {u['reason']} (its people are not exported)", err=True)
-    for line in unfinished_lines(c["merged"], fits_dir, what="export", again="export"):  # as merge says them
-        click.echo(line, err=True)
     dropped = ", ".join(f"{n} {why}" + (" (this format's loaders would train on them: --keep-invalid exports them "
                                         "flagged)" if why == "not valid" and c["invalid_dropped_by_format"] else "")
                         for why, n in c["dropped"].items())
@@ -59,6 +57,8 @@ def export(fits_dir, fmt, out, valid_only, frame):
     click.echo(f"fit3d: exported {c['exported']} of {c['people']} people ({c['model']} fits, {frame} camera frame)"
                f"{invalid}"
                f"{f'; left out: {dropped}' if dropped else ''} -> {out}", err=True)
+    for line in unfinished_lines(c["merged"], fits_dir, what="export", again="export"):  # after it, as merge
+        click.echo(line, err=True)
     if c["gender"] != "neutral" and fmt in ("spin", "humandata"):
         click.echo(f"fit3d: warning: these are fits of the {c['gender']} model; SPIN's and mmhuman3d's trainers pose "
                    "every ground-truth body with one neutral SMPL, which gives these betas another shape: fit "
