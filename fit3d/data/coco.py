@@ -15,7 +15,7 @@ import numpy as np
 from fit3d.data.boxes import checked_bbox
 from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import COCO17, COCO23, FOOT6, KeypointConvention, convention_from_names
-from fit3d.data.images import image_key, open_image
+from fit3d.data.images import image_key, in_folder, open_image
 from fit3d.data.intrinsics import coco_camera
 from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, unusual_values
 from fit3d.data.records import ImageRecord, InputProblem, Person
@@ -259,15 +259,14 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
     for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
         groups.setdefault(os.path.normpath(images_dir / info["file_name"]), []).append((img_id, info))
     keys: dict[str, str] = {}  # output key -> the file that has it
-    root = os.path.abspath(images_dir)
+    inside = {file: in_folder(Path(file), images_dir) for file in groups}
     # files inside the image folder first: a key they share with a file elsewhere (written under its
     # file name) is theirs, the name training code finds under --images (the outside file was kept)
-    for file, entries in sorted(groups.items(), key=lambda kv: os.path.commonpath([root, os.path.abspath(kv[0])])
-                                != root):
+    for file, entries in sorted(groups.items(), key=lambda kv: not inside[kv[0]]):
         img_id, info = entries[0]
         path = images_dir / info["file_name"]
         key = image_key(path, images_dir)
-        outside = os.path.commonpath([root, os.path.abspath(file)]) != root
+        outside = not inside[file]
         anns = [a for i, _ in entries for a in coco.annotations.get(i, [])]
         ids = ", ".join(str(i) for i, _ in entries)
         if len(entries) > 1:  # one output file per image: the entries' people are fitted together

@@ -110,20 +110,29 @@ def inspect_image(path: Path) -> ImageInfo:
         return ImageInfo(size, fmt, False, orientation)
 
 
+def in_folder(path: Path, images_dir: Path) -> bool:
+    """Whether ``path`` lies in ``images_dir`` (both made absolute and ``..`` resolved first,
+    textually: ``imgs/../other/x.jpg`` and, from ``images_dir`` ``.``, ``../x.jpg`` lie elsewhere)."""
+    return Path(os.path.abspath(path)).is_relative_to(os.path.abspath(images_dir))
+
+
 def image_key(path: Path, images_dir: Path) -> str:
     """``path`` relative to ``images_dir`` (POSIX), or its file name when it lies elsewhere
-    (both made absolute and ``..`` resolved first, textually: ``imgs/../other/x.jpg`` and, from
-    ``images_dir`` ``.``, ``../x.jpg`` lie elsewhere, so no output key leaves the output folder)."""
-    try:
-        return Path(os.path.abspath(path)).relative_to(os.path.abspath(images_dir)).as_posix()
-    except ValueError:
+    (:func:`in_folder`), so that no output key leaves the output folder."""
+    if not in_folder(path, images_dir):
         return path.name
+    return Path(os.path.abspath(path)).relative_to(os.path.abspath(images_dir)).as_posix()
 
 
 #: The longest file name (bytes) most file systems allow, and the most fit3d's per-image outputs
 #: add to an image's name (``<name>.incomplete.json``, :func:`fit3d.data.writers.incomplete_path`;
 #: ``<name>_<annotation id>.obj`` of ``fit3d render --save-mesh`` adds up to 24 (ids of 19 digits).
 MAX_NAME_BYTES, OUTPUT_SUFFIX_BYTES = 255, 24
+
+
+def stored_size(orientation: int, shown: tuple[int, int]) -> tuple[int, int]:
+    """``(width, height)`` of the stored pixels of an image shown ``shown`` with EXIF ``orientation``."""
+    return tuple(shown[::-1]) if orientation in QUARTER_TURNS else tuple(shown)
 
 
 def orientation_warning(orientation: int, shown: tuple[int, int], json_size) -> str:
@@ -135,7 +144,7 @@ def orientation_warning(orientation: int, shown: tuple[int, int], json_size) -> 
     annotations give a size (OpenPose's keypoints, without one, come from OpenCV's ``imread``,
     which shows the image as fit3d reads it)."""
     how = ORIENTATIONS[orientation]
-    stored = tuple(shown[::-1]) if orientation in QUARTER_TURNS else tuple(shown)
+    stored = stored_size(orientation, shown)
     if json_size is not None and tuple(json_size) == tuple(shown) != stored:
         return ""
     if json_size is not None and tuple(json_size) == stored != tuple(shown):
@@ -172,7 +181,9 @@ def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProb
     if truncated:  # the annotations still fit (only the size is needed), but training code cannot decode it
         problems.append(InputProblem(str(path), f"the {fmt} file looks cut short (no end marker): its people are "
                                                 "fitted, but training code may fail to decode the image", "warning"))
-    if json_size is not None and tuple(json_size) != tuple(size) and "annotations give the stored size" not in turned:
+    # (the stored size of an image stored turned: the orientation warning above says it)
+    if json_size is not None and tuple(json_size) != tuple(size) and not (
+            turned and tuple(json_size) == stored_size(orientation, size)):
         problems.append(InputProblem(str(path), f"the annotations say {json_size[0]}x{json_size[1]}, the image is "
                                                 f"{size[0]}x{size[1]}: the image's size is used", "warning"))
     return ImageRecord(image_key(path, images_dir), path, size)

@@ -313,8 +313,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
             summary[f"{k}_common"] = float(np.nanmean(per[k][~rare])) if (~rare).any() else float("nan")
             summary[f"{k}_rare"] = float(np.nanmean(per[k][rare])) if rare.any() else float("nan")
         summary["share_valid_rare"] = float(per["valid"][rare].mean()) if rare.any() else float("nan")
-        summary["rare_ratio"] = float(np.divide(summary["pa_mpjpe_rare"], summary["pa_mpjpe_common"])) \
-            if summary["pa_mpjpe_common"] else float("nan")
+        common = summary["pa_mpjpe_common"]
+        summary["rare_ratio"] = summary["pa_mpjpe_rare"] / common if common else float("nan")
         summary["rare_ratio_ci95"] = ratio_interval(per["pa_mpjpe"][rare], per["pa_mpjpe"][~rare])
         if "prototype" in per and rare.any():
             summary["share_prototype_rare"] = float((per["prototype"][rare] >= 0).mean())

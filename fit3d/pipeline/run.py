@@ -170,13 +170,8 @@ class _Job:
         """
         if self.retired is not None:
             return
-        removed, elsewhere = retire_merged(self.out_dir)
-        self.retired = [str(p) for p in removed]
-        what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
-        if what:
-            again = f"fit3d merge --fits {self.out_dir}" + "".join(f" --out {p}" for p in elsewhere[:1])
-            log.warning("%s (merged from the earlier fits of %s, which this run changes): run '%s' "
-                        "again when the fitting is done", "; ".join(what), self.out_dir, again)
+        self.retired = []
+        self._retire(f"merged from the earlier fits of {self.out_dir}, which this run changes")
 
     def after_writing(self) -> None:
         """At the end of a run that wrote outputs: retire a merge made while it ran (a ``fit3d
@@ -185,16 +180,23 @@ class _Job:
         if self.retired is None:
             return
         try:
-            removed, elsewhere = retire_merged(self.out_dir)
+            self._retire(f"merged while this run was fitting into {self.out_dir}")
         except ValueError as e:  # (the fits are written: the summary still must be)
             log.warning("a merge made while this run was fitting could not be retired: %s", e)
-            return
+
+    def _retire(self, why: str) -> None:
+        """:func:`~fit3d.pipeline.merge.retire_merged` of the folder: the files removed added to
+        :attr:`retired`, one warning saying ``why`` they were stale and how to merge again.
+
+        Raises:
+            ValueError: see :func:`~fit3d.pipeline.merge.retire_merged`.
+        """
+        removed, elsewhere = retire_merged(self.out_dir)
         self.retired += [str(p) for p in removed]
         what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
         if what:
             again = f"fit3d merge --fits {self.out_dir}" + "".join(f" --out {p}" for p in elsewhere[:1])
-            log.warning("%s (merged while this run was fitting into %s): run '%s' again when the fitting is done",
-                        "; ".join(what), self.out_dir, again)
+            log.warning("%s (%s): run '%s' again when the fitting is done", "; ".join(what), why, again)
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""
