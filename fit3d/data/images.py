@@ -200,6 +200,25 @@ def find_images(images_dir: Path, stem: str) -> list[Path]:
     return found
 
 
+def files_under(folder: Path, suffixes) -> list[Path]:
+    """Every file under ``folder`` whose suffix (any case) is one of ``suffixes`` (lower-case,
+    with the dot), sorted, following links to folders: frames are often linked in from another
+    disk (``frames/clip1 -> /data/clip1``), and ``Path.rglob`` does not follow them. A real folder
+    reached twice (a link to a folder already listed, a link that loops) is listed once, where
+    it is met first in sorted order. Paths keep the names they are reached by, under ``folder``."""
+    found, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()  # (so that which name a twice-linked folder keeps does not depend on the disk)
+        found += [Path(top) / n for n in names if Path(n).suffix.lower() in suffixes]
+    return sorted(p for p in found if p.is_file())
+
+
 def image_files(images_dir: Path) -> list[Path]:
-    """Every image file (by :data:`IMAGE_SUFFIXES`, any case) under ``images_dir``."""
-    return sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Every image file (by :data:`IMAGE_SUFFIXES`, any case) under ``images_dir``, linked
+    folders included (:func:`files_under`)."""
+    return files_under(images_dir, IMAGE_SUFFIXES)

@@ -11,7 +11,7 @@ import numpy as np
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18
-from fit3d.data.images import IMAGE_SUFFIXES, find_images, image_files, image_key, open_image
+from fit3d.data.images import IMAGE_SUFFIXES, files_under, find_images, image_files, image_key, open_image
 from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, unusual_values
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
@@ -47,7 +47,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
     problems: list[InputProblem] = []
     used: dict[Path, Path] = {}  # image -> the keypoint file read for it
     # per image, OpenPose's own <stem>_keypoints.json first: a <stem>.json beside it is the one left out
-    files = sorted(keypoints_dir.rglob("*.json"),
+    files = sorted(files_under(keypoints_dir, (".json",)),  # (linked folders too)
                    key=lambda f: (str(f.parent), _openpose_stem(f), not f.stem.endswith("_keypoints"), f.name))
     if not files:
         raise FileNotFoundError(f"no OpenPose JSON files (<image stem>_keypoints.json) in {keypoints_dir}")

@@ -108,6 +108,25 @@ def test_read_openpose_two_files_of_one_image_and_images_without_a_file(tmp_path
         ("warning", "000000196141.jpg", "1 image has no keypoint file in " + str(kp_dir))]
 
 
+def test_read_openpose_follows_linked_folders(tmp_path, sample_dir):
+    """Frames and keypoints linked in from another disk (``clip -> /data/clip``) were not read:
+    ``Path.rglob`` does not follow links to folders. A link that loops is listed once."""
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "kp").mkdir(parents=True)
+    shutil.copytree(sample_dir, elsewhere / "img")
+    _openpose_from_coco(sample_dir, elsewhere / "kp")
+    kp_dir, img_dir = tmp_path / "kp", tmp_path / "img"
+    kp_dir.mkdir()
+    img_dir.mkdir()
+    (kp_dir / "clip").symlink_to(elsewhere / "kp", target_is_directory=True)
+    (img_dir / "clip").symlink_to(elsewhere / "img", target_is_directory=True)
+    (kp_dir / "clip_again").symlink_to(kp_dir, target_is_directory=True)  # a loop: kp/clip_again/clip/...
+    images, problems = read_openpose(kp_dir, img_dir)
+    assert sorted(r.image_key for r in images) == [f"clip/{n}" for n in ("000000000785.jpg", "000000040083.jpg",
+                                                                          "000000196141.jpg", "000000197388.jpg")]
+    assert sum(len(r.people) for r in images) == 14 and not problems
+
+
 def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, sample_dir):
     d = json.loads((sample_dir / "test_coco.json").read_text())
     info = next(i for i in d["images"] if i["id"] == 785)
