@@ -87,12 +87,16 @@ def report_run(s: dict, out_dir: Path) -> int:
     for f in r["failures"][:20]:
         person = f" #{f['annot_id']}" if f.get("annot_id") is not None else ""  # (None: the image's output)
         click.echo(f"fit3d: failed {f['image']}{person}: {f['reason']}", err=True)
+    for reason in s.get("unwritten", []):  # (a full disk: the summary itself may be among them)
+        click.echo(f"fit3d: {reason}", err=True)
     if r["shard_empty"]:
         click.echo("fit3d: this shard got no image (more shards than images): nothing to do", err=True)
     if r["interrupted"]:
         click.echo("fit3d: interrupted: finished images are kept; run the same command again to resume", err=True)
     elif r["people_failed"] or r["images_failed"]:
         click.echo("fit3d: run the same command again to retry the images that failed", err=True)
+    elif s.get("unwritten"):
+        click.echo("fit3d: run the same command again to write them (the fitted images are kept)", err=True)
     return r["exit_code"]
 
 

@@ -17,7 +17,7 @@ from fit3d.pipeline.run import RunConfig, make_output_dir, run
 from fit3d.pipeline.selection import select_images
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, skip_reason
 from fit3d.pipeline.interrupt import Interrupted
-from fit3d.pipeline.summary import previous_summary, shard_file, write_summary
+from fit3d.pipeline.summary import mark_unwritten, previous_summary, shard_file, write_summary
 from fit3d.pipeline.settings import normalised
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,10 @@ def _train_and_annotate(sets, annotator, body_model, subs, shard, batch_size, pr
                                         gender=getattr(body_model, "gender", None),
                                         model_file=getattr(body_model, "model_file", None),
                                         **annotator.training_settings(), annotator=state))
-        write_summary(sub, shard, s)
+        try:
+            write_summary(sub, shard, s)
+        except ValueError as e:  # (a full disk) said and exit 5, as run() does
+            mark_unwritten(s, [str(e)])
         if on_run is not None:
             on_run(s, sub)
     return train_s

@@ -48,7 +48,7 @@ from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
 from fit3d.pipeline.selection import (inputs_changed_warning, refit_warning, select_images, shard_images,
                                       stale_outputs, stale_outputs_message)
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, layout_problems, skip_reason
-from fit3d.pipeline.summary import RunCounts, input_changes, previous_summary, versions, write_summary
+from fit3d.pipeline.summary import RunCounts, input_changes, mark_unwritten, previous_summary, versions, write_summary
 from fit3d.pipeline.workers import FitterPool
 
 log = logging.getLogger(__name__)
@@ -328,9 +328,11 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         ValueError: an input keypoint layout shares no keypoint with the model
             (raised before anything is written), the output folder holds fits made with
             other ``settings`` (without ``overwrite``), another run of an overlapping shard is
-            fitting into the folder (:mod:`fit3d.pipeline.lock`), or the output folder or the summary
-            cannot be written (an image's output that cannot be written is a failed image,
-            fitted again by the next run).
+            fitting into the folder (:mod:`fit3d.pipeline.lock`), or the output folder or the run's
+            start marker cannot be written (an image's output that cannot be written is a failed
+            image, fitted again by the next run; a summary that cannot be written at the end, e.g.
+            on a full disk, is said in the returned summary's ``unwritten``, exit code 5:
+            :func:`~fit3d.pipeline.summary.mark_unwritten`).
     """
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
@@ -429,12 +431,21 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         summary["merged_dataset_removed"] = job.retired
     if config.check_settings:
         summary["settings"] = normalised(settings)
+    unwritten = []  # the run's own records that could not be written (a full disk): said, exit 5
     if overwriting and not counts.interrupted and not counts.images_failed:  # every image refitted
-        finish_overwrite(out_dir, settings)
+        try:
+            finish_overwrite(out_dir, settings)
+        except ValueError as e:
+            unwritten.append(str(e))
     schedule = getattr(fitter, "schedule", None)
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]
-    write_summary(out_dir, config.shard, summary)
+    try:
+        write_summary(out_dir, config.shard, summary)
+    except ValueError as e:
+        unwritten.append(str(e))
+    if unwritten:
+        mark_unwritten(summary, unwritten)
     return summary
 
 

@@ -152,6 +152,17 @@ def shard_file(out_dir: str | Path, stem: str, shard: tuple[int, int]) -> Path:
     return Path(out_dir) / (f"{stem}.json" if n == 1 else f"{stem}.shard-{i + 1}-of-{n}.json")
 
 
+def mark_unwritten(summary: dict, reasons: list[str]) -> None:
+    """Record in a run's ``summary`` that some of its own records could not be written (a full
+    disk: the summary file itself, the folder's settings after an overwrite): ``unwritten`` lists
+    the errors, and the exit code becomes 5, as for an image's output that could not be written
+    (an interrupted run keeps 130 / 143). Running the same command again writes them."""
+    summary["unwritten"] = list(dict.fromkeys([*summary.get("unwritten", []), *reasons]))
+    r = summary["this_run"]
+    if not r.get("interrupted"):
+        r.update(exit_code=PEOPLE_FAILED, exit_meaning=EXIT_CODES[PEOPLE_FAILED])
+
+
 def write_summary(out_dir: str | Path, shard: tuple[int, int], summary: dict) -> Path:
     """Write a run's summary (:func:`shard_file` ``summary``); returns its path. The ``merged``
     totals of an earlier ``fit3d merge`` that the file holds are kept (a run that wrote new fits

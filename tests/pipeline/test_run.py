@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import shutil
 
@@ -657,3 +658,51 @@ def test_an_interrupted_training_of_neuralannot_marks_the_folders_summary(tmp_pa
     assert s["interrupted"] == 2 and s["exit_code"] == 130 and "training the annotator" in s["exit_meaning"]
     _, merged = merge_fits(out)
     assert [u["shard"] for u in merged["unfinished_shards"]] == ["1/1"]
+
+
+def test_a_summary_that_cannot_be_written_is_said_with_exit_5(tmp_path, sample_copy, anny_model, fast_fitter,
+                                                              monkeypatch, capsys):
+    """A full disk at the end of a run (found by a crash trial): the run stopped with exit 1 and
+    one line, and the failures the summary held were never shown; now the run returns its
+    summary marked ``unwritten``, exit 5, and the command's closing lines say what was not
+    written and what failed."""
+    import importlib
+
+    from fit3d.cli.fit import report_run
+
+    run_module = importlib.import_module("fit3d.pipeline.run")
+    real = run_module.write_summary
+
+    def full_disk(out_dir, shard, summary):
+        if summary.get("running"):  # the start marker is written: the disk fills during the run
+            return real(out_dir, shard, summary)
+        raise ValueError("cannot write the run's summary x/summary.json: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(run_module, "write_summary", full_disk)
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    blocked = sorted(r.image_key for r in images if r.people)[0]
+    output_path(out, blocked).mkdir(parents=True)  # and one image's output cannot be written either
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert s["this_run"]["exit_code"] == 5 and "No space left" in s["unwritten"][0]
+    assert report_run(s, out) == 5
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"failed {blocked}" in err and "run the same command again" in err
+    assert json.loads((out / "summary.json").read_text())["running"]  # the marker stays: the run is unfinished
+    monkeypatch.setattr(run_module, "write_summary", real)  # space again: the rerun finishes it
+    os.rmdir(output_path(out, blocked))
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert s["this_run"]["exit_code"] == 0 and "unwritten" not in s and s["this_run"]["images_written"] == 1
+    assert json.loads((out / "summary.json").read_text())["this_run"]["exit_code"] == 0
+
+
+def test_an_interrupted_run_keeps_its_exit_code_when_its_summary_cannot_be_written():
+    from fit3d.pipeline.summary import mark_unwritten
+
+    s = dict(this_run=dict(interrupted=True, exit_code=130, exit_meaning="interrupted by SIGINT (rerun to resume)"))
+    mark_unwritten(s, ["a"])
+    mark_unwritten(s, ["a", "b"])
+    assert s["this_run"]["exit_code"] == 130 and s["unwritten"] == ["a", "b"]
+    s = dict(this_run=dict(interrupted=False, exit_code=3, exit_meaning="x"))
+    mark_unwritten(s, ["a"])
+    assert s["this_run"]["exit_code"] == 5 and "written" in s["this_run"]["exit_meaning"]
