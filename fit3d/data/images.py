@@ -18,6 +18,20 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 END_MARKERS = {"JPEG": (b"\xff\xd9", 4096), "PNG": (b"IEND", 64)}
 
 
+def declared_length(fmt: str | None, head: bytes) -> int | None:
+    """The file length (bytes) that an image's first 64 bytes ``head`` declare, for an
+    uncompressed BMP (the pixel data's offset plus its rows, each padded to 4 bytes); None for
+    other formats and BMP variants (RLE-compressed, OS/2 headers), whose length the header does
+    not fix. (Pillow reads a whole WebP to open it: a cut-short one does not open at all.)"""
+    if fmt == "BMP" and len(head) >= 34 and int.from_bytes(head[14:18], "little") >= 40:
+        offset = int.from_bytes(head[10:14], "little")
+        width, height = (abs(int.from_bytes(head[i:i + 4], "little", signed=True)) for i in (18, 22))
+        bits, compression = int.from_bytes(head[28:30], "little"), int.from_bytes(head[30:34], "little")
+        if compression in (0, 3):  # BI_RGB, BI_BITFIELDS: rows of raw pixels
+            return offset + (bits * width + 31) // 32 * 4 * height
+    return None
+
+
 #: EXIF ``Orientation`` values (tag 0x0112) that turn the stored image a quarter turn: the image
 #: as shown is ``height x width`` of the stored pixels.
 QUARTER_TURNS = (5, 6, 7, 8)
@@ -75,7 +89,9 @@ def inspect_image(path: Path) -> ImageInfo:
     or download whose header still reads). A file whose tail holds its format's end marker
     (:data:`END_MARKERS`) is complete; one without it (also a complete file followed by other
     data, as phones' motion photos are) is decoded to be sure, so only such files pay for a
-    decode. Formats without a marker here are never reported truncated.
+    decode. An uncompressed BMP is cut short when it is shorter than its header declares
+    (:func:`declared_length`); other files are never reported truncated (a cut-short WebP does not
+    open: an OSError).
 
     Raises:
         OSError: unreadable, not an image, or larger than Pillow opens (its decompression-bomb
@@ -94,8 +110,10 @@ def inspect_image(path: Path) -> ImageInfo:
             size, fmt, orientation = im.size, im.format, _orientation(im)
             if orientation in QUARTER_TURNS:
                 size = size[::-1]
-        if fmt not in END_MARKERS:
-            return ImageInfo(size, fmt, False, orientation)
+        if fmt not in END_MARKERS:  # a BMP is cut short when it is shorter than its header says
+            f.seek(0)
+            length = declared_length(fmt, f.read(64))
+            return ImageInfo(size, fmt, length is not None and f.seek(0, 2) < length, orientation)
         marker, tail = END_MARKERS[fmt]
         f.seek(0, 2)
         f.seek(max(0, f.tell() - tail))

@@ -288,6 +288,28 @@ def test_a_truncated_png_is_read_with_a_warning_and_never_decoded_for_its_exif(t
     assert inspect_image(tmp_path / "cut.png").truncated  # (decoded once, to tell: no end marker)
 
 
+def test_a_truncated_bmp_is_found_by_its_declared_length_and_a_truncated_webp_does_not_open(tmp_path):
+    """Left out before: only JPEG and PNG (end markers) were checked, so a cut-short BMP was
+    fitted without a word and training code could not decode it."""
+    from PIL import Image
+
+    from fit3d.data.images import inspect_image
+
+    for fmt in ("BMP", "WEBP"):
+        path = tmp_path / f"a.{fmt.lower()}"
+        Image.effect_noise((401, 300), 60).convert("RGB").save(path, fmt)
+        data = path.read_bytes()
+        assert inspect_image(path) == ((401, 300), fmt, False, 1)
+        (tmp_path / "long").write_bytes(data + bytes(100))  # a complete file with data after it: not cut
+        assert not inspect_image(tmp_path / "long").truncated
+        (tmp_path / "cut").write_bytes(data[: len(data) - 100])
+        if fmt == "BMP":
+            assert inspect_image(tmp_path / "cut").truncated
+        else:  # an error, not a warning: its people are not fitted
+            with pytest.raises(OSError):
+                inspect_image(tmp_path / "cut")
+
+
 def test_an_image_stored_turned_warns_unless_its_annotations_saw_it_as_shown(tmp_path, sample_dir):
     """Found by a trial: keypoints labelled on the stored pixels of an image with an EXIF orientation
     were fitted in the frame as shown, valid, exit 0, without a word."""
