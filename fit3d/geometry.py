@@ -77,12 +77,16 @@ class _SpecialProcrustes(torch.autograd.Function):
         eye = torch.eye(3, dtype=m.dtype, device=m.device)
         err = (x.transpose(-1, -2) @ x - eye).abs().amax((-1, -2))
         bad = ~proper | ~(err <= _ORTHOGONAL_EPS * torch.finfo(m.dtype).eps)  # (NaN: bad)
-        if bool(bad.any()):  # improper, ill-conditioned or not finite: the special Procrustes from an SVD
-            u, _, vh = torch.linalg.svd(m[bad])
-            d = torch.ones_like(u[..., 0])
-            d[..., 2] = torch.linalg.det(u @ vh).sign()
+        if bool(bad.any()):  # improper or ill-conditioned: the special Procrustes from an SVD
             x = x.clone()
-            x[bad] = (u * d[..., None, :]) @ vh
+            finite = torch.isfinite(m).flatten(-2).all(-1)
+            x[bad & ~finite] = float("nan")  # (the SVD raises on them: one such matrix stopped the batch)
+            bad = bad & finite
+            if bool(bad.any()):
+                u, _, vh = torch.linalg.svd(m[bad])
+                d = torch.ones_like(u[..., 0])
+                d[..., 2] = torch.linalg.det(u @ vh).sign()
+                x[bad] = (u * d[..., None, :]) @ vh
         ctx.save_for_backward(m, x)
         return x
 
@@ -112,7 +116,8 @@ def special_procrustes(m: torch.Tensor) -> torch.Tensor:
 
     The forward is Higham's scaled Newton iteration for the orthogonal polar factor (Higham,
     "Computing the polar decomposition", SIAM J. Sci. Stat. Comput. 1986), elementwise products
-    only; rows with ``det(m) <= 0`` or that have not converged come from an SVD. The backward is
+    only; rows with ``det(m) <= 0`` or that have not converged come from an SVD, rows that are not
+    finite give NaN (the others are unaffected: one diverged person of a batch). The backward is
     the polar factor's closed-form derivative (a 3x3 solve per matrix). On a CPU both are a few
     times cheaper than an SVD or eigen-decomposition per matrix and its backward, with the same
     values and gradients to float32 precision (tested against roma).

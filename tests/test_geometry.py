@@ -46,3 +46,21 @@ def test_special_procrustes_edge_cases():
     # half precision is computed in float32, batch shapes are kept
     h = special_procrustes((2 * torch.eye(3)).expand(2, 5, 3, 3).half())
     assert h.dtype == torch.float16 and h.shape == (2, 5, 3, 3) and torch.equal(h.float(), torch.eye(3).expand(2, 5, 3, 3))
+
+
+def test_special_procrustes_of_a_non_finite_matrix_is_nan_and_the_others_are_kept():
+    """Found by a review: the SVD that takes the rows Newton's iteration cannot do raised on a
+    non-finite matrix, so one diverged person (NaN betas) stopped the body model for the batch."""
+    from fit3d.body_models.anny_model import AnnyModel
+
+    q = roma.random_rotmat(3, generator=torch.Generator().manual_seed(3))
+    m = torch.cat([q, torch.full((1, 3, 3), float("nan")), torch.diag(torch.tensor([3.0, 2.0, -1.0]))[None]])  # improper: SVD
+    m[1, 0, 0] = float("inf")
+    out = special_procrustes(m)
+    assert out[[1, 3]].isnan().all() and torch.allclose(out[[0, 2, 4]], roma.special_procrustes(m[[0, 2, 4]]),
+                                                         atol=1e-5)
+    model = AnnyModel()
+    betas = torch.zeros(3, model.num_betas)
+    betas[1] = float("nan")
+    body = model(torch.zeros(3, 3), torch.zeros(3, model.num_body_joints, 3), betas, torch.tensor([[0, 0, 4.0]] * 3))
+    assert body.keypoints_3d[[0, 2]].isfinite().all() and body.keypoints_3d[1].isnan().all()

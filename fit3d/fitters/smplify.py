@@ -75,10 +75,12 @@ def _face_indices(convention, device) -> torch.Tensor | None:
 
 
 def _best_rows(loss: torch.Tensor, B: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
-    """Index of each person's lowest-``loss`` row (among ``allowed`` rows when given); rows
-    are person-major with the same number per person."""
-    if allowed is not None:
-        loss = torch.where(allowed, loss, torch.full_like(loss, torch.finfo(loss.dtype).max))
+    """Index of each person's lowest-``loss`` row (among ``allowed`` rows when given; a row whose
+    loss is NaN, a diverged row, is never lower than a finite one: ``argmin`` takes NaN as the
+    minimum); rows are person-major with the same number per person."""
+    loss = torch.where(torch.isnan(loss), torch.full_like(loss, torch.finfo(loss.dtype).max), loss)
+    if allowed is not None:  # (a diverged allowed row still beats every row not allowed)
+        loss = torch.where(allowed, loss, torch.full_like(loss, torch.inf))
     per = len(loss) // B
     return loss.view(B, per).argmin(1) + torch.arange(B, device=loss.device) * per
 
@@ -484,7 +486,7 @@ class SMPLify:
             body = self.body_model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
             s = sub.index(clean)
             r = L.rms_residual(project(body.keypoints_3d, s.focal_length, s.principal_point), s.keypoints_2d,
-                               ctx["scale"][clean])
+                               ctx["scale"][clean], mask=self.keypoint_weights)  # (the points the fit fits)
         noisy = r > self.noise_threshold
         return torch.where(noisy, _best_rows(loss, B, branch == 1), clean), noisy
 

@@ -276,3 +276,30 @@ def test_keep_hypotheses_below_one_is_refused(anny_model):
     with pytest.raises(ValueError, match="keep_hypotheses must be at least 1, not 0"):
         SMPLify(anny_model, keep_hypotheses=0)
     assert SMPLify(anny_model, keep_hypotheses=9).keep == 4  # (more than the orientations: all of them)
+
+
+def test_noisy_branch_is_chosen_on_the_keypoints_the_fit_weighs(anny_model, make_synthetic, monkeypatch):
+    """Found by a review: the clean fit's residual that chooses the noisy branch counted keypoints
+    of weight 0 (SMPL's hips, another point than COCO's), which no fit can reach, so SMPL-family
+    people with clean keypoints were all sent to the strongly regularised noisy branch."""
+    from fit3d.fitters import losses as L
+
+    batch, _, _ = make_synthetic(anny_model, 3, seed=1)
+    names = anny_model.keypoint_convention.names
+    hips = [names.index(n) for n in ("left_hip", "right_hip")]
+    weights = torch.ones(len(names))
+    weights[hips] = 0.0
+    monkeypatch.setattr(anny_model, "keypoint_weights", lambda: weights)  # hips as SMPL's: not fitted
+    kp = batch.keypoints_2d.clone()
+    kp[:, hips, 1] -= 8.0 * L.person_scale(kp, batch.bbox)[:, None] / L.NOMINAL_SCALE  # 8 nominal px off
+    res = SMPLify(anny_model)(replace(batch, keypoints_2d=kp))
+    assert not res.extras["noisy_keypoints"].any()
+
+
+def test_a_diverged_row_never_wins():
+    from fit3d.fitters.smplify import _best_rows
+
+    loss = torch.tensor([1.0, float("nan"), 0.5, float("nan"), 2.0, 3.0])
+    assert _best_rows(loss, 2).tolist() == [2, 4]
+    allowed = torch.tensor([False, True, False, True, True, False])
+    assert _best_rows(loss, 2, allowed).tolist() == [1, 4]  # a diverged allowed row before any row not allowed
