@@ -58,8 +58,8 @@ def test_gmm_fit_and_smplify_pkl(tmp_path):
     f.write_bytes(pickle.dumps(d, protocol=2))
     g = GMMPrior.load_smplify_pkl(f)
     pose = torch.as_tensor(d["means"][3], dtype=torch.float32).view(1, 23, 3)
-    expect = -math.log(1 / 8) + 0.5 * 69 * math.log(2 * math.pi * 0.05)
-    assert g(pose).item() == pytest.approx(expect, rel=1e-4)  # at a mean: only the constant
+    assert abs(g(pose).item()) < 1e-4  # at a mean: only its constant, the smallest (all are equal here)
+    assert g(pose + 0.1).item() == pytest.approx(0.5 * 69 * 0.01 / 0.05, rel=1e-3)  # near it: its Mahalanobis
     assert g(torch.zeros(2, 21, 3)).shape == (2,)  # SMPL-X's 21 joints use the 63-d marginal
 
 
@@ -132,8 +132,10 @@ def test_vposer_checkpoint_serves_every_smpl_family_body(tmp_path, smpl_like_dir
 
 
 def test_gmm_cost_is_the_max_mixture_negative_log_density():
-    """SMPLify's cost, min_k -log(w_k N(x; mu_k, Sigma_k)), checked with scipy for full random
-    covariances, on the whole pose and on its leading-dimension marginal (SMPL-X's 21 joints)."""
+    """SMPLify's cost, min_k -log(w_k N(x; mu_k, Sigma_k)), less the smallest component constant
+    (so that it is never negative: SMPLify's early stop compares relative loss changes), checked
+    with scipy for full random covariances, on the whole pose and on its leading-dimension
+    marginal (SMPL-X's 21 joints)."""
     from scipy.stats import multivariate_normal
 
     rng = np.random.default_rng(1)
@@ -144,7 +146,10 @@ def test_gmm_cost_is_the_max_mixture_negative_log_density():
     g = GMMPrior(means, covars, weights)
     x = rng.normal(0, 0.3, (4, D))
     for d in (D, 63):
+        offset = min(-math.log(weights[k]) - multivariate_normal(means[k, :d], covars[k, :d, :d]).logpdf(means[k, :d])
+                     for k in range(K))  # the smallest constant: each component's cost at its mean
         expect = [min(-math.log(weights[k]) - multivariate_normal(means[k, :d], covars[k, :d, :d]).logpdf(p[:d])
-                      for k in range(K)) for p in x]
+                      for k in range(K)) - offset for p in x]
         got = g(torch.as_tensor(x[:, :d], dtype=torch.float32).view(4, d // 3, 3))
         assert np.allclose(got.numpy(), expect, rtol=1e-4, atol=1e-2), (d, got, expect)
+        assert (got >= 0).all() and g(torch.as_tensor(means[:, :d], dtype=torch.float32).view(K, d // 3, 3)).min() < 1e-3
