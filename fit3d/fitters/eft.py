@@ -310,11 +310,11 @@ class EFT:
             opt.step()
         with torch.no_grad():
             loss, out, transl, body, proj = evaluate()
-            err = reprojection_error_px(proj, batch.keypoints_2d)
+            err = reprojection_error_px(proj, batch.keypoints_2d, kp_weights)
             finetuned = torch.full((B,), self.steps > 0, dtype=torch.bool, device=model.device)
             if self.accept_ratio is not None and self.steps > 0:
                 loss0, out0, transl0, body0, proj0 = objective(init)
-                err0 = reprojection_error_px(proj0, batch.keypoints_2d)
+                err0 = reprojection_error_px(proj0, batch.keypoints_2d, kp_weights)
                 finetuned = refinement_pays(err0, err, self.accept_ratio,
                                             is_valid(err0, batch.keypoints_2d, batch.bbox, self.valid_fraction))
                 loss, out, transl, body, proj, err = _where(finetuned, (loss, out, transl, body, proj, err),
@@ -332,7 +332,7 @@ class EFT:
                 with torch.no_grad():
                     body = model(params["global_orient"], params["body_pose"], params["betas"], params["transl"])
                     proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-                    err = reprojection_error_px(proj, batch.keypoints_2d)
+                    err = reprojection_error_px(proj, batch.keypoints_2d, kp_weights)
         if self._refiner is not None:
             res = self._refiner.fit_from(batch, params)
             res.iterations = res.iterations + steps

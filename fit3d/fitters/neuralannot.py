@@ -565,7 +565,7 @@ def predict(body_model: BodyModel, net, batch: PersonBatch) -> FitResult:
     out = net.predict(batch)
     body = body_model(out["global_orient"], out["body_pose"], out["betas"], out["transl"])
     proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-    err = reprojection_error_px(proj, batch.keypoints_2d)
+    err = reprojection_error_px(proj, batch.keypoints_2d, body_model.keypoint_weights())
     B = len(batch)
     params = {k: out[k] for k in ("global_orient", "body_pose", "betas", "transl")}
     return FitResult(**params, joints_3d=body.joints_3d, keypoints_3d=body.keypoints_3d, keypoints_2d_fit=proj,

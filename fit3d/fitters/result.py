@@ -27,7 +27,8 @@ class FitResult:
         joints_3d: ``(B, J+1, 3)`` skeleton joints, camera frame, metres.
         keypoints_3d: ``(B, K, 3)`` model keypoints in ``convention``, camera frame, metres.
         keypoints_2d_fit: ``(B, K, 2)`` reprojected keypoints, pixels.
-        reproj_error_px: ``(B,)`` mean pixel distance over the labelled keypoints the model has.
+        reproj_error_px: ``(B,)`` mean pixel distance over the labelled keypoints the model has and
+            fits (:func:`reprojection_error_px`; not SMPL's hips).
         valid: ``(B,)`` bool, see :func:`is_valid`.
         loss: ``(B,)`` final loss.
         iterations: ``(B,)`` optimisation steps taken (fine-tuning steps for EFT).
@@ -136,9 +137,22 @@ class FitResult:
         return out
 
 
-def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor) -> torch.Tensor:
-    """``(B,)`` mean pixel distance over keypoints with confidence > 0 (NaN when none)."""
+def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor,
+                          weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B,)`` mean pixel distance over keypoints with confidence > 0 (NaN when none).
+
+    Args:
+        projected: ``(B, K, 2)`` the fit's keypoints, pixels. keypoints_2d: ``(B, K, 3)`` the
+            labelled ones (x, y, confidence).
+        weights: ``(K,)`` the body model's keypoint weights
+            (:meth:`~fit3d.body_models.base.BodyModel.keypoint_weights`): keypoints of weight 0,
+            which no fit is asked to reach (SMPL's hip joints, another point than COCO's hips),
+            are left out, so that their fixed gap does not count as a fit's error (in the
+            validity rule and the comparisons of EFT, NeuralAnnot and ``--fallback``).
+    """
     vis = (keypoints_2d[..., 2] > 0).to(projected)
+    if weights is not None:
+        vis = vis * (weights > 0).to(vis)
     d = (projected - keypoints_2d[..., :2]).norm(dim=-1)
     n = vis.sum(-1)
     return torch.where(n > 0, (d * vis).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))

@@ -585,7 +585,7 @@ class SMPLify:
         with torch.no_grad():
             body = model(final["global_orient"], final["body_pose"], final["betas"], final["transl"])
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
-        err = reprojection_error_px(proj, batch.keypoints_2d)
+        err = reprojection_error_px(proj, batch.keypoints_2d, self.keypoint_weights)
         valid = is_valid(err, batch.keypoints_2d, batch.bbox, self.valid_fraction, params=final)
         yaws = torch.tensor(self.yaws, device=loss.device)
         return FitResult(

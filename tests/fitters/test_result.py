@@ -78,3 +78,40 @@ def test_repr_shows_shapes_not_values(anny_model):
     text = repr(r)
     assert text.startswith("FitResult(B=2, global_orient=(2, 3), body_pose=(2, 19, 3)") and "prototype=(2,)" in text
     assert len(text) < 600
+
+
+def test_reprojection_error_leaves_out_keypoints_no_fit_is_asked_to_reach():
+    """Found by a review: SMPL's hips (weight 0 in every fit: another point than COCO's hips)
+    counted in the error, so their fixed gap entered the validity rule and the comparisons of
+    EFT, NeuralAnnot and --fallback."""
+    from fit3d.fitters.result import reprojection_error_px
+
+    kp = torch.tensor([[[0.0, 0.0, 1.0], [10.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])
+    proj = torch.tensor([[[3.0, 4.0], [10.0, 0.0], [100.0, 0.0], [0.0, 40.0]]])
+    assert reprojection_error_px(proj, kp).item() == 15.0  # (5 + 0 + 40) / 3: the unlabelled point not counted
+    w = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    assert reprojection_error_px(proj, kp, w).item() == 2.5  # the weight-0 point left out
+    assert reprojection_error_px(proj, kp, torch.tensor([0.0, 0.0, 1.0, 0.0])).isnan().all()  # none left
+
+
+def test_fitters_report_the_error_on_the_keypoints_they_fit(anny_model, make_synthetic, monkeypatch):
+    from dataclasses import replace
+
+    from fit3d.fitters import SMPLify, Stage
+    from fit3d.fitters.result import reprojection_error_px
+
+    batch, _, _ = make_synthetic(anny_model, 2, seed=2)
+    names = anny_model.keypoint_convention.names
+    hips = [names.index(n) for n in ("left_hip", "right_hip")]
+    w = torch.ones(len(names))
+    w[hips] = 0.0
+    monkeypatch.setattr(anny_model, "keypoint_weights", lambda: w)
+    kp = batch.keypoints_2d.clone()
+    kp[:, hips, 1] += 60.0  # a fixed gap at points the fit does not weigh
+    fitter = SMPLify(anny_model, schedule=[Stage("camera", ("global_orient", "transl"), 30, 0.05,
+                                                 dict(reprojection=1.0, depth=100.0), keypoints="torso"),
+                                           Stage("body", ("global_orient", "body_pose", "betas", "transl"), 60, 0.04,
+                                                 dict(reprojection=1.0, pose_prior=1.0, shape=1.0))], depth_flips=False)
+    res = fitter(replace(batch, keypoints_2d=kp))
+    assert torch.allclose(res.reproj_error_px, reprojection_error_px(res.keypoints_2d_fit, kp, w))
+    assert (reprojection_error_px(res.keypoints_2d_fit, kp) > res.reproj_error_px + 4).all()  # the hips' gap
