@@ -107,7 +107,8 @@ _OPTIONS = [
                  help="Fit at most N images of this job's shard (with --shard or 'fit3d submit --jobs': N per "
                       "task; 'fit3d merge' names the shards it cut short)."),
     click.option("--shard", default="1/1", show_default=True, callback=_parse_shard,
-                 help="i/n: fit every n-th image starting at the i-th (one job of n); 'auto': this SLURM "
+                 help="i/n: fit the i-th of n parts of the images (one job of n; an image's part is a hash of its "
+                      "name, so no other image moves it); 'auto': this SLURM "
                       "array task's shard (SLURM_ARRAY_TASK_ID, SLURM_ARRAY_TASK_COUNT; stepped arrays "
                       "such as --array=0-8:2 too)."),
     click.option("--workers", default="auto", show_default=True, callback=_parse_workers,

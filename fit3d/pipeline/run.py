@@ -6,7 +6,8 @@
   written after every batch, atomically; on SIGINT/SIGTERM the batch in flight is
   dropped, everything finished is kept and the command says how to resume. A folder
   fitted with other settings is not resumed into (:mod:`fit3d.pipeline.settings`).
-* Shardable: ``shard = (i, n)`` takes every n-th image of the sorted list, so n jobs (n
+* Shardable: ``shard = (i, n)`` takes the images whose key hashes to shard i
+  (:func:`~fit3d.pipeline.selection.shard_of`), so n jobs (n
   GPUs, SLURM array tasks) split the work without talking to each other; each writes
   its own summary and never reads the others' outputs.
 * Every input accounted for: people with too few usable keypoints, or whose fit gives

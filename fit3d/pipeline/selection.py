@@ -5,6 +5,7 @@ run say about them."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import zipfile
 from pathlib import Path
@@ -78,10 +79,23 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     return i - 1, n
 
 
+def shard_of(image_key: str, n: int) -> int:
+    """The shard (zero-based, of ``n``) that an image belongs to: a hash of its key alone
+    (BLAKE2b), so an image's shard does not depend on the other images. Taking every n-th image of
+    the sorted list (before 2026-12-03) moved nearly every image to another shard when one image
+    was missing from one task's inputs (unreadable for a moment, still being copied) or from a
+    corrected annotation file: in that pass images were fitted twice or by no shard. Shards of
+    many images are near-equal (n shards of N images: about N/n +- sqrt(N/n) each); with few
+    images some shards may get none (they exit 0, ``shard_empty``)."""
+    return int.from_bytes(hashlib.blake2b(image_key.encode("utf-8", "surrogateescape"), digest_size=8).digest(),
+                          "little") % n
+
+
 def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[ImageRecord]:
-    """The images of shard ``(i, n)`` (zero-based): every n-th by image key, from the i-th."""
+    """The images of shard ``(i, n)`` (zero-based, :func:`shard_of`), in image-key order."""
     i, n = shard
-    return sorted(images, key=lambda r: r.image_key)[i::n]
+    ordered = sorted(images, key=lambda r: r.image_key)
+    return ordered if n == 1 else [r for r in ordered if shard_of(r.image_key, n) == i]
 
 
 def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: int = 0, would: bool = False) -> str:
