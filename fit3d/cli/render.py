@@ -104,7 +104,10 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
               help="PNGs from 'fit3d render' to show as thumbnails (default: FITS/render if present).")
 @click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Images to show as thumbnails when there are no renders.")
-def report(fits_dir, out, renders, images):
+@click.option("--thumbnails", type=click.IntRange(min=0), default=None,
+              help="People (the worst first) shown with their image, each image embedded once; the other "
+                   "rows link to their render.  [default: 300]")
+def report(fits_dir, out, renders, images, thumbnails):
     """Write a self-contained HTML page reviewing a run (worst reprojection error first).
 
     Exit 3 when some fits could not be read (each named on stderr and a row of the report).
@@ -114,7 +117,7 @@ def report(fits_dir, out, renders, images):
     if renders is None and (fits_dir / "render").is_dir():
         renders = fits_dir / "render"
     with errors_as():
-        s = write_report(fits_dir, out, renders, images)
+        s = write_report(fits_dir, out, renders, images, **({} if thumbnails is None else dict(thumbnails=thumbnails)))
     click.echo(f"fit3d: report of {s['people']} people ({s['fitted']} fitted, {s['valid']} valid) -> {out}", err=True)
     for f in s["unreadable"]:
         click.echo(f"fit3d: unreadable fit {f} (a row of the report)", err=True)

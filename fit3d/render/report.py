@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,9 @@ def histogram_png(errors: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _thumb(path: Path, width: int = 360) -> str:
-    """A JPEG data URL of the image, or "" when it cannot be read (the row shows no picture)."""
+def _thumb(path: Path, width: int = 360) -> tuple[str, tuple[int, int]] | None:
+    """A JPEG data URL of the image and its size (pixels), or None when it cannot be read (the
+    rows show no picture)."""
     from PIL import Image, ImageOps
 
     try:
@@ -70,12 +72,18 @@ def _thumb(path: Path, width: int = 360) -> str:
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)
     except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
-        return ""
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), im.size
+
+
+#: People (the worst first) whose image is shown in the report by default: each image is
+#: embedded once, but a page of every image of a large run would not open (COCO train: ~60k
+#: images, gigabytes); the other rows link to their render when there is one.
+REPORT_THUMBNAILS = 300
 
 
 def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path | None = None,
-                 images_dir: str | Path | None = None) -> dict:
+                 images_dir: str | Path | None = None, thumbnails: int = REPORT_THUMBNAILS) -> dict:
     """Write the HTML report.
 
     Args:
@@ -83,42 +91,54 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
         out: the ``.html`` path.
         renders_dir: PNGs from ``fit3d render`` (``<image path>.png``) to embed as thumbnails;
             else images from ``images_dir`` when given; else no thumbnails.
+        thumbnails: how many people, the worst first, are shown with their image (each image
+            embedded once, as a style every row of that image uses); the other rows link to
+            their render PNG (a path relative to the page) when ``renders_dir`` holds one.
     Returns:
-        ``{"people": n, "fitted": n, "valid": n, "median_px": x}``.
+        ``{"people": n, "fitted": n, "valid": n, "median_px": x, "unreadable": [files]}``.
     """
     rows = collect_people(fits_dir)
     err = np.array([r["reproj_error_px"] for r in rows if r["status"] == "fitted"], dtype=float)
     err = err[np.isfinite(err)]
     hist = base64.b64encode(histogram_png(err)).decode()
-    thumbs: dict[str, str] = {}
-    for r in rows:
-        if r["file"] in thumbs:
-            continue
-        cand = None
-        if renders_dir is not None and (Path(renders_dir) / f"{r['file']}.png").is_file():
-            cand = Path(renders_dir) / f"{r['file']}.png"
-        elif images_dir is not None and (Path(images_dir) / r["image"]).is_file():
-            cand = Path(images_dir) / r["image"]
-        thumbs[r["file"]] = _thumb(cand) if cand else ""
+    out = Path(out)
+    thumbs: dict[str, int] = {}  # image file -> its style's number (-1: none)
+    styles = []
     e = html.escape
     body = []
-    for r in rows:
-        src = thumbs.get(r["file"], "")
-        img = f'<img src="{src}" loading="lazy">' if src else ""
+    for n, r in enumerate(rows):
+        rendered = Path(renders_dir) / f"{r['file']}.png" if renders_dir is not None else None
+        rendered = rendered if rendered is not None and rendered.is_file() else None
+        cell = ""
+        if n < thumbnails and r["file"] not in thumbs:
+            cand = rendered or (Path(images_dir) / r["image"] if images_dir is not None
+                                and (Path(images_dir) / r["image"]).is_file() else None)
+            thumbs[r["file"]] = -1
+            if cand is not None and (thumb := _thumb(cand)):
+                thumbs[r["file"]] = len(styles)
+                url, (w, h) = thumb
+                styles.append(f".t{len(styles)}{{background-image:url({url});width:{w}px;height:{h}px}}")
+        if n < thumbnails and thumbs.get(r["file"], -1) >= 0:
+            cell = f'<div class="t t{thumbs[r["file"]]}"></div>'
+        elif rendered is not None:  # (a link: the page stays small however large the run)
+            link = Path(os.path.relpath(rendered.absolute(), out.absolute().parent)).as_posix()
+            cell = f'<a href="{e(link)}">render</a>'
         err_s = "" if not np.isfinite(r["reproj_error_px"]) else f"{r['reproj_error_px']:.2f}"
         cls = "ok" if r["valid"] else "bad"
         body.append(
-            f'<tr class="{cls}"><td>{img}</td><td>{e(r["image"])}</td><td>{r["annot_id"]}</td><td>{e(r["status"])}</td>'
+            f'<tr class="{cls}"><td>{cell}</td><td>{e(r["image"])}</td><td>{r["annot_id"]}</td><td>{e(r["status"])}</td>'
             f'<td>{err_s}</td><td>{"yes" if r["valid"] else "no"}</td><td>{e(r["skip_reason"])}</td></tr>'
         )
     fitted = sum(r["status"] == "fitted" for r in rows)
     valid = sum(r["valid"] for r in rows)
     med = float(np.median(err)) if len(err) else float("nan")
+    shown = min(thumbnails, len(rows))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fit3d report: {e(str(fits_dir))}</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
-tr.bad{{background:#fde8e8}}img{{max-width:360px}}</style></head><body>
+tr.bad{{background:#fde8e8}}.t{{background-size:contain;background-repeat:no-repeat}}
+{"".join(styles)}</style></head><body>
 <h1>fit3d report</h1><p>{e(str(fits_dir))}: {len(rows)} people, {fitted} fitted, {valid} valid,
-median reprojection error {med:.2f} px. Rows sorted worst first.</p>
+median reprojection error {med:.2f} px. Rows sorted worst first; the first {shown} shown with their image.</p>
 <img src="data:image/png;base64,{hist}" alt="histogram of reprojection errors">
 <table><tr><th>render</th><th>image</th><th>annot_id</th><th>status</th><th>reproj. error (px)</th><th>valid</th><th>reason</th></tr>
 {"".join(body)}</table></body></html>

@@ -210,3 +210,36 @@ def test_large_and_16_bit_images_are_drawn_as_they_look(tmp_path):
     np.testing.assert_allclose(small["principal_point"][0], [499.9, 199.9])
     np.testing.assert_allclose(small["focal_length"][0], [1077.0, 1077.0])
     assert list(small["image_size"]) == [1000, 400] and scaled_fit(fit, 1.0) is fit
+
+
+def test_report_embeds_each_image_once_and_links_the_rest(tmp_path, sample_dir):
+    """Found by a scale trial: every person's row embedded its image's thumbnail again (2,000 fits:
+    a 363 MB page, 1.3 GB of memory; COCO train would be ~11 GB), and every image was decoded."""
+    import re
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from fit3d.cli.main import cli
+    from fit3d.data.writers import write_npz
+    from fit3d.render.report import REPORT_THUMBNAILS
+
+    fits, renders = tmp_path / "fits", tmp_path / "fits" / "render"
+    renders.mkdir(parents=True)
+    for k in range(5):  # 5 images of 3 people each
+        name = f"im{k}.jpg"
+        write_npz(fits / f"{name}.npz", dict(
+            image=np.array(name), fitter=np.array("smplify"), annot_id=np.arange(3) + 10 * k,
+            status=np.array(["fitted"] * 3), reproj_error_px=np.array([1.0, 2.0, 3.0]) + k,
+            valid=np.ones(3, bool), skip_reason=np.array([""] * 3)))
+        Image.new("RGB", (80, 40), (k * 40, 0, 0)).save(renders / f"{name}.png")
+    out = tmp_path / "report.html"
+    assert write_report(fits, out, renders_dir=renders, thumbnails=6)["people"] == 15
+    page = out.read_text()
+    assert page.count("data:image/jpeg;base64") == 3  # the worst 6 people are of 3 images: each embedded once
+    assert len(re.findall(r'<div class="t t\d+">', page)) == 6
+    assert page.count('<a href="fits/render/') == 15 - 6  # the others link to their render
+    r = CliRunner().invoke(cli, ["report", "--fits", str(fits), "--out", str(tmp_path / "all.html"),
+                                 "--thumbnails", "100"])
+    assert r.exit_code == 0 and (tmp_path / "all.html").read_text().count("data:image/jpeg;base64") == 5
+    assert f"[default: {REPORT_THUMBNAILS}]" in CliRunner().invoke(cli, ["report", "--help"]).output
