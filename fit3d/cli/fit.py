@@ -137,8 +137,13 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     echo_problems(s["input_problems"][len(problems):])  # found by the run (keypoint layouts): not printed yet
     code = report_run(s, opts.out_dir)
     if (opts.render or opts.save_mesh) and not s["this_run"]["interrupted"]:
+        from fit3d.pipeline.selection import job_images
+
+        # this job's images only (its shard, its --limit): not the whole folder, which other
+        # shards fit into (a 64-task array rendered every fit 64 times)
+        mine = [r.image_key for r in job_images(records, config) if r.people]
         unreadable = render_fits(opts.out_dir, opts.images, opts.out_dir / "render", body, side=True, keypoints=True,
-                                 save_mesh=opts.save_mesh, names=None, progress=opts.progress, overlays=opts.render)
+                                 save_mesh=opts.save_mesh, names=mine, progress=opts.progress, overlays=opts.render)
         if unreadable and code == 0:  # the fit's own code comes first (5 before 3; 4 stays)
             code = 3
     raise click.exceptions.Exit(code)

@@ -98,6 +98,13 @@ def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[Imag
     return ordered if n == 1 else [r for r in ordered if shard_of(r.image_key, n) == i]
 
 
+def job_images(images: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:
+    """The images of a job: its shard's (:func:`shard_images`), the first ``config.limit`` of
+    them when limited; done or not."""
+    mine = shard_images(images, config.shard)
+    return mine if config.limit is None else mine[: config.limit]
+
+
 def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: int = 0, would: bool = False) -> str:
     """The warning of a run (``would``: a dry run) whose inputs differ from the folder's last run's:
     ``refit`` images whose people changed are fitted again (:func:`select_images`), the ``done``
@@ -169,9 +176,7 @@ def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = Tru
     (its archive directory intact) still counts as done: ``fit3d merge`` and the exports name it;
     delete it to refit it.
     """
-    mine = shard_images(images, config.shard)
-    if config.limit is not None:
-        mine = mine[: config.limit]
+    mine = job_images(images, config)
     if config.overwrite:
         return Selection(mine, 0, len(mine))
     todo, damaged, changed, unverified = [], [], 0, 0

@@ -278,11 +278,22 @@ def test_smplify_cli_limit_one(tmp_path, sample_dir, anny_model, schedule_file):
 
     rendered = []
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fit3d.cli.fit, "render_fits", lambda *a, **k: rendered.append(a) or 1)
+        mp.setattr(fit3d.cli.fit, "render_fits", lambda *a, **k: rendered.append(k["names"]) or 1)
         r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations",
                                      str(sample_dir / "test_coco.json"), "--out", str(out), "--schedule", str(sched),
                                      "--limit", "1", "--focal-length", "1000", "--no-progress", "--render"])
-        assert r.exit_code == 3 and rendered, r.output
+        assert r.exit_code == 3 and rendered == [[files[0].name[: -len(".npz")]]], r.output
+        # this job's images only, not the folder's (a scale trial: every task of an array rendered every fit)
+        from fit3d.data.readers import read_coco
+        from fit3d.pipeline.selection import shard_images
+
+        images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+        second = max(range(2), key=lambda i: len(shard_images(images, (i, 2))))
+        r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations",
+                                     str(sample_dir / "test_coco.json"), "--out", str(out), "--schedule", str(sched),
+                                     "--shard", f"{second + 1}/2", "--limit", "2", "--focal-length", "1000",
+                                     "--no-progress", "--render"])
+        assert rendered[-1] == [i.image_key for i in shard_images(images, (second, 2))[:2]], r.output
         r = CliRunner().invoke(cli, ["smplify", "--images", str(tmp_path), "--annotations",
                                      str(sample_dir / "test_coco.json"), "--out", str(tmp_path / "none"),
                                      "--schedule", str(sched), "--no-progress", "--render"])
