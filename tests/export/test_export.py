@@ -191,6 +191,13 @@ def test_anny_fits_export_their_own_parameters_or_refuse(tmp_path, anny_model, s
         r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", fmt, "--out", str(out)])
         assert r.exit_code == 1 and "these fits are of anny" in r.output and "--model smpl" in r.output
         assert "Traceback" not in r.output and not out.exists()
+    # refused before every fit is read (a scale trial: 6k files read, 20 s, then the refusal)
+    import fit3d.export as export_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(export_module, "exported_people", lambda *a, **k: pytest.fail("read every fit first"))
+        with pytest.raises(ValueError, match="these fits are of anny"):
+            export_fits(fits_dir, "spin", tmp_path / "y.npz")
     # found by a helper: an unreadable fit file was left out without a word, exit 0
     broken = sorted(fits_dir.glob("*.npz"))[0]
     broken.write_bytes(b"")
