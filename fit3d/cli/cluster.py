@@ -58,9 +58,10 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
             raise click.BadParameter(f"{kv!r}: expected KEY=VALUE", param_hint="--slurm-arg")
         k, v = kv.split("=", 1)
         extra[k] = v
-    config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition, gpus_per_job=gpus_per_job,
-                          cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min, max_parallel=max_parallel,
-                          slurm_args=extra, ranks=ranks)
+    with errors_as(click.UsageError):
+        config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition,
+                              gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min,
+                              max_parallel=max_parallel, slurm_args=extra, ranks=ranks)
     try:
         check_cluster(cluster)  # (before the pre-check, which takes a while)
     except ClusterUnavailable as e:

@@ -33,6 +33,10 @@ class SubmitConfig:
             default: ``gpus_per_job``, at least 1).
         max_parallel: at most this many array tasks at once (None: no limit).
         slurm_args: extra ``sbatch`` options (``{"account": "abc"}``).
+    Raises:
+        ValueError: ``partition``, ``max_parallel`` or ``slurm_args`` with a cluster other than
+            SLURM (submitit's local executor starts every task at once and has no partition:
+            they were ignored in silence).
     """
 
     jobs: int = 1
@@ -46,6 +50,19 @@ class SubmitConfig:
     max_parallel: int | None = None
     slurm_args: dict = field(default_factory=dict)
     ranks: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.cluster not in (None, "slurm"):
+            self.check_slurm_only(self.cluster)
+
+    def check_slurm_only(self, cluster: str) -> None:
+        """Refuse the SLURM-only settings for ``cluster`` (see the class's Raises)."""
+        given = [name for name, value in (("--slurm-partition", self.partition), ("--max-parallel", self.max_parallel),
+                                          ("--slurm-arg", self.slurm_args)) if value]
+        if cluster != "slurm" and given:
+            raise ValueError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to SLURM only: with "
+                             f"--cluster {cluster} every task starts at once on this machine (give fewer --jobs "
+                             "to run fewer at a time)")
 
 
 class ShardJob:
@@ -177,6 +194,7 @@ def make_executor(config: SubmitConfig, name: str):
         ex = submitit.AutoExecutor(folder=str(config.logs), cluster=config.cluster)
     except RuntimeError as e:
         raise _unavailable(config.cluster, e) from e
+    config.check_slurm_only(ex.cluster)  # (cluster None: submitit's guess is known only now)
     params = dict(name=name, timeout_min=config.time_min, gpus_per_node=config.gpus_per_job, nodes=1)
     if config.cpus_per_job:
         params["cpus_per_task"] = config.cpus_per_job

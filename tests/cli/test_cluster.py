@@ -37,6 +37,15 @@ def test_submit_refuses_what_it_sets_itself(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["submit", "neuralannot", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                  "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "logs")])
     assert r.exit_code == 2 and "--ranks" in r.output
+    # SLURM's settings with local tasks: every task started at once, --max-parallel ignored (a scale trial)
+    r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
+                                 "--jobs", "3", "--max-parallel", "1", "--cluster", "local", "--no-check",
+                                 "--logs", str(tmp_path / "logs")])
+    assert r.exit_code == 2 and "--max-parallel applies to SLURM only" in r.output and not (tmp_path / "logs").exists()
+    from fit3d.pipeline.submit import SubmitConfig
+
+    with pytest.raises(ValueError, match="--slurm-partition, --slurm-arg apply to SLURM only"):
+        SubmitConfig(jobs=2, cluster="local", partition="gpu", slurm_args={"account": "a"})
 
 
 def test_submit_neuralannot_runs_one_job_of_two_ranks(tmp_path, sample_dir):
