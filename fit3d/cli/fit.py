@@ -178,7 +178,8 @@ def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_
 
     from fit3d.pipeline.workers import FitterPool, FitterRecipe, available_cores, plan_workers
 
-    people = sum(len(r.people) for r in this_job(opts, records, warn=False)[0])
+    # (outputs not opened: the run reads them when it selects its images; a plan needs only a count)
+    people = sum(len(r.people) for r in this_job(opts, records, warn=False, verify=False)[0])
     cores = available_cores()
     processes, threads = plan_workers(opts.workers, opts.device,
                                       math.ceil(people / (opts.batch_size or default_batch_size)), people, cores)
@@ -218,14 +219,15 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     return {**out, **fitter_description(fitter)} if fitter is not None else out
 
 
-def this_job(opts: FitOptions, records, warn: bool = True):
+def this_job(opts: FitOptions, records, warn: bool = True, verify: bool = True):
     """:func:`fit3d.pipeline.select_images` for the command's shard, ``--limit`` and
     ``--overwrite``: a :class:`~fit3d.pipeline.selection.Selection` (images to fit, already done, this
     job's images, refits of changed annotations...); ``warn``: say which outputs are damaged
-    (once per command: not when planning the worker processes)."""
+    (once per command: not when planning the worker processes); ``verify`` False: outputs are not
+    opened (a count for planning)."""
     from fit3d.pipeline import select_images
 
-    return select_images(records, job_config(opts), warn=warn)
+    return select_images(records, job_config(opts), warn=warn, verify=verify)
 
 
 def job_config(opts: FitOptions):

@@ -161,7 +161,7 @@ class Selection(NamedTuple):
     unverified: int = 0  #: done images kept without that check (their output records no digest)
 
 
-def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True) -> Selection:
+def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = True, verify: bool = True) -> Selection:
     """The images this job fits: sharded, limited, without those already done: written, not
     marked incomplete or failed by an earlier run, and fitted from the annotations they have now.
 
@@ -175,6 +175,10 @@ def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = Tru
     it is fitted again, with one warning counting such files (``warn``). A file damaged inside
     (its archive directory intact) still counts as done: ``fit3d merge`` and the exports name it;
     delete it to refit it.
+
+    ``verify`` False: outputs are taken as done without opening them (no digest or damage check;
+    ``changed`` and ``unverified`` stay 0): a count for planning, e.g. worker processes, that
+    does not read every output of a large folder a second time.
     """
     mine = job_images(images, config)
     if config.overwrite:
@@ -185,6 +189,8 @@ def select_images(images: list[ImageRecord], config: RunConfig, warn: bool = Tru
         if not r.people or not out.is_file() or incomplete_path(config.out_dir, r.image_key).is_file() \
                 or failure_path(config.out_dir, r.image_key).is_file():
             todo.append(r)
+            continue
+        if not verify:
             continue
         stored = stored_input_digest(out)  # (one read of the archive's directory: the damage check too)
         if stored is _UNREADABLE:

@@ -729,3 +729,26 @@ def test_an_interrupted_run_keeps_its_exit_code_when_its_summary_cannot_be_writt
     s = dict(this_run=dict(interrupted=False, exit_code=3, exit_meaning="x"))
     mark_unwritten(s, ["a"])
     assert s["this_run"]["exit_code"] == 5 and "written" in s["this_run"]["exit_meaning"]
+
+
+def test_planning_counts_done_images_without_opening_their_outputs(tmp_path, sample_copy, anny_model, fast_fitter,
+                                                                   monkeypatch):
+    """A scale trial: every run read each done output twice (planning the worker processes, then
+    selecting its images): 60,000 archive reads for 30,000 outputs."""
+    import fit3d.pipeline.selection as selection
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images[:2], fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    opened = []
+    monkeypatch.setattr(selection, "stored_input_digest", lambda path: opened.append(path) or _real_digest(path))
+    quick = select_images(images, RunConfig(out), verify=False)
+    assert not opened and quick.already == 2 and len(quick.todo) == len(images) - 2
+    full = select_images(images, RunConfig(out))
+    assert len(opened) == 2 and full.already == quick.already and full.todo == quick.todo
+
+
+def _real_digest(path):
+    from fit3d.pipeline.selection import _read_output
+
+    return _read_output(path, lambda z: str(z["input_digest"]) if "input_digest" in z.files else None)
