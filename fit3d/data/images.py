@@ -220,14 +220,24 @@ def find_images(images_dir: Path, stem: str) -> list[Path]:
 
 def files_under(folder: Path, suffixes) -> list[Path]:
     """Every file under ``folder`` whose suffix (any case) is one of ``suffixes`` (lower-case,
-    with the dot), sorted, following links to folders: frames are often linked in from another
-    disk (``frames/clip1 -> /data/clip1``), and ``Path.rglob`` does not follow them. A real folder
-    reached twice (a link to a folder already listed, a link that loops) is listed once, where
-    it is met first in sorted order. Paths keep the names they are reached by, under ``folder``."""
+    with the dot), sorted, following links to folders outside ``folder``: frames are often linked
+    in from another disk (``frames/clip1 -> /data/clip1``), and ``Path.rglob`` does not follow
+    them. A link to a folder inside ``folder`` (an alias, ``all -> train``, or a loop) is not
+    followed: its files are listed under their own names. A real folder outside reached by two
+    links is listed once, under the first in sorted order. Paths keep the names they are reached
+    by, under ``folder``."""
+    inside = (os.path.realpath(folder), os.path.abspath(folder))
+
+    def alias(top: str) -> bool:  # a link to a folder inside (itself, or through another link)
+        if top == os.fspath(folder) or not os.path.islink(top):
+            return False
+        target = os.path.abspath(os.path.join(os.path.dirname(top), os.readlink(top)))
+        return any(Path(t).is_relative_to(r) for t in (target, os.path.realpath(top)) for r in inside)
+
     found, seen = [], set()
     for top, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
-        if real in seen:
+        if real in seen or alias(top):
             dirs[:] = []
             continue
         seen.add(real)

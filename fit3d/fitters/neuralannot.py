@@ -20,7 +20,8 @@ loss, then the chosen length retrained on everyone): a small set seen many times
 otherwise ends up following its annotation noise (:meth:`NeuralAnnot.fit_dataset`).
 Training is resumable (a checkpoint after every epoch) and runs under
 ``torch.distributed`` (DDP; each rank takes every world-th target person, runs the
-same number of steps and annotates every world-th image afterwards).
+same number of steps and afterwards annotates the images of its shard:
+:func:`fit3d.pipeline.selection.shard_of`).
 """
 
 from __future__ import annotations

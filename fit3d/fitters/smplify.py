@@ -76,9 +76,9 @@ def _face_indices(convention, device) -> torch.Tensor | None:
 
 def _best_rows(loss: torch.Tensor, B: int, allowed: torch.Tensor | None = None) -> torch.Tensor:
     """Index of each person's lowest-``loss`` row (among ``allowed`` rows when given; a row whose
-    loss is NaN, a diverged row, is never lower than a finite one: ``argmin`` takes NaN as the
-    minimum); rows are person-major with the same number per person."""
-    loss = torch.where(torch.isnan(loss), torch.full_like(loss, torch.finfo(loss.dtype).max), loss)
+    loss is not finite, a diverged row, is never lower than a finite one: ``argmin`` takes NaN as
+    the minimum, and -inf is); rows are person-major with the same number per person."""
+    loss = torch.where(torch.isfinite(loss), loss, torch.full_like(loss, torch.finfo(loss.dtype).max))
     if allowed is not None:  # (a diverged allowed row still beats every row not allowed)
         loss = torch.where(allowed, loss, torch.full_like(loss, torch.inf))
     per = len(loss) // B
@@ -487,7 +487,7 @@ class SMPLify:
             s = sub.index(clean)
             r = L.rms_residual(project(body.keypoints_3d, s.focal_length, s.principal_point), s.keypoints_2d,
                                ctx["scale"][clean], mask=self.keypoint_weights)  # (the points the fit fits)
-        noisy = r > self.noise_threshold
+        noisy = ~(r <= self.noise_threshold)  # (a clean branch that diverged, NaN: the noisy branch's row)
         return torch.where(noisy, _best_rows(loss, B, branch == 1), clean), noisy
 
     # ----------------------------------------------------------------- call

@@ -275,14 +275,18 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
     Returns:
         ``(dataset path, summary)``.
     Raises:
-        ValueError: see :func:`merge_fits`.
+        ValueError: see :func:`merge_fits`; or the dataset or the totals cannot be written (a full
+            disk; then no dataset is left).
     """
     from fit3d.data.writers import write_json, write_npz
 
     fits_dir = Path(fits_dir)
     arrays, summary = merge_fits(fits_dir)
     out = fits_dir / DATASET_FILE if out is None else Path(out)
-    write_npz(out, arrays)
+    try:
+        write_npz(out, arrays)
+    except OSError as e:  # (a full disk, a folder that cannot be written: one line, not a traceback)
+        raise ValueError(f"cannot write the merged dataset {out}: {e}") from e
     summary["dataset"] = str(out.resolve())  # (a later run, from any folder, finds it to retire it)
     summary["fits_dir"] = str(fits_dir.resolve())  # (a copy of the folder is told from the folder merged)
     path = fits_dir / "summary.json"
@@ -295,7 +299,11 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
               and p.resolve().is_relative_to(fits_dir.resolve()) and str(p.resolve()) != summary["dataset"]]
     if inside:
         summary["earlier_datasets"] = sorted(set(inside))
-    write_json(path, dict(existing, merged=summary))
+    try:
+        write_json(path, dict(existing, merged=summary))
+    except OSError as e:  # unrecorded, no later run would retire the dataset: it goes too
+        out.unlink(missing_ok=True)
+        raise ValueError(f"cannot write the merged totals into {path}: {e} (nothing merged)") from e
     return out, summary
 
 

@@ -67,6 +67,9 @@ def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tu
     shard's per-image outputs (written by another annotator, or by an unknown one), then
     record ``state`` (before annotating, so an interrupted annotation resumes). Returns the
     number of outputs deleted.
+
+    Raises:
+        ValueError: the record cannot be written (a full disk).
     """
     mark = shard_file(make_output_dir(out_dir), "annotator_state", shard)
     try:
@@ -80,7 +83,10 @@ def forget_other_annotators(out_dir: Path, records: list[ImageRecord], shard: tu
             path = output_path(out_dir, r.image_key)
             deleted += path.is_file()
             path.unlink(missing_ok=True)
-    write_json(mark, state)
+    try:
+        write_json(mark, state)
+    except OSError as e:  # (a full disk: one line, before anything is annotated)
+        raise ValueError(f"cannot write {mark}: {e}") from e
     return deleted
 
 
@@ -119,8 +125,8 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
     :func:`run`, into ``out_dir`` (``out_dir/<images_dir name>`` when there are several).
 
     ``shard``: ``(rank, world)`` under ``torch.distributed``: every rank trains (DDP),
-    then annotates every world-th image only, so each image is written once, by one
-    rank, with one summary per rank (``fit3d merge`` combines them).
+    then annotates only the images of its shard (:func:`~fit3d.pipeline.selection.shard_of`), so
+    each image is written once, by one rank, with one summary per rank (``fit3d merge`` combines them).
     ``on_trained(history)`` is called after training with the per-epoch log,
     ``on_run(summary, out)`` after each set. Returns the training seconds.
 

@@ -441,12 +441,12 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     schedule = getattr(fitter, "schedule", None)
     if schedule is not None:
         summary["schedule"] = [asdict(s) for s in schedule]
+    if unwritten:  # (in the file too, when the summary itself can be written)
+        mark_unwritten(summary, unwritten)
     try:
         write_summary(out_dir, config.shard, summary)
     except ValueError as e:
-        unwritten.append(str(e))
-    if unwritten:
-        mark_unwritten(summary, unwritten)
+        mark_unwritten(summary, [str(e)])
     return summary
 
 

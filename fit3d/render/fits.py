@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.data.writers import atomic_write_bytes, fit_files, read_fit
+from fit3d.data.writers import atomic_write_bytes, fit_files, output_path, read_fit
 from fit3d.render.overlay import PALETTE, Renderer, draw_keypoints
 
 log = logging.getLogger(__name__)
@@ -172,11 +172,21 @@ def save_meshes_dir(fits_dir: str | Path, out_dir: str | Path, body_model, fmt: 
     """:func:`save_meshes` for every ``.npz`` of ``fits_dir`` (or the images named by their
     relative path); returns the mesh count."""
     n = 0
-    for f in fit_files(fits_dir):
+    wanted = None if names is None else set(names)
+    for f in _named_fit_files(fits_dir, names):
         fit = read_fit(f)
-        if names is None or str(fit["image"]) in set(names):
+        if wanted is None or str(fit["image"]) in wanted:
             n += len(save_meshes(fit, body_model, Path(out_dir), fmt))
     return n
+
+
+def _named_fit_files(fits_dir: Path, names: list[str] | None) -> list[Path]:
+    """The fit files of the images named by their relative path (``<name>.npz``, those that exist),
+    or, ``names`` None, every fit file of ``fits_dir``: a job renders its own images without
+    opening the rest of a folder other jobs fit into."""
+    if names is None:
+        return fit_files(fits_dir)
+    return [f for f in (output_path(fits_dir, k) for k in sorted(set(names))) if f.is_file()]
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -207,7 +217,7 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
         :data:`MAX_RENDER_SIDE` are drawn scaled down.
     """
     fits_dir, images_dir, out_dir = Path(fits_dir), Path(images_dir), Path(out_dir)
-    files = fit_files(fits_dir)
+    files = _named_fit_files(fits_dir, names)
     wanted = None if names is None else set(names)
     renderer = Renderer()
     missing, errors = [], []

@@ -125,6 +125,12 @@ def test_read_openpose_follows_linked_folders(tmp_path, sample_dir):
     assert sorted(r.image_key for r in images) == [f"clip/{n}" for n in ("000000000785.jpg", "000000040083.jpg",
                                                                           "000000196141.jpg", "000000197388.jpg")]
     assert sum(len(r.people) for r in images) == 14 and not problems
+    # an alias inside the tree (all -> clip) is not followed: its files keep their own names (a review:
+    # the alias, sorting first, took them, and the images were looked for under img/all)
+    (kp_dir / "all").symlink_to(kp_dir / "clip", target_is_directory=True)
+    (img_dir / "all").symlink_to(img_dir / "clip", target_is_directory=True)
+    again, problems = read_openpose(kp_dir, img_dir)
+    assert [r.image_key for r in again] == [r.image_key for r in images] and not problems
 
 
 def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, sample_dir):

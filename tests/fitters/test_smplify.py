@@ -303,3 +303,31 @@ def test_a_diverged_row_never_wins():
     assert _best_rows(loss, 2).tolist() == [2, 4]
     allowed = torch.tensor([False, True, False, True, True, False])
     assert _best_rows(loss, 2, allowed).tolist() == [1, 4]  # a diverged allowed row before any row not allowed
+    loss = torch.tensor([1.0, float("inf"), 0.5, float("-inf"), 2.0, 3.0])  # (a review: inf and -inf too)
+    assert _best_rows(loss, 2).tolist() == [2, 4]
+    assert _best_rows(loss, 2, torch.tensor([False, True, False, True, True, False])).tolist() == [1, 4]
+
+
+def test_a_person_whose_clean_branch_diverged_takes_the_noisy_branch(anny_model):
+    """A review: with every clean row NaN, its residual was NaN and 'NaN > threshold' is False, so
+    the diverged clean row was kept beside a finite noisy one."""
+    fitter = SMPLify(anny_model)
+    B, J = 1, anny_model.num_body_joints
+    params = dict(global_orient=torch.zeros(3, 3), body_pose=torch.zeros(3, J, 3),
+                  betas=torch.zeros(3, anny_model.num_betas), transl=torch.tensor([[0.0, 0.0, 4.0]] * 3))
+    params["body_pose"][:2] = float("nan")
+    K = len(anny_model.keypoint_convention)
+    batch = _one_person_batch(anny_model, K).repeat_interleave(3)
+    ctx = dict(scale=torch.full((3,), 200.0))
+    tags = dict(branch=torch.tensor([0, 0, 1]))
+    row, noisy = fitter._pick(torch.tensor([float("nan"), float("nan"), 3.0]), params, batch, ctx, tags, B)
+    assert row.tolist() == [2] and noisy.tolist() == [True]
+
+
+def _one_person_batch(model, K):
+    from fit3d.data.batching import PersonBatch
+
+    kp = torch.cat([torch.rand(1, K, 2) * 100 + 300, torch.ones(1, K, 1)], -1)
+    return PersonBatch(keypoints_2d=kp, bbox=torch.tensor([[250.0, 250.0, 200.0, 200.0]]),
+                       focal_length=torch.tensor([[1000.0, 1000.0]]), principal_point=torch.tensor([[320.0, 240.0]]),
+                       image_size=torch.tensor([[640.0, 480.0]]), convention=model.keypoint_convention)

@@ -481,3 +481,22 @@ def test_a_merge_made_while_a_run_fits_is_retired_when_it_ends(tmp_path, sample_
     assert len(calls) > 2 and s["this_run"]["images_written"] >= 3  # (a merge happened between writes)
     assert not (out / "dataset.npz").exists() and "merged" not in json.loads((out / "summary.json").read_text())
     assert s["merged_dataset_removed"] == [str(out / "dataset.npz")]
+
+
+def test_a_merge_that_cannot_be_written_says_so_in_one_line_and_leaves_no_dataset(tmp_path, sample_copy, anny_model,
+                                                                                 fast_fitter, monkeypatch):
+    """A review: a full disk gave a traceback (an OSError the command line did not catch), and a
+    dataset whose totals were not recorded would never be retired by a later run."""
+    import fit3d.data.writers as writers
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+
+    def full(path, obj, strict=False):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writers, "write_json", full)
+    with pytest.raises(ValueError, match="cannot write the merged totals.*No space left.*nothing merged"):
+        write_merged(out)
+    assert not (out / "dataset.npz").exists()

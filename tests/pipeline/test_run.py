@@ -752,3 +752,23 @@ def _real_digest(path):
     from fit3d.pipeline.selection import _read_output
 
     return _read_output(path, lambda z: str(z["input_digest"]) if "input_digest" in z.files else None)
+
+
+def test_settings_that_cannot_be_written_after_an_overwrite_are_in_the_summary_file(tmp_path, sample_copy, anny_model,
+                                                                                    fast_fitter, monkeypatch):
+    """A review: the summary file said exit 0 while the command exited 5 (merge took the shard as fine)."""
+    import importlib
+
+    run_module = importlib.import_module("fit3d.pipeline.run")
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(fitter="smplify", x=1)))
+
+    def full(*a, **k):
+        raise ValueError("cannot write fit_settings.json: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(run_module, "finish_overwrite", full)
+    s = run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False, overwrite=True,
+                                                           settings=dict(fitter="smplify", x=2)))
+    disk = json.loads((out / "summary.json").read_text())
+    assert s["this_run"]["exit_code"] == disk["this_run"]["exit_code"] == 5 and "No space" in disk["unwritten"][0]

@@ -243,3 +243,22 @@ def test_report_embeds_each_image_once_and_links_the_rest(tmp_path, sample_dir):
                                  "--thumbnails", "100"])
     assert r.exit_code == 0 and (tmp_path / "all.html").read_text().count("data:image/jpeg;base64") == 5
     assert f"[default: {REPORT_THUMBNAILS}]" in CliRunner().invoke(cli, ["report", "--help"]).output
+
+
+def test_rendering_named_images_opens_only_their_fits(tmp_path, monkeypatch):
+    """A review: a job's --render still read every fit of the folder (other shards' too) before
+    keeping its own; an unreadable fit of another shard made every task exit 3."""
+    import fit3d.render.fits as fits_module
+    from fit3d.data.writers import output_path, write_npz
+
+    fits = tmp_path / "fits"
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        write_npz(output_path(fits, name), dict(image=np.array(name)))
+    output_path(fits, "c.jpg").write_bytes(b"")  # another shard's damaged fit
+    opened = []
+    monkeypatch.setattr(fits_module, "save_meshes", lambda *a, **k: [])
+    assert fits_module._named_fit_files(fits, ["b.jpg", "a.jpg", "x.jpg"]) == [output_path(fits, "a.jpg"),
+                                                                               output_path(fits, "b.jpg")]
+    monkeypatch.setattr(fits_module, "read_fit", lambda f: opened.append(f.name) or dict(image=np.array(f.name[:-4])))
+    fits_module.save_meshes_dir(fits, tmp_path / "m", None, names=["a.jpg"])
+    assert opened == ["a.jpg.npz"]
