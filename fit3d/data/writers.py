@@ -21,7 +21,6 @@ Camera frame: OpenCV, metres; pixels for 2D.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -38,6 +37,13 @@ os.umask(_UMASK)
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename (no half-written files)."""
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Call ``write(f)`` on a binary file that becomes ``path`` once it returns: a temporary file
+    beside ``path``, flushed to disk and renamed (no half-written files; on any error, or an
+    interruption, the temporary file is removed and ``path`` is as it was)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # (the name's first 64 bytes: a whole long name plus mkstemp's 14 went past the file
@@ -47,7 +53,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -60,19 +66,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
-    """Save ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    """Save ``arrays`` as an uncompressed ``.npz`` at ``path``, atomically, streamed to the file
+    (a merged dataset of millions of people is not built a second time in memory)."""
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def write_torch(path: str | Path, obj) -> None:
     """Save ``obj`` with ``torch.save`` at ``path``, atomically (weights, checkpoints)."""
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def read_torch(path: str | Path, weights_only: bool = True) -> dict:
