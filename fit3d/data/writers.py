@@ -24,7 +24,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -33,6 +35,32 @@ import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+#: A temporary file of :func:`atomic_write`: ``.<name>.<mkstemp's 8 characters>.tmp``.
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+#: Seconds after which :func:`remove_stale_temporaries` takes a temporary file for abandoned.
+STALE_TEMPORARY_S = 3600
+
+
+def remove_stale_temporaries(folder: str | Path, older_than_s: float = STALE_TEMPORARY_S) -> int:
+    """Remove :func:`atomic_write`'s temporary files under ``folder`` last written more than
+    ``older_than_s`` ago; returns how many. A process killed while writing (SIGKILL, a lost node)
+    leaves its temporary file: hidden and never read, but never removed either. A write takes
+    seconds, so a file an hour old belongs to no running writer (other shards write into the same
+    folder meanwhile: their files are fresh)."""
+    now, removed = time.time(), 0
+    for top, _, names in os.walk(folder):
+        for name in names:
+            if _TEMPORARY.fullmatch(name):
+                path = os.path.join(top, name)
+                try:
+                    if now - os.stat(path).st_mtime > older_than_s:
+                        os.unlink(path)
+                        removed += 1
+                except OSError:  # (gone meanwhile, or not ours to remove)
+                    continue
+    return removed
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -37,7 +37,8 @@ import torch
 
 from fit3d.data.batching import person_camera
 from fit3d.data.records import ImageRecord, InputProblem, Person
-from fit3d.data.writers import failure_path, incomplete_path, output_path, write_json, write_npz
+from fit3d.data.writers import (failure_path, incomplete_path, output_path, remove_stale_temporaries, write_json,
+                                write_npz)
 from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import SharedFitting, fit_people
@@ -381,6 +382,8 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     todo = [r for r in todo if r.people]
     i, n = config.shard
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
+    if stale := remove_stale_temporaries(out_dir):  # (left by a writer killed outright)
+        head["stale_temporaries_removed"] = stale
     if config.inputs is not None:
         head["inputs"] = config.inputs
         # a folder whose done images may come from other inputs (outputs without a digest, which

@@ -80,3 +80,23 @@ def test_an_npz_is_streamed_to_its_file_and_a_failed_write_leaves_the_old_one(tm
     with pytest.raises(RuntimeError):
         write_npz(path, dict(x=np.arange(1000), y=Unsaveable()))
     assert np.load(path)["x"].tolist() == [0, 1, 2] and [p.name for p in tmp_path.iterdir()] == ["a.npz"]
+
+
+def test_stale_temporary_files_are_removed_and_fresh_ones_kept(tmp_path):
+    """A writer killed outright (SIGKILL, a lost node) left its hidden temporary file for good (a
+    scale trial); another shard's file being written now must stay."""
+    import os
+    import time
+
+    from fit3d.data.writers import remove_stale_temporaries
+
+    (tmp_path / "sub").mkdir()
+    old = [tmp_path / ".a.jpg.npz.abc_1234.tmp", tmp_path / "sub" / ".b.jpg.npz.zz99yy88.tmp"]
+    fresh = tmp_path / ".c.jpg.npz.qwertyui.tmp"
+    others = [tmp_path / ".notes.tmp", tmp_path / "a.jpg.npz", tmp_path / ".d.jpg.npz.TOOLONG12.tmp"]
+    for f in old + [fresh] + others:
+        f.write_bytes(b"x")
+    for f in old + others:
+        os.utime(f, (time.time() - 7200, time.time() - 7200))
+    assert remove_stale_temporaries(tmp_path) == 2
+    assert not any(f.exists() for f in old) and fresh.exists() and all(f.exists() for f in others)

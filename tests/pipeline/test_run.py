@@ -772,3 +772,17 @@ def test_settings_that_cannot_be_written_after_an_overwrite_are_in_the_summary_f
                                                            settings=dict(fitter="smplify", x=2)))
     disk = json.loads((out / "summary.json").read_text())
     assert s["this_run"]["exit_code"] == disk["this_run"]["exit_code"] == 5 and "No space" in disk["unwritten"][0]
+
+
+def test_a_run_removes_temporary_files_a_killed_writer_left(tmp_path, sample_copy, anny_model, fast_fitter):
+    import time
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    out.mkdir()
+    left = out / f".{images[0].image_key}.npz.k1ll3d_x.tmp"
+    left.write_bytes(b"half an archive")
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    s = run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert s["stale_temporaries_removed"] == 1 and not left.exists()
+    assert "stale_temporaries_removed" not in run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False))
