@@ -37,17 +37,20 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-#: A temporary file of :func:`atomic_write`: ``.<name>.<mkstemp's 8 characters>.tmp``.
-_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-#: Seconds after which :func:`remove_stale_temporaries` takes a temporary file for abandoned.
-STALE_TEMPORARY_S = 3600
+#: A temporary file of :func:`atomic_write`: ``.<name>.fit3d-<mkstemp's 8 characters>.tmp`` (the
+#: marker keeps other hidden ``.tmp`` files out; names may hold any character but ``/``).
+_TEMPORARY = re.compile(r"\..+\.fit3d-[a-z0-9_]{8}\.tmp", re.DOTALL)
+#: Seconds after which :func:`remove_stale_temporaries` takes a temporary file for abandoned: a
+#: day, so that a writer suspended meanwhile (a SLURM job stopped by gang scheduling, Ctrl-Z, a
+#: hung network file system) does not lose its file (it would fail that image, refitted next run).
+STALE_TEMPORARY_S = 24 * 3600
 
 
 def remove_stale_temporaries(folder: str | Path, older_than_s: float = STALE_TEMPORARY_S) -> int:
     """Remove :func:`atomic_write`'s temporary files under ``folder`` last written more than
     ``older_than_s`` ago; returns how many. A process killed while writing (SIGKILL, a lost node)
     leaves its temporary file: hidden and never read, but never removed either. A write takes
-    seconds, so a file an hour old belongs to no running writer (other shards write into the same
+    seconds, so a file a day old belongs to no running writer (other shards write into the same
     folder meanwhile: their files are fresh)."""
     now, removed = time.time(), 0
     for top, _, names in os.walk(folder):
@@ -77,7 +80,7 @@ def atomic_write(path: str | Path, write) -> None:
     # (the name's first 64 bytes: a whole long name plus mkstemp's 14 went past the file
     # system's 255 bytes, so a legal output name could never be written)
     short = os.fsencode(path.name)[:64].decode(errors="ignore") or "out"
-    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.fit3d-", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:

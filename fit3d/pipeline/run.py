@@ -382,7 +382,9 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     todo = [r for r in todo if r.people]
     i, n = config.shard
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
-    if stale := remove_stale_temporaries(out_dir):  # (left by a writer killed outright)
+    # (left by a writer killed outright; one shard of a split looks: each walking the whole folder
+    # would read shards x files directory entries on a shared file system)
+    if config.shard[0] == 0 and (stale := remove_stale_temporaries(out_dir)):
         head["stale_temporaries_removed"] = stale
     if config.inputs is not None:
         head["inputs"] = config.inputs

@@ -90,13 +90,18 @@ def test_stale_temporary_files_are_removed_and_fresh_ones_kept(tmp_path):
 
     from fit3d.data.writers import remove_stale_temporaries
 
+    from fit3d.data.writers import atomic_write
+
     (tmp_path / "sub").mkdir()
-    old = [tmp_path / ".a.jpg.npz.abc_1234.tmp", tmp_path / "sub" / ".b.jpg.npz.zz99yy88.tmp"]
-    fresh = tmp_path / ".c.jpg.npz.qwertyui.tmp"
-    others = [tmp_path / ".notes.tmp", tmp_path / "a.jpg.npz", tmp_path / ".d.jpg.npz.TOOLONG12.tmp"]
+    names = []  # the names atomic_write gives its temporary files, a line break in the output's name too
+    for name in ("a.jpg.npz", "sub/b\nc.jpg.npz"):
+        atomic_write(tmp_path / name, lambda f: names.extend(p.name for p in (tmp_path / name).parent.glob(".*.tmp")))
+    old = [tmp_path / names[0], tmp_path / "sub" / names[1]]
+    fresh = tmp_path / ".c.jpg.npz.fit3d-qwertyui.tmp"
+    others = [tmp_path / ".notes.tmp", tmp_path / ".cache.20240101.tmp", tmp_path / "a.jpg.npz"]
     for f in old + [fresh] + others:
         f.write_bytes(b"x")
     for f in old + others:
-        os.utime(f, (time.time() - 7200, time.time() - 7200))
+        os.utime(f, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     assert remove_stale_temporaries(tmp_path) == 2
     assert not any(f.exists() for f in old) and fresh.exists() and all(f.exists() for f in others)

@@ -780,9 +780,13 @@ def test_a_run_removes_temporary_files_a_killed_writer_left(tmp_path, sample_cop
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     out = tmp_path / "fits"
     out.mkdir()
-    left = out / f".{images[0].image_key}.npz.k1ll3d_x.tmp"
+    left = out / f".{images[0].image_key}.npz.fit3d-k1ll3d_x.tmp"
     left.write_bytes(b"half an archive")
-    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    os.utime(left, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     s = run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False), problems)
     assert s["stale_temporaries_removed"] == 1 and not left.exists()
     assert "stale_temporaries_removed" not in run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False))
+    left.write_bytes(b"half an archive")
+    os.utime(left, (time.time() - 2 * 86400, time.time() - 2 * 86400))
+    run(images, fast_fitter, anny_model, RunConfig(out, shard=(1, 2), progress=False))
+    assert left.exists()  # only a split's first shard looks (each walking the folder costs shards x files)
