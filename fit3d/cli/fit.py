@@ -16,10 +16,11 @@ PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
 
 
 def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,
-                spin_npz: Path | None = None, echo: bool = True):
+                spin_npz: Path | None = None, echo: bool = True, only=None):
     """:func:`fit3d.data.readers.load_inputs`, what it found on stderr (unless ``echo`` is
     False, e.g. on every torch.distributed rank but the first). A missing input path is a
-    usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1)."""
+    usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1).
+    ``only``: the image keys whose images are opened (COCO input; see ``read_coco``)."""
     from fit3d.data.readers import input_sources
     from fit3d.data.readers import load_inputs as read
 
@@ -27,7 +28,7 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     if len(sources) > 1:
         raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
     try:
-        records, problems, used = read(images, annotations, keypoints_dir, spin_npz)
+        records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only)
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from e
     except ValueError as e:
@@ -111,7 +112,8 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
     from fit3d.pipeline.run import check_output_dir
 
-    records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
+    records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz,
+                                    only=shard_test(opts))
     with worker_pool(opts, make_fitter, records, default_batch_size) as pool, errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
@@ -217,6 +219,18 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     # what the built fitter says of itself: a fingerprint of each weights file it loaded (a prior
     # or regressor retrained by setup-model at the same path is another setting) and its options
     return {**out, **fitter_description(fitter)} if fitter is not None else out
+
+
+def shard_test(opts: FitOptions):
+    """For a sharded run (not a dry run, which reports on the whole input): a test of image keys
+    that keeps this shard's, so that the other shards' images are neither opened nor parsed
+    (:func:`fit3d.data.coco.read_coco`'s ``only``); None otherwise."""
+    i, n = opts.shard
+    if n == 1 or opts.dry_run:
+        return None
+    from fit3d.pipeline.selection import shard_of
+
+    return lambda key: shard_of(key, n) == i
 
 
 def this_job(opts: FitOptions, records, warn: bool = True, verify: bool = True):

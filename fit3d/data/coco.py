@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,12 +237,18 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     return kp, conv, int(aid), ignored, unusual
 
 
-def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
+def read_coco(annotations: str | Path, images_dir: str | Path,
+              only: Callable[[str], bool] | None = None) -> tuple[list[ImageRecord], list[InputProblem]]:
     """Read a COCO-format keypoint JSON (any keypoint layout named by its category).
 
     Args:
         annotations: path of the JSON file.
         images_dir: folder holding the images named by ``file_name`` (subfolders allowed).
+        only: a test of image keys (e.g. one shard's, :func:`fit3d.pipeline.selection.shard_of`):
+            the images it refuses are neither opened nor their annotations parsed; each is a record
+            without people (as an image without annotations), and their problems are left to the
+            job that reads them. A dataset-sized file's every image and person cost each task of an
+            array ~55 s (COCO train) before it fitted its share.
     Returns:
         ``(images, problems)``: one :class:`~fit3d.data.records.ImageRecord` per readable image listed in the
         file (with no people when it has no keypoint annotation), sorted by path (files outside
@@ -279,11 +286,11 @@ def read_coco(annotations: str | Path, images_dir: str | Path) -> tuple[list[Ima
                                              f"as {keys[key]} is: its {len(anns)} annotations are not fitted"))
             continue
         keys[key] = file
-        if outside and anns:
+        if outside and anns and (only is None or only(key)):
             problems.append(InputProblem(f"{coco.path} (image ids {ids})", f"{info['file_name']} leads out of the "
                                          f"image folder: its fits are written as {key}, the name exports give it "
                                          "(relative to --images, where it is not: copy it there)", "warning"))
-        if not anns:  # an image without people: counted, never opened
+        if not anns or (only is not None and not only(key)):  # counted, never opened
             records.append(ImageRecord(key, path, (0, 0)))
             continue
         rec = open_image(path, images_dir, json_image_size(info), problems)

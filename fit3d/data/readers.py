@@ -93,10 +93,11 @@ def input_sources(annotations=None, keypoints_dir=None, spin_npz=None) -> list[s
 
 
 def load_inputs(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
-                spin_npz: str | Path | None = None) -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
+                spin_npz: str | Path | None = None,
+                only=None) -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
     """The people of a folder of images, from the one source given: OpenPose ``keypoints_dir``,
     a SPIN-style ``spin_npz``, or COCO ``annotations`` (found by :func:`discover_annotations`
-    when none is given).
+    when none is given). ``only``: COCO input only, see :func:`~fit3d.data.coco.read_coco`.
 
     Returns:
         ``(records, problems, annotations_used)``: the image records, the input problems
@@ -125,4 +126,4 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
                 f"no --annotations given and no person_keypoints_*.json beside or above {images}; "
                 "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose); annotations= or keypoints_dir= in Python"
             )
-    return (*read_coco(annotations, images), Path(annotations))
+    return (*read_coco(annotations, images, only), Path(annotations))

@@ -348,3 +348,29 @@ def test_a_prior_retrained_at_the_same_path_is_another_setting(tmp_path, sample_
     save_prior(GMMPrior.fit(poses[:150], n_components=2), path)
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 1 and "fitter.prior.weights:" in r.output, r.output
+
+
+def test_a_sharded_run_opens_only_its_own_images(tmp_path, sample_dir, anny_model, schedule_file):
+    """A scale trial: every task of an array opened every image and parsed every person of a
+    COCO-train-sized file (~55 s) before fitting its share; an unreadable image made every task
+    exit 3. Now a task opens its own images; a dry run still reads the whole input."""
+    from fit3d.data.readers import read_coco
+    from fit3d.pipeline.selection import shard_images
+
+    images = tmp_path / "imgs"
+    shutil.copytree(sample_dir, images)
+    records, _ = read_coco(images / "test_coco.json", images)
+    owner = next(i for i in range(2) if len(shard_images(records, (i, 2))) >= 2)
+    broken = shard_images(records, (owner, 2))[0].image_key
+    (images / broken).write_bytes(b"not an image")
+    sched = schedule_file(2)
+    base = ["smplify", "--images", str(images), "--annotations", str(images / "test_coco.json"), "--out",
+            str(tmp_path / "fits"), "--schedule", str(sched), "--no-progress", "--workers", "1"]
+    other = CliRunner().invoke(cli, base + ["--shard", f"{2 - owner}/2"])
+    assert other.exit_code == 0 and broken not in other.output, other.output
+    mine = CliRunner().invoke(cli, base + ["--shard", f"{owner + 1}/2"])
+    assert mine.exit_code == 3 and broken in mine.output, mine.output
+    dry = CliRunner().invoke(cli, base + ["--shard", f"{2 - owner}/2", "--dry-run"])
+    assert dry.exit_code == 3 and broken in dry.output  # (the whole input, as the submit pre-check reads it)
+    summaries = [json.loads(p.read_text())["this_run"] for p in sorted((tmp_path / "fits").glob("summary.shard-*"))]
+    assert sum(s["images"] for s in summaries) == len(records) - 1 and sum(s["input_errors"] for s in summaries) == 1

@@ -717,3 +717,17 @@ def test_an_image_whose_outputs_could_not_be_named_is_an_input_error(tmp_path, s
     images, problems = read_coco(tmp_path / "ann.json", tmp_path)
     assert [r.image_key for r in images] == [ok]
     assert len(problems) == 1 and problems[0].severity == "error" and "240 bytes" in problems[0].reason
+
+
+def test_read_coco_opens_only_the_images_it_is_asked_for(sample_dir, monkeypatch):
+    import fit3d.data.coco as coco
+
+    opened = []
+    real = coco.open_image
+    monkeypatch.setattr(coco, "open_image", lambda path, *a: opened.append(path.name) or real(path, *a))
+    every, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    opened.clear()
+    first = every[0].image_key
+    some, _ = read_coco(sample_dir / "test_coco.json", sample_dir, only=lambda key: key == first)
+    assert opened == [first] and [r.image_key for r in some] == [r.image_key for r in every]
+    assert some[0].people and not any(r.people for r in some[1:])  # the others: counted, not opened or parsed
