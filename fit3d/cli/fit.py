@@ -225,12 +225,11 @@ def shard_test(opts: FitOptions):
     """For a sharded run (not a dry run, which reports on the whole input): a test of image keys
     that keeps this shard's, so that the other shards' images are neither opened nor parsed
     (:func:`fit3d.data.coco.read_coco`'s ``only``); None otherwise."""
-    i, n = opts.shard
-    if n == 1 or opts.dry_run:
+    if opts.shard[1] == 1 or opts.dry_run:
         return None
-    from fit3d.pipeline.selection import shard_of
+    from fit3d.pipeline.selection import in_shard
 
-    return lambda key: shard_of(key, n) == i
+    return partial(in_shard, shard=opts.shard)
 
 
 def this_job(opts: FitOptions, records, warn: bool = True, verify: bool = True):

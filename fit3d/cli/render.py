@@ -40,13 +40,11 @@ def _model_name(files: list[Path]) -> str:
         click.exceptions.Exit: none can be read: each named (the first 10) and exit 3, as for
             some unreadable fits (the README's downstream commands' rule).
     """
-    from fit3d.data.writers import read_fit
+    from fit3d.data.writers import first_fit_model
 
-    for f in files:
-        try:
-            return str(read_fit(f)["model"])
-        except (OSError, ValueError, KeyError):
-            continue
+    model = first_fit_model(files)
+    if model is not None:
+        return model
     for f in files[:10]:
         click.echo(f"fit3d: unreadable fit {f}", err=True)
     click.echo(f"fit3d: none of the {len(files)} .npz fits can be read: nothing rendered", err=True)

@@ -233,6 +233,18 @@ def has_fit_files(out_dir: str | Path) -> bool:
     return next(iter_fit_files(out_dir), None) is not None
 
 
+def first_fit_model(files) -> str | None:
+    """The body model (``model``) of the first readable per-image fit among ``files`` (paths, taken
+    lazily: one file is read where the first is readable), None when none can be read: what a
+    command that needs the model of a folder's fits asks before reading them all."""
+    for f in files:
+        try:
+            return str(read_fit(f)["model"])
+        except (OSError, ValueError, KeyError):  # (read_fit's errors, and a file without a model)
+            continue
+    return None
+
+
 def read_fit(path: str | Path) -> dict[str, np.ndarray]:
     """Load a per-image ``.npz`` into a dict (strings as numpy str arrays).
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fit3d.data.writers import first_fit_model, iter_fit_files
 from fit3d.export import humandata, neuralannot, spin
 from fit3d.export.crop_frame import to_crop_frame
-from fit3d.export.people import exported_people, folder_model, require_model, without_invalid
+from fit3d.export.people import exported_people, require_model, without_invalid
 
 #: format name -> ``write(people, out)``.
 FORMATS = {"spin": spin.write, "humandata": humandata.write, "neuralannot": neuralannot.write}
@@ -110,7 +111,7 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
     """
     check_out(fmt, out)
     frame = check_frame(fmt, frame)
-    if ACCEPTS[fmt] is not None and (model := folder_model(fits_dir)) is not None:
+    if ACCEPTS[fmt] is not None and (model := first_fit_model(iter_fit_files(fits_dir))) is not None:
         require_model(dict(model=[model]), fmt, ACCEPTS[fmt])  # before reading every fit (minutes at scale)
     people, counts = exported_people(fits_dir, bool(valid_only))
     counts["invalid_dropped_by_format"] = 0

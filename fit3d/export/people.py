@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -124,22 +123,6 @@ def valid_mask(people: dict) -> np.ndarray:
 def model_name(people: dict) -> str:
     """The body model of the exported fits (``anny``, ``smpl``, ``smplh``, ``smplx``)."""
     return str(people["model"][0])
-
-
-def folder_model(fits_dir: str | Path) -> str | None:
-    """The body model of the first readable per-image fit in ``fits_dir`` (None: none readable),
-    read before every fit is, so that a format that cannot hold it is refused at once (a folder
-    holds fits of one model: :mod:`fit3d.pipeline.settings`; the exported people are checked
-    again in full)."""
-    from fit3d.data.writers import iter_fit_files
-
-    for f in iter_fit_files(fits_dir):
-        try:
-            with np.load(f, allow_pickle=False) as z:
-                return str(z["model"])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-            continue
-    return None
 
 
 def input_convention(people: dict):

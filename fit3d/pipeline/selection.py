@@ -91,11 +91,15 @@ def shard_of(image_key: str, n: int) -> int:
                           "little") % n
 
 
-def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[ImageRecord]:
-    """The images of shard ``(i, n)`` (zero-based, :func:`shard_of`), in image-key order."""
+def in_shard(image_key: str, shard: tuple[int, int]) -> bool:
+    """Whether an image belongs to shard ``(i, n)`` (zero-based, :func:`shard_of`)."""
     i, n = shard
-    ordered = sorted(images, key=lambda r: r.image_key)
-    return ordered if n == 1 else [r for r in ordered if shard_of(r.image_key, n) == i]
+    return n == 1 or shard_of(image_key, n) == i
+
+
+def shard_images(images: list[ImageRecord], shard: tuple[int, int]) -> list[ImageRecord]:
+    """The images of shard ``(i, n)`` (zero-based, :func:`in_shard`), in image-key order."""
+    return [r for r in sorted(images, key=lambda r: r.image_key) if in_shard(r.image_key, shard)]
 
 
 def job_images(images: list[ImageRecord], config: RunConfig) -> list[ImageRecord]:

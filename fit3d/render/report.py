@@ -106,9 +106,16 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
     styles = []
     e = html.escape
     body = []
+    renders: dict[str, Path | None] = {}  # image file -> its render PNG (None: none), looked up once per image
+
+    def render_of(file: str) -> Path | None:
+        if file not in renders:
+            png = Path(renders_dir) / f"{file}.png" if renders_dir is not None else None
+            renders[file] = png if png is not None and png.is_file() else None
+        return renders[file]
+
     for n, r in enumerate(rows):
-        rendered = Path(renders_dir) / f"{r['file']}.png" if renders_dir is not None else None
-        rendered = rendered if rendered is not None and rendered.is_file() else None
+        rendered = render_of(r["file"])
         cell = ""
         if n < thumbnails and r["file"] not in thumbs:
             cand = rendered or (Path(images_dir) / r["image"] if images_dir is not None
