@@ -70,7 +70,24 @@ def make_synthetic():
     return synthetic_people
 
 
-# Approximate SMPL rest joints (metres, Y up, facing +Z) and parents, for a fake model file.
+@pytest.fixture(scope="session", autouse=True)
+def _child_temp_files_in_pytest_temp(tmp_path_factory):
+    """Processes the tests start (``torchrun``'s rendezvous folders, multiprocessing's
+    ``pymp-*`` folders of killed workers) write temporary files under pytest's base
+    temporary folder, which pytest prunes, not into the system's /tmp, where each run
+    left them behind."""
+    import os
+
+    folder = tmp_path_factory.mktemp("child_tmp")
+    old = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    yield
+    if old is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = old
+
+
 @pytest.fixture(autouse=True)
 def _isolated_model_setups(tmp_path, monkeypatch):
     """SMPL-family weights (``fit3d setup-model``) come from a per-test folder, never from
