@@ -17,9 +17,13 @@ import resource
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fit3d.data.batching import PersonBatch
 
 
-def synthetic_batch(model, n: int, device: str) -> "PersonBatch":
+def synthetic_batch(model, n: int, device: str) -> PersonBatch:
     """``n`` random anny people seen by a 640x480 camera (f = 800 px), 1 px keypoint noise."""
     import roma
     import torch

@@ -20,7 +20,7 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     """:func:`fit3d.data.readers.load_inputs`, what it found on stderr (unless ``echo`` is
     False, e.g. on every torch.distributed rank but the first). A missing input path is a
     usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1).
-    ``only``: the image keys whose images are opened (COCO input; see ``read_coco``)."""
+    ``only``: the image keys whose images are opened (see ``fit3d.data.readers.load_inputs``)."""
     from fit3d.data.readers import input_sources
     from fit3d.data.readers import load_inputs as read
 
@@ -224,7 +224,7 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
 def shard_test(opts: FitOptions):
     """For a sharded run (not a dry run, which reports on the whole input): a test of image keys
     that keeps this shard's, so that the other shards' images are neither opened nor parsed
-    (:func:`fit3d.data.coco.read_coco`'s ``only``); None otherwise."""
+    (:func:`fit3d.data.readers.load_inputs`'s ``only``); None otherwise."""
     if opts.shard[1] == 1 or opts.dry_run:
         return None
     from fit3d.pipeline.selection import in_shard

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,8 @@ def _openpose_stem(path: Path) -> str:
     return path.stem[: -len("_keypoints")] if path.stem.endswith("_keypoints") else path.stem
 
 
-def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
+def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
+                  only: Callable[[str], bool] | None = None) -> tuple[list[ImageRecord], list[InputProblem]]:
     """Read a folder of OpenPose JSON files (``<stem>_keypoints.json`` or ``<stem>.json``,
     subfolders mirrored in ``images_dir``).
 
@@ -30,6 +32,12 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         images_dir: folder of the images; ``<stem>.jpg`` (or .png, ...) is the
             image of ``<stem>_keypoints.json``; a file named after the image's whole name
             (``a.jpg_keypoints.json``, ``a.jpg.json``) is that image's when no ``a.jpg.*`` exists.
+        only: a test of image keys (one shard's, :func:`fit3d.pipeline.selection.in_shard`): the
+            keypoint files of the images it refuses are not read, nor their images opened; each
+            such image is a record without people, and its problems (and the images without a
+            keypoint file that it refuses) are left to the job that reads it, as
+            :func:`~fit3d.data.coco.read_coco` does. Each task of an array otherwise parsed every
+            frame's file and opened every frame.
     Returns:
         ``(images, problems)``: one record per readable file with an image (with no
         people when ``people`` is empty); corrupt JSON, unknown layouts and missing images are
@@ -53,6 +61,16 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         raise FileNotFoundError(f"no OpenPose JSON files (<image stem>_keypoints.json) in {keypoints_dir}")
     for jf in files:
         stem = _openpose_stem(jf)
+        sub = jf.parent.relative_to(keypoints_dir)
+        found = find_images(images_dir / sub, stem)
+        named = images_dir / sub / stem  # a file named after the image's whole name: a.jpg_keypoints.json
+        if not found and Path(stem).suffix.lower() in IMAGE_SUFFIXES and named.is_file():
+            found = [named]
+        if only is not None and found and not only(image_key(found[0], images_dir)):  # another shard's
+            if found[0] not in used:
+                used[found[0]] = jf
+                records.append(ImageRecord(image_key(found[0], images_dir), found[0], (0, 0)))
+            continue
         try:
             with open(jf, encoding="utf-8") as f:
                 data = json.load(f)
@@ -64,11 +82,6 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
             problems.append(InputProblem(str(jf), f"corrupt OpenPose JSON: {e}"))
             continue
-        sub = jf.parent.relative_to(keypoints_dir)
-        found = find_images(images_dir / sub, stem)
-        named = images_dir / sub / stem  # a file named after the image's whole name: a.jpg_keypoints.json
-        if not found and Path(stem).suffix.lower() in IMAGE_SUFFIXES and named.is_file():
-            found = [named]
         if not found:
             problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}"))
             continue
@@ -114,7 +127,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path) -> tuple[li
                                      keypoints_ignored=ignored, keypoints_unusual=unusual_values(values)))
         records.append(rec)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
-    unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed]
+    unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed
+              and (only is None or only(image_key(p, images_dir)))]
     if unused:  # OpenPose writes a file per frame, even without people: a missing one is a failed run
         problems.append(InputProblem(", ".join(image_key(p, images_dir) for p in unused[:3]) + (" ..." if len(unused) > 3
                                      else ""), f"{len(unused)} image{'s have' if len(unused) != 1 else ' has'} "

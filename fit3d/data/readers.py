@@ -97,7 +97,8 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
                 only=None) -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
     """The people of a folder of images, from the one source given: OpenPose ``keypoints_dir``,
     a SPIN-style ``spin_npz``, or COCO ``annotations`` (found by :func:`discover_annotations`
-    when none is given). ``only``: COCO input only, see :func:`~fit3d.data.coco.read_coco`.
+    when none is given). ``only``: a test of image keys (one shard's): the images it refuses are
+    records without people, neither opened nor their people parsed (see :func:`~fit3d.data.coco.read_coco`).
 
     Returns:
         ``(records, problems, annotations_used)``: the image records, the input problems
@@ -114,11 +115,11 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
     if not images.is_dir():
         raise FileNotFoundError(f"--images {images} (images= in Python) is not a folder")
     if keypoints_dir is not None:
-        return (*read_openpose(keypoints_dir, images), None)
+        return (*read_openpose(keypoints_dir, images, only), None)
     if spin_npz is not None:
         from fit3d.data.spin import read_spin
 
-        return (*read_spin(spin_npz, images), None)
+        return (*read_spin(spin_npz, images, only), None)
     if annotations is None:
         annotations = discover_annotations(images)
         if annotations is None:

@@ -17,6 +17,7 @@ in SPIN's own files; a file that stores ``cam_int`` (N, 3, 3) or ``focal_length`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,21 +113,24 @@ def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     return out, ignored + ignored_detections
 
 
-def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecord], list[InputProblem]]:
+def read_spin(path: str | Path, images_dir: str | Path,
+              only: Callable[[str], bool] | None = None) -> tuple[list[ImageRecord], list[InputProblem]]:
     """People of a SPIN ``.npz`` grouped by image, ``annot_id`` from :func:`spin_annot_ids`
     (the file's ``annot_id`` column, else the row index).
 
     Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
     are read from the image files (missing or unreadable images are problems). People are in
     :data:`~fit3d.data.conventions.SPIN24`, or :data:`~fit3d.data.conventions.SPIN_OPENPOSE` when the file has
-    ``openpose`` detections (:func:`spin_keypoints`).
+    ``openpose`` detections (:func:`spin_keypoints`). ``only``: a test of image keys (one
+    shard's, :func:`fit3d.pipeline.selection.in_shard`): the images it refuses are records without
+    people, not opened, their rows not parsed (their problems are left to the job that reads them).
 
     Raises:
         FileNotFoundError, ValueError: as :func:`load_spin_npz`.
     """
     from fit3d.data.boxes import checked_bbox
     from fit3d.data.checks import with_reader_checks
-    from fit3d.data.images import open_image
+    from fit3d.data.images import image_key, open_image
 
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
@@ -138,15 +142,23 @@ def read_spin(path: str | Path, images_dir: str | Path) -> tuple[list[ImageRecor
     records: dict[str, ImageRecord | None] = {}
     problems: list[InputProblem] = []
     lost: dict[str, tuple[InputProblem, list[int]]] = {}  # unreadable image -> its problem, its rows
+    others: set[str] = set()  # images of other shards (``only``)
     for i, name in enumerate(d["imgname"]):
         name = str(name)
         if name not in records:
+            key = image_key(images_dir / name, images_dir)
+            if only is not None and not only(key):  # another shard's
+                records[name] = ImageRecord(key, images_dir / name, (0, 0))
+                others.add(name)
+                continue
             records[name] = open_image(images_dir / name, images_dir, None, problems)
             if records[name] is None:
                 lost[name] = (problems[-1], [])
         rec = records[name]
         if rec is None:
             lost[name][1].append(i)
+            continue
+        if name in others:
             continue
         camera = None
         if cameras is not None:

@@ -731,3 +731,48 @@ def test_read_coco_opens_only_the_images_it_is_asked_for(sample_dir, monkeypatch
     some, _ = read_coco(sample_dir / "test_coco.json", sample_dir, only=lambda key: key == first)
     assert opened == [first] and [r.image_key for r in some] == [r.image_key for r in every]
     assert some[0].people and not any(r.people for r in some[1:])  # the others: counted, not opened or parsed
+
+
+def test_read_openpose_parses_and_opens_only_the_images_it_is_asked_for(tmp_path, sample_dir, monkeypatch):
+    """A sharded run's task read every frame's keypoint file and opened every frame (left out
+    when COCO input learned ``only``): now its own images only; the others are records without
+    people, and the warning about images without a keypoint file counts its own images only."""
+    import fit3d.data.openpose as op
+
+    _openpose_from_coco(sample_dir, tmp_path)
+    (tmp_path / "000000196141_keypoints.json").unlink()  # an image without a keypoint file
+    (tmp_path / "000000040083_keypoints.json").write_text("{not json")  # a corrupt file
+    every, problems = read_openpose(tmp_path, sample_dir)
+    assert len(problems) == 2
+    opened, parsed = [], []
+    real_open, real_load = op.open_image, op.json.load
+    monkeypatch.setattr(op, "open_image", lambda path, *a: opened.append(path.name) or real_open(path, *a))
+    monkeypatch.setattr(op.json, "load", lambda f: parsed.append(Path(f.name).name) or real_load(f))
+    first = "000000000785.jpg"
+    some, problems = read_openpose(tmp_path, sample_dir, only=lambda key: key == first)
+    assert opened == [first] and parsed == ["000000000785_keypoints.json"] and problems == []
+    # (the corrupt file's image too: its file is not read here)
+    assert sorted(r.image_key for r in some) == ["000000000785.jpg", "000000040083.jpg", "000000197388.jpg"]
+    assert [len(r.people) for r in some if r.image_key == first] == [len(every[0].people)]
+    assert not any(r.people for r in some if r.image_key != first)
+    # the shard that owns them reports the corrupt file and the image without a file
+    _, problems = read_openpose(tmp_path, sample_dir, only=lambda key: key != first)
+    reasons = sorted(p.reason.split(":")[0] for p in problems)
+    assert reasons == ["1 image has no keypoint file in " + str(tmp_path), "corrupt OpenPose JSON"]
+
+
+def test_read_spin_opens_only_the_images_it_is_asked_for(tmp_path, sample_dir):
+    from fit3d.data.spin import read_spin
+    from fit3d.data.writers import write_npz
+
+    part = np.zeros((4, 24, 3), np.float32)
+    part[:, :, :2], part[:, :, 2] = 150.0, 1.0
+    names = ["gone.jpg", "000000000785.jpg", "gone.jpg", "000000000785.jpg"]
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(names), center=np.full((4, 2), 200.0), scale=np.ones(4),
+                                       part=part))
+    images, problems = read_spin(tmp_path / "s.npz", sample_dir, only=lambda key: key == "000000000785.jpg")
+    assert [(r.image_key, len(r.people)) for r in images] == [("gone.jpg", 0), ("000000000785.jpg", 2)]
+    assert problems == []  # the missing image is the other shard's problem
+    images, problems = read_spin(tmp_path / "s.npz", sample_dir, only=lambda key: key == "gone.jpg")
+    assert [(r.image_key, len(r.people)) for r in images] == [("000000000785.jpg", 0)]
+    assert [p.severity for p in problems] == ["error"] and "#0, #2" in problems[0].reason
