@@ -253,7 +253,9 @@ def job_config(opts: FitOptions):
 
 def report_validation(records, problems, body, opts: FitOptions) -> int:
     """``--dry-run``: count what would be fitted and list every problem; fits nothing.
-    Returns the exit code a run would start with (3 with unreadable inputs, 4 with nothing to fit)."""
+    Returns the exit code the run would end with if every fit succeeded
+    (:meth:`fit3d.pipeline.summary.RunCounts.exit_code`: 4 when this job has nothing to fit and
+    nothing done, 3 with unreadable inputs, else 0)."""
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
     from fit3d.pipeline.skips import layout_problems, skip_reason
 
@@ -291,7 +293,13 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {count(mine, 'image')}, {done} already done; "
                    f"{fittable_in(todo)} people to fit now", err=True)
-    return 4 if not fittable else 3 if errors else 0
+    from fit3d.pipeline.summary import RunCounts
+
+    # the run's own rule (RunCounts.exit_code) on what this job would do: nothing to fit and nothing
+    # done is 4 (an empty shard of a split is not), then 3 for unreadable inputs
+    would = RunCounts(images=mine, images_already_done=done, input_errors=errors, people_fitted=fittable_in(todo),
+                      shard_empty=mine == 0 and opts.shard[1] > 1 and bool(records))
+    return would.exit_code()
 
 
 @click.command()

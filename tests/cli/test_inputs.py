@@ -231,3 +231,23 @@ def test_dry_run_says_a_run_would_be_refused_while_another_fits(tmp_path, sample
     finally:
         running.release()
     assert r.exit_code == 1 and "another fit3d run (shard 1/1) is fitting into" in r.output, r.output
+
+
+def test_a_dry_run_exits_as_its_shard_would(tmp_path, sample_dir, schedule_file):
+    """The dry run's exit code is the run's rule for this job (it was 0 for a shard with nothing to
+    fit whenever another shard had people; the run then exited 4)."""
+    from fit3d.pipeline.selection import in_shard
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    empty = {i["id"] for i in data["images"] if in_shard(i["file_name"], (0, 2))}
+    assert empty and len(empty) < len(data["images"])
+    for a in data["annotations"]:
+        if a["image_id"] in empty:  # shard 1/2's people have no labelled keypoint
+            a["keypoints"], a["num_keypoints"] = [0] * 51, 0
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
+    args = ["eft", "--images", str(sample_dir), "--annotations", str(ann), "--out", str(tmp_path / "fits")]
+    codes = [CliRunner().invoke(cli, args + ["--dry-run", "--shard", f"{i}/2"]).exit_code for i in (1, 2)]
+    assert codes == [4, 0]
+    r = CliRunner().invoke(cli, args + ["--shard", "1/2", "--steps", "1", "--no-progress"])
+    assert r.exit_code == 4, r.output  # what the run does
