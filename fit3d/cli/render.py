@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as
+from fit3d.cli.options import check_device, errors_as
 
 
 def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True) -> int:
@@ -65,7 +65,8 @@ def _model_name(files: list[Path]) -> str:
                    "records).")
 @click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default=None,
               help="SMPL family model gender (default: the one FITS/fit_settings.json records, else neutral).")
-@click.option("--device", default="cpu", show_default=True, help="torch device: cpu, cuda, cuda:1...")
+@click.option("--device", default="cpu", show_default=True, callback=check_device,
+              help="torch device: cpu, cuda, cuda:1...")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
     """Render fitted meshes over their images (pyrender, headless EGL), with side views.

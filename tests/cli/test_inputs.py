@@ -134,6 +134,11 @@ def test_cuda_without_cuda_is_one_clear_line(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                  "--device", "cuda"])
     assert r.exit_code == 2 and "--force-reinstall" in r.output and "Traceback" not in r.output
+    fits = tmp_path / "fits"  # fit3d render too (it was exit 1, from the model's build)
+    fits.mkdir()
+    r = CliRunner().invoke(cli, ["render", "--fits", str(fits), "--images", str(sample_dir), "--out",
+                                 str(tmp_path / "r"), "--device", "cuda"])
+    assert r.exit_code == 2 and "--force-reinstall" in r.output and "Traceback" not in r.output
 
 
 def test_sigterm_keeps_finished_images_and_the_rerun_completes(tmp_path, sample_dir, anny_model, schedule_file):
