@@ -52,6 +52,8 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, check_cluster, precheck
     from fit3d.pipeline.submit import submit as do_submit
 
+    from fit3d.cli.main import run as entry  # what each task runs (the pipeline does not import the CLI)
+
     extra = {}
     for kv in slurm_args:
         if "=" not in kv:
@@ -68,14 +70,14 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
         raise click.ClickException(str(e)) from e
     if check:
         with errors_as(click.UsageError):
-            code = precheck(command, list(options), jobs)
+            code = precheck(command, list(options), jobs, entry)
         if code is not None and code not in PRECHECK_OK:
             why = "interrupted" if code == 130 else "(above); fix that and submit again"
             click.echo(f"fit3d: nothing submitted: 'fit3d {command} ... --dry-run' exited {code} {why}", err=True)
             raise click.exceptions.Exit(code)
     try:
         with errors_as(click.UsageError):
-            submitted = do_submit(command, list(options), config)
+            submitted = do_submit(command, list(options), config, entry)
     except ClusterUnavailable as e:
         raise click.ClickException(str(e)) from e
     click.echo(f"fit3d: submitted {len(submitted)} task(s) of 'fit3d {command}' to {cluster}: "

@@ -11,6 +11,7 @@ the whole set, so it is one job of several tasks (one per GPU) that form a
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,21 +69,22 @@ class SubmitConfig:
 class ShardJob:
     """``fit3d <args>`` run in a submitit task; picklable.
 
-    Calling it returns the command's exit code (see :mod:`fit3d.pipeline.summary`).
-    ``distributed`` tasks export submitit's ``torch.distributed`` environment first.
+    ``entry``: the command line's entry point, ``entry(args) -> exit code`` (``fit3d.cli.main.run``,
+    given by the command line, which this layer does not import; a module-level function, so
+    that the job pickles). Calling the job returns the command's exit code (see
+    :mod:`fit3d.pipeline.summary`). ``distributed`` tasks export submitit's ``torch.distributed``
+    environment first.
     """
 
-    def __init__(self, args: list[str], distributed: bool = False) -> None:
-        self.args, self.distributed = list(args), distributed
+    def __init__(self, args: list[str], entry: Callable[[list[str]], int], distributed: bool = False) -> None:
+        self.args, self.entry, self.distributed = list(args), entry, distributed
 
     def __call__(self) -> int:
-        from fit3d.cli.main import run
-
         if self.distributed:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        code = run(self.args)  # errors shown as the command line shows them; Ctrl-C: 130
+        code = self.entry(self.args)  # errors shown as the command line shows them; Ctrl-C: 130
         if code:  # submitit's log will say "completed successfully": the task's result is this code
             print(f"fit3d: this task's fit3d command exited {code} (its result; submitit reports the task "
                   "as completed)", file=sys.stderr, flush=True)
@@ -93,7 +95,7 @@ class ShardJob:
         resumes from the outputs already written."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.distributed))
+        return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.entry, self.distributed))
 
 
 def _given(options: list[str], name: str) -> bool:
@@ -125,13 +127,14 @@ def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
 PRECHECK_OK = (0, 3)
 
 
-def precheck(command: str, options: list[str], jobs: int) -> int | None:
+def precheck(command: str, options: list[str], jobs: int, entry: Callable[[list[str]], int]) -> int | None:
     """The first task's command run here with ``--dry-run``, on the CPU (reads the inputs, builds
     the body model and the fitter, checks the output folder's fit settings; fits nothing), so
     that a typo in an option, a missing input or weights, or a folder fitted with other settings
     stops ``fit3d submit`` before any task is queued rather than in every task. The tasks differ
     only in ``--shard``, which matters to the check only through the whole-folder rule of
     ``--overwrite`` (:func:`fit3d.pipeline.settings.check_settings`), the same for every task.
+    ``entry``: the command line's entry point (:class:`ShardJob`).
 
     Returns:
         the dry run's exit code (:data:`PRECHECK_OK` when the tasks may go), or None for
@@ -143,7 +146,7 @@ def precheck(command: str, options: list[str], jobs: int) -> int | None:
     args = shard_args(command, options, jobs)[0]
     if command == "neuralannot":
         return None
-    return ShardJob([*_on_cpu(args), "--dry-run"])()
+    return ShardJob([*_on_cpu(args), "--dry-run"], entry)()
 
 
 def _on_cpu(args: list[str]) -> list[str]:
@@ -211,10 +214,10 @@ def make_executor(config: SubmitConfig, name: str):
     return ex
 
 
-def submit(command: str, options: list[str], config: SubmitConfig) -> list:
+def submit(command: str, options: list[str], config: SubmitConfig, entry: Callable[[list[str]], int]) -> list:
     """Submit ``fit3d command options`` as ``config.jobs`` shards (an array job). Several local
     tasks (``cluster="local"``) fit in one process each (``--workers 1`` unless given): they
-    already share this machine's cores.
+    already share this machine's cores. ``entry``: the command line's entry point (:class:`ShardJob`).
 
     Returns:
         the submitit jobs (``job.job_id``, ``job.result()`` = the task's exit code).
@@ -228,9 +231,9 @@ def submit(command: str, options: list[str], config: SubmitConfig) -> list:
     if command == "neuralannot":
         ranks = config.ranks or max(config.gpus_per_job, 1)
         ex.update_parameters(tasks_per_node=ranks)
-        return [ex.submit(ShardJob(args[0], distributed=ranks > 1))]
+        return [ex.submit(ShardJob(args[0], entry, distributed=ranks > 1))]
     jobs = []
     with ex.batch():  # one array job on SLURM; each task is a ShardJob, so it can be requeued
         for a in args:
-            jobs.append(ex.submit(ShardJob(a)))
+            jobs.append(ex.submit(ShardJob(a, entry)))
     return jobs

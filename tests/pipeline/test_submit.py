@@ -1,5 +1,6 @@
 import pytest
 
+from fit3d.cli.main import run
 from fit3d.pipeline.submit import precheck, shard_args
 
 
@@ -15,25 +16,26 @@ def test_precheck_runs_the_first_task_as_a_dry_run(monkeypatch):
     seen = []
 
     class Job:
-        def __init__(self, args, distributed=False):
+        def __init__(self, args, entry, distributed=False):
+            assert entry is run
             seen.append(args)
 
         def __call__(self):
             return 4
 
     monkeypatch.setattr("fit3d.pipeline.submit.ShardJob", Job)
-    assert precheck("smplify", ["--images", "x", "--out", "o"], 2) == 4
+    assert precheck("smplify", ["--images", "x", "--out", "o"], 2, run) == 4
     assert seen == [["smplify", "--images", "x", "--out", "o", "--shard", "1/2", "--dry-run"]]
     # the check runs where submit is typed (a login node, often without the tasks' GPUs): on the CPU
-    precheck("eft", ["--device", "cuda", "--out", "o"], 1)
-    precheck("eft", ["--device=cuda:1"], 1)
+    precheck("eft", ["--device", "cuda", "--out", "o"], 1, run)
+    precheck("eft", ["--device=cuda:1"], 1, run)
     assert seen[1:] == [["eft", "--device", "cpu", "--out", "o", "--shard", "1/1", "--dry-run"],
                         ["eft", "--device=cpu", "--shard", "1/1", "--dry-run"]]
     del seen[1:]
-    assert precheck("neuralannot", ["--images", "x"], 1) is None  # one job, no dry run
+    assert precheck("neuralannot", ["--images", "x"], 1, run) is None  # one job, no dry run
     assert len(seen) == 1
     with pytest.raises(ValueError):
-        precheck("neuralannot", [], 2)
+        precheck("neuralannot", [], 2, run)
 
 
 def test_a_task_interrupted_by_ctrl_c_exits_130(monkeypatch, tmp_path):
@@ -43,7 +45,7 @@ def test_a_task_interrupted_by_ctrl_c_exits_130(monkeypatch, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("fit3d.cli.fit.load_inputs", interrupted)
-    assert ShardJob(["eft", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"])() == 130
+    assert ShardJob(["eft", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--dry-run"], run)() == 130
     # (a pre-check stopped this way makes 'fit3d submit' exit 130, "nothing submitted")
 
 
@@ -69,5 +71,5 @@ def test_several_local_tasks_fit_in_one_process_each(monkeypatch):
                                             ("local", 1, [], []), ("slurm", 2, [], [])):
         ex = _FakeExecutor(cluster)
         monkeypatch.setattr(submit_module, "make_executor", lambda config, name, ex=ex: ex)
-        submit("eft", ["--out", "o", *options], SubmitConfig(jobs=jobs, cluster=cluster))
+        submit("eft", ["--out", "o", *options], SubmitConfig(jobs=jobs, cluster=cluster), run)
         assert [a[a.index("--workers") + 1] for a in ex.args if "--workers" in a] == workers, (cluster, jobs, options)
