@@ -35,9 +35,9 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     from fit3d.training.synthetic import make_synthetic_benchmark
     from fit3d.fitters import EFT
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
     from fit3d.regressors import bundled_regressor
-    from fit3d.training.regressor import load_regressor
+    from fit3d.regressors.io import load_regressor
 
     body = build_body_model("anny", device=device)
     n = max(batch_size, 16) if batch_size == 1 else batch_size

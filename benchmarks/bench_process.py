@@ -36,7 +36,7 @@ def make_dataset(root: Path, people: int, seed: int = 3) -> Path:
     from fit3d.body_models import build_body_model
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     body = build_body_model("anny")
     bench = make_benchmark(load_pose_set(bundled_pose_set()), body, n=people, seed=seed, split="test",

@@ -41,7 +41,8 @@ def main() -> None:
     from fit3d.evaluation.benchmark import benchmark_batch, load_benchmark, run_benchmark
     from fit3d.fitters.neuralannot import RECIPES, NeuralAnnot, TrainConfig
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set, load_prior
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.priors.io import load_prior
 
     body = build_body_model("anny")
     pose_set = dict(load_pose_set(bundled_pose_set()))

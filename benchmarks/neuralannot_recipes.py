@@ -25,8 +25,8 @@ def main() -> None:
     from fit3d.mocap import bundled_pose_set
     from fit3d.priors import build_prior
     from fit3d.regressors import bundled_regressor
-    from fit3d.training.priors import load_pose_set
-    from fit3d.training.regressor import load_regressor
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.regressors.io import load_regressor
 
     epochs = TrainConfig.epochs if a.epochs is None else a.epochs
     bench = load_benchmark(a.bench)

@@ -29,7 +29,8 @@ def main() -> None:
     from fit3d.evaluation.corruptions import auroc, implausible_poses
     from fit3d.mocap import bundled_pose_set
     from fit3d.priors import PRIORS, build_prior
-    from fit3d.training.priors import load_pose_set, training_poses
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.training.priors import training_poses
 
     body = build_body_model("anny")
     ps = load_pose_set(bundled_pose_set())

@@ -34,9 +34,12 @@ def main() -> None:
 
     from fit3d.body_models import build_body_model
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import RECOMBINED_POSES, load_pose_set, save_prior, train_prior, training_poses
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.priors.io import save_prior
+    from fit3d.training.priors import RECOMBINED_POSES, train_prior, training_poses
     from fit3d.training.prototypes import learn_prototypes
-    from fit3d.training.regressor import checkpoint_path, save_regressor, train_regressor
+    from fit3d.regressors.io import save_regressor
+    from fit3d.training.regressor import checkpoint_path, train_regressor
 
     a.out.mkdir(parents=True, exist_ok=True)
     poses = a.poses or bundled_pose_set()
@@ -53,7 +56,7 @@ def main() -> None:
         elif kind in ("regressor", "regressor_pm"):
             protos = None
             if kind == "regressor_pm":  # PM-Net start head on this folder's prototypes
-                from fit3d.training.priors import load_prior
+                from fit3d.priors.io import load_prior
 
                 protos = load_prior(a.out / "anny_prototypes.pt").prototypes
                 out = a.out / "anny_keypoint_regressor_pm.pt"

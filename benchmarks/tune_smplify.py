@@ -45,7 +45,8 @@ def build_neuralannot(body, weights: Path, cfg: dict, bench: dict):
     from fit3d.evaluation.benchmark import benchmark_batch
     from fit3d.fitters.neuralannot import ACCEPT_RATIO, RECIPES, NeuralAnnot, TrainConfig, parse_recipes
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set, load_prior
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.priors.io import load_prior
 
     pose_set = dict(load_pose_set(bundled_pose_set()))
     pose_set["split"] = np.where(pose_set["split"] == "val", "test", pose_set["split"])  # never read, as test
@@ -66,7 +67,7 @@ def _regressor(weights: Path, cfg: dict):
     list of files made one :class:`~fit3d.regressors.ensemble.EnsembleRegressor` (absolute paths
     allowed, e.g. a second tuning regressor from ``train_tuning_weights.py --seed 1``)."""
     from fit3d.regressors.ensemble import EnsembleRegressor
-    from fit3d.training.regressor import load_regressor
+    from fit3d.regressors.io import load_regressor
 
     files = cfg.get("regressor", "anny_keypoint_regressor.pt")
     if isinstance(files, str):
@@ -79,7 +80,7 @@ def build(body, weights: Path, cfg: dict):
     from fit3d.fitters import SMPLify, default_smplify_schedule
     from fit3d.fitters.build import DEFAULT_PRIOR
     from fit3d.priors import L2Prior
-    from fit3d.training.priors import load_prior
+    from fit3d.priors.io import load_prior
 
     kind = cfg.get("prior", DEFAULT_PRIOR)
     if cfg.get("fitter") == "eft" and "prior" not in cfg:

@@ -53,7 +53,7 @@ def test_neuralannot_trains_on_cuda_with_every_recipe(cuda_model, cuda_batch):
 
 def test_regressor_and_prototype_training_on_cuda(cuda_model):
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
     from fit3d.training.regressor import train_regressor
 
     ps = load_pose_set(bundled_pose_set())

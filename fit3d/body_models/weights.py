@@ -58,19 +58,53 @@ def weights_path(body, kind: str) -> Path:
     if kind not in KINDS:
         raise KeyError(f"unknown weights kind {kind!r}; known: {KINDS}")
     if body.name == "anny":
-        from fit3d.mocap import bundled_pose_set
-        from fit3d.priors import shipped_weights
-        from fit3d.regressors import bundled_regressor
-
-        return {"regressor": bundled_regressor("anny"), "pose_set": bundled_pose_set()}.get(
-            kind, shipped_weights(kind, "anny"))
+        return bundled_weights(kind, "anny")
     _warn_if_reduced(setup_dir(body), body)
     return setup_dir(body) / weights_file_name(kind)
+
+
+#: The folder of the fit3d package (the bundled weights live in it).
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def bundled_weights(kind: str, model_name: str = "anny") -> Path:
+    """The file of ``kind`` (:data:`KINDS`) that fit3d ships for ``model_name`` (only anny's exist):
+    ``fit3d/priors/weights/<model>_<kind>.pt`` for the priors and the prototype memory,
+    ``fit3d/regressors/weights/<model>_keypoint_regressor.pt``, and the pose set
+    ``fit3d/assets/cmu_<model>_poses.npz`` (each reproduced by a command in the README).
+
+    Raises:
+        KeyError: unknown kind.
+    """
+    if kind not in KINDS:
+        raise KeyError(f"unknown weights kind {kind!r}; known: {KINDS}")
+    if kind == "regressor":
+        return _PACKAGE / "regressors" / "weights" / f"{model_name}_keypoint_regressor.pt"
+    if kind == "pose_set":
+        return _PACKAGE / "assets" / f"cmu_{model_name}_poses.npz"
+    return _PACKAGE / "priors" / "weights" / f"{model_name}_{kind}.pt"
 
 
 def weights_file_name(kind: str) -> str:
     """The file name of ``kind`` in a set-up folder (``gmm.pt``, ``pose_set.npz``)."""
     return f"{kind}.npz" if kind == "pose_set" else f"{kind}.pt"
+
+
+#: What ``fit3d setup-model`` leaves in a model's folder while unfinished (its finished steps),
+#: removed when it finishes (:mod:`fit3d.training.setup_model`).
+PARTIAL = "setup.partial.json"
+
+#: Minutes per step of ``fit3d setup-model`` measured for the SMPL-like models on a 2-core CPU
+#: (three set-ups at once, 2026-11-30): what the expected-time line says. The regressor's time
+#: scales with its rounds (1.2 min for 16, 14.4 for 192) and members: here the defaults' (384
+#: rounds, one member; ``fit3d.training.regressor``, checked by the tests).
+SETUP_MINUTES = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3, "regressor": 28.8}
+
+
+def expected_setup_minutes() -> float:
+    """Minutes a full set-up is expected to take on a 2-core CPU with nothing else running
+    (the sum of :data:`SETUP_MINUTES`, ~48; measured beside the test suite and other runs: 72)."""
+    return sum(SETUP_MINUTES.values())
 
 
 class ReducedSetupWarning(UserWarning):
@@ -91,8 +125,6 @@ def _warn_if_reduced(folder: Path, body) -> None:
     line (it is about the folder, not the caller's code)."""
     import json
     import warnings
-
-    from fit3d.training.setup_model import PARTIAL
 
     def mtime(name: str) -> float | None:
         try:
@@ -134,10 +166,8 @@ def setup_command(body) -> str:
 
 def setup_hint(body) -> str:
     """One line saying how to make the missing weights of ``body``, with the expected time
-    (:func:`fit3d.training.setup_model.expected_minutes`, rounded to 5 minutes)."""
-    from fit3d.training.setup_model import expected_minutes
-
-    return (f"{setup_command(body)} once (about {5 * round(expected_minutes() / 5)} minutes on a 2-core CPU "
+    (:func:`expected_setup_minutes`, rounded to 5 minutes)."""
+    return (f"{setup_command(body)} once (about {5 * round(expected_setup_minutes() / 5)} minutes on a 2-core CPU "
             f"with nothing else running, longer beside other jobs) to learn the {body.name} priors and regressor "
             "from the bundled mocap")
 

@@ -115,7 +115,7 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing,
     from fit3d.body_models.weights import existing_weights
     from fit3d.data.writers import write_npz
     from fit3d.evaluation.benchmark import make_benchmark
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     with errors_as():  # (a SMPL-family model not set up yet: one line saying to run fit3d setup-model)
         bench = make_benchmark(load_pose_set(poses or existing_weights(body, "pose_set")), body, n=count, seed=seed,

@@ -39,7 +39,8 @@ def check_people(ctx, param, value: int) -> int:
 
 
 def torch_seed(seed: int = 0) -> None:
-    """Seed torch and numpy (deterministic training and preparation on CPU)."""
+    """Seed torch and numpy (training and preparation on the CPU are then deterministic for a given
+    thread count; torch's sums in another order, with another count, can differ in the last bits)."""
     import random
 
     import numpy as np
@@ -64,6 +65,8 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
     from fit3d.mocap.prepare import prepare_mocap
 
     torch_seed()
+    click.echo(f"fit3d: reading the trials of {', '.join(map(str, sources))} (archives are unpacked first: "
+               "about a minute), then retargeting them", err=True)
     with errors_as():
         stats = prepare_mocap(list(sources), out, body, fps=fps, dedupe_m=dedupe_m, iterations=iterations)
     click.echo(json.dumps(stats, indent=2))
@@ -84,6 +87,8 @@ def train_prior_cmd(kind, poses, out, seed, body):
     from fit3d.training.priors import train_prior
 
     torch_seed(seed)
+    click.echo(f"fit3d: training the {kind} prior (gmm and prototypes print nothing until done: 20-40 s on 2 "
+               "cores, longer beside other jobs)", err=True)
     with errors_as():
         stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body)
     click.echo(json.dumps(stats, indent=2))
@@ -114,9 +119,9 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
     member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
-    from fit3d.training.priors import load_pose_set
-    from fit3d.training.regressor import (REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, save_regressor,
-                                          train_ensemble)
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.regressors.io import save_regressor
+    from fit3d.training.regressor import REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, train_ensemble
 
     members = REGRESSOR_MEMBERS if members is None else members
     if prototypes is not None and members > 1:
@@ -125,15 +130,23 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     protos = None
     with errors_as():
         if prototypes is not None:
-            from fit3d.training.priors import load_prior
+            from fit3d.priors.io import load_prior
 
             protos = load_prior(prototypes).prototypes
-        pose_set = load_pose_set(default_pose_set(poses, body))
+        pose_set_path = default_pose_set(poses, body)
+        pose_set = load_pose_set(pose_set_path)
         size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
         checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
         model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed,
                                       prototypes=protos, checkpoint=checkpoint, **size)
-    save_regressor(model.cpu(), out)
+    from fit3d.body_models.weights import file_digest
+    from fit3d.training.provenance import training_record
+    from fit3d.training.regressor import REGRESSOR_ROUNDS, REGRESSOR_WIDTH
+
+    record = training_record("fit3d train-regressor", pose_set_path, rounds=rounds or REGRESSOR_ROUNDS,
+                             people=people, seed=seed, members=members, width=width or REGRESSOR_WIDTH,
+                             prototypes_sha256=file_digest(prototypes) if prototypes is not None else None)
+    save_regressor(model.cpu(), out, record)
     remove_checkpoints(checkpoint)
     click.echo(json.dumps(stats, indent=2))
 

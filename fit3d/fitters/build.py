@@ -35,7 +35,7 @@ def load_prototypes(body: BodyModel, path: str | Path | None = None):
         ValueError: the file is not a prototype memory for ``body``.
     """
     from fit3d.body_models.weights import weights_path
-    from fit3d.training.priors import load_prior
+    from fit3d.priors.io import load_prior
 
     if path and not Path(path).is_file():
         raise FileNotFoundError(f"prototype memory {path}: no such file")
@@ -88,7 +88,7 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
         ValueError: the regressor was trained for another body model.
     """
     from fit3d.body_models.weights import existing_weights
-    from fit3d.training.regressor import load_regressor
+    from fit3d.regressors.io import load_regressor
 
     path = regressor_path or existing_weights(body, "regressor", f" (or pass {option})" if option else "")
     reg = load_regressor(path)
@@ -155,7 +155,7 @@ def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int =
         :func:`fit3d.priors.build_prior`.
     """
     from fit3d.body_models.weights import weights_path
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     return NeuralAnnot(body, load_body_regressor(body, option=None), recipes,
                        pose_set=load_pose_set(weights_path(body, "pose_set")) if "depth" in recipes else None,

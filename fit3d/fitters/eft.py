@@ -44,7 +44,7 @@ from torch.func import functional_call, vmap
 
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch, batch_for
-from fit3d.fitters import losses as L
+import fit3d.fitters.losses as L
 from fit3d.fitters.describe import describe_module
 from fit3d.fitters.follow import FollowConfig, follow_keypoints
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, refinement_pays, reprojection_error_px

@@ -37,7 +37,7 @@ import torch
 
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch
-from fit3d.fitters import losses as L
+import fit3d.fitters.losses as L
 from fit3d.geometry import project
 
 #: The parameters the refinement moves (``betas`` stay the network's).

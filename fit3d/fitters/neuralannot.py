@@ -40,7 +40,7 @@ import torch
 from fit3d.body_models.base import BodyModel
 from fit3d.data.batching import PersonBatch, batch_for
 from fit3d.data.writers import write_torch
-from fit3d.fitters import losses as L
+import fit3d.fitters.losses as L
 from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
 from fit3d.fitters.result import FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.geometry import project

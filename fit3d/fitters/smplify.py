@@ -36,11 +36,11 @@ import torch
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.batching import PersonBatch, batch_for
 from fit3d.data.conventions import FACE, TORSO, KeypointConvention
-from fit3d.fitters import losses as L
+import fit3d.fitters.losses as L
 from fit3d.fitters.camera_init import estimate_depth, image_roll, orientation_hypotheses, root_pixel
 from fit3d.fitters.describe import describe_module, fingerprint
 from fit3d.fitters.hypotheses import kinematic_parents, limb_depth_flips
-from fit3d.fitters.optim import BatchedAdam
+from fit3d.optim import BatchedAdam
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, reprojection_error_px
 from fit3d.fitters.stages import Stage, default_smplify_schedule
 from fit3d.geometry import project

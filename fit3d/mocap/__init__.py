@@ -4,5 +4,8 @@ from pathlib import Path
 
 
 def bundled_pose_set() -> Path:
-    """The CMU poses retargeted to anny that ship with fit3d (``fit3d prepare-mocap`` output)."""
-    return Path(__file__).resolve().parents[1] / "assets" / "cmu_anny_poses.npz"
+    """The CMU poses retargeted to anny that ship with fit3d (``fit3d prepare-mocap`` output;
+    :func:`fit3d.body_models.weights.bundled_weights`)."""
+    from fit3d.body_models.weights import bundled_weights
+
+    return bundled_weights("pose_set", "anny")

@@ -93,7 +93,11 @@ def parse_asf(path: str | Path) -> dict[str, Bone]:
 
 
 def parse_amc(path: str | Path, bones: dict[str, Bone]) -> dict[str, np.ndarray]:
-    """Per bone, ``(F, n_dof)`` values of an AMC file (degrees; root translation in ASF units)."""
+    """Per bone, ``(F, n_dof)`` values of an AMC file (degrees; root translation in ASF units).
+
+    Raises:
+        OSError: the file cannot be read. ValueError: no frames, or a value that is not a number.
+    """
     frames: list[dict[str, list[float]]] = []
     for raw in Path(path).read_text(errors="replace").splitlines():
         line = raw.strip()

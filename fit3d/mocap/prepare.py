@@ -9,6 +9,7 @@ split by subject (:mod:`fit3d.mocap.splits`), retarget to the body model
 
 from __future__ import annotations
 
+import json
 import logging
 import tarfile
 import tempfile
@@ -124,7 +125,8 @@ def prepare_mocap(
     Y up), ``trial (N,)`` index into ``trial_names``, ``subject_names`` (per trial),
     ``split (N,)`` (``train``/``val``/``test`` by subject, see :mod:`fit3d.mocap.splits`),
     ``is_test_v1 (N,)`` (the old trial protocol, for the old benchmark only),
-    ``residual_mm (N,)``, ``direction_error_deg (N,)``, ``joint_names``, ``model``, ``fps``.
+    ``residual_mm (N,)``, ``direction_error_deg (N,)``, ``joint_names``, ``model``, ``fps``,
+    ``prepared_with`` (JSON: the settings, torch's version and thread count).
     Returns a stats dict (counts per split, residuals, seconds).
 
     Raises:
@@ -164,6 +166,9 @@ def prepare_mocap(
         model=np.str_(body_model.name),
         fps=np.float32(fps),
         mocap_points=np.asarray(MOCAP_POINTS),
+        # what made it (no clock time: the same settings write the same file)
+        prepared_with=np.str_(json.dumps(dict(command="fit3d prepare-mocap", dedupe_m=dedupe_m, iterations=iterations,
+                                              torch=str(torch.__version__), torch_threads=torch.get_num_threads()))),
     )
     write_npz(out, arrays)
     return dict(

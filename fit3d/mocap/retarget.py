@@ -16,7 +16,7 @@ import logging
 import roma
 import torch
 
-from fit3d.fitters.optim import BatchedAdam
+from fit3d.optim import BatchedAdam
 from fit3d.mocap.clip import MOCAP_POINTS
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,14 @@ from fit3d.priors.l2 import L2Prior
 from fit3d.priors.vae import VAEPrior
 
 PRIORS = ("l2", "gmm", "vae", "articulation")
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 def shipped_weights(kind: str, model_name: str = "anny") -> Path:
-    """Path of the bundled weights of a learned prior for a body model."""
-    return WEIGHTS_DIR / f"{model_name}_{kind}.pt"
+    """Path of the bundled weights of a learned prior for a body model
+    (:func:`fit3d.body_models.weights.bundled_weights`)."""
+    from fit3d.body_models.weights import bundled_weights
+
+    return bundled_weights(kind, model_name)
 
 
 def build_prior(name: str, body_model=None, path: str | Path | None = None) -> Prior:
@@ -39,7 +41,7 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
         (the message says how to get them). ValueError: the prior does not
         match the model's number of joints, or ``path`` is given for ``l2`` (which has none).
     """
-    from fit3d.training.priors import load_prior
+    from fit3d.priors.io import load_prior
 
     if name not in PRIORS:
         raise KeyError(f"unknown prior {name!r}; available: {list(PRIORS)}")

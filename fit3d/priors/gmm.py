@@ -66,7 +66,10 @@ class GMMPrior(Prior):
 
     def forward(self, body_pose: torch.Tensor) -> torch.Tensor:
         """``(B, J, 3)`` -> ``(B,)``, >= 0 (module docstring). When the mixture has more dimensions than ``J * 3``
-        (SMPL's 69 for a 63-d SMPL-X body), the leading ``J * 3`` are used (the marginal)."""
+        (SMPL's 69 for a 63-d SMPL-X body), the leading ``J * 3`` are used (the marginal).
+
+        Raises:
+            ValueError: the pose has more values than the mixture models."""
         x = body_pose.flatten(1)
         D = x.shape[1]
         if D > self.dim:

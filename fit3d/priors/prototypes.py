@@ -65,6 +65,6 @@ class PoseMemory(Prior):
 
 def bundled_prototypes(model_name: str = "anny") -> Path:
     """Path of the shipped prototype memory of a body model (``fit3d train-prior --kind prototypes``)."""
-    from fit3d.priors import WEIGHTS_DIR
+    from fit3d.body_models.weights import bundled_weights
 
-    return WEIGHTS_DIR / f"{model_name}_prototypes.pt"
+    return bundled_weights("prototypes", model_name)

@@ -15,5 +15,8 @@ from pathlib import Path
 
 
 def bundled_regressor(model_name: str = "anny") -> Path:
-    """Path of the pretrained keypoint regressor shipped for a body model (``fit3d train-regressor`` output)."""
-    return Path(__file__).resolve().parent / "weights" / f"{model_name}_keypoint_regressor.pt"
+    """Path of the pretrained keypoint regressor shipped for a body model (``fit3d train-regressor`` output;
+    :func:`fit3d.body_models.weights.bundled_weights`)."""
+    from fit3d.body_models.weights import bundled_weights
+
+    return bundled_weights("regressor", model_name)

@@ -54,34 +54,3 @@ class Regressor(nn.Module):
         out = self(self.features(batch))
         out["transl"] = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
         return out
-
-
-class PlainRegressor(nn.Module):
-    """A regressor seen as a plain module, without ``forward_with``: EFT then evaluates its
-    per-person copies with ``torch.func.functional_call`` under ``vmap``, its path for any
-    regressor module. The reference that the per-person layers of
-    :mod:`fit3d.regressors.functional` are tested and benchmarked against.
-
-    Args:
-        inner: the regressor (its parameters are named ``inner.<name>`` here).
-
-    Raises:
-        TypeError: ``inner`` is an :class:`~fit3d.regressors.ensemble.EnsembleRegressor`.
-    """
-
-    def __init__(self, inner: Regressor) -> None:
-        super().__init__()
-        from fit3d.regressors.ensemble import EnsembleRegressor
-
-        if isinstance(inner, EnsembleRegressor):  # its correction must see the pretrained weights
-            raise TypeError("an ensemble cannot be evaluated through functional_call; use it directly "
-                            "(EFT fine-tunes its first member through forward_with)")
-        self.inner = inner
-
-    def features(self, batch: PersonBatch) -> torch.Tensor:
-        """``inner.features(batch)``."""
-        return self.inner.features(batch)
-
-    def forward(self, features: torch.Tensor, prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``inner(features, prototype)``."""
-        return self.inner(features, prototype)

@@ -28,6 +28,7 @@ from torch import nn
 
 from fit3d.data.batching import PersonBatch
 from fit3d.regressors.base import Regressor
+from fit3d.regressors.keypoint_regressor import KeypointRegressor
 
 
 class EnsembleRegressor(Regressor):
@@ -35,7 +36,7 @@ class EnsembleRegressor(Regressor):
     (module docstring). Usable wherever one is: ``predict``, EFT (fine-tunes member 0),
     :class:`~fit3d.regressors.flip.FlipAveraged` (wraps the ensemble), NeuralAnnot (trains
     :attr:`first`: :class:`~fit3d.fitters.neuralannot.NeuralAnnot` takes it from an ensemble).
-    Not through :class:`~fit3d.regressors.base.PlainRegressor` (``torch.func.functional_call``
+    Not through :class:`~fit3d.regressors.plain.PlainRegressor` (``torch.func.functional_call``
     would swap member 0's weights inside the correction too), which refuses it.
 
     Args:
@@ -53,8 +54,6 @@ class EnsembleRegressor(Regressor):
 
     def __init__(self, members) -> None:
         super().__init__()
-        from fit3d.regressors.keypoint_regressor import KeypointRegressor
-
         members = list(members)
         strangers = sorted({type(m).__name__ for m in members if not isinstance(m, KeypointRegressor)})
         if strangers:

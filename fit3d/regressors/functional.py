@@ -32,6 +32,7 @@ class PerPersonLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """``(B, out)`` or ``(B, R, out)``: each person's rows times its own weight."""
         ctx.save_for_backward(x, weight)
         rows = x if x.dim() == 3 else x.unsqueeze(1)
         # (B, 1, in) @ (B, in, out): about twice as fast on a CPU as (B, out, in) @ (B, in, 1)
@@ -40,6 +41,8 @@ class PerPersonLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
+        """The input's gradient ``(B, [R,] in)``, and the weight's ``(B, out, in)`` (None when it is
+        added into the weight's ``.grad`` in place, :func:`grads_in_place`)."""
         x, weight = ctx.saved_tensors
         grad_x = grad_w = None
         rows = x if x.dim() == 3 else x.unsqueeze(1)

@@ -15,50 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fit3d.mocap.pose_set import load_pose_set
 from fit3d.priors.articulation import ArticulationPrior
-from fit3d.priors.base import Prior
 from fit3d.priors.gmm import GMMPrior
-from fit3d.priors.prototypes import PoseMemory
+from fit3d.priors.io import save_prior
 from fit3d.priors.vae import VAEPrior
 
 log = logging.getLogger(__name__)
-
-
-#: Arrays every pose set has (``fit3d prepare-mocap`` and ``fit3d setup-model`` write them).
-POSE_SET_KEYS = ("body_pose", "split", "joint_names")
-
-
-def load_pose_set(path: str | Path) -> dict[str, np.ndarray]:
-    """A ``prepare-mocap`` ``.npz`` as a dict of arrays.
-
-    Raises:
-        FileNotFoundError: missing file.
-        ValueError: not a pose set (not an ``.npz`` of plain arrays, e.g. a JSON file or a
-            pickle, or one without :data:`POSE_SET_KEYS`, e.g. a per-image fit), in one line
-            with the path.
-    """
-    import zipfile
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such pose set: {path}")
-    what = f"{path} is not a pose set from 'fit3d prepare-mocap' (an .npz of arrays)"
-    try:
-        z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):  # a plain .npy: one array
-            raise ValueError("one array, not an .npz")
-        with z:
-            d = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # another format, pickled objects, cut short
-        raise ValueError(f"{what}: {type(e).__name__}: {str(e)[:200]}") from e
-    missing = [k for k in POSE_SET_KEYS if k not in d]
-    if missing:
-        raise ValueError(f"{what}: no {', '.join(map(repr, missing))}")
-    pose, split, names = d["body_pose"], d["split"], d["joint_names"]
-    if pose.ndim != 3 or pose.shape[-1] != 3 or split.shape != pose.shape[:1] or names.ndim != 1:
-        # (a benchmark file has the three names, with a split per file and poses of other shapes)
-        raise ValueError(f"{what}: body_pose {pose.shape} (expected (N, J, 3)), split {split.shape} (expected "
-                         f"(N,)), joint_names {names.shape}")
-    return d
 
 
 def training_poses(pose_set: dict, include_val: bool = True, mirrored: bool = True, recombined: int = 0,
@@ -214,7 +177,10 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
         prior = train_vae(x, seed=seed, progress=progress, **kwargs)
     else:
         prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
-    save_prior(prior, out)
+    from fit3d.training.provenance import training_record
+
+    save_prior(prior, out, training_record("fit3d.training.priors.train_prior", pose_set_path, kind=kind, seed=seed,
+                                           include_val=include_val, recombined=recombined, poses=len(x), **kwargs))
     return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
 
 
@@ -238,33 +204,3 @@ def _pose_set_body(pose_set: dict, path, body_model=None):
         raise ValueError(f"{path} is a {name} pose set, not {body_model.name}'s: pass --model {name}"
                          + (" --model-path DIR" if name != "anny" else "") + " or a pose set of the model")
     return body_model
-
-
-def save_prior(prior: Prior, path: str | Path) -> None:
-    """Save a learned prior's ``state()`` with ``torch.save``, atomically."""
-    from fit3d.data.writers import write_torch
-
-    write_torch(path, prior.state())
-
-
-def load_prior(path: str | Path) -> Prior:
-    """A prior saved by :func:`save_prior`.
-
-    Raises:
-        FileNotFoundError: missing file. ValueError: not a prior's weights (another format, an
-            unknown kind, missing fields), in one line with the path.
-    """
-    from fit3d.data.writers import read_torch
-
-    state = read_torch(path)
-    kind = state.get("kind")
-    cls = {"gmm": GMMPrior, "vae": VAEPrior, "articulation": ArticulationPrior, "prototypes": PoseMemory}.get(kind)
-    if cls is None:
-        what = f"unknown prior kind {kind!r}" if kind is not None else "no prior kind recorded: not a prior's weights"
-        raise ValueError(f"{path}: {what} (fit3d's priors are files of fit3d train-prior or setup-model: "
-                         "gmm, vae, articulation, prototypes; VPoser and SMPLify's gmm_08.pkl load by their own "
-                         "formats)")
-    try:
-        return cls.from_state(state)
-    except (KeyError, TypeError, RuntimeError) as e:  # missing fields, wrong shapes
-        raise ValueError(f"{path} is not a fit3d {kind} prior ({type(e).__name__}: {str(e)[:200]})") from e

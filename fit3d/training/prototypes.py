@@ -35,19 +35,25 @@ def learn_prototypes(body_model, body_pose: np.ndarray, k: int = NUM_PROTOTYPES,
                      density_power: float = 1.0, knn: int = 10) -> PoseMemory:
     """Cluster ``(N, J, 3)`` training poses into ``k`` prototypes (see module docstring).
 
+    The clustering runs on one thread whatever the machine's count: k-means' sums in another
+    order (another thread count) moved a prototype and the cluster counts of the shipped memory,
+    which was made on one thread.
+
     Raises:
         ValueError: fewer poses than prototypes.
     """
     from sklearn.cluster import KMeans
     from sklearn.neighbors import NearestNeighbors
+    from threadpoolctl import threadpool_limits
 
     if len(body_pose) < k:
         raise ValueError(f"{len(body_pose)} poses cannot make {k} prototypes")
     X = skeleton_features(body_model, body_pose)
-    nn = NearestNeighbors(n_neighbors=min(knn, len(X) - 1) + 1).fit(X)
-    dist, _ = nn.kneighbors(X)
-    w = (dist[:, -1] + 1e-6) ** density_power
-    km = KMeans(k, n_init=4, random_state=seed).fit(X, sample_weight=w / w.mean())
+    with threadpool_limits(limits=1):
+        nn = NearestNeighbors(n_neighbors=min(knn, len(X) - 1) + 1).fit(X)
+        dist, _ = nn.kneighbors(X)
+        w = (dist[:, -1] + 1e-6) ** density_power
+        km = KMeans(k, n_init=4, random_state=seed).fit(X, sample_weight=w / w.mean())
     medoids = []
     for c in range(k):
         members = np.nonzero(km.labels_ == c)[0]

@@ -334,31 +334,3 @@ def _resume(path, settings: dict, model, opt, sched, g: torch.Generator) -> int:
     np.random.set_state(ck["numpy_rng"])
     log.info("train_regressor: resumed from %s at round %d of %d", path, ck["next_round"], settings["rounds"])
     return int(ck["next_round"])
-
-
-def save_regressor(model, path) -> None:
-    """Save ``model.state()`` atomically (a :class:`KeypointRegressor` or an
-    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` of them)."""
-    write_torch(path, model.state())
-
-
-def load_regressor(path):
-    """A regressor saved by :func:`save_regressor`: a :class:`KeypointRegressor`, or an
-    :class:`~fit3d.regressors.ensemble.EnsembleRegressor` when the file holds several.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a fit3d regressor (another format, a prior's weights, cut
-            short), in one line with the path.
-    """
-    from fit3d.data.writers import read_torch
-
-    state = read_torch(path)
-    try:
-        if state.get("kind") == "ensemble":
-            from fit3d.regressors.ensemble import EnsembleRegressor
-
-            return EnsembleRegressor.from_state(state, KeypointRegressor)
-        return KeypointRegressor.from_state(state)
-    except (KeyError, TypeError, RuntimeError) as e:  # missing fields, wrong shapes
-        raise ValueError(f"{path} is not a fit3d regressor ({type(e).__name__}: {str(e)[:200]})") from e

@@ -24,17 +24,10 @@ import torch
 from fit3d.body_models import weights
 from fit3d.training.regressor import REGRESSOR_MEMBERS, REGRESSOR_ROUNDS
 
-#: Minutes per step measured for the SMPL-like models on a 2-core CPU (three set-ups at
-#: once, 2026-11-30): what the expected-time line says.
-#: The regressor's time scales with its rounds (1.2 min for 16, 14.4 for 192) and members.
-STEPS = {"retarget": 2.5, "gmm": 0.5, "vae": 5.0, "articulation": 10.5, "prototypes": 0.3,
-         "regressor": 14.4 * REGRESSOR_ROUNDS / 192 * REGRESSOR_MEMBERS}
-
-
-def expected_minutes() -> float:
-    """Minutes a full set-up is expected to take on a 2-core CPU with nothing else running
-    (the sum of :data:`STEPS`, ~48; measured beside the test suite and other runs: 72)."""
-    return sum(STEPS.values())
+#: Minutes per step (:data:`fit3d.body_models.weights.SETUP_MINUTES`, where the missing-weights
+#: message reads them): the regressor's is for the default rounds and members (tested).
+STEPS = weights.SETUP_MINUTES
+expected_minutes = weights.expected_setup_minutes
 
 
 @dataclass
@@ -73,7 +66,7 @@ class SetupConfig:
 #: Files an interrupted set-up leaves in its folder: the finished steps' statistics and the
 #: regressor's last finished round. A rerun with the same model file and settings resumes
 #: from them; a finished set-up removes them (running it again then trains everything anew).
-PARTIAL = "setup.partial.json"
+PARTIAL = weights.PARTIAL
 REGRESSOR_CHECKPOINT = "regressor.partial.pt"
 #: Held while a set-up runs: a second ``setup-model`` of the same model file stops at once.
 LOCK = "setup.lock"
@@ -152,8 +145,10 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     """:func:`setup_model`'s work, under its lock."""
     from fit3d.data.writers import write_json, write_npz
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set, train_prior
-    from fit3d.training.regressor import remove_checkpoints, save_regressor, train_ensemble
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.regressors.io import save_regressor
+    from fit3d.training.priors import train_prior
+    from fit3d.training.regressor import remove_checkpoints, train_ensemble
 
     path = (lambda kind: out_dir / weights.weights_file_name(kind))  # noqa: E731 (no warning about the old set-up)
     partial = out_dir / PARTIAL
@@ -197,7 +192,11 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     model, rs = train_ensemble(ps, body, config.regressor_members, rounds=config.regressor_rounds,
                                people_per_round=config.regressor_people, seed=config.seed, progress=progress,
                                recombined=config.recombined, checkpoint=checkpoint)
-    save_regressor(model.cpu(), path("regressor"))
+    from fit3d.training.provenance import training_record
+
+    save_regressor(model.cpu(), path("regressor"), training_record(
+        "fit3d setup-model", path("pose_set"), rounds=config.regressor_rounds, people=config.regressor_people,
+        seed=config.seed, members=config.regressor_members, recombined=config.recombined))
     stats["seconds"]["regressor"] = round(time.perf_counter() - t, 1)
     stats["regressor"] = rs
     resumed = [m["resumed_at_round"] for m in rs.get("members", [rs])]

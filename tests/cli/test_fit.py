@@ -334,7 +334,7 @@ def test_a_prior_retrained_at_the_same_path_is_another_setting(tmp_path, sample_
     import numpy as np
 
     from fit3d.priors import GMMPrior
-    from fit3d.training.priors import save_prior
+    from fit3d.priors.io import save_prior
 
     poses = np.random.default_rng(0).normal(0, 0.2, (300, anny_model.num_body_joints, 3))
     path = tmp_path / "gmm.pt"

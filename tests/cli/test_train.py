@@ -8,7 +8,7 @@ from fit3d.cli.main import cli
 
 def test_train_regressor_members_writes_an_ensemble_and_no_checkpoint(tmp_path):
     from fit3d.regressors.ensemble import EnsembleRegressor
-    from fit3d.training.regressor import load_regressor
+    from fit3d.regressors.io import load_regressor
 
     out = tmp_path / "reg.pt"
     (tmp_path / "reg.pt.partial.member2").write_bytes(b"")  # left by an interrupted run with --members 3
@@ -19,6 +19,15 @@ def test_train_regressor_members_writes_an_ensemble_and_no_checkpoint(tmp_path):
     assert isinstance(reg, EnsembleRegressor) and len(reg.members) == 2
     assert all(m.width == 64 for m in reg.members)  # --width reaches every member
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.pt"]  # every member's checkpoint removed
+    import torch
+
+    from fit3d.body_models.weights import file_digest
+    from fit3d.mocap import bundled_pose_set
+
+    record = torch.load(out, weights_only=False)["training"]  # what made it (the bundled weights record nothing)
+    assert record["command"] == "fit3d train-regressor" and record["pose_set_sha256"] == file_digest(bundled_pose_set())
+    assert (record["rounds"], record["people"], record["members"], record["width"], record["seed"]) == (1, 256, 2, 64, 0)
+    assert record["torch_threads"] == torch.get_num_threads()
 
 
 def test_train_regressor_refuses_prototypes_with_members(tmp_path):
@@ -103,7 +112,7 @@ def test_prepare_mocap_of_a_file_that_is_no_archive_is_a_one_line_error(tmp_path
 def test_train_prior_prototypes_for_a_smpl_pose_set(tmp_path, smpl_like_dir):
     """train-prior had no --model: prototypes of a SMPL pose set ended in a traceback about --model-path."""
     from fit3d.body_models import build_body_model
-    from fit3d.training.priors import load_prior
+    from fit3d.priors.io import load_prior
 
     smpl = build_body_model("smpl", smpl_like_dir)
     poses = tiny_pose_set(tmp_path / "smpl_poses.npz", smpl)
@@ -114,6 +123,12 @@ def test_train_prior_prototypes_for_a_smpl_pose_set(tmp_path, smpl_like_dir):
                                  "--model", "smpl", "--model-path", str(smpl_like_dir)])
     assert r.exit_code == 0, r.output
     assert load_prior(out).prototypes.shape[1:] == (smpl.num_body_joints, 3)
+    import torch
+
+    from fit3d.body_models.weights import file_digest
+
+    record = torch.load(out, weights_only=False)["training"]
+    assert record["kind"] == "prototypes" and record["pose_set_sha256"] == file_digest(poses) and record["seed"] == 0
     # no --poses: the set 'fit3d setup-model' makes, which is not there yet
     r = CliRunner().invoke(cli, ["train-prior", "--kind", "gmm", "--out", str(out), "--model", "smpl",
                                  "--model-path", str(smpl_like_dir)])

@@ -11,7 +11,7 @@ from fit3d.fitters.result import FitResult
 @pytest.fixture(scope="module")
 def bench(anny_model):
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     return make_synthetic_benchmark(load_pose_set(bundled_pose_set()), anny_model, n=12, seed=0)
 
@@ -66,7 +66,7 @@ def test_subjects_protocol_holds_out_subjects_and_marks_rare_poses(anny_model):
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
     from fit3d.mocap.splits import TEST_SUBJECTS
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())
     b = make_benchmark(ps, anny_model, n=40, seed=0, with_vertices=False)
@@ -83,7 +83,7 @@ def test_subjects_protocol_holds_out_subjects_and_marks_rare_poses(anny_model):
 def test_make_benchmark_of_some_val_subjects(anny_model):
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())
     b = make_benchmark(ps, anny_model, n=12, seed=0, split="val", subjects=("35",), with_vertices=False)
@@ -105,7 +105,7 @@ def test_a_closeup_benchmark_keeps_people_a_fitter_would_fit(anny_model):
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
     from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())
     b = make_benchmark(ps, anny_model, n=20, split="val", subjects=("35",), framing="closeup", with_vertices=False)
@@ -168,7 +168,7 @@ def test_a_subset_keeps_the_shared_names_whatever_the_count(bench):
 def test_the_old_protocol_refuses_a_noise_scale_it_does_not_have(anny_model):
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     with pytest.raises(ValueError, match="one noise model"):
         make_benchmark(load_pose_set(bundled_pose_set()), anny_model, n=4, protocol="trials-v1", noise=2.0)

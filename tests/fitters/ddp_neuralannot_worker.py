@@ -17,7 +17,7 @@ from fit3d.mocap import bundled_pose_set
 from fit3d.pipeline import neuralannot_target, run_neuralannot
 from fit3d.pipeline.distributed import finish, init_from_env
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
-from fit3d.training.priors import load_pose_set
+from fit3d.mocap.pose_set import load_pose_set
 
 
 def main(sample_dir: Path, out: Path) -> None:

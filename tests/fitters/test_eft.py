@@ -3,7 +3,7 @@ import torch
 
 from fit3d.fitters import EFT
 from fit3d.fitters import losses as L
-from fit3d.regressors.base import PlainRegressor
+from fit3d.regressors.plain import PlainRegressor
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
 
 

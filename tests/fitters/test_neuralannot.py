@@ -20,7 +20,7 @@ def _net(model, seed=0):
 @pytest.fixture(scope="module")
 def pose_set():
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     return load_pose_set(bundled_pose_set())
 
@@ -294,7 +294,7 @@ def test_annotation_kept_only_where_it_reprojects_much_better_than_the_pretraine
                                                                                                make_synthetic):
     from fit3d.fitters.neuralannot import ACCEPT_RATIO, predict
     from fit3d.regressors import bundled_regressor
-    from fit3d.training.regressor import load_regressor
+    from fit3d.regressors.io import load_regressor
 
     batch, _, _ = make_synthetic(anny_model, 8, seed=5, noise_px=2.0)
     _scramble(batch, 0)  # nobody explains person 0: the prediction is not valid there
@@ -328,7 +328,7 @@ def test_annotation_kept_only_where_it_reprojects_much_better_than_the_pretraine
 
 def test_refined_annotation_reports_eft_extras_and_the_choice(anny_model, make_synthetic):
     from fit3d.regressors import bundled_regressor
-    from fit3d.training.regressor import load_regressor
+    from fit3d.regressors.io import load_regressor
 
     batch, _, _ = make_synthetic(anny_model, 4, seed=6, noise_px=2.0)
     a = NeuralAnnot(anny_model, load_regressor(bundled_regressor()), {"pretrain"}, config=TrainConfig(epochs=0),

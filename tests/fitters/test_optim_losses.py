@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fit3d.fitters import losses as L
-from fit3d.fitters.optim import BatchedAdam
+from fit3d.optim import BatchedAdam
 
 
 def test_batched_adam_matches_torch_adam_and_freezes_rows():

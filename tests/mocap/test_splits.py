@@ -5,7 +5,8 @@ import pytest
 
 from fit3d.mocap import bundled_pose_set
 from fit3d.mocap.splits import TEST_SUBJECTS, VAL_SUBJECTS, subject_split, training_mask, trial_split_v1
-from fit3d.training.priors import load_pose_set, training_poses
+from fit3d.mocap.pose_set import load_pose_set
+from fit3d.training.priors import training_poses
 
 
 def test_subject_split_maps_subjects():

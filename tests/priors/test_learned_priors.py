@@ -27,7 +27,7 @@ def test_shapes_and_gradients(shipped):
 @pytest.mark.parametrize("name", ["gmm", "vae", "articulation"])
 def test_learned_priors_reject_impossible_bends(anny_model, shipped, name):
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     ps = load_pose_set(bundled_pose_set())
     real = torch.as_tensor(ps["body_pose"][ps["split"] == "test"][::10])  # held-out subjects

@@ -10,7 +10,7 @@ from fit3d.fitters.eft import EFT
 from fit3d.regressors.ensemble import EnsembleRegressor
 from fit3d.regressors.flip import FlipAveraged
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
-from fit3d.training.regressor import load_regressor, save_regressor
+from fit3d.regressors.io import load_regressor, save_regressor
 from tests.conftest import synthetic_people
 
 
@@ -103,7 +103,7 @@ def test_saved_and_loaded_ensemble_predicts_the_same(anny_model, tmp_path):
 
 
 def test_members_must_agree(anny_model):
-    from fit3d.regressors.base import PlainRegressor
+    from fit3d.regressors.plain import PlainRegressor
 
     with pytest.raises(TypeError, match="KeypointRegressor"):
         EnsembleRegressor([_regressor(anny_model), PlainRegressor(_regressor(anny_model))])

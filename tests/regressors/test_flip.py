@@ -95,7 +95,7 @@ def test_flip_averaging_refuses_a_prototype_head_and_other_modules(anny_model):
     protos = torch.zeros(2, anny_model.num_body_joints, 3)
     with pytest.raises(ValueError, match="prototype"):
         FlipAveraged(_regressor(anny_model, prototypes=protos), anny_model)
-    from fit3d.regressors.base import PlainRegressor
+    from fit3d.regressors.plain import PlainRegressor
 
     with pytest.raises(TypeError, match="regress_with"):
         FlipAveraged(PlainRegressor(_regressor(anny_model)), anny_model)
@@ -109,7 +109,7 @@ def test_build_eft_flip_option(anny_model, tmp_path, monkeypatch, sample_dir):
 
     import fit3d.fitters.build as build
     from fit3d.cli.main import cli
-    from fit3d.training.regressor import save_regressor
+    from fit3d.regressors.io import save_regressor
 
     protos = torch.zeros(2, anny_model.num_body_joints, 3)
     save_regressor(_regressor(anny_model, prototypes=protos), tmp_path / "pm.pt")

@@ -1,7 +1,7 @@
 import torch
 
 from fit3d.priors import ArticulationPrior
-from fit3d.training.priors import load_prior, save_prior
+from fit3d.priors.io import load_prior, save_prior
 
 
 def test_articulation_round_trip(tmp_path):
@@ -49,7 +49,7 @@ def test_load_pose_set_refuses_what_is_not_a_pose_set_with_a_value_error(tmp_pat
     import numpy as np
     import pytest
 
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     files = {"poses.json": lambda p: p.write_text(json.dumps({"body_pose": []})),  # numpy: "pickled data"
              "one.npy": lambda p: np.save(p, np.zeros(3)), "empty.npz": lambda p: p.write_bytes(b""),

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
-from fit3d.training.regressor import load_regressor, save_regressor
+from fit3d.regressors.io import load_regressor, save_regressor
 
 
 def test_regressor_round_trip(tmp_path):
@@ -18,7 +18,7 @@ def test_regressor_round_trip(tmp_path):
 
 def _train(anny_model, **kw):
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
     from fit3d.training.regressor import train_regressor
 
     kw = {"rounds": 3, **kw}
@@ -59,7 +59,7 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, anny_model, 
 def test_ensemble_members_are_the_regressors_of_successive_seeds_and_resume(tmp_path, anny_model):
     from fit3d.mocap import bundled_pose_set
     from fit3d.regressors.ensemble import EnsembleRegressor
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
     from fit3d.training.regressor import ensemble_checkpoints, train_ensemble
 
     kw = dict(rounds=2, people_per_round=64, batch_size=32, progress=False, recombined=0, width=16, blocks=1)
@@ -82,7 +82,7 @@ def test_ensemble_members_are_the_regressors_of_successive_seeds_and_resume(tmp_
 
 def test_a_file_that_is_not_a_regressor_is_one_clear_error(tmp_path):
     from fit3d.data.writers import write_torch
-    from fit3d.training.priors import load_prior
+    from fit3d.priors.io import load_prior
 
     (tmp_path / "notes.txt").write_text("not weights")
     with pytest.raises(ValueError, match="notes.txt is not a torch file"):

@@ -146,6 +146,11 @@ def test_the_setup_hint_and_the_readme_give_the_expected_time(smpl_like_dir):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"once per model file: ~{minutes} min on 2 idle cores (72 measured beside other jobs)" in readme
     assert "in about a minute" not in readme  # --quick took over 3 minutes on a loaded 2-core machine
+    # the regressor's minutes are written for the default training size: 14.4 min per 192 rounds and member
+    from fit3d.body_models.weights import SETUP_MINUTES
+    from fit3d.training.regressor import REGRESSOR_MEMBERS, REGRESSOR_ROUNDS
+
+    assert SETUP_MINUTES["regressor"] == pytest.approx(14.4 * REGRESSOR_ROUNDS / 192 * REGRESSOR_MEMBERS)
 
 
 

@@ -5,7 +5,7 @@ from fit3d.training.synthetic import make_synthetic_benchmark
 
 def test_benchmark_is_deterministic_and_realistic(anny_model):
     from fit3d.mocap import bundled_pose_set
-    from fit3d.training.priors import load_pose_set
+    from fit3d.mocap.pose_set import load_pose_set
 
     poses = load_pose_set(bundled_pose_set())
     bench = make_synthetic_benchmark(poses, anny_model, n=12, seed=0)
