@@ -49,7 +49,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     what exists; preempted or timed-out tasks are requeued. Before queueing, the first task's
     command runs here with --dry-run (--no-check skips it).
     """
-    from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, check_cluster, precheck
+    from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, check_cluster, precheck, wait_for
     from fit3d.pipeline.submit import submit as do_submit
 
     from fit3d.cli.main import run as entry  # what each task runs (the pipeline does not import the CLI)
@@ -88,56 +88,14 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     if not wait:
         return
     codes = []
-    for j in submitted:
-        n = getattr(j, "num_tasks", 1)  # NeuralAnnot: one task per rank
-        for k, task in enumerate([j.task(k) for k in range(n)] if n > 1 else [j]):
-            name = f"{j.job_id}" + (f" rank {k}" if n > 1 else "")
-            try:
-                code = int(task.result() or 0)
-            except Exception as e:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
-                code, why = _crash(task, e)
-                codes.append(code)
-                click.echo(f"fit3d: task {name} {why}", err=True)
-                continue
-            codes.append(code)
-            if code != 0:
-                click.echo(f"fit3d: task {name} exited {code}: {_last_error_line(task)}", err=True)
+    for task in wait_for(submitted):  # as each task ends
+        codes.append(task.code)
+        if task.why:
+            click.echo(f"fit3d: task {task.name} {task.why}", err=True)
     by_code = Counter(codes)
     click.echo(f"fit3d: {len(codes)} task(s) finished: " + ", ".join(
         f"{n} exit {c}" for c, n in sorted(by_code.items())), err=True)
     raise click.exceptions.Exit(max(codes, default=0))
-
-
-def _crash(task, error: Exception) -> tuple[int, str]:
-    """``(exit code, what happened)`` of a task whose result could not be read: its local
-    submitit process killed by a signal (``128 + signal``, as a shell says it; the fit it ran may
-    have stopped with it), failed with a Python error (submitit's ``FailedJobError``: the error's
-    last line from the task's log) or ended without a result (killed itself, out of memory, a
-    node lost; the scheduler's state): 1."""
-    process = getattr(task, "_process", None)  # a local job's submitit process (submitit's LocalJob)
-    rc = process.poll() if process is not None else None
-    if rc is not None and rc < 0:
-        return 128 - rc, (f"stopped: its submitit process (pid {process.pid}) was killed by signal {-rc} "
-                          f"(exit {128 - rc}); log: {getattr(task.paths, 'stderr', '?')}")
-    if type(error).__name__ == "FailedJobError":
-        return 1, f"failed: {_last_error_line(task)}"
-    state = getattr(task, "state", "UNKNOWN")
-    text = str(error).strip()
-    first = text.splitlines()[0][:200] if text else type(error).__name__
-    return 1, (f"ended without a result (killed? out of memory? state {state}: {first}); "
-               f"log: {getattr(task.paths, 'stderr', '?')}")
-
-
-def _last_error_line(job) -> str:
-    """The last line a task wrote to its stderr log (its error, or the last traceback line), and the log's path."""
-    try:
-        path = Path(job.paths.stderr)
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-        lines = [ln for ln in lines if "submitit" not in ln] or ["(nothing but submitit's own lines)"]
-        errors = [ln for ln in lines if ln.startswith("Error:")]  # click's one-line errors
-        return f"{(errors or lines)[-1]} (log: {path})"
-    except (OSError, AttributeError) as e:
-        return f"no log to read ({e})"
 
 
 @click.command()

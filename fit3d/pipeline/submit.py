@@ -237,3 +237,68 @@ def submit(command: str, options: list[str], config: SubmitConfig, entry: Callab
         for a in args:
             jobs.append(ex.submit(ShardJob(a, entry)))
     return jobs
+
+
+@dataclass
+class TaskOutcome:
+    """How one submitted task ended (:func:`wait_for`).
+
+    Attributes:
+        name: the job id (``"<id> rank <k>"`` for a task of NeuralAnnot's one job).
+        code: its exit code: the command's, or for a task whose result could not be read, 128 +
+            the signal that killed its process, else 1.
+        why: None for exit 0; else one line saying what happened (its log's last error line).
+    """
+
+    name: str
+    code: int
+    why: str | None
+
+
+def wait_for(jobs: list):
+    """Wait for every task of the submitted ``jobs`` (:func:`submit`'s), yielding a
+    :class:`TaskOutcome` for each as it is collected, in job order: a crashed task (killed,
+    failed with a Python error, lost) is reported and the others still awaited."""
+    for j in jobs:
+        n = getattr(j, "num_tasks", 1)  # NeuralAnnot: one task per rank
+        for k, task in enumerate([j.task(k) for k in range(n)] if n > 1 else [j]):
+            name = f"{j.job_id}" + (f" rank {k}" if n > 1 else "")
+            try:
+                code = int(task.result() or 0)
+            except Exception as e:  # noqa: BLE001 - a task that crashed: say which, keep waiting for the others
+                code, why = _crash(task, e)
+                yield TaskOutcome(name, code, why)
+                continue
+            yield TaskOutcome(name, code, f"exited {code}: {_last_error_line(task)}" if code else None)
+
+
+def _crash(task, error: Exception) -> tuple[int, str]:
+    """``(exit code, what happened)`` of a task whose result could not be read: its local
+    submitit process killed by a signal (``128 + signal``, as a shell says it; the fit it ran may
+    have stopped with it), failed with a Python error (submitit's ``FailedJobError``: the error's
+    last line from the task's log) or ended without a result (killed itself, out of memory, a
+    node lost; the scheduler's state): 1."""
+    process = getattr(task, "_process", None)  # a local job's submitit process (submitit's LocalJob)
+    rc = process.poll() if process is not None else None
+    if rc is not None and rc < 0:
+        return 128 - rc, (f"stopped: its submitit process (pid {process.pid}) was killed by signal {-rc} "
+                          f"(exit {128 - rc}); log: {getattr(task.paths, 'stderr', '?')}")
+    if type(error).__name__ == "FailedJobError":
+        return 1, f"failed: {_last_error_line(task)}"
+    state = getattr(task, "state", "UNKNOWN")
+    text = str(error).strip()
+    first = text.splitlines()[0][:200] if text else type(error).__name__
+    return 1, (f"ended without a result (killed? out of memory? state {state}: {first}); "
+               f"log: {getattr(task.paths, 'stderr', '?')}")
+
+
+def _last_error_line(job) -> str:
+    """The last line a task wrote to its stderr log (its error, or the last traceback line), and the log's path."""
+    try:
+        path = Path(job.paths.stderr)
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+        lines = [ln for ln in lines if "submitit" not in ln] or ["(nothing but submitit's own lines)"]
+        errors = [ln for ln in lines if ln.startswith("Error:")]  # click's one-line errors
+        return f"{(errors or lines)[-1]} (log: {path})"
+    except (OSError, AttributeError) as e:
+        return f"no log to read ({e})"

@@ -73,3 +73,32 @@ def test_several_local_tasks_fit_in_one_process_each(monkeypatch):
         monkeypatch.setattr(submit_module, "make_executor", lambda config, name, ex=ex: ex)
         submit("eft", ["--out", "o", *options], SubmitConfig(jobs=jobs, cluster=cluster), run)
         assert [a[a.index("--workers") + 1] for a in ex.args if "--workers" in a] == workers, (cluster, jobs, options)
+
+
+def test_wait_for_reports_each_task_as_it_ended(tmp_path):
+    from fit3d.pipeline.submit import TaskOutcome, wait_for
+
+    log = tmp_path / "err.log"
+    log.write_text("submitit INFO starting\nError: no such file: x.json\n")
+
+    class Task:
+        def __init__(self, job_id, result):
+            self.job_id, self._result = job_id, result
+            self.paths = type("P", (), {"stderr": log})()
+
+        def result(self):
+            if isinstance(self._result, Exception):
+                raise self._result
+            return self._result
+
+    class Ranks(Task):  # one job of two tasks (NeuralAnnot's ranks)
+        num_tasks = 2
+
+        def task(self, k):
+            return Task(self.job_id, [0, 3][k])
+
+    out = list(wait_for([Task("1", 0), Task("2", 4), Task("3", RuntimeError("node lost")), Ranks("4", None)]))
+    assert [(o.name, o.code) for o in out] == [("1", 0), ("2", 4), ("3", 1), ("4 rank 0", 0), ("4 rank 1", 3)]
+    assert out[0] == TaskOutcome("1", 0, None)
+    assert out[1].why == f"exited 4: Error: no such file: x.json (log: {log})"
+    assert out[2].why.startswith("ended without a result (killed? out of memory? state UNKNOWN: node lost)")
