@@ -152,22 +152,10 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
 
 
 def input_record(opts: FitOptions) -> dict:
-    """Where a run reads its people (absolute paths) and a digest of the annotation file
-    (COCO JSON or SPIN npz; an OpenPose folder has none): recorded in the run's summary, so a
-    rerun from other inputs says so (:func:`fit3d.pipeline.summary.input_changes`)."""
-    from fit3d.body_models.weights import file_digest
-    from fit3d.data.readers import discover_annotations
+    """:func:`fit3d.pipeline.summary.input_record` of the command's inputs."""
+    from fit3d.pipeline.summary import input_record as record
 
-    annotations = opts.annotations
-    if annotations is None and opts.keypoints_dir is None and opts.spin_npz is None:
-        annotations = discover_annotations(opts.images)  # as the reader found it
-    out = dict(images=str(opts.images.resolve()))
-    for name, path in (("annotations", annotations), ("keypoints", opts.keypoints_dir), ("spin", opts.spin_npz)):
-        if path is not None:
-            out[name] = str(Path(path).resolve())
-            if Path(path).is_file():
-                out[f"{name}_digest"] = file_digest(path)
-    return out
+    return record(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
 
 
 def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_size: int):

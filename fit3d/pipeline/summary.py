@@ -134,6 +134,27 @@ def previous_summary(out_dir: str | Path, shard: tuple[int, int]) -> dict:
     return old if isinstance(old, dict) else {}
 
 
+def input_record(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
+                 spin_npz: str | Path | None = None) -> dict:
+    """Where a run reads its people (absolute paths; the COCO JSON found beside or above
+    ``images`` when no source is given, as the reader finds it) and a digest of the annotation
+    file (COCO JSON or SPIN npz; an OpenPose folder has none): :class:`~fit3d.pipeline.run.RunConfig`'s
+    ``inputs``, recorded in the run's summary so that a rerun from other inputs says so
+    (:func:`input_changes`)."""
+    from fit3d.body_models.weights import file_digest
+    from fit3d.data.readers import discover_annotations
+
+    if annotations is None and keypoints_dir is None and spin_npz is None:
+        annotations = discover_annotations(images)
+    out = dict(images=str(Path(images).resolve()))
+    for name, path in (("annotations", annotations), ("keypoints", keypoints_dir), ("spin", spin_npz)):
+        if path is not None:
+            out[name] = str(Path(path).resolve())
+            if Path(path).is_file():
+                out[f"{name}_digest"] = file_digest(path)
+    return out
+
+
 def input_changes(previous: dict, inputs: dict | None) -> str:
     """What differs between ``inputs`` and those a shard's last summary (``previous``) records
     (``"annotations: a.json -> b.json"``, ``"annotations_digest: ..."``); "" when nothing

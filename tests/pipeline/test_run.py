@@ -592,15 +592,14 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     assert (out / f"{corrected[0].image_key}.npz").is_file() and s["this_run"]["outputs_removed"] == 0
 
 
-def test_the_cli_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
-    from fit3d.cli.fit import input_record
-    from fit3d.cli.options import FitOptions
+def test_a_run_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
+    from fit3d.pipeline.summary import input_record
 
-    r = input_record(FitOptions(images=sample_dir, out_dir=tmp_path, annotations=sample_dir / "test_coco.json"))
+    r = input_record(sample_dir, sample_dir / "test_coco.json")
     assert r["images"] == str(sample_dir.resolve()) and r["annotations"].endswith("test_coco.json")
     copy = tmp_path / "a.json"
     copy.write_text((sample_dir / "test_coco.json").read_text().replace('"id": 785', '"id": 786', 1))
-    other = input_record(FitOptions(images=sample_dir, out_dir=tmp_path, annotations=copy))
+    other = input_record(sample_dir, copy)
     assert len(other["annotations_digest"]) == 16 and other["annotations_digest"] != r["annotations_digest"]
 
 
