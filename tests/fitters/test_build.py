@@ -68,3 +68,17 @@ def test_a_prototype_memory_that_is_not_there_is_an_error(anny_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         build_smplify(anny_model, prototypes=tmp_path / "missing.pt")
     assert load_prototypes(anny_model) is not None  # the bundled one
+
+
+def test_every_fitter_follows_the_fitter_protocol(anny_model):
+    """DESIGN.md's Fitter: the built fitters are Fitters, with the attributes the pipeline reads."""
+    from fit3d.fitters.base import Fitter
+    from fit3d.fitters.build import build_eft, build_neuralannot, build_smplify
+
+    fitters = [build_smplify(anny_model), build_eft(anny_model), build_eft(anny_model, fallback=True),
+               build_neuralannot(anny_model)]
+    assert all(isinstance(f, Fitter) for f in fitters)
+    for f in fitters[:3]:
+        assert isinstance(f.name, str) and f.default_batch_size > 0 and isinstance(f.extra_defaults, dict)
+        assert isinstance(f.settings(), dict)
+    assert not isinstance(object(), Fitter)

@@ -1,0 +1,34 @@
+"""The Fitter protocol (``../shared/DESIGN.md``): what the pipeline, the benchmarks and a notebook
+call. SMPLify, EFT, NeuralAnnot and Fallback follow it, so one swaps for another in one line."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from fit3d.data.batching import PersonBatch
+    from fit3d.fitters.result import FitResult
+
+
+@runtime_checkable
+class Fitter(Protocol):
+    """``fitter(batch) -> FitResult``: fit B people (:class:`~fit3d.data.batching.PersonBatch`, in
+    the fitter's body-model keypoint convention or one :meth:`~fit3d.data.batching.PersonBatch.for_model`
+    maps) and return one :class:`~fit3d.fitters.result.FitResult` of B people, on the model's
+    device; each person fitted independently of the others in the batch.
+
+    Optional attributes the pipeline (:func:`fit3d.pipeline.run`) reads when a fitter has them,
+    with its defaults otherwise (a fitter of one's own needs none of them):
+
+    * ``name`` (str): recorded in the fits and the folder's settings (default: ``"fitter"``);
+    * ``default_batch_size`` (int): people per call (default: :class:`~fit3d.pipeline.RunConfig`'s);
+    * ``extra_defaults`` (dict): the value of each ``FitResult.extras`` field for people who were
+      not fitted (skipped or failed), so every output file has the same fields (default: none);
+    * ``settings()`` -> JSON-able dict: what decides its fits, compared when a folder is resumed
+      (:mod:`fit3d.pipeline.settings`; default: nothing but the name);
+    * ``schedule`` (list of :class:`~fit3d.fitters.stages.Stage`): printed with the run.
+    """
+
+    def __call__(self, batch: PersonBatch) -> FitResult:
+        """Fit the batch's people; raises ValueError for an empty batch or an unusable convention."""
+        ...
