@@ -44,7 +44,7 @@ def one(device: str, batch_size: int, steps: int, config: str) -> dict:
     bench = make_synthetic_benchmark(load_pose_set(bundled_pose_set()), body, n=n, seed=5, split="train",
                                      with_vertices=False)
     from fit3d.fitters.eft import FINETUNE_PRESETS
-    from fit3d.regressors.base import PlainRegressor
+    from fit3d.regressors.plain import PlainRegressor
 
     reg = load_regressor(bundled_regressor())
     preset = FINETUNE_PRESETS["fast" if config.startswith("fast") else "all"]

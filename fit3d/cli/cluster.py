@@ -49,7 +49,8 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     what exists; preempted or timed-out tasks are requeued. Before queueing, the first task's
     command runs here with --dry-run (--no-check skips it).
     """
-    from fit3d.pipeline.submit import PRECHECK_OK, ClusterUnavailable, SubmitConfig, check_cluster, precheck, wait_for
+    from fit3d.pipeline.submit import (ClusterUnavailable, SubmitConfig, check_cluster, precheck, precheck_passes,
+                                       wait_for)
     from fit3d.pipeline.submit import submit as do_submit
 
     from fit3d.cli.main import run as entry  # what each task runs (the pipeline does not import the CLI)
@@ -71,7 +72,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     if check:
         with errors_as(click.UsageError):
             code = precheck(command, list(options), jobs, entry)
-        if code is not None and code not in PRECHECK_OK:
+        if not precheck_passes(code, jobs):
             why = "interrupted" if code == 130 else "(above); fix that and submit again"
             click.echo(f"fit3d: nothing submitted: 'fit3d {command} ... --dry-run' exited {code} {why}", err=True)
             raise click.exceptions.Exit(code)

@@ -241,9 +241,10 @@ def job_config(opts: FitOptions):
 
 def report_validation(records, problems, body, opts: FitOptions) -> int:
     """``--dry-run``: count what would be fitted and list every problem; fits nothing.
-    Returns the exit code the run would end with if every fit succeeded
-    (:meth:`fit3d.pipeline.summary.RunCounts.exit_code`: 4 when this job has nothing to fit and
-    nothing done, 3 with unreadable inputs, else 0)."""
+    Returns the exit code by the run's rule (:meth:`fit3d.pipeline.summary.RunCounts.exit_code`):
+    4 when this job has nothing to fit and nothing done, 3 with unreadable inputs, else 0. A dry
+    run reads the whole input, so its 3 counts every shard's input errors (a sharded run reads
+    and reports its own images' only)."""
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
     from fit3d.pipeline.skips import layout_problems, skip_reason
 

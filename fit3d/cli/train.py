@@ -90,7 +90,8 @@ def train_prior_cmd(kind, poses, out, seed, body):
     click.echo(f"fit3d: training the {kind} prior (gmm and prototypes print nothing until done: 20-40 s on 2 "
                "cores, longer beside other jobs)", err=True)
     with errors_as():
-        stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body)
+        stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body,
+                            command="fit3d train-prior")
     click.echo(json.dumps(stats, indent=2))
 
 

@@ -35,7 +35,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
         only: a test of image keys (one shard's, :func:`fit3d.pipeline.selection.in_shard`): the
             keypoint files of the images it refuses are not read, nor their images opened; each
             such image is a record without people, and its problems (and the images without a
-            keypoint file that it refuses) are left to the job that reads it, as
+            keypoint file that it refuses; a keypoint file without an image is the problem of
+            the shard of its path without suffix, ``sub/stem``) are left to the job that reads it, as
             :func:`~fit3d.data.coco.read_coco` does. Each task of an array otherwise parsed every
             frame's file and opened every frame.
     Returns:
@@ -70,6 +71,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
             if found[0] not in used:
                 used[found[0]] = jf
                 records.append(ImageRecord(image_key(found[0], images_dir), found[0], (0, 0)))
+            continue
+        if only is not None and not found and not only((sub / stem).as_posix()):  # (its problem: one shard's)
             continue
         try:
             with open(jf, encoding="utf-8") as f:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fit3d import __version__
 from fit3d.mocap.asf_amc import read_asf_amc
 from fit3d.mocap.bvh_reader import read_bvh
 from fit3d.mocap.clip import MOCAP_POINTS, MocapClip
@@ -126,7 +127,7 @@ def prepare_mocap(
     ``split (N,)`` (``train``/``val``/``test`` by subject, see :mod:`fit3d.mocap.splits`),
     ``is_test_v1 (N,)`` (the old trial protocol, for the old benchmark only),
     ``residual_mm (N,)``, ``direction_error_deg (N,)``, ``joint_names``, ``model``, ``fps``,
-    ``prepared_with`` (JSON: the settings, torch's version and thread count).
+    ``prepared_with`` (JSON: the sources' names, the settings, fit3d's and torch's versions, the thread count).
     Returns a stats dict (counts per split, residuals, seconds).
 
     Raises:
@@ -167,7 +168,8 @@ def prepare_mocap(
         fps=np.float32(fps),
         mocap_points=np.asarray(MOCAP_POINTS),
         # what made it (no clock time: the same settings write the same file)
-        prepared_with=np.str_(json.dumps(dict(command="fit3d prepare-mocap", dedupe_m=dedupe_m, iterations=iterations,
+        prepared_with=np.str_(json.dumps(dict(command="fit3d prepare-mocap", sources=[Path(x).name for x in sources],
+                                              dedupe_m=dedupe_m, iterations=iterations, fit3d=__version__,
                                               torch=str(torch.__version__), torch_threads=torch.get_num_threads()))),
     )
     write_npz(out, arrays)

@@ -90,12 +90,27 @@ class ShardJob:
                   "as completed)", file=sys.stderr, flush=True)
         return code
 
+    def __setstate__(self, state: dict) -> None:
+        """A job pickled by a fit3d from before ``entry`` (a task queued, or requeued, across an
+        upgrade) runs the command line it was queued for (it failed with an AttributeError)."""
+        self.__dict__.update(state)
+        if "entry" not in state:
+            self.entry = _command_line
+
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption or timeout: requeue the same task, which
         resumes from the outputs already written."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.entry, self.distributed))
+
+
+def _command_line(args: list[str]) -> int:
+    """``fit3d.cli.main.run(args)``, imported by name: the entry point of jobs pickled before
+    :class:`ShardJob` had one (this layer does not import the command line otherwise)."""
+    import importlib
+
+    return importlib.import_module("fit3d.cli.main").run(args)
 
 
 def _given(options: list[str], name: str) -> bool:
@@ -123,8 +138,19 @@ def shard_args(command: str, options: list[str], jobs: int) -> list[list[str]]:
 
 
 #: ``--dry-run`` exit codes after which :func:`precheck` lets the tasks be queued: nothing wrong,
-#: or input problems that a run records per input and fits the rest around (exit 3).
+#: or input problems that a run records per input and fits the rest around (exit 3); see also
+#: :func:`precheck_passes`.
 PRECHECK_OK = (0, 3)
+
+
+def precheck_passes(code: int | None, jobs: int) -> bool:
+    """Whether :func:`precheck`'s exit ``code`` lets ``jobs`` tasks be queued: None (no pre-check),
+    :data:`PRECHECK_OK`, or, for an array of several tasks, 4 (the first task's shard has nothing
+    to fit; the other shards may: a review found arrays refused whole for it; the dry run's count
+    line gives the whole input's)."""
+    from fit3d.pipeline.summary import NOTHING_FITTED
+
+    return code is None or code in PRECHECK_OK or (code == NOTHING_FITTED and jobs > 1)
 
 
 def precheck(command: str, options: list[str], jobs: int, entry: Callable[[list[str]], int]) -> int | None:
@@ -132,13 +158,14 @@ def precheck(command: str, options: list[str], jobs: int, entry: Callable[[list[
     the body model and the fitter, checks the output folder's fit settings; fits nothing), so
     that a typo in an option, a missing input or weights, or a folder fitted with other settings
     stops ``fit3d submit`` before any task is queued rather than in every task. The tasks differ
-    only in ``--shard``, which matters to the check only through the whole-folder rule of
-    ``--overwrite`` (:func:`fit3d.pipeline.settings.check_settings`), the same for every task.
+    only in ``--shard``, which matters to the check through the whole-folder rule of
+    ``--overwrite`` (:func:`fit3d.pipeline.settings.check_settings`), the same for every task, and
+    through what the first shard has to fit (:func:`precheck_passes`).
     ``entry``: the command line's entry point (:class:`ShardJob`).
 
     Returns:
-        the dry run's exit code (:data:`PRECHECK_OK` when the tasks may go), or None for
-        ``neuralannot`` (one job, which has no dry run).
+        the dry run's exit code (:func:`precheck_passes` says whether the tasks may go), or None
+        for ``neuralannot`` (one job, which has no dry run).
     Raises:
         ValueError: see :func:`shard_args`. Anything else the command raises outside click's
             own errors (which become exit codes) passes through.

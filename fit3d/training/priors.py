@@ -149,11 +149,13 @@ PRIOR_KINDS = ("gmm", "vae", "articulation", "prototypes")
 
 
 def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int = 0, progress: bool = True,
-                include_val: bool = True, recombined: int = RECOMBINED_POSES, body_model=None, **kwargs) -> dict:
+                include_val: bool = True, recombined: int = RECOMBINED_POSES, body_model=None,
+                command: str = "fit3d.training.priors.train_prior", **kwargs) -> dict:
     """Train one prior kind (:data:`PRIOR_KINDS`) on the training subjects (:func:`training_poses`)
     and save it. ``prototypes`` (the PM-Net memory) needs the pose set's body model
     (``body_model``; None: anny, for an anny pose set only, since the SMPL family needs its
-    licensed file); the other kinds do not use it.
+    licensed file); the other kinds do not use it. ``command``: what the file records as having
+    made it (:func:`fit3d.training.provenance.training_record`).
 
     Returns:
         ``{kind, poses, seconds, path}``.
@@ -179,7 +181,7 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
         prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
     from fit3d.training.provenance import training_record
 
-    save_prior(prior, out, training_record("fit3d.training.priors.train_prior", pose_set_path, kind=kind, seed=seed,
+    save_prior(prior, out, training_record(command, pose_set_path, kind=kind, seed=seed,
                                            include_val=include_val, recombined=recombined, poses=len(x), **kwargs))
     return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
 

@@ -15,15 +15,10 @@ def training_record(command: str, pose_set_path: str | Path, **settings) -> dict
     Raises:
         FileNotFoundError: no such pose set.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
     import torch
 
     from fit3d.body_models.weights import file_digest
+    from fit3d import __version__
 
-    try:
-        fit3d_version = version("fit3d")
-    except PackageNotFoundError:  # (run from a source tree without installing)
-        fit3d_version = "unknown"
     return dict(command=command, pose_set=Path(pose_set_path).name, pose_set_sha256=file_digest(pose_set_path),
-                fit3d=fit3d_version, torch=str(torch.__version__), torch_threads=torch.get_num_threads(), **settings)
+                fit3d=__version__, torch=str(torch.__version__), torch_threads=torch.get_num_threads(), **settings)

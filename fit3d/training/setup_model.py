@@ -183,7 +183,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
         kw = {} if config.recombined is None else dict(recombined=config.recombined)
         kw.update({"vae": dict(epochs=config.vae_epochs), "articulation": dict(steps=config.articulation_steps)}.get(
             kind, {}))
-        r = train_prior(kind, path("pose_set"), path(kind), seed=config.seed, progress=progress, body_model=body, **kw)
+        r = train_prior(kind, path("pose_set"), path(kind), seed=config.seed, progress=progress, body_model=body,
+                        command="fit3d setup-model", **kw)
         stats["seconds"][kind] = r["seconds"]
         write_json(partial, stats)
         log(f"fit3d: {kind} trained on {r['poses']} poses in {r['seconds']:.0f} s")

@@ -97,3 +97,27 @@ def test_submit_checks_the_command_before_queueing(tmp_path, sample_dir):
                                  "local", "--logs", str(logs)])
     assert r.exit_code == 1 and "flip: False there, True now" in r.output and "nothing submitted" in r.output, r.output
     assert not logs.exists()
+
+
+def test_submit_queues_an_array_whose_first_shard_has_nothing_to_fit(tmp_path, sample_dir, monkeypatch):
+    """The pre-check is the first task's dry run, which exits 4 when its shard has nothing to fit;
+    the array was then refused whole, and the other shard's people never fitted (a review)."""
+    import fit3d.pipeline.submit
+    from fit3d.pipeline.selection import in_shard
+    from fit3d.pipeline.submit import precheck_passes
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    empty = {i["id"] for i in data["images"] if in_shard(i["file_name"], (0, 2))}
+    for a in data["annotations"]:
+        if a["image_id"] in empty:
+            a["keypoints"], a["num_keypoints"] = [0] * 51, 0
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(data))
+    queued = []
+    monkeypatch.setattr(fit3d.pipeline.submit, "submit", lambda command, options, config, entry: queued.append(
+        (command, config.jobs)) or [])
+    r = CliRunner().invoke(cli, ["submit", "eft", "--images", str(sample_dir), "--annotations", str(ann), "--out",
+                                 str(tmp_path / "o"), "--jobs", "2", "--cluster", "local", "--logs", str(tmp_path / "j")])
+    assert r.exit_code == 0 and queued == [("eft", 2)], r.output
+    assert [precheck_passes(c, j) for c, j in ((0, 1), (3, 1), (4, 1), (4, 2), (5, 2), (2, 2), (None, 1))] == [
+        True, True, False, True, False, False, True]

@@ -129,6 +129,7 @@ def test_train_prior_prototypes_for_a_smpl_pose_set(tmp_path, smpl_like_dir):
 
     record = torch.load(out, weights_only=False)["training"]
     assert record["kind"] == "prototypes" and record["pose_set_sha256"] == file_digest(poses) and record["seed"] == 0
+    assert record["command"] == "fit3d train-prior" and torch.load(out)["training"] == record  # (weights_only loads it)
     # no --poses: the set 'fit3d setup-model' makes, which is not there yet
     r = CliRunner().invoke(cli, ["train-prior", "--kind", "gmm", "--out", str(out), "--model", "smpl",
                                  "--model-path", str(smpl_like_dir)])

@@ -759,6 +759,13 @@ def test_read_openpose_parses_and_opens_only_the_images_it_is_asked_for(tmp_path
     _, problems = read_openpose(tmp_path, sample_dir, only=lambda key: key != first)
     reasons = sorted(p.reason.split(":")[0] for p in problems)
     assert reasons == ["1 image has no keypoint file in " + str(tmp_path), "corrupt OpenPose JSON"]
+    # a keypoint file without an image: one shard says so, not every one (a review)
+    from fit3d.pipeline.selection import in_shard
+
+    (tmp_path / "ghost_keypoints.json").write_text(json.dumps({"people": []}))
+    said = [sum("no image named ghost" in p.reason for p in read_openpose(
+        tmp_path, sample_dir, only=lambda key, i=i: in_shard(key, (i, 2)))[1]) for i in range(2)]
+    assert sorted(said) == [0, 1]
 
 
 def test_read_spin_opens_only_the_images_it_is_asked_for(tmp_path, sample_dir):

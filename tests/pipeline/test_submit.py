@@ -102,3 +102,18 @@ def test_wait_for_reports_each_task_as_it_ended(tmp_path):
     assert out[0] == TaskOutcome("1", 0, None)
     assert out[1].why == f"exited 4: Error: no such file: x.json (log: {log})"
     assert out[2].why.startswith("ended without a result (killed? out of memory? state UNKNOWN: node lost)")
+
+
+def test_a_job_pickled_before_it_had_an_entry_point_still_runs(monkeypatch):
+    """Tasks queued (or requeued) across an upgrade unpickle an older ShardJob, without ``entry``."""
+    import pickle
+
+    from fit3d.pipeline.submit import ShardJob
+
+    job = ShardJob(["eft", "--help"], run)
+    state = dict(job.__dict__)
+    del state["entry"]
+    old = ShardJob.__new__(ShardJob)
+    old.__setstate__(state)
+    assert old() == 0  # the command line's help, through fit3d.cli.main.run
+    assert pickle.loads(pickle.dumps(job)).entry is run
