@@ -35,7 +35,8 @@ from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
               help="Run the first task's command with --dry-run here first and queue nothing if it fails (a bad "
                    "option, a missing input, an output folder fitted with other settings). smplify and eft.")
 @click.option("--wait/--no-wait", default=None,
-              help="Wait for every task and exit with the worst exit code (default: wait with --cluster local).")
+              help="Wait for every task and exit with the worst exit code, where 4 (nothing fitted) counts only when "
+                   "no task fitted anyone (default: wait with --cluster local).")
 def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job, ranks, cpus_per_job, mem_gb,
            time_min, max_parallel, slurm_args, check, wait):
     """Run 'fit3d COMMAND OPTIONS...' as JOBS shards on SLURM (submitit), or locally.
@@ -49,8 +50,8 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     what exists; preempted or timed-out tasks are requeued. Before queueing, the first task's
     command runs here with --dry-run (--no-check skips it).
     """
-    from fit3d.pipeline.submit import (ClusterUnavailable, SubmitConfig, check_cluster, precheck, precheck_passes,
-                                       wait_for)
+    from fit3d.pipeline.submit import (ClusterUnavailable, SubmitConfig, array_exit_code, check_cluster, precheck,
+                                       precheck_passes, wait_for)
     from fit3d.pipeline.submit import submit as do_submit
 
     from fit3d.cli.main import run as entry  # what each task runs (the pipeline does not import the CLI)
@@ -96,7 +97,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     by_code = Counter(codes)
     click.echo(f"fit3d: {len(codes)} task(s) finished: " + ", ".join(
         f"{n} exit {c}" for c, n in sorted(by_code.items())), err=True)
-    raise click.exceptions.Exit(max(codes, default=0))
+    raise click.exceptions.Exit(array_exit_code(codes))
 
 
 @click.command()

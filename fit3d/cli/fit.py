@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import FitOptions, check_device, count, errors_as, fit_options
+from fit3d.cli.options import FitOptions, check_device, count, errors_as, fit_options, people
 from fit3d.cli.render import render_fits
 
 PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
@@ -73,7 +73,7 @@ def report_run(s: dict, out_dir: Path) -> int:
     incomplete = (f", {r['images_incomplete']} written without their unreadable annotations (fitted again next run)"
                   if r["images_incomplete"] else "")
     click.echo(
-        f"fit3d: {r['people_fitted']} people fitted ({r['people_valid']} valid, median reprojection error "
+        f"fit3d: {people(r['people_fitted'])} fitted ({r['people_valid']} valid, median reprojection error "
         f"{'n/a' if med is None else f'{med:.2f} px'}), {r['people_skipped']} skipped"
         f"{f' ({skipped})' if skipped else ''}, {r['people_failed']} failed"
         f"{f', {deferred} to refit with their image' if (deferred := r.get('people_deferred', 0)) else ''}; "
@@ -256,17 +256,18 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     def fittable_in(images) -> int:
         return sum(skip_reason(p, body.keypoint_convention, need) is None for r in images for p in r.people)
 
-    people = [p for r in records for p in r.people]
+    everyone = sum(len(r.people) for r in records)
     fittable = fittable_in(records)
     errors = sum(p.severity == "error" for p in problems)
     click.echo(f"fit3d: {count(len(records), 'image')} ({sum(1 for r in records if not r.people)} without people), "
-               f"{len(people)} people: {fittable} with at least {need} usable keypoints (not all on one line) would be "
+               f"{people(everyone)}: {fittable} with at least {need} usable keypoints (not all collinear) would be "
                "fitted, "
-               f"{len(people) - fittable} skipped; {count(errors, 'input problem')}, "
+               f"{everyone - fittable} skipped; {count(errors, 'input problem')}, "
                f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)", err=True)
     selection = this_job(opts, records)
     todo, done, mine = selection.todo, selection.already, selection.mine
-    from fit3d.pipeline.selection import inputs_changed_warning, refit_warning, stale_outputs, stale_outputs_message
+    from fit3d.pipeline.selection import (inputs_changed_warning, not_in_input_message, outputs_not_in_input,
+                                          refit_warning, stale_outputs, stale_outputs_message)
     from fit3d.pipeline.summary import input_changes, previous_summary
 
     changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
@@ -278,10 +279,12 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     emptied = stale_outputs(todo, Path(opts.out_dir))
     if emptied:
         click.echo(f"fit3d: warning: {stale_outputs_message(emptied, would=True)}", err=True)
+    if Path(opts.out_dir).is_dir() and (orphans := outputs_not_in_input(records, Path(opts.out_dir), opts.shard)):
+        click.echo(f"fit3d: warning: {not_in_input_message(orphans)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {count(mine, 'image')}, {done} already done; "
-                   f"{fittable_in(todo)} people to fit now", err=True)
+                   f"{people(fittable_in(todo))} to fit now", err=True)
     from fit3d.pipeline.summary import RunCounts
 
     # the run's own rule (RunCounts.exit_code) on what this job would do: nothing to fit and nothing

@@ -161,6 +161,11 @@ def count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}"
 
 
+def people(n: int) -> str:
+    """``"1 person"``, ``"2 people"``."""
+    return f"{n} {'person' if n == 1 else 'people'}"
+
+
 @contextmanager
 def errors_as(exception: type[click.ClickException] = click.ClickException):
     """Turn the package's ``ValueError`` / ``FileNotFoundError`` (whose messages say what

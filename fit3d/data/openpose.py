@@ -22,6 +22,16 @@ def _openpose_stem(path: Path) -> str:
     return path.stem[: -len("_keypoints")] if path.stem.endswith("_keypoints") else path.stem
 
 
+def _video_hint(stem: str) -> str:
+    """A hint for OpenPose's names of a video's frames (``<video>_<12-digit frame>_keypoints.json``),
+    which frames extracted under other names do not match; "" for other names."""
+    head, _, number = stem.rpartition("_")
+    if head and len(number) == 12 and number.isdigit():
+        return (f" (OpenPose names a video's frames <video>_<12-digit frame number>: extract them under those "
+                f"names, e.g. ffmpeg -i {head}.mp4 -start_number 0 {head}_%012d.png)")
+    return ""
+
+
 def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
                   only: Callable[[str], bool] | None = None) -> tuple[list[ImageRecord], list[InputProblem]]:
     """Read a folder of OpenPose JSON files (``<stem>_keypoints.json`` or ``<stem>.json``,
@@ -86,7 +96,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
             problems.append(InputProblem(str(jf), f"corrupt OpenPose JSON: {e}"))
             continue
         if not found:
-            problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}"))
+            problems.append(InputProblem(str(jf), f"no image named {stem}.* in {images_dir / sub}{_video_hint(stem)}"))
             continue
         image = found[0]
         if len(found) > 1:

@@ -47,7 +47,8 @@ from fit3d.pipeline.lock import run_lock
 from fit3d.pipeline.merge import retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
-from fit3d.pipeline.selection import (inputs_changed_warning, refit_warning, select_images, shard_images,
+from fit3d.pipeline.selection import (inputs_changed_warning, not_in_input_message, outputs_not_in_input,
+                                      refit_warning, select_images, shard_images,
                                       stale_outputs, stale_outputs_message)
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, layout_problems, skip_reason
 from fit3d.pipeline.summary import RunCounts, input_changes, mark_unwritten, previous_summary, versions, write_summary
@@ -380,12 +381,17 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         log.warning("%s", stale_outputs_message(emptied))
         counts.outputs_removed = len(emptied)
     todo = [r for r in todo if r.people]
+    orphans = outputs_not_in_input(images, out_dir, config.shard)
+    if orphans:
+        log.warning("%s", not_in_input_message(orphans))
     i, n = config.shard
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
     # (left by a writer killed outright; one shard of a split looks: each walking the whole folder
     # would read shards x files directory entries on a shared file system)
     if config.shard[0] == 0 and (stale := remove_stale_temporaries(out_dir)):
         head["stale_temporaries_removed"] = stale
+    if orphans:  # fits kept of images this run's input does not list (outputs_not_in_input)
+        head["fits_not_in_input"] = len(orphans)
     if config.inputs is not None:
         head["inputs"] = config.inputs
         # a folder whose done images may come from other inputs (outputs without a digest, which

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from fit3d.data.records import ImageRecord
-from fit3d.data.writers import failure_path, incomplete_path, output_path
+from fit3d.data.writers import failure_path, incomplete_path, iter_fit_files, output_path
 
 if TYPE_CHECKING:
     from fit3d.pipeline.run import RunConfig
@@ -218,6 +218,32 @@ def stale_outputs(todo: list[ImageRecord], out_dir: Path) -> list[ImageRecord]:
     so that no merge or export serves stale fits (``--dry-run`` says which it would remove)."""
     return [r for r in todo if not r.people and not r.dropped and (
         _holds_people(output_path(out_dir, r.image_key)) or failure_path(out_dir, r.image_key).is_file())]
+
+
+def outputs_not_in_input(images: list[ImageRecord], out_dir: Path, shard: tuple[int, int]) -> list[str]:
+    """The image keys of this shard whose fits are in ``out_dir`` but that are not among
+    ``images`` (the input's readable images; sorted): an image dropped from a corrected
+    annotation file, an OpenPose frame whose keypoint file was deleted, an image that could not
+    be read this time, or another input fitted into the same folder. A run keeps their fits (it
+    cannot tell which case it is) and says so: ``fit3d merge`` and the exports take every fit in
+    the folder (a video trial found a deleted frame's fits exported without a word)."""
+    listed = {r.image_key for r in images}
+    out = []
+    for f in iter_fit_files(out_dir):
+        key = f.relative_to(out_dir).as_posix()[: -len(".npz")]
+        if key not in listed and in_shard(key, shard):
+            out.append(key)
+    return sorted(out)
+
+
+def not_in_input_message(keys: list[str]) -> str:
+    """What a run says about :func:`outputs_not_in_input`."""
+    many = len(keys) > 1
+    return (f"{len(keys)} fit file{'s' if many else ''} in the output folder {'are' if many else 'is'} of "
+            f"{'images' if many else 'an image'} not among this run's readable inputs (e.g. {keys[0]}: dropped "
+            "from the annotations, its keypoint file deleted, unreadable now, or another input's): kept; 'fit3d "
+            "merge' and the exports take every fit in the folder: delete those you no longer want, or fit into a "
+            "new --out")
 
 
 def stale_outputs_message(emptied: list[ImageRecord], would: bool = False) -> str:

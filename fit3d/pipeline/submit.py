@@ -173,7 +173,7 @@ def precheck(command: str, options: list[str], jobs: int, entry: Callable[[list[
     args = shard_args(command, options, jobs)[0]
     if command == "neuralannot":
         return None
-    return ShardJob([*_on_cpu(args), "--dry-run"], entry)()
+    return entry([*_on_cpu(args), "--dry-run"])  # (here, not as a task: no task line in its output)
 
 
 def _on_cpu(args: list[str]) -> list[str]:
@@ -280,6 +280,18 @@ class TaskOutcome:
     name: str
     code: int
     why: str | None
+
+
+def array_exit_code(codes: list[int]) -> int:
+    """The exit code of an array of tasks (``fit3d submit --wait``), by the fitting commands' rule
+    for one run (:mod:`fit3d.pipeline.summary`): 4 (nothing fitted) only when every task fitted
+    nothing, so that a task whose shard held no one to fit (an empty stretch of a video) does not
+    turn an array that fitted people into "nothing was fitted"; otherwise the worst other code
+    (0 for none)."""
+    from fit3d.pipeline.summary import NOTHING_FITTED
+
+    others = [c for c in codes if c != NOTHING_FITTED]
+    return max(others) if others else (NOTHING_FITTED if codes else 0)
 
 
 def wait_for(jobs: list):

@@ -89,7 +89,7 @@ def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations",
                                  str(sample_dir / "test_coco.json"), "--out", str(out), "--dry-run"])
     assert r.exit_code == 0, r.output
-    assert "14 people: 12 with at least 6 usable keypoints (not all on one line) would be fitted, 2 skipped" in r.output
+    assert "14 people: 12 with at least 6 usable keypoints (not all collinear) would be fitted, 2 skipped" in r.output
     assert "this job" not in r.output  # (the whole input)
     assert not out.exists()
     r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),

@@ -783,3 +783,16 @@ def test_read_spin_opens_only_the_images_it_is_asked_for(tmp_path, sample_dir):
     images, problems = read_spin(tmp_path / "s.npz", sample_dir, only=lambda key: key == "gone.jpg")
     assert [(r.image_key, len(r.people)) for r in images] == [("000000000785.jpg", 0)]
     assert [p.severity for p in problems] == ["error"] and "#0, #2" in problems[0].reason
+
+
+def test_openpose_video_frame_names_get_a_hint(tmp_path, sample_dir):
+    """OpenPose on a video writes <video>_000000000000_keypoints.json; frames extracted as
+    frame_000001.jpg matched nothing, with no hint (a video trial)."""
+    kp = tmp_path / "kp"
+    kp.mkdir()
+    (kp / "clip_000000000000_keypoints.json").write_text(json.dumps({"people": []}))
+    (kp / "000000000785_keypoints.json").write_text(json.dumps({"people": []}))
+    _, problems = read_openpose(kp, sample_dir)
+    [video] = [p for p in problems if "clip_000000000000" in p.source]
+    assert "ffmpeg -i clip.mp4 -start_number 0 clip_%012d.png" in video.reason
+    assert not any("ffmpeg" in p.reason for p in problems if p is not video)

@@ -590,6 +590,15 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     s = run(corrected, fast_fitter, anny_model,
             RunConfig(out, progress=False, inputs=dict(inputs, annotations_digest="0000")))
     assert (out / f"{corrected[0].image_key}.npz").is_file() and s["this_run"]["outputs_removed"] == 0
+    # an image no longer in the input at all (dropped from the file, a deleted OpenPose keypoint file):
+    # its fits are kept, and the run says so (a video trial found them merged and exported in silence)
+    dropped = corrected.pop(1)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(corrected, fast_fitter, anny_model, RunConfig(out, progress=False))
+    assert any(f"1 fit file in the output folder is of an image not among this run's readable inputs (e.g. "
+               f"{dropped.image_key}" in m for m in caplog.messages), caplog.messages
+    assert s["fits_not_in_input"] == 1 and (out / f"{dropped.image_key}.npz").is_file()
 
 
 def test_a_run_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):

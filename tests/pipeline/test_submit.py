@@ -12,30 +12,25 @@ def test_shard_args_count_from_one_and_refuse_what_submit_sets():
         shard_args("train", [], 1)
 
 
-def test_precheck_runs_the_first_task_as_a_dry_run(monkeypatch):
+def test_precheck_runs_the_first_task_as_a_dry_run():
     seen = []
 
-    class Job:
-        def __init__(self, args, entry, distributed=False):
-            assert entry is run
-            seen.append(args)
+    def entry(args):
+        seen.append(args)
+        return 4
 
-        def __call__(self):
-            return 4
-
-    monkeypatch.setattr("fit3d.pipeline.submit.ShardJob", Job)
-    assert precheck("smplify", ["--images", "x", "--out", "o"], 2, run) == 4
+    assert precheck("smplify", ["--images", "x", "--out", "o"], 2, entry) == 4
     assert seen == [["smplify", "--images", "x", "--out", "o", "--shard", "1/2", "--dry-run"]]
     # the check runs where submit is typed (a login node, often without the tasks' GPUs): on the CPU
-    precheck("eft", ["--device", "cuda", "--out", "o"], 1, run)
-    precheck("eft", ["--device=cuda:1"], 1, run)
+    precheck("eft", ["--device", "cuda", "--out", "o"], 1, entry)
+    precheck("eft", ["--device=cuda:1"], 1, entry)
     assert seen[1:] == [["eft", "--device", "cpu", "--out", "o", "--shard", "1/1", "--dry-run"],
                         ["eft", "--device=cpu", "--shard", "1/1", "--dry-run"]]
     del seen[1:]
-    assert precheck("neuralannot", ["--images", "x"], 1, run) is None  # one job, no dry run
+    assert precheck("neuralannot", ["--images", "x"], 1, entry) is None  # one job, no dry run
     assert len(seen) == 1
     with pytest.raises(ValueError):
-        precheck("neuralannot", [], 2, run)
+        precheck("neuralannot", [], 2, entry)
 
 
 def test_a_task_interrupted_by_ctrl_c_exits_130(monkeypatch, tmp_path):
@@ -117,3 +112,10 @@ def test_a_job_pickled_before_it_had_an_entry_point_still_runs(monkeypatch):
     old.__setstate__(state)
     assert old() == 0  # the command line's help, through fit3d.cli.main.run
     assert pickle.loads(pickle.dumps(job)).entry is run
+
+
+def test_an_arrays_exit_code_is_nothing_fitted_only_when_no_task_fitted_anyone():
+    """A video trial: one task fitted people, the other's frames were empty: submit said 4."""
+    from fit3d.pipeline.submit import array_exit_code
+
+    assert [array_exit_code(c) for c in ([0, 4], [4, 4], [3, 4], [5, 3, 0], [4, 130], [])] == [0, 4, 3, 5, 130, 0]
