@@ -18,7 +18,7 @@ from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import COCO17, COCO23, FOOT6, KeypointConvention, convention_from_names
 from fit3d.data.images import image_key, in_folder, open_image
 from fit3d.data.intrinsics import coco_camera
-from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, unusual_values
+from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, track_id, unusual_values
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
 
@@ -314,7 +314,8 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
             rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, annot_id, bbox, kp, conv,
                                      person_index=len(rec.people), bbox_note=note,
                                      duplicate_id=coco.ids[hashable(a.get("id"))] > 1, camera=camera,
-                                     keypoints_ignored=ignored, keypoints_unusual=unusual))
+                                     keypoints_ignored=ignored, keypoints_unusual=unusual,
+                                     track_id=track_id(a.get("track_id"))))
         records.append(rec)
     return with_reader_checks(records, problems)
 

@@ -74,3 +74,14 @@ def parse_keypoints(values, n: int) -> np.ndarray:
         raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}")
     with np.errstate(over="ignore"):  # beyond float32: inf, set aside as unusable by sanitize_keypoints
         return flat.reshape(n, 3).astype(np.float32)
+
+
+def track_id(value) -> int:
+    """A person's tracking id as an input writes it: OpenPose's ``person_id`` (``[-1]`` without
+    tracking, ``[7]`` or ``7`` with it), a COCO-format annotation's ``track_id`` (PoseTrack): a
+    whole number >= 0, or -1 when there is none or it is not such a number."""
+    if isinstance(value, (list, tuple)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value != int(value):
+        return -1
+    return int(value) if value >= 0 else -1

@@ -13,7 +13,7 @@ from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18
 from fit3d.data.images import IMAGE_SUFFIXES, files_under, find_images, image_files, image_key, open_image
-from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, unusual_values
+from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, track_id, unusual_values
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
 
@@ -137,7 +137,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
             kp, ignored = sanitize_keypoints(kp)
             box = keypoint_bbox(kp, pad=KEYPOINT_BOX_PAD)
             rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people),
-                                     keypoints_ignored=ignored, keypoints_unusual=unusual_values(values)))
+                                     keypoints_ignored=ignored, keypoints_unusual=unusual_values(values),
+                                     track_id=track_id(p.get("person_id"))))
         records.append(rec)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed

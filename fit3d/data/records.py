@@ -40,6 +40,9 @@ class Person:
             store them as unlabelled ``(0, 0, 0)`` (:func:`~fit3d.data.keypoints.sanitize_keypoints`),
             so fits and exports never see them, and count them here (one warning per input:
             :func:`~fit3d.data.checks.keypoints_ignored_warning`).
+        track_id: the input's id of the person across frames (OpenPose's ``person_id`` with
+            tracking on; a COCO-format annotation's ``track_id``, as PoseTrack writes), -1 when the
+            input has none (OpenPose writes ``[-1]`` without tracking).
         keypoints_unusual: values of the input's keypoints in a form its format does not define,
             read as given: numbers written as strings (``"12.5"``) or booleans, and COCO
             visibility flags other than 0, 1, 2 (one warning per input:
@@ -59,6 +62,7 @@ class Person:
     camera: tuple[tuple[float, float], tuple[float, float]] | None = None
     keypoints_ignored: int = 0
     keypoints_unusual: int = 0
+    track_id: int = -1
 
     @property
     def num_visible(self) -> int:
@@ -93,13 +97,15 @@ class ImageRecord:
 
     def input_digest(self) -> str:
         """A short hash (16 hex digits) of what the fits of this image are made from: its size and
-        each person's annotation id, keypoints, box, keypoint layout, camera and duplicate flag,
-        in order. Stored in the image's output (``input_digest``), so that a rerun from changed
+        each person's annotation id, keypoints, box, keypoint layout, camera, duplicate flag and
+        tracking id (when it has one), in order. Stored in the image's output (``input_digest``), so that a rerun from changed
         annotations fits again exactly the images whose people changed
         (:func:`fit3d.pipeline.selection.select_images`)."""
         h = hashlib.sha1(repr(tuple(self.image_size)).encode())
         for p in self.people:
             h.update(repr((int(p.annot_id), p.convention.names, p.camera, bool(p.duplicate_id))).encode())
+            if p.track_id != -1:  # (outputs of inputs without tracking keep their digest)
+                h.update(repr(("track", int(p.track_id))).encode())
             h.update(np.ascontiguousarray(p.keypoints_2d, dtype=np.float32).tobytes())
             h.update(np.ascontiguousarray(p.bbox, dtype=np.float32).tobytes())
         return h.hexdigest()[:16]

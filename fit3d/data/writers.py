@@ -7,7 +7,8 @@ and ``valid = False``):
 ``image`` (str: the image's path relative to the image folder), ``image_size`` (2,),
 ``fitter`` (str), ``model`` (str), ``keypoint_names`` (K,), ``joint_names`` (J+1,),
 ``annot_id`` (P,), ``bbox`` (P, 4), ``bbox_note`` (P,) (why the box was rebuilt, or ""),
-``duplicate_id`` (P,), ``keypoints_2d`` (P, K, 3) input, in the input's convention (people of
+``duplicate_id`` (P,), ``track_id`` (P,) (the input's id across frames, -1 without),
+``keypoints_2d`` (P, K, 3) input, in the input's convention (people of
 several layouts in one image: the union of their layouts by name, points a person's layout
 lacks unlabelled (0, 0, 0) and NaN in the fitted keypoint fields),
 ``global_orient`` (P, 3), ``body_pose`` (P, J, 3), ``betas`` (P, S), ``transl`` (P, 3),

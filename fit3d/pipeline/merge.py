@@ -34,6 +34,9 @@ CORE_FIELDS = ("annot_id", "status", "valid", "global_orient", "body_pose", "bet
 #: Per-image bookkeeping of the runs, not merged into the dataset (``input_digest``: what a rerun
 #: compares to find the images whose annotations changed).
 RUN_FIELDS = ("input_digest",)
+#: Per-person fields that outputs of earlier fit3d versions lack, with the value they stand for
+#: there: a folder fitted partly before and partly after merges (its people had no tracking id).
+ADDED_LATER = {"track_id": np.int64(-1)}
 #: The default dataset file of :func:`write_merged`, in the run folder.
 DATASET_FILE = "dataset.npz"
 #: Summary counters that are totalled over the shards' runs.
@@ -111,6 +114,8 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
                 "and rerun the fitting command to refit it")))
             continue
         p = len(d.get("annot_id", ()))
+        if p:
+            d = {**{k: np.full(p, v) for k, v in ADDED_LATER.items()}, **d}
         if p and person_keys is None:
             person_keys = _person_keys(d)
         elif p and _person_keys(d) != person_keys:

@@ -796,3 +796,27 @@ def test_openpose_video_frame_names_get_a_hint(tmp_path, sample_dir):
     [video] = [p for p in problems if "clip_000000000000" in p.source]
     assert "ffmpeg -i clip.mp4 -start_number 0 clip_%012d.png" in video.reason
     assert not any("ffmpeg" in p.reason for p in problems if p is not video)
+
+
+def test_tracking_ids_are_read_from_openpose_and_coco(tmp_path, sample_dir):
+    """A video trial: OpenPose's person_id (tracking) was dropped, so a person could not be
+    followed across frames (annot_id is the index in `people`, whose order changes)."""
+    from fit3d.data.keypoints import track_id
+
+    assert [track_id(v) for v in ([-1], [7], 7, 7.0, None, "7", [1, 2], True, -3, 2.5)] == [
+        -1, 7, 7, 7, -1, -1, -1, -1, -1, -1]
+    _openpose_from_coco(sample_dir, tmp_path)
+    f = tmp_path / "000000000785_keypoints.json"
+    data = json.loads(f.read_text())
+    data["people"][0]["person_id"] = [12]
+    f.write_text(json.dumps(data))
+    images, _ = read_openpose(tmp_path, sample_dir)
+    ids = {r.image_key: [p.track_id for p in r.people] for r in images}
+    assert ids["000000000785.jpg"][0] == 12 and all(t == -1 for k, v in ids.items() for t in v if k != "000000000785.jpg")
+    coco = json.loads((sample_dir / "test_coco.json").read_text())
+    coco["annotations"][0]["track_id"] = 3
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    images, _ = read_coco(tmp_path / "c.json", sample_dir)
+    people = [p for r in images for p in r.people]
+    assert [p.track_id for p in people if p.annot_id == coco["annotations"][0]["id"]] == [3]
+    assert sorted({p.track_id for p in people}) == [-1, 3]

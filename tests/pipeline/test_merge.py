@@ -500,3 +500,24 @@ def test_a_merge_that_cannot_be_written_says_so_in_one_line_and_leaves_no_datase
     with pytest.raises(ValueError, match="cannot write the merged totals.*No space left.*nothing merged"):
         write_merged(out)
     assert not (out / "dataset.npz").exists()
+
+
+def test_tracking_ids_reach_the_outputs_and_outputs_from_before_them_still_merge(tmp_path, sample_copy, anny_model,
+                                                                                  fast_fitter):
+    """track_id (a video trial: OpenPose's person_id was dropped) is in every output and the
+    merged dataset; a folder fitted partly before it existed merges, its earlier people -1."""
+    from fit3d.data.writers import write_npz
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    images[0].people[0].track_id = 5
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
+    assert read_fit(out / f"{images[0].image_key}.npz")["track_id"].tolist()[0] == 5
+    older = out / f"{images[1].image_key}.npz"  # as an earlier fit3d wrote it: no track_id
+    d = dict(read_fit(older))
+    del d["track_id"]
+    write_npz(older, d)
+    arrays, _ = merge_fits(out)
+    by = _by_person(arrays)
+    assert arrays["track_id"][by[(images[0].image_key, images[0].people[0].annot_id)]] == 5
+    assert sorted(set(arrays["track_id"].tolist())) == [-1, 5]
