@@ -10,7 +10,8 @@ after it (``smpl``: global_orient (N, 3), body_pose (N, 23, 3), betas, transl; `
 that fit3d does not fit (:func:`model_params`); anny fits as ``anny``), ``meta`` (``gender`` (N,): ``m`` / ``f`` for a male / female model's fits, as
 mmhuman3d's converters write 3DPW's, else ``neutral``) and ``misc`` (``smpl_source``, ``cam_param_type`` =
 ``perspective``, ``focal_length`` (N, 2), ``principal_point`` (N, 2), ``camera_frame`` =
-``opencv``, ``annot_id``, ``keypoints2d_source``: the input layout's point names,
+``opencv``, ``annot_id``, ``track_id`` (N,): the person's id across frames, -1 where the input has
+none; ``keypoints2d_source``: the input layout's point names,
 ``keypoints2d_not_placed``: those ``human_data`` has no place for, ``frame``: ``crop`` or
 ``full``, and, in the crop frame, ``crop_rotation`` (N, 3, 3); the strings and name lists
 as 0-d arrays, :func:`_unsliced`), plus HumanData's ``__key_strict__``, ``__data_len__`` and
@@ -106,7 +107,9 @@ def arrays(people: dict) -> dict:
         "misc": {"smpl_source": _unsliced(f"fit3d-{fitter}"), "cam_param_type": _unsliced("perspective"),
                  "camera_frame": _unsliced("opencv"), "focal_length": people["focal_length"].astype(np.float32),
                  "principal_point": people["principal_point"].astype(np.float32),
-                 "annot_id": people["annot_id"].astype(np.int64), "keypoints2d_source": _unsliced(list(conv.names)),
+                 "annot_id": people["annot_id"].astype(np.int64),
+                 "track_id": np.asarray(people.get("track_id", np.full(N, -1)), dtype=np.int64),
+                 "keypoints2d_source": _unsliced(list(conv.names)),
                  "keypoints2d_not_placed": _unsliced(list(not_placed)),
                  "frame": _unsliced("crop" if crop else "full"), **crop},
     }

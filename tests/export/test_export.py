@@ -187,9 +187,12 @@ def test_anny_fits_export_their_own_parameters_or_refuse(tmp_path, anny_model, s
     export_fits(fits_dir, "humandata", tmp_path / "hd.npz")
     d = np.load(tmp_path / "hd.npz", allow_pickle=True)
     assert "anny" in d.files and "smpl" not in d.files and d["anny"].item()["body_pose"].shape[1:] == (19, 3)
+    misc = d["misc"].item()  # (a video trial: tracking ids were lost; the sample has none: -1)
+    assert misc["track_id"].dtype == np.int64 and misc["track_id"].tolist() == [-1] * len(misc["annot_id"])
     for fmt, out in (("spin", tmp_path / "x.npz"), ("neuralannot", tmp_path / "x.json")):
         r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", fmt, "--out", str(out)])
         assert r.exit_code == 1 and "these fits are of anny" in r.output and "--model smpl" in r.output
+        assert "fit3d setup-model' once" in " ".join(r.output.split())  # the set-up it needs, with its time
         assert "Traceback" not in r.output and not out.exists()
     # refused before every fit is read (a scale trial: 6k files read, 20 s, then the refusal)
     import fit3d.export as export_module
