@@ -279,7 +279,7 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
     emptied = stale_outputs(todo, Path(opts.out_dir))
     if emptied:
         click.echo(f"fit3d: warning: {stale_outputs_message(emptied, would=True)}", err=True)
-    if Path(opts.out_dir).is_dir() and (orphans := outputs_not_in_input(records, Path(opts.out_dir), opts.shard)):
+    if Path(opts.out_dir).is_dir() and (orphans := outputs_not_in_input(records, Path(opts.out_dir))):
         click.echo(f"fit3d: warning: {not_in_input_message(orphans)}", err=True)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"

@@ -381,7 +381,9 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         log.warning("%s", stale_outputs_message(emptied))
         counts.outputs_removed = len(emptied)
     todo = [r for r in todo if r.people]
-    orphans = outputs_not_in_input(images, out_dir, config.shard)
+    # (one shard of a split looks: each walking the whole folder would read shards x files
+    # directory entries on a shared file system)
+    orphans = outputs_not_in_input(images, out_dir) if config.shard[0] == 0 else []
     if orphans:
         log.warning("%s", not_in_input_message(orphans))
     i, n = config.shard

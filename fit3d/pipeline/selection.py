@@ -220,9 +220,10 @@ def stale_outputs(todo: list[ImageRecord], out_dir: Path) -> list[ImageRecord]:
         _holds_people(output_path(out_dir, r.image_key)) or failure_path(out_dir, r.image_key).is_file())]
 
 
-def outputs_not_in_input(images: list[ImageRecord], out_dir: Path, shard: tuple[int, int]) -> list[str]:
-    """The image keys of this shard whose fits are in ``out_dir`` but that are not among
-    ``images`` (the input's readable images; sorted): an image dropped from a corrected
+def outputs_not_in_input(images: list[ImageRecord], out_dir: Path) -> list[str]:
+    """The image keys whose fits are in ``out_dir`` but that are not among ``images`` (the
+    input's readable images, every shard's: a sharded run's reader lists the other shards'
+    images too; sorted): an image dropped from a corrected
     annotation file, an OpenPose frame whose keypoint file was deleted, an image that could not
     be read this time, or another input fitted into the same folder. A run keeps their fits (it
     cannot tell which case it is) and says so: ``fit3d merge`` and the exports take every fit in
@@ -231,7 +232,7 @@ def outputs_not_in_input(images: list[ImageRecord], out_dir: Path, shard: tuple[
     out = []
     for f in iter_fit_files(out_dir):
         key = f.relative_to(out_dir).as_posix()[: -len(".npz")]
-        if key not in listed and in_shard(key, shard):
+        if key not in listed:
             out.append(key)
     return sorted(out)
 

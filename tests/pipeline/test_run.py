@@ -599,6 +599,10 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     assert any(f"1 fit file in the output folder is of an image not among this run's readable inputs (e.g. "
                f"{dropped.image_key}" in m for m in caplog.messages), caplog.messages
     assert s["fits_not_in_input"] == 1 and (out / f"{dropped.image_key}.npz").is_file()
+    # a split: its first shard looks at the whole folder (the input lists every shard's images), the others not
+    found = [run(corrected, fast_fitter, anny_model, RunConfig(out, shard=(i, 2), progress=False)).get(
+        "fits_not_in_input", 0) for i in range(2)]
+    assert found == [1, 0]
 
 
 def test_a_run_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
