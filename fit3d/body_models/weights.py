@@ -107,6 +107,11 @@ def expected_setup_minutes() -> float:
     return sum(SETUP_MINUTES.values())
 
 
+def said_setup_minutes() -> int:
+    """:func:`expected_setup_minutes` rounded to 5, as messages say it."""
+    return 5 * round(expected_setup_minutes() / 5)
+
+
 class ReducedSetupWarning(UserWarning):
     """The weights in use were made by ``fit3d setup-model --quick`` (or other reduced
     settings), or their set-up is unfinished: fine to check an installation, not to fit with."""
@@ -166,8 +171,8 @@ def setup_command(body) -> str:
 
 def setup_hint(body) -> str:
     """One line saying how to make the missing weights of ``body``, with the expected time
-    (:func:`expected_setup_minutes`, rounded to 5 minutes)."""
-    return (f"{setup_command(body)} once (about {5 * round(expected_setup_minutes() / 5)} minutes on a 2-core CPU "
+    (:func:`said_setup_minutes`)."""
+    return (f"{setup_command(body)} once (about {said_setup_minutes()} minutes on a 2-core CPU "
             f"with nothing else running, longer beside other jobs) to learn the {body.name} priors and regressor "
             "from the bundled mocap")
 

@@ -281,15 +281,16 @@ def report_validation(records, problems, body, opts: FitOptions) -> int:
         click.echo(f"fit3d: warning: {stale_outputs_message(emptied, would=True)}", err=True)
     if Path(opts.out_dir).is_dir() and (orphans := outputs_not_in_input(records, Path(opts.out_dir))):
         click.echo(f"fit3d: warning: {not_in_input_message(orphans)}", err=True)
+    now = fittable_in(todo)
     if mine != len(records) or done:  # (the counts above are the whole input's)
         click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
                    f"{f', --limit {opts.limit}' if opts.limit else ''}): {count(mine, 'image')}, {done} already done; "
-                   f"{people(fittable_in(todo))} to fit now", err=True)
+                   f"{people(now)} to fit now", err=True)
     from fit3d.pipeline.summary import RunCounts
 
     # the run's own rule (RunCounts.exit_code) on what this job would do: nothing to fit and nothing
     # done is 4 (an empty shard of a split is not), then 3 for unreadable inputs
-    would = RunCounts(images=mine, images_already_done=done, input_errors=errors, people_fitted=fittable_in(todo),
+    would = RunCounts(images=mine, images_already_done=done, input_errors=errors, people_fitted=now,
                       shard_empty=mine == 0 and opts.shard[1] > 1 and bool(records))
     return would.exit_code()
 

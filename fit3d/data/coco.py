@@ -18,7 +18,7 @@ from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import COCO17, COCO23, FOOT6, KeypointConvention, convention_from_names
 from fit3d.data.images import image_key, in_folder, open_image
 from fit3d.data.intrinsics import coco_camera
-from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, track_id, unusual_values
+from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, track_id, unusual_values, whole_number
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
 
@@ -226,7 +226,7 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         except (ValueError, TypeError) as e:  # the body's keypoints are still good
             problems.append(InputProblem(src, f"unreadable foot_kpts ({e}): fitted without the feet", "warning"))
     aid = a.get("id")
-    if isinstance(aid, bool) or not isinstance(aid, (int, float)) or not np.isfinite(aid) or aid != int(aid):
+    if not whole_number(aid):
         problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
         return None
     flags = kp[:, 2]

@@ -76,12 +76,16 @@ def parse_keypoints(values, n: int) -> np.ndarray:
         return flat.reshape(n, 3).astype(np.float32)
 
 
+def whole_number(value) -> bool:
+    """Whether a JSON value is a whole number (``7``, ``7.0``; not ``true``, ``"7"``, ``7.5``, NaN)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and bool(np.isfinite(value)) \
+        and value == int(value)
+
+
 def track_id(value) -> int:
     """A person's tracking id as an input writes it: OpenPose's ``person_id`` (``[-1]`` without
     tracking, ``[7]`` or ``7`` with it), a COCO-format annotation's ``track_id`` (PoseTrack): a
     whole number >= 0, or -1 when there is none or it is not such a number."""
     if isinstance(value, (list, tuple)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value != int(value):
-        return -1
-    return int(value) if value >= 0 else -1
+    return int(value) if whole_number(value) and value >= 0 else -1

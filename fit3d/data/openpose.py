@@ -77,10 +77,10 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
         named = images_dir / sub / stem  # a file named after the image's whole name: a.jpg_keypoints.json
         if not found and Path(stem).suffix.lower() in IMAGE_SUFFIXES and named.is_file():
             found = [named]
-        if only is not None and found and not only(image_key(found[0], images_dir)):  # another shard's
+        if only is not None and found and not only(key := image_key(found[0], images_dir)):  # another shard's
             if found[0] not in used:
                 used[found[0]] = jf
-                records.append(ImageRecord(image_key(found[0], images_dir), found[0], (0, 0)))
+                records.append(ImageRecord(key, found[0], (0, 0)))
             continue
         if only is not None and not found and not only((sub / stem).as_posix()):  # (its problem: one shard's)
             continue

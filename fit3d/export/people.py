@@ -7,16 +7,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fit3d.body_models.weights import expected_setup_minutes
+from fit3d.body_models.weights import said_setup_minutes
 from fit3d.data.conventions import convention_from_names
 from fit3d.data.keypoints import unlabel_unusable
 
-#: ``fit3d setup-model``'s expected minutes, rounded to 5 (:func:`fit3d.body_models.weights.expected_setup_minutes`).
-_SETUP = 5 * round(expected_setup_minutes() / 5)
-#: How to fit a model whose parameters a format needs.
-FIT_SMPL_HINT = ("fit with --model smpl (or smplx) --model-path DIR, the folder of your licensed model files "
-                 f"(https://smpl.is.tue.mpg.de), after 'fit3d setup-model' once for that file (about {_SETUP} "
-                 "minutes on 2 cores: its priors and regressor)")
+def fit_smpl_hint(models: str = "smpl (or smplx)", files: str = "model") -> str:
+    """How to fit a model whose parameters a format needs: the command's options, where the licensed
+    files come from and the set-up they need once (its time: :func:`fit3d.body_models.weights.said_setup_minutes`)."""
+    return (f"fit with --model {models} --model-path DIR, the folder of your licensed {files} files "
+            f"(https://smpl.is.tue.mpg.de), after 'fit3d setup-model' once for that file (about {said_setup_minutes()} "
+            "minutes on 2 cores: its priors and regressor)")
 
 
 def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dict[str, np.ndarray], dict]:
@@ -147,10 +147,8 @@ def require_model(people: dict, fmt: str, accepted: tuple[str, ...]) -> None:
     if accepted == ("smpl",):
         extra = " (--format humandata keeps SMPL-X fits)" if model == "smplx" else ""
         raise ValueError(f"the {fmt} format holds SMPL parameters (pose (N, 72)); these fits are of {model}: "
-                         f"fit with --model smpl --model-path DIR, the folder of your licensed SMPL files "
-                         f"(https://smpl.is.tue.mpg.de), after 'fit3d setup-model' once for that file (about "
-                         f"{_SETUP} minutes on 2 cores){extra}")
-    raise ValueError(f"the {fmt} format holds SMPL or SMPL-X parameters; these fits are of {model}: " + FIT_SMPL_HINT)
+                         f"{fit_smpl_hint('smpl', 'SMPL')}{extra}")
+    raise ValueError(f"the {fmt} format holds SMPL or SMPL-X parameters; these fits are of {model}: " + fit_smpl_hint())
 
 
 def smpl_pose72(people: dict, fmt: str) -> np.ndarray:

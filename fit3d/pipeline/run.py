@@ -381,19 +381,16 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         log.warning("%s", stale_outputs_message(emptied))
         counts.outputs_removed = len(emptied)
     todo = [r for r in todo if r.people]
-    # (one shard of a split looks: each walking the whole folder would read shards x files
-    # directory entries on a shared file system)
-    orphans = outputs_not_in_input(images, out_dir) if config.shard[0] == 0 else []
-    if orphans:
-        log.warning("%s", not_in_input_message(orphans))
     i, n = config.shard
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
-    # (left by a writer killed outright; one shard of a split looks: each walking the whole folder
-    # would read shards x files directory entries on a shared file system)
-    if config.shard[0] == 0 and (stale := remove_stale_temporaries(out_dir)):
-        head["stale_temporaries_removed"] = stale
-    if orphans:  # fits kept of images this run's input does not list (outputs_not_in_input)
-        head["fits_not_in_input"] = len(orphans)
+    # what only a walk of the whole folder finds: one shard of a split looks (each walking it would
+    # read shards x files directory entries on a shared file system)
+    if i == 0:
+        if stale := remove_stale_temporaries(out_dir):  # (left by writers killed outright)
+            head["stale_temporaries_removed"] = stale
+        if orphans := outputs_not_in_input(images, out_dir):  # fits kept of images the input does not list
+            log.warning("%s", not_in_input_message(orphans))
+            head["fits_not_in_input"] = len(orphans)
     if config.inputs is not None:
         head["inputs"] = config.inputs
         # a folder whose done images may come from other inputs (outputs without a digest, which

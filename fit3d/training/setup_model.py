@@ -24,12 +24,6 @@ import torch
 from fit3d.body_models import weights
 from fit3d.training.regressor import REGRESSOR_MEMBERS, REGRESSOR_ROUNDS
 
-#: Minutes per step (:data:`fit3d.body_models.weights.SETUP_MINUTES`, where the missing-weights
-#: message reads them): the regressor's is for the default rounds and members (tested).
-STEPS = weights.SETUP_MINUTES
-expected_minutes = weights.expected_setup_minutes
-
-
 @dataclass
 class SetupConfig:
     """How much to train (defaults: as the bundled anny weights).
@@ -162,7 +156,7 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
         log(f"fit3d: resuming the set-up in {out_dir}: {', '.join(stats['seconds'])} done")
     else:
         log(f"fit3d: setting up {body.name} in {out_dir}; "
-            + (f"expected ~{expected_minutes():.0f} min on a 2-core CPU alone, longer beside other jobs (less with "
+            + (f"expected ~{weights.expected_setup_minutes():.0f} min on a 2-core CPU alone, longer beside other jobs (less with "
                "--device cuda)" if full
                else "reduced settings: expect less time and less accurate priors"))
     is_done = (lambda step, kind: step in stats["seconds"] and path(kind).is_file())  # noqa: E731

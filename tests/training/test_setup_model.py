@@ -137,10 +137,9 @@ def test_a_second_setup_of_the_same_model_stops_at_once(tmp_path, smpl_like_dir)
 
 def test_the_setup_hint_and_the_readme_give_the_expected_time(smpl_like_dir):
     """The hint said 35 minutes, the README ~50, a measured run took 72: all now from one estimate."""
-    from fit3d.body_models.weights import setup_hint
-    from fit3d.training.setup_model import expected_minutes
+    from fit3d.body_models.weights import expected_setup_minutes, setup_hint
 
-    minutes = 5 * round(expected_minutes() / 5)
+    minutes = 5 * round(expected_setup_minutes() / 5)
     hint = setup_hint(build_body_model("smpl", smpl_like_dir))
     assert f"about {minutes} minutes on a 2-core CPU with nothing else running, longer beside other jobs" in hint
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
