@@ -51,6 +51,47 @@ def _model_name(files: list[Path]) -> str:
     raise click.exceptions.Exit(3)
 
 
+def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> list[str] | None:
+    """The images ``fit3d render``'s --worst, --sample and --only name (in that order, each once;
+    listed images without a fit are named on stderr), or None (all). Says on stderr how many of
+    the ``total`` fits it renders.
+
+    Raises:
+        ValueError, OSError: as :mod:`fit3d.render.selection`'s functions.
+        click.exceptions.Exit: nothing to render (exit 1).
+    """
+    from fit3d.data.writers import output_path
+    from fit3d.render.selection import listed_images, sample_images, worst_images
+
+    if worst is None and sample is None and only_file is None:
+        return None
+    names: dict[str, None] = {}
+    parts = []
+    if worst is not None:
+        chosen = worst_images(fits_dir, worst)
+        names.update(dict.fromkeys(chosen))
+        parts.append(f"{len(chosen)} of the worst")
+    if sample is not None:
+        chosen = sample_images(fits_dir, sample, seed)
+        names.update(dict.fromkeys(chosen))
+        parts.append(f"{len(chosen)} sampled (seed {seed})")
+    if only_file is not None:
+        listed = listed_images(only_file)
+        found = [k for k in listed if output_path(fits_dir, k).is_file()]
+        missing = [k for k in listed if k not in set(found)]
+        for k in missing[:10]:
+            click.echo(f"fit3d: warning: {k} (listed in {only_file}) has no fit in {fits_dir}", err=True)
+        if len(missing) > 10:
+            click.echo(f"fit3d: warning: ... and {len(missing) - 10} more listed images without a fit", err=True)
+        names.update(dict.fromkeys(found))
+        parts.append(f"{len(found)} listed")
+    if not names:
+        click.echo("fit3d: no image to render (no fitted person, or no listed image has a fit)", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo(f"fit3d: rendering {len(names)} of {total} images ({', '.join(parts)})", err=True)
+    return list(names)
+
+
 @click.command()
 @click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               help="Folder of .npz fits.")
@@ -67,9 +108,21 @@ def _model_name(files: list[Path]) -> str:
               help="SMPL family model gender (default: the one FITS/fit_settings.json records, else neutral).")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu, cuda, cuda:1...")
+@click.option("--worst", type=click.IntRange(min=1), default=None,
+              help="Only the images of the N worst fitted people (highest reprojection error first, as "
+                   "'fit3d report').")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Only N images drawn at random (the same ones for the same --seed).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
+@click.option("--only", "only_file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Only the images listed in this text file (one path relative to --images per line).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, no_progress):
+def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, gender, device, worst, sample, seed,
+           only_file, no_progress):
     """Render fitted meshes over their images (pyrender, headless EGL), with side views.
+
+    Every fit by default; with --worst, --sample or --only, the images they name (together:
+    all of them, each once).
 
     Exit 0 when every fit was rendered, 3 when some fit files could not be read, or an image was
     unreadable or of another size than its fits' (each named on stderr; such an image is rendered
@@ -78,12 +131,13 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     down.
     """
     from fit3d.body_models import build_body_model
-    from fit3d.data.writers import require_fit_files
+    from fit3d.data.writers import output_path, require_fit_files
     from fit3d.pipeline.settings import recorded_settings
 
     with errors_as():
         files = require_fit_files(fits_dir)
-    model_name = _model_name(files)
+        names = _selected(fits_dir, worst, sample, seed, only_file, len(files))
+    model_name = _model_name(files if names is None else [output_path(fits_dir, k) for k in names])
     recorded = recorded_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
         model_path = model_path or recorded.get("model_path")
@@ -91,7 +145,7 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     gender = gender or "neutral"
     with errors_as():
         body = build_body_model(model_name, model_path, gender=gender, device=device)
-    if render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, None, not no_progress):
+    if render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, names, not no_progress):
         raise click.exceptions.Exit(3)  # as the fitting commands' 3: some inputs could not be read, the rest done
 
 

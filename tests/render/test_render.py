@@ -262,3 +262,65 @@ def test_rendering_named_images_opens_only_their_fits(tmp_path, monkeypatch):
     monkeypatch.setattr(fits_module, "read_fit", lambda f: opened.append(f.name) or dict(image=np.array(f.name[:-4])))
     fits_module.save_meshes_dir(fits, tmp_path / "m", None, names=["a.jpg"])
     assert opened == ["a.jpg.npz"]
+
+
+def _fake_fits(fits, errors: dict) -> None:
+    """One fit file per image of ``errors`` (image -> one error per person; None: a person skipped)."""
+    from fit3d.data.writers import output_path, write_npz
+
+    for image, errs in errors.items():
+        write_npz(output_path(fits, image), dict(
+            image=np.array(image), fitter=np.array("eft"), model=np.array("anny"),
+            annot_id=np.arange(len(errs)), status=np.array(["skipped" if e is None else "fitted" for e in errs]),
+            reproj_error_px=np.array([np.nan if e is None else e for e in errs], dtype=float),
+            valid=np.array([e is not None and e < 10 for e in errs]), skip_reason=np.array(["" for _ in errs])))
+
+
+def test_the_worst_a_sample_and_a_list_of_images_are_chosen_to_render(tmp_path):
+    from fit3d.render.selection import listed_images, sample_images, worst_images
+
+    fits = tmp_path / "fits"
+    _fake_fits(fits, {"a.jpg": [3.0, 40.0], "sub/b.jpg": [12.0], "c.jpg": [None], "d.jpg": [1.0, 20.0]})
+    # worst people first, each image once; skipped people never count
+    assert worst_images(fits, 1) == ["a.jpg"]
+    assert worst_images(fits, 3) == ["a.jpg", "d.jpg", "sub/b.jpg"]
+    assert worst_images(fits, 10) == ["a.jpg", "d.jpg", "sub/b.jpg"]
+    all_images = ["a.jpg", "c.jpg", "d.jpg", "sub/b.jpg"]
+    assert sample_images(fits, 10) == all_images
+    drawn = sample_images(fits, 2, seed=3)
+    assert len(drawn) == 2 and set(drawn) <= set(all_images) and drawn == sample_images(fits, 2, seed=3)
+    assert len({tuple(sample_images(fits, 2, seed=s)) for s in range(20)}) > 1  # the seed draws
+    (tmp_path / "list.txt").write_text("# review\n sub/b.jpg \n\na.jpg\nsub/b.jpg\n")
+    assert listed_images(tmp_path / "list.txt") == ["sub/b.jpg", "a.jpg"]
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(ValueError, match="names no image"):
+        listed_images(tmp_path / "empty.txt")
+    with pytest.raises(ValueError, match=">= 1"):
+        worst_images(fits, 0)
+
+
+def test_render_command_renders_only_the_chosen_images(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import fit3d.cli.render as render_cli
+    from fit3d.cli.main import cli
+
+    fits = tmp_path / "fits"
+    _fake_fits(fits, {"a.jpg": [3.0, 40.0], "sub/b.jpg": [12.0], "c.jpg": [None], "d.jpg": [1.0, 20.0]})
+    asked = []
+    monkeypatch.setattr(render_cli, "render_fits", lambda *a, **k: asked.append(a[7]) or 0)
+    base = ["render", "--fits", str(fits), "--images", str(tmp_path), "--out", str(tmp_path / "r")]
+    (tmp_path / "list.txt").write_text("c.jpg\nx.jpg\n")
+    r = CliRunner().invoke(cli, base + ["--worst", "1", "--only", str(tmp_path / "list.txt")])
+    assert r.exit_code == 0, r.output
+    assert asked[-1] == ["a.jpg", "c.jpg"]
+    assert "x.jpg (listed in" in r.output and "rendering 2 of 4 images" in r.output
+    r = CliRunner().invoke(cli, base + ["--sample", "2", "--seed", "5"])
+    assert r.exit_code == 0 and len(asked[-1]) == 2
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code == 0 and asked[-1] is None  # all of them
+    (tmp_path / "none.txt").write_text("x.jpg\n")
+    r = CliRunner().invoke(cli, base + ["--only", str(tmp_path / "none.txt")])
+    assert r.exit_code == 1 and "no image to render" in r.output
+    r = CliRunner().invoke(cli, base + ["--worst", "0"])
+    assert r.exit_code == 2

@@ -1,0 +1,70 @@
+"""Which images of a fit folder to render: the worst fits, a random sample, or a list.
+
+A dataset-scale run holds far more images than anyone looks at; reviewing pseudo-ground
+truth means looking at its failures (the worst reprojection errors, as ``fit3d report``
+orders them) and at an unbiased sample of the rest. These return image paths relative
+to the images folder (what the fits record as ``image``), for
+:func:`fit3d.render.fits.render_dir`'s ``names``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from fit3d.data.writers import require_fit_files
+from fit3d.render.report import collect_people
+
+
+def worst_images(fits_dir: str | Path, count: int) -> list[str]:
+    """The images of the ``count`` worst fitted people (``fit3d report``'s order: highest mean
+    reprojection error first; people not fitted and unreadable files are not counted), each image
+    once, worst first; fewer when the folder has fewer images with a fitted person.
+
+    Raises:
+        ValueError: ``count`` < 1, or ``fits_dir`` holds no per-image ``.npz``.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, not {count}")
+    out: dict[str, None] = {}  # (ordered, each image once)
+    for row in collect_people(fits_dir):
+        if row["status"] != "fitted":
+            break  # (fitted people come first)
+        out.setdefault(row["image"], None)
+        if len(out) == count:
+            break
+    return list(out)
+
+
+def sample_images(fits_dir: str | Path, count: int, seed: int = 0) -> list[str]:
+    """``count`` images drawn at random without replacement among the folder's fits (the same
+    ones for the same folder and ``seed``), in the folder's order; all of them when it holds
+    fewer. Names come from the fit files' paths (``<image path>.npz``): nothing is opened.
+
+    Raises:
+        ValueError: ``count`` < 1, or ``fits_dir`` holds no per-image ``.npz``.
+    """
+    if count < 1:
+        raise ValueError(f"count must be >= 1, not {count}")
+    files = require_fit_files(fits_dir)
+    chosen = sorted(random.Random(seed).sample(range(len(files)), min(count, len(files))))
+    return [files[i].relative_to(fits_dir).as_posix()[: -len(".npz")] for i in chosen]
+
+
+def listed_images(path: str | Path) -> list[str]:
+    """Image paths, relative to the images folder, one per line of the text file ``path``
+    (blank lines and lines starting with ``#`` skipped; surrounding spaces stripped), each once,
+    in the file's order.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it names no image.
+    """
+    names: dict[str, None] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            names.setdefault(Path(line).as_posix(), None)
+    if not names:
+        raise ValueError(f"{path} names no image (one relative image path per line)")
+    return list(names)
