@@ -1,6 +1,6 @@
 """Checks over everything a reader read: one warning per input for the people whose keypoints
 lie far outside their image, whose labelled keypoints were unusable, whose keypoint values were in
-a form the format does not define, or whose box was rebuilt (:func:`with_reader_checks`, what
+a form the format does not define, whose box was rebuilt, or whose coordinates look normalised (:func:`with_reader_checks`, what
 every reader returns)."""
 
 from __future__ import annotations
@@ -17,8 +17,31 @@ def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem])
     :func:`unusual_keypoints_warning`'s and :func:`boxes_rebuilt_warning`'s warnings added (if any):
     what every reader returns."""
     warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records),
-                            unusual_keypoints_warning(records), boxes_rebuilt_warning(records)) if w]
+                            unusual_keypoints_warning(records), boxes_rebuilt_warning(records),
+                            normalised_keypoints_warning(records)) if w]
     return records, problems + warnings
+
+
+def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None:
+    """One warning for all people whose labelled keypoints (at least 3) all lie within 0-1 in an
+    image larger than 2 px: coordinates normalised to the image (MediaPipe's landmarks, OpenPose's
+    ``--keypoint_scale 3``) where fit3d reads pixels. How many people, a few examples; None when
+    there are none. Such people are skipped (their points span under a pixel) or fit nothing."""
+    hit = []
+    for rec in records:
+        if max(rec.image_size) <= 2:
+            continue
+        for p in rec.people:
+            kp = np.asarray(p.keypoints_2d, dtype=np.float64)
+            xy = kp[np.isfinite(kp).all(1) & (kp[:, 2] > 0), :2]
+            if len(xy) >= 3 and (xy >= 0).all() and (xy <= 1).all():
+                hit.append((rec.image_key, p))
+    if not hit:
+        return None
+    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
+    return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} all keypoint "
+                        "coordinates within 0-1: normalised to the image? fit3d reads pixels (multiply x by the "
+                        "image width and y by its height; OpenPose: --keypoint_scale 0)", "warning")
 
 
 def boxes_rebuilt_warning(records: list[ImageRecord]) -> InputProblem | None:
@@ -60,10 +83,13 @@ def unusual_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None
     """One warning for all people whose keypoints hold values in a form the format does not define
     (``Person.keypoints_unusual``: numbers as strings or booleans, COCO visibility flags other than
     0, 1, 2), read as given: how many people and values, a few examples; None when there are none.
-    A file converted by hand or holding detector scores as flags is the usual cause."""
+    A file converted by hand or holding detector scores as flags is the usual cause (scores
+    between 0 and 1 are kept as confidences: :func:`fit3d.data.coco.coco_keypoints`)."""
     return _keypoint_count_warning(records, "keypoints_unusual", "keypoint value{s} in a form the format does not "
                                    "define (numbers written as strings or true/false, visibility flags other than "
-                                   "0, 1, 2): read as numbers, a flag above 0 as labelled")
+                                   "0, 1, 2): read as numbers, a flag above 0 as labelled, a value between 0 and 1 "
+                                   "(a detector's score) as the keypoint's confidence (the weight of its fit, as "
+                                   "OpenPose's scores)")
 
 
 #: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before

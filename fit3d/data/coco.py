@@ -128,7 +128,13 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         raise ValueError(f"corrupt COCO JSON {annotations}: {e}") from e
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
             or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations' lists)")
+        hint = ""
+        if isinstance(data, list) and data and isinstance(data[0], dict) and "keypoints" in data[0] \
+                and "image_id" in data[0]:  # a detector's output in COCO's results format
+            hint = (": it is a list of detections (COCO's results format); put them under 'annotations' (each "
+                    "with an 'id' and 'category_id'), beside the ground-truth file's 'images' (their file names) "
+                    "and 'categories' (the keypoint names)")
+        raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations' lists){hint}")
     problems: list[InputProblem] = []
     cats = category_conventions(data, problems, str(annotations))
     listed_cats = [c for c in data["categories"] if isinstance(c, dict)] if isinstance(data.get("categories"), list) \
@@ -194,7 +200,10 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
 def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
                    source: str) -> tuple[np.ndarray, KeypointConvention, int, int, int] | None:
     """``(keypoints_2d (K, 3), convention, annotation id, ignored, unusual)`` of one COCO annotation,
-    confidences 0/1 from the visibility flags (COCO-WholeBody foot points appended), labelled points
+    confidences 0/1 from the visibility flags, or the value itself where it lies strictly between 0
+    and 1 (a detector's score written in the flag's place, as COCO's results files and many pose
+    estimators do: kept as the point's confidence, as OpenPose's are; COCO-WholeBody foot points
+    appended), labelled points
     without usable coordinates unlabelled and counted in ``ignored``
     (:func:`~fit3d.data.keypoints.sanitize_keypoints`), values in forms COCO does not define
     (strings, booleans, visibility flags other than 0, 1, 2) counted in ``unusual``, or None with a
@@ -232,7 +241,8 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     flags = kp[:, 2]
     written_as_number = np.asarray([not isinstance(v, (str, bool)) for v in raw[2::3]], dtype=bool)
     unusual = unusual_values(raw) + int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2)) & written_as_number).sum())
-    kp[:, 2] = np.where(np.isfinite(flags), (flags > 0).astype(np.float32), 0.0)
+    score = np.isfinite(flags) & (flags > 0) & (flags < 1)  # a detector's score: kept as the confidence
+    kp[:, 2] = np.where(np.isfinite(flags), np.where(score, flags, (flags > 0).astype(np.float32)), 0.0)
     kp, ignored = sanitize_keypoints(kp)
     return kp, conv, int(aid), ignored, unusual
 

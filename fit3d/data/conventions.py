@@ -190,8 +190,10 @@ KEYPOINT_ALIASES = {
     "head": "head_top", "top_head": "head_top", "headtop": "head_top", "head_tip": "head_top",
     "hip": "mid_hip", "midhip": "mid_hip", "root": "pelvis", "upperneck": "upper_neck", "chest": "thorax",
 }  # fmt: skip
-#: Spellings of the part after a side prefix (``left_bigtoe`` -> ``left_big_toe``).
-SIDED_ALIASES = {"bigtoe": "big_toe", "smalltoe": "small_toe", "littletoe": "small_toe"}
+#: Spellings of the part after a side prefix (``left_bigtoe`` -> ``left_big_toe``). BlazePose's
+#: (MediaPipe Pose's) ``foot_index``, the tip of the foot at the second toe, is read as the big
+#: toe's tip a toe's width away, which gives the foot's direction as OpenPose's big toe does.
+SIDED_ALIASES = {"bigtoe": "big_toe", "smalltoe": "small_toe", "littletoe": "small_toe", "footindex": "big_toe"}
 #: Names of points that fit3d's body models do not have; readers ignore them (one
 #: warning line per file): head top, neck, upper neck, thorax, pelvis and mid hip are
 #: defined differently in every dataset (MPII's pelvis is not the midpoint of its hips).

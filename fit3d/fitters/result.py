@@ -139,7 +139,10 @@ class FitResult:
 
 def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor,
                           weights: torch.Tensor | None = None) -> torch.Tensor:
-    """``(B,)`` mean pixel distance over keypoints with confidence > 0 (NaN when none).
+    """``(B,)`` mean pixel distance over keypoints with confidence > 0, weighted by their confidence
+    (NaN when none): annotations' 0/1 give the plain mean; a detector's scores count each point as
+    much as the fit's loss does, so a point the detector barely saw, which the fit rightly does not
+    follow, does not make a fit invalid.
 
     Args:
         projected: ``(B, K, 2)`` the fit's keypoints, pixels. keypoints_2d: ``(B, K, 3)`` the
@@ -150,12 +153,14 @@ def reprojection_error_px(projected: torch.Tensor, keypoints_2d: torch.Tensor,
             are left out, so that their fixed gap does not count as a fit's error (in the
             validity rule and the comparisons of EFT, NeuralAnnot and ``--fallback``).
     """
-    vis = (keypoints_2d[..., 2] > 0).to(projected)
+    conf = keypoints_2d[..., 2]
+    vis = torch.where(conf > 0, conf, torch.zeros_like(conf)).to(projected)  # (NaN confidences: not labelled)
     if weights is not None:
         vis = vis * (weights > 0).to(vis)
     d = (projected - keypoints_2d[..., :2]).norm(dim=-1)
     n = vis.sum(-1)
-    return torch.where(n > 0, (d * vis).sum(-1) / n.clamp(min=1), torch.full_like(n, float("nan")))
+    return torch.where(n > 0, (d * vis).sum(-1) / torch.where(n > 0, n, torch.ones_like(n)),
+                       torch.full_like(n, float("nan")))
 
 
 def refinement_pays(base_error_px: torch.Tensor, refined_error_px: torch.Tensor, ratio: float,

@@ -57,6 +57,7 @@ def test_union_of_layouts_does_not_depend_on_their_order():
     ("LEar", "left_ear"), ("MidHip", "mid_hip"), ("NOSE", "nose"),
     ("LHIP", "left_hip"), ("RSHOULDER", "right_shoulder"), ("LBIGTOE", "left_big_toe"), ("REAR", "right_ear"),
     ("ROOT", "pelvis"),  # a leading R that is no side (a review)
+    ("left_foot_index", "left_big_toe"), ("RIGHT_FOOT_INDEX", "right_big_toe"),  # BlazePose (MediaPipe Pose)
 ])
 def test_every_spelling_of_a_keypoint_name_is_read_alike(spelling, name):
     """All-caps names (MediaPipe's PoseLandmark: LEFT_SHOULDER) read as OpenPose's LShoulder

@@ -472,11 +472,15 @@ def test_keypoint_values_in_forms_the_format_does_not_define_are_read_with_one_w
     by_id = {p.annot_id: p for r in images for p in r.people}
     assert by_id[first["id"]].keypoints_unusual == 2 and by_id[second["id"]].keypoints_unusual == 4
     assert by_id[first["id"]].keypoints_2d[0, 0] == pytest.approx(float(first["keypoints"][0]))
-    assert by_id[first["id"]].keypoints_2d[1, 2] == 1.0 and by_id[second["id"]].keypoints_2d[[0, 2], 2].tolist() == [1, 1]
+    assert by_id[first["id"]].keypoints_2d[1, 2] == 1.0 and by_id[second["id"]].keypoints_2d[0, 2] == 1.0
+    # a detector's score (strictly between 0 and 1): the point's confidence, as OpenPose's (a trial of
+    # MediaPipe output: every score read as a full-weight label)
+    assert by_id[second["id"]].keypoints_2d[2, 2] == pytest.approx(0.05)
     assert by_id[second["id"]].keypoints_2d[3, 2] == 0.0
     assert sum(p.keypoints_unusual for p in by_id.values()) == 6
     [warning] = [p for p in problems if "does not define" in p.reason]
     assert warning.severity == "warning" and warning.reason.startswith("2 people have 6 keypoint values")
+    assert "(a detector's score) as the keypoint's confidence" in warning.reason
     assert len(problems) == 1  # the rest of the file is as before: nothing else said
 
     kp = np.zeros((25, 3))
@@ -820,3 +824,39 @@ def test_tracking_ids_are_read_from_openpose_and_coco(tmp_path, sample_dir):
     people = [p for r in images for p in r.people]
     assert [p.track_id for p in people if p.annot_id == coco["annotations"][0]["id"]] == [3]
     assert sorted({p.track_id for p in people}) == [-1, 3]
+
+
+def test_keypoints_normalised_to_the_image_are_named_in_a_warning(tmp_path, sample_dir):
+    """A MediaPipe trial: landmarks written as 0-1 fractions of the image were skipped as
+    "degenerate keypoints" with the hint only inside each output file."""
+    from fit3d.data.coco import read_coco
+
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    sizes = {im["id"]: (im["width"], im["height"]) for im in d["images"]}
+    people = [a for a in d["annotations"] if a["num_keypoints"] >= 10]
+    for a in people[:2]:
+        w, h = sizes[a["image_id"]]
+        kp = np.asarray(a["keypoints"], float).reshape(-1, 3)
+        kp[:, 0] /= w
+        kp[:, 1] /= h
+        a["keypoints"] = kp.ravel().tolist()
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    _, problems = read_coco(tmp_path / "a.json", sample_dir)
+    [warning] = [p for p in problems if "within 0-1" in p.reason]
+    assert warning.severity == "warning" and warning.reason.startswith("2 people have all keypoint coordinates")
+    _, problems = read_coco(sample_dir / "test_coco.json", sample_dir)
+    assert not [p for p in problems if "within 0-1" in p.reason]
+
+
+def test_a_coco_results_file_is_refused_with_what_to_wrap_it_in(tmp_path, sample_dir):
+    """A MediaPipe trial: detectors write COCO's results format (a bare list of detections); the
+    refusal said only that 'images' and 'annotations' were missing."""
+    from fit3d.data.coco import read_coco
+
+    (tmp_path / "results.json").write_text(json.dumps([dict(image_id=785, category_id=1, score=0.9,
+                                                            keypoints=[10.0, 20.0, 0.8] * 17)]))
+    with pytest.raises(ValueError, match="COCO's results format.*'images'"):
+        read_coco(tmp_path / "results.json", sample_dir)
+    (tmp_path / "other.json").write_text(json.dumps({"info": {}}))
+    with pytest.raises(ValueError, match=r"lists\)$"):
+        read_coco(tmp_path / "other.json", sample_dir)

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid
@@ -92,6 +93,21 @@ def test_reprojection_error_leaves_out_keypoints_no_fit_is_asked_to_reach():
     w = torch.tensor([1.0, 1.0, 1.0, 0.0])
     assert reprojection_error_px(proj, kp, w).item() == 2.5  # the weight-0 point left out
     assert reprojection_error_px(proj, kp, torch.tensor([0.0, 0.0, 1.0, 0.0])).isnan().all()  # none left
+
+
+def test_reprojection_error_weighs_keypoints_by_their_confidence():
+    """A MediaPipe / OpenPose trial: a point the detector barely saw (which the fit's loss weighs
+    by its score and so rightly does not follow) counted fully in the error and made fits
+    invalid; annotations' 0/1 confidences give the plain mean as before."""
+    from fit3d.fitters.result import reprojection_error_px
+
+    kp = torch.tensor([[[0.0, 0.0, 0.9], [10.0, 0.0, 0.1], [0.0, 0.0, 0.0]]])
+    proj = torch.tensor([[[2.0, 0.0], [10.0, 100.0], [100.0, 0.0]]])
+    assert reprojection_error_px(proj, kp).item() == pytest.approx((0.9 * 2 + 0.1 * 100) / 1.0)
+    kp[..., 2] = torch.tensor([1.0, 1.0, 0.0])
+    assert reprojection_error_px(proj, kp).item() == pytest.approx(51.0)
+    kp[..., 2] = torch.tensor([float("nan"), 0.0, 0.0])
+    assert reprojection_error_px(proj, kp).isnan().all()
 
 
 def test_fitters_report_the_error_on_the_keypoints_they_fit(anny_model, make_synthetic, monkeypatch):
