@@ -113,6 +113,18 @@ OPENPOSE_BODY25 = KeypointConvention(
     ),
 )
 
+#: OpenPose's BODY_25B (its experimental model, ``--model_pose BODY_25B``; ``POSE_BODY_25B_BODY_PARTS``
+#: in OpenPose's ``poseParameters.cpp``): COCO-17's order, upper neck and head top, then the six
+#: foot points. Its JSON has BODY_25's 75 values: :func:`fit3d.data.openpose.read_openpose` tells
+#: them apart by where points 1 and 2 lie.
+OPENPOSE_BODY25B = KeypointConvention(
+    "openpose_body25b",
+    ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",
+     "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle",
+     "right_ankle", "upper_neck", "head_top", "left_big_toe", "left_small_toe", "left_heel", "right_big_toe",
+     "right_small_toe", "right_heel"),
+)  # fmt: skip
+
 OPENPOSE_COCO18 = KeypointConvention(
     "openpose_coco18",
     (
@@ -179,8 +191,8 @@ HALPE26 = KeypointConvention(
 )  # fmt: skip
 
 CONVENTIONS: dict[str, KeypointConvention] = {
-    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, SPIN_OPENPOSE, CROWDPOSE14, MPII16,
-                        HALPE26)
+    c.name: c for c in (COCO17, COCO23, OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18, SPIN24, SPIN_OPENPOSE,
+                        CROWDPOSE14, MPII16, HALPE26)
 }
 
 #: Spellings of keypoint names in the wild -> fit3d's names (after lower-casing and

@@ -1,17 +1,18 @@
 """The OpenPose reader: one ``<image stem>_keypoints.json`` per image with a ``people`` list
-(BODY_25 or COCO-18 ``pose_keypoints_2d``, OpenPose 1.0's ``pose_keypoints``)."""
+(BODY_25, BODY_25B or COCO-18 ``pose_keypoints_2d``, OpenPose 1.0's ``pose_keypoints``)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.checks import with_reader_checks
-from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18
+from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18
 from fit3d.data.images import IMAGE_SUFFIXES, files_under, find_images, image_files, image_key, open_image
 from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, track_id, unusual_values
 from fit3d.data.records import ImageRecord, InputProblem, Person
@@ -30,6 +31,34 @@ def _video_hint(stem: str) -> str:
         return (f" (OpenPose names a video's frames <video>_<12-digit frame number>: extract them under those "
                 f"names, e.g. ffmpeg -i {head}.mp4 -start_number 0 {head}_%012d.png)")
     return ""
+
+
+#: BODY_25B is told from BODY_25 (both 75 values) by the median over a folder's people of the
+#: mean distance from point 0 (the nose) to the labelled ones of points 1-4, over the distance
+#: between the midpoints of points 5, 6 and 11, 12. In BODY_25B points 1-4 are the eyes and ears
+#: beside the nose and 5, 6 / 11, 12 the shoulders / hips; in BODY_25 they are the neck, right
+#: shoulder, elbow and wrist, and 5, 6 / 11, 12 a shoulder and elbow / an ankle and hip. On
+#: ``coco_mini``'s annotated people written in each order: BODY_25B median 0.15 (90 % under 0.22),
+#: BODY_25 median 0.45 (least 0.21). Below this, the folder is BODY_25B; at it or above, or with no
+#: person to measure, BODY_25 (OpenPose's default model).
+BODY25B_RATIO = 0.2
+
+
+def body25_variant(keypoints: list[np.ndarray]) -> tuple[object, int]:
+    """``(convention, people measured)``: :data:`~fit3d.data.conventions.OPENPOSE_BODY25B` when the
+    median of :data:`BODY25B_RATIO`'s ratio over the people of ``keypoints`` (each ``(25, 3)``) with
+    points 0, 5, 6, 11, 12 and at least two of 1-4 labelled is below it, else BODY_25."""
+    ratios = []
+    for kp in keypoints:
+        near = [i for i in (1, 2, 3, 4) if kp[i, 2] > 0]
+        if len(near) >= 2 and (kp[[0, 5, 6, 11, 12], 2] > 0).all():
+            xy = kp[:, :2].astype(np.float64)
+            torso = np.linalg.norm((xy[5] + xy[6]) / 2 - (xy[11] + xy[12]) / 2)
+            if torso > 0:
+                ratios.append(np.mean([np.linalg.norm(xy[0] - xy[i]) for i in near]) / torso)
+    if ratios and float(np.median(ratios)) < BODY25B_RATIO:
+        return OPENPOSE_BODY25B, len(ratios)
+    return OPENPOSE_BODY25, len(ratios)
 
 
 def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
@@ -140,6 +169,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
                                      keypoints_ignored=ignored, keypoints_unusual=unusual_values(values),
                                      track_id=track_id(p.get("person_id"))))
         records.append(rec)
+    _tell_body25b(records, problems, keypoints_dir)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed
               and (only is None or only(image_key(p, images_dir)))]
@@ -148,3 +178,18 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
                                      else ""), f"{len(unused)} image{'s have' if len(unused) != 1 else ' has'} "
                                      f"no keypoint file in {keypoints_dir}: not fitted", "warning"))
     return with_reader_checks(records, problems)
+
+
+def _tell_body25b(records: list[ImageRecord], problems: list[InputProblem], keypoints_dir: Path) -> None:
+    """Read the folder's 25-point people as BODY_25B where :func:`body25_variant` says they are
+    (in place, with a warning saying so); BODY_25 otherwise."""
+    people = [p for r in records for p in r.people if p.convention is OPENPOSE_BODY25]
+    conv, used = body25_variant([p.keypoints_2d for p in people])
+    if conv is OPENPOSE_BODY25:
+        return
+    for r in records:
+        r.people[:] = [replace(p, convention=conv) if p.convention is OPENPOSE_BODY25 else p for p in r.people]
+    problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints were read as OpenPose's BODY_25B, not "
+                                 f"BODY_25: points 1-4 lie beside the nose (eyes and ears), not at the neck and "
+                                 f"right arm ({used} people measured; to give another layout, write COCO "
+                                 "JSON whose category names the points)", "warning"))

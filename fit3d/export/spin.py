@@ -42,7 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
-from fit3d.data.conventions import OPENPOSE_BODY25, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY, SPIN_OPENPOSE, convert
+from fit3d.data.conventions import (OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY,
+                                   SPIN_OPENPOSE, convert)
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
@@ -102,7 +103,7 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     part = np.stack([convert(k, conv, SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
     part[..., 2] = np.clip(part[..., 2], 0.0, 1.0)  # annotations' 0/1; a detector's scores as they are
     center, scale = center_scale(people)
-    if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_COCO18.names, SPIN_OPENPOSE.names):
+    if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_BODY25B.names, OPENPOSE_COCO18.names, SPIN_OPENPOSE.names):
         openpose = np.stack([convert(k, conv, OPENPOSE_BODY25) for k in people["keypoints_2d"]]).astype(np.float32)
         if conv.names == SPIN_OPENPOSE.names:  # a SPIN file's detections were kept only where part has no place
             openpose[:, [i for i, n in enumerate(OPENPOSE_BODY25.names) if n not in SPIN_DETECTED_ONLY]] = 0.0

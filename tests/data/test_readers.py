@@ -48,11 +48,11 @@ def test_read_coco_corrupt_json(tmp_path, sample_dir):
         read_coco(tmp_path / "nope.json", sample_dir)
 
 
-def _openpose_from_coco(sample_dir, out_dir):
+def _openpose_from_coco(sample_dir, out_dir, layout=OPENPOSE_BODY25):
     images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
     for r in images:
         people = [
-            {"person_id": [-1], "pose_keypoints_2d": convert(p.keypoints_2d, COCO17, OPENPOSE_BODY25).ravel().tolist()}
+            {"person_id": [-1], "pose_keypoints_2d": convert(p.keypoints_2d, COCO17, layout).ravel().tolist()}
             for p in r.people
         ]
         (out_dir / (r.image_path.stem + "_keypoints.json")).write_text(json.dumps({"version": 1.3, "people": people}))
@@ -74,6 +74,29 @@ def test_read_openpose_body25_and_problems(tmp_path, sample_dir):
     assert p.convention is OPENPOSE_BODY25 and p.image_size == (640, 425)
     reasons = " ".join(x.reason for x in problems)
     assert "corrupt OpenPose JSON" in reasons and "no image named 000000999999" in reasons
+
+
+def test_openposes_body_25b_is_told_from_body_25(tmp_path, sample_dir):
+    """An input audit: BODY_25B's 75 values (COCO's order first) were read as BODY_25, the eyes as
+    the neck and a shoulder, with no word (fits 0 valid at 70 px)."""
+    from fit3d.data.conventions import OPENPOSE_BODY25B
+
+    (tmp_path / "b").mkdir()
+    coco = _openpose_from_coco(sample_dir, tmp_path / "b", OPENPOSE_BODY25B)
+    images, problems = read_openpose(tmp_path / "b", sample_dir)
+    people = [p for r in images for p in r.people]
+    assert {p.convention for p in people} == {OPENPOSE_BODY25B}
+    by_image = {r.image_key: r for r in coco}
+    for r in images:
+        for p, q in zip(r.people, by_image[r.image_key].people):
+            assert np.allclose(convert(p.keypoints_2d, OPENPOSE_BODY25B, COCO17), q.keypoints_2d)
+    [said] = [x for x in problems if "BODY_25B" in x.reason]
+    assert said.severity == "warning"
+    (tmp_path / "a").mkdir()
+    _openpose_from_coco(sample_dir, tmp_path / "a")
+    images, problems = read_openpose(tmp_path / "a", sample_dir)
+    assert {p.convention for r in images for p in r.people} == {OPENPOSE_BODY25}
+    assert not [x for x in problems if "BODY_25B" in x.reason]
 
 
 def test_read_openpose_coco18(tmp_path, sample_dir):
