@@ -24,6 +24,21 @@ def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
     return np.array([lo[0], lo[1], size[0], size[1]], dtype=np.float32)
 
 
+#: How far past the image's right or bottom edge (a share of its width or height) a box may reach
+#: before :func:`checked_bbox` asks whether it was written as corners (COCO's boxes stay inside).
+PAST_EDGE = 0.05
+
+
+def _corners_not_size(box: np.ndarray, image_size: tuple[int, int]) -> bool:
+    """Whether an ``(x, y, w, h)`` box reaches more than :data:`PAST_EDGE` past the image's right or
+    bottom edge while, read as corners ``(x1, y1, x2, y2)``, it lies inside the image: a box written
+    as ``[x1, y1, x2, y2]`` (a detector's or a converter's), which COCO writes as ``[x, y, w, h]``."""
+    w, h = image_size
+    past = box[0] + box[2] > (1 + PAST_EDGE) * w or box[1] + box[3] > (1 + PAST_EDGE) * h
+    corners = box[0] < box[2] <= (1 + PAST_EDGE) * w and box[1] < box[3] <= (1 + PAST_EDGE) * h
+    return bool(past and corners)
+
+
 #: A box more than this many times the image's larger side is not used (:func:`checked_bbox`).
 MAX_BOX_TO_IMAGE = 4.0
 
@@ -34,7 +49,9 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
     Not usable: missing, malformed, non-finite, empty, outside the image, more than
     :data:`MAX_BOX_TO_IMAGE` times the image's larger side (the regressor's crop and the
     validity test, 5 % of the box diagonal, would mean nothing), or holding none of the
-    labelled keypoints (the box grown by half its size on each side: a box of another person).
+    labelled keypoints (the box grown by half its size on each side: a box of another person), or
+    written as corners ``(x1, y1, x2, y2)`` (:func:`_corners_not_size`: only where that shows, past
+    the image's edge).
 
     Returns:
         ``(bbox (4,), note)``: ``note`` is "" for the annotation's own box, else why it was rebuilt.
@@ -60,6 +77,8 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
             why = f"box over {MAX_BOX_TO_IMAGE:g}x the image's size: {max(box[2], box[3]):.0f} px across"
         elif len(labelled) and not ((labelled >= lo) & (labelled <= hi)).all(-1).any():
             why = "box holds none of the labelled keypoints"
+        elif _corners_not_size(box, (w, h)):
+            why = "box reaches past the image as x, y, width, height and fits in it as corners x1, y1, x2, y2"
     if not why:
         return box.astype(np.float32), ""
     return keypoint_bbox(keypoints_2d, pad=KEYPOINT_BOX_PAD), f"box rebuilt from the keypoints ({why})"

@@ -23,9 +23,9 @@ def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem])
 
 
 def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None:
-    """One warning for all people whose labelled keypoints (at least 3) all lie within 0-1 in an
+    """One warning for all people whose labelled keypoints (at least 3) all lie within -1 to 1 in an
     image larger than 2 px: coordinates normalised to the image (MediaPipe's landmarks, OpenPose's
-    ``--keypoint_scale 3``) where fit3d reads pixels. How many people, a few examples; None when
+    ``--keypoint_scale 3`` or ``4``) where fit3d reads pixels. How many people, a few examples; None when
     there are none. Such people are skipped (their points span under a pixel) or fit nothing."""
     hit = []
     for rec in records:
@@ -34,14 +34,14 @@ def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | N
         for p in rec.people:
             kp = np.asarray(p.keypoints_2d, dtype=np.float64)
             xy = kp[np.isfinite(kp).all(1) & (kp[:, 2] > 0), :2]
-            if len(xy) >= 3 and (xy >= 0).all() and (xy <= 1).all():
+            if len(xy) >= 3 and (xy >= -1).all() and (xy <= 1).all():
                 hit.append((rec.image_key, p))
     if not hit:
         return None
     examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
     return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} all keypoint "
-                        "coordinates within 0-1: normalised to the image? fit3d reads pixels (multiply x by the "
-                        "image width and y by its height; OpenPose: --keypoint_scale 0)", "warning")
+                        "coordinates within 0-1 (or -1 to 1): normalised to the image? fit3d reads pixels "
+                        "(multiply x by the image width and y by its height; OpenPose: --keypoint_scale 0)", "warning")
 
 
 def boxes_rebuilt_warning(records: list[ImageRecord]) -> InputProblem | None:
@@ -71,11 +71,11 @@ def _keypoint_count_warning(records: list[ImageRecord], count: str, what: str) -
 
 def keypoints_ignored_warning(records: list[ImageRecord]) -> InputProblem | None:
     """One warning for all people with labelled keypoints whose coordinates were unusable
-    (``Person.keypoints_ignored``: non-finite or absurdly far, set to unlabelled): how many people
+    (``Person.keypoints_ignored``: non-finite, absurdly far or the placeholder (0, 0), set to unlabelled): how many people
     and keypoints, a few examples; None when there are none. Such people are fitted from the rest
     of their keypoints (or skipped, with the count in the reason, when too few remain)."""
-    return _keypoint_count_warning(records, "keypoints_ignored", "labelled keypoint{s} with non-finite or far-off "
-                                   "coordinates: ignored (stored as unlabelled; the rest of each person's keypoints "
+    return _keypoint_count_warning(records, "keypoints_ignored", "labelled keypoint{s} with non-finite, far-off or "
+                                   "placeholder (0, 0) coordinates: ignored (stored as unlabelled; the rest of each person's keypoints "
                                    "are used)")
 
 

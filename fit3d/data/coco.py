@@ -58,10 +58,10 @@ def category_conventions(data: dict, problems: list[InputProblem], source: str) 
             conv = convention_from_names(c["keypoints"], name=str(c.get("name", "file")))
             out[hashable(c.get("id"))] = conv
             twice = [n for n, k in Counter(conv.names).items() if k > 1]
-            if twice:  # e.g. "head" and "headtop": one model point, fed by the later of them
+            if twice:  # e.g. "head" and "headtop": one model point, fed per person by the first labelled
                 raw = [str(r) for r, n in zip(c["keypoints"], conv.names) if n in twice]
                 problems.append(InputProblem(f"{source} (category {c.get('id')})", f"keypoint names {', '.join(raw)} "
-                                             f"all mean {', '.join(twice)}: only the last of them is used", "warning"))
+                                             f"all mean {', '.join(twice)}: per person, the first of them that is labelled is used", "warning"))
     if not out:
         problems.append(InputProblem(source, "no category lists keypoint names: COCO-17 is assumed", "warning"))
     return out

@@ -175,13 +175,28 @@ def orientation_warning(orientation: int, shown: tuple[int, int], json_size) -> 
             "image): if they were labelled on the stored pixels, the fits are turned")
 
 
+def _parent_hint(path: Path, images_dir: Path) -> str:
+    """For an image not found whose name starts with the images folder's own name (a SPIN
+    ``imgname`` of ``val2017/a.jpg`` under ``--images .../val2017``) and that the folder's parent
+    holds: a hint to give the parent; else ""."""
+    try:
+        rel = path.relative_to(images_dir)
+    except ValueError:
+        return ""
+    if len(rel.parts) > 1 and rel.parts[0] == images_dir.name and (images_dir.parent / rel).is_file():
+        return (f" (its name starts with the images folder's own name, {images_dir.name}/: give the folder above, "
+                f"{images_dir.parent}, as the images folder)")
+    return ""
+
+
 def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProblem]) -> ImageRecord | None:
     """The record of an image file (size from its header), or None with a problem; a warning for an
     image stored turned or mirrored whose annotations may be in the stored frame
     (:func:`orientation_warning`), for one cut short, and for one whose size is not the
     annotations' (``json_size``)."""
     if not path.is_file():
-        problems.append(InputProblem(str(path), "a folder, not an image file" if path.is_dir() else "image file not found"))
+        problems.append(InputProblem(str(path), "a folder, not an image file" if path.is_dir() else
+                                     "image file not found" + _parent_hint(path, Path(images_dir))))
         return None
     if len(os.fsencode(path.name)) > MAX_NAME_BYTES - OUTPUT_SUFFIX_BYTES:  # its outputs could never be written
         problems.append(InputProblem(str(path), f"the file name is {len(os.fsencode(path.name))} bytes: fit3d's "

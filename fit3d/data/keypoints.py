@@ -2,7 +2,9 @@
 
 A keypoint row is ``x, y, confidence`` in pixels. Rows with a non-finite value, or with a
 coordinate beyond :data:`MAX_KEYPOINT_PX`, cannot be fitted or exported: they become
-unlabelled ``(0, 0, 0)``. The ones among them that claimed to be labelled (a finite confidence
+unlabelled ``(0, 0, 0)``; so do labelled rows at exactly ``(0, 0)``, the placeholder COCO and
+OpenPose write for a point they do not have (a converter that keeps the flag leaves it labelled
+at the image's corner). The ones among them that claimed to be labelled (a finite confidence
 above 0) with unusable coordinates are counted, so that a reader can say so
 (:attr:`fit3d.data.records.Person.keypoints_ignored`); a non-finite confidence says nothing
 and is not counted (COCO's reader reads such a visibility as 0 too).
@@ -18,7 +20,8 @@ MAX_KEYPOINT_PX = 1e6
 
 
 def sanitize_keypoints(keypoints_2d) -> tuple[np.ndarray, int]:
-    """Zero unusable keypoints: non-finite values, or coordinates beyond :data:`MAX_KEYPOINT_PX`.
+    """Zero unusable keypoints: non-finite values, coordinates beyond :data:`MAX_KEYPOINT_PX`, or
+    the placeholder ``(0, 0)`` (module docstring).
 
     Args:
         keypoints_2d: ``(K, 3)`` pixels ``x, y`` and confidence (array or tensor).
@@ -44,7 +47,8 @@ def unlabel_unusable(keypoints_2d, clip_confidence: bool = True) -> tuple[np.nda
     if kp.ndim < 2 or kp.shape[-1] != 3:
         raise ValueError(f"keypoints must be (..., K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(kp).all(axis=-1) | (np.abs(kp[..., :2]) > MAX_KEYPOINT_PX).any(axis=-1)
+        bad = ~np.isfinite(kp).all(axis=-1) | (np.abs(kp[..., :2]) > MAX_KEYPOINT_PX).any(axis=-1) \
+            | (kp[..., :2] == 0).all(axis=-1)
     conf = kp[..., 2]
     n_ignored = int((bad & np.isfinite(conf) & (conf > 0)).sum())
     kp[bad] = 0.0

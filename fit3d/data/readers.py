@@ -18,7 +18,7 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
   disagrees is a warning, a missing one is taken from the file;
 * boxes that are missing, non-finite, empty or outside the image are rebuilt from the
   labelled keypoints (``Person.bbox_note`` says why);
-* labelled keypoints with non-finite or far-off coordinates become unlabelled (one warning
+* labelled keypoints with non-finite, far-off or placeholder (0, 0) coordinates become unlabelled (one warning
   counts them; ``Person.keypoints_ignored``);
 * keypoint values in a form the format does not define are read as given, with one warning
   counting them (``Person.keypoints_unusual``): numbers written as strings or booleans, and

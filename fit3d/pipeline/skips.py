@@ -45,7 +45,7 @@ def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE
     usable = int((mapped[:, 2] > 0).sum())
     if usable < min_visible:
         return f"too few usable keypoints: {usable} < {min_visible}" + (
-            f" ({n_bad} non-finite or far-off keypoints ignored)" if n_bad else "")
+            f" ({n_bad} non-finite, far-off or (0, 0) keypoints ignored)" if n_bad else "")
     spread = keypoint_spread_px(mapped)
     if spread < MIN_SPREAD_PX:
         xy = mapped[mapped[:, 2] > 0, :2]

@@ -112,6 +112,21 @@ def test_an_unusable_box_is_rebuilt_from_the_keypoints_as_the_readers_do(box):
     assert make_batch([good], COCO23).bbox[0].tolist() == [10, 20, 300, 400]  # a usable box is kept
 
 
+def test_a_box_written_as_corners_is_rebuilt_where_that_shows():
+    """An input audit: [x1, y1, x2, y2] in COCO's [x, y, w, h] place was used as given (a box past
+    the image, 2.3x the person's width: a shifted crop, a lenient validity test, a wrong SPIN centre)."""
+    from fit3d.data.boxes import checked_bbox
+
+    kp = np.zeros((17, 3), np.float32)
+    kp[:5] = [[300, 60, 1], [480, 380, 1], [350, 100, 1], [320, 70, 1], [450, 360, 1]]
+    box, note = checked_bbox([280.8, 44.7, 499.5, 391.4], kp, (640, 425))  # corners, on the image's right
+    assert "as corners x1, y1, x2, y2" in note and box[0] < 300 and box[0] + box[2] < 640
+    for ok in ([280.8, 44.7, 218.7, 346.7],  # the same box as COCO writes it
+               [500, 100, 200, 300],  # past the edge (a truncated person's box), but no corners: x2 < x1
+               [10, 10, 700, 400]):  # past the edge, and as corners past it too
+        assert checked_bbox(ok, kp, (640, 425))[1] == "", ok
+
+
 def test_a_batch_whose_shapes_do_not_match_its_convention_is_refused(anny_model):
     """Found by a researcher's trial: a hand-built batch with 17 keypoints in a 23-keypoint
     convention raised a bare RuntimeError deep in the losses."""

@@ -394,6 +394,23 @@ def test_a_layout_naming_one_point_twice_is_a_warning():
         problems[0].reason
 
 
+def test_a_point_named_twice_is_taken_from_the_first_labelled_of_them():
+    """An input audit: Halpe-136 as mmpose names it calls the body's wrists and the hands' roots
+    all left_wrist / right_wrist; body-only annotations lost their labelled wrists (the unlabelled
+    hand root, later in the list, won)."""
+    from fit3d.data.conventions import COCO17, KeypointConvention, convert
+
+    src = KeypointConvention("halpe_like", ("left_wrist", "nose", "left_wrist"))
+    kp = np.array([[[10.0, 20.0, 1.0], [5.0, 5.0, 1.0], [0.0, 0.0, 0.0]],  # body wrist labelled, hand root not
+                   [[0.0, 0.0, 0.0], [5.0, 5.0, 1.0], [30.0, 40.0, 0.7]],  # only the hand root labelled
+                   [[10.0, 20.0, 1.0], [5.0, 5.0, 1.0], [30.0, 40.0, 1.0]]])  # both: the first
+    out = convert(kp, src, COCO17)
+    wrist = COCO17.names.index("left_wrist")
+    assert out[:, wrist].tolist() == [[10, 20, 1], [30, 40, 0.7], [10, 20, 1]]
+    assert out[:, COCO17.names.index("nose")].tolist() == [[5, 5, 1]] * 3
+    assert convert(kp[0], src, COCO17)[wrist].tolist() == [10, 20, 1]  # one person
+
+
 def test_an_image_turned_by_its_exif_orientation_is_read_as_shown(tmp_path, sample_dir):
     from PIL import Image
 
@@ -457,15 +474,17 @@ def test_labelled_keypoints_without_usable_coordinates_are_stored_unlabelled_wit
     kp[6, 0] = 1e9
     kp[7, :] = [np.nan, np.nan, 0.0]  # unlabelled anyway: nothing lost, not counted
     kp[8, 2] = np.nan  # a non-finite confidence says nothing: unlabelled, not counted
+    kp[9, :2] = 0.0  # labelled at the placeholder (0, 0) (an input audit: fitted at the image's corner)
+    kp[10, 0] = 0.0  # on the image's left edge: a point
     (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": kp.ravel().tolist()}]}))
     images, problems = read_openpose(tmp_path, sample_dir)
     person = images[0].people[0]
-    assert person.keypoints_ignored == 4
+    assert person.keypoints_ignored == 5
     assert np.isfinite(person.keypoints_2d).all()
-    assert (person.keypoints_2d[[2, 3, 4, 6, 7, 8]] == 0).all() and (person.keypoints_2d[[0, 1, 5], 2] > 0).all()
-    ignored = [p for p in problems if "non-finite or far-off" in p.reason]
+    assert (person.keypoints_2d[[2, 3, 4, 6, 7, 8, 9]] == 0).all() and (person.keypoints_2d[[0, 1, 5, 10], 2] > 0).all()
+    ignored = [p for p in problems if "non-finite, far-off or" in p.reason]
     assert len(ignored) == 1 and ignored[0].severity == "warning"
-    assert ignored[0].reason.startswith("1 person has 4 labelled keypoints") and "000000000785" in ignored[0].source
+    assert ignored[0].reason.startswith("1 person has 5 labelled keypoints") and "000000000785" in ignored[0].source
 
     d = json.loads((sample_dir / "test_coco.json").read_text())
     a = next(a for a in d["annotations"] if a["num_keypoints"] >= 10 and a["keypoints"][2] > 0)
@@ -474,7 +493,7 @@ def test_labelled_keypoints_without_usable_coordinates_are_stored_unlabelled_wit
     images, problems = read_coco(tmp_path / "a.json", sample_dir)
     person = next(p for r in images for p in r.people if p.annot_id == a["id"])
     assert person.keypoints_ignored == 1 and (person.keypoints_2d[0] == 0).all()
-    assert [p.severity for p in problems if "non-finite or far-off" in p.reason] == ["warning"]
+    assert [p.severity for p in problems if "non-finite, far-off or" in p.reason] == ["warning"]
 
 
 def test_keypoint_values_in_forms_the_format_does_not_define_are_read_with_one_warning(tmp_path, sample_dir):
@@ -533,7 +552,7 @@ def test_the_spin_reader_unlabels_unusable_keypoints_too(tmp_path, sample_dir):
     assert person.keypoints_ignored == 1 and np.isfinite(person.keypoints_2d).all()
     assert (person.keypoints_2d[[SPIN24.index("left_wrist"), SPIN24.index("left_knee")]] == 0).all()
     assert set(np.unique(person.keypoints_2d[:, 2])) == {0.0, 1.0}
-    assert [p.reason.split(":")[0] for p in problems] == ["1 person has 1 labelled keypoint with non-finite or far-off coordinates"]
+    assert [p.reason.split(":")[0] for p in problems] == ["1 person has 1 labelled keypoint with non-finite, far-off or placeholder (0, 0) coordinates"]
 
 
 def test_an_image_too_large_for_pillow_is_an_input_error_and_the_rest_is_read(tmp_path, sample_dir, monkeypatch):
@@ -706,6 +725,27 @@ def test_a_missing_image_of_a_spin_file_is_one_problem_naming_its_rows(tmp_path,
     assert [len(r.people) for r in images] == [1]
     [p] = [x for x in problems if x.severity == "error"]
     assert "gone.jpg: image file not found" in f"{p.source}: {p.reason}" and "(2 rows of s.npz not fitted: #0, #2)" in p.reason
+
+
+def test_an_image_name_that_repeats_the_images_folder_says_to_give_the_folder_above(tmp_path, sample_dir):
+    """An input audit: SPIN's imgname holds the dataset's subfolder (val2017/a.jpg); under --images
+    .../val2017 it was 'image file not found' with no hint."""
+    import shutil
+
+    from fit3d.data.spin import read_spin
+    from fit3d.data.writers import write_npz
+
+    (tmp_path / "coco" / "val2017").mkdir(parents=True)
+    shutil.copy(sample_dir / "000000000785.jpg", tmp_path / "coco" / "val2017")
+    part = np.zeros((1, 24, 3), np.float32)
+    part[:, :, :2], part[:, :, 2] = 150.0, 1.0
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(["val2017/000000000785.jpg"]), center=np.full((1, 2), 200.0),
+                                       scale=np.ones(1), part=part))
+    _, problems = read_spin(tmp_path / "s.npz", tmp_path / "coco" / "val2017")
+    [p] = [x for x in problems if x.severity == "error"]
+    assert "image file not found (its name starts with the images folder's own name, val2017/" in p.reason
+    images, problems = read_spin(tmp_path / "s.npz", tmp_path / "coco")
+    assert [len(r.people) for r in images] == [1] and not [x for x in problems if x.severity == "error"]
 
 
 def test_arrays_of_another_size_under_a_category_without_keypoint_names_say_why(tmp_path, sample_dir):
