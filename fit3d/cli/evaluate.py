@@ -19,11 +19,15 @@ from fit3d.cli.options import check_device, errors_as, model_options
                    "SPIN's 3D joints S, as SPIN's own files do; fit3d's spin export does not).")
 @click.option("--joints", type=click.Choice(["limbs12", "coco17"]), default="limbs12", show_default=True,
               help="Joints for MPJPE/PA-MPJPE (limbs12: shoulders, elbows, wrists, hips, knees, ankles).")
+@click.option("--match", type=click.Choice(["ids", "keypoints"]), default="ids", show_default=True,
+              help="Pair fits with ground-truth people by image and annotation id, or, within each image, by "
+                   "where their input keypoints lie (fits of a detector's keypoints, e.g. OpenPose, scored "
+                   "against annotations).")
 @click.option("--per-sample", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write one CSV row per ground-truth person here.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="metrics.json path (default: FITS/metrics.json).")
-def evaluate(fits_dir, gt, joints, per_sample, out):
+def evaluate(fits_dir, gt, joints, match, per_sample, out):
     """Score fits against ground truth: MPJPE, PA-MPJPE (mm), 2D error (px), PCK, shares fitted and valid.
 
     Exit 3 when some fits or ground-truth entries could not be read (each said on stderr and
@@ -34,7 +38,7 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
     from fit3d.evaluation.evaluate import write_per_sample
 
     try:
-        summary, rows = run_eval(fits_dir, gt, joints)
+        summary, rows = run_eval(fits_dir, gt, joints, match)
     except (ValueError, KeyError) as e:
         raise click.ClickException(str(e)) from e
     fmt = lambda v, f: "n/a" if v is None else format(v, f)  # noqa: E731
@@ -64,9 +68,14 @@ def evaluate(fits_dir, gt, joints, per_sample, out):
                                         "--shard, fits of other images, or unreadable fits)" if m else ""), err=True)
     if summary["fitted_not_in_ground_truth"]:
         n = summary["fitted_not_in_ground_truth"]
-        click.echo(f"fit3d: {n} fitted {'people match' if n > 1 else 'person matches'} no ground-truth image and "
-                   "annotation id (fits of other annotations, or of OpenPose input, whose people are numbered 0, 1, "
-                   "... per image): not scored", err=True)
+        if match == "ids":
+            click.echo(f"fit3d: {n} fitted {'people match' if n > 1 else 'person matches'} no ground-truth image and "
+                       "annotation id (fits of other annotations, or of OpenPose input, whose people are numbered 0, "
+                       "1, ... per image: --match keypoints pairs them by where their keypoints lie): not scored",
+                       err=True)
+        else:
+            click.echo(f"fit3d: {n} fitted {'people lie' if n > 1 else 'person lies'} near no ground-truth person of "
+                       "their image (a detection of someone not annotated, or far off): not scored", err=True)
     write_json(out or fits_dir / "metrics.json", summary)
     if per_sample:
         write_per_sample(rows, per_sample)

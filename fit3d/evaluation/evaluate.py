@@ -1,7 +1,7 @@
 """Score a folder of fits against ground truth: COCO JSON (2D) or a SPIN npz (3D + 2D).
 
 Fits are matched to ground truth by the image's path relative to the image folder
-(COCO ``file_name``, SPIN ``imgname``) and the annotation id (COCO ``id``; SPIN: the
+(COCO ``file_name``, SPIN ``imgname``) and, by default, the annotation id (COCO ``id``; SPIN: the
 file's ``annot_id`` column, which ``fit3d export --format spin`` writes, else the row index,
 as :func:`fit3d.data.spin.read_spin` assigns). COCO annotation ids are unique
 within a file; ids used more than once are flagged by the reader (as when fitting) and
@@ -10,7 +10,9 @@ need be unique only within an image (an export of fits from OpenPose numbers peo
 image), since people are matched by image and id: only an ``(imgname, annot_id)`` pair used
 more than once is a duplicate. 3D metrics (MPJPE, PA-MPJPE) need 3D ground truth: SPIN's
 ``S`` (24, 4) joints, which SPIN's own dataset files hold and ``fit3d export --format spin``
-does not write; without it only the 2D metrics are computed. Metrics are computed on the fitted people;
+does not write. Fits of other people's numbering (a detector's keypoints: OpenPose numbers people
+per image) are matched within each image by where their keypoints lie instead (``match="keypoints"``,
+:func:`match_by_keypoints`); without it only the 2D metrics are computed. Metrics are computed on the fitted people;
 ``share_fitted`` and ``share_valid`` say how many ground-truth people that is.
 """
 
@@ -48,6 +50,7 @@ def load_fit_people(fits_dir: str | Path, unreadable: list[str] | None = None) -
             rows = [(int(d["annot_id"][i]), dict(
                 status=str(d["status"][i]), valid=bool(d["valid"][i]), names=names,
                 keypoints_3d=d["keypoints_3d"][i], keypoints_2d_fit=d["keypoints_2d_fit"][i],
+                keypoints_2d=d["keypoints_2d"][i] if "keypoints_2d" in d else None,  # (match="keypoints")
             )) for i in range(len(d["annot_id"]))]
         except Exception:  # noqa: BLE001 - a corrupt output is not a fitted person
             if unreadable is not None:
@@ -121,7 +124,69 @@ def _pick(arr: np.ndarray, names: list[str], wanted) -> np.ndarray:
     return arr[[names.index(w) for w in wanted]]
 
 
-def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12") -> tuple[dict, list[dict]]:
+#: ``match="keypoints"`` pairs a fitted person with a ground-truth one of its image when the median
+#: distance between their common labelled keypoints is under this share of the ground truth's box
+#: diagonal (a detection of that person is a few per cent off; another person's, tens).
+MATCH_FRACTION = 0.15
+
+
+def _keypoint_distance(fit: dict, gt: dict) -> float:
+    """Median distance between the input keypoints of a fit row and a ground-truth row on the
+    points both label (at least 3), over the ground truth's box diagonal; inf with fewer."""
+    common = [n for n in gt["names"] if n in fit["names"]]
+    if len(common) < 3 or fit["keypoints_2d"] is None:
+        return float("inf")
+    a = _pick(np.asarray(fit["keypoints_2d"], dtype=np.float64), fit["names"], common)
+    b = _pick(np.asarray(gt["keypoints_2d"], dtype=np.float64), gt["names"], common)
+    both = (a[:, 2] > 0) & (b[:, 2] > 0) & np.isfinite(a).all(1) & np.isfinite(b).all(1)
+    diagonal = float(np.hypot(*np.asarray(gt["bbox"], dtype=np.float64)[2:]))
+    if both.sum() < 3 or not diagonal > 0:
+        return float("inf")
+    return float(np.median(np.linalg.norm(a[both, :2] - b[both, :2], axis=1)) / diagonal)
+
+
+def match_by_keypoints(fits: dict, ground_truth: list[dict]) -> dict:
+    """The fit rows re-keyed by the ground-truth person each one is matched to: within each image,
+    a one-to-one assignment (Hungarian, ``scipy.optimize.linear_sum_assignment``) minimising the
+    :func:`_keypoint_distance` of the fit's input keypoints to the ground truth's, kept where it is
+    under :data:`MATCH_FRACTION`. For fits whose ids are not the ground truth's: a detector's
+    people (OpenPose numbers them per image), or another annotation of the same images.
+
+    Args:
+        fits: ``{(image, annot_id): row}`` (:func:`load_fit_people`; None rows are left out).
+        ground_truth: rows of :func:`load_ground_truth` (duplicates are left out).
+    Returns:
+        ``{(image, ground-truth annot_id): row}`` for the matched rows, and ``{(image, ("unmatched",
+        annot_id)): row}`` for the others (fitted people no ground truth matches).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    by_image: dict[str, list] = {}
+    for (image, aid), row in fits.items():
+        if row is not None:
+            by_image.setdefault(image, []).append((aid, row))
+    gt_by_image: dict[str, list[dict]] = {}
+    for g in ground_truth:
+        if not g["duplicate"]:
+            gt_by_image.setdefault(g["image"], []).append(g)
+    out = {}
+    for image, rows in by_image.items():
+        gts = gt_by_image.get(image, [])
+        cost = np.array([[_keypoint_distance(r, g) for g in gts] for _, r in rows]).reshape(len(rows), len(gts))
+        matched = set()
+        if cost.size:
+            for i, j in zip(*linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e9))):
+                if cost[i, j] < MATCH_FRACTION:
+                    out[(image, gts[j]["annot_id"])] = rows[i][1]
+                    matched.add(i)
+        for i, (aid, row) in enumerate(rows):
+            if i not in matched:
+                out[(image, ("unmatched", aid))] = row
+    return out
+
+
+def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
+             match: str = "ids") -> tuple[dict, list[dict]]:
     """``(summary, rows)``: the summary (means over fitted people; mm and px) and the per-person rows.
 
     The summary also says what could not be scored: ``unreadable_fits`` (files; their people
@@ -134,9 +199,16 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     (fitted people whose image and annotation id no ground-truth entry has: other annotations,
     or people numbered per image, as OpenPose input is).
 
+    ``match``: ``"ids"`` (by image and annotation id, as above) or ``"keypoints"`` (within each
+    image, by where the fit's input keypoints lie: :func:`match_by_keypoints`; for fits of a
+    detector's keypoints scored against annotations).
+
     Raises:
-        KeyError: unknown joint set. ValueError: bad ground-truth file, or no fit file in ``fits_dir``.
+        KeyError: unknown joint set. ValueError: bad ground-truth file, no fit file in ``fits_dir``,
+            or an unknown ``match``.
     """
+    if match not in ("ids", "keypoints"):
+        raise ValueError(f"match must be 'ids' or 'keypoints', not {match!r}")
     wanted = JOINT_SETS[joints]
     unreadable: list[str] = []
     fits = load_fit_people(fits_dir, unreadable)
@@ -144,7 +216,10 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12")
     duplicates = no_common = 0
     problems: list = []
     seen, unmatched, gt_images = set(), 0, set()
-    for g in load_ground_truth(gt_path, problems):
+    ground_truth = load_ground_truth(gt_path, problems)
+    if match == "keypoints":
+        fits = match_by_keypoints(fits, ground_truth)
+    for g in ground_truth:
         key = (g["image"], g["annot_id"])
         seen.add(key)
         if key not in fits and not g["duplicate"]:

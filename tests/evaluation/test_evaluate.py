@@ -160,3 +160,40 @@ def test_spin_ids_that_repeat_across_images_are_matched_by_image_and_id(tmp_path
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--out", str(tmp_path / "m.json")])
     assert r.exit_code == 0, r.output
     assert "fit3d: 2 ground-truth people left out: their image and annotation id are used more than once" in r.output
+
+
+def test_fits_of_a_detectors_keypoints_are_matched_to_the_annotations_by_where_they_lie(tmp_path, sample_dir):
+    """A MediaPipe user's trial: fits of detections (numbered per image, as OpenPose's) matched no
+    ground-truth id and nothing was scored."""
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    rng = np.random.default_rng(1)
+    fits = tmp_path / "fits"
+    truth = {}
+    for r in images:
+        people = [p for p in r.people if p.num_visible >= 5]
+        if not people:
+            continue
+        order = rng.permutation(len(people))  # detections come in another order, numbered 0, 1, ...
+        kp = np.stack([np.asarray(people[i].keypoints_2d, np.float32) for i in order])
+        noisy = kp.copy()
+        noisy[..., :2] += rng.normal(0, 2.0, noisy[..., :2].shape) * (kp[..., 2:] > 0)
+        fit_2d = kp[..., :2] + 3.0  # each fit 3 px off its own person in x and y
+        for n, i in enumerate(order):
+            truth[(r.image_key, people[i].annot_id)] = n
+        write_npz(fits / f"{r.image_key}.npz", dict(
+            image=np.str_(r.image_key), keypoint_names=np.asarray(COCO17.names), annot_id=np.arange(len(people)),
+            status=np.asarray(["fitted"] * len(people)), valid=np.ones(len(people), bool), keypoints_2d=noisy,
+            keypoints_2d_fit=fit_2d, keypoints_3d=np.zeros((len(people), 17, 3), np.float32)))
+    gt = sample_dir / "test_coco.json"
+    by_ids, _ = evaluate(fits, gt)
+    by_place, rows = evaluate(fits, gt, match="keypoints")
+    assert by_place["fitted"] == len(truth) > 3 and by_ids["fitted"] < len(truth)
+    assert by_place["error_2d_px"] == pytest.approx(np.hypot(3, 3), abs=1e-3)  # each matched to its own person
+    assert by_place["fitted_not_in_ground_truth"] == 0
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--out", str(tmp_path / "m.json")])
+    assert "--match keypoints pairs them" in r.output
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--match", "keypoints",
+                                 "--out", str(tmp_path / "m.json")])
+    assert r.exit_code in (0, 3) and json.loads((tmp_path / "m.json").read_text())["fitted"] == len(truth)
+    with pytest.raises(ValueError, match="match must be"):
+        evaluate(fits, gt, match="boxes")
