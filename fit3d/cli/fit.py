@@ -16,11 +16,11 @@ PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
 
 
 def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,
-                spin_npz: Path | None = None, echo: bool = True, only=None):
+                spin_npz: Path | None = None, echo: bool = True, only=None, openpose_model: str = "body_25"):
     """:func:`fit3d.data.readers.load_inputs`, what it found on stderr (unless ``echo`` is
     False, e.g. on every torch.distributed rank but the first). A missing input path is a
     usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1).
-    ``only``: the image keys whose images are opened (see ``fit3d.data.readers.load_inputs``)."""
+    ``only``, ``openpose_model``: see ``fit3d.data.readers.load_inputs``."""
     from fit3d.data.readers import input_sources
     from fit3d.data.readers import load_inputs as read
 
@@ -28,7 +28,7 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     if len(sources) > 1:
         raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
     try:
-        records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only)
+        records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only, openpose_model)
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from e
     except ValueError as e:
@@ -113,7 +113,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     from fit3d.pipeline.run import check_output_dir
 
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz,
-                                    only=shard_test(opts))
+                                    only=shard_test(opts), openpose_model=opts.openpose_model)
     with worker_pool(opts, make_fitter, records, default_batch_size) as pool, errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)

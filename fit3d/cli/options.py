@@ -25,6 +25,7 @@ class FitOptions:
     out_dir: Path
     annotations: Path | None = None
     keypoints_dir: Path | None = None
+    openpose_model: str = "body_25"
     spin_npz: Path | None = None
     model: str = "anny"
     model_path: Path | None = None
@@ -93,6 +94,9 @@ _OPTIONS = [
                  help="COCO person-keypoint JSON. Default: a person_keypoints_*.json found beside or above --images."),
     click.option("--keypoints", "keypoints_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Folder of OpenPose JSON files (<image stem>_keypoints.json) instead of COCO annotations."),
+    click.option("--openpose-model", type=click.Choice(["body_25", "body_25b"]), default="body_25", show_default=True,
+                 help="The OpenPose model that wrote --keypoints' 75-value people (--model_pose): BODY_25, "
+                      "OpenPose's default, or BODY_25B (COCO's order first; a run says when the points look like it)."),
     click.option("--spin-npz", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="SPIN-style dataset .npz (imgname, center, scale, part) instead of COCO annotations."),
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,21 +32,24 @@ def _video_hint(stem: str) -> str:
     return ""
 
 
-#: BODY_25B is told from BODY_25 (both 75 values) by the median over a folder's people of the
-#: mean distance from point 0 (the nose) to the labelled ones of points 1-4, over the distance
-#: between the midpoints of points 5, 6 and 11, 12. In BODY_25B points 1-4 are the eyes and ears
-#: beside the nose and 5, 6 / 11, 12 the shoulders / hips; in BODY_25 they are the neck, right
-#: shoulder, elbow and wrist, and 5, 6 / 11, 12 a shoulder and elbow / an ankle and hip. On
-#: ``coco_mini``'s annotated people written in each order: BODY_25B median 0.15 (90 % under 0.22),
-#: BODY_25 median 0.45 (least 0.21). Below this, the folder is BODY_25B; at it or above, or with no
-#: person to measure, BODY_25 (OpenPose's default model).
+#: OpenPose models whose people have 75 values (``--model_pose``), by ``--openpose-model`` name.
+BODY25_MODELS = {"body_25": OPENPOSE_BODY25, "body_25b": OPENPOSE_BODY25B}
+
+#: Read as BODY_25, a folder of BODY_25B output is told by the median over its people of the mean
+#: distance from point 0 (the nose) to the labelled ones of points 1-4, over the distance between
+#: the midpoints of points 5, 6 and 11, 12. In BODY_25B points 1-4 are the eyes and ears beside
+#: the nose and 5, 6 / 11, 12 the shoulders / hips; in BODY_25 they are the neck, right shoulder,
+#: elbow and wrist, and 5, 6 / 11, 12 a shoulder and elbow / an ankle and hip. On ``coco_mini``'s
+#: annotated people written in each order: BODY_25B median 0.15 (90 % under 0.22), BODY_25 median
+#: 0.45 (least 0.21; a hand at the face goes lower). Below this the run warns (it never re-reads:
+#: each shard reads a part of the folder, and a guess must not change the layout).
 BODY25B_RATIO = 0.2
 
 
-def body25_variant(keypoints: list[np.ndarray]) -> tuple[object, int]:
-    """``(convention, people measured)``: :data:`~fit3d.data.conventions.OPENPOSE_BODY25B` when the
-    median of :data:`BODY25B_RATIO`'s ratio over the people of ``keypoints`` (each ``(25, 3)``) with
-    points 0, 5, 6, 11, 12 and at least two of 1-4 labelled is below it, else BODY_25."""
+def looks_like_body25b(keypoints: list[np.ndarray]) -> tuple[bool, int]:
+    """``(looks like BODY_25B, people measured)`` for 75-value people read as BODY_25 (each
+    ``(25, 3)`` x, y px and confidence): the median of :data:`BODY25B_RATIO`'s ratio over the people
+    with points 0, 5, 6, 11, 12 and at least two of 1-4 labelled is below it (False with none)."""
     ratios = []
     for kp in keypoints:
         near = [i for i in (1, 2, 3, 4) if kp[i, 2] > 0]
@@ -56,13 +58,11 @@ def body25_variant(keypoints: list[np.ndarray]) -> tuple[object, int]:
             torso = np.linalg.norm((xy[5] + xy[6]) / 2 - (xy[11] + xy[12]) / 2)
             if torso > 0:
                 ratios.append(np.mean([np.linalg.norm(xy[0] - xy[i]) for i in near]) / torso)
-    if ratios and float(np.median(ratios)) < BODY25B_RATIO:
-        return OPENPOSE_BODY25B, len(ratios)
-    return OPENPOSE_BODY25, len(ratios)
+    return bool(ratios) and float(np.median(ratios)) < BODY25B_RATIO, len(ratios)
 
 
-def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
-                  only: Callable[[str], bool] | None = None) -> tuple[list[ImageRecord], list[InputProblem]]:
+def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Callable[[str], bool] | None = None,
+                  model: str = "body_25") -> tuple[list[ImageRecord], list[InputProblem]]:
     """Read a folder of OpenPose JSON files (``<stem>_keypoints.json`` or ``<stem>.json``,
     subfolders mirrored in ``images_dir``).
 
@@ -78,6 +78,10 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
             the shard of its path without suffix, ``sub/stem``) are left to the job that reads it, as
             :func:`~fit3d.data.coco.read_coco` does. Each task of an array otherwise parsed every
             frame's file and opened every frame.
+        model: the OpenPose model that wrote the 75-value people (:data:`BODY25_MODELS`:
+            ``"body_25"``, OpenPose's default, or ``"body_25b"``); the same 75 values in another
+            order, which nothing in the files tells apart: read as BODY_25, people that look like
+            BODY_25B (:func:`looks_like_body25b`) are a warning.
     Returns:
         ``(images, problems)``: one record per readable file with an image (with no
         people when ``people`` is empty); corrupt JSON, unknown layouts and missing images are
@@ -87,8 +91,12 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
         counting them) are warnings.
     Raises:
         FileNotFoundError: ``keypoints_dir`` is not a folder or holds no JSON file.
+        ValueError: an unknown ``model``.
     """
     keypoints_dir, images_dir = Path(keypoints_dir), Path(images_dir)
+    if model not in BODY25_MODELS:
+        raise ValueError(f"unknown OpenPose model {model!r}: one of {', '.join(BODY25_MODELS)}")
+    body25 = BODY25_MODELS[model]
     if not keypoints_dir.is_dir():
         raise FileNotFoundError(f"OpenPose keypoint folder not found: {keypoints_dir}")
     records: list[ImageRecord] = []
@@ -139,11 +147,11 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
         rec = open_image(image, images_dir, None, problems)
         if rec is None:
             continue
-        layouts = {len(OPENPOSE_BODY25): OPENPOSE_BODY25, len(OPENPOSE_COCO18): OPENPOSE_COCO18}
+        layouts = {len(body25): body25, len(OPENPOSE_COCO18): OPENPOSE_COCO18}
         sizes = [len(v) // 3 for p in people if isinstance(p, dict)
                  for v in [p.get("pose_keypoints_2d", p.get("pose_keypoints"))] if isinstance(v, list)]
         # a person without keypoints ([]) in the layout of the file's others (BODY_25 in a file of none)
-        layouts[0] = next((layouts[k] for k in sizes if k in layouts and k), OPENPOSE_BODY25)
+        layouts[0] = next((layouts[k] for k in sizes if k in layouts and k), body25)
         for idx, p in enumerate(people):
             try:
                 if not isinstance(p, dict):
@@ -169,7 +177,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
                                      keypoints_ignored=ignored, keypoints_unusual=unusual_values(values),
                                      track_id=track_id(p.get("person_id"))))
         records.append(rec)
-    _tell_body25b(records, problems, keypoints_dir)
+    if body25 is OPENPOSE_BODY25:
+        _warn_if_body25b(records, problems, keypoints_dir)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed
               and (only is None or only(image_key(p, images_dir)))]
@@ -180,16 +189,14 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path,
     return with_reader_checks(records, problems)
 
 
-def _tell_body25b(records: list[ImageRecord], problems: list[InputProblem], keypoints_dir: Path) -> None:
-    """Read the folder's 25-point people as BODY_25B where :func:`body25_variant` says they are
-    (in place, with a warning saying so); BODY_25 otherwise."""
-    people = [p for r in records for p in r.people if p.convention is OPENPOSE_BODY25]
-    conv, used = body25_variant([p.keypoints_2d for p in people])
-    if conv is OPENPOSE_BODY25:
-        return
-    for r in records:
-        r.people[:] = [replace(p, convention=conv) if p.convention is OPENPOSE_BODY25 else p for p in r.people]
-    problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints were read as OpenPose's BODY_25B, not "
-                                 f"BODY_25: points 1-4 lie beside the nose (eyes and ears), not at the neck and "
-                                 f"right arm ({used} people measured; to give another layout, write COCO "
-                                 "JSON whose category names the points)", "warning"))
+def _warn_if_body25b(records: list[ImageRecord], problems: list[InputProblem], keypoints_dir: Path) -> None:
+    """Append a warning to ``problems`` when the BODY_25 people of ``records`` look like BODY_25B
+    (:func:`looks_like_body25b`)."""
+    suspect, measured = looks_like_body25b([p.keypoints_2d for r in records for p in r.people
+                                            if p.convention is OPENPOSE_BODY25])
+    if suspect:
+        problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints look like OpenPose's BODY_25B, not "
+                                     f"BODY_25 ({measured} people measured: points 1-4 lie beside the nose, as "
+                                     "BODY_25B's eyes and ears, not at the neck and right arm): they are read as "
+                                     "BODY_25; if they are BODY_25B, rerun with --openpose-model body_25b",
+                                     "warning"))

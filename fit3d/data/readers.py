@@ -93,12 +93,14 @@ def input_sources(annotations=None, keypoints_dir=None, spin_npz=None) -> list[s
 
 
 def load_inputs(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
-                spin_npz: str | Path | None = None,
-                only=None) -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
+                spin_npz: str | Path | None = None, only=None,
+                openpose_model: str = "body_25") -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
     """The people of a folder of images, from the one source given: OpenPose ``keypoints_dir``,
     a SPIN-style ``spin_npz``, or COCO ``annotations`` (found by :func:`discover_annotations`
     when none is given). ``only``: a test of image keys (one shard's): the images it refuses are
     records without people, neither opened nor their people parsed (see :func:`~fit3d.data.coco.read_coco`).
+    ``openpose_model``: the OpenPose model of ``keypoints_dir``'s 75-value people (``"body_25"`` or
+    ``"body_25b"``, :func:`~fit3d.data.openpose.read_openpose`).
 
     Returns:
         ``(records, problems, annotations_used)``: the image records, the input problems
@@ -115,7 +117,7 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
     if not images.is_dir():
         raise FileNotFoundError(f"--images {images} (images= in Python) is not a folder")
     if keypoints_dir is not None:
-        return (*read_openpose(keypoints_dir, images, only), None)
+        return (*read_openpose(keypoints_dir, images, only, openpose_model), None)
     if spin_npz is not None:
         from fit3d.data.spin import read_spin
 

@@ -76,27 +76,52 @@ def test_read_openpose_body25_and_problems(tmp_path, sample_dir):
     assert "corrupt OpenPose JSON" in reasons and "no image named 000000999999" in reasons
 
 
-def test_openposes_body_25b_is_told_from_body_25(tmp_path, sample_dir):
+def test_openposes_body_25b_is_read_when_named_and_said_when_it_looks_like_it(tmp_path, sample_dir):
     """An input audit: BODY_25B's 75 values (COCO's order first) were read as BODY_25, the eyes as
-    the neck and a shoulder, with no word (fits 0 valid at 70 px)."""
+    the neck and a shoulder, with no word (fits 0 valid at 70 px). A guess from the points must not
+    choose the layout (a review: each shard reads a part of the folder and one pose can tip it; a
+    hand at the face looked like BODY_25B), so it only warns; --openpose-model body_25b reads it."""
     from fit3d.data.conventions import OPENPOSE_BODY25B
+    from fit3d.data.openpose import looks_like_body25b
 
     (tmp_path / "b").mkdir()
     coco = _openpose_from_coco(sample_dir, tmp_path / "b", OPENPOSE_BODY25B)
-    images, problems = read_openpose(tmp_path / "b", sample_dir)
-    people = [p for r in images for p in r.people]
-    assert {p.convention for p in people} == {OPENPOSE_BODY25B}
+    images, problems = read_openpose(tmp_path / "b", sample_dir)  # the default model: read as BODY_25 ...
+    assert {p.convention for r in images for p in r.people} == {OPENPOSE_BODY25}
+    [said] = [x for x in problems if "BODY_25B" in x.reason]  # ... with a warning
+    assert said.severity == "warning" and "--openpose-model body_25b" in said.reason
+    images, problems = read_openpose(tmp_path / "b", sample_dir, model="body_25b")
+    assert {p.convention for r in images for p in r.people} == {OPENPOSE_BODY25B}
+    assert not [x for x in problems if "BODY_25B" in x.reason]
     by_image = {r.image_key: r for r in coco}
     for r in images:
         for p, q in zip(r.people, by_image[r.image_key].people):
             assert np.allclose(convert(p.keypoints_2d, OPENPOSE_BODY25B, COCO17), q.keypoints_2d)
-    [said] = [x for x in problems if "BODY_25B" in x.reason]
-    assert said.severity == "warning"
     (tmp_path / "a").mkdir()
     _openpose_from_coco(sample_dir, tmp_path / "a")
     images, problems = read_openpose(tmp_path / "a", sample_dir)
     assert {p.convention for r in images for p in r.people} == {OPENPOSE_BODY25}
     assert not [x for x in problems if "BODY_25B" in x.reason]
+    assert looks_like_body25b([]) == (False, 0)
+    with pytest.raises(ValueError, match="unknown OpenPose model"):
+        read_openpose(tmp_path / "a", sample_dir, model="body_135")
+
+
+def test_the_openpose_model_option_reaches_the_reader(tmp_path, sample_dir, monkeypatch):
+    from click.testing import CliRunner
+
+    import fit3d.data.readers as readers
+    from fit3d.cli.main import cli
+
+    _openpose_from_coco(sample_dir, tmp_path)
+    seen = []
+    real = readers.read_openpose
+    monkeypatch.setattr(readers, "read_openpose", lambda *a: seen.append(a[3]) or real(*a))
+    for extra in ([], ["--openpose-model", "body_25b"]):
+        r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--keypoints", str(tmp_path), "--out",
+                                     str(tmp_path / "out"), "--dry-run", *extra])
+        assert r.exit_code == 0, r.output
+    assert seen == ["body_25", "body_25b"]
 
 
 def test_read_openpose_coco18(tmp_path, sample_dir):
