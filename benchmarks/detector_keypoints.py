@@ -115,7 +115,8 @@ def score(raw: dict, people: dict, fits: Path) -> dict:
 def main() -> None:
     """Detect, write, fit and score for each threshold (see the module docstring)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", type=Path, required=True, help="folder with <split>2017/ and person_keypoints_<split>2017*.json")
+    ap.add_argument("--data", type=Path, required=True,
+                    help="folder with <split>2017/ and person_keypoints_<split>2017*.json")
     ap.add_argument("--split", default="val")
     ap.add_argument("--fitter", default="eft", choices=["eft", "smplify"])
     ap.add_argument("--mode", default="score", choices=["score", "bin"])
@@ -130,8 +131,8 @@ def main() -> None:
         ann = args.work / f"{args.split}_{args.mode}_{tau}.json"
         write_coco(raw, tau, args.mode, ann)
         fits = args.work / f"fits_{args.fitter}_{args.split}_{args.mode}_{tau}"
-        r = subprocess.run(["fit3d", args.fitter, "--images", str(images), "--annotations", str(ann), "--out", str(fits),
-                            "--no-progress", "--workers", "1", "--overwrite"], capture_output=True, text=True)
+        r = subprocess.run(["fit3d", args.fitter, "--images", str(images), "--annotations", str(ann), "--out",
+                            str(fits), "--no-progress", "--workers", "1", "--overwrite"], capture_output=True, text=True)
         s = score(raw, people, fits)
         print(f"{args.fitter} {args.split} {args.mode} threshold {tau}: exit {r.returncode}, {s['matched']} matched "
               f"({s['unfitted']} not fitted): mean {s['mean']:.2f} % of the box diagonal, median {s['median']:.2f} %, "

@@ -60,9 +60,10 @@ def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> lis
         ValueError, OSError: as :mod:`fit3d.render.selection`'s functions.
         click.exceptions.Exit: nothing to render (exit 1).
     """
-    from fit3d.data.writers import output_path
-    from fit3d.render.selection import listed_images, sample_images, worst_images
+    from fit3d.render.selection import sample_images, worst_images
 
+    if sample is None and seed != 0:
+        click.echo("fit3d: warning: --seed is the seed of --sample, which was not given: ignored", err=True)
     if worst is None and sample is None and only_file is None:
         return None
     names: dict[str, None] = {}
@@ -76,13 +77,7 @@ def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> lis
         names.update(dict.fromkeys(chosen))
         parts.append(f"{len(chosen)} sampled (seed {seed})")
     if only_file is not None:
-        listed = listed_images(only_file)
-        found = [k for k in listed if output_path(fits_dir, k).is_file()]
-        missing = [k for k in listed if k not in set(found)]
-        for k in missing[:10]:
-            click.echo(f"fit3d: warning: {k} (listed in {only_file}) has no fit in {fits_dir}", err=True)
-        if len(missing) > 10:
-            click.echo(f"fit3d: warning: ... and {len(missing) - 10} more listed images without a fit", err=True)
+        found = _listed_with_fits(fits_dir, only_file)
         names.update(dict.fromkeys(found))
         parts.append(f"{len(found)} listed")
     if not names:
@@ -90,6 +85,23 @@ def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> lis
         raise click.exceptions.Exit(1)
     click.echo(f"fit3d: rendering {len(names)} of {total} images ({', '.join(parts)})", err=True)
     return list(names)
+
+
+def _listed_with_fits(fits_dir: Path, only_file: Path) -> list[str]:
+    """The images ``only_file`` lists that have a fit in ``fits_dir``; the others named on stderr
+    (the first 10, then a count)."""
+    from fit3d.data.writers import output_path
+    from fit3d.render.selection import listed_images
+
+    listed = listed_images(only_file)
+    found = [k for k in listed if output_path(fits_dir, k).is_file()]
+    have = set(found)
+    missing = [k for k in listed if k not in have]
+    for k in missing[:10]:
+        click.echo(f"fit3d: warning: {k} (listed in {only_file}) has no fit in {fits_dir}", err=True)
+    if len(missing) > 10:
+        click.echo(f"fit3d: warning: ... and {len(missing) - 10} more listed images without a fit", err=True)
+    return found
 
 
 @click.command()

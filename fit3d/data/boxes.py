@@ -29,14 +29,22 @@ def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
 PAST_EDGE = 0.05
 
 
-def _corners_not_size(box: np.ndarray, image_size: tuple[int, int]) -> bool:
-    """Whether an ``(x, y, w, h)`` box reaches more than :data:`PAST_EDGE` past the image's right or
-    bottom edge while, read as corners ``(x1, y1, x2, y2)``, it lies inside the image: a box written
-    as ``[x1, y1, x2, y2]`` (a detector's or a converter's), which COCO writes as ``[x, y, w, h]``."""
+def _corners_not_size(box: np.ndarray, image_size: tuple[int, int], labelled: np.ndarray) -> bool:
+    """Whether a box was written as corners ``[x1, y1, x2, y2]`` (a detector's or a converter's)
+    where COCO writes ``[x, y, w, h]``: read as ``(x, y, w, h)`` it reaches more than
+    :data:`PAST_EDGE` past the image's right or bottom edge, while read as corners it lies inside
+    the image and holds every labelled keypoint (``labelled (N, 2)`` px, at least 3; within
+    :data:`PAST_EDGE` of its size). A square box padded past the edge around its person (SPIN's
+    ``center`` / ``scale``, a padded detection) holds them as a box, not as corners: it is kept."""
     w, h = image_size
+    if len(labelled) < 3:
+        return False
     past = box[0] + box[2] > (1 + PAST_EDGE) * w or box[1] + box[3] > (1 + PAST_EDGE) * h
     corners = box[0] < box[2] <= (1 + PAST_EDGE) * w and box[1] < box[3] <= (1 + PAST_EDGE) * h
-    return bool(past and corners)
+    if not (past and corners):
+        return False
+    margin = PAST_EDGE * np.array([box[2] - box[0], box[3] - box[1]])
+    return bool(((labelled >= box[:2] - margin) & (labelled <= box[2:] + margin)).all())
 
 
 #: A box more than this many times the image's larger side is not used (:func:`checked_bbox`).
@@ -77,7 +85,7 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
             why = f"box over {MAX_BOX_TO_IMAGE:g}x the image's size: {max(box[2], box[3]):.0f} px across"
         elif len(labelled) and not ((labelled >= lo) & (labelled <= hi)).all(-1).any():
             why = "box holds none of the labelled keypoints"
-        elif _corners_not_size(box, (w, h)):
+        elif _corners_not_size(box, (w, h), labelled):
             why = "box reaches past the image as x, y, width, height and fits in it as corners x1, y1, x2, y2"
     if not why:
         return box.astype(np.float32), ""

@@ -1,6 +1,7 @@
 """Checks over everything a reader read: one warning per input for the people whose keypoints
 lie far outside their image, whose labelled keypoints were unusable, whose keypoint values were in
-a form the format does not define, whose box was rebuilt, or whose coordinates look normalised (:func:`with_reader_checks`, what
+a form the format does not define, whose box was rebuilt, or whose coordinates look normalised
+(:func:`with_reader_checks`, what
 every reader returns)."""
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from fit3d.data.records import ImageRecord, InputProblem
 
 
 def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem]):
-    """``(records, problems)`` with :func:`keypoints_outside_image`'s, :func:`keypoints_ignored_warning`'s,
-    :func:`unusual_keypoints_warning`'s and :func:`boxes_rebuilt_warning`'s warnings added (if any):
-    what every reader returns."""
+    """``(records, problems)`` with :func:`keypoints_outside_image`'s,
+    :func:`keypoints_ignored_warning`'s, :func:`unusual_keypoints_warning`'s,
+    :func:`boxes_rebuilt_warning`'s and :func:`normalised_keypoints_warning`'s warnings added (if
+    any): what every reader returns."""
     warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records),
                             unusual_keypoints_warning(records), boxes_rebuilt_warning(records),
                             normalised_keypoints_warning(records)) if w]
@@ -71,11 +73,13 @@ def _keypoint_count_warning(records: list[ImageRecord], count: str, what: str) -
 
 def keypoints_ignored_warning(records: list[ImageRecord]) -> InputProblem | None:
     """One warning for all people with labelled keypoints whose coordinates were unusable
-    (``Person.keypoints_ignored``: non-finite, absurdly far or the placeholder (0, 0), set to unlabelled): how many people
-    and keypoints, a few examples; None when there are none. Such people are fitted from the rest
-    of their keypoints (or skipped, with the count in the reason, when too few remain)."""
+    (``Person.keypoints_ignored``: non-finite, absurdly far or the placeholder (0, 0), set to
+    unlabelled): how many people and keypoints, a few examples; None when there are none. Such
+    people are fitted from the rest of their keypoints (or skipped, with the count in the reason,
+    when too few remain)."""
     return _keypoint_count_warning(records, "keypoints_ignored", "labelled keypoint{s} with non-finite, far-off or "
-                                   "placeholder (0, 0) coordinates: ignored (stored as unlabelled; the rest of each person's keypoints "
+                                   "placeholder (0, 0) coordinates: ignored (stored as unlabelled; the rest of "
+                                   "each person's keypoints "
                                    "are used)")
 
 
@@ -83,13 +87,11 @@ def unusual_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None
     """One warning for all people whose keypoints hold values in a form the format does not define
     (``Person.keypoints_unusual``: numbers as strings or booleans, COCO visibility flags other than
     0, 1, 2), read as given: how many people and values, a few examples; None when there are none.
-    A file converted by hand or holding detector scores as flags is the usual cause (scores
-    between 0 and 1 are kept as confidences: :func:`fit3d.data.coco.coco_keypoints`)."""
+    A file converted by hand is the usual cause (a detector's scores between 0 and 1 are
+    confidences, not counted: :func:`fit3d.data.coco.coco_keypoints`)."""
     return _keypoint_count_warning(records, "keypoints_unusual", "keypoint value{s} in a form the format does not "
                                    "define (numbers written as strings or true/false, visibility flags other than "
-                                   "0, 1, 2): read as numbers, a flag above 0 as labelled, a value between 0 and 1 "
-                                   "(a detector's score) as the keypoint's confidence (the weight of its fit, as "
-                                   "OpenPose's scores)")
+                                   "0, 1, 2): read as numbers, a flag above 0 as labelled")
 
 
 #: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before

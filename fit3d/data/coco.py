@@ -61,7 +61,8 @@ def category_conventions(data: dict, problems: list[InputProblem], source: str) 
             if twice:  # e.g. "head" and "headtop": one model point, fed per person by the first labelled
                 raw = [str(r) for r, n in zip(c["keypoints"], conv.names) if n in twice]
                 problems.append(InputProblem(f"{source} (category {c.get('id')})", f"keypoint names {', '.join(raw)} "
-                                             f"all mean {', '.join(twice)}: per person, the first of them that is labelled is used", "warning"))
+                                             f"all mean {', '.join(twice)}: per person, the first of them that "
+                                             "is labelled is used", "warning"))
     if not out:
         problems.append(InputProblem(source, "no category lists keypoint names: COCO-17 is assumed", "warning"))
     return out
@@ -206,7 +207,7 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     appended), labelled points
     without usable coordinates unlabelled and counted in ``ignored``
     (:func:`~fit3d.data.keypoints.sanitize_keypoints`), values in forms COCO does not define
-    (strings, booleans, visibility flags other than 0, 1, 2) counted in ``unusual``, or None with a
+    (strings, booleans, visibility flags other than 0, 1, 2 and not a score) counted in ``unusual``, or None with a
     problem when it has no keypoints, they are unreadable, its id is not an integer, or its
     ``category_id`` names no keypoint category while the categories give several keypoint
     layouts (with one layout, or none named, the annotation is read in it: :func:`load_coco`
@@ -240,8 +241,9 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
         return None
     flags = kp[:, 2]
     written_as_number = np.asarray([not isinstance(v, (str, bool)) for v in raw[2::3]], dtype=bool)
-    unusual = unusual_values(raw) + int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2)) & written_as_number).sum())
     score = np.isfinite(flags) & (flags > 0) & (flags < 1)  # a detector's score: kept as the confidence
+    unusual = unusual_values(raw) + int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2)) & ~score
+                                         & written_as_number).sum())
     kp[:, 2] = np.where(np.isfinite(flags), np.where(score, flags, (flags > 0).astype(np.float32)), 0.0)
     kp, ignored = sanitize_keypoints(kp)
     return kp, conv, int(aid), ignored, unusual

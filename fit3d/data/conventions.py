@@ -354,7 +354,9 @@ def convert(keypoints: np.ndarray, src: KeypointConvention, dst: KeypointConvent
         ``(..., K_dst, C)`` array (a new one); keypoints that ``src`` does not have are
         ``fill``: by default all zeros (so their confidence is 0 and they carry no weight); a
         point that ``src`` names more than once is, per person, the first of them with a
-        confidence above 0 (the first of them when none has one).
+        confidence above 0 (the first of them when none has one; channel 2 is read as the
+        confidence when C > 2: for fitted 3D points, whose duplicates are one model point, any
+        of them is the same).
     Raises:
         ValueError: when the keypoint axis does not match ``len(src)``.
     """
@@ -367,14 +369,14 @@ def convert(keypoints: np.ndarray, src: KeypointConvention, dst: KeypointConvent
     s, d = index_map(src, dst)
     out[..., d, :] = keypoints[..., s, :]
     for j, sources in _shared_names(src, dst):  # several src points of one name: the first labelled one
-        vals = keypoints[..., sources, :]
+        vals = keypoints[..., list(sources), :]
         first = (vals[..., 2] > 0).argmax(-1) if vals.shape[-1] > 2 else np.zeros(vals.shape[:-2], np.int64)
         out[..., j, :] = np.take_along_axis(vals, first[..., None, None], axis=-2)[..., 0, :]
     return out
 
 
 @functools.lru_cache(maxsize=256)
-def _shared_names(src: KeypointConvention, dst: KeypointConvention) -> tuple[tuple[int, list[int]], ...]:
+def _shared_names(src: KeypointConvention, dst: KeypointConvention) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """``((dst index, [src indices]), ...)`` for the ``dst`` points that several ``src`` points
     name (e.g. Halpe-136 as mmpose names it: the body's wrists and the hands' roots are all
     ``left_wrist`` / ``right_wrist``; only the body's are annotated in its body-only files)."""
@@ -382,4 +384,4 @@ def _shared_names(src: KeypointConvention, dst: KeypointConvention) -> tuple[tup
     groups: dict[int, list[int]] = {}
     for i, j in zip(s.tolist(), d.tolist()):
         groups.setdefault(j, []).append(i)
-    return tuple((j, v) for j, v in groups.items() if len(v) > 1)
+    return tuple((j, tuple(v)) for j, v in groups.items() if len(v) > 1)

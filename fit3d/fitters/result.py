@@ -28,7 +28,7 @@ class FitResult:
         keypoints_3d: ``(B, K, 3)`` model keypoints in ``convention``, camera frame, metres.
         keypoints_2d_fit: ``(B, K, 2)`` reprojected keypoints, pixels.
         reproj_error_px: ``(B,)`` mean pixel distance over the labelled keypoints the model has and
-            fits (:func:`reprojection_error_px`; not SMPL's hips).
+            fits, weighted by their confidence (:func:`reprojection_error_px`; not SMPL's hips).
         valid: ``(B,)`` bool, see :func:`is_valid`.
         loss: ``(B,)`` final loss.
         iterations: ``(B,)`` optimisation steps taken (fine-tuning steps for EFT).

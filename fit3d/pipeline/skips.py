@@ -24,7 +24,8 @@ MIN_SPREAD_PX = 0.5
 
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
     """``(usable, unusable)``: keypoints that are labelled, known to the model and usable, and
-    the labelled ones that are not usable (non-finite, or beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`)."""
+    the labelled ones that are not usable (non-finite, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`,
+    or the placeholder ``(0, 0)``)."""
     mapped, n_bad = _model_keypoints(person, model_convention)
     return int((mapped[:, 2] > 0).sum()), n_bad
 

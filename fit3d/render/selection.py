@@ -58,10 +58,10 @@ def listed_images(path: str | Path) -> list[str]:
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: it names no image.
+        ValueError: it names no image, or is not UTF-8 text.
     """
     names: dict[str, None] = {}
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             names.setdefault(Path(line).as_posix(), None)

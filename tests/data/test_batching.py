@@ -123,8 +123,12 @@ def test_a_box_written_as_corners_is_rebuilt_where_that_shows():
     assert "as corners x1, y1, x2, y2" in note and box[0] < 300 and box[0] + box[2] < 640
     for ok in ([280.8, 44.7, 218.7, 346.7],  # the same box as COCO writes it
                [500, 100, 200, 300],  # past the edge (a truncated person's box), but no corners: x2 < x1
-               [10, 10, 700, 400]):  # past the edge, and as corners past it too
+               [10, 10, 700, 400],  # past the edge, and as corners past it too
+               [240, 10, 480, 480]):  # a padded square box (SPIN's centre / scale), as corners cutting the person
         assert checked_bbox(ok, kp, (640, 425))[1] == "", ok
+    spin_kp = kp.copy()
+    spin_kp[:5, 0] += 100  # (the person right of the corners' x2 = 480: a review's SPIN box)
+    assert checked_bbox([240, 10, 480, 480], spin_kp, (640, 480))[1] == ""
 
 
 def test_a_batch_whose_shapes_do_not_match_its_convention_is_refused(anny_model):

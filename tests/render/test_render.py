@@ -324,3 +324,5 @@ def test_render_command_renders_only_the_chosen_images(tmp_path, monkeypatch):
     assert r.exit_code == 1 and "no image to render" in r.output
     r = CliRunner().invoke(cli, base + ["--worst", "0"])
     assert r.exit_code == 2
+    r = CliRunner().invoke(cli, base + ["--worst", "1", "--seed", "3"])
+    assert r.exit_code == 0 and "--seed is the seed of --sample" in r.output
