@@ -74,8 +74,9 @@ def evaluate(fits_dir, gt, joints, match, per_sample, out):
                        "1, ... per image: --match keypoints pairs them by where their keypoints lie): not scored",
                        err=True)
         else:
-            click.echo(f"fit3d: {n} fitted {'people lie' if n > 1 else 'person lies'} near no ground-truth person of "
-                       "their image (a detection of someone not annotated, or far off): not scored", err=True)
+            click.echo(f"fit3d: {n} fitted {'people were' if n > 1 else 'person was'} paired with no ground-truth "
+                       "person of their image (a detection of someone not annotated, one far off, or a second "
+                       "detection of a person another fit was paired with): not scored", err=True)
     write_json(out or fits_dir / "metrics.json", summary)
     if per_sample:
         write_per_sample(rows, per_sample)

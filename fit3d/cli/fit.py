@@ -27,6 +27,8 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     sources = input_sources(annotations, keypoints_dir, spin_npz)
     if len(sources) > 1:
         raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
+    if openpose_model != "body_25" and keypoints_dir is None:
+        raise click.UsageError(f"--openpose-model {openpose_model} is for OpenPose input (--keypoints DIR)")
     try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only, openpose_model)
     except FileNotFoundError as e:

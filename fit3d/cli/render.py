@@ -134,7 +134,10 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     """Render fitted meshes over their images (pyrender, headless EGL), with side views.
 
     Every fit by default; with --worst, --sample or --only, the images they name (together:
-    all of them, each once).
+    all of them, each once; exit 1 when they name none). --worst ranks people by reprojection
+    error in pixels, as 'fit3d report' does (a small person's error is fewer pixels), and measures
+    the fit against its input keypoints only (a wrong detection fitted well is not among them);
+    --only lists paths relative to --images.
 
     Exit 0 when every fit was rendered, 3 when some fit files could not be read, or an image was
     unreadable or of another size than its fits' (each named on stderr; such an image is rendered

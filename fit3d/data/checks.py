@@ -10,6 +10,7 @@ from collections import Counter
 
 import numpy as np
 
+from fit3d.data.keypoints import NORMALISED_LIMIT
 from fit3d.data.records import ImageRecord, InputProblem
 
 
@@ -25,8 +26,8 @@ def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem])
 
 
 def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None:
-    """One warning for all people whose labelled keypoints (at least 3) all lie within -1 to 1 in an
-    image larger than 2 px: coordinates normalised to the image (MediaPipe's landmarks, OpenPose's
+    """One warning for all people whose labelled keypoints (at least 3) all lie within
+    :data:`~fit3d.data.keypoints.NORMALISED_LIMIT` px of the origin in an image larger than 2 px: coordinates normalised to the image (MediaPipe's landmarks, OpenPose's
     ``--keypoint_scale 3`` or ``4``) where fit3d reads pixels. How many people, a few examples; None when
     there are none. Such people are skipped (their points span under a pixel) or fit nothing."""
     hit = []
@@ -36,13 +37,13 @@ def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | N
         for p in rec.people:
             kp = np.asarray(p.keypoints_2d, dtype=np.float64)
             xy = kp[np.isfinite(kp).all(1) & (kp[:, 2] > 0), :2]
-            if len(xy) >= 3 and (xy >= -1).all() and (xy <= 1).all():
+            if len(xy) >= 3 and (np.abs(xy) <= NORMALISED_LIMIT).all():
                 hit.append((rec.image_key, p))
     if not hit:
         return None
     examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
     return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} all keypoint "
-                        "coordinates within 0-1 (or -1 to 1): normalised to the image? fit3d reads pixels "
+                        "coordinates within 0-1 (or -1 to 1, give or take): normalised to the image? fit3d reads pixels "
                         "(multiply x by the image width and y by its height; OpenPose: --keypoint_scale 0)", "warning")
 
 

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 import numpy as np
 
+#: A person whose labelled keypoints all lie within this many pixels of the image origin has
+#: coordinates normalised to the image (0-1; OpenPose's ``--keypoint_scale 4``: -1 to 1), not
+#: pixels: MediaPipe's landmarks run past the image by a few tenths (1.2 seen).
+NORMALISED_LIMIT = 2.0
+
 #: Keypoints farther than this from the image origin (pixels) are unusable: no image is that large,
 #: and squared in float32 such values overflow and make every fit of the person raise.
 MAX_KEYPOINT_PX = 1e6

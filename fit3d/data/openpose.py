@@ -35,21 +35,23 @@ def _video_hint(stem: str) -> str:
 #: OpenPose models whose people have 75 values (``--model_pose``), by ``--openpose-model`` name.
 BODY25_MODELS = {"body_25": OPENPOSE_BODY25, "body_25b": OPENPOSE_BODY25B}
 
-#: Read as BODY_25, a folder of BODY_25B output is told by the median over its people of the mean
-#: distance from point 0 (the nose) to the labelled ones of points 1-4, over the distance between
-#: the midpoints of points 5, 6 and 11, 12. In BODY_25B points 1-4 are the eyes and ears beside
-#: the nose and 5, 6 / 11, 12 the shoulders / hips; in BODY_25 they are the neck, right shoulder,
-#: elbow and wrist, and 5, 6 / 11, 12 a shoulder and elbow / an ankle and hip. On ``coco_mini``'s
-#: annotated people written in each order: BODY_25B median 0.15 (90 % under 0.22), BODY_25 median
-#: 0.45 (least 0.21; a hand at the face goes lower). Below this the run warns (it never re-reads:
-#: each shard reads a part of the folder, and a guess must not change the layout).
-BODY25B_RATIO = 0.2
+#: The 75 values of BODY_25 and BODY_25B are told apart by the median over a folder's people of
+#: the mean distance from point 0 (the nose) to the labelled ones of points 1-4, over the distance
+#: between the midpoints of points 5, 6 and 11, 12 (:func:`body25_ratio`). In BODY_25B points 1-4
+#: are the eyes and ears beside the nose and 5, 6 / 11, 12 the shoulders / hips; in BODY_25 they
+#: are the neck, right shoulder, elbow and wrist, and 5, 6 / 11, 12 a shoulder and elbow / an
+#: ankle and hip. On ``coco_mini``'s annotated people written in each order: BODY_25B median 0.15
+#: (90 % under 0.22), BODY_25 median 0.45 (least 0.21; a hand at the face goes lower). Read as
+#: BODY_25, a median under the first bound is a warning; read as BODY_25B, one over the second.
+#: The reader never re-reads on its own: each shard reads a part of the folder, and a guess must
+#: not change a layout.
+BODY25B_RATIO, BODY25_RATIO = 0.2, 0.3
 
 
-def looks_like_body25b(keypoints: list[np.ndarray]) -> tuple[bool, int]:
-    """``(looks like BODY_25B, people measured)`` for 75-value people read as BODY_25 (each
-    ``(25, 3)`` x, y px and confidence): the median of :data:`BODY25B_RATIO`'s ratio over the people
-    with points 0, 5, 6, 11, 12 and at least two of 1-4 labelled is below it (False with none)."""
+def body25_ratio(keypoints: list[np.ndarray]) -> tuple[float | None, int]:
+    """``(median ratio, people measured)`` of :data:`BODY25B_RATIO`'s statistic over the 75-value
+    people ``keypoints`` (each ``(25, 3)``: x, y px and confidence, in the file's own order) with
+    points 0, 5, 6, 11, 12 and at least two of 1-4 labelled; ``(None, 0)`` with none."""
     ratios = []
     for kp in keypoints:
         near = [i for i in (1, 2, 3, 4) if kp[i, 2] > 0]
@@ -58,7 +60,7 @@ def looks_like_body25b(keypoints: list[np.ndarray]) -> tuple[bool, int]:
             torso = np.linalg.norm((xy[5] + xy[6]) / 2 - (xy[11] + xy[12]) / 2)
             if torso > 0:
                 ratios.append(np.mean([np.linalg.norm(xy[0] - xy[i]) for i in near]) / torso)
-    return bool(ratios) and float(np.median(ratios)) < BODY25B_RATIO, len(ratios)
+    return (float(np.median(ratios)) if ratios else None), len(ratios)
 
 
 def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Callable[[str], bool] | None = None,
@@ -80,8 +82,8 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
             frame's file and opened every frame.
         model: the OpenPose model that wrote the 75-value people (:data:`BODY25_MODELS`:
             ``"body_25"``, OpenPose's default, or ``"body_25b"``); the same 75 values in another
-            order, which nothing in the files tells apart: read as BODY_25, people that look like
-            BODY_25B (:func:`looks_like_body25b`) are a warning.
+            order, which nothing in the files tells apart: people that look like the other model
+            (:func:`body25_ratio`) are a warning.
     Returns:
         ``(images, problems)``: one record per readable file with an image (with no
         people when ``people`` is empty); corrupt JSON, unknown layouts and missing images are
@@ -177,8 +179,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
                                      keypoints_ignored=ignored, keypoints_unusual=unusual_values(values),
                                      track_id=track_id(p.get("person_id"))))
         records.append(rec)
-    if body25 is OPENPOSE_BODY25:
-        _warn_if_body25b(records, problems, keypoints_dir)
+    _warn_other_body25(records, problems, keypoints_dir, body25)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
     unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed
               and (only is None or only(image_key(p, images_dir)))]
@@ -189,14 +190,21 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
     return with_reader_checks(records, problems)
 
 
-def _warn_if_body25b(records: list[ImageRecord], problems: list[InputProblem], keypoints_dir: Path) -> None:
-    """Append a warning to ``problems`` when the BODY_25 people of ``records`` look like BODY_25B
-    (:func:`looks_like_body25b`)."""
-    suspect, measured = looks_like_body25b([p.keypoints_2d for r in records for p in r.people
-                                            if p.convention is OPENPOSE_BODY25])
-    if suspect:
-        problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints look like OpenPose's BODY_25B, not "
-                                     f"BODY_25 ({measured} people measured: points 1-4 lie beside the nose, as "
-                                     "BODY_25B's eyes and ears, not at the neck and right arm): they are read as "
-                                     "BODY_25; if they are BODY_25B, rerun with --openpose-model body_25b",
-                                     "warning"))
+def _warn_other_body25(records: list[ImageRecord], problems: list[InputProblem], keypoints_dir: Path,
+                       body25) -> None:
+    """Append a warning to ``problems`` when the 75-value people of ``records``, read as ``body25``
+    (BODY_25 or BODY_25B), look like the other model (:func:`body25_ratio`)."""
+    ratio, measured = body25_ratio([p.keypoints_2d for r in records for p in r.people if p.convention is body25])
+    if ratio is None:
+        return
+    if body25 is OPENPOSE_BODY25 and ratio < BODY25B_RATIO:
+        said, other, option = "BODY_25B", "BODY_25", "--openpose-model body_25b"
+        why = "points 1-4 lie beside the nose, as BODY_25B's eyes and ears, not at the neck and right arm"
+    elif body25 is OPENPOSE_BODY25B and ratio > BODY25_RATIO:
+        said, other, option = "BODY_25", "BODY_25B", "--openpose-model body_25 (the default)"
+        why = "points 1-4 lie away from the nose, as BODY_25's neck and right arm, not at the eyes and ears"
+    else:
+        return
+    problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints look like OpenPose's {said}, not "
+                                 f"{other} ({measured} people measured: {why}): they are read as {other}; if they "
+                                 f"are {said}, rerun with {option}", "warning"))

@@ -194,7 +194,8 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     the reason), ``duplicate_ids``, ``fitted_without_common_keypoints`` (fits whose keypoint
     layout shares no name with the ground truth's: no 2D error), and what did not match:
     ``ground_truth_without_fit`` (people with no fit row at all, counted as not fitted; not
-    skipped ones, which have a row), ``images_without_fits`` (their images with no readable fit file: a
+    skipped ones, which have a row; with ``match="keypoints"`` also those no fit row was paired
+    with, e.g. people skipped for having too few keypoints to pair), ``images_without_fits`` (their images with no readable fit file: a
     run cut by ``--limit`` or ``--shard``, fits of other images, or an unreadable fit) and ``fitted_not_in_ground_truth``
     (fitted people whose image and annotation id no ground-truth entry has: other annotations,
     or people numbered per image, as OpenPose input is).

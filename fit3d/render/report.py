@@ -114,6 +114,7 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
             renders[file] = png if png is not None and png.is_file() else None
         return renders[file]
 
+    shown = 0  # rows with a thumbnail (an image neither rendered nor given has none)
     for n, r in enumerate(rows):
         rendered = render_of(r["file"])
         cell = ""
@@ -126,6 +127,7 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
                 url, (w, h) = thumb
                 styles.append(f".t{len(styles)}{{background-image:url({url});width:{w}px;height:{h}px}}")
         if n < thumbnails and thumbs.get(r["file"], -1) >= 0:
+            shown += 1
             cell = f'<div class="t t{thumbs[r["file"]]}"></div>'
         elif rendered is not None:  # (a link: the page stays small however large the run)
             link = Path(os.path.relpath(rendered.absolute(), out.absolute().parent)).as_posix()
@@ -139,13 +141,13 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
     fitted = sum(r["status"] == "fitted" for r in rows)
     valid = sum(r["valid"] for r in rows)
     med = float(np.median(err)) if len(err) else float("nan")
-    shown = min(thumbnails, len(rows))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>fit3d report: {e(str(fits_dir))}</title>
 <style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px;vertical-align:top}}
 tr.bad{{background:#fde8e8}}.t{{background-size:contain;background-repeat:no-repeat}}
 {"".join(styles)}</style></head><body>
 <h1>fit3d report</h1><p>{e(str(fits_dir))}: {len(rows)} people, {fitted} fitted, {valid} valid,
-median reprojection error {med:.2f} px. Rows sorted worst first; the first {shown} shown with their image.</p>
+median reprojection error {med:.2f} px. Rows sorted worst first; {shown} of the first {min(thumbnails, len(rows))}
+shown with their image.</p>
 <img src="data:image/png;base64,{hist}" alt="histogram of reprojection errors">
 <table><tr><th>render</th><th>image</th><th>annot_id</th><th>status</th><th>reproj. error (px)</th><th>valid</th><th>reason</th></tr>
 {"".join(body)}</table></body></html>

@@ -239,10 +239,14 @@ def test_report_embeds_each_image_once_and_links_the_rest(tmp_path, sample_dir):
     assert page.count("data:image/jpeg;base64") == 3  # the worst 6 people are of 3 images: each embedded once
     assert len(re.findall(r'<div class="t t\d+">', page)) == 6
     assert page.count('<a href="fits/render/') == 15 - 6  # the others link to their render
+    assert "6 of the first 6\nshown with their image" in page
     r = CliRunner().invoke(cli, ["report", "--fits", str(fits), "--out", str(tmp_path / "all.html"),
                                  "--thumbnails", "100"])
     assert r.exit_code == 0 and (tmp_path / "all.html").read_text().count("data:image/jpeg;base64") == 5
     assert f"[default: {REPORT_THUMBNAILS}]" in CliRunner().invoke(cli, ["report", "--help"]).output
+    (renders / "im4.jpg.png").unlink()  # (a trial: the page claimed thumbnails an unrendered image lacks)
+    write_report(fits, out, renders_dir=renders, thumbnails=6)
+    assert "3 of the first 6\nshown with their image" in out.read_text()  # im4's 3 people, the worst, have none
 
 
 def test_rendering_named_images_opens_only_their_fits(tmp_path, monkeypatch):
