@@ -373,6 +373,11 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
               type=click.Path(file_okay=False, path_type=Path), help="Image folder (repeat for several sets).")
 @click.option("--annotations", "annotations_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="COCO JSON per --images, in the same order (default: found beside each folder).")
+@click.option("--keypoints", "keypoints_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of OpenPose JSON per --images, in the same order, instead of --annotations (a "
+                   "detector's keypoints; their scores weigh the points).")
+@click.option("--openpose-model", type=click.Choice(["body_25", "body_25b"]), default="body_25", show_default=True,
+              help="The OpenPose model that wrote --keypoints' 75-value people (as 'fit3d eft').")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder: annotator.pt and the .npz fits (one subfolder per set when there are several).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -396,8 +401,8 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 @click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
               help="SMPL family model gender.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipes, refine, batch_size, device, model,
-                model_path, gender, no_progress):
+def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, out_dir, epochs, holdout, recipes,
+                refine, batch_size, device, model, model_path, gender, no_progress):
     """NeuralAnnot: train one annotator on the whole target set, then annotate it (Moon et al. 2022/2023).
 
     The annotator checkpoint is OUT/annotator.pt; an interrupted run resumes from it.
@@ -417,18 +422,23 @@ def neuralannot(images_dirs, annotations_files, out_dir, epochs, holdout, recipe
         raise click.BadParameter(str(e), param_hint="--recipes") from e
     if annotations_files and len(annotations_files) != len(images_dirs):
         raise click.UsageError("give one --annotations per --images (or none)")
+    if keypoints_dirs and (annotations_files or len(keypoints_dirs) != len(images_dirs)):
+        raise click.UsageError("give one --keypoints per --images, and no --annotations with them")
     from fit3d.pipeline.distributed import finish, init_from_env
 
     from fit3d.data.readers import discover_annotations
 
-    for d in images_dirs if not annotations_files else ():
+    for d in images_dirs if not (annotations_files or keypoints_dirs) else ():
         if d.is_dir() and discover_annotations(d) is None:  # (the readers' hint names options this command lacks)
             raise click.UsageError(f"no --annotations given and no person_keypoints_*.json beside or above {d}: "
-                                   "pass --annotations FILE.json (COCO) for each --images")
+                                   "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose) for each "
+                                   "--images")
     dist = init_from_env(device)
     with errors_as():
         body = build_body_model(model, model_path, gender=gender, device=dist.device)
-    sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None, echo=dist.is_main))
+    sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None,
+                             keypoints_dirs[i] if keypoints_dirs else None, echo=dist.is_main,
+                             openpose_model=openpose_model))
             for i, d in enumerate(images_dirs)]
     from fit3d.pipeline.skips import layout_problems
 

@@ -181,6 +181,29 @@ def test_neuralannot_cli_on_bundled_sample(tmp_path, sample_dir, caplog):
     assert r.exit_code == 1 and "trained with other settings (recipes: ['pretrain'] there, [] now)" in r.output
 
 
+def test_neuralannot_annotates_openpose_input(tmp_path, sample_dir):
+    """NeuralAnnot read COCO JSON only: a detector's keypoints (OpenPose) had to be converted first."""
+    from fit3d.data.conventions import COCO17, OPENPOSE_BODY25, convert
+    from fit3d.data.readers import read_coco
+
+    kp_dir = tmp_path / "op"
+    kp_dir.mkdir()
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    for rec in images:
+        people = [{"pose_keypoints_2d": convert(p.keypoints_2d, COCO17, OPENPOSE_BODY25).ravel().tolist()}
+                  for p in rec.people]
+        (kp_dir / (rec.image_path.stem + "_keypoints.json")).write_text(json.dumps({"people": people}))
+    out = tmp_path / "na"
+    r = CliRunner().invoke(cli, ["neuralannot", "--images", str(sample_dir), "--keypoints", str(kp_dir), "--out",
+                                 str(out), "--epochs", "1", "--recipes", "pretrain", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["this_run"]["people_fitted"] == 12 and len(list(out.glob("*.npz"))) == 4
+    r = CliRunner().invoke(cli, ["neuralannot", "--images", str(sample_dir), "--keypoints", str(kp_dir),
+                                 "--annotations", str(sample_dir / "test_coco.json"), "--out", str(out)])
+    assert r.exit_code == 2 and "no --annotations with them" in r.output
+
+
 def test_neuralannot_refuses_two_image_folders_of_one_name(tmp_path, sample_dir):
     """Their outputs went into one subfolder: the second set's summary replaced the first's, and
     images of the same names were 'already done' (found by a new-user helper)."""
