@@ -21,14 +21,16 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     False, e.g. on every torch.distributed rank but the first). A missing input path is a
     usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1).
     ``only``, ``openpose_model``: see ``fit3d.data.readers.load_inputs``."""
-    from fit3d.data.readers import input_sources
+    from fit3d.data.readers import check_openpose_model, input_sources
     from fit3d.data.readers import load_inputs as read
 
     sources = input_sources(annotations, keypoints_dir, spin_npz)
     if len(sources) > 1:
         raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
-    if openpose_model != "body_25" and keypoints_dir is None:
-        raise click.UsageError(f"--openpose-model {openpose_model} is for OpenPose input (--keypoints DIR)")
+    try:
+        check_openpose_model(openpose_model, keypoints_dir)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
     try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only, openpose_model)
     except FileNotFoundError as e:
@@ -424,6 +426,8 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
         raise click.UsageError("give one --annotations per --images (or none)")
     if keypoints_dirs and (annotations_files or len(keypoints_dirs) != len(images_dirs)):
         raise click.UsageError("give one --keypoints per --images, and no --annotations with them")
+    if openpose_model != "body_25" and not keypoints_dirs:  # (before torchrun's ranks set up and build the model)
+        raise click.UsageError(f"--openpose-model {openpose_model} is for OpenPose input (--keypoints DIR)")
     from fit3d.pipeline.distributed import finish, init_from_env
 
     from fit3d.data.readers import discover_annotations

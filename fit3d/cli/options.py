@@ -95,8 +95,9 @@ _OPTIONS = [
     click.option("--keypoints", "keypoints_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                  help="Folder of OpenPose JSON files (<image stem>_keypoints.json) instead of COCO annotations."),
     click.option("--openpose-model", type=click.Choice(["body_25", "body_25b"]), default="body_25", show_default=True,
-                 help="The OpenPose model that wrote --keypoints' 75-value people (--model_pose): BODY_25, "
-                      "OpenPose's default, or BODY_25B (COCO's order first; a run says when the points look like it)."),
+                 help="With --keypoints: the OpenPose model that wrote its 75-value people (--model_pose): "
+                      "BODY_25, OpenPose's default, or BODY_25B (COCO's order first); a run says when the points "
+                      "look like the other one."),
     click.option("--spin-npz", type=click.Path(dir_okay=False, path_type=Path), default=None,
                  help="SPIN-style dataset .npz (imgname, center, scale, part) instead of COCO annotations."),
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,

@@ -29,10 +29,10 @@ def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | N
     """One warning for all people whose labelled keypoints (at least 3) all lie within
     :data:`~fit3d.data.keypoints.NORMALISED_LIMIT` px of the origin in an image larger than 2 px: coordinates normalised to the image (MediaPipe's landmarks, OpenPose's
     ``--keypoint_scale 3`` or ``4``) where fit3d reads pixels. How many people, a few examples; None when
-    there are none. Such people are skipped (their points span under a pixel) or fit nothing."""
+    there are none. Such people are skipped (points spanning under half a pixel) or fitted to nothing."""
     hit = []
     for rec in records:
-        if max(rec.image_size) <= 2:
+        if max(rec.image_size) <= NORMALISED_LIMIT:
             continue
         for p in rec.people:
             kp = np.asarray(p.keypoints_2d, dtype=np.float64)

@@ -206,5 +206,5 @@ def _warn_other_body25(records: list[ImageRecord], problems: list[InputProblem],
     else:
         return
     problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints look like OpenPose's {said}, not "
-                                 f"{other} ({measured} people measured: {why}): they are read as {other}; if they "
+                                 f"{other} ({measured} {'person' if measured == 1 else 'people'} measured: {why}): they are read as {other}; if they "
                                  f"are {said}, rerun with {option}", "warning"))

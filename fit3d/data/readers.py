@@ -92,6 +92,22 @@ def input_sources(annotations=None, keypoints_dir=None, spin_npz=None) -> list[s
     return [name for name, v in given.items() if v is not None]
 
 
+def check_openpose_model(openpose_model: str, keypoints_dir) -> None:
+    """Refuse an OpenPose model name fit3d does not know, or BODY_25B without an OpenPose folder
+    (``keypoints_dir`` None: the option would be ignored).
+
+    Raises:
+        ValueError: either.
+    """
+    from fit3d.data.openpose import BODY25_MODELS
+
+    if openpose_model not in BODY25_MODELS:
+        raise ValueError(f"unknown OpenPose model {openpose_model!r}: one of {', '.join(BODY25_MODELS)}")
+    if openpose_model != "body_25" and keypoints_dir is None:
+        raise ValueError(f"--openpose-model {openpose_model} (openpose_model= in Python) is for OpenPose input "
+                         "(--keypoints DIR, keypoints_dir=)")
+
+
 def load_inputs(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
                 spin_npz: str | Path | None = None, only=None,
                 openpose_model: str = "body_25") -> tuple[list[ImageRecord], list[InputProblem], Path | None]:
@@ -107,12 +123,14 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
         (see :func:`~fit3d.data.coco.read_coco`), and the COCO JSON that was read (None for the other sources).
     Raises:
         FileNotFoundError: ``images`` is not a folder, a source is missing, or no
-            COCO JSON was given or found. ValueError: a corrupt source file, or more than
-            one source given (:func:`input_sources`).
+            COCO JSON was given or found. ValueError: a corrupt source file, more than
+            one source given (:func:`input_sources`), or an ``openpose_model`` that is unknown or
+            given without ``keypoints_dir`` (:func:`check_openpose_model`).
     """
     sources = input_sources(annotations, keypoints_dir, spin_npz)
     if len(sources) > 1:
         raise ValueError(f"give one source of people, not {' and '.join(sources)}")
+    check_openpose_model(openpose_model, keypoints_dir)
     images = Path(images)
     if not images.is_dir():
         raise FileNotFoundError(f"--images {images} (images= in Python) is not a folder")

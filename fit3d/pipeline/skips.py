@@ -50,7 +50,8 @@ def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE
     spread = keypoint_spread_px(mapped)
     if spread < MIN_SPREAD_PX:
         xy = mapped[mapped[:, 2] > 0, :2]
-        hint = ("; all coordinates lie within 0-1: normalised? fit3d reads pixels (OpenPose: --keypoint_scale 0)"
+        hint = ("; all coordinates lie within 0-1, give or take: normalised? fit3d reads pixels (OpenPose: "
+                "--keypoint_scale 0)"
                 if len(xy) and np.abs(xy).max() <= NORMALISED_LIMIT else "")
         return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX}){hint}"
     return None

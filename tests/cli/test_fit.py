@@ -28,7 +28,7 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o")])
     assert r.exit_code != 0 and "person_keypoints_" in r.output
     r = CliRunner().invoke(cli, ["neuralannot", "--images", str(sample_dir), "--out", str(tmp_path / "o")])
-    assert r.exit_code == 2 and "--annotations FILE.json" in r.output and "for each --images" in r.output  # its options
+    assert r.exit_code == 2 and "--annotations FILE.json" in r.output and "--keypoints DIR (OpenPose)" in r.output
     bad = tmp_path / "bad.json"
     bad.write_text("{oops")
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--annotations", str(bad), "--out",

@@ -128,6 +128,10 @@ def test_the_openpose_model_option_reaches_the_reader(tmp_path, sample_dir, monk
     r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "out"), "--dry-run", "--openpose-model", "body_25b"])
     assert r.exit_code == 2 and "is for OpenPose input" in r.output  # (ignored in silence before: a trial)
+    with pytest.raises(ValueError, match="is for OpenPose input"):  # the Python API too (a review)
+        load_inputs(sample_dir, sample_dir / "test_coco.json", openpose_model="body_25b")
+    with pytest.raises(ValueError, match="unknown OpenPose model"):
+        load_inputs(sample_dir, keypoints_dir=tmp_path, openpose_model="nonsense")
 
 
 def test_read_openpose_coco18(tmp_path, sample_dir):
@@ -660,6 +664,10 @@ def test_openpose_people_in_old_and_empty_forms(tmp_path, sample_dir):
     p = rec.people[0]
     p.keypoints_2d[:, :2] = 0.5 + 0.01 * np.arange(18)[:, None]  # normalised: within 0-1, one line
     assert "normalised?" in skip_reason(p, OPENPOSE_BODY25)
+    p.keypoints_2d[0, 0] = 1.19  # MediaPipe's run past the image (a trial): still the hint
+    assert "normalised?" in skip_reason(p, OPENPOSE_BODY25)
+    p.keypoints_2d[:, :2] = 3.0 + 0.01 * np.arange(18)[:, None]  # pixels, on one line: no hint
+    assert "degenerate" in skip_reason(p, OPENPOSE_BODY25) and "normalised?" not in skip_reason(p, OPENPOSE_BODY25)
 
 
 def test_the_spin_reader_takes_openpose_detections_where_part_has_none(tmp_path, sample_dir):
