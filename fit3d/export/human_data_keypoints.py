@@ -6,8 +6,9 @@ Annotated keypoints are placed by the names mmhuman3d's own converters give each
 dataset's points (``coco.py``, ``coco_wholebody.py``, ``crowdpose.py``, ``mpii.py``,
 ``openpose.py`` there), so a fit3d export lines up with mmhuman3d's converted copy of the
 same dataset: COCO's annotated hips are ``left_hip_extra`` (not the SMPL hip joint),
-MPII's neck is ``neck_extra``, OpenPose points carry ``_openpose``. Other layouts are
-placed point by point by fit3d's keypoint names (:data:`BY_NAME`).
+MPII's neck is ``neck_extra``, OpenPose's BODY_25 points carry ``_openpose``. Other layouts
+(OpenPose's BODY_25B among them: no mmhuman3d converter reads it) are placed point by point by
+fit3d's keypoint names (:data:`BY_NAME`), as annotations' are.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ import numpy as np
 
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.conventions import (OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY,
-                                   SPIN_OPENPOSE, convert)
+                                   SPIN_OPENPOSE, KeypointConvention, convert)
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
 
@@ -53,6 +53,18 @@ from fit3d.export.people import gender_letters, input_convention, smpl_pose72, v
 SPIN_SCALE_FACTOR = 1.2
 #: The body models whose fits this format holds.
 MODELS = ("smpl",)
+
+#: Input points that are SPIN-24 points under SPIN's own names: MPII's (and OpenPose BODY_25B's)
+#: upper neck, pelvis and thorax, which SPIN's ``datasets/preprocess/mpii.py`` puts in LSP's neck
+#: and MPII's pelvis and thorax slots (``joints_idx``: 8 -> 12, 6 -> 14, 7 -> 15).
+SPIN_NAMES = {"upper_neck": "neck_lsp", "pelvis": "pelvis_mpii", "thorax": "thorax_mpii"}
+
+
+def spin_named(conv: KeypointConvention) -> KeypointConvention:
+    """``conv`` with :data:`SPIN_NAMES`' points renamed to their SPIN-24 names (where ``conv`` has
+    no point of that name already), for the re-ordering into ``part`` by name."""
+    names = tuple(SPIN_NAMES.get(n, n) if SPIN_NAMES.get(n) not in conv.names else n for n in conv.names)
+    return conv if names == conv.names else KeypointConvention(conv.name + "_spin_names", names)
 
 
 def expanded_boxes(people: dict) -> np.ndarray:
@@ -100,7 +112,7 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     """
     pose = smpl_pose72(people, "spin")
     conv = input_convention(people)
-    part = np.stack([convert(k, conv, SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
+    part = np.stack([convert(k, spin_named(conv), SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
     part[..., 2] = np.clip(part[..., 2], 0.0, 1.0)  # annotations' 0/1; a detector's scores as they are
     center, scale = center_scale(people)
     if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_BODY25B.names, OPENPOSE_COCO18.names, SPIN_OPENPOSE.names):

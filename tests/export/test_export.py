@@ -338,6 +338,30 @@ def test_spin_openpose_slot_holds_openpose_input_only(smpl_fits):
     assert set(np.unique(part[..., 2])) <= {0.0, np.float32(0.3)} and (part[..., 2] > 0).any()
 
 
+
+def test_spin_part_takes_body25b_and_mpii_points_under_spins_names(smpl_fits):
+    """A SMPL user's trial: BODY_25B's upper neck (and MPII's upper neck, pelvis and thorax) never
+    reached ``part``: SPIN names those slots neck_lsp, pelvis_mpii, thorax_mpii (its mpii.py)."""
+    from fit3d.data.conventions import COCO17, MPII16, OPENPOSE_BODY25, OPENPOSE_BODY25B, SPIN24, convert
+    from fit3d.export.people import exported_people
+    from fit3d.export.spin import arrays
+
+    people, _ = exported_people(smpl_fits)
+    n = len(people["keypoints_2d"])
+    for layout, extra in ((OPENPOSE_BODY25B, {"upper_neck": "neck_lsp"}),
+                          (MPII16, {"upper_neck": "neck_lsp", "pelvis": "pelvis_mpii", "thorax": "thorax_mpii"})):
+        kp = convert(people["keypoints_2d"], COCO17, layout)
+        for k, name in enumerate(extra):
+            kp[:, layout.index(name)] = [100.0 + k, 200.0, 0.6]
+        d = arrays(dict(people, keypoint_names=np.asarray(layout.names), keypoints_2d=kp))
+        for k, (name, slot) in enumerate(extra.items()):
+            np.testing.assert_allclose(d["part"][:, SPIN24.index(slot)], [[100.0 + k, 200.0, 0.6]] * n)
+        li = SPIN24.index("left_knee")
+        np.testing.assert_array_equal(d["part"][:, li], people["keypoints_2d"][:, COCO17.index("left_knee")])
+        if layout is OPENPOSE_BODY25B:  # its detections in SPIN's openpose slot too, by name
+            assert d["openpose"][:, OPENPOSE_BODY25.index("left_knee"), 2].any()
+
+
 def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
     """A folder fitted with a male SMPL (its fit_settings.json) exports SPIN's ``gender`` ``m`` and
     HumanData's ``meta['gender']`` ``m``; neutral fits write no SPIN gender and ``neutral`` meta."""
