@@ -46,6 +46,8 @@ def evaluate(fits_dir, gt, joints, match, per_sample, out):
     click.echo(f"{summary['count']:>6} {summary['fitted']:>6} {fmt(summary['mpjpe'], '8.1f'):>8} "
                f"{fmt(summary['pa_mpjpe'], '9.1f'):>9} {fmt(summary['error_2d_px'], '7.2f'):>7} "
                f"{fmt(summary['pck_05'], '8.3f'):>8} {fmt(summary['pck_10'], '7.3f'):>7} {summary['share_valid']:>6.2f}")
+    click.echo(f"fit3d: valid is a share of the {summary['count']} ground-truth people; {summary['valid']} of the "
+               f"{summary['fitted']} fitted are valid", err=True)  # (a trial read the share as of the fitted)
     if summary["duplicate_ids"]:
         click.echo(f"fit3d: {summary['duplicate_ids']} ground-truth people left out: their image and annotation id "
                    "are used more than once (in the ground truth or in the fits), so they cannot be matched", err=True)

@@ -13,7 +13,8 @@ more than once is a duplicate. 3D metrics (MPJPE, PA-MPJPE) need 3D ground truth
 does not write. Fits of other people's numbering (a detector's keypoints: OpenPose numbers people
 per image) are matched within each image by where their keypoints lie instead (``match="keypoints"``,
 :func:`match_by_keypoints`); without it only the 2D metrics are computed. Metrics are computed on the fitted people;
-``share_fitted`` and ``share_valid`` say how many ground-truth people that is.
+``share_fitted`` and ``share_valid`` say how many ground-truth people that is (``valid``: how many
+fits are valid).
 """
 
 from __future__ import annotations
@@ -257,7 +258,8 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     n = len(rows)
     fitted = [r for r in rows if r["fitted"]]
     summary = dict(count=n, fitted=len(fitted), share_fitted=len(fitted) / n if n else 0.0,
-                   share_valid=sum(r["valid"] for r in rows) / n if n else 0.0, joints=joints,
+                   share_valid=sum(r["valid"] for r in rows) / n if n else 0.0,
+                   valid=sum(r["valid"] for r in rows), joints=joints,
                    duplicate_ids=duplicates, unreadable_fits=unreadable,
                    ground_truth_left_out=[f"{p.source}: {p.reason}" for p in problems if p.severity == "error"],
                    fitted_without_common_keypoints=no_common, ground_truth_without_fit=unmatched,

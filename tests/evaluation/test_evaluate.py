@@ -195,5 +195,6 @@ def test_fits_of_a_detectors_keypoints_are_matched_to_the_annotations_by_where_t
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--match", "keypoints",
                                  "--out", str(tmp_path / "m.json")])
     assert r.exit_code in (0, 3) and json.loads((tmp_path / "m.json").read_text())["fitted"] == len(truth)
+    assert f"{len(truth)} of the {len(truth)} fitted are valid" in r.output
     with pytest.raises(ValueError, match="match must be"):
         evaluate(fits, gt, match="boxes")
