@@ -121,8 +121,8 @@ def _listed_with_fits(fits_dir: Path, only_file: Path) -> list[str]:
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu, cuda, cuda:1...")
 @click.option("--worst", type=click.IntRange(min=1), default=None,
-              help="Only the images of the N worst fitted people (highest reprojection error first, as "
-                   "'fit3d report').")
+              help="Only N images: those of the worst fitted people (highest reprojection error in pixels "
+                   "first, as 'fit3d report').")
 @click.option("--sample", type=click.IntRange(min=1), default=None,
               help="Only N images drawn at random (the same ones for the same --seed).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")

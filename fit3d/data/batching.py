@@ -186,9 +186,18 @@ def make_batch(
     Raises:
         ValueError: ``people`` is empty, a person's camera is unusable (:func:`person_camera`), or
             ``device`` is one this torch cannot use (:func:`fit3d.devices.check_device`).
+        TypeError: an entry of ``people`` is no Person (e.g. an image record), or ``convention`` is
+            no KeypointConvention (e.g. the body model itself).
     """
     if not people:
         raise ValueError("make_batch needs at least one person")
+    if not isinstance(convention, KeypointConvention):
+        raise TypeError(f"convention must be a KeypointConvention (e.g. body_model.keypoint_convention), not "
+                        f"{type(convention).__name__}")
+    if not all(isinstance(p, Person) for p in people):
+        bad = next(p for p in people if not isinstance(p, Person))
+        raise TypeError(f"make_batch takes people (fit3d.data.records.Person: [p for r in images for p in r.people]), "
+                        f"not {type(bad).__name__}")
     check_device(device)
     kps, boxes, focal, pp, size = [], [], [], [], []
     for p in people:

@@ -123,7 +123,8 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
         (see :func:`~fit3d.data.coco.read_coco`), and the COCO JSON that was read (None for the other sources).
     Raises:
         FileNotFoundError: ``images`` is not a folder, a source is missing, or no
-            COCO JSON was given or found. ValueError: a corrupt source file, more than
+            COCO JSON was given or found. ValueError: a corrupt COCO or SPIN file (a corrupt
+            OpenPose file is one image's input problem, in ``problems``), more than
             one source given (:func:`input_sources`), or an ``openpose_model`` that is unknown or
             given without ``keypoints_dir`` (:func:`check_openpose_model`).
     """

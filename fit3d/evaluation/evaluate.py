@@ -207,10 +207,12 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
 
     Raises:
         KeyError: unknown joint set. ValueError: bad ground-truth file, no fit file in ``fits_dir``,
-            or an unknown ``match``.
+            or an unknown ``match``. FileNotFoundError: no ground-truth file at ``gt_path``.
     """
     if match not in ("ids", "keypoints"):
         raise ValueError(f"match must be 'ids' or 'keypoints', not {match!r}")
+    if joints not in JOINT_SETS:
+        raise KeyError(f"unknown joint set {joints!r}: one of {', '.join(JOINT_SETS)}")
     wanted = JOINT_SETS[joints]
     unreadable: list[str] = []
     fits = load_fit_people(fits_dir, unreadable)

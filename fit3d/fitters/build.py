@@ -48,6 +48,13 @@ def load_prototypes(body: BodyModel, path: str | Path | None = None):
     return memory
 
 
+def _require_body(body) -> None:
+    """Raise TypeError unless ``body`` is a built body model (a name is not one)."""
+    if not isinstance(body, BodyModel):
+        raise TypeError(f"body must be a body model, not {body!r}: build one with "
+                        "fit3d.body_models.build_body_model('anny') (or 'smpl', ... with its model_path)")
+
+
 def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | Path | None = None,
                   schedule: str | Path | None = None, pose_space: str = "axis_angle", hypotheses: int = 2,
                   prototypes: bool | str | Path = True, depth_flips: bool = True) -> SMPLify:
@@ -66,8 +73,10 @@ def build_smplify(body: BodyModel, prior: str | None = None, prior_path: str | P
         depth_flips: fit the limb depth-flip alternatives too.
     Raises:
         KeyError: unknown prior name. FileNotFoundError: no weights for the prior. ValueError:
-        the prior or the prototypes do not fit the model, or the schedule is not valid.
+        the prior or the prototypes do not fit the model, or the schedule is not valid. TypeError:
+        ``body`` is no body model (e.g. its name).
     """
+    _require_body(body)
     if prior is None:  # bundled for anny; from 'fit3d setup-model' for the SMPL family
         prior = DEFAULT_PRIOR
     pose_prior = build_prior(prior, body, prior_path)
@@ -125,8 +134,10 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
         ``lr`` <= 0, an unknown
         ``finetune`` preset; with ``flip``, a
         sided keypoint or joint name of ``body`` without its counterpart
-        (:func:`~fit3d.data.conventions.mirror_permutation`).
+        (:func:`~fit3d.data.conventions.mirror_permutation`). TypeError: ``body`` is no body
+        model (e.g. its name).
     """
+    _require_body(body)
     if finetune not in FINETUNE_PRESETS:
         raise ValueError(f"unknown finetune preset {finetune!r}; known: {', '.join(FINETUNE_PRESETS)}")
     preset = FINETUNE_PRESETS[finetune]
@@ -152,8 +163,9 @@ def build_neuralannot(body: BodyModel, recipes=frozenset(RECIPES), epochs: int =
 
     Raises:
         FileNotFoundError, ValueError: see :func:`load_body_regressor` and
-        :func:`fit3d.priors.build_prior`.
+        :func:`fit3d.priors.build_prior`. TypeError: ``body`` is no body model (e.g. its name).
     """
+    _require_body(body)
     from fit3d.body_models.weights import weights_path
     from fit3d.mocap.pose_set import load_pose_set
 

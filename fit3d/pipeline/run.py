@@ -106,6 +106,7 @@ class RunConfig:
     inputs: dict | None = None
 
     def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
         f = self.focal_length
         if f is not None and not (isinstance(f, numbers.Real) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
             raise ValueError(f"focal_length must be a finite number of pixels > 0 (or None: the input's or the "

@@ -9,6 +9,7 @@ to the images folder (what the fits record as ``image``), for
 
 from __future__ import annotations
 
+import numbers
 import random
 from pathlib import Path
 
@@ -16,16 +17,22 @@ from fit3d.data.writers import require_fit_files
 from fit3d.render.report import collect_people
 
 
+def _check_count(count) -> None:
+    """Raise ValueError unless ``count`` is a whole number >= 1 (not a bool)."""
+    if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
+        raise ValueError(f"count must be a whole number >= 1, not {count!r}")
+
+
 def worst_images(fits_dir: str | Path, count: int) -> list[str]:
-    """The images of the ``count`` worst fitted people (``fit3d report``'s order: highest mean
-    reprojection error first; people not fitted and unreadable files are not counted), each image
-    once, worst first; fewer when the folder has fewer images with a fitted person.
+    """``count`` images, those of the worst fitted people (``fit3d report``'s order: highest mean
+    reprojection error in pixels first; people not fitted and unreadable files are not counted),
+    each image once, worst first (an image of several bad fits counts once, so the list reaches
+    further down); fewer when the folder has fewer images with a fitted person.
 
     Raises:
-        ValueError: ``count`` < 1, or ``fits_dir`` holds no per-image ``.npz``.
+        ValueError: ``count`` is not a whole number >= 1, or ``fits_dir`` holds no per-image ``.npz``.
     """
-    if count < 1:
-        raise ValueError(f"count must be >= 1, not {count}")
+    _check_count(count)
     out: dict[str, None] = {}  # (ordered, each image once)
     for row in collect_people(fits_dir):
         if row["status"] != "fitted":
@@ -42,10 +49,9 @@ def sample_images(fits_dir: str | Path, count: int, seed: int = 0) -> list[str]:
     fewer. Names come from the fit files' paths (``<image path>.npz``): nothing is opened.
 
     Raises:
-        ValueError: ``count`` < 1, or ``fits_dir`` holds no per-image ``.npz``.
+        ValueError: ``count`` is not a whole number >= 1, or ``fits_dir`` holds no per-image ``.npz``.
     """
-    if count < 1:
-        raise ValueError(f"count must be >= 1, not {count}")
+    _check_count(count)
     files = require_fit_files(fits_dir)
     chosen = sorted(random.Random(seed).sample(range(len(files)), min(count, len(files))))
     return [files[i].relative_to(fits_dir).as_posix()[: -len(".npz")] for i in chosen]

@@ -82,3 +82,21 @@ def test_every_fitter_follows_the_fitter_protocol(anny_model):
         assert isinstance(f.name, str) and f.default_batch_size > 0 and isinstance(f.extra_defaults, dict)
         assert isinstance(f.settings(), dict)
     assert not isinstance(object(), Fitter)
+
+
+def test_builders_and_make_batch_say_what_they_take(anny_model, sample_dir):
+    """A Python user's trial: a model's name, image records or the model itself in the wrong place
+    raised AttributeErrors deep inside."""
+    from fit3d.data.batching import make_batch
+    from fit3d.data.readers import read_coco
+    from fit3d.fitters.build import build_eft, build_neuralannot, build_smplify
+
+    for build in (build_eft, build_smplify, build_neuralannot):
+        with pytest.raises(TypeError, match="build_body_model"):
+            build("anny")
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    with pytest.raises(TypeError, match="takes people"):
+        make_batch(images, anny_model.keypoint_convention)
+    people = [p for r in images for p in r.people]
+    with pytest.raises(TypeError, match="KeypointConvention"):
+        make_batch(people, anny_model)

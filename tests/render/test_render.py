@@ -330,3 +330,17 @@ def test_render_command_renders_only_the_chosen_images(tmp_path, monkeypatch):
     assert r.exit_code == 2
     r = CliRunner().invoke(cli, base + ["--worst", "1", "--seed", "3"])
     assert r.exit_code == 0 and "--seed is the seed of --sample" in r.output
+
+
+def test_a_review_count_must_be_a_whole_number(tmp_path):
+    """A Python user's trial: worst_images(d, 2.5) returned every image."""
+    from fit3d.render.selection import sample_images, worst_images
+
+    fits = tmp_path / "fits"
+    _fake_fits(fits, {"a.jpg": [3.0], "b.jpg": [4.0], "c.jpg": [5.0]})
+    for bad in (2.5, True, "2", 0):
+        with pytest.raises(ValueError, match="whole number >= 1"):
+            worst_images(fits, bad)
+        with pytest.raises(ValueError, match="whole number >= 1"):
+            sample_images(fits, bad)
+    assert worst_images(fits, np.int64(2)) == ["c.jpg", "b.jpg"]
