@@ -27,10 +27,8 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     sources = input_sources(annotations, keypoints_dir, spin_npz)
     if len(sources) > 1:
         raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
-    try:
+    with errors_as(click.UsageError):
         check_openpose_model(openpose_model, keypoints_dir)
-    except ValueError as e:
-        raise click.UsageError(str(e)) from e
     try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only, openpose_model)
     except FileNotFoundError as e:
@@ -426,8 +424,10 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
         raise click.UsageError("give one --annotations per --images (or none)")
     if keypoints_dirs and (annotations_files or len(keypoints_dirs) != len(images_dirs)):
         raise click.UsageError("give one --keypoints per --images, and no --annotations with them")
-    if openpose_model != "body_25" and not keypoints_dirs:  # (before torchrun's ranks set up and build the model)
-        raise click.UsageError(f"--openpose-model {openpose_model} is for OpenPose input (--keypoints DIR)")
+    from fit3d.data.readers import check_openpose_model
+
+    with errors_as(click.UsageError):  # (before torchrun's ranks set up and build the model)
+        check_openpose_model(openpose_model, keypoints_dirs[0] if keypoints_dirs else None)
     from fit3d.pipeline.distributed import finish, init_from_env
 
     from fit3d.data.readers import discover_annotations

@@ -1,8 +1,7 @@
 """Checks over everything a reader read: one warning per input for the people whose keypoints
 lie far outside their image, whose labelled keypoints were unusable, whose keypoint values were in
 a form the format does not define, whose box was rebuilt, or whose coordinates look normalised
-(:func:`with_reader_checks`, what
-every reader returns)."""
+(:func:`with_reader_checks`, what every reader returns)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from collections import Counter
 
 import numpy as np
 
-from fit3d.data.keypoints import NORMALISED_LIMIT
+from fit3d.data.keypoints import NORMALISED_LIMIT, looks_normalised
 from fit3d.data.records import ImageRecord, InputProblem
 
 
@@ -25,11 +24,17 @@ def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem])
     return records, problems + warnings
 
 
+def _examples(hit: list) -> str:
+    """A few ``(image key, person)`` pairs of a warning, as its source: ``a.jpg (id 3), ...``."""
+    return ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
+
+
 def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None:
-    """One warning for all people whose labelled keypoints (at least 3) all lie within
-    :data:`~fit3d.data.keypoints.NORMALISED_LIMIT` px of the origin in an image larger than 2 px: coordinates normalised to the image (MediaPipe's landmarks, OpenPose's
-    ``--keypoint_scale 3`` or ``4``) where fit3d reads pixels. How many people, a few examples; None when
-    there are none. Such people are skipped (points spanning under half a pixel) or fitted to nothing."""
+    """One warning for all people whose labelled keypoints (at least 3) look normalised to the image
+    (:func:`~fit3d.data.keypoints.looks_normalised`: MediaPipe's landmarks, OpenPose's
+    ``--keypoint_scale 3`` or ``4``) where fit3d reads pixels, in an image larger than that bound.
+    How many people, a few examples; None when there are none. Such people are skipped (points
+    spanning under half a pixel) or fitted to nothing."""
     hit = []
     for rec in records:
         if max(rec.image_size) <= NORMALISED_LIMIT:
@@ -37,14 +42,14 @@ def normalised_keypoints_warning(records: list[ImageRecord]) -> InputProblem | N
         for p in rec.people:
             kp = np.asarray(p.keypoints_2d, dtype=np.float64)
             xy = kp[np.isfinite(kp).all(1) & (kp[:, 2] > 0), :2]
-            if len(xy) >= 3 and (np.abs(xy) <= NORMALISED_LIMIT).all():
+            if len(xy) >= 3 and looks_normalised(xy):
                 hit.append((rec.image_key, p))
     if not hit:
         return None
-    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
-    return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} all keypoint "
-                        "coordinates within 0-1 (or -1 to 1, give or take): normalised to the image? fit3d reads pixels "
-                        "(multiply x by the image width and y by its height; OpenPose: --keypoint_scale 0)", "warning")
+    return InputProblem(_examples(hit), f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} all "
+                        "keypoint coordinates within 0-1 (or -1 to 1, give or take): normalised to the image? "
+                        "fit3d reads pixels (multiply x by the image width and y by its height; OpenPose: "
+                        "--keypoint_scale 0)", "warning")
 
 
 def boxes_rebuilt_warning(records: list[ImageRecord]) -> InputProblem | None:
@@ -54,8 +59,7 @@ def boxes_rebuilt_warning(records: list[ImageRecord]) -> InputProblem | None:
     if not hit:
         return None
     reasons = Counter(p.bbox_note.partition("(")[2].rstrip(")").partition(":")[0] or p.bbox_note for _, p in hit)
-    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
-    return InputProblem(examples, f"{len(hit)} {'person' if len(hit) == 1 else 'people'}: box rebuilt from the "
+    return InputProblem(_examples(hit), f"{len(hit)} {'person' if len(hit) == 1 else 'people'}: box rebuilt from the "
                         f"keypoints ({', '.join(f'{r}: {n}' for r, n in reasons.most_common())}); each fit's "
                         "bbox_note says why", "warning")
 
@@ -66,9 +70,8 @@ def _keypoint_count_warning(records: list[ImageRecord], count: str, what: str) -
     hit = [(rec.image_key, p) for rec in records for p in rec.people if getattr(p, count)]
     if not hit:
         return None
-    examples = ", ".join(f"{key} (id {p.annot_id})" for key, p in hit[:3]) + (" ..." if len(hit) > 3 else "")
     n = sum(getattr(p, count) for _, p in hit)
-    return InputProblem(examples, f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} {n} "
+    return InputProblem(_examples(hit), f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} {n} "
                         f"{what.format(s='s' if n != 1 else '')}", "warning")
 
 
@@ -80,8 +83,7 @@ def keypoints_ignored_warning(records: list[ImageRecord]) -> InputProblem | None
     when too few remain)."""
     return _keypoint_count_warning(records, "keypoints_ignored", "labelled keypoint{s} with non-finite, far-off or "
                                    "placeholder (0, 0) coordinates: ignored (stored as unlabelled; the rest of "
-                                   "each person's keypoints "
-                                   "are used)")
+                                   "each person's keypoints are used)")
 
 
 def unusual_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None:

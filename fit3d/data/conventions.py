@@ -115,8 +115,9 @@ OPENPOSE_BODY25 = KeypointConvention(
 
 #: OpenPose's BODY_25B (its experimental model, ``--model_pose BODY_25B``; ``POSE_BODY_25B_BODY_PARTS``
 #: in OpenPose's ``poseParameters.cpp``): COCO-17's order, upper neck and head top, then the six
-#: foot points. Its JSON has BODY_25's 75 values: :func:`fit3d.data.openpose.read_openpose` tells
-#: them apart by where points 1 and 2 lie.
+#: foot points. Its JSON has BODY_25's 75 values, in another order: ``read_openpose(model=
+#: "body_25b")`` reads it (:func:`fit3d.data.openpose.read_openpose`, which warns when the points
+#: look like the other model).
 OPENPOSE_BODY25B = KeypointConvention(
     "openpose_body25b",
     ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder", "left_elbow",

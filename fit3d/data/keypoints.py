@@ -85,6 +85,12 @@ def parse_keypoints(values, n: int) -> np.ndarray:
         return flat.reshape(n, 3).astype(np.float32)
 
 
+def looks_normalised(xy: np.ndarray) -> bool:
+    """Whether points ``xy (N, 2)`` (finite, N >= 1) all lie within :data:`NORMALISED_LIMIT` of the
+    image origin: coordinates normalised to the image rather than pixels."""
+    return bool(len(xy)) and bool((np.abs(xy) <= NORMALISED_LIMIT).all())
+
+
 def whole_number(value) -> bool:
     """Whether a JSON value is a whole number (``7``, ``7.0``; not ``true``, ``"7"``, ``7.5``, NaN)."""
     return not isinstance(value, bool) and isinstance(value, (int, float)) and bool(np.isfinite(value)) \

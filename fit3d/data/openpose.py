@@ -48,6 +48,17 @@ BODY25_MODELS = {"body_25": OPENPOSE_BODY25, "body_25b": OPENPOSE_BODY25B}
 BODY25B_RATIO, BODY25_RATIO = 0.2, 0.3
 
 
+def body25_convention(model: str):
+    """The convention of ``model``'s 75-value people (:data:`BODY25_MODELS`).
+
+    Raises:
+        ValueError: an unknown ``model``.
+    """
+    if model not in BODY25_MODELS:
+        raise ValueError(f"unknown OpenPose model {model!r}: one of {', '.join(BODY25_MODELS)}")
+    return BODY25_MODELS[model]
+
+
 def body25_ratio(keypoints: list[np.ndarray]) -> tuple[float | None, int]:
     """``(median ratio, people measured)`` of :data:`BODY25B_RATIO`'s statistic over the 75-value
     people ``keypoints`` (each ``(25, 3)``: x, y px and confidence, in the file's own order) with
@@ -96,9 +107,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
         ValueError: an unknown ``model``.
     """
     keypoints_dir, images_dir = Path(keypoints_dir), Path(images_dir)
-    if model not in BODY25_MODELS:
-        raise ValueError(f"unknown OpenPose model {model!r}: one of {', '.join(BODY25_MODELS)}")
-    body25 = BODY25_MODELS[model]
+    body25 = body25_convention(model)
     if not keypoints_dir.is_dir():
         raise FileNotFoundError(f"OpenPose keypoint folder not found: {keypoints_dir}")
     records: list[ImageRecord] = []
@@ -205,6 +214,7 @@ def _warn_other_body25(records: list[ImageRecord], problems: list[InputProblem],
         why = "points 1-4 lie away from the nose, as BODY_25's neck and right arm, not at the eyes and ears"
     else:
         return
+    people = f"{measured} {'person' if measured == 1 else 'people'} measured"
     problems.append(InputProblem(str(keypoints_dir), f"the 75-value keypoints look like OpenPose's {said}, not "
-                                 f"{other} ({measured} {'person' if measured == 1 else 'people'} measured: {why}): they are read as {other}; if they "
-                                 f"are {said}, rerun with {option}", "warning"))
+                                 f"{other} ({people}: {why}): they are read as {other}; if they are {said}, rerun "
+                                 f"with {option}", "warning"))

@@ -18,8 +18,8 @@ used anyway, or left out by design, e.g. crowd regions) and the rest is read:
   disagrees is a warning, a missing one is taken from the file;
 * boxes that are missing, non-finite, empty or outside the image are rebuilt from the
   labelled keypoints (``Person.bbox_note`` says why);
-* labelled keypoints with non-finite, far-off or placeholder (0, 0) coordinates become unlabelled (one warning
-  counts them; ``Person.keypoints_ignored``);
+* labelled keypoints with non-finite, far-off or placeholder (0, 0) coordinates become unlabelled
+  (one warning counts them; ``Person.keypoints_ignored``);
 * keypoint values in a form the format does not define are read as given, with one warning
   counting them (``Person.keypoints_unusual``): numbers written as strings or booleans, and
   COCO visibility flags other than 0, 1, 2 (a flag above 0 is labelled, so detector scores
@@ -99,10 +99,9 @@ def check_openpose_model(openpose_model: str, keypoints_dir) -> None:
     Raises:
         ValueError: either.
     """
-    from fit3d.data.openpose import BODY25_MODELS
+    from fit3d.data.openpose import body25_convention
 
-    if openpose_model not in BODY25_MODELS:
-        raise ValueError(f"unknown OpenPose model {openpose_model!r}: one of {', '.join(BODY25_MODELS)}")
+    body25_convention(openpose_model)
     if openpose_model != "body_25" and keypoints_dir is None:
         raise ValueError(f"--openpose-model {openpose_model} (openpose_model= in Python) is for OpenPose input "
                          "(--keypoints DIR, keypoints_dir=)")

@@ -99,8 +99,8 @@ class ImageRecord:
     def input_digest(self) -> str:
         """A short hash (16 hex digits) of what the fits of this image are made from: its size and
         each person's annotation id, keypoints, box, keypoint layout, camera, duplicate flag and
-        tracking id (when it has one), in order. Stored in the image's output (``input_digest``), so that a rerun from changed
-        annotations fits again exactly the images whose people changed
+        tracking id (when it has one), in order. Stored in the image's output (``input_digest``), so
+        that a rerun from changed annotations fits again exactly the images whose people changed
         (:func:`fit3d.pipeline.selection.select_images`)."""
         h = hashlib.sha1(repr(tuple(self.image_size)).encode())
         for p in self.people:

@@ -10,9 +10,10 @@ need be unique only within an image (an export of fits from OpenPose numbers peo
 image), since people are matched by image and id: only an ``(imgname, annot_id)`` pair used
 more than once is a duplicate. 3D metrics (MPJPE, PA-MPJPE) need 3D ground truth: SPIN's
 ``S`` (24, 4) joints, which SPIN's own dataset files hold and ``fit3d export --format spin``
-does not write. Fits of other people's numbering (a detector's keypoints: OpenPose numbers people
-per image) are matched within each image by where their keypoints lie instead (``match="keypoints"``,
-:func:`match_by_keypoints`); without it only the 2D metrics are computed. Metrics are computed on the fitted people;
+does not write; without it only the 2D metrics are computed. Fits of other people's numbering (a
+detector's keypoints: OpenPose numbers people per image) are matched within each image by where
+their keypoints lie instead (``match="keypoints"``, :func:`match_by_keypoints`). Metrics are
+computed on the fitted people;
 ``share_fitted`` and ``share_valid`` say how many ground-truth people that is (``valid``: how many
 fits are valid).
 """
@@ -196,7 +197,8 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     layout shares no name with the ground truth's: no 2D error), and what did not match:
     ``ground_truth_without_fit`` (people with no fit row at all, counted as not fitted; not
     skipped ones, which have a row; with ``match="keypoints"`` also those no fit row was paired
-    with, e.g. people skipped for having too few keypoints to pair), ``images_without_fits`` (their images with no readable fit file: a
+    with, e.g. people skipped for having too few keypoints to pair),
+    ``images_without_fits`` (their images with no readable fit file: a
     run cut by ``--limit`` or ``--shard``, fits of other images, or an unreadable fit) and ``fitted_not_in_ground_truth``
     (fitted people whose image and annotation id no ground-truth entry has: other annotations,
     or people numbered per image, as OpenPose input is).
@@ -259,9 +261,9 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
         rows.append(row)
     n = len(rows)
     fitted = [r for r in rows if r["fitted"]]
+    valid = sum(r["valid"] for r in rows)
     summary = dict(count=n, fitted=len(fitted), share_fitted=len(fitted) / n if n else 0.0,
-                   share_valid=sum(r["valid"] for r in rows) / n if n else 0.0,
-                   valid=sum(r["valid"] for r in rows), joints=joints,
+                   share_valid=valid / n if n else 0.0, valid=valid, joints=joints,
                    duplicate_ids=duplicates, unreadable_fits=unreadable,
                    ground_truth_left_out=[f"{p.source}: {p.reason}" for p in problems if p.severity == "error"],
                    fitted_without_common_keypoints=no_common, ground_truth_without_fit=unmatched,

@@ -106,8 +106,8 @@ def to_human_data(keypoints_2d: np.ndarray, convention: KeypointConvention) -> t
         ``(keypoints2d (N, 190, 3), keypoints2d_mask (190,) uint8, names of the input points
         that human_data has no place for)``; points without a source are zeros, mask 0;
         a point with a non-finite value, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX` or at
-        the placeholder ``(0, 0)`` becomes ``(0, 0, 0)``, unlabelled, so that no NaN and no point at the image origin
-        marked as seen reaches a loss.
+        the placeholder ``(0, 0)`` becomes ``(0, 0, 0)``, unlabelled, so that no NaN and no point at
+        the image origin marked as seen reaches a loss.
     Raises:
         ValueError: ``keypoints_2d`` does not have ``len(convention)`` points.
     """

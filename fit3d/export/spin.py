@@ -112,7 +112,7 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     """
     pose = smpl_pose72(people, "spin")
     conv = input_convention(people)
-    part = np.stack([convert(k, spin_named(conv), SPIN24) for k in people["keypoints_2d"]]).astype(np.float32)
+    part = convert(people["keypoints_2d"], spin_named(conv), SPIN24).astype(np.float32)
     part[..., 2] = np.clip(part[..., 2], 0.0, 1.0)  # annotations' 0/1; a detector's scores as they are
     center, scale = center_scale(people)
     if conv.names in (OPENPOSE_BODY25.names, OPENPOSE_BODY25B.names, OPENPOSE_COCO18.names, SPIN_OPENPOSE.names):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from fit3d.data.conventions import UNMODELLED, convert
-from fit3d.data.keypoints import NORMALISED_LIMIT, sanitize_keypoints
+from fit3d.data.keypoints import looks_normalised, sanitize_keypoints
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
 
@@ -51,8 +51,7 @@ def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE
     if spread < MIN_SPREAD_PX:
         xy = mapped[mapped[:, 2] > 0, :2]
         hint = ("; all coordinates lie within 0-1, give or take: normalised? fit3d reads pixels (OpenPose: "
-                "--keypoint_scale 0)"
-                if len(xy) and np.abs(xy).max() <= NORMALISED_LIMIT else "")
+                "--keypoint_scale 0)") if looks_normalised(xy) else ""
         return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX}){hint}"
     return None
 
