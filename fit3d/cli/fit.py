@@ -157,7 +157,7 @@ def input_record(opts: FitOptions) -> dict:
     """:func:`fit3d.pipeline.summary.input_record` of the command's inputs."""
     from fit3d.pipeline.summary import input_record as record
 
-    return record(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz)
+    return record(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz, opts.openpose_model)
 
 
 def worker_pool(opts: FitOptions, make_fitter: Callable, records, default_batch_size: int):

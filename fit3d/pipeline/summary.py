@@ -135,12 +135,13 @@ def previous_summary(out_dir: str | Path, shard: tuple[int, int]) -> dict:
 
 
 def input_record(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,
-                 spin_npz: str | Path | None = None) -> dict:
+                 spin_npz: str | Path | None = None, openpose_model: str = "body_25") -> dict:
     """Where a run reads its people (absolute paths; the COCO JSON found beside or above
-    ``images`` when no source is given, as the reader finds it) and a digest of the annotation
-    file (COCO JSON or SPIN npz; an OpenPose folder has none): :class:`~fit3d.pipeline.run.RunConfig`'s
-    ``inputs``, recorded in the run's summary so that a rerun from other inputs says so
-    (:func:`input_changes`)."""
+    ``images`` when no source is given, as the reader finds it), a digest of the annotation
+    file (COCO JSON or SPIN npz; an OpenPose folder has none) and an OpenPose model other than
+    BODY_25 (``openpose_model``, recorded only then: records written before it have none):
+    :class:`~fit3d.pipeline.run.RunConfig`'s ``inputs``, recorded in the run's summary so that a
+    rerun from other inputs says so (:func:`input_changes`)."""
     from fit3d.body_models.weights import file_digest
     from fit3d.data.readers import discover_annotations
 
@@ -152,6 +153,8 @@ def input_record(images: str | Path, annotations: str | Path | None = None, keyp
             out[name] = str(Path(path).resolve())
             if Path(path).is_file():
                 out[f"{name}_digest"] = file_digest(path)
+    if openpose_model != "body_25":
+        out["openpose_model"] = openpose_model
     return out
 
 

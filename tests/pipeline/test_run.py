@@ -616,6 +616,19 @@ def test_a_run_records_its_inputs_with_the_annotation_files_digest(tmp_path, sam
     assert len(other["annotations_digest"]) == 16 and other["annotations_digest"] != r["annotations_digest"]
 
 
+def test_a_rerun_with_another_openpose_model_says_so(tmp_path):
+    """The OpenPose model is part of what a run read (the same folder read as BODY_25B is other
+    people); BODY_25, the default, is not recorded, so records written before this field compare equal."""
+    from fit3d.pipeline.summary import input_changes, input_record
+
+    (tmp_path / "op").mkdir()
+    plain = input_record(tmp_path, keypoints_dir=tmp_path / "op")
+    b = input_record(tmp_path, keypoints_dir=tmp_path / "op", openpose_model="body_25b")
+    assert "openpose_model" not in plain and b["openpose_model"] == "body_25b"
+    assert input_changes(dict(inputs=plain), b) == "openpose_model: None -> body_25b"
+    assert input_changes(dict(inputs=plain), input_record(tmp_path, keypoints_dir=tmp_path / "op")) == ""
+
+
 def test_a_person_whose_camera_is_unusable_fails_alone(tmp_path, sample_copy, anny_model, fast_fitter):
     """An image record of size 0 (no focal length can be made for it): its people fail with the
     reason, the rest of the run is fitted (the camera check raised in the run's bookkeeping before)."""
