@@ -334,7 +334,9 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.option("--prior", type=PRIOR_CHOICE, default=None, help="Optional extra pose prior term (default: none).")
 @click.option("--prior-path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Weights of --prior: 'fit3d train-prior' output, SMPLify's gmm_08.pkl, or a VPoser v2 .ckpt.")
-@click.option("--refine", is_flag=True, help="Refine with SMPLify's final stage after fine-tuning.")
+@click.option("--refine", is_flag=True,
+              help="Refine with SMPLify's refinement stages after fine-tuning (closest to the keypoints; not better "
+                   "in 3D on the benchmark: README 'Latest numbers'; about half the fits/s).")
 @click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
               help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
                    "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; see docs/experiments.md "
@@ -349,7 +351,8 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
                    "annotator noise it rarely triggers and does not help; 11-28 % fewer fits/s; see README "
                    "'How EFT works here').")
 @click.option("--fallback", is_flag=True,
-              help="Also fit SMPLify and keep its fit per person where it reprojects 5x closer (clean keypoints of "
+              help="Also fit SMPLify (people with >= 12 labelled keypoints) and keep its fit per person where it is valid "
+                   "and reprojects 5x closer (clean keypoints of "
                    "poses the network does not know; about a quarter of the fits/s; see docs/experiments.md, 'EFT "
                    "with an SMPLify fallback').")
 def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, follow, fallback):
@@ -408,8 +411,8 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
     The annotator checkpoint is OUT/annotator.pt; an interrupted run resumes from it.
     Multi-GPU (or multi-process CPU): launch with torchrun, e.g.
     'torchrun --nproc-per-node 4 -m fit3d.cli.main neuralannot ... --device cuda':
-    DDP training, then each rank annotates every 4th image (one summary per rank;
-    'fit3d merge' combines them).
+    DDP training, then each rank annotates its share of the images (a hash of each image's name: every
+    image once; one summary per rank; 'fit3d merge' combines them).
     """
     from fit3d.body_models import build_body_model
     from fit3d.fitters.build import build_neuralannot

@@ -101,7 +101,7 @@ def train_prior_cmd(kind, poses, out, seed, body):
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt.")
 @click.option("--rounds", type=click.IntRange(min=1), default=None,
               help="Rounds of fresh synthetic people (default: the shipped setting, "
-                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: 25-30 min on 2 CPU cores).")
+                   "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: 25-38 min on 2 CPU cores).")
 @click.option("--people", type=int, default=8192, show_default=True, callback=check_people,
               help="People per round: at least the training batch size, 256.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (of member k: SEED + k).")

@@ -69,7 +69,8 @@ class RunConfig:
         focal_length: pixels for every image (default: the input's intrinsics where it has them,
             ``Person.camera``, else each image's diagonal).
         overwrite: refit images whose ``.npz`` exists.
-        shard: ``(i, n)``, zero-based: this job takes images ``i, i+n, i+2n...``.
+        shard: ``(i, n)``, zero-based: this job takes the images whose name hashes to ``i`` of ``n``
+            (:func:`~fit3d.pipeline.selection.shard_of`).
         limit: at most this many images (after sharding).
         min_visible: see :data:`MIN_VISIBLE_KEYPOINTS`.
         progress: show a progress bar.

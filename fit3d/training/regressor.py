@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 
 #: Rounds of fresh synthetic people (8,192 each, two epochs) in the shipped training: 384
-#: rounds (25-30 min on 2 CPU cores). Chosen on the validation subjects with weights
+#: rounds (25-38 min on 2 CPU cores). Chosen on the validation subjects with weights
 #: trained without them: EFT's PA-MPJPE-12 on subject 01 was 150 / 109 / 106 mm at 12 / 64 /
 #: 192 rounds with noise, 142 / 94 / 87 mm noise-free (the regressor was undertrained); from
 #: 192 to 384 rounds the regressor alone went 88.1 -> 84.4 mm (mean of subjects 01 and 35
