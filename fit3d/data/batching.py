@@ -201,7 +201,7 @@ def make_batch(
     check_device(device)
     kps, boxes, focal, pp, size = [], [], [], [], []
     for p in people:
-        kp, _ = sanitize_keypoints(p.keypoints_2d)
+        kp, _ = sanitize_keypoints(p.keypoints_2d, p.image_size)
         kps.append(convert(kp, p.convention, convention))
         boxes.append(checked_bbox(p.bbox, kp, p.image_size)[0])
         f, c = person_camera(p, focal_length, principal_point)

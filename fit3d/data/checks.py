@@ -1,7 +1,8 @@
 """Checks over everything a reader read: one warning per input for the people whose keypoints
 lie far outside their image, whose labelled keypoints were unusable, whose keypoint values were in
-a form the format does not define, whose box was rebuilt, or whose coordinates look normalised
-(:func:`with_reader_checks`, what every reader returns)."""
+a form the format does not define, whose box was rebuilt, whose coordinates look normalised,
+who repeat another person of their image exactly, or whose intrinsics no camera of their image
+has (:func:`with_reader_checks`, what every reader returns)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from fit3d.data.records import ImageRecord, InputProblem
 def with_reader_checks(records: list[ImageRecord], problems: list[InputProblem]):
     """``(records, problems)`` with :func:`keypoints_outside_image`'s,
     :func:`keypoints_ignored_warning`'s, :func:`unusual_keypoints_warning`'s,
-    :func:`boxes_rebuilt_warning`'s and :func:`normalised_keypoints_warning`'s warnings added (if
+    :func:`boxes_rebuilt_warning`'s, :func:`normalised_keypoints_warning`'s,
+    :func:`repeated_people_warning`'s and :func:`unusual_intrinsics_warning`'s warnings added (if
     any): what every reader returns."""
     warnings = [w for w in (keypoints_outside_image(records), keypoints_ignored_warning(records),
                             unusual_keypoints_warning(records), boxes_rebuilt_warning(records),
-                            normalised_keypoints_warning(records)) if w]
+                            normalised_keypoints_warning(records), repeated_people_warning(records),
+                            unusual_intrinsics_warning(records)) if w]
     return records, problems + warnings
 
 
@@ -94,7 +97,7 @@ def unusual_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None
     confidences, not counted: :func:`fit3d.data.coco.coco_keypoints`)."""
     return _keypoint_count_warning(records, "keypoints_unusual", "keypoint value{s} in a form the format does not "
                                    "define (numbers written as strings or true/false, visibility flags other than "
-                                   "0, 1, 2): read as numbers, a flag above 0 as labelled")
+                                   "0, 1, 2, NaN): read as numbers, a flag above 0 as labelled")
 
 
 #: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before
@@ -105,8 +108,9 @@ OUTSIDE_MARGIN = 0.05
 def keypoints_outside_image(records: list[ImageRecord], margin: float = OUTSIDE_MARGIN) -> InputProblem | None:
     """One warning for all people with labelled keypoints more than ``margin`` times the image's
     larger side outside it (how many, the farthest in pixels, a few examples), or None. Such
-    keypoints are still fitted (some datasets label joints outside the frame); far outside, they
-    are usually annotation errors, and the person's fit then reprojects badly (``valid`` False)."""
+    keypoints are still fitted (some datasets label joints outside the frame); those more than the
+    image's larger side outside it (:data:`~fit3d.data.keypoints.FAR_OUTSIDE`) were already set
+    aside by the reader as unusable (:func:`keypoints_ignored_warning` counts them)."""
     people, farthest, examples = 0, 0.0, []
     for rec in records:
         if not rec.people:
@@ -128,3 +132,68 @@ def keypoints_outside_image(records: list[ImageRecord], margin: float = OUTSIDE_
     return InputProblem(", ".join(examples) + (" ..." if people > len(examples) else ""),
                         f"{people} people have labelled keypoints outside their image (up to {farthest:.0f} px beyond "
                         "its border): fitted as given", "warning")
+
+
+def repeated_people_warning(records: list[ImageRecord]) -> InputProblem | None:
+    """One warning for all people whose keypoints (at least three labelled) repeat those of an earlier
+    person of the same image exactly, whatever their ids (a person annotated twice, a detection
+    written twice): how many, a few examples; None when there are none. Both are fitted (their ids
+    may both be wanted), so a training set made from the run would hold that person twice."""
+    hit = []
+    for rec in records:
+        seen: set[bytes] = set()
+        for p in rec.people:
+            kp = np.ascontiguousarray(p.keypoints_2d, dtype=np.float32)
+            if (kp[:, 2] > 0).sum() < 3:
+                continue
+            key = p.convention.names.__repr__().encode() + kp.tobytes()
+            if key in seen:
+                hit.append((rec.image_key, p))
+            seen.add(key)
+    if not hit:
+        return None
+    return InputProblem(_examples(hit), f"{len(hit)} {'person repeats' if len(hit) == 1 else 'people repeat'} "
+                        "another person of the same image exactly (the same keypoints, another id): both are "
+                        "fitted, so a training set made from these fits holds that person twice", "warning")
+
+
+#: Focal lengths (as multiples of the image diagonal), ratios fx / fy and principal points (as
+#: multiples of the image's size, beyond its border) that :func:`unusual_intrinsics_warning` calls
+#: implausible: a 600 mm lens on a full-frame sensor is ~14x the diagonal, a fisheye ~0.2x.
+FOCAL_RANGE = (0.1, 100.0)
+ASPECT_RANGE = (0.5, 2.0)
+PRINCIPAL_BEYOND = 1.0
+
+
+def unusual_intrinsics_warning(records: list[ImageRecord]) -> InputProblem | None:
+    """One warning for all people whose input intrinsics (``Person.camera``) no camera of their
+    image has: a focal length outside :data:`FOCAL_RANGE` times the image diagonal, ``fx / fy``
+    outside :data:`ASPECT_RANGE`, or a principal point more than :data:`PRINCIPAL_BEYOND` times the
+    image's width or height outside it (a unit or a field mixed up); how many, a few examples; None
+    when there are none. They are fitted with the intrinsics as given (a fit of 1e9 px focal
+    length was put 4,500 km away, marked valid)."""
+    hit = []
+    for rec in records:
+        w, h = (float(v) for v in rec.image_size)
+        if min(w, h) <= 0:
+            continue
+        diag = float(np.hypot(w, h))
+        for p in rec.people:
+            if p.camera is None:
+                continue
+            (fx, fy), (cx, cy) = p.camera
+            odd = not (FOCAL_RANGE[0] * diag <= min(fx, fy) and max(fx, fy) <= FOCAL_RANGE[1] * diag) \
+                or not ASPECT_RANGE[0] <= fx / fy <= ASPECT_RANGE[1] \
+                or not -PRINCIPAL_BEYOND * w <= cx <= (1 + PRINCIPAL_BEYOND) * w \
+                or not -PRINCIPAL_BEYOND * h <= cy <= (1 + PRINCIPAL_BEYOND) * h
+            if odd:
+                hit.append((rec.image_key, p))
+    if not hit:
+        return None
+    (fx, fy), (cx, cy) = hit[0][1].camera
+    return InputProblem(_examples(hit), f"{len(hit)} {'person has' if len(hit) == 1 else 'people have'} intrinsics "
+                        f"no camera of their image has (the first: focal ({fx:.4g}, {fy:.4g}) px, principal point "
+                        f"({cx:.4g}, {cy:.4g}) px; plausible: focal {FOCAL_RANGE[0]:g}-{FOCAL_RANGE[1]:g}x the image "
+                        f"diagonal, fx / fy {ASPECT_RANGE[0]:g}-{ASPECT_RANGE[1]:g}, the principal point near the "
+                        "image): fitted with them as given; check the input's cam_param / cam_int (units, order)",
+                        "warning")

@@ -198,16 +198,18 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     return CocoFile(annotations, infos, by_image, ids, cats), problems
 
 
-def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
-                   source: str) -> tuple[np.ndarray, KeypointConvention, int, int, int] | None:
+def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem], source: str,
+                   image_size: tuple[float, float] | None = None
+                   ) -> tuple[np.ndarray, KeypointConvention, int, int, int] | None:
     """``(keypoints_2d (K, 3), convention, annotation id, ignored, unusual)`` of one COCO annotation,
     confidences 0/1 from the visibility flags, or the value itself where it lies strictly between 0
     and 1 (a detector's score written in the flag's place, as COCO's results files and many pose
     estimators do: kept as the point's confidence, as OpenPose's are; COCO-WholeBody foot points
     appended), labelled points
     without usable coordinates unlabelled and counted in ``ignored``
-    (:func:`~fit3d.data.keypoints.sanitize_keypoints`), values in forms COCO does not define
-    (strings, booleans, visibility flags other than 0, 1, 2 and not a score) counted in ``unusual``, or None with a
+    (:func:`~fit3d.data.keypoints.sanitize_keypoints`; with ``image_size``, points far outside the
+    image too), values in forms COCO does not define
+    (strings, booleans, visibility flags other than 0, 1, 2 and not a score, NaN) counted in ``unusual``, or None with a
     problem when it has no keypoints, they are unreadable, its id is not an integer, or its
     ``category_id`` names no keypoint category while the categories give several keypoint
     layouts (with one layout, or none named, the annotation is read in it: :func:`load_coco`
@@ -242,10 +244,10 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem],
     flags = kp[:, 2]
     written_as_number = np.asarray([not isinstance(v, (str, bool)) for v in raw[2::3]], dtype=bool)
     score = np.isfinite(flags) & (flags > 0) & (flags < 1)  # a detector's score: kept as the confidence
-    unusual = unusual_values(raw) + int((np.isfinite(flags) & ~np.isin(flags, (0, 1, 2)) & ~score
+    unusual = unusual_values(raw) + int(((~np.isfinite(flags) | (~np.isin(flags, (0, 1, 2)) & ~score))
                                          & written_as_number).sum())
     kp[:, 2] = np.where(np.isfinite(flags), np.where(score, flags, (flags > 0).astype(np.float32)), 0.0)
-    kp, ignored = sanitize_keypoints(kp)
+    kp, ignored = sanitize_keypoints(kp, image_size)
     return kp, conv, int(aid), ignored, unusual
 
 
@@ -317,7 +319,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
                                          f"({len(anns)} annotations not fitted)"))
             continue
         for i, a in anns:  # in file order
-            parsed = coco_keypoints(a, coco, problems, f"{coco.path}#annotations[{i}]")
+            parsed = coco_keypoints(a, coco, problems, f"{coco.path}#annotations[{i}]", rec.image_size)
             if parsed is None:
                 rec.dropped.append(problems[-1].source)
                 continue

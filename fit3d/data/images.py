@@ -5,6 +5,7 @@ readable file (:func:`open_image`), every unreadable one an :class:`~fit3d.data.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -93,13 +94,17 @@ def inspect_image(path: Path) -> ImageInfo:
     (:func:`declared_length`); other files are never reported truncated (a cut-short WebP does not
     open: an OSError).
 
+    Pillow's DecompressionBombWarning (an image over ``PIL.Image.MAX_IMAGE_PIXELS``, ~89 million
+    pixels, that it still opens) is not passed on: such images are read as any other.
+
     Raises:
         OSError: unreadable, not an image, or larger than Pillow opens (its decompression-bomb
             limit, twice ``PIL.Image.MAX_IMAGE_PIXELS``: training code cannot load it either).
     """
     from PIL import Image
 
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             im = Image.open(f)
         except Image.DecompressionBombError as e:  # not an OSError

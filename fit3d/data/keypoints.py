@@ -4,7 +4,8 @@ A keypoint row is ``x, y, confidence`` in pixels. Rows with a non-finite value, 
 coordinate beyond :data:`MAX_KEYPOINT_PX`, cannot be fitted or exported: they become
 unlabelled ``(0, 0, 0)``; so do labelled rows at exactly ``(0, 0)``, the placeholder COCO and
 OpenPose write for a point they do not have (a converter that keeps the flag leaves it labelled
-at the image's corner). The ones among them that claimed to be labelled (a finite confidence
+at the image's corner), and, where the image's size is known, rows farther outside the image
+than :data:`FAR_OUTSIDE` times its larger side (an annotation error: a digit too many). The ones among them that claimed to be labelled (a finite confidence
 above 0) with unusable coordinates are counted, so that a reader can say so
 (:attr:`fit3d.data.records.Person.keypoints_ignored`); a non-finite confidence says nothing
 and is not counted (COCO's reader reads such a visibility as 0 too).
@@ -23,13 +24,23 @@ NORMALISED_LIMIT = 2.0
 #: and squared in float32 such values overflow and make every fit of the person raise.
 MAX_KEYPOINT_PX = 1e6
 
+#: Labelled keypoints farther outside their image than this many times its larger side are
+#: unusable (given the image's size): annotators and detectors place truncated joints a little
+#: outside the frame, never a whole image away; such a point is an error (a digit too many), and it
+#: inflated the person's scale, against which ``valid`` is measured, enough to call a fit valid
+#: whose other points were hundreds of pixels off (a trial: one wrist at x = 900,000 px).
+FAR_OUTSIDE = 1.0
 
-def sanitize_keypoints(keypoints_2d) -> tuple[np.ndarray, int]:
-    """Zero unusable keypoints: non-finite values, coordinates beyond :data:`MAX_KEYPOINT_PX`, or
-    the placeholder ``(0, 0)`` (module docstring).
+
+def sanitize_keypoints(keypoints_2d, image_size: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
+    """Zero unusable keypoints: non-finite values, coordinates beyond :data:`MAX_KEYPOINT_PX`, the
+    placeholder ``(0, 0)``, and with ``image_size`` points far outside the image
+    (:func:`unlabel_far_outside`; module docstring).
 
     Args:
         keypoints_2d: ``(K, 3)`` pixels ``x, y`` and confidence (array or tensor).
+        image_size: ``(width, height)`` pixels of the person's image, or None (unknown; ``(0, 0)``:
+            an image not opened, as None).
     Returns:
         ``(clean, n_ignored)``: a float32 copy with those rows set to ``(0, 0, 0)`` and
         confidences clipped to [0, 1]; ``n_ignored`` counts the zeroed rows with a finite
@@ -40,7 +51,27 @@ def sanitize_keypoints(keypoints_2d) -> tuple[np.ndarray, int]:
     kp = np.asarray(keypoints_2d, dtype=np.float32)
     if kp.ndim != 2 or kp.shape[1] != 3:
         raise ValueError(f"keypoints must be (K, 3): x, y pixels and a confidence per keypoint, not {kp.shape}")
-    return unlabel_unusable(kp)
+    kp, n_ignored = unlabel_unusable(kp)
+    if image_size is None:
+        return kp, n_ignored
+    kp, n_far = unlabel_far_outside(kp, image_size)
+    return kp, n_ignored + n_far
+
+
+def unlabel_far_outside(keypoints_2d: np.ndarray, image_size: tuple[float, float]) -> tuple[np.ndarray, int]:
+    """Unlabel (set to ``(0, 0, 0)``, in place) the labelled rows of ``keypoints_2d`` ``(..., K, 3)``
+    farther outside the image of ``image_size`` ``(width, height)`` than :data:`FAR_OUTSIDE` times
+    its larger side; returns ``(keypoints_2d, how many)``. An image of unknown size (a side <= 0 or
+    not finite) unlabels nothing."""
+    w, h = (float(v) for v in image_size)
+    side = max(w, h)
+    if not (np.isfinite(side) and min(w, h) > 0):
+        return keypoints_2d, 0
+    xy = keypoints_2d[..., :2]
+    beyond = np.maximum(np.maximum(-xy, xy - np.asarray((w, h), dtype=xy.dtype)), 0).max(-1)
+    far = (keypoints_2d[..., 2] > 0) & (beyond > FAR_OUTSIDE * side)
+    keypoints_2d[far] = 0.0
+    return keypoints_2d, int(far.sum())
 
 
 def unlabel_unusable(keypoints_2d, clip_confidence: bool = True) -> tuple[np.ndarray, int]:
@@ -66,6 +97,42 @@ def unusual_values(values) -> int:
     """How many entries of a keypoint list are numbers in a form JSON keypoint formats do not
     use: strings (``"12.5"``) and booleans (NumPy reads both as numbers). 0 for a non-list."""
     return sum(isinstance(v, (str, bool)) for v in values) if isinstance(values, list) else 0
+
+
+#: People whose labelled keypoints lie within this many pixels (standard deviation across their
+#: main line) of one line, or within :data:`MIN_SPREAD_FRACTION` of their spread along it, are
+#: degenerate: all on one point or one line, an annotation no 3D body can be fitted to (fitted,
+#: they came out "valid" at any depth). People of the COCO images and of the synthetic benchmark
+#: (full body and close-ups) spread across their main line at least 5 % of their spread along it
+#: (median 23-47 %); a line with a pixel's jitter spreads 0.2 %.
+MIN_SPREAD_PX = 0.5
+#: See :data:`MIN_SPREAD_PX`.
+MIN_SPREAD_FRACTION = 0.02
+
+
+def keypoint_spread(keypoints_2d) -> tuple[np.ndarray, np.ndarray]:
+    """The spread of the labelled points of ``keypoints_2d`` ``(..., K, 3)`` across and along
+    their main line: ``(across, along)``, each ``(...)`` pixels, the standard deviations of the
+    points on their covariance's minor and major axes (the singular values of the centred points
+    over sqrt(n)); both 0 for fewer than 3 points. Non-finite rows count as unlabelled."""
+    kp = np.asarray(keypoints_2d, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        on = np.isfinite(kp).all(-1) & (kp[..., 2] > 0)
+    n = on.sum(-1)
+    xy = np.where(on[..., None], np.nan_to_num(kp[..., :2]), 0.0)
+    mean = xy.sum(-2) / np.maximum(n, 1)[..., None]
+    d = np.where(on[..., None], xy - mean[..., None, :], 0.0)
+    cov = np.einsum("...ki,...kj->...ij", d, d) / np.maximum(n, 1)[..., None, None]
+    eig = np.clip(np.linalg.eigvalsh(cov), 0.0, None)  # ascending
+    few = n < 3
+    return np.where(few, 0.0, np.sqrt(eig[..., 0])), np.where(few, 0.0, np.sqrt(eig[..., 1]))
+
+
+def degenerate_keypoints(keypoints_2d) -> np.ndarray:
+    """``(...)`` bool: the labelled points of ``keypoints_2d`` ``(..., K, 3)`` lie on one point or
+    one line (:data:`MIN_SPREAD_PX`, :data:`MIN_SPREAD_FRACTION`; fewer than 3 points too)."""
+    across, along = keypoint_spread(keypoints_2d)
+    return across < np.maximum(MIN_SPREAD_PX, MIN_SPREAD_FRACTION * along)
 
 
 def parse_keypoints(values, n: int) -> np.ndarray:

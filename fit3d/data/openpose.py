@@ -182,7 +182,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
                 problems.append(InputProblem(f"{jf}#{idx}", str(e)))
                 rec.dropped.append(f"{jf}#{idx}")
                 continue
-            kp, ignored = sanitize_keypoints(kp)
+            kp, ignored = sanitize_keypoints(kp, rec.image_size)
             box = keypoint_bbox(kp, pad=KEYPOINT_BOX_PAD)
             rec.people.append(Person(rec.image_key, image, rec.image_size, idx, box, kp, conv, len(rec.people),
                                      keypoints_ignored=ignored, keypoints_unusual=unusual_values(values),

@@ -36,8 +36,8 @@ class Person:
             SPIN ``cam_int`` / ``focal_length``: :mod:`fit3d.data.intrinsics`), None when it
             has none (the fit then uses the image diagonal and centre).
         keypoints_ignored: labelled keypoints of the input whose coordinates were unusable
-            (non-finite, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`, or the placeholder
-            ``(0, 0)``): the readers
+            (non-finite, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`, the placeholder
+            ``(0, 0)``, or farther outside the image than its larger side): the readers
             store them as unlabelled ``(0, 0, 0)`` (:func:`~fit3d.data.keypoints.sanitize_keypoints`),
             so fits and exports never see them, and count them here (one warning per input:
             :func:`~fit3d.data.checks.keypoints_ignored_warning`).

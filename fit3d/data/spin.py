@@ -91,7 +91,7 @@ def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.stack([center[:, 0] - side / 2, center[:, 1] - side / 2, side, side], 1).astype(np.float32)
 
 
-def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
+def spin_keypoints(part, openpose=None, image_size: tuple[float, float] | None = None) -> tuple[np.ndarray, int]:
     """One row of a SPIN file as fit3d reads it: ``part`` ``(24, 3)`` with labelled points
     without usable coordinates unlabelled (and counted, :func:`~fit3d.data.keypoints.sanitize_keypoints`;
     a non-finite confidence is unlabelled), confidences 0/1. With the row's ``openpose`` ``(25, 3)``
@@ -99,15 +99,18 @@ def spin_keypoints(part, openpose=None) -> tuple[np.ndarray, int]:
     detections (their scores clipped to [0, 1], as the OpenPose reader keeps them) of the points
     ``part`` has no place for (the feet, OpenPose's neck and mid hip); a detection never replaces
     an annotation, even an unlabelled one, so ``part`` comes back out of a SPIN export unchanged.
+    With ``image_size`` ``(width, height)``, points far outside the image are unusable too
+    (:func:`~fit3d.data.keypoints.unlabel_far_outside`).
 
     Returns:
         ``(keypoints (24, 3) or (32, 3), ignored)``.
     """
-    kp, ignored = sanitize_keypoints(part)
+    kp, ignored = sanitize_keypoints(part, image_size)
     kp[:, 2] = (kp[:, 2] > 0).astype(np.float32)
     if openpose is None:
         return kp, ignored
-    detected, ignored_detections = sanitize_keypoints(np.asarray(openpose, dtype=np.float32)[_DETECTED_FROM])
+    detected, ignored_detections = sanitize_keypoints(np.asarray(openpose, dtype=np.float32)[_DETECTED_FROM],
+                                                      image_size)
     out = convert(kp, SPIN24, SPIN_OPENPOSE)
     out[_DETECTED_TO] = detected
     return out, ignored + ignored_detections
@@ -168,7 +171,7 @@ def read_spin(path: str | Path, images_dir: str | Path,
                 problems.append(InputProblem(f"{path}#{i}", f"unreadable intrinsics: {e}"))
                 rec.dropped.append(problems[-1].source)
                 continue
-        kp, ignored = spin_keypoints(d["part"][i], None if openpose is None else openpose[i])
+        kp, ignored = spin_keypoints(d["part"][i], None if openpose is None else openpose[i], rec.image_size)
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, layout,
                                  len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))

@@ -76,7 +76,7 @@ def _gt_coco(path: Path, problems: list) -> list[dict]:
         info = coco.images[img_id]
         size = json_image_size(info) or (np.inf, np.inf)  # no size: any box inside the image
         for i, a in anns:
-            parsed = coco_keypoints(a, coco, problems, f"{path.name}#annotations[{i}]")
+            parsed = coco_keypoints(a, coco, problems, f"{path.name}#annotations[{i}]", json_image_size(info))
             if parsed is None:
                 continue
             kp, conv, annot_id, _, _ = parsed  # (unusable coordinates unlabelled, as the reader stores them)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from fit3d.data.conventions import KeypointConvention
+from fit3d.data.keypoints import degenerate_keypoints
 from fit3d.fitters.losses import person_scale
 
 #: A fit is valid when its mean reprojection error is below this share of the person scale
@@ -180,13 +181,17 @@ def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: to
 
     A fit is valid when its reprojection error is finite and at most ``fraction`` of
     the person scale (:func:`~fit3d.fitters.losses.person_scale` of ``keypoints_2d``
-    ``(B, K, 3)`` and ``bbox`` ``(B, 4)``), and, when ``params`` (name -> ``(B, ...)``
-    tensor) are given, all of them are finite. It is a 2D test: a person with only a few labelled
-    keypoints fits them exactly and is valid (the batch runs skip people with fewer than
-    :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS`; a fitter called directly does not).
+    ``(B, K, 3)`` and ``bbox`` ``(B, 4)``), its labelled keypoints are not all on one point or
+    line (:func:`fit3d.data.keypoints.degenerate_keypoints`: such a fit reprojects exactly at any
+    depth; the batch runs skip those people, a fitter called directly fits them), and, when
+    ``params`` (name -> ``(B, ...)`` tensor) are given, all of them are finite. It is a 2D test: a
+    person with only a few labelled keypoints fits them exactly and is valid (the batch runs skip
+    people with fewer than :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS`; a fitter called
+    directly does not).
     """
     scale = person_scale(keypoints_2d, bbox)
-    valid = torch.isfinite(reproj_error_px) & (reproj_error_px <= fraction * scale)
+    spread = ~torch.as_tensor(degenerate_keypoints(keypoints_2d.detach().cpu().numpy()), device=keypoints_2d.device)
+    valid = torch.isfinite(reproj_error_px) & (reproj_error_px <= fraction * scale) & spread
     for v in (params or {}).values():
         valid &= torch.isfinite(v).flatten(1).all(1)
     return valid

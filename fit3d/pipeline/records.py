@@ -57,7 +57,7 @@ def person_record(person: Person, result: FitResult | None, i: int, body_model, 
         bbox_note=np.str_(person.bbox_note),
         duplicate_id=np.bool_(person.duplicate_id),
         track_id=np.int64(person.track_id),
-        keypoints_2d=sanitize_keypoints(person.keypoints_2d)[0],  # (the readers' already are; Python-built people)
+        keypoints_2d=sanitize_keypoints(person.keypoints_2d, person.image_size)[0],  # (the readers' already are)
         focal_length=np.asarray(focal, dtype=np.float32),
         principal_point=np.asarray(pp, dtype=np.float32),
     )

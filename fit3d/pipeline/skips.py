@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from fit3d.data.conventions import UNMODELLED, convert
-from fit3d.data.keypoints import looks_normalised, sanitize_keypoints
+from fit3d.data.keypoints import (MIN_SPREAD_FRACTION, MIN_SPREAD_PX, degenerate_keypoints, keypoint_spread,
+                                  looks_normalised, sanitize_keypoints)
 from fit3d.data.records import ImageRecord, InputProblem, Person
 
 
@@ -14,12 +15,6 @@ from fit3d.data.records import ImageRecord, InputProblem, Person
 #: body model) than this are not fitted: below 6 points a full-body fit is
 #: under-determined (6 points x 2 coordinates vs. camera + orientation alone).
 MIN_VISIBLE_KEYPOINTS = 6
-
-
-#: People whose usable keypoints lie within this many pixels (standard deviation) of one line
-#: are skipped: all on one point or one line, an annotation no 3D body can be fitted to (fitted,
-#: they came out "valid" at any depth).
-MIN_SPREAD_PX = 0.5
 
 
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
@@ -33,38 +28,28 @@ def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
 def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]:
     """``((K, 3) keypoints in the model's convention, unusable count)``: NaN points unlabelled; the
     count includes those its reader already set aside (``Person.keypoints_ignored``)."""
-    clean, n_bad = sanitize_keypoints(person.keypoints_2d)
+    clean, n_bad = sanitize_keypoints(person.keypoints_2d, person.image_size)
     return convert(clean, person.convention, model_convention), n_bad + person.keypoints_ignored
 
 
 def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE_KEYPOINTS) -> str | None:
     """Why ``person`` cannot be fitted from its keypoints, or None: fewer than ``min_visible``
     usable keypoints (:func:`usable_keypoints`), or usable keypoints all on one point or line
-    (:func:`keypoint_spread_px` below :data:`MIN_SPREAD_PX`). The text before the first colon
-    is the reason's kind, counted in the summary."""
+    (:func:`fit3d.data.keypoints.degenerate_keypoints`). The text before the first colon is the
+    reason's kind, counted in the summary."""
     mapped, n_bad = _model_keypoints(person, model_convention)
     usable = int((mapped[:, 2] > 0).sum())
     if usable < min_visible:
         return f"too few usable keypoints: {usable} < {min_visible}" + (
             f" ({n_bad} non-finite, far-off or (0, 0) keypoints ignored)" if n_bad else "")
-    spread = keypoint_spread_px(mapped)
-    if spread < MIN_SPREAD_PX:
+    if degenerate_keypoints(mapped):
+        across, along = (float(v) for v in keypoint_spread(mapped))
         xy = mapped[mapped[:, 2] > 0, :2]
         hint = ("; all coordinates lie within 0-1, give or take: normalised? fit3d reads pixels (OpenPose: "
                 "--keypoint_scale 0)") if looks_normalised(xy) else ""
-        return f"degenerate keypoints: all on one point or line ({spread:.2f} px across, < {MIN_SPREAD_PX}){hint}"
+        return (f"degenerate keypoints: all on one point or line ({across:.2f} px across, {along:.1f} px along: "
+                f"under {MIN_SPREAD_PX} px or {MIN_SPREAD_FRACTION:.0%} across){hint}")
     return None
-
-
-def keypoint_spread_px(keypoints_2d: np.ndarray) -> float:
-    """The spread (px) of the labelled points of ``keypoints_2d`` ``(K, 3)`` across their main
-    line: the smaller standard deviation of the centred points (second singular value /
-    sqrt(n)); 0 when they all lie on one point or one straight line (or are fewer than 3)."""
-    xy = keypoints_2d[keypoints_2d[:, 2] > 0, :2].astype(np.float64)
-    if len(xy) < 3:
-        return 0.0
-    sv = np.linalg.svd(xy - xy.mean(0), compute_uv=False)
-    return float(sv[1] / np.sqrt(len(xy)))
 
 
 def layout_problems(images: list[ImageRecord], model_convention) -> list[InputProblem]:

@@ -1,5 +1,6 @@
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -204,7 +205,8 @@ def test_read_coco_image_entries_naming_one_file_share_its_record(tmp_path, samp
     assert len(rec) == 1 and len(images) == 4
     assert sorted(p.annot_id for p in rec[0].people) == sorted([ann["id"], 77777777])
     assert [p.person_index for p in rec[0].people] == [0, 1]
-    assert [(p.severity, "image ids 785, 999999" in p.source) for p in problems] == [("warning", True)]
+    assert sorted((p.severity, "image ids 785, 999999" in p.source, "exactly" in p.reason) for p in problems) == \
+        [("warning", False, True), ("warning", True, False)]  # (the copied annotation: one person twice)
     # two different files outside the image folder with one name: one output name, the second not fitted
     for sub in ("A", "B"):
         (tmp_path / sub).mkdir()
@@ -418,6 +420,55 @@ def test_keypoints_far_outside_the_image_are_counted_in_one_warning(tmp_path, sa
     assert not [p for p in load_inputs(sample_dir, annotations=sample_dir / "test_coco.json")[1]]
 
 
+def test_a_keypoint_a_whole_image_outside_it_is_unusable_and_does_not_inflate_the_box(tmp_path, sample_dir):
+    """A trial: one wrist at x = 900,000 px (a digit too many) was fitted, its box rebuilt around it,
+    and the person's scale grew so much that a fit hundreds of pixels off the other points was valid.
+    A labelled point farther outside its image than the image's larger side is now unusable (counted
+    with the ignored ones); nearer ones are kept (the warning above)."""
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    a = next(a for a in d["annotations"] if a["num_keypoints"] >= 10 and a["keypoints"][29] > 0)
+    a["keypoints"][27] = 900000.0  # the left wrist, on a 640-wide image
+    a.pop("bbox")
+    near = next(b for b in d["annotations"] if b is not a and b["num_keypoints"] >= 10 and b["keypoints"][2] > 0)
+    near["keypoints"][0] = 950.0  # within an image's side beyond the border: kept, said by the outside warning
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "a.json", sample_dir)
+    by_id = {p.annot_id: p for r in images for p in r.people}
+    person = by_id[a["id"]]
+    assert person.keypoints_ignored == 1 and (person.keypoints_2d[9] == 0).all()
+    assert person.bbox[0] + person.bbox[2] < 700  # the box from the other points
+    assert by_id[near["id"]].keypoints_ignored == 0 and by_id[near["id"]].keypoints_2d[0, 0] == 950.0
+    assert any("far-off" in p.reason for p in problems) and any("outside their image" in p.reason for p in problems)
+
+    kp = np.zeros((25, 3))
+    kp[:, :2], kp[:, 2] = np.random.default_rng(0).uniform(100, 300, (25, 2)), 0.8
+    kp[4, :2] = [200.0, -5000.0]  # OpenPose too
+    (tmp_path / "000000000785_keypoints.json").write_text(json.dumps({"people": [{"pose_keypoints_2d": kp.ravel().tolist()}]}))
+    person = read_openpose(tmp_path, sample_dir)[0][0].people[0]
+    assert person.keypoints_ignored == 1 and (person.keypoints_2d[4] == 0).all()
+
+
+def test_people_repeated_exactly_and_implausible_intrinsics_are_one_warning_each(tmp_path, sample_dir):
+    """A trial: two identical people under two ids were fitted twice in silence, and a cam_param of
+    1e9 px focal length gave a fit 4,500 km away, marked valid, in silence. Both are fitted as given,
+    with a warning."""
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    a = next(a for a in d["annotations"] if a["num_keypoints"] >= 10)
+    d["annotations"].append({**a, "id": 99999999})
+    for img in d["images"]:
+        img["cam_param"] = {"focal": [1e9, 1e9]} if img["id"] == a["image_id"] else \
+            {"focal": [800.0, 800.0], "princpt": [320.0, 240.0]}
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "a.json", sample_dir)
+    assert sum(len(r.people) for r in images) == 15  # both fitted
+    [repeated] = [p for p in problems if "exactly" in p.reason]
+    assert repeated.severity == "warning" and repeated.reason.startswith("1 person repeats") and "99999999" in repeated.source
+    [camera] = [p for p in problems if "intrinsics" in p.reason]
+    n = sum(len(r.people) for r in images if any(p.annot_id == a["id"] for p in r.people))
+    assert camera.severity == "warning" and camera.reason.startswith(f"{n} people have") and "1e+09" in camera.reason
+    assert not [p for p in read_coco(sample_dir / "test_coco.json", sample_dir)[1]]
+
+
 def test_a_layout_naming_one_point_twice_is_a_warning():
     from fit3d.data.readers import category_conventions
 
@@ -544,19 +595,20 @@ def test_keypoint_values_in_forms_the_format_does_not_define_are_read_with_one_w
     second["keypoints"][8] = 0.05  # a detector score
     second["keypoints"][11] = -1  # a negative flag: unlabelled
     second["keypoints"][14] = "3"  # a string and a flag COCO does not define: one value, counted once
+    second["keypoints"][17] = float("nan")  # a NaN flag (a trial: unlabelled without a word)
     (tmp_path / "a.json").write_text(json.dumps(d))
     images, problems = read_coco(tmp_path / "a.json", sample_dir)
     by_id = {p.annot_id: p for r in images for p in r.people}
-    assert by_id[first["id"]].keypoints_unusual == 2 and by_id[second["id"]].keypoints_unusual == 3  # (not the score)
+    assert by_id[first["id"]].keypoints_unusual == 2 and by_id[second["id"]].keypoints_unusual == 4  # (not the score)
     assert by_id[first["id"]].keypoints_2d[0, 0] == pytest.approx(float(first["keypoints"][0]))
     assert by_id[first["id"]].keypoints_2d[1, 2] == 1.0 and by_id[second["id"]].keypoints_2d[0, 2] == 1.0
     # a detector's score (strictly between 0 and 1): the point's confidence, as OpenPose's (a trial of
     # MediaPipe output: every score read as a full-weight label)
     assert by_id[second["id"]].keypoints_2d[2, 2] == pytest.approx(0.05)
-    assert by_id[second["id"]].keypoints_2d[3, 2] == 0.0
-    assert sum(p.keypoints_unusual for p in by_id.values()) == 5
+    assert by_id[second["id"]].keypoints_2d[3, 2] == 0.0 and by_id[second["id"]].keypoints_2d[5, 2] == 0.0
+    assert sum(p.keypoints_unusual for p in by_id.values()) == 6
     [warning] = [p for p in problems if "does not define" in p.reason]
-    assert warning.severity == "warning" and warning.reason.startswith("2 people have 5 keypoint values")
+    assert warning.severity == "warning" and warning.reason.startswith("2 people have 6 keypoint values")
     assert len(problems) == 1  # the rest of the file is as before: nothing else said
 
     kp = np.zeros((25, 3))
@@ -598,7 +650,9 @@ def test_an_image_too_large_for_pillow_is_an_input_error_and_the_rest_is_read(tm
     with Image.open(tmp_path / "000000040083.jpg") as im:
         im.resize((200, 150)).save(tmp_path / "000000000785.jpg")  # small enough
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 80_000)  # 640x427 > 2x the limit: refused as a bomb
-    images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)  # 200x150 < 2x: read, Pillow's warning not passed on
+        images, problems = read_coco(sample_dir / "test_coco.json", tmp_path)
     big = [p for p in problems if "too large" in p.reason]
     assert len(big) == 1 and big[0].severity == "error" and big[0].source.endswith("000000040083.jpg")
     assert "000000000785.jpg" in {r.image_key for r in images}
@@ -878,7 +932,7 @@ def test_read_spin_opens_only_the_images_it_is_asked_for(tmp_path, sample_dir):
     from fit3d.data.writers import write_npz
 
     part = np.zeros((4, 24, 3), np.float32)
-    part[:, :, :2], part[:, :, 2] = 150.0, 1.0
+    part[:, :, :2], part[:, :, 2] = 150.0 + np.arange(4)[:, None, None], 1.0
     names = ["gone.jpg", "000000000785.jpg", "gone.jpg", "000000000785.jpg"]
     write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(names), center=np.full((4, 2), 200.0), scale=np.ones(4),
                                        part=part))

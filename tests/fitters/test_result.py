@@ -5,8 +5,7 @@ from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid
 
 
 def test_is_valid_threshold_nan_and_params():
-    kp = torch.zeros(3, 2, 3)
-    kp[:, 1] = torch.tensor([0.0, 0.0, 1.0])
+    kp = torch.tensor([[0.0, 0.0, 1.0], [60.0, 0.0, 1.0], [0.0, 80.0, 1.0]]).repeat(3, 1, 1)
     bbox = torch.tensor([[0.0, 0.0, 60.0, 80.0]]).repeat(3, 1)  # person scale: 100 px
     limit = VALID_ERROR_FRACTION * 100.0
     err = torch.tensor([limit, limit + 0.01, float("nan")])
@@ -15,6 +14,21 @@ def test_is_valid_threshold_nan_and_params():
     pose = torch.zeros(3, 4, 3)
     pose[0, 2, 1] = float("inf")
     assert is_valid(err, kp, bbox, fraction=1.0, params={"body_pose": pose}).tolist() == [False, True, False]
+
+
+def test_a_fit_of_keypoints_on_one_point_or_line_is_not_valid():
+    """A trial: fitters called from Python (no batch run skipping such people) returned fits of all
+    17 points at one place, or on a line with a pixel's jitter, as valid at any depth."""
+    g = torch.Generator().manual_seed(0)
+    person = torch.cat([torch.rand(1, 17, 2, generator=g) * 200, torch.ones(1, 17, 1)], -1)
+    point = person.clone()
+    point[..., :2] = 150.0
+    line = person.clone()
+    line[..., 0] = 300.0 + 0.8 * torch.randn(1, 17, generator=g)
+    line[..., 1] = torch.linspace(0, 380, 17)
+    kp = torch.cat([person, point, line])
+    bbox = torch.tensor([[0.0, 0.0, 400.0, 400.0]]).repeat(3, 1)
+    assert is_valid(torch.zeros(3), kp, bbox).tolist() == [True, False, False]
 
 
 def _result(B: int, value: float, extras: dict) -> "FitResult":

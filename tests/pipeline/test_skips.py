@@ -27,3 +27,27 @@ def test_layout_problems_warn_once_per_layout_and_shorten_long_name_lists(sample
     with pytest.raises(ValueError, match="'alien' keypoints .* share no name"):
         layout_problems(images, anny_model.keypoint_convention)
 
+
+
+def test_keypoints_on_a_line_with_a_little_jitter_are_degenerate_and_a_side_view_is_not(sample_dir, anny_model):
+    """A trial: 17 points on a 380 px line with 0.8 px of jitter passed the 0.5 px absolute test and
+    were fitted as a valid person; the spread across the line is now also compared with the spread
+    along it (2 %). A person seen from the side, narrow but real, is fitted."""
+    from dataclasses import replace
+
+    from fit3d.pipeline.skips import skip_reason
+
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    p = max((p for r in images for p in r.people), key=lambda p: p.num_visible)
+    kp = p.keypoints_2d.copy()
+    on = kp[:, 2] > 0
+    rng = np.random.default_rng(0)
+    line = kp.copy()
+    line[on, 0] = 300.0 + 0.8 * rng.standard_normal(on.sum())
+    line[on, 1] = np.linspace(0, 380, on.sum())
+    reason = skip_reason(replace(p, keypoints_2d=line), anny_model.keypoint_convention)
+    assert reason.startswith("degenerate keypoints: all on one point or line") and "2%" in reason
+    side = line.copy()
+    side[on, 0] = 300.0 + 0.05 * 110 * rng.standard_normal(on.sum())  # 5 % across: the narrowest real people
+    assert skip_reason(replace(p, keypoints_2d=side), anny_model.keypoint_convention) is None
+    assert skip_reason(p, anny_model.keypoint_convention) is None
