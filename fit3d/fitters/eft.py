@@ -52,7 +52,7 @@ from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import refinement_stages
 from fit3d.geometry import project
 from fit3d.regressors.base import crop_cam_to_transl
-from fit3d.regressors.functional import grads_in_place
+from fit3d.regressors.functional import fresh_grads, grads_in_place
 
 
 def eft_refinement_stages() -> list:
@@ -285,9 +285,13 @@ class EFT:
         # Adam is element-wise: one Adam over the stacked copies is B independent Adams
         # (every copy runs the same number of steps, so no per-row masking is needed).
         opt = _adam(list(weights.values()), self.lr)
-        # per-person weight matrices get their gradient added where it is kept, with no new
-        # (B, out, in) tensor per layer and step (fit3d.regressors.functional.grads_in_place)
-        grads_in_place(w for w in weights.values() if w.dim() == 3)
+        # per-person weight matrices of per-person layers get their gradient written where it is
+        # kept, with no new (B, out, in) tensor per layer and step and no zeroing pass
+        # (fit3d.regressors.functional); the generic path's come from autograd
+        per_person = hasattr(self.regressor, "forward_with")
+        in_place = [w for w in weights.values() if w.dim() == 3 and per_person]
+        others = [w for w in weights.values() if not (w.dim() == 3 and per_person)]
+        grads_in_place(in_place)
 
         def objective(out: dict):
             transl = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
@@ -305,8 +309,10 @@ class EFT:
 
         for _ in range(self.steps):
             loss, *_ = evaluate()
-            opt.zero_grad(set_to_none=False)
-            loss.sum().backward()
+            for w in others:
+                w.grad = None
+            with fresh_grads(in_place):
+                loss.sum().backward()
             opt.step()
         with torch.no_grad():
             loss, out, transl, body, proj = evaluate()

@@ -17,12 +17,17 @@ person and its mirror image: :mod:`fit3d.regressors.flip`).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.nn import functional as F
 
 
 #: The attribute :func:`grads_in_place` sets on a weight.
 _IN_PLACE = "_fit3d_grad_in_place"
+#: The attribute :func:`fresh_grads` sets on such a weight: its ``.grad`` holds a finished step's
+#: gradient, which the next contribution overwrites instead of adding to.
+_STALE = "_fit3d_grad_stale"
 
 
 class PerPersonLinear(torch.autograd.Function):
@@ -55,7 +60,11 @@ class PerPersonLinear(torch.autograd.Function):
             sink = weight.grad if getattr(weight, _IN_PLACE, False) else None
             if sink is not None:  # added where the leaf keeps it: no new tensor
                 for r in range(rows.shape[1]):  # one broadcast outer product per row
-                    sink.addcmul_(g[:, r, :, None], rows[:, r, None, :])
+                    if getattr(weight, _STALE, False):  # the step's first: written over the last step's
+                        torch.mul(g[:, r, :, None], rows[:, r, None, :], out=sink)
+                        setattr(weight, _STALE, False)
+                    else:
+                        sink.addcmul_(g[:, r, :, None], rows[:, r, None, :])
             elif x.dim() == 2:  # one row: an outer product, written in the weight's layout
                 grad_w = grad.unsqueeze(-1) * x.unsqueeze(1)
             else:
@@ -70,8 +79,9 @@ def grads_in_place(weights) -> None:
     size costs more to allocate than to fill on a CPU (EFT, :mod:`fit3d.fitters.eft`).
 
     ``loss.backward()`` gives the same ``.grad``; zero it between steps with
-    ``optimizer.zero_grad(set_to_none=False)`` (with ``.grad`` set to None, the next backward
-    returns the gradient to autograd as usual, which allocates it again). Side effects, since
+    ``optimizer.zero_grad(set_to_none=False)``, or run the backward inside :func:`fresh_grads`,
+    which writes over it (with ``.grad`` set to None, the next backward returns the gradient to
+    autograd as usual, which allocates it again). Side effects, since
     autograd never sees these gradients: ``torch.autograd.grad`` returns none for these weights
     and still adds into their ``.grad`` when it differentiates through them for other inputs, and
     hooks registered on the weights do not see them. Use it only on weights that an optimiser
@@ -86,6 +96,32 @@ def grads_in_place(weights) -> None:
     for w in weights:
         w.grad = torch.zeros_like(w)
         setattr(w, _IN_PLACE, True)
+
+
+@contextlib.contextmanager
+def fresh_grads(weights):
+    """Around one ``backward()``: the :func:`grads_in_place` weights of ``weights`` (an iterable)
+    get this backward's gradient in their ``.grad``, written over what it held rather than added
+    (what zeroing it first gives, without the pass over memory that zeroing costs: the weights of
+    EFT's per-person copies are most of its memory traffic). A weight the backward did not reach
+    has its ``.grad`` zeroed on exit. Every use of the weights in the graph must be through
+    :func:`linear`: autograd would add another use's gradient to the last step's.
+
+    Raises:
+        ValueError: a weight was not prepared by :func:`grads_in_place`.
+    """
+    weights = list(weights)
+    if not all(getattr(w, _IN_PLACE, False) for w in weights):
+        raise ValueError("fresh_grads needs weights prepared by grads_in_place")
+    for w in weights:
+        setattr(w, _STALE, True)
+    try:
+        yield
+    finally:
+        for w in weights:
+            if getattr(w, _STALE, False):
+                w.grad.zero_()
+                setattr(w, _STALE, False)
 
 
 def _per_row(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

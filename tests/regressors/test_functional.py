@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fit3d.regressors.functional import PerPersonLinear, grads_in_place, layer_norm, linear
+from fit3d.regressors.functional import PerPersonLinear, fresh_grads, grads_in_place, layer_norm, linear
 
 
 def test_per_person_linear_gradients():
@@ -82,3 +82,28 @@ def test_grads_in_place_after_the_buffer_was_dropped():
     y.backward()
     (linear(x, w) ** 2).sum().backward()
     assert w2.grad is not None and torch.allclose(w2.grad, w.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [None, 2])
+def test_fresh_grads_write_over_the_last_steps_gradient(rows):
+    """Inside ``fresh_grads`` each backward's gradient replaces the last (a weight used twice in one
+    forward, as IEF's steps use theirs, gets both uses), with the buffer kept; a weight the backward
+    did not reach is zeroed; a weight not prepared by grads_in_place is refused."""
+    torch.manual_seed(6)
+    shape = (3, 6) if rows is None else (3, rows, 6)
+    w = torch.randn(3, 6, 6, requires_grad=True)
+    w2, unused = w.detach().clone().requires_grad_(True), torch.randn(3, 6, 6, requires_grad=True)
+    grads_in_place([w2, unused])
+    buffer = w2.grad
+    unused.grad.fill_(7.0)
+    for step in range(3):
+        x = torch.randn(*shape)
+        w.grad = None
+        (linear(linear(x, w), w) ** 2).sum().backward()
+        with fresh_grads([w2, unused]):
+            (linear(linear(x, w2), w2) ** 2).sum().backward()
+        assert w2.grad is buffer and torch.allclose(w2.grad, w.grad, atol=1e-5), step
+        assert not unused.grad.any()
+    with pytest.raises(ValueError, match="grads_in_place"):
+        with fresh_grads([w]):
+            pass
