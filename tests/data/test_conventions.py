@@ -66,3 +66,17 @@ def test_every_spelling_of_a_keypoint_name_is_read_alike(spelling, name):
 
     assert canonical_keypoint_name(spelling) == name
     assert convention_from_names([n.upper() for n in COCO17.names]) is COCO17
+
+
+def test_spin24_is_spins_published_joint_order():
+    """SPIN's 24 ground-truth joints (``constants.JOINT_NAMES[25:]`` in SPIN's code: LSP's 14, then
+    MPII's pelvis and thorax, H36M's spine, jaw and head, the face). The readers and exporters use
+    ``SPIN24.index(name)``, so a swap in the table would pass their round trips and train every SPIN
+    export on the wrong side (a mutation check)."""
+    from fit3d.data.conventions import SPIN24
+
+    assert SPIN24.names == (
+        "right_ankle", "right_knee", "right_hip", "left_hip", "left_knee", "left_ankle", "right_wrist",
+        "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck_lsp", "head_top",
+        "pelvis_mpii", "thorax_mpii", "spine_h36m", "jaw_h36m", "head_h36m", "nose", "left_eye", "right_eye",
+        "left_ear", "right_ear")  # fmt: skip

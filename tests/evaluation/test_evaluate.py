@@ -93,6 +93,29 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     s3, rows3 = evaluate(sfits, spin)
     assert s3["fitted"] == 12 and s3["mpjpe"] > 0 and s3["pa_mpjpe"] <= s3["mpjpe"]
     assert all(r["pa_mpjpe"] <= r["mpjpe"] + 1e-3 for r in rows3 if "mpjpe" in r)
+    # 3D by value (a mutation check: the root at joint 0 instead of the hips passed): ground truth that
+    # is the fits' own joints scores 0; one hip moved by 20 mm moves the hips' midpoint, the root, by
+    # 10 mm, so every joint is 10 mm off after root alignment: MPJPE 10 mm
+    d = dict(np.load(spin))
+    for f in sorted(sfits.glob("*.npz")):
+        fit = np.load(f)
+        names = [str(n) for n in fit["keypoint_names"]]
+        for a, kp3 in zip(fit["annot_id"], fit["keypoints_3d"]):
+            row = next(i for i, n in enumerate(d["imgname"]) if str(n) == f.name[:-4] and i == int(a))
+            S = np.zeros((24, 4), np.float32)
+            for j, n in enumerate(SPIN24.names):
+                if n in names and np.isfinite(kp3[names.index(n)]).all():
+                    S[j] = [*kp3[names.index(n)], 1.0]
+            d["S"][row] = S
+    own = tmp_path / "own.npz"
+    write_npz(own, d)
+    s_own, _ = evaluate(sfits, own)
+    assert s_own["mpjpe"] < 1e-3 and s_own["pa_mpjpe"] < 1e-3
+    d["S"][:, SPIN24.index("left_hip"), 0] += 0.020
+    write_npz(own, d)
+    s_hip, rows_hip = evaluate(sfits, own)
+    assert s_hip["mpjpe"] == pytest.approx(10.0, abs=1e-2) and all(
+        r["mpjpe"] == pytest.approx(10.0, abs=1e-2) for r in rows_hip if "mpjpe" in r)
     # fits whose people are numbered per image scored against COCO ids: nothing matches, and it is
     # said (found by a new user's trial: "fitted 0" read as failed fits)
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(sfits), "--gt", str(sample_dir / "test_coco.json"),

@@ -24,10 +24,15 @@ def test_pa_mpjpe_removes_similarity_and_is_bounded_by_mpjpe():
     assert M.pa_mpjpe(moved, gt).max() < 1e-2  # < 0.01 mm
     noisy = gt + 0.05 * torch.randn(8, 12, 3, generator=g)
     assert (M.pa_mpjpe(noisy, gt) <= M.mpjpe(noisy, gt) + 1e-4).all()
-    # hand check: two points, pred mirrored -> reflection is not a rotation: error stays
-    v = torch.tensor([[[True] * 12]])[0].repeat(8, 1)
+    # with a mask: the masked-out joints neither count nor move the alignment (they are far off here)
+    v = torch.ones(8, 12, dtype=torch.bool)
     v[:, :3] = False
-    assert M.pa_mpjpe(noisy, gt, valid=v).shape == (8,)
+    off = noisy.clone()
+    off[:, :3] += 10.0
+    assert torch.allclose(M.pa_mpjpe(off, gt, valid=v), M.pa_mpjpe(noisy[:, 3:], gt[:, 3:]), atol=1e-3)
+    # a mirrored pose: a reflection is not a rotation, so the error stays
+    mirrored = gt * torch.tensor([-1.0, 1.0, 1.0])
+    assert (M.pa_mpjpe(mirrored, gt) > 100.0).all()
 
 
 def test_pve_reprojection_pck():
@@ -35,6 +40,10 @@ def test_pve_reprojection_pck():
     pv = gv.clone()
     pv[0, 0, 0] = 0.004
     assert M.pve(pv, gv, torch.zeros(1, 3), torch.zeros(1, 3)).item() == pytest.approx(1.0, abs=1e-4)
+    # the roots are aligned: a body moved with its root scores as before, a root moved alone scores its shift
+    shift = torch.tensor([[0.3, -0.2, 1.0]])
+    assert M.pve(pv + shift[:, None], gv, shift, torch.zeros(1, 3)).item() == pytest.approx(1.0, abs=1e-3)
+    assert M.pve(gv, gv, torch.tensor([[0.0, 0.003, 0.004]]), torch.zeros(1, 3)).item() == pytest.approx(5.0, abs=1e-3)
     gt2 = torch.tensor([[[0.0, 0, 1], [10, 0, 1], [0, 10, 0]]])
     pr2 = torch.tensor([[[3.0, 4, 0], [10, 0, 0], [100, 100, 0]]])
     assert M.reprojection_px(pr2, gt2).item() == pytest.approx(2.5)  # (5 + 0) / 2, unlabelled ignored

@@ -119,6 +119,10 @@ def test_neuralannot_json_round_trips(tmp_path, smpl_fits, smpl_like_dir):
                            betas=[data[str(a)]["smpl_param"]["shape"] for a in ids],
                            transl=[data[str(a)]["smpl_param"]["trans"] for a in ids])
     assert np.abs(joints - fits["joints_3d"][fitted]).max() < 1e-3
+    # the camera each fit was made with (a mutation check: focal and princpt swapped passed)
+    np.testing.assert_allclose([data[str(a)]["cam_param"]["focal"] for a in ids], fits["focal_length"][fitted], rtol=1e-6)
+    np.testing.assert_allclose([data[str(a)]["cam_param"]["princpt"] for a in ids], fits["principal_point"][fitted],
+                               rtol=1e-6)
 
 
 def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_dir):
@@ -151,6 +155,8 @@ def test_humandata_keeps_smplx_and_round_trips(tmp_path, smpl_like_dir, sample_d
     fits, _ = merge_fits(fits_dir)
     row = {(str(i), int(a)): k for k, (i, a) in enumerate(zip(fits["image"], fits["annot_id"]))}
     idx = [row[(str(i), int(a))] for i, a in zip(d["image_path"], misc["annot_id"])]
+    np.testing.assert_allclose(misc["focal_length"], fits["focal_length"][idx], rtol=1e-6)
+    np.testing.assert_allclose(misc["principal_point"], fits["principal_point"][idx], rtol=1e-6)
     # the square crop of mmhuman3d's converters of SMPL pseudo-GT (spin.py, eft.py: w = h = scale * 200):
     # SPIN's, around the annotation's own COCO box (not expanded in the fits)
     own = fits["bbox"][idx].astype(np.float64)

@@ -44,3 +44,19 @@ def test_other_layouts_by_name_and_unknown_points_reported():
     assert np.array_equal(out[:, HUMAN_DATA.index("left_bigtoe")], kp[:, 2])
     with pytest.raises(ValueError, match="not"):
         to_human_data(kp[:, :3], conv)
+
+
+def test_every_dataset_table_names_each_point_as_itself():
+    """Each layout's table gives every point mmhuman3d's name of the same point: the name itself up to
+    mmhuman3d's suffixes and spellings (``_openpose``, ``_extra``, ``bigtoe``, ``headtop``) and three
+    documented renames (a mutation check: swapping two knees passed the spot checks above)."""
+    renames = {("head_top", "head"), ("upper_neck", "neck_extra"), ("mid_hip", "pelvis_openpose")}
+
+    def plain(n: str) -> str:
+        for suffix in ("_openpose", "_extra"):
+            n = n.replace(suffix, "")
+        return n.replace("bigtoe", "big_toe").replace("smalltoe", "small_toe").replace("headtop", "head_top")
+
+    for names, hd in BY_DATASET.items():
+        for ours, theirs in zip(names, hd):
+            assert plain(theirs) == ours or (ours, theirs) in renames, (ours, theirs)

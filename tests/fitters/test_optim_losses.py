@@ -68,3 +68,16 @@ def test_person_scale_and_face_orientation():
     k3 = torch.tensor([[[0.0, 0.0, 2.9], [0.07, 0.0, 3.0], [-0.07, 0.0, 3.0]]])
     assert L.face_orientation(k3, torch.tensor([1.0]), 0, (1, 2)).item() == 0
     assert L.face_orientation(k3, torch.tensor([-1.0]), 0, (1, 2)).item() > 0.3
+
+
+def test_upright_is_the_up_axis_share_along_the_optical_axis():
+    """Zero for a body upright or rolled in the image plane, one for a body lying along the optical
+    axis (its up axis along camera z), cos^2 between (a mutation check: penalising another axis
+    passed every test)."""
+    import math
+
+    from fit3d.fitters.losses import upright
+
+    orient = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.7], [math.pi / 2, 0.0, 0.0], [math.pi / 4, 0.0, 0.0],
+                           [0.0, math.pi / 2, 0.0]])
+    assert torch.allclose(upright(orient), torch.tensor([0.0, 0.0, 1.0, 0.5, 0.0]), atol=1e-6)

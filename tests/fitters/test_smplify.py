@@ -324,6 +324,35 @@ def test_a_person_whose_clean_branch_diverged_takes_the_noisy_branch(anny_model)
     assert row.tolist() == [2] and noisy.tolist() == [True]
 
 
+def test_a_person_whose_clean_fit_misses_its_keypoints_takes_the_noisy_branch(anny_model):
+    """The branch choice by value (a mutation check: choosing the noisy branch only for a NaN residual
+    passed every test): a person whose clean fit reprojects exactly onto its keypoints keeps the clean
+    row, one whose keypoints lie 10 nominal px off the clean fit takes the noisy branch's best row."""
+    import math
+
+    from fit3d.fitters import losses as L
+    from fit3d.geometry import project
+
+    fitter = SMPLify(anny_model)
+    J = anny_model.num_body_joints
+    params = dict(global_orient=torch.tensor([[math.pi, 0.0, 0.0]] * 4), body_pose=torch.zeros(4, J, 3),
+                  betas=torch.zeros(4, anny_model.num_betas), transl=torch.tensor([[0.0, 0.0, 4.0]] * 4))
+    K = len(anny_model.keypoint_convention)
+    batch = _one_person_batch(anny_model, K).repeat_interleave(2)
+    with torch.no_grad():
+        body = anny_model(params["global_orient"][:2], params["body_pose"][:2], params["betas"][:2], params["transl"][:2])
+        xy = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
+    scale = L.person_scale(torch.cat([xy, torch.ones(2, K, 1)], -1), batch.bbox)
+    off = torch.randn(K, 2, generator=torch.Generator().manual_seed(0))
+    xy[1] += 10.0 * off / off.norm(dim=-1, keepdim=True) * scale[1] / L.NOMINAL_SCALE
+    batch = replace(batch, keypoints_2d=torch.cat([xy, torch.ones(2, K, 1)], -1))
+    sub = batch.repeat_interleave(2)
+    ctx = dict(scale=L.person_scale(sub.keypoints_2d, sub.bbox))
+    tags = dict(branch=torch.tensor([0, 1, 0, 1]))
+    row, noisy = fitter._pick(torch.tensor([1.0, 2.0, 1.0, 2.0]), params, sub, ctx, tags, 2)
+    assert row.tolist() == [0, 3] and noisy.tolist() == [False, True]
+
+
 def _one_person_batch(model, K):
     from fit3d.data.batching import PersonBatch
 

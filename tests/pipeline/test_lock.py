@@ -43,14 +43,17 @@ def test_starting_shards_do_not_refuse_each_other(tmp_path):
     out.mkdir()
     with run_lock(out, (0, 1)):
         pass
+    # every process imports, says it is ready, then all start together once all six are ready (a review:
+    # a fixed start time could pass before a slow machine had started them, testing no race)
     code = ("import sys, time; from pathlib import Path; from fit3d.pipeline.lock import run_lock\n"
-            "t = float(sys.argv[3])\n"
-            "time.sleep(max(0.0, t - time.time()))\n"
-            "with run_lock(Path(sys.argv[1]), (int(sys.argv[2]), 6)): time.sleep(0.5)\n")
-    import time
-
-    start = time.time() + 1.5
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(out), str(i), str(start)], stderr=subprocess.PIPE)
+            "out, i, gate = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])\n"
+            "(gate / f'ready{i}').touch()\n"
+            "end = time.time() + 60\n"
+            "while len(list(gate.glob('ready*'))) < 6 and time.time() < end: time.sleep(0.005)\n"
+            "with run_lock(out, (i, 6)): time.sleep(0.5)\n")
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(out), str(i), str(gate)], stderr=subprocess.PIPE)
              for i in range(6)]
     errors = [p.communicate(timeout=60)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0] * 6, errors
