@@ -64,9 +64,9 @@ def unlabel_far_outside(keypoints_2d: np.ndarray, image_size: tuple[float, float
     its larger side; returns ``(keypoints_2d, how many)``. An image of unknown size (a side <= 0 or
     not finite) unlabels nothing."""
     w, h = (float(v) for v in image_size)
-    side = max(w, h)
-    if not (np.isfinite(side) and min(w, h) > 0):
+    if not (np.isfinite([w, h]).all() and min(w, h) > 0):
         return keypoints_2d, 0
+    side = max(w, h)
     xy = keypoints_2d[..., :2]
     beyond = np.maximum(np.maximum(-xy, xy - np.asarray((w, h), dtype=xy.dtype)), 0).max(-1)
     far = (keypoints_2d[..., 2] > 0) & (beyond > FAR_OUTSIDE * side)

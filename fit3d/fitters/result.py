@@ -185,12 +185,12 @@ def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: to
     line (:func:`fit3d.data.keypoints.degenerate_keypoints`: such a fit reprojects exactly at any
     depth; the batch runs skip those people, a fitter called directly fits them), and, when
     ``params`` (name -> ``(B, ...)`` tensor) are given, all of them are finite. It is a 2D test: a
-    person with only a few labelled keypoints fits them exactly and is valid (the batch runs skip
-    people with fewer than :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS`; a fitter called
-    directly does not).
+    person with only a few labelled keypoints (3 or more, not on one line) fits them exactly and is
+    valid (the batch runs skip people with fewer than
+    :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS`; a fitter called directly does not).
     """
     scale = person_scale(keypoints_2d, bbox)
-    spread = ~torch.as_tensor(degenerate_keypoints(keypoints_2d.detach().cpu().numpy()), device=keypoints_2d.device)
+    spread = ~torch.as_tensor(degenerate_keypoints(keypoints_2d.detach().float().cpu().numpy()), device=keypoints_2d.device)
     valid = torch.isfinite(reproj_error_px) & (reproj_error_px <= fraction * scale) & spread
     for v in (params or {}).values():
         valid &= torch.isfinite(v).flatten(1).all(1)

@@ -138,8 +138,8 @@ def input_record(images: str | Path, annotations: str | Path | None = None, keyp
                  spin_npz: str | Path | None = None, openpose_model: str = "body_25") -> dict:
     """Where a run reads its people (absolute paths; the COCO JSON found beside or above
     ``images`` when no source is given, as the reader finds it), a digest of the annotation
-    file (COCO JSON or SPIN npz; an OpenPose folder has none) and an OpenPose model other than
-    BODY_25 (``openpose_model``, recorded only then: records written before it have none):
+    file (COCO JSON or SPIN npz; an OpenPose folder has none) and, for an OpenPose folder, its
+    model (``openpose_model``; records written before it have none, read as BODY_25):
     :class:`~fit3d.pipeline.run.RunConfig`'s ``inputs``, recorded in the run's summary so that a
     rerun from other inputs says so (:func:`input_changes`)."""
     from fit3d.body_models.weights import file_digest
@@ -153,7 +153,7 @@ def input_record(images: str | Path, annotations: str | Path | None = None, keyp
             out[name] = str(Path(path).resolve())
             if Path(path).is_file():
                 out[f"{name}_digest"] = file_digest(path)
-    if openpose_model != "body_25":
+    if keypoints_dir is not None:
         out["openpose_model"] = openpose_model
     return out
 
@@ -165,7 +165,9 @@ def input_changes(previous: dict, inputs: dict | None) -> str:
     old = previous.get("inputs")
     if not inputs or not isinstance(old, dict):
         return ""
-    diff = [f"{k}: {old.get(k)} -> {inputs.get(k)}" for k in sorted(set(old) | set(inputs)) if old.get(k) != inputs.get(k)]
+    old, new = (dict(r, openpose_model=r.get("openpose_model", "body_25")) if "keypoints" in r else r
+                for r in (old, inputs))  # (recorded since 2026-12-03: BODY_25, the only model before)
+    diff = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return "; ".join(diff)
 
 

@@ -104,8 +104,10 @@ def fresh_grads(weights):
     get this backward's gradient in their ``.grad``, written over what it held rather than added
     (what zeroing it first gives, without the pass over memory that zeroing costs: the weights of
     EFT's per-person copies are most of its memory traffic). A weight the backward did not reach
-    has its ``.grad`` zeroed on exit. Every use of the weights in the graph must be through
-    :func:`linear`: autograd would add another use's gradient to the last step's.
+    has its ``.grad`` zeroed on exit. A weight also (or only) used outside :func:`linear` gets that
+    use's gradient from autograd after its :func:`linear` uses wrote theirs (autograd accumulates
+    into a leaf last): added to them, or, where no :func:`linear` use wrote, to a zeroed buffer (a
+    hook on the weight zeroes a buffer still holding the last step's before autograd adds).
 
     Raises:
         ValueError: a weight was not prepared by :func:`grads_in_place`.
@@ -113,15 +115,28 @@ def fresh_grads(weights):
     weights = list(weights)
     if not all(getattr(w, _IN_PLACE, False) for w in weights):
         raise ValueError("fresh_grads needs weights prepared by grads_in_place")
+    def settle(w: torch.Tensor) -> None:  # the last step's gradient still in the buffer: zero it
+        if getattr(w, _STALE, False):
+            w.grad.zero_()
+            setattr(w, _STALE, False)
+
+    def hook(w: torch.Tensor):
+        def before_autograd_adds(g: torch.Tensor) -> torch.Tensor:
+            settle(w)
+            return g
+        return before_autograd_adds
+
+    handles = []
     for w in weights:
         setattr(w, _STALE, True)
+        handles.append(w.register_hook(hook(w)))
     try:
         yield
     finally:
+        for h in handles:
+            h.remove()
         for w in weights:
-            if getattr(w, _STALE, False):
-                w.grad.zero_()
-                setattr(w, _STALE, False)
+            settle(w)
 
 
 def _per_row(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

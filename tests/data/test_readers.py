@@ -448,6 +448,51 @@ def test_a_keypoint_a_whole_image_outside_it_is_unusable_and_does_not_inflate_th
     assert person.keypoints_ignored == 1 and (person.keypoints_2d[4] == 0).all()
 
 
+def test_a_whole_image_outside_it_is_unusable_in_spin_files_python_built_people_and_ground_truth(
+        tmp_path, sample_dir, anny_model):
+    """(A review: only the COCO and OpenPose readers were tested.) A SPIN row's ``part`` and
+    ``openpose`` points, a Person built in Python (make_batch, skip_reason, its output record) and
+    evaluate's COCO ground truth set such points aside as the readers do."""
+    from dataclasses import replace
+
+    from fit3d.data.batching import make_batch
+    from fit3d.data.spin import read_spin
+    from fit3d.data.writers import write_npz
+    from fit3d.evaluation.evaluate import load_ground_truth
+    from fit3d.pipeline.skips import usable_keypoints
+
+    part = np.zeros((1, 24, 3), np.float32)
+    part[0, :, :2] = np.random.default_rng(0).uniform(100, 300, (24, 2))
+    part[0, :, 2] = 1.0
+    part[0, 6, 0] = 900000.0  # right wrist
+    openpose = np.zeros((1, 25, 3), np.float32)
+    openpose[0, 22] = [200.0, 1e5, 0.9]  # a big toe far below the image (a detection SPIN's part lacks)
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(["000000000785.jpg"]), center=np.full((1, 2), 200.0),
+                                       scale=np.ones(1), part=part, openpose=openpose))
+    [person] = read_spin(tmp_path / "s.npz", sample_dir)[0][0].people
+    names = person.convention.names
+    assert person.keypoints_ignored == 2
+    assert person.keypoints_2d[[names.index("right_wrist"), names.index("right_big_toe")], 2].tolist() == [0.0, 0.0]
+    assert (person.keypoints_2d[:, 0] < 1000).all() and (person.keypoints_2d[:, 1] < 1000).all()
+
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    p = max((p for r in images for p in r.people), key=lambda p: p.num_visible)
+    kp = p.keypoints_2d.copy()
+    labelled = np.nonzero(kp[:, 2] > 0)[0]
+    kp[labelled[0], 0] = 900000.0
+    built = replace(p, keypoints_2d=kp, keypoints_ignored=0)  # as a Python user builds one
+    batch = make_batch([built], anny_model.keypoint_convention)
+    assert float(batch.keypoints_2d[0, :, 0].max()) < 1000
+    assert usable_keypoints(built, anny_model.keypoint_convention) == (p.num_visible - 1, 1)
+
+    d = json.loads((sample_dir / "test_coco.json").read_text())
+    a = next(a for a in d["annotations"] if a["num_keypoints"] >= 10 and a["keypoints"][2] > 0)
+    a["keypoints"][0] = 900000.0
+    (tmp_path / "gt.json").write_text(json.dumps(d))
+    gt = next(g for g in load_ground_truth(tmp_path / "gt.json", []) if g["annot_id"] == a["id"])
+    assert gt["keypoints_2d"][0, 2] == 0 and gt["keypoints_2d"][:, 0].max() < 1000
+
+
 def test_people_repeated_exactly_and_implausible_intrinsics_are_one_warning_each(tmp_path, sample_dir):
     """A trial: two identical people under two ids were fitted twice in silence, and a cam_param of
     1e9 px focal length gave a fit 4,500 km away, marked valid, in silence. Both are fitted as given,

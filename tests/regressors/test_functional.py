@@ -107,3 +107,27 @@ def test_fresh_grads_write_over_the_last_steps_gradient(rows):
     with pytest.raises(ValueError, match="grads_in_place"):
         with fresh_grads([w]):
             pass
+
+
+@pytest.mark.parametrize("use", ["outside", "both"])
+def test_fresh_grads_keep_the_gradient_of_uses_outside_linear(use):
+    """A review: a prepared weight used only outside ``linear`` (an einsum of a custom regressor's
+    ``forward_with``) got autograd's gradient added to the last step's buffer, which the exit then
+    zeroed: it never learned. Used outside only or both ways, its gradient equals autograd's."""
+    torch.manual_seed(7)
+    w = torch.randn(3, 4, 5, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_(True)
+    grads_in_place([w2])
+    w2.grad.fill_(9.0)
+
+    def loss(weight, x):
+        out = torch.einsum("boi,bri->bro", weight, x).sum()
+        return out + (linear(x, weight) ** 2).sum() if use == "both" else out
+
+    for step in range(2):
+        x = torch.randn(3, 2, 5)
+        w.grad = None
+        loss(w, x).backward()
+        with fresh_grads([w2]):
+            loss(w2, x).backward()
+        assert torch.allclose(w2.grad, w.grad, atol=1e-5), step
