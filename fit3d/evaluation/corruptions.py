@@ -26,15 +26,15 @@ def implausible_poses(body_model, body_pose: torch.Tensor) -> dict[str, torch.Te
 
     out["knee hyperextension"] = broken("left_knee", -0.8 * axes["left_knee"])
     out["elbow bent backwards"] = broken("right_elbow", -1.2 * axes["right_elbow"])
-    out["head twisted"] = broken("head", torch.tensor([0.0, 2.2, 0.0]))
-    out["hip abducted"] = broken("left_hip", torch.tensor([0.0, 0.0, 2.5]))
-    g = torch.Generator().manual_seed(0)
+    out["head twisted"] = broken("head", torch.tensor([0.0, 2.2, 0.0], device=body_pose.device))
+    out["hip abducted"] = broken("left_hip", torch.tensor([0.0, 0.0, 2.5], device=body_pose.device))
+    g = torch.Generator().manual_seed(0)  # (drawn on the CPU, the same corruptions on any device)
     p = body_pose.clone()
     n = len(p)
     j = torch.randint(0, len(names), (n,), generator=g)
     axis = torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=-1)
     angle = torch.deg2rad(100 + 80 * torch.rand(n, 1, generator=g))
-    p[torch.arange(n), j] = axis * angle
+    p[torch.arange(n), j] = (axis * angle).to(p)
     out["random joint flip"] = p
     return out
 

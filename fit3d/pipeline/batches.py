@@ -33,7 +33,9 @@ def _failed(exc: BaseException, n: int) -> list[tuple]:
 
 def fit_people(fitter, people: list[Person], convention, config: RunConfig, device) -> list[tuple]:
     """Fit people in batches; a batch that raises is split in halves and retried down to
-    single people.
+    single people. The halves are retried after the failure is let go (only its message kept):
+    its traceback held every tensor of the failed fit (a batch that ran out of GPU memory kept
+    that memory while its halves were retried, a CUDA audit).
 
     Returns:
         one ``(FitResult, row)`` or ``(None, one-line failure reason)`` per person, in order.
@@ -47,16 +49,19 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
             batch = make_batch(part, convention, focal_length=config.focal_length, device=device)
             res = fitter(batch).cpu()
             out.extend((res, j) for j in range(len(part)))
+            return
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
-            if len(part) == 1:
-                log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, exc)
-                out.extend(_failed(exc, 1))
-                return
-            log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), type(exc).__name__, exc)
-            attempt(part[: len(part) // 2])
-            attempt(part[len(part) // 2 :])
+            said, failed = f"{type(exc).__name__}: {exc}", _failed(exc, 1)  # strings only: exc is let go here
+        batch = None  # noqa: F841 - (neither the failed batch is kept while the halves are fitted)
+        if len(part) == 1:
+            log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, said.partition(": ")[2])
+            out.extend(failed)
+            return
+        log.warning("a batch of %d people failed (%s): retrying in halves", len(part), said)
+        attempt(part[: len(part) // 2])
+        attempt(part[len(part) // 2 :])
 
     for s in range(0, len(people), config.batch_size):
         attempt(people[s : s + config.batch_size])

@@ -142,11 +142,13 @@ def sample_within_limits(body_pose: np.ndarray, prior, n: int, rng: np.random.Ge
     src = body_pose[rng.integers(0, N, (n, J)), np.arange(J)[None, :]]  # (n, J, 3): joint j from a random pose
     out = src.copy()
     todo = np.ones((n, J), dtype=bool)
+    device = prior.threshold.device  # (a prior on the GPU: the draws go there, the answers come back)
+    threshold = prior.threshold.detach().cpu().numpy()
     for _ in range(max_tries):
         cand = src + rng.normal(0, 1, src.shape) * std[None] * spread
         with torch.no_grad():
-            nll = -prior.log_prob_joints(torch.as_tensor(cand, dtype=torch.float32)).numpy()
-        ok = (nll <= prior.threshold.numpy()[None]) & todo
+            nll = -prior.log_prob_joints(torch.as_tensor(cand, dtype=torch.float32, device=device)).cpu().numpy()
+        ok = (nll <= threshold[None]) & todo
         out[ok] = cand[ok]
         todo &= ~ok
         if not todo.any():

@@ -257,6 +257,34 @@ def test_a_failing_person_is_retried_alone_recorded_and_refitted_next_run(tmp_pa
     assert output_path(out, bad_image.image_key).is_file() and not failure_path(out, bad_image.image_key).exists()
 
 
+def test_a_failed_batchs_tensors_are_freed_before_its_halves_are_retried(sample_copy, anny_model, fast_fitter):
+    """A CUDA audit: the halves were retried inside the ``except`` block, whose exception's traceback
+    kept every tensor of the failed fit alive (a batch out of GPU memory kept that memory through its
+    retries). A fitter that holds a big tensor when it fails: each retry finds the last one freed."""
+    import weakref
+
+    import torch
+
+    from fit3d.pipeline.batches import fit_people
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    people = [p for r in images for p in r.people if p.num_visible >= 6][:4]
+    held: list = []
+    alive_at_retry = []
+
+    def fragile(batch):
+        alive_at_retry.extend(ref() is not None for ref in held)
+        if len(batch) > 1:
+            memory = torch.zeros(1000, 1000)  # the fit's working memory, referenced from its frame
+            held.append(weakref.ref(memory))
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return fast_fitter(batch)
+
+    results = fit_people(fragile, people, anny_model.keypoint_convention, RunConfig("unused"), "cpu")
+    assert len(held) == 3 and alive_at_retry and not any(alive_at_retry)  # 4 -> 2 + 2 -> 1 x 4
+    assert all(r is not None for r, _ in results)
+
+
 def test_non_finite_fits_are_never_recorded_as_fitted(tmp_path, sample_copy, anny_model, fast_fitter):
     images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
 
@@ -618,15 +646,19 @@ def test_a_run_records_its_inputs_with_the_annotation_files_digest(tmp_path, sam
 
 def test_a_rerun_with_another_openpose_model_says_so(tmp_path):
     """The OpenPose model is part of what a run read (the same folder read as BODY_25B is other
-    people); BODY_25, the default, is not recorded, so records written before this field compare equal."""
+    people); a record written before this field (none) reads as BODY_25, the only model then."""
     from fit3d.pipeline.summary import input_changes, input_record
 
     (tmp_path / "op").mkdir()
     plain = input_record(tmp_path, keypoints_dir=tmp_path / "op")
     b = input_record(tmp_path, keypoints_dir=tmp_path / "op", openpose_model="body_25b")
-    assert "openpose_model" not in plain and b["openpose_model"] == "body_25b"
-    assert input_changes(dict(inputs=plain), b) == "openpose_model: None -> body_25b"
-    assert input_changes(dict(inputs=plain), input_record(tmp_path, keypoints_dir=tmp_path / "op")) == ""
+    assert plain["openpose_model"] == "body_25" and b["openpose_model"] == "body_25b"
+    assert input_changes(dict(inputs=plain), b) == "openpose_model: body_25 -> body_25b"
+    assert input_changes(dict(inputs=b), plain) == "openpose_model: body_25b -> body_25"
+    earlier = {k: v for k, v in plain.items() if k != "openpose_model"}
+    assert input_changes(dict(inputs=earlier), plain) == ""
+    assert input_changes(dict(inputs=earlier), b) == "openpose_model: body_25 -> body_25b"
+    assert "openpose_model" not in input_record(tmp_path, annotations=tmp_path / "a.json")
 
 
 def test_a_person_whose_camera_is_unusable_fails_alone(tmp_path, sample_copy, anny_model, fast_fitter):
