@@ -24,6 +24,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -276,6 +277,7 @@ class SMPLXModel(BodyModel):
         idx = sm.vertex_joint_selector.extra_joints_idxs[: len(EXTRA_KEYPOINTS)]
         P = sm.posedirs.shape[0]
         self._tables = dict(
+            levels=_chain_levels(sm.parents.tolist(), sm.v_template.device),
             joints=sm.J_regressor @ sm.v_template,  # (J, 3)
             joint_dirs=torch.einsum("jv,vcs->jcs", sm.J_regressor, dirs),  # (J, 3, S)
             kp_template=sm.v_template[idx], kp_dirs=dirs[idx],  # (K, 3), (K, 3, S)
@@ -289,7 +291,7 @@ class SMPLXModel(BodyModel):
         """smplx's joints and vertex keypoints without skinning the mesh: forward kinematics
         of the shaped rest joints, and linear blend skinning of the 11 keypoint vertices only
         (with their pose correctives). Same numbers as the full forward (tested)."""
-        from smplx.lbs import batch_rigid_transform, batch_rodrigues
+        from smplx.lbs import batch_rodrigues
 
         t = self._skeleton_tables()
         B, J = body_pose.shape[0], NUM_JOINTS[self.name]
@@ -297,7 +299,7 @@ class SMPLXModel(BodyModel):
         full[:, 1 : 1 + body_pose.shape[1]] = body_pose  # root, then body; hands, jaw, eyes at rest
         rot = batch_rodrigues(full.reshape(-1, 3)).view(B, J, 3, 3)
         rest = (t["joints"] + torch.einsum("jcs,bs->bjc", t["joint_dirs"], betas)).expand(B, -1, -1)
-        posed, A = batch_rigid_transform(rot, rest, self.smpl.parents, dtype=rot.dtype)
+        posed, A = _rigid_transforms(rot, rest, t["levels"])
         feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
         v = t["kp_template"] + torch.einsum("kcs,bs->bkc", t["kp_dirs"], betas)  # betas (B | 1, S)
         v = v + (feat @ t["kp_posedirs"].flatten(1)).view(B, -1, 3)
@@ -306,3 +308,57 @@ class SMPLXModel(BodyModel):
         joints = torch.cat([posed, kp], 1)
         return BodyOutput(vertices=None, joints_3d=joints[:, : len(self.joint_names)],
                           keypoints_3d=joints[:, self.keypoint_index])
+
+
+
+class _Chain(NamedTuple):
+    """SMPL's kinematic tree by depth (:func:`_chain_levels`): per level after the root, the
+    joints of that depth, their parents' joint indices and their parents' places in the previous
+    level; and ``inverse``, each joint's place in the levels concatenated."""
+
+    levels: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    inverse: torch.Tensor
+
+
+def _chain_levels(parents: list[int], device) -> _Chain:
+    """:class:`_Chain` of ``parents`` (``parents[0]``, the root's, ignored): Python lists in, index
+    tensors on ``device`` out, so that posing never reads an index back from the device (smplx's
+    ``batch_rigid_transform`` indexes a list with a tensor per joint: a GPU sync each)."""
+    depth = [0] * len(parents)
+    for j in range(1, len(parents)):
+        depth[j] = depth[parents[j]] + 1
+    by_depth = [[j for j in range(len(parents)) if depth[j] == d] for d in range(max(depth) + 1)]
+    levels = []
+    for d in range(1, len(by_depth)):
+        place = {j: i for i, j in enumerate(by_depth[d - 1])}
+        levels.append(tuple(torch.tensor(v, device=device) for v in (
+            by_depth[d], [parents[j] for j in by_depth[d]], [place[parents[j]] for j in by_depth[d]])))
+    order = [j for level in by_depth for j in level]
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return _Chain(levels, inverse.to(device))
+
+
+def _rigid_transforms(rot: torch.Tensor, rest: torch.Tensor, chain: _Chain) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward kinematics of SMPL's tree: each joint's world transform is its parent's times its
+    own (rotation ``rot`` about its rest position ``rest``), a depth level at a time.
+
+    Args:
+        rot: ``(B, J, 3, 3)`` local rotations. rest: ``(B, J, 3)`` rest joint positions.
+        chain: :func:`_chain_levels` of the tree.
+    Returns:
+        ``(posed joints (B, J, 3), A (B, J, 4, 4))``: the posed joint positions and the skinning
+        transforms (world transform times the inverse rest transform), as smplx's
+        ``batch_rigid_transform`` returns them (equal: tested through the full forward).
+    """
+    B, J = rest.shape[:2]
+    rots, trans = [rot[:, :1]], [rest[:, :1]]
+    for joints, parent_joints, parent_place in chain.levels:
+        pr, pt = rots[-1][:, parent_place], trans[-1][:, parent_place]
+        offset = rest[:, joints] - rest[:, parent_joints]
+        rots.append(pr @ rot[:, joints])
+        trans.append((pr @ offset[..., None])[..., 0] + pt)
+    R = torch.cat(rots, 1)[:, chain.inverse]
+    t = torch.cat(trans, 1)[:, chain.inverse]
+    top = torch.cat([R, (t - (R @ rest[..., None])[..., 0])[..., None]], -1)
+    return t, torch.cat([top, rot.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, J, 1, 4)], -2)
