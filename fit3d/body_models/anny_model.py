@@ -254,17 +254,21 @@ class AnnyModel(BodyModel):
         They depend on the shape only and their rest orientations (a special Procrustes
         per bone) cost more than the posing itself, so while the shape is not being
         optimised (``betas`` without gradient, e.g. stages that move the pose only) the
-        last result is reused when the same shapes come again.
+        last result is reused when the same shapes come again: the same tensor, unchanged since
+        (its version counter: no value read back, so no GPU sync per iteration), else equal values.
         """
         cache = self._rest_cache
-        if (not betas.requires_grad and cache is not None and cache[0].shape == betas.shape
-                and cache[0].device == betas.device and torch.equal(cache[0], betas)):
-            return cache[1]
+        if not betas.requires_grad and cache is not None:
+            if cache[2] is betas and cache[3] == betas._version:
+                return cache[1]
+            if cache[0].shape == betas.shape and cache[0].device == betas.device and torch.equal(cache[0], betas):
+                self._rest_cache = (cache[0], cache[1], betas, betas._version)  # (this tensor, next time)
+                return cache[1]
         coeffs = self.blendshape_coefficients(self.phenotype(betas))
         anchors = self.anchor_rest + (coeffs @ self.anchor_blend).view(-1, *self.anchor_rest.shape)
         terms = self.kinematics.shape_terms(*self._rest_bones(coeffs), anchors)
         if not betas.requires_grad:
-            self._rest_cache = (betas.detach().clone(), tuple(t.detach() for t in terms))
+            self._rest_cache = (betas.detach().clone(), tuple(t.detach() for t in terms), betas, betas._version)
         return terms
 
     def _rest_bones(self, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
