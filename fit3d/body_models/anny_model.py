@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import roma
 import torch
@@ -255,20 +256,24 @@ class AnnyModel(BodyModel):
         per bone) cost more than the posing itself, so while the shape is not being
         optimised (``betas`` without gradient, e.g. stages that move the pose only) the
         last result is reused when the same shapes come again: the same tensor, unchanged since
-        (its version counter: no value read back, so no GPU sync per iteration), else equal values.
+        (its version counter: no value read back, so no GPU sync per iteration), else equal values
+        (compared: one sync). Writes that bypass the version counter (``betas.data[...] = ...``,
+        through a NumPy view) are not seen on the same tensor: change shapes with ordinary
+        in-place ops or pass a new tensor. Inference-mode tensors have no version counter: compared.
         """
         cache = self._rest_cache
         if not betas.requires_grad and cache is not None:
-            if cache[2] is betas and cache[3] == betas._version:
+            if cache[2]() is betas and cache[3] == _version(betas):
                 return cache[1]
             if cache[0].shape == betas.shape and cache[0].device == betas.device and torch.equal(cache[0], betas):
-                self._rest_cache = (cache[0], cache[1], betas, betas._version)  # (this tensor, next time)
+                self._rest_cache = (cache[0], cache[1], weakref.ref(betas), _version(betas))  # (next time)
                 return cache[1]
         coeffs = self.blendshape_coefficients(self.phenotype(betas))
         anchors = self.anchor_rest + (coeffs @ self.anchor_blend).view(-1, *self.anchor_rest.shape)
         terms = self.kinematics.shape_terms(*self._rest_bones(coeffs), anchors)
         if not betas.requires_grad:
-            self._rest_cache = (betas.detach().clone(), tuple(t.detach() for t in terms), betas, betas._version)
+            self._rest_cache = (betas.detach().clone(), tuple(t.detach() for t in terms), weakref.ref(betas),
+                                _version(betas))
         return terms
 
     def _rest_bones(self, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,3 +308,9 @@ class AnnyModel(BodyModel):
             return BodyOutput(vertices=verts @ C, joints_3d=joints @ C, keypoints_3d=kp @ C)
         joints, kp = self.kinematics(body_pose, self._rest_skeleton(betas), self.joint_bones)
         return BodyOutput(vertices=None, joints_3d=joints @ C, keypoints_3d=kp @ C)
+
+
+def _version(t: torch.Tensor) -> int | None:
+    """``t``'s version counter (bumped by every in-place change), None for an inference-mode
+    tensor, which has none (never equal to a recorded version: compared by value)."""
+    return None if torch.is_inference(t) else t._version

@@ -264,7 +264,7 @@ class SMPLXModel(BodyModel):
         return BodyOutput(vertices=out.vertices, joints_3d=joints[:, : len(self.joint_names)],
                           keypoints_3d=joints[:, self.keypoint_index])
 
-    def _skeleton_tables(self) -> dict[str, torch.Tensor]:
+    def _skeleton_tables(self) -> dict:
         """Shape-linear rest joints and the keypoint vertices' template, shape, pose-corrective
         and skinning rows, taken once from smplx's buffers (``J = J_regressor v_shaped`` is
         linear in the betas)."""

@@ -117,7 +117,8 @@ def fresh_grads(weights):
         raise ValueError("fresh_grads needs weights prepared by grads_in_place")
     def settle(w: torch.Tensor) -> None:  # the last step's gradient still in the buffer: zero it
         if getattr(w, _STALE, False):
-            w.grad.zero_()
+            if w.grad is not None:  # (None: set so since, autograd allocates a new one)
+                w.grad.zero_()
             setattr(w, _STALE, False)
 
     def hook(w: torch.Tensor):

@@ -135,6 +135,10 @@ def test_rest_skeleton_cache_never_serves_other_shapes(anny_model):
         assert Reads.count == 0 and torch.allclose(kb, kb2)
         b.copy_(a)
         assert torch.allclose(anny_model.canonical(pose, b).keypoints_3d, ka)
+    with torch.inference_mode():  # (a review: inference tensors have no version counter)
+        ki = anny_model.canonical(pose, a.clone()).keypoints_3d
+        assert torch.allclose(anny_model.canonical(pose, a.clone()).keypoints_3d, ki)
+    assert torch.allclose(ki, ka)
     a.requires_grad_(True)  # optimised shapes are never cached and get gradients
     anny_model.canonical(pose, a).keypoints_3d.sum().backward()
     assert a.grad is not None and a.grad.abs().sum() > 0

@@ -131,3 +131,18 @@ def test_fresh_grads_keep_the_gradient_of_uses_outside_linear(use):
         with fresh_grads([w2]):
             loss(w2, x).backward()
         assert torch.allclose(w2.grad, w.grad, atol=1e-5), step
+
+
+def test_fresh_grads_after_the_buffer_was_dropped():
+    """A review: ``.grad`` set to None after grads_in_place (``zero_grad()``'s default) made
+    fresh_grads raise on every later step; the gradient now goes to autograd as usual."""
+    torch.manual_seed(8)
+    x = torch.randn(3, 2, 6)
+    w = torch.randn(3, 4, 6, requires_grad=True)
+    w2 = w.detach().clone().requires_grad_(True)
+    grads_in_place([w2])
+    w2.grad = None
+    with fresh_grads([w2]):
+        (linear(x, w2) ** 2).sum().backward()
+    (linear(x, w) ** 2).sum().backward()
+    assert torch.allclose(w2.grad, w.grad, atol=1e-5)
