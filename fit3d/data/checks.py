@@ -169,9 +169,11 @@ PRINCIPAL_BEYOND = 1.0
 def unusual_intrinsics_warning(records: list[ImageRecord]) -> InputProblem | None:
     """One warning for all people whose input intrinsics (``Person.camera``) no camera of their
     image has: a focal length outside :data:`FOCAL_RANGE` times the image diagonal, ``fx / fy``
-    outside :data:`ASPECT_RANGE`, or a principal point more than :data:`PRINCIPAL_BEYOND` times the
-    image's width or height outside it (a unit or a field mixed up); how many, a few examples; None
-    when there are none. They are fitted with the intrinsics as given (a fit of 1e9 px focal
+    outside :data:`ASPECT_RANGE`, a principal point more than :data:`PRINCIPAL_BEYOND` times the
+    image's width or height outside it (a unit or a field mixed up) or within
+    :data:`~fit3d.data.keypoints.NORMALISED_LIMIT` px of the origin (normalised to the image); how
+    many people (with labelled keypoints: the others are not fitted), a few examples; None when
+    there are none. They are fitted with the intrinsics as given (a fit of 1e9 px focal
     length was put 4,500 km away, marked valid)."""
     hit = []
     for rec in records:
@@ -180,13 +182,14 @@ def unusual_intrinsics_warning(records: list[ImageRecord]) -> InputProblem | Non
             continue
         diag = float(np.hypot(w, h))
         for p in rec.people:
-            if p.camera is None:
+            if p.camera is None or not (np.asarray(p.keypoints_2d)[:, 2] > 0).any():
                 continue
             (fx, fy), (cx, cy) = p.camera
             odd = not (FOCAL_RANGE[0] * diag <= min(fx, fy) and max(fx, fy) <= FOCAL_RANGE[1] * diag) \
                 or not ASPECT_RANGE[0] <= fx / fy <= ASPECT_RANGE[1] \
                 or not -PRINCIPAL_BEYOND * w <= cx <= (1 + PRINCIPAL_BEYOND) * w \
-                or not -PRINCIPAL_BEYOND * h <= cy <= (1 + PRINCIPAL_BEYOND) * h
+                or not -PRINCIPAL_BEYOND * h <= cy <= (1 + PRINCIPAL_BEYOND) * h \
+                or (max(abs(cx), abs(cy)) <= NORMALISED_LIMIT < max(w, h))
             if odd:
                 hit.append((rec.image_key, p))
     if not hit:

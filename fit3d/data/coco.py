@@ -275,6 +275,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
     """
     images_dir = Path(images_dir)
     coco, problems = load_coco(annotations)
+    problems += unread_camera_keys(coco)
     records: list[ImageRecord] = []
     groups: dict[str, list] = {}  # the image file (normalised path) -> the image entries that name it
     for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
@@ -332,6 +333,27 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
                                      track_id=track_id(a.get("track_id"))))
         records.append(rec)
     return with_reader_checks(records, problems)
+
+
+def unread_camera_keys(coco: CocoFile) -> list[InputProblem]:
+    """One warning for image-entry keys that look like intrinsics (containing ``cam``, ``intrinsic``
+    or ``focal``) in entries without ``cam_param``, the key fit3d reads (a trial's ``cam_params``
+    fell back to the image diagonal in silence); identifiers such as Human3.6M's ``cam_idx`` are
+    not intrinsics. Names the keys and how many images have them; [] when none."""
+    found: dict[str, int] = {}
+    for info in coco.images.values():
+        if "cam_param" in info:
+            continue
+        for k in info:
+            if (isinstance(k, str) and any(w in k.lower() for w in ("cam", "intrinsic", "focal"))
+                    and not k.lower().endswith(("_idx", "_id", "_ids", "_name", "_index"))):
+                found[k] = found.get(k, 0) + 1
+    if not found:
+        return []
+    keys = ", ".join(f"{k!r} ({n} image{'s' if n != 1 else ''})" for k, n in sorted(found.items()))
+    return [InputProblem(str(coco.path), f"image entries hold {keys}, which fit3d does not read: intrinsics are read "
+                         "from 'cam_param' {\"focal\": [fx, fy], \"princpt\": [cx, cy]}; these images are fitted "
+                         "with the image diagonal as focal length and the centre as principal point", "warning")]
 
 
 def json_image_size(info: dict) -> tuple[float, float] | None:

@@ -203,6 +203,9 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     (fitted people whose image and annotation id no ground-truth entry has: other annotations,
     or people numbered per image, as OpenPose input is).
 
+    ``joints``: the joint set of the 3D metrics (:data:`JOINT_SETS`; the summary's ``joints``); the
+    2D metrics use every point the fit and the ground truth both have and the ground truth labels.
+
     ``match``: ``"ids"`` (by image and annotation id, as above) or ``"keypoints"`` (within each
     image, by where the fit's input keypoints lie: :func:`match_by_keypoints`; for fits of a
     detector's keypoints scored against annotations).

@@ -367,6 +367,11 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         log.warning("%s", inputs_changed_warning(changed, already, selection.changed, selection.unverified))
     elif selection.changed:  # e.g. the rest of a corrected run that was interrupted or cut by --limit
         log.warning("%s", refit_warning(selection.changed))
+    overridden = sum(p.camera is not None for r in todo for p in r.people) if config.focal_length else 0
+    if overridden:  # (a trial: calibrated focal lengths replaced in silence)
+        log.warning("--focal-length %g px replaces the focal length of the input's own intrinsics for %d %s "
+                    "(their principal points are kept)", config.focal_length, overridden,
+                    "person" if overridden == 1 else "people")
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),

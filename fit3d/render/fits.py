@@ -136,7 +136,11 @@ def render_fit(fit: dict, image: np.ndarray, body_model, renderer: Renderer, sid
     f, pp = (fit["focal_length"][0], fit["principal_point"][0]) if len(fit["focal_length"]) else (None, None)
     over = image.copy()
     if meshes:
-        over = renderer.overlay(image, meshes, f, pp, colors=colors)
+        # one camera draws the overlay: people fitted with other intrinsics (a SPIN file's per-person
+        # cam_int) are moved to where that camera sees them as their own did (a trial: drawn half-size)
+        seen = [(in_camera(v, fit["focal_length"][i], fit["principal_point"][i], f, pp), faces)
+                for i, v in zip(idx, verts)]
+        over = renderer.overlay(image, seen, f, pp, colors=colors)
     if keypoints:
         for i in range(len(fit["status"])):
             fitted = fit["keypoints_2d_fit"][i] if fit["status"][i] == "fitted" else None
@@ -149,6 +153,21 @@ def render_fit(fit: dict, image: np.ndarray, body_model, renderer: Renderer, sid
     else:
         sv = np.full_like(image, 255)
     return np.concatenate([over, sv], axis=1)
+
+
+def in_camera(vertices: np.ndarray, focal_length, principal_point, to_focal_length, to_principal_point) -> np.ndarray:
+    """``vertices`` ``(V, 3)`` (metres, OpenCV camera frame) seen through the pinhole camera
+    ``(focal_length, principal_point)`` (pixels), moved so that the camera ``(to_focal_length,
+    to_principal_point)`` projects each to the same pixel at the same depth (``x' = (f x + (c -
+    c') z) / f'`` per axis): a drawing aid for one overlay of people fitted with different
+    intrinsics, not a rigid motion. Unchanged when the cameras are equal."""
+    f, c = np.asarray(focal_length, np.float64), np.asarray(principal_point, np.float64)
+    f2, c2 = np.asarray(to_focal_length, np.float64), np.asarray(to_principal_point, np.float64)
+    if np.array_equal(f, f2) and np.array_equal(c, c2):
+        return vertices
+    v = np.asarray(vertices, np.float64)
+    xy = (f * v[:, :2] + (c - c2) * v[:, 2:3]) / f2
+    return np.concatenate([xy, v[:, 2:3]], 1).astype(np.asarray(vertices).dtype)
 
 
 def save_meshes(fit: dict, body_model, out_dir: Path, fmt: str = "obj") -> list[Path]:

@@ -96,3 +96,20 @@ def test_spin_files_with_intrinsic_matrices_or_focal_lengths(tmp_path, sample_di
                 dict(focal_length=np.ones(1), principal_point=np.ones(2))):
         with pytest.raises(ValueError, match="one per person"):
             spin_cameras(dict(imgname=np.asarray(["a"]), **bad))
+
+
+def test_an_intrinsics_key_fit3d_does_not_read_is_a_warning(tmp_path, sample_dir):
+    """A trial: an image entry's 'cam_params' (a typo) was ignored in silence, the image diagonal used.
+    Camera identifiers (Human3.6M's cam_idx beside its cam_param) are not named."""
+    import json
+
+    from fit3d.data.coco import read_coco
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    data["images"][0]["cam_params"] = {"focal": [1500.0, 1490.0]}
+    data["images"][1]["cam_idx"] = 3
+    data["images"][2].update(cam_idx=2, cam_param={"focal": [1500.0, 1490.0]})
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    _, problems = read_coco(tmp_path / "a.json", sample_dir)
+    [w] = [p for p in problems if "does not read" in p.reason]
+    assert w.severity == "warning" and "'cam_params' (1 image)" in w.reason and "cam_idx" not in w.reason

@@ -512,6 +512,13 @@ def test_people_repeated_exactly_and_implausible_intrinsics_are_one_warning_each
     n = sum(len(r.people) for r in images if any(p.annot_id == a["id"] for p in r.people))
     assert camera.severity == "warning" and camera.reason.startswith(f"{n} people have") and "1e+09" in camera.reason
     assert not [p for p in read_coco(sample_dir / "test_coco.json", sample_dir)[1]]
+    for img in d["images"]:  # a principal point normalised to the image, the focal in pixels
+        img["cam_param"] = {"focal": [800.0, 800.0], "princpt": [0.5, 0.5]}
+    (tmp_path / "a.json").write_text(json.dumps(d))
+    images, problems = read_coco(tmp_path / "a.json", sample_dir)
+    [camera] = [p for p in problems if "intrinsics" in p.reason]
+    labelled = sum((p.keypoints_2d[:, 2] > 0).any() for r in images for p in r.people)  # (not the 2 without)
+    assert camera.reason.startswith(f"{labelled} people have") and labelled < sum(len(r.people) for r in images)
 
 
 def test_a_layout_naming_one_point_twice_is_a_warning():

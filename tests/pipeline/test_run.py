@@ -467,7 +467,8 @@ def test_people_of_two_keypoint_layouts_in_one_image_are_stored_in_the_union_of_
     assert np.isnan(d["keypoints_3d"][eight, names.index("left_wrist")]).all()  # not in its layout
 
 
-def test_the_inputs_intrinsics_are_what_the_fit_uses_and_records(tmp_path, sample_copy, anny_model, fast_fitter):
+def test_the_inputs_intrinsics_are_what_the_fit_uses_and_records(tmp_path, sample_copy, anny_model, fast_fitter,
+                                                                 caplog):
     """An image entry's cam_param (Moon et al.'s COCO-format 3DPW / Human3.6M files) reaches the fit:
     the .npz records it and its fitted keypoints are the 3D keypoints projected with it."""
     data = json.loads((sample_copy / "test_coco.json").read_text())
@@ -489,6 +490,19 @@ def test_the_inputs_intrinsics_are_what_the_fit_uses_and_records(tmp_path, sampl
     other = read_fit(output_path(out, data["images"][1]["file_name"]))  # no cam_param: the image diagonal
     w, h = other["image_size"]
     np.testing.assert_allclose(other["focal_length"][0], [np.hypot(w, h)] * 2, rtol=1e-6)
+    # a focal length given for the run replaces the input's, keeps its principal point, and says so
+    # (a trial: calibrated focal lengths were replaced in silence)
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="fit3d"):
+        run(images, fast_fitter, anny_model, RunConfig(tmp_path / "f1000", focal_length=1000.0, progress=False),
+            problems)
+    n = sum(p.camera is not None for r in images for p in r.people)
+    said = f"replaces the focal length of the input's own intrinsics for {n} {'person' if n == 1 else 'people'}"
+    assert n and any(said in m for m in caplog.messages), caplog.messages
+    d = read_fit(output_path(tmp_path / "f1000", info["file_name"]))
+    np.testing.assert_array_equal(d["focal_length"][0], [1000.0, 1000.0])
+    np.testing.assert_array_equal(d["principal_point"][0], [300.0, 230.0])
 
 
 def test_a_shard_that_gets_no_image_has_nothing_to_do_and_exits_0(tmp_path, sample_copy, anny_model, fast_fitter):

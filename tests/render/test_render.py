@@ -32,6 +32,21 @@ def test_rendered_point_lands_on_projected_pixel(center):
     assert depth[depth > 0].min() == pytest.approx(center[2] - 0.02, abs=3e-3)
 
 
+def test_people_fitted_with_other_intrinsics_are_drawn_where_their_camera_sees_them():
+    """A trial: a SPIN file's per-person intrinsics; the overlay drew everyone with the first
+    person's camera (the second man half-size, off to the left). A point moved by in_camera projects
+    through the first camera where its own camera projected it, at the same depth."""
+    from fit3d.render.fits import in_camera
+
+    v = np.array([[0.3, -0.2, 3.0], [-0.5, 0.4, 5.0], [0.0, 0.0, 2.0]], np.float32)
+    own_f, own_c, first_f, first_c = [600.0, 612.0], [250.0, 166.0], [1200.0, 1200.0], [320.0, 212.0]
+    moved = in_camera(v, own_f, own_c, first_f, first_c)
+    as_own = v[:, :2] / v[:, 2:] * own_f + own_c
+    as_first = moved[:, :2] / moved[:, 2:] * first_f + first_c
+    assert np.allclose(as_own, as_first, atol=1e-3) and np.array_equal(moved[:, 2], v[:, 2])
+    assert in_camera(v, first_f, first_c, first_f, first_c) is v
+
+
 def test_side_view_turns_about_the_vertical(anny_model):
     r = Renderer()
     try:
