@@ -114,7 +114,7 @@ def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: 
     ``refit`` images whose people changed are fitted again (:func:`select_images`), the ``done``
     others keep their fits, ``unverified`` of them without a record of what they were fitted from."""
     verb = "would be" if would else "is" if refit == 1 else "are"
-    again = f"{refit} image{'s' if refit != 1 else ''} whose annotations changed {verb} fitted again"
+    again = f"{refit} image{'s' if refit != 1 else ''} whose people changed {verb} fitted again"
     kept = f"the {done} other images already done {'would keep' if would else 'keep'} their fits"
     if unverified:
         kept += (f" ({unverified} of them written before fit3d recorded what each output is fitted from, so not "
@@ -130,7 +130,8 @@ def refit_warning(changed: int, would: bool = False) -> str:
     annotations changed since their fit, its inputs otherwise as the folder's last run's."""
     verb = "would be" if would else "is" if changed == 1 else "are"
     return (f"{changed} image{'s' if changed != 1 else ''} already done {verb} fitted again: "
-            f"{'its' if changed == 1 else 'their'} annotations changed since {'it was' if changed == 1 else 'they were'} "
+            f"{'its' if changed == 1 else 'their'} people (keypoints, boxes or camera) changed since "
+            f"{'it was' if changed == 1 else 'they were'} "
             "fitted")
 
 

@@ -570,7 +570,7 @@ def test_a_rerun_from_other_inputs_warns_that_done_images_keep_their_fits(tmp_pa
         run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
     (record,) = caplog.records
     assert "annotations_digest: 1234 -> 5678" in record.getMessage()
-    assert "0 images whose annotations changed are fitted again; the 4 other images already done keep their fits" \
+    assert "0 images whose people changed are fitted again; the 4 other images already done keep their fits" \
         in record.getMessage()
     s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
     assert "inputs_changed" not in s  # every done output was compared: the folder is not mixed
@@ -606,7 +606,7 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
         s = run(corrected, fast_fitter, anny_model,
                 RunConfig(out, progress=False, inputs=dict(inputs, annotations_digest="5678")))
-    assert "2 images whose annotations changed are fitted again; the 2 other images" in caplog.records[0].getMessage()
+    assert "2 images whose people changed are fitted again; the 2 other images" in caplog.records[0].getMessage()
     assert s["this_run"]["images_written"] == 2 and s["this_run"]["images_already_done"] == 2
     again = {p.name for p in fit_files(out) if p.stat().st_mtime_ns != mtimes[p.name]}
     assert again == {f"{corrected[1].image_key}.npz", f"{corrected[2].image_key}.npz"}
@@ -709,7 +709,7 @@ def test_a_corrected_rerun_cut_short_still_refits_the_rest_when_resumed(tmp_path
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
         s = run(corrected, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=fixed))
     assert s["this_run"]["images_written"] == 1 and s["this_run"]["images_already_done"] == 3
-    assert "1 image already done is fitted again: its annotations changed since it was fitted" in caplog.messages[0]
+    assert "1 image already done is fitted again: its people (keypoints, boxes or camera) changed since it was fitted" in caplog.messages[0]
     # a sharded resume of an unsharded folder compares them too (no earlier summary of that shard)
     again = copy.deepcopy(corrected)
     again[0].people[0].keypoints_2d[0, :2] += 5.0
