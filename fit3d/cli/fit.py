@@ -351,8 +351,8 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
                    "annotator noise it rarely triggers and does not help; 11-28 % fewer fits/s; see README "
                    "'How EFT works here').")
 @click.option("--fallback", is_flag=True,
-              help="Also fit SMPLify (people with >= 12 labelled keypoints) and keep its fit per person where it is valid "
-                   "and reprojects 5x closer (clean keypoints of "
+              help="Also fit SMPLify (people with >= 12 labelled keypoints) and keep its fit per person where it is "
+                   "valid and reprojects 5x closer (clean keypoints of "
                    "poses the network does not know; about a quarter of the fits/s; see docs/experiments.md, 'EFT "
                    "with an SMPLify fallback').")
 def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finetune, flip, follow, fallback):

@@ -97,8 +97,8 @@ def unusual_keypoints_warning(records: list[ImageRecord]) -> InputProblem | None
     confidences, not counted: :func:`fit3d.data.coco.coco_keypoints`)."""
     return _keypoint_count_warning(records, "keypoints_unusual", "keypoint value{s} in a form the format does not "
                                    "define (numbers written as strings or true/false, visibility flags other than "
-                                   "0, 1, 2, such as 3 or null): read as numbers, a flag above 0 as labelled, a null or NaN "
-                                   "one as unlabelled")
+                                   "0, 1, 2, such as 3 or null): read as numbers, a flag above 0 as labelled, a "
+                                   "null or NaN one as unlabelled")
 
 
 #: How far outside the image (a fraction of its larger side) a labelled keypoint may lie before

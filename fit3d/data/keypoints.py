@@ -5,8 +5,9 @@ coordinate beyond :data:`MAX_KEYPOINT_PX`, cannot be fitted or exported: they be
 unlabelled ``(0, 0, 0)``; so do labelled rows at exactly ``(0, 0)``, the placeholder COCO and
 OpenPose write for a point they do not have (a converter that keeps the flag leaves it labelled
 at the image's corner), and, where the image's size is known, rows farther outside the image
-than :data:`FAR_OUTSIDE` times its larger side (an annotation error: a digit too many). The ones among them that claimed to be labelled (a finite confidence
-above 0) with unusable coordinates are counted, so that a reader can say so
+than :data:`FAR_OUTSIDE` times its larger side (an annotation error: a digit too many). The ones
+among them that claimed to be labelled (a finite confidence above 0) with unusable coordinates
+are counted, so that a reader can say so
 (:attr:`fit3d.data.records.Person.keypoints_ignored`); a non-finite confidence says nothing
 and is not counted (COCO's reader reads such a visibility as 0 too).
 """

@@ -190,7 +190,8 @@ def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: to
     :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS`; a fitter called directly does not).
     """
     scale = person_scale(keypoints_2d, bbox)
-    spread = ~torch.as_tensor(degenerate_keypoints(keypoints_2d.detach().float().cpu().numpy()), device=keypoints_2d.device)
+    flat = degenerate_keypoints(keypoints_2d.detach().float().cpu().numpy())
+    spread = ~torch.as_tensor(flat, device=keypoints_2d.device)
     valid = torch.isfinite(reproj_error_px) & (reproj_error_px <= fraction * scale) & spread
     for v in (params or {}).values():
         valid &= torch.isfinite(v).flatten(1).all(1)

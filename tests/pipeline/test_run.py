@@ -709,7 +709,8 @@ def test_a_corrected_rerun_cut_short_still_refits_the_rest_when_resumed(tmp_path
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
         s = run(corrected, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=fixed))
     assert s["this_run"]["images_written"] == 1 and s["this_run"]["images_already_done"] == 3
-    assert "1 image already done is fitted again: its people (keypoints, boxes or camera) changed since it was fitted" in caplog.messages[0]
+    assert ("1 image already done is fitted again: its people (keypoints, boxes or camera) changed since it was "
+            "fitted") in caplog.messages[0]
     # a sharded resume of an unsharded folder compares them too (no earlier summary of that shard)
     again = copy.deepcopy(corrected)
     again[0].people[0].keypoints_2d[0, :2] += 5.0
