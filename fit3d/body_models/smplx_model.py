@@ -277,7 +277,7 @@ class SMPLXModel(BodyModel):
         idx = sm.vertex_joint_selector.extra_joints_idxs[: len(EXTRA_KEYPOINTS)]
         P = sm.posedirs.shape[0]
         self._tables = dict(
-            levels=_chain_levels(sm.parents.tolist(), sm.v_template.device),
+            chain=_chain_levels(sm.parents.tolist(), sm.v_template.device),
             joints=sm.J_regressor @ sm.v_template,  # (J, 3)
             joint_dirs=torch.einsum("jv,vcs->jcs", sm.J_regressor, dirs),  # (J, 3, S)
             kp_template=sm.v_template[idx], kp_dirs=dirs[idx],  # (K, 3), (K, 3, S)
@@ -299,7 +299,7 @@ class SMPLXModel(BodyModel):
         full[:, 1 : 1 + body_pose.shape[1]] = body_pose  # root, then body; hands, jaw, eyes at rest
         rot = batch_rodrigues(full.reshape(-1, 3)).view(B, J, 3, 3)
         rest = (t["joints"] + torch.einsum("jcs,bs->bjc", t["joint_dirs"], betas)).expand(B, -1, -1)
-        posed, A = _rigid_transforms(rot, rest, t["levels"])
+        posed, A = _rigid_transforms(rot, rest, t["chain"])
         feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
         v = t["kp_template"] + torch.einsum("kcs,bs->bkc", t["kp_dirs"], betas)  # betas (B | 1, S)
         v = v + (feat @ t["kp_posedirs"].flatten(1)).view(B, -1, 3)
@@ -308,7 +308,6 @@ class SMPLXModel(BodyModel):
         joints = torch.cat([posed, kp], 1)
         return BodyOutput(vertices=None, joints_3d=joints[:, : len(self.joint_names)],
                           keypoints_3d=joints[:, self.keypoint_index])
-
 
 
 class _Chain(NamedTuple):

@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from fit3d.data.keypoints import NORMALISED_LIMIT, looks_normalised
+from fit3d.data.keypoints import NORMALISED_LIMIT, distance_outside, looks_normalised
 from fit3d.data.records import ImageRecord, InputProblem
 
 
@@ -120,7 +120,7 @@ def keypoints_outside_image(records: list[ImageRecord], margin: float = OUTSIDE_
         owner = np.repeat(np.arange(len(rec.people)), [len(p.keypoints_2d) for p in rec.people])
         w, h = rec.image_size
         labelled = np.isfinite(kp).all(1) & (kp[:, 2] > 0)
-        beyond = np.maximum(np.maximum(-kp[:, :2], kp[:, :2] - (w, h)), 0).max(1)
+        beyond = distance_outside(kp[:, :2], (w, h))
         far = labelled & (beyond > margin * max(w, h))
         if not far.any():
             continue
@@ -142,12 +142,12 @@ def repeated_people_warning(records: list[ImageRecord]) -> InputProblem | None:
     may both be wanted), so a training set made from the run would hold that person twice."""
     hit = []
     for rec in records:
-        seen: set[bytes] = set()
+        seen: set[tuple] = set()
         for p in rec.people:
             kp = np.ascontiguousarray(p.keypoints_2d, dtype=np.float32)
             if (kp[:, 2] > 0).sum() < 3:
                 continue
-            key = p.convention.names.__repr__().encode() + kp.tobytes()
+            key = (p.convention.names, kp.tobytes())
             if key in seen:
                 hit.append((rec.image_key, p))
             seen.add(key)
@@ -189,7 +189,7 @@ def unusual_intrinsics_warning(records: list[ImageRecord]) -> InputProblem | Non
                 or not ASPECT_RANGE[0] <= fx / fy <= ASPECT_RANGE[1] \
                 or not -PRINCIPAL_BEYOND * w <= cx <= (1 + PRINCIPAL_BEYOND) * w \
                 or not -PRINCIPAL_BEYOND * h <= cy <= (1 + PRINCIPAL_BEYOND) * h \
-                or (max(abs(cx), abs(cy)) <= NORMALISED_LIMIT < max(w, h))
+                or (max(w, h) > NORMALISED_LIMIT and looks_normalised(np.asarray([[cx, cy]])))
             if odd:
                 hit.append((rec.image_key, p))
     if not hit:

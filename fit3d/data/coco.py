@@ -208,9 +208,8 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem], source
     appended), labelled points
     without usable coordinates unlabelled and counted in ``ignored``
     (:func:`~fit3d.data.keypoints.sanitize_keypoints`; with ``image_size``, points far outside the
-    image too), values in forms COCO does not define
-    (strings, booleans, visibility flags other than 0, 1, 2 and not a score, NaN) counted in ``unusual``, or None with a
-    problem when it has no keypoints, they are unreadable, its id is not an integer, or its
+    image too), values in forms COCO does not define (strings, booleans, visibility flags other
+    than 0, 1, 2 and not a score, NaN) counted in ``unusual``, or None with a problem when it has no keypoints, they are unreadable, its id is not an integer, or its
     ``category_id`` names no keypoint category while the categories give several keypoint
     layouts (with one layout, or none named, the annotation is read in it: :func:`load_coco`
     warns once per id that no category has)."""

@@ -67,12 +67,15 @@ def unlabel_far_outside(keypoints_2d: np.ndarray, image_size: tuple[float, float
     w, h = (float(v) for v in image_size)
     if not (np.isfinite([w, h]).all() and min(w, h) > 0):
         return keypoints_2d, 0
-    side = max(w, h)
-    xy = keypoints_2d[..., :2]
-    beyond = np.maximum(np.maximum(-xy, xy - np.asarray((w, h), dtype=xy.dtype)), 0).max(-1)
-    far = (keypoints_2d[..., 2] > 0) & (beyond > FAR_OUTSIDE * side)
+    far = (keypoints_2d[..., 2] > 0) & (distance_outside(keypoints_2d[..., :2], (w, h)) > FAR_OUTSIDE * max(w, h))
     keypoints_2d[far] = 0.0
     return keypoints_2d, int(far.sum())
+
+
+def distance_outside(xy: np.ndarray, image_size: tuple[float, float]) -> np.ndarray:
+    """``(...)`` pixels by which points ``xy`` ``(..., 2)`` lie outside the image of ``image_size``
+    ``(width, height)`` along the axis where they lie farthest out (0 inside it)."""
+    return np.maximum(np.maximum(-xy, xy - np.asarray(image_size, dtype=xy.dtype)), 0).max(-1)
 
 
 def unlabel_unusable(keypoints_2d, clip_confidence: bool = True) -> tuple[np.ndarray, int]:

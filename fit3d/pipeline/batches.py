@@ -53,13 +53,13 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
         except (Interrupted, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
-            said, failed = f"{type(exc).__name__}: {exc}", _failed(exc, 1)  # strings only: exc is let go here
+            kind, text, failed = type(exc).__name__, str(exc), _failed(exc, 1)  # strings only: exc is let go here
         batch = None  # noqa: F841 - (neither the failed batch is kept while the halves are fitted)
         if len(part) == 1:
-            log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, said.partition(": ")[2])
+            log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, text)
             out.extend(failed)
             return
-        log.warning("a batch of %d people failed (%s): retrying in halves", len(part), said)
+        log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), kind, text)
         attempt(part[: len(part) // 2])
         attempt(part[len(part) // 2 :])
 

@@ -115,6 +115,7 @@ def fresh_grads(weights):
     weights = list(weights)
     if not all(getattr(w, _IN_PLACE, False) for w in weights):
         raise ValueError("fresh_grads needs weights prepared by grads_in_place")
+
     def settle(w: torch.Tensor) -> None:  # the last step's gradient still in the buffer: zero it
         if getattr(w, _STALE, False):
             if w.grad is not None:  # (None: set so since, autograd allocates a new one)
