@@ -8,6 +8,7 @@ fit's own full-frame pinhole (``focal_length``, ``principal_point`` from the
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -36,6 +37,17 @@ class RenderError(RuntimeError):
     """Rendering is impossible here (no EGL / OpenGL context)."""
 
 
+def _pyrender():
+    """pyrender, imported headless: when the user has not chosen a PyOpenGL platform,
+    ``PYOPENGL_PLATFORM=egl`` is set first (Mesa's software EGL works on CPU machines, NVIDIA's
+    EGL on GPU machines). Only rendering sets it: importing :mod:`fit3d.render` changes no
+    environment variable."""
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    import pyrender
+
+    return pyrender
+
+
 class Renderer:
     """Reusable offscreen renderer (one OpenGL context, resized per image).
 
@@ -50,8 +62,7 @@ class Renderer:
     def _get(self, width: int, height: int):
         if self._renderer is None:
             try:
-                import pyrender
-
+                pyrender = _pyrender()
                 self._renderer = pyrender.OffscreenRenderer(int(width), int(height))
             except Exception as e:  # ImportError, OpenGL.error..., RuntimeError from EGL
                 raise RenderError(f"{EGL_HELP} (cause: {type(e).__name__}: {e})") from e
@@ -86,8 +97,9 @@ class Renderer:
         Returns:
             ``(rgb (H, W, 3) uint8, depth (H, W) float32, 0 where empty)``.
         """
-        import pyrender
         import trimesh
+
+        pyrender = _pyrender()
 
         w, h = size
         scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[0.35, 0.35, 0.35])

@@ -126,3 +126,21 @@ def test_commands_reading_a_run_folder_refuse_one_without_fits_alike(tmp_path, a
     assert r.exit_code == 1, r.output
     assert "no per-image fits" in r.output and str(empty) in r.output
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "e.npz").exists()
+
+
+def test_help_does_not_import_torch_or_numpy():
+    """The commands import torch and the package only when they run, so ``fit3d --help`` and every
+    command's ``--help`` answer without torch's seconds of start-up (a fresh interpreter: this
+    test process has torch already)."""
+    import subprocess
+    import sys
+
+    paths = [list(p) for p, _ in _commands(cli)]
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom fit3d.cli.main import cli\n"
+            f"for p in [[]] + {paths!r}:\n"
+            "    r = CliRunner().invoke(cli, [*p, '--help'])\n"
+            "    assert r.exit_code == 0, (p, r.output)\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'roma', 'PIL') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

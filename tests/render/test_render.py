@@ -359,3 +359,23 @@ def test_a_review_count_must_be_a_whole_number(tmp_path):
         with pytest.raises(ValueError, match="whole number >= 1"):
             sample_images(fits, bad)
     assert worst_images(fits, np.int64(2)) == ["c.jpg", "b.jpg"]
+
+
+def test_importing_render_changes_no_environment_and_rendering_chooses_egl():
+    """Only rendering sets ``PYOPENGL_PLATFORM`` (to EGL, when the user chose none): importing
+    :mod:`fit3d.render` for its camera helpers leaves the environment alone."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\nimport fit3d.render\nfrom fit3d.render import overlay\n"
+            "before = os.environ.get('PYOPENGL_PLATFORM')\n"
+            "sys.modules['pyrender'] = type(sys)('pyrender')  # (a stand-in: no OpenGL needed)\n"
+            "overlay._pyrender()\nprint(before, os.environ.get('PYOPENGL_PLATFORM'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYOPENGL_PLATFORM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "egl"]
+    env["PYOPENGL_PLATFORM"] = "osmesa"  # the user's choice is kept
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["osmesa", "osmesa"], out.stderr
