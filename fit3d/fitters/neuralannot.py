@@ -140,7 +140,8 @@ class NeuralAnnot:
         regressor: the annotator network (a :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`;
             of an :class:`~fit3d.regressors.ensemble.EnsembleRegressor`, NeuralAnnot trains one network: its
             first member, which is also the pretrained prediction of ``accept_ratio``);
-            with the ``pretrain`` recipe it should hold pretrained weights, without it is re-initialised.
+            with the ``pretrain`` recipe it should hold pretrained weights, without it is re-initialised
+            (in place, from ``config.seed`` on the CPU; the caller's random state is left as it was).
         recipes: subset of :data:`RECIPES`.
         pose_set: retargeted mocap (for the ``depth`` recipe).
         prior: VAE prior (for the ``prior`` recipe).
@@ -155,7 +156,8 @@ class NeuralAnnot:
             ``annotator_kept`` says which.
 
     Raises:
-        ValueError: the ``depth`` recipe without ``pose_set``, or the ``prior`` recipe without ``prior``.
+        ValueError: a recipe not in :data:`RECIPES`, the ``depth`` recipe without ``pose_set``, or the
+            ``prior`` recipe without ``prior``.
     """
 
     name = "neuralannot"
@@ -167,18 +169,23 @@ class NeuralAnnot:
                  checkpoint: str | Path | None = None, accept_ratio: float | None = ACCEPT_RATIO) -> None:
         self.body_model = body_model
         self.recipes = frozenset(recipes)
+        if self.recipes - set(RECIPES):
+            raise ValueError(f"unknown NeuralAnnot recipes {sorted(self.recipes - set(RECIPES))}; "
+                             f"choose among {list(RECIPES)}")
         self.config = config or TrainConfig()
-        torch.manual_seed(self.config.seed)
         regressor = getattr(regressor, "first", regressor)  # an ensemble: NeuralAnnot trains one network
         self.net = regressor
         # the pretrained network, whose own prediction an annotation must beat (accept_ratio)
         self.accept_ratio = accept_ratio if "pretrain" in self.recipes else None
         self.pretrained = copy.deepcopy(regressor).to(body_model.device).eval() \
             if self.accept_ratio is not None else None
-        if "pretrain" not in self.recipes:
-            for m in self.net.modules():
-                if isinstance(m, torch.nn.Linear):
-                    m.reset_parameters()
+        if "pretrain" not in self.recipes:  # from scratch: drawn from config.seed, the caller's torch RNG untouched
+            with torch.random.fork_rng(devices=[]):  # (drawn on the CPU: the same weights on any device)
+                torch.default_generator.manual_seed(self.config.seed)
+                self.net.cpu()
+                for m in self.net.modules():
+                    if isinstance(m, torch.nn.Linear):
+                        m.reset_parameters()
         self.net.to(body_model.device)
         if "depth" in self.recipes and pose_set is None:
             raise ValueError("the depth recipe needs a pose set (fit3d.mocap.bundled_pose_set())")

@@ -386,3 +386,21 @@ def test_more_epochs_after_a_held_out_choice_keep_the_chosen_length_and_say_so(t
         again.fit_dataset(target, progress=False)
     assert again.epoch == first.epoch == first.selected_epochs  # the chosen length stands
     assert "was chosen on held-out people" in caplog.text and "epochs=3 does not change it" in caplog.text
+
+
+def test_building_the_annotator_leaves_the_callers_random_state_alone(anny_model):
+    """Building NeuralAnnot draws nothing from the caller's random stream: without ``pretrain`` the
+    network is re-initialised from ``config.seed`` (the same weights whatever the caller's seed)."""
+    nets = [_net(anny_model, seed=s) for s in (1, 2, 3, 4)]
+    weights = []
+    for net, recipes in zip(nets, ({"pretrain"}, set(), set())):
+        torch.manual_seed(123)
+        a = NeuralAnnot(anny_model, net, recipes, config=TrainConfig(epochs=0, seed=5))
+        assert torch.equal(torch.rand(3), torch.manual_seed(123) and torch.rand(3))
+        weights.append(a.net.inp.weight.detach().clone())
+    assert torch.equal(weights[0], nets[0].inp.weight) and not torch.equal(weights[0], weights[1])
+    assert torch.equal(weights[1], weights[2])  # from config.seed, not from the network given
+    other = NeuralAnnot(anny_model, nets[3], set(), config=TrainConfig(epochs=0, seed=6))
+    assert not torch.equal(other.net.inp.weight, weights[1])
+    with pytest.raises(ValueError, match="synthetic"):
+        NeuralAnnot(anny_model, nets[3], {"synthetic"})
