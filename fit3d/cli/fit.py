@@ -9,7 +9,8 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import FitOptions, check_device, count, errors_as, fit_options, people
+from fit3d.cli.options import FitOptions, check_device, errors_as, fit_options
+from fit3d.wording import count, people
 from fit3d.cli.render import render_fits
 
 PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
@@ -136,7 +137,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
 
                 check_settings(opts.out_dir, config.settings, opts.overwrite, whole_folder=config.whole_folder,
                                record=False)
-            raise click.exceptions.Exit(report_validation(records, problems, body, opts))
+            raise click.exceptions.Exit(report_validation(records, problems, config, body))
         s = run(records, fitter, body, config, problems, pool=pool)
     echo_problems(s["input_problems"][len(problems):])  # found by the run (keypoint layouts): not printed yet
     code = report_run(s, opts.out_dir)
@@ -241,60 +242,21 @@ def job_config(opts: FitOptions):
     return RunConfig(opts.out_dir, shard=opts.shard, limit=opts.limit, overwrite=opts.overwrite)
 
 
-def report_validation(records, problems, body, opts: FitOptions) -> int:
-    """``--dry-run``: count what would be fitted and list every problem; fits nothing.
-    Returns the exit code by the run's rule (:meth:`fit3d.pipeline.summary.RunCounts.exit_code`):
-    4 when this job has nothing to fit and nothing done, 3 with unreadable inputs, else 0. A dry
-    run reads the whole input, so its 3 counts every shard's input errors (a sharded run reads
-    and reports its own images' only)."""
-    from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
-    from fit3d.pipeline.skips import layout_problems, skip_reason
+def report_validation(records, problems, config, body) -> int:
+    """``--dry-run``: print what a run of ``config`` would fit and say, and every problem; fits
+    nothing (:func:`fit3d.pipeline.plan.dry_run`). Returns the exit code by the run's rule: 4 when
+    this job has nothing to fit and nothing done, 3 with unreadable inputs, else 0. A dry run reads
+    the whole input, so its 3 counts every shard's input errors (a sharded run reads and reports
+    its own images' only)."""
+    from fit3d.pipeline.plan import dry_run
+    from fit3d.pipeline.skips import layout_problems
 
     layout = layout_problems(records, body.keypoint_convention)
     echo_problems(layout)  # the reader's problems were printed as they were read
-    problems = list(problems) + layout
-    need = opts.min_visible or MIN_VISIBLE_KEYPOINTS
-
-    def fittable_in(images) -> int:
-        return sum(skip_reason(p, body.keypoint_convention, need) is None for r in images for p in r.people)
-
-    everyone = sum(len(r.people) for r in records)
-    fittable = fittable_in(records)
-    errors = sum(p.severity == "error" for p in problems)
-    click.echo(f"fit3d: {count(len(records), 'image')} ({sum(1 for r in records if not r.people)} without people), "
-               f"{people(everyone)}: {fittable} with at least {need} usable keypoints (not all collinear) would be "
-               "fitted, "
-               f"{everyone - fittable} skipped; {count(errors, 'input problem')}, "
-               f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)", err=True)
-    selection = this_job(opts, records)
-    todo, done, mine = selection.todo, selection.already, selection.mine
-    from fit3d.pipeline.selection import (inputs_changed_warning, not_in_input_message, outputs_not_in_input,
-                                          refit_warning, stale_outputs, stale_outputs_message)
-    from fit3d.pipeline.summary import input_changes, previous_summary
-
-    changed = input_changes(previous_summary(opts.out_dir, opts.shard), input_record(opts))
-    if changed and (done or selection.changed):
-        click.echo(f"fit3d: warning: {inputs_changed_warning(changed, done, selection.changed, selection.unverified, would=True)}",
-                   err=True)
-    elif selection.changed:
-        click.echo(f"fit3d: warning: {refit_warning(selection.changed, would=True)}", err=True)
-    emptied = stale_outputs(todo, Path(opts.out_dir))
-    if emptied:
-        click.echo(f"fit3d: warning: {stale_outputs_message(emptied, would=True)}", err=True)
-    if Path(opts.out_dir).is_dir() and (orphans := outputs_not_in_input(records, Path(opts.out_dir))):
-        click.echo(f"fit3d: warning: {not_in_input_message(orphans)}", err=True)
-    now = fittable_in(todo)
-    if mine != len(records) or done:  # (the counts above are the whole input's)
-        click.echo(f"fit3d: this job (shard {opts.shard[0] + 1}/{opts.shard[1]}"
-                   f"{f', --limit {opts.limit}' if opts.limit else ''}): {count(mine, 'image')}, {done} already done; "
-                   f"{people(now)} to fit now", err=True)
-    from fit3d.pipeline.summary import RunCounts
-
-    # the run's own rule (RunCounts.exit_code) on what this job would do: nothing to fit and nothing
-    # done is 4 (an empty shard of a split is not), then 3 for unreadable inputs
-    would = RunCounts(images=mine, images_already_done=done, input_errors=errors, people_fitted=now,
-                      shard_empty=mine == 0 and opts.shard[1] > 1 and bool(records))
-    return would.exit_code()
+    report = dry_run(records, list(problems) + layout, body.keypoint_convention, config)
+    for line in report.lines:
+        click.echo(line, err=True)
+    return report.exit_code
 
 
 @click.command()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from fit3d.wording import count
+
 
 @dataclass
 class FitOptions:
@@ -159,17 +161,6 @@ def fit_options(f):
     for option in reversed(_OPTIONS):
         command = option(command)
     return command
-
-
-def count(n: int, noun: str) -> str:
-    """``"1 image"``, ``"2 images"``: ``n`` and ``noun``, plural unless ``n`` is 1 (nouns whose
-    plural adds an s: image, warning, input problem)."""
-    return f"{n} {noun}{'s' if n != 1 else ''}"
-
-
-def people(n: int) -> str:
-    """``"1 person"``, ``"2 people"``."""
-    return f"{n} {'person' if n == 1 else 'people'}"
 
 
 @contextmanager

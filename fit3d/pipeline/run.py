@@ -47,11 +47,10 @@ from fit3d.pipeline.lock import run_lock
 from fit3d.pipeline.merge import retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
-from fit3d.pipeline.selection import (inputs_changed_warning, not_in_input_message, outputs_not_in_input,
-                                      refit_warning, select_images, shard_images,
-                                      stale_outputs, stale_outputs_message)
+from fit3d.pipeline.plan import plan_run
+from fit3d.pipeline.selection import shard_images
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, layout_problems, skip_reason
-from fit3d.pipeline.summary import RunCounts, input_changes, mark_unwritten, previous_summary, versions, write_summary
+from fit3d.pipeline.summary import RunCounts, mark_unwritten, versions, write_summary
 from fit3d.pipeline.workers import FitterPool
 
 log = logging.getLogger(__name__)
@@ -359,45 +358,35 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         **({"fitter": str(name)} if name else {}), **described)
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
-    previous = previous_summary(out_dir, config.shard)
-    changed = input_changes(previous, config.inputs)
-    selection = select_images(images, config)
+    i, n = config.shard
+    # what only a walk of the whole folder finds (fits kept of images the input does not list): one
+    # shard of a split looks (each walking it would read shards x files directory entries on a shared
+    # file system)
+    plan = plan_run(images, config, find_orphans=i == 0)
+    selection, previous, changed = plan.selection, plan.previous, plan.changed
     todo, already, mine = selection.todo, selection.already, selection.mine
-    if changed and (already or selection.changed):
-        log.warning("%s", inputs_changed_warning(changed, already, selection.changed, selection.unverified))
-    elif selection.changed:  # e.g. the rest of a corrected run that was interrupted or cut by --limit
-        log.warning("%s", refit_warning(selection.changed))
-    overridden = sum(p.camera is not None for r in todo for p in r.people) if config.focal_length else 0
-    if overridden:  # (a trial: calibrated focal lengths replaced in silence)
-        log.warning("--focal-length %g px replaces the focal length of the input's own intrinsics for %d %s "
-                    "(their principal points are kept)", config.focal_length, overridden,
-                    "person" if overridden == 1 else "people")
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
                        shard_empty=mine == 0 and config.shard[1] > 1 and bool(images))
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
-    emptied = stale_outputs(todo, out_dir)
-    if emptied:
+    if plan.emptied:
         job.before_writing()
-        for r in emptied:
+        for r in plan.emptied:
             for stale in (output_path(out_dir, r.image_key), failure_path(out_dir, r.image_key),
                           incomplete_path(out_dir, r.image_key)):
                 stale.unlink(missing_ok=True)
-        log.warning("%s", stale_outputs_message(emptied))
-        counts.outputs_removed = len(emptied)
+        counts.outputs_removed = len(plan.emptied)
+    for warning in plan.warnings():
+        log.warning("%s", warning)
     todo = [r for r in todo if r.people]
-    i, n = config.shard
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
-    # what only a walk of the whole folder finds: one shard of a split looks (each walking it would
-    # read shards x files directory entries on a shared file system)
-    if i == 0:
+    if i == 0:  # (one shard of a split walks the folder, above)
         if stale := remove_stale_temporaries(out_dir):  # (left by writers killed outright)
             head["stale_temporaries_removed"] = stale
-        if orphans := outputs_not_in_input(images, out_dir):  # fits kept of images the input does not list
-            log.warning("%s", not_in_input_message(orphans))
-            head["fits_not_in_input"] = len(orphans)
+        if plan.orphans:
+            head["fits_not_in_input"] = len(plan.orphans)
     if config.inputs is not None:
         head["inputs"] = config.inputs
         # a folder whose done images may come from other inputs (outputs without a digest, which
