@@ -1,10 +1,18 @@
 """Initial root depth, position and image-plane roll from 2D keypoints.
 
 Depth follows SMPLify's similar-triangles rule, ``z = f * L3d / L2d``, on the
-torso (shoulder-to-hip) length. Truncated or occluded people fall back, in
-order, to the shoulder width, the hip width, the thighs, the upper arms, the
-shins, and finally the box height against the model's standing height. The
-method used is returned per person.
+torso (shoulder-to-hip) length. Truncated or occluded people fall back to the
+median of the same rule on the other segments they show (the shoulder width, the
+hip width, the thighs, the upper arms, the shins), and finally to the box height
+against the model's standing height. The segment used (the median's) is returned
+per person.
+
+The median rather than the first segment in a fixed order: one segment is often
+foreshortened (a side-on person's shoulder width) or marked elsewhere than the
+model's point (COCO's hips are wider than anny's), and a fit keeps its starting
+depth's error. Hiding the torso of the real people of ``coco_mini`` who show it, the
+fallback's depth against the torso's: first available segment 10-90 % range
+0.69-1.65 (train) and 0.75-1.70 (val), the median 0.72-1.26 and 0.77-1.28.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ SEGMENTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("shins", (("left_knee", "left_ankle"), ("right_knee", "right_ankle"))),
 )
 METHODS = tuple(m for m, _ in SEGMENTS) + ("bbox",)
+#: The largest starting depth, metres: far beyond any photo's people (a bound, for finite numbers).
+MAX_DEPTH = 1e5
 
 
 def estimate_depth(
@@ -46,34 +56,34 @@ def estimate_depth(
     Returns:
         ``(depth (B,) metres, method (B,) int index into METHODS)``.
     """
-    B = keypoints_2d.shape[0]
     f = focal_length.mean(-1)
-    depth = torch.zeros(B, dtype=keypoints_2d.dtype, device=keypoints_2d.device)
-    method = torch.full((B,), len(METHODS) - 1, dtype=torch.long, device=keypoints_2d.device)
-    done = torch.zeros(B, dtype=torch.bool, device=keypoints_2d.device)
     vis = keypoints_2d[..., 2] > 0
-    for m, (_, pairs) in enumerate(SEGMENTS):
-        len2d = torch.zeros(B, dtype=depth.dtype, device=depth.device)
-        len3d = torch.zeros_like(len2d)
-        count = torch.zeros_like(len2d)
+    estimates = []  # per segment: (B,) depth, NaN where the person does not show it
+    for _, pairs in SEGMENTS:
+        len2d = torch.zeros_like(f)
+        len3d = torch.zeros_like(f)
+        count = torch.zeros_like(f)
         for a, b in pairs:
             if a not in convention.names or b not in convention.names:
                 continue
             ia, ib = convention.index(a), convention.index(b)
-            ok = vis[:, ia] & vis[:, ib]
             l2 = (keypoints_2d[:, ia, :2] - keypoints_2d[:, ib, :2]).norm(dim=-1)
-            ok = ok & (l2 > 2.0)  # coincident points carry no scale
-            len2d += torch.where(ok, l2, torch.zeros_like(l2))
-            len3d += ok.to(depth) * (rest_keypoints_3d[ia] - rest_keypoints_3d[ib]).norm()
-            count += ok.to(depth)
-        use = (count > 0) & ~done
-        est = f * len3d / len2d.clamp(min=1e-6)
-        depth = torch.where(use, est, depth)
-        method = torch.where(use, torch.full_like(method, m), method)
-        done |= use
-    box_h = bbox[:, 3].clamp(min=1.0)
-    depth = torch.where(done, depth, f * standing_height / box_h)
-    return depth.clamp(min=0.3, max=200.0), method
+            ok = (vis[:, ia] & vis[:, ib] & (l2 > 2.0)).to(f)  # coincident points carry no scale
+            len2d += ok * l2
+            len3d += ok * (rest_keypoints_3d[ia] - rest_keypoints_3d[ib]).norm()
+            count += ok
+        estimates.append(torch.where(count > 0, f * len3d / len2d.clamp(min=1e-6), torch.full_like(f, math.nan)))
+    torso, others = estimates[0], torch.stack(estimates[1:], -1)
+    median, which = others.nanmedian(-1)  # (NaN where no other segment is shown)
+    box = f * standing_height / bbox[:, 3].clamp(min=1.0)
+    has_torso, has_other = ~torso.isnan(), ~median.isnan()
+    depth = torch.where(has_torso, torso, torch.where(has_other, median, box))
+    method = torch.where(has_torso, torch.zeros_like(which),
+                         torch.where(has_other, which + 1, torch.full_like(which, len(METHODS) - 1)))
+    # no upper bound a photo reaches (a 12-megapixel image's default focal length puts a 40 px tall
+    # person 200 m away, a telephoto lens farther): a bound would start far people near, and the
+    # fit would shrink them to a child's size to match
+    return depth.clamp(min=0.3, max=MAX_DEPTH), method
 
 
 def root_pixel(keypoints_2d: torch.Tensor, bbox: torch.Tensor, convention: KeypointConvention) -> torch.Tensor:
