@@ -112,8 +112,8 @@ class Renderer:
             scene.add(pyrender.Mesh.from_trimesh(tm, material=mat, smooth=True))
         fx, fy = (float(x) for x in focal_length)
         cx, cy = (float(x) for x in principal_point)
-        cam = pyrender.IntrinsicsCamera(fx, fy, cx, cy, znear=0.05, zfar=1000.0)
         pose = opencv_camera_pose(camera_rotation, camera_center)
+        cam = pyrender.IntrinsicsCamera(fx, fy, cx, cy, *clip_range(meshes, pose))
         scene.add(cam, pose=pose)
         for angle in (-0.6, 0.0, 0.6):  # three lights around the camera
             lp = pose.copy()
@@ -148,34 +148,66 @@ class Renderer:
         return out
 
 
+def clip_range(meshes, pose: np.ndarray) -> tuple[float, float]:
+    """``(znear, zfar)`` metres that hold every vertex of ``meshes`` seen from the camera at
+    ``pose`` (camera-to-scene, OpenGL axes: the camera looks down its -z): people a kilometre
+    or more away (a tiny person under a long focal length) are drawn, and the near plane moves
+    out with them (the depth buffer's precision goes by the ratio of the two)."""
+    pts = [np.asarray(v, dtype=np.float64).reshape(-1, 3) for v, _ in meshes]
+    pts = np.concatenate(pts) if pts else np.zeros((0, 3))
+    depth = -((pts - pose[:3, 3]) @ pose[:3, :3])[:, 2]  # distance along the viewing axis
+    depth = depth[np.isfinite(depth) & (depth > 0)]
+    if len(depth) == 0:
+        return 0.05, 1000.0
+    near = max(0.05, 0.5 * float(depth.min()))
+    return near, max(1000.0, 2.0 * float(depth.max()), 10.0 * near)
+
+
 def side_framing(points: np.ndarray, rotation: np.ndarray, pivot: np.ndarray, focal_length: np.ndarray,
                  principal_point: np.ndarray, size: tuple[int, int], margin: float = 0.03,
-                 factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0)) -> tuple[float, np.ndarray]:
+                 factors=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0, 8.0),
+                 closer=(0.5, 0.25, 0.1, 0.05, 0.025, 0.01)) -> tuple[float, np.ndarray]:
     """How the side camera frames ``points`` ``(N, 3)`` (metres, scene frame): the smallest of
     ``factors`` by which its distance to ``pivot`` must grow for the points' projected extent
     to fit inside the image, ``margin`` of its size from the border (the largest factor when
-    none does), and the principal point ``(2,)`` that centres that extent.
+    none does), and the principal point ``(2,)`` that centres that extent. Points that fit at
+    the first factor with room to spare (small or far people) are seen from closer: the smallest
+    of ``closer`` at which they still fill at most half the image.
 
     The camera is the one :meth:`Renderer.side_view` places: camera-to-scene ``rotation``
     ``(3, 3)``, centre ``pivot + factor * rotation @ -pivot``, OpenCV pinhole intrinsics
     ``focal_length`` ``(2,)`` and ``principal_point`` ``(2,)`` pixels, ``size`` ``(W, H)``.
     """
     size = np.asarray(size, dtype=np.float64)
-    for k in factors:
+    if len(points) == 0:
+        return factors[0], principal_point
+
+    def extent(k: float):  # (lo, hi) pixels of the points seen from factor k; None: some behind the camera
         x = (points - (pivot + k * (rotation @ -pivot))) @ rotation  # camera frame: R^T (X - C)
-        if len(x) == 0:
-            return k, principal_point
         if (x[:, 2] <= 0.05).any():
-            continue
+            return None
         uv = focal_length * x[:, :2] / x[:, 2:] + principal_point
-        lo, hi = uv.min(0), uv.max(0)
-        if ((hi - lo) <= (1 - 2 * margin) * size).all() or k == factors[-1]:
-            return k, principal_point + size / 2 - (lo + hi) / 2
+        return uv.min(0), uv.max(0)
+
+    for k in factors:
+        box = extent(k)
+        if box is None:
+            continue
+        if ((box[1] - box[0]) <= (1 - 2 * margin) * size).all() or k == factors[-1]:
+            if k == factors[0]:
+                for nearer in closer:
+                    seen = extent(nearer)
+                    if seen is None or ((seen[1] - seen[0]) > 0.5 * (1 - 2 * margin) * size).any():
+                        break
+                    k, box = nearer, seen
+            return k, principal_point + size / 2 - (box[0] + box[1]) / 2
     return factors[-1], principal_point
 
 
 def draw_keypoints(image: np.ndarray, keypoints_2d: np.ndarray | None, fitted_2d: np.ndarray | None, color=(255, 255, 255)):
-    """Input keypoints as circles, reprojected keypoints as crosses (PIL).
+    """Input keypoints as circles, reprojected keypoints as crosses (PIL), of one person: the
+    markers are a 150th of the image's smaller side, or a 25th of the person's extent when that is
+    smaller (at least 1 px), so that the markers of a small person do not hide it.
 
     Args:
         image: ``(H, W, 3)`` uint8.
@@ -189,6 +221,16 @@ def draw_keypoints(image: np.ndarray, keypoints_2d: np.ndarray | None, fitted_2d
     im = Image.fromarray(image)
     d = ImageDraw.Draw(im)
     r = max(2, round(min(image.shape[:2]) / 150))
+    points = [np.zeros((0, 2))]
+    if keypoints_2d is not None:
+        kp = np.asarray(keypoints_2d, dtype=np.float64)
+        points.append(kp[kp[:, 2] > 0, :2])
+    if fitted_2d is not None:
+        points.append(np.asarray(fitted_2d, dtype=np.float64)[:, :2])
+    points = np.concatenate(points)
+    points = points[np.isfinite(points).all(1)]
+    if len(points) > 1:  # small people: markers a 25th of the person's size, that do not hide them
+        r = max(1, min(r, round(float(np.linalg.norm(points.max(0) - points.min(0))) / 25)))
     if keypoints_2d is not None:
         for x, y, c in keypoints_2d:
             if c > 0 and np.isfinite(x) and np.isfinite(y):

@@ -71,8 +71,8 @@ def test_side_view_backs_off_and_centres_until_people_spread_in_depth_are_all_in
     R = np.array([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]])  # 90 degrees about the vertical
     k, centred = side_framing(np.concatenate([near[0], far[0]]), R, pivot, f, pp, size)
     assert k > 1 and np.allclose(centred, pp, atol=1.0)  # symmetric about the pivot: no shift
-    k, shifted = side_framing(far[0], R, pivot, f, pp, size)  # one person beside the pivot: centred on it
-    assert k == 1.0 and abs(shifted[0] - pp[0]) > 50 and abs(shifted[1] - pp[1]) < 1
+    k, shifted = side_framing(far[0], R, pivot, f, pp, size, closer=())  # one person beside the pivot:
+    assert k == 1.0 and abs(shifted[0] - pp[0]) > 50 and abs(shifted[1] - pp[1]) < 1  # centred on it
     r = Renderer()
     try:
         img = r.side_view(size, [near, far], pivot, f, pp)
@@ -81,6 +81,41 @@ def test_side_view_backs_off_and_centres_until_people_spread_in_depth_are_all_in
     ys, xs = np.nonzero((img < 250).any(-1))
     assert xs.min() < 90 and xs.max() > 110  # a blob each side of the centre: both in view
     assert xs.min() > 0 and xs.max() < 199
+
+
+def test_small_or_far_people_are_seen_from_closer_in_the_side_view():
+    """A person that fills a sliver of the side view at the front camera's distance (a 20 px person
+    in a 12-megapixel photo: 55 pixels of a 4000 x 3000 side view) is seen from closer, filling at
+    most half of it; people that fill a quarter or more are framed as before."""
+    from fit3d.render.overlay import side_framing
+
+    f, pp, size = np.array([5000.0, 5000.0]), np.array([2000.0, 1500.0]), (4000, 3000)
+    R = np.array([[0.0, 0, 1], [0, 1, 0], [-1, 0, 0]])
+    pivot = np.array([0.0, 0.0, 400.0])
+    person = np.array([[0.0, -0.9, 400.0], [0.0, 0.85, 400.0], [0.0, 0.0, 399.8], [0.0, 0.0, 400.2]])
+    k, centred = side_framing(person, R, pivot, f, pp, size)
+    x = (person - (pivot + k * (R @ -pivot))) @ R
+    uv = f * x[:, :2] / x[:, 2:] + centred
+    height = uv[:, 1].max() - uv[:, 1].min()
+    assert k < 0.05 and 0.2 * 3000 < height <= 0.5 * 3000
+    assert np.allclose((uv.max(0) + uv.min(0)) / 2, np.array(size) / 2, atol=1.0)  # centred
+    near = person + np.array([0.0, 0.0, 3.0 - 400.0])  # the same person 3 m away fills the view
+    assert side_framing(near, R, np.array([0.0, 0.0, 3.0]), f, pp, size)[0] >= 1.0
+
+
+def test_far_people_are_rendered_and_the_clip_range_holds_them():
+    """A person 2.5 km away (a telephoto focal length) is drawn: the far plane was 1 km."""
+    from fit3d.render.overlay import clip_range
+
+    f, pp, size = np.array([40000.0, 40000.0]), np.array([320.0, 240.0]), (640, 480)
+    r = Renderer()
+    try:
+        rgb, depth = r.render([_sphere(np.array([0.0, 0.0, 2500.0]), radius=1.0)], size, f, pp)
+    finally:
+        r.close()
+    assert (depth > 0).sum() > 100 and depth[depth > 0].min() == pytest.approx(2499.0, rel=1e-3)
+    near, far = clip_range([_sphere(np.array([0.0, 0.0, 3.0]), 0.5)], np.eye(4) @ np.diag([1.0, -1, -1, 1]))
+    assert near == pytest.approx(1.25) and far == 1000.0
 
 
 def test_render_dir_and_report_on_a_small_run(tmp_path, sample_dir, anny_model):
@@ -379,3 +414,20 @@ def test_importing_render_changes_no_environment_and_rendering_chooses_egl():
     env["PYOPENGL_PLATFORM"] = "osmesa"  # the user's choice is kept
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.split() == ["osmesa", "osmesa"], out.stderr
+
+
+def test_keypoint_markers_of_a_small_person_do_not_hide_it():
+    """Markers are a 150th of the image (20 px on 3000 px) but at most a 25th of the person's
+    extent: a 40 px person's 17 points are drawn as 2 px marks, not 20 px discs over the body."""
+    from fit3d.render.overlay import draw_keypoints
+
+    image = np.zeros((3000, 3000, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    kp = np.concatenate([1500 + rng.uniform(0, [12, 40], (17, 2)), np.ones((17, 1))], 1)
+    drawn = (draw_keypoints(image, kp, kp[:, :2]) > 0).any(-1)
+    ys, xs = np.nonzero(drawn)
+    assert xs.max() - xs.min() < 12 + 8 and ys.max() - ys.min() < 40 + 8
+    big = kp.copy()
+    big[:, :2] = 500 + (kp[:, :2] - 1500) * 50  # a 2000 px person
+    ys, xs = np.nonzero((draw_keypoints(image, big, None) > 0).any(-1))
+    assert ys.max() - ys.min() > np.ptp(big[:, 1]) + 30  # 20 px discs each end
