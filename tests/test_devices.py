@@ -28,6 +28,26 @@ def test_devices_this_torch_can_use_and_bad_names():
         check_device("gpu0")
 
 
+def test_devices_this_torch_cannot_allocate_on_are_one_line():
+    """A trial: --device mps / meta / xpu gave torch's traceback from deep in the model (exit 1);
+    now one ValueError each (the CLI's usage error, exit 2)."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    with pytest.raises(ValueError, match="meta is a device without data"):
+        check_device("meta")
+    kinds = [k for k in ("mps", "xpu") if not getattr(torch, k).is_available()]
+    for kind in kinds:
+        with pytest.raises(ValueError, match=f"cannot use the device '{kind}'.*: use cpu or cuda"):
+            check_device(kind)
+    r = CliRunner().invoke(cli, ["smplify", "--images", ".", "--out", "o", "--device", "meta"])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "without data" in r.output
+    count = torch.cuda.device_count()
+    with pytest.raises(ValueError, match=f"cuda:{count} asked for"):
+        check_device(f"cuda:{count}")
+
+
 def test_an_unknown_gender_is_a_clear_error():
     from fit3d.body_models import build_body_model
 
