@@ -398,7 +398,9 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
     from fit3d.data.readers import discover_annotations
 
     for d in images_dirs if not (annotations_files or keypoints_dirs) else ():
-        if d.is_dir() and discover_annotations(d) is None:  # (the readers' hint names options this command lacks)
+        with errors_as(click.UsageError):  # (several files that could be the annotations: which one)
+            found = discover_annotations(d) if d.is_dir() else True
+        if found is None:  # (the readers' hint names options this command lacks)
             raise click.UsageError(f"no --annotations given and no person_keypoints_*.json beside or above {d}: "
                                    "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose) for each "
                                    "--images")

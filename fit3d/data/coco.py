@@ -123,7 +123,7 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     if not annotations.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotations}")
     try:
-        with open(annotations, encoding="utf-8") as f:
+        with open(annotations, encoding="utf-8-sig") as f:  # (a byte-order mark, as Windows tools write: read)
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"corrupt COCO JSON {annotations}: {e}") from e

@@ -133,7 +133,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
         if only is not None and not found and not only((sub / stem).as_posix()):  # (its problem: one shard's)
             continue
         try:
-            with open(jf, encoding="utf-8") as f:
+            with open(jf, encoding="utf-8-sig") as f:
                 data = json.load(f)
             if not isinstance(data, dict) or "people" not in data:
                 raise TypeError("not an OpenPose keypoint file (needs an object with a 'people' list)")

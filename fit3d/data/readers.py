@@ -71,17 +71,29 @@ __all__ = ["CocoFile", "END_MARKERS", "IMAGE_SUFFIXES", "ImageRecord", "InputPro
 def discover_annotations(images_dir: str | Path) -> Path | None:
     """Find a COCO ``person_keypoints_*.json`` beside or above ``images_dir``.
 
-    Looks in ``images_dir``, then its parent, then the grandparent. When several
-    files match, one whose name contains the folder's name (``val2017``) wins.
-    Returns ``None`` when nothing matches.
+    Looks in ``images_dir``, its parent, the parent's ``annotations/`` folder (COCO's own layout:
+    ``coco/annotations/person_keypoints_val2017.json`` beside ``coco/val2017/``), then the
+    grandparent; the first folder holding one decides. When several files match there, the one
+    whose name contains the folder's name (``val2017``) is taken.
+
+    Returns:
+        The file, or ``None`` when nothing matches.
+    Raises:
+        ValueError: several files match and not exactly one names the folder (which would be a
+            guess: the message lists them and asks for ``--annotations``).
     """
     images_dir = Path(images_dir).resolve()
-    for folder in (images_dir, images_dir.parent, images_dir.parent.parent):
+    for folder in (images_dir, images_dir.parent, images_dir.parent / "annotations", images_dir.parent.parent):
         cands = sorted(folder.glob("person_keypoints_*.json"))
         if not cands:
             continue
         named = [c for c in cands if images_dir.name in c.name]
-        return (named or cands)[0]
+        if len(cands) == 1 or len(named) == 1:
+            return (named or cands)[0]
+        listed = ", ".join(c.name for c in (named or cands))
+        raise ValueError(f"no --annotations given and {len(named or cands)} person_keypoints_*.json files in {folder} "
+                         f"could be the annotations of {images_dir.name}/ ({listed}): pass --annotations FILE.json "
+                         "(annotations= in Python)")
     return None
 
 

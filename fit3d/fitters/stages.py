@@ -203,7 +203,7 @@ def load_schedule(path: str | Path) -> list[Stage]:
         ImportError: a ``.yaml`` file without PyYAML installed.
     """
     path = Path(path)
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8-sig")
     if path.suffix in (".yaml", ".yml"):
         import yaml
 

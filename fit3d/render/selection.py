@@ -67,7 +67,7 @@ def listed_images(path: str | Path) -> list[str]:
         ValueError: it names no image, or is not UTF-8 text.
     """
     names: dict[str, None] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             names.setdefault(Path(line).as_posix(), None)

@@ -49,6 +49,22 @@ def test_read_coco_corrupt_json(tmp_path, sample_dir):
         read_coco(tmp_path / "nope.json", sample_dir)
 
 
+def test_files_with_a_byte_order_mark_are_read(tmp_path, sample_dir):
+    """Windows tools write UTF-8 with a byte-order mark: the COCO file and OpenPose files are read
+    (a trial: 'Unexpected UTF-8 BOM (decode using utf-8-sig)', exit 1)."""
+    bom = tmp_path / "person_keypoints_bom.json"
+    bom.write_bytes(b"\xef\xbb\xbf" + (sample_dir / "test_coco.json").read_bytes())
+    images, problems = read_coco(bom, sample_dir)
+    assert problems == [] and sum(len(r.people) for r in images) == 14
+    keypoints = tmp_path / "op"
+    keypoints.mkdir()
+    _openpose_from_coco(sample_dir, keypoints)
+    for f in keypoints.iterdir():
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    images, problems = read_openpose(keypoints, sample_dir)
+    assert problems == [] and sum(len(r.people) for r in images) == 14
+
+
 def _openpose_from_coco(sample_dir, out_dir, layout=OPENPOSE_BODY25):
     images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
     for r in images:
@@ -241,6 +257,21 @@ def test_discover_annotations(tmp_path, sample_dir):
     (tmp_path / "person_keypoints_train2017.json").write_text("{}")
     (tmp_path / "person_keypoints_val2017.json").write_text("{}")
     assert discover_annotations(img).name == "person_keypoints_val2017.json"
+    (tmp_path / "person_keypoints_val2017_subset.json").write_text("{}")  # two name the folder: a guess
+    with pytest.raises(ValueError, match="2 person_keypoints_.*val2017.json, person_keypoints_val2017_subset.json"):
+        discover_annotations(img)
+    other = tmp_path / "b" / "images"
+    other.mkdir(parents=True)
+    for name in ("a", "c"):  # none names the folder: a guess (a trial: the first was taken in silence)
+        (tmp_path / "b" / f"person_keypoints_{name}.json").write_text("{}")
+    with pytest.raises(ValueError, match="pass --annotations"):
+        discover_annotations(other)
+    coco = tmp_path / "coco"  # COCO's own layout: annotations/ beside the image folders
+    (coco / "val2017").mkdir(parents=True)
+    (coco / "annotations").mkdir()
+    (coco / "annotations" / "person_keypoints_val2017.json").write_text("{}")
+    (coco / "annotations" / "person_keypoints_train2017.json").write_text("{}")
+    assert discover_annotations(coco / "val2017") == (coco / "annotations" / "person_keypoints_val2017.json").resolve()
 
 
 def test_load_inputs(tmp_path, sample_dir):
