@@ -212,7 +212,9 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
 
     Raises:
         KeyError: unknown joint set. ValueError: bad ground-truth file, no fit file in ``fits_dir``,
-            or an unknown ``match``. FileNotFoundError: no ground-truth file at ``gt_path``.
+            fitted people of whom none matches a ground-truth person (another annotation file:
+            nothing to score), or an unknown ``match``. FileNotFoundError: no ground-truth file at
+            ``gt_path``.
     """
     if match not in ("ids", "keypoints"):
         raise ValueError(f"match must be 'ids' or 'keypoints', not {match!r}")
@@ -273,6 +275,12 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
                    images_without_fits=len(gt_images - {image for image, _ in fits}),
                    fitted_not_in_ground_truth=sum(1 for k, f in fits.items()
                                                   if k not in seen and f is not None and f["status"] == "fitted"))
+    if not any(k in seen for k in fits) and summary["fitted_not_in_ground_truth"]:
+        n = summary["fitted_not_in_ground_truth"]
+        how = ("image and annotation id" if match == "ids" else "image and keypoints")
+        raise ValueError(f"none of the {n} fitted people in {fits_dir} matches a ground-truth person of {gt_path} by "
+                         f"{how}: is it the annotation file these fits were made from?"
+                         + (" (fits of OpenPose or detector keypoints: --match keypoints)" if match == "ids" else ""))
     for k in ("mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"):
         vals = [r[k] for r in fitted if k in r and np.isfinite(r[k])]
         summary[k] = float(np.mean(vals)) if vals else None

@@ -116,13 +116,14 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     s_hip, rows_hip = evaluate(sfits, own)
     assert s_hip["mpjpe"] == pytest.approx(10.0, abs=1e-2) and all(
         r["mpjpe"] == pytest.approx(10.0, abs=1e-2) for r in rows_hip if "mpjpe" in r)
-    # fits whose people are numbered per image scored against COCO ids: nothing matches, and it is
-    # said (found by a new user's trial: "fitted 0" read as failed fits)
+    # fits whose people are numbered per image scored against COCO ids: nothing matches, an error
+    # that says why (a trial: "fitted 0" read as failed fits; a later one: a metrics file of n/a
+    # written over a good one, exit 0)
+    (tmp_path / "m.json").write_text('{"kept": true}')
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(sfits), "--gt", str(sample_dir / "test_coco.json"),
                                  "--out", str(tmp_path / "m.json")])
-    m = json.loads((tmp_path / "m.json").read_text())
-    assert m["fitted"] == 0 and m["fitted_not_in_ground_truth"] == 12 and m["ground_truth_without_fit"] == 14
-    assert m["images_without_fits"] == 0 and "12 fitted people match no ground-truth" in r.output, r.output
+    assert r.exit_code == 1 and "none of the 12 fitted people" in r.output and "--match keypoints" in r.output
+    assert json.loads((tmp_path / "m.json").read_text()) == {"kept": True}
     # a HumanData file is not SPIN ground truth: said so, not numpy's pickle message
     hd = tmp_path / "hd.npz"
     np.savez(hd, smpl=np.asarray({"betas": np.zeros((1, 10))}, dtype=object), image_path=np.asarray(["a.jpg"]))
@@ -151,13 +152,15 @@ def test_ground_truth_from_a_messy_coco_file(tmp_path, sample_dir):
     assert by_id[10**9 + 1]["image"] == "list_id.jpg"
     assert not any(r["image"].startswith("./") for r in rows)
     assert np.isfinite(by_id[10**9]["bbox"]).all() and by_id[10**9]["bbox"][2] > 1
-    other = tmp_path / "fits"  # fits of another image only
-    write_npz(other / "other.jpg.npz", dict(
-        image=np.str_("other.jpg"), keypoint_names=np.asarray(SPIN24.names), annot_id=np.array([1]),
-        status=np.asarray(["fitted"]), valid=np.ones(1, bool), keypoints_2d_fit=np.zeros((1, 24, 2), np.float32),
-        keypoints_3d=np.zeros((1, 24, 3), np.float32)))
+    other = tmp_path / "fits"  # fits of another image, and of one ground-truth person
+    first = next(i["file_name"] for i in data["images"] if i["id"] == a0["image_id"]).removeprefix("./")
+    for image, annot_id in (("other.jpg", 1), (first, a0["id"])):
+        write_npz(other / f"{image}.npz", dict(
+            image=np.str_(image), keypoint_names=np.asarray(SPIN24.names), annot_id=np.array([annot_id]),
+            status=np.asarray(["fitted"]), valid=np.ones(1, bool), keypoints_2d_fit=np.zeros((1, 24, 2), np.float32),
+            keypoints_3d=np.zeros((1, 24, 3), np.float32)))
     summary, _ = evaluate(other, f)
-    assert summary["count"] == 16 and summary["fitted"] == 0 and summary["fitted_not_in_ground_truth"] == 1
+    assert summary["count"] == 16 and summary["fitted"] == 1 and summary["fitted_not_in_ground_truth"] == 1
     left_out = summary["ground_truth_left_out"]  # said (found by a helper: dropped without a word)
     assert len(left_out) == 2 and any("seven" in t for t in left_out) and any("-5" in t for t in left_out)
 
@@ -208,13 +211,14 @@ def test_fits_of_a_detectors_keypoints_are_matched_to_the_annotations_by_where_t
             status=np.asarray(["fitted"] * len(people)), valid=np.ones(len(people), bool), keypoints_2d=noisy,
             keypoints_2d_fit=fit_2d, keypoints_3d=np.zeros((len(people), 17, 3), np.float32)))
     gt = sample_dir / "test_coco.json"
-    by_ids, _ = evaluate(fits, gt)
+    with pytest.raises(ValueError, match="--match keypoints"):  # by ids: none matches
+        evaluate(fits, gt)
     by_place, rows = evaluate(fits, gt, match="keypoints")
-    assert by_place["fitted"] == len(truth) > 3 and by_ids["fitted"] < len(truth)
+    assert by_place["fitted"] == len(truth) > 3
     assert by_place["error_2d_px"] == pytest.approx(np.hypot(3, 3), abs=1e-3)  # each matched to its own person
     assert by_place["fitted_not_in_ground_truth"] == 0
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--out", str(tmp_path / "m.json")])
-    assert "--match keypoints pairs them" in r.output
+    assert r.exit_code == 1 and "--match keypoints" in r.output
     r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(gt), "--match", "keypoints",
                                  "--out", str(tmp_path / "m.json")])
     assert r.exit_code in (0, 3) and json.loads((tmp_path / "m.json").read_text())["fitted"] == len(truth)
