@@ -17,12 +17,14 @@ PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
 
 
 def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,
-                spin_npz: Path | None = None, echo: bool = True, only=None, openpose_model: str = "body_25"):
+                spin_npz: Path | None = None, echo: bool = True, only=None, openpose_model: str = "body_25",
+                out_dir: Path | None = None):
     """:func:`fit3d.data.readers.load_inputs`, what it found on stderr (unless ``echo`` is
     False, e.g. on every torch.distributed rank but the first). A missing input path is a
-    usage error (exit 2), as are two sources of people; an unreadable input file a clean error (exit 1).
-    ``only``, ``openpose_model``: see ``fit3d.data.readers.load_inputs``."""
-    from fit3d.data.readers import check_openpose_model, input_sources
+    usage error (exit 2), as are two sources of people and an ``out_dir`` inside the OpenPose
+    ``keypoints_dir`` (:func:`~fit3d.data.readers.check_outputs_apart`); an unreadable input file a
+    clean error (exit 1). ``only``, ``openpose_model``: see ``fit3d.data.readers.load_inputs``."""
+    from fit3d.data.readers import check_openpose_model, check_outputs_apart, input_sources
     from fit3d.data.readers import load_inputs as read
 
     sources = input_sources(annotations, keypoints_dir, spin_npz)
@@ -30,6 +32,7 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
         raise click.UsageError(f"{' and '.join(sources)} were given: give one source of people")
     with errors_as(click.UsageError):
         check_openpose_model(openpose_model, keypoints_dir)
+        check_outputs_apart(keypoints_dir, out_dir)
     try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only, openpose_model)
     except FileNotFoundError as e:
@@ -116,7 +119,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     from fit3d.pipeline.run import check_output_dir
 
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz,
-                                    only=shard_test(opts), openpose_model=opts.openpose_model)
+                                    only=shard_test(opts), openpose_model=opts.openpose_model, out_dir=opts.out_dir)
     with worker_pool(opts, make_fitter, records, default_batch_size) as pool, errors_as():
         body = build_body_model(opts.model, opts.model_path, gender=opts.gender, device=opts.device)
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
@@ -409,7 +412,7 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
         body = build_body_model(model, model_path, gender=gender, device=dist.device)
     sets = [(d, *load_inputs(d, annotations_files[i] if annotations_files else None,
                              keypoints_dirs[i] if keypoints_dirs else None, echo=dist.is_main,
-                             openpose_model=openpose_model))
+                             openpose_model=openpose_model, out_dir=out_dir))
             for i, d in enumerate(images_dirs)]
     from fit3d.pipeline.skips import layout_problems
 

@@ -61,7 +61,7 @@ from fit3d.data.records import ImageRecord, InputProblem, Person
 
 __all__ = ["CocoFile", "END_MARKERS", "IMAGE_SUFFIXES", "ImageRecord", "InputProblem", "KEYPOINT_BOX_PAD",
            "MAX_BOX_TO_IMAGE", "OUTSIDE_MARGIN", "PERSON_CATEGORIES", "Person", "QUARTER_TURNS",
-           "boxes_rebuilt_warning", "category_conventions", "checked_bbox", "coco_image_key", "coco_keypoints",
+           "boxes_rebuilt_warning", "category_conventions", "check_outputs_apart", "checked_bbox", "coco_image_key", "coco_keypoints",
            "discover_annotations", "find_images", "hashable", "image_key", "input_sources", "inspect_image",
            "is_person_category", "json_image_size", "keypoint_bbox", "keypoints_ignored_warning",
            "keypoints_outside_image", "load_coco", "load_inputs", "open_image", "parse_keypoints", "read_coco",
@@ -117,6 +117,23 @@ def check_openpose_model(openpose_model: str, keypoints_dir) -> None:
     if openpose_model != "body_25" and keypoints_dir is None:
         raise ValueError(f"--openpose-model {openpose_model} (openpose_model= in Python) is for OpenPose input "
                          "(--keypoints DIR, keypoints_dir=)")
+
+
+def check_outputs_apart(keypoints_dir: str | Path | None, out_dir: str | Path | None) -> None:
+    """Refuse an output folder that is, or lies inside, the OpenPose keypoint folder: every JSON
+    file there is read as keypoints, so fit3d's own (``summary.json``, ``fit_settings.json``...)
+    would be input problems of every later run.
+
+    Raises:
+        ValueError: ``out_dir`` is ``keypoints_dir`` or inside it (naming both).
+    """
+    if keypoints_dir is None or out_dir is None:
+        return
+    k, o = Path(keypoints_dir).resolve(), Path(out_dir).resolve()
+    if o == k or k in o.parents:
+        raise ValueError(f"the output folder {out_dir} is {'' if o == k else 'inside '}the OpenPose keypoint folder "
+                         f"{keypoints_dir}, all of whose JSON files are read as keypoints (fit3d's own summary and "
+                         "settings files too, on the next run): choose an output folder outside it")
 
 
 def load_inputs(images: str | Path, annotations: str | Path | None = None, keypoints_dir: str | Path | None = None,

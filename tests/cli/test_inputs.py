@@ -84,6 +84,20 @@ def test_openpose_files_without_people_are_counted(tmp_path, sample_dir, fast_sc
     assert "4 without people" in r.output
 
 
+def test_an_output_folder_inside_the_openpose_folder_is_refused(tmp_path, sample_dir):
+    """Every JSON file under --keypoints is read as keypoints: fits written there made each later
+    run report fit3d's own summary and settings files as corrupt OpenPose files, exit 3 (a trial)."""
+    kdir = tmp_path / "openpose"
+    kdir.mkdir()
+    (kdir / "000000000785_keypoints.json").write_text(json.dumps({"version": 1.3, "people": []}))
+    for out in (kdir, kdir / "fits"):
+        for command in ("smplify", "neuralannot"):
+            r = CliRunner().invoke(cli, [command, "--images", str(sample_dir), "--keypoints", str(kdir),
+                                         "--out", str(out), "--no-progress"])
+            assert r.exit_code == 2 and "choose an output folder outside it" in r.output, r.output
+    assert sorted(p.name for p in kdir.iterdir()) == ["000000000785_keypoints.json"]  # nothing written
+
+
 def test_dry_run_reads_everything_and_fits_nothing(tmp_path, sample_dir):
     out = tmp_path / "fits"
     r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--annotations",
