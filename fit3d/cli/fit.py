@@ -9,7 +9,7 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import FitOptions, check_device, errors_as, fit_options
+from fit3d.cli.options import FitOptions, check_device, errors_as, finite, fit_options
 from fit3d.wording import count, people
 from fit3d.cli.render import render_fits
 
@@ -292,7 +292,7 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
 @click.command()
 @fit_options
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Fine-tuning steps per person (default 30).")
-@click.option("--lr", type=float, default=None,
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=None, callback=finite,
               help="Fine-tuning learning rate (default: the --finetune preset's: 3e-5 for all, 1.3e-4 for fast).")
 @click.option("--regressor", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help="Pretrained regressor (default: the bundled one for anny).")
@@ -325,6 +325,9 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 
     Example: fit3d eft --images coco/val2017 --out fits/
     """
+    if prior_path is not None and not prior:  # (a usage error before anything is read or built)
+        raise click.UsageError(f"--prior-path {prior_path} is given without --prior: say which kind of prior it "
+                               "holds (--prior gmm, vae or articulation)")
     from fit3d.fitters import EFT, SMPLify
     from fit3d.fitters.build import build_eft
 

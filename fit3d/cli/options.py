@@ -57,6 +57,16 @@ def check_device(ctx, param, value: str) -> str:
     return value
 
 
+def finite(ctx, param, value):
+    """A click callback refusing NaN and infinite numbers (click's ranges let NaN through: every
+    comparison with it is false), as a usage error; None (unset) passes."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx=ctx, param=param)
+    return value
+
+
 def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
     from fit3d.pipeline import parse_shard
 
@@ -108,7 +118,7 @@ _OPTIONS = [
     click.option("--batch-size", type=click.IntRange(min=1), default=None,
                  help="People per batched fit. Default: the fitter's (smplify 256, eft 64, eft --fallback 256), the "
                       "fastest on a CPU."),
-    click.option("--focal-length", type=click.FloatRange(min=1.0), default=None,
+    click.option("--focal-length", type=click.FloatRange(min=1.0), default=None, callback=finite,
                  help="Focal length in pixels for every image. Default: the input's intrinsics (COCO image "
                       "'cam_param', SPIN 'cam_int' / 'focal_length') where it has them, else the image diagonal."),
     click.option("--limit", type=click.IntRange(min=1), default=None,

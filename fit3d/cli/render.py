@@ -107,7 +107,8 @@ def _listed_with_fits(fits_dir: Path, only_file: Path) -> list[str]:
 @click.command()
 @click.option("--fits", "fits_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
               help="Folder of .npz fits.")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder of the images.")
+@click.option("--images", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True,
+              help="Folder of the images.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder for <image path>.png (subfolders of the image paths mirrored).")
 @click.option("--side/--no-side", default=True, show_default=True, help="Side view beside the overlay.")
@@ -170,7 +171,7 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .html file.")
 @click.option("--renders", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="PNGs from 'fit3d render' to show as thumbnails (default: FITS/render if present).")
-@click.option("--images", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--images", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Images to show as thumbnails when there are no renders.")
 @click.option("--thumbnails", type=click.IntRange(min=0), default=None,
               help="People (the worst first) shown with their image, each image embedded once; the other "

@@ -75,7 +75,8 @@ def parse_shard(text: str, environ: dict | None = None) -> tuple[int, int]:
     except ValueError:
         raise ValueError(f"--shard must look like i/n (e.g. 2/8), got {text!r}") from None
     if n < 1 or not 1 <= i <= n:
-        raise ValueError(f"--shard {text}: need 1 <= i <= n")
+        raise ValueError(f"--shard {text}: need 1 <= i <= n (shards count from 1; --shard auto reads a SLURM "
+                         "array's task id, from 0 or 1)")
     return i - 1, n
 
 

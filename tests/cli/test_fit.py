@@ -272,7 +272,7 @@ def test_fit_options_from_the_command_line(tmp_path, sample_dir, monkeypatch):
     assert fit_settings(seen["opts"], "eft", seen["options"])["focal_length"] == 900.0
     r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                  "--shard", "4/3"])
-    assert r.exit_code == 2 and "Invalid value for '--shard'" in r.output and "1 <= i <= n" in r.output
+    assert r.exit_code == 2 and "Invalid value for '--shard'" in r.output and "1 <= i <= n (shards count from 1" in r.output
     for bad in ("0", "two"):
         r = CliRunner().invoke(cli, ["smplify", "--images", str(sample_dir), "--out", str(tmp_path / "o"),
                                      "--workers", bad])
@@ -397,3 +397,16 @@ def test_a_sharded_run_opens_only_its_own_images(tmp_path, sample_dir, anny_mode
     assert dry.exit_code == 3 and broken in dry.output  # (the whole input, as the submit pre-check reads it)
     summaries = [json.loads(p.read_text())["this_run"] for p in sorted((tmp_path / "fits").glob("summary.shard-*"))]
     assert sum(s["images"] for s in summaries) == len(records) - 1 and sum(s["input_errors"] for s in summaries) == 1
+
+
+def test_numbers_that_cannot_be_used_are_usage_errors(tmp_path, sample_dir):
+    """A new-user trial: --focal-length nan and --lr 0 / -1 / nan were refused by the package (exit 1,
+    a message naming Python's None), --prior-path without --prior too; click's ranges let NaN through."""
+    base = ["eft", "--images", str(sample_dir), "--out", str(tmp_path / "o")]
+    for extra, said in ((["--focal-length", "nan"], "nan is not a finite number"),
+                        (["--lr", "nan"], "nan is not a finite number"), (["--lr", "0"], "x>0.0"),
+                        (["--lr", "-1"], "x>0.0"), (["--focal-length", "inf"], "inf is not a finite number"),
+                        (["--prior-path", str(sample_dir / "test_coco.json")], "without --prior")):
+        r = CliRunner().invoke(cli, base + extra)
+        assert r.exit_code == 2 and said in r.output, (extra, r.output)
+    assert not (tmp_path / "o").exists()

@@ -431,3 +431,15 @@ def test_keypoint_markers_of_a_small_person_do_not_hide_it():
     big[:, :2] = 500 + (kp[:, :2] - 1500) * 50  # a 2000 px person
     ys, xs = np.nonzero((draw_keypoints(image, big, None) > 0).any(-1))
     assert ys.max() - ys.min() > np.ptp(big[:, 1]) + 30  # 20 px discs each end
+
+
+def test_an_image_folder_that_does_not_exist_is_a_usage_error(tmp_path):
+    """A trial: render --images /nope drew every fit on grey, exit 0 (a typo is not a missing image)."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    (tmp_path / "fits").mkdir()
+    for args in (["render", "--out", str(tmp_path / "r")], ["report", "--out", str(tmp_path / "r.html")]):
+        r = CliRunner().invoke(cli, [*args, "--fits", str(tmp_path / "fits"), "--images", str(tmp_path / "nope")])
+        assert r.exit_code == 2 and "does not exist" in r.output, r.output
