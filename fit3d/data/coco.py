@@ -110,6 +110,17 @@ class CocoFile:
     categories: dict
 
 
+def _id_type_hint(image_id, infos: dict) -> str:
+    """Where an unknown image id is an image's id written as another type (``"197388"`` in
+    ``images``, ``197388`` in ``annotations``), a hint saying so ("" otherwise)."""
+    same = [k for k in infos if str(k) == str(image_id) and type(k) is not type(image_id)]
+    if not same:
+        return ""
+    kind = {str: "a string", int: "an integer", float: "a number"}
+    return (f" (an image has the id {same[0]!r}: {kind.get(type(same[0]), type(same[0]).__name__)} in 'images', "
+            f"{kind.get(type(image_id), type(image_id).__name__)} here; COCO's ids are integers in both)")
+
+
 def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     """Read and check a COCO-format keypoint JSON; every entry that cannot be used is a problem.
 
@@ -163,7 +174,8 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         elif hashable(a.get("image_id")) in ambiguous:
             unplaced[hashable(a.get("image_id"))] += 1
         elif hashable(a.get("image_id")) not in infos:
-            problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"))
+            problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"
+                                         + _id_type_hint(a.get("image_id"), infos)))
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): a region of several people, not one, not fitted",
                                          "warning"))

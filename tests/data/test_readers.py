@@ -65,6 +65,32 @@ def test_files_with_a_byte_order_mark_are_read(tmp_path, sample_dir):
     assert problems == [] and sum(len(r.people) for r in images) == 14
 
 
+def test_image_ids_written_as_another_type_are_named(tmp_path, sample_dir):
+    """A trial: image ids written as strings in 'images' and integers in 'annotations' gave 14
+    'unknown image id' problems without saying why."""
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    for im in data["images"]:
+        im["id"] = str(im["id"])
+    f = tmp_path / "person_keypoints_x.json"
+    f.write_text(json.dumps(data))
+    images, problems = read_coco(f, sample_dir)
+    assert len(problems) == 14 and all("a string in 'images', an integer here" in p.reason for p in problems)
+
+
+def test_files_that_are_not_an_npz_are_named_for_what_they_are(tmp_path, sample_dir):
+    """A trial: a JSON file given as --spin-npz was called 'pickled objects (a HumanData file?)'."""
+    from fit3d.data.spin import load_spin_npz
+
+    with pytest.raises(ValueError, match=r"not a SPIN dataset file \(.npz\): JSON \(a COCO file\? --annotations\)"):
+        load_spin_npz(sample_dir / "test_coco.json")
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"a single array \(.npy\)"):
+        load_spin_npz(tmp_path / "a.npy")
+    (tmp_path / "b.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a zip archive"):
+        load_spin_npz(tmp_path / "b.npz")
+
+
 def _openpose_from_coco(sample_dir, out_dir, layout=OPENPOSE_BODY25):
     images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
     for r in images:
