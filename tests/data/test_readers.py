@@ -159,12 +159,14 @@ def test_the_openpose_model_option_reaches_the_reader(tmp_path, sample_dir, monk
     import fit3d.data.readers as readers
     from fit3d.cli.main import cli
 
-    _openpose_from_coco(sample_dir, tmp_path)
+    kdir = tmp_path / "openpose"
+    kdir.mkdir()
+    _openpose_from_coco(sample_dir, kdir)
     seen = []
     real = readers.read_openpose
     monkeypatch.setattr(readers, "read_openpose", lambda *a: seen.append(a[3]) or real(*a))
     for extra in ([], ["--openpose-model", "body_25b"]):
-        r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--keypoints", str(tmp_path), "--out",
+        r = CliRunner().invoke(cli, ["eft", "--images", str(sample_dir), "--keypoints", str(kdir), "--out",
                                      str(tmp_path / "out"), "--dry-run", *extra])
         assert r.exit_code == 0, r.output
     assert seen == ["body_25", "body_25b"]
@@ -174,7 +176,7 @@ def test_the_openpose_model_option_reaches_the_reader(tmp_path, sample_dir, monk
     with pytest.raises(ValueError, match="is for OpenPose input"):  # the Python API too (a review)
         load_inputs(sample_dir, sample_dir / "test_coco.json", openpose_model="body_25b")
     with pytest.raises(ValueError, match="unknown OpenPose model"):
-        load_inputs(sample_dir, keypoints_dir=tmp_path, openpose_model="nonsense")
+        load_inputs(sample_dir, keypoints_dir=kdir, openpose_model="nonsense")
 
 
 def test_read_openpose_coco18(tmp_path, sample_dir):
