@@ -329,6 +329,8 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
         ``summary.json``
         (``summary.shard-i-of-n.json`` when sharded).
     Raises:
+        TypeError: arguments of other kinds (images not a list of ImageRecord, fitter and model
+            swapped, a config that is not a RunConfig), before anything is written.
         ValueError: an input keypoint layout shares no keypoint with the model
             (raised before anything is written), the output folder holds fits made with
             other ``settings`` (without ``overwrite``), another run of an overlapping shard is
@@ -338,10 +340,39 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
             on a full disk, is said in the returned summary's ``unwritten``, exit code 5:
             :func:`~fit3d.pipeline.summary.mark_unwritten`).
     """
+    _check_run_arguments(images, fitter, body_model, config)
     problems = list(problems or []) + layout_problems(images, body_model.keypoint_convention)
     out_dir = make_output_dir(config.out_dir)
     with run_lock(out_dir, config.shard):
         return _fit_into(out_dir, images, fitter, body_model, config, problems, pool)
+
+
+def _check_run_arguments(images, fitter, body_model, config) -> None:
+    """:func:`run`'s arguments are what it takes (a notebook's mistakes named, not an
+    AttributeError from deep inside).
+
+    Raises:
+        TypeError: ``images`` not a list of :class:`~fit3d.data.records.ImageRecord` (a reader's
+            ``(records, problems)`` tuple, people instead of images), a ``body_model`` without a
+            keypoint convention (fitter and model swapped?), a ``fitter`` that cannot be called, or
+            a ``config`` that is not a :class:`RunConfig`.
+    """
+    if isinstance(images, tuple) and len(images) in (2, 3) and isinstance(images[0], list):
+        raise TypeError("images is a tuple: unpack the reader's result first (records, problems = read_coco(...); "
+                        "records, problems, used = load_inputs(...))")
+    if not isinstance(images, (list, tuple)) or not all(isinstance(r, ImageRecord) for r in images):
+        found = type(next((r for r in images if not isinstance(r, ImageRecord)), images)).__name__ \
+            if isinstance(images, (list, tuple)) else type(images).__name__
+        raise TypeError(f"images must be a list of ImageRecord (fit3d.data.records; from fit3d.data.readers), "
+                        f"found {found}" + (": people are grouped by image (ImageRecord(image_key, image_path, "
+                                            "image_size, people))" if found == "Person" else ""))
+    if not hasattr(body_model, "keypoint_convention"):
+        raise TypeError(f"body_model is a {type(body_model).__name__}, not a body model (run(images, fitter, "
+                        "body_model, config): are the fitter and the model swapped?)")
+    if not callable(fitter):
+        raise TypeError(f"fitter is a {type(fitter).__name__}: a fitter is called with a PersonBatch")
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config is a {type(config).__name__}, not a RunConfig (RunConfig(out_dir=...))")
 
 
 def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, config: RunConfig,

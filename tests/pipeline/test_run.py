@@ -862,3 +862,21 @@ def test_a_run_removes_temporary_files_a_killed_writer_left(tmp_path, sample_cop
     os.utime(left, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     run(images, fast_fitter, anny_model, RunConfig(out, shard=(1, 2), progress=False))
     assert left.exists()  # only a split's first shard looks (each walking the folder costs shards x files)
+
+
+def test_a_notebooks_wrong_arguments_are_named(tmp_path, sample_dir, anny_model):
+    """A trial: run() given read_coco's tuple, people instead of images, the fitter and the model
+    swapped or a string as the config failed with AttributeErrors from inside; nothing is written."""
+    from fit3d.fitters import SMPLify
+
+    fitter = SMPLify(anny_model)
+    read = read_coco(sample_dir / "test_coco.json", sample_dir)
+    images = read[0]
+    config = RunConfig(tmp_path / "o")
+    for args, said in (((read, fitter, anny_model, config), "unpack the reader's result"),
+                       (([p for r in images for p in r.people], fitter, anny_model, config), "found Person"),
+                       ((images, anny_model, fitter, config), "are the fitter and the model swapped"),
+                       ((images, fitter, anny_model, str(tmp_path / "o")), "not a RunConfig")):
+        with pytest.raises(TypeError, match=said):
+            run(*args)
+    assert not (tmp_path / "o").exists()
