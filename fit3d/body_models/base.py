@@ -130,23 +130,44 @@ class BodyModel(torch.nn.Module):
             return_vertices: also compute the full mesh.
         Returns:
             :class:`BodyOutput` in the OpenCV camera frame, metres.
+        Parameters in another floating dtype than the model's (float64 from numpy) are cast to it.
+
         Raises:
+            TypeError: a parameter that is not a tensor (a numpy array, None, a list).
             ValueError: a parameter of another shape (``J`` = :attr:`num_body_joints`, ``S`` =
-                :attr:`num_betas`; another model's ``body_pose`` was read as its first joints).
+                :attr:`num_betas`; another model's ``body_pose`` was read as its first joints), or
+                ``B`` = 0.
         """
         self.check_params(global_orient, body_pose, betas, transl)
+        if any(t.dtype != self.dtype for t in (global_orient, body_pose, betas, transl)):
+            global_orient, body_pose, betas, transl = (t.to(self.dtype) for t in (global_orient, body_pose, betas,
+                                                                                  transl))
         return self.place(self.canonical(body_pose, betas, return_vertices), global_orient, transl)
 
     def check_params(self, global_orient, body_pose, betas, transl) -> None:
         """Refuse parameters that are not ``(B, 3)``, ``(B, J, 3)``, ``(B, S)``, ``(B, 3)`` for one ``B``.
 
         Raises:
-            ValueError: naming the parameter, its shape and the one this model takes.
+            TypeError: a parameter that is not a floating tensor (naming it and how to make one).
+            ValueError: naming the parameter, its shape and the one this model takes; or no people
+                (``B`` = 0).
         """
-        B = global_orient.shape[0] if getattr(global_orient, "ndim", 0) else None
+        params = dict(global_orient=global_orient, body_pose=body_pose, betas=betas, transl=transl)
+        for name, value in params.items():
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                kind = f"a {value.dtype} tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+                raise TypeError(f"{self.name}: {name} is {kind}: give floating torch tensors, e.g. "
+                                f"torch.as_tensor({name}, dtype=model.dtype, device=model.device)")
+        if global_orient.ndim == 1:
+            raise ValueError(f"{self.name}: global_orient has shape {tuple(global_orient.shape)}: parameters are "
+                             "batched, (B, 3) for B people (one person: global_orient[None], body_pose[None], ...)")
+        B = global_orient.shape[0] if global_orient.ndim else None
+        if B == 0:
+            raise ValueError(f"{self.name}: a batch of 0 people (global_orient {tuple(global_orient.shape)}): "
+                             "nothing to pose")
         want = dict(global_orient=(B, 3), body_pose=(B, self.num_body_joints, 3), betas=(B, self.num_betas),
                     transl=(B, 3))
-        for name, value in dict(global_orient=global_orient, body_pose=body_pose, betas=betas, transl=transl).items():
+        for name, value in params.items():
             if tuple(value.shape) != want[name]:
                 raise ValueError(f"{self.name}: {name} has shape {tuple(value.shape)}, this model takes "
                                  f"{('B',) + want[name][1:]} with one B for every parameter "

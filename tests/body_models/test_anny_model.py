@@ -168,3 +168,20 @@ def test_parameters_of_another_shape_are_refused(anny_model):
                       ("transl", torch.zeros(B + 1, 3)), ("global_orient", torch.zeros(B, 4))):
         with pytest.raises(ValueError, match=name):
             anny_model(**dict(good, **{name: bad}))
+
+
+def test_parameters_of_another_kind_are_named_and_float64_is_cast(anny_model):
+    """A notebook trial: numpy parameters, None, an unbatched (3,) orientation and zero people gave
+    AttributeErrors or reshape errors from inside; float64 failed in anny's index_put."""
+    good = anny_model.neutral_params(2)
+    for name, bad, error, said in (("global_orient", good["global_orient"].numpy(), TypeError, "is ndarray"),
+                                   ("transl", None, TypeError, "transl is NoneType"),
+                                   ("betas", torch.zeros(2, 6, dtype=torch.long), TypeError, "torch.int64 tensor"),
+                                   ("global_orient", torch.zeros(3), ValueError, r"global_orient\[None\]")):
+        with pytest.raises(error, match=said):
+            anny_model(**dict(good, **{name: bad}))
+    with pytest.raises(ValueError, match="a batch of 0 people"):
+        anny_model(**{k: v[:0] for k, v in good.items()})
+    out = anny_model(**{k: v.double() for k, v in good.items()})
+    assert out.joints_3d.dtype == anny_model.dtype
+    assert torch.allclose(out.joints_3d, anny_model(**good).joints_3d)
