@@ -55,6 +55,12 @@ class NoReadableFits(ValueError):
         self.unreadable = unreadable
 
 
+def _model_of(fit: dict) -> str:
+    """A fit file's body model as its ``model`` field names it, with its joint count."""
+    model = str(np.asarray(fit["model"]).reshape(-1)[0]) if "model" in fit else "model not recorded"
+    return f"{model}, {len(fit['joint_names'])} joints"
+
+
 def _person_keys(d: dict) -> list[str]:
     """The per-person fields of one output (sorted)."""
     return sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS and k not in RUN_FIELDS)
@@ -125,10 +131,11 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         if p == 0:
             continue
         if "joint_names" not in shared:
-            shared["joint_names"] = d["joint_names"]
+            shared["joint_names"], first = d["joint_names"], (f, _model_of(d))
         elif not np.array_equal(shared["joint_names"], d["joint_names"]):
-            raise ValueError(f"{f}: joint_names differ from the other files' (fits of other body models in one "
-                             "folder?)")
+            raise ValueError(f"fits of two body models in one folder: {f.relative_to(fits_dir)} ({_model_of(d)}) and "
+                             f"{first[0].relative_to(fits_dir)} ({first[1]}) have other joints; merge or export "
+                             "each model's fits apart")
         layouts.append(KeypointConvention("file", tuple(str(n) for n in d["keypoint_names"])))
         for k in person_keys:
             columns.setdefault(k, []).append(d[k])

@@ -521,3 +521,21 @@ def test_tracking_ids_reach_the_outputs_and_outputs_from_before_them_still_merge
     by = _by_person(arrays)
     assert arrays["track_id"][by[(images[0].image_key, images[0].people[0].annot_id)]] == 5
     assert sorted(set(arrays["track_id"].tolist())) == [-1, 5]
+
+
+def test_fits_of_two_body_models_in_one_folder_name_both_files(tmp_path):
+    """A trial: an SMPL fit among anny fits was reported as '<an anny file>: joint_names differ'."""
+    from fit3d.data.writers import write_npz
+
+    def fit(name, model, joints):
+        write_npz(tmp_path / f"{name}.npz", dict(
+            image=np.str_(name), model=np.str_(model), joint_names=np.asarray([f"j{i}" for i in range(joints)]),
+            keypoint_names=np.asarray(COCO17.names), annot_id=np.array([1]), status=np.asarray(["fitted"]),
+            valid=np.ones(1, bool), keypoints_2d=np.zeros((1, 17, 3), np.float32), global_orient=np.zeros((1, 3)),
+            body_pose=np.zeros((1, joints - 1, 3)), betas=np.zeros((1, 10)), transl=np.zeros((1, 3))))
+
+    fit("a.jpg", "anny", 20)
+    fit("b.jpg", "smpl", 24)
+    with pytest.raises(ValueError, match=r"fits of two body models in one folder: b.jpg.npz \(smpl, 24 joints\) and "
+                                         r"a.jpg.npz \(anny, 20 joints\)"):
+        merge_fits(tmp_path)
