@@ -80,3 +80,20 @@ def test_spin24_is_spins_published_joint_order():
         "right_elbow", "right_shoulder", "left_shoulder", "left_elbow", "left_wrist", "neck_lsp", "head_top",
         "pelvis_mpii", "thorax_mpii", "spine_h36m", "jaw_h36m", "head_h36m", "nose", "left_eye", "right_eye",
         "left_ear", "right_ear")  # fmt: skip
+
+
+def test_a_point_named_twice_is_taken_from_the_first_labelled_of_them():
+    """An input audit: Halpe-136 as mmpose names it calls the body's wrists and the hands' roots
+    all left_wrist / right_wrist; body-only annotations lost their labelled wrists (the unlabelled
+    hand root, later in the list, won)."""
+    from fit3d.data.conventions import COCO17, KeypointConvention, convert
+
+    src = KeypointConvention("halpe_like", ("left_wrist", "nose", "left_wrist"))
+    kp = np.array([[[10.0, 20.0, 1.0], [5.0, 5.0, 1.0], [0.0, 0.0, 0.0]],  # body wrist labelled, hand root not
+                   [[0.0, 0.0, 0.0], [5.0, 5.0, 1.0], [30.0, 40.0, 0.7]],  # only the hand root labelled
+                   [[10.0, 20.0, 1.0], [5.0, 5.0, 1.0], [30.0, 40.0, 1.0]]])  # both: the first
+    out = convert(kp, src, COCO17)
+    wrist = COCO17.names.index("left_wrist")
+    assert out[:, wrist].tolist() == [[10, 20, 1], [30, 40, 0.7], [10, 20, 1]]
+    assert out[:, COCO17.names.index("nose")].tolist() == [[5, 5, 1]] * 3
+    assert convert(kp[0], src, COCO17)[wrist].tolist() == [10, 20, 1]  # one person
