@@ -63,15 +63,21 @@ class PersonBatch:
         tensors in its ``dtype`` (a float64 batch is cast), keypoints in its ``keypoint_convention``.
 
         Raises:
+            TypeError: a field that is not a tensor or an array of numbers.
             ValueError: the batch is empty, its keypoints are in another convention (build it
                 with ``make_batch(people, model.keypoint_convention)``), or its tensors' shapes do
                 not match it (``keypoints_2d`` not ``(B, K, 3)`` with K the convention's size, or
                 the camera tensors not ``(B, 2)``, ``bbox`` not ``(B, 4)``), or a box, focal
                 length or principal point is not finite.
 
-        Keypoints with a non-finite coordinate or confidence are unlabelled (0, 0, 0), as
-        :func:`make_batch` reads them.
+        Fields built by hand are taken as :func:`make_batch` gives them: numpy arrays become
+        tensors, integer ones floating, tensors that carry a gradient (a 2D network's output)
+        are detached (a fit does not backpropagate into its inputs), confidences are clipped
+        to [0, 1] (COCO's visibility 2 is a label, not a weight), and keypoints with a
+        non-finite coordinate or confidence are unlabelled (0, 0, 0).
         """
+        self = replace(self, **{f.name: _as_float_tensor(f.name, getattr(self, f.name), model.dtype)
+                                for f in fields(self) if f.name != "convention"})
         if len(self) == 0:
             raise ValueError("an empty batch: nothing to fit (a fitter needs at least one person)")
         if self.convention != model.keypoint_convention:
@@ -91,10 +97,13 @@ class PersonBatch:
             rows = sorted({int(i) for k in cameras for i in torch.nonzero(~torch.isfinite(getattr(batch, k)))[:, 0]})
             raise ValueError(f"non-finite {', '.join(cameras)} for people {rows[:10]} of the batch: make_batch "
                              "rebuilds unusable boxes from the keypoints and gives the default camera")
-        lost = ~torch.isfinite(batch.keypoints_2d).all(-1)  # NaN coordinates or confidence: unlabelled, as
-        if lost.any():  # make_batch reads them (a NaN reached the fit and failed the whole batch in an SVD)
-            batch = replace(batch, keypoints_2d=batch.keypoints_2d.masked_fill(lost[..., None], 0.0))
-        return batch
+        kp = batch.keypoints_2d
+        lost = ~torch.isfinite(kp).all(-1)  # NaN coordinates or confidence: unlabelled, as make_batch
+        if lost.any():  # reads them (a NaN reached the fit and failed the whole batch in an SVD)
+            kp = kp.masked_fill(lost[..., None], 0.0)
+        if ((kp[..., 2] < 0) | (kp[..., 2] > 1)).any():
+            kp = torch.cat([kp[..., :2], kp[..., 2:].clamp(0.0, 1.0)], -1)
+        return replace(batch, keypoints_2d=kp)
 
     def index(self, idx: torch.Tensor | slice | list[int]) -> "PersonBatch":
         """The sub-batch of people ``idx``."""
@@ -113,6 +122,22 @@ class PersonBatch:
                 if f.name != "convention"
             },
         )
+
+
+def _as_float_tensor(name: str, value, dtype: torch.dtype) -> torch.Tensor:
+    """A :class:`PersonBatch` field as a floating tensor without gradient (``dtype`` for integer
+    or boolean input; floating tensors keep theirs until moved).
+
+    Raises:
+        TypeError: ``value`` is not a tensor or array of numbers (naming the field)."""
+    if not isinstance(value, torch.Tensor):
+        try:
+            value = torch.as_tensor(np.asarray(value, dtype=np.float64))
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"PersonBatch.{name} is a {type(value).__name__} that is not an array of numbers: give a "
+                            "tensor (or build the batch with make_batch)") from e
+    value = value.detach()
+    return value if value.is_floating_point() else value.to(dtype)
 
 
 def person_camera(person: Person, focal_length: float | None = None,

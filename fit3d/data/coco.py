@@ -16,7 +16,7 @@ import numpy as np
 from fit3d.data.boxes import checked_bbox
 from fit3d.data.checks import with_reader_checks
 from fit3d.data.conventions import COCO17, COCO23, FOOT6, KeypointConvention, convention_from_names
-from fit3d.data.images import image_key, in_folder, open_image
+from fit3d.data.images import image_key, in_folder, none_found_problem, open_image
 from fit3d.data.intrinsics import coco_camera
 from fit3d.data.keypoints import parse_keypoints, sanitize_keypoints, track_id, unusual_values, whole_number
 from fit3d.data.records import ImageRecord, InputProblem, Person
@@ -288,6 +288,7 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
     coco, problems = load_coco(annotations)
     problems += unread_camera_keys(coco)
     records: list[ImageRecord] = []
+    missing, opened = [], 0  # image files not found; images opened
     groups: dict[str, list] = {}  # the image file (normalised path) -> the image entries that name it
     for img_id, info in sorted(coco.images.items(), key=lambda kv: kv[1]["file_name"]):
         groups.setdefault(os.path.normpath(images_dir / info["file_name"]), []).append((img_id, info))
@@ -320,6 +321,9 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
             records.append(ImageRecord(key, path, (0, 0)))
             continue
         rec = open_image(path, images_dir, json_image_size(info), problems)
+        opened += rec is not None
+        if rec is None and not path.exists():
+            missing.append(path)
         if rec is None:  # one problem per image, naming the annotations it loses
             problems[-1].reason += f" ({len(anns)} annotations not fitted: ids " + \
                 ", ".join(str(a.get("id")) for _, a in anns[:10]) + (", ..." if len(anns) > 10 else "") + ")"
@@ -343,6 +347,8 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
                                      keypoints_ignored=ignored, keypoints_unusual=unusual,
                                      track_id=track_id(a.get("track_id"))))
         records.append(rec)
+    if only is None and (hint := none_found_problem(missing, opened, images_dir, "--annotations")):  # (the whole input)
+        problems.append(hint)
     return with_reader_checks(records, problems)
 
 

@@ -194,6 +194,31 @@ def _parent_hint(path: Path, images_dir: Path) -> str:
     return ""
 
 
+def none_found_problem(missing: list[Path], opened: int, images_dir: str | Path, source: str,
+                       search_limit: int = 100_000) -> InputProblem | None:
+    """One warning for a reader none of whose images was found (``opened`` 0, ``missing`` the
+    paths looked for): the input is probably for another folder. When the first missing image
+    lies somewhere below ``images_dir`` (its subfolders hold the images), it says where
+    (a walk of at most ``search_limit`` entries). None otherwise.
+
+    Args:
+        missing: the image paths not found. opened: images found and opened.
+        images_dir: the ``--images`` folder. source: the option that named the images (``--annotations``).
+    """
+    if opened or not missing:
+        return None
+    images_dir = Path(images_dir)
+    said = (f"none of the {len(missing)} images that {source} names is in {images_dir}: is {source} for another "
+            "folder, or --images another folder?")
+    for n, found in enumerate(images_dir.rglob(missing[0].name)):  # (bounded: a walk of the whole tree)
+        if found.is_file() and found.parent != missing[0].parent:
+            said += f" ({missing[0].name} is at {found}: give --images {found.parent})"
+            break
+        if n > search_limit:
+            break
+    return InputProblem(str(images_dir), said, "warning")
+
+
 def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProblem]) -> ImageRecord | None:
     """The record of an image file (size from its header), or None with a problem; a warning for an
     image stored turned or mirrored whose annotations may be in the stored frame

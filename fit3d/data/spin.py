@@ -139,7 +139,7 @@ def read_spin(path: str | Path, images_dir: str | Path,
     """
     from fit3d.data.boxes import checked_bbox
     from fit3d.data.checks import with_reader_checks
-    from fit3d.data.images import image_key, open_image
+    from fit3d.data.images import image_key, none_found_problem, open_image
 
     d = load_spin_npz(path)
     images_dir = Path(images_dir)
@@ -184,4 +184,8 @@ def read_spin(path: str | Path, images_dir: str | Path,
     for problem, rows in lost.values():  # one problem per image, naming the rows it loses (as COCO's reader)
         problem.reason += (f" ({len(rows)} rows of {Path(path).name} not fitted: "
                            + ", ".join(f"#{i}" for i in rows[:10]) + (", ..." if len(rows) > 10 else "") + ")")
+    opened = [r for r in records.values() if r is not None]
+    missing = [images_dir / n for n in lost if not (images_dir / n).exists()]
+    if only is None and (hint := none_found_problem(missing, len(opened), images_dir, "--spin-npz")):  # (the whole input)
+        problems.append(hint)
     return with_reader_checks([r for r in records.values() if r is not None], problems)

@@ -178,3 +178,33 @@ def test_a_fitter_given_no_batch_says_how_to_make_one(anny_model, fitter):
     fit = build_smplify(anny_model) if fitter == "smplify" else build_eft(anny_model)
     with pytest.raises(TypeError, match="fitters take a PersonBatch, not a list: build one with .*make_batch"):
         fit([_person(np.ones((17, 3), np.float32))])
+
+
+def test_hand_built_batches_are_taken_as_make_batch_gives_them(anny_model):
+    """A notebook trial: integer keypoints failed in torch.finfo, keypoints carrying a gradient (a 2D
+    network's output) failed EFT's backward the second time, numpy fields had no .to, COCO's
+    visibility 2 weighed a point twice."""
+    from dataclasses import replace
+
+    import torch
+
+    from fit3d.data.batching import PersonBatch
+
+    conv = anny_model.keypoint_convention
+    kp = np.zeros((17, 3), np.float32)
+    kp[:, 0], kp[:, 1], kp[:, 2] = np.linspace(200, 300, 17), np.linspace(100, 400, 17), 1.0
+    batch = make_batch([Person("a.jpg", None, (640, 480), 1, None, kp, COCO17)], conv)
+    ref = batch.for_model(anny_model)
+    as_int = replace(batch, keypoints_2d=batch.keypoints_2d.round().long()).for_model(anny_model)
+    assert as_int.keypoints_2d.dtype == anny_model.dtype
+    assert torch.equal(as_int.keypoints_2d, ref.keypoints_2d.round())
+    grad = batch.keypoints_2d.clone().requires_grad_(True)
+    assert not replace(batch, keypoints_2d=grad).for_model(anny_model).keypoints_2d.requires_grad
+    as_numpy = PersonBatch(*(getattr(batch, k).numpy() for k in ("keypoints_2d", "bbox", "focal_length",
+                                                                 "principal_point", "image_size")), batch.convention)
+    assert torch.equal(as_numpy.for_model(anny_model).keypoints_2d, ref.keypoints_2d)
+    twos = batch.keypoints_2d.clone()
+    twos[..., 2] *= 2  # COCO's flag 2 ("visible") put in by hand
+    assert torch.equal(replace(batch, keypoints_2d=twos).for_model(anny_model).keypoints_2d, ref.keypoints_2d)
+    with pytest.raises(TypeError, match="PersonBatch.bbox is a str"):
+        replace(batch, bbox="wide").for_model(anny_model)

@@ -172,3 +172,21 @@ def test_an_image_whose_outputs_could_not_be_named_is_an_input_error(tmp_path, s
     images, problems = read_coco(tmp_path / "ann.json", tmp_path)
     assert [r.image_key for r in images] == [ok]
     assert len(problems) == 1 and problems[0].severity == "error" and "240 bytes" in problems[0].reason
+
+
+def test_an_input_none_of_whose_images_is_found_says_so_once_and_where_they_are(tmp_path, sample_dir):
+    """A trial: annotations of another folder gave one 'image file not found' per image, nothing
+    more; images one folder down were not pointed to."""
+    from fit3d.data.coco import read_coco
+
+    nested = tmp_path / "images" / "sub"
+    nested.mkdir(parents=True)
+    for f in sample_dir.glob("*.jpg"):
+        shutil.copy(f, nested)
+    images, problems = read_coco(sample_dir / "test_coco.json", tmp_path / "images")
+    summary = [p for p in problems if "none of the 4 images that --annotations names" in p.reason]
+    assert len(summary) == 1 and summary[0].severity == "warning"
+    assert f"give --images {nested}" in summary[0].reason
+    assert sum(p.severity == "error" for p in problems) == 4  # one per image, as before
+    images, problems = read_coco(sample_dir / "test_coco.json", nested)  # found: no such warning
+    assert not any("none of the" in p.reason for p in problems)
