@@ -9,7 +9,8 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import FitOptions, check_device, errors_as, finite, fit_options
+from fit3d.cli.options import (FitOptions, annotations_file, check_device, errors_as, finite, fit_options,
+                               keypoints_folder)
 from fit3d.wording import count, people
 from fit3d.cli.render import render_fits
 
@@ -342,9 +343,11 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 @click.command()
 @click.option("--images", "images_dirs", multiple=True, required=True,
               type=click.Path(file_okay=False, path_type=Path), help="Image folder (repeat for several sets).")
-@click.option("--annotations", "annotations_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--annotations", "annotations_files", multiple=True, type=click.Path(path_type=Path),
+              callback=annotations_file,
               help="COCO JSON per --images, in the same order (default: found beside each folder).")
-@click.option("--keypoints", "keypoints_dirs", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("--keypoints", "keypoints_dirs", multiple=True, type=click.Path(path_type=Path),
+              callback=keypoints_folder,
               help="Folder of OpenPose JSON per --images, in the same order, instead of --annotations (a "
                    "detector's keypoints; their scores weigh the points).")
 @click.option("--openpose-model", type=click.Choice(["body_25", "body_25b"]), default="body_25", show_default=True,

@@ -67,6 +67,27 @@ def finite(ctx, param, value):
     return value
 
 
+def annotations_file(ctx, param, value):
+    """``--annotations`` (one path, or a tuple of them): files, not folders (a folder of OpenPose
+    files goes to --keypoints)."""
+    for path in value if isinstance(value, tuple) else [value]:
+        if path is not None and path.is_dir():
+            raise click.BadParameter(f"{path} is a folder: a COCO annotation file goes here; a folder of OpenPose "
+                                     "keypoint files goes to --keypoints DIR", ctx=ctx, param=param)
+    return value
+
+
+def keypoints_folder(ctx, param, value):
+    """``--keypoints`` (one path, or a tuple of them): folders, not files (a COCO file goes to
+    --annotations)."""
+    for path in value if isinstance(value, tuple) else [value]:
+        if path is not None and path.is_file():
+            raise click.BadParameter(f"{path} is a file: --keypoints takes the folder of OpenPose files "
+                                     "(<image stem>_keypoints.json); a COCO annotation file goes to --annotations "
+                                     "FILE", ctx=ctx, param=param)
+    return value
+
+
 def _parse_shard(ctx, param, value: str) -> tuple[int, int]:
     from fit3d.pipeline import parse_shard
 
@@ -102,9 +123,9 @@ _MODEL_OPTIONS = [
 _OPTIONS = [
     click.option("--images", type=click.Path(file_okay=False, path_type=Path), required=True,
                  help="Folder of the images."),
-    click.option("--annotations", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    click.option("--annotations", type=click.Path(path_type=Path), default=None, callback=annotations_file,
                  help="COCO person-keypoint JSON. Default: a person_keypoints_*.json found beside or above --images."),
-    click.option("--keypoints", "keypoints_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    click.option("--keypoints", "keypoints_dir", type=click.Path(path_type=Path), default=None, callback=keypoints_folder,
                  help="Folder of OpenPose JSON files (<image stem>_keypoints.json) instead of COCO annotations."),
     click.option("--openpose-model", type=click.Choice(["body_25", "body_25b"]), default="body_25", show_default=True,
                  help="With --keypoints: the OpenPose model that wrote its 75-value people (--model_pose): "

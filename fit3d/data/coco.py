@@ -146,6 +146,9 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
             hint = (": it is a list of detections (COCO's results format); put them under 'annotations' (each "
                     "with an 'id' and 'category_id'), beside the ground-truth file's 'images' (their file names) "
                     "and 'categories' (the keypoint names)")
+        elif isinstance(data, dict) and isinstance(data.get("people"), list):  # one image's OpenPose file
+            hint = (": it is an OpenPose keypoint file (a 'people' list): give the folder of those files with "
+                    "--keypoints DIR")
         raise ValueError(f"{annotations} is not a COCO annotation file (needs 'images' and 'annotations' lists){hint}")
     problems: list[InputProblem] = []
     cats = category_conventions(data, problems, str(annotations))

@@ -61,7 +61,7 @@ def test_cli_errors_are_clear(tmp_path, sample_dir):
     r = CliRunner().invoke(cli, base[:-1] + ["--prior", "l2", "--prior-path", str(tmp_path / "notes.md")])
     assert r.exit_code == 1 and "the l2 prior has no weights" in r.output, r.output
     r = CliRunner().invoke(cli, ["eft"] + base[1:-1] + ["--prior-path", str(tmp_path / "notes.md")])
-    assert r.exit_code == 1 and "is given without --prior" in r.output, r.output
+    assert r.exit_code == 2 and "is given without --prior" in r.output, r.output  # (a usage error)
 
 
 def test_cli_says_which_images_are_written_incomplete(tmp_path, sample_dir, anny_model):

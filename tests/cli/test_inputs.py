@@ -270,3 +270,19 @@ def test_a_dry_run_exits_as_its_shard_would(tmp_path, sample_dir, schedule_file)
     assert codes == [4, 0]
     r = CliRunner().invoke(cli, args + ["--shard", "1/2", "--steps", "1", "--no-progress"])
     assert r.exit_code == 4, r.output  # what the run does
+
+
+def test_a_source_given_to_the_other_option_is_pointed_to_the_right_one(tmp_path, sample_dir):
+    """A trial: an OpenPose folder given as --annotations got click's 'is a directory', a COCO file
+    as --keypoints 'is a file', an OpenPose file as --annotations 'not a COCO annotation file'."""
+    kdir = tmp_path / "openpose"
+    kdir.mkdir()
+    (kdir / "a_keypoints.json").write_text(json.dumps({"version": 1.3, "people": []}))
+    base = ["--images", str(sample_dir), "--out", str(tmp_path / "o")]
+    for command in ("eft", "neuralannot"):
+        r = CliRunner().invoke(cli, [command, *base, "--annotations", str(kdir)])
+        assert r.exit_code == 2 and "goes to --keypoints DIR" in r.output, r.output
+        r = CliRunner().invoke(cli, [command, *base, "--keypoints", str(sample_dir / "test_coco.json")])
+        assert r.exit_code == 2 and "goes to --annotations FILE" in r.output, r.output
+    r = CliRunner().invoke(cli, ["eft", *base, "--annotations", str(kdir / "a_keypoints.json")])
+    assert r.exit_code == 1 and "it is an OpenPose keypoint file" in r.output and "--keypoints DIR" in r.output
