@@ -27,7 +27,11 @@ from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
                    "each person's crop camera, turned to look at the box centre, the frame SPIN's and mmhuman3d's "
                    "crop-based trainers compare with; full: the photo's camera, as fitted (full-frame trainers "
                    "such as CLIFF; the only frame of neuralannot, which stores the photo's camera).")
-def export(fits_dir, fmt, out, valid_only, frame):
+@click.option("--min-keypoints", type=click.IntRange(min=1), default=None,
+              help="Leave out people with fewer labelled input keypoints (validity is a 2D test: a person seen "
+                   "from the hips down is fitted to its points and the rest is the prior's guess). Default: no "
+                   "minimum beyond the fitting run's (--min-visible, 6).")
+def export(fits_dir, fmt, out, valid_only, frame, min_keypoints):
     """Export fitted people (never skipped ones or duplicate annotation ids) for SPIN, mmhuman3d or NeuralAnnot-style training.
 
     Exit 3 when some fit files could not be read (each named on stderr; their people are not in the export).
@@ -44,7 +48,7 @@ def export(fits_dir, fmt, out, valid_only, frame):
         raise click.BadParameter(str(e), param_hint="--frame") from e
     with errors_as(), fits_readable("nothing exported"):
         try:
-            c = export_fits(fits_dir, fmt, out, valid_only, frame)
+            c = export_fits(fits_dir, fmt, out, valid_only, frame, min_keypoints)
         except OSError as e:  # e.g. a folder that cannot be written
             raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
     for u in c["unreadable"]:

@@ -88,7 +88,7 @@ def reads_validity(fmt: str, model: str) -> bool:
 
 
 def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: bool | None = None,
-                frame: str | None = None) -> dict:
+                frame: str | None = None, min_keypoints: int | None = None) -> dict:
     """Export the fits of a run folder (all shards) to ``out`` in format ``fmt``.
 
     Args:
@@ -98,6 +98,8 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
         valid_only: leave out fits marked invalid (True), export them flagged (False), or, None,
             flag them where the format's training code reads the flag and leave them out where it
             does not (:func:`reads_validity`).
+        min_keypoints: leave out people with fewer labelled input keypoints (None: no minimum
+            beyond the fitting run's own, 6 by default; see :func:`~fit3d.export.people.exported_people`).
     Returns:
         counts: ``frame``, ``people`` in the fits, ``exported``, ``invalid`` (exported, marked invalid:
         ``has_smpl`` 0 / ``"valid": false``), ``dropped`` by reason, ``model``, ``unreadable``,
@@ -113,7 +115,7 @@ def export_fits(fits_dir: str | Path, fmt: str, out: str | Path, valid_only: boo
     frame = check_frame(fmt, frame)
     if ACCEPTS[fmt] is not None and (model := first_fit_model(iter_fit_files(fits_dir))) is not None:
         require_model(dict(model=[model]), fmt, ACCEPTS[fmt])  # before reading every fit (minutes at scale)
-    people, counts = exported_people(fits_dir, bool(valid_only))
+    people, counts = exported_people(fits_dir, bool(valid_only), min_keypoints)
     counts["invalid_dropped_by_format"] = 0
     if ACCEPTS[fmt] is not None:  # before invalid fits are dropped: the model's refusal is the useful line
         require_model(people, fmt, ACCEPTS[fmt])

@@ -19,12 +19,22 @@ def fit_smpl_hint(models: str = "smpl (or smplx)", files: str = "model") -> str:
             "minutes on 2 cores: its priors and regressor)")
 
 
-def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dict[str, np.ndarray], dict]:
+def labelled_keypoints(keypoints_2d: np.ndarray) -> np.ndarray:
+    """``(N,)`` the number of labelled input keypoints per person (``keypoints_2d (N, K, 3)``:
+    confidence above 0 and finite coordinates)."""
+    kp = np.asarray(keypoints_2d, dtype=np.float64)
+    return ((kp[..., 2] > 0) & np.isfinite(kp).all(-1)).sum(-1)
+
+
+def exported_people(fits_dir: str | Path, valid_only: bool = False,
+                    min_keypoints: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Every fitted person of a run folder (merged over shards), as arrays with leading dim N.
 
-    People are left out when skipped, invalid (with ``valid_only``) or when their
+    People are left out when skipped, invalid (with ``valid_only``), when their
     annotation id is used more than once in their image (both are rejected: training
-    code keyed by id could not tell them apart).
+    code keyed by id could not tell them apart), or when fewer than ``min_keypoints`` of
+    their input keypoints are labelled (validity is a 2D test: a person seen from the hips
+    down is fitted to its 6 points and its upper body is the prior's guess; None: no minimum).
 
     Returns:
         ``(people, counts)``: the arrays of :func:`fit3d.pipeline.merge.merge_fits` for
@@ -49,13 +59,17 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False) -> tuple[dic
     dup |= np.asarray([keys[(str(i), int(a))] > 1 for i, a in zip(arrays["image"], arrays["annot_id"])], bool)
     dropped = Counter()
     keep = np.ones(n, bool)
+    labelled = labelled_keypoints(arrays["keypoints_2d"])
+    few = labelled < min_keypoints if min_keypoints else np.zeros(n, bool)
     for why, mask in (("not fitted", status != "fitted"), ("duplicate annotation id", dup),
-                      ("not valid", ~arrays["valid"].astype(bool) if valid_only else np.zeros(n, bool))):
+                      ("not valid", ~arrays["valid"].astype(bool) if valid_only else np.zeros(n, bool)),
+                      (f"fewer than {min_keypoints} labelled keypoints", few)):
         dropped[why] = int((keep & mask).sum())
         keep &= ~mask
     if not keep.any():
         raise ValueError(f"nothing to export from {fits_dir}: {n} people, none fitted"
-                         f"{' and valid' if valid_only else ''} with a unique annotation id")
+                         f"{' and valid' if valid_only else ''} with a unique annotation id"
+                         f"{f' and at least {min_keypoints} labelled keypoints' if min_keypoints else ''}")
     models = sorted(set(arrays["model"][keep].astype(str)))
     if len(models) != 1:
         raise ValueError(f"{fits_dir} holds fits of several body models ({', '.join(models)}): export them apart")

@@ -513,3 +513,23 @@ def test_export_says_what_an_unfinished_run_lacks(tmp_path, smpl_fits):
     assert r.exit_code == 0, r.output
     assert "warning: shard 1/1 is unfinished" in r.output and "not in the export" in r.output
     assert "then export again" in r.output
+
+
+def test_people_with_few_labelled_keypoints_can_be_left_out(tmp_path, smpl_fits):
+    """A trial with truncated people: 6-9 labelled points fit to a fraction of a pixel and are valid,
+    while the rest of the body is the prior's guess; --min-keypoints leaves them out, counted."""
+    fits, _ = merge_fits(smpl_fits)
+    fitted = fits["status"].astype(str) == "fitted"
+    labelled = ((fits["keypoints_2d"][..., 2] > 0) & np.isfinite(fits["keypoints_2d"]).all(-1)).sum(-1)[fitted]
+    cut = int(np.median(labelled)) + 1  # some people above it, some below
+    few = int((labelled < cut).sum())
+    assert 0 < few < len(labelled)
+    r = CliRunner().invoke(cli, ["export", "--fits", str(smpl_fits), "--format", "spin", "--out",
+                                 str(tmp_path / "s.npz"), "--min-keypoints", str(cut)])
+    assert r.exit_code == 0 and f"{few} fewer than {cut} labelled keypoints" in r.output, r.output
+    d = np.load(tmp_path / "s.npz")
+    assert len(d["imgname"]) == len(labelled) - few and (d["part"][..., 2] > 0).sum(-1).min() >= 1
+    c = export_fits(smpl_fits, "spin", tmp_path / "all.npz")
+    assert c["exported"] == len(labelled)
+    with pytest.raises(ValueError, match="at least 99 labelled keypoints"):
+        export_fits(smpl_fits, "spin", tmp_path / "none.npz", min_keypoints=99)
