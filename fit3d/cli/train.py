@@ -120,34 +120,18 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
     member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
-    from fit3d.mocap.pose_set import load_pose_set
-    from fit3d.regressors.io import save_regressor
-    from fit3d.training.regressor import REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, train_ensemble
+    from fit3d.training.regressor import REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, train_regressor_file
 
     members = REGRESSOR_MEMBERS if members is None else members
     if prototypes is not None and members > 1:
         raise click.UsageError("--prototypes needs --members 1 (each member would pick its own prototype)")
     torch_seed(seed)
-    protos = None
+    checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
+    size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
     with errors_as():
-        if prototypes is not None:
-            from fit3d.priors.io import load_prior
-
-            protos = load_prior(prototypes).prototypes
-        pose_set_path = default_pose_set(poses, body)
-        pose_set = load_pose_set(pose_set_path)
-        size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
-        checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
-        model, stats = train_ensemble(pose_set, body, members, people_per_round=people, seed=seed,
-                                      prototypes=protos, checkpoint=checkpoint, **size)
-    from fit3d.body_models.weights import file_digest
-    from fit3d.training.provenance import training_record
-    from fit3d.training.regressor import REGRESSOR_ROUNDS, REGRESSOR_WIDTH
-
-    record = training_record("fit3d train-regressor", pose_set_path, rounds=rounds or REGRESSOR_ROUNDS,
-                             people=people, seed=seed, members=members, width=width or REGRESSOR_WIDTH,
-                             prototypes_sha256=file_digest(prototypes) if prototypes is not None else None)
-    save_regressor(model.cpu(), out, record)
+        stats = train_regressor_file(default_pose_set(poses, body), out, body, "fit3d train-regressor", members=members,
+                                     seed=seed, prototypes_path=prototypes, checkpoint=checkpoint,
+                                     people_per_round=people, **size)
     remove_checkpoints(checkpoint)
     click.echo(json.dumps(stats, indent=2))
 

@@ -281,6 +281,46 @@ def ensemble_checkpoints(checkpoint: str | Path, members: int) -> list[Path]:
     return [checkpoint] + [checkpoint.with_name(f"{checkpoint.name}.member{k}") for k in range(1, members)]
 
 
+def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model, command: str,
+                         members: int = REGRESSOR_MEMBERS, seed: int = 0, prototypes_path: str | Path | None = None,
+                         checkpoint: str | Path | None = None, **train) -> dict:
+    """Train the regressor EFT and NeuralAnnot start from (:func:`train_ensemble`, on the pose
+    set's training and validation subjects) and save it to ``out`` with the record of what made it
+    (:func:`~fit3d.training.provenance.training_record`); what ``fit3d train-regressor`` and
+    ``fit3d setup-model`` do.
+
+    Args:
+        pose_set_path: a retargeted pose set (``.npz``). out: the ``.pt`` to write.
+        body_model: the model it regresses. command: the command named in the record.
+        members, seed: :func:`train_ensemble`'s. prototypes_path: a prototype memory file
+            (``fit3d train-prior --kind prototypes``) the network starts its pose from (PM-Net).
+        checkpoint: resumed from when present (:func:`checkpoint_path`); kept (the caller removes it).
+        train: :func:`train_regressor`'s settings (``rounds``, ``people_per_round``, ``width``,
+            ``recombined``, ``progress``...).
+    Returns:
+        :func:`train_ensemble`'s statistics.
+    Raises:
+        FileNotFoundError: no pose set or prototype file. ValueError: see :func:`train_regressor`.
+    """
+    from fit3d.body_models.weights import file_digest
+    from fit3d.mocap.pose_set import load_pose_set
+    from fit3d.priors.io import load_prior
+    from fit3d.regressors.io import save_regressor
+    from fit3d.training.provenance import training_record
+
+    prototypes = load_prior(prototypes_path).prototypes if prototypes_path is not None else None
+    model, stats = train_ensemble(load_pose_set(pose_set_path), body_model, members, seed=seed, checkpoint=checkpoint,
+                                  prototypes=prototypes, **train)
+    settings = dict(rounds=train.get("rounds", REGRESSOR_ROUNDS), people=train.get("people_per_round", 8192),
+                    seed=seed, members=members, width=train.get("width", REGRESSOR_WIDTH))
+    if train.get("recombined") is not None:
+        settings["recombined"] = train["recombined"]
+    if prototypes_path is not None:
+        settings["prototypes_sha256"] = file_digest(prototypes_path)
+    save_regressor(model.cpu(), out, training_record(command, pose_set_path, **settings))
+    return stats
+
+
 def remove_checkpoints(checkpoint: str | Path) -> None:
     """Remove ``checkpoint`` and every member's (:func:`ensemble_checkpoints`), also those of an
     earlier, larger ensemble trained into the same file and interrupted."""

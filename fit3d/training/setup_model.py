@@ -140,9 +140,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     from fit3d.data.writers import write_json, write_npz
     from fit3d.mocap import bundled_pose_set
     from fit3d.mocap.pose_set import load_pose_set
-    from fit3d.regressors.io import save_regressor
     from fit3d.training.priors import train_prior
-    from fit3d.training.regressor import remove_checkpoints, train_ensemble
+    from fit3d.training.regressor import remove_checkpoints, train_regressor_file
 
     path = (lambda kind: out_dir / weights.weights_file_name(kind))  # noqa: E731 (no warning about the old set-up)
     partial = out_dir / PARTIAL
@@ -184,14 +183,10 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
         log(f"fit3d: {kind} trained on {r['poses']} poses in {r['seconds']:.0f} s")
     t = time.perf_counter()
     checkpoint = out_dir / REGRESSOR_CHECKPOINT
-    model, rs = train_ensemble(ps, body, config.regressor_members, rounds=config.regressor_rounds,
-                               people_per_round=config.regressor_people, seed=config.seed, progress=progress,
-                               recombined=config.recombined, checkpoint=checkpoint)
-    from fit3d.training.provenance import training_record
-
-    save_regressor(model.cpu(), path("regressor"), training_record(
-        "fit3d setup-model", path("pose_set"), rounds=config.regressor_rounds, people=config.regressor_people,
-        seed=config.seed, members=config.regressor_members, recombined=config.recombined))
+    rs = train_regressor_file(path("pose_set"), path("regressor"), body, "fit3d setup-model",
+                              members=config.regressor_members, seed=config.seed, checkpoint=checkpoint,
+                              rounds=config.regressor_rounds, people_per_round=config.regressor_people,
+                              progress=progress, recombined=config.recombined)
     stats["seconds"]["regressor"] = round(time.perf_counter() - t, 1)
     stats["regressor"] = rs
     resumed = [m["resumed_at_round"] for m in rs.get("members", [rs])]
