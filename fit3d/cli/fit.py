@@ -117,7 +117,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     ``default_batch_size``: the fitter's, to plan the worker processes before it is built."""
     from fit3d.body_models import build_body_model
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
-    from fit3d.pipeline.run import check_output_dir
+    from fit3d.pipeline.runner import check_output_dir
 
     records, problems = load_inputs(opts.images, opts.annotations, opts.keypoints_dir, opts.spin_npz,
                                     only=shard_test(opts), openpose_model=opts.openpose_model, out_dir=opts.out_dir)
@@ -196,10 +196,10 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     values used (the keypoint threshold; ``steps`` and ``lr`` read from the built ``fitter``, or
     from its primary fitter) and paths as absolute paths, so that typing a default out or a
     path another way is the same setting. With the built ``fitter``, also what it says of
-    itself (:func:`fit3d.pipeline.run.fitter_description`: its options and a fingerprint of each
+    itself (:func:`fit3d.pipeline.runner.fitter_description`: its options and a fingerprint of each
     learned weights file, so weights retrained at the same path are another setting)."""
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS
-    from fit3d.pipeline.run import fitter_description
+    from fit3d.pipeline.runner import fitter_description
 
     out = dict(fitter=fitter_name, model=opts.model, model_path=opts.model_path, gender=opts.gender,
                focal_length=opts.focal_length, min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, **options)

@@ -1,10 +1,10 @@
-"""The batch job (:mod:`fit3d.pipeline.run`), the images it fits (:mod:`~fit3d.pipeline.selection`) and the
+"""The batch job (:mod:`fit3d.pipeline.runner`), the images it fits (:mod:`~fit3d.pipeline.selection`) and the
 people (:mod:`~fit3d.pipeline.skips`), what it writes (:mod:`~fit3d.pipeline.records`),
 its counts and exit codes (:mod:`~fit3d.pipeline.summary`) and NeuralAnnot as a job
 (:mod:`~fit3d.pipeline.neuralannot`)."""
 
 from fit3d.pipeline.neuralannot import neuralannot_target, run_neuralannot
-from fit3d.pipeline.run import RunConfig, run
+from fit3d.pipeline.runner import RunConfig, run
 from fit3d.pipeline.selection import parse_shard, select_images
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, usable_keypoints
 from fit3d.pipeline.summary import EXIT_CODES, versions

@@ -21,7 +21,7 @@ from fit3d.pipeline.interrupt import Interrupted
 from fit3d.pipeline.workers import BrokenProcessPool, FitterPool, fitter_identity
 
 if TYPE_CHECKING:  # (run.py imports this module)
-    from fit3d.pipeline.run import RunConfig
+    from fit3d.pipeline.runner import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class SharedFitting:
     :data:`MAX_POOL_RESTARTS` restarts this process fits the rest alone, with its threads
     as before. An interruption keeps the batches the workers have finished and stops them.
 
-    ``job`` is the run's state (:mod:`fit3d.pipeline.run`): ``prepare(chunk) -> (entries,
+    ``job`` is the run's state (:mod:`fit3d.pipeline.runner`): ``prepare(chunk) -> (entries,
     to_fit)``, ``finish(chunk, entries, results)`` with :func:`fit_people`'s results for
     ``to_fit``, and its ``fitter``, ``conv``, ``config`` and ``body_model``.
     """

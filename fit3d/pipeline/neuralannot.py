@@ -1,5 +1,5 @@
 """NeuralAnnot as a batch job: the target set from image records, training, then annotation with
-:func:`fit3d.pipeline.run.run`."""
+:func:`fit3d.pipeline.run`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fit3d.data.batching import make_batch
 from fit3d.data.records import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
 from fit3d.pipeline.lock import run_lock
-from fit3d.pipeline.run import RunConfig, make_output_dir, run
+from fit3d.pipeline.runner import RunConfig, make_output_dir, run
 from fit3d.pipeline.selection import select_images
 from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, skip_reason
 from fit3d.pipeline.interrupt import Interrupted

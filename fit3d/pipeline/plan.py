@@ -21,7 +21,7 @@ from fit3d.pipeline.summary import RunCounts, input_changes, previous_summary
 from fit3d.wording import count, people
 
 if TYPE_CHECKING:  # (run imports this module)
-    from fit3d.pipeline.run import RunConfig
+    from fit3d.pipeline.runner import RunConfig
 
 
 @dataclass

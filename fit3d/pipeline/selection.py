@@ -17,7 +17,7 @@ from fit3d.data.records import ImageRecord
 from fit3d.data.writers import failure_path, incomplete_path, iter_fit_files, output_path
 
 if TYPE_CHECKING:
-    from fit3d.pipeline.run import RunConfig
+    from fit3d.pipeline.runner import RunConfig
 
 log = logging.getLogger("fit3d.pipeline.run")
 

@@ -140,7 +140,7 @@ def input_record(images: str | Path, annotations: str | Path | None = None, keyp
     ``images`` when no source is given, as the reader finds it), a digest of the annotation
     file (COCO JSON or SPIN npz; an OpenPose folder has none) and, for an OpenPose folder, its
     model (``openpose_model``; records written before it have none, read as BODY_25):
-    :class:`~fit3d.pipeline.run.RunConfig`'s ``inputs``, recorded in the run's summary so that a
+    :class:`~fit3d.pipeline.runner.RunConfig`'s ``inputs``, recorded in the run's summary so that a
     rerun from other inputs says so (:func:`input_changes`)."""
     from fit3d.body_models.weights import file_digest
     from fit3d.data.readers import discover_annotations

@@ -1,4 +1,3 @@
-import importlib
 import json
 import shutil
 
@@ -150,7 +149,7 @@ def test_merge_says_which_shards_did_not_finish(tmp_path, sample_copy, anny_mode
         raise ValueError("the disk is full")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(importlib.import_module("fit3d.pipeline.run"), "retire_merged", failing)
+        mp.setattr("fit3d.pipeline.runner.retire_merged", failing)
         with pytest.raises(ValueError, match="disk is full"):
             run(images, fast_fitter, anny_model, RunConfig(out, shard=(1, 3), batch_size=1, progress=False))
     _, s = merge_fits(out)

@@ -53,7 +53,7 @@ from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS, layout_problems, skip_re
 from fit3d.pipeline.summary import RunCounts, mark_unwritten, versions, write_summary
 from fit3d.pipeline.workers import FitterPool
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fit3d.pipeline.run")  # (the name users filter on, as before the module was renamed)
 
 
 @dataclass
@@ -309,7 +309,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     shardable (``RunConfig.shard``), every input accounted for (skipped people with their reason,
     failing batches split and retried, failures in the summary and refitted by the next run). The
     module ``fit3d.pipeline.run`` (shadowed by this function in ``fit3d.pipeline``:
-    ``importlib.import_module("fit3d.pipeline.run").__doc__``) says more.
+    ``importlib.import_module("fit3d.pipeline.runner").__doc__``) says more.
 
     Args:
         images: records from :mod:`fit3d.data.readers`.

@@ -129,9 +129,7 @@ def test_the_incomplete_mark_is_written_before_the_output(tmp_path, sample_copy,
                                                           monkeypatch):
     """An interruption between the two writes must not leave an unmarked incomplete .npz; an
     annotation without keypoints counts as unreadable too."""
-    import importlib
-
-    run_module = importlib.import_module("fit3d.pipeline.run")  # the module, not the function it exports
+    from fit3d.pipeline import runner as run_module  # the module, not the function it exports
 
     data = json.loads((sample_copy / "test_coco.json").read_text())
     shared = [a for a in data["annotations"] if sum(b["image_id"] == a["image_id"] for b in data["annotations"]) > 1]
@@ -216,9 +214,7 @@ def test_a_signal_between_the_start_marker_and_the_first_batch_is_recorded_as_an
         tmp_path, sample_copy, anny_model, fast_fitter, monkeypatch):
     """Found by a trial (Ctrl-C on fit3d submit --cluster local): a task caught while setting up
     left its summary as the start marker ("running"), so merge called it still running or killed."""
-    import importlib
-
-    run_module = importlib.import_module("fit3d.pipeline.run")  # (the package's run is the function)
+    from fit3d.pipeline import runner as run_module  # (the package's run is the function)
     images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
     out = tmp_path / "fits"
 
@@ -433,7 +429,7 @@ def test_run_config_whole_folder_means_no_limit_and_one_shard(tmp_path):
 def test_check_output_dir_creates_nothing_and_refuses_what_cannot_be_made(tmp_path, monkeypatch):
     import os
 
-    from fit3d.pipeline.run import check_output_dir
+    from fit3d.pipeline.runner import check_output_dir
 
     assert check_output_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b" and not (tmp_path / "a").exists()
     (tmp_path / "f").write_text("")
@@ -761,11 +757,9 @@ def test_a_summary_that_cannot_be_written_is_said_with_exit_5(tmp_path, sample_c
     one line, and the failures the summary held were never shown; now the run returns its
     summary marked ``unwritten``, exit 5, and the command's closing lines say what was not
     written and what failed."""
-    import importlib
-
     from fit3d.cli.fit import report_run
+    from fit3d.pipeline import runner as run_module
 
-    run_module = importlib.import_module("fit3d.pipeline.run")
     real = run_module.write_summary
 
     def full_disk(out_dir, shard, summary):
@@ -829,9 +823,7 @@ def _real_digest(path):
 def test_settings_that_cannot_be_written_after_an_overwrite_are_in_the_summary_file(tmp_path, sample_copy, anny_model,
                                                                                     fast_fitter, monkeypatch):
     """A review: the summary file said exit 0 while the command exited 5 (merge took the shard as fine)."""
-    import importlib
-
-    run_module = importlib.import_module("fit3d.pipeline.run")
+    from fit3d.pipeline import runner as run_module
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     out = tmp_path / "fits"
     run(images[:1], fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(fitter="smplify", x=1)))
