@@ -92,6 +92,8 @@ class AnnyModel(BodyModel):
         device: where the buffers live.
     Raises:
         ImportError: anny is not installed.
+        ValueError: an anny version that refines its rest orientations (fit3d's own rest skeleton
+            and kinematics would differ from it).
     """
 
     name = "anny"

@@ -121,6 +121,12 @@ class ReducedSetupWarning(UserWarning):
 _CHECKED: set[tuple] = set()
 
 
+def forget_reduced_setup_checks() -> None:
+    """Forget which set-up folders were checked in this process, so that the next use of their
+    weights warns again (:class:`ReducedSetupWarning` is said once per process and folder state)."""
+    _CHECKED.clear()
+
+
 def _warn_if_reduced(folder: Path, body) -> None:
     """Warn when the folder's ``setup.json`` says the set-up was reduced (``"full": false``;
     files written before that flag: ``config.max_poses`` set), or when a set-up of the folder is

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.fit import PRIOR_CHOICE
-from fit3d.cli.options import check_device, errors_as, model_options
+from fit3d.cli.options import PRIOR_CHOICE, check_device, errors_as, model_options
 
 
 @click.command()

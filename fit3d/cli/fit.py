@@ -9,12 +9,10 @@ from typing import Callable
 
 import click
 
-from fit3d.cli.options import (FitOptions, annotations_file, check_device, errors_as, finite, fit_options,
-                               keypoints_folder)
-from fit3d.wording import count, people
+from fit3d.cli.options import (PRIOR_CHOICE, FitOptions, annotations_file, check_device, errors_as, finite,
+                               fit_options, keypoints_folder)
 from fit3d.cli.render import render_fits
-
-PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
+from fit3d.wording import count, people
 
 
 def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Path | None = None,

@@ -57,6 +57,10 @@ def check_device(ctx, param, value: str) -> str:
     return value
 
 
+#: The pose priors a command line can name (:func:`fit3d.priors.build_prior`).
+PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
+
+
 def finite(ctx, param, value):
     """A click callback refusing NaN and infinite numbers (click's ranges let NaN through: every
     comparison with it is false), as a usage error; None (unset) passes."""

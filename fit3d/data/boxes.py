@@ -13,8 +13,9 @@ KEYPOINT_BOX_PAD = 0.1
 
 
 def keypoint_bbox(keypoints_2d: np.ndarray, pad: float = 0.0) -> np.ndarray:
-    """Box ``(x, y, w, h)`` around the keypoints with confidence > 0 (zeros if none),
-    grown by ``pad`` times its size on every side."""
+    """Box ``(4,)`` ``x, y, w, h`` pixels (float32) around the keypoints ``(K, 3)`` (x, y pixels,
+    confidence) with confidence > 0 and finite values (zeros if none), grown by ``pad`` times its
+    size on every side."""
     kp = keypoints_2d[np.isfinite(keypoints_2d).all(axis=1) & (keypoints_2d[:, 2] > 0)]
     if len(kp) == 0:
         return np.zeros(4, dtype=np.float32)

@@ -90,6 +90,7 @@ EXTRA_DEFAULTS = dict(prototype=np.int64(-1), finetuned=np.bool_(False))
 #: ... and with ``follow``.
 FOLLOW_DEFAULTS = dict(followed=np.bool_(False))
 
+
 class FinetunePreset(NamedTuple):
     """A ``--finetune`` preset: which weights get a per-person copy and the rates that go with them.
 

@@ -384,7 +384,7 @@ class NeuralAnnot:
         """Epochs ``self.epoch + 1 .. epochs`` over ``target[people]``; with ``held``, the
         selection phase: checks the held-out loss after each epoch, sets
         ``self.selected_epochs`` and returns at the first rise beyond the tolerance."""
-        from fit3d.training.regressor import _to_batch
+        from fit3d.training.regressor import to_batch
 
         c = self.config
         rank, world = shard
@@ -418,7 +418,7 @@ class NeuralAnnot:
                 syn = None
                 if pool is not None:
                     j = torch.randint(0, len(pool["keypoints_2d"]), (c.synthetic_batch,), generator=g).numpy()
-                    sb, sgt = _to_batch(pool, j, self.body_model.keypoint_convention)
+                    sb, sgt = to_batch(pool, j, self.body_model.keypoint_convention)
                     syn = (sb.to(device), {k: v.to(device) for k, v in sgt.items()})
                 loss, parts = self.losses(target.index(idx).to(device), syn)
                 opt.zero_grad()

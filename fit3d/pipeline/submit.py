@@ -80,6 +80,9 @@ class ShardJob:
         self.args, self.entry, self.distributed = list(args), entry, distributed
 
     def __call__(self) -> int:
+        """Run the command in this task (after exporting submitit's ``torch.distributed``
+        environment for a ``distributed`` job); returns its exit code, also said on stderr when
+        not 0 (submitit reports the task as completed whatever it returns)."""
         if self.distributed:
             import submitit
 

@@ -50,7 +50,13 @@ class Regressor(nn.Module):
         raise NotImplementedError
 
     def predict(self, batch: PersonBatch) -> dict[str, torch.Tensor]:
-        """Parameters with ``transl`` (full-frame root position) for a batch."""
+        """The regressed parameters of a batch of B people, with their full-frame position.
+
+        Returns:
+            ``global_orient (B, 3)`` and ``body_pose (B, J, 3)`` axis-angle, ``betas (B, S)``,
+            ``cam (B, 3)`` the weak-perspective crop camera and ``transl (B, 3)`` metres in the
+            photo's OpenCV camera frame (:func:`crop_cam_to_transl`), as the network's forward
+            gives them (with their graph)."""
         out = self(self.features(batch))
         out["transl"] = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
         return out

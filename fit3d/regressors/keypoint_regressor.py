@@ -40,6 +40,9 @@ class KeypointRegressor(Regressor):
         num_joints: J of ``body_pose``. num_betas: S.
         width: trunk width. blocks: residual blocks. iterations: IEF steps.
         prototypes: optional ``(P, J, 3)`` prototype body poses (axis-angle) to start from.
+
+    Raises:
+        ValueError: ``prototypes`` not ``(P, num_joints, 3)``.
     """
 
     def __init__(self, num_keypoints: int, num_joints: int, num_betas: int, width: int = 192, blocks: int = 2,

@@ -91,7 +91,11 @@ def training_people(pool: tuple[np.ndarray, np.ndarray], body_model, n: int, see
                        noise=noise, orientations=TRAIN_ORIENTATIONS, batch_size=batch_size)
 
 
-def _to_batch(data: dict, idx, convention) -> tuple[PersonBatch, dict]:
+def to_batch(data: dict, idx, convention) -> tuple[PersonBatch, dict]:
+    """Rows ``idx`` of synthetic people (:func:`~fit3d.training.synthetic.make_people`'s arrays) as
+    ``(PersonBatch in convention, ground truth)``: the truth's ``global_orient (N, 3)``, ``body_pose
+    (N, J, 3)``, ``betas (N, S)``, ``keypoints_3d (N, K, 3)`` metres and ``keypoints_2d_clean (N, K, 3)``
+    pixels, as tensors."""
     t = lambda k: torch.as_tensor(data[k][idx])  # noqa: E731
     batch = PersonBatch(t("keypoints_2d"), t("bbox"), t("focal_length"), t("principal_point"), t("image_size"),
                         convention)
@@ -201,7 +205,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, 
         for _ in range(epochs_per_round):
             perm = torch.randperm(people_per_round, generator=g)
             for s in range(0, people_per_round - batch_size + 1, batch_size):
-                batch, gt = _to_batch(data, perm[s : s + batch_size].numpy(), conv)
+                batch, gt = to_batch(data, perm[s : s + batch_size].numpy(), conv)
                 batch, gt = batch.to(device), {k: v.to(device) for k, v in gt.items()}
                 loss, parts = regressor_loss(model, body_model, batch, gt)
                 opt.zero_grad()

@@ -27,13 +27,13 @@ def pose_set():
 
 def test_each_recipe_switch_changes_its_loss(anny_model, make_synthetic, pose_set):
     from fit3d.priors import build_prior
-    from fit3d.training.regressor import _to_batch
+    from fit3d.training.regressor import to_batch
 
     target, _, _ = make_synthetic(anny_model, 8, seed=1)
     vae = build_prior("vae", anny_model)
     cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=4, synthetic_batch=4)
     annot = NeuralAnnot(anny_model, _net(anny_model), {"depth", "prior", "pretrain"}, pose_set, vae, cfg)
-    syn = _to_batch(annot._synthetic_pool(8, 0), [0, 1, 2, 3], anny_model.keypoint_convention)
+    syn = to_batch(annot._synthetic_pool(8, 0), [0, 1, 2, 3], anny_model.keypoint_convention)
     _, on = annot.losses(target, syn)
     assert {"2d", "3d", "vae", "l2", "shape"} <= set(on)
     _, no_depth = NeuralAnnot(anny_model, _net(anny_model), {"prior", "pretrain"}, None, vae, cfg).losses(target, syn)

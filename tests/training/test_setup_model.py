@@ -42,14 +42,14 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     assert ps["body_pose"].shape[1:] == (23, 3) and "test" in set(ps["split"])  # splits kept
     assert stats["full"] is False  # --quick: using them warns
     # afterwards the fitters find them with no further options, with a warning that they are --quick's
-    weights._CHECKED.clear()  # the weights_path calls above warned already (once per process)
+    weights.forget_reduced_setup_checks()  # the weights_path calls above warned already (once per process)
     with pytest.warns(ReducedSetupWarning, match="without --quick"):
         f = build_smplify(smpl)
     assert f.prior.name == "gmm" and f.prototypes is not None
     assert build_eft(smpl).regressor.num_joints == 23
     # an unfinished set-up of the folder (interrupted, or running): its weights may be mixed
     (d / "setup.partial.json").write_text("{}")
-    weights._CHECKED.clear()
+    weights.forget_reduced_setup_checks()
     with pytest.warns(ReducedSetupWarning, match="is unfinished .* again \\(it resumes\\)"):
         weights_path(smpl, "gmm")
     (d / "setup.partial.json").unlink()
