@@ -51,7 +51,8 @@ def _model_name(files: list[Path]) -> str:
     raise click.exceptions.Exit(3)
 
 
-def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> list[str] | None:
+def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int,
+              images_dir: Path | None = None) -> list[str] | None:
     """The images ``fit3d render``'s --worst, --sample and --only name (in that order, each once;
     listed images without a fit are named on stderr), or None (all). Says on stderr how many of
     the ``total`` fits it renders.
@@ -77,7 +78,7 @@ def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> lis
         names.update(dict.fromkeys(chosen))
         parts.append(f"{len(chosen)} sampled (seed {seed})")
     if only_file is not None:
-        found = _listed_with_fits(fits_dir, only_file)
+        found = _listed_with_fits(fits_dir, only_file, images_dir)
         names.update(dict.fromkeys(found))
         parts.append(f"{len(found)} listed")
     if not names:
@@ -87,13 +88,13 @@ def _selected(fits_dir: Path, worst, sample, seed, only_file, total: int) -> lis
     return list(names)
 
 
-def _listed_with_fits(fits_dir: Path, only_file: Path) -> list[str]:
-    """The images ``only_file`` lists that have a fit in ``fits_dir``; the others named on stderr
-    (the first 10, then a count)."""
+def _listed_with_fits(fits_dir: Path, only_file: Path, images_dir: Path | None = None) -> list[str]:
+    """The images ``only_file`` lists (absolute paths inside ``images_dir`` taken relative to it)
+    that have a fit in ``fits_dir``; the others named on stderr (the first 10, then a count)."""
     from fit3d.data.writers import output_path
     from fit3d.render.selection import listed_images
 
-    listed = listed_images(only_file)
+    listed = listed_images(only_file, images_dir)
     found = [k for k in listed if output_path(fits_dir, k).is_file()]
     have = set(found)
     missing = [k for k in listed if k not in have]
@@ -152,7 +153,7 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
 
     with errors_as():
         files = require_fit_files(fits_dir)
-        names = _selected(fits_dir, worst, sample, seed, only_file, len(files))
+        names = _selected(fits_dir, worst, sample, seed, only_file, len(files), images)
     model_name = _model_name(files if names is None else [output_path(fits_dir, k) for k in names])
     recorded = recorded_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:

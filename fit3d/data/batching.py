@@ -214,6 +214,8 @@ def make_batch(
         TypeError: an entry of ``people`` is no Person (e.g. an image record), or ``convention`` is
             no KeypointConvention (e.g. the body model itself).
     """
+    if isinstance(people, Person):
+        raise TypeError("make_batch takes a list of people: make_batch([person], convention)")
     if not people:
         raise ValueError("make_batch needs at least one person")
     if not isinstance(convention, KeypointConvention):

@@ -144,14 +144,19 @@ def parse_keypoints(values, n: int) -> np.ndarray:
     numbers written as strings or booleans are read as numbers: :func:`unusual_values` counts them).
 
     Raises:
-        ValueError: not ``3 n`` numbers.
+        ValueError: not a list of ``3 n`` numbers (the message names what it is: null, a nested list,
+            ``2 n`` values: x, y pairs without a visibility flag).
     """
+    if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"expected a list of {3 * n} keypoint values, got {'null' if values is None else type(values).__name__}")
     flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     if flat.ndim != 1:
         raise ValueError(f"expected a flat list of {3 * n} keypoint values ({n} keypoints: x, y, v each), got a "
                          f"nested list of shape {flat.shape}")
     if flat.size != 3 * n:
-        raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}")
+        pairs = " (x, y pairs without a visibility or confidence value? each keypoint is x, y, v)" \
+            if flat.size == 2 * n else ""
+        raise ValueError(f"expected {3 * n} keypoint values ({n} keypoints), got {flat.size}{pairs}")
     with np.errstate(over="ignore"):  # beyond float32: inf, set aside as unusable by sanitize_keypoints
         return flat.reshape(n, 3).astype(np.float32)
 

@@ -175,8 +175,11 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
                 n = len(values) // 3 if isinstance(values, list) else -1
                 conv = layouts.get(n)  # [] is a person without keypoints: skipped, as all-zero ones are
                 if conv is None or len(values) % 3:
+                    nested = isinstance(values, list) and values and all(isinstance(v, list) for v in values)
                     raise ValueError(f"{key} has {len(values) if isinstance(values, list) else 'no'} "
-                                     "values; expected 75 (BODY_25) or 54 (COCO-18)")
+                                     "values; expected 75 (BODY_25) or 54 (COCO-18)"
+                                     + (f" (a nested list of {len(values)} points: OpenPose writes them flat, x, y, "
+                                        "confidence each)" if nested else ""))
                 kp = parse_keypoints(values, n) if n else np.zeros((len(conv), 3), np.float32)
             except (ValueError, TypeError) as e:
                 problems.append(InputProblem(f"{jf}#{idx}", str(e)))

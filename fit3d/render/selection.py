@@ -57,10 +57,10 @@ def sample_images(fits_dir: str | Path, count: int, seed: int = 0) -> list[str]:
     return [files[i].relative_to(fits_dir).as_posix()[: -len(".npz")] for i in chosen]
 
 
-def listed_images(path: str | Path) -> list[str]:
+def listed_images(path: str | Path, images_dir: str | Path | None = None) -> list[str]:
     """Image paths, relative to the images folder, one per line of the text file ``path``
     (blank lines and lines starting with ``#`` skipped; surrounding spaces stripped), each once,
-    in the file's order.
+    in the file's order. An absolute path inside ``images_dir`` is taken relative to it.
 
     Raises:
         OSError: the file cannot be read.
@@ -70,7 +70,13 @@ def listed_images(path: str | Path) -> list[str]:
     for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
-            names.setdefault(Path(line).as_posix(), None)
+            name = Path(line)
+            if images_dir is not None and name.is_absolute():
+                try:
+                    name = name.resolve().relative_to(Path(images_dir).resolve())
+                except ValueError:  # (outside the folder: named as given, and said to have no fit)
+                    pass
+            names.setdefault(name.as_posix(), None)
     if not names:
         raise ValueError(f"{path} names no image (one relative image path per line)")
     return list(names)

@@ -208,3 +208,9 @@ def test_hand_built_batches_are_taken_as_make_batch_gives_them(anny_model):
     assert torch.equal(replace(batch, keypoints_2d=twos).for_model(anny_model).keypoints_2d, ref.keypoints_2d)
     with pytest.raises(TypeError, match="PersonBatch.bbox is a str"):
         replace(batch, bbox="wide").for_model(anny_model)
+
+
+def test_one_person_given_to_make_batch_is_named(anny_model):
+    kp = np.ones((17, 3), np.float32)
+    with pytest.raises(TypeError, match=r"make_batch\(\[person\], convention\)"):
+        make_batch(Person("a.jpg", None, (640, 480), 1, None, kp, COCO17), anny_model.keypoint_convention)

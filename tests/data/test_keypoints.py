@@ -184,3 +184,17 @@ def test_tracking_ids_are_read_from_openpose_and_coco(tmp_path, sample_dir):
     people = [p for r in images for p in r.people]
     assert [p.track_id for p in people if p.annot_id == coco["annotations"][0]["id"]] == [3]
     assert sorted({p.track_id for p in people}) == [-1, 3]
+
+
+def test_keypoint_lists_of_another_form_are_named_for_what_they_are():
+    """A new-user trial: null keypoints read "'NoneType' object is not iterable", x, y pairs only
+    "expected 51, got 34"."""
+    from fit3d.data.keypoints import parse_keypoints
+
+    with pytest.raises(ValueError, match="got null"):
+        parse_keypoints(None, 17)
+    with pytest.raises(ValueError, match="got str"):
+        parse_keypoints("1 2 3", 17)
+    with pytest.raises(ValueError, match=r"got 34 \(x, y pairs without a visibility"):
+        parse_keypoints([1.0] * 34, 17)
+    assert parse_keypoints([1.0] * 51, 17).shape == (17, 3)

@@ -204,3 +204,13 @@ def test_openpose_video_frame_names_get_a_hint(tmp_path, sample_dir):
     [video] = [p for p in problems if "clip_000000000000" in p.source]
     assert "ffmpeg -i clip.mp4 -start_number 0 clip_%012d.png" in video.reason
     assert not any("ffmpeg" in p.reason for p in problems if p is not video)
+
+
+def test_an_openpose_person_written_nested_is_named_so(tmp_path, sample_dir):
+    """A trial: pose_keypoints_2d as 25 [x, y, c] triples read "has 25 values; expected 75"."""
+    kdir = tmp_path / "op"
+    kdir.mkdir()
+    people = [{"pose_keypoints_2d": [[100.0, 200.0, 0.9]] * 25}]
+    (kdir / "000000000785_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+    images, problems = read_openpose(kdir, sample_dir)
+    assert any("a nested list of 25 points: OpenPose writes them flat" in p.reason for p in problems)

@@ -380,6 +380,9 @@ def test_render_command_renders_only_the_chosen_images(tmp_path, monkeypatch):
     assert r.exit_code == 2
     r = CliRunner().invoke(cli, base + ["--worst", "1", "--seed", "3"])
     assert r.exit_code == 0 and "--seed is the seed of --sample" in r.output
+    (tmp_path / "absolute.txt").write_text(f"{tmp_path / 'sub' / 'b.jpg'}\n")  # absolute paths under --images
+    r = CliRunner().invoke(cli, base + ["--only", str(tmp_path / "absolute.txt")])
+    assert r.exit_code == 0 and asked[-1] == ["sub/b.jpg"], r.output
 
 
 def test_a_review_count_must_be_a_whole_number(tmp_path):
