@@ -43,9 +43,14 @@ def test_devices_this_torch_cannot_allocate_on_are_one_line():
             check_device(kind)
     r = CliRunner().invoke(cli, ["smplify", "--images", ".", "--out", "o", "--device", "meta"])
     assert r.exit_code == 2 and "Traceback" not in r.output and "without data" in r.output
-    count = torch.cuda.device_count()
-    with pytest.raises(ValueError, match=f"cuda:{count} asked for"):
-        check_device(f"cuda:{count}")
+
+
+def test_a_cuda_index_this_machine_lacks_is_named(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match=r"cuda:2 asked for, but this machine has 2 CUDA devices \(cuda:0 to cuda:1\)"):
+        check_device("cuda:2")
+    check_device("cuda:1")
 
 
 def test_an_unknown_gender_is_a_clear_error():

@@ -23,7 +23,7 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
     usage error (exit 2), as are two sources of people and an ``out_dir`` inside the OpenPose
     ``keypoints_dir`` (:func:`~fit3d.data.readers.check_outputs_apart`); an unreadable input file a
     clean error (exit 1). ``only``, ``openpose_model``: see ``fit3d.data.readers.load_inputs``."""
-    from fit3d.data.readers import check_openpose_model, check_outputs_apart, input_sources
+    from fit3d.data.readers import AmbiguousAnnotations, check_openpose_model, check_outputs_apart, input_sources
     from fit3d.data.readers import load_inputs as read
 
     sources = input_sources(annotations, keypoints_dir, spin_npz)
@@ -34,7 +34,7 @@ def load_inputs(images: Path, annotations: Path | None = None, keypoints_dir: Pa
         check_outputs_apart(keypoints_dir, out_dir)
     try:
         records, problems, used = read(images, annotations, keypoints_dir, spin_npz, only, openpose_model)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, AmbiguousAnnotations) as e:  # (which input: the user's to say)
         raise click.UsageError(str(e)) from e
     except ValueError as e:
         raise click.ClickException(str(e)) from e

@@ -110,14 +110,15 @@ class CocoFile:
     categories: dict
 
 
-def _id_type_hint(image_id, infos: dict) -> str:
+def _id_type_hint(image_id, by_text: dict) -> str:
     """Where an unknown image id is an image's id written as another type (``"197388"`` in
-    ``images``, ``197388`` in ``annotations``), a hint saying so ("" otherwise)."""
-    same = [k for k in infos if str(k) == str(image_id) and type(k) is not type(image_id)]
-    if not same:
+    ``images``, ``197388`` in ``annotations``), a hint saying so ("" otherwise); ``by_text``: the
+    images' ids by their text (``{str(id): id}``, built once)."""
+    same = by_text.get(str(image_id))
+    if same is None or type(same) is type(image_id):
         return ""
     kind = {str: "a string", int: "an integer", float: "a number"}
-    return (f" (an image has the id {same[0]!r}: {kind.get(type(same[0]), type(same[0]).__name__)} in 'images', "
+    return (f" (an image has the id {same!r}: {kind.get(type(same), type(same).__name__)} in 'images', "
             f"{kind.get(type(image_id), type(image_id).__name__)} here; COCO's ids are integers in both)")
 
 
@@ -170,6 +171,7 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
     unplaced = Counter()
     by_image: dict = {}
     ids = Counter(hashable(a.get("id")) for a in data["annotations"] if isinstance(a, dict))
+    by_text = None  # image ids by their text, for the unknown-id hint
     for i, a in enumerate(data["annotations"]):
         src = f"{annotations}#annotations[{i}]"
         if not isinstance(a, dict):
@@ -177,8 +179,10 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
         elif hashable(a.get("image_id")) in ambiguous:
             unplaced[hashable(a.get("image_id"))] += 1
         elif hashable(a.get("image_id")) not in infos:
+            if by_text is None:  # (built once: every annotation misses when the types differ)
+                by_text = {str(k): k for k in infos}
             problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"
-                                         + _id_type_hint(a.get("image_id"), infos)))
+                                         + _id_type_hint(a.get("image_id"), by_text)))
         elif a.get("iscrowd", 0):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): a region of several people, not one, not fitted",
                                          "warning"))

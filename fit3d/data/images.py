@@ -198,8 +198,9 @@ def none_found_problem(missing: list[Path], opened: int, images_dir: str | Path,
                        search_limit: int = 100_000) -> InputProblem | None:
     """One warning for a reader none of whose images was found (``opened`` 0, ``missing`` the
     paths looked for): the input is probably for another folder. When the first missing image
-    lies somewhere below ``images_dir`` (its subfolders hold the images), it says where
-    (a walk of at most ``search_limit`` entries). None otherwise.
+    lies deeper below ``images_dir`` (its path as the input names it, under a subfolder), it says
+    which folder to give instead (a walk of at most ``search_limit`` directory entries). None
+    otherwise.
 
     Args:
         missing: the image paths not found. opened: images found and opened.
@@ -210,13 +211,29 @@ def none_found_problem(missing: list[Path], opened: int, images_dir: str | Path,
     images_dir = Path(images_dir)
     said = (f"none of the {len(missing)} images that {source} names is in {images_dir}: is {source} for another "
             "folder, or --images another folder?")
-    for n, found in enumerate(images_dir.rglob(missing[0].name)):  # (bounded: a walk of the whole tree)
-        if found.is_file() and found.parent != missing[0].parent:
-            said += f" ({missing[0].name} is at {found}: give --images {found.parent})"
-            break
-        if n > search_limit:
-            break
+    try:
+        rel = missing[0].relative_to(images_dir).parts  # the name as the input gives it (with its subfolders)
+    except ValueError:
+        rel = ()
+    if rel and (root := _folder_holding(images_dir, rel, search_limit)) is not None:
+        said += f" ({Path(*rel)} is under {root}: give --images {root})"
     return InputProblem(str(images_dir), said, "warning")
+
+
+def _folder_holding(images_dir: Path, rel: tuple[str, ...], limit: int) -> Path | None:
+    """The folder below ``images_dir`` under which the relative path ``rel`` is a file (names
+    compared literally), or None; stops after ``limit`` directory entries."""
+    seen, k = 0, len(rel) - 1  # k: the subfolders the input's name gives
+    for folder, dirs, files in os.walk(images_dir):
+        seen += len(dirs) + len(files)
+        parts = Path(folder).parts
+        if rel[-1] in files and (k == 0 or parts[-k:] == rel[:-1]):
+            root = Path(*parts[:len(parts) - k])
+            if root != images_dir:
+                return root
+        if seen > limit:
+            return None
+    return None
 
 
 def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProblem]) -> ImageRecord | None:

@@ -61,11 +61,15 @@ from fit3d.data.records import ImageRecord, InputProblem, Person
 
 __all__ = ["CocoFile", "END_MARKERS", "IMAGE_SUFFIXES", "ImageRecord", "InputProblem", "KEYPOINT_BOX_PAD",
            "MAX_BOX_TO_IMAGE", "OUTSIDE_MARGIN", "PERSON_CATEGORIES", "Person", "QUARTER_TURNS",
-           "boxes_rebuilt_warning", "category_conventions", "check_outputs_apart", "checked_bbox", "coco_image_key", "coco_keypoints",
+           "AmbiguousAnnotations", "boxes_rebuilt_warning", "category_conventions", "check_outputs_apart", "checked_bbox", "coco_image_key", "coco_keypoints",
            "discover_annotations", "find_images", "hashable", "image_key", "input_sources", "inspect_image",
            "is_person_category", "json_image_size", "keypoint_bbox", "keypoints_ignored_warning",
            "keypoints_outside_image", "load_coco", "load_inputs", "open_image", "parse_keypoints", "read_coco",
            "read_openpose", "unusual_keypoints_warning", "unusual_values", "with_reader_checks"]
+
+
+class AmbiguousAnnotations(ValueError):
+    """Several annotation files could be the ones of an image folder (the caller must say which)."""
 
 
 def discover_annotations(images_dir: str | Path) -> Path | None:
@@ -79,8 +83,8 @@ def discover_annotations(images_dir: str | Path) -> Path | None:
     Returns:
         The file, or ``None`` when nothing matches.
     Raises:
-        ValueError: several files match and not exactly one names the folder (which would be a
-            guess: the message lists them and asks for ``--annotations``).
+        AmbiguousAnnotations: a ValueError: several files match and not exactly one names the
+            folder (which would be a guess: the message lists them and asks for ``--annotations``).
     """
     images_dir = Path(images_dir).resolve()
     for folder in (images_dir, images_dir.parent, images_dir.parent / "annotations", images_dir.parent.parent):
@@ -91,9 +95,9 @@ def discover_annotations(images_dir: str | Path) -> Path | None:
         if len(cands) == 1 or len(named) == 1:
             return (named or cands)[0]
         listed = ", ".join(c.name for c in (named or cands))
-        raise ValueError(f"no --annotations given and {len(named or cands)} person_keypoints_*.json files in {folder} "
-                         f"could be the annotations of {images_dir.name}/ ({listed}): pass --annotations FILE.json "
-                         "(annotations= in Python)")
+        raise AmbiguousAnnotations(f"no --annotations given and {len(named or cands)} person_keypoints_*.json files "
+                                   f"in {folder} could be the annotations of {images_dir.name}/ ({listed}): pass "
+                                   "--annotations FILE.json (annotations= in Python)")
     return None
 
 
@@ -155,6 +159,8 @@ def load_inputs(images: str | Path, annotations: str | Path | None = None, keypo
             OpenPose file is one image's input problem, in ``problems``), more than
             one source given (:func:`input_sources`), or an ``openpose_model`` that is unknown or
             given without ``keypoints_dir`` (:func:`check_openpose_model`).
+        AmbiguousAnnotations: a ValueError: no annotations given and several files could be
+            them (:func:`discover_annotations`).
     """
     sources = input_sources(annotations, keypoints_dir, spin_npz)
     if len(sources) > 1:

@@ -44,7 +44,7 @@ def load_spin_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"SPIN npz not found: {path}")
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic[:4] != b"PK\x03\x04":  # an .npz is a zip archive (np.load reads any other file as a pickle)
+    if magic[:2] != b"PK":  # an .npz is a zip archive (np.load reads any other file as a pickle)
         what = ("a single array (.npy)" if magic == b"\x93NUMPY" else
                 "JSON (a COCO file? --annotations)" if magic.lstrip()[:1] in (b"{", b"[") else "not a zip archive")
         raise ValueError(f"{path} is not a SPIN dataset file (.npz): {what}")

@@ -23,7 +23,8 @@ import torch
 
 from fit3d.data.conventions import KeypointConvention
 
-#: (method, keypoint pairs whose mean length is compared), in fallback order.
+#: (method, keypoint pairs whose mean length is compared): the torso first, then the segments whose
+#: median stands in for it.
 SEGMENTS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
     ("torso", (("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"))),
     ("shoulders", (("left_shoulder", "right_shoulder"),)),
@@ -68,13 +69,13 @@ def estimate_depth(
                 continue
             ia, ib = convention.index(a), convention.index(b)
             l2 = (keypoints_2d[:, ia, :2] - keypoints_2d[:, ib, :2]).norm(dim=-1)
-            ok = (vis[:, ia] & vis[:, ib] & (l2 > 2.0)).to(f)  # coincident points carry no scale
-            len2d += ok * l2
-            len3d += ok * (rest_keypoints_3d[ia] - rest_keypoints_3d[ib]).norm()
-            count += ok
+            ok = vis[:, ia] & vis[:, ib] & (l2 > 2.0)  # coincident points carry no scale
+            len2d += torch.where(ok, l2, torch.zeros_like(l2))  # (not ok * l2: an unlabelled NaN point)
+            len3d += ok.to(f) * (rest_keypoints_3d[ia] - rest_keypoints_3d[ib]).norm()
+            count += ok.to(f)
         estimates.append(torch.where(count > 0, f * len3d / len2d.clamp(min=1e-6), torch.full_like(f, math.nan)))
     torso, others = estimates[0], torch.stack(estimates[1:], -1)
-    median, which = others.nanmedian(-1)  # (NaN where no other segment is shown)
+    median, which = others.nanmedian(-1)  # (NaN where none is shown; of an even count, the lower: the nearer)
     box = f * standing_height / bbox[:, 3].clamp(min=1.0)
     has_torso, has_other = ~torso.isnan(), ~median.isnan()
     depth = torch.where(has_torso, torso, torch.where(has_other, median, box))

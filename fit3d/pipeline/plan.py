@@ -50,6 +50,11 @@ class Plan:
     def warnings(self, would: bool = False) -> list[str]:
         """The run's warnings about its inputs and output folder, in the run's order; ``would``:
         worded for a dry run (nothing done yet)."""
+        return self.input_warnings(would) + self.folder_warnings(would)
+
+    def input_warnings(self, would: bool = False) -> list[str]:
+        """What changed in the inputs (images fitted again) and a replaced focal length: said
+        before the run touches the folder."""
         s, out = self.selection, []
         if self.changed and (s.already or s.changed):
             out.append(inputs_changed_warning(self.changed, s.already, s.changed, s.unverified, would=would))
@@ -59,6 +64,12 @@ class Plan:
             out.append(f"--focal-length {self.focal_length:g} px {'would replace' if would else 'replaces'} the "
                        f"focal length of the input's own intrinsics for {people(self.overridden)} "
                        "(their principal points are kept)")
+        return out
+
+    def folder_warnings(self, would: bool = False) -> list[str]:
+        """Outputs removed (images left without people) and fits of images the input does not
+        list: said once the outputs are removed."""
+        out = []
         if self.emptied:
             out.append(stale_outputs_message(self.emptied, would=would))
         if self.orphans:

@@ -308,8 +308,7 @@ def run(images: list[ImageRecord], fitter, body_model, config: RunConfig,
     exists are skipped unless ``overwrite``; writes are atomic; Ctrl-C keeps what is done),
     shardable (``RunConfig.shard``), every input accounted for (skipped people with their reason,
     failing batches split and retried, failures in the summary and refitted by the next run). The
-    module ``fit3d.pipeline.run`` (shadowed by this function in ``fit3d.pipeline``:
-    ``importlib.import_module("fit3d.pipeline.runner").__doc__``) says more.
+    module :mod:`fit3d.pipeline.runner` says more.
 
     Args:
         images: records from :mod:`fit3d.data.readers`.
@@ -402,6 +401,8 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
                        shard_empty=mine == 0 and config.shard[1] > 1 and bool(images))
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
+    for warning in plan.input_warnings():
+        log.warning("%s", warning)
     if plan.emptied:
         job.before_writing()
         for r in plan.emptied:
@@ -409,7 +410,7 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
                           incomplete_path(out_dir, r.image_key)):
                 stale.unlink(missing_ok=True)
         counts.outputs_removed = len(plan.emptied)
-    for warning in plan.warnings():
+    for warning in plan.folder_warnings():
         log.warning("%s", warning)
     todo = [r for r in todo if r.people]
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")

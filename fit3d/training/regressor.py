@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 REGRESSOR_ROUNDS = 384
 #: People per training step (:func:`train_regressor`'s ``batch_size``): a round needs at least this many.
 REGRESSOR_BATCH_SIZE = 256
+#: Synthetic people per training round (:func:`train_regressor`'s ``people_per_round``).
+REGRESSOR_PEOPLE = 8192
 #: Regressors in the shipped deep ensemble (:func:`train_ensemble`).
 REGRESSOR_MEMBERS = 1
 #: Noise scales of the training rounds (cycled): noise-free to twice the benchmark's.
@@ -144,7 +146,8 @@ def nearest_prototype(prototypes: torch.Tensor, body_pose: torch.Tensor) -> torc
     return torch.cdist(Rb, Rp).argmin(-1)
 
 
-def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS, people_per_round: int = 8192,
+def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
+                    people_per_round: int = REGRESSOR_PEOPLE,
                     epochs_per_round: int = 2, batch_size: int = REGRESSOR_BATCH_SIZE, lr: float = 1e-3, seed: int = 0,
                     progress: bool = True, include_val: bool = True, recombined: int | None = None,
                     prototypes: torch.Tensor | None = None, width: int = REGRESSOR_WIDTH,
@@ -315,8 +318,9 @@ def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model,
     prototypes = load_prior(prototypes_path).prototypes if prototypes_path is not None else None
     model, stats = train_ensemble(load_pose_set(pose_set_path), body_model, members, seed=seed, checkpoint=checkpoint,
                                   prototypes=prototypes, **train)
-    settings = dict(rounds=train.get("rounds", REGRESSOR_ROUNDS), people=train.get("people_per_round", 8192),
-                    seed=seed, members=members, width=train.get("width", REGRESSOR_WIDTH))
+    settings = dict(rounds=train.get("rounds", REGRESSOR_ROUNDS),
+                    people=train.get("people_per_round", REGRESSOR_PEOPLE), seed=seed, members=members,
+                    width=train.get("width", REGRESSOR_WIDTH))
     if train.get("recombined") is not None:
         settings["recombined"] = train["recombined"]
     if prototypes_path is not None:

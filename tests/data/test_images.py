@@ -190,3 +190,13 @@ def test_an_input_none_of_whose_images_is_found_says_so_once_and_where_they_are(
     assert sum(p.severity == "error" for p in problems) == 4  # one per image, as before
     images, problems = read_coco(sample_dir / "test_coco.json", nested)  # found: no such warning
     assert not any("none of the" in p.reason for p in problems)
+    from fit3d.data.images import none_found_problem
+
+    deep = tmp_path / "deep" / "sub" / "val2017"  # a name with its subfolder: the folder above that one
+    deep.mkdir(parents=True)
+    (deep / "a.jpg").write_bytes(b"x")
+    (tmp_path / "deep" / "a.jpg").write_bytes(b"x")  # the same file name elsewhere is not it
+    said = none_found_problem([tmp_path / "deep" / "val2017" / "a.jpg"], 0, tmp_path / "deep", "--annotations")
+    assert said.reason.endswith(f"give --images {tmp_path / 'deep' / 'sub'})")
+    assert none_found_problem([tmp_path / "deep" / "x" / "a[1].jpg"], 0, tmp_path / "deep", "--annotations").reason \
+        .endswith("or --images another folder?")  # (names compared literally, not as patterns)

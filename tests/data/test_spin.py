@@ -110,3 +110,12 @@ def test_read_spin_opens_only_the_images_it_is_asked_for(tmp_path, sample_dir):
     images, problems = read_spin(tmp_path / "s.npz", sample_dir, only=lambda key: key == "gone.jpg")
     assert [(r.image_key, len(r.people)) for r in images] == [("000000000785.jpg", 0)]
     assert [p.severity for p in problems] == ["error"] and "#0, #2" in problems[0].reason
+
+
+def test_an_empty_npz_is_a_zip_without_spins_arrays(tmp_path):
+    """A review: an empty .npz (a zip of no arrays, 'PK\\x05\\x06') was called 'not a zip archive'."""
+    from fit3d.data.spin import load_spin_npz
+
+    np.savez(tmp_path / "e.npz")
+    with pytest.raises(ValueError, match="missing"):
+        load_spin_npz(tmp_path / "e.npz")

@@ -99,3 +99,15 @@ def test_hypotheses_face_the_camera_then_turn(anny_model):
     assert kp[0, nose, 2] < kp[0, ear, 2]  # yaw 0: nose towards the camera
     assert kp[1, nose, 2] > kp[1, ear, 2]  # yaw 180: facing away
     assert kp[0, nose, 1] < kp[0, conv.index("left_ankle"), 1]  # upright in OpenCV (y down)
+
+
+def test_an_unlabelled_point_with_nan_coordinates_does_not_spoil_its_segment(anny_model, make_synthetic):
+    """A review: one side's shoulder at NaN (unlabelled) made the torso's length NaN, and the
+    person fell back to its box; the other side's torso stands."""
+    batch, gt, out = make_synthetic(anny_model, 4, seed=5)
+    fit = SMPLify(anny_model)
+    args = (batch.bbox, batch.focal_length, batch.convention, fit.rest_keypoints, fit.standing_height)
+    kp = batch.keypoints_2d.clone()
+    kp[:, batch.convention.index("right_shoulder")] = torch.tensor([math.nan, math.nan, 0.0])
+    z, m = estimate_depth(kp, *args)
+    assert (m == METHODS.index("torso")).all() and torch.isfinite(z).all()
