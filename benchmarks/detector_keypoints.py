@@ -10,7 +10,7 @@ labelled points its confident landmarks lie closest to (median distance under 15
 person's box diagonal), and the fit's reprojected COCO-17 points are compared with all of that
 person's labelled points: mean distance as % of the annotated box diagonal, PCK at 5 %.
 
-    python benchmarks/detector_keypoints.py --data ../shared/data/coco_mini --split val \\
+    python benchmarks/detector_keypoints.py --data path/to/coco_mini --split val \\
         --fitter eft --mode score --thresholds 0.0001,0.3
 
 README ("Keypoints from a detector") has the numbers of 2026-12-03.

@@ -1,4 +1,4 @@
-"""The package's layers (``../shared/DESIGN.md``: data flows one way): no import cycles between
+"""The package's layers (``docs/design.md``: data flows one way): no import cycles between
 fit3d's modules, function-level imports included (they hid three: the pipeline importing the
 command line, the body models' weights table importing the priors and training, the regressors'
 base importing its subclasses), and no lower layer importing a higher one."""

@@ -1,4 +1,4 @@
-"""The Fitter protocol (``../shared/DESIGN.md``): what the pipeline, the benchmarks and a notebook
+"""The Fitter protocol (``docs/design.md``): what the pipeline, the benchmarks and a notebook
 call. SMPLify, EFT, NeuralAnnot and Fallback follow it, so one swaps for another in one line."""
 
 from __future__ import annotations
