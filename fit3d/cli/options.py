@@ -129,7 +129,8 @@ _OPTIONS = [
                  help="Folder of the images."),
     click.option("--annotations", type=click.Path(path_type=Path), default=None, callback=annotations_file,
                  help="COCO person-keypoint JSON. Default: a person_keypoints_*.json found beside or above --images."),
-    click.option("--keypoints", "keypoints_dir", type=click.Path(path_type=Path), default=None, callback=keypoints_folder,
+    click.option("--keypoints", "keypoints_dir", type=click.Path(path_type=Path), default=None,
+                 callback=keypoints_folder,
                  help="Folder of OpenPose JSON files (<image stem>_keypoints.json) instead of COCO annotations."),
     click.option("--openpose-model", type=click.Choice(["body_25", "body_25b"]), default="body_25", show_default=True,
                  help="With --keypoints: the OpenPose model that wrote its 75-value people (--model_pose): "

@@ -76,22 +76,22 @@ class PersonBatch:
         to [0, 1] (COCO's visibility 2 is a label, not a weight), and keypoints with a
         non-finite coordinate or confidence are unlabelled (0, 0, 0).
         """
-        self = replace(self, **{f.name: _as_float_tensor(f.name, getattr(self, f.name), model.dtype)
-                                for f in fields(self) if f.name != "convention"})
-        if len(self) == 0:
+        given = replace(self, **{f.name: _as_float_tensor(f.name, getattr(self, f.name), model.dtype)
+                                 for f in fields(self) if f.name != "convention"})
+        if len(given) == 0:
             raise ValueError("an empty batch: nothing to fit (a fitter needs at least one person)")
-        if self.convention != model.keypoint_convention:
-            raise ValueError(f"batch keypoints are in {self.convention.name!r}, the model needs "
+        if given.convention != model.keypoint_convention:
+            raise ValueError(f"batch keypoints are in {given.convention.name!r}, the model needs "
                              f"{model.keypoint_convention.name!r}: build the batch with make_batch(people, "
                              "model.keypoint_convention)")
-        B, K = len(self), len(self.convention)
+        B, K = len(given), len(given.convention)
         want = dict(keypoints_2d=(B, K, 3), bbox=(B, 4), focal_length=(B, 2), principal_point=(B, 2), image_size=(B, 2))
-        wrong = [f"{k} {tuple(getattr(self, k).shape)} (expected {v})" for k, v in want.items()
-                 if tuple(getattr(self, k).shape) != v]
+        wrong = [f"{k} {tuple(getattr(given, k).shape)} (expected {v})" for k, v in want.items()
+                 if tuple(getattr(given, k).shape) != v]
         if wrong:
-            raise ValueError(f"a batch of {B} people in {self.convention.name!r} ({K} keypoints) with "
+            raise ValueError(f"a batch of {B} people in {given.convention.name!r} ({K} keypoints) with "
                              f"{', '.join(wrong)}: build it with make_batch(people, model.keypoint_convention)")
-        batch = self.to(model.device, model.dtype)
+        batch = given.to(model.device, model.dtype)
         cameras = [k for k in ("bbox", "focal_length", "principal_point") if not torch.isfinite(getattr(batch, k)).all()]
         if cameras:
             rows = sorted({int(i) for k in cameras for i in torch.nonzero(~torch.isfinite(getattr(batch, k)))[:, 0]})

@@ -354,7 +354,8 @@ def read_coco(annotations: str | Path, images_dir: str | Path,
                                      keypoints_ignored=ignored, keypoints_unusual=unusual,
                                      track_id=track_id(a.get("track_id"))))
         records.append(rec)
-    if only is None and (hint := none_found_problem(missing, opened, images_dir, "--annotations")):  # (the whole input)
+    hint = none_found_problem(missing, opened, images_dir, "--annotations") if only is None else None  # (whole input)
+    if hint:
         problems.append(hint)
     return with_reader_checks(records, problems)
 

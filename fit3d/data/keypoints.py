@@ -148,7 +148,8 @@ def parse_keypoints(values, n: int) -> np.ndarray:
             ``2 n`` values: x, y pairs without a visibility flag).
     """
     if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
-        raise ValueError(f"expected a list of {3 * n} keypoint values, got {'null' if values is None else type(values).__name__}")
+        got = "null" if values is None else type(values).__name__
+        raise ValueError(f"expected a list of {3 * n} keypoint values, got {got}")
     flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     if flat.ndim != 1:
         raise ValueError(f"expected a flat list of {3 * n} keypoint values ({n} keypoints: x, y, v each), got a "

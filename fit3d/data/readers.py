@@ -61,11 +61,12 @@ from fit3d.data.records import ImageRecord, InputProblem, Person
 
 __all__ = ["CocoFile", "END_MARKERS", "IMAGE_SUFFIXES", "ImageRecord", "InputProblem", "KEYPOINT_BOX_PAD",
            "MAX_BOX_TO_IMAGE", "OUTSIDE_MARGIN", "PERSON_CATEGORIES", "Person", "QUARTER_TURNS",
-           "AmbiguousAnnotations", "boxes_rebuilt_warning", "category_conventions", "check_outputs_apart", "checked_bbox", "coco_image_key", "coco_keypoints",
-           "discover_annotations", "find_images", "hashable", "image_key", "input_sources", "inspect_image",
-           "is_person_category", "json_image_size", "keypoint_bbox", "keypoints_ignored_warning",
-           "keypoints_outside_image", "load_coco", "load_inputs", "open_image", "parse_keypoints", "read_coco",
-           "read_openpose", "unusual_keypoints_warning", "unusual_values", "with_reader_checks"]
+           "AmbiguousAnnotations", "boxes_rebuilt_warning", "category_conventions", "check_outputs_apart",
+           "checked_bbox", "coco_image_key", "coco_keypoints", "discover_annotations", "find_images", "hashable",
+           "image_key", "input_sources", "inspect_image", "is_person_category", "json_image_size", "keypoint_bbox",
+           "keypoints_ignored_warning", "keypoints_outside_image", "load_coco", "load_inputs", "open_image",
+           "parse_keypoints", "read_coco", "read_openpose", "unusual_keypoints_warning", "unusual_values",
+           "with_reader_checks"]
 
 
 class AmbiguousAnnotations(ValueError):

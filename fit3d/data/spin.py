@@ -186,6 +186,7 @@ def read_spin(path: str | Path, images_dir: str | Path,
                            + ", ".join(f"#{i}" for i in rows[:10]) + (", ..." if len(rows) > 10 else "") + ")")
     opened = [r for r in records.values() if r is not None]
     missing = [images_dir / n for n in lost if not (images_dir / n).exists()]
-    if only is None and (hint := none_found_problem(missing, len(opened), images_dir, "--spin-npz")):  # (the whole input)
+    hint = none_found_problem(missing, len(opened), images_dir, "--spin-npz") if only is None else None  # (whole input)
+    if hint:
         problems.append(hint)
     return with_reader_checks([r for r in records.values() if r is not None], problems)
