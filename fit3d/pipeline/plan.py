@@ -62,8 +62,8 @@ class Plan:
             out.append(refit_warning(s.changed, would=would))
         if self.overridden:  # (a trial: calibrated focal lengths replaced in silence)
             out.append(f"--focal-length {self.focal_length:g} px {'would replace' if would else 'replaces'} the "
-                       f"focal length of the input's own intrinsics for {people(self.overridden)} "
-                       "(their principal points are kept)")
+                       f"focal length of the input's own intrinsics ({people(self.overridden)} of this job have "
+                       "them; their principal points are kept)")
         return out
 
     def folder_warnings(self, would: bool = False) -> list[str]:
@@ -121,7 +121,7 @@ def dry_run(images: list[ImageRecord], problems: list[InputProblem], convention,
              f"{people(everyone)}: {fittable} with at least {config.min_visible} usable keypoints "
              f"(not all collinear) would be fitted, {everyone - fittable} skipped; {count(errors, 'input problem')}, "
              f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)"]
-    plan = plan_run(images, config, find_orphans=True)
+    plan = plan_run(images, config, find_orphans=config.shard[0] == 0)  # (as the run: its first shard looks)
     lines += [f"fit3d: warning: {w}" for w in plan.warnings(would=True)]
     s = plan.selection
     now = fittable_in(s.todo)

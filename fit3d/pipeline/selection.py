@@ -115,12 +115,12 @@ def inputs_changed_warning(changed: str, done: int, refit: int = 0, unverified: 
     ``refit`` images whose people changed are fitted again (:func:`select_images`), the ``done``
     others keep their fits, ``unverified`` of them without a record of what they were fitted from."""
     verb = "would be" if would else "is" if refit == 1 else "are"
-    again = f"{refit} image{'s' if refit != 1 else ''} whose people changed {verb} fitted again"
-    kept = f"the {done} other images already done {'would keep' if would else 'keep'} their fits"
+    again = f"{refit} image{'s' if refit != 1 else ''} whose people changed {verb} fitted again; " if refit else ""
+    kept = f"the {done} {'other ' if refit else ''}images already done {'would keep' if would else 'keep'} their fits"
     if unverified:
         kept += (f" ({unverified} of them written before fit3d recorded what each output is fitted from, so not "
                  "compared; --overwrite refits them all)")
-    return f"this folder's earlier run read other inputs ({changed}): {again}; {kept}"
+    return f"this folder's earlier run read other inputs ({changed}): {again}{kept}"
 
 
 _UNREADABLE = object()  #: :func:`stored_input_digest` of an output that is no readable archive

@@ -494,7 +494,7 @@ def test_the_inputs_intrinsics_are_what_the_fit_uses_and_records(tmp_path, sampl
         run(images, fast_fitter, anny_model, RunConfig(tmp_path / "f1000", focal_length=1000.0, progress=False),
             problems)
     n = sum(p.camera is not None for r in images for p in r.people)
-    said = f"replaces the focal length of the input's own intrinsics for {n} {'person' if n == 1 else 'people'}"
+    said = f"replaces the focal length of the input's own intrinsics ({n} {'person' if n == 1 else 'people'} of this job"
     assert n and any(said in m for m in caplog.messages), caplog.messages
     d = read_fit(output_path(tmp_path / "f1000", info["file_name"]))
     np.testing.assert_array_equal(d["focal_length"][0], [1000.0, 1000.0])
@@ -566,8 +566,8 @@ def test_a_rerun_from_other_inputs_warns_that_done_images_keep_their_fits(tmp_pa
         run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
     (record,) = caplog.records
     assert "annotations_digest: 1234 -> 5678" in record.getMessage()
-    assert "0 images whose people changed are fitted again; the 4 other images already done keep their fits" \
-        in record.getMessage()
+    assert "(annotations_digest: 1234 -> 5678): the 4 images already done keep their fits" in record.getMessage()
+    assert "whose people changed" not in record.getMessage()  # (a trial: "0 images ... fitted again" said nothing)
     s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, inputs=edited))
     assert "inputs_changed" not in s  # every done output was compared: the folder is not mixed
     # an output written before fit3d stored its input digest cannot be compared: kept, said, and
@@ -641,6 +641,11 @@ def test_a_rerun_from_corrected_annotations_fits_again_exactly_the_images_whose_
     found = [run(corrected, fast_fitter, anny_model, RunConfig(out, shard=(i, 2), progress=False)).get(
         "fits_not_in_input", 0) for i in range(2)]
     assert found == [1, 0]
+    from fit3d.pipeline.plan import dry_run  # a dry run says what each shard's run says (a trial: every shard did)
+
+    said = [any("not among this run's readable inputs" in line for line in dry_run(
+        corrected, [], anny_model.keypoint_convention, RunConfig(out, shard=(i, 2))).lines) for i in range(2)]
+    assert said == [True, False]
 
 
 def test_a_run_records_its_inputs_with_the_annotation_files_digest(tmp_path, sample_dir):
