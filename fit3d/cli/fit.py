@@ -324,11 +324,11 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
 
     Example: fit3d eft --images coco/val2017 --out fits/
     """
-    if prior_path is not None and not prior:  # (a usage error before anything is read or built)
-        raise click.UsageError(f"--prior-path {prior_path} is given without --prior: say which kind of prior it "
-                               "holds (--prior gmm, vae or articulation)")
     from fit3d.fitters import EFT, SMPLify
-    from fit3d.fitters.build import build_eft
+    from fit3d.fitters.build import build_eft, check_prior_path
+
+    with errors_as(click.UsageError):  # (before anything is read or built)
+        check_prior_path(prior, prior_path)
 
     run_fit(opts, "eft", partial(build_eft, regressor_path=regressor, steps=steps, lr=lr, prior=prior,
                                  prior_path=prior_path, refine=refine, finetune=finetune, flip=flip, fallback=fallback,
@@ -404,9 +404,9 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
 
     from fit3d.data.readers import discover_annotations
 
-    for d in images_dirs if not (annotations_files or keypoints_dirs) else ():
+    for d in [d for d in images_dirs if d.is_dir()] if not (annotations_files or keypoints_dirs) else ():
         with errors_as(click.UsageError):  # (several files that could be the annotations: which one)
-            found = discover_annotations(d) if d.is_dir() else True
+            found = discover_annotations(d)
         if found is None:  # (the readers' hint names options this command lacks)
             raise click.UsageError(f"no --annotations given and no person_keypoints_*.json beside or above {d}: "
                                    "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose) for each "

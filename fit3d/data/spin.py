@@ -184,9 +184,9 @@ def read_spin(path: str | Path, images_dir: str | Path,
     for problem, rows in lost.values():  # one problem per image, naming the rows it loses (as COCO's reader)
         problem.reason += (f" ({len(rows)} rows of {Path(path).name} not fitted: "
                            + ", ".join(f"#{i}" for i in rows[:10]) + (", ..." if len(rows) > 10 else "") + ")")
-    opened = [r for r in records.values() if r is not None]
+    readable = [r for r in records.values() if r is not None]
     missing = [images_dir / n for n in lost if not (images_dir / n).exists()]
-    hint = none_found_problem(missing, len(opened), images_dir, "--spin-npz") if only is None else None  # (whole input)
+    hint = none_found_problem(missing, len(readable), images_dir, "--spin-npz") if only is None else None  # (whole input)
     if hint:
         problems.append(hint)
-    return with_reader_checks([r for r in records.values() if r is not None], problems)
+    return with_reader_checks(readable, problems)

@@ -19,13 +19,6 @@ def fit_smpl_hint(models: str = "smpl (or smplx)", files: str = "model") -> str:
             "minutes on 2 cores: its priors and regressor)")
 
 
-def labelled_keypoints(keypoints_2d: np.ndarray) -> np.ndarray:
-    """``(N,)`` the number of labelled input keypoints per person (``keypoints_2d (N, K, 3)``:
-    confidence above 0 and finite coordinates)."""
-    kp = np.asarray(keypoints_2d, dtype=np.float64)
-    return ((kp[..., 2] > 0) & np.isfinite(kp).all(-1)).sum(-1)
-
-
 def exported_people(fits_dir: str | Path, valid_only: bool = False,
                     min_keypoints: int | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """Every fitted person of a run folder (merged over shards), as arrays with leading dim N.
@@ -59,8 +52,10 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False,
     dup |= np.asarray([keys[(str(i), int(a))] > 1 for i, a in zip(arrays["image"], arrays["annot_id"])], bool)
     dropped = Counter()
     keep = np.ones(n, bool)
-    labelled = labelled_keypoints(arrays["keypoints_2d"])
-    few = labelled < min_keypoints if min_keypoints else np.zeros(n, bool)
+    # folders written before the readers unlabelled unusable keypoints may hold NaN rows marked
+    # labelled: never exported as training targets, nor counted as labelled
+    arrays["keypoints_2d"] = unlabel_unusable(arrays["keypoints_2d"])[0]
+    few = (arrays["keypoints_2d"][..., 2] > 0).sum(-1) < min_keypoints if min_keypoints else np.zeros(n, bool)
     for why, mask in (("not fitted", status != "fitted"), ("duplicate annotation id", dup),
                       ("not valid", ~arrays["valid"].astype(bool) if valid_only else np.zeros(n, bool)),
                       (f"fewer than {min_keypoints} labelled keypoints", few)):
@@ -75,9 +70,6 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False,
         raise ValueError(f"{fits_dir} holds fits of several body models ({', '.join(models)}): export them apart")
     people = _rows(arrays, keep)
     people["gender"] = np.full(int(keep.sum()), fitted_gender(fits_dir, models[0]))
-    # folders written before the readers unlabelled unusable keypoints may hold NaN rows marked
-    # labelled: never exported as training targets
-    people["keypoints_2d"] = unlabel_unusable(people["keypoints_2d"])[0]
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()), gender=str(people["gender"][0]),
                   dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]),
                   unreadable=merged["unreadable_outputs"], merged=merged)

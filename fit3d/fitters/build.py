@@ -106,6 +106,18 @@ def load_body_regressor(body: BodyModel, regressor_path: str | Path | None = Non
     return reg
 
 
+def check_prior_path(prior: str | None, prior_path) -> None:
+    """EFT's extra prior: weights given without the prior's name (they were ignored: EFT ran
+    without the prior the user meant).
+
+    Raises:
+        ValueError: ``prior_path`` without ``prior``.
+    """
+    if prior_path is not None and not prior:
+        raise ValueError(f"--prior-path {prior_path} (prior_path= in Python) is given without --prior (prior=): say "
+                         "which prior it holds (gmm, vae or articulation)")
+
+
 def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: int | None = None,
               lr: float | None = None, prior: str | None = None, prior_path: str | Path | None = None,
               refine: bool = False, finetune: str = "all", flip: bool = True,
@@ -143,9 +155,7 @@ def build_eft(body: BodyModel, regressor_path: str | Path | None = None, steps: 
     preset = FINETUNE_PRESETS[finetune]
     reg = load_body_regressor(body, regressor_path)
     reg = with_flip(reg, body, flip)
-    if prior_path is not None and not prior:  # (it was ignored: EFT ran without the prior the user meant)
-        raise ValueError(f"--prior-path {prior_path} (prior_path= in Python) is given without --prior (prior=): say "
-                         "which prior it holds (gmm, vae or articulation)")
+    check_prior_path(prior, prior_path)
     pose_prior = build_prior(prior, body, prior_path) if prior else None
     kw = {k: v for k, v in dict(steps=steps).items() if v is not None}
     eft = EFT(body, reg, prior=pose_prior, refine=refine, lr=preset.lr if lr is None else lr, finetune=preset.names,

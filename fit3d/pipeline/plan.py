@@ -37,6 +37,7 @@ class Plan:
             looked for: only the first shard of a split walks the folder).
         overridden: people whose own intrinsics ``focal_length`` replaces.
         focal_length: the run's ``--focal-length`` (None: each person's own or the default).
+        shard_empty: this job is a shard of a split that got no image (not "nothing to fit").
     """
 
     selection: Selection
@@ -46,6 +47,7 @@ class Plan:
     orphans: list[str]
     overridden: int
     focal_length: float | None = None
+    shard_empty: bool = False
 
     def warnings(self, would: bool = False) -> list[str]:
         """The run's warnings about its inputs and output folder, in the run's order; ``would``:
@@ -77,17 +79,20 @@ class Plan:
         return out
 
 
-def plan_run(images: list[ImageRecord], config: RunConfig, find_orphans: bool) -> Plan:
+def plan_run(images: list[ImageRecord], config: RunConfig) -> Plan:
     """The :class:`Plan` of a run of ``config`` (its output folder, shard, ``--limit``,
     ``--overwrite``, inputs and focal length) over ``images``; reads the folder, changes nothing.
-    ``find_orphans``: walk the whole folder for fits of images the input does not list."""
+    What only a walk of the whole folder finds (fits of images the input does not list) is looked
+    for by the first shard of a split only: each shard walking it would read shards x files
+    directory entries on a shared file system."""
     out_dir = Path(config.out_dir)
     selection = select_images(images, config)
     previous = previous_summary(out_dir, config.shard)
     overridden = sum(p.camera is not None for r in selection.todo for p in r.people) if config.focal_length else 0
+    orphans = outputs_not_in_input(images, out_dir) if config.shard[0] == 0 and out_dir.is_dir() else []
     return Plan(selection, previous, input_changes(previous, config.inputs), stale_outputs(selection.todo, out_dir),
-                outputs_not_in_input(images, out_dir) if find_orphans and out_dir.is_dir() else [],
-                overridden, config.focal_length)
+                orphans, overridden, config.focal_length,
+                shard_empty=selection.mine == 0 and config.shard[1] > 1 and bool(images))
 
 
 @dataclass
@@ -121,7 +126,7 @@ def dry_run(images: list[ImageRecord], problems: list[InputProblem], convention,
              f"{people(everyone)}: {fittable} with at least {config.min_visible} usable keypoints "
              f"(not all collinear) would be fitted, {everyone - fittable} skipped; {count(errors, 'input problem')}, "
              f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)"]
-    plan = plan_run(images, config, find_orphans=config.shard[0] == 0)  # (as the run: its first shard looks)
+    plan = plan_run(images, config)
     lines += [f"fit3d: warning: {w}" for w in plan.warnings(would=True)]
     s = plan.selection
     now = fittable_in(s.todo)
@@ -133,6 +138,6 @@ def dry_run(images: list[ImageRecord], problems: list[InputProblem], convention,
     # the run's own rule on what this job would do: nothing to fit and nothing done is 4 (an empty
     # shard of a split is not), then 3 for unreadable inputs
     would = RunCounts(images=s.mine, images_already_done=s.already, input_errors=errors, people_fitted=now,
-                      shard_empty=s.mine == 0 and config.shard[1] > 1 and bool(images))
+                      shard_empty=plan.shard_empty)
     return DryRun(lines, would.exit_code())
 

@@ -359,9 +359,11 @@ def _check_run_arguments(images, fitter, body_model, config) -> None:
     if isinstance(images, tuple) and len(images) in (2, 3) and isinstance(images[0], list):
         raise TypeError("images is a tuple: unpack the reader's result first (records, problems = read_coco(...); "
                         "records, problems, used = load_inputs(...))")
-    if not isinstance(images, (list, tuple)) or not all(isinstance(r, ImageRecord) for r in images):
-        found = type(next((r for r in images if not isinstance(r, ImageRecord)), images)).__name__ \
-            if isinstance(images, (list, tuple)) else type(images).__name__
+    if not isinstance(images, (list, tuple)):
+        found = type(images).__name__
+    else:
+        found = next((type(r).__name__ for r in images if not isinstance(r, ImageRecord)), None)
+    if found is not None:
         raise TypeError(f"images must be a list of ImageRecord (fit3d.data.records; from fit3d.data.readers), "
                         f"found {found}" + (": people are grouped by image (ImageRecord(image_key, image_path, "
                                             "image_size, people))" if found == "Person" else ""))
@@ -389,16 +391,13 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
     i, n = config.shard
-    # what only a walk of the whole folder finds (fits kept of images the input does not list): one
-    # shard of a split looks (each walking it would read shards x files directory entries on a shared
-    # file system)
-    plan = plan_run(images, config, find_orphans=i == 0)
+    plan = plan_run(images, config)
     selection, previous, changed = plan.selection, plan.previous, plan.changed
     todo, already, mine = selection.todo, selection.already, selection.mine
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
-                       shard_empty=mine == 0 and config.shard[1] > 1 and bool(images))
+                       shard_empty=plan.shard_empty)
     job = _Job(fitter, body_model, config, counts)
     counts.images_without_people = sum(1 for r in todo if not r.people)
     for warning in plan.input_warnings():
@@ -414,11 +413,10 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         log.warning("%s", warning)
     todo = [r for r in todo if r.people]
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
-    if i == 0:  # (one shard of a split walks the folder, above)
-        if stale := remove_stale_temporaries(out_dir):  # (left by writers killed outright)
-            head["stale_temporaries_removed"] = stale
-        if plan.orphans:
-            head["fits_not_in_input"] = len(plan.orphans)
+    if i == 0 and (stale := remove_stale_temporaries(out_dir)):  # (one shard of a split walks the folder)
+        head["stale_temporaries_removed"] = stale  # (left by writers killed outright)
+    if plan.orphans:  # (looked for by the first shard only: plan_run)
+        head["fits_not_in_input"] = len(plan.orphans)
     if config.inputs is not None:
         head["inputs"] = config.inputs
         # a folder whose done images may come from other inputs (outputs without a digest, which
