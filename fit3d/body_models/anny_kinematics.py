@@ -14,8 +14,9 @@ split off:
   parent's frame and the keypoint anchors moved into each bone's rest frame, for
   the (keypoint, bone) pairs that carry weight only (151 of 23 x 36);
 * per pose (:meth:`AnnyKinematics.forward`): 19 rotations, one chain of 3x4
-  products by depth level, and one batched product with the anchor matrix (zero
-  where a pair carries no weight) for all keypoints.
+  products by depth level that starts from the rotation into the canonical frame
+  (so the outputs need no rotation of their own), and one batched product with the
+  anchor matrix (zero where a pair carries no weight) for all keypoints.
 
 Notation as anny's ``forward_kinematic``: a bone ``c`` of parent ``p`` has rest
 pose ``[R_c | h_c]``, reference orientation ``U_c`` and posed pose
@@ -97,6 +98,9 @@ class AnnyKinematics(torch.nn.Module):
         self.register_buffer("art_left", up_t[art_chain] @ U[art_chain], persistent=False)
         self.register_buffer("rest_rotation", up_t[rest_chain] @ U[rest_chain], persistent=False)
         self.register_buffer("pose_order", torch.tensor([articulated.index(b) for b in art_chain]), persistent=False)
+        # The chain starts from C instead of I: every posed transform, and so every joint and
+        # keypoint, comes out in the canonical frame (no product with C^T per output).
+        self.register_buffer("root_rotation", C, persistent=False)
         self.register_buffer("art_bones", torch.tensor(art_chain), persistent=False)
         self.register_buffer("rest_bones", torch.tensor(rest_chain), persistent=False)
         self.register_buffer("parent", parent, persistent=False)
@@ -148,24 +152,35 @@ class AnnyKinematics(torch.nn.Module):
 
     def forward(self, body_pose: torch.Tensor, terms: tuple[torch.Tensor, ...],
                 joint_bones: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posed joints and keypoints in anny's frame, root head at the origin.
+        """Posed joints and keypoints in the canonical frame (``to_canonical`` applied), root head at
+        the origin.
 
         Args:
             body_pose: ``(B, J, 3)`` axis-angle in canonical axes.
-            terms: :meth:`shape_terms` of the same people; a batch of 1 on either side
-                (one pose, or one shape) is broadcast to the other's.
+            terms: :meth:`shape_terms` of ``U`` shapes, each the shape of ``G = B / U``
+                consecutive poses (``U = B``: one shape per pose; ``U = 1``: one shape for all);
+                a single pose (``B = 1``) is broadcast to the ``U`` shapes. The keypoint product
+                reads each shape's anchor matrix once for its ``G`` poses.
             joint_bones: ``(J',)`` bone indices whose posed heads are returned.
         Returns:
-            ``(joints (B, J', 3), keypoints (B, K, 3))`` metres, anny's frame.
+            ``(joints (B, J', 3), keypoints (B, K, 3))`` metres, canonical frame.
+        Raises:
+            ValueError: ``U`` does not divide the number of poses.
         """
-        B = max(body_pose.shape[0], terms[0].shape[0])
+        U = terms[0].shape[0]
+        B = max(body_pose.shape[0], U)
+        if B % U:
+            raise ValueError(f"{U} shapes for {B} poses: each shape must serve the same number of consecutive poses")
+        G = B // U
         body_pose = body_pose.expand(B, *body_pose.shape[1:])
-        art_offsets, resting, matrix = (t.expand(B, *t.shape[1:]) for t in terms)
+        art_offsets, resting, matrix = terms
+        if G > 1:  # (small tensors: the anchor matrix, the large one, is not repeated)
+            art_offsets, resting = (t[:, None].expand(U, G, *t.shape[1:]).reshape(B, *t.shape[1:]) for t in terms[:2])
         axis = (body_pose.index_select(1, self.pose_order)[..., None, :] @ self.axis_map).squeeze(-2)
         rot = self.art_left @ roma.rotvec_to_rotmat(axis)  # (B, J, 3, 3) chain order
         moving = torch.cat([rot, art_offsets[..., None]], -1).split([a for a, _ in self.level_sizes], 1)
         still = resting.split([r for _, r in self.level_sizes], 1)
-        V = [torch.eye(3, dtype=rot.dtype, device=rot.device).expand(B, 1, 3, 3)]
+        V = [self.root_rotation.to(rot.dtype).expand(B, 1, 3, 3)]
         w = [art_offsets.new_zeros(B, 1, 3)]
         for i, (m, r) in enumerate(zip(moving, still)):
             par = getattr(self, f"parent_in_level_{i}")
@@ -174,5 +189,5 @@ class AnnyKinematics(torch.nn.Module):
             w.append(Vw[..., 3] + w[-1].index_select(1, par))
         V, w = torch.cat(V, 1), torch.cat(w, 1)
         Xt = torch.cat([V.permute(0, 2, 1, 3).reshape(B, 3, -1), w.transpose(1, 2)], -1)  # (B, 3, 4 NB)
-        keypoints = (Xt @ matrix).transpose(1, 2)
+        keypoints = (Xt.reshape(U, 3 * G, -1) @ matrix).view(B, 3, -1).transpose(1, 2)
         return w.index_select(1, self.position[joint_bones]), keypoints

@@ -98,6 +98,7 @@ class AnnyModel(BodyModel):
 
     name = "anny"
     num_betas = len(PHENOTYPES)
+    groups_shapes = True
 
     def __init__(self, device: torch.device | str = "cpu") -> None:
         super().__init__()
@@ -294,22 +295,26 @@ class AnnyModel(BodyModel):
     def canonical(self, body_pose: torch.Tensor, betas: torch.Tensor, return_vertices: bool = False) -> BodyOutput:
         """anny posed in the canonical frame, root joint at the origin.
 
-        ``body_pose`` ``(B, 19, 3)``, ``betas`` ``(B, 6)``; returns joints_3d
-        ``(B, 20, 3)``, keypoints_3d ``(B, 23, 3)`` and, when asked, vertices
-        ``(B, 13718, 3)``.
+        ``body_pose`` ``(B, 19, 3)``, ``betas`` ``(B, 6)``, or ``(B / G, 6)`` for ``G``
+        consecutive poses per shape (``groups_shapes``: each shape's rest skeleton is computed
+        once); returns joints_3d ``(B, 20, 3)``, keypoints_3d ``(B, 23, 3)`` and, when asked,
+        vertices ``(B, 13718, 3)``.
         """
-        C = self.to_canonical.T
         if return_vertices:
+            C = self.to_canonical.T
+            B = max(body_pose.shape[0], betas.shape[0])
+            body_pose = body_pose.expand(B, *body_pose.shape[1:])
             deltas = self._deltas(body_pose)
             coeffs = self.blendshape_coefficients(self.phenotype(betas))
+            coeffs = coeffs.expand(B, -1) if len(coeffs) == 1 else coeffs.repeat_interleave(B // len(coeffs), 0)
             # The rigged-model forward of anny, given blendshape coefficients directly.
             out = RiggedModelWithLinearBlendShapes.forward(self.full, deltas, coeffs)
             verts = out["vertices"]
             kp = torch.einsum("kv,bvd->bkd", self.regressor_full, verts)
             joints = out["bone_poses"][:, self.joint_bones, :3, 3]
             return BodyOutput(vertices=verts @ C, joints_3d=joints @ C, keypoints_3d=kp @ C)
-        joints, kp = self.kinematics(body_pose, self._rest_skeleton(betas), self.joint_bones)
-        return BodyOutput(vertices=None, joints_3d=joints @ C, keypoints_3d=kp @ C)
+        joints, kp = self.kinematics(body_pose, self._rest_skeleton(betas), self.joint_bones)  # canonical frame
+        return BodyOutput(vertices=None, joints_3d=joints, keypoints_3d=kp)
 
 
 def _version(t: torch.Tensor) -> int | None:

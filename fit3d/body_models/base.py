@@ -51,6 +51,9 @@ class BodyModel(torch.nn.Module):
     joint_names: tuple[str, ...] = ()
     keypoint_convention: KeypointConvention
     num_betas: int = 0
+    #: Whether :meth:`canonical` takes ``betas`` of ``B / G`` rows for ``G`` consecutive poses
+    #: each (and computes each shape's rest skeleton once); otherwise :meth:`forward` repeats them.
+    groups_shapes: bool = False
 
     @property
     def num_body_joints(self) -> int:
@@ -119,6 +122,7 @@ class BodyModel(torch.nn.Module):
         betas: torch.Tensor,
         transl: torch.Tensor,
         return_vertices: bool = False,
+        rows_per_shape: int = 1,
     ) -> BodyOutput:
         """Pose, shape and place the body in the camera frame.
 
@@ -128,6 +132,10 @@ class BodyModel(torch.nn.Module):
             betas: ``(B, S)``.
             transl: ``(B, 3)`` metres.
             return_vertices: also compute the full mesh.
+            rows_per_shape: ``G``: ``betas`` is ``(B / G, S)``, the shape of ``G`` consecutive
+                rows each (a fitter's hypotheses of one person); the same result as repeating
+                each shape ``G`` times, with each rest skeleton computed once where the model
+                can (:attr:`groups_shapes`).
         Returns:
             :class:`BodyOutput` in the OpenCV camera frame, metres.
         Parameters in another floating dtype than the model's (float64 from numpy) are cast to it.
@@ -136,21 +144,24 @@ class BodyModel(torch.nn.Module):
             TypeError: a parameter that is not a tensor (a numpy array, None, a list).
             ValueError: a parameter of another shape (``J`` = :attr:`num_body_joints`, ``S`` =
                 :attr:`num_betas`; another model's ``body_pose`` was read as its first joints), or
-                ``B`` = 0.
+                ``B`` = 0, or ``rows_per_shape`` does not divide ``B``.
         """
-        self.check_params(global_orient, body_pose, betas, transl)
+        self.check_params(global_orient, body_pose, betas, transl, rows_per_shape)
         if any(t.dtype != self.dtype for t in (global_orient, body_pose, betas, transl)):
             global_orient, body_pose, betas, transl = (t.to(self.dtype) for t in (global_orient, body_pose, betas,
                                                                                   transl))
+        if rows_per_shape > 1 and not self.groups_shapes:
+            betas = betas.repeat_interleave(rows_per_shape, 0)
         return self.place(self.canonical(body_pose, betas, return_vertices), global_orient, transl)
 
-    def check_params(self, global_orient, body_pose, betas, transl) -> None:
-        """Refuse parameters that are not ``(B, 3)``, ``(B, J, 3)``, ``(B, S)``, ``(B, 3)`` for one ``B``.
+    def check_params(self, global_orient, body_pose, betas, transl, rows_per_shape: int = 1) -> None:
+        """Refuse parameters that are not ``(B, 3)``, ``(B, J, 3)``, ``(B / G, S)``, ``(B, 3)`` for
+        one ``B`` (``G = rows_per_shape``).
 
         Raises:
             TypeError: a parameter that is not a floating tensor (naming it and how to make one).
             ValueError: naming the parameter, its shape and the one this model takes; or no people
-                (``B`` = 0).
+                (``B`` = 0); or ``rows_per_shape`` is not a positive divisor of ``B``.
         """
         params = dict(global_orient=global_orient, body_pose=body_pose, betas=betas, transl=transl)
         for name, value in params.items():
@@ -165,12 +176,17 @@ class BodyModel(torch.nn.Module):
         if B == 0:
             raise ValueError(f"{self.name}: a batch of 0 people (global_orient {tuple(global_orient.shape)}): "
                              "nothing to pose")
-        want = dict(global_orient=(B, 3), body_pose=(B, self.num_body_joints, 3), betas=(B, self.num_betas),
-                    transl=(B, 3))
+        G = rows_per_shape
+        if not isinstance(G, int) or G < 1 or (B is not None and B % G):
+            raise ValueError(f"{self.name}: rows_per_shape = {G!r} for {B} rows: a positive divisor of the "
+                             "number of rows (each shape serves that many consecutive rows)")
+        want = dict(global_orient=(B, 3), body_pose=(B, self.num_body_joints, 3),
+                    betas=(None if B is None else B // G, self.num_betas), transl=(B, 3))
         for name, value in params.items():
             if tuple(value.shape) != want[name]:
+                rows = "B / rows_per_shape" if name == "betas" and G > 1 else "B"
                 raise ValueError(f"{self.name}: {name} has shape {tuple(value.shape)}, this model takes "
-                                 f"{('B',) + want[name][1:]} with one B for every parameter "
+                                 f"{(rows,) + want[name][1:]} with one B for every parameter "
                                  f"(B = {B} from global_orient)")
 
     def neutral_params(self, batch_size: int, device=None) -> dict[str, torch.Tensor]:

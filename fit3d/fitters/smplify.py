@@ -85,6 +85,20 @@ def _best_rows(loss: torch.Tensor, B: int, allowed: torch.Tensor | None = None) 
     return loss.view(B, per).argmin(1) + torch.arange(B, device=loss.device) * per
 
 
+def _people_of_rows(owner: torch.Tensor | None, betas: torch.Tensor) -> int | None:
+    """The number of people when the rows are person-major, the same number per person, and
+    each person's rows have one shape (``betas (N, S)``, ``owner (N,)``); else None (one row,
+    one shape)."""
+    if owner is None or len(owner) == 0:
+        return None
+    people = int(owner[-1]) + 1
+    if len(owner) % people:
+        return None
+    G = len(owner) // people
+    ok = torch.equal(owner, torch.arange(people, device=owner.device).repeat_interleave(G))
+    return people if ok and torch.equal(betas, betas[::G].repeat_interleave(G, 0)) else None
+
+
 def _take(rows: torch.Tensor, params: dict, sub: PersonBatch, ctx: dict, tags: dict) -> tuple[dict, PersonBatch,
                                                                                                dict, dict]:
     """The given rows of every per-row state (parameters detached and copied)."""
@@ -285,24 +299,38 @@ class SMPLify:
         torso_only = canon is not None and stage.keypoints == "torso"
         if torso_only:
             canon, batch = self._torso_view(canon, batch)
+        # A person's rows share one shape (they differ in orientation and pose): it is optimised,
+        # and its rest skeleton computed, once per person.
+        people = _people_of_rows(owner, params["betas"]) if canon is None else None
+        shape = None if people is None else params["betas"][::n // people].clone()
+        shape_moves = shape is not None and "betas" in names
+        if shape_moves:
+            names.remove("betas")
 
         def evaluate(p, b, c, cn):
             if self.latent and cn is None:
                 p["body_pose"] = self.prior.decode(p["latent"])
-            if cn is None:
+            if cn is None and shape is not None:
+                G = len(p["body_pose"]) // len(shape)
+                p["betas"] = shape.repeat_interleave(G, 0) if shape_moves else p["betas"]  # (for the shape term)
+                body = model(p["global_orient"], p["body_pose"], shape, p["transl"], rows_per_shape=G)
+            elif cn is None:
                 body = model(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
             else:
                 body = model.place(cn, p["global_orient"], p["transl"])
             return self.losses(stage, body, p, b, c, torso_only)
 
-        if stage.iterations == 0 or not names:
+        if stage.iterations == 0 or not (names or shape_moves):
             with torch.no_grad():
                 return evaluate(params, batch, ctx, canon), steps
         rows = None  # the rows still optimising (None: all)
         p, b, c, cn = params, batch, ctx, canon
         for t in (p[k] for k in names):
             t.requires_grad_(True)
-        opt = BatchedAdam([p[k] for k in names], lr=stage.lr)
+        opt = BatchedAdam([p[k] for k in names], lr=stage.lr) if names else None
+        if shape_moves:
+            shape.requires_grad_(True)
+            shape_opt = BatchedAdam([shape], lr=stage.lr)
         active = torch.ones(n, dtype=torch.bool, device=steps.device)
         stall = torch.zeros(n, dtype=torch.long, device=steps.device)
         prev = None
@@ -317,12 +345,15 @@ class SMPLify:
                     cn = None if canon is None else BodyOutput(None, canon.joints_3d[rows], canon.keypoints_3d[rows])
                     for k in names:
                         p[k].requires_grad_(True)
-                    opt = opt.subset([p[k] for k in names], rows)
+                    opt = opt.subset([p[k] for k in names], rows) if opt is not None else None
                     active, stall = active[rows], stall[rows]
                     prev = None if prev is None else prev[rows]
                     loss = evaluate(p, b, c, cn)
             loss.sum().backward()
-            opt.step(active)
+            if opt is not None:
+                opt.step(active)
+            if shape_moves:  # a person's shape moves while any of its rows does
+                shape_opt.step(active.view(len(shape), -1).any(1))
             if rows is None:
                 steps += active.long()
             else:
@@ -338,6 +369,8 @@ class SMPLify:
         if rows is not None:  # the optimised rows back among the frozen ones
             for k, v in p.items():
                 params[k] = params[k].index_copy(0, rows, v.detach())
+        if shape_moves:  # (the frozen rows too: a person has one shape)
+            params["betas"] = shape.detach().repeat_interleave(n // len(shape), 0)
         if self.latent:  # decoded from the latent with its graph: not a leaf
             params["body_pose"] = params["body_pose"].detach()
         for t in params.values():

@@ -5,6 +5,7 @@ import roma
 import torch
 
 from fit3d.body_models.anny_model import ANNY_JOINTS, AnnyModel
+from tests.fixtures.shapes import grouped_against_repeated
 
 
 def test_shapes_and_names(anny_model: AnnyModel):
@@ -185,3 +186,17 @@ def test_parameters_of_another_kind_are_named_and_float64_is_cast(anny_model):
     out = anny_model(**{k: v.double() for k, v in good.items()})
     assert out.joints_3d.dtype == anny_model.dtype
     assert torch.allclose(out.joints_3d, anny_model(**good).joints_3d)
+
+
+def test_rows_per_shape_equals_repeating_each_shape(anny_model):
+    """The fitters' hypotheses of one person share one shape (``rows_per_shape``): anny computes
+    each rest skeleton once and reads each anchor matrix once for its rows; the numbers are those
+    of the shapes repeated (one shape for all rows, and a single row, included)."""
+    for B, G, seed in ((12, 4, 0), (6, 6, 1), (5, 1, 2), (1, 1, 3)):
+        grouped_against_repeated(anny_model, B, G, seed)
+    grouped_against_repeated(anny_model, 4, 2, 4, vertices=True)
+    p = anny_model.neutral_params(6)
+    with pytest.raises(ValueError, match="rows_per_shape = 4 for 6 rows"):
+        anny_model(p["global_orient"], p["body_pose"], p["betas"][:2], p["transl"], rows_per_shape=4)
+    with pytest.raises(ValueError, match=r"betas has shape \(6, 6\).*B / rows_per_shape"):
+        anny_model(**p, rows_per_shape=3)

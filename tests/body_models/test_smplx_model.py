@@ -4,6 +4,7 @@ import torch
 from fit3d.body_models import build_body_model
 from fit3d.body_models.smplx_model import SMPLXModel, find_model_file
 from fit3d.fitters import SMPLify, Stage
+from tests.fixtures.shapes import grouped_against_repeated
 
 
 def test_missing_model_file_says_where_to_get_it(tmp_path):
@@ -30,6 +31,14 @@ def test_smpl_like_model_through_smplx(smpl_like_dir):
     p["transl"] = torch.tensor([[0.0, 0.0, 3.0]] * 2)
     moved = m(**p)
     assert torch.allclose(moved.joints_3d[:, 0], out.joints_3d[:, 0] + p["transl"], atol=1e-5)
+
+
+def test_rows_per_shape_repeats_the_shapes(smpl_like_dir):
+    """A model that does not group shapes itself (``groups_shapes`` False) repeats them: the same
+    numbers and gradients as repeated betas."""
+    m = build_body_model("smpl", smpl_like_dir)
+    assert not m.groups_shapes
+    grouped_against_repeated(m, 6, 3, 0)
 
 
 def test_smplify_runs_through_smplx(smpl_like_dir, make_synthetic):

@@ -240,6 +240,31 @@ def test_keep_rows_freezes_the_worse_rows_after_keep_after(anny_model, make_synt
     assert loss.shape == (12,) and torch.isfinite(loss).all()
 
 
+def test_a_person_s_rows_share_one_shape(anny_model, make_synthetic):
+    """The rows of a person (orientation hypotheses, starts) are fitted with one shape, optimised
+    once per person: after a stage that moves betas they hold one shape per person, and a
+    person's shape is what that person's rows alone make of it (other people's rows do not move
+    it); rows that start with different shapes keep one shape each, as before."""
+    batch, _, _ = make_synthetic(anny_model, 3, seed=4, noise_px=1.0)
+    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
+    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
+    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=8, lr=0.05,
+                  weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0)
+    together = {k: v.clone() for k, v in params.items()}
+    fitter.run_stage(stage, together, sub, ctx, owner=tags["owner"])
+    shapes = together["betas"].view(3, 4, -1)
+    assert torch.equal(shapes, shapes[:, :1].expand_as(shapes)) and not torch.allclose(shapes[0, 0], shapes[1, 0])
+    rows = torch.arange(4, 8)  # the second person alone gets the same shape
+    alone = {k: v[rows].clone() for k, v in params.items()}
+    fitter.run_stage(stage, alone, sub.index(rows), {k: v[rows] for k, v in ctx.items()},
+                     owner=torch.zeros(4, dtype=torch.long))
+    assert torch.allclose(alone["betas"], together["betas"][rows], atol=1e-5)
+    apart = {k: v.clone() for k, v in params.items()}
+    apart["betas"] = apart["betas"] + 0.01 * torch.arange(12.0)[:, None]
+    fitter.run_stage(stage, apart, sub, ctx, owner=tags["owner"])
+    assert len(apart["betas"].unique(dim=0)) == 12
+
+
 def test_latent_pose_space_fits_end_to_end(anny_model, make_synthetic):
     """VPoser-style latent mode (README's example) runs a whole default fit: the pose is the
     bundled VAE's decoding of the optimised latent (it crashed at the end of the first stage
