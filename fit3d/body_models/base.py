@@ -13,6 +13,7 @@ Outputs are in the OpenCV camera frame (x right, y down, z forward), metres.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import roma
@@ -91,7 +92,9 @@ class BodyModel(torch.nn.Module):
 
         Args:
             body_pose: ``(B, J, 3)`` axis-angle.
-            betas: ``(B, S)``.
+            betas: ``(B, S)``; a model with :attr:`groups_shapes` also takes ``(B / G, S)``,
+                one shape per ``G`` consecutive poses (what :meth:`forward` passes for its
+                ``rows_per_shape``).
             return_vertices: compute the full mesh (slower); fitting only needs
                 keypoints and joints.
         """
@@ -129,7 +132,7 @@ class BodyModel(torch.nn.Module):
         Args:
             global_orient: ``(B, 3)`` axis-angle.
             body_pose: ``(B, J, 3)`` axis-angle.
-            betas: ``(B, S)``.
+            betas: ``(B, S)``, or ``(B / rows_per_shape, S)``.
             transl: ``(B, 3)`` metres.
             return_vertices: also compute the full mesh.
             rows_per_shape: ``G``: ``betas`` is ``(B / G, S)``, the shape of ``G`` consecutive
@@ -176,8 +179,12 @@ class BodyModel(torch.nn.Module):
         if B == 0:
             raise ValueError(f"{self.name}: a batch of 0 people (global_orient {tuple(global_orient.shape)}): "
                              "nothing to pose")
-        G = rows_per_shape
-        if not isinstance(G, int) or G < 1 or (B is not None and B % G):
+        try:  # (any integer: numpy's too)
+            G = operator.index(rows_per_shape)
+        except TypeError:
+            raise ValueError(f"{self.name}: rows_per_shape = {rows_per_shape!r}: an integer, the number of "
+                             "consecutive rows each shape serves") from None
+        if G < 1 or (B is not None and B % G):
             raise ValueError(f"{self.name}: rows_per_shape = {G!r} for {B} rows: a positive divisor of the "
                              "number of rows (each shape serves that many consecutive rows)")
         want = dict(global_orient=(B, 3), body_pose=(B, self.num_body_joints, 3),

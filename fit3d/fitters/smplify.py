@@ -22,7 +22,9 @@ The row with the lowest final loss wins. Face keypoints are evidence: labelled
 nose/eyes mean the face is seen, ears alone mean the back of the head is.
 
 Everything is batched: all rows of all people are one tensor pass, each with its
-own Adam state and its own early stop (:class:`BatchedAdam`).
+own Adam state and its own early stop (:class:`BatchedAdam`), except the shape: a
+person's rows share one (each stage's body model call takes one shape per person,
+``rows_per_shape``), optimised with the mean of its rows' gradients and its own Adam state.
 """
 
 from __future__ import annotations
@@ -280,8 +282,15 @@ class SMPLify:
         Args:
             canon: the canonical bodies of ``params`` (a stage that does not move the
                 body reuses them; computed here when None).
-            owner: ``(N,)`` each row's person, for the stage's ``keep_rows`` (None: every
-                row is its own person, so nothing is dropped).
+            owner: ``(N,)`` each row's person, for the stage's ``keep_rows`` and the shared
+                shape (None: every row is its own person, so nothing is dropped and each row
+                has its own shape). When the rows are person-major with as many per person
+                and each person's rows start from one shape (:func:`_people_of_rows`), a
+                person's rows share one shape throughout the stage (frozen and stopped rows
+                included: the person's final shape is theirs), moved by the mean of its
+                rows' gradients; a person whose shape gradient is not finite (a diverged
+                row) keeps its shape at that step, so one diverged row does not spoil the
+                person's other rows. Otherwise every row has its own shape.
         Returns:
             ``(final loss (B,), steps taken (B,))``.
         """
@@ -352,8 +361,10 @@ class SMPLify:
             loss.sum().backward()
             if opt is not None:
                 opt.step(active)
-            if shape_moves:  # a person's shape moves while any of its rows does
-                shape_opt.step(active.view(len(shape), -1).any(1))
+            if shape_moves:  # a person's shape moves while any of its rows does, by their mean gradient
+                shape.grad /= len(p["body_pose"]) // len(shape)
+                finite = torch.isfinite(shape.grad).all(1)  # (a diverged row: the person's shape stays)
+                shape_opt.step(active.view(len(shape), -1).any(1) & finite)
             if rows is None:
                 steps += active.long()
             else:

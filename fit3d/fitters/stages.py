@@ -39,7 +39,9 @@ class Stage:
         patience: see ``tolerance``.
         keep_rows: after ``keep_after`` iterations, only each person's ``keep_rows`` rows of
             lowest loss go on optimising (the others are frozen where they are, and keep
-            their final loss); 0 keeps every row. Successive halving of the hypothesis rows.
+            their final loss; where a person's rows share one shape, the frozen rows take
+            the person's final shape, and their loss is computed with it); 0 keeps every row.
+            Successive halving of the hypothesis rows.
         keep_after: see ``keep_rows``.
         branch: ``""`` (every row), ``"clean"`` or ``"noisy"``. The first branched stage
             splits each person's rows: the existing rows continue as the clean branch and

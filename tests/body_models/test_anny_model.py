@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import roma
 import torch
@@ -200,3 +201,8 @@ def test_rows_per_shape_equals_repeating_each_shape(anny_model):
         anny_model(p["global_orient"], p["body_pose"], p["betas"][:2], p["transl"], rows_per_shape=4)
     with pytest.raises(ValueError, match=r"betas has shape \(6, 6\).*B / rows_per_shape"):
         anny_model(**p, rows_per_shape=3)
+    count = np.int64(3)  # any integer type (a count computed with numpy)
+    out = anny_model(p["global_orient"], p["body_pose"], p["betas"][:2], p["transl"], rows_per_shape=count)
+    assert torch.allclose(out.joints_3d, anny_model(**p).joints_3d)
+    with pytest.raises(ValueError, match="rows_per_shape = 1.5: an integer"):
+        anny_model(**p, rows_per_shape=1.5)

@@ -265,6 +265,41 @@ def test_a_person_s_rows_share_one_shape(anny_model, make_synthetic):
     assert len(apart["betas"].unique(dim=0)) == 12
 
 
+def test_a_diverged_row_does_not_spoil_its_person_s_shared_shape(anny_model, make_synthetic):
+    """A person's rows share one shape; a row that diverges (NaN) must not make that shape, and
+    with it the person's other rows, NaN (a diverged row never wins a person): the person's shape
+    stays where it is while its gradient is not finite, and the other people fit as usual."""
+    batch, _, _ = make_synthetic(anny_model, 2, seed=4, noise_px=1.0)
+    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
+    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
+    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=5, lr=0.05,
+                  weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0)
+    start = params["betas"].clone()
+    params["body_pose"][1, 3, 0] = float("nan")  # person 0's second row
+    loss, _ = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
+    healthy = torch.tensor([True, False] + [True] * 6)
+    assert torch.isfinite(loss[healthy]).all() and torch.isfinite(params["betas"]).all()
+    assert torch.isfinite(params["body_pose"][healthy]).all()
+    assert torch.equal(params["betas"][:4], start[:4])  # person 0's shape held
+    assert not torch.equal(params["betas"][4:], start[4:])  # person 1's moved
+
+
+def test_rows_frozen_by_keep_rows_take_their_person_s_shape(anny_model, make_synthetic):
+    """Successive halving inside a stage that moves the shape (the fast schedule's coarse stage):
+    the rows that go on and the frozen ones end with one shape per person."""
+    batch, _, _ = make_synthetic(anny_model, 2, seed=4, noise_px=1.0)
+    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
+    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)
+    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=8, lr=0.05,
+                  weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0, keep_rows=2,
+                  keep_after=3)
+    start = params["betas"].clone()
+    _, steps = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
+    assert sorted(steps.tolist()) == [3] * 4 + [8] * 4  # two rows per person went on
+    shapes = params["betas"].view(2, 4, -1)
+    assert torch.equal(shapes, shapes[:, :1].expand_as(shapes)) and not torch.equal(params["betas"], start)
+
+
 def test_latent_pose_space_fits_end_to_end(anny_model, make_synthetic):
     """VPoser-style latent mode (README's example) runs a whole default fit: the pose is the
     bundled VAE's decoding of the optimised latent (it crashed at the end of the first stage
