@@ -299,10 +299,17 @@ class AnnyModel(BodyModel):
         consecutive poses per shape (``groups_shapes``: each shape's rest skeleton is computed
         once); returns joints_3d ``(B, 20, 3)``, keypoints_3d ``(B, 23, 3)`` and, when asked,
         vertices ``(B, 13718, 3)``.
+
+        Raises:
+            ValueError: the shapes do not divide the poses (each shape serves the same number
+                of consecutive poses).
         """
         if return_vertices:
             C = self.to_canonical.T
             B = max(body_pose.shape[0], betas.shape[0])
+            if B % betas.shape[0]:
+                raise ValueError(f"{betas.shape[0]} shapes for {B} poses: each shape must serve the same number of "
+                                 "consecutive poses")
             body_pose = body_pose.expand(B, *body_pose.shape[1:])
             deltas = self._deltas(body_pose)
             coeffs = self.blendshape_coefficients(self.phenotype(betas))

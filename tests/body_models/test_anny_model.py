@@ -206,3 +206,6 @@ def test_rows_per_shape_equals_repeating_each_shape(anny_model):
     assert torch.allclose(out.joints_3d, anny_model(**p).joints_3d)
     with pytest.raises(ValueError, match="rows_per_shape = 1.5: an integer"):
         anny_model(**p, rows_per_shape=1.5)
+    for vertices in (False, True):  # canonical called directly
+        with pytest.raises(ValueError, match="4 shapes for 6 poses"):
+            anny_model.canonical(p["body_pose"], p["betas"][:4], return_vertices=vertices)
