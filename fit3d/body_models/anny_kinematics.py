@@ -35,6 +35,18 @@ import roma
 import torch
 
 
+def poses_per_shape(shapes: int, poses: int) -> int:
+    """``G``, the consecutive poses each of ``shapes`` shapes serves among ``poses``.
+
+    Raises:
+        ValueError: ``shapes`` does not divide ``poses``.
+    """
+    if poses % shapes:
+        raise ValueError(f"{shapes} shapes for {poses} poses: each shape must serve the same number of consecutive "
+                         "poses")
+    return poses // shapes
+
+
 class AnnyKinematics(torch.nn.Module):
     """Pose-only forward kinematics of an anny skeleton (see module docstring).
 
@@ -169,9 +181,7 @@ class AnnyKinematics(torch.nn.Module):
         """
         U = terms[0].shape[0]
         B = max(body_pose.shape[0], U)
-        if B % U:
-            raise ValueError(f"{U} shapes for {B} poses: each shape must serve the same number of consecutive poses")
-        G = B // U
+        G = poses_per_shape(U, B)
         body_pose = body_pose.expand(B, *body_pose.shape[1:])
         art_offsets, resting, matrix = terms
         if G > 1:  # (small tensors: the anchor matrix, the large one, is not repeated)

@@ -32,7 +32,7 @@ import torch
 from anny.models.rigged_model import RiggedModelWithLinearBlendShapes  # imports no NVIDIA warp: fit3d skins with "lbs"
 
 from fit3d.body_models.anny_assets import load_model_data
-from fit3d.body_models.anny_kinematics import AnnyKinematics
+from fit3d.body_models.anny_kinematics import AnnyKinematics, poses_per_shape
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.conventions import KeypointConvention
 from fit3d.geometry import special_procrustes
@@ -307,13 +307,11 @@ class AnnyModel(BodyModel):
         if return_vertices:
             C = self.to_canonical.T
             B = max(body_pose.shape[0], betas.shape[0])
-            if B % betas.shape[0]:
-                raise ValueError(f"{betas.shape[0]} shapes for {B} poses: each shape must serve the same number of "
-                                 "consecutive poses")
+            G = poses_per_shape(betas.shape[0], B)
             body_pose = body_pose.expand(B, *body_pose.shape[1:])
             deltas = self._deltas(body_pose)
             coeffs = self.blendshape_coefficients(self.phenotype(betas))
-            coeffs = coeffs.expand(B, -1) if len(coeffs) == 1 else coeffs.repeat_interleave(B // len(coeffs), 0)
+            coeffs = coeffs.expand(B, -1) if len(coeffs) == 1 else coeffs.repeat_interleave(G, 0)
             # The rigged-model forward of anny, given blendshape coefficients directly.
             out = RiggedModelWithLinearBlendShapes.forward(self.full, deltas, coeffs)
             verts = out["vertices"]
