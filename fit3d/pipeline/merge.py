@@ -66,6 +66,55 @@ def _person_keys(d: dict) -> list[str]:
     return sorted(k for k in d if k not in IMAGE_FIELDS and k not in SHARED_FIELDS and k not in RUN_FIELDS)
 
 
+class _Chunks:
+    """The merged people, gathered file by file into chunks of consecutive files of one keypoint
+    layout (at most :attr:`FILES` files each), so that a dataset of millions of people is held as a
+    few hundred arrays per field rather than one small array per field and file (whose
+    overheads took ~4x the dataset's memory), and each field is concatenated on its own
+    (:meth:`concatenate`), freeing its chunks as it goes."""
+
+    #: Files per chunk.
+    FILES = 1024
+
+    def __init__(self) -> None:
+        self.done: list[tuple[KeypointConvention, dict[str, np.ndarray]]] = []
+        self.layout: KeypointConvention | None = None
+        self.pending: dict[str, list[np.ndarray]] = {}
+        self.files = 0
+
+    def add(self, layout: KeypointConvention, people: dict[str, np.ndarray]) -> None:
+        """One file's people: every per-person field with leading dim P, in ``layout``."""
+        if self.files and (layout.names != self.layout.names or self.files >= self.FILES):
+            self._flush()
+        self.layout = layout
+        for k, v in people.items():
+            self.pending.setdefault(k, []).append(v)
+        self.files += 1
+
+    def _flush(self) -> None:
+        self.done.append((self.layout, {k: np.concatenate(v) for k, v in self.pending.items()}))
+        self.pending, self.files = {}, 0
+
+    def concatenate(self) -> tuple[dict[str, np.ndarray], KeypointConvention | None]:
+        """``(arrays, layout)``: every field over every chunk (leading dim N), the keypoint fields
+        in the union of the chunks' layouts (:func:`fit3d.pipeline.records.to_layout`), and that
+        union (None without people). Empties the chunks."""
+        if self.files:
+            self._flush()
+        if not self.done:
+            return {}, None
+        union = union_convention([c for c, _ in self.done], name="merged")
+        out = {}
+        for k in dict.fromkeys(k for _, c in self.done for k in c):
+            parts = [(src, c.pop(k)) for src, c in self.done if k in c]
+            if k in KEYPOINT_FIELDS:
+                parts = [(src, to_layout({k: a}, src, union)[k]) for src, a in parts]
+            out[k] = np.concatenate([a for _, a in parts])
+            del parts
+        self.done = []
+        return out, union
+
+
 def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """Stack every person of every per-image output under ``fits_dir``.
 
@@ -102,8 +151,7 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         raise ValueError(f"{fits_dir} holds other run folders ({', '.join(nested[:5])}"
                          f"{', ...' if len(nested) > 5 else ''}, each with its own summary): merge or export each "
                          f"run's folder on its own, e.g. --fits {fits_dir / nested[0]}")
-    columns: dict[str, list] = {}
-    layouts: list[KeypointConvention] = []  # each entry of the person columns' keypoint layout
+    chunks = _Chunks()
     shared: dict[str, np.ndarray] = {}
     unreadable, images, n, person_keys = [], 0, 0, None
     for f in files:
@@ -136,22 +184,15 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             raise ValueError(f"fits of two body models in one folder: {f.relative_to(fits_dir)} ({_model_of(d)}) and "
                              f"{first[0].relative_to(fits_dir)} ({first[1]}) have other joints; merge or export "
                              "each model's fits apart")
-        layouts.append(KeypointConvention("file", tuple(str(n) for n in d["keypoint_names"])))
-        for k in person_keys:
-            columns.setdefault(k, []).append(d[k])
-        for k in IMAGE_FIELDS:
-            if k in d:
-                columns.setdefault(k, []).append(np.repeat(d[k][None], p, axis=0))
+        people = {k: d[k] for k in person_keys}
+        people.update({k: np.repeat(d[k][None], p, axis=0) for k in IMAGE_FIELDS if k in d})
+        chunks.add(KeypointConvention("file", tuple(str(n) for n in d["keypoint_names"])), people)
         n += p
     if not images and len(unreadable) == len(files):
         raise NoReadableFits(fits_dir, unreadable)
-    if layouts:
-        union = union_convention(layouts, name="merged")
-        for k in KEYPOINT_FIELDS:
-            if k in columns:
-                columns[k] = [to_layout({k: a}, src, union)[k] for a, src in zip(columns[k], layouts)]
+    arrays, union = chunks.concatenate()
+    if union is not None:
         shared["keypoint_names"] = np.asarray(union.names, dtype=str)
-    arrays = {k: np.concatenate(v) for k, v in columns.items()}
     arrays.update(shared)
     summary = _summary(fits_dir, arrays, n, images, unreadable)
     return arrays, summary

@@ -198,8 +198,12 @@ def test_merge_names_the_finished_shards_that_had_no_people(tmp_path, sample_cop
     assert s["shards"] == ["1/1"] and s["shards_without_people"] == []
 
 
+@pytest.mark.parametrize("files_per_chunk", [1024, 1])
 def test_outputs_of_different_keypoint_layouts_merge_in_the_union_of_the_layouts(
-        tmp_path, sample_copy, anny_model, fast_fitter):
+        tmp_path, sample_copy, anny_model, fast_fitter, monkeypatch, files_per_chunk):
+    from fit3d.pipeline.merge import _Chunks
+
+    monkeypatch.setattr(_Chunks, "FILES", files_per_chunk)  # 1: every file its own chunk, layouts mixed
     images, problems = read_coco(two_layout_coco(sample_copy, tmp_path / "two.json"), sample_copy)
     out = tmp_path / "fits"
     run(images, fast_fitter, anny_model, RunConfig(out, progress=False), problems)
