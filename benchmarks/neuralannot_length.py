@@ -6,8 +6,9 @@ accuracy depends on the training length, which ``TrainConfig.stop_tolerance`` ch
 from a held-out 2D loss. Weights come from ``--weights`` (``anny_vae.pt`` and the regressor, e.g.
 ``benchmarks/train_tuning_weights.py --kinds vae,regressor``: trained without the validation
 subjects), so use ``--split val`` benchmarks. Each
-epoch is a new :meth:`~fit3d.fitters.neuralannot.NeuralAnnot.fit_dataset` call, which
-restarts Adam: the curve is close to, not equal to, runs of each length.
+epoch is a new :meth:`~fit3d.fitters.neuralannot.NeuralAnnot.fit_dataset` call, which trains
+on with the same Adam state, as a run of that length would (since 2026-12-04; before, each call
+restarted Adam, and the table in ``docs/experiments.md`` was measured so).
 
     python benchmarks/train_tuning_weights.py --out /tmp/tw --kinds vae,regressor
     fit3d benchmark make --split val --subjects 01 --noise 0 --count 200 --out /tmp/v01_n0.npz

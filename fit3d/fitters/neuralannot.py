@@ -52,7 +52,8 @@ RECIPES = ("depth", "pretrain", "prior")
 #: NeuralAnnot keeps a person's annotation only when it reprojects more than this many times
 #: closer to the keypoints (mean pixel error) than the pretrained regressor's own prediction,
 #: or when that prediction is not a valid fit; otherwise the prediction stands (EFT's rule,
-#: :data:`fit3d.fitters.eft.ACCEPT_RATIO`, applied to the annotator). An annotator trained on
+#: :data:`fit3d.fitters.eft.ACCEPT_RATIO`, applied to the annotator, with one more condition: a
+#: valid prediction is never replaced by an invalid annotation). An annotator trained on
 #: noisy keypoints of ordinary poses has partly learned their noise. Chosen on the two
 #: validation subjects with weights trained without them (`docs/experiments.md`; mean
 #: PA-MPJPE-12 of subjects 01 and 35, realistic noise / noise-free / twice the noise): always
@@ -139,9 +140,11 @@ class NeuralAnnot:
         body_model: the body model.
         regressor: the annotator network (a :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`;
             of an :class:`~fit3d.regressors.ensemble.EnsembleRegressor`, NeuralAnnot trains one network: its
-            first member, which is also the pretrained prediction of ``accept_ratio``);
-            with the ``pretrain`` recipe it should hold pretrained weights, without it is re-initialised
-            (in place, from ``config.seed`` on the CPU; the caller's random state is left as it was).
+            first member, which is also the pretrained prediction of ``accept_ratio``). A copy is
+            trained (``self.net``; the caller's network is left as it is). With the ``pretrain`` recipe it
+            should hold pretrained weights; without it the copy starts as a new network of its sizes
+            (:meth:`~fit3d.regressors.keypoint_regressor.KeypointRegressor.blank`, drawn from
+            ``config.seed`` on the CPU; the caller's random state is left as it was).
         recipes: subset of :data:`RECIPES`.
         pose_set: retargeted mocap (for the ``depth`` recipe).
         prior: VAE prior (for the ``prior`` recipe).
@@ -150,7 +153,8 @@ class NeuralAnnot:
         checkpoint: path saved after every epoch and resumed from when present.
         accept_ratio: keep a person's annotation only where the pretrained regressor's
             prediction reprojects more than ``accept_ratio`` times worse (mean px) or is not
-            valid; elsewhere the prediction stands (:data:`ACCEPT_RATIO`; None: always the
+            valid, and the annotation is valid where the prediction is; elsewhere the prediction
+            stands (:data:`ACCEPT_RATIO`; None: always the
             annotation, as the paper; without the ``pretrain`` recipe there is no
             prediction and the annotation is always kept). The output's extra
             ``annotator_kept`` says which.
@@ -158,6 +162,8 @@ class NeuralAnnot:
     Raises:
         ValueError: a recipe not in :data:`RECIPES`, the ``depth`` recipe without ``pose_set``, or the
             ``prior`` recipe without ``prior``.
+        TypeError: a ``checkpoint`` for a network that has no ``state()`` to save (e.g. a
+            :class:`~fit3d.regressors.flip.FlipAveraged`: give its inner network).
     """
 
     name = "neuralannot"
@@ -174,7 +180,10 @@ class NeuralAnnot:
                              f"choose among {list(RECIPES)}")
         self.config = config or TrainConfig()
         regressor = getattr(regressor, "first", regressor)  # an ensemble: NeuralAnnot trains one network
-        self.net = regressor
+        if checkpoint and not hasattr(regressor, "state"):
+            raise TypeError(f"a NeuralAnnot checkpoint saves its network's state(), which a {type(regressor).__name__} "
+                            "has not: give a KeypointRegressor (fit3d.regressors.io.load_regressor), or no checkpoint")
+        self.net = copy.deepcopy(regressor)  # the one trained (the caller's is left as it is)
         # the pretrained network, whose own prediction an annotation must beat (accept_ratio)
         self.accept_ratio = accept_ratio if "pretrain" in self.recipes else None
         self.pretrained = copy.deepcopy(regressor).to(body_model.device).eval() \
@@ -183,15 +192,22 @@ class NeuralAnnot:
             with torch.random.fork_rng(devices=[]):  # (drawn on the CPU: the same weights on any device)
                 torch.default_generator.manual_seed(self.config.seed)
                 self.net.cpu()
-                for m in self.net.modules():
-                    if isinstance(m, torch.nn.Linear):
-                        m.reset_parameters()
+                _reinitialise(self.net)
         self.net.to(body_model.device)
+        select = getattr(self.net, "select", None)
+        if select is not None and "depth" not in self.recipes:
+            # nothing trains a prototype head's choice without the depth recipe (an argmax: its
+            # cross-entropy is a 3D term), and DDP refuses parameters that get no gradient
+            select.requires_grad_(False)
         if "depth" in self.recipes and pose_set is None:
             raise ValueError("the depth recipe needs a pose set (fit3d.mocap.bundled_pose_set())")
         if "prior" in self.recipes and prior is None:
             raise ValueError("the prior recipe needs a pose prior (the VAE)")
+        if isinstance(prior, torch.nn.Module):  # a loss here, not trained: no gradients into its weights
+            prior.requires_grad_(False).eval().to(body_model.device)
         self.pose_set, self.prior = pose_set, prior
+        self._opt: torch.optim.Optimizer | None = None  # the final phase's Adam, which a later call goes on with
+        self._world = 1  # the ranks training (recorded in the checkpoint)
         self._pool = None  # the depth recipe's pose pool, built on first use
         self.refine_steps = refine_steps
         # what this fitter reports per person, for people that were not fitted
@@ -305,21 +321,34 @@ class NeuralAnnot:
                 with other recipes or :class:`TrainConfig` settings (:meth:`training_settings`;
                 ``epochs`` may be raised: without a held-out choice it trains on, with one the
                 chosen length stands, with a warning), or on another set of people
-                (:func:`target_digest` of ``target``: other images, annotations added or corrected).
+                (:func:`target_digest` of ``target``: other images, annotations added or corrected);
+                the training diverged (weights not finite after an epoch; nothing is saved then).
+            TypeError, ValueError: ``target`` is not a batch for this body model
+                (:func:`~fit3d.data.batching.batch_for`; unlabelled keypoints with NaN coordinates
+                and confidences above 1 are cleaned as for fitting, as :func:`make_batch` does).
+
+        Called again on the same set with ``epochs`` raised, it trains on with the same Adam state,
+        as one call of that many epochs would (as from a checkpoint).
         """
+        target = batch_for(target, self.body_model)
         c = self.config
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        self._world = world
         split = self.holdout_split(len(target))
         # the starting weights, which the final phase restarts from (only a selection needs them)
         start = {k: v.detach().clone() for k, v in self._module().state_dict().items()} if split is not None else None
         if self.phase is None:  # a first call (a checkpoint, when there is one, says otherwise)
             self.phase = "select" if split is not None else "final"
-        opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
+        going_on = self._opt is not None and self.phase == "final"  # a later call: Adam goes on
+        opt = self._opt if going_on else torch.optim.Adam(self._module().parameters(), lr=c.lr)
         self._target_digest = target_digest(target)
         resumed = self._resume(opt)
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
+            if self.pretrained is not None:  # what an annotation must beat: rank 0's network, as DDP makes
+                for v in self.pretrained.state_dict().values():  # its training weights everyone's
+                    torch.distributed.broadcast(v, 0)
         epochs = c.epochs if self.selected_epochs is None else self.selected_epochs
         if resumed and self.selected_epochs is not None and self._checkpoint_epochs not in (None, c.epochs):
             log.warning("neuralannot: the training length of %s was chosen on held-out people (%d epochs, of at "
@@ -347,7 +376,7 @@ class NeuralAnnot:
                 self._save(opt)
             epochs = self.selected_epochs
         self._train(target, torch.arange(len(target)), opt, epochs, (rank, world), progress)
-        self.net = self._module()
+        self.net, self._opt = self._module(), opt
         return self.log
 
     def holdout_split(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -368,6 +397,8 @@ class NeuralAnnot:
         the mean is all-reduced, so every rank returns the same value."""
         rank, world = shard
         module, device = self._module(), self.body_model.device
+        was_training = module.training
+        module.eval()
         total = torch.zeros(2, dtype=torch.float64, device=device)
         mine = held[rank::world]
         for s in range(0, len(mine), 512):
@@ -377,6 +408,7 @@ class NeuralAnnot:
                                                                     device=device)])
         if world > 1:
             torch.distributed.all_reduce(total)
+        module.train(was_training)
         return float(total[0] / total[1].clamp(min=1))
 
     def _train(self, target: PersonBatch, people: torch.Tensor, opt, epochs: int, shard: tuple[int, int],
@@ -397,6 +429,7 @@ class NeuralAnnot:
         n_steps = max(-(-(-(-len(people) // world)) // c.batch_size), c.min_steps_per_epoch)
         if held is not None and not self.held_out:
             self.held_out = [self.held_out_loss(target, held, shard)]  # the starting network's
+        self._module().train()
         bar = None
         if progress and rank == 0 and self.epoch < epochs:
             from tqdm import tqdm
@@ -428,6 +461,10 @@ class NeuralAnnot:
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
             self.epoch += 1
+            if not all(bool(torch.isfinite(w).all()) for w in self._module().parameters()):
+                # (the weights: the same on every rank under DDP, so every rank stops here together)
+                raise ValueError(f"neuralannot: the annotator's training diverged in epoch {self.epoch} (its weights "
+                                 "are no longer finite; nothing saved): lower the learning rate (TrainConfig.lr)")
             entry: dict = {k: v / max(steps, 1) for k, v in sums.items()}
             entry.update(epoch=self.epoch, steps=steps, seconds=round(time.perf_counter() - t0, 2),
                          phase=self.phase)
@@ -467,7 +504,7 @@ class NeuralAnnot:
                                           log=self.log, recipes=sorted(self.recipes), phase=self.phase,
                                           held_out=self.held_out, selected_epochs=self.selected_epochs,
                                           config=self.training_settings(), max_epochs=self.config.epochs,
-                                          target=self._target_digest))
+                                          target=self._target_digest, world=self._world))
 
     def training_settings(self) -> dict:
         """What a checkpoint must share with this annotator to be resumed by it: the recipes and
@@ -511,6 +548,10 @@ class NeuralAnnot:
             raise ValueError(f"{self.checkpoint} is not a checkpoint of this annotator ({why}); use another output "
                              "folder, or delete it to train from the start") from e
         self._checkpoint_epochs = ck.get("max_epochs")  # the epochs asked for when it was written
+        if ck.get("world") not in (None, self._world):  # (older checkpoints record none)
+            log.warning("neuralannot: %s was trained by %s process(es), this run has %d: it trains on, but not to "
+                        "the weights an uninterrupted run would give (each rank draws its own people and batches)",
+                        self.checkpoint, ck["world"], self._world)
         # checkpoints from before the length selection trained a fixed length
         self.phase = ck.get("phase", "final")
         self.held_out, self.selected_epochs = list(ck.get("held_out", [])), ck.get("selected_epochs")
@@ -560,10 +601,26 @@ class NeuralAnnot:
         pred = predict(model, self.pretrained, batch)
         keep = refinement_pays(pred.reproj_error_px, res.reproj_error_px, self.accept_ratio, pred.valid)
         keep &= res.valid | ~pred.valid  # a valid prediction beats an invalid (e.g. non-finite) annotation
+        # (both invalid: refinement_pays keeps a finite prediction over a non-finite annotation)
         pred.extras = {k: torch.full_like(v, self.extra_defaults[k].item()) for k, v in res.extras.items()}
         res = res.where(keep, pred)
         res.extras["annotator_kept"] = keep
         return res
+
+
+def _reinitialise(net) -> None:
+    """Start ``net`` (a network, or a wrapper of one as ``.inner``) from scratch, in place: a
+    :class:`~fit3d.regressors.keypoint_regressor.KeypointRegressor`'s weights as a new network of
+    its sizes draws them (:meth:`~fit3d.regressors.keypoint_regressor.KeypointRegressor.blank`:
+    LayerNorm gains too, zero output layers); another network's every layer that has
+    ``reset_parameters``. Draws from torch's current random state."""
+    inner = getattr(net, "inner", net)
+    if hasattr(inner, "blank"):
+        inner.load_state_dict(inner.blank().state_dict())
+        return
+    for m in net.modules():
+        if m is not net and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
 
 
 @torch.no_grad()

@@ -171,8 +171,11 @@ def refinement_pays(base_error_px: torch.Tensor, refined_error_px: torch.Tensor,
     error ``(B,)`` px is more than ``ratio`` times the refined one's, or the base is not
     valid (``base_valid (B,)``); elsewhere the base stands. What the refinement gains below
     that ratio is taken for fitted annotation noise (``docs/experiments.md``, "Keep the
-    fine-tuning only where it pays")."""
-    return (base_error_px > ratio * refined_error_px) | ~base_valid
+    fine-tuning only where it pays"). A refined fit whose error is not finite (it diverged) is never
+    kept over a base whose error is: where both are invalid, the base's finite parameters are the
+    more useful record."""
+    keep = (base_error_px > ratio * refined_error_px) | ~base_valid
+    return keep & (torch.isfinite(refined_error_px) | ~torch.isfinite(base_error_px))
 
 
 def is_valid(reproj_error_px: torch.Tensor, keypoints_2d: torch.Tensor, bbox: torch.Tensor,

@@ -199,6 +199,14 @@ class KeypointRegressor(Regressor):
         index, sign = self.mirror_map(joint_perm)
         return p[:, index.to(p.device)] * sign.to(p)
 
+    def blank(self) -> "KeypointRegressor":
+        """A new network of this one's sizes and prototypes (on the CPU), its weights drawn as the
+        constructor draws them, from torch's current random state: what training from scratch
+        starts from (the LayerNorm gains at 1, the last IEF layer and the prototype choice at 0)."""
+        protos = self.prototypes.detach().cpu() if self.num_prototypes else None
+        return type(self)(self.num_keypoints, self.num_joints, self.num_betas, self.width, self.n_blocks,
+                          self.iterations, prototypes=protos)
+
     def state(self) -> dict:
         """What :meth:`from_state` needs (sizes and weights)."""
         return dict(kind="keypoint_regressor", num_keypoints=self.num_keypoints, num_joints=self.num_joints,

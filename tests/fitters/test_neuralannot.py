@@ -40,13 +40,22 @@ def test_each_recipe_switch_changes_its_loss(anny_model, make_synthetic, pose_se
     assert "3d" not in no_depth and "vae" in no_depth
     _, no_prior = NeuralAnnot(anny_model, _net(anny_model), {"depth", "pretrain"}, pose_set, None, cfg).losses(target, syn)
     assert "vae" not in no_prior and "l2" not in no_prior and "3d" in no_prior
-    # pretrain off re-initialises the network, on keeps the given weights
+    # pretrain on keeps the given weights; off starts from a new network of the same sizes (found by a
+    # review: only the linear layers were reset, the LayerNorm gains and the zero output layer were not);
+    # the caller's network is never changed (a copy is trained)
     net = _net(anny_model, seed=5)
-    w = net.inp.weight.clone()
-    NeuralAnnot(anny_model, net, {"pretrain"}, config=cfg)
-    assert torch.equal(net.inp.weight, w)
-    NeuralAnnot(anny_model, net, set(), config=cfg)
-    assert not torch.equal(net.inp.weight, w)
+    with torch.no_grad():
+        net.trunk[0].net[0].weight.fill_(7.0)  # a LayerNorm gain
+        net.ief[-1].weight.fill_(0.5)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    kept = NeuralAnnot(anny_model, net, {"pretrain"}, config=cfg)
+    assert all(torch.equal(kept.net.state_dict()[k], v) for k, v in before.items())
+    scratch = NeuralAnnot(anny_model, net, set(), config=cfg).net
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in before.items())  # the caller's: untouched
+    assert not torch.equal(scratch.inp.weight, before["inp.weight"])
+    assert torch.equal(scratch.trunk[0].net[0].weight, torch.ones(32)) and not scratch.ief[-1].weight.any()
+    again = NeuralAnnot(anny_model, _net(anny_model, seed=6), set(), config=cfg).net  # drawn from config.seed
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in scratch.state_dict().items())
     with pytest.raises(ValueError):
         parse_recipes("depth,magic")
     assert parse_recipes("none") == frozenset()
@@ -370,7 +379,7 @@ def test_annotation_state_names_what_decides_the_outputs(anny_model):
     assert NeuralAnnot(anny_model, _net(anny_model, seed=1), {"pretrain"},
                        config=TrainConfig(epochs=0)).annotation_state()["weights"] != s["weights"]
     with torch.no_grad():  # the annotator trained on (its pretrained copy unchanged): another annotator
-        net.inp.bias.add_(1.0)
+        a.net.inp.bias.add_(1.0)
     assert a.annotation_state()["weights"] != s["weights"]
 
 
@@ -404,3 +413,85 @@ def test_building_the_annotator_leaves_the_callers_random_state_alone(anny_model
     assert not torch.equal(other.net.inp.weight, weights[1])
     with pytest.raises(ValueError, match="synthetic"):
         NeuralAnnot(anny_model, nets[3], {"synthetic"})
+
+
+def test_fit_dataset_cleans_its_target_as_fitting_does(anny_model, make_synthetic):
+    """Found by a review: a labelled keypoint with NaN coordinates (the Python API; the command line
+    cleans its batches) made the loss, then every weight, NaN, and the held-out choice never stopped."""
+    target, _, _ = make_synthetic(anny_model, 12, seed=3)
+    target.keypoints_2d[0, 3, :2] = float("nan")
+    target.keypoints_2d[1, :, 2] = 2.0  # COCO's visibility 2 read as a confidence
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=4, holdout=0)
+    a = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=cfg)
+    log = a.fit_dataset(target, progress=False)
+    assert all(torch.isfinite(w).all() for w in a.net.parameters()) and all(
+        v == v for v in log[-1].values() if isinstance(v, float))
+
+
+def test_a_second_call_trains_on_as_one_call_would(anny_model, make_synthetic):
+    """Found by a review: without a checkpoint, calling fit_dataset again with more epochs restarted Adam."""
+    target, _, _ = make_synthetic(anny_model, 12, seed=3)
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=4, holdout=0)
+    a = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=cfg)
+    a.fit_dataset(target, progress=False)
+    a.config.epochs = 2
+    a.fit_dataset(target, progress=False)
+    b = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=replace(cfg, epochs=2))
+    b.fit_dataset(target, progress=False)
+    assert a.epoch == b.epoch == 2
+    for x, y in zip(a.net.parameters(), b.net.parameters()):
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
+
+
+def test_the_prior_is_a_loss_not_trained_and_an_untrainable_head_is_frozen(anny_model, make_synthetic):
+    from fit3d.priors import build_prior
+
+    target, _, _ = make_synthetic(anny_model, 8, seed=2)
+    vae = build_prior("vae", anny_model)
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=4, holdout=0)
+    NeuralAnnot(anny_model, _net(anny_model), {"pretrain", "prior"}, prior=vae, config=cfg).fit_dataset(
+        target, progress=False)
+    assert all(p.grad is None for p in vae.parameters())  # (18 of 20 got gradients before)
+    protos = torch.zeros(3, anny_model.num_body_joints, 3)
+    net = KeypointRegressor(len(anny_model.keypoint_convention), anny_model.num_body_joints, anny_model.num_betas,
+                            width=32, blocks=1, prototypes=protos)
+    # without the depth recipe nothing trains the prototype choice: frozen (DDP failed on its missing gradient)
+    assert not any(p.requires_grad for p in NeuralAnnot(anny_model, net, {"pretrain"}, config=cfg).net.select.parameters())
+    assert all(p.requires_grad for p in NeuralAnnot(anny_model, net, {"pretrain", "depth"}, pose_set={},
+                                                    config=cfg).net.select.parameters())
+
+
+def test_a_resume_with_another_world_size_says_it_will_not_match(tmp_path, anny_model, make_synthetic, caplog):
+    target, _, _ = make_synthetic(anny_model, 8, seed=2)
+    ck = tmp_path / "annotator.pt"
+    cfg = TrainConfig(epochs=1, min_steps_per_epoch=2, batch_size=4, holdout=0)
+    NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=cfg, checkpoint=ck).fit_dataset(target,
+                                                                                                   progress=False)
+    state = torch.load(ck, weights_only=False)
+    assert state["world"] == 1
+    state["world"] = 4  # as if trained by 4 ranks
+    torch.save(state, ck)
+    with caplog.at_level("WARNING", logger="fit3d.fitters.neuralannot"):
+        NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, config=replace(cfg, epochs=2),
+                    checkpoint=ck).fit_dataset(target, progress=False)
+    assert "trained by 4 process(es), this run has 1" in caplog.text
+
+
+def test_diverged_training_stops_with_a_reason_and_saves_nothing(tmp_path, anny_model, make_synthetic):
+    target, _, _ = make_synthetic(anny_model, 8, seed=2)
+    ck = tmp_path / "annotator.pt"
+    a = NeuralAnnot(anny_model, _net(anny_model), {"pretrain"}, checkpoint=ck,
+                    config=TrainConfig(epochs=1, min_steps_per_epoch=1, batch_size=4, holdout=0))
+    with torch.no_grad():
+        a.net.inp.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="diverged in epoch 1"):
+        a.fit_dataset(target, progress=False)
+    assert not ck.exists()
+
+
+def test_a_checkpoint_needs_a_network_that_can_be_saved(tmp_path, anny_model):
+    from fit3d.regressors.flip import FlipAveraged
+
+    with pytest.raises(TypeError, match="FlipAveraged"):
+        NeuralAnnot(anny_model, FlipAveraged(_net(anny_model), anny_model), {"pretrain"},
+                    checkpoint=tmp_path / "a.pt")

@@ -65,6 +65,12 @@ def test_refinement_pays_above_the_ratio_or_when_the_base_is_invalid():
     valid = torch.tensor([True, True, False, False])
     assert refinement_pays(base, refined, 1.5, valid).tolist() == [True, False, True, True]
     assert refinement_pays(base, refined, 1.1, torch.ones(4, dtype=torch.bool)).tolist() == [True, True, False, False]
+    # a diverged refinement never replaces a finite base, even an invalid one (a review found NeuralAnnot
+    # keeping NaN annotations over finite predictions when both were invalid)
+    nan = torch.tensor([float("nan"), float("inf"), float("nan"), 1.0])
+    base2 = torch.tensor([50.0, 50.0, float("nan"), float("nan")])
+    invalid = torch.zeros(4, dtype=torch.bool)
+    assert refinement_pays(base2, nan, 1.5, invalid).tolist() == [False, False, True, True]
 
 
 def test_index_and_scatter_move_people_with_their_extras():

@@ -125,5 +125,6 @@ def test_neuralannot_trains_the_first_member(anny_model):
 
     a, b = _regressor(anny_model, 0), _regressor(anny_model, 1)
     annot = NeuralAnnot(anny_model, EnsembleRegressor([a, b]), {"pretrain"}, config=TrainConfig(epochs=0))
-    assert annot.net is a
+    assert type(annot.net) is type(a) and annot.net is not a  # a copy of the first member is trained
+    assert all(torch.equal(x, y) for x, y in zip(annot.net.state_dict().values(), a.state_dict().values()))
     assert all(torch.equal(x, y) for x, y in zip(annot.pretrained.state_dict().values(), a.state_dict().values()))
