@@ -169,7 +169,6 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
         write_json(partial, stats)
         log(f"fit3d: retargeted {len(ps['body_pose'])} poses (median residual "
             f"{stats['retarget_residual_mm_median']:.1f} mm) in {stats['seconds']['retarget']:.0f} s")
-    ps = load_pose_set(path("pose_set"))  # (as a resumed set-up reads it)
     for kind in ("gmm", "vae", "articulation", "prototypes"):
         if is_done(kind, kind):
             continue
