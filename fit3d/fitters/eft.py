@@ -51,6 +51,7 @@ from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, refi
 from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import refinement_stages
 from fit3d.geometry import project
+from fit3d.priors.base import as_loss
 from fit3d.regressors.base import crop_cam_to_transl
 from fit3d.regressors.functional import fresh_grads, grads_in_place
 
@@ -204,10 +205,10 @@ class EFT:
             raise ValueError(f"steps must be a whole number >= 0 (0: the regressor's prediction), not {steps!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, not {lr!r}")
-        self.regressor = regressor.to(body_model.device).eval()
+        self.regressor = regressor.to(device=body_model.device, dtype=body_model.dtype).eval()  # (a float64 model)
         self.steps, self.lr, self.shape_weight, self.anchor_weight = steps, lr, shape_weight, anchor_weight
         self.accept_ratio = accept_ratio
-        self.prior, self.prior_weight = prior, prior_weight
+        self.prior, self.prior_weight = (None if prior is None else as_loss(prior, body_model.device)), prior_weight
         self.refine, self.follow = refine, follow
         self.valid_fraction = valid_fraction
         names = list(self._named_parameters())
@@ -262,6 +263,7 @@ class EFT:
 
         return vmap(one_fixed, in_dims=(0, 0, 0))(weights, features, prototype)
 
+    @torch.enable_grad()  # (called under torch.no_grad(), as inference often is: fine-tuning needs gradients)
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Fine-tune one copy of the regressor per person; returns a :class:`FitResult`.
 

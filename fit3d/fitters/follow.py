@@ -146,6 +146,7 @@ def _residual(model: BodyModel, p: dict, batch: PersonBatch, scale: torch.Tensor
                               mask=mask)
 
 
+@torch.enable_grad()  # (called under torch.no_grad(): following needs gradients)
 def follow_keypoints(model: BodyModel, batch: PersonBatch, params: dict[str, torch.Tensor],
                      config: FollowConfig = FollowConfig()) -> Followed:
     """Refine ``params`` toward ``batch``'s keypoints, anchored at their pose (module docstring).
@@ -168,7 +169,7 @@ def follow_keypoints(model: BodyModel, batch: PersonBatch, params: dict[str, tor
     dev = start["transl"].device
     kept = torch.zeros(B, dtype=torch.bool, device=dev)
     iterations = torch.zeros(B, dtype=torch.long, device=dev)
-    loss = torch.full((B,), float("nan"), device=dev)
+    loss = torch.full((B,), float("nan"), device=dev, dtype=start["transl"].dtype)
     out = {k: v.clone() for k, v in start.items()}
     if B == 0:
         return Followed(out, kept, iterations, loss.clone(), loss.clone(), loss)

@@ -44,6 +44,7 @@ import fit3d.fitters.losses as L
 from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
 from fit3d.fitters.result import FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.geometry import project
+from fit3d.priors.base import as_loss
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class NeuralAnnot:
         if "prior" in self.recipes and prior is None:
             raise ValueError("the prior recipe needs a pose prior (the VAE)")
         if isinstance(prior, torch.nn.Module):  # a loss here, not trained: no gradients into its weights
-            prior.requires_grad_(False).eval().to(body_model.device)
+            as_loss(prior, body_model.device)
         self.pose_set, self.prior = pose_set, prior
         self._opt: torch.optim.Optimizer | None = None  # the final phase's Adam, which a later call goes on with
         self._world = 1  # the ranks training (recorded in the checkpoint)

@@ -47,6 +47,7 @@ from fit3d.fitters.result import VALID_ERROR_FRACTION, FitResult, is_valid, repr
 from fit3d.fitters.stages import Stage, default_smplify_schedule
 from fit3d.geometry import project
 from fit3d.priors import BendPrior, L2Prior, Prior
+from fit3d.priors.base import as_loss
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class SMPLify:
         if prior is not None and not isinstance(prior, torch.nn.Module):
             raise TypeError(f"prior must be a pose prior module, not {prior!r}: build one by name with "
                             "fit3d.priors.build_prior(name, body_model), or use fit3d.fitters.build.build_smplify")
-        self.prior = (prior or L2Prior()).to(body_model.device).eval()
+        self.prior = as_loss(prior or L2Prior(), body_model.device)
         if pose_space not in ("axis_angle", "latent"):
             raise ValueError(f"pose_space must be 'axis_angle' or 'latent', not {pose_space!r}")
         self.latent = pose_space == "latent"
@@ -535,6 +536,7 @@ class SMPLify:
         return torch.where(noisy, _best_rows(loss, B, branch == 1), clean), noisy
 
     # ----------------------------------------------------------------- call
+    @torch.enable_grad()  # (called under torch.no_grad(), as inference often is: fitting needs gradients)
     def __call__(self, batch: PersonBatch) -> FitResult:
         """Fit B people. Returns a :class:`FitResult` on the model's device, with extras
         ``hypothesis_yaw`` (deg), ``init_method``, ``prototype`` (-1: the rest pose),

@@ -182,3 +182,27 @@ def test_steps_and_rate_are_checked(anny_model, regressor):
     import numpy as np
 
     assert EFT(anny_model, regressor, steps=np.int64(3)).steps == 3
+
+
+def test_eft_from_a_notebook_no_grad_float64_and_a_prior_it_does_not_train(anny_model, make_synthetic, regressor):
+    """Found by a review of EFT: under torch.no_grad() (as inference often runs) EFT raised; a float64 body
+    model met the float32 regressor; a caller's VAE prior accumulated gradients at every step (and in its
+    training mode mixed people through its BatchNorm)."""
+    import copy
+
+    from fit3d.body_models.anny_model import AnnyModel
+    from fit3d.priors.vae import VAEPrior
+
+    batch, _, _ = make_synthetic(anny_model, 3, seed=4, noise_px=1.0)
+    torch.manual_seed(1)
+    vae = VAEPrior(anny_model.num_body_joints).train()
+    eft = EFT(anny_model, regressor, steps=3, lr=1e-3, prior=vae, prior_weight=0.1)
+    with torch.no_grad():
+        r = eft(batch)
+    assert torch.isfinite(r.body_pose).all() and (r.iterations == 3).all()
+    assert not vae.training and all(p.grad is None for p in vae.parameters())
+    alone = eft(batch.index(slice(1, 2)))  # a person's fit does not depend on who else is in the batch
+    torch.testing.assert_close(alone.body_pose[0], r.body_pose[1], atol=2e-4, rtol=1e-4)
+    m64 = AnnyModel().double()
+    r64 = EFT(m64, copy.deepcopy(regressor), steps=2, lr=1e-3)(batch)
+    assert r64.body_pose.dtype == torch.float64 and torch.isfinite(r64.body_pose).all()
