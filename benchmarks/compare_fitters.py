@@ -1,9 +1,11 @@
 """Every fitter on the development benchmarks: the README's accuracy table.
 
 Benchmarks are given as ``label=path`` (``fit3d benchmark make`` files); for each
-fitter and benchmark it prints PA-MPJPE-12 with a bootstrap 95 % interval of the mean (common /
+fitter and benchmark it prints PA-MPJPE-12 with a bootstrap 95 % interval of the mean, whole mocap
+trials resampled (:func:`fit3d.evaluation.benchmark.mean_interval`; the number of trials is printed) (common /
 rare when the benchmark marks rare people, and the rare / common ratio with its interval), MPJPE, the median reprojection error against the input keypoints,
-the share of valid fits and fits/s, and writes every number to ``--json``.
+the share of valid fits and fits/s, and writes every number to ``--json`` (with each person's
+PA-MPJPE-12 and trial, for paired comparisons later).
 NeuralAnnot trains its annotator on each benchmark's 2D keypoints (the 3D is only
 used for scoring) with all Three Recipes, then annotates.
 
@@ -81,8 +83,9 @@ def main() -> None:
         bench = load_benchmark(path)
         if a.limit:
             bench = benchmark_subset(bench, a.limit)
-        print(f"\n{label}: {len(bench['keypoints_2d'])} people ({path})", flush=True)
-        print("| fitter | PA-MPJPE-12 [95 % CI] (common / rare) | rare / common [95 % CI] | MPJPE | "
+        trials = len(np.unique(bench["trial"])) if "trial" in bench else "?"
+        print(f"\n{label}: {len(bench['keypoints_2d'])} people of {trials} trials ({path})", flush=True)
+        print("| fitter | PA-MPJPE-12 [95 % CI by trial] (common / rare) | rare / common [95 % CI] | MPJPE | "
               "reprojection median px | valid | fits/s |")
         print("|---|---|---|---|---|---|---|")
         for name in names:
@@ -91,6 +94,9 @@ def main() -> None:
             s = dict(res["summary"])
             if hasattr(fitter, "train_seconds"):  # NeuralAnnot: training counts in its speed
                 s["fits_per_s"] = s["count"] / (s["seconds"] + fitter.train_seconds)
+            s["per_person_pa_mpjpe"] = res["per_person"]["pa_mpjpe"].tolist()
+            if "trial" in bench:
+                s["per_person_trial"] = np.asarray(bench["trial"]).astype(str).tolist()
             results.setdefault(label, {})[name] = s
             split = (f" ({s['pa_mpjpe_common']:.1f} / {s['pa_mpjpe_rare']:.1f})" if "pa_mpjpe_rare" in s else "")
             lo, hi = s["pa_mpjpe_ci95"]
