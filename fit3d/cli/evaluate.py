@@ -62,6 +62,13 @@ def evaluate(fits_dir, gt, joints, match, per_sample, out):
     if summary["fitted_without_common_keypoints"]:
         click.echo(f"fit3d: {summary['fitted_without_common_keypoints']} fitted people share no keypoint name with "
                    "the ground truth's layout: no 2D error for them", err=True)
+    if summary["unscored_3d"]:
+        n = summary["unscored_3d"]
+        click.echo(f"fit3d: warning: {n} fitted {'people have' if n > 1 else 'person has'} non-finite 3D joints: left "
+                   "out of MPJPE and PA-MPJPE (which they would only raise)", err=True)
+    if summary["nonfinite_points_2d"]:
+        click.echo(f"fit3d: warning: {summary['nonfinite_points_2d']} labelled keypoints have a non-finite fitted point: "
+                   "counted as misses for PCK, left out of the 2D error", err=True)
     if summary["ground_truth_without_fit"]:
         n, m = summary["ground_truth_without_fit"], summary["images_without_fits"]
         click.echo(f"fit3d: {n} ground-truth {'people have' if n > 1 else 'person has'} no fit in {fits_dir} (counted "

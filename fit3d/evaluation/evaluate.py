@@ -194,7 +194,10 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     The summary also says what could not be scored: ``unreadable_fits`` (files; their people
     count as not fitted), ``ground_truth_left_out`` (COCO entries that are no ground truth, with
     the reason), ``duplicate_ids``, ``fitted_without_common_keypoints`` (fits whose keypoint
-    layout shares no name with the ground truth's: no 2D error), and what did not match:
+    layout shares no name with the ground truth's: no 2D error), ``unscored_3d`` (fitted people with 3D
+    ground truth whose fitted joints are not finite: left out of the 3D means, which a fitter with any
+    therefore flatters), ``nonfinite_points_2d`` (labelled ground-truth points whose fitted point is not
+    finite: misses for PCK, left out of the 2D error), and what did not match:
     ``ground_truth_without_fit`` (people with no fit row at all, counted as not fitted; not
     skipped ones, which have a row; with ``match="keypoints"`` also those no fit row was paired
     with, e.g. people skipped for having too few keypoints to pair),
@@ -224,7 +227,7 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     unreadable: list[str] = []
     fits = load_fit_people(fits_dir, unreadable)
     rows = []
-    duplicates = no_common = 0
+    duplicates = no_common = nonfinite_2d = unscored_3d = 0
     problems: list = []
     seen, unmatched, gt_images = set(), 0, set()
     ground_truth = load_ground_truth(gt_path, problems)
@@ -248,15 +251,18 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
             gt2 = torch.as_tensor(_pick(g["keypoints_2d"], g["names"], common))[None]
             p2 = torch.as_tensor(_pick(f["keypoints_2d_fit"], f["names"], common))[None]
             ok = torch.isfinite(p2).all(-1)
-            gt2[..., 2] *= ok.to(gt2)
-            p2 = torch.nan_to_num(p2)
+            nonfinite_2d += int((~ok & (gt2[..., 2] > 0)).sum())
             box = torch.as_tensor(g["bbox"])[None]
-            row.update(error_2d_px=float(M.reprojection_px(p2, gt2)[0]), pck_05=float(M.pck(p2, gt2, box, 0.05)[0]),
-                       pck_10=float(M.pck(p2, gt2, box, 0.1)[0]))
+            far = torch.where(ok[..., None], p2, torch.full_like(p2, 1e9))  # a point not fitted: a miss for PCK
+            seen2 = gt2.clone()
+            seen2[..., 2] *= ok.to(gt2)  # ... and left out of the mean 2D error (it has no distance)
+            row.update(error_2d_px=float(M.reprojection_px(torch.nan_to_num(p2), seen2)[0]),
+                       pck_05=float(M.pck(far, gt2, box, 0.05)[0]), pck_10=float(M.pck(far, gt2, box, 0.1)[0]))
             if g["joints_3d"] is not None and all(w in g["names"] and w in f["names"] for w in wanted):
                 S = _pick(g["joints_3d"], g["names"], wanted)
                 P = _pick(f["keypoints_3d"], f["names"], wanted)
                 conf = S[:, 3] > 0
+                unscored_3d += bool(conf.sum() >= 4 and not np.isfinite(P).all())
                 if conf.sum() >= 4 and np.isfinite(P).all():
                     gt3 = torch.as_tensor(S[None, :, :3], dtype=torch.float32)
                     pr3 = torch.as_tensor(P[None], dtype=torch.float32)
@@ -272,6 +278,7 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
                    duplicate_ids=duplicates, unreadable_fits=unreadable,
                    ground_truth_left_out=[f"{p.source}: {p.reason}" for p in problems if p.severity == "error"],
                    fitted_without_common_keypoints=no_common, ground_truth_without_fit=unmatched,
+                   unscored_3d=unscored_3d, nonfinite_points_2d=nonfinite_2d,
                    images_without_fits=len(gt_images - {image for image, _ in fits}),
                    fitted_not_in_ground_truth=sum(1 for k, f in fits.items()
                                                   if k not in seen and f is not None and f["status"] == "fitted"))

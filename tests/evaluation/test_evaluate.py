@@ -225,3 +225,28 @@ def test_fits_of_a_detectors_keypoints_are_matched_to_the_annotations_by_where_t
     assert f"{len(truth)} of the {len(truth)} fitted are valid" in r.output
     with pytest.raises(ValueError, match="match must be"):
         evaluate(fits, gt, match="boxes")
+
+
+def test_a_fit_with_non_finite_points_is_counted_not_silently_dropped(tmp_path):
+    """Found by a review: a fitted person with NaN 3D joints left the 3D means without a trace (the score
+    looked better), and NaN 2D points were left out of PCK instead of counting as misses."""
+    rng = np.random.default_rng(1)
+    part = np.concatenate([rng.uniform(50, 400, (2, 24, 2)), np.ones((2, 24, 1))], -1).astype(np.float32)
+    S = np.concatenate([rng.normal(0, 0.3, (2, 24, 3)), np.ones((2, 24, 1))], -1).astype(np.float32)
+    gt = tmp_path / "spin.npz"
+    write_npz(gt, dict(imgname=np.asarray(["a.jpg", "a.jpg"]), annot_id=np.array([0, 1]),
+                       center=np.full((2, 2), 200, np.float32), scale=np.ones(2, np.float32), part=part, S=S))
+    fit2d, fit3d = part[:, :, :2].copy(), S[:, :, :3].copy()
+    fit3d[1] = np.nan  # the second person's fit diverged
+    fit2d[1, :12] = np.nan  # half of its 2D points too
+    write_npz(tmp_path / "fits" / "a.jpg.npz", dict(
+        image=np.str_("a.jpg"), keypoint_names=np.asarray(SPIN24.names), annot_id=np.array([0, 1]),
+        status=np.asarray(["fitted"] * 2), valid=np.ones(2, bool), keypoints_2d_fit=fit2d, keypoints_3d=fit3d))
+    summary, rows = evaluate(tmp_path / "fits", gt)
+    assert summary["fitted"] == 2 and summary["unscored_3d"] == 1 and summary["nonfinite_points_2d"] == 12
+    assert "mpjpe" in rows[0] and "mpjpe" not in rows[1]
+    assert rows[1]["pck_05"] == pytest.approx(0.5)  # the 12 NaN points are misses, the 12 exact ones hits
+    assert rows[1]["error_2d_px"] == pytest.approx(0, abs=1e-4)
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(tmp_path / "fits"), "--gt", str(gt), "--out",
+                                 str(tmp_path / "m.json")])
+    assert r.exit_code == 0 and "1 fitted person has non-finite 3D joints" in r.output, r.output
