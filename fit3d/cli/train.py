@@ -70,6 +70,9 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
     with errors_as():
         stats = prepare_mocap(list(sources), out, body, fps=fps, dedupe_m=dedupe_m, iterations=iterations)
     click.echo(json.dumps(stats, indent=2))
+    if stats["missing_test_subjects"]:
+        click.echo(f"fit3d: warning: the test subjects {', '.join(stats['missing_test_subjects'])} are not in these "
+                   "trials: the development benchmark (fit3d benchmark make) has fewer or no test poses", err=True)
 
 
 @click.command("train-prior")

@@ -1,4 +1,4 @@
-"""From CMU mocap archives to a compact set of retargeted poses, split by trial.
+"""From CMU mocap archives to a compact set of retargeted poses, split by subject.
 
 Steps: read every ASF/AMC and BVH trial (from folders or ``.tar.xz``/``.tar.gz``
 archives), subsample (120 Hz -> ``fps``), drop near-duplicate frames (no
@@ -23,7 +23,7 @@ from fit3d import __version__
 from fit3d.mocap.asf_amc import read_asf_amc
 from fit3d.mocap.bvh_reader import read_bvh
 from fit3d.mocap.clip import MOCAP_POINTS, MocapClip
-from fit3d.mocap.splits import subject_split, trial_split_v1
+from fit3d.mocap.splits import missing_test_subjects, subject_split, trial_split_v1
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +178,7 @@ def prepare_mocap(
         poses_per_split={k: int((split == k).sum()) for k in ("train", "val", "test")},
         subjects_per_split={k: sorted({c.subject for c, s in zip(clips, subject_split([c.subject for c in clips]))
                                        if s == k}) for k in ("train", "val", "test")},
+        missing_test_subjects=missing_test_subjects([c.subject for c in clips]),
         residual_mm_mean=float(res.mean()),
         residual_mm_median=float(np.median(res)), residual_mm_p95=float(np.percentile(res, 95)),
         direction_error_deg_mean=float(arrays["direction_error_deg"].mean()),

@@ -35,12 +35,28 @@ SPLITS = ("train", "val", "test")
 
 
 def subject_split(subjects) -> np.ndarray:
-    """``(N,)`` ``"train"`` / ``"val"`` / ``"test"`` for subject ids (``"01"``, ``"136"``...)."""
-    s = np.asarray([str(x) for x in subjects])
+    """``(N,)`` ``"train"`` / ``"val"`` / ``"test"`` for subject ids (``"01"``, ``"136"``...).
+    Numeric ids are compared as numbers (``"2"``, ``"02"`` and ``"002"`` are subject 02: files named
+    ``2_01.bvh`` would otherwise have put a test subject into training, in silence)."""
+    s = np.asarray([canonical_subject(x) for x in subjects])
     out = np.full(s.shape, "train", dtype="<U5")
-    out[np.isin(s, VAL_SUBJECTS)] = "val"
-    out[np.isin(s, TEST_SUBJECTS)] = "test"
+    out[np.isin(s, [canonical_subject(x) for x in VAL_SUBJECTS])] = "val"
+    out[np.isin(s, [canonical_subject(x) for x in TEST_SUBJECTS])] = "test"
     return out
+
+
+def canonical_subject(subject) -> str:
+    """A subject id as compared: a number without leading zeros (``"02"`` -> ``"2"``), other ids as
+    they are."""
+    text = str(subject).strip()
+    return str(int(text)) if text.isdigit() else text
+
+
+def missing_test_subjects(subjects) -> list[str]:
+    """The :data:`TEST_SUBJECTS` that ``subjects`` lacks (a mocap collection without them gives the
+    development benchmark no test poses)."""
+    have = {canonical_subject(x) for x in subjects}
+    return [t for t in TEST_SUBJECTS if canonical_subject(t) not in have]
 
 
 def trial_split_v1(n_trials: int, test_every: int = 5) -> np.ndarray:

@@ -14,6 +14,13 @@ def test_subject_split_maps_subjects():
     assert split.tolist() == ["val", "test", "train", "test", "val", "train"]
     assert not set(TEST_SUBJECTS) & set(VAL_SUBJECTS)
     assert trial_split_v1(10).tolist() == [False, False, True, False, False] * 2
+    # ids written without the leading zero (files named 2_01.bvh) are the same subjects (found by a review:
+    # "2" and "7" went to training in silence)
+    assert subject_split(["2", "002", "7", "1", " 35", "136", "36"]).tolist() == [
+        "test", "test", "test", "val", "val", "test", "train"]
+    from fit3d.mocap.splits import missing_test_subjects
+
+    assert missing_test_subjects(["2", "07", "39"]) == ["136"] and missing_test_subjects(TEST_SUBJECTS) == []
 
 
 def test_bundled_pose_set_is_split_by_subject():
