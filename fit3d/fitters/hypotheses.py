@@ -6,9 +6,12 @@
   ``|t r - P| = L``, whose two roots sum to ``2 r.P``; the other interpretation is
   ``E' = (2 r.P - |E|) r`` (toward the camera instead of away, or the reverse).
   :func:`limb_depth_flips` rotates a joint so that its child moves from ``E`` to ``E'``
-  (exactly the same projection), for the lower segment of a limb (elbow -> wrist,
+  (the same projection), for the lower segment of a limb (elbow -> wrist,
   knee -> ankle) or the upper one (shoulder -> elbow, hip -> knee; the lower segment is
-  re-aimed so that the wrist or ankle keeps its projection too). SMPLify fits these
+  re-aimed so that the wrist or ankle keeps its projection too). The hand or foot keeps its
+  orientation in the camera frame (it moves with the wrist or ankle; turned with the segment,
+  a foot's toes and heel moved by up to 34 px in the image, found by a review): its
+  keypoints' projections move only by the wrist's or ankle's change of depth. SMPLify fits these
   alternatives as extra batch rows and keeps the best by fit and prior.
 * Joint rotations compose as SMPL's do: ``G_j = G_parent(j) R(body_pose_j)``,
   ``G_root = R(global_orient)`` (anny's ``local-ref`` parameterisation composes the
@@ -102,12 +105,16 @@ def flip_segment(body_pose: torch.Tensor, global_orient: torch.Tensor, joints_3d
     out = body_pose.clone()
     local = G_parent.transpose(-1, -2) @ R_flip @ G[:, joint]
     out[:, joint - 1] = roma.rotmat_to_rotvec(local)
-    if grandchild is not None:
-        W = joints_3d[:, grandchild]
-        moved = W + (E2 - E)  # where the grandchild goes if the child's segment keeps its direction
-        target = _other_root(E2, torch.nn.functional.normalize(W, dim=-1), (W - E).norm(dim=-1, keepdim=True), moved)
-        R_aim = rotation_between(moved - E2, target - E2)
-        out[:, child - 1] = roma.rotmat_to_rotvec((R_flip @ G[:, joint]).transpose(-1, -2) @ R_aim @ G[:, child])
+    if grandchild is None:  # the child (wrist, ankle) keeps its own orientation: the hand or foot does not swing
+        out[:, child - 1] = roma.rotmat_to_rotvec((R_flip @ G[:, joint]).transpose(-1, -2) @ G[:, child])
+        return out
+    W = joints_3d[:, grandchild]
+    moved = W + (E2 - E)  # where the grandchild goes if the child's segment keeps its direction
+    target = _other_root(E2, torch.nn.functional.normalize(W, dim=-1), (W - E).norm(dim=-1, keepdim=True), moved)
+    R_aim = rotation_between(moved - E2, target - E2)
+    out[:, child - 1] = roma.rotmat_to_rotvec((R_flip @ G[:, joint]).transpose(-1, -2) @ R_aim @ G[:, child])
+    # the grandchild (wrist, ankle) keeps its own orientation too
+    out[:, grandchild - 1] = roma.rotmat_to_rotvec((R_aim @ G[:, child]).transpose(-1, -2) @ G[:, grandchild])
     return out
 
 
