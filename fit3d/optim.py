@@ -30,6 +30,7 @@ class BatchedAdam:
         self.v = [torch.zeros_like(p) for p in params]
         B = params[0].shape[0]
         self.t = torch.zeros(B, device=params[0].device, dtype=params[0].dtype)
+        self.uniform = True  # every row has taken every step (one step count): the plain update applies
 
     def subset(self, params: list[torch.Tensor], rows: torch.Tensor) -> "BatchedAdam":
         """An optimiser over ``params`` (the ``rows`` of this one's tensors, same order) that
@@ -39,13 +40,17 @@ class BatchedAdam:
         opt.m = [m[rows].clone() for m in self.m]
         opt.v = [v[rows].clone() for v in self.v]
         opt.t = self.t[rows].clone()
+        opt.uniform = self.uniform
         return opt
 
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
-        """Update the rows where ``active`` (``(B,)`` bool) is true, from ``p.grad``."""
-        if bool(active.all()):
+        """Update the rows where ``active`` (``(B,)`` bool) is true, from ``p.grad``. A row
+        frozen at some step and active again later goes on with its own step count (its bias
+        correction), as an Adam of that row alone would."""
+        if self.uniform and bool(active.all()):
             return self._step_all()
+        self.uniform = False  # (from here on the rows' step counts may differ: the masked update)
         self.t += active.to(self.t)
         t = self.t.clamp(min=1)
         c1 = 1 - self.b1**t
@@ -63,8 +68,8 @@ class BatchedAdam:
             p.grad = None
 
     def _step_all(self) -> None:
-        """Every row active: rows never stopped, so they share one step count, and the
-        update is plain in-place Adam (no masks, no temporaries)."""
+        """Every row active and none ever frozen (``uniform``): they share one step count, and
+        the update is plain in-place Adam (no masks, no temporaries)."""
         self.t += 1
         t = float(self.t[0])
         c1, c2 = 1 - self.b1**t, 1 - self.b2**t

@@ -126,7 +126,8 @@ class SMPLify:
         prototypes: a :class:`~fit3d.priors.prototypes.PoseMemory` whose prototypes are
             extra starting poses (None: the rest pose only).
         prototype_starts: prototype rows per person kept after the camera stage.
-        depth_flips: add the limb depth-flip rows after the first body stage.
+        depth_flips: add the limb depth-flip rows after the first body stage (not with
+            ``pose_space="latent"``: a flipped pose, encoded, decodes to another pose).
         noise_threshold: RMS reprojection residual (nominal pixels, see
             :mod:`fit3d.fitters.losses`) of the clean branch's best fit above which a
             person's keypoints count as noisy (see :class:`Stage` ``branch``).
@@ -208,9 +209,10 @@ class SMPLify:
                 raise ValueError(f"prototypes have {prototypes.num_joints} joints, the model {body_model.num_body_joints}")
             self.prototypes = prototypes.to(body_model.device)
         self.prototype_starts = max(0, prototype_starts)
-        self.depth_flips = depth_flips
+        # (in the latent pose space a flipped pose, encoded, decodes to another pose: no flip; found by a review)
+        self.depth_flips = depth_flips and not self.latent
         self.noise_threshold = noise_threshold
-        self.parents = kinematic_parents(body_model) if depth_flips else None
+        self.parents = kinematic_parents(body_model) if self.depth_flips else None
         self.standing_height = float(rest.keypoints_3d[0, :, 1].max() - rest.keypoints_3d[0, :, 1].min()) + 0.1
 
     # ----------------------------------------------------------------- pieces
@@ -290,8 +292,10 @@ class SMPLify:
                 person's rows share one shape throughout the stage (frozen and stopped rows
                 included: the person's final shape is theirs), moved by the mean of its
                 rows' gradients; a person whose shape gradient is not finite (a diverged
-                row) keeps its shape at that step, so one diverged row does not spoil the
-                person's other rows. Otherwise every row has its own shape.
+                row) keeps its shape at that step, and the diverged row stops and goes back to
+                its values at the stage's start, so the person's shape moves on from the next
+                step (one diverged row does not spoil the person's other rows). Otherwise
+                every row has its own shape.
         Returns:
             ``(final loss (B,), steps taken (B,))``.
         """
@@ -344,6 +348,7 @@ class SMPLify:
         active = torch.ones(n, dtype=torch.bool, device=steps.device)
         stall = torch.zeros(n, dtype=torch.long, device=steps.device)
         prev = None
+        begun = {k: p[k].detach().clone() for k in names}  # where a row that diverges goes back to
         for it in range(stage.iterations):
             loss = evaluate(p, b, c, cn)
             if stage.keep_rows and owner is not None and it == stage.keep_after and rows is None:
@@ -358,7 +363,11 @@ class SMPLify:
                     opt = opt.subset([p[k] for k in names], rows) if opt is not None else None
                     active, stall = active[rows], stall[rows]
                     prev = None if prev is None else prev[rows]
+                    begun = {k: v[rows] for k, v in begun.items()}
                     loss = evaluate(p, b, c, cn)
+            cur = loss.detach()
+            diverged = ~torch.isfinite(cur)  # stops, and goes back to where the stage began (below)
+            active &= ~diverged
             loss.sum().backward()
             if opt is not None:
                 opt.step(active)
@@ -366,11 +375,13 @@ class SMPLify:
                 shape.grad /= len(p["body_pose"]) // len(shape)
                 finite = torch.isfinite(shape.grad).all(1)  # (a diverged row: the person's shape stays)
                 shape_opt.step(active.view(len(shape), -1).any(1) & finite)
+            with torch.no_grad():  # a diverged row: its stage's starting values, finite again, so that the
+                for k in names:  # person's shared shape moves on from the next step (no sync: a where)
+                    p[k].copy_(torch.where(diverged.view(-1, *([1] * (p[k].dim() - 1))), begun[k], p[k]))
             if rows is None:
                 steps += active.long()
             else:
                 steps.index_add_(0, rows, active.long())
-            cur = loss.detach()
             if prev is not None:
                 rel = (prev - cur).abs() / cur.abs().clamp(min=1e-8)
                 stall = torch.where(rel < stage.tolerance, stall + 1, torch.zeros_like(stall))
@@ -430,14 +441,18 @@ class SMPLify:
         if self.prototypes is not None:
             starts = torch.cat([starts, self.prototypes.prototypes.to(dev)])
         S = len(starts)
+        latents = None
+        if self.latent:  # the starts as the latent space holds them: the camera stage poses what the body stages move
+            with torch.no_grad():
+                latents = self.prior.encode(starts)[0] if S > 1 else params["latent"][:1]
+                starts = self.prior.decode(latents)
         with torch.no_grad():
             canon = self.body_model.canonical(starts, torch.zeros(S, self.body_model.num_betas, device=dev))
         rows = B * H * S
         params = {k: v.repeat_interleave(S, 0) for k, v in params.items()}
         params["body_pose"] = starts.repeat(B * H, 1, 1)
-        if self.latent:
-            with torch.no_grad():
-                params["latent"] = self.prior.encode(starts)[0].repeat(B * H, 1) if S > 1 else params["latent"]
+        if latents is not None:
+            params["latent"] = latents.repeat(B * H, 1)
         sub = batch.repeat_interleave(H * S)
         ctx = dict(scale=L.person_scale(sub.keypoints_2d, sub.bbox), init_depth=init_depth.repeat_interleave(S, 0),
                    evidence=face_evidence(sub.keypoints_2d, sub.convention))
@@ -544,10 +559,16 @@ class SMPLify:
         and ``noisy_keypoints`` (the refinement branch for noisy keypoints won).
 
         Raises:
-            ValueError: the batch is empty or in another keypoint convention (``PersonBatch.for_model``).
+            ValueError: the batch is empty or in another keypoint convention (``PersonBatch.for_model``);
+                depth flips with a schedule whose first body stage is a refinement branch.
             TypeError: ``batch`` is no PersonBatch (:func:`~fit3d.data.batching.batch_for`).
         """
         batch = self._check(batch)
+        first = next((st for st in self.schedule if st.moves_body), None)
+        if self.depth_flips and first is not None and first.branch:
+            raise ValueError(f"SMPLify's depth-flip rows are added after the first body stage, and this schedule's "
+                             f"({first.name!r}) is a {first.branch!r} branch: put a plain body stage before the "
+                             "branches, or fit with depth_flips=False")
         params, sub, ctx, tags, method, canon = self._starting_rows(batch)
         return self._fit_rows(batch, params, sub, ctx, tags, canon, method)
 

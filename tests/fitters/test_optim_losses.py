@@ -81,3 +81,25 @@ def test_upright_is_the_up_axis_share_along_the_optical_axis():
     orient = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.7], [math.pi / 2, 0.0, 0.0], [math.pi / 4, 0.0, 0.0],
                            [0.0, math.pi / 2, 0.0]])
     assert torch.allclose(upright(orient), torch.tensor([0.0, 0.0, 1.0, 0.5, 0.0]), atol=1e-6)
+
+
+def test_a_row_frozen_then_active_again_keeps_its_own_step_count():
+    """Found by a review: once every row was active again, the plain update took row 0's step count
+    for all rows, so a row frozen at some step got another row's bias correction."""
+    torch.manual_seed(2)
+    x0, target = torch.randn(2, 3), torch.randn(2, 3)
+    a = x0.clone().requires_grad_(True)
+    ours = BatchedAdam([a], lr=0.1)
+    b = x0[1:].clone().requires_grad_(True)
+    ref = torch.optim.Adam([b], lr=0.1)
+    masks = [[True, True], [True, False]] + [[True, True]] * 4
+    for m in masks:
+        ((a - target) ** 2).sum().backward()
+        ours.step(torch.tensor(m))
+        if m[1]:  # row 1 alone steps only when active
+            ref.zero_grad()
+            ((b - target[1:]) ** 2).sum().backward()
+            ref.step()
+        else:
+            a.grad = None
+    torch.testing.assert_close(a[1:].detach(), b.detach(), rtol=0, atol=1e-4)  # (the old update: ~1e-2 off)

@@ -266,22 +266,36 @@ def test_a_person_s_rows_share_one_shape(anny_model, make_synthetic):
 
 
 def test_a_diverged_row_does_not_spoil_its_person_s_shared_shape(anny_model, make_synthetic):
-    """A person's rows share one shape; a row that diverges (NaN) must not make that shape, and
-    with it the person's other rows, NaN (a diverged row never wins a person): the person's shape
-    stays where it is while its gradient is not finite, and the other people fit as usual."""
+    """A person's rows share one shape; a row that diverges (its loss and gradient NaN) must not make
+    that shape, and with it the person's other rows, NaN (a diverged row never wins a person): it
+    stops and goes back to its values at the stage's start, the person's shape skips that one step
+    and moves on (a review found it frozen for the rest of the stage, and the NaN row never
+    stopping), and the other people fit as usual."""
     batch, _, _ = make_synthetic(anny_model, 2, seed=4, noise_px=1.0)
     fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
     params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
-    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=5, lr=0.05,
+    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=6, lr=0.05,
                   weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0)
-    start = params["betas"].clone()
-    params["body_pose"][1, 3, 0] = float("nan")  # person 0's second row
-    loss, _ = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
-    healthy = torch.tensor([True, False] + [True] * 6)
-    assert torch.isfinite(loss[healthy]).all() and torch.isfinite(params["betas"]).all()
-    assert torch.isfinite(params["body_pose"][healthy]).all()
-    assert torch.equal(params["betas"][:4], start[:4])  # person 0's shape held
-    assert not torch.equal(params["betas"][4:], start[4:])  # person 1's moved
+    start = {k: v.clone() for k, v in params.items()}
+    calls, shapes = [0], []
+    plain = fitter.losses
+
+    def losses(*args, **kw):  # person 0's second row diverges at the third iteration
+        out = plain(*args, **kw)
+        calls[0] += 1
+        shapes.append(args[2]["betas"][0].detach().clone())
+        if calls[0] == 3:
+            out = out * torch.where(torch.arange(len(out)) == 1, float("nan"), 1.0)
+        return out
+
+    fitter.losses = losses
+    loss, steps = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
+    assert torch.isfinite(loss).all() and torch.isfinite(params["betas"]).all()
+    assert torch.isfinite(params["body_pose"]).all()
+    assert torch.equal(params["body_pose"][1], start["body_pose"][1])  # back where the stage began
+    assert steps[1] == 2 and (steps[[0, 2, 3]] == 6).all()  # it stopped; its person's other rows did not
+    assert not torch.equal(shapes[-1], shapes[3])  # person 0's shape moved on after the diverged step
+    assert not torch.equal(params["betas"][4:], start["betas"][4:])  # person 1's moved
 
 
 def test_rows_frozen_by_keep_rows_take_their_person_s_shape(anny_model, make_synthetic):
@@ -435,3 +449,24 @@ def test_smplify_under_no_grad_with_a_prior_it_does_not_train(anny_model, make_s
         res = SMPLify(anny_model, prior=vae, schedule=sched, yaws=(0.0,))(batch)
     assert torch.isfinite(res.body_pose).all()
     assert not vae.training and all(p.grad is None and not p.requires_grad for p in vae.parameters())
+
+
+def test_latent_rows_start_from_decoded_poses_without_flips_and_branch_first_schedules_are_refused(anny_model,
+                                                                                                 make_synthetic):
+    """Found by a review: in the latent pose space the camera stage posed the starts while the body stages
+    moved their decodings (up to 114 mm apart), and a flipped pose, encoded, decoded to another pose; a
+    schedule whose first body stage is a branch got flip rows that were never optimised."""
+    from fit3d.priors import build_prior
+
+    vae = build_prior("vae", anny_model)
+    fitter = SMPLify(anny_model, prior=vae, pose_space="latent")
+    assert not fitter.depth_flips
+    batch, _, _ = make_synthetic(anny_model, 1, seed=2)
+    params, *_ = fitter._starting_rows(batch)
+    with torch.no_grad():
+        torch.testing.assert_close(params["body_pose"], vae.decode(params["latent"]), rtol=0, atol=1e-5)
+    sched = [Stage("camera", ("global_orient", "transl"), 2, 0.05, {"reprojection": 1.0}, keypoints="torso"),
+             Stage("body_clean", ("body_pose",), 2, 0.02, {"reprojection": 1.0}, branch="clean")]
+    with pytest.raises(ValueError, match="first body stage"):
+        SMPLify(anny_model, schedule=sched)(batch)
+    SMPLify(anny_model, schedule=sched, depth_flips=False)(batch)  # without flips it runs
