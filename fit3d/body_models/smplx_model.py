@@ -185,6 +185,10 @@ class SMPLXModel(BodyModel):
                 log.debug("smplx: %s", line)
         except Exception as e:  # noqa: BLE001 - pickle, zip, numpy and key errors of a bad file: one clear line
             detail = str(e).splitlines()[0] if str(e) else ""
+            if "chumpy" in detail:  # SMPLify's and MANO's old .pkl files pickle chumpy objects
+                raise ValueError(f"{path} holds chumpy objects (an old SMPL / MANO .pkl), which fit3d does not read: "
+                                 f"use SMPL v1.1.0's .pkl, AMASS's 'Extended SMPL+H' .npz or SMPL-X's .npz (from "
+                                 f"{MODEL_URLS[model_type]}), or convert it with smplx's tools/clean_ch.py") from e
             raise ValueError(f"{path} is not a readable {model_type.upper()} model file ({type(e).__name__}: "
                              f"{detail}): a file of another model (SMPL's are .pkl, SMPL-X's usually .npz: give "
                              f"its --model), or a damaged one (download it again from {MODEL_URLS[model_type]})") from e
@@ -272,11 +276,18 @@ class SMPLXModel(BodyModel):
         key = (sm.v_template.device, sm.v_template.dtype)
         if getattr(self, "_tables_key", None) == key:
             return self._tables
+        with torch.inference_mode(False):  # (built first under inference_mode, they broke every later gradient)
+            self._tables = self._build_tables(sm)
+        self._tables_key = key
+        return self._tables
+
+    def _build_tables(self, sm) -> dict:
+        """:meth:`_skeleton_tables`' contents, from smplx's layer ``sm``."""
         S = self.num_betas
         dirs = sm.shapedirs[:, :, :S]
         idx = sm.vertex_joint_selector.extra_joints_idxs[: len(EXTRA_KEYPOINTS)]
         P = sm.posedirs.shape[0]
-        self._tables = dict(
+        return dict(
             chain=_chain_levels(sm.parents.tolist(), sm.v_template.device),
             joints=sm.J_regressor @ sm.v_template,  # (J, 3)
             joint_dirs=torch.einsum("jv,vcs->jcs", sm.J_regressor, dirs),  # (J, 3, S)
@@ -284,8 +295,6 @@ class SMPLXModel(BodyModel):
             kp_posedirs=sm.posedirs.view(P, -1, 3)[:, idx],  # (P, K, 3)
             kp_weights=sm.lbs_weights[idx],  # (K, J)
         )
-        self._tables_key = key
-        return self._tables
 
     def _skeleton(self, body_pose: torch.Tensor, betas: torch.Tensor) -> BodyOutput:
         """smplx's joints and vertex keypoints without skinning the mesh: forward kinematics

@@ -8,7 +8,8 @@ the body model's parameter dict named
 after it (``smpl``: global_orient (N, 3), body_pose (N, 23, 3), betas, transl; ``smplx``
 (body_pose (N, 21, 3)) and ``smplh`` the same four, without the hands, jaw, eyes and expression
 that fit3d does not fit (:func:`model_params`); anny fits as ``anny``), ``meta`` (``gender`` (N,): ``m`` / ``f`` for a male / female model's fits, as
-mmhuman3d's converters write 3DPW's, else ``neutral``) and ``misc`` (``smpl_source``, ``cam_param_type`` =
+mmhuman3d's converters write 3DPW's, ``neutral`` beside them; no ``gender`` when every fit is neutral,
+since mmhuman3d reads any letter but ``m`` as female) and ``misc`` (``smpl_source``, ``cam_param_type`` =
 ``perspective``, ``focal_length`` (N, 2), ``principal_point`` (N, 2), ``camera_frame`` =
 ``opencv``, ``annot_id``, ``track_id`` (N,): the person's id across frames, -1 where the input has
 none; ``keypoints2d_source``: the input layout's point names,
@@ -79,6 +80,13 @@ def crop_boxes(people: dict) -> np.ndarray:
     return np.concatenate([xy, side[:, None], side[:, None], np.ones((len(side), 1))], 1).astype(np.float32)
 
 
+def _meta(people: dict) -> dict:
+    """HumanData's ``meta``: ``gender`` ``m`` / ``f`` per person, only when some fits are of a male or
+    female model (mmhuman3d reads any other letter as female: neutral fits carry none, as in SPIN's)."""
+    letters = gender_letters(people)
+    return {} if (letters == "neutral").all() else {"gender": letters}
+
+
 def _unsliced(value):
     """``value`` as a 0-d array: HumanData slices every ``misc`` / ``meta`` entry whose ``len()``
     equals the number of people (``human_data.py``, ``__get_slice_dim__``), so a string or list
@@ -103,7 +111,7 @@ def arrays(people: dict) -> dict:
         "bbox_xywh": crop_boxes(people),
         "keypoints2d": kp, "keypoints2d_mask": mask,
         model: model_params(people), f"has_{model}": valid_mask(people).astype(np.float32),
-        "meta": {"gender": gender_letters(people)},
+        "meta": _meta(people),
         "misc": {"smpl_source": _unsliced(f"fit3d-{fitter}"), "cam_param_type": _unsliced("perspective"),
                  "camera_frame": _unsliced("opencv"), "focal_length": people["focal_length"].astype(np.float32),
                  "principal_point": people["principal_point"].astype(np.float32),

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fit3d.data.writers import write_json
-from fit3d.export.people import model_name, require_model, smpl_pose72, valid_mask
+from fit3d.export.people import model_name, require_betas, require_model, smpl_pose72, valid_mask
 
 
 #: The body models whose fits this format holds.
@@ -39,8 +39,8 @@ def entries(people: dict) -> dict[str, dict]:
     """The JSON content (see the module docstring).
 
     Raises:
-        ValueError: fits of another model than SMPL / SMPL-X, or annotation ids used in
-            several images.
+        ValueError: fits of another model than SMPL / SMPL-X, betas not 10 wide, or annotation ids
+            used in several images.
     """
     model = model_name(people)
     ids = Counter(people["annot_id"].tolist())
@@ -49,6 +49,7 @@ def entries(people: dict) -> dict[str, dict]:
                          "neuralannot format is keyed by dataset-wide annotation ids (COCO's); inputs that number "
                          "people per image (OpenPose) export as --format humandata or spin")
     require_model(people, "neuralannot", MODELS)
+    require_betas(people, "neuralannot")
     cam = [dict(focal=f.tolist(), princpt=p.tolist())
            for f, p in zip(people["focal_length"].astype(float), people["principal_point"].astype(float))]
     f = lambda a: np.asarray(a, dtype=float).round(6).ravel().tolist()  # noqa: E731

@@ -157,6 +157,20 @@ def require_model(people: dict, fmt: str, accepted: tuple[str, ...]) -> None:
     raise ValueError(f"the {fmt} format holds SMPL or SMPL-X parameters; these fits are of {model}: " + fit_smpl_hint())
 
 
+def require_betas(people: dict, fmt: str, count: int = 10) -> None:
+    """Refuse fits whose ``betas`` are not ``count`` wide: SPIN's and NeuralAnnot's readers take 10
+    shape coefficients (fit3d's command line fits 10; a body model built from Python with 16 or 300
+    wrote them as they were, found by a review).
+
+    Raises:
+        ValueError: another width, named with the fix."""
+    width = np.asarray(people["betas"]).shape[-1]
+    if width != count:
+        raise ValueError(f"the {fmt} format holds {count} shape coefficients (betas) per person, these fits have "
+                         f"{width}: fit with a body model of {count} (build_body_model(..., num_betas={count}), as "
+                         "fit3d's commands do)")
+
+
 def smpl_pose72(people: dict, fmt: str) -> np.ndarray:
     """``(N, 72)`` SMPL pose (``global_orient`` then 23 body joints), axis-angle.
 

@@ -45,7 +45,7 @@ from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.conventions import (OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY,
                                    SPIN_OPENPOSE, KeypointConvention, convert)
 from fit3d.data.writers import atomic_write_bytes, write_npz
-from fit3d.export.people import gender_letters, input_convention, smpl_pose72, valid_mask
+from fit3d.export.people import gender_letters, input_convention, require_betas, smpl_pose72, valid_mask
 
 #: SPIN's box expansion: ``scaleFactor = 1.2`` in nkolot/SPIN ``datasets/preprocess/coco.py``
 #: (line 14; ``scale = scaleFactor*max(bbox[2], bbox[3])/200``, line 47) and for keypoint-only
@@ -108,9 +108,10 @@ def arrays(people: dict) -> dict[str, np.ndarray]:
     """The SPIN arrays of ``people`` (see the module docstring).
 
     Raises:
-        ValueError: the fits are not SMPL.
+        ValueError: the fits are not SMPL, or their betas are not 10 wide.
     """
     pose = smpl_pose72(people, "spin")
+    require_betas(people, "spin")
     conv = input_convention(people)
     part = convert(people["keypoints_2d"], spin_named(conv), SPIN24).astype(np.float32)
     part[..., 2] = np.clip(part[..., 2], 0.0, 1.0)  # annotations' 0/1; a detector's scores as they are

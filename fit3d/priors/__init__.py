@@ -75,6 +75,12 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
     elif J is not None and accepted is not None and J not in accepted:  # (a GMM: any J up to its size)
         size = n if n is not None else max(accepted)
         raise ValueError(f"{path}: a {size}-joint prior cannot score the {J} joints of {model_name}")
+    elif J is not None and isinstance(prior, GMMPrior) and J != max(accepted) and (max(accepted), J) != (23, 21):
+        # the leading-joint marginal is right only where the joints are the same ones: SMPL's 23 for the 21
+        # of SMPL-H / SMPL-X bodies; anny's 19 joints are other joints, from the tenth on (found by a review)
+        raise ValueError(f"{path}: a GMM of {max(accepted)} joints cannot score the {J} joints of {model_name} (its "
+                         "marginal fits only SMPL-H / SMPL-X bodies, 21 joints, with SMPL's 23-joint GMM): train one "
+                         "for this model (fit3d setup-model, or fit3d train-prior --kind gmm)")
     return prior.to(body_model.device) if body_model is not None else prior
 
 

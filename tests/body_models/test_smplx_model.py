@@ -191,3 +191,22 @@ def test_a_file_of_another_smpl_family_model_is_named_as_such(smpl_like_dir):
         build_body_model("smpl", smpl_like_dir / "smplh" / "SMPLH_NEUTRAL.pkl")
     with pytest.raises(ValueError, match="a file of another model"):
         build_body_model("smpl", smpl_like_dir / "smplx" / "SMPLX_NEUTRAL.npz")
+
+
+def test_a_call_under_inference_mode_leaves_later_gradients_working(smpl_like_dir):
+    """Found by a review: the skeleton tables, first built under torch.inference_mode(), were inference
+    tensors, and every later fit through that model failed in its backward."""
+    m = build_body_model("smpl", smpl_like_dir)
+    p = m.neutral_params(2)
+    with torch.inference_mode():
+        m(p["global_orient"], p["body_pose"], p["betas"], p["transl"])
+    pose = (p["body_pose"] + 0.1).requires_grad_(True)
+    m(p["global_orient"], pose, p["betas"], p["transl"]).keypoints_3d.sum().backward()
+    assert torch.isfinite(pose.grad).all() and pose.grad.abs().sum() > 0
+
+
+def test_an_old_chumpy_pickle_is_named_with_what_to_use_instead(tmp_path):
+    f = tmp_path / "basicModel_neutral_lbs_10_207_0_v1.0.0.pkl"
+    f.write_bytes(b"\x80\x02cchumpy.ch\nCh\nq\x00.")  # a pickle of a chumpy object, as SMPLify's old files hold
+    with pytest.raises(ValueError, match="chumpy objects"):
+        build_body_model("smpl", f)

@@ -370,12 +370,13 @@ def test_spin_part_takes_body25b_and_mpii_points_under_spins_names(smpl_fits):
 
 def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
     """A folder fitted with a male SMPL (its fit_settings.json) exports SPIN's ``gender`` ``m`` and
-    HumanData's ``meta['gender']`` ``m``; neutral fits write no SPIN gender and ``neutral`` meta."""
+    HumanData's ``meta['gender']`` ``m``; neutral fits write no SPIN gender and no HumanData gender
+    (mmhuman3d reads any letter but ``m`` as female: a review found neutral fits posed as female)."""
     neutral_spin, neutral_hd = tmp_path / "n.npz", tmp_path / "nhd.npz"
     export_fits(smpl_fits, "spin", neutral_spin)
     export_fits(smpl_fits, "humandata", neutral_hd)
     assert "gender" not in np.load(neutral_spin)
-    assert set(np.load(neutral_hd, allow_pickle=True)["meta"].item()["gender"]) == {"neutral"}
+    assert "gender" not in np.load(neutral_hd, allow_pickle=True)["meta"].item()
     male = tmp_path / "male"
     shutil.copytree(smpl_fits, male)
     (male / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smpl", gender="male")))
@@ -533,3 +534,17 @@ def test_people_with_few_labelled_keypoints_can_be_left_out(tmp_path, smpl_fits)
     assert c["exported"] == len(labelled)
     with pytest.raises(ValueError, match="at least 99 labelled keypoints"):
         export_fits(smpl_fits, "spin", tmp_path / "none.npz", min_keypoints=99)
+
+
+def test_spin_and_neuralannot_refuse_fits_without_ten_betas(smpl_fits):
+    """Found by a review: fits of a body model built from Python with 16 or 300 shape coefficients were
+    written as they were, where SPIN's and NeuralAnnot's readers take 10."""
+    from fit3d.export import neuralannot, spin
+    from fit3d.export.people import exported_people
+
+    people, _ = exported_people(smpl_fits)
+    wide = dict(people, betas=np.concatenate([people["betas"], np.zeros((len(people["betas"]), 6), np.float32)], 1))
+    for fmt in (spin.arrays, neuralannot.entries):
+        fmt(people)  # 10: as before
+        with pytest.raises(ValueError, match="10 shape coefficients .* these fits have 16"):
+            fmt(wide)

@@ -47,7 +47,7 @@ def test_learned_priors_reject_impossible_bends(anny_model, shipped, name):
             assert auroc > {"gmm": 0.65, "vae": 0.82}.get(name, 0.9), (name, what, auroc)
 
 
-def test_gmm_fit_and_smplify_pkl(tmp_path):
+def test_gmm_fit_and_smplify_pkl(tmp_path, anny_model):
     rng = np.random.default_rng(0)
     x = rng.normal(0, 0.1, (400, 23, 3)).astype(np.float32)
     g = GMMPrior.fit(x, n_components=2)
@@ -57,6 +57,8 @@ def test_gmm_fit_and_smplify_pkl(tmp_path):
     f = tmp_path / "gmm_08.pkl"
     f.write_bytes(pickle.dumps(d, protocol=2))
     g = GMMPrior.load_smplify_pkl(f)
+    with pytest.raises(ValueError, match="cannot score the 19 joints"):  # anny's joints are other joints (a review)
+        build_prior("gmm", anny_model, path=f)
     pose = torch.as_tensor(d["means"][3], dtype=torch.float32).view(1, 23, 3)
     assert abs(g(pose).item()) < 1e-4  # at a mean: only its constant, the smallest (all are equal here)
     assert g(pose + 0.1).item() == pytest.approx(0.5 * 69 * 0.01 / 0.05, rel=1e-3)  # near it: its Mahalanobis
