@@ -387,6 +387,7 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
     from fit3d.fitters.build import build_neuralannot
     from fit3d.fitters.neuralannot import parse_recipes
     from fit3d.pipeline import neuralannot_target, run_neuralannot
+    from fit3d.pipeline.summary import combined_exit_code
 
     try:
         rec = parse_recipes(recipes)
@@ -443,7 +444,7 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
         did = (f"trained on {len(target)} people in {train_s:.1f} s" if trained else
                f"already trained to epoch {annot.epoch} (nothing to train)")
         click.echo(f"fit3d: annotator {did}: {out_dir / 'annotator.pt'}", err=True)
-    raise click.exceptions.Exit(max(codes, default=0))
+    raise click.exceptions.Exit(combined_exit_code(codes))
 
 
 def _echo_epoch(e: dict) -> None:

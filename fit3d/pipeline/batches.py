@@ -10,6 +10,7 @@ import os
 import queue
 import threading
 from concurrent.futures import CancelledError
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -208,7 +209,7 @@ class SharedFitting:
                 pid, results = future.result(timeout=1.0)
                 self.worker_pids.add(pid)
                 return results, False
-            except TimeoutError:
+            except (TimeoutError, FutureTimeout):  # (3.10: a future's timeout is not the built-in one)
                 if generation != self.generation or self.stop.is_set():
                     return [], True
             except (BrokenProcessPool, CancelledError):

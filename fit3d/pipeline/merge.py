@@ -160,6 +160,10 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         except (OSError, ValueError) as e:
             unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=str(e)))
             continue
+        if np.ndim(d.get("image", "")) > 0:  # one image per person: a merged dataset (--out FITS/a.v2.npz)
+            unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=(
+                "a merged dataset (one image per person), not a per-image fit: move it out of the folder")))
+            continue
         lacking = [k for k in CORE_FIELDS if k not in d]
         if lacking and len(lacking) < len(CORE_FIELDS):  # (none: an output without people) damaged, or cut
             # down outside fit3d: named, not merged
@@ -329,13 +333,18 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
         ``(dataset path, summary)``.
     Raises:
         ValueError: see :func:`merge_fits`; or the dataset or the totals cannot be written (a full
-            disk; then no dataset is left).
+            disk; then no dataset is left); or ``out`` lies in the folder under a name a per-image fit
+            has (a dot before ``.npz``: a later merge would read it as one).
     """
     from fit3d.data.writers import write_json, write_npz
 
     fits_dir = Path(fits_dir)
-    arrays, summary = merge_fits(fits_dir)
     out = fits_dir / DATASET_FILE if out is None else Path(out)
+    if out.resolve().is_relative_to(fits_dir.resolve()) and Path(out.stem).suffix:
+        raise ValueError(f"{out.name}: inside the fits folder a name with a dot before .npz reads as an image's fit "
+                         f"(a.jpg.npz): name it without one (e.g. {out.stem.replace('.', '_')}.npz), or write it "
+                         "outside the folder")
+    arrays, summary = merge_fits(fits_dir)
     try:
         write_npz(out, arrays)
     except OSError as e:  # (a full disk, a folder that cannot be written: one line, not a traceback)

@@ -411,6 +411,12 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         counts.outputs_removed = len(plan.emptied)
     for warning in plan.folder_warnings():
         log.warning("%s", warning)
+    # outputs an overwrite does not replace: images whose annotations could not be read this time (their
+    # earlier fits are kept), and fits of images the input no longer lists (found by a review: the folder
+    # was then recorded as fitted with the new settings)
+    not_replaced = ([r.image_key for r in todo if not r.people and r.dropped
+                     and output_path(out_dir, r.image_key).is_file()] + [str(o) for o in plan.orphans]
+                    if overwriting else [])
     todo = [r for r in todo if r.people]
     head = dict(fitter=config.fitter_name, model=body_model.name, device=str(body_model.device), shard=f"{i + 1}/{n}")
     if i == 0 and (stale := remove_stale_temporaries(out_dir)):  # (one shard of a split walks the folder)
@@ -469,7 +475,12 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     if config.check_settings:
         summary["settings"] = normalised(settings)
     unwritten = []  # the run's own records that could not be written (a full disk): said, exit 5
-    if overwriting and not counts.interrupted and not counts.images_failed:  # every image refitted
+    if overwriting and not_replaced and not counts.interrupted:  # the folder stays marked as being overwritten
+        summary["outputs_not_overwritten"] = not_replaced[:50]
+        log.warning("%d output(s) of the earlier settings were not fitted again (e.g. %s: annotations that "
+                    "could not be read, or images the input no longer lists): the folder stays marked as being "
+                    "overwritten; mend or remove them and run again", len(not_replaced), not_replaced[0])
+    if overwriting and not counts.interrupted and not counts.images_failed and not not_replaced:  # all refitted
         try:
             finish_overwrite(out_dir, settings)
         except ValueError as e:

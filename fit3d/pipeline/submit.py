@@ -286,15 +286,11 @@ class TaskOutcome:
 
 
 def array_exit_code(codes: list[int]) -> int:
-    """The exit code of an array of tasks (``fit3d submit --wait``), by the fitting commands' rule
-    for one run (:mod:`fit3d.pipeline.summary`): 4 (nothing fitted) only when every task fitted
-    nothing, so that a task whose shard held no one to fit (an empty stretch of a video) does not
-    turn an array that fitted people into "nothing was fitted"; otherwise the worst other code
-    (0 for none)."""
-    from fit3d.pipeline.summary import NOTHING_FITTED
+    """The exit code of an array of tasks (``fit3d submit --wait``):
+    :func:`fit3d.pipeline.summary.combined_exit_code`."""
+    from fit3d.pipeline.summary import combined_exit_code
 
-    others = [c for c in codes if c != NOTHING_FITTED]
-    return max(others) if others else (NOTHING_FITTED if codes else 0)
+    return combined_exit_code(codes)
 
 
 def wait_for(jobs: list):

@@ -103,6 +103,17 @@ class RunCounts:
         )
 
 
+def combined_exit_code(codes: list[int]) -> int:
+    """The exit code of several runs (an array of tasks, ``fit3d submit --wait``; NeuralAnnot's image
+    sets), by the rule for one run: 4 (nothing fitted) only when every run fitted nothing, so that a
+    run with no one to fit (an empty shard, a set without usable people) does not turn runs that fitted
+    people into "nothing was fitted" (NeuralAnnot took the largest code: a set that fitted everyone
+    beside one without people exited 4, found by a review); otherwise the worst other code (an
+    interruption's 128 + n above 5, then 3; 0 for none)."""
+    others = [c for c in codes if c != NOTHING_FITTED]
+    return max(others) if others else (NOTHING_FITTED if codes else OK)
+
+
 def _failure_order(failure: dict) -> tuple:
     """Sort key of a failure: its image key, then its annotation id (numbers in numeric order)."""
     annot = failure.get("annot_id")

@@ -542,3 +542,25 @@ def test_fits_of_two_body_models_in_one_folder_name_both_files(tmp_path):
     with pytest.raises(ValueError, match=r"fits of two body models in one folder: b.jpg.npz \(smpl, 24 joints\) and "
                                          r"a.jpg.npz \(anny, 20 joints\)"):
         merge_fits(tmp_path)
+
+
+def test_a_merged_dataset_named_like_a_fit_is_refused_and_one_found_in_the_folder_is_named(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a review: --out FITS/all.v2.npz was read back by every later merge as an image's fit,
+    which then failed with numpy's message."""
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False))
+    with pytest.raises(ValueError, match="name it without one"):
+        write_merged(out, out / "all.v2.npz")
+    write_merged(out, tmp_path / "all.v2.npz")  # outside the folder: any name
+    shutil.copy(tmp_path / "all.v2.npz", out / "copied.v2.npz")  # put there by hand
+    arrays, s = merge_fits(out)
+    assert [u["file"] for u in s["unreadable_outputs"]] == ["copied.v2.npz"]
+    assert "a merged dataset" in s["unreadable_outputs"][0]["reason"] and len(arrays["annot_id"]) == s["people"]
+
+
+def test_neuralannot_s_image_sets_combine_their_exit_codes_as_an_array_does():
+    from fit3d.pipeline.summary import combined_exit_code
+
+    assert [combined_exit_code(c) for c in ([0, 4], [4, 4], [3, 4], [5, 3, 0], [4, 130], [])] == [0, 4, 3, 5, 130, 0]

@@ -220,3 +220,28 @@ def test_a_model_file_given_by_its_folder_or_itself_is_one_setting(tmp_path):
     (old / "a.jpg.npz").write_bytes(b"")
     with pytest.raises(ValueError, match="model_path"):
         check_settings(old, dict(fitter="eft", model_path="/m/smpl/SMPL_NEUTRAL.pkl", model_file="/m/smpl/SMPL_NEUTRAL.pkl"))
+
+
+def test_an_overwrite_that_leaves_earlier_fits_keeps_the_folder_marked(tmp_path, sample_copy, anny_model,
+                                                                       fast_fitter):
+    """Found by a review: an image whose annotations could not be read during an overwrite kept its fit of
+    the earlier settings while the folder was recorded as fitted with the new ones (mixed for good)."""
+    from fit3d.data.readers import read_coco
+
+    out = tmp_path / "fits"
+    records, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    run(records, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="gmm")), problems)
+    data = json.loads((sample_copy / "test_coco.json").read_text())
+    one = next(a for a in data["annotations"] if a["image_id"] == 785)
+    one["keypoints"] = one["keypoints"][:48]  # the image's only annotation: unreadable now
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(data))
+    records, problems = read_coco(broken, sample_copy)
+    kept = out / "000000000785.jpg.npz"
+    before = kept.stat().st_mtime_ns
+    s = run(records, fast_fitter, anny_model, RunConfig(out, progress=False, overwrite=True,
+                                                        settings=dict(prior="vae")), problems)
+    assert kept.stat().st_mtime_ns == before and s["outputs_not_overwritten"] == ["000000000785.jpg"]
+    assert _recorded(out)["overwriting"]  # not recorded as fitted with the new settings
+    with pytest.raises(ValueError, match="did not finish"):  # a plain rerun is told to refit every image
+        run(records, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="vae")), problems)

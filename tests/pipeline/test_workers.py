@@ -179,3 +179,29 @@ def test_a_pool_needs_a_worker():
     for workers, threads in ((0, 1), (1, 0)):
         with pytest.raises(ValueError, match="at least 1"):
             FitterPool(_recipe(), workers, threads)
+
+
+def test_a_future_s_timeout_is_waited_through_whatever_its_class(monkeypatch):
+    """Found by a review: on Python 3.10 a future's timeout is concurrent.futures.TimeoutError, not the
+    built-in one, so every worker batch longer than the 1 s poll was recorded as failed."""
+    import threading
+
+    from fit3d.pipeline import batches
+
+    class OldTimeout(Exception):  # as Python 3.10's concurrent.futures.TimeoutError
+        pass
+
+    monkeypatch.setattr(batches, "FutureTimeout", OldTimeout)
+
+    class SlowFuture:
+        calls = 0
+
+        def result(self, timeout=None):
+            SlowFuture.calls += 1
+            if SlowFuture.calls < 3:
+                raise OldTimeout()
+            return 123, ["done"]
+
+    shared = batches.SharedFitting.__new__(batches.SharedFitting)
+    shared.generation, shared.stop, shared.worker_pids = 0, threading.Event(), set()
+    assert shared._wait(SlowFuture(), 0, 1) == (["done"], False) and shared.worker_pids == {123}
