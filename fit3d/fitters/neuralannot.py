@@ -284,7 +284,9 @@ class NeuralAnnot:
         from fit3d.training.regressor import training_people, training_pool
 
         if self._pool is None:
-            self._pool = training_pool(self.pose_set)  # training subjects only
+            # the pose set's train and val subjects, never test (the tuning scripts, which choose NeuralAnnot's
+            # settings on the validation subjects, give a pose set whose val poses are marked test)
+            self._pool = training_pool(self.pose_set)
         return training_people(self._pool, self.body_model, n, seed)
 
     def fit_dataset(self, target: PersonBatch, progress: bool = True) -> list[dict]:

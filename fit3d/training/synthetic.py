@@ -98,7 +98,8 @@ class CameraModel:
             whole body 1.2-2.2 x the image height, the top of the head 5-35 % down the frame,
             so the bottom edge cuts the body between the chest and the knees (the cut-off
             keypoints are dropped as any truncated ones). The other people are placed as the
-            module docstring says (their random stream is the same with or without close-ups).
+            module docstring says (their placement is the same with or without close-ups; their noise,
+            drops and swaps are not: the close-up draws come before them in the stream).
     """
 
     focal_range: tuple[float, float] = (0.6, 1.6)
@@ -178,7 +179,7 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
     z = _depth(f, frac, sizes[:, 1])
     u = sizes[:, 0] * rng.uniform(0.1, 0.9, n)
     v = sizes[:, 1] * rng.uniform(0.3, 0.7, n)
-    if camera.p_closeup > 0:  # (drawn after the others: without close-ups the stream is unchanged)
+    if camera.p_closeup > 0:  # (drawn after the placement: the other people's placement is unchanged)
         close = rng.uniform(size=n) < camera.p_closeup
         big = rng.uniform(1.2, 2.2, n)
         head = rng.uniform(0.05, 0.35, n)
