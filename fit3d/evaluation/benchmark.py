@@ -93,8 +93,11 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
     if isinstance(subjects, (str, int)):
         subjects = (subjects,)
     if subjects is not None:
+        from fit3d.mocap.splits import canonical_subject
+
         subjects = tuple(str(s) for s in subjects)
-        keep &= np.isin(np.asarray(pose_set["subject_names"]).astype(str)[pose_set["trial"]], subjects)
+        names = np.asarray([canonical_subject(s) for s in np.asarray(pose_set["subject_names"]).astype(str)])
+        keep &= np.isin(names[pose_set["trial"]], [canonical_subject(s) for s in subjects])
     sel = np.nonzero(keep)[0]
     if len(sel) == 0:
         raise ValueError(f"no {split} poses" + (f" of subjects {', '.join(subjects)}" if subjects else "")

@@ -34,6 +34,7 @@ the output and its limb depth flips are refined side by side, the best kept.
 
 from __future__ import annotations
 
+import copy
 import numbers
 from dataclasses import asdict, replace
 from typing import NamedTuple
@@ -205,7 +206,9 @@ class EFT:
             raise ValueError(f"steps must be a whole number >= 0 (0: the regressor's prediction), not {steps!r}")
         if not lr > 0:
             raise ValueError(f"lr must be > 0, not {lr!r}")
-        self.regressor = regressor.to(device=body_model.device, dtype=body_model.dtype).eval()  # (a float64 model)
+        if any(t.is_floating_point() and t.dtype != body_model.dtype for t in regressor.state_dict().values()):
+            regressor = copy.deepcopy(regressor)  # a float64 model: a cast copy, the caller's network unchanged
+        self.regressor = regressor.to(device=body_model.device, dtype=body_model.dtype).eval()
         self.steps, self.lr, self.shape_weight, self.anchor_weight = steps, lr, shape_weight, anchor_weight
         self.accept_ratio = accept_ratio
         self.prior, self.prior_weight = (None if prior is None else as_loss(prior, body_model.device)), prior_weight

@@ -9,9 +9,10 @@
   (the same projection), for the lower segment of a limb (elbow -> wrist,
   knee -> ankle) or the upper one (shoulder -> elbow, hip -> knee; the lower segment is
   re-aimed so that the wrist or ankle keeps its projection too). The hand or foot keeps its
-  orientation in the camera frame (it moves with the wrist or ankle; turned with the segment,
-  a foot's toes and heel moved by up to 34 px in the image, found by a review): its
-  keypoints' projections move only by the wrist's or ankle's change of depth. SMPLify fits these
+  orientation in the camera frame (it moves with the wrist or ankle; turned with the segment, a
+  foot's toes and heel moved by a median ~40 px and over 100 px at most in the image over random
+  poses, found by a review; now up to ~24 px for a flipped shin and ~34 px for a flipped thigh, from
+  the ankle's change of depth and the keypoints' skinning to several bones). SMPLify fits these
   alternatives as extra batch rows and keeps the best by fit and prior.
 * Joint rotations compose as SMPL's do: ``G_j = G_parent(j) R(body_pose_j)``,
   ``G_root = R(global_orient)`` (anny's ``local-ref`` parameterisation composes the
@@ -90,9 +91,11 @@ def flip_segment(body_pose: torch.Tensor, global_orient: torch.Tensor, joints_3d
         body_pose: ``(B, J, 3)``; global_orient: ``(B, 3)``; joints_3d: ``(B, J+1, 3)``
             camera frame, the posed joints of these parameters.
         joint, child: joint indices (into ``joints_3d``) of the segment to flip;
-            ``body_pose[:, joint - 1]`` turns.
-        grandchild: when given, ``body_pose[:, child - 1]`` is re-aimed too so that the
-            grandchild keeps its projection.
+            ``body_pose[:, joint - 1]`` turns, and ``body_pose[:, child - 1]`` so that the child
+            keeps its orientation in the camera frame.
+        grandchild: when given, ``body_pose[:, child - 1]`` is re-aimed instead so that the
+            grandchild keeps its projection, and ``body_pose[:, grandchild - 1]`` so that the
+            grandchild keeps its orientation.
     Returns:
         ``(B, J, 3)`` new body pose (a copy).
     """

@@ -8,7 +8,7 @@ reproject much closer to the keypoints than the pretrained regressor's own
 prediction (:data:`ACCEPT_RATIO`). The recipes are switches:
 
 * ``depth``: against depth ambiguity, 3D losses (keypoints, rotations, shape) on
-  synthetic people made on the fly from the retargeted CMU *training* subjects,
+  synthetic people made on the fly from the retargeted CMU training and validation subjects (never test),
   mixed into every step (:func:`fit3d.training.regressor.regressor_loss`);
 * ``pretrain``: against weak 2D supervision, start from the pretrained
   regressor (trained on the 2D-to-3D task) instead of random weights;

@@ -294,8 +294,9 @@ class SMPLify:
                 rows' gradients; a person whose shape gradient is not finite (a diverged
                 row) keeps its shape at that step, and the diverged row stops and goes back to
                 its values at the stage's start, so the person's shape moves on from the next
-                step (one diverged row does not spoil the person's other rows). Otherwise
-                every row has its own shape.
+                step (one diverged row does not spoil the person's other rows; a row already
+                non-finite when the stage begins, which only a caller's parameters can be, holds
+                its person's shape for the whole stage). Otherwise every row has its own shape.
         Returns:
             ``(final loss (B,), steps taken (B,))``.
         """

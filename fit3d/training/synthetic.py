@@ -1,6 +1,6 @@
 """Synthetic people with known 3D truth: mocap poses, random shapes and cameras, realistic 2D errors.
 
-Used to train the regressor and NeuralAnnot's depth recipe (training subjects only)
+Used to train the regressor and NeuralAnnot's depth recipe (training and validation subjects, never test)
 and to make the development benchmarks (held-out subjects, :mod:`fit3d.evaluation.benchmark`).
 Per person (deterministic by seed):
 

@@ -188,8 +188,6 @@ def test_eft_from_a_notebook_no_grad_float64_and_a_prior_it_does_not_train(anny_
     """Found by a review of EFT: under torch.no_grad() (as inference often runs) EFT raised; a float64 body
     model met the float32 regressor; a caller's VAE prior accumulated gradients at every step (and in its
     training mode mixed people through its BatchNorm)."""
-    import copy
-
     from fit3d.body_models.anny_model import AnnyModel
     from fit3d.priors.vae import VAEPrior
 
@@ -204,5 +202,6 @@ def test_eft_from_a_notebook_no_grad_float64_and_a_prior_it_does_not_train(anny_
     alone = eft(batch.index(slice(1, 2)))  # a person's fit does not depend on who else is in the batch
     torch.testing.assert_close(alone.body_pose[0], r.body_pose[1], atol=2e-4, rtol=1e-4)
     m64 = AnnyModel().double()
-    r64 = EFT(m64, copy.deepcopy(regressor), steps=2, lr=1e-3)(batch)
+    r64 = EFT(m64, regressor, steps=2, lr=1e-3)(batch)
     assert r64.body_pose.dtype == torch.float64 and torch.isfinite(r64.body_pose).all()
+    assert all(p.dtype == torch.float32 for p in regressor.parameters())  # the caller's network: a copy was cast

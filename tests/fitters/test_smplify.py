@@ -296,6 +296,15 @@ def test_a_diverged_row_does_not_spoil_its_person_s_shared_shape(anny_model, mak
     assert steps[1] == 2 and (steps[[0, 2, 3]] == 6).all()  # it stopped; its person's other rows did not
     assert not torch.equal(shapes[-1], shapes[3])  # person 0's shape moved on after the diverged step
     assert not torch.equal(params["betas"][4:], start["betas"][4:])  # person 1's moved
+    # a row already non-finite when the stage begins (earlier stages send diverged rows back, so only a
+    # caller's parameters): its person's shape holds for the stage, finite, the other people fit as usual
+    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
+    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)
+    start = params["betas"].clone()
+    params["body_pose"][1, 3, 0] = float("nan")
+    loss, _ = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
+    assert torch.isfinite(params["betas"]).all() and torch.equal(params["betas"][:4], start[:4])
+    assert torch.isfinite(loss[torch.arange(8) != 1]).all() and not torch.equal(params["betas"][4:], start[4:])
 
 
 def test_rows_frozen_by_keep_rows_take_their_person_s_shape(anny_model, make_synthetic):
