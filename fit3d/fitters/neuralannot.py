@@ -343,15 +343,14 @@ class NeuralAnnot:
         start = {k: v.detach().clone() for k, v in self._module().state_dict().items()} if split is not None else None
         if self.phase is None:  # a first call (a checkpoint, when there is one, says otherwise)
             self.phase = "select" if split is not None else "final"
-        going_on = self._opt is not None and self.phase == "final"  # a later call: Adam goes on
-        opt = self._opt if going_on else torch.optim.Adam(self._module().parameters(), lr=c.lr)
+        # a later call (the last one ended in the final phase) goes on with its Adam
+        opt = self._opt if self._opt is not None else torch.optim.Adam(self._module().parameters(), lr=c.lr)
         self._target_digest = target_digest(target)
         resumed = self._resume(opt)
         if dist and not isinstance(self.net, torch.nn.parallel.DistributedDataParallel):
             self.net = torch.nn.parallel.DistributedDataParallel(self.net)
             if self.pretrained is not None:  # what an annotation must beat: rank 0's network, as DDP makes
-                for v in self.pretrained.state_dict().values():  # its training weights everyone's
-                    torch.distributed.broadcast(v, 0)
+                _from_rank0(self.pretrained)  # its training weights everyone's
         epochs = c.epochs if self.selected_epochs is None else self.selected_epochs
         if resumed and self.selected_epochs is not None and self._checkpoint_epochs not in (None, c.epochs):
             log.warning("neuralannot: the training length of %s was chosen on held-out people (%d epochs, of at "
@@ -371,8 +370,7 @@ class NeuralAnnot:
                 self._train(target, split[0], opt, c.epochs, (rank, world), progress, held=split[1])
             self._module().load_state_dict(start)  # the chosen length is trained again, on everyone
             if dist:  # DDP made rank 0's weights everyone's when it wrapped: the same again here
-                for v in self._module().state_dict().values():
-                    torch.distributed.broadcast(v, 0)
+                _from_rank0(self._module())
             opt = torch.optim.Adam(self._module().parameters(), lr=c.lr)
             self.phase, self.epoch = "final", 0
             if rank == 0:
@@ -609,6 +607,12 @@ class NeuralAnnot:
         res = res.where(keep, pred)
         res.extras["annotator_kept"] = keep
         return res
+
+
+def _from_rank0(module: torch.nn.Module) -> None:
+    """Every rank's ``module`` takes rank 0's parameters and buffers, in place (``torch.distributed``)."""
+    for v in module.state_dict().values():
+        torch.distributed.broadcast(v, 0)
 
 
 def _reinitialise(net) -> None:
