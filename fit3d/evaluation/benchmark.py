@@ -224,7 +224,8 @@ def mean_interval(values: np.ndarray, level: float = 0.95, seed: int = 0,
 
     v = np.asarray(values, dtype=np.float64)
     if groups is not None:
-        sums, counts = _group_sums(v, np.asarray(groups))
+        codes = np.unique(np.asarray(groups), return_inverse=True)[1]
+        sums, counts = _group_sums(v, codes, codes.max() + 1 if len(codes) else 0)
         if (counts > 0).sum() < 2 or np.ptp(v[np.isfinite(v)]) == 0:
             return float("nan"), float("nan")
         idx = _cluster_resamples(len(sums), seed)
@@ -253,8 +254,8 @@ def ratio_interval(rare: np.ndarray, common: np.ndarray, level: float = 0.95, se
     if rare_groups is not None and common_groups is not None:
         labels = np.concatenate([np.asarray(rare_groups), np.asarray(common_groups)])
         _, inv = np.unique(labels, return_inverse=True)
-        ra, rc = _group_sums(a, inv[:len(a)], minlength=inv.max() + 1)
-        ca, cc = _group_sums(b, inv[len(a):], minlength=inv.max() + 1)
+        ra, rc = _group_sums(a, inv[:len(a)], inv.max() + 1)
+        ca, cc = _group_sums(b, inv[len(a):], inv.max() + 1)
         if rc.sum() < 2 or cc.sum() < 2 or not ca.any() or (rc + cc > 0).sum() < 2:
             return float("nan"), float("nan")
         idx = _cluster_resamples(len(ra), seed)
@@ -269,14 +270,12 @@ def ratio_interval(rare: np.ndarray, common: np.ndarray, level: float = 0.95, se
     return float(ci.low), float(ci.high)
 
 
-def _group_sums(values: np.ndarray, groups: np.ndarray, minlength: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Per group, the sum of the finite ``values`` and their count: ``((G,), (G,))``. ``groups``:
-    labels of any kind (integers ``0..G-1`` when ``minlength`` is given)."""
-    inv = groups if minlength else np.unique(groups, return_inverse=True)[1]
+def _group_sums(values: np.ndarray, codes: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per group, the sum of the finite ``values`` and their count: ``((G,), (G,))`` for ``codes``
+    ``(N,)``, each value's group as an integer ``0..groups-1``."""
     finite = np.isfinite(values)
-    n = max(minlength, int(inv.max()) + 1 if len(inv) else 0)
-    return (np.bincount(inv, weights=np.where(finite, values, 0.0), minlength=n),
-            np.bincount(inv, weights=finite.astype(np.float64), minlength=n))
+    return (np.bincount(codes, weights=np.where(finite, values, 0.0), minlength=groups),
+            np.bincount(codes, weights=finite.astype(np.float64), minlength=groups))
 
 
 def _cluster_resamples(groups: int, seed: int, n: int = 2000) -> np.ndarray:
