@@ -221,12 +221,25 @@ def test_lowest_rows_per_person():
     assert SMPLify._lowest_rows(loss, 4, owner) is None  # every row: nothing to drop
 
 
+def _orientation_rows(model, batch):
+    """A SMPLify without depth flips or prototypes and its starting rows: 4 orientation rows per person
+    (``fitter, params, sub, ctx, tags``)."""
+    fitter = SMPLify(model, depth_flips=False, prototypes=None)
+    params, sub, ctx, tags, _, _ = fitter._starting_rows(batch)
+    return fitter, params, sub, ctx, tags
+
+
+def _shape_stage(iterations: int, **kw) -> Stage:
+    """A body stage that moves the shape (the shared-shape tests')."""
+    return Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=iterations, lr=0.05,
+                 weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0, **kw)
+
+
 def test_keep_rows_freezes_the_worse_rows_after_keep_after(anny_model, make_synthetic):
     """A stage with keep_rows goes on with each person's best rows only: the others stay
     where they were at keep_after (and count keep_after steps), the kept ones move on."""
     batch, _, _ = make_synthetic(anny_model, 3, seed=4, noise_px=1.0)
-    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
-    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
+    fitter, params, sub, ctx, tags = _orientation_rows(anny_model, batch)
     stage = Stage("pose", ("global_orient", "body_pose", "transl"), iterations=12, lr=0.02,
                   weights=dict(reprojection=1.0, pose_prior=1.0), keep_rows=1, keep_after=5, tolerance=0.0)
     short = {k: v.clone() for k, v in params.items()}
@@ -246,10 +259,8 @@ def test_a_person_s_rows_share_one_shape(anny_model, make_synthetic):
     person's shape is what that person's rows alone make of it (other people's rows do not move
     it); rows that start with different shapes keep one shape each, as before."""
     batch, _, _ = make_synthetic(anny_model, 3, seed=4, noise_px=1.0)
-    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
-    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
-    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=8, lr=0.05,
-                  weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0)
+    fitter, params, sub, ctx, tags = _orientation_rows(anny_model, batch)
+    stage = _shape_stage(8)
     together = {k: v.clone() for k, v in params.items()}
     fitter.run_stage(stage, together, sub, ctx, owner=tags["owner"])
     shapes = together["betas"].view(3, 4, -1)
@@ -272,10 +283,8 @@ def test_a_diverged_row_does_not_spoil_its_person_s_shared_shape(anny_model, mak
     and moves on (a review found it frozen for the rest of the stage, and the NaN row never
     stopping), and the other people fit as usual."""
     batch, _, _ = make_synthetic(anny_model, 2, seed=4, noise_px=1.0)
-    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
-    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)  # 4 orientation rows per person
-    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=6, lr=0.05,
-                  weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0)
+    fitter, params, sub, ctx, tags = _orientation_rows(anny_model, batch)
+    stage = _shape_stage(6)
     start = {k: v.clone() for k, v in params.items()}
     calls, shapes = [0], []
     plain = fitter.losses
@@ -298,8 +307,7 @@ def test_a_diverged_row_does_not_spoil_its_person_s_shared_shape(anny_model, mak
     assert not torch.equal(params["betas"][4:], start["betas"][4:])  # person 1's moved
     # a row already non-finite when the stage begins (earlier stages send diverged rows back, so only a
     # caller's parameters): its person's shape holds for the stage, finite, the other people fit as usual
-    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
-    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)
+    fitter, params, sub, ctx, tags = _orientation_rows(anny_model, batch)
     start = params["betas"].clone()
     params["body_pose"][1, 3, 0] = float("nan")
     loss, _ = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
@@ -311,11 +319,8 @@ def test_rows_frozen_by_keep_rows_take_their_person_s_shape(anny_model, make_syn
     """Successive halving inside a stage that moves the shape (the fast schedule's coarse stage):
     the rows that go on and the frozen ones end with one shape per person."""
     batch, _, _ = make_synthetic(anny_model, 2, seed=4, noise_px=1.0)
-    fitter = SMPLify(anny_model, depth_flips=False, prototypes=None)
-    params, sub, ctx, tags, _, canon = fitter._starting_rows(batch)
-    stage = Stage("body", ("global_orient", "body_pose", "betas", "transl"), iterations=8, lr=0.05,
-                  weights=dict(reprojection=1.0, pose_prior=1.0, shape=0.3), tolerance=0.0, keep_rows=2,
-                  keep_after=3)
+    fitter, params, sub, ctx, tags = _orientation_rows(anny_model, batch)
+    stage = _shape_stage(8, keep_rows=2, keep_after=3)
     start = params["betas"].clone()
     _, steps = fitter.run_stage(stage, params, sub, ctx, owner=tags["owner"])
     assert sorted(steps.tolist()) == [3] * 4 + [8] * 4  # two rows per person went on
