@@ -40,7 +40,7 @@ FRAMINGS = ("full", "closeup")
 
 def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
                    split: str = "test", noise: float = 1.0, with_vertices: bool = True,
-                   subjects: tuple[str, ...] | None = None, framing: str = "full") -> dict:
+                   subjects: tuple[str, ...] | None = None, framing: str = "full", scores: str = "labels") -> dict:
     """Synthetic people for a protocol (see module docstring).
 
     Args:
@@ -59,22 +59,27 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
             (:class:`~fit3d.training.synthetic.CameraModel` ``p_closeup=1``), the people with at
             least :data:`fit3d.pipeline.skips.MIN_VISIBLE_KEYPOINTS` labelled keypoints kept (the
             ones the fitting commands fit; the image cuts the rest off): what upper-body photos ask of a fitter, which the full framing never does.
+        scores: ``subjects`` protocol: ``"labels"`` (confidence 1 for every labelled point, as
+            annotations give) or ``"detector"`` (graded, detector-like confidences,
+            :class:`~fit3d.training.synthetic.NoiseModel`).
     Returns:
         the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
-        ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``.
+        ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``, ``scores``.
     Raises:
-        ValueError: unknown protocol/split/framing, no poses in the split (or of ``subjects`` in it),
+        ValueError: unknown protocol/split/framing/scores, no poses in the split (or of ``subjects`` in it),
             or a pose set of another model.
     """
     from fit3d.evaluation.rarity import pose_rarity, rare_mask
     from fit3d.mocap.splits import training_mask
-    from fit3d.training.synthetic import NOISE_FREE, CameraModel, NoiseModel, make_people, make_synthetic_benchmark
+    from fit3d.training.synthetic import CameraModel, NoiseModel, make_people, make_synthetic_benchmark
 
     if protocol == "trials-v1":
         if framing != "full":
             raise ValueError("the trials-v1 protocol has one framing; framing= is for the subjects protocol")
         if subjects is not None:
             raise ValueError("the trials-v1 protocol splits by trial; subjects= is for the subjects protocol")
+        if scores != "labels":
+            raise ValueError("the trials-v1 protocol has annotators' labels; scores= is for the subjects protocol")
         if noise not in (0, 1):  # (any other scale gave the noise of 1 without a word)
             raise ValueError(f"the trials-v1 protocol has one noise model: noise 1 (with it) or 0 (noise-free), "
                              f"not {noise:g}")
@@ -102,7 +107,7 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
     if len(sel) == 0:
         raise ValueError(f"no {split} poses" + (f" of subjects {', '.join(subjects)}" if subjects else "")
                          + " in the pose set")
-    model = NoiseModel(scale=noise) if noise > 0 else NOISE_FREE
+    model = NoiseModel(scale=noise, scores=scores)
     if framing == "full":
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
                           noise=model, with_vertices=with_vertices)
@@ -122,7 +127,7 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
                                    pose_set["body_pose"][ref], pose_set["global_orient"][ref])
     out["rare"] = rare_mask(out["rarity_mm"])
     return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise),
-                framing=np.str_(framing))
+                framing=np.str_(framing), scores=np.str_(scores))
 
 
 #: What every ``fit3d benchmark make`` file holds, with the number of axes of each (N people first).

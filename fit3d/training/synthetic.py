@@ -26,6 +26,10 @@ Per person (deterministic by seed):
   whole limb occluded, keypoints outside the image dropped (truncation), and a share
   of people with one left/right pair swapped (a common annotator and detector error).
   ``scale = 0`` is the noise-free variant: exact keypoints, only truncation.
+  With ``scores="detector"`` each labelled point gets a detector-like confidence in (0, 1)
+  instead of 1: its OKS keypoint similarity to the truth (how close the noisy point lies)
+  times a uniform draw in [0.35, 1] (detectors are unsure of points they place well too), so
+  scores sit around 0.6, as OpenPose's do, and fall with the point's error.
 
 :data:`BENCHMARK_V1` reproduces the earlier benchmark exactly (known focal length
 24-85 mm equivalent, no noise floor, 3 % swaps).
@@ -59,6 +63,8 @@ LIMB_GROUPS = (
     ("left_elbow", "left_wrist"), ("right_elbow", "right_wrist"),
     ("nose", "left_eye", "right_eye", "left_ear", "right_ear"),
 )  # fmt: skip
+#: How labelled keypoints are scored (:class:`NoiseModel`).
+SCORES = ("labels", "detector")
 SWAP_PAIRS = (("left_wrist", "right_wrist"), ("left_ankle", "right_ankle"), ("left_knee", "right_knee"),
               ("left_elbow", "right_elbow"))
 
@@ -75,6 +81,8 @@ class NoiseModel:
         drop: share of keypoints dropped at random.
         occlude: share of people with one whole limb (or the face) unlabelled.
         swap: share of people with one left/right pair swapped.
+        scores: ``"labels"``: labelled points have confidence 1 (annotators' visibility
+            flags); ``"detector"``: graded confidences (see module docstring).
     """
 
     scale: float = 1.0
@@ -82,6 +90,11 @@ class NoiseModel:
     drop: float = 0.10
     occlude: float = 0.20
     swap: float = 0.02
+    scores: str = "labels"
+
+    def __post_init__(self):
+        if self.scores not in SCORES:
+            raise ValueError(f"unknown keypoint scores {self.scores!r}; choose from {SCORES}")
 
 
 @dataclass(frozen=True)
@@ -233,7 +246,8 @@ def _pose_people(body_model, body_pose, betas, global_orient, root, with_vertice
 
 def _annotate(clean: np.ndarray, keypoints_3d: np.ndarray, sizes: np.ndarray, names: list[str], noise: NoiseModel,
               rng: np.random.Generator) -> np.ndarray:
-    """``(N, K, 3)`` annotated keypoints (x, y, 0/1) from exact projections (see :class:`NoiseModel`)."""
+    """``(N, K, 3)`` annotated keypoints (x, y, confidence) from exact projections (see :class:`NoiseModel`):
+    confidence 0 for unlabelled points, 1 (or a detector-like score in (0, 1)) for labelled ones."""
     n = len(clean)
     inside = ((clean[..., 0] >= 0) & (clean[..., 0] < sizes[:, :1]) & (clean[..., 1] >= 0)
               & (clean[..., 1] < sizes[:, 1:2]) & (keypoints_3d[..., 2] > 0.1))
@@ -258,9 +272,27 @@ def _annotate(clean: np.ndarray, keypoints_3d: np.ndarray, sizes: np.ndarray, na
             if a in names and b in names:
                 ia, ib = names.index(a), names.index(b)
                 kp[i, [ia, ib]] = kp[i, [ib, ia]]
-    kp2d = np.concatenate([kp, vis[..., None].astype(np.float32)], -1).astype(np.float32)
+    conf = vis.astype(np.float32)
+    if noise.scores == "detector":  # (drawn last: the labels variant's stream is unchanged)
+        conf = np.where(vis, _detector_scores(kp, clean, vis, names, rng), 0.0)
+    kp2d = np.concatenate([kp, conf[..., None]], -1).astype(np.float32)
     kp2d[~vis] = 0.0
     return kp2d
+
+
+def _detector_scores(kp: np.ndarray, clean: np.ndarray, vis: np.ndarray, names: list[str],
+                     rng: np.random.Generator) -> np.ndarray:
+    """``(N, K)`` detector-like confidences of annotated points ``kp (N, K, 2)``: COCO's keypoint
+    similarity ``exp(-d^2 / (2 s^2 k^2))`` to the exact ``clean`` points (``k = 2 sigma``, ``s^2`` the
+    segment area taken as half the labelled points' box area) times ``U(0.35, 1)``, at least 0.05."""
+    lo = np.where(vis[..., None], clean, np.inf).min(1)
+    hi = np.where(vis[..., None], clean, -np.inf).max(1)
+    with np.errstate(invalid="ignore", over="ignore"):  # (people with no point in view: no labelled point)
+        area = 0.5 * np.clip((hi - lo).prod(-1), 1.0, None)
+    k = 2 * np.asarray([KEYPOINT_SIGMAS.get(n, 0.07) for n in names], dtype=np.float64)
+    d2 = ((kp - clean) ** 2).sum(-1)
+    similarity = np.exp(-d2 / (2 * np.nan_to_num(area, nan=1.0, posinf=1.0)[:, None] * k[None] ** 2))
+    return np.clip(similarity * rng.uniform(0.35, 1.0, vis.shape), 0.05, 1.0).astype(np.float32)
 
 
 def make_synthetic_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, split: str = "test",

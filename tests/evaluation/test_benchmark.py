@@ -92,6 +92,14 @@ def test_make_benchmark_of_some_val_subjects(anny_model):
         make_benchmark(ps, anny_model, n=4, split="val", subjects=("02",))
     with pytest.raises(ValueError, match="trials-v1"):
         make_benchmark(ps, anny_model, n=4, protocol="trials-v1", subjects=("35",))
+    scored = make_benchmark(ps, anny_model, n=12, seed=0, split="val", subjects=("35",), with_vertices=False,
+                            scores="detector")
+    assert str(scored["scores"]) == "detector" and str(b["scores"]) == "labels"
+    conf = scored["keypoints_2d"][..., 2]
+    np.testing.assert_array_equal(conf > 0, b["keypoints_2d"][..., 2] > 0)
+    assert 0 < conf[conf > 0].mean() < 0.9
+    with pytest.raises(ValueError, match="scores"):
+        make_benchmark(ps, anny_model, n=4, protocol="trials-v1", scores="detector")
 
 
 def test_run_benchmark_reports_rare_and_common(anny_model, bench):

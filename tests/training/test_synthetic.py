@@ -75,3 +75,27 @@ def test_close_ups_cut_people_off_at_the_waist_and_leave_the_others_as_they_were
     moved = ~np.isclose(half["transl"], full["transl"]).all(1)
     assert 0.2 < moved.mean() < 0.8
     np.testing.assert_array_equal(half["keypoints_3d"][~moved], full["keypoints_3d"][~moved])
+
+
+def test_detector_scores_are_graded_fall_with_the_error_and_change_nothing_else(anny_model):
+    import pytest
+
+    from fit3d.training.synthetic import NoiseModel, make_people
+
+    rng = np.random.default_rng(0)
+    pool = rng.normal(0, 0.2, (40, 19, 3)).astype(np.float32)
+    orient = np.zeros((40, 3), np.float32)
+    labels = make_people(pool, orient, anny_model, 60, seed=2, noise=NoiseModel(scale=2.0))
+    scored = make_people(pool, orient, anny_model, 60, seed=2, noise=NoiseModel(scale=2.0, scores="detector"))
+    # the same people, points and labelled set; only the confidences differ
+    np.testing.assert_array_equal(labels["keypoints_2d"][..., :2], scored["keypoints_2d"][..., :2])
+    vis = labels["keypoints_2d"][..., 2] > 0
+    assert set(np.unique(labels["keypoints_2d"][..., 2])) == {0.0, 1.0}
+    np.testing.assert_array_equal(vis, scored["keypoints_2d"][..., 2] > 0)
+    conf = scored["keypoints_2d"][..., 2][vis]
+    assert conf.min() >= 0.05 and conf.max() < 1 and 0.25 < conf.mean() < 0.75 and conf.std() > 0.1  # (twice the noise: lower)
+    err = np.linalg.norm(labels["keypoints_2d"][..., :2] - labels["keypoints_2d_clean"], axis=-1)[vis]
+    far = err > np.percentile(err, 80)
+    assert conf[far].mean() < conf[~far].mean() - 0.05  # worse points are scored lower
+    with pytest.raises(ValueError, match="scores"):
+        NoiseModel(scores="guess")
