@@ -75,3 +75,27 @@ def test_per_person_gradients_equal_one_module_per_person():
         assert torch.allclose(whole, g["ief.0.weight"], atol=1e-5)
         for k in ("inp.weight", "trunk.0.net.0.weight", "trunk.1.net.3.weight", "ief.2.weight", "ief.4.bias"):
             assert torch.allclose(stacked[k].grad[i], g[k], atol=1e-5), k
+
+
+def test_features_see_whether_a_point_is_labelled_not_its_score():
+    """A detector's graded scores must not shrink the points toward the box centre: the network
+    was trained on labels (0 or 1); a score above 0 reads as labelled, 0 as unlabelled."""
+    from fit3d.data.batching import PersonBatch
+    from fit3d.data.conventions import COCO17
+
+    torch.manual_seed(0)
+    kp = torch.cat([torch.rand(2, 17, 2) * 200 + 250, torch.ones(2, 17, 1)], -1)
+    kp[:, 3, 2] = 0.0
+    scored = kp.clone()
+    scored[:, :, 2] = torch.where(kp[:, :, 2] > 0, torch.rand(2, 17) * 0.9 + 0.05, 0.0)
+
+    def batch(k):
+        return PersonBatch(keypoints_2d=k, bbox=torch.tensor([[250.0, 250.0, 200.0, 200.0]]).repeat(2, 1),
+                           focal_length=torch.full((2, 2), 800.0), principal_point=torch.full((2, 2), 320.0),
+                           image_size=torch.full((2, 2), 640.0), convention=COCO17)
+
+    m = KeypointRegressor(17, 19, 6, width=32, blocks=2)
+    labels, detector = m.features(batch(kp)), m.features(batch(scored))
+    assert torch.equal(labels, detector)
+    assert torch.equal(labels[:, 2 * 17:3 * 17], (kp[:, :, 2] > 0).float())
+    assert (labels[:, 6:8] == 0).all()  # the unlabelled point's position is zeroed
