@@ -45,6 +45,7 @@ from fit3d.fitters.eft import EFT, EXTRA_DEFAULTS as EFT_EXTRA_DEFAULTS
 from fit3d.fitters.result import FitResult, is_valid, refinement_pays, reprojection_error_px
 from fit3d.geometry import project
 from fit3d.priors.base import as_loss
+from fit3d.training.divergence import require_finite
 
 log = logging.getLogger(__name__)
 
@@ -462,10 +463,9 @@ class NeuralAnnot:
                     sums[k] = sums.get(k, 0.0) + v
                 steps += 1
             self.epoch += 1
-            if not all(bool(torch.isfinite(w).all()) for w in self._module().parameters()):
-                # (the weights: the same on every rank under DDP, so every rank stops here together)
-                raise ValueError(f"neuralannot: the annotator's training diverged in epoch {self.epoch} (its weights "
-                                 "are no longer finite; nothing saved): lower the learning rate (TrainConfig.lr)")
+            # (the weights: the same on every rank under DDP, so every rank stops here together)
+            require_finite(self._module(), f"neuralannot: the annotator's training (epoch {self.epoch})",
+                           "lower the learning rate (TrainConfig.lr)")
             entry: dict = {k: v / max(steps, 1) for k, v in sums.items()}
             entry.update(epoch=self.epoch, steps=steps, seconds=round(time.perf_counter() - t0, 2),
                          phase=self.phase)

@@ -19,6 +19,7 @@ from fit3d.mocap.pose_set import load_pose_set
 from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.io import save_prior
+from fit3d.training.divergence import require_finite
 from fit3d.priors.vae import VAEPrior
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
     there are fewer (before, such a set trained nothing: every epoch had no full batch).
 
     Raises:
-        ValueError: no poses.
+        ValueError: no poses; the training diverged (weights not finite).
     """
     import roma
 
@@ -109,13 +110,18 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
         sched.step()
         if progress:
             it.set_postfix(rec=f"{loss_rec.item():.4f}", kl=f"{kl.item():.2f}")
+    require_finite(m, "the VAE prior's training")
     return m.eval()
 
 
 def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 512, lr: float = 2e-3,
                        seed: int = 0, progress: bool = True) -> ArticulationPrior:
     """Maximum likelihood of every joint's rotation under its flow; small Gaussian noise (0.02 rad)
-    on the inputs smooths the density between the training poses."""
+    on the inputs smooths the density between the training poses.
+
+    Raises:
+        ValueError: the training diverged (weights not finite).
+    """
     g = _seed(seed)
     x = torch.as_tensor(poses)
     m = ArticulationPrior(num_joints=x.shape[1], mean=x.mean(0), std=x.std(0).clamp(min=0.02))
@@ -136,6 +142,7 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
         sched.step()
         if progress and step % 100 == 0:
             it.set_postfix(nll_per_joint=f"{loss.item():.3f}")
+    require_finite(m, "the articulation prior's training")
     m.eval()
     m.set_range(x)
     return m

@@ -28,6 +28,7 @@ import torch
 from fit3d.body_models.weights import model_key
 from fit3d.data.batching import PersonBatch
 from fit3d.data.writers import write_torch
+from fit3d.training.divergence import require_finite
 from fit3d.geometry import project
 from fit3d.training.synthetic import CameraModel, NoiseModel, OrientationModel, make_people
 from fit3d.regressors.keypoint_regressor import KeypointRegressor
@@ -172,7 +173,8 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
         ``(model, stats)``: the model on ``body_model.device``.
     Raises:
         ValueError: ``rounds``, ``epochs_per_round`` or ``batch_size`` < 1, or ``people_per_round``
-            < ``batch_size`` (a round of no full batch: no training step), naming both.
+            < ``batch_size`` (a round of no full batch: no training step), naming both; the
+            training diverged (weights not finite after a round: that round is not checkpointed).
     """
     check_training_size(rounds, people_per_round, epochs_per_round, batch_size)
     torch.manual_seed(seed)
@@ -202,7 +204,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
         bar = tqdm(total=total, initial=start * steps_per_round, desc="train regressor", unit="step")
     parts = {}
     for r in range(start, rounds):
-        data = training_people(pool, body_model, people_per_round, seed * 1000 + r,
+        data = training_people(pool, body_model, people_per_round, round_seed(seed, r),
                                TRAIN_NOISE_SCALES[r % len(TRAIN_NOISE_SCALES)], closeup=closeup)
         model.train()
         for _ in range(epochs_per_round):
@@ -219,6 +221,8 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(mm=f"{parts['l3d_m'] * 1000:.0f}", rot=f"{parts['rot']:.2f}")
+        require_finite(model, f"the regressor's training (seed {seed}, round {r + 1} of {rounds})",
+                       "lower lr (the last checkpoint, if any, is kept)")
         if checkpoint is not None:  # after the last round too: a finished member of an ensemble resumes as done
             _save_checkpoint(checkpoint, settings, r + 1, model, opt, sched, g)
     if bar is not None:
@@ -226,6 +230,15 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
     model.eval()
     return model, dict(steps=(rounds - start) * steps_per_round, seconds=round(time.perf_counter() - t0, 1),
                        final=parts, resumed_at_round=start)
+
+
+def round_seed(seed: int, r: int) -> int:
+    """The synthetic people's seed of round ``r`` of the training of ``seed``: ``1000 seed + r`` for the
+    first 1,000 rounds (the shipped weights' people), beyond them a seed drawn from ``(seed, r)``,
+    so that no round repeats another member's (``seed + 1``'s round ``r - 1000``)."""
+    if r < 1000:
+        return seed * 1000 + r
+    return int(np.random.SeedSequence([seed, r]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def check_training_size(rounds: int, people_per_round: int, epochs_per_round: int = 2,

@@ -56,6 +56,31 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, anny_model, 
     assert not all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), other.state_dict().values()))
 
 
+def test_a_diverged_round_raises_and_keeps_the_last_good_checkpoint(tmp_path, anny_model, monkeypatch):
+    from fit3d.training import regressor
+
+    ck = tmp_path / "regressor.partial.pt"
+    real, calls = regressor.regressor_loss, []
+
+    def nan_from_round_two(*a, **kw):  # 64 people in batches of 32, 2 epochs: 4 steps a round
+        loss, parts = real(*a, **kw)
+        calls.append(1)
+        return (loss * float("nan"), parts) if len(calls) > 4 else (loss, parts)
+
+    monkeypatch.setattr(regressor, "regressor_loss", nan_from_round_two)
+    with pytest.raises(ValueError, match=r"round 2 of 3\) diverged"):
+        _train(anny_model, checkpoint=ck)
+    assert torch.load(ck, weights_only=False)["next_round"] == 1
+
+
+def test_round_seeds_never_repeat_another_members():
+    from fit3d.training.regressor import round_seed
+
+    assert round_seed(0, 5) == 5 and round_seed(2, 999) == 2999  # the shipped weights' people
+    seeds = {round_seed(s, r) for s in range(3) for r in range(2500)}
+    assert len(seeds) == 3 * 2500
+
+
 def test_ensemble_members_are_the_regressors_of_successive_seeds_and_resume(tmp_path, anny_model):
     from fit3d.mocap import bundled_pose_set
     from fit3d.regressors.ensemble import EnsembleRegressor
