@@ -585,9 +585,10 @@ class SMPLify:
         batch = self._check(batch)
         B, dev = len(batch), batch.keypoints_2d.device
         params = {k: params[k].detach().clone().to(dev) for k in ("global_orient", "body_pose", "betas", "transl")}
-        if self.latent:
+        if self.latent:  # the given pose as the latent space holds it, so root_z and every stage see one pose
             with torch.no_grad():
                 params["latent"] = self.prior.encode(params["body_pose"])[0]
+                params["body_pose"] = self.prior.decode(params["latent"])
         with torch.no_grad():
             root_z = self.body_model(params["global_orient"], params["body_pose"], params["betas"],
                                      params["transl"]).joints_3d[:, 0, 2]

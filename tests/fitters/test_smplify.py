@@ -484,3 +484,22 @@ def test_latent_rows_start_from_decoded_poses_without_flips_and_branch_first_sch
     with pytest.raises(ValueError, match="first body stage"):
         SMPLify(anny_model, schedule=sched)(batch)
     SMPLify(anny_model, schedule=sched, depth_flips=False)(batch)  # without flips it runs
+
+
+def test_latent_fit_from_starts_from_the_given_pose_as_the_latent_space_decodes_it(anny_model, make_synthetic):
+    """Found by a review: fit_from in the latent pose space computed the start's depth (and the rows'
+    body_pose) from the given pose while every stage posed its decoding."""
+    from fit3d.priors import build_prior
+
+    vae = build_prior("vae", anny_model)
+    batch, _, _ = make_synthetic(anny_model, 2, seed=4)
+    torch.manual_seed(0)
+    given = dict(global_orient=torch.tensor([[3.1, 0.0, 0.0]]).repeat(2, 1),
+                 body_pose=torch.randn(2, anny_model.num_body_joints, 3) * 0.4,
+                 betas=torch.zeros(2, anny_model.num_betas), transl=torch.tensor([[0.0, 0.0, 4.0]]).repeat(2, 1))
+    still = [Stage("still", ("transl",), 0, 0.01, {"reprojection": 1.0})]
+    out = SMPLify(anny_model, prior=vae, pose_space="latent", schedule=still).fit_from(batch, given)
+    with torch.no_grad():
+        decoded = vae.decode(vae.encode(given["body_pose"])[0])
+    assert (decoded - given["body_pose"]).abs().max() > 0.05  # (the two differ)
+    torch.testing.assert_close(out.body_pose, decoded, rtol=0, atol=1e-5)
