@@ -9,6 +9,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -80,6 +81,14 @@ MAX_POOL_RESTARTS = 2
 
 #: Why the people of a batch lost with a worker are recorded as failed.
 WORKER_DIED = "the worker process fitting this batch died; fitted again by the next run"
+#: Why the people of a batch whose worker stopped answering are recorded as failed.
+WORKER_HUNG = "the worker process fitting this batch stopped answering (stopped); fitted again by the next run"
+
+#: A worker's batch is given up as hung after ``HUNG_FACTOR`` times as long as the slowest batch of
+#: the run so far took per person (any process's), and never before ``HUNG_MIN_SECONDS``; before any
+#: batch has finished, never.
+HUNG_FACTOR = 20.0
+HUNG_MIN_SECONDS = 600.0
 
 
 @dataclass
@@ -100,7 +109,10 @@ class SharedFitting:
     batch itself between recording finished ones. Only this process records and writes.
 
     A worker that dies breaks the pool: the batches the pool held are failures (their images
-    are not written: the next run fits them again) and the pool is restarted. Workers that
+    are not written: the next run fits them again) and the pool is restarted. So does a worker
+    that stops answering: a batch taking longer than :data:`HUNG_FACTOR` times the run's slowest
+    time per person so far (at least :data:`HUNG_MIN_SECONDS`) is failed and its pool stopped
+    (a deadlocked worker would otherwise hold the run forever). Workers that
     cannot start (they fail building their fitter) lose no batch. After
     :data:`MAX_POOL_RESTARTS` restarts this process fits the rest alone, with its threads
     as before. An interruption keeps the batches the workers have finished and stops them.
@@ -113,13 +125,14 @@ class SharedFitting:
     def __init__(self, job, pool: FitterPool) -> None:
         self.job, self.pool = job, pool
         self.todo: collections.deque[_Batch] = collections.deque()
-        self.done: queue.Queue = queue.Queue()  # (batch or None, results, broken, generation)
+        self.done: queue.Queue = queue.Queue()  # (batch or None, results, why broken or None, generation)
         self.generation = self.restarts = self.left = self.threads_before = 0
         self.stop = threading.Event()
         self.feeders: list[threading.Thread] = []
         self.worker_pids: set[int] = set()  # the workers that returned a batch
         self.expected = fitter_identity(job.fitter)  # what every worker's fitter must be
         self.mismatch: str | None = None  # why the workers' fitter may not be used
+        self.per_person = 0.0  # the slowest batch so far, seconds per person (0: none finished)
 
     def run(self, chunks: list[list[ImageRecord]], threads: int) -> None:
         """Fit and record every chunk; this process runs ``threads`` threads meanwhile.
@@ -138,8 +151,10 @@ class SharedFitting:
                 self.record(wait=False)
                 batch = self.take()
                 if batch is not None:
-                    self.finish(batch, fit_people(job.fitter, batch.to_fit, job.conv, job.config,
-                                                  job.body_model.device))
+                    t0 = time.perf_counter()
+                    results = fit_people(job.fitter, batch.to_fit, job.conv, job.config, job.body_model.device)
+                    self.timed(time.perf_counter() - t0, len(batch.to_fit))
+                    self.finish(batch, results)
                 elif self.left:
                     self.record(wait=True)
         except BaseException:
@@ -160,6 +175,17 @@ class SharedFitting:
         except IndexError:
             return None
 
+    def timed(self, seconds: float, people: int) -> None:
+        """Note a finished batch's time (for :meth:`deadline`)."""
+        self.per_person = max(self.per_person, seconds / max(people, 1))
+
+    def deadline(self, people: int) -> float:
+        """Seconds after which a worker's batch of ``people`` is given up as hung (inf until a
+        batch has finished)."""
+        if not self.per_person:
+            return float("inf")
+        return max(HUNG_MIN_SECONDS, HUNG_FACTOR * self.per_person * max(people, 1))
+
     def finish(self, batch: _Batch, results: list[tuple]) -> None:
         """Record a fitted batch (the run's ``job.finish``: counts and outputs) and count it done."""
         self.job.finish(batch.chunk, batch.entries, results)
@@ -179,43 +205,51 @@ class SharedFitting:
         try:
             identity = ready.result()
         except BaseException:  # noqa: BLE001 - the worker could not start: the main thread restarts the pool
-            self.done.put((None, [], True, generation))
+            self.done.put((None, [], WORKER_DIED, generation))
             return
         if identity != self.expected:  # another fitter: its fits must not mix with this run's
             self.mismatch = (f"the worker processes' fitter ({identity[0]}) is not this run's ({self.expected[0]}, "
                              "or not with the same settings): the pool's recipe must build the fitter given to run()")
-            self.done.put((None, [], True, generation))
+            self.done.put((None, [], WORKER_DIED, generation))
             return
         while not self.stop.is_set() and generation == self.generation:
             batch = self.take()
             if batch is None:
                 return
-            results, broken = [], False
+            results, broken = [], None
             try:
                 future = self.pool.submit(_fit_batch, batch.to_fit, self.job.config)
             except BaseException:  # noqa: BLE001 - a broken or closed pool
-                broken = True
+                broken = WORKER_DIED
             else:
                 results, broken = self._wait(future, generation, len(batch.to_fit))
             self.done.put((batch, results, broken, generation))
             if broken:
                 return
 
-    def _wait(self, future, generation: int, n: int) -> tuple[list[tuple], bool]:
-        """``(results, broken)`` of a batch of ``n`` people; a pool replaced or closed meanwhile
-        counts as broken (its future may never be answered)."""
+    def _wait(self, future, generation: int, n: int) -> tuple[list[tuple], str | None]:
+        """``(results, why broken or None)`` of a batch of ``n`` people; a pool replaced or closed
+        meanwhile counts as broken (its future may never be answered), and so does a batch past
+        its :meth:`deadline` (:data:`WORKER_HUNG`)."""
+        t0 = time.perf_counter()
         while True:
             try:
                 pid, results = future.result(timeout=1.0)
                 self.worker_pids.add(pid)
-                return results, False
+                self.timed(time.perf_counter() - t0, n)
+                return results, None
             except (TimeoutError, FutureTimeout):  # (3.10: a future's timeout is not the built-in one)
                 if generation != self.generation or self.stop.is_set():
-                    return [], True
+                    return [], WORKER_DIED
+                if time.perf_counter() - t0 > self.deadline(n):
+                    log.warning("a worker process has fitted a batch of %d people for %.0f s, over %.0f times the "
+                                "run's slowest time per person so far: giving it up as hung", n,
+                                time.perf_counter() - t0, HUNG_FACTOR)
+                    return [], WORKER_HUNG
             except (BrokenProcessPool, CancelledError):
-                return [], True
+                return [], WORKER_DIED
             except BaseException as e:  # noqa: BLE001 - e.g. a result that could not be sent back
-                return _failed(e, n), False
+                return _failed(e, n), None
 
     def record(self, wait: bool, interrupted: bool = False) -> None:
         """Record what the feeders have put on ``done`` (``wait``: wait for something first).
@@ -235,11 +269,11 @@ class SharedFitting:
             if broken and interrupted:
                 continue
             if broken:
-                self.broken(generation, started=batch is not None)
+                self.broken(generation, started=batch is not None, hung=broken == WORKER_HUNG)
                 if batch is None:
                     continue
-                log.warning("%s", WORKER_DIED)
-                results = [(None, WORKER_DIED)] * len(batch.to_fit)
+                log.warning("%s", broken)
+                results = [(None, broken)] * len(batch.to_fit)
             self.finish(batch, results)
 
     def _check_feeders(self) -> None:
@@ -251,9 +285,10 @@ class SharedFitting:
         if not any(t.is_alive() for t in self.feeders) and self.done.empty() and not self.todo and self.left:
             raise RuntimeError(f"{self.left} batches were given to worker processes and never came back")
 
-    def broken(self, generation: int, started: bool) -> None:
-        """The pool of ``generation`` broke (``started``: mid-batch, else at start-up): restart it
-        once per break, at most :data:`MAX_POOL_RESTARTS` times; then fit the rest here."""
+    def broken(self, generation: int, started: bool, hung: bool = False) -> None:
+        """The pool of ``generation`` broke (``started``: mid-batch, else at start-up; ``hung``: a
+        worker stopped answering): restart it once per break (stopping its workers), at most
+        :data:`MAX_POOL_RESTARTS` times; then fit the rest here."""
         if generation != self.generation:
             return
         self.generation += 1
@@ -263,7 +298,7 @@ class SharedFitting:
             self.restarts = MAX_POOL_RESTARTS + 1
         elif self.restarts <= MAX_POOL_RESTARTS:
             log.warning("a worker process %s: starting the workers again",
-                        "died" if started else "could not start (its error is above)")
+                        "stopped answering" if hung else "died" if started else "could not start (its error is above)")
             self.pool.restart()
             self.feed()
             return

@@ -202,6 +202,9 @@ class FitterPool:
                 p.terminate()
         for p in self._procs:
             p.join(timeout=10)
+            if p.is_alive():  # (one that does not stop on SIGTERM)
+                p.kill()
+                p.join(timeout=10)
 
     def __enter__(self) -> FitterPool:
         return self

@@ -139,6 +139,29 @@ def test_a_worker_that_dies_mid_batch_fails_its_batch_and_the_next_run_fits_it(t
     assert len(fit_files(out)) == 4
 
 
+def test_a_worker_that_stops_answering_is_stopped_and_its_batch_failed(tmp_path, sample_copy, anny_model,
+                                                                     fast_fitter, monkeypatch, one_thread):
+    """A worker that never returns its batch (a deadlock) is given up once the batch has taken
+    HUNG_FACTOR times the run's slowest time per person (here: 2 s at least), and stopped."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "fixtures"))
+    monkeypatch.setattr(batches, "MAX_POOL_RESTARTS", 0)
+    monkeypatch.setattr(batches, "HUNG_MIN_SECONDS", 2.0)
+    monkeypatch.setattr(batches, "HUNG_FACTOR", 1.0)
+    from dying_fitter import HangsInWorker
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    config = RunConfig(out, batch_size=1, progress=False)  # a batch per image
+    pool = FitterPool(_recipe(make_fitter=partial(HangsInWorker, identity=fitter_identity(fast_fitter))), 1, 1)
+    procs = list(pool._procs)
+    with pool:
+        s = run(images, _WaitForWorkers(fast_fitter, pool), anny_model, config, problems, pool=pool)
+    r = s["this_run"]
+    assert r["images_failed"] == 1 and r["images_written"] == 3 and r["exit_code"] == 5
+    assert r["people_failed"] >= 1 and all(f["reason"] == batches.WORKER_HUNG for f in r["failures"])
+    assert procs and not any(p.is_alive() for p in procs)
+
+
 def test_workers_building_another_fitter_are_not_used(tmp_path, sample_copy, anny_model, fast_fitter, caplog,
                                                       one_thread):
     """A pool whose recipe builds another fitter (here another schedule) than the one given to
@@ -203,5 +226,5 @@ def test_a_future_s_timeout_is_waited_through_whatever_its_class(monkeypatch):
             return 123, ["done"]
 
     shared = batches.SharedFitting.__new__(batches.SharedFitting)
-    shared.generation, shared.stop, shared.worker_pids = 0, threading.Event(), set()
-    assert shared._wait(SlowFuture(), 0, 1) == (["done"], False) and shared.worker_pids == {123}
+    shared.generation, shared.stop, shared.worker_pids, shared.per_person = 0, threading.Event(), set(), 0.0
+    assert shared._wait(SlowFuture(), 0, 1) == (["done"], None) and shared.worker_pids == {123}
