@@ -271,6 +271,9 @@ def test_ddp_two_gloo_processes_train_in_step_and_annotate_each_image_once(tmp_p
     assert r0["log"][0]["3d"] != r1["log"][0]["3d"]  # rank-seeded synthetic batches
     for k, v in r0["state"].items():
         assert torch.equal(v, r1["state"][k]), k  # DDP kept the ranks' weights identical
+    assert not all(torch.equal(v, r1["initial"][k]) for k, v in r0["initial"].items())  # (they began apart)
+    for k, v in r0["initial"].items():  # what an annotation must beat: rank 0's starting network, on every rank
+        assert torch.equal(v, r0["pretrained"][k]) and torch.equal(v, r1["pretrained"][k]), k
     ck = torch.load(tmp_path / "annotator.pt", weights_only=False)
     assert ck["epoch"] == 2
     fits = tmp_path / "fits"
