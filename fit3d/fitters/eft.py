@@ -53,7 +53,7 @@ from fit3d.fitters.smplify import SMPLify
 from fit3d.fitters.stages import refinement_stages
 from fit3d.geometry import project
 from fit3d.priors.base import as_loss
-from fit3d.regressors.base import crop_cam_to_transl
+from fit3d.regressors.base import crop_cam_to_transl, regressor_box
 from fit3d.regressors.functional import fresh_grads, grads_in_place
 
 
@@ -279,6 +279,7 @@ class EFT:
         batch = batch_for(batch, model)
         B = len(batch)
         feats = self.regressor.features(batch).detach()
+        box = regressor_box(batch)  # (the crop the network reads the person in)
         named = self._named_parameters()
         weights = {k: named[k].detach().unsqueeze(0).repeat(B, *([1] * named[k].dim())).requires_grad_(True)
                    for k in self._tuned}
@@ -300,7 +301,7 @@ class EFT:
         grads_in_place(in_place)
 
         def objective(out: dict):
-            transl = crop_cam_to_transl(out["cam"], batch.bbox, batch.focal_length, batch.principal_point)
+            transl = crop_cam_to_transl(out["cam"], box, batch.focal_length, batch.principal_point)
             body = model(out["global_orient"], out["body_pose"], out["betas"], transl)
             proj = project(body.keypoints_3d, batch.focal_length, batch.principal_point)
             loss = L.reprojection(proj, batch.keypoints_2d, scale, mask=kp_weights)

@@ -269,14 +269,14 @@ class NeuralAnnot:
     def _forward(self, batches: list[PersonBatch]) -> list[dict]:
         """One forward of the (possibly DDP-wrapped) network over several batches, split
         back per batch, each with its full-frame ``transl``."""
-        from fit3d.regressors.base import crop_cam_to_transl
+        from fit3d.regressors.base import crop_cam_to_transl, regressor_box
 
         module = self._module()
         out = self.net(torch.cat([module.features(b) for b in batches]))
         res, start = [], 0
         for b in batches:
             o = {k: v[start : start + len(b)] for k, v in out.items()}
-            o["transl"] = crop_cam_to_transl(o["cam"], b.bbox, b.focal_length, b.principal_point)
+            o["transl"] = crop_cam_to_transl(o["cam"], regressor_box(b), b.focal_length, b.principal_point)
             res.append(o)
             start += len(b)
         return res

@@ -26,7 +26,7 @@ from torch import nn
 
 from fit3d.data.batching import PersonBatch
 from fit3d.priors.rotations import rotvec_to_sixd, sixd_to_rotmat
-from fit3d.regressors.base import Regressor
+from fit3d.regressors.base import Regressor, regressor_box
 from fit3d.regressors.functional import layer_norm, linear
 
 
@@ -85,8 +85,9 @@ class KeypointRegressor(Regressor):
         """``(B, 3K + 3)`` normalised keypoints (zero where unlabelled), the labelled mask (confidence
         above 0) and CLIFF box features; see the module docstring."""
         kp = batch.keypoints_2d
-        b = batch.bbox[:, 2:].max(-1).values.clamp(min=1.0)
-        c = batch.bbox[:, :2] + 0.5 * batch.bbox[:, 2:]
+        box = regressor_box(batch)
+        b = box[:, 2:].max(-1).values.clamp(min=1.0)
+        c = box[:, :2] + 0.5 * box[:, 2:]
         labelled = (kp[..., 2:] > 0).to(kp.dtype)
         xy = (kp[..., :2] - c[:, None]) / (b[:, None, None] / 2) * labelled
         f = batch.focal_length.mean(-1)
