@@ -127,10 +127,14 @@ def benchmark():
 @click.option("--scores", type=click.Choice(["labels", "detector"]), default="labels", show_default=True,
               help="subjects protocol: labels (confidence 1 for every labelled keypoint, as annotations) or "
                    "detector (graded detector-like confidences, ~0.6, lower for worse points).")
+@click.option("--boxes", type=click.Choice(["keypoints", "silhouette"]), default="keypoints", show_default=True,
+              help="subjects protocol: each person's box around their labelled keypoints (padded 10 %), or around "
+                   "their whole projected body, as COCO's annotations box people.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--no-vertices", is_flag=True, help="Do not store ground-truth vertices (no PVE; smaller file).")
 @model_options
-def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing, scores, seed, no_vertices, body):
+def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing, scores, boxes, seed, no_vertices,
+                   body):
     """Make a synthetic benchmark (fit3d.evaluation.benchmark: protocols; fit3d.training.synthetic:
     cameras and 2D errors)."""
     from fit3d.body_models.weights import existing_weights
@@ -142,10 +146,11 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing,
         bench = make_benchmark(load_pose_set(poses or existing_weights(body, "pose_set")), body, n=count, seed=seed,
                                protocol=protocol, split=split, noise=noise, with_vertices=not no_vertices,
                                subjects=None if subjects is None else tuple(s.strip() for s in subjects.split(",")),
-                               framing=framing, scores=scores)
+                               framing=framing, scores=scores, boxes=boxes)
     write_npz(out, bench)
     click.echo(f"fit3d: {count} synthetic people ({protocol}, {split}, noise x{noise:g}"
-               f"{', close-up' if framing == 'closeup' else ''}{', detector scores' if scores == 'detector' else ''})"
+               f"{', close-up' if framing == 'closeup' else ''}{', detector scores' if scores == 'detector' else ''}"
+               f"{', silhouette boxes' if boxes == 'silhouette' else ''})"
                f" -> {out}", err=True)
 
 

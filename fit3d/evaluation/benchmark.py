@@ -36,11 +36,14 @@ HYPOTHESIS_EXTRAS = ("prototype", "depth_flip", "noisy_keypoints", "fallback", "
 
 
 FRAMINGS = ("full", "closeup")
+#: How the people of a ``subjects`` benchmark are boxed (:func:`make_benchmark`).
+BOXES = ("keypoints", "silhouette")
 
 
 def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
                    split: str = "test", noise: float = 1.0, with_vertices: bool = True,
-                   subjects: tuple[str, ...] | None = None, framing: str = "full", scores: str = "labels") -> dict:
+                   subjects: tuple[str, ...] | None = None, framing: str = "full", scores: str = "labels",
+                   boxes: str = "keypoints") -> dict:
     """Synthetic people for a protocol (see module docstring).
 
     Args:
@@ -62,24 +65,29 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         scores: ``subjects`` protocol: ``"labels"`` (confidence 1 for every labelled point, as
             annotations give) or ``"detector"`` (graded, detector-like confidences,
             :class:`~fit3d.training.synthetic.NoiseModel`).
+        boxes: ``subjects`` protocol: ``"keypoints"`` (each person's ``bbox`` is their labelled
+            keypoints' box padded 10 %, as OpenPose input gets) or ``"silhouette"`` (the box around the
+            whole projected mesh, cut to the image, as COCO's annotations give:
+            :func:`~fit3d.training.synthetic.silhouette_boxes`).
     Returns:
         the arrays of :func:`fit3d.training.synthetic.make_people` plus ``rarity_mm (N,)``,
-        ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``, ``scores``.
+        ``rare (N,)`` (``subjects`` protocol), ``protocol``, ``split``, ``noise_scale``, ``scores``, ``boxes``.
     Raises:
-        ValueError: unknown protocol/split/framing/scores, no poses in the split (or of ``subjects`` in it),
+        ValueError: unknown protocol/split/framing/scores/boxes, no poses in the split (or of ``subjects`` in it),
             or a pose set of another model.
     """
     from fit3d.evaluation.rarity import pose_rarity, rare_mask
     from fit3d.mocap.splits import training_mask
-    from fit3d.training.synthetic import CameraModel, NoiseModel, make_people, make_synthetic_benchmark
+    from fit3d.training.synthetic import CameraModel, NoiseModel, make_people, make_synthetic_benchmark, silhouette_boxes
 
     if protocol == "trials-v1":
         if framing != "full":
             raise ValueError("the trials-v1 protocol has one framing; framing= is for the subjects protocol")
         if subjects is not None:
             raise ValueError("the trials-v1 protocol splits by trial; subjects= is for the subjects protocol")
-        if scores != "labels":
-            raise ValueError("the trials-v1 protocol has annotators' labels; scores= is for the subjects protocol")
+        if scores != "labels" or boxes != "keypoints":
+            raise ValueError("the trials-v1 protocol has annotators' labels and keypoint boxes; scores= and boxes= are "
+                             "for the subjects protocol")
         if noise not in (0, 1):  # (any other scale gave the noise of 1 without a word)
             raise ValueError(f"the trials-v1 protocol has one noise model: noise 1 (with it) or 0 (noise-free), "
                              f"not {noise:g}")
@@ -108,18 +116,25 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
         raise ValueError(f"no {split} poses" + (f" of subjects {', '.join(subjects)}" if subjects else "")
                          + " in the pose set")
     model = NoiseModel(scale=noise, scores=scores)
+    if boxes not in BOXES:
+        raise ValueError(f"unknown benchmark boxes {boxes!r}; choose from {BOXES}")
+    posed = with_vertices or boxes == "silhouette"
     if framing == "full":
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, n, seed=seed,
-                          noise=model, with_vertices=with_vertices)
+                          noise=model, with_vertices=posed)
     else:  # three times as many drawn: about a tenth of close-ups show fewer than 6 keypoints
         from fit3d.pipeline.skips import MIN_VISIBLE_KEYPOINTS
 
         out = make_people(pose_set["body_pose"][sel], pose_set["global_orient"][sel], body_model, 3 * n, seed=seed,
-                          camera=CameraModel(p_closeup=1.0), noise=model, with_vertices=with_vertices)
+                          camera=CameraModel(p_closeup=1.0), noise=model, with_vertices=posed)
         keep = np.nonzero((out["keypoints_2d"][..., 2] > 0).sum(1) >= MIN_VISIBLE_KEYPOINTS)[0][:n]
         if len(keep) < n:
             raise ValueError(f"only {len(keep)} of {3 * n} close-up people show {MIN_VISIBLE_KEYPOINTS} keypoints")
         out = {k: v[keep] if isinstance(v, np.ndarray) and v.ndim and len(v) == 3 * n else v for k, v in out.items()}
+    if boxes == "silhouette":
+        out["bbox"] = silhouette_boxes(out)
+    if not with_vertices:
+        out.pop("vertices", None)
     out["pose_index"] = sel[out["pose_index"]]
     out["trial"] = pose_set["trial"][out["pose_index"]]
     ref = training_mask(pose_set, include_val=split == "test")
@@ -127,7 +142,8 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
                                    pose_set["body_pose"][ref], pose_set["global_orient"][ref])
     out["rare"] = rare_mask(out["rarity_mm"])
     return dict(out, protocol=np.str_(protocol), split=np.str_(split), noise_scale=np.float32(noise),
-                framing=np.str_(framing), scores=np.str_(scores))
+                framing=np.str_(framing), scores=np.str_(scores),
+                boxes=np.str_(boxes))
 
 
 #: What every ``fit3d benchmark make`` file holds, with the number of axes of each (N people first).

@@ -225,6 +225,25 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
     )
 
 
+def silhouette_boxes(people: dict) -> np.ndarray:
+    """``(N, 4)`` ``x, y, w, h`` pixels: each person's box around their whole projected mesh, cut to the
+    image, as COCO's annotators box a person (around the segmentation, hidden limbs' extent included,
+    clothes and hair aside), where :func:`make_people` boxes the labelled keypoints.
+
+    Args:
+        people: :func:`make_people`'s arrays with ``vertices`` (``with_vertices=True``).
+    Raises:
+        KeyError: no ``vertices``.
+    """
+    v = people["vertices"].astype(np.float32) + people["joints_3d"][:, :1]  # (root-relative: back in the camera)
+    f, pp = people["focal_length_true"][:, None], people["principal_point"][:, None]
+    uv = v[..., :2] / np.clip(v[..., 2:], 1e-3, None) * f + pp
+    size = people["image_size"][:, None]
+    uv = np.clip(uv, 0, size)
+    lo, hi = uv.min(1), uv.max(1)
+    return np.concatenate([lo, hi - lo], 1).astype(np.float32)
+
+
 def _pose_people(body_model, body_pose, betas, global_orient, root, with_vertices, batch_size) -> dict:
     """Pose and place the people so that their root joints sit at ``root`` (camera frame)."""
     dev = body_model.device

@@ -100,6 +100,18 @@ def test_make_benchmark_of_some_val_subjects(anny_model):
     assert 0 < conf[conf > 0].mean() < 0.9
     with pytest.raises(ValueError, match="scores"):
         make_benchmark(ps, anny_model, n=4, protocol="trials-v1", scores="detector")
+    boxed = make_benchmark(ps, anny_model, n=12, seed=0, split="val", subjects=("35",), with_vertices=False,
+                           boxes="silhouette")
+    assert "vertices" not in boxed and str(boxed["boxes"]) == "silhouette" and str(b["boxes"]) == "keypoints"
+    np.testing.assert_allclose(boxed["keypoints_2d"], b["keypoints_2d"], atol=0.01)  # same people (posed with vertices)
+    assert not np.allclose(boxed["bbox"], b["bbox"], atol=2.0)
+    clean, lab = boxed["keypoints_2d_clean"], b["keypoints_2d"][..., 2] > 0  # (labelled: inside the image)
+    lo, hi = boxed["bbox"][:, None, :2], boxed["bbox"][:, None, :2] + boxed["bbox"][:, None, 2:]
+    assert ((clean >= lo - 2) & (clean <= hi + 2)).all(-1)[lab].all()  # the body's box holds its joints
+    with pytest.raises(ValueError, match="boxes"):
+        make_benchmark(ps, anny_model, n=4, protocol="trials-v1", boxes="silhouette")
+    with pytest.raises(ValueError, match="boxes"):
+        make_benchmark(ps, anny_model, n=4, boxes="detector")
 
 
 def test_run_benchmark_reports_rare_and_common(anny_model, bench):
