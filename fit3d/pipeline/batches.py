@@ -82,7 +82,7 @@ MAX_POOL_RESTARTS = 2
 #: Why the people of a batch lost with a worker are recorded as failed.
 WORKER_DIED = "the worker process fitting this batch died; fitted again by the next run"
 #: Why the people of a batch whose worker stopped answering are recorded as failed.
-WORKER_HUNG = "the worker process fitting this batch stopped answering (stopped); fitted again by the next run"
+WORKER_HUNG = "the worker process fitting this batch stopped answering and was stopped; fitted again by the next run"
 
 #: A worker's batch is given up as hung after ``HUNG_FACTOR`` times as long as the slowest batch of
 #: the run so far took per person (any process's), and never before ``HUNG_MIN_SECONDS``; before any
