@@ -149,13 +149,13 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     """
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import output_path, require_fit_files
-    from fit3d.pipeline.settings import recorded_settings
+    from fit3d.pipeline.settings import fitting_settings
 
     with errors_as():
         files = require_fit_files(fits_dir)
         names = _selected(fits_dir, worst, sample, seed, only_file, len(files), images)
     model_name = _model_name(files if names is None else [output_path(fits_dir, k) for k in names])
-    recorded = recorded_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
+    recorded = fitting_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
         model_path = model_path or recorded.get("model_path")
         gender = gender or recorded.get("gender")

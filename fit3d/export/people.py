@@ -102,13 +102,14 @@ def without_invalid(people: dict, counts: dict) -> tuple[dict, dict]:
 
 def fitted_gender(fits_dir: str | Path, model: str) -> str:
     """The body model's gender the fits were made with (``neutral``, ``male``, ``female``), as the
-    folder's ``fit_settings.json`` records it for that model; ``neutral`` when it records none
-    (anny, folders fitted before the record, a record of another model)."""
-    from fit3d.pipeline.settings import recorded_settings
+    folder records it for that model (:func:`~fit3d.pipeline.settings.fitting_settings`: its
+    ``fit_settings.json``, or for ``fit3d neuralannot``'s folders its summaries); ``neutral`` when
+    it records none (anny, folders fitted before the record, a record of another model)."""
+    from fit3d.pipeline.settings import fitting_settings
 
     if model not in ("smpl", "smplh", "smplx"):  # anny has no gendered models (a folder's --gender was ignored)
         return "neutral"
-    record = recorded_settings(fits_dir) or {}
+    record = fitting_settings(fits_dir) or {}
     gender = str(record.get("gender") or "").lower() if record.get("model") == model else ""
     return gender if gender in ("male", "female") else "neutral"
 

@@ -58,6 +58,25 @@ def recorded_settings(out_dir: str | Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def fitting_settings(out_dir: str | Path) -> dict | None:
+    """The settings a folder's fits were made with: :func:`recorded_settings`, else (a folder that
+    records none, e.g. ``fit3d neuralannot``'s, whose annotator keeps its own record) the
+    ``settings`` of one of its summaries (``summary.json``, ``summary.shard-i-of-n.json``), with
+    its ``model_file`` as ``model_path``; None when there are none. For what reads the fits back
+    with their body model (``fit3d render``, the exports' gender)."""
+    record = recorded_settings(out_dir)
+    if record is not None:
+        return record
+    for path in sorted(Path(out_dir).glob("summary*.json")):
+        try:
+            settings = json.loads(path.read_text()).get("settings")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(settings, dict) and settings.get("model"):
+            return dict(settings, model_path=settings.get("model_path") or settings.get("model_file"))
+    return None
+
+
 def _short(value, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

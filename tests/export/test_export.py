@@ -394,6 +394,26 @@ def test_the_fitted_gender_reaches_spin_and_humandata(tmp_path, smpl_fits):
     export_fits(male, "spin", tmp_path / "o.npz")
     assert "gender" not in np.load(tmp_path / "o.npz")
 
+
+def test_a_neuralannot_folders_gender_is_read_from_its_summaries(tmp_path, smpl_fits):
+    """Found by a review: fit3d neuralannot records its settings in its summaries, not in
+    fit_settings.json, so fits of a female SMPL were exported (and rendered) as neutral."""
+    from fit3d.pipeline.settings import fitting_settings
+
+    na = tmp_path / "na"
+    shutil.copytree(smpl_fits, na)
+    (na / "fit_settings.json").unlink(missing_ok=True)
+    settings = dict(fitter="neuralannot", model="smpl", gender="female", model_file="/models/SMPL_FEMALE.pkl")
+    for old in na.glob("summary*.json"):
+        old.unlink()
+    (na / "summary.shard-1-of-2.json").write_text(json.dumps(dict(this_run={}, settings=settings)))
+    assert fitting_settings(na)["model_path"] == "/models/SMPL_FEMALE.pkl"
+    out = tmp_path / "na.json"
+    export_fits(na, "neuralannot", out)
+    assert {e["smpl_param"]["gender"] for e in json.loads(out.read_text()).values()} == {"female"}
+    (na / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smpl", gender="male")))
+    assert fitting_settings(na)["gender"] == "male"  # the folder's own record first
+
 def test_spin_center_and_scale_are_spins_preprocessing(tmp_path, smpl_fits, sample_dir):
     from fit3d.data.readers import keypoint_bbox
 
