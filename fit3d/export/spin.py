@@ -149,8 +149,13 @@ def write(people: dict, out: Path) -> None:
     (:func:`static_fits_path`): ``(N, 82)`` float32, ``pose`` (72) then ``shape`` (10) per row in
     the dataset file's order, the ``<dataset>_fits.npy`` that SPIN's ``FitsDict`` loads from
     ``data/static_fits`` as the starting fits of its in-the-loop SMPLify (copy it there under the
-    dataset's name, e.g. ``coco_fits.npy``)."""
+    dataset's name, e.g. ``coco_fits.npy``).
+
+    The two files cannot be replaced together: the old static fits are removed first, so a write that
+    fails half-way leaves a dataset file without static fits (SPIN stops on the missing file), never
+    one beside the fits of another export (SPIN's ``FitsDict`` reads them by row: silently wrong)."""
     a = arrays(people)
+    static_fits_path(out).unlink(missing_ok=True)
     write_npz(out, a)
     buf = io.BytesIO()
     np.save(buf, np.concatenate([a["pose"], a["shape"]], 1).astype(np.float32))

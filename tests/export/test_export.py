@@ -414,6 +414,24 @@ def test_a_neuralannot_folders_gender_is_read_from_its_summaries(tmp_path, smpl_
     (na / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smpl", gender="male")))
     assert fitting_settings(na)["gender"] == "male"  # the folder's own record first
 
+def test_a_spin_export_failing_half_way_never_leaves_another_exports_static_fits(tmp_path, smpl_fits, monkeypatch):
+    """Found by a review: the dataset file was replaced, then its static fits failed to write, leaving
+    the previous export's fits (other rows) beside it; SPIN's FitsDict reads them by row."""
+    from fit3d.export import spin
+
+    out = tmp_path / "p.npz"
+    export_fits(smpl_fits, "spin", out, valid_only=False)
+    assert spin.static_fits_path(out).is_file()
+
+    def full_disk(*a, **kw):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spin, "atomic_write_bytes", full_disk)
+    with pytest.raises(OSError):
+        export_fits(smpl_fits, "spin", out)
+    assert not spin.static_fits_path(out).exists()
+
+
 def test_spin_center_and_scale_are_spins_preprocessing(tmp_path, smpl_fits, sample_dir):
     from fit3d.data.readers import keypoint_bbox
 
