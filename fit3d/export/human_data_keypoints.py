@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fit3d.data.conventions import COCO17, COCO23, CROWDPOSE14, MPII16, OPENPOSE_BODY25, KeypointConvention
+from fit3d.data.conventions import (COCO17, COCO23, CROWDPOSE14, MPII16, OPENPOSE_BODY25, SPIN_DETECTED_ONLY,
+                                   SPIN_OPENPOSE, KeypointConvention)
 from fit3d.data.keypoints import unlabel_unusable
 
 #: The 190 ``human_data`` names, in mmhuman3d's order.
@@ -87,14 +88,18 @@ BY_NAME: dict[str, str] = {
 
 
 def human_data_names(convention: KeypointConvention) -> list[str | None]:
-    """Each point of ``convention`` -> its ``human_data`` name (None: human_data has no such point)."""
+    """Each point of ``convention`` -> its ``human_data`` name (None: human_data has no such point).
+    A SPIN file's OpenPose detections (:data:`~fit3d.data.conventions.SPIN_DETECTED_ONLY`: the neck,
+    mid hip and feet SPIN-24 has no place for) go to the ``*_openpose`` places, as mmhuman3d's SPIN
+    converter puts them (the neck and mid hip took the annotated neck's and pelvis' places before)."""
     known = BY_DATASET.get(tuple(convention.names))
     if known is not None:
         return list(known)
     index = set(HUMAN_DATA)
+    detected = dict(zip(OPENPOSE_BODY25.names, BY_DATASET[OPENPOSE_BODY25.names]))
     out = []
     for n in convention.names:
-        m = BY_NAME.get(n, n)
+        m = detected[n] if convention.names == SPIN_OPENPOSE.names and n in SPIN_DETECTED_ONLY else BY_NAME.get(n, n)
         out.append(m if m in index else None)
     return out
 
@@ -104,7 +109,8 @@ def to_human_data(keypoints_2d: np.ndarray, convention: KeypointConvention) -> t
 
     Returns:
         ``(keypoints2d (N, 190, 3), keypoints2d_mask (190,) uint8, names of the input points
-        that human_data has no place for)``; points without a source are zeros, mask 0;
+        that human_data has no place for, or whose place an earlier point of ``convention`` took
+        (e.g. ``upper_neck`` beside ``neck``)``; points without a source are zeros, mask 0;
         a point with a non-finite value, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX` or at
         the placeholder ``(0, 0)`` becomes ``(0, 0, 0)``, unlabelled, so that no NaN and no point at
         the image origin marked as seen reaches a loss.
@@ -123,6 +129,9 @@ def to_human_data(keypoints_2d: np.ndarray, convention: KeypointConvention) -> t
             dropped.append(convention.names[k])
             continue
         j = HUMAN_DATA.index(name)
+        if mask[j]:  # (never overwritten: the second point is named as not placed)
+            dropped.append(convention.names[k])
+            continue
         out[:, j] = keypoints_2d[:, k]
         mask[j] = 1
     return out, mask, dropped

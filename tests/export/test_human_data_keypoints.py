@@ -60,3 +60,23 @@ def test_every_dataset_table_names_each_point_as_itself():
     for names, hd in BY_DATASET.items():
         for ours, theirs in zip(names, hd):
             assert plain(theirs) == ours or (ours, theirs) in renames, (ours, theirs)
+
+
+def test_a_spin_files_detections_go_to_openpose_places_and_nothing_is_overwritten():
+    """Found by a review: a SPIN file's detected neck and mid hip took the places of the annotated neck
+    (LSP's) and pelvis (MPII's) and were then overwritten by those, unlabelled: lost without a word."""
+    from fit3d.data.conventions import SPIN_OPENPOSE
+
+    kp = np.zeros((1, len(SPIN_OPENPOSE), 3), np.float32)
+    kp[0, SPIN_OPENPOSE.names.index("neck")] = [100, 50, 0.9]
+    kp[0, SPIN_OPENPOSE.names.index("mid_hip")] = [100, 150, 0.8]
+    kp[0, SPIN_OPENPOSE.names.index("left_big_toe")] = [90, 300, 0.7]
+    out, mask, dropped = to_human_data(kp, SPIN_OPENPOSE)
+    for name, value in (("neck_openpose", [100, 50, 0.9]), ("pelvis_openpose", [100, 150, 0.8]),
+                        ("left_bigtoe_openpose", [90, 300, 0.7])):
+        np.testing.assert_allclose(out[0, HUMAN_DATA.index(name)], value)
+    assert not dropped and mask.sum() == len(SPIN_OPENPOSE)
+    # a layout with two points of one place: the second is reported, not written over the first
+    conv = KeypointConvention("two_necks", ("nose", "neck", "upper_neck"))
+    out, mask, dropped = to_human_data(np.array([[[1, 1, 1], [5, 5, 1], [6, 6, 1]]], np.float32), conv)
+    assert dropped == ["upper_neck"] and out[0, HUMAN_DATA.index("neck_extra")].tolist() == [5, 5, 1]
