@@ -68,7 +68,7 @@ def checked_bbox(bbox, keypoints_2d: np.ndarray, image_size: tuple[int, int]) ->
     why = ""
     try:
         box = np.asarray(bbox, dtype=np.float64).reshape(4) if bbox is not None else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # (an integer too large for a float: OverflowError)
         box, why = None, "malformed box"
     if box is None:
         why = why or "no box"

@@ -183,7 +183,7 @@ def load_coco(annotations: str | Path) -> tuple[CocoFile, list[InputProblem]]:
                 by_text = {str(k): k for k in infos}
             problems.append(InputProblem(src, f"annotation of unknown image id {a.get('image_id')!r}"
                                          + _id_type_hint(a.get("image_id"), by_text)))
-        elif a.get("iscrowd", 0):
+        elif _crowd(a.get("iscrowd", 0), f"{src} (id {a.get('id')})", problems):
             problems.append(InputProblem(f"{src} (id {a.get('id')})", "crowd region (iscrowd=1): a region of several people, not one, not fitted",
                                          "warning"))
         elif (cid := hashable(a.get("category_id"))) in left_out and ("keypoints" not in a or cid in cats):
@@ -267,6 +267,22 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem], source
     kp[:, 2] = np.where(np.isfinite(flags), np.where(score, flags, (flags > 0).astype(np.float32)), 0.0)
     kp, ignored = sanitize_keypoints(kp, image_size)
     return kp, conv, int(aid), ignored, unusual
+
+
+def _crowd(value, src: str, problems: list[InputProblem]) -> bool:
+    """Whether an annotation's ``iscrowd`` marks a crowd region: 1 (or true); 0, false or none do not.
+    Another value (``"0"``, ``"1"``, 2: a converter's) is read as the number it writes, with a warning;
+    one that is no number at all as no crowd (found by a review: ``"0"`` was taken for a crowd)."""
+    if value is None or value is False or (whole_number(value) and value == 0):
+        return False
+    if value is True or (whole_number(value) and value == 1):
+        return True
+    try:
+        crowd = float(str(value).strip()) != 0
+    except ValueError:
+        crowd = False
+    problems.append(InputProblem(src, f"iscrowd {value!r} is not 0 or 1: read as {int(crowd)}", "warning"))
+    return crowd
 
 
 def read_coco(annotations: str | Path, images_dir: str | Path,

@@ -31,8 +31,8 @@ def _numbers(value, n: int, what: str, one_for_all: bool = False) -> np.ndarray:
         raise ValueError(f"{what} must be numbers, not {value!r}")
     try:
         arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{what} must be numbers, not {value!r}") from e
+    except (TypeError, ValueError, OverflowError) as e:  # (an integer too large for a float: OverflowError)
+        raise ValueError(f"{what} must be numbers, not {str(value)[:40]!r}") from e
     if arr.size == 1 and one_for_all:
         arr = np.repeat(arr, 2)
     if arr.size != n:

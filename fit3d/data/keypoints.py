@@ -14,6 +14,8 @@ and is not counted (COCO's reader reads such a visibility as 0 too).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 #: A person whose labelled keypoints all lie within this many pixels of the image origin has
@@ -150,7 +152,10 @@ def parse_keypoints(values, n: int) -> np.ndarray:
     if values is None or isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
         got = "null" if values is None else type(values).__name__
         raise ValueError(f"expected a list of {3 * n} keypoint values, got {got}")
-    flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    try:
+        flat = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    except OverflowError as e:  # a JSON integer too large for a float (1e400 written out reads as inf)
+        raise ValueError("a keypoint value is an integer too large for a number") from e
     if flat.ndim != 1:
         raise ValueError(f"expected a flat list of {3 * n} keypoint values ({n} keypoints: x, y, v each), got a "
                          f"nested list of shape {flat.shape}")
@@ -169,9 +174,13 @@ def looks_normalised(xy: np.ndarray) -> bool:
 
 
 def whole_number(value) -> bool:
-    """Whether a JSON value is a whole number (``7``, ``7.0``; not ``true``, ``"7"``, ``7.5``, NaN)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and bool(np.isfinite(value)) \
-        and value == int(value)
+    """Whether a JSON value is a whole number an int64 holds (``7``, ``7.0``; not ``true``, ``"7"``,
+    ``7.5``, NaN, nor ``2**63`` or ``1e20``: ids are stored as int64, and one beyond it stopped a run)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return value == int(value) and -(2 ** 63) <= int(value) < 2 ** 63
 
 
 def track_id(value) -> int:

@@ -297,3 +297,28 @@ def test_a_coco_results_file_is_refused_with_what_to_wrap_it_in(tmp_path, sample
     (tmp_path / "other.json").write_text(json.dumps({"info": {}}))
     with pytest.raises(ValueError, match=r"lists\)$"):
         read_coco(tmp_path / "other.json", sample_dir)
+
+
+def test_odd_iscrowd_values_huge_ids_and_huge_numbers_are_input_problems_not_crashes(tmp_path, sample_dir):
+    """Found by a review: ``iscrowd: "0"`` dropped a person as a crowd; an id beyond int64 passed the
+    reader and stopped the run when written; a 400-digit integer made the reader raise."""
+    from fit3d.data.keypoints import track_id
+
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    anns = [a for a in data["annotations"] if not a.get("iscrowd") and sum(a["keypoints"][2::3]) > 0]
+    a0, a1, a2, a3 = (dict(x) for x in anns[:4])
+    a0["iscrowd"] = "0"
+    a1["id"] = 2 ** 63 + 5
+    a2["keypoints"] = [10 ** 400] + a2["keypoints"][1:]
+    a3["bbox"] = [1, 1, 10 ** 400, 20]
+    data["annotations"] = [a0, a1, a2, a3]
+    f = tmp_path / "person_keypoints_odd.json"
+    f.write_text(json.dumps(data))
+    images, problems = read_coco(f, sample_dir)
+    people = {p.annot_id: p for r in images for p in r.people}
+    assert a0["id"] in people and any("iscrowd '0' is not 0 or 1: read as 0" in p.reason for p in problems)
+    assert a1["id"] not in people and any("is not an integer" in p.reason for p in problems)
+    assert a2["id"] not in people and any("too large" in p.reason for p in problems)
+    assert a3["id"] in people  # (its box rebuilt from the keypoints)
+    assert all(np.int64(p.annot_id) == p.annot_id for p in people.values())  # (fits store them as int64)
+    assert track_id(1e30) == track_id([2 ** 63]) == -1 and track_id(2 ** 63 - 1) == 2 ** 63 - 1
