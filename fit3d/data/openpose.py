@@ -193,6 +193,7 @@ def read_openpose(keypoints_dir: str | Path, images_dir: str | Path, only: Calla
         records.append(rec)
     _warn_other_body25(records, problems, keypoints_dir, body25)
     claimed = {(jf.parent.relative_to(keypoints_dir), _openpose_stem(jf)) for jf in files}  # readable or not
+    claimed |= {(image.parent.relative_to(images_dir), image.stem) for image in used}  # (a.jpg_keypoints.json: a)
     unused = [p for p in image_files(images_dir) if (p.parent.relative_to(images_dir), p.stem) not in claimed
               and (only is None or only(image_key(p, images_dir)))]
     if unused:  # OpenPose writes a file per frame, even without people: a missing one is a failed run

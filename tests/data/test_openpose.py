@@ -154,6 +154,7 @@ def test_openpose_files_named_after_the_whole_image_name(tmp_path, sample_dir):
         f.rename(tmp_path / (f"{stem}.jpg_keypoints.json" if stem.endswith("5") else f"{stem}.jpg.json"))
     images, problems = read_openpose(tmp_path, sample_dir)
     assert not [x for x in problems if x.severity == "error"], problems
+    assert not [x for x in problems if "no keypoint file" in x.reason], problems  # (found by a review: each was)
     assert sorted(r.image_key for r in images) == sorted(r.image_key for r in coco)
     assert sum(len(r.people) for r in images) == sum(len(r.people) for r in coco)
 
