@@ -250,6 +250,11 @@ def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProb
                                                 f"outputs add up to {OUTPUT_SUFFIX_BYTES} to it, past the "
                                                 f"{MAX_NAME_BYTES} bytes file systems allow: rename the image"))
         return None
+    if path.name.startswith(".") or not path.suffix:  # (found by a review: fitted, then never listed again)
+        problems.append(InputProblem(str(path), "fit3d names an image's fits after it (a.jpg.npz) and finds them by "
+                                                "the image's extension: a name without one, or starting with '.', "
+                                                "would be fitted and then never read back: rename the image"))
+        return None
     try:
         size, fmt, truncated, orientation = inspect_image(path)
     except (OSError, ValueError) as e:

@@ -322,3 +322,19 @@ def test_odd_iscrowd_values_huge_ids_and_huge_numbers_are_input_problems_not_cra
     assert a3["id"] in people  # (its box rebuilt from the keypoints)
     assert all(np.int64(p.annot_id) == p.annot_id for p in people.values())  # (fits store them as int64)
     assert track_id(1e30) == track_id([2 ** 63]) == -1 and track_id(2 ** 63 - 1) == 2 ** 63 - 1
+
+
+def test_images_whose_fits_could_never_be_read_back_are_problems(tmp_path, sample_dir):
+    """Found by a review: an image named without an extension, or starting with '.', was fitted and its
+    .npz written, but merge, export and evaluate never list such a file."""
+    data = json.loads((sample_dir / "test_coco.json").read_text())
+    first, second = data["images"][:2]
+    shutil.copy(sample_dir / first["file_name"], tmp_path / "noext")
+    shutil.copy(sample_dir / second["file_name"], tmp_path / ".hidden.jpg")
+    first["file_name"], second["file_name"] = "noext", ".hidden.jpg"
+    f = tmp_path / "person_keypoints_names.json"
+    f.write_text(json.dumps(data))
+    images, problems = read_coco(f, tmp_path)
+    assert not {"noext", ".hidden.jpg"} & {r.image_key for r in images}
+    named = [p for p in problems if "never read back" in p.reason]
+    assert len(named) == 2 and all(p.severity == "error" for p in named)
