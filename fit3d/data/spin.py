@@ -17,6 +17,8 @@ in SPIN's own files; a file that stores ``cam_int`` (N, 3, 3) or ``focal_length`
 
 from __future__ import annotations
 
+import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,7 +129,10 @@ def read_spin(path: str | Path, images_dir: str | Path,
     """People of a SPIN ``.npz`` grouped by image, ``annot_id`` from :func:`spin_annot_ids`
     (the file's ``annot_id`` column, else the row index).
 
-    Images are keyed by ``imgname`` (their path relative to ``images_dir``); image sizes
+    Images are keyed by ``imgname`` as a path relative to ``images_dir`` (``a.jpg``, ``./a.jpg`` and
+    ``images_dir/a.jpg`` are one image; rows naming another file of the same key, e.g. two folders
+    outside ``images_dir`` holding an ``a.jpg``, are problems: their fits would replace each other's);
+    rows of one image with one ``annot_id`` are flagged ``duplicate_id``; image sizes
     are read from the image files (missing or unreadable images are problems). People are in
     :data:`~fit3d.data.conventions.SPIN24`, or :data:`~fit3d.data.conventions.SPIN_OPENPOSE` when the file has
     ``openpose`` detections (:func:`spin_keypoints`). ``only``: a test of image keys (one
@@ -152,15 +157,23 @@ def read_spin(path: str | Path, images_dir: str | Path,
     problems: list[InputProblem] = []
     lost: dict[str, tuple[InputProblem, list[int]]] = {}  # unreadable image -> its problem, its rows
     others: set[str] = set()  # images of other shards (``only``)
-    for i, name in enumerate(d["imgname"]):
-        name = str(name)
+    files: dict[str, str] = {}  # key -> the file its rows name (absolute, to compare)
+    seen_ids = Counter((image_key(images_dir / str(n), images_dir), int(a)) for n, a in zip(d["imgname"], ids))
+    for i, raw in enumerate(d["imgname"]):
+        name = image_key(images_dir / str(raw), images_dir)  # (the output's name: one record per key)
+        file = images_dir / str(raw)
+        if files.setdefault(name, os.path.abspath(file)) != os.path.abspath(file):
+            problems.append(InputProblem(f"{path}#{i}", f"imgname {str(raw)!r} is another file than "
+                                         f"{files[name]!r} under the same output name {name!r}: not fitted "
+                                         "(give paths relative to --images)"))
+            continue
         if name not in records:
-            key = image_key(images_dir / name, images_dir)
+            key = name
             if only is not None and not only(key):  # another shard's
-                records[name] = ImageRecord(key, images_dir / name, (0, 0))
+                records[name] = ImageRecord(key, file, (0, 0))
                 others.add(name)
                 continue
-            records[name] = open_image(images_dir / name, images_dir, None, problems)
+            records[name] = open_image(file, images_dir, None, problems)
             if records[name] is None:
                 lost[name] = (problems[-1], [])
         rec = records[name]
@@ -180,12 +193,13 @@ def read_spin(path: str | Path, images_dir: str | Path,
         kp, ignored = spin_keypoints(d["part"][i], None if openpose is None else openpose[i], rec.image_size)
         bbox, note = checked_bbox(boxes[i], kp, rec.image_size)
         rec.people.append(Person(rec.image_key, rec.image_path, rec.image_size, int(ids[i]), bbox, kp, layout,
-                                 len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored))
+                                 len(rec.people), bbox_note=note, camera=camera, keypoints_ignored=ignored,
+                                 duplicate_id=seen_ids[(name, int(ids[i]))] > 1))
     for problem, rows in lost.values():  # one problem per image, naming the rows it loses (as COCO's reader)
         problem.reason += (f" ({len(rows)} rows of {Path(path).name} not fitted: "
                            + ", ".join(f"#{i}" for i in rows[:10]) + (", ..." if len(rows) > 10 else "") + ")")
     readable = [r for r in records.values() if r is not None]
-    missing = [images_dir / n for n in lost if not (images_dir / n).exists()]
+    missing = [Path(files[n]) for n in lost if not Path(files[n]).exists()]
     hint = none_found_problem(missing, len(readable), images_dir, "--spin-npz") if only is None else None  # (whole input)
     if hint:
         problems.append(hint)

@@ -21,6 +21,7 @@ fits are valid).
 from __future__ import annotations
 
 import csv
+import posixpath
 from collections import Counter
 from pathlib import Path
 
@@ -95,9 +96,10 @@ def _gt_spin(path: Path) -> list[dict]:
     d = load_spin_npz(path)
     boxes = spin_bbox(d["center"], d["scale"])
     ids = spin_annot_ids(d)
-    count = Counter(zip(map(str, d["imgname"]), ids.tolist()))  # people are matched by image and id
+    names = [posixpath.normpath(str(n)) for n in d["imgname"]]  # ('./a.jpg' is the reader's 'a.jpg')
+    count = Counter(zip(names, ids.tolist()))  # people are matched by image and id
     rows = []
-    for i, name in enumerate(d["imgname"]):
+    for i, name in enumerate(names):
         kp, _ = spin_keypoints(d["part"][i])  # the annotations, as the SPIN reader reads part (not the detections)
         rows.append(dict(image=str(name), annot_id=int(ids[i]), names=list(SPIN24.names), keypoints_2d=kp,
                          bbox=boxes[i], joints_3d=d["S"][i] if "S" in d else None,

@@ -119,3 +119,27 @@ def test_an_empty_npz_is_a_zip_without_spins_arrays(tmp_path):
     np.savez(tmp_path / "e.npz")
     with pytest.raises(ValueError, match="missing"):
         load_spin_npz(tmp_path / "e.npz")
+
+
+def test_rows_naming_one_image_share_its_record_and_another_file_of_its_name_is_a_problem(tmp_path, sample_dir):
+    """Found by a review: 'a.jpg', './a.jpg' and an absolute path were separate records writing one output
+    (one replaced the other, unsaid), and repeated ids were not flagged."""
+    import shutil
+
+    from fit3d.data.spin import read_spin
+    from fit3d.data.writers import write_npz
+
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    shutil.copy(sample_dir / "000000000785.jpg", other / "000000000785.jpg")
+    names = ["000000000785.jpg", "./000000000785.jpg", str((sample_dir / "000000000785.jpg").resolve()),
+             str(other / "000000000785.jpg")]
+    part = np.zeros((4, 24, 3), np.float32)
+    part[:, :, :2], part[:, :, 2] = np.random.default_rng(1).uniform(100, 300, (4, 24, 2)), 1.0
+    write_npz(tmp_path / "s.npz", dict(imgname=np.asarray(names), center=np.full((4, 2), 200.0), scale=np.ones(4),
+                                       part=part, annot_id=np.asarray([7, 7, 8, 9])))
+    images, problems = read_spin(tmp_path / "s.npz", sample_dir)
+    [record] = images
+    assert record.image_key == "000000000785.jpg"
+    assert [(p.annot_id, p.duplicate_id) for p in record.people] == [(7, True), (7, True), (8, False)]
+    assert [p.source for p in problems if "another file" in p.reason] == [f"{tmp_path / 's.npz'}#3"]
