@@ -158,9 +158,10 @@ def read_spin(path: str | Path, images_dir: str | Path,
     lost: dict[str, tuple[InputProblem, list[int]]] = {}  # unreadable image -> its problem, its rows
     others: set[str] = set()  # images of other shards (``only``)
     files: dict[str, str] = {}  # key -> the file its rows name (absolute, to compare)
-    seen_ids = Counter((image_key(images_dir / str(n), images_dir), int(a)) for n, a in zip(d["imgname"], ids))
+    keys = [image_key(images_dir / str(raw), images_dir) for raw in d["imgname"]]  # the outputs' names
+    seen_ids = Counter(zip(keys, ids.tolist()))
     for i, raw in enumerate(d["imgname"]):
-        name = image_key(images_dir / str(raw), images_dir)  # (the output's name: one record per key)
+        name = keys[i]  # (one record per output name)
         file = images_dir / str(raw)
         if files.setdefault(name, os.path.abspath(file)) != os.path.abspath(file):
             problems.append(InputProblem(f"{path}#{i}", f"imgname {str(raw)!r} is another file than "
