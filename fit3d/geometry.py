@@ -24,6 +24,18 @@ def project(points: torch.Tensor, focal_length: torch.Tensor, principal_point: t
     return xy / z.clamp(min=MIN_DEPTH) * focal_length[:, None, :] + principal_point[:, None, :]
 
 
+def keypoint_extent(xy: torch.Tensor, labelled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The corners of the box around each person's labelled image points.
+
+    Args:
+        xy: ``(B, K, 2)`` pixels. labelled: ``(B, K)`` bool, the points to take.
+    Returns:
+        ``(lo (B, 2), hi (B, 2))`` pixels; ``+inf`` / ``-inf`` for a person with no labelled point.
+    """
+    inf = torch.full_like(xy, float("inf"))
+    return (torch.where(labelled[..., None], xy, inf).amin(-2), torch.where(labelled[..., None], xy, -inf).amax(-2))
+
+
 def rotate(points: torch.Tensor, rotvec: torch.Tensor) -> torch.Tensor:
     """Rotate ``(B, N, 3)`` points by the ``(B, 3)`` axis-angle rotations."""
     R = roma.rotvec_to_rotmat(rotvec)

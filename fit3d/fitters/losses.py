@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from fit3d.geometry import keypoint_extent
+
 #: Person scale, in nominal pixels, that residuals are normalised to.
 NOMINAL_SCALE = 200.0
 #: Geman-McClure scale (nominal pixels): residuals well above this count little.
@@ -26,10 +28,7 @@ def gmof(squared_residual: torch.Tensor, rho: float) -> torch.Tensor:
 def person_scale(keypoints_2d: torch.Tensor, bbox: torch.Tensor) -> torch.Tensor:
     """``(B,)`` pixels: max of the box diagonal and the diagonal of the visible keypoints' box."""
     vis = keypoints_2d[..., 2] > 0
-    big = torch.finfo(keypoints_2d.dtype).max
-    xy = keypoints_2d[..., :2]
-    lo = torch.where(vis[..., None], xy, torch.full_like(xy, big)).amin(1)
-    hi = torch.where(vis[..., None], xy, torch.full_like(xy, -big)).amax(1)
+    lo, hi = keypoint_extent(keypoints_2d[..., :2], vis)
     kp_diag = torch.where(vis.any(1), (hi - lo).norm(dim=-1), torch.zeros_like(lo[:, 0]))
     box_diag = bbox[:, 2:].norm(dim=-1)
     return torch.maximum(torch.maximum(kp_diag, box_diag), torch.ones_like(box_diag))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fit3d.data.batching import PersonBatch
+from fit3d.geometry import keypoint_extent
 
 
 def crop_cam_to_transl(cam: torch.Tensor, bbox: torch.Tensor, focal_length: torch.Tensor,
@@ -47,9 +48,7 @@ def regressor_box(batch: PersonBatch) -> torch.Tensor:
     and 1.1-1.4 px of reprojection on ``coco_mini`` (``docs/experiments.md``, twenty-eighth session)."""
     kp = batch.keypoints_2d
     labelled = (kp[..., 2] > 0) & torch.isfinite(kp[..., :2]).all(-1)
-    inf = torch.full_like(kp[..., 0], float("inf"))
-    lo = torch.stack([torch.where(labelled, kp[..., i], inf).amin(-1) for i in (0, 1)], -1)
-    hi = torch.stack([torch.where(labelled, kp[..., i], -inf).amax(-1) for i in (0, 1)], -1)
+    lo, hi = keypoint_extent(kp[..., :2], labelled)
     size = hi - lo
     box = torch.cat([lo - REGRESSOR_BOX_PAD * size, size * (1 + 2 * REGRESSOR_BOX_PAD)], -1)
     return torch.where(labelled.any(-1, keepdim=True), box, batch.bbox)

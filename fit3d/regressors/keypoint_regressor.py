@@ -91,8 +91,8 @@ class KeypointRegressor(Regressor):
         labelled = (kp[..., 2:] > 0).to(kp.dtype)
         xy = (kp[..., :2] - c[:, None]) / (b[:, None, None] / 2) * labelled
         f = batch.focal_length.mean(-1)
-        box = torch.cat([(c - batch.principal_point) / f[:, None], (b / f)[:, None]], -1)
-        return torch.cat([xy.flatten(1), labelled.flatten(1), box], -1)
+        cliff = torch.cat([(c - batch.principal_point) / f[:, None], (b / f)[:, None]], -1)
+        return torch.cat([xy.flatten(1), labelled.flatten(1), cliff], -1)
 
     def forward(self, features: torch.Tensor, prototype: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``(B, F)`` -> ``global_orient (B, 3)``, ``body_pose (B, J, 3)``, ``betas (B, S)``, ``cam (B, 3)``;

@@ -210,8 +210,7 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
     kp2d = _annotate(clean, kp3, sizes, names, noise, rng)
     vis = kp2d[..., 2] > 0
     xy = kp2d[..., :2]
-    lo = np.where(vis[..., None], xy, np.inf).min(1)
-    hi = np.where(vis[..., None], xy, -np.inf).max(1)
+    lo, hi = _extent(xy, vis)
     lo, hi = np.where(np.isfinite(lo), lo, 0), np.where(np.isfinite(hi), hi, 1)
     pad = 0.1 * (hi - lo)
     bbox = np.concatenate([lo - pad, hi - lo + 2 * pad], 1).astype(np.float32)
@@ -244,6 +243,12 @@ def silhouette_boxes(people: dict) -> np.ndarray:
     return np.concatenate([lo, hi - lo], 1).astype(np.float32)
 
 
+def _extent(points: np.ndarray, vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(lo (N, 2), hi (N, 2))``: the corners of the box around each person's points ``(N, K, 2)``
+    where ``vis (N, K)``; ``inf`` / ``-inf`` for a person with none."""
+    return np.where(vis[..., None], points, np.inf).min(1), np.where(vis[..., None], points, -np.inf).max(1)
+
+
 def _pose_people(body_model, body_pose, betas, global_orient, root, with_vertices, batch_size) -> dict:
     """Pose and place the people so that their root joints sit at ``root`` (camera frame)."""
     dev = body_model.device
@@ -273,8 +278,7 @@ def _annotate(clean: np.ndarray, keypoints_3d: np.ndarray, sizes: np.ndarray, na
     vis = inside.copy()
     kp = clean.copy()
     if noise.scale > 0:
-        lo = np.where(vis[..., None], kp, np.inf).min(1)
-        hi = np.where(vis[..., None], kp, -np.inf).max(1)
+        lo, hi = _extent(kp, vis)
         with np.errstate(invalid="ignore", over="ignore"):  # people with no keypoint in view: dropped below
             scale = np.sqrt(0.5 * np.clip((hi - lo).prod(-1), 1.0, None))  # sqrt(segment area)
             sig = np.asarray([KEYPOINT_SIGMAS.get(k, 0.07) for k in names], dtype=np.float32)
@@ -304,8 +308,7 @@ def _detector_scores(kp: np.ndarray, clean: np.ndarray, vis: np.ndarray, names: 
     """``(N, K)`` detector-like confidences of annotated points ``kp (N, K, 2)``: COCO's keypoint
     similarity ``exp(-d^2 / (2 s^2 k^2))`` to the exact ``clean`` points (``k = 2 sigma``, ``s^2`` the
     segment area taken as half the labelled points' box area) times ``U(0.35, 1)``, at least 0.05."""
-    lo = np.where(vis[..., None], clean, np.inf).min(1)
-    hi = np.where(vis[..., None], clean, -np.inf).max(1)
+    lo, hi = _extent(clean, vis)
     with np.errstate(invalid="ignore", over="ignore"):  # (people with no point in view: no labelled point)
         area = 0.5 * np.clip((hi - lo).prod(-1), 1.0, None)
     k = 2 * np.asarray([KEYPOINT_SIGMAS.get(n, 0.07) for n in names], dtype=np.float64)
