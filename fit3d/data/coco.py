@@ -257,7 +257,7 @@ def coco_keypoints(a: dict, coco: CocoFile, problems: list[InputProblem], source
             problems.append(InputProblem(src, f"unreadable foot_kpts ({e}): fitted without the feet", "warning"))
     aid = a.get("id")
     if not whole_number(aid):
-        problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer"))
+        problems.append(InputProblem(src, f"annotation id {aid!r} is not an integer (of at most 64 bits, as fits store ids)"))
         return None
     flags = kp[:, 2]
     written_as_number = np.asarray([not isinstance(v, (str, bool)) for v in raw[2::3]], dtype=bool)
