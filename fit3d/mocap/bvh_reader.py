@@ -27,18 +27,37 @@ BVH_POINTS = {
     "right_elbow": "RightElbow", "left_wrist": "LeftWrist", "right_wrist": "RightWrist",
 }  # fmt: skip
 
+#: The same points in the widely shared CMU BVH conversion (cgspeed / B. Hahne's names), which
+#: keeps the thorax bone: a joint sits where its bone starts, so the ASF bone ``lhumerus`` starts at
+#: ``LeftArm`` (``LeftShoulder`` is the collar, the ASF's ``lclavicle``), the femur at ``LeftUpLeg``.
+CGSPEED_POINTS = {
+    "pelvis": "Hips", "left_hip": "LeftUpLeg", "right_hip": "RightUpLeg", "left_knee": "LeftLeg",
+    "right_knee": "RightLeg", "left_ankle": "LeftFoot", "right_ankle": "RightFoot", "left_toe": "LeftToeBase",
+    "right_toe": "RightToeBase", "spine_top": "Spine1", "neck": "Neck", "head": "Head", "head_top": "Head/End",
+    "left_shoulder": "LeftArm", "right_shoulder": "RightArm", "left_elbow": "LeftForeArm",
+    "right_elbow": "RightForeArm", "left_wrist": "LeftHand", "right_wrist": "RightHand",
+}  # fmt: skip
+
+#: The joint namings read, tried in this order.
+NAMINGS = {"amc2bvh": BVH_POINTS, "cgspeed": CGSPEED_POINTS}
+
 
 def read_bvh(path: str | Path, unit_to_m: float = CMU_UNIT_TO_M) -> MocapClip:
-    """A clip of :data:`MOCAP_POINTS` in metres from a CMU-style BVH file.
+    """A clip of :data:`MOCAP_POINTS` in metres from a CMU-style BVH file (CMU's length units
+    unless ``unit_to_m`` says otherwise), its joints named as amc2bvh names them
+    (:data:`BVH_POINTS`) or as the cgspeed conversion does (:data:`CGSPEED_POINTS`).
 
     Raises:
-        ValueError: a joint of :data:`BVH_POINTS` is missing or the file is malformed.
+        ValueError: a joint of both namings is missing (the closer naming's missing joints are
+            named) or the file is malformed.
     """
     from bvh import Bvh
 
     path = Path(path)
     mocap = Bvh(path.read_text(errors="replace"))
     frames = np.asarray(mocap.frames, dtype=np.float64)
+    if frames.ndim != 2 or not len(frames):
+        raise ValueError(f"{path}: no frames")
     F = frames.shape[0]
     names = mocap.get_joints_names()
     col = 0
@@ -67,8 +86,11 @@ def read_bvh(path: str | Path, unit_to_m: float = CMU_UNIT_TO_M) -> MocapClip:
     if end:
         off = np.asarray([float(x) for x in end[0]["OFFSET"]], dtype=np.float64)
         pos["Head/End"] = pos["Head"] + rot["Head"] @ off
-    missing = [j for j in BVH_POINTS.values() if j not in pos]
-    if missing:
-        raise ValueError(f"{path}: missing joints {missing}")
-    pts = np.stack([pos[BVH_POINTS[p]] for p in MOCAP_POINTS], 1) * unit_to_m
+    missing = {k: [j for j in table.values() if j not in pos] for k, table in NAMINGS.items()}
+    naming = min(missing, key=lambda k: len(missing[k]))  # (the first of equals: amc2bvh's)
+    if missing[naming]:
+        raise ValueError(f"{path}: missing joints {missing[naming]} (joints named as {naming} names them; "
+                         f"read: {', '.join(NAMINGS)})")
+    table = NAMINGS[naming]
+    pts = np.stack([pos[table[p]] for p in MOCAP_POINTS], 1) * unit_to_m
     return MocapClip(path.stem, path.stem.split("_")[0], 1.0 / float(mocap.frame_time), pts.astype(np.float32))

@@ -100,6 +100,32 @@ def load_clips(sources: list[str | Path]) -> list[MocapClip]:
     return clips
 
 
+#: A clip whose median leg (hip - knee - ankle) is outside this range, in metres, was likely read
+#: in other length units than its file's (BVH: CMU's assumed; ASF: its ``:units length``).
+LEG_RANGE_M = (0.35, 1.4)
+
+
+def usable_frames(clip: MocapClip) -> MocapClip | None:
+    """``clip`` without its frames holding a non-finite point (each dropped with a warning: one NaN
+    frame first in a trial made the near-duplicate test keep nothing else), or None (with a
+    warning) when none is left; warns when its legs are implausibly long or short for metres."""
+    finite = np.isfinite(clip.points).all(axis=(1, 2))
+    if not finite.all():
+        log.warning("%s: %d of %d frames with non-finite points dropped", clip.name, int((~finite).sum()), len(finite))
+        clip = MocapClip(clip.name, clip.subject, clip.fps, clip.points[finite])
+    if not len(clip.points):
+        log.warning("%s: no frame with finite points: skipped", clip.name)
+        return None
+    at = {n: clip.points[:, MOCAP_POINTS.index(n)] for n in ("left_hip", "left_knee", "left_ankle")}
+    leg = float(np.median(np.linalg.norm(at["left_hip"] - at["left_knee"], axis=-1)
+                          + np.linalg.norm(at["left_knee"] - at["left_ankle"], axis=-1)))
+    if not LEG_RANGE_M[0] <= leg <= LEG_RANGE_M[1]:
+        log.warning("%s: its legs are %.2f m long as read: is it in CMU's length units (a BVH file) or does its "
+                    "ASF say its units (:units length)? Near-duplicate frames (dedupe_m) and the residuals are "
+                    "in metres", clip.name, leg)
+    return clip
+
+
 def dedupe(points: np.ndarray, threshold_m: float) -> np.ndarray:
     """Indices of frames kept: a frame is kept when some root-centred point moved more
     than ``threshold_m`` since the last kept frame."""
@@ -130,8 +156,11 @@ def prepare_mocap(
     ``prepared_with`` (JSON: the sources' names, the settings, fit3d's and torch's versions, the thread count).
     Returns a stats dict (counts per split, residuals, seconds).
 
+    Frames with a non-finite point are dropped (:func:`usable_frames`, with a warning).
+
     Raises:
-        FileNotFoundError: a source does not exist. ValueError: no trial found.
+        FileNotFoundError: a source does not exist. ValueError: no trial found, none with a finite
+            frame, or a retargeted pose that is not finite (nothing is written).
     """
     from fit3d.data.writers import write_npz
     from fit3d.mocap.retarget import retarget
@@ -140,9 +169,12 @@ def prepare_mocap(
     clips = sorted(load_clips(sources), key=lambda c: c.name)
     if not clips:
         raise ValueError(f"no mocap trials found in {sources}")
-    pts, trial, frames_in = [], [], 0
+    frames_read = sum(len(c.points) for c in clips)
+    clips = [c for c in map(usable_frames, clips) if c is not None]
+    if not clips:
+        raise ValueError(f"no mocap trial in {sources} has a frame with finite points")
+    pts, trial = [], []
     for i, c in enumerate(clips):
-        frames_in += len(c.points)
         sub = c.subsample(fps).points
         keep = dedupe(sub, dedupe_m)
         pts.append(sub[keep])
@@ -153,6 +185,10 @@ def prepare_mocap(
     split = subject_split([c.subject for c in clips])[trial]
     r = retarget(points, body_model, iterations=iterations, progress=progress)
     res = r["residual_mm"].cpu().numpy()
+    bad = ~(torch.isfinite(r["body_pose"]).all(dim=(1, 2)) & torch.isfinite(r["global_orient"]).all(dim=1)).cpu().numpy()
+    if bad.any():  # the priors and the regressor would train on them
+        raise ValueError(f"retargeting gave non-finite poses for {int(bad.sum())} frames (of trials "
+                         f"{sorted({clips[t].name for t in trial[bad]})[:5]}): nothing written")
     arrays = dict(
         body_pose=r["body_pose"].cpu().numpy().astype(np.float32),
         global_orient=r["global_orient"].cpu().numpy().astype(np.float32),
@@ -174,7 +210,7 @@ def prepare_mocap(
     )
     write_npz(out, arrays)
     return dict(
-        trials=len(clips), frames_in=frames_in, poses=len(trial),
+        trials=len(clips), frames_in=frames_read, poses=len(trial),
         poses_per_split={k: int((split == k).sum()) for k in ("train", "val", "test")},
         subjects_per_split={k: sorted({c.subject for c, s in zip(clips, subject_split([c.subject for c in clips]))
                                        if s == k}) for k in ("train", "val", "test")},

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from fit3d.mocap.asf_amc import parse_asf, read_asf_amc
@@ -51,3 +52,112 @@ def test_retarget_matches_directions(anny_model):
     assert r["body_pose"].shape == (len(c.points), 19, 3)
     assert (r["direction_error_deg"] < 3.0).all()
     assert (r["residual_mm"] < 80).all()  # proportions differ between CMU subjects and anny
+
+
+def _asf_amc_variant(tmp_path, asf_edit, amc_line):
+    """01.asf / 01_01.amc rewritten: ``asf_edit(text) -> text``; ``amc_line(tokens) -> line`` per AMC line."""
+    asf = tmp_path / "01.asf"
+    asf.write_text(asf_edit((D / "01.asf").read_text()))
+    lines = [amc_line(raw.split()) if raw.split() else raw for raw in (D / "01_01.amc").read_text().splitlines()]
+    (tmp_path / "01_01.amc").write_text("\n".join(lines) + "\n")
+    return read_asf_amc(asf, tmp_path / "01_01.amc")
+
+
+def test_asf_root_order_angle_and_length_units_are_read(tmp_path):
+    from scipy.spatial.transform import Rotation
+
+    ref = read_asf_amc(D / "01.asf", D / "01_01.amc").points
+
+    def root_zyx(t):  # the same root rotation applied about z, then y, then x, written in that order
+        if t[0] != "root":
+            return " ".join(t)
+        z, y, x = Rotation.from_euler("xyz", [float(v) for v in t[4:7]], degrees=True).as_euler("zyx", degrees=True)
+        return " ".join(t[:4] + [repr(float(v)) for v in (z, y, x)])
+
+    (tmp_path / "a").mkdir()
+    zyx = _asf_amc_variant(tmp_path / "a", lambda s: s.replace("order TX TY TZ RX RY RZ", "order TX TY TZ RZ RY RX"),
+                           root_zyx)
+    assert np.abs(zyx.points - ref).max() < 1e-5  # (it was read as rx ry rz: tens of cm off)
+
+    def radians(t):
+        if t[0].upper() == ":DEGREES":
+            return ":RADIANS"
+        if t[0].startswith((":", "#")) or t[0].isdigit():
+            return " ".join(t)
+        vals = [float(v) for v in t[1:]]
+        vals = vals[:3] + [np.radians(v) for v in vals[3:]] if t[0] == "root" else [np.radians(v) for v in vals]
+        return " ".join([t[0]] + [repr(float(v)) for v in vals])
+
+    def asf_in_radians(s):
+        out = []
+        for line in s.replace("angle deg", "angle rad").splitlines():
+            t = line.split()
+            if t and t[0] == "axis" and len(t) == 5:
+                line = "axis " + " ".join(repr(float(np.radians(float(v)))) for v in t[1:4]) + " XYZ"
+            out.append(line)
+        return "\n".join(out)
+
+    (tmp_path / "b").mkdir()
+    rad = _asf_amc_variant(tmp_path / "b", asf_in_radians, radians)
+    assert np.abs(rad.points - ref).max() < 1e-5
+    (tmp_path / "c").mkdir()
+    half = _asf_amc_variant(tmp_path / "c", lambda s: s.replace("length 0.45", "length 0.9"), lambda t: " ".join(t))
+    assert np.allclose(half.points, ref / 2, atol=1e-6)  # its lengths are inches x 0.9: half CMU's metres
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match="axis order"):
+        _asf_amc_variant(tmp_path / "d", lambda s: s.replace("axis 0 0 20  XYZ", "axis 0 0 20  ZYX", 1),
+                         lambda t: " ".join(t))
+
+
+def test_cgspeed_bvh_names_are_read(tmp_path):
+    ren = {"LeftHip": "LeftUpLeg", "LeftKnee": "LeftLeg", "LeftAnkle": "LeftFoot", "LeftToe": "LeftToeBase",
+           "lowerback": "LowerBack", "Chest": "Spine", "Chest2": "Spine1", "lowerneck": "Neck", "Neck": "Neck1",
+           "LeftCollar": "LeftShoulder", "LeftShoulder": "LeftArm", "LeftElbow": "LeftForeArm", "LeftWrist": "LeftHand"}
+    ren.update({k.replace("Left", "Right"): v.replace("Left", "Right") for k, v in ren.items() if "Left" in k})
+    lines = []
+    for line in (D / "39_07.bvh").read_text().splitlines():
+        t = line.split()
+        if len(t) == 2 and t[0] == "JOINT":
+            line = line.replace(t[1], ren.get(t[1], t[1]))
+        lines.append(line)
+    (tmp_path / "39_07.bvh").write_text("\n".join(lines) + "\n")
+    ref, cg = read_bvh(D / "39_07.bvh"), read_bvh(tmp_path / "39_07.bvh")
+    for name in ("left_hip", "right_knee", "left_ankle", "right_toe", "left_shoulder", "right_elbow", "left_wrist",
+                 "head", "head_top"):
+        assert np.allclose(_p(cg, name), _p(ref, name)), name
+    # cgspeed keeps the thorax that amc2bvh drops: its spine top is amc2bvh's neck joint here
+    assert np.allclose(_p(cg, "spine_top"), _p(ref, "neck"))
+    (tmp_path / "bad.bvh").write_text("\n".join(lines).replace("JOINT LeftForeArm", "JOINT LeftElbowX") + "\n")
+    with pytest.raises(ValueError, match="LeftForeArm"):
+        read_bvh(tmp_path / "bad.bvh")
+
+
+def test_frames_with_nan_are_dropped_before_the_near_duplicate_test(caplog):
+    from fit3d.mocap.clip import MocapClip
+    from fit3d.mocap.prepare import usable_frames
+
+    c = read_bvh(D / "39_07.bvh")
+    pts = c.points.copy()
+    pts[0, 3, 1] = np.nan  # one NaN in the first frame made dedupe keep that frame alone
+    kept = usable_frames(MocapClip(c.name, c.subject, c.fps, pts))
+    assert len(kept.points) == len(pts) - 1 and np.isfinite(kept.points).all()
+    assert len(dedupe(kept.points, 0.03)) == len(dedupe(c.points[1:], 0.03)) > 1
+    assert "1 of 24 frames" in caplog.text
+    assert usable_frames(MocapClip(c.name, c.subject, c.fps, pts[:1])) is None
+    usable_frames(MocapClip(c.name, c.subject, c.fps, c.points * 100))  # read in the wrong units
+    assert "legs are" in caplog.text
+
+
+def test_prepare_refuses_non_finite_poses(tmp_path, anny_model, monkeypatch):
+    import fit3d.mocap.retarget as rt
+    from fit3d.mocap.prepare import prepare_mocap
+
+    def broken(points, body_model, **kw):
+        n = len(points)
+        return dict(body_pose=torch.full((n, 19, 3), float("nan")), global_orient=torch.zeros(n, 3),
+                    residual_mm=torch.zeros(n), direction_error_deg=torch.zeros(n))
+
+    monkeypatch.setattr(rt, "retarget", broken)
+    with pytest.raises(ValueError, match="non-finite poses"):
+        prepare_mocap([D], tmp_path / "poses.npz", anny_model, progress=False)
+    assert not (tmp_path / "poses.npz").exists()
