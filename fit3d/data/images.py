@@ -62,8 +62,15 @@ def shown(im):
     fits were made in."""
     from PIL import Image
 
-    o = _orientation(im)
+    o = own_orientation(im)
     return im if o == 1 else im.transpose(getattr(Image.Transpose, SHOW_TRANSPOSE[o]))
+
+
+def own_orientation(im) -> int:
+    """The EXIF orientation fit3d must apply to an open Pillow image itself: :func:`_orientation`,
+    except 1 for a TIFF, which Pillow opens at its size as shown and turns as it decodes it (turning
+    it again showed it turned twice)."""
+    return 1 if im.format == "TIFF" and hasattr(im, "_tile_size") else _orientation(im)
 
 
 def _orientation(im) -> int:
@@ -113,7 +120,7 @@ def inspect_image(path: Path) -> ImageInfo:
             raise OSError("not an image file Pillow can read (empty, another format or damaged)") from e
         with im:
             size, fmt, orientation = im.size, im.format, _orientation(im)
-            if orientation in QUARTER_TURNS:
+            if own_orientation(im) in QUARTER_TURNS:  # (a TIFF's size is already as shown)
                 size = size[::-1]
         if fmt not in END_MARKERS:  # a BMP is cut short when it is shorter than its header says
             f.seek(0)
@@ -149,8 +156,9 @@ def image_key(path: Path, images_dir: Path) -> str:
 
 #: The longest file name (bytes) most file systems allow, and the most fit3d's per-image outputs
 #: add to an image's name (``<name>.incomplete.json``, :func:`fit3d.data.writers.incomplete_path`;
-#: ``<name>_<annotation id>.obj`` of ``fit3d render --save-mesh`` adds up to 24 (ids of 19 digits).
-MAX_NAME_BYTES, OUTPUT_SUFFIX_BYTES = 255, 24
+#: ``<name>_<annotation id>[_<row>].obj`` of ``fit3d render --save-mesh`` adds up to 29 (ids of 19 digits,
+#: a row of up to 4 where an id is used twice in the image).
+MAX_NAME_BYTES, OUTPUT_SUFFIX_BYTES = 255, 29
 
 
 def stored_size(orientation: int, shown: tuple[int, int]) -> tuple[int, int]:

@@ -15,6 +15,30 @@ from fit3d.render.overlay import PALETTE, Renderer, draw_keypoints
 log = logging.getLogger(__name__)
 
 
+#: What a render reads of a fit file (:func:`read_fit`); a ``.npz`` without them is no fit file.
+RENDER_FIELDS = ("image", "image_size", "status", "annot_id", "global_orient", "body_pose", "betas", "transl",
+                 "joints_3d", "focal_length", "principal_point", "keypoints_2d", "keypoints_2d_fit")
+
+
+def read_render_fit(path: Path) -> dict:
+    """:func:`read_fit`, checked to hold :data:`RENDER_FIELDS`.
+
+    Raises:
+        OSError / ValueError: unreadable, corrupt, or not a fit file (a field missing).
+    """
+    fit = read_fit(path)
+    missing = [k for k in RENDER_FIELDS if k not in fit]
+    if missing:
+        raise ValueError(f"not a fit file (no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})")
+    return fit
+
+
+def fit_name(fits_dir: Path, path: Path) -> str:
+    """The name of a fit file in its folder, its relative path without ``.npz`` (the image's
+    relative path for the files a run writes): what a render, a mesh and a selection are named by."""
+    return path.relative_to(fits_dir).as_posix()[: -len(".npz")]
+
+
 def fitted_vertices(fit: dict, body_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Full meshes of the fitted people of one ``.npz``.
 
@@ -43,7 +67,7 @@ IMAGE_NOT_FOUND = "image not found"
 TRUNCATED_NOTE = "the file is cut short: drawn as far as it decodes"
 
 
-def _to_rgb(im):
+def to_rgb(im):
     """An RGB copy of a Pillow image; integer and float greyscale (``I;16``, ``I``, ``F``: 12- and
     16-bit photos, depth-like TIFFs) stretched from their own minimum to maximum (Pillow's
     ``convert("RGB")`` clips them: a 16-bit photo came out white, a float one black)."""
@@ -69,7 +93,7 @@ def load_image(path: Path | None, size: tuple[int, int], max_side: int = MAX_REN
     file under the same name: its fits would be drawn out of place)."""
     from PIL import Image, ImageFile
 
-    from fit3d.data.images import shown
+    from fit3d.data.images import own_orientation, shown, stored_size
 
     w, h = size
     scale = min(1.0, max_side / max(w, h, 1))
@@ -82,9 +106,10 @@ def load_image(path: Path | None, size: tuple[int, int], max_side: int = MAX_REN
     note = ""
     try:
         with Image.open(path) as im:
-            im = shown(im)
-            if im.size != (w, h):
-                return grey(f"the image is {im.size[0]}x{im.size[1]}, its fits were made on a {w}x{h} image")
+            o = own_orientation(im)  # compared in the file's own frame: decoding comes before turning
+            if im.size != stored_size(o, (w, h)):
+                sw, sh = stored_size(o, im.size)
+                return grey(f"the image is {sw}x{sh}, its fits were made on a {w}x{h} image")
             try:
                 im.load()
             except OSError as e:  # cut short: Pillow decodes what is there only when told to
@@ -96,9 +121,10 @@ def load_image(path: Path | None, size: tuple[int, int], max_side: int = MAX_REN
                 finally:
                     ImageFile.LOAD_TRUNCATED_IMAGES = before
                 note = TRUNCATED_NOTE
+            im = shown(im)
             if scale < 1.0:
                 im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
-            return np.asarray(_to_rgb(im)), note, scale
+            return np.asarray(to_rgb(im)), note, scale
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # UnidentifiedImageError is an OSError
         return grey(f"unreadable image: {e}")
 
@@ -170,16 +196,20 @@ def in_camera(vertices: np.ndarray, focal_length, principal_point, to_focal_leng
     return np.concatenate([xy, v[:, 2:3]], 1).astype(np.asarray(vertices).dtype)
 
 
-def save_meshes(fit: dict, body_model, out_dir: Path, fmt: str = "obj") -> list[Path]:
-    """Write one ``<image path>_<annot_id>.<fmt>`` mesh per fitted person (trimesh; subfolders
-    of the image path mirrored under ``out_dir``); returns the paths."""
+def save_meshes(fit: dict, body_model, out_dir: Path, fmt: str = "obj", key: str | None = None) -> list[Path]:
+    """Write one ``<key>_<annot_id>.<fmt>`` mesh per fitted person (trimesh; ``key``: the fit's
+    name, by default its image path, subfolders mirrored under ``out_dir``; an annotation id used by
+    several people of the image adds the person's row, ``<key>_<annot_id>_<row>``, so that none
+    overwrites another); returns the paths."""
     import trimesh
 
     idx, verts, faces = fitted_vertices(fit, body_model)
-    key = str(fit["image"])
+    key = str(fit["image"]) if key is None else key
+    ids = [int(a) for a in fit["annot_id"]]
     paths = []
     for i, v in zip(idx, verts):
-        p = Path(out_dir) / f"{key}_{int(fit['annot_id'][i])}.{fmt}"
+        name = f"{key}_{ids[i]}" + (f"_{i}" if ids.count(ids[i]) > 1 else "")
+        p = Path(out_dir) / f"{name}.{fmt}"
         data = trimesh.Trimesh(v, faces, process=False).export(file_type=fmt)
         atomic_write_bytes(p, data if isinstance(data, bytes) else data.encode())
         paths.append(p)
@@ -191,18 +221,15 @@ def save_meshes_dir(fits_dir: str | Path, out_dir: str | Path, body_model, fmt: 
     """:func:`save_meshes` for every ``.npz`` of ``fits_dir`` (or the images named by their
     relative path); returns the mesh count."""
     n = 0
-    wanted = None if names is None else set(names)
     for f in _named_fit_files(fits_dir, names):
-        fit = read_fit(f)
-        if wanted is None or str(fit["image"]) in wanted:
-            n += len(save_meshes(fit, body_model, Path(out_dir), fmt))
+        n += len(save_meshes(read_render_fit(f), body_model, Path(out_dir), fmt, key=fit_name(Path(fits_dir), f)))
     return n
 
 
 def _named_fit_files(fits_dir: Path, names: list[str] | None) -> list[Path]:
-    """The fit files of the images named by their relative path (``<name>.npz``, those that exist),
-    or, ``names`` None, every fit file of ``fits_dir``: a job renders its own images without
-    opening the rest of a folder other jobs fit into."""
+    """The fit files named (:func:`fit_name`: ``<name>.npz``, those that exist), or, ``names`` None,
+    every fit file of ``fits_dir``: a job renders its own images without opening the rest of a
+    folder other jobs fit into."""
     if names is None:
         return fit_files(fits_dir)
     return [f for f in (output_path(fits_dir, k) for k in sorted(set(names))) if f.is_file()]
@@ -222,11 +249,12 @@ def png_bytes(image: np.ndarray) -> bytes:
 def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path, body_model,
                side: bool = True, keypoints: bool = False, save_mesh: str | None = None,
                names: list[str] | None = None, progress: bool = True) -> dict:
-    """Render every ``.npz`` of ``fits_dir`` to ``out_dir/<image path>.png``; each image is found
-    through the path its record keeps (relative to ``images_dir``).
+    """Render every ``.npz`` of ``fits_dir`` to ``out_dir/<name>.png`` (:func:`fit_name`: the image's
+    relative path for the files a run writes); each image is found through the path its record keeps
+    (relative to ``images_dir``).
 
     Args:
-        names: only the images with these relative paths (default: all).
+        names: only the fit files of these names (default: all).
         save_mesh: ``"obj"`` or ``"ply"`` to also write meshes.
     Returns:
         stats: ``images``, ``seconds``, ``images_per_s``, ``missing_images`` (rendered on grey, or
@@ -237,7 +265,6 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
     """
     fits_dir, images_dir, out_dir = Path(fits_dir), Path(images_dir), Path(out_dir)
     files = _named_fit_files(fits_dir, names)
-    wanted = None if names is None else set(names)
     renderer = Renderer()
     missing, errors = [], []
     t0 = time.perf_counter()
@@ -250,11 +277,9 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
     try:
         for f in it:
             try:
-                fit = read_fit(f)
+                fit = read_render_fit(f)
             except Exception as e:
                 errors.append(dict(file=str(f), reason=f"unreadable fit: {e}"))
-                continue
-            if wanted is not None and str(fit["image"]) not in wanted:
                 continue
             image, problem, scale = load_image(images_dir / str(fit["image"]), tuple(int(v) for v in fit["image_size"]))
             if problem in (IMAGE_NOT_FOUND, TRUNCATED_NOTE):
@@ -264,11 +289,12 @@ def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path
             if problem:
                 log.warning("image %s: %s", fit["image"], problem if problem == TRUNCATED_NOTE else
                             f"{problem}, rendering on grey")
-            atomic_write_bytes(out_dir / f"{fit['image']}.png",
+            name = fit_name(fits_dir, f)
+            atomic_write_bytes(out_dir / f"{name}.png",
                                png_bytes(render_fit(scaled_fit(fit, scale), image, body_model, renderer, side,
                                                     keypoints)))
             if save_mesh:
-                save_meshes(fit, body_model, out_dir, save_mesh)
+                save_meshes(fit, body_model, out_dir, save_mesh, key=name)
             done += 1
     finally:
         renderer.close()

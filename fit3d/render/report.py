@@ -7,6 +7,7 @@ import html
 import io
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -14,8 +15,9 @@ from fit3d.data.writers import atomic_write_bytes, read_fit, require_fit_files
 
 
 def collect_people(fits_dir: str | Path) -> list[dict]:
-    """One row per person of every ``.npz`` in ``fits_dir``: image, annot_id, status,
-    reproj_error_px, valid, skip_reason; sorted worst first (skipped people last).
+    """One row per person of every ``.npz`` in ``fits_dir``: file (the fit file's name, its relative
+    path without ``.npz``, which names its render), image, annot_id, status, reproj_error_px, valid,
+    skip_reason; sorted worst first (skipped people last).
 
     Raises:
         ValueError: ``fits_dir`` holds no per-image ``.npz``.
@@ -30,9 +32,10 @@ def collect_people(fits_dir: str | Path) -> list[dict]:
             rows.append(dict(file=rel, image=rel, annot_id=-1, status="unreadable", reproj_error_px=float("nan"),
                              valid=False, skip_reason=str(e)))
             continue
+        name = f.relative_to(fits_dir).as_posix()[: -len(".npz")]  # (fit3d.render.fits.fit_name)
         for i in range(n):
             rows.append(dict(
-                file=str(d["image"]), image=str(d["image"]), annot_id=int(d["annot_id"][i]), status=str(d["status"][i]),
+                file=name, image=str(d["image"]), annot_id=int(d["annot_id"][i]), status=str(d["status"][i]),
                 reproj_error_px=float(d["reproj_error_px"][i]), valid=bool(d["valid"][i]),
                 skip_reason=str(d["skip_reason"][i]), fitter=str(d["fitter"]),
             ))
@@ -63,11 +66,15 @@ def histogram_png(errors: np.ndarray) -> bytes:
 def _thumb(path: Path, width: int = 360) -> tuple[str, tuple[int, int]] | None:
     """A JPEG data URL of the image and its size (pixels), or None when it cannot be read (the
     rows show no picture)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from fit3d.data.images import shown
+    from fit3d.render.fits import to_rgb
 
     try:
         with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")  # as shown, the frame of the fits
+            im.load()
+            im = to_rgb(shown(im))  # as shown, the frame of the fits; 16-bit and float images stretched
             im.thumbnail((width * 2, width))
             buf = io.BytesIO()
             im.save(buf, format="JPEG", quality=80)
@@ -131,7 +138,7 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
             cell = f'<div class="t t{thumbs[r["file"]]}"></div>'
         elif rendered is not None:  # (a link: the page stays small however large the run)
             link = Path(os.path.relpath(rendered.absolute(), out.absolute().parent)).as_posix()
-            cell = f'<a href="{e(link)}">render</a>'
+            cell = f'<a href="{e(quote(link))}">render</a>'
         err_s = "" if not np.isfinite(r["reproj_error_px"]) else f"{r['reproj_error_px']:.2f}"
         cls = "ok" if r["valid"] else "bad"
         body.append(

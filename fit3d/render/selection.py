@@ -2,14 +2,15 @@
 
 A dataset-scale run holds far more images than anyone looks at; reviewing pseudo-ground
 truth means looking at its failures (the worst reprojection errors, as ``fit3d report``
-orders them) and at an unbiased sample of the rest. These return image paths relative
-to the images folder (what the fits record as ``image``), for
-:func:`fit3d.render.fits.render_dir`'s ``names``.
+orders them) and at an unbiased sample of the rest. These return the names of fit files
+(:func:`fit3d.render.fits.fit_name`: the image's path relative to the images folder, for the files
+a run writes), for :func:`fit3d.render.fits.render_dir`'s ``names``.
 """
 
 from __future__ import annotations
 
 import numbers
+import os
 import random
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def worst_images(fits_dir: str | Path, count: int) -> list[str]:
     for row in collect_people(fits_dir):
         if row["status"] != "fitted":
             break  # (fitted people come first)
-        out.setdefault(row["image"], None)
+        out.setdefault(row["file"], None)
         if len(out) == count:
             break
     return list(out)
@@ -73,7 +74,8 @@ def listed_images(path: str | Path, images_dir: str | Path | None = None) -> lis
             name = Path(line)
             if images_dir is not None and name.is_absolute():
                 try:
-                    name = name.resolve().relative_to(Path(images_dir).resolve())
+                    # (absolute, links not followed: as the fits name their images, fit3d.data.images.image_key)
+                    name = Path(os.path.abspath(name)).relative_to(os.path.abspath(images_dir))
                 except ValueError:  # (outside the folder: named as given, and said to have no fit)
                     pass
             names.setdefault(name.as_posix(), None)

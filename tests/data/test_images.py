@@ -163,7 +163,7 @@ def test_an_image_whose_outputs_could_not_be_named_is_an_input_error(tmp_path, s
     name = "b" * 236 + ".jpg"  # 240 bytes: <name>.incomplete.json would be 256
     entry = d["images"][0]
     shutil.copy(sample_dir / entry["file_name"], tmp_path / name)
-    ok = "c" * 227 + ".jpg"  # 231 bytes: room for every output (render --save-mesh's <name>_<id>.obj too)
+    ok = "c" * 222 + ".jpg"  # 226 bytes: room for every output (render --save-mesh's <name>_<id>_<row>.obj too)
     shutil.copy(sample_dir / entry["file_name"], tmp_path / ok)
     d["images"] = [dict(entry, file_name=name), dict(entry, id=1, file_name=ok)]
     d["annotations"] = [a for a in d["annotations"] if a["image_id"] == entry["id"]]

@@ -313,7 +313,7 @@ def test_rendering_named_images_opens_only_their_fits(tmp_path, monkeypatch):
     monkeypatch.setattr(fits_module, "save_meshes", lambda *a, **k: [])
     assert fits_module._named_fit_files(fits, ["b.jpg", "a.jpg", "x.jpg"]) == [output_path(fits, "a.jpg"),
                                                                                output_path(fits, "b.jpg")]
-    monkeypatch.setattr(fits_module, "read_fit", lambda f: opened.append(f.name) or dict(image=np.array(f.name[:-4])))
+    monkeypatch.setattr(fits_module, "read_render_fit", lambda f: opened.append(f.name) or dict(image=np.array(f.name[:-4])))
     fits_module.save_meshes_dir(fits, tmp_path / "m", None, names=["a.jpg"])
     assert opened == ["a.jpg.npz"]
 
@@ -446,3 +446,123 @@ def test_an_image_folder_that_does_not_exist_is_a_usage_error(tmp_path):
     for args in (["render", "--out", str(tmp_path / "r")], ["report", "--out", str(tmp_path / "r.html")]):
         r = CliRunner().invoke(cli, [*args, "--fits", str(tmp_path / "fits"), "--images", str(tmp_path / "nope")])
         assert r.exit_code == 2 and "does not exist" in r.output, r.output
+
+
+def _marked(w: int = 50, h: int = 30):
+    """An RGB image with a white square at its top-left corner (where it is shows how it was turned)."""
+    from PIL import Image
+
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:5, :5] = 255
+    return Image.fromarray(a)
+
+
+def test_turned_tiffs_are_turned_once_and_cut_short_turned_photos_are_drawn(tmp_path):
+    """A review: Pillow opens a TIFF at its shown size and turns it as it decodes it, and fit3d turned
+    it again (its size as shown swapped, its pixels upside down); a cut-short JPEG with an EXIF
+    orientation was turned before the retry that decodes what is there, so it was drawn on grey."""
+    from PIL import Image, ImageOps
+
+    from fit3d.data.images import inspect_image
+    from fit3d.render.fits import TRUNCATED_NOTE, load_image
+    from fit3d.render.report import _thumb
+
+    for o in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = o
+        for ext in ("jpg", "tif", "png"):
+            path = tmp_path / f"o{o}.{ext}"
+            _marked().save(path, exif=exif.tobytes()) if ext != "tif" else _marked().save(path, tiffinfo={274: o})
+            with Image.open(path) as im:
+                want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+            size = inspect_image(path).size
+            assert size == (want.shape[1], want.shape[0]), (o, ext)
+            pixels, problem, _ = load_image(path, size)
+            assert problem == "" and np.array_equal(pixels, want), (o, ext)
+            assert _thumb(path)[1] == size
+    big = Image.effect_noise((300, 200), 40).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big.save(tmp_path / "whole.jpg", quality=90, exif=exif.tobytes())
+    jpg = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    pixels, problem, _ = load_image(tmp_path / "cut.jpg", (200, 300))  # (shown a quarter turned)
+    assert problem == TRUNCATED_NOTE and pixels.shape == (300, 200, 3) and pixels.std() > 5
+
+
+def test_report_thumbnails_of_16_bit_images_and_links_to_renders_of_any_name(tmp_path):
+    from PIL import Image
+
+    from fit3d.render.report import _thumb
+
+    grey16 = (np.linspace(0, 65535, 300 * 200).reshape(200, 300)).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "deep.png")
+    url, size = _thumb(tmp_path / "deep.png")
+    import base64
+    import io
+
+    thumb = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert size == (300, 200) and 100 < thumb.mean() < 155  # (convert("RGB") made it all white)
+    fits, renders = tmp_path / "fits", tmp_path / "renders"
+    _fake_fits(fits, {"a#1.jpg": [3.0], "q?.jpg": [2.0], "50%.jpg": [1.0]})
+    for name in ("a#1.jpg", "q?.jpg", "50%.jpg"):
+        renders.mkdir(exist_ok=True)
+        Image.new("RGB", (4, 4)).save(renders / f"{name}.png")
+    page = (tmp_path / "r.html")
+    write_report(fits, page, renders_dir=renders, thumbnails=0)
+    from urllib.parse import unquote, urljoin
+
+    links = [unquote(urljoin("file:///x/", h)) for h in
+             __import__("re").findall(r'href="([^"]+)"', page.read_text().replace("&amp;", "&"))]
+    assert sorted(links) == sorted(f"file:///x/renders/{n}.png" for n in ("a#1.jpg", "q?.jpg", "50%.jpg"))
+
+
+def test_render_skips_npz_that_are_no_fits_and_names_renders_and_selections_by_fit_file(tmp_path, sample_dir,
+                                                                                        anny_model):
+    """A review: a readable .npz that is no fit stopped `fit3d render` with a KeyError; a fit file
+    copied into a subfolder was a review set of nothing (--sample, exit 0) or unreadable (--worst)."""
+    import shutil
+
+    from fit3d.data.readers import read_coco
+    from fit3d.data.writers import output_path, write_npz
+    from fit3d.fitters import SMPLify, Stage
+    from fit3d.pipeline import RunConfig, run
+    from fit3d.render.fits import save_meshes_dir
+    from fit3d.render.selection import sample_images, worst_images
+
+    images, _ = read_coco(sample_dir / "test_coco.json", sample_dir)
+    sched = [Stage("camera", ("global_orient", "transl"), 5, 0.05, dict(reprojection=1.0, depth=100.0), keypoints="torso")]
+    fits = tmp_path / "fits"
+    crowd = max(images, key=lambda im: sum(p.num_visible >= 6 for p in im.people))  # (several people)
+    run([crowd], SMPLify(anny_model, schedule=sched), anny_model, RunConfig(fits, progress=False))
+    key = crowd.image_key
+    write_npz(output_path(fits, "000.jpg"), dict(x=np.zeros(3)))  # (sorted first)
+    st = render_dir(fits, sample_dir, tmp_path / "r1", anny_model, side=False, progress=False)
+    assert st["images"] == 1 and len(st["errors"]) == 1 and "not a fit file" in st["errors"][0]["reason"]
+    output_path(fits, "000.jpg").unlink()
+    (fits / "sub").mkdir()
+    shutil.move(output_path(fits, key), fits / "sub" / f"{key}.npz")
+    for names in (sample_images(fits, 1), worst_images(fits, 1)):
+        assert names == [f"sub/{key}"]
+        st = render_dir(fits, sample_dir, tmp_path / "r2", anny_model, side=False, names=names, progress=False)
+        assert st["images"] == 1 and not st["errors"] and (tmp_path / "r2" / "sub" / f"{key}.png").is_file()
+    # two people of one image under one annotation id: two meshes, neither written over the other
+    fit_path = fits / "sub" / f"{key}.npz"
+    with np.load(fit_path) as z:
+        fit = {k: z[k] for k in z.files}
+    assert (fit["status"] == "fitted").sum() >= 2
+    fit["annot_id"] = np.full_like(fit["annot_id"], 7)
+    write_npz(fit_path, fit)
+    n = save_meshes_dir(fits, tmp_path / "m", anny_model)
+    assert n == (fit["status"] == "fitted").sum() == len(list((tmp_path / "m" / "sub").glob(f"{key}_7_*.obj")))
+
+
+def test_a_listed_image_given_by_its_absolute_path_through_a_link_keeps_the_link_name(tmp_path):
+    from fit3d.render.selection import listed_images
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "store" / "a.jpg").write_bytes(b"x")
+    (tmp_path / "imgs" / "b.jpg").symlink_to(tmp_path / "store" / "a.jpg")
+    (tmp_path / "list.txt").write_text(f"{tmp_path / 'imgs' / 'b.jpg'}\n")
+    assert listed_images(tmp_path / "list.txt", tmp_path / "imgs") == ["b.jpg"]  # (was the absolute path)
