@@ -218,9 +218,10 @@ def forward_kinematics(bones: dict[str, Bone], motion: dict[str, np.ndarray]) ->
     return end
 
 
-def read_asf_amc(asf: str | Path, amc: str | Path, fps: float = 120.0) -> MocapClip:
+def read_asf_amc(asf: str | Path, amc: str | Path, fps: float = 120.0, subject: str | None = None) -> MocapClip:
     """A clip of :data:`MOCAP_POINTS` in metres (the ASF's length unit, :class:`AsfUnits`) from an
-    ASF skeleton and an AMC motion.
+    ASF skeleton and an AMC motion, named by the AMC file; ``subject``: by default the AMC name's
+    part before its first ``_`` (CMU's ``NN`` of ``NN_MM``).
 
     Raises:
         OSError: a file cannot be read. ValueError: see :func:`parse_asf`, :func:`asf_units`, :func:`parse_amc`.
@@ -229,4 +230,4 @@ def read_asf_amc(asf: str | Path, amc: str | Path, fps: float = 120.0) -> MocapC
     ends = forward_kinematics(bones, parse_amc(amc, bones, units.angle))
     pts = np.stack([ends[ASF_POINTS[p]] for p in MOCAP_POINTS], 1) * units.metres
     stem = Path(amc).stem
-    return MocapClip(stem, stem.split("_")[0], fps, pts.astype(np.float32))
+    return MocapClip(stem, stem.split("_")[0] if subject is None else subject, fps, pts.astype(np.float32))

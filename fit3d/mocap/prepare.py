@@ -43,22 +43,36 @@ def _extract(path: Path, into: Path) -> Path:
     return into
 
 
+def skeleton_of(amc: Path) -> Path | None:
+    """The ASF skeleton of an AMC motion, in its folder: ``NN.asf`` for CMU's ``NN_MM.amc``, else the
+    ASF with the longest name the motion's name starts with (HDM05's ``HDM_bd.asf`` for
+    ``HDM_bd_01-01_01_120.amc``), else the folder's only ASF; None when there is none, or several and
+    none is named so (any pick could be another actor's skeleton)."""
+    cmu = amc.parent / (amc.stem.split("_")[0] + ".asf")
+    if cmu.is_file():
+        return cmu
+    cands = sorted(amc.parent.glob("*.asf"))
+    named = [a for a in cands if amc.stem.startswith(a.stem)]
+    if named:
+        return max(named, key=lambda a: len(a.stem))
+    return cands[0] if len(cands) == 1 else None
+
+
 def find_clips(root: Path) -> list[MocapClip]:
-    """Every ASF/AMC trial (``NN_MM.amc`` with ``NN.asf`` in the same folder) and BVH file under ``root``.
+    """Every ASF/AMC trial (each AMC with its skeleton, :func:`skeleton_of`; the subject is the
+    skeleton's name, CMU's ``NN``) and BVH file under ``root``.
 
     Unreadable files are logged and skipped.
     """
     clips = []
     for amc in sorted(root.rglob("*.amc")):
-        asf = amc.parent / (amc.stem.split("_")[0] + ".asf")
-        if not asf.is_file():
-            cands = list(amc.parent.glob("*.asf"))
-            asf = cands[0] if cands else None
+        asf = skeleton_of(amc)
         if asf is None:
-            log.warning("no ASF skeleton for %s: skipped", amc)
+            log.warning("no ASF skeleton for %s (none in its folder, or several and none named as its start): "
+                        "skipped", amc)
             continue
         try:
-            clips.append(read_asf_amc(asf, amc))
+            clips.append(read_asf_amc(asf, amc, subject=asf.stem))
         except Exception as e:
             log.warning("could not read %s: %s", amc, e)
     for bvh in sorted(root.rglob("*.bvh")):

@@ -161,3 +161,26 @@ def test_prepare_refuses_non_finite_poses(tmp_path, anny_model, monkeypatch):
     with pytest.raises(ValueError, match="non-finite poses"):
         prepare_mocap([D], tmp_path / "poses.npz", anny_model, progress=False)
     assert not (tmp_path / "poses.npz").exists()
+
+
+def test_each_motion_gets_its_own_skeleton_and_subject(tmp_path, caplog):
+    """A review: without an ``NN.asf``, any ASF of the folder was taken (HDM05's ``HDM_bd_...amc`` got
+    another actor's ``HDM_bd.asf`` or worse) and every actor became subject ``HDM``."""
+    import shutil
+
+    from fit3d.mocap.prepare import find_clips, skeleton_of
+
+    for actor in ("bd", "mm"):
+        shutil.copy(D / "01.asf", tmp_path / f"HDM_{actor}.asf")
+        shutil.copy(D / "01_01.amc", tmp_path / f"HDM_{actor}_01-01_01_120.amc")
+    assert skeleton_of(tmp_path / "HDM_mm_01-01_01_120.amc") == tmp_path / "HDM_mm.asf"
+    clips = find_clips(tmp_path)
+    assert sorted((c.name, c.subject) for c in clips) == [("HDM_bd_01-01_01_120", "HDM_bd"),
+                                                          ("HDM_mm_01-01_01_120", "HDM_mm")]
+    (tmp_path / "walk.amc").write_text((D / "01_01.amc").read_text())
+    assert skeleton_of(tmp_path / "walk.amc") is None  # two skeletons, neither named for it
+    assert "walk" not in [c.name for c in find_clips(tmp_path)] and "no ASF skeleton" in caplog.text
+    (tmp_path / "HDM_mm.asf").unlink()
+    (tmp_path / "HDM_mm_01-01_01_120.amc").unlink()
+    assert skeleton_of(tmp_path / "walk.amc") == tmp_path / "HDM_bd.asf"  # the folder's only skeleton
+    assert [c.subject for c in find_clips(D)] == ["01", "39"]  # CMU's NN_MM: as before
