@@ -100,7 +100,8 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
             else images from ``images_dir`` when given; else no thumbnails.
         thumbnails: how many people, the worst first, are shown with their image (each image
             embedded once, as a style every row of that image uses); the other rows link to
-            their render PNG (a path relative to the page) when ``renders_dir`` holds one.
+            their render PNG (a path relative to the page) when ``renders_dir`` holds one
+            not older than the fit file (one older shows an earlier fit of the image).
     Returns:
         ``{"people": n, "fitted": n, "valid": n, "median_px": x, "unreadable": [files]}``.
     """
@@ -115,10 +116,12 @@ def write_report(fits_dir: str | Path, out: str | Path, renders_dir: str | Path 
     body = []
     renders: dict[str, Path | None] = {}  # image file -> its render PNG (None: none), looked up once per image
 
-    def render_of(file: str) -> Path | None:
+    def render_of(file: str) -> Path | None:  # (a render older than its fit shows an earlier fit: not used)
         if file not in renders:
             png = Path(renders_dir) / f"{file}.png" if renders_dir is not None else None
-            renders[file] = png if png is not None and png.is_file() else None
+            fit = Path(fits_dir) / f"{file}.npz"
+            renders[file] = png if png is not None and png.is_file() and (
+                not fit.is_file() or png.stat().st_mtime >= fit.stat().st_mtime) else None
         return renders[file]
 
     shown = 0  # rows with a thumbnail (an image neither rendered nor given has none)

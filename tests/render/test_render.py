@@ -515,6 +515,12 @@ def test_report_thumbnails_of_16_bit_images_and_links_to_renders_of_any_name(tmp
     links = [unquote(urljoin("file:///x/", h)) for h in
              __import__("re").findall(r'href="([^"]+)"', page.read_text().replace("&amp;", "&"))]
     assert sorted(links) == sorted(f"file:///x/renders/{n}.png" for n in ("a#1.jpg", "q?.jpg", "50%.jpg"))
+    import os
+
+    old = (renders / "q?.jpg.png").stat().st_mtime - 60  # rendered before the image was fitted again
+    os.utime(renders / "q?.jpg.png", (old, old))
+    write_report(fits, page, renders_dir=renders, thumbnails=0)
+    assert page.read_text().count("render</a>") == 2 and "q%3F" not in page.read_text()
 
 
 def test_render_skips_npz_that_are_no_fits_and_names_renders_and_selections_by_fit_file(tmp_path, sample_dir,
