@@ -4,6 +4,7 @@ readable file (:func:`open_image`), every unreadable one an :class:`~fit3d.data.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -68,9 +69,24 @@ def shown(im):
 
 def own_orientation(im) -> int:
     """The EXIF orientation fit3d must apply to an open Pillow image itself: :func:`_orientation`,
-    except 1 for a TIFF, which Pillow opens at its size as shown and turns as it decodes it (turning
-    it again showed it turned twice)."""
-    return 1 if im.format == "TIFF" and hasattr(im, "_tile_size") else _orientation(im)
+    except 1 for a TIFF where Pillow opens it at its size as shown and turns it as it decodes it
+    (Pillow 13 does, :func:`pillow_turns_tiffs`: turning it again showed it turned twice)."""
+    return 1 if im.format == "TIFF" and pillow_turns_tiffs() else _orientation(im)
+
+
+@functools.lru_cache(maxsize=1)
+def pillow_turns_tiffs() -> bool:
+    """Whether the installed Pillow applies a TIFF's orientation itself (probed once, on a 2 x 1 TIFF
+    of orientation 6 in memory: opened 1 x 2 when it does), whatever its version."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (2, 1)).save(buf, format="TIFF", tiffinfo={0x0112: 6})
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return im.size == (1, 2)
 
 
 def _orientation(im) -> int:
