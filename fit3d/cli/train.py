@@ -38,6 +38,26 @@ def check_people(ctx, param, value: int) -> int:
     return value
 
 
+#: The seeds numpy takes (the training commands seed numpy and torch with them).
+SEEDS = click.IntRange(0, 2**32 - 1)
+
+
+def writable_out(out: Path) -> None:
+    """Make ``out``'s folder (as the write would) before minutes of training, not after.
+
+    Raises:
+        click.UsageError: the folder cannot be made or written to (a file in its place, no permission).
+    """
+    import os
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise click.UsageError(f"--out {out}: its folder cannot be made ({e.strerror or e})") from e
+    if not os.access(out.parent, os.W_OK):
+        raise click.UsageError(f"--out {out}: its folder {out.parent} cannot be written to")
+
+
 def torch_seed(seed: int = 0) -> None:
     """Seed torch and numpy (training and preparation on the CPU are then deterministic for a given
     thread count; torch's sums in another order, with another count, can differ in the last bits)."""
@@ -81,7 +101,7 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
 @click.option("--poses", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help=POSES_HELP)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output .pt file.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=SEEDS, default=0, show_default=True, help="Random seed.")
 @model_options
 def train_prior_cmd(kind, poses, out, seed, body):
     """Train a learned pose prior on the training and validation subjects, never the test ones (seeded; the
@@ -89,6 +109,7 @@ def train_prior_cmd(kind, poses, out, seed, body):
     which must be the pose set's."""
     from fit3d.training.priors import train_prior
 
+    writable_out(out)
     torch_seed(seed)
     click.echo(f"fit3d: training the {kind} prior (gmm and prototypes print nothing until done: 20-40 s on 2 "
                "cores, longer beside other jobs)", err=True)
@@ -107,7 +128,7 @@ def train_prior_cmd(kind, poses, out, seed, body):
                    "fit3d.training.regressor.REGRESSOR_ROUNDS, 384: 25-38 min on 2 CPU cores).")
 @click.option("--people", type=int, default=8192, show_default=True, callback=check_people,
               help="People per round: at least the training batch size, 256.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (of member k: SEED + k).")
+@click.option("--seed", type=SEEDS, default=0, show_default=True, help="Random seed (of member k: SEED + k).")
 @click.option("--members", type=click.IntRange(min=1), default=None,
               help="Regressors in a deep ensemble, trained alike from seeds SEED, SEED+1, ...; EFT fine-tunes the "
                    "first and adds the others' mean as a fixed correction (default: the shipped setting, "
@@ -128,6 +149,10 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     members = REGRESSOR_MEMBERS if members is None else members
     if prototypes is not None and members > 1:
         raise click.UsageError("--prototypes needs --members 1 (each member would pick its own prototype)")
+    if seed + members - 1 > SEEDS.max:
+        raise click.UsageError(f"--seed {seed} with {members} members: member k's seed SEED + k must be at most "
+                               f"{SEEDS.max}")
+    writable_out(out)
     torch_seed(seed)
     checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
     size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})

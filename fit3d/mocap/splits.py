@@ -72,6 +72,8 @@ def training_mask(pose_set: dict, include_val: bool = True) -> np.ndarray:
     Raises:
         KeyError: the pose set has no ``split`` (made before the subject split: rerun
             ``fit3d prepare-mocap``).
+        ValueError: no pose is labelled for training (e.g. every one ``test``, or labels in
+            another spelling such as ``TRAIN``).
     """
     if "split" not in pose_set:
         raise KeyError("pose set has no 'split' array (made before the subject split): rerun fit3d prepare-mocap")
@@ -79,4 +81,7 @@ def training_mask(pose_set: dict, include_val: bool = True) -> np.ndarray:
     keep = split == "train"
     if include_val:
         keep |= split == "val"
+    if not keep.any():
+        raise ValueError(f"the pose set has no training poses: its split labels are {sorted(set(split.tolist()))[:6]}, "
+                         f"training reads 'train'{' and val' if include_val else ''} (never 'test')")
     return keep

@@ -167,19 +167,21 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     Returns:
         ``{kind, poses, seconds, path}``.
     Raises:
-        ValueError: unknown kind, not a pose set (:func:`load_pose_set`), too few poses, or
-            ``prototypes`` of a pose set whose model is not ``body_model`` (or, with no
-            ``body_model``, not anny). FileNotFoundError: no such pose set.
+        ValueError: unknown kind, not a pose set (:func:`load_pose_set`), too few poses, a pose
+            set whose model is not ``body_model`` (any kind; with no ``body_model``, ``prototypes``
+            of a set that is not anny's). FileNotFoundError: no such pose set.
     """
     t0 = time.perf_counter()
     if kind not in PRIOR_KINDS:
         raise ValueError(f"unknown prior kind {kind!r}; use one of {PRIOR_KINDS}")
     ps = load_pose_set(pose_set_path)
+    if body_model is not None:  # (every kind: a prior of another model's joints fits nothing)
+        pose_set_body(ps, pose_set_path, body_model)
     x = training_poses(ps, include_val=include_val, recombined=recombined, seed=seed)
     if kind == "prototypes":
         from fit3d.training.prototypes import learn_prototypes
 
-        prior = learn_prototypes(_pose_set_body(ps, pose_set_path, body_model), x, seed=seed, **kwargs)
+        prior = learn_prototypes(pose_set_body(ps, pose_set_path, body_model), x, seed=seed, **kwargs)
     elif kind == "gmm":
         prior = train_gmm(x, seed=seed, **kwargs)
     elif kind == "vae":
@@ -193,7 +195,7 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
 
 
-def _pose_set_body(pose_set: dict, path, body_model=None):
+def pose_set_body(pose_set: dict, path, body_model=None):
     """The body model that posed ``pose_set`` (its ``model``; a set without one is anny's):
     ``body_model``, or, when None, anny built here.
 
@@ -209,7 +211,10 @@ def _pose_set_body(pose_set: dict, path, body_model=None):
         from fit3d.body_models import build_body_model
 
         return build_body_model("anny")
-    if body_model.name != name:
-        raise ValueError(f"{path} is a {name} pose set, not {body_model.name}'s: pass --model {name}"
-                         + (" --model-path DIR" if name != "anny" else "") + " or a pose set of the model")
+    joints = np.asarray(pose_set["body_pose"]).shape[1]
+    if body_model.name != name or joints != body_model.num_body_joints:
+        said = name if body_model.name != name else f"{name} pose set of {joints} joints"
+        raise ValueError(f"{path} is a {said} pose set, not {body_model.name}'s ({body_model.num_body_joints} joints): "
+                         f"pass --model {name}" + (" --model-path DIR" if name != "anny" else "")
+                         + " or a pose set of the model")
     return body_model

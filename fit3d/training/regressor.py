@@ -320,7 +320,8 @@ def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model,
     Returns:
         :func:`train_ensemble`'s statistics.
     Raises:
-        FileNotFoundError: no pose set or prototype file. ValueError: see :func:`train_regressor`.
+        FileNotFoundError: no pose set or prototype file. ValueError: see :func:`train_regressor`; a
+            pose set of another model than ``body_model``, a prototype file that is no prototype memory.
     """
     from fit3d.body_models.weights import file_digest
     from fit3d.mocap.pose_set import load_pose_set
@@ -328,8 +329,19 @@ def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model,
     from fit3d.regressors.io import save_regressor
     from fit3d.training.provenance import training_record
 
-    prototypes = load_prior(prototypes_path).prototypes if prototypes_path is not None else None
-    model, stats = train_ensemble(load_pose_set(pose_set_path), body_model, members, seed=seed, checkpoint=checkpoint,
+    from fit3d.priors.prototypes import PoseMemory
+    from fit3d.training.priors import pose_set_body
+
+    prototypes = None
+    if prototypes_path is not None:
+        memory = load_prior(prototypes_path)
+        if not isinstance(memory, PoseMemory):
+            raise ValueError(f"{prototypes_path} is a {type(memory).__name__}, not a prototype memory ('fit3d "
+                             "train-prior --kind prototypes' makes one)")
+        prototypes = memory.prototypes
+    pose_set = load_pose_set(pose_set_path)
+    pose_set_body(pose_set, pose_set_path, body_model)
+    model, stats = train_ensemble(pose_set, body_model, members, seed=seed, checkpoint=checkpoint,
                                   prototypes=prototypes, **train)
     settings = dict(rounds=train.get("rounds", REGRESSOR_ROUNDS),
                     people=train.get("people_per_round", REGRESSOR_PEOPLE), seed=seed, members=members,

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import torch
 
 from fit3d.priors import ArticulationPrior
@@ -58,7 +60,7 @@ def test_load_pose_set_refuses_what_is_not_a_pose_set_with_a_value_error(tmp_pat
         write(tmp_path / name)
         with pytest.raises(ValueError, match=rf"{name} is not a pose set"):
             load_pose_set(tmp_path / name)
-    with pytest.raises(ValueError, match="no 'split', 'joint_names'"):
+    with pytest.raises(ValueError, match="no 'global_orient', 'split', 'joint_names'"):
         load_pose_set(tmp_path / "fit.npz")
     with pytest.raises(FileNotFoundError, match="no such pose set"):
         load_pose_set(tmp_path / "missing.npz")
@@ -89,3 +91,39 @@ def test_prototypes_of_a_smpl_pose_set_need_its_body_model(tmp_path, anny_model)
         train_prior("prototypes", ps, tmp_path / "p.pt", recombined=0, body_model=anny_model)
     with pytest.raises(ValueError, match="unknown prior kind 'gmmm'"):  # before reading the pose set
         train_prior("gmmm", tmp_path / "missing.npz", tmp_path / "p.pt")
+
+
+def test_training_inputs_are_checked_before_training(tmp_path):
+    """A review: a NaN pose, a pose set without training poses or of another model's joints, a
+    prototype file that is a GMM, a seed numpy refuses and an output folder that cannot be made ended
+    in tracebacks, wrong hints ('diverged... lower the learning rate') or after the training."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    run = lambda *args: CliRunner().invoke(cli, list(map(str, args)))  # noqa: E731
+    good = _pose_set(tmp_path / "good.npz", 40)
+    with np.load(good) as z:
+        arrays = {k: z[k] for k in z.files}
+    bad = dict(arrays, global_orient=arrays["global_orient"].copy())
+    bad["global_orient"][5, 1] = np.nan
+    np.savez(tmp_path / "nan.npz", **bad)
+    r = run("train-prior", "--kind", "gmm", "--poses", tmp_path / "nan.npz", "--out", tmp_path / "g.pt")
+    assert r.exit_code == 1 and "1 of 40 poses are not finite (the first is pose 5)" in r.output
+    np.savez(tmp_path / "test_only.npz", **dict(arrays, split=np.full(40, "TRAIN")))
+    r = run("train-prior", "--kind", "gmm", "--poses", tmp_path / "test_only.npz", "--out", tmp_path / "g.pt")
+    assert r.exit_code == 1 and "no training poses" in r.output and "'TRAIN'" in r.output
+    _pose_set(tmp_path / "other.npz", 40, joints=21)  # anny's name, another model's joints
+    r = run("train-prior", "--kind", "gmm", "--poses", tmp_path / "other.npz", "--out", tmp_path / "g.pt")
+    assert r.exit_code == 1 and "21 joints" in r.output and not (tmp_path / "g.pt").exists()
+    r = run("train-regressor", "--poses", good, "--out", tmp_path / "r.pt", "--rounds", 1, "--people", 256,
+            "--members", 1, "--prototypes", Path(__file__).parents[2] / "fit3d/priors/weights/anny_gmm.pt")
+    assert r.exit_code == 1 and "not a prototype memory" in r.output
+    for args in (("--seed", -1), ("--seed", 2**32 - 1, "--members", 2)):
+        r = run("train-regressor", "--poses", good, "--out", tmp_path / "r.pt", *args)
+        assert r.exit_code == 2 and "seed" in r.output.lower(), args
+    (tmp_path / "file").write_text("x")
+    r = run("train-prior", "--kind", "gmm", "--poses", good, "--out", tmp_path / "file" / "g.pt")
+    assert r.exit_code == 2 and "cannot be made" in r.output
+    assert not list(tmp_path.glob("*.pt")) and r.exception is None or isinstance(r.exception, SystemExit)
