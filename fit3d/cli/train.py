@@ -152,15 +152,27 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     if seed + members - 1 > SEEDS.max:
         raise click.UsageError(f"--seed {seed} with {members} members: member k's seed SEED + k must be at most "
                                f"{SEEDS.max}")
+    from filelock import FileLock, Timeout
+
     writable_out(out)
     torch_seed(seed)
     checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
     size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
-    with errors_as():
-        stats = train_regressor_file(default_pose_set(poses, body), out, body, "fit3d train-regressor", members=members,
-                                     seed=seed, prototypes_path=prototypes, checkpoint=checkpoint,
-                                     people_per_round=people, **size)
-    remove_checkpoints(checkpoint)
+    lock = FileLock(f"{out}.lock", timeout=0)  # two trainings into one OUT would share its checkpoint
+    try:
+        lock.acquire()
+    except Timeout:
+        raise click.ClickException(f"another 'fit3d train-regressor' is training into {out} now ({out}.lock is "
+                                   "held): wait for it, or give another --out") from None
+    try:
+        with errors_as():
+            stats = train_regressor_file(default_pose_set(poses, body), out, body, "fit3d train-regressor",
+                                         members=members, seed=seed, prototypes_path=prototypes,
+                                         checkpoint=checkpoint, people_per_round=people, **size)
+        remove_checkpoints(checkpoint)
+    finally:  # (the lock file removed while held: a later run makes its own)
+        Path(f"{out}.lock").unlink(missing_ok=True)
+        lock.release()
     click.echo(json.dumps(stats, indent=2))
 
 
