@@ -64,8 +64,10 @@ def evaluate(fits_dir, gt, joints, match, per_sample, out):
                    "the ground truth's layout: no 2D error for them", err=True)
     if summary["unscored_3d"]:
         n = summary["unscored_3d"]
-        click.echo(f"fit3d: warning: {n} fitted {'people have' if n > 1 else 'person has'} non-finite 3D joints: left "
-                   "out of MPJPE and PA-MPJPE (which they would only raise)", err=True)
+        click.echo(f"fit3d: warning: {n} fitted {'people have' if n > 1 else 'person has'} 3D ground truth but no "
+                   "finite MPJPE / PA-MPJPE (non-finite 3D joints, fewer than 4 labelled 3D joints, no labelled hip, or "
+                   "a joint of the set the fit lacks): left out of those means (people behind each: "
+                   "people_per_metric)", err=True)
     if summary["nonfinite_points_2d"]:
         click.echo(f"fit3d: warning: {summary['nonfinite_points_2d']} labelled keypoints have a non-finite fitted point: "
                    "counted as misses for PCK, left out of the 2D error", err=True)

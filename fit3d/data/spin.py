@@ -93,6 +93,12 @@ def spin_annot_ids(d: dict[str, np.ndarray]) -> np.ndarray:
     return np.arange(n, dtype=np.int64)
 
 
+#: SPIN's box expansion: ``scaleFactor = 1.2`` in nkolot/SPIN ``datasets/preprocess/coco.py``
+#: (line 14; ``scale = scaleFactor*max(bbox[2], bbox[3])/200``, line 47) and for keypoint-only
+#: datasets ``lsp_dataset.py`` (line 10; ``scale = scaleFactor*max(<keypoint extent>)/200``, line 36).
+SPIN_SCALE_FACTOR = 1.2
+
+
 def spin_bbox(center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """``(N, 4)`` ``x, y, w, h`` boxes from SPIN's ``center`` and ``scale`` (side = 200 * scale)."""
     side = 200.0 * np.asarray(scale, dtype=np.float32)

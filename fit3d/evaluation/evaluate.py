@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from fit3d.data.boxes import checked_bbox
-from fit3d.data.coco import coco_image_key, coco_keypoints, hashable, json_image_size, load_coco
+from fit3d.data.coco import coco_image_key, coco_keypoints, json_image_size, load_coco
 from fit3d.data.conventions import COCO17, LIMBS12
 from fit3d.data.writers import read_fit, require_fit_files
 from fit3d.evaluation import metrics as M
@@ -39,13 +39,15 @@ JOINT_SETS = {"limbs12": LIMBS12, "coco17": COCO17.names}
 
 def load_fit_people(fits_dir: str | Path, unreadable: list[str] | None = None) -> dict[tuple[str, int], dict | None]:
     """``{(image path, annot_id): person}`` over every ``.npz`` of ``fits_dir``; None for
-    keys that several people share (duplicate annotation ids). Unreadable files are skipped
+    keys that several people of one file share (duplicate annotation ids). Unreadable files are skipped
     (their paths, relative to ``fits_dir``, appended to ``unreadable``): their people count as not fitted.
 
     Raises:
-        ValueError: ``fits_dir`` holds no per-image ``.npz``.
+        ValueError: ``fits_dir`` holds no per-image ``.npz``, or one image's people are in several
+            fit files (two runs in one folder: which fit is scored would be a guess).
     """
     people: dict = {}
+    source: dict[str, Path] = {}  # image -> the fit file its people came from
     for f in require_fit_files(fits_dir):
         try:
             d = read_fit(f)
@@ -59,8 +61,12 @@ def load_fit_people(fits_dir: str | Path, unreadable: list[str] | None = None) -
             if unreadable is not None:
                 unreadable.append(f.relative_to(fits_dir).as_posix())
             continue
+        image = str(d["image"])
+        if source.setdefault(image, f) != f:
+            raise ValueError(f"the people of image {image} are in two fit files, {source[image].relative_to(fits_dir)} "
+                             f"and {f.relative_to(fits_dir)} (two runs in one folder?): evaluate one run's folder")
         for aid, person in rows:
-            key = (str(d["image"]), aid)
+            key = (image, aid)
             people[key] = None if key in people else person
     return people
 
@@ -82,19 +88,24 @@ def _gt_coco(path: Path, problems: list) -> list[dict]:
                 continue
             kp, conv, annot_id, _, _ = parsed  # (unusable coordinates unlabelled, as the reader stores them)
             rows.append(dict(image=coco_image_key(info["file_name"]), annot_id=annot_id, names=list(conv.names), keypoints_2d=kp,
-                             bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None,
-                             duplicate=coco.ids[hashable(a.get("id"))] > 1))
+                             bbox=checked_bbox(a.get("bbox"), kp, size)[0], joints_3d=None))
+    count = Counter((r["image"], r["annot_id"]) for r in rows)  # people are matched by image and id
+    for r in rows:
+        r["duplicate"] = count[(r["image"], r["annot_id"])] > 1
     return rows
 
 
 def _gt_spin(path: Path) -> list[dict]:
     """Ground-truth people of a SPIN ``.npz`` (:func:`fit3d.data.spin.load_spin_npz`): 2D ``part``,
-    3D ``S`` when the file has it; ``duplicate`` when another row has the same image and id."""
+    3D ``S`` when the file has it, the box SPIN's ``scale`` was made from (its side over
+    :data:`~fit3d.data.spin.SPIN_SCALE_FACTOR`, as PCK's reference is the person's box); ``duplicate``
+    when another row has the same image and id."""
     from fit3d.data.conventions import SPIN24
-    from fit3d.data.spin import load_spin_npz, spin_annot_ids, spin_bbox, spin_keypoints
+    from fit3d.data.spin import SPIN_SCALE_FACTOR, load_spin_npz, spin_annot_ids, spin_bbox, spin_keypoints
 
     d = load_spin_npz(path)
-    boxes = spin_bbox(d["center"], d["scale"])
+    # the person's box for PCK and matching: SPIN's scale holds its 1.2x crop (a COCO box is the person's)
+    boxes = spin_bbox(d["center"], np.asarray(d["scale"], dtype=np.float64) / SPIN_SCALE_FACTOR)
     ids = spin_annot_ids(d)
     names = [posixpath.normpath(str(n)) for n in d["imgname"]]  # ('./a.jpg' is the reader's 'a.jpg')
     count = Counter(zip(names, ids.tolist()))  # people are matched by image and id
@@ -179,7 +190,10 @@ def match_by_keypoints(fits: dict, ground_truth: list[dict]) -> dict:
         cost = np.array([[_keypoint_distance(r, g) for g in gts] for _, r in rows]).reshape(len(rows), len(gts))
         matched = set()
         if cost.size:
-            for i, j in zip(*linear_sum_assignment(np.where(np.isfinite(cost), cost, 1e9))):
+            # capped at the threshold: a pair that cannot match costs what any unmatched one does, so the
+            # assignment never moves a close fit onto a neighbour to avoid one (it maximised the pairs)
+            capped = np.minimum(np.nan_to_num(cost, nan=MATCH_FRACTION, posinf=MATCH_FRACTION), MATCH_FRACTION)
+            for i, j in zip(*linear_sum_assignment(capped)):
                 if cost[i, j] < MATCH_FRACTION:
                     out[(image, gts[j]["annot_id"])] = rows[i][1]
                     matched.add(i)
@@ -197,8 +211,10 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
     count as not fitted), ``ground_truth_left_out`` (COCO entries that are no ground truth, with
     the reason), ``duplicate_ids``, ``fitted_without_common_keypoints`` (fits whose keypoint
     layout shares no name with the ground truth's: no 2D error), ``unscored_3d`` (fitted people with 3D
-    ground truth whose fitted joints are not finite: left out of the 3D means, which a fitter with any
-    therefore flatters), ``nonfinite_points_2d`` (labelled ground-truth points whose fitted point is not
+    ground truth without a finite MPJPE and PA-MPJPE: fitted joints not finite, fewer than 4 labelled 3D
+    joints, no labelled hip for MPJPE's root, a joint of the set the fit lacks; left out of the 3D means,
+    which a fitter with any therefore flatters), ``people_per_metric`` (the people behind each mean),
+    ``nonfinite_points_2d`` (labelled ground-truth points whose fitted point is not
     finite: misses for PCK, left out of the 2D error), and what did not match:
     ``ground_truth_without_fit`` (people with no fit row at all, counted as not fitted; not
     skipped ones, which have a row; with ``match="keypoints"`` also those no fit row was paired
@@ -264,13 +280,14 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
                 S = _pick(g["joints_3d"], g["names"], wanted)
                 P = _pick(f["keypoints_3d"], f["names"], wanted)
                 conf = S[:, 3] > 0
-                unscored_3d += bool(conf.sum() >= 4 and not np.isfinite(P).all())
                 if conf.sum() >= 4 and np.isfinite(P).all():
                     gt3 = torch.as_tensor(S[None, :, :3], dtype=torch.float32)
                     pr3 = torch.as_tensor(P[None], dtype=torch.float32)
                     v = torch.as_tensor(conf[None])
                     hips = (wanted.index("left_hip"), wanted.index("right_hip"))
                     row.update(mpjpe=float(M.mpjpe(pr3, gt3, hips, v)[0]), pa_mpjpe=float(M.pa_mpjpe(pr3, gt3, v)[0]))
+            if g["joints_3d"] is not None:  # 3D truth, no finite score: counted, never left out in silence
+                unscored_3d += not all(np.isfinite(row.get(k, np.nan)) for k in ("mpjpe", "pa_mpjpe"))
         rows.append(row)
     n = len(rows)
     fitted = [r for r in rows if r["fitted"]]
@@ -290,9 +307,11 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
         raise ValueError(f"none of the {n} fitted people in {fits_dir} matches a ground-truth person of {gt_path} by "
                          f"{how}: is it the annotation file these fits were made from?"
                          + (" (fits of OpenPose or detector keypoints: --match keypoints)" if match == "ids" else ""))
+    summary["people_per_metric"] = {}
     for k in ("mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"):
         vals = [r[k] for r in fitted if k in r and np.isfinite(r[k])]
         summary[k] = float(np.mean(vals)) if vals else None
+        summary["people_per_metric"][k] = len(vals)
     return summary, rows
 
 

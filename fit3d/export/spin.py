@@ -44,13 +44,10 @@ import numpy as np
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.conventions import (OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY,
                                    SPIN_OPENPOSE, KeypointConvention, convert)
+from fit3d.data.spin import SPIN_SCALE_FACTOR  # noqa: F401 - (also this module's name for it)
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, require_betas, smpl_pose72, valid_mask
 
-#: SPIN's box expansion: ``scaleFactor = 1.2`` in nkolot/SPIN ``datasets/preprocess/coco.py``
-#: (line 14; ``scale = scaleFactor*max(bbox[2], bbox[3])/200``, line 47) and for keypoint-only
-#: datasets ``lsp_dataset.py`` (line 10; ``scale = scaleFactor*max(<keypoint extent>)/200``, line 36).
-SPIN_SCALE_FACTOR = 1.2
 #: The body models whose fits this format holds.
 MODELS = ("smpl",)
 
