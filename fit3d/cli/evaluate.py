@@ -36,6 +36,12 @@ def evaluate(fits_dir, gt, joints, match, per_sample, out):
     from fit3d.evaluation.evaluate import evaluate as run_eval
     from fit3d.evaluation.evaluate import write_per_sample
 
+    for path in (per_sample, out):  # (a folder that cannot be made: said before anything is written)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise click.UsageError(f"{path}: its folder cannot be made ({e.strerror or e})") from e
     try:
         summary, rows = run_eval(fits_dir, gt, joints, match)
     except (ValueError, KeyError) as e:

@@ -316,10 +316,15 @@ def evaluate(fits_dir: str | Path, gt_path: str | Path, joints: str = "limbs12",
 
 
 def write_per_sample(rows: list[dict], path: str | Path) -> None:
-    """One CSV row per ground-truth person."""
+    """One CSV row per ground-truth person, written atomically (a reader never sees half a file)."""
+    import io
+
+    from fit3d.data.writers import atomic_write_bytes
+
     keys = ["image", "annot_id", "fitted", "valid", "mpjpe", "pa_mpjpe", "error_2d_px", "pck_05", "pck_10"]
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in keys})
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: r.get(k, "") for k in keys})
+    atomic_write_bytes(path, buf.getvalue().encode())

@@ -73,6 +73,11 @@ def test_evaluate_coco_2d_and_spin_3d(tmp_path, sample_dir, anny_model):
     assert r.exit_code == 0, r.output
     assert json.loads((fits / "metrics.json").read_text())["count"] == 14
     assert len((tmp_path / "rows.csv").read_text().splitlines()) == 15
+    (tmp_path / "file").write_text("x")  # --per-sample where no folder can be made: said before anything is written
+    (fits / "metrics.json").unlink()
+    r = CliRunner().invoke(cli, ["evaluate", "--fits", str(fits), "--gt", str(sample_dir / "test_coco.json"),
+                                 "--per-sample", str(tmp_path / "file" / "rows.csv")])
+    assert r.exit_code == 2 and "cannot be made" in r.output and not (fits / "metrics.json").exists()
     # an unreadable fit (found by a helper: its people silently counted as not fitted, exit 0)
     broken = sorted(fits.glob("*.npz"))[0]
     broken.write_bytes(b"")
