@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fit3d.data.batching import PersonBatch
+from fit3d.data.boxes import KEYPOINT_BOX_PAD
 from fit3d.geometry import keypoint_extent
 
 
@@ -32,10 +33,10 @@ def crop_cam_to_transl(cam: torch.Tensor, bbox: torch.Tensor, focal_length: torc
     return torch.cat([xy, z[:, None]], -1)
 
 
-#: The regressor's box around a person's labelled keypoints grows by this share of its size on every side,
-#: as the synthetic people it trains on are boxed (:func:`fit3d.training.synthetic.make_people`;
-#: :data:`fit3d.data.boxes.KEYPOINT_BOX_PAD`).
-REGRESSOR_BOX_PAD = 0.1
+#: The regressor's box around a person's labelled keypoints grows by this share of its size on every side:
+#: :data:`fit3d.data.boxes.KEYPOINT_BOX_PAD`, as the synthetic people it trains on are boxed
+#: (:func:`fit3d.training.synthetic.make_people`).
+REGRESSOR_BOX_PAD = KEYPOINT_BOX_PAD
 
 
 def regressor_box(batch: PersonBatch) -> torch.Tensor:

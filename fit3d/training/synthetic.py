@@ -44,6 +44,7 @@ import numpy as np
 import roma
 import torch
 
+from fit3d.data.boxes import KEYPOINT_BOX_PAD
 from fit3d.geometry import project
 from fit3d.training.augment import axis_rotation
 
@@ -212,7 +213,7 @@ def make_people(body_pose: np.ndarray, global_orient: np.ndarray, body_model, n:
     xy = kp2d[..., :2]
     lo, hi = _extent(xy, vis)
     lo, hi = np.where(np.isfinite(lo), lo, 0), np.where(np.isfinite(hi), hi, 1)
-    pad = 0.1 * (hi - lo)
+    pad = KEYPOINT_BOX_PAD * (hi - lo)  # (as OpenPose people are boxed; the regressor reads this box)
     bbox = np.concatenate([lo - pad, hi - lo + 2 * pad], 1).astype(np.float32)
     given = focal.numpy() if camera.fitter_focal == "true" else np.stack([diag, diag], 1).astype(np.float32)
     return dict(
