@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import PRIOR_CHOICE, check_device, errors_as, model_options
+from fit3d.cli.options import PRIOR_CHOICE, check_device, errors_as, model_options, writable_folder
 
 
 @click.command()
@@ -36,12 +36,9 @@ def evaluate(fits_dir, gt, joints, match, per_sample, out):
     from fit3d.evaluation.evaluate import evaluate as run_eval
     from fit3d.evaluation.evaluate import write_per_sample
 
-    for path in (per_sample, out):  # (a folder that cannot be made: said before anything is written)
+    for path, option in ((per_sample, "--per-sample"), (out, "--out")):  # (said before anything is written)
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise click.UsageError(f"{path}: its folder cannot be made ({e.strerror or e})") from e
+            writable_folder(path, option)
     try:
         summary, rows = run_eval(fits_dir, gt, joints, match)
     except (ValueError, KeyError) as e:

@@ -209,6 +209,23 @@ def errors_as(exception: type[click.ClickException] = click.ClickException):
         raise exception(str(e)) from e
 
 
+def writable_folder(path: Path, option: str) -> None:
+    """Make the folder of the output ``path`` (given as ``option``), as its write would, before the
+    command's work rather than after it.
+
+    Raises:
+        click.UsageError: the folder cannot be made or written to (a file in its place, no permission).
+    """
+    import os
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise click.UsageError(f"{option} {path}: its folder cannot be made ({e.strerror or e})") from e
+    if not os.access(path.parent, os.W_OK):
+        raise click.UsageError(f"{option} {path}: its folder {path.parent} cannot be written to")
+
+
 @contextmanager
 def fits_readable(nothing: str):
     """For merge and export: a folder none of whose fits can be read

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as, model_options
+from fit3d.cli.options import errors_as, model_options, writable_folder
 
 POSES_HELP = ("Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; for a SMPL-family model "
               "(--model, --model-path) the set 'fit3d setup-model' retargeted to it).")
@@ -40,22 +40,6 @@ def check_people(ctx, param, value: int) -> int:
 
 #: The seeds numpy takes (the training commands seed numpy and torch with them).
 SEEDS = click.IntRange(0, 2**32 - 1)
-
-
-def writable_out(out: Path) -> None:
-    """Make ``out``'s folder (as the write would) before minutes of training, not after.
-
-    Raises:
-        click.UsageError: the folder cannot be made or written to (a file in its place, no permission).
-    """
-    import os
-
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise click.UsageError(f"--out {out}: its folder cannot be made ({e.strerror or e})") from e
-    if not os.access(out.parent, os.W_OK):
-        raise click.UsageError(f"--out {out}: its folder {out.parent} cannot be written to")
 
 
 def torch_seed(seed: int = 0) -> None:
@@ -109,7 +93,7 @@ def train_prior_cmd(kind, poses, out, seed, body):
     which must be the pose set's."""
     from fit3d.training.priors import train_prior
 
-    writable_out(out)
+    writable_folder(out, "--out")  # (before minutes of training, not after)
     torch_seed(seed)
     click.echo(f"fit3d: training the {kind} prior (gmm and prototypes print nothing until done: 20-40 s on 2 "
                "cores, longer beside other jobs)", err=True)
@@ -154,7 +138,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
                                f"{SEEDS.max}")
     from filelock import FileLock, Timeout
 
-    writable_out(out)
+    writable_folder(out, "--out")  # (before minutes of training, not after)
     torch_seed(seed)
     checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
     size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
