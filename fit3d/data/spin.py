@@ -175,9 +175,8 @@ def read_spin(path: str | Path, images_dir: str | Path,
                                          "(give paths relative to --images)"))
             continue
         if name not in records:
-            key = name
-            if only is not None and not only(key):  # another shard's
-                records[name] = ImageRecord(key, file, (0, 0))
+            if only is not None and not only(name):  # another shard's
+                records[name] = ImageRecord(name, file, (0, 0))
                 others.add(name)
                 continue
             records[name] = open_image(file, images_dir, None, problems)

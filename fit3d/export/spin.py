@@ -44,7 +44,7 @@ import numpy as np
 from fit3d.data.boxes import KEYPOINT_BOX_PAD, keypoint_bbox
 from fit3d.data.conventions import (OPENPOSE_BODY25, OPENPOSE_BODY25B, OPENPOSE_COCO18, SPIN24, SPIN_DETECTED_ONLY,
                                    SPIN_OPENPOSE, KeypointConvention, convert)
-from fit3d.data.spin import SPIN_SCALE_FACTOR  # noqa: F401 - (also this module's name for it)
+from fit3d.data.spin import SPIN_SCALE_FACTOR
 from fit3d.data.writers import atomic_write_bytes, write_npz
 from fit3d.export.people import gender_letters, input_convention, require_betas, smpl_pose72, valid_mask
 

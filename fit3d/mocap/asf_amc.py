@@ -73,16 +73,16 @@ class AsfUnits:
         return 2.54 / 100.0 / self.length
 
 
-def parse_asf(path: str | Path) -> dict[str, Bone]:
+def parse_asf(path: str | Path, units: AsfUnits | None = None) -> dict[str, Bone]:
     """Bones of an ASF file (plus ``"root"``, whose ``dof`` is the ``:root`` section's ``order``),
     with children from ``:hierarchy``; axes in degrees (converted from radians where ``:units`` say
-    ``angle rad``). :func:`asf_units` reads the units.
+    ``angle rad``; ``units``: the file's :func:`asf_units` when the caller has read them).
 
     Raises:
         ValueError: malformed file, a root ``order`` that is not three translations and three
             rotations, or a bone ``axis`` order other than XYZ.
     """
-    units = asf_units(path)
+    units = asf_units(path) if units is None else units
     to_deg = 180.0 / np.pi if units.angle == "rad" else 1.0
     lines = Path(path).read_text(errors="replace").splitlines()
     bones: dict[str, Bone] = {"root": Bone("root", np.zeros(3), 0.0, np.zeros(3), ROOT_ORDER)}
@@ -226,7 +226,8 @@ def read_asf_amc(asf: str | Path, amc: str | Path, fps: float = 120.0, subject: 
     Raises:
         OSError: a file cannot be read. ValueError: see :func:`parse_asf`, :func:`asf_units`, :func:`parse_amc`.
     """
-    bones, units = parse_asf(asf), asf_units(asf)
+    units = asf_units(asf)
+    bones = parse_asf(asf, units)
     ends = forward_kinematics(bones, parse_amc(amc, bones, units.angle))
     pts = np.stack([ends[ASF_POINTS[p]] for p in MOCAP_POINTS], 1) * units.metres
     stem = Path(amc).stem

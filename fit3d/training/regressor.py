@@ -326,11 +326,10 @@ def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model,
     from fit3d.body_models.weights import file_digest
     from fit3d.mocap.pose_set import load_pose_set
     from fit3d.priors.io import load_prior
-    from fit3d.regressors.io import save_regressor
-    from fit3d.training.provenance import training_record
-
     from fit3d.priors.prototypes import PoseMemory
+    from fit3d.regressors.io import save_regressor
     from fit3d.training.priors import pose_set_body
+    from fit3d.training.provenance import training_record
 
     prototypes = None
     if prototypes_path is not None:
