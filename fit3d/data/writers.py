@@ -189,6 +189,13 @@ def output_path(out_dir: str | Path, image_key: str) -> Path:
     return Path(out_dir) / (image_key + ".npz")
 
 
+def fit_name(out_dir: str | Path, path: Path) -> str:
+    """The name of a fit file ``path`` of ``out_dir``: its relative path without ``.npz``, the inverse of
+    :func:`output_path` (the image's key for the files a run writes). Renders, meshes and review sets
+    name a fit file by it."""
+    return path.relative_to(out_dir).as_posix()[: -len(".npz")]
+
+
 def failure_path(out_dir: str | Path, image_key: str) -> Path:
     """Where a run records why an image's people could not be fitted (``<key>.failed.json``;
     removed when a later run writes the image's ``.npz``)."""

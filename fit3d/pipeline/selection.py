@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from fit3d.data.records import ImageRecord
-from fit3d.data.writers import failure_path, incomplete_path, iter_fit_files, output_path
+from fit3d.data.writers import failure_path, fit_name, incomplete_path, iter_fit_files, output_path
 
 if TYPE_CHECKING:
     from fit3d.pipeline.runner import RunConfig
@@ -233,7 +233,7 @@ def outputs_not_in_input(images: list[ImageRecord], out_dir: Path) -> list[str]:
     listed = {r.image_key for r in images}
     out = []
     for f in iter_fit_files(out_dir):
-        key = f.relative_to(out_dir).as_posix()[: -len(".npz")]
+        key = fit_name(out_dir, f)
         if key not in listed:
             out.append(key)
     return sorted(out)

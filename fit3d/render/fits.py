@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.data.writers import atomic_write_bytes, fit_files, output_path, read_fit
+from fit3d.data.writers import atomic_write_bytes, fit_files, fit_name, output_path, read_fit
 from fit3d.render.overlay import PALETTE, Renderer, draw_keypoints
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,6 @@ def read_render_fit(path: Path) -> dict:
     if missing:
         raise ValueError(f"not a fit file (no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})")
     return fit
-
-
-def fit_name(fits_dir: Path, path: Path) -> str:
-    """The name of a fit file in its folder, its relative path without ``.npz`` (the image's
-    relative path for the files a run writes): what a render, a mesh and a selection are named by."""
-    return path.relative_to(fits_dir).as_posix()[: -len(".npz")]
 
 
 def fitted_vertices(fit: dict, body_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -222,14 +216,14 @@ def save_meshes_dir(fits_dir: str | Path, out_dir: str | Path, body_model, fmt: 
     relative path); returns the mesh count."""
     n = 0
     for f in _named_fit_files(fits_dir, names):
-        n += len(save_meshes(read_render_fit(f), body_model, Path(out_dir), fmt, key=fit_name(Path(fits_dir), f)))
+        n += len(save_meshes(read_render_fit(f), body_model, Path(out_dir), fmt, key=fit_name(fits_dir, f)))
     return n
 
 
 def _named_fit_files(fits_dir: Path, names: list[str] | None) -> list[Path]:
-    """The fit files named (:func:`fit_name`: ``<name>.npz``, those that exist), or, ``names`` None,
-    every fit file of ``fits_dir``: a job renders its own images without opening the rest of a
-    folder other jobs fit into."""
+    """The fit files named (:func:`~fit3d.data.writers.fit_name`: ``<name>.npz``, those that exist),
+    or, ``names`` None, every fit file of ``fits_dir``: a job renders its own images without opening
+    the rest of a folder other jobs fit into."""
     if names is None:
         return fit_files(fits_dir)
     return [f for f in (output_path(fits_dir, k) for k in sorted(set(names))) if f.is_file()]
@@ -249,9 +243,9 @@ def png_bytes(image: np.ndarray) -> bytes:
 def render_dir(fits_dir: str | Path, images_dir: str | Path, out_dir: str | Path, body_model,
                side: bool = True, keypoints: bool = False, save_mesh: str | None = None,
                names: list[str] | None = None, progress: bool = True) -> dict:
-    """Render every ``.npz`` of ``fits_dir`` to ``out_dir/<name>.png`` (:func:`fit_name`: the image's
-    relative path for the files a run writes); each image is found through the path its record keeps
-    (relative to ``images_dir``).
+    """Render every ``.npz`` of ``fits_dir`` to ``out_dir/<name>.png``
+    (:func:`~fit3d.data.writers.fit_name`: the image's relative path for the files a run writes); each
+    image is found through the path its record keeps (relative to ``images_dir``).
 
     Args:
         names: only the fit files of these names (default: all).

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from fit3d.data.writers import atomic_write_bytes, read_fit, require_fit_files
+from fit3d.data.writers import atomic_write_bytes, fit_name, read_fit, require_fit_files
 
 
 def collect_people(fits_dir: str | Path) -> list[dict]:
@@ -32,7 +32,7 @@ def collect_people(fits_dir: str | Path) -> list[dict]:
             rows.append(dict(file=rel, image=rel, annot_id=-1, status="unreadable", reproj_error_px=float("nan"),
                              valid=False, skip_reason=str(e)))
             continue
-        name = f.relative_to(fits_dir).as_posix()[: -len(".npz")]  # (fit3d.render.fits.fit_name)
+        name = fit_name(fits_dir, f)
         for i in range(n):
             rows.append(dict(
                 file=name, image=str(d["image"]), annot_id=int(d["annot_id"][i]), status=str(d["status"][i]),

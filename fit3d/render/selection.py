@@ -3,7 +3,7 @@
 A dataset-scale run holds far more images than anyone looks at; reviewing pseudo-ground
 truth means looking at its failures (the worst reprojection errors, as ``fit3d report``
 orders them) and at an unbiased sample of the rest. These return the names of fit files
-(:func:`fit3d.render.fits.fit_name`: the image's path relative to the images folder, for the files
+(:func:`fit3d.data.writers.fit_name`: the image's path relative to the images folder, for the files
 a run writes), for :func:`fit3d.render.fits.render_dir`'s ``names``.
 """
 
@@ -14,7 +14,7 @@ import os
 import random
 from pathlib import Path
 
-from fit3d.data.writers import require_fit_files
+from fit3d.data.writers import fit_name, require_fit_files
 from fit3d.render.report import collect_people
 
 
@@ -55,7 +55,7 @@ def sample_images(fits_dir: str | Path, count: int, seed: int = 0) -> list[str]:
     _check_count(count)
     files = require_fit_files(fits_dir)
     chosen = sorted(random.Random(seed).sample(range(len(files)), min(count, len(files))))
-    return [files[i].relative_to(fits_dir).as_posix()[: -len(".npz")] for i in chosen]
+    return [fit_name(fits_dir, files[i]) for i in chosen]
 
 
 def listed_images(path: str | Path, images_dir: str | Path | None = None) -> list[str]:
