@@ -76,7 +76,9 @@ def atomic_write(path: str | Path, write) -> None:
     """Call ``write(f)`` on a binary file that becomes ``path`` once it returns: a temporary file
     beside ``path``, flushed to disk and renamed (no half-written files; on any error, or an
     interruption, the temporary file is removed and ``path`` is as it was)."""
-    path = Path(path)
+    # (the folder as the OS finds it: through a link then '..', mkdir and open go where the link points,
+    # while mkstemp names its file by the path written out, so the temporary file was not found again)
+    path = Path(path).parent.resolve() / Path(path).name
     path.parent.mkdir(parents=True, exist_ok=True)
     # (the name's first 64 bytes: a whole long name plus mkstemp's 14 went past the file
     # system's 255 bytes, so a legal output name could never be written)

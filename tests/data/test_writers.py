@@ -105,3 +105,16 @@ def test_stale_temporary_files_are_removed_and_fresh_ones_kept(tmp_path):
         os.utime(f, (time.time() - 2 * 86400, time.time() - 2 * 86400))
     assert remove_stale_temporaries(tmp_path) == 2
     assert not any(f.exists() for f in old) and fresh.exists() and all(f.exists() for f in others)
+
+
+def test_an_output_path_through_a_link_then_dotdot_is_written_where_the_os_puts_it(tmp_path):
+    """Found by trying evaluate --per-sample LINK/../new/x.csv: the folder was made where the link
+    points, while the temporary file's name was the path written out, so the write raised
+    FileNotFoundError after the folder was made elsewhere."""
+    from fit3d.data.writers import atomic_write_bytes
+
+    (tmp_path / "real" / "deep").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "deep")
+    atomic_write_bytes(tmp_path / "link" / ".." / "new" / "x.csv", b"ok")
+    assert (tmp_path / "real" / "new" / "x.csv").read_bytes() == b"ok"  # where the OS resolves it
+    assert not (tmp_path / "new").exists() and not list((tmp_path / "real" / "new").glob(".*.tmp"))
