@@ -36,6 +36,35 @@ def keypoint_extent(xy: torch.Tensor, labelled: torch.Tensor) -> tuple[torch.Ten
     return (torch.where(labelled[..., None], xy, inf).amin(-2), torch.where(labelled[..., None], xy, -inf).amax(-2))
 
 
+def broadcast_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for matrices of a small inner size ``n`` (3 or 4) as one broadcast product
+    ``(..., M, n, P)`` summed over ``n``: two elementwise kernels instead of a batched matrix
+    product.
+
+    Args:
+        a: ``(..., M, n)``. b: ``(..., n, P)``; the leading dimensions broadcast as ``@``'s do.
+    Returns:
+        ``(..., M, P)``, equal to ``a @ b`` up to rounding.
+    """
+    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+
+
+def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for the many tiny products of fitting (3x3 rotations and 3x4 transforms of every
+    bone of every row): :func:`broadcast_matmul` on CUDA, ``@`` elsewhere.
+
+    On an H200, cuBLAS's batched kernels for such products (32x32 tiles for 3x4 outputs) took
+    73 % of SMPLify's kernel time at 16,384 people (``benchmarks/profile_fit.py``, 2026-12-04);
+    on the CPU torch's batched product is the faster one.
+
+    Args:
+        a: ``(..., M, n)``. b: ``(..., n, P)``, broadcasting as ``@``.
+    Returns:
+        ``(..., M, P)``.
+    """
+    return broadcast_matmul(a, b) if a.is_cuda else a @ b
+
+
 def rotate(points: torch.Tensor, rotvec: torch.Tensor) -> torch.Tensor:
     """Rotate ``(B, N, 3)`` points by the ``(B, 3)`` axis-angle rotations."""
     R = roma.rotvec_to_rotmat(rotvec)

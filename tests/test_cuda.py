@@ -24,6 +24,20 @@ def _check(res, n):
     assert res.body_pose.shape[0] == n and torch.isfinite(res.body_pose).all() and torch.isfinite(res.transl).all()
 
 
+def test_the_gpu_body_equals_the_cpu_body(cuda_model, anny_model):
+    """On CUDA the tiny products take ``broadcast_matmul``: the same joints and keypoints as the CPU's."""
+    g = torch.Generator().manual_seed(0)
+    p = dict(global_orient=torch.randn(16, 3, generator=g),
+             body_pose=torch.randn(16, anny_model.num_body_joints, 3, generator=g) * 0.5,
+             betas=torch.randn(16, anny_model.num_betas, generator=g),
+             transl=torch.tensor([0.0, 0.0, 3.0]).repeat(16, 1))
+    with torch.no_grad():
+        cpu = anny_model(**p)
+        gpu = cuda_model(**{k: v.cuda() for k, v in p.items()})
+    torch.testing.assert_close(gpu.keypoints_3d.cpu(), cpu.keypoints_3d, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gpu.joints_3d.cpu(), cpu.joints_3d, atol=1e-5, rtol=1e-5)
+
+
 def test_smplify_and_eft_on_cuda(cuda_model, cuda_batch):
     from fit3d.fitters.build import build_eft, build_smplify
 

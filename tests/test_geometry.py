@@ -3,7 +3,9 @@
 import roma
 import torch
 
-from fit3d.geometry import special_procrustes
+import pytest
+
+from fit3d.geometry import broadcast_matmul, small_matmul, special_procrustes
 
 
 def test_special_procrustes_equals_romas_values_and_gradients():
@@ -64,3 +66,21 @@ def test_special_procrustes_of_a_non_finite_matrix_is_nan_and_the_others_are_kep
     betas[1] = float("nan")
     body = model(torch.zeros(3, 3), torch.zeros(3, model.num_body_joints, 3), betas, torch.tensor([[0, 0, 4.0]] * 3))
     assert body.keypoints_3d[[0, 2]].isfinite().all() and body.keypoints_3d[1].isnan().all()
+
+
+@pytest.mark.parametrize("shapes", [((5, 7, 3, 3), (5, 7, 3, 4)), ((5, 7, 1, 3), (7, 3, 3)), ((7, 3, 3), (5, 7, 3, 3)),
+                                    ((5, 23, 3), (5, 3, 3)), ((2, 4, 4), (2, 4, 1))])
+def test_broadcast_matmul_equals_matmul_with_gradients(shapes):
+    """The elementwise product fitting uses on CUDA: ``@``'s values, broadcasting and gradients."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(s, generator=g, dtype=torch.float64, requires_grad=True) for s in shapes)
+    want = a @ b
+    got = broadcast_matmul(a, b)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want)
+    w = torch.randn(want.shape, generator=g, dtype=torch.float64)
+    ga = torch.autograd.grad((want * w).sum(), (a, b))
+    gb = torch.autograd.grad((got * w).sum(), (a, b))
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y)
+    torch.testing.assert_close(small_matmul(a, b), want)  # (the CPU's path: ``@`` itself)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import roma
 import torch
 
+from fit3d.geometry import small_matmul
+
 
 def poses_per_shape(shapes: int, poses: int) -> int:
     """``G``, the consecutive poses each of ``shapes`` shapes serves among ``poses``.
@@ -186,15 +188,15 @@ class AnnyKinematics(torch.nn.Module):
         art_offsets, resting, matrix = terms
         if G > 1:  # (small tensors: the anchor matrix, the large one, is not repeated)
             art_offsets, resting = (t[:, None].expand(U, G, *t.shape[1:]).reshape(B, *t.shape[1:]) for t in terms[:2])
-        axis = (body_pose.index_select(1, self.pose_order)[..., None, :] @ self.axis_map).squeeze(-2)
-        rot = self.art_left @ roma.rotvec_to_rotmat(axis)  # (B, J, 3, 3) chain order
+        axis = small_matmul(body_pose.index_select(1, self.pose_order)[..., None, :], self.axis_map).squeeze(-2)
+        rot = small_matmul(self.art_left, roma.rotvec_to_rotmat(axis))  # (B, J, 3, 3) chain order
         moving = torch.cat([rot, art_offsets[..., None]], -1).split([a for a, _ in self.level_sizes], 1)
         still = resting.split([r for _, r in self.level_sizes], 1)
         V = [self.root_rotation.to(rot.dtype).expand(B, 1, 3, 3)]
         w = [art_offsets.new_zeros(B, 1, 3)]
         for i, (m, r) in enumerate(zip(moving, still)):
             par = getattr(self, f"parent_in_level_{i}")
-            Vw = V[-1].index_select(1, par) @ torch.cat([m, r], 1)  # [V_p K_c | V_p t_c]
+            Vw = small_matmul(V[-1].index_select(1, par), torch.cat([m, r], 1))  # [V_p K_c | V_p t_c]
             V.append(Vw[..., :3])
             w.append(Vw[..., 3] + w[-1].index_select(1, par))
         V, w = torch.cat(V, 1), torch.cat(w, 1)

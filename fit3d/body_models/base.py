@@ -20,6 +20,7 @@ import roma
 import torch
 
 from fit3d.data.conventions import KeypointConvention
+from fit3d.geometry import small_matmul
 
 
 @dataclass
@@ -114,7 +115,7 @@ class BodyModel(torch.nn.Module):
         shift = pivot + transl[:, None, :]
 
         def move(x):
-            return None if x is None else (x - pivot) @ Rt + shift
+            return None if x is None else small_matmul(x - pivot, Rt) + shift
 
         return BodyOutput(move(body.vertices), move(body.joints_3d), move(body.keypoints_3d))
 

@@ -30,6 +30,7 @@ import torch
 
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.conventions import KeypointConvention
+from fit3d.geometry import small_matmul
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +314,7 @@ class SMPLXModel(BodyModel):
         v = t["kp_template"] + torch.einsum("kcs,bs->bkc", t["kp_dirs"], betas)  # betas (B | 1, S)
         v = v + (feat @ t["kp_posedirs"].flatten(1)).view(B, -1, 3)
         T = torch.einsum("kj,bjmn->bkmn", t["kp_weights"], A)
-        kp = (T[..., :3, :3] @ v[..., None])[..., 0] + T[..., :3, 3]
+        kp = small_matmul(T[..., :3, :3], v[..., None])[..., 0] + T[..., :3, 3]
         joints = torch.cat([posed, kp], 1)
         return BodyOutput(vertices=None, joints_3d=joints[:, : len(self.joint_names)],
                           keypoints_3d=joints[:, self.keypoint_index])
@@ -364,9 +365,9 @@ def _rigid_transforms(rot: torch.Tensor, rest: torch.Tensor, chain: _Chain) -> t
     for joints, parent_joints, parent_place in chain.levels:
         pr, pt = rots[-1][:, parent_place], trans[-1][:, parent_place]
         offset = rest[:, joints] - rest[:, parent_joints]
-        rots.append(pr @ rot[:, joints])
-        trans.append((pr @ offset[..., None])[..., 0] + pt)
+        rots.append(small_matmul(pr, rot[:, joints]))
+        trans.append(small_matmul(pr, offset[..., None])[..., 0] + pt)
     R = torch.cat(rots, 1)[:, chain.inverse]
     t = torch.cat(trans, 1)[:, chain.inverse]
-    top = torch.cat([R, (t - (R @ rest[..., None])[..., 0])[..., None]], -1)
+    top = torch.cat([R, (t - small_matmul(R, rest[..., None])[..., 0])[..., None]], -1)
     return t, torch.cat([top, rot.new_tensor([0.0, 0.0, 0.0, 1.0]).expand(B, J, 1, 4)], -2)

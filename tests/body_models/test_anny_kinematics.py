@@ -56,3 +56,39 @@ def test_one_pose_or_one_shape_broadcasts(anny_model):
         assert torch.allclose(anny_model.canonical(pose[:1], betas).keypoints_3d, full, atol=1e-6)
         full = anny_model.canonical(pose, betas[:1].expand(3, -1)).keypoints_3d
         assert torch.allclose(anny_model.canonical(pose, betas[:1]).keypoints_3d, full, atol=1e-6)
+
+
+def _forward_and_grads(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    n = 4
+    params = dict(global_orient=torch.randn(n, 3, generator=g), body_pose=torch.randn(n, model.num_body_joints, 3,
+                  generator=g) * 0.5, betas=torch.randn(n, model.num_betas, generator=g) * 0.5,
+                  transl=torch.tensor([0.1, -0.2, 3.0]).repeat(n, 1))
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    out = model(**params)
+    w = torch.randn(out.keypoints_3d.shape, generator=g)
+    ((out.keypoints_3d * w).sum() + out.joints_3d.square().sum()).backward()
+    return out.joints_3d.detach(), out.keypoints_3d.detach(), [p.grad for p in params.values()]
+
+
+def check_cuda_products_on_cpu(model, monkeypatch, modules, seed=3):
+    """The products a GPU takes (``small_matmul`` as ``broadcast_matmul``) give the CPU's joints,
+    keypoints and gradients."""
+    from fit3d.geometry import broadcast_matmul
+
+    want = _forward_and_grads(model, seed)
+    for module in modules:
+        monkeypatch.setattr(module, "small_matmul", broadcast_matmul)
+    got = _forward_and_grads(model, seed)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=1e-5)
+    for a, b in zip(got[2], want[2]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_the_gpus_products_give_the_same_body(anny_model, monkeypatch):
+    import fit3d.body_models.anny_kinematics as kin
+    import fit3d.body_models.base as base
+
+    anny_model._rest_cache = None  # (shapes with gradients are not cached, but be sure)
+    check_cuda_products_on_cpu(anny_model, monkeypatch, (kin, base))

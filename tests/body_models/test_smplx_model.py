@@ -210,3 +210,12 @@ def test_an_old_chumpy_pickle_is_named_with_what_to_use_instead(tmp_path):
     f.write_bytes(b"\x80\x02cchumpy.ch\nCh\nq\x00.")  # a pickle of a chumpy object, as SMPLify's old files hold
     with pytest.raises(ValueError, match="chumpy objects"):
         build_body_model("smpl", f)
+
+
+@pytest.mark.parametrize("model_type", ["smpl", "smplx"])
+def test_the_gpus_products_give_the_same_body(smpl_like_dir, model_type, monkeypatch):
+    import fit3d.body_models.base as base
+    import fit3d.body_models.smplx_model as sm
+    from tests.body_models.test_anny_kinematics import check_cuda_products_on_cpu
+
+    check_cuda_products_on_cpu(build_body_model(model_type, smpl_like_dir), monkeypatch, (sm, base))
