@@ -112,8 +112,11 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     (``make_fitter(body)``, picklable: worker processes build the same, see
     :mod:`fit3d.pipeline.workers`), run, report, render. ``options``: the command's own fitting
     options, recorded with the shared ones that change a fit (:func:`fit_settings`);
-    ``default_batch_size``: the fitter's, to plan the worker processes before it is built."""
+    ``default_batch_size``: the fitter's on a CPU, to plan the worker processes before it is built
+    (a GPU run is one process); the run's batch is the built fitter's on ``opts.device``
+    (:func:`~fit3d.fitters.base.batch_size_for`) unless ``--batch-size`` says."""
     from fit3d.body_models import build_body_model
+    from fit3d.fitters.base import batch_size_for
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
     from fit3d.pipeline.runner import check_output_dir
 
@@ -124,7 +127,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
         config = RunConfig(
             out_dir=opts.out_dir, focal_length=opts.focal_length,
-            batch_size=opts.batch_size or getattr(fitter, "default_batch_size", RunConfig.batch_size),
+            batch_size=opts.batch_size or batch_size_for(fitter, opts.device, RunConfig.batch_size),
             overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
             settings=fit_settings(opts, fitter_name, options or {}, fitter), inputs=input_record(opts),

@@ -189,6 +189,9 @@ class EFT:
     #: People per call that the command line uses unless told otherwise (per-person weight
     #: copies grow with the batch; 128 was no faster than 64 on a 2-core CPU).
     default_batch_size = 64
+    #: The same on a CUDA device (:func:`~fit3d.fitters.base.batch_size_for`): ~4.5 MiB of GPU memory
+    #: per person with flip averaging (~9 GiB; H200, 2026-12-04).
+    cuda_batch_size = 2048
 
     def __init__(self, body_model: BodyModel, regressor, steps: int = 30, lr: float = 3e-5, shape_weight: float = 1.0,
                  prior=None, prior_weight: float = 1.0, refine: bool = False, refine_schedule=None,

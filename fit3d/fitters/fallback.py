@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from fit3d.data.batching import PersonBatch
+from fit3d.fitters.base import batch_size_for
 from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 
@@ -54,6 +55,8 @@ class Fallback:
         # 5.2 fits/s with 256 per batch (SMPLify's) and 4.1 with 64 (EFT's)
         self.default_batch_size = max(getattr(primary, "default_batch_size", 64),
                                       getattr(secondary, "default_batch_size", 64))
+        # on a GPU the smaller: memory, not operator count, bounds the batch (EFT's per-person weights)
+        self.cuda_batch_size = min(batch_size_for(primary, "cuda"), batch_size_for(secondary, "cuda"))
         self.schedule = getattr(secondary, "schedule", None)
         self.extra_defaults = dict(getattr(primary, "extra_defaults", {}), fallback=np.bool_(False))
 

@@ -33,20 +33,52 @@ def _failed(exc: BaseException, n: int) -> list[tuple]:
     return [(None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])] * n
 
 
-def fit_people(fitter, people: list[Person], convention, config: RunConfig, device) -> list[tuple]:
+class MemoryLimit:
+    """The most people per batch since a batch ran out of GPU memory (None: none has), kept
+    over a run's batches by :func:`fit_people`, so that after a batch of ``n`` people ran out
+    of memory no later batch tries more than ``n // 2`` (each would run out again first: with
+    ``fit3d eft --device cuda``'s 2,048 people on a small card, every batch)."""
+
+    def __init__(self) -> None:
+        self.size: int | None = None
+
+    def lower(self, failed: int) -> None:
+        """A batch of ``failed`` people ran out of memory: at most half of it from now on."""
+        half = max(failed // 2, 1)
+        if self.size is None or half < self.size:
+            self.size = half
+            log.warning("a batch of %d people ran out of GPU memory: this run fits at most %d per batch from now on "
+                        "(--batch-size %d says so from the start)", failed, half, half)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's CUDA out-of-memory error."""
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def fit_people(fitter, people: list[Person], convention, config: RunConfig, device,
+               memory: MemoryLimit | None = None) -> list[tuple]:
     """Fit people in batches; a batch that raises is split in halves and retried down to
     single people. The halves are retried after the failure is let go (only its message kept):
     its traceback held every tensor of the failed fit (a batch that ran out of GPU memory kept
     that memory while its halves were retried, a CUDA audit).
 
+    Args:
+        memory: the run's :class:`MemoryLimit`: batches no larger than its size, lowered when a
+            batch runs out of GPU memory (None: a new one for this call).
     Returns:
         one ``(FitResult, row)`` or ``(None, one-line failure reason)`` per person, in order.
     Raises:
         Interrupted: SIGINT/SIGTERM (never caught here).
     """
     out: list[tuple] = []
+    memory = memory if memory is not None else MemoryLimit()
 
     def attempt(part: list[Person]) -> None:
+        if memory.size is not None and len(part) > memory.size:  # (lowered since this part was cut)
+            for s in range(0, len(part), memory.size):
+                attempt(part[s : s + memory.size])
+            return
         try:
             batch = make_batch(part, convention, focal_length=config.focal_length, device=device)
             res = fitter(batch).cpu()
@@ -56,12 +88,16 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
             kind, text, failed = type(exc).__name__, str(exc), _failed(exc, 1)  # strings only: exc is let go here
+            oom = _out_of_memory(exc)
         batch = None  # noqa: F841 - (neither the failed batch is kept while the halves are fitted)
         if len(part) == 1:
             log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, text)
             out.extend(failed)
             return
-        log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), kind, text)
+        if oom:
+            memory.lower(len(part))
+        else:
+            log.warning("a batch of %d people failed (%s: %s): retrying in halves", len(part), kind, text)
         attempt(part[: len(part) // 2])
         attempt(part[len(part) // 2 :])
 
@@ -152,7 +188,8 @@ class SharedFitting:
                 batch = self.take()
                 if batch is not None:
                     t0 = time.perf_counter()
-                    results = fit_people(job.fitter, batch.to_fit, job.conv, job.config, job.body_model.device)
+                    results = fit_people(job.fitter, batch.to_fit, job.conv, job.config, job.body_model.device,
+                                         job.memory)
                     self.timed(time.perf_counter() - t0, len(batch.to_fit))
                     self.finish(batch, results)
                 elif self.left:

@@ -41,7 +41,7 @@ from fit3d.data.writers import (failure_path, incomplete_path, output_path, remo
                                 write_npz)
 from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
-from fit3d.pipeline.batches import SharedFitting, fit_people
+from fit3d.pipeline.batches import MemoryLimit, SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, interruptible
 from fit3d.pipeline.lock import run_lock
 from fit3d.pipeline.merge import retire_merged
@@ -153,6 +153,7 @@ class _Job:
         self.unstored: list[str] | None = None  #: extras not stored (None: no result seen yet)
         self.bar = None
         self.retired: list[str] | None = None  #: merged dataset files removed (None: not checked yet)
+        self.memory = MemoryLimit()  #: this process's batch size after running out of GPU memory
 
     def warn_unstored(self, result: FitResult | None) -> None:
         """Once per run: say which of the fitter's extras are not stored (the fitter has no
@@ -205,7 +206,8 @@ class _Job:
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""
         entries, to_fit = self.prepare(images)
-        self.finish(images, entries, fit_people(self.fitter, to_fit, self.conv, self.config, self.body_model.device))
+        self.finish(images, entries, fit_people(self.fitter, to_fit, self.conv, self.config, self.body_model.device,
+                                                self.memory))
 
     def prepare(self, images: list[ImageRecord]) -> tuple[list[tuple], list[Person]]:
         """``(entries, to_fit)``: one ``(image index, person, skip reason or None)`` per person
