@@ -45,7 +45,13 @@ def broadcast_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a: ``(..., M, n)``. b: ``(..., n, P)``; the leading dimensions broadcast as ``@``'s do.
     Returns:
         ``(..., M, P)``, equal to ``a @ b`` up to rounding.
+    Raises:
+        ValueError: inner sizes that differ or float32 with float64, which ``@`` refuses and the
+            broadcast would accept silently, or a 1-D operand (``@`` reads it as a vector).
     """
+    if a.dim() < 2 or b.dim() < 2 or a.shape[-1] != b.shape[-2] or a.dtype != b.dtype:
+        raise ValueError(f"broadcast_matmul of {a.dtype} {tuple(a.shape)} and {b.dtype} {tuple(b.shape)}: "
+                         "two matrices of one dtype whose inner sizes agree")
     return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
 
 

@@ -84,3 +84,15 @@ def test_broadcast_matmul_equals_matmul_with_gradients(shapes):
     for x, y in zip(ga, gb):
         torch.testing.assert_close(x, y)
     torch.testing.assert_close(small_matmul(a, b), want)  # (the CPU's path: ``@`` itself)
+
+
+def test_broadcast_matmul_refuses_what_matmul_refuses():
+    """The GPU's product must not accept a shape mistake that ``@`` (the CPU's) would catch."""
+    for a, b in ((torch.ones(2, 3, 1), torch.ones(2, 3, 3)),
+                 (torch.ones(2, 3, 3), torch.ones(2, 3, 3, dtype=torch.float64))):
+        with pytest.raises(RuntimeError):
+            a @ b
+        with pytest.raises(ValueError, match="inner sizes agree"):
+            broadcast_matmul(a, b)
+    with pytest.raises(ValueError, match="two matrices"):  # (``@`` reads a vector: another shape out)
+        broadcast_matmul(torch.ones(3), torch.ones(3, 3))

@@ -112,9 +112,9 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
     (``make_fitter(body)``, picklable: worker processes build the same, see
     :mod:`fit3d.pipeline.workers`), run, report, render. ``options``: the command's own fitting
     options, recorded with the shared ones that change a fit (:func:`fit_settings`);
-    ``default_batch_size``: the fitter's on a CPU, to plan the worker processes before it is built
-    (a GPU run is one process); the run's batch is the built fitter's on ``opts.device``
-    (:func:`~fit3d.fitters.base.batch_size_for`) unless ``--batch-size`` says."""
+    ``default_batch_size``: the fitter's on ``opts.device`` (:func:`~fit3d.fitters.base.batch_size_for`),
+    to plan the worker processes before it is built; the run's batch is the built fitter's on
+    ``opts.device`` unless ``--batch-size`` says."""
     from fit3d.body_models import build_body_model
     from fit3d.fitters.base import batch_size_for
     from fit3d.pipeline import MIN_VISIBLE_KEYPOINTS, RunConfig, run
@@ -283,12 +283,13 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
     Example: fit3d smplify --images coco/val2017 --annotations person_keypoints_val2017.json --out fits/
     """
     from fit3d.fitters import SMPLify
+    from fit3d.fitters.base import batch_size_for
     from fit3d.fitters.build import DEFAULT_PRIOR, build_smplify
 
     run_fit(opts, "smplify", partial(build_smplify, prior=prior, prior_path=prior_path, schedule=schedule,
                                      hypotheses=hypotheses),
             dict(prior=prior or DEFAULT_PRIOR, prior_path=prior_path, schedule=schedule, hypotheses=hypotheses),
-            default_batch_size=SMPLify.default_batch_size)
+            default_batch_size=batch_size_for(SMPLify, opts.device))
 
 
 @click.command()
@@ -328,7 +329,9 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
     Example: fit3d eft --images coco/val2017 --out fits/
     """
     from fit3d.fitters import EFT, SMPLify
+    from fit3d.fitters.base import batch_size_for
     from fit3d.fitters.build import build_eft, check_prior_path
+    from fit3d.fitters.fallback import fallback_batch_size
 
     with errors_as(click.UsageError):  # (before anything is read or built)
         check_prior_path(prior, prior_path)
@@ -338,7 +341,8 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
                                  follow=follow),
             dict(steps=steps, lr=lr, regressor=regressor, prior=prior, prior_path=prior_path, refine=refine,
                  finetune=finetune, flip=flip, fallback=fallback, follow=follow),
-            default_batch_size=(SMPLify if fallback else EFT).default_batch_size)
+            default_batch_size=fallback_batch_size(EFT, SMPLify, opts.device) if fallback
+            else batch_size_for(EFT, opts.device))
 
 
 @click.command()

@@ -31,6 +31,20 @@ FALLBACK_RATIO = 5.0
 FALLBACK_MIN_KEYPOINTS = 12
 
 
+def fallback_batch_size(primary, secondary, device: str | torch.device) -> int:
+    """People per call of a :class:`Fallback` of these fitters (instances or classes) on ``device``
+    (:func:`~fit3d.fitters.base.batch_size_for` of each): on a CPU the larger (the operator count
+    bounds it: on a 2-core CPU, 500 people, whole process, EFT + SMPLify ran at 5.2 fits/s with 256
+    per batch, SMPLify's, and 4.1 with 64, EFT's), on a GPU the smaller (memory bounds it: EFT's
+    per-person weights).
+
+    Raises:
+        RuntimeError: ``device`` is no device name.
+    """
+    sizes = batch_size_for(primary, device), batch_size_for(secondary, device)
+    return min(sizes) if torch.device(device).type == "cuda" else max(sizes)
+
+
 class Fallback:
     """``primary``'s fit, replaced per person by ``secondary``'s where that pays.
 
@@ -51,12 +65,8 @@ class Fallback:
         self.primary, self.secondary = primary, secondary
         self.ratio, self.min_keypoints = ratio, min_keypoints
         self.name = f"{getattr(primary, 'name', 'primary')}+{getattr(secondary, 'name', 'secondary')}"
-        # the larger of the two: on a 2-core CPU, 500 people, whole process, EFT + SMPLify ran at
-        # 5.2 fits/s with 256 per batch (SMPLify's) and 4.1 with 64 (EFT's)
-        self.default_batch_size = max(getattr(primary, "default_batch_size", 64),
-                                      getattr(secondary, "default_batch_size", 64))
-        # on a GPU the smaller: memory, not operator count, bounds the batch (EFT's per-person weights)
-        self.cuda_batch_size = min(batch_size_for(primary, "cuda"), batch_size_for(secondary, "cuda"))
+        self.default_batch_size = fallback_batch_size(primary, secondary, "cpu")
+        self.cuda_batch_size = fallback_batch_size(primary, secondary, "cuda")
         self.schedule = getattr(secondary, "schedule", None)
         self.extra_defaults = dict(getattr(primary, "extra_defaults", {}), fallback=np.bool_(False))
 

@@ -147,8 +147,9 @@ class SMPLify:
     #: tensor operations per iteration pay off over more rows (on a 2-core CPU, 500 people:
     #: 10.4 fits/s at 64, 12.8 at 256, 12.0 at 512; benchmarks/bench_process.py).
     default_batch_size = 256
-    #: The same on a CUDA device (:func:`~fit3d.fitters.base.batch_size_for`): ~1.1 MiB per person with
-    #: the default prior and prototypes (measured on the CPU), so 4,096 people take ~4.5 GiB.
+    #: The same on a CUDA device (:func:`~fit3d.fitters.base.batch_size_for`): the default prior and
+    #: prototypes grew the CPU's peak memory by ~1.1 MiB per person, so 4,096 people take at most ~4.5 GiB
+    #: (the plain L2 SMPLify peaked at 0.17 MiB per person on an H200).
     cuda_batch_size = 4096
     #: Values of this fitter's ``FitResult.extras`` for people that were not fitted.
     extra_defaults = {"hypothesis_yaw": np.float32(np.nan), "init_method": np.str_(""), "prototype": np.int64(-1),

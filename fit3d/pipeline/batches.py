@@ -37,7 +37,8 @@ class MemoryLimit:
     """The most people per batch since a batch ran out of GPU memory (None: none has), kept
     over a run's batches by :func:`fit_people`, so that after a batch of ``n`` people ran out
     of memory no later batch tries more than ``n // 2`` (each would run out again first: with
-    ``fit3d eft --device cuda``'s 2,048 people on a small card, every batch)."""
+    ``fit3d eft --device cuda``'s 2,048 people on a small card, every batch). It only goes
+    down: memory taken for a while by another process also lowers the rest of the run."""
 
     def __init__(self) -> None:
         self.size: int | None = None
@@ -52,8 +53,13 @@ class MemoryLimit:
 
 
 def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is torch's CUDA out-of-memory error."""
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
+    """Whether ``exc`` says the GPU ran out of memory: torch's ``OutOfMemoryError`` (the caching
+    allocator), or a ``RuntimeError`` from a CUDA library or the driver (cuBLAS's or
+    cuSOLVER's ``..._ALLOC_FAILED``, ``CUDA error: out of memory``)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "ALLOC_FAILED" in text)
 
 
 def fit_people(fitter, people: list[Person], convention, config: RunConfig, device,
@@ -106,10 +112,15 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     return out
 
 
+#: A worker process's :class:`MemoryLimit`, kept over the batches it fits (each process has its own).
+_WORKER_MEMORY = MemoryLimit()
+
+
 def _fit_batch(fitter, body_model, people: list[Person], config: RunConfig) -> tuple[int, list[tuple]]:
     """:func:`fit_people` in a worker process (:class:`~fit3d.pipeline.workers.FitterPool`),
     with the worker's process id."""
-    return os.getpid(), fit_people(fitter, people, body_model.keypoint_convention, config, body_model.device)
+    return os.getpid(), fit_people(fitter, people, body_model.keypoint_convention, config, body_model.device,
+                                   _WORKER_MEMORY)
 
 
 #: A run whose worker pool broke this many times fits its remaining batches in its own process.

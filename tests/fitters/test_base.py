@@ -16,6 +16,9 @@ def test_each_fitter_has_a_cpu_and_a_gpu_batch_size(anny_model):
     fb = build_eft(anny_model, steps=1, fallback=True)  # EFT, then SMPLify where it reprojects much closer
     assert batch_size_for(fb, "cpu") == 256  # the larger on a CPU (the operator count bounds it)
     assert batch_size_for(fb, "cuda") == 2048  # the smaller on a GPU (EFT's memory bounds it)
+    from fit3d.fitters.fallback import fallback_batch_size
+
+    assert fallback_batch_size(EFT, SMPLify, "cpu") == 256 and fallback_batch_size(EFT, SMPLify, "cuda:0") == 2048
 
 
 def test_a_fitter_of_ones_own_needs_no_batch_size():
@@ -55,9 +58,10 @@ def test_the_command_line_runs_a_gpu_with_the_gpu_batch_size(tmp_path, sample_di
     monkeypatch.setattr(fit3d.body_models, "build_body_model", lambda *a, **k: anny_model)
     monkeypatch.setattr(fit3d.pipeline, "run", run)
     args = ["--images", str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--no-progress"]
-    for command, size in (("smplify", 4096), ("eft", 2048)):
+    for command, size in (("smplify", 4096), ("eft", 2048), ("eft --fallback", 2048)):
         seen.clear()
-        r = CliRunner().invoke(cli, [command, *args, "--out", str(tmp_path / command), "--device", "cuda"])
+        r = CliRunner().invoke(cli, [*command.split(), *args, "--out", str(tmp_path / "o"), "--device", "cuda",
+                                     "--overwrite"])
         assert isinstance(r.exception, Configured), r.output
         assert seen["batch_size"] == size
     r = CliRunner().invoke(cli, ["eft", *args, "--out", str(tmp_path / "o"), "--device", "cuda", "--batch-size", "9"])

@@ -16,12 +16,16 @@ def _people(sample_copy, n):
     return (people * n)[:n]
 
 
-def _small_gpu(fast_fitter, most, tried, error=torch.cuda.OutOfMemoryError):
-    """A fitter that runs out of memory above ``most`` people (``error``), recording each batch size."""
+OOM = "CUDA out of memory. Tried to allocate 2.00 GiB (simulated)"
+
+
+def _small_gpu(fast_fitter, most, tried, error=torch.cuda.OutOfMemoryError, message=OOM):
+    """A fitter that fails above ``most`` people (``error(message)``: out of memory by default),
+    recording each batch size."""
     def fit(batch):
         tried.append(len(batch))
         if len(batch) > most:
-            raise error("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+            raise error(message)
         return fast_fitter(batch)
     return fit
 
@@ -44,10 +48,39 @@ def test_after_running_out_of_memory_no_batch_tries_more_again(sample_copy, anny
 def test_other_failures_leave_the_batch_size_alone(sample_copy, anny_model, fast_fitter):
     tried = []
     memory = MemoryLimit()
-    fitter = _small_gpu(fast_fitter, 2, tried, error=RuntimeError)  # (a bad person, a numerical error, ...)
+    fitter = _small_gpu(fast_fitter, 2, tried, RuntimeError, "linalg.svd: the algorithm failed to converge")
     fit_people(fitter, _people(sample_copy, 4), anny_model.keypoint_convention, RunConfig("unused", batch_size=4),
                "cpu", memory)
     assert tried == [4, 2, 2] and memory.size is None
+
+
+def test_a_cuda_librarys_failed_allocation_counts_as_out_of_memory(sample_copy, anny_model, fast_fitter):
+    """cuBLAS and cuSOLVER say so in a RuntimeError, not torch's OutOfMemoryError."""
+    for message in ("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`",
+                    "CUDA error: out of memory"):
+        tried = []
+        memory = MemoryLimit()
+        fit_people(_small_gpu(fast_fitter, 2, tried, RuntimeError, message), _people(sample_copy, 4),
+                   anny_model.keypoint_convention, RunConfig("unused", batch_size=4), "cpu", memory)
+        assert memory.size == 2, message
+
+
+def test_a_worker_process_keeps_its_limit_over_its_batches(sample_copy, anny_model, fast_fitter):
+    """``--workers N``: each worker fits many batches of the run (its own MemoryLimit, kept)."""
+    import fit3d.pipeline.batches as batches
+
+    tried = []
+    fitter = _small_gpu(fast_fitter, 2, tried)
+    config = RunConfig("unused", batch_size=4)
+    mine = batches.MemoryLimit()
+    batches._WORKER_MEMORY, before = mine, batches._WORKER_MEMORY
+    try:
+        batches._fit_batch(fitter, anny_model, _people(sample_copy, 4), config)
+        tried.clear()
+        batches._fit_batch(fitter, anny_model, _people(sample_copy, 4), config)
+    finally:
+        batches._WORKER_MEMORY = before
+    assert tried == [2, 2] and mine.size == 2
 
 
 def test_a_run_remembers_its_memory_limit_over_its_batches(tmp_path, sample_copy, anny_model, fast_fitter):

@@ -277,7 +277,8 @@ def test_a_failed_batchs_tensors_are_freed_before_its_halves_are_retried(sample_
         return fast_fitter(batch)
 
     results = fit_people(fragile, people, anny_model.keypoint_convention, RunConfig("unused"), "cpu")
-    assert len(held) == 3 and alive_at_retry and not any(alive_at_retry)  # 4 -> 2 + 2 -> 1 x 4
+    # 4 -> 2 -> 1 x 4 (after two batches ran out of memory the run goes on one by one: MemoryLimit)
+    assert len(held) == 2 and alive_at_retry and not any(alive_at_retry)
     assert all(r is not None for r, _ in results)
 
 
