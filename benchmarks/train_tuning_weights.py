@@ -39,7 +39,8 @@ def main() -> None:
     from fit3d.training.priors import RECOMBINED_POSES, train_prior, training_poses
     from fit3d.training.prototypes import learn_prototypes
     from fit3d.regressors.io import save_regressor
-    from fit3d.training.regressor import checkpoint_path, train_regressor
+    from fit3d.training.checkpoint import checkpoint_path
+    from fit3d.training.regressor import train_regressor
 
     a.out.mkdir(parents=True, exist_ok=True)
     poses = a.poses or bundled_pose_set()

@@ -23,6 +23,7 @@ from fit3d.cli.cluster import merge, submit
 from fit3d.cli.evaluate import benchmark, evaluate, print_schedule
 from fit3d.cli.export import export
 from fit3d.cli.fit import eft, neuralannot, smplify
+from fit3d.cli.options import Terminated
 from fit3d.cli.render import render, report
 from fit3d.cli.train import prepare_mocap_cmd, setup_model_cmd, train_prior_cmd, train_regressor_cmd
 
@@ -99,13 +100,6 @@ def run(args: list[str] | None = None) -> int:
         click.echo("fit3d: terminated (SIGTERM)", err=True)
         code = 128 + signal.SIGTERM
     return int(code or 0)
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived outside a run's own handling (:func:`main` installs the handler; a run
-    replaces it with :func:`fit3d.pipeline.interrupt.interruptible` while it fits). A
-    BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way turns it into an
-    input error."""
 
 
 def _terminated(signum, frame):

@@ -46,6 +46,13 @@ class FitOptions:
     workers: int | None = None
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived outside a run's own handling (:func:`fit3d.cli.main.main` installs the
+    handler; a run replaces it with :func:`fit3d.pipeline.interrupt.interruptible` while it fits).
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` on the way turns it into an
+    input error."""
+
+
 def check_device(ctx, param, value: str) -> str:
     """A torch device string that this torch can use; else one line saying how to get it."""
     from fit3d.devices import check_device as usable

@@ -3,12 +3,13 @@ parts (:mod:`fit3d.mocap.prepare`, :mod:`fit3d.training`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as, model_options, writable_folder
+from fit3d.cli.options import Terminated, errors_as, model_options, writable_folder
 
 POSES_HELP = ("Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; for a SMPL-family model "
               "(--model, --model-path) the set 'fit3d setup-model' retargeted to it).")
@@ -90,17 +91,46 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
 def train_prior_cmd(kind, poses, out, seed, body):
     """Train a learned pose prior on the training and validation subjects, never the test ones (seeded; the
     bundled weights come from this command). Prototypes are posed on the body model (--model, --model-path),
-    which must be the pose set's."""
+    which must be the pose set's. Interrupted, the VAE and the articulation prior resume from OUT.partial
+    when run again with the same options."""
+    from fit3d.training.checkpoint import checkpoint_path
     from fit3d.training.priors import train_prior
 
     writable_folder(out, "--out")  # (before minutes of training, not after)
     torch_seed(seed)
-    click.echo(f"fit3d: training the {kind} prior (gmm and prototypes print nothing until done: 20-40 s on 2 "
-               "cores, longer beside other jobs)", err=True)
-    with errors_as():
+    checkpoint = checkpoint_path(out)  # the VAE's and the articulation prior's: an interrupted training resumes
+    with training_lock(out, "train-prior", checkpoint), errors_as():
+        quiet = " (it prints nothing until done: 20-40 s on 2 cores, longer beside other jobs)"
+        click.echo(f"fit3d: training the {kind} prior{quiet if kind in ('gmm', 'prototypes') else ''}", err=True)
         stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body,
-                            command="fit3d train-prior")
+                            command="fit3d train-prior", checkpoint=checkpoint)
+        checkpoint.unlink(missing_ok=True)
     click.echo(json.dumps(stats, indent=2))
+
+
+@contextlib.contextmanager
+def training_lock(out: Path, command: str, checkpoint: Path | None = None):
+    """Hold ``OUT.lock`` while training into ``out``: two trainings into one file would share its
+    checkpoint (``OUT.partial``). Interrupted (Ctrl-C, SIGTERM) with a ``checkpoint`` on disk, says
+    how to resume. Raises ClickException when another one holds the lock."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{out}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise click.ClickException(f"another 'fit3d {command}' is training into {out} now ({out}.lock is held): "
+                                   "wait for it, or give another --out") from None
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated):
+        if checkpoint is not None and checkpoint.is_file():
+            click.echo(f"fit3d: the training so far is kept in {checkpoint}: run the same command again to resume",
+                       err=True)
+        raise
+    finally:  # (the lock file removed while held: a later run makes its own)
+        Path(f"{out}.lock").unlink(missing_ok=True)
+        lock.release()
 
 
 @click.command("train-regressor")
@@ -128,7 +158,8 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     """Pretrain the keypoint-conditioned regressor that EFT fine-tunes, on the training and validation
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
     member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
-    from fit3d.training.regressor import REGRESSOR_MEMBERS, checkpoint_path, remove_checkpoints, train_regressor_file
+    from fit3d.training.checkpoint import checkpoint_path
+    from fit3d.training.regressor import REGRESSOR_MEMBERS, remove_checkpoints, train_regressor_file
 
     members = REGRESSOR_MEMBERS if members is None else members
     if prototypes is not None and members > 1:
@@ -136,27 +167,16 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     if seed + members - 1 > SEEDS.max:
         raise click.UsageError(f"--seed {seed} with {members} members: member k's seed SEED + k must be at most "
                                f"{SEEDS.max}")
-    from filelock import FileLock, Timeout
-
     writable_folder(out, "--out")  # (before minutes of training, not after)
     torch_seed(seed)
     checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
     size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
-    lock = FileLock(f"{out}.lock", timeout=0)  # two trainings into one OUT would share its checkpoint
-    try:
-        lock.acquire()
-    except Timeout:
-        raise click.ClickException(f"another 'fit3d train-regressor' is training into {out} now ({out}.lock is "
-                                   "held): wait for it, or give another --out") from None
-    try:
+    with training_lock(out, "train-regressor", checkpoint):
         with errors_as():
             stats = train_regressor_file(default_pose_set(poses, body), out, body, "fit3d train-regressor",
                                          members=members, seed=seed, prototypes_path=prototypes,
                                          checkpoint=checkpoint, people_per_round=people, **size)
         remove_checkpoints(checkpoint)
-    finally:  # (the lock file removed while held: a later run makes its own)
-        Path(f"{out}.lock").unlink(missing_ok=True)
-        lock.release()
     click.echo(json.dumps(stats, indent=2))
 
 

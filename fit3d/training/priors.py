@@ -19,6 +19,7 @@ from fit3d.mocap.pose_set import load_pose_set
 from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.io import save_prior
+from fit3d.training.checkpoint import digest, resume, save_checkpoint, threads
 from fit3d.training.divergence import require_finite
 from fit3d.priors.vae import VAEPrior
 
@@ -68,11 +69,15 @@ def train_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0) -> GMMPri
 
 
 def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: float = 1e-3,
-              kl_weight: float = 5e-3, seed: int = 0, progress: bool = True) -> VAEPrior:
+              kl_weight: float = 5e-3, seed: int = 0, progress: bool = True,
+              checkpoint: str | Path | None = None) -> VAEPrior:
     """VPoser-style training: squared error on rotation matrices plus ``kl_weight`` KL to N(0, I).
 
     ``poses``: ``(N, J, 3)`` axis-angle. Batches of ``batch_size`` poses, or of all of them when
     there are fewer (before, such a set trained nothing: every epoch had no full batch).
+    ``checkpoint``: a file written (atomically) after every epoch and resumed from by a run of the
+    same poses and settings (:mod:`fit3d.training.checkpoint`: the same weights as an
+    uninterrupted run); the caller removes it.
 
     Raises:
         ValueError: no poses; the training diverged (weights not finite).
@@ -87,13 +92,16 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
     m = VAEPrior(num_joints=x.shape[1])
     opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    settings = dict(kind="vae", epochs=epochs, batch_size=batch_size, lr=lr, kl_weight=kl_weight, seed=seed,
+                    poses=digest(np.asarray(poses, dtype=np.float32)), threads=threads())
+    start = resume(checkpoint, settings, m, opt, sched, g, "train_vae", epochs)
     R = roma.rotvec_to_rotmat(x)
-    it = range(epochs)
+    it = range(start, epochs)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="train vae", unit="epoch")
-    for _ in it:
+        it = tqdm(it, desc="train vae", unit="epoch", initial=start, total=epochs)
+    for epoch in it:
         m.train()
         perm = torch.randperm(len(x), generator=g)
         for s in range(0, len(x) - batch_size + 1, batch_size):
@@ -110,14 +118,22 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
         sched.step()
         if progress:
             it.set_postfix(rec=f"{loss_rec.item():.4f}", kl=f"{kl.item():.2f}")
+        if checkpoint is not None:
+            require_finite(m, "the VAE prior's training", "lower lr (the last checkpoint, if any, is kept)")
+            save_checkpoint(checkpoint, settings, epoch + 1, m, opt, sched, g)
     require_finite(m, "the VAE prior's training")
     return m.eval()
 
 
+#: Steps of the articulation prior's training between two checkpoints (~25 s on 2 CPU cores).
+ARTICULATION_CHECKPOINT_STEPS = 200
+
+
 def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 512, lr: float = 2e-3,
-                       seed: int = 0, progress: bool = True) -> ArticulationPrior:
+                       seed: int = 0, progress: bool = True, checkpoint: str | Path | None = None) -> ArticulationPrior:
     """Maximum likelihood of every joint's rotation under its flow; small Gaussian noise (0.02 rad)
-    on the inputs smooths the density between the training poses.
+    on the inputs smooths the density between the training poses. ``checkpoint``: as
+    :func:`train_vae`'s, written every :data:`ARTICULATION_CHECKPOINT_STEPS` steps.
 
     Raises:
         ValueError: the training diverged (weights not finite).
@@ -127,11 +143,14 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
     m = ArticulationPrior(num_joints=x.shape[1], mean=x.mean(0), std=x.std(0).clamp(min=0.02))
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    it = range(steps)
+    settings = dict(kind="articulation", steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                    poses=digest(np.asarray(poses, dtype=np.float32)), threads=threads())
+    start = resume(checkpoint, settings, m, opt, sched, g, "train_articulation", steps)
+    it = range(start, steps)
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc="train articulation", unit="step")
+        it = tqdm(it, desc="train articulation", unit="step", initial=start, total=steps)
     for step in it:
         idx = torch.randint(0, len(x), (batch_size,), generator=g)
         xb = x[idx] + 0.02 * torch.randn(x[idx].shape, generator=g)
@@ -142,6 +161,9 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
         sched.step()
         if progress and step % 100 == 0:
             it.set_postfix(nll_per_joint=f"{loss.item():.3f}")
+        if checkpoint is not None and ((step + 1) % ARTICULATION_CHECKPOINT_STEPS == 0 or step + 1 == steps):
+            require_finite(m, "the articulation prior's training", "lower lr (the last checkpoint, if any, is kept)")
+            save_checkpoint(checkpoint, settings, step + 1, m, opt, sched, g)
     require_finite(m, "the articulation prior's training")
     m.eval()
     m.set_range(x)
@@ -157,12 +179,15 @@ PRIOR_KINDS = ("gmm", "vae", "articulation", "prototypes")
 
 def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int = 0, progress: bool = True,
                 include_val: bool = True, recombined: int = RECOMBINED_POSES, body_model=None,
-                command: str = "fit3d.training.priors.train_prior", **kwargs) -> dict:
+                command: str = "fit3d.training.priors.train_prior", checkpoint: str | Path | None = None,
+                **kwargs) -> dict:
     """Train one prior kind (:data:`PRIOR_KINDS`) on the training subjects (:func:`training_poses`)
     and save it. ``prototypes`` (the PM-Net memory) needs the pose set's body model
     (``body_model``; None: anny, for an anny pose set only, since the SMPL family needs its
     licensed file); the other kinds do not use it. ``command``: what the file records as having
-    made it (:func:`fit3d.training.provenance.training_record`).
+    made it (:func:`fit3d.training.provenance.training_record`). ``checkpoint``: where the VAE and
+    the articulation prior (minutes of training) keep their checkpoint (:func:`train_vae`); the
+    GMM and the prototypes (seconds) have none.
 
     Returns:
         ``{kind, poses, seconds, path}``.
@@ -185,9 +210,9 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     elif kind == "gmm":
         prior = train_gmm(x, seed=seed, **kwargs)
     elif kind == "vae":
-        prior = train_vae(x, seed=seed, progress=progress, **kwargs)
+        prior = train_vae(x, seed=seed, progress=progress, checkpoint=checkpoint, **kwargs)
     else:
-        prior = train_articulation(x, seed=seed, progress=progress, **kwargs)
+        prior = train_articulation(x, seed=seed, progress=progress, checkpoint=checkpoint, **kwargs)
     from fit3d.training.provenance import training_record
 
     save_prior(prior, out, training_record(command, pose_set_path, kind=kind, seed=seed,

@@ -27,7 +27,7 @@ import torch
 
 from fit3d.body_models.weights import model_key
 from fit3d.data.batching import PersonBatch
-from fit3d.data.writers import write_torch
+from fit3d.training.checkpoint import digest, resume, save_checkpoint, threads
 from fit3d.training.divergence import require_finite
 from fit3d.geometry import project
 from fit3d.training.synthetic import CameraModel, NoiseModel, OrientationModel, make_people
@@ -164,11 +164,12 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
         closeup: share of training people framed from the waist or chest up (:data:`REGRESSOR_CLOSEUP`).
         checkpoint: a file written (atomically) after every round and resumed
             from when it holds a run of the same settings (body model file, gender and shape
-            size, device type, pose pool, training sizes), so an interrupted training ends with
-            the same weights as an uninterrupted one (on the same thread count); a checkpoint of
-            other settings, or one that cannot be read, is ignored and overwritten. The caller
-            removes it when done (:func:`checkpoint_path`); a checkpoint of the last round
-            returns the finished model without training.
+            size, device type, CPU thread count, pose pool, training sizes), so an interrupted
+            training ends with the same weights as an uninterrupted one; a checkpoint of other
+            settings, or one that cannot be read, is ignored (a warning names what differs) and
+            overwritten. The caller
+            removes it when done (:func:`fit3d.training.checkpoint.checkpoint_path`); a checkpoint of
+            the last round returns the finished model without training.
     Returns:
         ``(model, stats)``: the model on ``body_model.device``.
     Raises:
@@ -193,10 +194,10 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
     settings = dict(rounds=rounds, people_per_round=people_per_round, epochs_per_round=epochs_per_round,
                     batch_size=batch_size, lr=lr, seed=seed, include_val=include_val, recombined=recombined,
                     width=width, blocks=blocks, model=model_key(body_model), betas=body_model.num_betas,
-                    device=torch.device(device).type, pool=_digest(*pool),
-                    prototypes=None if prototypes is None else _digest(prototypes.cpu().numpy()),
+                    device=torch.device(device).type, threads=threads(), pool=digest(*pool),
+                    prototypes=None if prototypes is None else digest(prototypes.cpu().numpy()),
                     **({"closeup": closeup} if closeup else {}))  # (checkpoints from before it have none)
-    start = _resume(checkpoint, settings, model, opt, sched, g)
+    start = resume(checkpoint, settings, model, opt, sched, g, "train_regressor", rounds)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -224,7 +225,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
         require_finite(model, f"the regressor's training (seed {seed}, round {r + 1} of {rounds})",
                        "lower lr (the last checkpoint, if any, is kept)")
         if checkpoint is not None:  # after the last round too: a finished member of an ensemble resumes as done
-            _save_checkpoint(checkpoint, settings, r + 1, model, opt, sched, g)
+            save_checkpoint(checkpoint, settings, r + 1, model, opt, sched, g)
     if bar is not None:
         bar.close()
     model.eval()
@@ -314,7 +315,8 @@ def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model,
         body_model: the model it regresses. command: the command named in the record.
         members, seed: :func:`train_ensemble`'s. prototypes_path: a prototype memory file
             (``fit3d train-prior --kind prototypes``) the network starts its pose from (PM-Net).
-        checkpoint: resumed from when present (:func:`checkpoint_path`); kept (the caller removes it).
+        checkpoint: resumed from when present (:func:`fit3d.training.checkpoint.checkpoint_path`); kept
+            (the caller removes it).
         train: :func:`train_regressor`'s settings (``rounds``, ``people_per_round``, ``width``,
             ``recombined``, ``progress``...).
     Returns:
@@ -360,49 +362,3 @@ def remove_checkpoints(checkpoint: str | Path) -> None:
     checkpoint.unlink(missing_ok=True)
     for path in checkpoint.parent.glob(f"{glob.escape(checkpoint.name)}.member*"):
         path.unlink(missing_ok=True)
-
-
-def _digest(*arrays: np.ndarray) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def checkpoint_path(out: str | Path) -> Path:
-    """Where :func:`train_regressor` keeps the checkpoint of a regressor being trained into
-    ``out`` (``out`` + ``.partial``): an interrupted training run again resumes from it."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
-def _save_checkpoint(path, settings: dict, next_round: int, model, opt, sched, g: torch.Generator) -> None:
-    write_torch(path, dict(settings=settings, next_round=next_round, model=model.state_dict(), opt=opt.state_dict(),
-                           sched=sched.state_dict(), generator=g.get_state(), torch_rng=torch.get_rng_state(),
-                           numpy_rng=np.random.get_state()))
-
-
-def _resume(path, settings: dict, model, opt, sched, g: torch.Generator) -> int:
-    """Load a :func:`train_regressor` checkpoint of the same ``settings`` into the training
-    state; the round to start from (0: no usable checkpoint)."""
-    if path is None or not Path(path).is_file():
-        return 0
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        same = isinstance(ck, dict) and ck.get("settings") == settings
-    except Exception as e:  # noqa: BLE001 - unreadable (truncated, another torch): train from the start
-        log.warning("train_regressor: cannot read the checkpoint %s (%s); training from the start", path, e)
-        return 0
-    if not same:
-        log.warning("train_regressor: %s is a checkpoint of other settings; training from the start", path)
-        return 0
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["opt"])
-    sched.load_state_dict(ck["sched"])
-    g.set_state(ck["generator"])
-    torch.set_rng_state(ck["torch_rng"])
-    np.random.set_state(ck["numpy_rng"])
-    log.info("train_regressor: resumed from %s at round %d of %d", path, ck["next_round"], settings["rounds"])
-    return int(ck["next_round"])

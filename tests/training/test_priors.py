@@ -132,3 +132,107 @@ def test_training_inputs_are_checked_before_training(tmp_path):
     r = run("train-prior", "--kind", "gmm", "--poses", good, "--out", tmp_path / "file" / "g.pt")
     assert r.exit_code == 2 and "cannot be made" in r.output
     assert not list(tmp_path.glob("*.pt"))
+
+
+def test_an_interrupted_vae_or_articulation_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """``train-prior`` had no checkpoint: an interrupted VAE (5 min) or articulation prior (8 min)
+    trained again from the start. Now a rerun resumes from ``OUT.partial`` and ends with the weights
+    an uninterrupted run gives."""
+    import numpy as np
+    import pytest
+
+    import fit3d.training.priors as tp
+    from fit3d.training.checkpoint import save_checkpoint
+
+    poses = np.random.default_rng(0).normal(0, 0.3, (300, 5, 3)).astype(np.float32)
+    monkeypatch.setattr(tp, "ARTICULATION_CHECKPOINT_STEPS", 3)
+    cases = {"vae": lambda ck: tp.train_vae(poses, epochs=5, batch_size=64, progress=False, checkpoint=ck),
+             "articulation": lambda ck: tp.train_articulation(poses, steps=10, batch_size=64, progress=False,
+                                                              checkpoint=ck)}
+    for kind, train in cases.items():
+        whole = train(None).state_dict()
+        ck = tmp_path / f"{kind}.pt.partial"
+        saved = []
+
+        def stop_after_two(*args, **kwargs):
+            save_checkpoint(*args, **kwargs)
+            saved.append(args[2])
+            if len(saved) == 2:
+                raise KeyboardInterrupt  # (Ctrl-C, a killed job)
+
+        monkeypatch.setattr(tp, "save_checkpoint", stop_after_two)
+        with pytest.raises(KeyboardInterrupt):
+            train(ck)
+        monkeypatch.setattr(tp, "save_checkpoint", save_checkpoint)
+        assert ck.is_file() and saved[-1] in (2, 6)  # (the VAE's second epoch, the articulation's sixth step)
+        resumed = train(ck).state_dict()
+        assert resumed.keys() == whole.keys(), kind
+        for k in whole:
+            assert torch.equal(resumed[k], whole[k]), (kind, k)
+        other = tp.train_vae(poses[:200], epochs=5, batch_size=64, progress=False, checkpoint=ck) \
+            if kind == "vae" else None  # another pose set: the checkpoint is not used (trains from the start)
+        if other is not None:
+            again = tp.train_vae(poses[:200], epochs=5, batch_size=64, progress=False).state_dict()
+            assert all(torch.equal(other.state_dict()[k], again[k]) for k in again)
+
+
+def test_a_checkpoint_of_another_thread_count_is_not_resumed(tmp_path, caplog):
+    """Another thread count sums in another order: a resumed run would mix two (the trial's finding)."""
+    import logging
+
+    import numpy as np
+
+    from fit3d.training.priors import train_vae
+
+    poses = np.random.default_rng(0).normal(0, 0.3, (300, 5, 3)).astype(np.float32)
+    ck = tmp_path / "vae.pt.partial"
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2 if before == 1 else 1)
+        train_vae(poses, epochs=2, batch_size=64, progress=False, checkpoint=ck)
+        torch.set_num_threads(before)
+        with caplog.at_level(logging.WARNING, logger="fit3d.training.checkpoint"):
+            train_vae(poses, epochs=2, batch_size=64, progress=False, checkpoint=ck)
+    finally:
+        torch.set_num_threads(before)
+    assert "checkpoint of other settings (threads" in caplog.text and "training from the start" in caplog.text
+
+
+def test_train_prior_removes_its_checkpoint_and_lock_when_done(tmp_path):
+    from click.testing import CliRunner
+    from filelock import FileLock
+
+    from fit3d.cli.main import cli
+
+    good = _pose_set(tmp_path / "good.npz", 40)
+    out = tmp_path / "vae.pt"
+    with FileLock(f"{out}.lock"):  # another training into the same file
+        r = CliRunner().invoke(cli, ["train-prior", "--kind", "vae", "--poses", str(good), "--out", str(out)])
+    assert r.exit_code == 1 and "another 'fit3d train-prior' is training into" in r.output
+    import fit3d.training.priors as tp
+
+    real = tp.train_vae
+    tp.train_vae = lambda *a, **k: real(*a, **dict(k, epochs=2))
+    try:
+        r = CliRunner().invoke(cli, ["train-prior", "--kind", "vae", "--poses", str(good), "--out", str(out)])
+    finally:
+        tp.train_vae = real
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and not (tmp_path / "vae.pt.partial").exists() and not (tmp_path / "vae.pt.lock").exists()
+    import fit3d.training.checkpoint as tc
+
+    real = tp.train_vae
+
+    def interrupted(*a, checkpoint=None, **k):  # a training stopped by Ctrl-C after its first checkpoint
+        opt = torch.optim.SGD([torch.zeros(1)], 0.1)
+        tc.save_checkpoint(checkpoint, {}, 1, torch.nn.Linear(1, 1), opt, torch.optim.lr_scheduler.StepLR(opt, 1),
+                           torch.Generator())
+        raise KeyboardInterrupt
+
+    tp.train_vae = interrupted
+    try:
+        r = CliRunner().invoke(cli, ["train-prior", "--kind", "vae", "--poses", str(good), "--out", str(out)])
+    finally:
+        tp.train_vae = real
+    assert "kept in" in r.output and "vae.pt.partial: run the same command again to resume" in r.output
+    assert not (tmp_path / "vae.pt.lock").exists()

@@ -1,0 +1,82 @@
+"""Resumable training: a checkpoint written (atomically) after each round, epoch or block of
+steps, and read back by a rerun with the same settings, so that an interrupted training ends
+with the same weights as an uninterrupted one (on the same thread count and torch)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fit3d.data.writers import write_torch
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    """Where a training into ``out`` keeps its checkpoint (``out`` + ``.partial``): an
+    interrupted training run again resumes from it."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def digest(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' bytes: a checkpoint's settings name its training data by it."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def threads() -> int:
+    """torch's CPU thread count, for a checkpoint's settings: the same training on another count
+    sums in another order (not the same weights to the bit), so it starts again rather than mix."""
+    return torch.get_num_threads()
+
+
+def save_checkpoint(path: str | Path, settings: dict, next_index: int, model: torch.nn.Module, opt, sched,
+                    g: torch.Generator) -> None:
+    """Write the training state after ``next_index`` rounds / epochs / steps: the weights, the
+    optimiser and its schedule, the training generator and torch's and NumPy's global generators."""
+    write_torch(path, dict(settings=settings, next_round=next_index, model=model.state_dict(), opt=opt.state_dict(),
+                           sched=sched.state_dict(), generator=g.get_state(), torch_rng=torch.get_rng_state(),
+                           numpy_rng=np.random.get_state()))
+
+
+def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt, sched, g: torch.Generator,
+           who: str, total: int) -> int:
+    """Load a :func:`save_checkpoint` of the same ``settings`` into the training state (a warning
+    says so). The settings should hold what changes the weights, the thread count included
+    (:func:`threads`).
+
+    Args:
+        who: the training, for the log (``"train_vae"``). total: its rounds / epochs / steps.
+    Returns:
+        where to start (0: no checkpoint, or one of other settings or unreadable, said in a warning).
+    """
+    if path is None or not Path(path).is_file():
+        return 0
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        same = isinstance(ck, dict) and ck.get("settings") == settings
+    except Exception as e:  # noqa: BLE001 - unreadable (truncated, another torch): train from the start
+        log.warning("%s: cannot read the checkpoint %s (%s); training from the start", who, path, e)
+        return 0
+    if not same:
+        old = ck.get("settings") if isinstance(ck, dict) and isinstance(ck.get("settings"), dict) else {}
+        changed = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
+                            if old.get(k) != settings.get(k))
+        log.warning("%s: %s is a checkpoint of other settings (%s); training from the start (it will be "
+                    "overwritten)", who, path, changed or "not fit3d's")
+        return 0
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["opt"])
+    sched.load_state_dict(ck["sched"])
+    g.set_state(ck["generator"])
+    torch.set_rng_state(ck["torch_rng"])
+    np.random.set_state(ck["numpy_rng"])
+    log.warning("%s: resuming from %s at %d of %d", who, path, ck["next_round"], total)
+    return int(ck["next_round"])
