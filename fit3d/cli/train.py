@@ -98,13 +98,15 @@ def train_prior_cmd(kind, poses, out, seed, body):
 
     writable_folder(out, "--out")  # (before minutes of training, not after)
     torch_seed(seed)
-    checkpoint = checkpoint_path(out)  # the VAE's and the articulation prior's: an interrupted training resumes
+    quick = kind in ("gmm", "prototypes")  # (seconds: no checkpoint; the others resume from OUT.partial)
+    checkpoint = None if quick else checkpoint_path(out)
     with training_lock(out, "train-prior", checkpoint), errors_as():
         quiet = " (it prints nothing until done: 20-40 s on 2 cores, longer beside other jobs)"
-        click.echo(f"fit3d: training the {kind} prior{quiet if kind in ('gmm', 'prototypes') else ''}", err=True)
+        click.echo(f"fit3d: training the {kind} prior{quiet if quick else ''}", err=True)
         stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body,
                             command="fit3d train-prior", checkpoint=checkpoint)
-        checkpoint.unlink(missing_ok=True)
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
     click.echo(json.dumps(stats, indent=2))
 
 

@@ -1,6 +1,7 @@
 """Resumable training: a checkpoint written (atomically) after each round, epoch or block of
-steps, and read back by a rerun with the same settings, so that an interrupted training ends
-with the same weights as an uninterrupted one (on the same thread count and torch)."""
+steps, and read back by a rerun with the same settings (the thread count, the weights' shapes,
+the optimiser's settings and torch's and fit3d's versions among them), so that an interrupted
+training ends with the same weights as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -37,28 +38,47 @@ def threads() -> int:
     return torch.get_num_threads()
 
 
+def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
+    """The caller's settings and what the code fixes: every weight's shape (an architecture
+    changed since: not loaded half), the optimiser's own settings (its weight decay), torch's and
+    fit3d's versions."""
+    from fit3d import __version__
+
+    plain = (int, float, bool, str, tuple, type(None))
+    return dict(settings, shapes={k: tuple(v.shape) for k, v in model.state_dict().items()},
+                optimizer={k: v for k, v in opt.defaults.items() if isinstance(v, plain)},
+                torch=torch.__version__, fit3d=__version__)
+
+
 def save_checkpoint(path: str | Path, settings: dict, next_index: int, model: torch.nn.Module, opt, sched,
                     g: torch.Generator) -> None:
     """Write the training state after ``next_index`` rounds / epochs / steps: the weights, the
-    optimiser and its schedule, the training generator and torch's and NumPy's global generators."""
-    write_torch(path, dict(settings=settings, next_round=next_index, model=model.state_dict(), opt=opt.state_dict(),
-                           sched=sched.state_dict(), generator=g.get_state(), torch_rng=torch.get_rng_state(),
-                           numpy_rng=np.random.get_state()))
+    optimiser and its schedule, the training generator and torch's and NumPy's global generators,
+    with ``settings`` completed by what the code fixes (the weights' shapes, the optimiser's
+    settings, the versions)."""
+    write_torch(path, dict(settings=_complete(settings, model, opt), next_round=next_index, model=model.state_dict(),
+                           opt=opt.state_dict(), sched=sched.state_dict(), generator=g.get_state(),
+                           torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state()))
 
 
 def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt, sched, g: torch.Generator,
            who: str, total: int) -> int:
     """Load a :func:`save_checkpoint` of the same ``settings`` into the training state (a warning
     says so). The settings should hold what changes the weights, the thread count included
-    (:func:`threads`).
+    (:func:`threads`); the weights' shapes, the optimiser's settings and the versions are
+    compared too.
 
     Args:
         who: the training, for the log (``"train_vae"``). total: its rounds / epochs / steps.
     Returns:
         where to start (0: no checkpoint, or one of other settings or unreadable, said in a warning).
+    Raises:
+        ValueError: a checkpoint of the same settings that still cannot be loaded (the message
+            says to delete it).
     """
     if path is None or not Path(path).is_file():
         return 0
+    settings = _complete(settings, model, opt)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         same = isinstance(ck, dict) and ck.get("settings") == settings
@@ -72,11 +92,15 @@ def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt,
         log.warning("%s: %s is a checkpoint of other settings (%s); training from the start (it will be "
                     "overwritten)", who, path, changed or "not fit3d's")
         return 0
-    model.load_state_dict(ck["model"])
-    opt.load_state_dict(ck["opt"])
-    sched.load_state_dict(ck["sched"])
-    g.set_state(ck["generator"])
-    torch.set_rng_state(ck["torch_rng"])
-    np.random.set_state(ck["numpy_rng"])
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sched.load_state_dict(ck["sched"])
+        g.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        np.random.set_state(ck["numpy_rng"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:  # (the state may be half loaded: stop)
+        raise ValueError(f"{who}: cannot resume from {path} ({str(e).splitlines()[0]}): delete it to train from "
+                         "the start") from e
     log.warning("%s: resuming from %s at %d of %d", who, path, ck["next_round"], total)
     return int(ck["next_round"])

@@ -68,6 +68,12 @@ def train_gmm(poses: np.ndarray, n_components: int = 8, seed: int = 0) -> GMMPri
     return GMMPrior.fit(poses, n_components=n_components, seed=seed)
 
 
+#: What to do when a checkpointed prior training diverges (a rerun of the same settings resumes
+#: from the last checkpoint and diverges again).
+DIVERGED_HINT = ("lower lr or train with another seed (--seed): the same settings resume from the last checkpoint, "
+                 "kept in OUT.partial, and diverge again")
+
+
 def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: float = 1e-3,
               kl_weight: float = 5e-3, seed: int = 0, progress: bool = True,
               checkpoint: str | Path | None = None) -> VAEPrior:
@@ -119,7 +125,7 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
         if progress:
             it.set_postfix(rec=f"{loss_rec.item():.4f}", kl=f"{kl.item():.2f}")
         if checkpoint is not None:
-            require_finite(m, "the VAE prior's training", "lower lr (the last checkpoint, if any, is kept)")
+            require_finite(m, "the VAE prior's training", DIVERGED_HINT)
             save_checkpoint(checkpoint, settings, epoch + 1, m, opt, sched, g)
     require_finite(m, "the VAE prior's training")
     return m.eval()
@@ -162,7 +168,7 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
         if progress and step % 100 == 0:
             it.set_postfix(nll_per_joint=f"{loss.item():.3f}")
         if checkpoint is not None and ((step + 1) % ARTICULATION_CHECKPOINT_STEPS == 0 or step + 1 == steps):
-            require_finite(m, "the articulation prior's training", "lower lr (the last checkpoint, if any, is kept)")
+            require_finite(m, "the articulation prior's training", DIVERGED_HINT)
             save_checkpoint(checkpoint, settings, step + 1, m, opt, sched, g)
     require_finite(m, "the articulation prior's training")
     m.eval()

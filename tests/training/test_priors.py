@@ -236,3 +236,37 @@ def test_train_prior_removes_its_checkpoint_and_lock_when_done(tmp_path):
         tp.train_vae = real
     assert "kept in" in r.output and "vae.pt.partial: run the same command again to resume" in r.output
     assert not (tmp_path / "vae.pt.lock").exists()
+
+
+def test_a_checkpoint_of_another_architecture_starts_over_instead_of_crashing(tmp_path, monkeypatch, caplog):
+    """A review: a checkpoint of a VAE whose layers changed since made every rerun crash in
+    load_state_dict (after loading the tensors that matched)."""
+    import logging
+
+    import numpy as np
+
+    import fit3d.training.priors as tp
+    from fit3d.priors.vae import VAEPrior
+
+    poses = np.random.default_rng(0).normal(0, 0.3, (300, 5, 3)).astype(np.float32)
+    ck = tmp_path / "vae.pt.partial"
+    tp.train_vae(poses, epochs=1, batch_size=64, progress=False, checkpoint=ck)
+    monkeypatch.setattr(tp, "VAEPrior", lambda num_joints: VAEPrior(num_joints=num_joints, hidden=64))
+    with caplog.at_level(logging.WARNING, logger="fit3d.training.checkpoint"):
+        m = tp.train_vae(poses, epochs=1, batch_size=64, progress=False, checkpoint=ck)
+    assert "checkpoint of other settings (shapes" in caplog.text and "training from the start" in caplog.text
+    assert m.state_dict()["encoder_net.2.weight"].shape[0] == 64
+
+
+def test_quick_priors_leave_another_trainings_checkpoint_alone(tmp_path):
+    """``--kind gmm`` or ``prototypes`` (seconds, no checkpoint) into an OUT with a VAE's OUT.partial."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    good = _pose_set(tmp_path / "good.npz", 40)
+    partial = tmp_path / "p.pt.partial"
+    partial.write_bytes(b"a VAE's checkpoint")
+    r = CliRunner().invoke(cli, ["train-prior", "--kind", "gmm", "--poses", str(good), "--out", str(tmp_path / "p.pt")])
+    assert r.exit_code == 0, r.output
+    assert partial.read_bytes() == b"a VAE's checkpoint"
