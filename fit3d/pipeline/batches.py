@@ -81,9 +81,10 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     memory = memory if memory is not None else MemoryLimit()
 
     def attempt(part: list[Person]) -> None:
-        if memory.size is not None and len(part) > memory.size:  # (lowered since this part was cut)
-            for s in range(0, len(part), memory.size):
-                attempt(part[s : s + memory.size])
+        most = config.batch_size if memory.size is None else min(config.batch_size, memory.size)
+        if len(part) > most:  # (the people, or a part cut before the limit was lowered)
+            for s in range(0, len(part), most):
+                attempt(part[s : s + most])
             return
         try:
             batch = make_batch(part, convention, focal_length=config.focal_length, device=device)
@@ -107,8 +108,8 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
         attempt(part[: len(part) // 2])
         attempt(part[len(part) // 2 :])
 
-    for s in range(0, len(people), config.batch_size):
-        attempt(people[s : s + config.batch_size])
+    if people:
+        attempt(people)
     return out
 
 

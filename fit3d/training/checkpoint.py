@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fit3d.data.writers import write_torch
+from fit3d.data.writers import read_torch, write_torch
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,16 @@ def digest(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def threads() -> int:
-    """torch's CPU thread count, for a checkpoint's settings: the same training on another count
-    sums in another order (not the same weights to the bit), so it starts again rather than mix."""
-    return torch.get_num_threads()
-
-
 def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
-    """The caller's settings and what the code fixes: every weight's shape (an architecture
-    changed since: not loaded half), the optimiser's own settings (its weight decay), torch's and
-    fit3d's versions."""
+    """The caller's settings and what the code and the machine fix: torch's CPU thread count
+    (another count sums in another order: not the same weights to the bit, so a training starts
+    again rather than mix two), every weight's shape (an architecture changed since: not loaded
+    half), the optimiser's own settings (its weight decay), torch's and fit3d's versions."""
     from fit3d import __version__
 
     plain = (int, float, bool, str, tuple, type(None))
-    return dict(settings, shapes={k: tuple(v.shape) for k, v in model.state_dict().items()},
+    return dict(settings, threads=torch.get_num_threads(),
+                shapes={k: tuple(v.shape) for k, v in model.state_dict().items()},
                 optimizer={k: v for k, v in opt.defaults.items() if isinstance(v, plain)},
                 torch=torch.__version__, fit3d=__version__)
 
@@ -54,8 +50,8 @@ def save_checkpoint(path: str | Path, settings: dict, next_index: int, model: to
                     g: torch.Generator) -> None:
     """Write the training state after ``next_index`` rounds / epochs / steps: the weights, the
     optimiser and its schedule, the training generator and torch's and NumPy's global generators,
-    with ``settings`` completed by what the code fixes (the weights' shapes, the optimiser's
-    settings, the versions)."""
+    with ``settings`` completed by what the code and the machine fix (the thread count, the
+    weights' shapes, the optimiser's settings, the versions)."""
     write_torch(path, dict(settings=_complete(settings, model, opt), next_round=next_index, model=model.state_dict(),
                            opt=opt.state_dict(), sched=sched.state_dict(), generator=g.get_state(),
                            torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state()))
@@ -64,9 +60,8 @@ def save_checkpoint(path: str | Path, settings: dict, next_index: int, model: to
 def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt, sched, g: torch.Generator,
            who: str, total: int) -> int:
     """Load a :func:`save_checkpoint` of the same ``settings`` into the training state (a warning
-    says so). The settings should hold what changes the weights, the thread count included
-    (:func:`threads`); the weights' shapes, the optimiser's settings and the versions are
-    compared too.
+    says so). The settings should hold what changes the weights; the thread count, the weights'
+    shapes, the optimiser's settings and the versions are compared too.
 
     Args:
         who: the training, for the log (``"train_vae"``). total: its rounds / epochs / steps.
@@ -80,17 +75,17 @@ def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt,
         return 0
     settings = _complete(settings, model, opt)
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
-        same = isinstance(ck, dict) and ck.get("settings") == settings
+        ck = read_torch(path, weights_only=False)  # (a dict: read_torch says why not in its ValueError)
+        same = ck.get("settings") == settings
     except Exception as e:  # noqa: BLE001 - unreadable (truncated, another torch): train from the start
         log.warning("%s: cannot read the checkpoint %s (%s); training from the start", who, path, e)
         return 0
     if not same:
-        old = ck.get("settings") if isinstance(ck, dict) and isinstance(ck.get("settings"), dict) else {}
+        old = ck.get("settings") if isinstance(ck.get("settings"), dict) else {}
         changed = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in sorted(set(old) | set(settings))
                             if old.get(k) != settings.get(k))
         log.warning("%s: %s is a checkpoint of other settings (%s); training from the start (it will be "
-                    "overwritten)", who, path, changed or "not fit3d's")
+                    "overwritten)", who, path, changed)
         return 0
     try:
         model.load_state_dict(ck["model"])

@@ -19,7 +19,7 @@ from fit3d.mocap.pose_set import load_pose_set
 from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.io import save_prior
-from fit3d.training.checkpoint import digest, resume, save_checkpoint, threads
+from fit3d.training.checkpoint import digest, resume, save_checkpoint
 from fit3d.training.divergence import require_finite
 from fit3d.priors.vae import VAEPrior
 
@@ -99,7 +99,7 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
     opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     settings = dict(kind="vae", epochs=epochs, batch_size=batch_size, lr=lr, kl_weight=kl_weight, seed=seed,
-                    poses=digest(np.asarray(poses, dtype=np.float32)), threads=threads())
+                    poses=digest(np.asarray(poses, dtype=np.float32)))
     start = resume(checkpoint, settings, m, opt, sched, g, "train_vae", epochs)
     R = roma.rotvec_to_rotmat(x)
     it = range(start, epochs)
@@ -150,7 +150,7 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     settings = dict(kind="articulation", steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                    poses=digest(np.asarray(poses, dtype=np.float32)), threads=threads())
+                    poses=digest(np.asarray(poses, dtype=np.float32)))
     start = resume(checkpoint, settings, m, opt, sched, g, "train_articulation", steps)
     it = range(start, steps)
     if progress:

@@ -27,7 +27,7 @@ import torch
 
 from fit3d.body_models.weights import model_key
 from fit3d.data.batching import PersonBatch
-from fit3d.training.checkpoint import digest, resume, save_checkpoint, threads
+from fit3d.training.checkpoint import digest, resume, save_checkpoint
 from fit3d.training.divergence import require_finite
 from fit3d.geometry import project
 from fit3d.training.synthetic import CameraModel, NoiseModel, OrientationModel, make_people
@@ -194,7 +194,7 @@ def train_regressor(pose_set: dict, body_model, rounds: int = REGRESSOR_ROUNDS,
     settings = dict(rounds=rounds, people_per_round=people_per_round, epochs_per_round=epochs_per_round,
                     batch_size=batch_size, lr=lr, seed=seed, include_val=include_val, recombined=recombined,
                     width=width, blocks=blocks, model=model_key(body_model), betas=body_model.num_betas,
-                    device=torch.device(device).type, threads=threads(), pool=digest(*pool),
+                    device=torch.device(device).type, pool=digest(*pool),
                     prototypes=None if prototypes is None else digest(prototypes.cpu().numpy()),
                     **({"closeup": closeup} if closeup else {}))  # (checkpoints from before it have none)
     start = resume(checkpoint, settings, model, opt, sched, g, "train_regressor", rounds)
