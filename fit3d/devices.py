@@ -1,6 +1,11 @@
-"""Which torch devices this installation can use (a one-line answer instead of torch's assertion)."""
+"""Which torch devices this installation can use (a one-line answer instead of torch's assertion),
+and what a run does after a GPU ran out of memory (:class:`MemoryLimit`)."""
 
 from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
 
 
 def check_device(device) -> None:
@@ -41,3 +46,39 @@ def check_device(device) -> None:
             why = why if len(why) <= 100 else why[:97] + "..."
             raise ValueError(f"this torch ({torch.__version__}) cannot use the device {device!r} ({why}): "
                              "use cpu or cuda") from e
+
+
+class MemoryLimit:
+    """The most people per batch since a batch ran out of GPU memory (None: none has), kept
+    over a run's batches by :func:`fit3d.pipeline.batches.fit_people` and
+    :func:`fit3d.evaluation.benchmark.run_benchmark`, so that after a batch of ``n`` people ran out
+    of memory no later batch tries more than ``n // 2`` (each would run out again first: with
+    ``fit3d eft --device cuda``'s 2,048 people on a small card, every batch). It only goes
+    down: memory taken for a while by another process also lowers the rest of the run."""
+
+    def __init__(self) -> None:
+        self.size: int | None = None
+
+    def cap(self, batch_size: int) -> int:
+        """``batch_size``, or the limit where it is lower."""
+        return batch_size if self.size is None else min(batch_size, self.size)
+
+    def lower(self, failed: int) -> None:
+        """A batch of ``failed`` people ran out of memory: at most half of it from now on."""
+        half = max(failed // 2, 1)
+        if self.size is None or half < self.size:
+            self.size = half
+            log.warning("a batch of %d people ran out of GPU memory: this run fits at most %d per batch from now on "
+                        "(--batch-size %d says so from the start)", failed, half, half)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the GPU ran out of memory: torch's ``OutOfMemoryError`` (the caching
+    allocator), or a ``RuntimeError`` from a CUDA library or the driver (cuBLAS's or
+    cuSOLVER's ``..._ALLOC_FAILED``, ``CUDA error: out of memory``)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "ALLOC_FAILED" in text)

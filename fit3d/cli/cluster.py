@@ -21,7 +21,8 @@ from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
               show_default=True, help="submitit's folder: job scripts and one stdout/stderr per task.")
 @click.option("--slurm-partition", default=None, help="SLURM partition.")
 @click.option("--gpus-per-job", type=click.IntRange(min=0), default=0, show_default=True,
-              help="GPUs per task. Add --device cuda to the command.")
+              help="GPUs per task (needed by --device cuda). Add --device cuda to the command. --cluster local "
+                   "gives each task its own GPUs, round robin over this machine's.")
 @click.option("--ranks", type=click.IntRange(min=1), default=None,
               help="neuralannot: torch.distributed ranks of its one job (default: --gpus-per-job, at least 1).")
 @click.option("--cpus-per-job", type=click.IntRange(min=1), default=None, help="CPUs per task.")
@@ -50,8 +51,8 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
     what exists; preempted or timed-out tasks are requeued. Before queueing, the first task's
     command runs here with --dry-run (--no-check skips it).
     """
-    from fit3d.pipeline.submit import (ClusterUnavailable, SubmitConfig, array_exit_code, check_cluster, precheck,
-                                       precheck_passes, wait_for)
+    from fit3d.pipeline.submit import (ClusterUnavailable, SubmitConfig, array_exit_code, check_cluster, check_gpus,
+                                       precheck, precheck_passes, wait_for)
     from fit3d.pipeline.submit import submit as do_submit
 
     from fit3d.cli.main import run as entry  # what each task runs (the pipeline does not import the CLI)
@@ -66,6 +67,7 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
         config = SubmitConfig(jobs=jobs, cluster=cluster, logs=logs, partition=slurm_partition,
                               gpus_per_job=gpus_per_job, cpus_per_job=cpus_per_job, mem_gb=mem_gb, time_min=time_min,
                               max_parallel=max_parallel, slurm_args=extra, ranks=ranks)
+        check_gpus(list(options), config)
     try:
         check_cluster(cluster)  # (before the pre-check, which takes a while)
     except ClusterUnavailable as e:

@@ -170,8 +170,10 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing,
               help="smplify: its pose variables, axis-angle or the VAE prior's latent code.")
 @click.option("--schedule", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="smplify: its stage schedule (JSON/YAML, see 'fit3d print-schedule').")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="People per batched fit.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="People per batched fit (default: 64 on the CPU; on a GPU the fitter's GPU batch, as "
+                   "'fit3d smplify' / 'fit3d eft': 4096 / 2048). A batch that runs out of GPU memory is fitted "
+                   "again in halves, and so are the later ones.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N people only.")
 @click.option("--model-path", type=click.Path(path_type=Path), default=None,
               help="Licensed model file or folder, for a benchmark made with a SMPL-family model.")
@@ -195,6 +197,7 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import json_text, write_json
     from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
+    from fit3d.fitters.base import batch_size_for
     from fit3d.fitters.build import build_eft, build_smplify
 
     check_fitter_options(ctx, fitter)
@@ -205,10 +208,12 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:
             f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip)
+    if batch_size is None:
+        batch_size = batch_size_for(f, device) if body.device.type == "cuda" else 64
     res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=not no_progress, label=fitter)
     s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None),
              pose_space=pose_space if fitter == "smplify" else None, bench=str(bench),
-             flip=flip if fitter != "smplify" else None)
+             flip=flip if fitter != "smplify" else None, batch_size=batch_size)
     click.echo(json_text(s, strict=True))
     if out:
         write_json(out, s, strict=True)

@@ -127,7 +127,7 @@ def run_fit(opts: FitOptions, fitter_name: str, make_fitter: Callable, options: 
         fitter = make_fitter(body)  # (a dry run too: missing weights, a bad schedule and the defaults show here)
         config = RunConfig(
             out_dir=opts.out_dir, focal_length=opts.focal_length,
-            batch_size=opts.batch_size or batch_size_for(fitter, opts.device, RunConfig.batch_size),
+            batch_size=opts.batch_size or batch_size_for(fitter, opts.device),
             overwrite=opts.overwrite, shard=opts.shard, limit=opts.limit,
             min_visible=opts.min_visible or MIN_VISIBLE_KEYPOINTS, progress=opts.progress, fitter_name=fitter_name,
             settings=fit_settings(opts, fitter_name, options or {}, fitter), inputs=input_record(opts),
@@ -369,8 +369,9 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
               help="Comma-separated subset of depth, pretrain, prior (or none).")
 @click.option("--refine", is_flag=True,
               help="30 EFT steps per person from the annotator's prediction, kept where they pay (as 'fit3d eft').")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
-              help="People per annotation batch.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="People per annotation batch (default: 64 on the CPU, 2048 on a GPU; training's batch is "
+                   "its own).")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK).")
 @click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,

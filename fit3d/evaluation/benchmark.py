@@ -27,6 +27,7 @@ import torch
 
 from fit3d.data.batching import PersonBatch
 from fit3d.data.conventions import LIMBS12, KeypointConvention, convert
+from fit3d.devices import MemoryLimit, is_out_of_memory
 from fit3d.evaluation import metrics as M
 
 
@@ -319,7 +320,9 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
 
     Args:
         bench: :func:`load_benchmark`'s arrays. fitter: ``fitter(PersonBatch) -> FitResult``.
-        body_model: the fitter's model. batch_size: people per call. limit: the first people only.
+        body_model: the fitter's model. batch_size: people per call; after a batch runs out of GPU
+        memory, its people and the later batches are fitted at most half as many at a time
+        (:class:`~fit3d.devices.MemoryLimit`). limit: the first people only.
         with_pve: score vertices too (same model as the benchmark's). progress: a progress bar,
         named ``label`` (default: the fitter's ``name``).
     Returns:
@@ -340,23 +343,40 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
         ``share_prototype_rare``, ``share_depth_flip``, ``share_noisy`` (keypoints judged noisy) and
         ``share_fallback`` (:class:`~fit3d.fitters.fallback.Fallback`'s secondary fit kept) and
         ``share_followed`` (:mod:`fit3d.fitters.follow`'s refinement kept).
+    Raises:
+        Exception: what the fitter raises, except running out of GPU memory with more than one
+            person in the batch.
     """
     n = len(bench["keypoints_2d"]) if limit is None else min(limit, len(bench["keypoints_2d"]))
     conv = body_model.keypoint_convention
     rows: dict[str, list] = {}
     fit_time = 0.0
-    it = range(0, n, batch_size)
+    bar = None
     if progress:
         from tqdm import tqdm
 
-        it = tqdm(it, desc=f"benchmark {label or getattr(fitter, 'name', '')}", unit="batch")
+        bar = tqdm(total=n, desc=f"benchmark {label or getattr(fitter, 'name', '')}", unit="person")
     valid = []
-    for s in it:
-        idx = np.arange(s, min(s + batch_size, n))
+    memory, s = MemoryLimit(), 0
+    while s < n:
+        idx = np.arange(s, min(s + memory.cap(batch_size), n))
         batch = benchmark_batch(bench, idx, conv, body_model.device)
         t0 = time.perf_counter()
-        res = fitter(batch).cpu()
-        fit_time += time.perf_counter() - t0
+        try:
+            res = fitter(batch).cpu()
+            oom = False
+        except Exception as exc:  # noqa: BLE001 - only running out of GPU memory is retried
+            if len(idx) == 1 or not is_out_of_memory(exc):
+                raise
+            oom = True  # (the exception, and the failed fit's tensors with it, is let go here)
+        fit_time += time.perf_counter() - t0  # (a batch that ran out of memory counts: the run took it)
+        if oom:
+            batch = None
+            memory.lower(len(idx))
+            continue
+        s += len(idx)
+        if bar is not None:
+            bar.update(len(idx))
         verts = root = None
         same_model = str(bench.get("model", "")) == body_model.name
         if with_pve and same_model and "vertices" in bench:
@@ -372,6 +392,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
         for k in HYPOTHESIS_EXTRAS:
             if k in res.extras:
                 rows.setdefault(k, []).append(res.extras[k].numpy())
+    if bar is not None:
+        bar.close()
     per = {k: np.concatenate(v) for k, v in rows.items()}
     per["valid"] = np.concatenate(valid)
     summary = {k: float(np.nanmean(v)) for k, v in per.items() if k not in ("valid",) + HYPOTHESIS_EXTRAS}

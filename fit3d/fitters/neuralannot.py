@@ -171,6 +171,10 @@ class NeuralAnnot:
     name = "neuralannot"
     extra_defaults: dict = {}
     schedule = None
+    #: People per annotating call on a CPU, and on a CUDA device (:func:`~fit3d.fitters.base.batch_size_for`):
+    #: one network forward per person (with ``refine_steps``, EFT's per-person weights: its GPU size).
+    default_batch_size = 64
+    cuda_batch_size = 2048
 
     def __init__(self, body_model: BodyModel, regressor, recipes=frozenset(RECIPES), pose_set: dict | None = None,
                  prior=None, config: TrainConfig | None = None, refine_steps: int = 0,

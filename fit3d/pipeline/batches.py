@@ -19,6 +19,8 @@ import torch
 
 from fit3d.data.batching import make_batch
 from fit3d.data.records import ImageRecord, Person
+from fit3d.devices import MemoryLimit, is_out_of_memory
+from fit3d.fitters.base import batch_size_for
 from fit3d.pipeline.interrupt import Interrupted
 from fit3d.pipeline.workers import BrokenProcessPool, FitterPool, fitter_identity
 
@@ -33,35 +35,6 @@ def _failed(exc: BaseException, n: int) -> list[tuple]:
     return [(None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300])] * n
 
 
-class MemoryLimit:
-    """The most people per batch since a batch ran out of GPU memory (None: none has), kept
-    over a run's batches by :func:`fit_people`, so that after a batch of ``n`` people ran out
-    of memory no later batch tries more than ``n // 2`` (each would run out again first: with
-    ``fit3d eft --device cuda``'s 2,048 people on a small card, every batch). It only goes
-    down: memory taken for a while by another process also lowers the rest of the run."""
-
-    def __init__(self) -> None:
-        self.size: int | None = None
-
-    def lower(self, failed: int) -> None:
-        """A batch of ``failed`` people ran out of memory: at most half of it from now on."""
-        half = max(failed // 2, 1)
-        if self.size is None or half < self.size:
-            self.size = half
-            log.warning("a batch of %d people ran out of GPU memory: this run fits at most %d per batch from now on "
-                        "(--batch-size %d says so from the start)", failed, half, half)
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says the GPU ran out of memory: torch's ``OutOfMemoryError`` (the caching
-    allocator), or a ``RuntimeError`` from a CUDA library or the driver (cuBLAS's or
-    cuSOLVER's ``..._ALLOC_FAILED``, ``CUDA error: out of memory``)."""
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "ALLOC_FAILED" in text)
-
-
 def fit_people(fitter, people: list[Person], convention, config: RunConfig, device,
                memory: MemoryLimit | None = None) -> list[tuple]:
     """Fit people in batches; a batch that raises is split in halves and retried down to
@@ -70,6 +43,8 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     that memory while its halves were retried, a CUDA audit).
 
     Args:
+        config: the run's; ``batch_size`` None: the fitter's on ``device``
+            (:func:`~fit3d.fitters.base.batch_size_for`).
         memory: the run's :class:`MemoryLimit`: batches no larger than its size, lowered when a
             batch runs out of GPU memory (None: a new one for this call).
     Returns:
@@ -79,9 +54,10 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
     """
     out: list[tuple] = []
     memory = memory if memory is not None else MemoryLimit()
+    size = config.batch_size or batch_size_for(fitter, device)
 
     def attempt(part: list[Person]) -> None:
-        most = config.batch_size if memory.size is None else min(config.batch_size, memory.size)
+        most = memory.cap(size)
         if len(part) > most:  # (the people, or a part cut before the limit was lowered)
             for s in range(0, len(part), most):
                 attempt(part[s : s + most])
@@ -95,7 +71,7 @@ def fit_people(fitter, people: list[Person], convention, config: RunConfig, devi
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of one batch must not lose the run
             kind, text, failed = type(exc).__name__, str(exc), _failed(exc, 1)  # strings only: exc is let go here
-            oom = _out_of_memory(exc)
+            oom = is_out_of_memory(exc)
         batch = None  # noqa: F841 - (neither the failed batch is kept while the halves are fitted)
         if len(part) == 1:
             log.warning("fitting %s #%s failed: %s", part[0].image_key, part[0].annot_id, text)

@@ -118,12 +118,14 @@ def _mark_stopped_training(subs: list[Path], shard: tuple[int, int], error: Base
 
 
 def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]]], annotator, target, body_model,
-                    out_dir: str | Path, batch_size: int = 64, progress: bool = True, on_trained=None,
+                    out_dir: str | Path, batch_size: int | None = None, progress: bool = True, on_trained=None,
                     on_run=None, shard: tuple[int, int] = (0, 1)) -> float:
     """Train a :class:`~fit3d.fitters.NeuralAnnot` on ``target`` (resuming from its
     checkpoint), then annotate every set ``(images_dir, records, problems)`` with
     :func:`run`, into ``out_dir`` (``out_dir/<images_dir name>`` when there are several).
 
+    ``batch_size``: people per annotating call (None: the annotator's on its device, 64 on a CPU and
+    2,048 on a GPU, :class:`RunConfig`).
     ``shard``: ``(rank, world)`` under ``torch.distributed``: every rank trains (DDP),
     then annotates only the images of its shard (:func:`~fit3d.pipeline.selection.shard_of`), so
     each image is written once, by one rank, with one summary per rank (``fit3d merge`` combines them).

@@ -39,6 +39,7 @@ from fit3d.data.batching import person_camera
 from fit3d.data.records import ImageRecord, InputProblem, Person
 from fit3d.data.writers import (failure_path, incomplete_path, output_path, remove_stale_temporaries, write_json,
                                 write_npz)
+from fit3d.fitters.base import batch_size_for
 from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import MemoryLimit, SharedFitting, fit_people
@@ -64,7 +65,9 @@ class RunConfig:
 
     Attributes:
         out_dir: output folder.
-        batch_size: people per fitter call.
+        batch_size: people per fitter call; None: the fitter's on the body model's device
+            (:func:`~fit3d.fitters.base.batch_size_for`: SMPLify 256 on a CPU and 4,096 on a GPU,
+            EFT 64 and 2,048, a fitter without sizes 64).
         focal_length: pixels for every image (default: the input's intrinsics where it has them,
             ``Person.camera``, else each image's diagonal).
         overwrite: refit images whose ``.npz`` exists.
@@ -93,7 +96,7 @@ class RunConfig:
     """
 
     out_dir: Path
-    batch_size: int = 64
+    batch_size: int | None = None
     focal_length: float | None = None
     overwrite: bool = False
     shard: tuple[int, int] = (0, 1)
@@ -111,7 +114,7 @@ class RunConfig:
         if f is not None and not (isinstance(f, numbers.Real) and not isinstance(f, bool) and math.isfinite(f) and f > 0):
             raise ValueError(f"focal_length must be a finite number of pixels > 0 (or None: the input's or the "
                              f"image diagonal), not {f!r}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, not {self.batch_size}")
         try:
             i, n = (int(v) for v in self.shard)
@@ -382,7 +385,8 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
               problems: list[InputProblem], pool: FitterPool | None) -> dict:
     """:func:`run`'s work once the folder is made and locked (:func:`~fit3d.pipeline.lock.run_lock`)."""
     name = config.fitter_name or getattr(fitter, "name", None)
-    config = replace(config, fitter_name=str(name or "fitter"))
+    config = replace(config, fitter_name=str(name or "fitter"),
+                     batch_size=config.batch_size or batch_size_for(fitter, getattr(body_model, "device", "cpu")))
     # without the caller's settings, the fitter's own description (fitter.settings(): its options
     # and a fingerprint of its weights), its name and the body model keep a folder from being mixed
     described = fitter_description(fitter) if config.check_settings and config.settings is None else {}

@@ -10,10 +10,13 @@ the whole set, so it is one job of several tasks (one per GPU) that form a
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 #: Commands that ``fit3d submit`` can run.
 COMMANDS = ("smplify", "eft", "neuralannot")
@@ -244,17 +247,56 @@ def make_executor(config: SubmitConfig, name: str):
     return ex
 
 
+def _device(options: list[str]) -> str | None:
+    """The value of ``--device`` among ``options`` (None: not given)."""
+    for i, o in enumerate(options):
+        if o == "--device" and i + 1 < len(options):
+            return options[i + 1]
+        if o.startswith("--device="):
+            return o.split("=", 1)[1]
+    return None
+
+
+def check_gpus(options: list[str], config: SubmitConfig) -> None:
+    """Refuse ``--device cuda`` tasks that would be given no GPU.
+
+    Raises:
+        ValueError: ``--device cuda...`` among ``options`` with ``gpus_per_job`` 0 (SLURM allocates
+            no GPU to such a task, and submitit's local executor hides this machine's from it:
+            every task would stop with "no usable CUDA").
+    """
+    device = _device(options)
+    if device is not None and device.startswith("cuda") and config.gpus_per_job < 1:
+        raise ValueError(f"--device {device} needs --gpus-per-job N (N >= 1): a task is given no GPU otherwise "
+                         "(SLURM allocates none, and --cluster local hides this machine's from its tasks)")
+
+
+def local_gpu_sets(jobs: int, per_job: int, count: int) -> list[tuple[int, ...]]:
+    """The GPUs of each of ``jobs`` local tasks of ``per_job`` GPUs on a machine of ``count``:
+    consecutive ones, round robin (4 tasks of 1 on 2 GPUs: 0, 1, 0, 1), so that tasks share a card
+    only when there are more tasks than cards (submitit's local executor gives every task the
+    first ``per_job``: all on GPU 0). ``count`` 0: every task gets GPUs ``0..per_job-1``, as
+    submitit's (the task then says that it finds no CUDA)."""
+    if count < 1:
+        return [tuple(range(per_job))] * jobs
+    return [tuple((i * per_job + j) % count for j in range(per_job)) for i in range(jobs)]
+
+
 def submit(command: str, options: list[str], config: SubmitConfig, entry: Callable[[list[str]], int]) -> list:
     """Submit ``fit3d command options`` as ``config.jobs`` shards (an array job). Several local
     tasks (``cluster="local"``) fit in one process each (``--workers 1`` unless given): they
-    already share this machine's cores. ``entry``: the command line's entry point (:class:`ShardJob`).
+    already share this machine's cores; with ``gpus_per_job``, each is given its own GPUs where the
+    machine has enough (:func:`local_gpu_sets`; a warning when tasks must share a card).
+    ``entry``: the command line's entry point (:class:`ShardJob`).
 
     Returns:
         the submitit jobs (``job.job_id``, ``job.result()`` = the task's exit code).
     Raises:
-        ValueError: see :func:`shard_args`. ClusterUnavailable: see :func:`make_executor`.
+        ValueError: see :func:`shard_args` and :func:`check_gpus`. ClusterUnavailable: see
+            :func:`make_executor`.
     """
     args = shard_args(command, options, config.jobs)
+    check_gpus(options, config)
     ex = make_executor(config, f"fit3d-{command}")
     if ex.cluster == "local" and config.jobs > 1 and not _given(options, "--workers"):
         args = [[*a, "--workers", "1"] for a in args]  # local tasks share the cores already
@@ -262,10 +304,28 @@ def submit(command: str, options: list[str], config: SubmitConfig, entry: Callab
         ranks = config.ranks or max(config.gpus_per_job, 1)
         ex.update_parameters(tasks_per_node=ranks)
         return [ex.submit(ShardJob(args[0], entry, distributed=ranks > 1))]
+    if ex.cluster == "local" and config.gpus_per_job > 0:
+        return _submit_local_on_gpus(ex, args, config.gpus_per_job, entry)
     jobs = []
     with ex.batch():  # one array job on SLURM; each task is a ShardJob, so it can be requeued
         for a in args:
             jobs.append(ex.submit(ShardJob(a, entry)))
+    return jobs
+
+
+def _submit_local_on_gpus(ex, args: list[list[str]], per_job: int, entry) -> list:
+    """Local tasks, each with its GPUs of :func:`local_gpu_sets` (submitit's ``visible_gpus``)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    sets = local_gpu_sets(len(args), per_job, count)
+    if count and len(args) * per_job > count:
+        log.warning("%d local tasks of %d GPU(s) on a machine of %d: tasks share cards (each fits its share "
+                    "more slowly, and memory is shared)", len(args), per_job, count)
+    jobs = []
+    for a, gpus in zip(args, sets):
+        ex.update_parameters(local_visible_gpus=gpus)
+        jobs.append(ex.submit(ShardJob(a, entry)))
     return jobs
 
 

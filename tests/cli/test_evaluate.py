@@ -51,6 +51,7 @@ def test_benchmark_run_writes_valid_json_and_no_progress_bar_with_no_progress(tm
     printed, written = _strict_json(r.stdout), _strict_json(out.read_text())
     assert printed == written and written["pa_mpjpe_rare"] is None and written["pa_mpjpe_common"] > 0
     assert written["pose_space"] is None  # not smplify's: not recorded as used
+    assert written["batch_size"] == 64  # the CPU's (on a GPU the fitter's GPU batch)
 
 
 @pytest.mark.parametrize("fitter, options, named", [

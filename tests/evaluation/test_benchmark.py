@@ -121,6 +121,34 @@ def test_run_benchmark_reports_rare_and_common(anny_model, bench):
     assert s["pa_mpjpe_rare"] < 1 and s["pa_mpjpe_common"] < 1 and s["reproj_median_px"] < 1e-2
 
 
+class SmallGPU:
+    """Runs out of GPU memory above ``most`` people (before fitting), recording each batch size."""
+
+    def __init__(self, fitter, most, error=torch.cuda.OutOfMemoryError,
+                 message="CUDA out of memory. Tried to allocate 2.00 GiB (simulated)"):
+        self.fitter, self.most, self.error, self.message, self.tried = fitter, most, error, message, []
+
+    def __call__(self, batch):
+        self.tried.append(len(batch))
+        if len(batch) > self.most:
+            raise self.error(self.message)
+        return self.fitter(batch)
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_is_fitted_again_smaller(anny_model, bench):
+    """The benchmark's people of a batch that ran out of memory are fitted again at most half as
+    many at a time, and so are the later batches; every person is scored once, as without it."""
+    whole = run_benchmark(bench, Oracle(anny_model, bench), anny_model, batch_size=8, with_pve=False)
+    small = SmallGPU(Oracle(anny_model, bench), 3)
+    cut = run_benchmark(bench, small, anny_model, batch_size=8, with_pve=False)
+    assert small.tried == [8, 4, 2, 2, 2, 2, 2, 2]  # 12 people: 8 and 4 ran out, then at most 2
+    assert cut["summary"]["count"] == 12
+    np.testing.assert_allclose(cut["per_person"]["pa_mpjpe"], whole["per_person"]["pa_mpjpe"], atol=1e-3)  # mm
+    other = SmallGPU(Oracle(anny_model, bench), 3, RuntimeError, "linalg.svd: failed to converge (simulated)")
+    with pytest.raises(RuntimeError, match="simulated"):  # any other failure stops the benchmark
+        run_benchmark(bench, other, anny_model, with_pve=False)
+
+
 def test_a_closeup_benchmark_keeps_people_a_fitter_would_fit(anny_model):
     from fit3d.evaluation.benchmark import make_benchmark
     from fit3d.mocap import bundled_pose_set

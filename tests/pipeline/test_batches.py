@@ -6,8 +6,9 @@ import logging
 import torch
 
 from fit3d.data.readers import read_coco
+from fit3d.devices import MemoryLimit
 from fit3d.pipeline import RunConfig, run
-from fit3d.pipeline.batches import MemoryLimit, fit_people
+from fit3d.pipeline.batches import fit_people
 
 
 def _people(sample_copy, n):
@@ -35,7 +36,7 @@ def test_after_running_out_of_memory_no_batch_tries_more_again(sample_copy, anny
     fitter = _small_gpu(fast_fitter, 2, tried)
     memory = MemoryLimit()
     conv, config = anny_model.keypoint_convention, RunConfig("unused", batch_size=8)
-    with caplog.at_level(logging.WARNING, logger="fit3d.pipeline.batches"):
+    with caplog.at_level(logging.WARNING, logger="fit3d.devices"):
         first = fit_people(fitter, _people(sample_copy, 8), conv, config, "cpu", memory)
     assert tried == [8, 4, 2, 2, 2, 2] and memory.size == 2  # 8 and 4 ran out: at most 2 from then on
     assert "ran out of GPU memory: this run fits at most 2 per batch" in caplog.text

@@ -878,3 +878,28 @@ def test_a_notebooks_wrong_arguments_are_named(tmp_path, sample_dir, anny_model)
         with pytest.raises(TypeError, match=said):
             run(*args)
     assert not (tmp_path / "o").exists()
+
+
+class _Sized:
+    """A fitter with its own batch sizes (as SMPLify's and EFT's), recording each call's people."""
+
+    def __init__(self, fitter, cpu, cuda):
+        self.fitter, self.default_batch_size, self.cuda_batch_size, self.calls = fitter, cpu, cuda, []
+
+    def __call__(self, batch):
+        self.calls.append(len(batch))
+        return self.fitter(batch)
+
+
+def test_without_a_batch_size_the_run_takes_the_fitters_own_for_its_device(tmp_path, sample_copy, anny_model,
+                                                                          fast_fitter):
+    """``RunConfig.batch_size`` None: the fitter's size on the model's device (a notebook's run on a
+    GPU used the CPU's 64, a review found); a fitter without sizes gets 64."""
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    sized = _Sized(fast_fitter, 5, 4096)
+    s = run(images, sized, anny_model, RunConfig(tmp_path / "a", progress=False), problems)
+    assert s["batch_size"] == 5 and max(sized.calls) <= 5 and sum(sized.calls) == 12
+    s = run(images, lambda batch: fast_fitter(batch), anny_model, RunConfig(tmp_path / "b", progress=False), problems)
+    assert s["batch_size"] == 64
+    with pytest.raises(ValueError, match="batch_size"):
+        RunConfig(tmp_path / "c", batch_size=0)

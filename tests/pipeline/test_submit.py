@@ -119,3 +119,36 @@ def test_an_arrays_exit_code_is_nothing_fitted_only_when_no_task_fitted_anyone()
     from fit3d.pipeline.submit import array_exit_code
 
     assert [array_exit_code(c) for c in ([0, 4], [4, 4], [3, 4], [5, 3, 0], [4, 130], [])] == [0, 4, 3, 5, 130, 0]
+
+
+def test_local_tasks_on_gpus_get_their_own_cards_and_cuda_needs_gpus(monkeypatch):
+    """submitit's local executor gave every task the first GPU(s): 4 tasks on one card of four.
+    Now each task gets its own, round robin; ``--device cuda`` without ``--gpus-per-job`` (a task
+    given no GPU) is refused before anything is queued."""
+    import pytest
+    import torch
+
+    import fit3d.pipeline.submit as submit_module
+    from fit3d.pipeline.submit import SubmitConfig, local_gpu_sets, submit
+
+    assert local_gpu_sets(4, 1, 4) == [(0,), (1,), (2,), (3,)]
+    assert local_gpu_sets(3, 2, 4) == [(0, 1), (2, 3), (0, 1)]
+    assert local_gpu_sets(2, 1, 0) == [(0,), (0,)]
+
+    class _Recording(_FakeExecutor):
+        def __init__(self, cluster):
+            super().__init__(cluster)
+            self.gpus = []
+
+        def update_parameters(self, **kwargs):
+            self.gpus.append(kwargs["local_visible_gpus"])
+
+    ex = _Recording("local")
+    monkeypatch.setattr(submit_module, "make_executor", lambda config, name: ex)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    jobs = submit("eft", ["--out", "o", "--device", "cuda"], SubmitConfig(jobs=3, cluster="local", gpus_per_job=1), run)
+    assert len(jobs) == 3 and ex.gpus == [(0,), (1,), (0,)]
+    assert [a[a.index("--shard") + 1] for a in ex.args] == ["1/3", "2/3", "3/3"]
+    for device in (["--device", "cuda"], ["--device=cuda:1"]):
+        with pytest.raises(ValueError, match="--gpus-per-job"):
+            submit("eft", ["--out", "o", *device], SubmitConfig(jobs=2, cluster="local"), run)
