@@ -342,7 +342,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
         fitters' hypothesis extras, ``share_prototype`` (a prototype start won / was picked),
         ``share_prototype_rare``, ``share_depth_flip``, ``share_noisy`` (keypoints judged noisy) and
         ``share_fallback`` (:class:`~fit3d.fitters.fallback.Fallback`'s secondary fit kept) and
-        ``share_followed`` (:mod:`fit3d.fitters.follow`'s refinement kept).
+        ``share_followed`` (:mod:`fit3d.fitters.follow`'s refinement kept); ``batch_size_lowered_to``
+        when a batch ran out of GPU memory.
     Raises:
         Exception: what the fitter raises, except running out of GPU memory with more than one
             person in the batch.
@@ -432,4 +433,6 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
     summary.update(count=n, unscored=int((~np.isfinite(per["pa_mpjpe"])).sum()),
                    share_valid=float(per["valid"].mean()), seconds=round(fit_time, 2),
                    fits_per_s=round(n / fit_time, 3) if fit_time > 0 else 0.0)
+    if memory.size is not None:  # (the fits/s are of batches this size, after running out of GPU memory)
+        summary["batch_size_lowered_to"] = memory.size
     return dict(summary=summary, per_person=per)

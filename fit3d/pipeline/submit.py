@@ -11,6 +11,7 @@ the whole set, so it is one job of several tasks (one per GPU) that form a
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,13 +80,19 @@ class ShardJob:
     environment first.
     """
 
-    def __init__(self, args: list[str], entry: Callable[[list[str]], int], distributed: bool = False) -> None:
+    def __init__(self, args: list[str], entry: Callable[[list[str]], int], distributed: bool = False,
+                 cuda_devices: str | None = None) -> None:
         self.args, self.entry, self.distributed = list(args), entry, distributed
+        self.cuda_devices = cuda_devices
 
     def __call__(self) -> int:
         """Run the command in this task (after exporting submitit's ``torch.distributed``
-        environment for a ``distributed`` job); returns its exit code, also said on stderr when
-        not 0 (submitit reports the task as completed whatever it returns)."""
+        environment for a ``distributed`` job, and setting ``CUDA_VISIBLE_DEVICES`` to
+        ``cuda_devices`` when given: a local task's own GPUs, :func:`local_gpu_sets`); returns its
+        exit code, also said on stderr when not 0 (submitit reports the task as completed whatever
+        it returns)."""
+        if self.cuda_devices is not None:  # (before anything initialises CUDA in this process)
+            os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_devices
         if self.distributed:
             import submitit
 
@@ -102,13 +109,15 @@ class ShardJob:
         self.__dict__.update(state)
         if "entry" not in state:
             self.entry = _command_line
+        self.__dict__.setdefault("cuda_devices", None)
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on preemption or timeout: requeue the same task, which
         resumes from the outputs already written."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.entry, self.distributed))
+        return submitit.helpers.DelayedSubmission(ShardJob(self.args, self.entry, self.distributed,
+                                                           self.cuda_devices))
 
 
 def _command_line(args: list[str]) -> int:
@@ -248,38 +257,68 @@ def make_executor(config: SubmitConfig, name: str):
 
 
 def _device(options: list[str]) -> str | None:
-    """The value of ``--device`` among ``options`` (None: not given)."""
+    """The value of ``--device`` among ``options``, the last one given as click reads it (None:
+    not given)."""
+    found = None
     for i, o in enumerate(options):
         if o == "--device" and i + 1 < len(options):
-            return options[i + 1]
-        if o.startswith("--device="):
-            return o.split("=", 1)[1]
-    return None
+            found = options[i + 1]
+        elif o.startswith("--device="):
+            found = o.split("=", 1)[1]
+    return found
+
+
+def _slurm_gpus(slurm_args: dict) -> bool:
+    """Whether ``--slurm-arg`` options ask SLURM for GPUs themselves (``gres=gpu:1``, ``gpus=2``...)."""
+    return any(str(k).replace("-", "_").startswith(("gres", "gpus")) for k in slurm_args)
 
 
 def check_gpus(options: list[str], config: SubmitConfig) -> None:
     """Refuse ``--device cuda`` tasks that would be given no GPU.
 
     Raises:
-        ValueError: ``--device cuda...`` among ``options`` with ``gpus_per_job`` 0 (SLURM allocates
-            no GPU to such a task, and submitit's local executor hides this machine's from it:
-            every task would stop with "no usable CUDA").
+        ValueError: ``--device cuda...`` among ``options`` with ``gpus_per_job`` 0 and no GPUs asked
+            for in ``slurm_args`` (SLURM allocates no GPU to such a task, and submitit's local
+            executor hides this machine's from it: every task would stop with "no usable CUDA"),
+            or NeuralAnnot's ``ranks`` above ``gpus_per_job`` (a rank without its GPU).
     """
     device = _device(options)
-    if device is not None and device.startswith("cuda") and config.gpus_per_job < 1:
+    if device is None or not device.startswith("cuda"):
+        return
+    if config.gpus_per_job < 1 and not _slurm_gpus(config.slurm_args):
         raise ValueError(f"--device {device} needs --gpus-per-job N (N >= 1): a task is given no GPU otherwise "
                          "(SLURM allocates none, and --cluster local hides this machine's from its tasks)")
+    if config.ranks and config.gpus_per_job and config.ranks > config.gpus_per_job:
+        raise ValueError(f"--ranks {config.ranks} on --device {device} needs as many GPUs (--gpus-per-job "
+                         f"{config.ranks}): each rank fits on cuda:<its local rank>")
 
 
-def local_gpu_sets(jobs: int, per_job: int, count: int) -> list[tuple[int, ...]]:
-    """The GPUs of each of ``jobs`` local tasks of ``per_job`` GPUs on a machine of ``count``:
-    consecutive ones, round robin (4 tasks of 1 on 2 GPUs: 0, 1, 0, 1), so that tasks share a card
-    only when there are more tasks than cards (submitit's local executor gives every task the
-    first ``per_job``: all on GPU 0). ``count`` 0: every task gets GPUs ``0..per_job-1``, as
-    submitit's (the task then says that it finds no CUDA)."""
-    if count < 1:
-        return [tuple(range(per_job))] * jobs
-    return [tuple((i * per_job + j) % count for j in range(per_job)) for i in range(jobs)]
+def local_gpu_sets(jobs: int, per_job: int, visible: list[str]) -> list[str]:
+    """Each of ``jobs`` local tasks' ``CUDA_VISIBLE_DEVICES``: ``per_job`` consecutive entries of
+    ``visible`` (this machine's GPUs as this process sees them), round robin (4 tasks of 1 on 2
+    GPUs: 0, 1, 0, 1), so that tasks share a card only when there are more tasks than cards
+    (submitit's local executor gives every task the first ``per_job`` indices: all on GPU 0, and
+    indices of the whole machine, not of the user's ``CUDA_VISIBLE_DEVICES``).
+
+    Raises:
+        ValueError: ``per_job`` above the number of GPUs (a task would be given one twice, which
+            hides every GPU from it).
+    """
+    if per_job > len(visible):
+        raise ValueError(f"--gpus-per-job {per_job} with --cluster local, but this machine shows {len(visible)} GPU"
+                         f"{'s' if len(visible) != 1 else ''}" + (f" ({','.join(visible)})" if visible else ""))
+    return [",".join(visible[(i * per_job + j) % len(visible)] for j in range(per_job)) for i in range(jobs)]
+
+
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as this process sees them: the entries of ``CUDA_VISIBLE_DEVICES``
+    when set (indices, ``GPU-<uuid>`` or ``MIG-...``), else ``0..n-1`` of torch's device count."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        return [d.strip() for d in given.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
 
 
 def submit(command: str, options: list[str], config: SubmitConfig, entry: Callable[[list[str]], int]) -> list:
@@ -304,28 +343,17 @@ def submit(command: str, options: list[str], config: SubmitConfig, entry: Callab
         ranks = config.ranks or max(config.gpus_per_job, 1)
         ex.update_parameters(tasks_per_node=ranks)
         return [ex.submit(ShardJob(args[0], entry, distributed=ranks > 1))]
-    if ex.cluster == "local" and config.gpus_per_job > 0:
-        return _submit_local_on_gpus(ex, args, config.gpus_per_job, entry)
+    devices = [None] * len(args)
+    if ex.cluster == "local" and config.gpus_per_job > 0:  # (submitit's AutoExecutor takes no visible_gpus)
+        visible = visible_gpus()
+        devices = local_gpu_sets(len(args), config.gpus_per_job, visible)
+        if len(args) * config.gpus_per_job > len(visible):
+            log.warning("%d local tasks of %d GPU(s) on a machine of %d: tasks share cards (each fits its share "
+                        "more slowly, and memory is shared)", len(args), config.gpus_per_job, len(visible))
     jobs = []
     with ex.batch():  # one array job on SLURM; each task is a ShardJob, so it can be requeued
-        for a in args:
-            jobs.append(ex.submit(ShardJob(a, entry)))
-    return jobs
-
-
-def _submit_local_on_gpus(ex, args: list[list[str]], per_job: int, entry) -> list:
-    """Local tasks, each with its GPUs of :func:`local_gpu_sets` (submitit's ``visible_gpus``)."""
-    import torch
-
-    count = torch.cuda.device_count()
-    sets = local_gpu_sets(len(args), per_job, count)
-    if count and len(args) * per_job > count:
-        log.warning("%d local tasks of %d GPU(s) on a machine of %d: tasks share cards (each fits its share "
-                    "more slowly, and memory is shared)", len(args), per_job, count)
-    jobs = []
-    for a, gpus in zip(args, sets):
-        ex.update_parameters(local_visible_gpus=gpus)
-        jobs.append(ex.submit(ShardJob(a, entry)))
+        for a, gpus in zip(args, devices):
+            jobs.append(ex.submit(ShardJob(a, entry, cuda_devices=gpus)))
     return jobs
 
 

@@ -142,7 +142,8 @@ def test_a_batch_that_runs_out_of_gpu_memory_is_fitted_again_smaller(anny_model,
     small = SmallGPU(Oracle(anny_model, bench), 3)
     cut = run_benchmark(bench, small, anny_model, batch_size=8, with_pve=False)
     assert small.tried == [8, 4, 2, 2, 2, 2, 2, 2]  # 12 people: 8 and 4 ran out, then at most 2
-    assert cut["summary"]["count"] == 12
+    assert cut["summary"]["count"] == 12 and cut["summary"]["batch_size_lowered_to"] == 2
+    assert "batch_size_lowered_to" not in whole["summary"]
     np.testing.assert_allclose(cut["per_person"]["pa_mpjpe"], whole["per_person"]["pa_mpjpe"], atol=1e-3)  # mm
     other = SmallGPU(Oracle(anny_model, bench), 3, RuntimeError, "linalg.svd: failed to converge (simulated)")
     with pytest.raises(RuntimeError, match="simulated"):  # any other failure stops the benchmark

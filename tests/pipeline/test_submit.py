@@ -121,34 +121,52 @@ def test_an_arrays_exit_code_is_nothing_fitted_only_when_no_task_fitted_anyone()
     assert [array_exit_code(c) for c in ([0, 4], [4, 4], [3, 4], [5, 3, 0], [4, 130], [])] == [0, 4, 3, 5, 130, 0]
 
 
-def test_local_tasks_on_gpus_get_their_own_cards_and_cuda_needs_gpus(monkeypatch):
-    """submitit's local executor gave every task the first GPU(s): 4 tasks on one card of four.
-    Now each task gets its own, round robin; ``--device cuda`` without ``--gpus-per-job`` (a task
-    given no GPU) is refused before anything is queued."""
+def _record_gpus(args):
+    """A task's entry point (picklable, by name): writes the GPUs this task sees to OUT/<shard>.txt."""
+    import os
+    from pathlib import Path
+
+    out = Path(args[args.index("--out") + 1])
+    (out / (args[args.index("--shard") + 1].replace("/", "-") + ".txt")).write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+    return 0
+
+
+def test_local_tasks_on_gpus_get_their_own_cards_and_cuda_needs_gpus(monkeypatch, tmp_path):
+    """submitit's local executor gave every task the first GPU(s) of the whole machine (4 tasks on one
+    card of four, and not those of the user's CUDA_VISIBLE_DEVICES). Now each task, run by submitit's
+    real local executor, sees its own, round robin over what this process sees; ``--device cuda``
+    without ``--gpus-per-job`` (a task given no GPU) and more GPUs per task than the machine has (a
+    repeated index hides every GPU) are refused before anything is queued."""
     import pytest
-    import torch
 
-    import fit3d.pipeline.submit as submit_module
-    from fit3d.pipeline.submit import SubmitConfig, local_gpu_sets, submit
+    from fit3d.pipeline.submit import SubmitConfig, local_gpu_sets, submit, wait_for
 
-    assert local_gpu_sets(4, 1, 4) == [(0,), (1,), (2,), (3,)]
-    assert local_gpu_sets(3, 2, 4) == [(0, 1), (2, 3), (0, 1)]
-    assert local_gpu_sets(2, 1, 0) == [(0,), (0,)]
-
-    class _Recording(_FakeExecutor):
-        def __init__(self, cluster):
-            super().__init__(cluster)
-            self.gpus = []
-
-        def update_parameters(self, **kwargs):
-            self.gpus.append(kwargs["local_visible_gpus"])
-
-    ex = _Recording("local")
-    monkeypatch.setattr(submit_module, "make_executor", lambda config, name: ex)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    jobs = submit("eft", ["--out", "o", "--device", "cuda"], SubmitConfig(jobs=3, cluster="local", gpus_per_job=1), run)
-    assert len(jobs) == 3 and ex.gpus == [(0,), (1,), (0,)]
-    assert [a[a.index("--shard") + 1] for a in ex.args] == ["1/3", "2/3", "3/3"]
-    for device in (["--device", "cuda"], ["--device=cuda:1"]):
+    assert local_gpu_sets(4, 1, ["0", "1", "2", "3"]) == ["0", "1", "2", "3"]
+    assert local_gpu_sets(3, 2, ["0", "1", "2", "3"]) == ["0,1", "2,3", "0,1"]
+    assert local_gpu_sets(3, 1, ["GPU-a", "GPU-b"]) == ["GPU-a", "GPU-b", "GPU-a"]
+    with pytest.raises(ValueError, match="shows 1 GPU"):
+        local_gpu_sets(2, 2, ["0"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")  # the user's cards
+    out = tmp_path / "o"
+    out.mkdir()
+    config = SubmitConfig(jobs=3, cluster="local", gpus_per_job=1, logs=tmp_path / "logs")
+    jobs = submit("eft", ["--out", str(out), "--device", "cuda"], config, _record_gpus)
+    assert [t.code for t in wait_for(jobs)] == [0, 0, 0]
+    assert [(out / f"{i}-3.txt").read_text() for i in (1, 2, 3)] == ["4", "5", "4"]
+    for device in (["--device", "cuda"], ["--device=cuda:1"], ["--device", "cpu", "--device", "cuda"]):
         with pytest.raises(ValueError, match="--gpus-per-job"):
             submit("eft", ["--out", "o", *device], SubmitConfig(jobs=2, cluster="local"), run)
+    with pytest.raises(ValueError, match="shows 2 GPUs"):
+        submit("eft", ["--out", "o", "--device", "cuda"], SubmitConfig(jobs=2, cluster="local", gpus_per_job=3), run)
+
+
+def test_gpus_asked_of_slurm_by_hand_pass_and_ranks_need_their_gpus():
+    import pytest
+
+    from fit3d.pipeline.submit import SubmitConfig, check_gpus
+
+    check_gpus(["--device", "cuda"], SubmitConfig(cluster="slurm", slurm_args={"gres": "gpu:a100:1"}))
+    check_gpus(["--device", "cuda"], SubmitConfig(cluster="slurm", gpus_per_job=4, ranks=4))
+    check_gpus(["--device", "cuda", "--device", "cpu"], SubmitConfig(cluster="local"))  # click reads the last
+    with pytest.raises(ValueError, match="--ranks 4 .* needs as many GPUs"):
+        check_gpus(["--device", "cuda"], SubmitConfig(cluster="slurm", gpus_per_job=2, ranks=4))
