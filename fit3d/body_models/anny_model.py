@@ -14,8 +14,7 @@
   and ``global_orient`` rotates the canonical body about its root joint into the
   OpenCV camera frame. Unlike SMPL, ``transl`` is the camera-frame position of
   the root joint (the pelvis), whatever the shape.
-* Keypoints: anny's COCO regressor (17 COCO + 6 foot points), its two hips moved
-  apart to where COCO's annotators put them (:func:`widen_coco_hips`). Regression and
+* Keypoints: anny's COCO regressor (17 COCO + 6 foot points). Regression and
   linear blend skinning are both linear, so while fitting the keypoints are
   computed exactly from the 36 bone transforms and per-bone anchor points
   (``keypoint_k = sum_b T_b a_kb(shape)``, ``a`` linear in the blendshape
@@ -37,14 +36,6 @@ from fit3d.body_models.anny_kinematics import AnnyKinematics, poses_per_shape
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.data.conventions import KeypointConvention
 from fit3d.geometry import special_procrustes
-
-#: How far anny's COCO hips are moved outward, as a share of their distance (each side).
-#: COCO's annotators mark the hips wider than anny's regressor puts them: on the
-#: ``coco_mini`` train images (41 people with both hips and shoulders) the fitted hips lay
-#: 3.7-4.0 % of the torso length inside the annotated ones, every other keypoint within
-#: ~1.5 %; 0.1 left -0.8 / -1.1 %, 0.2 +1.8 / +1.6 %, so 0.14 (docs/experiments.md,
-#: twenty-ninth session). The hips are ~28 % further apart than anny's own.
-COCO_HIP_WIDENING = 0.14
 
 #: fit3d joint name -> anny bone label. Root first; the others are ``body_pose``.
 ANNY_JOINTS: dict[str, str] = {
@@ -123,7 +114,7 @@ class AnnyModel(BodyModel):
         self.full = anny.Anny.from_model_data(data, **kwargs)
         regressor = anny.KeypointsRegressor.coco(self.full)
         self.keypoint_convention = KeypointConvention("anny_coco23", tuple(regressor.labels))
-        W = widen_coco_hips(regressor.regression_weights.float(), list(regressor.labels))
+        W = regressor.regression_weights.float()
         self.register_buffer("regressor_full", W, persistent=False)
         # The skeleton alone (no vertex): rest bone poses and forward kinematics.
         self.skeleton = anny.Anny.from_model_data(_submodel_data(data, torch.zeros(0, dtype=torch.long)), **kwargs)
@@ -329,31 +320,6 @@ class AnnyModel(BodyModel):
             return BodyOutput(vertices=verts @ C, joints_3d=joints @ C, keypoints_3d=kp @ C)
         joints, kp = self.kinematics(body_pose, self._rest_skeleton(betas), self.joint_bones)  # canonical frame
         return BodyOutput(vertices=None, joints_3d=joints, keypoints_3d=kp)
-
-
-def widen_coco_hips(weights: torch.Tensor, labels: list[str], share: float = COCO_HIP_WIDENING) -> torch.Tensor:
-    """Move each COCO hip of a vertex regressor outward by ``share`` of the hip distance.
-
-    ``left_hip' = left_hip + share * (left_hip - right_hip)`` (and the mirror), a linear
-    combination of the two rows, so the result is still a vertex regressor whose rows sum
-    to 1 and skinning keeps it exact.
-
-    Args:
-        weights: ``(K, V)`` keypoint regression weights (rows named by ``labels``).
-        labels: the K keypoint names; they must contain ``left_hip`` and ``right_hip``.
-        share: the outward move as a share of the hip distance (0 leaves the weights).
-    Returns:
-        ``(K, V)`` a new tensor; the other rows unchanged.
-    Raises:
-        ValueError: ``labels`` lack a hip.
-    """
-    if "left_hip" not in labels or "right_hip" not in labels:
-        raise ValueError(f"the regressor has no left_hip / right_hip among {labels}")
-    i, j = labels.index("left_hip"), labels.index("right_hip")
-    out = weights.clone()
-    out[i] = (1 + share) * weights[i] - share * weights[j]
-    out[j] = (1 + share) * weights[j] - share * weights[i]
-    return out
 
 
 def _version(t: torch.Tensor) -> int | None:

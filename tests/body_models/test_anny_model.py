@@ -5,7 +5,7 @@ import pytest
 import roma
 import torch
 
-from fit3d.body_models.anny_model import ANNY_JOINTS, COCO_HIP_WIDENING, AnnyModel, widen_coco_hips
+from fit3d.body_models.anny_model import ANNY_JOINTS, AnnyModel
 from tests.fixtures.shapes import grouped_against_repeated
 
 
@@ -61,34 +61,6 @@ def test_pruned_keypoints_match_full_regressor(anny_model):
     fast = m(**p).keypoints_3d
     full = m(**p, return_vertices=True).keypoints_3d
     assert (fast - full).norm(dim=-1).max() < 1e-3  # under 1 mm
-
-
-def test_coco_hips_sit_where_coco_annotates_them(anny_model):
-    """The hips are anny's regressor's moved apart by 2 x 0.14 of their distance, along the
-    line through them; the other keypoints are anny's own (also on the mesh path)."""
-    import anny
-
-    m = anny_model
-    raw = anny.KeypointsRegressor.coco(m.full).regression_weights.float()
-    names = list(m.keypoint_convention.names)
-    il, ir = names.index("left_hip"), names.index("right_hip")
-    g = torch.Generator().manual_seed(3)
-    p = m.neutral_params(3)
-    p["body_pose"] = torch.randn(3, 19, 3, generator=g) * 0.3
-    p["betas"] = torch.randn(3, 6, generator=g)
-    out = m(**p, return_vertices=True)
-    own = torch.einsum("kv,bvd->bkd", raw, out.vertices)
-    d_own = own[:, il] - own[:, ir]
-    assert torch.allclose(out.keypoints_3d[:, il], own[:, il] + COCO_HIP_WIDENING * d_own, atol=1e-5)
-    assert torch.allclose(out.keypoints_3d[:, ir], own[:, ir] - COCO_HIP_WIDENING * d_own, atol=1e-5)
-    others = [k for k in range(len(names)) if k not in (il, ir)]
-    assert torch.allclose(out.keypoints_3d[:, others], own[:, others], atol=1e-6)
-    fast = m(**p).keypoints_3d  # the anchors' path agrees
-    assert (fast[:, [il, ir]] - out.keypoints_3d[:, [il, ir]]).norm(dim=-1).max() < 1e-3
-    assert torch.allclose(widen_coco_hips(raw, names, 0.0), raw)
-    assert torch.allclose(widen_coco_hips(raw, names).sum(1), raw.sum(1))  # still a regressor
-    with pytest.raises(ValueError, match="left_hip"):
-        widen_coco_hips(raw, ["nose"] * raw.shape[0])
 
 
 def test_blendshape_coefficients_match_anny(anny_model):

@@ -145,12 +145,9 @@ def test_only_a_rare_prototype_start_reaches_a_rare_pose(anny_model):
                           prototypes=PoseMemory(common))(batch)
     memory = PoseMemory(torch.cat([common, rare]))
     with_rare = SMPLify(anny_model, prior=L2Prior(), schedule=_weak_schedule(), prototypes=memory)(batch)
-    # mm: reaching the pose is within 55 mm; the rest-pose starts (~120) and the common prototypes'
-    # (~70 since the COCO hips were widened, ~95 before) end elsewhere, the rare one's ~40
-    reached = pa_mpjpe(with_rare.joints_3d, truth.joints_3d)
-    assert reached < 55
-    for other in (plain, common_only):
-        assert pa_mpjpe(other.joints_3d, truth.joints_3d) > max(55, 1.5 * reached)
+    assert pa_mpjpe(plain.joints_3d, truth.joints_3d) > 90  # mm: the rest-pose starts end elsewhere
+    assert pa_mpjpe(common_only.joints_3d, truth.joints_3d) > 90
+    assert pa_mpjpe(with_rare.joints_3d, truth.joints_3d) < 55
     assert int(with_rare.extras["prototype"][0]) == len(common)  # the rare prototype won
     assert int(plain.extras["prototype"][0]) == -1
 
