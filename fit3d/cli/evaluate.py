@@ -196,8 +196,7 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
     """
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import json_text, write_json
-    from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
-    from fit3d.fitters.base import batch_size_for
+    from fit3d.evaluation.benchmark import default_benchmark_batch, load_benchmark, run_benchmark
     from fit3d.fitters.build import build_eft, build_smplify
 
     check_fitter_options(ctx, fitter)
@@ -209,7 +208,7 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
         else:
             f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip)
     if batch_size is None:
-        batch_size = batch_size_for(f, device) if body.device.type == "cuda" else 64
+        batch_size = default_benchmark_batch(f, body.device)
     res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=not no_progress, label=fitter)
     s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None),
              pose_space=pose_space if fitter == "smplify" else None, bench=str(bench),

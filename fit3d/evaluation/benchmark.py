@@ -314,13 +314,22 @@ def _percentiles(stats: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: int | None = None,
+def default_benchmark_batch(fitter, device) -> int:
+    """People per call of a benchmark run: 64 on a CPU (the numbers of the README's tables), the
+    fitter's GPU batch on a CUDA device (:func:`~fit3d.fitters.base.batch_size_for`)."""
+    from fit3d.fitters.base import batch_size_for
+
+    return batch_size_for(fitter, device) if torch.device(device).type == "cuda" else 64
+
+
+def run_benchmark(bench: dict, fitter, body_model, batch_size: int | None = None, limit: int | None = None,
                   with_pve: bool = True, progress: bool = False, label: str | None = None) -> dict:
     """Fit every benchmark person and score.
 
     Args:
         bench: :func:`load_benchmark`'s arrays. fitter: ``fitter(PersonBatch) -> FitResult``.
-        body_model: the fitter's model. batch_size: people per call; after a batch runs out of GPU
+        body_model: the fitter's model. batch_size: people per call (None: 64 on a CPU, the fitter's
+        GPU batch on a GPU, :func:`~fit3d.fitters.base.batch_size_for`); after a batch runs out of GPU
         memory, its people and the later batches are fitted at most half as many at a time
         (:class:`~fit3d.devices.MemoryLimit`). limit: the first people only.
         with_pve: score vertices too (same model as the benchmark's). progress: a progress bar,
@@ -349,6 +358,8 @@ def run_benchmark(bench: dict, fitter, body_model, batch_size: int = 64, limit: 
             person in the batch.
     """
     n = len(bench["keypoints_2d"]) if limit is None else min(limit, len(bench["keypoints_2d"]))
+    if batch_size is None:
+        batch_size = default_benchmark_batch(fitter, body_model.device)
     conv = body_model.keypoint_convention
     rows: dict[str, list] = {}
     fit_time = 0.0

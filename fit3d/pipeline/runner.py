@@ -476,6 +476,8 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         processes=1 + len(shared.worker_pids) if shared else 1,  # (those that fitted)
         threads_per_process=pool.threads if shared and shared.worker_pids else torch.get_num_threads(),
     )
+    if job.memory.size is not None:  # (this process's batches after running out of GPU memory; a worker keeps its own)
+        summary["batch_size_lowered_to"] = job.memory.size
     if job.retired:
         summary["merged_dataset_removed"] = job.retired
     if config.check_settings:

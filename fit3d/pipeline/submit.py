@@ -339,10 +339,6 @@ def submit(command: str, options: list[str], config: SubmitConfig, entry: Callab
     ex = make_executor(config, f"fit3d-{command}")
     if ex.cluster == "local" and config.jobs > 1 and not _given(options, "--workers"):
         args = [[*a, "--workers", "1"] for a in args]  # local tasks share the cores already
-    if command == "neuralannot":
-        ranks = config.ranks or max(config.gpus_per_job, 1)
-        ex.update_parameters(tasks_per_node=ranks)
-        return [ex.submit(ShardJob(args[0], entry, distributed=ranks > 1))]
     devices = [None] * len(args)
     if ex.cluster == "local" and config.gpus_per_job > 0:  # (submitit's AutoExecutor takes no visible_gpus)
         visible = visible_gpus()
@@ -350,6 +346,10 @@ def submit(command: str, options: list[str], config: SubmitConfig, entry: Callab
         if len(args) * config.gpus_per_job > len(visible):
             log.warning("%d local tasks of %d GPU(s) on a machine of %d: tasks share cards (each fits its share "
                         "more slowly, and memory is shared)", len(args), config.gpus_per_job, len(visible))
+    if command == "neuralannot":  # (its ranks share the job's GPUs, each on cuda:<its local rank>)
+        ranks = config.ranks or max(config.gpus_per_job, 1)
+        ex.update_parameters(tasks_per_node=ranks)
+        return [ex.submit(ShardJob(args[0], entry, distributed=ranks > 1, cuda_devices=devices[0]))]
     jobs = []
     with ex.batch():  # one array job on SLURM; each task is a ShardJob, so it can be requeued
         for a, gpus in zip(args, devices):

@@ -243,3 +243,14 @@ def test_the_old_protocol_refuses_a_noise_scale_it_does_not_have(anny_model):
 
     with pytest.raises(ValueError, match="one noise model"):
         make_benchmark(load_pose_set(bundled_pose_set()), anny_model, n=4, protocol="trials-v1", noise=2.0)
+
+
+def test_a_benchmark_runs_64_people_per_call_on_a_cpu_and_the_fitters_gpu_batch_on_a_gpu():
+    from fit3d.evaluation.benchmark import default_benchmark_batch
+
+    class Sized:
+        default_batch_size, cuda_batch_size = 256, 4096
+
+    assert default_benchmark_batch(Sized(), "cpu") == 64  # (the README tables' batches)
+    assert default_benchmark_batch(Sized(), "cuda:1") == 4096
+    assert default_benchmark_batch(lambda batch: batch, "cuda") == 64

@@ -92,3 +92,4 @@ def test_a_run_remembers_its_memory_limit_over_its_batches(tmp_path, sample_copy
     assert s["this_run"]["people_failed"] == 0 and s["this_run"]["people_fitted"] > 2
     first = next(i for i, n in enumerate(tried) if n > 1)  # the first batch ran out of memory ...
     assert tried[first + 1:] and set(tried[first + 1:]) == {1}  # ... and every later one was fitted one by one
+    assert s["batch_size"] == 2 and s["batch_size_lowered_to"] == 1  # (what ran, beside what was asked)

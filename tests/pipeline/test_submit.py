@@ -170,3 +170,24 @@ def test_gpus_asked_of_slurm_by_hand_pass_and_ranks_need_their_gpus():
     check_gpus(["--device", "cuda", "--device", "cpu"], SubmitConfig(cluster="local"))  # click reads the last
     with pytest.raises(ValueError, match="--ranks 4 .* needs as many GPUs"):
         check_gpus(["--device", "cuda"], SubmitConfig(cluster="slurm", gpus_per_job=2, ranks=4))
+
+
+def test_local_neuralannot_ranks_share_the_gpus_this_shell_sees(monkeypatch):
+    """NeuralAnnot's one local job of N ranks: its GPUs are the first N this shell sees (submitit's
+    local executor gave the whole machine's 0..N-1, whatever CUDA_VISIBLE_DEVICES said)."""
+    import fit3d.pipeline.submit as submit_module
+    from fit3d.pipeline.submit import SubmitConfig, submit
+
+    class _Job(_FakeExecutor):
+        def update_parameters(self, **kwargs):
+            self.parameters = kwargs
+
+        def submit(self, job):
+            self.job = job
+            return job
+
+    ex = _Job("local")
+    monkeypatch.setattr(submit_module, "make_executor", lambda config, name: ex)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-b,GPU-c,GPU-d")
+    submit("neuralannot", ["--out", "o", "--device", "cuda"], SubmitConfig(cluster="local", gpus_per_job=2), run)
+    assert ex.job.cuda_devices == "GPU-b,GPU-c" and ex.job.distributed and ex.parameters == {"tasks_per_node": 2}
