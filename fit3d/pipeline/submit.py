@@ -93,6 +93,7 @@ class ShardJob:
         it returns)."""
         if self.cuda_devices is not None:  # (before anything initialises CUDA in this process)
             os.environ["CUDA_VISIBLE_DEVICES"] = self.cuda_devices
+            print(f"fit3d: this task's GPUs: CUDA_VISIBLE_DEVICES={self.cuda_devices}", file=sys.stderr, flush=True)
         if self.distributed:
             import submitit
 
@@ -274,17 +275,31 @@ def _slurm_gpus(slurm_args: dict) -> bool:
 
 
 def check_gpus(options: list[str], config: SubmitConfig) -> None:
-    """Refuse ``--device cuda`` tasks that would be given no GPU.
+    """Refuse tasks that would be given no GPU, or GPUs that do not exist (before the pre-check and
+    before the logs folder is made).
 
     Raises:
         ValueError: ``--device cuda...`` among ``options`` with ``gpus_per_job`` 0 and no GPUs asked
             for in ``slurm_args`` (SLURM allocates no GPU to such a task, and submitit's local
             executor hides this machine's from it: every task would stop with "no usable CUDA"),
-            or NeuralAnnot's ``ranks`` above ``gpus_per_job`` (a rank without its GPU).
+            or NeuralAnnot's ``ranks`` above ``gpus_per_job`` (a rank without its GPU), ``cuda:N``
+            with N beyond a task's own GPUs, and for ``cluster="local"`` a torch without CUDA or more
+            GPUs per task than this machine shows (:func:`local_gpu_sets`).
     """
     device = _device(options)
-    if device is None or not device.startswith("cuda"):
+    cuda = device is not None and device.startswith("cuda")
+    if cuda and config.cluster == "local":  # (the tasks run here: this torch must have CUDA; the pre-check runs on the CPU)
+        from fit3d.devices import check_device
+
+        check_device("cuda")
+    if config.cluster == "local" and config.gpus_per_job > 0:
+        local_gpu_sets(config.jobs, config.gpus_per_job, visible_gpus())  # (refuses more GPUs than there are)
+    if not cuda:
         return
+    index = device.partition(":")[2]
+    if index.isdigit() and config.gpus_per_job and int(index) >= config.gpus_per_job:
+        raise ValueError(f"--device {device}: each task sees only its own {config.gpus_per_job} GPU"
+                         f"{'s' if config.gpus_per_job != 1 else ''} (cuda:0 on), so give --device cuda")
     if config.gpus_per_job < 1 and not _slurm_gpus(config.slurm_args):
         raise ValueError(f"--device {device} needs --gpus-per-job N (N >= 1): a task is given no GPU otherwise "
                          "(SLURM allocates none, and --cluster local hides this machine's from its tasks)")
@@ -312,10 +327,16 @@ def local_gpu_sets(jobs: int, per_job: int, visible: list[str]) -> list[str]:
 
 def visible_gpus() -> list[str]:
     """This machine's GPUs as this process sees them: the entries of ``CUDA_VISIBLE_DEVICES``
-    when set (indices, ``GPU-<uuid>`` or ``MIG-...``), else ``0..n-1`` of torch's device count."""
+    when set (indices, ``GPU-<uuid>`` or ``MIG-...``, up to the first other entry, as CUDA reads
+    it), else ``0..n-1`` of torch's device count."""
     given = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if given is not None:
-        return [d.strip() for d in given.split(",") if d.strip()]
+    if given is not None:  # (CUDA reads the list up to its first invalid entry: "-1" hides every GPU)
+        out = []
+        for d in (d.strip() for d in given.split(",")):
+            if not (d.isdigit() or d.startswith(("GPU-", "MIG-"))):
+                break
+            out.append(d)
+        return out
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]

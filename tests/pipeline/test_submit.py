@@ -147,6 +147,7 @@ def test_local_tasks_on_gpus_get_their_own_cards_and_cuda_needs_gpus(monkeypatch
     with pytest.raises(ValueError, match="shows 1 GPU"):
         local_gpu_sets(2, 2, ["0"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")  # the user's cards
+    monkeypatch.setattr("fit3d.devices.check_device", lambda device: None)  # (as if this torch had CUDA)
     out = tmp_path / "o"
     out.mkdir()
     config = SubmitConfig(jobs=3, cluster="local", gpus_per_job=1, logs=tmp_path / "logs")
@@ -189,5 +190,28 @@ def test_local_neuralannot_ranks_share_the_gpus_this_shell_sees(monkeypatch):
     ex = _Job("local")
     monkeypatch.setattr(submit_module, "make_executor", lambda config, name: ex)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-b,GPU-c,GPU-d")
+    monkeypatch.setattr("fit3d.devices.check_device", lambda device: None)
     submit("neuralannot", ["--out", "o", "--device", "cuda"], SubmitConfig(cluster="local", gpus_per_job=2), run)
     assert ex.job.cuda_devices == "GPU-b,GPU-c" and ex.job.distributed and ex.parameters == {"tasks_per_node": 2}
+
+
+def test_what_a_local_gpu_submit_cannot_run_is_refused_before_the_pre_check(monkeypatch):
+    """A new-user trial: local tasks with a torch without CUDA were all queued and all failed; "-1"
+    (CUDA's way to hide every GPU) counted as one GPU; cuda:1 on a task's one GPU passed."""
+    import pytest
+    import torch
+
+    from fit3d.pipeline.submit import SubmitConfig, check_gpus, visible_gpus
+
+    for given, seen in (("-1", []), ("0,1,-1,2", ["0", "1"]), ("", []), ("GPU-a,MIG-b", ["GPU-a", "MIG-b"])):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", given)
+        assert visible_gpus() == seen, given
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no usable CUDA"):
+            check_gpus(["--device", "cuda"], SubmitConfig(cluster="local", gpus_per_job=1))
+    monkeypatch.setattr("fit3d.devices.check_device", lambda device: None)
+    with pytest.raises(ValueError, match="each task sees only its own 1 GPU"):
+        check_gpus(["--device", "cuda:1"], SubmitConfig(cluster="slurm", gpus_per_job=1))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    with pytest.raises(ValueError, match="shows 0 GPUs"):
+        check_gpus(["--device", "cuda"], SubmitConfig(cluster="local", gpus_per_job=1))
