@@ -11,7 +11,7 @@ person's box diagonal), and the fit's reprojected COCO-17 points are compared wi
 person's labelled points: mean distance as % of the annotated box diagonal, PCK at 5 %.
 
     python benchmarks/detector_keypoints.py --data path/to/coco_mini --split val \\
-        --fitter eft --mode score --thresholds 0.0001,0.3
+        --fitter eft --mode score --thresholds 0.0001,0.3 [--fit-args "--finetune all"]
 
 README ("Keypoints from a detector") has the numbers of 2026-12-03.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def main() -> None:
     ap.add_argument("--mode", default="score", choices=["score", "bin"])
     ap.add_argument("--thresholds", default="0.0001")
     ap.add_argument("--work", type=Path, default=Path("/tmp/fit3d-detector-keypoints"))
+    ap.add_argument("--fit-args", default="", help="further options of the fit command, e.g. '--finetune fast'")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     images = args.data / f"{args.split}2017"
@@ -132,7 +134,8 @@ def main() -> None:
         write_coco(raw, tau, args.mode, ann)
         fits = args.work / f"fits_{args.fitter}_{args.split}_{args.mode}_{tau}"
         r = subprocess.run(["fit3d", args.fitter, "--images", str(images), "--annotations", str(ann), "--out",
-                            str(fits), "--no-progress", "--workers", "1", "--overwrite"], capture_output=True, text=True)
+                            str(fits), "--no-progress", "--workers", "1", "--overwrite", *shlex.split(args.fit_args)],
+                           capture_output=True, text=True)
         s = score(raw, people, fits)
         print(f"{args.fitter} {args.split} {args.mode} threshold {tau}: exit {r.returncode}, {s['matched']} matched "
               f"({s['unfitted']} not fitted): mean {s['mean']:.2f} % of the box diagonal, median {s['median']:.2f} %, "

@@ -183,16 +183,18 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing,
               help="torch device: cpu, cuda, cuda:1...")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="eft and regressor: flip test-time augmentation (as 'fit3d eft').")
+@click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
+              help="eft: the weights fine-tuned per person (as 'fit3d eft --finetune').")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="metrics .json (as printed: null for a metric without people).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, flip,
-                  out, no_progress):
+                  finetune, out, no_progress):
     """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s.
 
     --prior applies to smplify and eft, --pose-space and --schedule to smplify, --flip/--no-flip to
-    eft and regressor; giving one to another fitter is a usage error (exit 2).
+    eft and regressor, --finetune to eft; giving one to another fitter is a usage error (exit 2).
     """
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import json_text, write_json
@@ -206,13 +208,14 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
         if fitter == "smplify":
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:
-            f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip)
+            f = build_eft(body, steps=0 if fitter == "regressor" else None, prior=prior, flip=flip, finetune=finetune)
     if batch_size is None:
         batch_size = default_benchmark_batch(f, body.device)
     res = run_benchmark(data, f, body, batch_size=batch_size, limit=limit, progress=not no_progress, label=fitter)
     s = dict(res["summary"], fitter=fitter, prior=getattr(getattr(f, "prior", None), "name", None),
              pose_space=pose_space if fitter == "smplify" else None, bench=str(bench),
-             flip=flip if fitter != "smplify" else None, batch_size=batch_size)
+             flip=flip if fitter != "smplify" else None, finetune=finetune if fitter == "eft" else None,
+             batch_size=batch_size)
     click.echo(json_text(s, strict=True))
     if out:
         write_json(out, s, strict=True)
@@ -220,7 +223,7 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
 
 #: ``fit3d benchmark run``'s options that apply to some fitters only: parameter name -> fitters.
 FITTER_OPTIONS = {"prior": ("smplify", "eft"), "pose_space": ("smplify",), "schedule": ("smplify",),
-                  "flip": ("eft", "regressor")}
+                  "flip": ("eft", "regressor"), "finetune": ("eft",)}
 
 
 def check_fitter_options(ctx: click.Context, fitter: str) -> None:

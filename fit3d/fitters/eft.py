@@ -117,6 +117,10 @@ class FinetunePreset(NamedTuple):
 #: rate lets fine-tuning reach unusual poses; the stricter ratio keeps it off ordinary ones.
 #: On the held-out test subjects it is 0.7 mm worse than ``all`` with realistic noise and
 #: 0.8 mm better noise-free (`docs/numbers-history.md`, "Throughput"), so ``all`` stays the default.
+#: Again with the shipped regressor (2026-12-04): within 1 mm of ``all`` on every validation file
+#: but 0.2-0.3 mm worse on their mean with noise; on the test subjects +1.0 mm [+0.3, +1.7] with
+#: noise, -0.4 noise-free; ``all`` stays, as the main job takes the most accurate configuration
+#: (`docs/experiments.md`, "Thirty-second session").
 FINETUNE_PRESETS: dict[str, FinetunePreset] = {
     "all": FinetunePreset(None, 3e-5, ACCEPT_RATIO),
     "fast": FinetunePreset(("inp", "ief.4"), 1.3e-4, 1.8),

@@ -60,12 +60,27 @@ def test_benchmark_run_writes_valid_json_and_no_progress_bar_with_no_progress(tm
     ("eft", ["--pose-space", "latent"], "--pose-space"),
     ("eft", ["--schedule", "s.json"], "--schedule"),
     ("smplify", ["--no-flip"], "--flip/--no-flip"),
+    ("regressor", ["--finetune", "fast"], "--finetune"),
+    ("smplify", ["--finetune", "all"], "--finetune"),
 ])
 def test_benchmark_run_refuses_options_its_fitter_does_not_use(tmp_path, fitter, options, named):
     any_file = tmp_path / "b.npz"  # refused before the benchmark is read
     any_file.write_bytes(b"")
     r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(any_file), "--fitter", fitter, *options])
     assert r.exit_code == 2 and f"{named} does not apply to --fitter {fitter}" in r.output, r.output
+
+
+def test_benchmark_run_fine_tunes_what_finetune_names_and_records_it(tmp_path, bench, monkeypatch):
+    import fit3d.fitters.build as build
+
+    made = []
+    real = build.build_eft
+    monkeypatch.setattr(build, "build_eft", lambda *a, **k: made.append(k) or real(*a, **k))
+    out = tmp_path / "s.json"
+    r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(bench), "--fitter", "eft", "--finetune", "fast",
+                                 "--limit", "2", "--no-progress", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert made[0]["finetune"] == "fast" and _strict_json(out.read_text())["finetune"] == "fast"
 
 
 def test_benchmark_run_prior_help_names_the_defaults():
