@@ -84,7 +84,9 @@ def submit(command, options, jobs, cluster, logs, slurm_partition, gpus_per_job,
             submitted = do_submit(command, list(options), config, entry)
     except ClusterUnavailable as e:
         raise click.ClickException(str(e)) from e
-    click.echo(f"fit3d: submitted {len(submitted)} task(s) of 'fit3d {command}' to {cluster}: "
+    tasks = sum(getattr(j, "num_tasks", 1) for j in submitted)  # NeuralAnnot: one job, a task per rank
+    what = f"{len(submitted)} task(s)" if tasks == len(submitted) else f"{len(submitted)} job(s) of {tasks} tasks (ranks)"
+    click.echo(f"fit3d: submitted {what} of 'fit3d {command}' to {cluster}: "
                f"{', '.join(str(j.job_id) for j in submitted[:8])}{' ...' if len(submitted) > 8 else ''}; "
                f"logs in {logs}", err=True)
     if wait is None:

@@ -17,7 +17,7 @@ def test_submit_local_jobs_then_merge_equals_one_run(tmp_path, sample_dir, anny_
     r = CliRunner().invoke(cli, ["submit", "eft", *common, "--out", str(tmp_path / "many"), "--jobs", "3",
                                  "--cluster", "local", "--logs", str(tmp_path / "logs")])
     assert r.exit_code == 0, r.output
-    assert "3 task(s) finished: 3 exit 0" in r.output
+    assert "3 task(s) finished: 3 exit 0" in r.output and "submitted 3 task(s) of 'fit3d eft'" in r.output
     assert len(list((tmp_path / "many").glob("summary.shard-*-of-3.json"))) == 3
     r = CliRunner().invoke(cli, ["merge", "--fits", str(tmp_path / "many")])
     assert r.exit_code == 0 and "merged 14 people (12 fitted" in r.output, r.output
@@ -55,6 +55,7 @@ def test_submit_neuralannot_runs_one_job_of_two_ranks(tmp_path, sample_dir):
                                  "pretrain", "--no-progress", "--cluster", "local", "--ranks", "2", "--logs",
                                  str(tmp_path / "logs")])
     assert r.exit_code == 0 and "2 task(s) finished: 2 exit 0" in r.output, r.output
+    assert "submitted 1 job(s) of 2 tasks (ranks) of 'fit3d neuralannot'" in r.output  # not "1 task(s)", then 2
     assert (out / "annotator.pt").is_file() and len(list(out.glob("*.npz"))) == 4
     assert len(list(out.glob("summary.shard-*-of-2.json"))) == 2  # each rank annotated its share
 
