@@ -197,12 +197,21 @@ def _on_cpu(args: list[str]) -> list[str]:
     ``fit3d submit`` is typed (often a login node without the tasks' GPUs), and the device
     decides no setting it checks."""
     out = list(args)
-    for i, a in enumerate(out):
-        if a == "--device" and i + 1 < len(out):
-            out[i + 1] = "cpu"
-        elif a.startswith("--device="):
-            out[i] = "--device=cpu"
+    for i, inline in _device_values(out):
+        out[i] = "--device=cpu" if inline else "cpu"
     return out
+
+
+def _device_values(options: list[str]) -> list[tuple[int, bool]]:
+    """Where ``options`` give ``--device``'s value, in order: ``(index, inline)``, the index of the
+    value itself (``--device X``) or of ``--device=X`` (``inline``)."""
+    found = []
+    for i, o in enumerate(options):
+        if o == "--device" and i + 1 < len(options):
+            found.append((i + 1, False))
+        elif o.startswith("--device="):
+            found.append((i, True))
+    return found
 
 
 class ClusterUnavailable(RuntimeError):
@@ -260,13 +269,11 @@ def make_executor(config: SubmitConfig, name: str):
 def _device(options: list[str]) -> str | None:
     """The value of ``--device`` among ``options``, the last one given as click reads it (None:
     not given)."""
-    found = None
-    for i, o in enumerate(options):
-        if o == "--device" and i + 1 < len(options):
-            found = options[i + 1]
-        elif o.startswith("--device="):
-            found = o.split("=", 1)[1]
-    return found
+    where = _device_values(options)
+    if not where:
+        return None
+    i, inline = where[-1]
+    return options[i].split("=", 1)[1] if inline else options[i]
 
 
 def _slurm_gpus(slurm_args: dict) -> bool:
