@@ -23,9 +23,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import pickle
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from fit3d.body_models.base import BodyModel, BodyOutput
@@ -181,7 +184,7 @@ class SMPLXModel(BodyModel):
             cls = {"smpl": smplx.SMPL, "smplh": smplx.SMPLH, "smplx": smplx.SMPLX}[model_type]
             said = io.StringIO()  # smplx prints "WARNING: You are using a SMPL model, with only 10 shape
             with contextlib.redirect_stdout(said):  # coefficients." on stdout for every model: to the log
-                self.smpl = cls(model_path=str(path), **kwargs)
+                self.smpl = _construct(cls, path, kwargs)
             for line in filter(None, map(str.strip, said.getvalue().splitlines())):
                 log.debug("smplx: %s", line)
         except Exception as e:  # noqa: BLE001 - pickle, zip, numpy and key errors of a bad file: one clear line
@@ -318,6 +321,38 @@ class SMPLXModel(BodyModel):
         joints = torch.cat([posed, kp], 1)
         return BodyOutput(vertices=None, joints_3d=joints[:, : len(self.joint_names)],
                           keypoints_3d=joints[:, self.keypoint_index])
+
+
+#: The MANO hand-pose PCA that smplx's SMPL-H / SMPL-X read from every file, and what stands in for
+#: it where a file has none (AMASS's "Extended SMPL+H" ``model.npz``, the SMPL-X files made for
+#: SOMA / MoSh / AMASS): fit3d builds both with ``use_pca=False`` and ``flat_hand_mean=True``, so
+#: smplx uses neither the components nor the means (it takes zeros for the flat hand).
+_HAND_PCA = {"hands_componentsl": lambda: np.eye(45), "hands_componentsr": lambda: np.eye(45),
+             "hands_meanl": lambda: np.zeros(45), "hands_meanr": lambda: np.zeros(45)}
+
+
+def _construct(cls, path: Path, kwargs: dict):
+    """``cls(model_path=path, **kwargs)`` (a smplx model class); a SMPL-H / SMPL-X file without the
+    MANO hand PCA (:data:`_HAND_PCA`), which smplx reads even with ``use_pca=False``, is read
+    again from a copy with that PCA filled in."""
+    try:
+        return cls(model_path=str(path), **kwargs)
+    except AttributeError as e:
+        if not any(k in str(e) for k in _HAND_PCA):
+            raise
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=True) as z:
+            data = dict(z)
+    else:
+        with open(path, "rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    data = {k: (v.toarray() if hasattr(v, "toarray") else v) for k, v in data.items()}  # (a sparse J_regressor)
+    data.update({k: make() for k, make in _HAND_PCA.items() if k not in data})
+    log.info("%s has no MANO hand PCA (an AMASS / MoSh file): hands at rest, flat, as always in fit3d", path)
+    with tempfile.TemporaryDirectory(prefix="fit3d-smplx-") as tmp:
+        copy = Path(tmp) / "model.npz"
+        np.savez(copy, **data)
+        return cls(model_path=str(copy), **dict(kwargs, ext="npz"))
 
 
 class _Chain(NamedTuple):

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -180,6 +181,32 @@ def test_the_downloads_own_file_names_are_found_and_their_gender_checked(tmp_pat
     assert find_model_file("smplx", tmp_path, "neutral") == tmp_path / "smplx" / "neutral" / "model.npz"
     m = build_body_model("smplx", tmp_path / "smplx" / "neutral" / "model.npz")
     assert m.name == "smplx" and m.num_body_joints == 21
+
+
+@pytest.mark.parametrize("model_type, source", [("smplh", "SMPLH_NEUTRAL.pkl"), ("smplx", "SMPLX_NEUTRAL.npz")])
+def test_a_file_without_the_mano_hand_pca_loads(tmp_path, smpl_like_dir, model_type, source):
+    """Found by a review: AMASS's "Extended SMPL+H" model.npz (and the SMPL-X files made for
+    SOMA / MoSh / AMASS) have no hands_components / hands_mean, which smplx reads even with
+    use_pca=False: the file was called unreadable or damaged. fit3d's hands are flat and at rest."""
+    import pickle
+
+    full = smpl_like_dir / model_type / source
+    if full.suffix == ".npz":
+        with np.load(full, allow_pickle=True) as z:
+            data = dict(z)
+    else:
+        with open(full, "rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    data = {k: (v.toarray() if hasattr(v, "toarray") else v) for k, v in data.items() if not k.startswith("hands_")}
+    amass = tmp_path / "male" / "model.npz"
+    amass.parent.mkdir()
+    np.savez(amass, **data)
+    m, ref = build_body_model(model_type, tmp_path, gender="male"), build_body_model(model_type, full)
+    assert m.model_file == amass
+    g = torch.Generator().manual_seed(0)
+    pose, betas = torch.randn(3, ref.num_body_joints, 3, generator=g) * 0.3, torch.randn(3, ref.num_betas, generator=g)
+    a, b = m.canonical(pose, betas, return_vertices=True), ref.canonical(pose, betas, return_vertices=True)
+    assert torch.allclose(a.keypoints_3d, b.keypoints_3d, atol=1e-6) and torch.allclose(a.vertices, b.vertices, atol=1e-6)
 
 
 def test_a_file_of_another_smpl_family_model_is_named_as_such(smpl_like_dir):
