@@ -130,7 +130,10 @@ class VAEPrior(Prior):
         """A VPoser v2 checkpoint (21 joints, SMPL-X body) as a :class:`VAEPrior`.
 
         Accepts a ``.ckpt``/``.pt`` path or a state dict, with or without a
-        ``state_dict`` wrapper and ``vp_model.`` / ``model.`` / ``module.`` prefixes.
+        ``state_dict`` wrapper and ``vp_model.`` / ``model.`` / ``module.`` prefixes. In a
+        checkpoint of human_body_prior's trainer (the released ``V02_05`` files) only the
+        ``vp_model.`` weights are VPoser's: the rest (its training body model's buffers,
+        ``bm_train.*``) is left out, as human_body_prior's own loader leaves it.
 
         Raises:
             KeyError / RuntimeError: the keys or shapes are not VPoser v2's.
@@ -140,6 +143,8 @@ class VAEPrior(Prior):
             sd = torch.load(path_or_state, map_location="cpu", weights_only=False)
         if "state_dict" in sd:
             sd = sd["state_dict"]
+        if any(k.startswith("vp_model.") for k in sd):  # a trainer's checkpoint: VPoser is its vp_model
+            sd = {k: v for k, v in sd.items() if k.startswith("vp_model.")}
         clean = {}
         for k, v in sd.items():
             for prefix in ("vp_model.", "model.", "module."):

@@ -78,6 +78,12 @@ def test_vposer_v2_state_dict_loads():
     assert sd["vp_model.decoder_net.5.weight"].shape == (126, 512)
     m = VAEPrior.load_vposer_v2({"state_dict": sd})
     assert m.num_joints == 21 and m.latent_dim == 32
+    # human_body_prior's trainer also saves its training body model's buffers (a review: strict loading refused them)
+    trainer = dict(sd, **{"bm_train.init_v_template": torch.zeros(1, 10, 3), "bm_train.shapedirs": torch.zeros(10, 3, 4)})
+    m2 = VAEPrior.load_vposer_v2({"state_dict": trainer, "epoch": 13})
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), m2.state_dict().values()))
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # anything else unknown is still refused
+        VAEPrior.load_vposer_v2({"state_dict": {k[len("vp_model."):]: v for k, v in trainer.items()}})
     z = torch.zeros(3, 32)
     assert m.decode(z).shape == (3, 21, 3)
     mu, sigma = m.encode(torch.zeros(3, 21, 3))
