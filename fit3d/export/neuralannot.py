@@ -6,7 +6,9 @@ NeuralAnnot_RELEASE's ``MSCOCO/demo_smpl.py`` and I2L-MeshNet's ``data/MSCOCO/MS
 them. SMPL-X fits write ``"smplx_param"`` with ``root_pose`` (3,), ``body_pose`` (63,),
 ``lhand_pose``, ``rhand_pose`` (45,), ``jaw_pose`` (3,), ``shape`` (10,), ``expr`` (10,),
 ``trans`` (3,), ``gender``, and ``lhand_valid``, ``rhand_valid``, ``face_valid`` all false: fit3d
-fits no hands or face (their poses are written at rest), and Hand4Whole's loader
+fits no hands or face (their poses are written as zeros: flat hands in fit3d's SMPL-X, built with
+``flat_hand_mean=True``; a reader that builds SMPL-X with smplx's default ``flat_hand_mean=False``, as
+Hand4Whole does, poses them as the model's mean, relaxed hands), and Hand4Whole's loader
 (``common/utils/preprocessing.py``, ``process_human_model_output``) indexes these flags for every
 entry and masks the parts they mark invalid. ``gender`` (``neutral``, ``male``, ``female``: the
 body model the fits were made with) is what that loader poses an entry with (neutral when
