@@ -33,3 +33,24 @@ def interruptible():
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def deferred():
+    """Within the block, SIGINT and SIGTERM wait: they are delivered, to the handlers in place
+    before it (e.g. :func:`interruptible`'s), when the block ends. For steps that must happen
+    together, such as writing an image's output and counting it (a review: a signal between the
+    two left the run's summary short of a file on disk). Outside the main thread nothing
+    changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        if caught:
+            signal.raise_signal(caught[0])

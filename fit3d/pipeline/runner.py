@@ -43,7 +43,7 @@ from fit3d.fitters.base import batch_size_for
 from fit3d.fitters.describe import fitter_settings
 from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import MemoryLimit, SharedFitting, fit_people
-from fit3d.pipeline.interrupt import Interrupted, interruptible
+from fit3d.pipeline.interrupt import Interrupted, deferred, interruptible
 from fit3d.pipeline.lock import run_lock
 from fit3d.pipeline.merge import retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
@@ -157,6 +157,10 @@ class _Job:
         self.bar = None
         self.retired: list[str] | None = None  #: merged dataset files removed (None: not checked yet)
         self.memory = MemoryLimit()  #: this process's batch size after running out of GPU memory
+        #: whether this run overwrites fits of other settings (:func:`check_settings`): an image that
+        #: fails has its earlier output removed, so that the folder never mixes the two
+        self.replacing = False
+        self.not_replaced: list[str] = []  #: failed images whose earlier output could not be removed
 
     def warn_unstored(self, result: FitResult | None) -> None:
         """Once per run: say which of the fitter's extras are not stored (the fitter has no
@@ -225,7 +229,7 @@ class _Job:
     def finish(self, images: list[ImageRecord], entries: list[tuple], results: list[tuple]) -> None:
         """Record the :func:`fit_people` ``results`` of :meth:`prepare`'s people to fit and
         write each image whose people are all done."""
-        c, config = self.counts, self.config
+        config = self.config
         to_fit = [p for _, p, r in entries if r is None]
         fits = dict(zip(map(id, to_fit), results))
         records: dict[int, list[dict]] = {i: [] for i in range(len(images))}
@@ -249,43 +253,62 @@ class _Job:
             records[ii].append(person_record(p, res, row, self.body_model, focal, pp, reason or "",
                                              self.extra_defaults))
         for ii, img in enumerate(images):
-            if ii in failed:  # not written: the whole image is fitted again by the next run
-                c.images_failed += 1
-                c.people_failed += len(failed[ii])
-                c.people_deferred += len(records[ii])
-                c.failures.extend(failed[ii])
-                _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failed[ii]))
-                continue
-            self.before_writing()
-            path = output_path(self.out_dir, img.image_key)
-            try:
-                if img.dropped:  # marked before the .npz exists: an interruption between the two refits it
-                    write_json(incomplete_path(self.out_dir, img.image_key),
-                               dict(image=img.image_key, unreadable_annotations=img.dropped))
-                write_npz(path, image_record(img, records[ii], self.body_model, config.fitter_name,
-                                             f"{config.shard[0] + 1}/{config.shard[1]}"))
-            except OSError as e:  # this image's output cannot be written: the others carry on
-                c.images_failed += 1
-                c.people_deferred += len(records[ii])
-                failure = dict(image=img.image_key, annot_id=None, reason=f"could not write {path}: {e}")
-                c.failures.append(failure)
-                _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=[failure]))
-                continue
-            failure_path(self.out_dir, img.image_key).unlink(missing_ok=True)
-            if img.dropped:  # written without the people whose annotations could not be read
-                c.images_incomplete += 1
-            else:
-                incomplete_path(self.out_dir, img.image_key).unlink(missing_ok=True)
-            c.images_written += 1
-            for rec in records[ii]:  # counted once written
-                if rec["status"] == "fitted":
-                    c.people_fitted += 1
-                    c.people_valid += int(rec["valid"])
-                    c.reproj_error_px.append(float(rec["reproj_error_px"]))
-                else:
-                    c.skipped[reason_kind(str(rec["skip_reason"]))] += 1
+            with deferred():  # an image's output and its counting, or neither (a signal waits for both)
+                self._conclude(img, records[ii], failed.get(ii))
         if self.bar is not None:
             self.bar.update(len(entries))
+
+    def _conclude(self, img: ImageRecord, records: list[dict], failures: list[dict] | None) -> None:
+        """Write ``img``'s output from its people's ``records`` and count them, or, when some of its
+        people ``failures`` (or the output cannot be written), record the image as failed: the next
+        run fits it again."""
+        c, config = self.counts, self.config
+        if failures:  # not written: the whole image is fitted again by the next run
+            c.images_failed += 1
+            c.people_failed += len(failures)
+            c.people_deferred += len(records)
+            c.failures.extend(failures)
+            self._failed(img, failures)
+            return
+        self.before_writing()
+        path = output_path(self.out_dir, img.image_key)
+        try:
+            if img.dropped:  # marked before the .npz exists: an interruption between the two refits it
+                write_json(incomplete_path(self.out_dir, img.image_key),
+                           dict(image=img.image_key, unreadable_annotations=img.dropped))
+            write_npz(path, image_record(img, records, self.body_model, config.fitter_name,
+                                         f"{config.shard[0] + 1}/{config.shard[1]}"))
+        except OSError as e:  # this image's output cannot be written: the others carry on
+            c.images_failed += 1
+            c.people_deferred += len(records)
+            failure = dict(image=img.image_key, annot_id=None, reason=f"could not write {path}: {e}")
+            c.failures.append(failure)
+            self._failed(img, [failure])
+            return
+        failure_path(self.out_dir, img.image_key).unlink(missing_ok=True)
+        if img.dropped:  # written without the people whose annotations could not be read
+            c.images_incomplete += 1
+        else:
+            incomplete_path(self.out_dir, img.image_key).unlink(missing_ok=True)
+        c.images_written += 1
+        for rec in records:  # counted once written
+            if rec["status"] == "fitted":
+                c.people_fitted += 1
+                c.people_valid += int(rec["valid"])
+                c.reproj_error_px.append(float(rec["reproj_error_px"]))
+            else:
+                c.skipped[reason_kind(str(rec["skip_reason"]))] += 1
+
+    def _failed(self, img: ImageRecord, failures: list[dict]) -> None:
+        """Record ``img``'s ``failures`` for the next run; in an overwrite of other settings, also
+        remove its earlier output (a review: it stayed beside the new fits, and the folder stayed
+        marked as being overwritten, so every retry refitted the whole folder)."""
+        _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failures))
+        if self.replacing:
+            try:
+                output_path(self.out_dir, img.image_key).unlink(missing_ok=True)
+            except OSError:  # (e.g. a folder where the file would be: the folder stays marked)
+                self.not_replaced.append(img.image_key)
 
 
 def _chunks(todo: list[ImageRecord], batch_size: int):
@@ -405,6 +428,7 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
                        input_warnings=sum(p.severity != "error" for p in problems),
                        shard_empty=plan.shard_empty)
     job = _Job(fitter, body_model, config, counts)
+    job.replacing = bool(overwriting)
     counts.images_without_people = sum(1 for r in todo if not r.people)
     for warning in plan.input_warnings():
         log.warning("%s", warning)
@@ -483,12 +507,14 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     if config.check_settings:
         summary["settings"] = normalised(settings)
     unwritten = []  # the run's own records that could not be written (a full disk): said, exit 5
+    not_replaced += job.not_replaced  # (failed images whose earlier output stayed)
     if overwriting and not_replaced and not counts.interrupted:  # the folder stays marked as being overwritten
         summary["outputs_not_overwritten"] = not_replaced[:50]
         log.warning("%d output(s) of the earlier settings were not fitted again (e.g. %s: annotations that "
                     "could not be read, or images the input no longer lists): the folder stays marked as being "
                     "overwritten; mend or remove them and run again", len(not_replaced), not_replaced[0])
-    if overwriting and not counts.interrupted and not counts.images_failed and not not_replaced:  # all refitted
+    # all refitted, or failed with their earlier outputs removed (the next run retries them as usual)
+    if overwriting and not counts.interrupted and not not_replaced:
         try:
             finish_overwrite(out_dir, settings)
         except ValueError as e:

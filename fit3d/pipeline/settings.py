@@ -19,7 +19,8 @@ every :func:`fit3d.pipeline.run` from Python; NeuralAnnot keeps its own record,
   (:data:`ADDED_LATER`, e.g. ``follow``: no older folder was fitted with it) compares as that
   value, and a resume that matches writes the record again with the new keys. Folders fitted before this file existed are not given one (what
   most of their settings were is unknown); their ``fitter`` and ``model`` are read from one of
-  their fits and compared, the rest resumes as before.
+  their fits and compared, the rest resumes as before. A record that exists but cannot be read
+  (damaged) is not taken for none: only a whole-folder ``overwrite`` may fit into that folder.
 """
 
 from __future__ import annotations
@@ -135,7 +136,15 @@ def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False,
 def _check(out_dir: Path, new: dict, overwrite: bool, whole_folder: bool, record: bool) -> bool:
     path = out_dir / SETTINGS_FILE
     old = recorded_settings(out_dir)
-    if old is None:  # none yet, or unreadable: nothing to compare with
+    if old is None and path.exists() and has_fit_files(out_dir):  # a damaged record (a review: it was read
+        if not (overwrite and whole_folder):  # as none, and a run of other settings mixed into the folder)
+            raise ValueError(f"{path} cannot be read as a settings record, so what this folder's fits were made with is unknown: pass "
+                             "--overwrite (RunConfig(overwrite=True) in Python) in one job (no --limit, one shard) "
+                             "to refit every image, restore the file, or choose another --out")
+        if record:
+            _write(path, dict(new, **{_OVERWRITING: True}))
+        return True
+    if old is None:  # none yet: nothing to compare with
         if not has_fit_files(out_dir):  # a new folder
             if record:
                 _write(path, new)

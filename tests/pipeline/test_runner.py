@@ -253,6 +253,77 @@ def test_a_failing_person_is_retried_alone_recorded_and_refitted_next_run(tmp_pa
     assert output_path(out, bad_image.image_key).is_file() and not failure_path(out, bad_image.image_key).exists()
 
 
+def test_an_overwrite_with_other_settings_that_fails_an_image_finishes_and_the_image_is_retried(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a review: the failed image kept its fit of the earlier settings beside the new fits,
+    and the folder stayed marked as being overwritten, so each retry had to refit the whole folder."""
+    from fit3d.pipeline.settings import recorded_settings
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    bad_image = images[1]
+    bad = bad_image.people[0]
+
+    def fragile(batch):
+        if any(np.allclose(batch.bbox[i].numpy(), bad.bbox) for i in range(len(batch))):
+            raise RuntimeError("simulated")
+        return fast_fitter(batch)
+
+    fragile.extra_defaults = fast_fitter.extra_defaults
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="gmm")))
+    mtimes = {p: p.stat().st_mtime_ns for p in fit_files(out)}
+    s = run(images, fragile, anny_model, RunConfig(out, batch_size=12, progress=False, overwrite=True,
+                                                   settings=dict(prior="vae")))["this_run"]
+    assert s["images_failed"] == 1 and s["images_written"] == 3 and s["exit_code"] == 5
+    assert not output_path(out, bad_image.image_key).exists()  # no fit of the earlier settings left
+    assert all(p.stat().st_mtime_ns != t for p, t in mtimes.items() if p.exists())  # the others refitted
+    assert recorded_settings(out) == dict(prior="vae")  # the folder is the new settings' now
+    s = run(images, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="vae")))["this_run"]
+    assert s["images_written"] == 1 and s["images_already_done"] == 3 and s["exit_code"] == 0  # the failed one only
+
+
+def test_a_signal_while_an_image_is_written_waits_until_it_is_counted(tmp_path, sample_copy, anny_model, fast_fitter,
+                                                                      monkeypatch):
+    """Found by a review: SIGTERM right after an image's .npz was renamed into place stopped the run before
+    it counted the image, so the summary said one file fewer than the folder held (and no run counted it)."""
+    import os
+    import signal
+
+    from fit3d.pipeline import runner as run_module
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    real, calls = run_module.write_npz, []
+
+    def write_then_signal(*args, **kwargs):
+        real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(run_module, "write_npz", write_then_signal)
+    out = tmp_path / "fits"
+    s = run(images, fast_fitter, anny_model, RunConfig(out, batch_size=12, progress=False))["this_run"]
+    assert s["interrupted"] and s["exit_code"] == 143
+    assert s["images_written"] == len(fit_files(out)) == 2  # both written files counted, no third begun
+
+
+def test_deferred_signals_arrive_when_the_block_ends():
+    import os
+    import signal
+
+    from fit3d.pipeline.interrupt import deferred, interruptible
+
+    steps = []
+    with pytest.raises(Interrupted):
+        with interruptible():
+            with deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                steps.append("after the signal")  # still in the block
+            steps.append("never")
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
 def test_a_failed_batchs_tensors_are_freed_before_its_halves_are_retried(sample_copy, anny_model, fast_fitter):
     """A CUDA audit: the halves were retried inside the ``except`` block, whose exception's traceback
     kept every tensor of the failed fit alive (a batch out of GPU memory kept that memory through its

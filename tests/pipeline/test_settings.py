@@ -67,6 +67,26 @@ def test_an_overwrite_is_recorded_once_it_finishes(tmp_path):
     assert _recorded(out) == dict(flip=False) and not check_settings(out, dict(flip=False))
 
 
+def test_a_damaged_record_is_not_taken_for_none(tmp_path):
+    """Found by a review: a cut-short fit_settings.json read as no record, so a run with other settings
+    resumed into the folder (its fitter and model alone compared) and recorded its own for all of it."""
+    out = tmp_path / "fits"
+    out.mkdir()
+    check_settings(out, dict(fitter="eft", flip=True, steps=30))
+    (out / "a.jpg.npz").write_bytes(b"")
+    (out / SETTINGS_FILE).write_text('{"fitter": "eft", "fl')
+    for same in (True, False):
+        with pytest.raises(ValueError, match="cannot be read as a settings record.*--overwrite"):
+            check_settings(out, dict(fitter="eft", flip=same, steps=30))
+    with pytest.raises(ValueError, match="cannot be read as a settings record"):  # a shard may not refit it all
+        check_settings(out, dict(fitter="eft", flip=False), overwrite=True, whole_folder=False)
+    assert (out / SETTINGS_FILE).read_text() == '{"fitter": "eft", "fl'  # left as it was
+    assert check_settings(out, dict(fitter="eft", flip=False), overwrite=True)  # a whole refit, marked until done
+    assert _recorded(out)["overwriting"]
+    with pytest.raises(ValueError, match="did not finish"):
+        check_settings(out, dict(fitter="eft", flip=False))
+
+
 def test_a_folder_from_before_the_record_resumes_unrecorded(tmp_path):
     out = tmp_path / "fits"
     out.mkdir()
