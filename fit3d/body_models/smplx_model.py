@@ -331,6 +331,24 @@ _HAND_PCA = {"hands_componentsl": lambda: np.eye(45), "hands_componentsr": lambd
              "hands_meanl": lambda: np.zeros(45), "hands_meanr": lambda: np.zeros(45)}
 
 
+def read_model_data(path: str | Path) -> dict:
+    """The arrays of a SMPL-family model file (``.npz``, or a ``.pkl`` as smplx unpickles it), a
+    sparse ``J_regressor`` made dense.
+
+    Raises:
+        OSError, ValueError, pickle.UnpicklingError, ModuleNotFoundError: an unreadable file (an
+            old MANO / SMPLify ``.pkl`` needs chumpy).
+    """
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=True) as z:
+            data = dict(z)
+    else:
+        with open(path, "rb") as fh:
+            data = pickle.load(fh, encoding="latin1")
+    return {k: (v.toarray() if hasattr(v, "toarray") else v) for k, v in data.items()}
+
+
 def _construct(cls, path: Path, kwargs: dict):
     """``cls(model_path=path, **kwargs)`` (a smplx model class); a SMPL-H / SMPL-X file without the
     MANO hand PCA (:data:`_HAND_PCA`), which smplx reads even with ``use_pca=False``, is read
@@ -340,13 +358,7 @@ def _construct(cls, path: Path, kwargs: dict):
     except AttributeError as e:
         if not any(k in str(e) for k in _HAND_PCA):
             raise
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=True) as z:
-            data = dict(z)
-    else:
-        with open(path, "rb") as fh:
-            data = pickle.load(fh, encoding="latin1")
-    data = {k: (v.toarray() if hasattr(v, "toarray") else v) for k, v in data.items()}  # (a sparse J_regressor)
+    data = read_model_data(path)
     data.update({k: make() for k, make in _HAND_PCA.items() if k not in data})
     log.info("%s has no MANO hand PCA (an AMASS / MoSh file): hands at rest, flat, as always in fit3d", path)
     with tempfile.TemporaryDirectory(prefix="fit3d-smplx-") as tmp:

@@ -188,16 +188,10 @@ def test_a_file_without_the_mano_hand_pca_loads(tmp_path, smpl_like_dir, model_t
     """Found by a review: AMASS's "Extended SMPL+H" model.npz (and the SMPL-X files made for
     SOMA / MoSh / AMASS) have no hands_components / hands_mean, which smplx reads even with
     use_pca=False: the file was called unreadable or damaged. fit3d's hands are flat and at rest."""
-    import pickle
+    from fit3d.body_models.smplx_model import read_model_data
 
     full = smpl_like_dir / model_type / source
-    if full.suffix == ".npz":
-        with np.load(full, allow_pickle=True) as z:
-            data = dict(z)
-    else:
-        with open(full, "rb") as fh:
-            data = pickle.load(fh, encoding="latin1")
-    data = {k: (v.toarray() if hasattr(v, "toarray") else v) for k, v in data.items() if not k.startswith("hands_")}
+    data = {k: v for k, v in read_model_data(full).items() if not k.startswith("hands_")}
     amass = tmp_path / "male" / "model.npz"
     amass.parent.mkdir()
     np.savez(amass, **data)
