@@ -265,24 +265,27 @@ def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProb
     image stored turned or mirrored whose annotations may be in the stored frame
     (:func:`orientation_warning`), for one cut short, and for one whose size is not the
     annotations' (``json_size``)."""
+    key = image_key(path, images_dir)
     if not path.is_file():
         problems.append(InputProblem(str(path), "a folder, not an image file" if path.is_dir() else
-                                     "image file not found" + _parent_hint(path, Path(images_dir))))
+                                     "image file not found" + _parent_hint(path, Path(images_dir)), image=key))
         return None
     if len(os.fsencode(path.name)) > MAX_NAME_BYTES - OUTPUT_SUFFIX_BYTES:  # its outputs could never be written
         problems.append(InputProblem(str(path), f"the file name is {len(os.fsencode(path.name))} bytes: fit3d's "
                                                 f"outputs add up to {OUTPUT_SUFFIX_BYTES} to it, past the "
-                                                f"{MAX_NAME_BYTES} bytes file systems allow: rename the image"))
+                                                f"{MAX_NAME_BYTES} bytes file systems allow: rename the image",
+                                     image=key))
         return None
     if path.name.startswith(".") or not path.suffix:  # (found by a review: fitted, then never listed again)
         problems.append(InputProblem(str(path), "fit3d names an image's fits after it (a.jpg.npz) and finds them by "
                                                 "the image's extension: a name without one, or starting with '.', "
-                                                "would be fitted and then never read back: rename the image"))
+                                                "would be fitted and then never read back: rename the image",
+                                     image=key))
         return None
     try:
         size, fmt, truncated, orientation = inspect_image(path)
     except (OSError, ValueError) as e:
-        problems.append(InputProblem(str(path), f"unreadable image: {e}"))
+        problems.append(InputProblem(str(path), f"unreadable image: {e}", image=key))
         return None
     turned = orientation_warning(orientation, size, json_size) if orientation != 1 and json_size is not None else ""
     if turned:
@@ -295,7 +298,7 @@ def open_image(path: Path, images_dir: Path, json_size, problems: list[InputProb
             turned and tuple(json_size) == stored_size(orientation, size)):
         problems.append(InputProblem(str(path), f"the annotations say {json_size[0]}x{json_size[1]}, the image is "
                                                 f"{size[0]}x{size[1]}: the image's size is used", "warning"))
-    return ImageRecord(image_key(path, images_dir), path, size)
+    return ImageRecord(key, path, size)
 
 
 def find_images(images_dir: Path, stem: str) -> list[Path]:

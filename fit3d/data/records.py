@@ -81,6 +81,9 @@ class InputProblem:
     source: str
     reason: str
     severity: str = "error"
+    #: the key of the image this problem keeps from being fitted (an image that could not be
+    #: opened), or None: the shard it would have been fitted by is told apart from one that got no image
+    image: str | None = None
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from fit3d.data.records import ImageRecord, InputProblem
 from fit3d.pipeline.selection import (Selection, inputs_changed_warning, not_in_input_message,
-                                      outputs_not_in_input, refit_warning, select_images, stale_outputs,
+                                      outputs_not_in_input, refit_warning, select_images, shard_of, stale_outputs,
                                       stale_outputs_message)
 from fit3d.pipeline.skips import skip_reason
 from fit3d.pipeline.summary import RunCounts, input_changes, previous_summary
@@ -79,9 +79,11 @@ class Plan:
         return out
 
 
-def plan_run(images: list[ImageRecord], config: RunConfig) -> Plan:
+def plan_run(images: list[ImageRecord], config: RunConfig, problems: list[InputProblem] = ()) -> Plan:
     """The :class:`Plan` of a run of ``config`` (its output folder, shard, ``--limit``,
     ``--overwrite``, inputs and focal length) over ``images``; reads the folder, changes nothing.
+    ``problems``: the input's; a shard that got no readable image but one that could not be opened
+    (:attr:`InputProblem.image`) is not "empty" (a review: such a shard said it got no image).
     What only a walk of the whole folder finds (fits of images the input does not list) is looked
     for by the first shard of a split only: each shard walking it would read shards x files
     directory entries on a shared file system."""
@@ -92,7 +94,9 @@ def plan_run(images: list[ImageRecord], config: RunConfig) -> Plan:
     orphans = outputs_not_in_input(images, out_dir) if config.shard[0] == 0 and out_dir.is_dir() else []
     return Plan(selection, previous, input_changes(previous, config.inputs), stale_outputs(selection.todo, out_dir),
                 orphans, overridden, config.focal_length,
-                shard_empty=selection.mine == 0 and config.shard[1] > 1 and bool(images))
+                shard_empty=selection.mine == 0 and config.shard[1] > 1 and bool(images)
+                and not any(p.image is not None and p.severity == "error" and shard_of(p.image, config.shard[1])
+                            == config.shard[0] for p in problems))
 
 
 @dataclass
@@ -126,7 +130,7 @@ def dry_run(images: list[ImageRecord], problems: list[InputProblem], convention,
              f"{people(everyone)}: {fittable} with at least {config.min_visible} usable keypoints "
              f"(not all collinear) would be fitted, {everyone - fittable} skipped; {count(errors, 'input problem')}, "
              f"{count(len(problems) - errors, 'warning')} (dry run: nothing fitted)"]
-    plan = plan_run(images, config)
+    plan = plan_run(images, config, problems)
     lines += [f"fit3d: warning: {w}" for w in plan.warnings(would=True)]
     s = plan.selection
     now = fittable_in(s.todo)

@@ -420,7 +420,7 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
     i, n = config.shard
-    plan = plan_run(images, config)
+    plan = plan_run(images, config, problems)
     selection, previous, changed = plan.selection, plan.previous, plan.changed
     todo, already, mine = selection.todo, selection.already, selection.mine
     counts = RunCounts(images=mine, images_already_done=already,

@@ -585,6 +585,22 @@ def test_a_shard_that_gets_no_image_has_nothing_to_do_and_exits_0(tmp_path, samp
     assert not s["shard_empty"] and s["exit_code"] == 4  # no input at all: still nothing fitted
 
 
+def test_a_shard_whose_images_could_not_be_opened_did_not_get_no_image(tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a review: a shard whose only images were unreadable said it got no image (shard_empty,
+    which merge reads as nothing to fit there)."""
+    from fit3d.pipeline.selection import shard_of
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    lost = images[0].image_key
+    (sample_copy / lost).write_bytes(b"")  # unreadable now
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    assert any(p.image == lost for p in problems)
+    n = next(n for n in range(2, 50) if sum(shard_of(r.image_key, n) == shard_of(lost, n) for r in images) == 0)
+    s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", shard=(shard_of(lost, n), n),
+                                                       progress=False), problems)["this_run"]
+    assert s["images"] == 0 and not s["shard_empty"] and s["exit_code"] == 4  # nothing readable: nothing fitted
+
+
 def test_keypoints_far_beyond_any_image_are_unusable_not_a_fit_that_always_raises(tmp_path, sample_copy, anny_model,
                                                                                    fast_fitter):
     """Keypoints scaled by 1e30 made the person's fit raise alone on every run, so its image was
