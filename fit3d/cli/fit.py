@@ -307,8 +307,9 @@ def smplify(opts: FitOptions, prior, prior_path, schedule, hypotheses):
                    "in 3D on the benchmark: README 'Latest numbers'; about half the fits/s).")
 @click.option("--finetune", type=click.Choice(["all", "fast"]), default="all", show_default=True,
               help="Weights fine-tuned per person: all (as in the paper), or fast (input and last IEF layer; "
-                   "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; see docs/experiments.md "
-                   "'--finetune fast as the default?' for its accuracy).")
+                   "1.6-2.9x the fits/s on a CPU, 1.5-2x on a GPU from 4,096 people per batch; about 1 mm worse "
+                   "with noisy keypoints, 0.4 mm better on exact ones: docs/experiments.md, 'Thirty-second "
+                   "session').")
 @click.option("--flip/--no-flip", default=True, show_default=True,
               help="Flip test-time augmentation: average each person's prediction with its mirror image's and "
                    "fine-tune through the average (13-20 % fewer fits/s; see README 'Latest numbers', 'Throughput'; ignored for a "
