@@ -25,7 +25,7 @@ Weights come from ``--weights`` (a folder of ``anny_<kind>.pt`` files trained on
     fit3d benchmark make --split val --subjects 35 --noise 1 --count 200 --out /tmp/v35_n1.npz
     fit3d benchmark make --split val --subjects 35 --noise 0 --count 200 --out /tmp/v35_n0.npz
     python benchmarks/tune_smplify.py --weights /tmp/tuning_weights --bench /tmp/v01_n1.npz /tmp/v35_n1.npz /tmp/v35_n0.npz \\
-        --configs '{"default": {}, "weak": {"stages": {"body_fine": {"pose_prior": 0.5}}}}'
+        --configs '{"default": {}, "weak": {"stages": {"body_coarse": {"pose_prior": 1.5}}}}'
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ def build(body, weights: Path, cfg: dict):
     from fit3d.fitters import Stage
 
     schedule = [Stage(**d) for d in cfg["schedule"]] if "schedule" in cfg else copy.deepcopy(default_smplify_schedule())
+    unknown = set(cfg.get("stages", {})) - {stage.name for stage in schedule}
+    if unknown:  # (an override of a stage renamed since was ignored in silence)
+        raise SystemExit(f"no stage named {', '.join(sorted(unknown))} in the schedule: "
+                         f"{', '.join(stage.name for stage in schedule)}")
     for stage in schedule:
         for k, v in cfg.get("stages", {}).get(stage.name, {}).items():
             if k in ("iterations", "lr", "tolerance", "patience"):
