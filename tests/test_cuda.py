@@ -76,6 +76,20 @@ def test_regressor_and_prototype_training_on_cuda(cuda_model):
     assert next(model.parameters()).is_cuda and stats["steps"] == 4
 
 
+@pytest.mark.parametrize("kind, length", [("vae", dict(epochs=1)), ("articulation", dict(steps=20))])
+def test_prior_training_on_cuda(tmp_path, cuda_model, kind, length):
+    """train_prior trains the VAE and the articulation prior on the body model's device (they trained on the
+    CPU whatever --device said) and saves weights that load on the CPU."""
+    from fit3d.mocap import bundled_pose_set
+    from fit3d.priors.io import load_prior
+    from fit3d.training.priors import train_prior
+
+    out = tmp_path / f"{kind}.pt"
+    train_prior(kind, bundled_pose_set(), out, progress=False, recombined=0, body_model=cuda_model, **length)
+    prior = load_prior(out)
+    assert all(p.device.type == "cpu" for p in prior.parameters()) and prior(torch.zeros(2, cuda_model.num_body_joints, 3)).isfinite().all()
+
+
 @pytest.mark.parametrize("prior", ["l2", "vae", "articulation"])
 def test_smplify_with_every_prior_on_cuda(cuda_model, cuda_batch, prior):
     """SMPLify's default schedule with each learned or plain pose prior, on the GPU."""

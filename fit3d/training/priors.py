@@ -76,14 +76,15 @@ DIVERGED_HINT = ("lower lr or train with another seed (--seed): the same setting
 
 def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: float = 1e-3,
               kl_weight: float = 5e-3, seed: int = 0, progress: bool = True,
-              checkpoint: str | Path | None = None) -> VAEPrior:
+              checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> VAEPrior:
     """VPoser-style training: squared error on rotation matrices plus ``kl_weight`` KL to N(0, I).
 
     ``poses``: ``(N, J, 3)`` axis-angle. Batches of ``batch_size`` poses, or of all of them when
     there are fewer (before, such a set trained nothing: every epoch had no full batch).
     ``checkpoint``: a file written (atomically) after every epoch and resumed from by a run of the
     same poses and settings (:mod:`fit3d.training.checkpoint`: the same weights as an
-    uninterrupted run); the caller removes it.
+    uninterrupted run); the caller removes it. ``device``: where it trains (the random numbers
+    are drawn on the CPU either way); the prior is returned on the CPU.
 
     Raises:
         ValueError: no poses; the training diverged (weights not finite).
@@ -91,11 +92,11 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
     import roma
 
     g = _seed(seed)
-    x = torch.as_tensor(poses)
+    x = torch.as_tensor(poses).to(device)
     if len(x) == 0:
         raise ValueError("train_vae: no poses to train on")
     batch_size = min(batch_size, len(x))
-    m = VAEPrior(num_joints=x.shape[1])
+    m = VAEPrior(num_joints=x.shape[1]).to(device)
     opt = torch.optim.Adam(m.parameters(), lr=lr, weight_decay=1e-5)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     settings = dict(kind="vae", epochs=epochs, batch_size=batch_size, lr=lr, kl_weight=kl_weight, seed=seed,
@@ -109,11 +110,11 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
         it = tqdm(it, desc="train vae", unit="epoch", initial=start, total=epochs)
     for epoch in it:
         m.train()
-        perm = torch.randperm(len(x), generator=g)
+        perm = torch.randperm(len(x), generator=g).to(device)
         for s in range(0, len(x) - batch_size + 1, batch_size):
             idx = perm[s : s + batch_size]
             mu, sigma = m.encode(x[idx])
-            z = mu + sigma * torch.randn(mu.shape, generator=g)
+            z = mu + sigma * torch.randn(mu.shape, generator=g).to(device)
             rec = m.decode_rotmat(z)
             loss_rec = (rec - R[idx]).pow(2).sum((-1, -2, -3)).mean()
             kl = (0.5 * (mu.pow(2) + sigma.pow(2)) - torch.log(sigma.clamp(min=1e-6)) - 0.5).sum(-1).mean()
@@ -128,7 +129,7 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
             require_finite(m, "the VAE prior's training", DIVERGED_HINT)
             save_checkpoint(checkpoint, settings, epoch + 1, m, opt, sched, g)
     require_finite(m, "the VAE prior's training")
-    return m.eval()
+    return m.eval().cpu()
 
 
 #: Steps of the articulation prior's training between two checkpoints (~25 s on 2 CPU cores).
@@ -136,17 +137,20 @@ ARTICULATION_CHECKPOINT_STEPS = 200
 
 
 def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 512, lr: float = 2e-3,
-                       seed: int = 0, progress: bool = True, checkpoint: str | Path | None = None) -> ArticulationPrior:
+                       seed: int = 0, progress: bool = True, checkpoint: str | Path | None = None,
+                       device: str | torch.device = "cpu") -> ArticulationPrior:
     """Maximum likelihood of every joint's rotation under its flow; small Gaussian noise (0.02 rad)
     on the inputs smooths the density between the training poses. ``checkpoint``: as
-    :func:`train_vae`'s, written every :data:`ARTICULATION_CHECKPOINT_STEPS` steps.
+    :func:`train_vae`'s, written every :data:`ARTICULATION_CHECKPOINT_STEPS` steps; ``device`` as
+    its too (the prior is returned on the CPU).
 
     Raises:
         ValueError: the training diverged (weights not finite).
     """
     g = _seed(seed)
     x = torch.as_tensor(poses)
-    m = ArticulationPrior(num_joints=x.shape[1], mean=x.mean(0), std=x.std(0).clamp(min=0.02))
+    m = ArticulationPrior(num_joints=x.shape[1], mean=x.mean(0), std=x.std(0).clamp(min=0.02)).to(device)
+    x = x.to(device)
     opt = torch.optim.Adam(m.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     settings = dict(kind="articulation", steps=steps, batch_size=batch_size, lr=lr, seed=seed,
@@ -158,8 +162,8 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
 
         it = tqdm(it, desc="train articulation", unit="step", initial=start, total=steps)
     for step in it:
-        idx = torch.randint(0, len(x), (batch_size,), generator=g)
-        xb = x[idx] + 0.02 * torch.randn(x[idx].shape, generator=g)
+        idx = torch.randint(0, len(x), (batch_size,), generator=g).to(device)
+        xb = x[idx] + 0.02 * torch.randn(x[idx].shape, generator=g).to(device)
         loss = m(xb).mean() / x.shape[1]
         opt.zero_grad()
         loss.backward()
@@ -173,7 +177,7 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
     require_finite(m, "the articulation prior's training")
     m.eval()
     m.set_range(x)
-    return m
+    return m.cpu()
 
 
 #: Limb-wise recombinations added to the captured (and mirrored) poses for training priors.
@@ -193,7 +197,8 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     licensed file); the other kinds do not use it. ``command``: what the file records as having
     made it (:func:`fit3d.training.provenance.training_record`). ``checkpoint``: where the VAE and
     the articulation prior (minutes of training) keep their checkpoint (:func:`train_vae`); the
-    GMM and the prototypes (seconds) have none.
+    GMM and the prototypes (seconds) have none. The VAE, the articulation prior and the
+    prototypes train on ``body_model``'s device (the GMM: scikit-learn, on the CPU).
 
     Returns:
         ``{kind, poses, seconds, path}``.
@@ -209,6 +214,7 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     if body_model is not None:  # (every kind: a prior of another model's joints fits nothing)
         pose_set_body(ps, pose_set_path, body_model)
     x = training_poses(ps, include_val=include_val, recombined=recombined, seed=seed)
+    device = getattr(body_model, "device", "cpu")  # (the VAE and the articulation prior train there)
     if kind == "prototypes":
         from fit3d.training.prototypes import learn_prototypes
 
@@ -216,9 +222,9 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     elif kind == "gmm":
         prior = train_gmm(x, seed=seed, **kwargs)
     elif kind == "vae":
-        prior = train_vae(x, seed=seed, progress=progress, checkpoint=checkpoint, **kwargs)
+        prior = train_vae(x, seed=seed, progress=progress, checkpoint=checkpoint, device=device, **kwargs)
     else:
-        prior = train_articulation(x, seed=seed, progress=progress, checkpoint=checkpoint, **kwargs)
+        prior = train_articulation(x, seed=seed, progress=progress, checkpoint=checkpoint, device=device, **kwargs)
     from fit3d.training.provenance import training_record
 
     save_prior(prior, out, training_record(command, pose_set_path, kind=kind, seed=seed,

@@ -270,3 +270,26 @@ def test_quick_priors_leave_another_trainings_checkpoint_alone(tmp_path):
     r = CliRunner().invoke(cli, ["train-prior", "--kind", "gmm", "--poses", str(good), "--out", str(tmp_path / "p.pt")])
     assert r.exit_code == 0, r.output
     assert partial.read_bytes() == b"a VAE's checkpoint"
+
+
+def test_learned_priors_train_on_the_body_models_device(tmp_path, anny_model, monkeypatch):
+    """--device (the body model's) was used by the prototypes only: the VAE and the articulation prior trained
+    on the CPU under 'fit3d setup-model --device cuda'. Here the device is recorded, not used (no GPU)."""
+    import fit3d.training.priors as priors
+    from fit3d.mocap import bundled_pose_set
+
+    seen = {}
+
+    def recording(name, real, short):
+        def train(x, **kw):  # records the device, trains briefly
+            seen[name] = kw["device"]
+            return real(x[:64], **dict(kw, **short))
+        return train
+
+    monkeypatch.setattr(priors, "train_vae", recording("train_vae", priors.train_vae, dict(epochs=1)))
+    monkeypatch.setattr(priors, "train_articulation", recording("train_articulation", priors.train_articulation,
+                                                                dict(steps=2)))
+    for kind in ("vae", "articulation"):
+        priors.train_prior(kind, bundled_pose_set(), tmp_path / f"{kind}.pt", progress=False, recombined=0,
+                           body_model=anny_model)
+    assert seen == {"train_vae": anny_model.device, "train_articulation": anny_model.device}
