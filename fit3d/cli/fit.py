@@ -97,6 +97,8 @@ def report_run(s: dict, out_dir: Path) -> int:
         click.echo(f"fit3d: {reason}", err=True)
     if r["shard_empty"]:
         click.echo("fit3d: this shard got no image (more shards than images): nothing to do", err=True)
+    if r.get("shard_unreadable"):
+        click.echo("fit3d: none of this shard's images could be read (above): nothing fitted", err=True)
     if r["interrupted"]:
         click.echo("fit3d: interrupted: finished images are kept; run the same command again to resume", err=True)
     elif r["people_failed"] or r["images_failed"]:

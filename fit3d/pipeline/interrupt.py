@@ -37,8 +37,9 @@ def interruptible():
 
 @contextlib.contextmanager
 def deferred():
-    """Within the block, SIGINT and SIGTERM wait: they are delivered, to the handlers in place
-    before it (e.g. :func:`interruptible`'s), when the block ends. For steps that must happen
+    """Within the block, SIGINT and SIGTERM wait: the first is delivered, to the handlers in place
+    before it (e.g. :func:`interruptible`'s), when the block ends (not when it raises: its error
+    then stops the run). For steps that must happen
     together, such as writing an image's output and counting it (a review: a signal between the
     two left the run's summary short of a file on disk). Outside the main thread nothing
     changes."""
@@ -47,10 +48,12 @@ def deferred():
         return
     caught: list[int] = []
     old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    completed = False
     try:
         yield
+        completed = True
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-        if caught:
+        if caught and completed:  # (a block that raised stops the run with its own error, not as interrupted)
             signal.raise_signal(caught[0])

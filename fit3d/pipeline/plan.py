@@ -38,6 +38,9 @@ class Plan:
         overridden: people whose own intrinsics ``focal_length`` replaces.
         focal_length: the run's ``--focal-length`` (None: each person's own or the default).
         shard_empty: this job is a shard of a split that got no image (not "nothing to fit").
+        shard_unreadable: this job is a shard of a split whose images could none be opened (named
+            in the input problems, :attr:`InputProblem.image`): not empty, but not "nothing
+            fitted" either, so that an array's exit code keeps its 3 (input problems).
     """
 
     selection: Selection
@@ -48,6 +51,7 @@ class Plan:
     overridden: int
     focal_length: float | None = None
     shard_empty: bool = False
+    shard_unreadable: bool = False
 
     def warnings(self, would: bool = False) -> list[str]:
         """The run's warnings about its inputs and output folder, in the run's order; ``would``:
@@ -83,7 +87,8 @@ def plan_run(images: list[ImageRecord], config: RunConfig, problems: list[InputP
     """The :class:`Plan` of a run of ``config`` (its output folder, shard, ``--limit``,
     ``--overwrite``, inputs and focal length) over ``images``; reads the folder, changes nothing.
     ``problems``: the input's; a shard that got no readable image but one that could not be opened
-    (:attr:`InputProblem.image`) is not "empty" (a review: such a shard said it got no image).
+    (:attr:`InputProblem.image`) is ``shard_unreadable``, not ``shard_empty`` (a review: such a
+    shard said it got no image).
     What only a walk of the whole folder finds (fits of images the input does not list) is looked
     for by the first shard of a split only: each shard walking it would read shards x files
     directory entries on a shared file system."""
@@ -92,11 +97,13 @@ def plan_run(images: list[ImageRecord], config: RunConfig, problems: list[InputP
     previous = previous_summary(out_dir, config.shard)
     overridden = sum(p.camera is not None for r in selection.todo for p in r.people) if config.focal_length else 0
     orphans = outputs_not_in_input(images, out_dir) if config.shard[0] == 0 and out_dir.is_dir() else []
+    i, n = config.shard
+    nothing = selection.mine == 0 and n > 1  # (a shard of a split that got no readable image)
+    lost = nothing and any(p.image is not None and p.severity == "error" and shard_of(p.image, n) == i
+                           for p in problems)
     return Plan(selection, previous, input_changes(previous, config.inputs), stale_outputs(selection.todo, out_dir),
-                orphans, overridden, config.focal_length,
-                shard_empty=selection.mine == 0 and config.shard[1] > 1 and bool(images)
-                and not any(p.image is not None and p.severity == "error" and shard_of(p.image, config.shard[1])
-                            == config.shard[0] for p in problems))
+                orphans, overridden, config.focal_length, shard_empty=nothing and bool(images) and not lost,
+                shard_unreadable=lost)
 
 
 @dataclass
@@ -142,6 +149,6 @@ def dry_run(images: list[ImageRecord], problems: list[InputProblem], convention,
     # the run's own rule on what this job would do: nothing to fit and nothing done is 4 (an empty
     # shard of a split is not), then 3 for unreadable inputs
     would = RunCounts(images=s.mine, images_already_done=s.already, input_errors=errors, people_fitted=now,
-                      shard_empty=plan.shard_empty)
+                      shard_empty=plan.shard_empty, shard_unreadable=plan.shard_unreadable)
     return DryRun(lines, would.exit_code())
 

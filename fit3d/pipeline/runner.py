@@ -304,7 +304,8 @@ class _Job:
         remove its earlier output (a review: it stayed beside the new fits, and the folder stayed
         marked as being overwritten, so every retry refitted the whole folder)."""
         _record(failure_path(self.out_dir, img.image_key), dict(image=img.image_key, failures=failures))
-        if self.replacing:
+        if self.replacing and output_path(self.out_dir, img.image_key).exists():
+            self.before_writing()  # (a merge of the earlier fits is retired first, as when an output is written)
             try:
                 output_path(self.out_dir, img.image_key).unlink(missing_ok=True)
             except OSError:  # (e.g. a folder where the file would be: the folder stays marked)
@@ -426,7 +427,7 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     counts = RunCounts(images=mine, images_already_done=already,
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
-                       shard_empty=plan.shard_empty)
+                       shard_empty=plan.shard_empty, shard_unreadable=plan.shard_unreadable)
     job = _Job(fitter, body_model, config, counts)
     job.replacing = bool(overwriting)
     counts.images_without_people = sum(1 for r in todo if not r.people)
@@ -511,8 +512,9 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     if overwriting and not_replaced and not counts.interrupted:  # the folder stays marked as being overwritten
         summary["outputs_not_overwritten"] = not_replaced[:50]
         log.warning("%d output(s) of the earlier settings were not fitted again (e.g. %s: annotations that "
-                    "could not be read, or images the input no longer lists): the folder stays marked as being "
-                    "overwritten; mend or remove them and run again", len(not_replaced), not_replaced[0])
+                    "could not be read, images the input no longer lists, or failed images whose output could not "
+                    "be removed): the folder stays marked as being overwritten; mend or remove them and run again",
+                    len(not_replaced), not_replaced[0])
     # all refitted, or failed with their earlier outputs removed (the next run retries them as usual)
     if overwriting and not counts.interrupted and not not_replaced:
         try:

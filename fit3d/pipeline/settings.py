@@ -137,6 +137,9 @@ def _check(out_dir: Path, new: dict, overwrite: bool, whole_folder: bool, record
     path = out_dir / SETTINGS_FILE
     old = recorded_settings(out_dir)
     if old is None and path.exists() and has_fit_files(out_dir):  # a damaged record (a review: it was read
+        if not path.is_file():  # (a folder in its place: --overwrite could not write the record either)
+            raise ValueError(f"{path} is not a file: remove it (fit3d records the folder's settings there) and run "
+                             "again")
         if not (overwrite and whole_folder):  # as none, and a run of other settings mixed into the folder)
             raise ValueError(f"{path} cannot be read as a settings record, so what this folder's fits were made with is unknown: pass "
                              "--overwrite (RunConfig(overwrite=True) in Python) in one job (no --limit, one shard) "

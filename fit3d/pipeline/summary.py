@@ -6,7 +6,8 @@ Exit codes of the fitting commands (:data:`EXIT_CODES`):
 * 3: some images or annotations could not be read (the rest was fitted);
 * 4: nothing was fitted (and nothing had been fitted by an earlier run), whether the
   inputs held no people, no usable people or nothing readable (a shard that got no image,
-  with more shards than images, exits 0);
+  with more shards than images, exits 0; a shard of a split none of whose images could be
+  read exits 3, which an array's combined code keeps);
 * 5: some people could not be fitted (the fit raised even alone) or some images' outputs
   could not be written: those images are fitted again by the next run (said before 3, since
   a rerun may fix it; the summary counts both);
@@ -65,6 +66,9 @@ class RunCounts:
     #: this shard got no image because there are more shards than images (nothing to fit is
     #: then no failure: exit 0, not 4)
     shard_empty: bool = False
+    #: this shard's images could none be opened: not empty, and its exit code is 3 (input problems),
+    #: not 4, so that an array's combined code (which leaves 4 out) still says so
+    shard_unreadable: bool = False
     #: outputs removed: images no longer annotated with people whose output held fits of earlier inputs
     outputs_removed: int = 0
 
@@ -73,7 +77,7 @@ class RunCounts:
         if self.interrupted:
             return 128 + self.interrupted
         if self.people_fitted == 0 and self.images_already_done == 0 and not self.images_failed \
-                and not self.shard_empty:
+                and not self.shard_empty and not self.shard_unreadable:
             return NOTHING_FITTED  # no people, all unusable, or all unreadable
         if self.people_failed or self.images_failed:  # before 3: a rerun may fix it
             return PEOPLE_FAILED
@@ -97,7 +101,8 @@ class RunCounts:
             input_errors=self.input_errors, input_warnings=self.input_warnings,
             reproj_error_px=dict(median=stat(np.median), mean=stat(np.mean),
                                  p90=stat(lambda e: np.percentile(e, 90))),
-            interrupted=bool(self.interrupted), shard_empty=self.shard_empty, outputs_removed=self.outputs_removed,
+            interrupted=bool(self.interrupted), shard_empty=self.shard_empty,
+            shard_unreadable=self.shard_unreadable, outputs_removed=self.outputs_removed,
             exit_code=code,
             exit_meaning=EXIT_CODES[code],
         )

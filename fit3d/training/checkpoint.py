@@ -36,11 +36,14 @@ def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
     """The caller's settings and what the code and the machine fix: torch's CPU thread count
     (another count sums in another order: not the same weights to the bit, so a training starts
     again rather than mix two), every weight's shape (an architecture changed since: not loaded
-    half), the optimiser's own settings (its weight decay), torch's and fit3d's versions."""
+    half), the optimiser's own settings (its weight decay), torch's and fit3d's versions, and the
+    device type when it is not the CPU (a GPU's arithmetic is another: a checkpoint of one is not
+    resumed on the other; CPU checkpoints written before this was recorded still resume)."""
     from fit3d import __version__
 
     plain = (int, float, bool, str, tuple, type(None))
-    return dict(settings, threads=torch.get_num_threads(),
+    device = next((t.device.type for t in model.state_dict().values()), "cpu")
+    return dict(settings, **({"device": device} if device != "cpu" else {}), threads=torch.get_num_threads(),
                 shapes={k: tuple(v.shape) for k, v in model.state_dict().items()},
                 optimizer={k: v for k, v in opt.defaults.items() if isinstance(v, plain)},
                 torch=torch.__version__, fit3d=__version__)

@@ -564,3 +564,24 @@ def test_neuralannot_s_image_sets_combine_their_exit_codes_as_an_array_does():
     from fit3d.pipeline.summary import combined_exit_code
 
     assert [combined_exit_code(c) for c in ([0, 4], [4, 4], [3, 4], [5, 3, 0], [4, 130], [])] == [0, 4, 3, 5, 130, 0]
+
+
+def test_an_overwrite_of_other_settings_in_which_every_image_fails_retires_the_merge(tmp_path, sample_copy,
+                                                                                      anny_model, fast_fitter):
+    """Found by a review of the mend that removes a failed image's earlier output: with every image failed
+    nothing was written, so the merge of the earlier fits stayed while the folder was recorded as the new
+    settings'."""
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    run(images, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="gmm")), problems)
+    dataset, _ = write_merged(out)
+
+    def failing(batch):
+        raise RuntimeError("simulated")
+
+    failing.extra_defaults = fast_fitter.extra_defaults
+    s = run(images, failing, anny_model, RunConfig(out, progress=False, overwrite=True, settings=dict(prior="vae")),
+            problems)
+    assert s["this_run"]["images_written"] == 0 and s["this_run"]["images_failed"] == 4
+    assert not dataset.exists() and s["merged_dataset_removed"] == [str(dataset)]
+    assert not list(out.glob("*.npz"))  # no fit of the earlier settings left

@@ -85,6 +85,10 @@ def test_a_damaged_record_is_not_taken_for_none(tmp_path):
     assert _recorded(out)["overwriting"]
     with pytest.raises(ValueError, match="did not finish"):
         check_settings(out, dict(fitter="eft", flip=False))
+    (out / SETTINGS_FILE).unlink()
+    (out / SETTINGS_FILE).mkdir()  # not a file: --overwrite could not write it either
+    with pytest.raises(ValueError, match="is not a file: remove it"):
+        check_settings(out, dict(fitter="eft", flip=False), overwrite=True)
 
 
 def test_a_folder_from_before_the_record_resumes_unrecorded(tmp_path):

@@ -293,3 +293,14 @@ def test_learned_priors_train_on_the_body_models_device(tmp_path, anny_model, mo
         priors.train_prior(kind, bundled_pose_set(), tmp_path / f"{kind}.pt", progress=False, recombined=0,
                            body_model=anny_model)
     assert seen == {"train_vae": anny_model.device, "train_articulation": anny_model.device}
+
+
+def test_a_checkpoint_records_a_device_other_than_the_cpu():
+    """Found by a review: a GPU training's checkpoint would have resumed on the CPU (another arithmetic)."""
+    from fit3d.training.checkpoint import _complete
+
+    cpu = torch.nn.Linear(2, 2)
+    meta = torch.nn.Linear(2, 2).to("meta")
+    a = _complete({"kind": "vae"}, cpu, torch.optim.Adam(cpu.parameters()))
+    b = _complete({"kind": "vae"}, meta, torch.optim.Adam(meta.parameters()))
+    assert "device" not in a and b["device"] == "meta" and a != b  # CPU checkpoints as before; others told apart
