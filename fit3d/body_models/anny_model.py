@@ -268,7 +268,8 @@ class AnnyModel(BodyModel):
         if not betas.requires_grad and cache is not None:
             if cache[2]() is betas and cache[3] == _version(betas):
                 return cache[1]
-            if cache[0].shape == betas.shape and cache[0].device == betas.device and torch.equal(cache[0], betas):
+            if (cache[0].shape == betas.shape and cache[0].device == betas.device and cache[0].dtype == betas.dtype
+                    and torch.equal(cache[0], betas)):
                 self._rest_cache = (cache[0], cache[1], weakref.ref(betas), _version(betas))  # (next time)
                 return cache[1]
         coeffs = self.blendshape_coefficients(self.phenotype(betas))
@@ -278,6 +279,13 @@ class AnnyModel(BodyModel):
             self._rest_cache = (betas.detach().clone(), tuple(t.detach() for t in terms), weakref.ref(betas),
                                 _version(betas))
         return terms
+
+    def _apply(self, fn, *args, **kwargs):
+        """As :meth:`torch.nn.Module._apply` (``.to()``, ``.double()``, ``.cuda()``), forgetting the
+        rest skeleton :meth:`_rest_skeleton` keeps (a review: after ``.double()`` the float32 terms
+        of the zero shapes made at construction were reused, and SMPLify failed on a dtype clash)."""
+        self._rest_cache = None
+        return super()._apply(fn, *args, **kwargs)
 
     def _rest_bones(self, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """anny's rest bone orientations ``(B, NB, 3, 3)`` and heads ``(B, NB, 3)`` for blendshape

@@ -53,7 +53,8 @@ class Fallback:
             :class:`~fit3d.fitters.EFT` and :class:`~fit3d.fitters.SMPLify` of one body model.
         ratio: :data:`FALLBACK_RATIO`.
         min_keypoints: :data:`FALLBACK_MIN_KEYPOINTS`; the secondary fitter runs only on people
-            with at least this many labelled keypoints (confidence > 0).
+            with at least this many usable keypoints (confidence > 0, finite coordinates, and a
+            weight above 0 in the secondary's body model when it has one, as follow counts them).
 
     The result's extras are the primary's (describing the primary's own fit, also where the
     secondary's was kept) and ``fallback`` ``(B,)`` bool: the secondary's fit was kept.
@@ -81,8 +82,14 @@ class Fallback:
         the secondary; returns B people."""
         res = self.primary(batch)
         res.extras["fallback"] = torch.zeros(len(batch), dtype=torch.bool, device=res.valid.device)
-        labelled = (batch.keypoints_2d[..., 2] > 0).sum(-1)
-        idx = torch.nonzero(labelled >= self.min_keypoints).flatten()
+        kp = batch.keypoints_2d
+        usable = (kp[..., 2] > 0) & torch.isfinite(kp[..., :2]).all(-1)  # (a review: NaN points were counted)
+        model = getattr(self.secondary, "body_model", None)
+        if model is not None:  # points the model does not fit (weight 0, e.g. SMPL's hips) do not count, by name
+            weight = dict(zip(model.keypoint_convention.names, model.keypoint_weights().tolist()))
+            fitted = torch.tensor([weight.get(n, 0.0) > 0 for n in batch.convention.names], device=kp.device)
+            usable &= fitted
+        idx = torch.nonzero(usable.sum(-1) >= self.min_keypoints).flatten()
         if len(idx) == 0:
             return res
         alt = self.secondary(batch.index(idx.to(batch.keypoints_2d.device)))

@@ -81,6 +81,11 @@ class Stage:
             raise ValueError(f"stage {self.name!r}: keep_rows and keep_after must be >= 0")
         if self.iterations < 0 or self.lr <= 0:
             raise ValueError(f"stage {self.name!r}: iterations must be >= 0 and lr > 0")
+        if self.patience < 1 or self.tolerance < 0:  # (a review: patience 0 stopped every row after 2 steps)
+            raise ValueError(f"stage {self.name!r}: patience must be >= 1 and tolerance >= 0 (0: no early stop)")
+        if not self.params or len(set(self.params)) != len(self.params):
+            raise ValueError(f"stage {self.name!r}: params must name each optimised parameter once (it names "
+                             f"{list(self.params) or 'none'})")
 
     def _check_types(self) -> None:
         """Raise ValueError naming the field whose value has the wrong type (a hand-edited

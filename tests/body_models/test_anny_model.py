@@ -189,6 +189,20 @@ def test_parameters_of_another_kind_are_named_and_float64_is_cast(anny_model):
     assert torch.allclose(out.joints_3d, anny_model(**good).joints_3d)
 
 
+def test_a_model_made_float64_forgets_its_float32_rest_skeleton():
+    """Found by a review: after .double(), one person of zero shape reused the float32 rest skeleton kept
+    from construction, so SMPLify (and EFT --fallback) failed on a dtype clash; two people did not."""
+    from fit3d.body_models.anny_model import AnnyModel
+    from fit3d.fitters import SMPLify
+
+    m32, m64 = AnnyModel(), AnnyModel().double()
+    one = m64.neutral_params(1)
+    out = m64(**one)
+    assert out.joints_3d.dtype == torch.float64
+    assert torch.allclose(out.joints_3d.float(), m32(**m32.neutral_params(1)).joints_3d, atol=1e-5)
+    SMPLify(m64)  # (its set-up poses the model once at the rest shape)
+
+
 def test_rows_per_shape_equals_repeating_each_shape(anny_model):
     """The fitters' hypotheses of one person share one shape (``rows_per_shape``): anny computes
     each rest skeleton once and reads each anchor matrix once for its rows; the numbers are those

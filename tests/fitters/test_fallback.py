@@ -49,3 +49,28 @@ def test_the_secondary_fit_is_kept_only_where_it_reprojects_ratio_times_closer(m
     assert res.extras["k"].tolist() == [0, 10, 20, 30, 40, 50]  # the primary's extras, for every person
     f = Fallback(primary, secondary)
     assert f.extra_defaults == {"k": -1, "fallback": False} and f.name == "primary+secondary"
+
+
+def test_the_secondary_counts_usable_keypoints_as_follow_does(smpl_like_dir):
+    """Found by a review: labelled points with NaN coordinates, and SMPL's hips (weight 0), counted toward
+    the secondary's 12."""
+    from fit3d.body_models import build_body_model
+    from fit3d.data.batching import PersonBatch
+    from fit3d.data.conventions import get_convention
+
+    B = 3
+    kp = torch.ones(B, 17, 3)
+    kp[:, 0, 0] = torch.arange(B)
+    kp[1, 1:5, :2] = float("nan")  # 17 labelled, 13 usable: still enough
+    kp[2, 1:6, :2] = float("nan")  # 12 usable
+    batch = PersonBatch(keypoints_2d=kp, bbox=torch.ones(B, 4), focal_length=torch.ones(B, 2),
+                        principal_point=torch.zeros(B, 2), image_size=torch.full((B, 2), 100.0),
+                        convention=get_convention("coco17"))
+    primary = _Stub(torch.full((B,), 10.0), torch.ones(B, dtype=torch.bool), 1.0, 30)
+    secondary = _Stub(torch.full((B,), 1.0), torch.ones(B, dtype=torch.bool), 2.0, 100)
+    Fallback(primary, secondary, min_keypoints=13)(batch)
+    assert secondary.seen == [[0, 1]]
+    secondary.seen.clear()
+    secondary.body_model = build_body_model("smpl", smpl_like_dir)  # its COCO hips weigh 0
+    Fallback(primary, secondary, min_keypoints=13)(batch)
+    assert secondary.seen == [[0]]  # person 1: 13 usable, 11 of them the model fits

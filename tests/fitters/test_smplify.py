@@ -83,6 +83,13 @@ def test_schedule_round_trip_and_validation(tmp_path):
         Stage("x", ("elbow",), 1, 0.1)
     with pytest.raises(ValueError, match="keep_rows"):
         Stage("x", ("body_pose",), 1, 0.1, keep_rows=-1)
+    # found by a review: patience 0 stopped every row after 2 steps; no params fitted nothing in silence
+    for kwargs, said in ((dict(patience=0), "patience must be >= 1"), (dict(tolerance=-1e-4), "tolerance >= 0"),
+                         (dict(params=()), "name each optimised parameter once"),
+                         (dict(params=("body_pose", "body_pose")), "name each optimised parameter once")):
+        with pytest.raises(ValueError, match=said):
+            Stage(**dict(dict(name="x", params=("body_pose",), iterations=1, lr=0.1), **kwargs))
+    Stage("x", ("body_pose",), 1, 0.1, tolerance=0.0)  # no early stop: allowed
     # a hand-edited file's wrong types are refused when read, naming the field (found by a new
     # user's trial: they passed, then every person's fit failed with exit 5 and "retry")
     for stage, field, value in ((0, "iterations", 2.5), (0, "iterations", "60"), (1, "lr", None),
