@@ -37,23 +37,42 @@ def interruptible():
 
 @contextlib.contextmanager
 def deferred():
-    """Within the block, SIGINT and SIGTERM wait: the first is delivered, to the handlers in place
-    before it (e.g. :func:`interruptible`'s), when the block ends (not when it raises: its error
-    then stops the run). For steps that must happen
-    together, such as writing an image's output and counting it (a review: a signal between the
-    two left the run's summary short of a file on disk). Outside the main thread nothing
-    changes."""
+    """Within the block, SIGINT and SIGTERM wait: one is delivered, to the handlers in place
+    before it (e.g. :func:`interruptible`'s), when the block ends: SIGTERM when it came (a
+    scheduler's preemption), else SIGINT; none when the block raises (its error then stops the
+    run). For steps that must happen together, such as writing an image's output and counting
+    it (a review: a signal between the two left the run's summary short of a file on disk).
+    The handlers are swapped with both signals blocked, so none falls between the two swaps.
+    Outside the main thread nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
+    with _blocked():
+        old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _SIGNALS}
     completed = False
     try:
         yield
         completed = True
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        with _blocked():
+            for s, h in old.items():
+                signal.signal(s, h)
         if caught and completed:  # (a block that raised stops the run with its own error, not as interrupted)
-            signal.raise_signal(caught[0])
+            signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _blocked():
+    """SIGINT and SIGTERM held back (pending, delivered after the block) where the platform can."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)

@@ -322,6 +322,12 @@ def test_deferred_signals_arrive_when_the_block_ends():
             steps.append("never")
     assert steps == ["after the signal"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    with pytest.raises(Interrupted) as stopped:  # SIGINT then SIGTERM: the scheduler's SIGTERM counts (exit 143)
+        with interruptible():
+            with deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGTERM)
+    assert stopped.value.signum == signal.SIGTERM
     with pytest.raises(ValueError, match="its own error"):  # a block that raises: its error, not an interruption
         with interruptible():
             with deferred():
