@@ -141,9 +141,9 @@ def _check(out_dir: Path, new: dict, overwrite: bool, whole_folder: bool, record
             raise ValueError(f"{path} is not a file: remove it (fit3d records the folder's settings there) and run "
                              "again")
         if not (overwrite and whole_folder):  # as none, and a run of other settings mixed into the folder)
-            raise ValueError(f"{path} cannot be read as a settings record, so what this folder's fits were made with is unknown: pass "
-                             "--overwrite (RunConfig(overwrite=True) in Python) in one job (no --limit, one shard) "
-                             "to refit every image, restore the file, or choose another --out")
+            raise ValueError(f"{path} cannot be read as a settings record, so what this folder's fits were made "
+                             "with is unknown: pass --overwrite (RunConfig(overwrite=True) in Python) in one job "
+                             "(no --limit, one shard) to refit every image, restore the file, or choose another --out")
         if record:
             _write(path, dict(new, **{_OVERWRITING: True}))
         return True
