@@ -148,10 +148,7 @@ _OPTIONS = [
     click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
                  help="Output folder: one .npz per image and summary.json."),
     *_MODEL_OPTIONS,
-    click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                 help="People per batched fit. Default: the fitter's, on a CPU smplify 256, eft 64, eft --fallback "
-                      "256 (the fastest on 2 cores), on a GPU smplify 4096, eft 2048, eft --fallback 2048 (within "
-                      "~10 GiB; a batch that runs out of memory is fitted again in halves, and later ones no larger)."),
+    "--batch-size",  # (each command's own: _batch_size_option)
     click.option("--focal-length", type=click.FloatRange(min=1.0), default=None, callback=finite,
                  help="Focal length in pixels for every image. Default: the input's intrinsics (COCO image "
                       "'cam_param', SPIN 'cam_int' / 'focal_length') where it has them, else the image diagonal."),
@@ -192,9 +189,20 @@ def check_model_options(model: str, model_path, gender: str) -> None:
                                "add --model smpl, smplh or smplx (anny, the default model, takes neither)")
 
 
-def fit_options(f):
+def _batch_size_option(defaults: str):
+    """``--batch-size``, its help naming the command's own ``defaults``."""
+    return click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                        help=f"People per batched fit. Default: the fitter's, {defaults} (a batch that runs out of "
+                             "GPU memory is fitted again in halves, and later ones no larger).")
+
+
+def fit_options(f=None, *, batch_sizes: str = "the fastest on 2 cores on a CPU, within ~10 GiB on a GPU"):
     """Add the shared fitting options to a click command, which receives them as one
-    ``opts: FitOptions`` keyword argument (beside its own options)."""
+    ``opts: FitOptions`` keyword argument (beside its own options). ``batch_sizes``: the command's
+    default batch sizes, in words, for ``--batch-size``'s help
+    (``@fit_options(batch_sizes="256 on a CPU, 4096 on a GPU")``)."""
+    if f is None:
+        return functools.partial(fit_options, batch_sizes=batch_sizes)
 
     @functools.wraps(f)
     def command(*args, **kwargs):
@@ -203,7 +211,7 @@ def fit_options(f):
         return f(*args, opts=opts, **kwargs)
 
     for option in reversed(_OPTIONS):
-        command = option(command)
+        command = (_batch_size_option(batch_sizes) if option == "--batch-size" else option)(command)
     return command
 
 

@@ -410,3 +410,19 @@ def test_numbers_that_cannot_be_used_are_usage_errors(tmp_path, sample_dir):
         r = CliRunner().invoke(cli, base + extra)
         assert r.exit_code == 2 and said in r.output, (extra, r.output)
     assert not (tmp_path / "o").exists()
+
+
+def test_each_fitting_command_names_its_own_default_batch_sizes():
+    """smplify --help listed EFT's batch sizes too; each now names the sizes its fitter takes."""
+    from fit3d.fitters import EFT, SMPLify
+    from fit3d.fitters.fallback import fallback_batch_size
+
+    def help_of(command):
+        r = CliRunner().invoke(cli, [command, "--help"])
+        return " ".join(r.output.split())
+
+    smplify, eft = help_of("smplify"), help_of("eft")
+    assert f"on a CPU {SMPLify.default_batch_size} " in smplify and f"on a GPU {SMPLify.cuda_batch_size} " in smplify
+    assert "eft" not in smplify.split("--batch-size")[1].split("--focal-length")[0]
+    assert f"on a CPU {EFT.default_batch_size}, with --fallback {fallback_batch_size(EFT, SMPLify, 'cpu')} " in eft
+    assert f"on a GPU {EFT.cuda_batch_size} " in eft and fallback_batch_size(EFT, SMPLify, "cuda") == EFT.cuda_batch_size
