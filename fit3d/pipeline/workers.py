@@ -139,6 +139,20 @@ def _call(fn: Callable, args: tuple):
     return fn(_FITTER, _BODY, *args)
 
 
+def unspawnable_main() -> str | None:
+    """Why spawned worker processes cannot start from this program, or None when they can: a
+    script read from standard input (``python - < x.py``) names its main module ``<stdin>``,
+    which each spawned process would import again and cannot (a notebook, ``python -c`` and a
+    script file are fine)."""
+    import sys
+
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if path is not None and not os.path.exists(path):
+        return (f"worker processes cannot start from a program read from {path} (each would import it again): "
+                "this process fits alone (save the script to a file to use them)")
+    return None
+
+
 class FitterPool:
     """``workers`` worker processes (besides the caller), each holding the fitter of ``recipe``
     and running ``threads`` threads.
@@ -159,7 +173,9 @@ class FitterPool:
         self.recipe, self.workers, self.threads = recipe, workers, threads
         self.started: list[Future] = []
         self._procs: list = []
-        self._executor = self._start()
+        #: why no worker can start here (None: they can): a run given this pool fits alone and says so
+        self.unusable = unspawnable_main()
+        self._executor = self._start() if self.unusable is None else None
 
     def _start(self) -> ProcessPoolExecutor:
         """A new executor whose workers start now (building a fitter takes seconds: they do it
@@ -185,17 +201,23 @@ class FitterPool:
         """Run ``fn(fitter, body_model, *args)`` in a worker.
 
         Raises:
-            BrokenProcessPool: a worker has died (:meth:`restart`)."""
+            BrokenProcessPool: a worker has died (:meth:`restart`). RuntimeError: no worker can
+                start here (:attr:`unusable`)."""
+        if self._executor is None:
+            raise RuntimeError(self.unusable)
         return self._executor.submit(_call, fn, args)
 
     def restart(self) -> None:
         """Replace a broken pool (its pending tasks are lost: their futures have failed)."""
         self.close()
-        self._executor = self._start()
+        if self.unusable is None:
+            self._executor = self._start()
 
     def close(self) -> None:
         """Shut the pool down and stop its workers at once, running tasks included (they hold
         nothing to save: an interrupted run, a broken pool, or idle workers at the end)."""
+        if self._executor is None:  # (never started: :attr:`unusable`)
+            return
         self._executor.shutdown(wait=False, cancel_futures=True)
         for p in self._procs:
             if p.is_alive():

@@ -119,6 +119,23 @@ def test_workers_that_cannot_start_lose_no_batch(tmp_path, sample_copy, anny_mod
     assert "could not start" in caplog.text and "fits the rest alone" in caplog.text
 
 
+def test_a_script_read_from_standard_input_fits_alone_and_says_why(tmp_path, sample_copy, anny_model, fast_fitter,
+                                                                   caplog, one_thread, monkeypatch):
+    """Found by a trial of the README: `python - < x.py` spawned workers that each failed with a traceback
+    (they import the main module again: '<stdin>'), restarted twice, and no line said why."""
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "__main__", types.SimpleNamespace(__file__="<stdin>"))
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    with FitterPool(_recipe(), 1, 1) as pool:
+        assert "read from <stdin>" in pool.unusable and pool.started == [] and pool._procs == []  # none spawned
+        s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", batch_size=3, progress=False),
+                problems, pool=pool)
+    assert s["this_run"]["images_written"] == 4 and s["this_run"]["exit_code"] == 0 and s["processes"] == 1
+    assert "cannot start from a program read from <stdin>" in caplog.text and "could not start" not in caplog.text
+
+
 def test_a_worker_that_dies_mid_batch_fails_its_batch_and_the_next_run_fits_it(tmp_path, sample_copy, anny_model,
                                                                               fast_fitter, monkeypatch, one_thread):
     """One worker start (no restart: that path is the test above's): it dies on its first batch."""
