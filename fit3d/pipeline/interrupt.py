@@ -7,6 +7,10 @@ import signal
 import threading
 
 
+#: The signals that stop a run cleanly.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class Interrupted(Exception):
     """Raised in the run's thread when SIGINT or SIGTERM arrives; ``signum`` says which."""
 
@@ -27,7 +31,7 @@ def interruptible():
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {s: signal.signal(s, handler) for s in _SIGNALS}
     try:
         yield
     finally:
@@ -61,8 +65,6 @@ def deferred():
         if caught and completed:  # (a block that raised stops the run with its own error, not as interrupted)
             signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
 
-
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager

@@ -478,10 +478,10 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
                 job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person",
                                desc=f"fit3d {config.fitter_name}", dynamic_ncols=True)
             chunks = list(_chunks(todo, config.batch_size))
-            if pool is not None and pool.unusable and len(chunks) > 1:
+            if pool is not None and pool.unusable and len(chunks) > 1:  # (a program read from stdin)
                 log.warning("%s", pool.unusable)
-            usable = pool is not None and not pool.unusable
-            shared = SharedFitting(job, pool) if usable and len(chunks) > 1 else None
+                pool = None
+            shared = SharedFitting(job, pool) if pool is not None and len(chunks) > 1 else None
             if shared is not None:
                 shared.run(chunks, pool.threads)
             else:

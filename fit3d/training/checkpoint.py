@@ -42,9 +42,10 @@ def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
     from fit3d import __version__
 
     plain = (int, float, bool, str, tuple, type(None))
-    device = next((t.device.type for t in model.state_dict().values()), "cpu")
+    state = model.state_dict()
+    device = next((t.device.type for t in state.values()), "cpu")
     return dict(settings, **({"device": device} if device != "cpu" else {}), threads=torch.get_num_threads(),
-                shapes={k: tuple(v.shape) for k, v in model.state_dict().items()},
+                shapes={k: tuple(v.shape) for k, v in state.items()},
                 optimizer={k: v for k, v in opt.defaults.items() if isinstance(v, plain)},
                 torch=torch.__version__, fit3d=__version__)
 

@@ -163,7 +163,8 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
         it = tqdm(it, desc="train articulation", unit="step", initial=start, total=steps)
     for step in it:
         idx = torch.randint(0, len(x), (batch_size,), generator=g).to(device)
-        xb = x[idx] + 0.02 * torch.randn(x[idx].shape, generator=g).to(device)
+        xb = x[idx]
+        xb = xb + 0.02 * torch.randn(xb.shape, generator=g).to(device)
         loss = m(xb).mean() / x.shape[1]
         opt.zero_grad()
         loss.backward()
