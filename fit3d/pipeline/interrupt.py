@@ -23,7 +23,11 @@ class Interrupted(Exception):
 def interruptible():
     """Within the block, SIGINT and SIGTERM raise :class:`Interrupted` (so the batch in flight
     is abandoned and what is finished is kept); the previous handlers come back afterwards.
-    Outside the main thread (where Python cannot install handlers) nothing changes."""
+    The handlers are swapped with both signals blocked and their restoring is armed first: a
+    signal that arrives while the block is being entered raises :class:`Interrupted` from the
+    ``with`` statement itself, with the previous handlers back (a review: one between the two
+    swaps left this handler installed for the rest of the process). Outside the main thread
+    (where Python cannot install handlers) nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -31,12 +35,16 @@ def interruptible():
     def handler(signum, frame):
         raise Interrupted(signum)
 
-    old = {s: signal.signal(s, handler) for s in _SIGNALS}
+    old: dict = {}
     try:
-        yield
+        with _blocked():
+            for s in _SIGNALS:
+                old[s] = signal.signal(s, handler)
+        yield  # (a signal held back while swapping is delivered above, before the block)
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        with _blocked():
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 @contextlib.contextmanager
@@ -64,7 +72,6 @@ def deferred():
                 signal.signal(s, h)
         if caught and completed:  # (a block that raised stops the run with its own error, not as interrupted)
             signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
-
 
 
 @contextlib.contextmanager

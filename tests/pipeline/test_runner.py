@@ -307,34 +307,6 @@ def test_a_signal_while_an_image_is_written_waits_until_it_is_counted(tmp_path, 
     assert s["images_written"] == len(fit_files(out)) == 2  # both written files counted, no third begun
 
 
-def test_deferred_signals_arrive_when_the_block_ends():
-    import os
-    import signal
-
-    from fit3d.pipeline.interrupt import deferred, interruptible
-
-    steps = []
-    with pytest.raises(Interrupted):
-        with interruptible():
-            with deferred():
-                os.kill(os.getpid(), signal.SIGINT)
-                steps.append("after the signal")  # still in the block
-            steps.append("never")
-    assert steps == ["after the signal"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
-    with pytest.raises(Interrupted) as stopped:  # SIGINT then SIGTERM: the scheduler's SIGTERM counts (exit 143)
-        with interruptible():
-            with deferred():
-                os.kill(os.getpid(), signal.SIGINT)
-                os.kill(os.getpid(), signal.SIGTERM)
-    assert stopped.value.signum == signal.SIGTERM
-    with pytest.raises(ValueError, match="its own error"):  # a block that raises: its error, not an interruption
-        with interruptible():
-            with deferred():
-                os.kill(os.getpid(), signal.SIGTERM)
-                raise ValueError("its own error")
-
-
 def test_a_failed_batchs_tensors_are_freed_before_its_halves_are_retried(sample_copy, anny_model, fast_fitter):
     """A CUDA audit: the halves were retried inside the ``except`` block, whose exception's traceback
     kept every tensor of the failed fit alive (a batch out of GPU memory kept that memory through its
