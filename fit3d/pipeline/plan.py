@@ -128,7 +128,8 @@ def dry_run(images: list[ImageRecord], problems: list[InputProblem], convention,
         unreadable inputs, else 0 (a dry run's 3 counts every shard's input errors).
     """
     def fittable_in(records) -> int:
-        return sum(skip_reason(p, convention, config.min_visible) is None for r in records for p in r.people)
+        return sum(skip_reason(p, convention, config.min_visible, config.focal_length) is None
+                   for r in records for p in r.people)
 
     everyone = sum(len(r.people) for r in images)
     fittable = fittable_in(images)

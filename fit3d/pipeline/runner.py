@@ -223,7 +223,7 @@ class _Job:
         entries = []
         for ii, img in enumerate(images):
             for p in img.people:
-                entries.append((ii, p, skip_reason(p, self.conv, config.min_visible)))
+                entries.append((ii, p, skip_reason(p, self.conv, config.min_visible, config.focal_length)))
         return entries, [p for _, p, r in entries if r is None]
 
     def finish(self, images: list[ImageRecord], entries: list[tuple], results: list[tuple]) -> None:
@@ -237,7 +237,7 @@ class _Job:
         for ii, p, reason in entries:
             img = images[ii]
             res, row = (None, 0) if reason is not None else fits[id(p)]
-            if reason is None and res is None:  # the fit raised, even alone (an unusable camera too)
+            if reason is None and res is None:  # the fit raised, even alone
                 failed.setdefault(ii, []).append(dict(image=img.image_key, annot_id=p.annot_id, reason=row))
                 continue
             try:

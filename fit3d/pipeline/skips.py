@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fit3d.data.batching import person_camera
 from fit3d.data.conventions import UNMODELLED, convert
 from fit3d.data.keypoints import (MIN_SPREAD_FRACTION, MIN_SPREAD_PX, degenerate_keypoints, keypoint_spread,
                                   looks_normalised, sanitize_keypoints)
@@ -32,11 +33,14 @@ def _model_keypoints(person: Person, model_convention) -> tuple[np.ndarray, int]
     return convert(clean, person.convention, model_convention), n_bad + person.keypoints_ignored
 
 
-def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE_KEYPOINTS) -> str | None:
-    """Why ``person`` cannot be fitted from its keypoints, or None: fewer than ``min_visible``
-    usable keypoints (:func:`usable_keypoints`), or usable keypoints all on one point or line
-    (:func:`fit3d.data.keypoints.degenerate_keypoints`). The text before the first colon is the
-    reason's kind, counted in the summary."""
+def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE_KEYPOINTS,
+                focal_length: float | None = None) -> str | None:
+    """Why ``person`` cannot be fitted, or None: fewer than ``min_visible`` usable keypoints
+    (:func:`usable_keypoints`), usable keypoints all on one point or line
+    (:func:`fit3d.data.keypoints.degenerate_keypoints`), or an unusable camera or image size
+    (:func:`fit3d.data.batching.person_camera` with the run's ``focal_length``: a person built by
+    hand with a negative focal length failed its whole image on every run). The text before the
+    first colon is the reason's kind, counted in the summary."""
     mapped, n_bad = _model_keypoints(person, model_convention)
     usable = int((mapped[:, 2] > 0).sum())
     if usable < min_visible:
@@ -49,6 +53,10 @@ def skip_reason(person: Person, model_convention, min_visible: int = MIN_VISIBLE
                 "--keypoint_scale 0)") if looks_normalised(xy) else ""
         return (f"degenerate keypoints: all on one point or line ({across:.2f} px across, {along:.1f} px along: "
                 f"under {MIN_SPREAD_PX} px or {MIN_SPREAD_FRACTION:.0%} across){hint}")
+    try:
+        person_camera(person, focal_length)
+    except ValueError as e:
+        return f"unusable camera: {e}"
     return None
 
 

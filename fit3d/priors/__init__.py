@@ -33,7 +33,8 @@ def build_prior(name: str, body_model=None, path: str | Path | None = None) -> P
     Args:
         name: ``l2``, ``gmm``, ``vae`` or ``articulation``.
         body_model: the model the prior is for (its weights: bundled for anny, from
-            ``fit3d setup-model`` for the SMPL family; :mod:`fit3d.body_models.weights`).
+            ``fit3d setup-model`` for the SMPL family; :mod:`fit3d.body_models.weights`);
+            None: anny's bundled weights.
         path: weights to load instead: a ``fit3d train-prior`` file, SMPLify's
             ``gmm_08.pkl`` (gmm) or a VPoser v2 checkpoint (vae).
     Raises:

@@ -60,7 +60,10 @@ def _check_pose(prior: Prior, args: tuple) -> tuple | None:
         raise ValueError(f"{type(prior).__name__} scores body poses of shape (B, J, 3) (axis-angle), got {shape}")
     allowed = prior.accepted_joints()
     if allowed is not None and pose.shape[1] not in allowed:
-        raise ValueError(f"{type(prior).__name__} scores poses of {sorted(allowed)} joints, got {shape}")
+        counts = sorted(allowed)  # (a range was listed number by number: "[1, 2, 3, ..., 19] joints")
+        said = (f"1 to {counts[-1]}" if counts == list(range(1, len(counts) + 1)) and len(counts) > 2
+                else " or ".join(map(str, counts)))
+        raise ValueError(f"{type(prior).__name__} scores poses of {said} joints, got {shape}")
     dtype = next((t.dtype for t in itertools.chain(prior.parameters(), prior.buffers()) if t.is_floating_point()), None)
     if dtype is not None and pose.dtype != dtype:  # a float64 pose scored by float32 weights: cast (differentiably)
         return (pose.to(dtype), *args[1:])

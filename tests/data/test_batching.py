@@ -146,6 +146,30 @@ def test_a_batch_whose_shapes_do_not_match_its_convention_is_refused(anny_model)
         short.for_model(anny_model)
 
 
+def test_a_hand_built_batch_with_a_negative_focal_length_or_image_size_is_refused(anny_model):
+    """Found by a user's trial of the API: a hand-built batch with focal length -800 was fitted
+    upside down behind the camera by SMPLify and marked valid (make_batch refused it already)."""
+    import dataclasses
+
+    conv = anny_model.keypoint_convention
+    ok = make_batch([_person(np.ones((17, 3), np.float32))] * 2, conv)
+    for field, bad in (("focal_length", -800.0), ("focal_length", 0.0), ("image_size", -640.0)):
+        values = getattr(ok, field).clone()
+        values[1] = bad
+        with pytest.raises(ValueError, match=rf"{field} not > 0 for people \[1\]"):
+            dataclasses.replace(ok, **{field: values}).for_model(anny_model)
+
+
+def test_the_camera_error_names_what_is_wrong():
+    """A user's trial: a NaN principal point was reported as 'the focal length must be a finite number > 0'."""
+    kp = np.ones((17, 3), np.float32)
+    with pytest.raises(ValueError, match="principal point must be finite") as e:
+        make_batch([_person(kp)], COCO23, principal_point=(float("nan"), 1.0))
+    assert "focal length must" not in str(e.value)
+    with pytest.raises(ValueError, match="image size must be finite numbers > 0"):
+        make_batch([_person(kp, (-640, 480))], COCO23, focal_length=800.0)
+
+
 def test_a_hand_built_batch_with_nan_keypoints_reads_them_as_unlabelled(anny_model):
     """Found by a researcher's trial: NaN coordinates in a hand-built batch reached the fit and
     failed every person of the batch in an SVD; a NaN box the same."""

@@ -51,3 +51,28 @@ def test_keypoints_on_a_line_with_a_little_jitter_are_degenerate_and_a_side_view
     side[on, 0] = 300.0 + 0.05 * 110 * rng.standard_normal(on.sum())  # 5 % across: the narrowest real people
     assert skip_reason(replace(p, keypoints_2d=side), anny_model.keypoint_convention) is None
     assert skip_reason(p, anny_model.keypoint_convention) is None
+
+
+def test_a_person_with_an_unusable_camera_is_skipped_with_the_reason_and_the_rest_is_fitted(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    """Found by a user's trial of the API: a hand-built person with a negative focal length failed
+    its whole image on every run (its good neighbours fitted, never written: exit 5 each time)."""
+    from dataclasses import replace
+
+    from fit3d.data.writers import read_fit
+    from fit3d.pipeline import RunConfig, run
+    from fit3d.pipeline.skips import skip_reason
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    img = next(r for r in images if sum(skip_reason(p, anny_model.keypoint_convention) is None for p in r.people) >= 2)
+    fittable = [p for p in img.people if skip_reason(p, anny_model.keypoint_convention) is None]
+    bad = replace(fittable[0], camera=((-800.0, -800.0), (320.0, 240.0)))
+    reason = skip_reason(bad, anny_model.keypoint_convention)
+    assert reason.startswith("unusable camera:") and "focal length must be a finite number > 0" in reason
+    assert skip_reason(bad, anny_model.keypoint_convention, focal_length=1000.0) is None  # the run's own focal
+    img.people = [bad if p is fittable[0] else p for p in img.people]
+    s = run([img], fast_fitter, anny_model, RunConfig(tmp_path / "fits", progress=False))["this_run"]
+    assert s["exit_code"] == 0 and s["people_failed"] == 0 and s["people_fitted"] == len(fittable) - 1
+    fit = read_fit(tmp_path / "fits" / f"{img.image_key}.npz")
+    row = list(fit["annot_id"]).index(bad.annot_id)
+    assert str(fit["skip_reason"][row]).startswith("unusable camera")

@@ -102,8 +102,10 @@ def test_shared_run_writes_what_one_process_writes(tmp_path, sample_copy, anny_m
     assert a.keys() == b.keys() and len(a) >= 12
     for k in a:
         assert a[k][0] == b[k][0]
-        for x, y in zip(a[k][1:], b[k][1:]):
-            assert np.array_equal(x, y, equal_nan=True), k
+        for x, y in zip(a[k][1:], b[k][1:]):  # (not bit for bit: a process that computed on two threads and
+            # then on one sums otherwise than one on one thread from its start, by up to 4e-6 on a CPU with
+            # AMX, 2026-12-04; the same fits)
+            assert np.allclose(x, y, rtol=0, atol=1e-4, equal_nan=True), k
 
 
 def test_workers_that_cannot_start_lose_no_batch(tmp_path, sample_copy, anny_model, fast_fitter, caplog,
