@@ -133,5 +133,10 @@ def merge(fits_dir, out):
     for line in unfinished_lines(s, fits_dir):
         click.echo(line, err=True)
     for u in s["unreadable_outputs"]:
-        click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} (its people are not in the dataset)", err=True)
+        lost = ("its run's counts are not in the totals" if Path(u["file"]).name.startswith("summary")
+                and u["file"].endswith(".json") else "its people are not in the dataset")
+        click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} ({lost})", err=True)
+    if len(s["settings"]) > 1:  # (outputs copied together: merged without a word, found by a review)
+        click.echo(f"fit3d: warning: the runs' summaries record {len(s['settings'])} different fit settings: the "
+                   "dataset mixes fits made with them (see 'settings' under 'merged' in summary.json)", err=True)
 

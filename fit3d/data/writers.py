@@ -262,7 +262,13 @@ def read_fit(path: str | Path) -> dict[str, np.ndarray]:
         OSError / ValueError: unreadable or corrupt file (a truncated or empty ``.npz`` too).
     """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        z = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError) as e:  # numpy's errors for a cut-short or empty file
+        raise ValueError(f"corrupt .npz {path}: {e}") from e
+    if not isinstance(z, np.lib.npyio.NpzFile):  # (an .npy under a fit's name: a TypeError traceback in merge)
+        raise ValueError(f"{path} is a single array (an .npy file), not a fit's .npz")
+    try:
+        with z:
+            return {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"corrupt .npz {path}: {e}") from e

@@ -139,7 +139,8 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         is counted with the unreadable ones, named with the reason, and not merged.
     Raises:
         NoReadableFits: no output can be read. ValueError: the outputs hold different joints or
-            fields (runs of different models or settings in one folder), there is none, or a
+            fields (runs of different models or fitters in one folder; outputs of other settings
+            with the same fields are merged, their settings listed in ``settings``), there is none, or a
             subfolder holds a run's summary (the folder of several runs, e.g. NeuralAnnot's of
             several image folders: each is merged on its own).
     """
@@ -212,7 +213,9 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     for f in sorted(fits_dir.glob("summary*.json")):
         try:
             data = json.loads(f.read_text())
-        except (OSError, ValueError) as e:
+            if not isinstance(data, dict) or not isinstance(data.get("this_run", {}), dict):
+                raise ValueError("not a fit3d summary (a JSON object whose this_run is one)")
+        except (OSError, ValueError) as e:  # (a null summary was a TypeError traceback: a review)
             unreadable.append(dict(file=f.name, reason=str(e)))
             continue
         if "this_run" in data:  # a run's summary (not only an earlier merge's)
@@ -345,15 +348,18 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
                          f"(a.jpg.npz): name it without one (e.g. {out.stem.replace('.', '_')}.npz), or write it "
                          "outside the folder")
     arrays, summary = merge_fits(fits_dir)
+    path = fits_dir / "summary.json"
+    try:  # (read before the dataset is written: a damaged one left a dataset and stopped every merge)
+        existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
+    except (OSError, ValueError):  # damaged: named in the totals' unreadable_outputs (merge_fits), replaced
+        existing = {}
+    existing = existing if isinstance(existing, dict) else {}
     try:
         write_npz(out, arrays)
     except OSError as e:  # (a full disk, a folder that cannot be written: one line, not a traceback)
         raise ValueError(f"cannot write the merged dataset {out}: {e}") from e
     summary["dataset"] = str(out.resolve())  # (a later run, from any folder, finds it to retire it)
     summary["fits_dir"] = str(fits_dir.resolve())  # (a copy of the folder is told from the folder merged)
-    path = fits_dir / "summary.json"
-    existing = json.loads(path.read_text()) if path.is_file() else {}  # an unsharded run's own summary stays
-    existing = existing if isinstance(existing, dict) else {}
     # the earlier merges' files inside the folder still there (--out FITS/a.npz, then dataset.npz): a
     # later run retires them all
     recorded, earlier = _recorded_datasets(fits_dir, existing.get("merged"))

@@ -428,15 +428,17 @@ def wait_for(jobs: list):
 
 def _crash(task, error: Exception) -> tuple[int, str]:
     """``(exit code, what happened)`` of a task whose result could not be read: its local
-    submitit process killed by a signal (``128 + signal``, as a shell says it; the fit it ran may
-    have stopped with it), failed with a Python error (submitit's ``FailedJobError``: the error's
+    submitit process killed by a signal (``128 + signal``, as a shell says it; the fit it started
+    in a process of its own may still run, and the line says so), failed with a Python error (submitit's ``FailedJobError``: the error's
     last line from the task's log) or ended without a result (killed itself, out of memory, a
     node lost; the scheduler's state): 1."""
     process = getattr(task, "_process", None)  # a local job's submitit process (submitit's LocalJob)
     rc = process.poll() if process is not None else None
     if rc is not None and rc < 0:
         return 128 - rc, (f"stopped: its submitit process (pid {process.pid}) was killed by signal {-rc} "
-                          f"(exit {128 - rc}); log: {getattr(task.paths, 'stderr', '?')}")
+                          f"(exit {128 - rc}), but the fit it started may still be running (a review saw one "
+                          "write its shard's outputs after this): while it runs, its shard's lock refuses "
+                          f"another run there; log: {getattr(task.paths, 'stderr', '?')}")
     if type(error).__name__ == "FailedJobError":
         return 1, f"failed: {_last_error_line(task)}"
     state = getattr(task, "state", "UNKNOWN")

@@ -113,10 +113,14 @@ def combined_exit_code(codes: list[int]) -> int:
     sets), by the rule for one run: 4 (nothing fitted) only when every run fitted nothing, so that a
     run with no one to fit (an empty shard, a set without usable people) does not turn runs that fitted
     people into "nothing was fitted" (NeuralAnnot took the largest code: a set that fitted everyone
-    beside one without people exited 4, found by a review); otherwise the worst other code (an
-    interruption's 128 + n above 5, then 3; 0 for none)."""
+    beside one without people exited 4, found by a review); otherwise the worst other code: an
+    interruption's 128 + n, then a run stopped by an error (1, or 2 for a usage error), then 5,
+    then 3; 0 for none (a task refused by a lock beside one with unreadable images exited 3, "the
+    rest was fitted": found by a review)."""
     others = [c for c in codes if c != NOTHING_FITTED]
-    return max(others) if others else (NOTHING_FITTED if codes else OK)
+    if not others:
+        return NOTHING_FITTED if codes else OK
+    return max(others, key=lambda c: (c > 128, c in (1, 2), c))
 
 
 def _failure_order(failure: dict) -> tuple:

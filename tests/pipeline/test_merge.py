@@ -564,6 +564,9 @@ def test_neuralannot_s_image_sets_combine_their_exit_codes_as_an_array_does():
     from fit3d.pipeline.summary import combined_exit_code
 
     assert [combined_exit_code(c) for c in ([0, 4], [4, 4], [3, 4], [5, 3, 0], [4, 130], [])] == [0, 4, 3, 5, 130, 0]
+    # a task stopped by an error (a shard refused by its lock: nothing fitted) is not hidden by another's
+    # unreadable images ("the rest was fitted") or failures; an interruption still comes first (a review)
+    assert [combined_exit_code(c) for c in ([1, 3], [5, 1, 0], [2, 5], [1, 143], [1, 4])] == [1, 1, 2, 143, 1]
 
 
 def test_an_overwrite_of_other_settings_in_which_every_image_fails_retires_the_merge(tmp_path, sample_copy,
@@ -585,3 +588,51 @@ def test_an_overwrite_of_other_settings_in_which_every_image_fails_retires_the_m
     assert s["this_run"]["images_written"] == 0 and s["this_run"]["images_failed"] == 4
     assert not dataset.exists() and s["merged_dataset_removed"] == [str(dataset)]
     assert not list(out.glob("*.npz"))  # no fit of the earlier settings left
+
+
+def test_damaged_summaries_and_a_single_array_under_a_fits_name_are_named_not_tracebacks(
+        tmp_path, sample_copy, anny_model, fast_fitter):
+    """A review: a damaged summary.json stopped every merge with a JSON error naming no file, after the
+    dataset had been written; a shard summary holding null, and an .npy saved under an image's fit
+    name, ended in TypeError tracebacks."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    out = tmp_path / "fits"
+    for i in range(2):
+        run(images, fast_fitter, anny_model, RunConfig(out, shard=(i, 2), progress=False), problems)
+    (out / "summary.json").write_text('{"merged": {')
+    (out / "summary.shard-2-of-2.json").write_text("null")
+    np.save(open(out / "zz.jpg.npz", "wb"), np.zeros(3))
+    path, s = write_merged(out)
+    assert path.is_file() and s["people"] == 14
+    unreadable = {u["file"]: u["reason"] for u in s["unreadable_outputs"]}
+    assert set(unreadable) == {"summary.json", "summary.shard-2-of-2.json", "zz.jpg.npz"}
+    assert "single array" in unreadable["zz.jpg.npz"] and "not a fit3d summary" in unreadable["summary.shard-2-of-2.json"]
+    assert json.loads((out / "summary.json").read_text())["merged"]["people"] == 14  # the damaged one replaced
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "unreadable summary.shard-2-of-2.json: not a fit3d summary" in r.output
+    assert "(its run's counts are not in the totals)" in r.output and "(its people are not in the dataset)" in r.output
+
+
+def test_merge_warns_when_the_runs_were_fitted_with_different_settings(tmp_path, sample_copy, anny_model,
+                                                                      fast_fitter):
+    """A review: outputs of two settings copied into one folder were merged without a word."""
+    from click.testing import CliRunner
+
+    from fit3d.cli.main import cli
+
+    images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(images, fast_fitter, anny_model, RunConfig(a, shard=(0, 2), progress=False, settings=dict(prior="gmm")), problems)
+    run(images, fast_fitter, anny_model, RunConfig(b, shard=(1, 2), progress=False, settings=dict(prior="l2")), problems)
+    for f in b.iterdir():
+        if f.name.endswith(".npz") or f.name.startswith("summary.shard"):
+            shutil.copy(f, a / f.name)
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(a)])
+    assert r.exit_code == 0 and "record 2 different fit settings" in r.output, r.output
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(b)])
+    assert "different fit settings" not in r.output
