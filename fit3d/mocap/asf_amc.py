@@ -220,8 +220,8 @@ def forward_kinematics(bones: dict[str, Bone], motion: dict[str, np.ndarray]) ->
 
 def read_asf_amc(asf: str | Path, amc: str | Path, fps: float = 120.0, subject: str | None = None) -> MocapClip:
     """A clip of :data:`MOCAP_POINTS` in metres (the ASF's length unit, :class:`AsfUnits`) from an
-    ASF skeleton and an AMC motion, named by the AMC file; ``subject``: by default the AMC name's
-    part before its first ``_`` (CMU's ``NN`` of ``NN_MM``).
+    ASF skeleton and an AMC motion, with the skeleton's rest pose (every angle zero), named by the
+    AMC file; ``subject``: by default the AMC name's part before its first ``_`` (CMU's ``NN`` of ``NN_MM``).
 
     Raises:
         OSError: a file cannot be read. ValueError: see :func:`parse_asf`, :func:`asf_units`, :func:`parse_amc`.
@@ -230,5 +230,8 @@ def read_asf_amc(asf: str | Path, amc: str | Path, fps: float = 120.0, subject: 
     bones = parse_asf(asf, units)
     ends = forward_kinematics(bones, parse_amc(amc, bones, units.angle))
     pts = np.stack([ends[ASF_POINTS[p]] for p in MOCAP_POINTS], 1) * units.metres
+    rest_ends = forward_kinematics(bones, {"root": np.zeros((1, len(bones["root"].dof)))})  # every angle zero
+    rest = np.stack([rest_ends[ASF_POINTS[p]][0] for p in MOCAP_POINTS]) * units.metres
     stem = Path(amc).stem
-    return MocapClip(stem, stem.split("_")[0] if subject is None else subject, fps, pts.astype(np.float32))
+    return MocapClip(stem, stem.split("_")[0] if subject is None else subject, fps, pts.astype(np.float32),
+                     rest.astype(np.float32))

@@ -44,8 +44,8 @@ NAMINGS = {"amc2bvh": BVH_POINTS, "cgspeed": CGSPEED_POINTS}
 
 def read_bvh(path: str | Path, unit_to_m: float = CMU_UNIT_TO_M) -> MocapClip:
     """A clip of :data:`MOCAP_POINTS` in metres from a CMU-style BVH file (CMU's length units
-    unless ``unit_to_m`` says otherwise), its joints named as amc2bvh names them
-    (:data:`BVH_POINTS`) or as the cgspeed conversion does (:data:`CGSPEED_POINTS`).
+    unless ``unit_to_m`` says otherwise), with its rest pose (every rotation zero), its joints named
+    as amc2bvh names them (:data:`BVH_POINTS`) or as the cgspeed conversion does (:data:`CGSPEED_POINTS`).
 
     Raises:
         ValueError: a joint of both namings is missing (the closer naming's missing joints are
@@ -61,7 +61,7 @@ def read_bvh(path: str | Path, unit_to_m: float = CMU_UNIT_TO_M) -> MocapClip:
     F = frames.shape[0]
     names = mocap.get_joints_names()
     col = 0
-    pos, rot = {}, {}
+    pos, rot, rest = {}, {}, {}  # (rest: the skeleton with every rotation zero, the root at its offset)
     for name in names:  # file order: parents before children
         ch = mocap.joint_channels(name)
         vals = frames[:, col : col + len(ch)]
@@ -78,14 +78,17 @@ def read_bvh(path: str | Path, unit_to_m: float = CMU_UNIT_TO_M) -> MocapClip:
                     t[:, "XYZ".index(c[0])] = vals[:, i]
             pos[name] = offset + t
             rot[name] = R
+            rest[name] = offset
         else:
             pos[name] = pos[parent.name] + rot[parent.name] @ offset
             rot[name] = rot[parent.name] @ R
+            rest[name] = rest[parent.name] + offset
     head = mocap.get_joint("Head")
     end = [c for c in head.children if c.value and c.value[0] == "End"]
     if end:
         off = np.asarray([float(x) for x in end[0]["OFFSET"]], dtype=np.float64)
         pos["Head/End"] = pos["Head"] + rot["Head"] @ off
+        rest["Head/End"] = rest["Head"] + off
     missing = {k: [j for j in table.values() if j not in pos] for k, table in NAMINGS.items()}
     naming = min(missing, key=lambda k: len(missing[k]))  # (the first of equals: amc2bvh's)
     if missing[naming]:
@@ -93,4 +96,6 @@ def read_bvh(path: str | Path, unit_to_m: float = CMU_UNIT_TO_M) -> MocapClip:
                          f"read: {', '.join(NAMINGS)})")
     table = NAMINGS[naming]
     pts = np.stack([pos[table[p]] for p in MOCAP_POINTS], 1) * unit_to_m
-    return MocapClip(path.stem, path.stem.split("_")[0], 1.0 / float(mocap.frame_time), pts.astype(np.float32))
+    rest_pts = np.stack([rest[table[p]] for p in MOCAP_POINTS]) * unit_to_m
+    return MocapClip(path.stem, path.stem.split("_")[0], 1.0 / float(mocap.frame_time), pts.astype(np.float32),
+                     rest_pts.astype(np.float32))

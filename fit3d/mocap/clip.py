@@ -26,14 +26,19 @@ class MocapClip:
         subject: subject id (``"01"``).
         fps: frames per second.
         points: ``(F, P, 3)`` metres, in :data:`MOCAP_POINTS` order.
+        rest: ``(P, 3)`` metres, the same points in the skeleton's rest pose (every joint rotation
+            zero, the root at the origin: the pose its calibration calls neutral), or None where
+            the source does not define one. Retargeting matches the spine's and head's directions
+            relative to it (:func:`fit3d.mocap.retarget.rest_offsets`).
     """
 
     name: str
     subject: str
     fps: float
     points: np.ndarray
+    rest: np.ndarray | None = None
 
     def subsample(self, fps: float) -> "MocapClip":
         """Every ``round(self.fps / fps)``-th frame."""
         step = max(1, int(round(self.fps / fps)))
-        return MocapClip(self.name, self.subject, self.fps / step, self.points[::step])
+        return MocapClip(self.name, self.subject, self.fps / step, self.points[::step], self.rest)

@@ -126,7 +126,7 @@ def usable_frames(clip: MocapClip) -> MocapClip | None:
     finite = np.isfinite(clip.points).all(axis=(1, 2))
     if not finite.all():
         log.warning("%s: %d of %d frames with non-finite points dropped", clip.name, int((~finite).sum()), len(finite))
-        clip = MocapClip(clip.name, clip.subject, clip.fps, clip.points[finite])
+        clip = MocapClip(clip.name, clip.subject, clip.fps, clip.points[finite], clip.rest)
     if not len(clip.points):
         log.warning("%s: no frame with finite points: skipped", clip.name)
         return None
@@ -195,9 +195,15 @@ def prepare_mocap(
         trial.append(np.full(len(keep), i))
     points = torch.as_tensor(np.concatenate(pts))
     trial = np.concatenate(trial)
+    # each frame's skeleton at rest (NaN for a source without one: its spine and head matched as they are)
+    rests = np.stack([c.rest if c.rest is not None else np.full(c.points.shape[1:], np.nan, np.float32)
+                      for c in clips])
+    if not_rest := [c.name for c in clips if c.rest is None]:
+        log.warning("%d trial(s) without a rest pose (e.g. %s): their spine and head directions are matched "
+                    "as they are, not relative to the rest poses", len(not_rest), not_rest[0])
     test_v1 = trial_split_v1(len(clips))
     split = subject_split([c.subject for c in clips])[trial]
-    r = retarget(points, body_model, iterations=iterations, progress=progress)
+    r = retarget(points, body_model, iterations=iterations, progress=progress, rest=torch.as_tensor(rests[trial]))
     res = r["residual_mm"].cpu().numpy()
     bad = ~(torch.isfinite(r["body_pose"]).all(dim=(1, 2)) & torch.isfinite(r["global_orient"]).all(dim=1)).cpu().numpy()
     if bad.any():  # the priors and the regressor would train on them
@@ -219,7 +225,8 @@ def prepare_mocap(
         mocap_points=np.asarray(MOCAP_POINTS),
         # what made it (no clock time: the same settings write the same file)
         prepared_with=np.str_(json.dumps(dict(command="fit3d prepare-mocap", sources=[Path(x).name for x in sources],
-                                              dedupe_m=dedupe_m, iterations=iterations, fit3d=__version__,
+                                              dedupe_m=dedupe_m, iterations=iterations,
+                                              spine_and_head="relative to the rest poses", fit3d=__version__,
                                               torch=str(torch.__version__), torch_threads=torch.get_num_threads()))),
     )
     write_npz(out, arrays)

@@ -34,6 +34,16 @@ DIRECTION_PAIRS = (
     ("left_elbow", "left_wrist", 1.0), ("right_elbow", "right_wrist", 1.0),
     ("shoulder_mid", "head", 0.5), ("head", "head_top", 0.3),
 )  # fmt: skip
+#: Pairs whose points the two skeletons do not define alike: CMU's upper back, head and head top
+#: lie elsewhere than anny's spine3 joint, head joint and mid-ears, so one posture gives other
+#: directions (in the rest poses, spine3 -> mid-shoulders leans 25 degrees forward on anny and -1 to
+#: -2 on CMU's subjects 01-03, head -> head top 20 against -3 to 2). Matched as such, a CMU subject
+#: standing straight became an anny with the upper back bent back ~13 degrees and the head raised
+#: ~12 (a review). With the mocap's rest pose given, these pairs are matched relative to each
+#: skeleton's rest (:func:`rest_offsets`).
+REST_RELATIVE_PAIRS = (
+    ("pelvis", "spine_top"), ("spine_top", "shoulder_mid"), ("shoulder_mid", "head"), ("head", "head_top"),
+)  # fmt: skip
 #: Points compared for the residual (defined alike on both skeletons).
 RESIDUAL_POINTS = (
     "pelvis", "left_hip", "right_hip", "left_knee", "right_knee", "left_ankle", "right_ankle",
@@ -72,6 +82,49 @@ def _directions(points: torch.Tensor, idx_a, idx_b) -> torch.Tensor:
     return torch.nn.functional.normalize(points[:, idx_b] - points[:, idx_a], dim=-1)
 
 
+def _chest_axes(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(N, 3)`` each: the chest's lateral axis (right -> left shoulder), its up axis (pelvis ->
+    mid-shoulders, orthogonal to it) and its forward axis (lateral x up) of ``(N, P+1, 3)`` :data:`POINTS`."""
+    at = {n: points[:, POINTS.index(n)] for n in ("left_shoulder", "right_shoulder", "shoulder_mid", "pelvis")}
+    lateral = torch.nn.functional.normalize(at["left_shoulder"] - at["right_shoulder"], dim=-1)
+    up = at["shoulder_mid"] - at["pelvis"]
+    up = torch.nn.functional.normalize(up - (up * lateral).sum(-1, keepdim=True) * lateral, dim=-1)
+    return lateral, up, torch.linalg.cross(lateral, up)
+
+
+def forward_leans(points: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` radians: how far each of the :data:`REST_RELATIVE_PAIRS` directions leans forward
+    (positive) or back from the chest's up axis, about its lateral axis (:func:`_chest_axes`), for
+    ``(N, P+1, 3)`` :data:`POINTS` in any frame."""
+    lateral, up, forward = _chest_axes(points)
+    a = [POINTS.index(x) for x, _ in REST_RELATIVE_PAIRS]
+    b = [POINTS.index(y) for _, y in REST_RELATIVE_PAIRS]
+    v = points[:, b] - points[:, a]
+    return torch.atan2((v * forward[:, None]).sum(-1), (v * up[:, None]).sum(-1))
+
+
+def rest_offsets(model_rest: torch.Tensor, mocap_rest: torch.Tensor) -> torch.Tensor:
+    """``(N, K)`` radians to turn each mocap frame's :data:`REST_RELATIVE_PAIRS` directions forward
+    about its chest's lateral axis so that the mocap's rest pose maps to the model's: the model's
+    rest lean minus the mocap skeleton's. ``model_rest`` ``(P+1, 3)``, ``mocap_rest`` ``(N, P+1, 3)``
+    :data:`POINTS`; frames whose rest is not finite (a source without one) get 0 (matched as such)."""
+    offset = forward_leans(model_rest[None]) - forward_leans(mocap_rest)
+    return torch.where(torch.isfinite(offset), offset, torch.zeros_like(offset))
+
+
+def rest_relative(directions: torch.Tensor, points: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The ``(N, D, 3)`` target ``directions`` of :data:`DIRECTION_PAIRS` with those of
+    :data:`REST_RELATIVE_PAIRS` turned forward by ``offsets`` ``(N, K)`` radians about the chest's
+    lateral axis of the mocap ``points`` ``(N, P+1, 3)``."""
+    lateral = _chest_axes(points)[0]
+    names = [(a, b) for a, b, _ in DIRECTION_PAIRS]
+    idx = [names.index(pair) for pair in REST_RELATIVE_PAIRS]
+    turn = roma.rotvec_to_rotmat(offsets[..., None] * lateral[:, None])  # (N, K, 3, 3)
+    out = directions.clone()
+    out[:, idx] = (turn @ directions[:, idx, :, None])[..., 0]
+    return out
+
+
 def retarget(
     points: torch.Tensor,
     body_model,
@@ -80,6 +133,7 @@ def retarget(
     chunk: int = 2048,
     pose_weight: float = 1e-3,
     progress: bool = False,
+    rest: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Fit the model's pose to mocap frames.
 
@@ -88,6 +142,9 @@ def retarget(
         body_model: the model (mean shape is used).
         iterations, lr: Adam steps and learning rate per chunk.
         chunk: frames optimised together.
+        rest: ``(N, P, 3)`` each frame's skeleton in its rest pose (:attr:`MocapClip.rest`; NaN
+            where unknown), or None: the :data:`REST_RELATIVE_PAIRS` are then matched relative
+            to the two skeletons' rest poses (:func:`rest_offsets`), else as they are.
     Returns:
         ``global_orient (N, 3)``, ``body_pose (N, J, 3)``, ``direction_error_deg (N,)``
         (mean angle over the pairs), ``residual_mm (N,)`` (similarity-aligned MPJPE).
@@ -102,7 +159,7 @@ def retarget(
     J, S = body_model.num_body_joints, body_model.num_betas
     betas = torch.zeros(1, S, device=dev)
     with torch.no_grad():
-        rest = model_points(body_model, body_model.canonical(torch.zeros(1, J, 3, device=dev), betas))[0]
+        rest_points = model_points(body_model, body_model.canonical(torch.zeros(1, J, 3, device=dev), betas))[0]
     outs = {k: [] for k in ("global_orient", "body_pose", "direction_error_deg", "residual_mm")}
     chunks = range(0, points.shape[0], chunk)
     if progress:
@@ -112,7 +169,7 @@ def retarget(
     for s in chunks:
         target = with_shoulder_mid(points[s : s + chunk].to(dev, torch.float32))
         n = target.shape[0]
-        src = (rest[torso] - rest[torso].mean(0)).expand(n, -1, -1)
+        src = (rest_points[torso] - rest_points[torso].mean(0)).expand(n, -1, -1)
         dst = target[:, torso] - target[:, torso].mean(1, keepdim=True)
         R, _ = roma.rigid_points_registration(src, dst)
         go = roma.rotmat_to_rotvec(R).clone()
@@ -120,6 +177,9 @@ def retarget(
         go.requires_grad_(True)
         bp.requires_grad_(True)
         d_target = _directions(target, ia, ib)
+        if rest is not None:
+            mocap_rest = with_shoulder_mid(rest[s : s + chunk].to(dev, torch.float32))
+            d_target = rest_relative(d_target, target, rest_offsets(rest_points, mocap_rest))
         opt = BatchedAdam([go, bp], lr=lr)
         active = torch.ones(n, dtype=torch.bool, device=dev)
         for _ in range(iterations):
