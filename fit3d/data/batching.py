@@ -68,7 +68,7 @@ class PersonBatch:
                 with ``make_batch(people, model.keypoint_convention)``), or its tensors' shapes do
                 not match it (``keypoints_2d`` not ``(B, K, 3)`` with K the convention's size, or
                 the camera tensors not ``(B, 2)``, ``bbox`` not ``(B, 4)``), or a box, focal
-                length or principal point is not finite, or a focal length or image size is not > 0.
+                length or principal point is not finite, or a focal length is not > 0 or an image size < 0.
 
         Fields built by hand are taken as :func:`make_batch` gives them: numpy arrays become
         tensors, integer ones floating, tensors that carry a gradient (a 2D network's output)
@@ -98,11 +98,13 @@ class PersonBatch:
             raise ValueError(f"non-finite {', '.join(cameras)} for people {rows[:10]} of the batch: make_batch "
                              "rebuilds unusable boxes from the keypoints and gives the default camera")
         # (a negative focal length fitted a body upside down behind the camera, marked valid: a user's trial)
-        sizes = [k for k in ("focal_length", "image_size") if not (getattr(batch, k) > 0).all()]
+        bad = {"focal_length": ~(batch.focal_length > 0), "image_size": ~(batch.image_size >= 0)}  # (0: unknown)
+        sizes = [k for k, b in bad.items() if b.any()]
         if sizes:
-            rows = sorted({int(i) for k in sizes for i in torch.nonzero(~(getattr(batch, k) > 0))[:, 0]})
-            raise ValueError(f"{' and '.join(sizes)} not > 0 for people {rows[:10]} of the batch (pixels; "
-                             "make_batch gives the default camera: the image diagonal)")
+            rows = sorted({int(i) for k in sizes for i in torch.nonzero(bad[k])[:, 0]})
+            raise ValueError(f"{' and '.join(sizes)} out of range (focal length > 0, image size >= 0) for people "
+                             f"{rows[:10]} of the batch (pixels; make_batch gives the default camera: the image "
+                             "diagonal)")
         kp = batch.keypoints_2d
         lost = ~torch.isfinite(kp).all(-1)  # NaN coordinates or confidence: unlabelled, as make_batch
         if lost.any():  # reads them (a NaN reached the fit and failed the whole batch in an SVD)
@@ -155,8 +157,9 @@ def person_camera(person: Person, focal_length: float | None = None,
 
     Raises:
         ValueError: a focal length (given, the input's, or the default of an image of size 0)
-            that is not a finite number > 0, a non-finite principal point, or an image size that
-            is not finite and > 0 (the message names which): the fit would raise deep inside,
+            that is not a finite number > 0, a non-finite principal point, or a negative or
+            non-finite image size (the message names which; 0 x 0 is an image not opened, whose
+            default focal length is refused): the fit would raise deep inside,
             or (negative) come out behind the camera and marked valid.
     """
     w, h = person.image_size
@@ -174,7 +177,8 @@ def person_camera(person: Person, focal_length: float | None = None,
     else:
         pp = tuple(map(float, known[1])) if known is not None else (w / 2.0, h / 2.0)
     wrong = [what for what, bad in (
-        ("the image size must be finite numbers > 0", not all(math.isfinite(float(v)) and v > 0 for v in (w, h))),
+        ("the image size must be finite numbers >= 0 (0 x 0: unknown)",
+         not all(math.isfinite(float(v)) and v >= 0 for v in (w, h))),
         ("the focal length must be a finite number > 0", not all(math.isfinite(v) and v > 0 for v in f)),
         ("the principal point must be finite", not all(map(math.isfinite, pp)))) if bad]
     if wrong:  # (a NaN principal point was reported as a bad focal length: a user's trial)

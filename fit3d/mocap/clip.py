@@ -27,7 +27,7 @@ class MocapClip:
         fps: frames per second.
         points: ``(F, P, 3)`` metres, in :data:`MOCAP_POINTS` order.
         rest: ``(P, 3)`` metres, the same points in the skeleton's rest pose (every joint rotation
-            zero, the root at the origin: the pose its calibration calls neutral), or None where
+            zero: the pose its calibration calls neutral; only directions are read), or None where
             the source does not define one. Retargeting matches the spine's and head's directions
             relative to it (:func:`fit3d.mocap.retarget.rest_offsets`).
     """

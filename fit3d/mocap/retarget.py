@@ -37,9 +37,9 @@ DIRECTION_PAIRS = (
 #: Pairs whose points the two skeletons do not define alike: CMU's upper back, head and head top
 #: lie elsewhere than anny's spine3 joint, head joint and mid-ears, so one posture gives other
 #: directions (in the rest poses, spine3 -> mid-shoulders leans 25 degrees forward on anny and -1 to
-#: -2 on CMU's subjects 01-03, head -> head top 20 against -3 to 2). Matched as such, a CMU subject
-#: standing straight became an anny with the upper back bent back ~13 degrees and the head raised
-#: ~12 (a review). With the mocap's rest pose given, these pairs are matched relative to each
+#: -2 on CMU's subjects 01-03, head -> head top 20 against -3 to 2). Matched as such, subject 01
+#: standing straight (its ASF's rest pose) became an anny with spine3 bent back 11 degrees and the
+#: head raised 13 (a review). With the mocap's rest pose given, these pairs are matched relative to each
 #: skeleton's rest (:func:`rest_offsets`).
 REST_RELATIVE_PAIRS = (
     ("pelvis", "spine_top"), ("spine_top", "shoulder_mid"), ("shoulder_mid", "head"), ("head", "head_top"),
@@ -143,8 +143,8 @@ def retarget(
         iterations, lr: Adam steps and learning rate per chunk.
         chunk: frames optimised together.
         rest: ``(N, P, 3)`` each frame's skeleton in its rest pose (:attr:`MocapClip.rest`; NaN
-            where unknown), or None: the :data:`REST_RELATIVE_PAIRS` are then matched relative
-            to the two skeletons' rest poses (:func:`rest_offsets`), else as they are.
+            where unknown): the :data:`REST_RELATIVE_PAIRS` are matched relative to the two
+            skeletons' rest poses (:func:`rest_offsets`). None (or NaN): as they are.
     Returns:
         ``global_orient (N, 3)``, ``body_pose (N, J, 3)``, ``direction_error_deg (N,)``
         (mean angle over the pairs), ``residual_mm (N,)`` (similarity-aligned MPJPE).

@@ -42,9 +42,24 @@ def interruptible():
                 old[s] = signal.signal(s, handler)
         yield  # (a signal held back while swapping is delivered above, before the block)
     finally:
-        with _blocked():
-            for s, h in old.items():
-                signal.signal(s, h)
+        _restore(old)
+
+
+def _restore(old: dict) -> None:
+    """Put ``old`` handlers back with the signals blocked. A signal that lands before they are
+    blocked raises :class:`Interrupted` here: the restore is tried again and the signal then goes
+    to the handlers put back (a review: it escaped the restore and left fit3d's handler installed)."""
+    caught = None
+    while True:
+        try:
+            with _blocked():
+                for s, h in old.items():
+                    signal.signal(s, h)
+            break
+        except Interrupted as e:
+            caught = e.signum
+    if caught is not None:
+        signal.raise_signal(caught)
 
 
 @contextlib.contextmanager

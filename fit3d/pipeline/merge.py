@@ -22,6 +22,7 @@ import numpy as np
 from fit3d.data.conventions import KeypointConvention, union_convention
 from fit3d.data.writers import read_fit, require_fit_files
 from fit3d.pipeline.records import KEYPOINT_FIELDS, reason_kind, to_layout
+from fit3d.pipeline.settings import same_settings
 
 #: Per-image fields copied to every person of the image.
 IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
@@ -231,9 +232,9 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
                     if isinstance(p, dict)}
         totals.update(input_errors=sum(sev == "error" for _, _, sev in distinct),
                       input_warnings=sum(sev != "error" for _, _, sev in distinct))
-    settings = []  # what the runs were fitted with: one entry when every shard agrees
+    settings = []  # what the runs were fitted with: one entry when every shard agrees (as a run's check says)
     for r in runs:
-        if "settings" in r and r["settings"] not in settings:
+        if isinstance(r.get("settings"), dict) and not any(same_settings(r["settings"], s) for s in settings):
             settings.append(r["settings"])
     shards = sorted(set(map(str, arrays.get("shard", []))))
     unfinished = unfinished_shards(runs, started, shards)

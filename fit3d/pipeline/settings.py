@@ -103,6 +103,12 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [d for k in sorted(set(old) & set(new) - ignore) for d in _diff(k, old[k], new[k])]
 
 
+def same_settings(a: dict, b: dict) -> bool:
+    """Whether two recorded settings say the same, as a run's check compares them (a setting one of
+    them predates, :data:`ADDED_LATER`, at its default; the model file, not how it was given)."""
+    return not _differences(a, b) and not _differences(b, a)
+
+
 def check_settings(out_dir: str | Path, settings: dict, overwrite: bool = False, whole_folder: bool = True,
                    record: bool = True) -> bool:
     """Check ``settings`` (JSON-able values) against ``out_dir/fit_settings.json`` and record them

@@ -156,8 +156,11 @@ def test_a_hand_built_batch_with_a_negative_focal_length_or_image_size_is_refuse
     for field, bad in (("focal_length", -800.0), ("focal_length", 0.0), ("image_size", -640.0)):
         values = getattr(ok, field).clone()
         values[1] = bad
-        with pytest.raises(ValueError, match=rf"{field} not > 0 for people \[1\]"):
+        with pytest.raises(ValueError, match=rf"{field} out of range .* for people \[1\]"):
             dataclasses.replace(ok, **{field: values}).for_model(anny_model)
+    unknown = ok.image_size.clone()
+    unknown[1] = 0.0  # (0 x 0: an image not opened, its camera given)
+    assert dataclasses.replace(ok, image_size=unknown).for_model(anny_model).image_size[1].tolist() == [0.0, 0.0]
 
 
 def test_the_camera_error_names_what_is_wrong():
@@ -166,8 +169,11 @@ def test_the_camera_error_names_what_is_wrong():
     with pytest.raises(ValueError, match="principal point must be finite") as e:
         make_batch([_person(kp)], COCO23, principal_point=(float("nan"), 1.0))
     assert "focal length must" not in str(e.value)
-    with pytest.raises(ValueError, match="image size must be finite numbers > 0"):
+    with pytest.raises(ValueError, match=r"image size must be finite numbers >= 0"):
         make_batch([_person(kp, (-640, 480))], COCO23, focal_length=800.0)
+    from dataclasses import replace  # a review: an image of unknown size (0 x 0) with its camera given is fitted
+    known = replace(_person(kp, (0, 0)), camera=((1000.0, 1000.0), (320.0, 240.0)))
+    assert make_batch([known], COCO23).focal_length[0].tolist() == [1000.0, 1000.0]
 
 
 def test_a_hand_built_batch_with_nan_keypoints_reads_them_as_unlabelled(anny_model):

@@ -73,3 +73,26 @@ def test_a_run_signalled_while_it_swaps_its_handlers_records_an_interruption(tmp
     monkeypatch.undo()
     assert s["interrupted"] and s["exit_code"] == 130 and s["people_fitted"] == 0
     assert {s_: signal.getsignal(s_) for s_ in before} == before
+
+
+def test_a_signal_while_the_handlers_are_put_back_still_puts_them_back(monkeypatch):
+    """A review: a signal between the end of the block and the blocking of signals for the restore ran
+    fit3d's handler, whose Interrupted escaped the restore and left that handler installed. The restore
+    is tried again and the signal then goes to the handlers put back (here Python's: KeyboardInterrupt)."""
+    from fit3d.pipeline import interrupt
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    real, calls = interrupt._blocked, []
+
+    def blocked_after_a_signal():
+        calls.append(1)
+        if len(calls) == 2:  # the restore's first try: the signal lands before the mask
+            signal.raise_signal(signal.SIGINT)
+        return real()
+
+    monkeypatch.setattr(interrupt, "_blocked", blocked_after_a_signal)
+    with pytest.raises(KeyboardInterrupt):
+        with interruptible():
+            pass
+    monkeypatch.undo()
+    assert len(calls) == 3 and {s: signal.getsignal(s) for s in before} == before

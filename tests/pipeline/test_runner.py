@@ -762,7 +762,7 @@ def test_people_whose_camera_is_unusable_are_skipped_with_the_reason(tmp_path, s
     s = run(images, fast_fitter, anny_model, RunConfig(tmp_path / "fits", progress=False))["this_run"]
     assert s["images_failed"] == 0 and s["exit_code"] == 0 and s["images_written"] == 4
     fit = read_fit(output_path(tmp_path / "fits", images[0].image_key))
-    assert all(str(r).startswith("unusable camera") and "image size must be" in str(r) for r in fit["skip_reason"])
+    assert all(str(r).startswith("unusable camera") and "focal length must be" in str(r) for r in fit["skip_reason"])
 
 
 def test_a_corrected_rerun_cut_short_still_refits_the_rest_when_resumed(tmp_path, sample_copy, anny_model,
