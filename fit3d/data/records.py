@@ -88,7 +88,26 @@ class InputProblem:
 
 @dataclass
 class ImageRecord:
-    """All people annotated in one image (possibly none)."""
+    """All people annotated in one image (possibly none): what the readers give and what
+    :func:`fit3d.pipeline.run` fits and writes (one ``<image_key>.npz`` per record).
+
+    Attributes:
+        image_key: the image's path relative to the image folder (``sub/a.jpg``); names the output.
+        image_path: path of the image file (read only to render; fitting needs the keypoints).
+        image_size: ``(width, height)`` pixels; ``(0, 0)`` for an image not opened (its people
+            then need a given camera, :attr:`Person.camera`, or a run's ``focal_length``).
+        people: its :class:`Person` records, in order (each with the same ``image_key``).
+        dropped: see below.
+
+    One's own detections become records like this (one person, COCO-17 keypoints in pixels)::
+
+        from fit3d.data.conventions import COCO17
+        from fit3d.data.records import ImageRecord, Person
+        person = Person("a.jpg", Path("frames/a.jpg"), (1920, 1080), 0, np.array([x, y, w, h]),
+                        keypoints_17x3, COCO17)
+        run([ImageRecord("a.jpg", Path("frames/a.jpg"), (1920, 1080), [person])], fitter, model,
+            RunConfig("fits/"))  # then fit3d export --fits fits/ ...
+    """
 
     image_key: str
     image_path: Path
