@@ -99,14 +99,23 @@ class ImageRecord:
         people: its :class:`Person` records, in order (each with the same ``image_key``).
         dropped: see below.
 
-    One's own detections become records like this (one person, COCO-17 keypoints in pixels)::
+    One's own detections become records like this (one person, ``keypoints_17x3`` COCO-17 points
+    ``x, y, confidence`` in pixels, a box ``x, y, w, h``; :func:`fit3d.pipeline.run` unlabels
+    unusable points as the readers do)::
 
-        from fit3d.data.conventions import COCO17
+        from pathlib import Path
+        import numpy as np
+        from fit3d.body_models import build_body_model
+        from fit3d.data.conventions import COCO17  # or get_convention("halpe26"), ...
         from fit3d.data.records import ImageRecord, Person
+        from fit3d.fitters.build import build_eft
+        from fit3d.pipeline import RunConfig, run
+
+        model = build_body_model("anny")
         person = Person("a.jpg", Path("frames/a.jpg"), (1920, 1080), 0, np.array([x, y, w, h]),
                         keypoints_17x3, COCO17)
-        run([ImageRecord("a.jpg", Path("frames/a.jpg"), (1920, 1080), [person])], fitter, model,
-            RunConfig("fits/"))  # then fit3d export --fits fits/ ...
+        run([ImageRecord("a.jpg", Path("frames/a.jpg"), (1920, 1080), [person])], build_eft(model), model,
+            RunConfig("fits/"))  # then: fit3d export --fits fits/ --format humandata --out a.npz
     """
 
     image_key: str

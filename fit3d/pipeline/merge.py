@@ -23,6 +23,7 @@ from fit3d.data.conventions import KeypointConvention, union_convention
 from fit3d.data.writers import read_fit, require_fit_files
 from fit3d.pipeline.records import KEYPOINT_FIELDS, reason_kind, to_layout
 from fit3d.pipeline.settings import same_settings
+from fit3d.pipeline.summary import shard_file
 
 #: Per-image fields copied to every person of the image.
 IMAGE_FIELDS = ("image", "image_size", "shard", "fitter", "model")
@@ -237,7 +238,7 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
         if isinstance(r.get("settings"), dict) and not any(same_settings(r["settings"], s) for s in settings):
             settings.append(r["settings"])
     shards = sorted(set(map(str, arrays.get("shard", []))))
-    unfinished = unfinished_shards(runs, started, shards)
+    unfinished = unfinished_shards(runs, started, shards, {u["file"] for u in unreadable})
     seen = shards + [str(r["shard"]) for r in runs + started if "shard" in r]
     return dict(
         people=n, people_fitted=int(fitted.sum()), people_valid=int((arrays.get("valid", fitted) & fitted).sum()),
@@ -255,7 +256,8 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
     )
 
 
-def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) -> list[dict]:
+def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str],
+                      unreadable: set[str] = frozenset()) -> list[dict]:
     """The shards whose latest run did not fit all its images: ``{"shard": "i/n", "why": ...}``.
 
     Args:
@@ -265,6 +267,8 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
         started: summaries a run wrote when it started (``running``) and never replaced: that run
             is still going, or was killed outright (SIGKILL, a lost node).
         shards: the shards of the outputs: one without any summary never finished a run.
+        unreadable: names of the folder's files that could not be read: a shard whose summary is
+            one of them is said to have an unreadable summary, not none (a review).
     """
     rerun = "rerun it (the same command resumes)"
     out = []
@@ -284,8 +288,16 @@ def unfinished_shards(runs: list[dict], started: list[dict], shards: list[str]) 
                                                            f"{r['images_left_by_limit']} images unfitted: run it "
                                                            "without --limit (or with a larger one)"))
     summarised = {str(r.get("shard")) for r in runs + started}
-    out += [dict(shard=s, why=f"it left outputs but no summary (its run did not finish, or the folder was copied "
-                              f"without its summaries): {rerun}") for s in shards if s not in summarised and _is_shard(s)]
+    for s in shards:
+        if s in summarised or not _is_shard(s):
+            continue
+        i, n = (int(x) for x in s.split("/"))
+        if shard_file(".", "summary", (i - 1, n)).name in unreadable:
+            out.append(dict(shard=s, why=f"its summary cannot be read (named above), so whether its run finished "
+                                         f"is not known: {rerun} to be sure"))
+        else:
+            out.append(dict(shard=s, why=f"it left outputs but no summary (its run did not finish, or the folder "
+                                         f"was copied without its summaries): {rerun}"))
     return out
 
 

@@ -612,6 +612,9 @@ def test_damaged_summaries_and_a_single_array_under_a_fits_name_are_named_not_tr
     assert set(unreadable) == {"summary.json", "summary.shard-2-of-2.json", "zz.jpg.npz"}
     assert "single array" in unreadable["zz.jpg.npz"] and "not a fit3d summary" in unreadable["summary.shard-2-of-2.json"]
     assert json.loads((out / "summary.json").read_text())["merged"]["people"] == 14  # the damaged one replaced
+    # (a README trial: such a shard was said to have left "no summary")
+    assert [u["shard"] for u in s["unfinished_shards"]] == ["2/2"]
+    assert "its summary cannot be read" in s["unfinished_shards"][0]["why"]
     r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
     assert r.exit_code == 0, r.output
     assert "unreadable summary.shard-2-of-2.json: not a fit3d summary" in r.output
