@@ -37,12 +37,19 @@ def interruptible():
 
     old: dict = {}
     try:
-        with _blocked():
-            for s in _SIGNALS:
-                old[s] = signal.signal(s, handler)
+        _install(handler, old)
         yield  # (a signal held back while swapping is delivered above, before the block)
     finally:
         _restore(old)
+
+
+def _install(handler, old: dict) -> None:
+    """Install ``handler`` for SIGINT and SIGTERM with both blocked, recording the handlers it
+    replaces in ``old`` (filled in place, so that a signal held back meanwhile, delivered as the
+    signals are unblocked, finds them recorded for the caller's restore)."""
+    with _blocked():
+        for s in _SIGNALS:
+            old[s] = signal.signal(s, handler)
 
 
 def _restore(old: dict) -> None:
@@ -75,16 +82,14 @@ def deferred():
         yield
         return
     caught: list[int] = []
-    with _blocked():
-        old = {s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in _SIGNALS}
+    old: dict = {}
+    _install(lambda signum, frame: caught.append(signum), old)
     completed = False
     try:
         yield
         completed = True
     finally:
-        with _blocked():
-            for s, h in old.items():
-                signal.signal(s, h)
+        _restore(old)  # (its handler only records: a signal meanwhile raises nothing)
         if caught and completed:  # (a block that raised stops the run with its own error, not as interrupted)
             signal.raise_signal(signal.SIGTERM if signal.SIGTERM in caught else caught[0])
 

@@ -148,7 +148,7 @@ def _record(path: Path, data: dict) -> None:
 class _Job:
     """One run's state: what to fit, what was done, where it goes."""
 
-    def __init__(self, fitter, body_model, config: RunConfig, counts: RunCounts) -> None:
+    def __init__(self, fitter, body_model, config: RunConfig, counts: RunCounts, replacing: bool = False) -> None:
         self.fitter, self.body_model, self.config, self.counts = fitter, body_model, config, counts
         self.conv = body_model.keypoint_convention
         self.out_dir = Path(config.out_dir)
@@ -159,7 +159,7 @@ class _Job:
         self.memory = MemoryLimit()  #: this process's batch size after running out of GPU memory
         #: whether this run overwrites fits of other settings (:func:`check_settings`): an image that
         #: fails has its earlier output removed, so that the folder never mixes the two
-        self.replacing = False
+        self.replacing = replacing
         self.not_replaced: list[str] = []  #: failed images whose earlier output could not be removed
 
     def warn_unstored(self, result: FitResult | None) -> None:
@@ -428,8 +428,7 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
                        input_errors=sum(p.severity == "error" for p in problems),
                        input_warnings=sum(p.severity != "error" for p in problems),
                        shard_empty=plan.shard_empty, shard_unreadable=plan.shard_unreadable)
-    job = _Job(fitter, body_model, config, counts)
-    job.replacing = bool(overwriting)
+    job = _Job(fitter, body_model, config, counts, replacing=bool(overwriting))
     counts.images_without_people = sum(1 for r in todo if not r.people)
     for warning in plan.input_warnings():
         log.warning("%s", warning)
