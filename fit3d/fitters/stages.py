@@ -50,6 +50,11 @@ class Stage:
             keypoints by more than SMPLify's ``noise_threshold`` (then the keypoints are
             noisy and a strongly regularised fit is the better estimate), else from the
             clean branch (exact keypoints are followed).
+
+    Raises:
+        ValueError: on construction, an unknown parameter, loss term, keypoint set or branch, a
+            parameter named twice or none, negative iterations or ``keep_rows``, lr <= 0, a negative tolerance,
+            patience < 1, or a field of the wrong type (a schedule file's hand edits are read through this).
     """
 
     name: str
@@ -206,15 +211,24 @@ def load_schedule(path: str | Path) -> list[Stage]:
     """Read a schedule: a JSON/YAML list of stage mappings (the fields of :class:`Stage`).
 
     Raises:
-        ValueError: malformed file or unknown fields.
+        FileNotFoundError: no such file.
+        ValueError: a file that cannot be read as text, malformed JSON or YAML, or unknown fields.
         ImportError: a ``.yaml`` file without PyYAML installed.
     """
     path = Path(path)
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"schedule {path} cannot be read: {e}") from e
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"schedule {path} is not valid YAML: {e}") from e
     else:
         try:
             data = json.loads(text)

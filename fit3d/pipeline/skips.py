@@ -19,9 +19,14 @@ MIN_VISIBLE_KEYPOINTS = 6
 
 
 def usable_keypoints(person: Person, model_convention) -> tuple[int, int]:
-    """``(usable, unusable)``: keypoints that are labelled, known to the model and usable, and
-    the labelled ones that are not usable (non-finite, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`,
-    or the placeholder ``(0, 0)``)."""
+    """``(usable, unusable)``: of ``person.keypoints_2d`` ``(K, 3)`` (pixels, confidence), the keypoints
+    that are labelled, known to the model and usable, and the labelled ones that are not usable
+    (non-finite, beyond :data:`~fit3d.data.keypoints.MAX_KEYPOINT_PX`, or the placeholder ``(0, 0)``).
+    A point the model weighs 0 in its body stages (SMPL's hips) counts: the camera stage fits it.
+
+    Raises:
+        ValueError: keypoints that are not ``(K, 3)`` (:func:`~fit3d.data.keypoints.sanitize_keypoints`).
+    """
     mapped, n_bad = _model_keypoints(person, model_convention)
     return int((mapped[:, 2] > 0).sum()), n_bad
 

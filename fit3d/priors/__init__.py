@@ -20,8 +20,13 @@ PRIORS = ("l2", "gmm", "vae", "articulation")
 
 
 def shipped_weights(kind: str, model_name: str = "anny") -> Path:
-    """Path of the bundled weights of a learned prior for a body model
-    (:func:`fit3d.body_models.weights.bundled_weights`)."""
+    """Path of the bundled weights of a learned prior (``gmm``, ``vae``, ``articulation``, ``prototypes``)
+    for a body model (:func:`fit3d.body_models.weights.bundled_weights`); only anny's ship, so for another
+    model the path does not exist (``fit3d setup-model`` makes its weights elsewhere).
+
+    Raises:
+        KeyError: an unknown kind (``l2`` has no weights).
+    """
     from fit3d.body_models.weights import bundled_weights
 
     return bundled_weights(kind, model_name)

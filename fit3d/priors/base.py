@@ -11,8 +11,8 @@ class Prior(torch.nn.Module):
     """A cost on the body pose; lower is more plausible.
 
     Subclasses implement :meth:`forward`. Priors that reparameterise the pose
-    (a VAE) also implement ``encode(body_pose) -> (B, Z)`` and
-    ``decode(latent) -> (B, J, 3)``.
+    (a VAE) also implement ``encode(body_pose) -> (mu (B, Z), sigma (B, Z))`` (the posterior's mean
+    and spread; latent fitting starts from ``mu``) and ``decode(latent (B, Z)) -> (B, J, 3)``.
     """
 
     name: str = "prior"

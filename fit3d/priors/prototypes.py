@@ -13,8 +13,6 @@ keypoint regressor, which picks one and regresses the residual from it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from fit3d.priors.base import Prior
@@ -62,9 +60,3 @@ class PoseMemory(Prior):
         """A memory from :meth:`state`'s dict (``prototypes``, optional ``counts``)."""
         return cls(state["prototypes"], state.get("counts"))
 
-
-def bundled_prototypes(model_name: str = "anny") -> Path:
-    """Path of the shipped prototype memory of a body model (``fit3d train-prior --kind prototypes``)."""
-    from fit3d.body_models.weights import bundled_weights
-
-    return bundled_weights("prototypes", model_name)

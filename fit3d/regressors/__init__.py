@@ -16,7 +16,8 @@ from pathlib import Path
 
 def bundled_regressor(model_name: str = "anny") -> Path:
     """Path of the pretrained keypoint regressor shipped for a body model (``fit3d train-regressor`` output;
-    :func:`fit3d.body_models.weights.bundled_weights`)."""
+    :func:`fit3d.body_models.weights.bundled_weights`). Only anny's ships: for another model the path
+    does not exist (``fit3d setup-model`` trains one into the model's weights folder)."""
     from fit3d.body_models.weights import bundled_weights
 
     return bundled_weights("regressor", model_name)

@@ -96,12 +96,14 @@ class Renderer:
             colors: one RGB per mesh (default :data:`PALETTE`).
         Returns:
             ``(rgb (H, W, 3) uint8, depth (H, W) float32, 0 where empty)``.
+        Raises:
+            RenderError: pyrender cannot be imported or no offscreen context can be made.
         """
+        w, h = size
+        renderer = self._get(w, h)  # first: a pyrender that cannot be imported is a RenderError there
         import trimesh
 
         pyrender = _pyrender()
-
-        w, h = size
         scene = pyrender.Scene(bg_color=[0.0, 0.0, 0.0, 0.0], ambient_light=[0.35, 0.35, 0.35])
         for i, (v, f) in enumerate(meshes):
             color = (colors or PALETTE)[i % len(colors or PALETTE)]
@@ -120,7 +122,7 @@ class Renderer:
             c, s = math.cos(angle), math.sin(angle)
             lp[:3, :3] = pose[:3, :3] @ np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
             scene.add(pyrender.DirectionalLight(color=np.ones(3), intensity=2.0), pose=lp)
-        color, depth = self._get(w, h).render(scene, flags=pyrender.RenderFlags.RGBA)
+        color, depth = renderer.render(scene, flags=pyrender.RenderFlags.RGBA)
         return np.ascontiguousarray(color[..., :3]), depth.astype(np.float32)
 
     def overlay(self, image: np.ndarray, meshes, focal_length, principal_point, colors=None, alpha: float = 0.85):

@@ -79,6 +79,17 @@ def test_schedule_round_trip_and_validation(tmp_path):
     f.write_text("[{]")
     with pytest.raises(ValueError):
         load_schedule(f)
+    # found by a design review: malformed YAML and bytes that are no text were tracebacks of their own
+    # kinds, which fit3d smplify --schedule does not report as usage errors
+    y = tmp_path / "s.yaml"
+    y.write_text("- name: camera\n  params: [transl\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_schedule(y)
+    y.write_bytes(b"\xff\xfe\x00[")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_schedule(y)
+    with pytest.raises(FileNotFoundError):
+        load_schedule(tmp_path / "missing.json")
     with pytest.raises(ValueError):
         Stage("x", ("elbow",), 1, 0.1)
     with pytest.raises(ValueError, match="keep_rows"):

@@ -419,6 +419,20 @@ def test_importing_render_changes_no_environment_and_rendering_chooses_egl():
     assert out.stdout.split() == ["osmesa", "osmesa"], out.stderr
 
 
+def test_a_pyrender_that_cannot_be_imported_is_a_render_error(monkeypatch):
+    # found by a design review: render() imported pyrender before the guarded context creation,
+    # so a machine without it got an ImportError the render command does not report
+    from fit3d.render import overlay
+
+    def missing():
+        raise ImportError("no pyrender here")
+
+    monkeypatch.setattr(overlay, "_pyrender", missing)
+    with pytest.raises(overlay.RenderError, match="no pyrender here"):
+        overlay.Renderer().render([(np.zeros((3, 3)), np.array([[0, 1, 2]]))], (8, 8), np.array([10.0, 10.0]),
+                                  np.array([4.0, 4.0]))
+
+
 def test_keypoint_markers_of_a_small_person_do_not_hide_it():
     """Markers are a 150th of the image (20 px on 3000 px) but at most a 25th of the person's
     extent: a 40 px person's 17 points are drawn as 2 px marks, not 20 px discs over the body."""
