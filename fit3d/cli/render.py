@@ -149,6 +149,7 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     """
     from fit3d.body_models import build_body_model
     from fit3d.data.writers import output_path, require_fit_files
+    from fit3d.export.people import fitted_gender
     from fit3d.pipeline.settings import fitting_settings
 
     with errors_as():
@@ -158,8 +159,7 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
     recorded = fitting_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
         model_path = model_path or recorded.get("model_path")
-        gender = gender or recorded.get("gender")
-    gender = gender or "neutral"
+    gender = gender or fitted_gender(fits_dir, model_name)  # (as the exports read it)
     with errors_as():
         body = build_body_model(model_name, model_path, gender=gender, device=device)
     if render_fits(fits_dir, images, out_dir, body, side, keypoints, save_mesh, names, not no_progress):
