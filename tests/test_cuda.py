@@ -139,3 +139,27 @@ def test_smpl_family_setup_and_fitters_on_cuda(tmp_path, smpl_like_dir, make_syn
     annot.config.min_steps_per_epoch, annot.config.batch_size, annot.config.synthetic_batch = 2, 4, 4
     annot.fit_dataset(batch, progress=False)
     _check(annot(batch), 4)
+
+
+def test_an_interrupted_vae_training_on_the_gpu_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """The VAE's dropout draws on the GPU: its checkpoint keeps that generator (found by a review)."""
+    import numpy as np
+
+    import fit3d.training.priors as tp
+    from fit3d.training.checkpoint import save_checkpoint
+
+    poses = np.random.default_rng(0).normal(0, 0.3, (300, 5, 3)).astype(np.float32)
+    whole = tp.train_vae(poses, epochs=4, batch_size=64, progress=False, device="cuda").state_dict()
+    ck = tmp_path / "vae.pt.partial"
+
+    def stop_after_two(*args, **kwargs):
+        save_checkpoint(*args, **kwargs)
+        if args[2] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tp, "save_checkpoint", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        tp.train_vae(poses, epochs=4, batch_size=64, progress=False, device="cuda", checkpoint=ck)
+    monkeypatch.setattr(tp, "save_checkpoint", save_checkpoint)
+    resumed = tp.train_vae(poses, epochs=4, batch_size=64, progress=False, device="cuda", checkpoint=ck).state_dict()
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)

@@ -53,12 +53,19 @@ def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
 def save_checkpoint(path: str | Path, settings: dict, next_index: int, model: torch.nn.Module, opt, sched,
                     g: torch.Generator) -> None:
     """Write the training state after ``next_index`` rounds / epochs / steps: the weights, the
-    optimiser and its schedule, the training generator and torch's and NumPy's global generators,
-    with ``settings`` completed by what the code and the machine fix (the thread count, the
+    optimiser and its schedule, the training generator and torch's and NumPy's global generators
+    (and, for a model on a GPU, that GPU's generator, which its dropout draws from), with ``settings`` completed by what the code and the machine fix (the thread count, the
     weights' shapes, the optimiser's settings, the versions)."""
+    device = _device(model)
+    cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}
     write_torch(path, dict(settings=_complete(settings, model, opt), next_round=next_index, model=model.state_dict(),
                            opt=opt.state_dict(), sched=sched.state_dict(), generator=g.get_state(),
-                           torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state()))
+                           torch_rng=torch.get_rng_state(), numpy_rng=np.random.get_state(), **cuda_rng))
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first weight or buffer (the CPU for a model of none)."""
+    return next((t.device for t in model.state_dict().values()), torch.device("cpu"))
 
 
 def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt, sched, g: torch.Generator,
@@ -98,6 +105,8 @@ def resume(path: str | Path | None, settings: dict, model: torch.nn.Module, opt,
         g.set_state(ck["generator"])
         torch.set_rng_state(ck["torch_rng"])
         np.random.set_state(ck["numpy_rng"])
+        if "cuda_rng" in ck:  # (the settings hold the device type: only a GPU training's has one)
+            torch.cuda.set_rng_state(ck["cuda_rng"], _device(model))
     except (RuntimeError, ValueError, KeyError, TypeError) as e:  # (the state may be half loaded: stop)
         raise ValueError(f"{who}: cannot resume from {path} ({str(e).splitlines()[0]}): delete it to train from "
                          "the start") from e

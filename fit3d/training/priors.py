@@ -83,8 +83,9 @@ def train_vae(poses: np.ndarray, epochs: int = 60, batch_size: int = 256, lr: fl
     there are fewer (before, such a set trained nothing: every epoch had no full batch).
     ``checkpoint``: a file written (atomically) after every epoch and resumed from by a run of the
     same poses and settings (:mod:`fit3d.training.checkpoint`: the same weights as an
-    uninterrupted run); the caller removes it. ``device``: where it trains (the random numbers
-    are drawn on the CPU either way); the prior is returned on the CPU.
+    uninterrupted run); the caller removes it. ``device``: where it trains (the batches and the
+    noise are drawn on the CPU either way; the dropout's masks on the device, whose generator a GPU
+    checkpoint keeps); the prior is returned on the CPU.
 
     Raises:
         ValueError: no poses; the training diverged (weights not finite).

@@ -304,3 +304,25 @@ def test_a_checkpoint_records_a_device_other_than_the_cpu():
     a = _complete({"kind": "vae"}, cpu, torch.optim.Adam(cpu.parameters()))
     b = _complete({"kind": "vae"}, meta, torch.optim.Adam(meta.parameters()))
     assert "device" not in a and b["device"] == "meta" and a != b  # CPU checkpoints as before; others told apart
+
+
+def test_a_gpu_trainings_checkpoint_keeps_and_restores_that_gpus_generator(tmp_path, monkeypatch):
+    """Found by a review of the CUDA paths: the VAE's dropout draws from the GPU's own generator, which
+    the checkpoint did not keep, so a resumed GPU training replayed other masks (not the weights of an
+    uninterrupted run). Shown here with the GPU's generator faked (tests/test_cuda.py runs it on one)."""
+    import fit3d.training.checkpoint as ckm
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 1.0)
+    path = tmp_path / "x.partial"
+    restored = []
+    monkeypatch.setattr(ckm, "_device", lambda m: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: torch.tensor([7, 8], dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state.tolist(), device)))
+    ckm.save_checkpoint(path, {"kind": "vae"}, 3, model, opt, sched, torch.Generator())
+    assert ckm.resume(path, {"kind": "vae"}, model, opt, sched, torch.Generator(), "train_vae", 5) == 3
+    assert restored == [([7, 8], torch.device("cuda", 0))]
+    monkeypatch.undo()  # a CPU training's checkpoint holds no GPU generator and restores none
+    ckm.save_checkpoint(path, {"kind": "vae"}, 3, model, opt, sched, torch.Generator())
+    assert "cuda_rng" not in torch.load(path, weights_only=False)
