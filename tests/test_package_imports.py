@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "fit3d"
 
 #: Lowest first: a module may import its own layer and those below it, never one above.
 LAYERS = [
-    {"cache", "devices", "geometry", "optim", "wording", "data"},
+    {"cache", "devices", "geometry", "names", "optim", "wording", "data"},
     {"body_models"},
     {"priors", "regressors", "mocap"},
     {"training"},

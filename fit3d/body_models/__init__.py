@@ -5,9 +5,7 @@ from __future__ import annotations
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.devices import check_device
 
-MODELS = ("anny", "smpl", "smplh", "smplx")
-#: The SMPL family's genders (one model file each).
-GENDERS = ("neutral", "male", "female")
+from fit3d.names import GENDERS, MODELS
 
 
 def build_body_model(

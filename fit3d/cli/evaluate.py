@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from fit3d.cli.options import PRIOR_CHOICE, check_device, errors_as, model_options, writable_folder
+from fit3d.names import GENDERS
 
 
 @click.command()
@@ -177,7 +178,7 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing,
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="First N people only.")
 @click.option("--model-path", type=click.Path(path_type=Path), default=None,
               help="Licensed model file or folder, for a benchmark made with a SMPL-family model.")
-@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+@click.option("--gender", type=click.Choice(GENDERS), default="neutral", show_default=True,
               help="SMPL family model gender.")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu, cuda, cuda:1...")

@@ -12,6 +12,7 @@ import click
 from fit3d.cli.options import (PRIOR_CHOICE, FitOptions, annotations_file, check_device, errors_as, finite,
                                fit_options, keypoints_folder)
 from fit3d.cli.render import render_fits
+from fit3d.names import GENDERS, MODELS
 from fit3d.wording import count, people
 
 
@@ -377,11 +378,11 @@ def eft(opts: FitOptions, steps, lr, regressor, prior, prior_path, refine, finet
                    "its own).")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu or cuda (under torchrun each rank takes cuda:LOCAL_RANK).")
-@click.option("--model", type=click.Choice(["anny", "smpl", "smplh", "smplx"]), default="anny", show_default=True,
+@click.option("--model", type=click.Choice(MODELS), default="anny", show_default=True,
               help="Body model (the SMPL family needs --model-path and 'fit3d setup-model' once).")
 @click.option("--model-path", type=click.Path(path_type=Path), default=None,
               help="Licensed SMPL/SMPL-H/SMPL-X model file or folder.")
-@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+@click.option("--gender", type=click.Choice(GENDERS), default="neutral", show_default=True,
               help="SMPL family model gender.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, out_dir, epochs, holdout, recipes,

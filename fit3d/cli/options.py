@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from fit3d.names import GENDERS, MODELS, PRIORS
 from fit3d.wording import count
 
 
@@ -65,7 +66,7 @@ def check_device(ctx, param, value: str) -> str:
 
 
 #: The pose priors a command line can name (:func:`fit3d.priors.build_prior`).
-PRIOR_CHOICE = click.Choice(["l2", "gmm", "vae", "articulation"])
+PRIOR_CHOICE = click.Choice(PRIORS)
 
 
 def finite(ctx, param, value):
@@ -120,13 +121,13 @@ def _parse_workers(ctx, param, value: str) -> int | None:
     return n
 
 
-MODEL_CHOICE = click.Choice(["anny", "smpl", "smplh", "smplx"])
+MODEL_CHOICE = click.Choice(MODELS)
 _MODEL_OPTIONS = [
     click.option("--model", type=MODEL_CHOICE, default="anny", show_default=True,
                  help="Body model. anny is bundled; the SMPL family needs --model-path."),
     click.option("--model-path", type=click.Path(path_type=Path), default=None,
                  help="Licensed SMPL/SMPL-H/SMPL-X model file or folder."),
-    click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default="neutral", show_default=True,
+    click.option("--gender", type=click.Choice(GENDERS), default="neutral", show_default=True,
                  help="SMPL family model gender."),
     click.option("--device", default="cpu", show_default=True, callback=check_device,
                  help="torch device: cpu, cuda, cuda:1..."),

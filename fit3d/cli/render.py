@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fit3d.cli.options import check_device, errors_as
+from fit3d.names import GENDERS
 
 
 def render_fits(fits, images, out, body, side, keypoints, save_mesh, names, progress, overlays=True) -> int:
@@ -118,7 +119,7 @@ def _listed_with_fits(fits_dir: Path, only_file: Path, images_dir: Path | None =
 @click.option("--model-path", type=click.Path(path_type=Path), default=None,
               help="Licensed SMPL-family model (when the fits used one; default: the one FITS/fit_settings.json "
                    "records).")
-@click.option("--gender", type=click.Choice(["neutral", "male", "female"]), default=None,
+@click.option("--gender", type=click.Choice(GENDERS), default=None,
               help="SMPL family model gender (default: the one FITS/fit_settings.json records, else neutral).")
 @click.option("--device", default="cpu", show_default=True, callback=check_device,
               help="torch device: cpu, cuda, cuda:1...")

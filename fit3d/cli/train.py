@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from fit3d.cli.options import Terminated, errors_as, model_options, writable_folder
+from fit3d.names import PRIOR_KINDS
 
 POSES_HELP = ("Pose set from 'fit3d prepare-mocap' (default: the bundled CMU set; for a SMPL-family model "
               "(--model, --model-path) the set 'fit3d setup-model' retargeted to it).")
@@ -81,7 +82,7 @@ def prepare_mocap_cmd(sources, out, fps, dedupe_m, iterations, body):
 
 
 @click.command("train-prior")
-@click.option("--kind", type=click.Choice(["gmm", "vae", "articulation", "prototypes"]), required=True,
+@click.option("--kind", type=click.Choice(PRIOR_KINDS), required=True,
               help="Which learned prior to train (prototypes: the PM-Net pose memory of SMPLify's extra starts).")
 @click.option("--poses", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
               help=POSES_HELP)

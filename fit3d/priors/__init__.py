@@ -16,7 +16,7 @@ from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.l2 import L2Prior
 from fit3d.priors.vae import VAEPrior
 
-PRIORS = ("l2", "gmm", "vae", "articulation")
+from fit3d.names import PRIORS
 
 
 def shipped_weights(kind: str, model_name: str = "anny") -> Path:

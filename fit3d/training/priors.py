@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from fit3d.mocap.pose_set import load_pose_set
+from fit3d.names import PRIOR_KINDS
 from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.io import save_prior
@@ -184,9 +185,6 @@ def train_articulation(poses: np.ndarray, steps: int = 4000, batch_size: int = 5
 
 #: Limb-wise recombinations added to the captured (and mirrored) poses for training priors.
 RECOMBINED_POSES = 20000
-
-
-PRIOR_KINDS = ("gmm", "vae", "articulation", "prototypes")
 
 
 def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int = 0, progress: bool = True,
