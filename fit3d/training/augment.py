@@ -1,7 +1,7 @@
 """Pose coverage beyond the captured motions: augmentations of a retargeted pose set.
 
 The bundled mocap is mostly walking, so priors and regressors trained on it alone
-call unseen but ordinary poses unlikely. Three augmentations widen it, each on
+call unseen but ordinary poses unlikely. These augmentations widen it, each on
 ``(N, J, 3)`` axis-angle ``body_pose`` arrays of a model whose joint names follow
 SMPL's (``left_hip``, ``right_elbow``...), so they work for anny and the SMPL family:
 
@@ -9,15 +9,20 @@ SMPL's (``left_hip``, ``right_elbow``...), so they work for anny and the SMPL fa
 * :func:`recombine`: limb-wise recombination: the torso of one captured pose with
   arms and legs taken from others (a limb keeps its own joint rotations, relative
   to its parent, so a raised arm of a boxer joins the legs of a climber);
-* :func:`sample_orientations`: global orientations of every kind for synthetic
-  people (upright and turned, lying, inverted, crawling, seen from above) and
-  :func:`sample_within_limits`: new joint rotations drawn inside learned per-joint
+* global orientations of every kind for synthetic people (upright and turned, lying,
+  inverted, crawling, seen from above): :class:`fit3d.training.synthetic.OrientationModel`, drawn by
+  :func:`~fit3d.training.synthetic.make_people`;
+* :func:`sample_within_limits`: new joint rotations drawn inside learned per-joint
   limits (the articulation prior's range) rather than copied from a frame.
+
+The shipped priors train on the first two (:func:`augmented_poses`), the regressor on the first
+three (:data:`fit3d.training.regressor.TRAIN_ORIENTATIONS`). Poses drawn within the limits are not in
+their training: added to the tuning weights' poses they made SMPLify + GMM ~4 mm and EFT ~0.5 mm
+worse on the validation subjects (``docs/experiments.md``, thirty-fourth session).
 """
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import roma
@@ -89,29 +94,6 @@ def recombine(body_pose: np.ndarray, joint_names, n: int, rng: np.random.Generat
     legs = (parts == "left_leg") | (parts == "right_leg")
     out[np.ix_(together, legs)] = body_pose[src[together]][:, legs]
     return out, base
-
-
-def sample_orientations(world_orient: np.ndarray, rng: np.random.Generator, p_any: float = 0.15,
-                        p_high: float = 0.1) -> np.ndarray:
-    """Global orientations ``(N, 3)`` (canonical body -> OpenCV camera) for synthetic people.
-
-    Each person keeps its mocap orientation relative to gravity (lying stays lying),
-    turned by a random yaw about the vertical, seen by a camera with a small roll and
-    a pitch of ``N(0, 10 deg)``; a share ``p_high`` is seen from above or below (pitch
-    30-80 deg) and a share ``p_any`` gets a uniformly random body orientation
-    (inverted, lying, crawling...) instead of its captured one.
-    """
-    n = len(world_orient)
-    R = roma.rotvec_to_rotmat(torch.as_tensor(world_orient, dtype=torch.float32))
-    if p_any > 0:
-        g = torch.Generator().manual_seed(int(rng.integers(1 << 31)))
-        anyR = roma.random_rotmat(n, generator=g)
-        R = torch.where(torch.as_tensor(rng.uniform(size=n) < p_any)[:, None, None], anyR, R)
-    yaw = axis_rotation(1, rng.uniform(0, 2 * math.pi, n))
-    high = rng.uniform(size=n) < p_high
-    pitch = np.where(high, rng.uniform(30, 80, n) * rng.choice([-1.0, 1.0], n), rng.normal(0, 10, n))
-    cam = axis_rotation(2, np.deg2rad(rng.normal(0, 3, n))) @ axis_rotation(0, np.deg2rad(pitch) + math.pi)
-    return roma.rotmat_to_rotvec(cam @ yaw @ R).numpy()
 
 
 def axis_rotation(axis: int, angle: np.ndarray) -> torch.Tensor:

@@ -99,3 +99,25 @@ def test_detector_scores_are_graded_fall_with_the_error_and_change_nothing_else(
     assert conf[far].mean() < conf[~far].mean() - 0.05  # worse points are scored lower
     with pytest.raises(ValueError, match="scores"):
         NoiseModel(scores="guess")
+
+
+def test_training_orientations_cover_every_kind(anny_model):
+    """``OrientationModel``: most people upright as captured, a share lying or upside down, a share seen
+    from high above or below (what the regressor trains on beyond the captured orientations)."""
+    import roma
+    import torch
+
+    from fit3d.training.synthetic import NOISE_FREE, OrientationModel, make_people
+
+    pool = np.zeros((10, 19, 3), np.float32)
+    upright = np.zeros((10, 3), np.float32)  # canonical body upright in a Y-up world
+    people = make_people(pool, upright, anny_model, 400, seed=0, noise=NOISE_FREE,
+                         orientations=OrientationModel(p_any=0.3, p_high=0.2))
+    up = roma.rotvec_to_rotmat(torch.as_tensor(people["global_orient"]))[:, :, 1]  # body up in the camera frame
+    assert (up[:, 1] < -0.9).float().mean() > 0.5  # OpenCV camera: up is -y; most upright
+    assert (up[:, 1] > 0).float().mean() > 0.05  # some lying head-down or upside down
+    tilted = (up[:, 1] > -0.9) & (up[:, 1] < -0.1)  # seen from above or below (or lying at an angle)
+    assert tilted.float().mean() > 0.1
+    flat = make_people(pool, upright, anny_model, 400, seed=0, noise=NOISE_FREE)
+    flat_up = roma.rotvec_to_rotmat(torch.as_tensor(flat["global_orient"]))[:, :, 1]
+    assert (flat_up[:, 1] < -0.7).all()  # without them: every captured-upright person stays upright (pitch ~10 deg)
