@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.devices import check_device
-
 from fit3d.names import GENDERS, MODELS
 
 

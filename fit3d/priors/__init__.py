@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fit3d.names import PRIORS
 from fit3d.priors.articulation import ArticulationPrior
 from fit3d.priors.base import Prior
 from fit3d.priors.bend import BendPrior
 from fit3d.priors.gmm import GMMPrior
 from fit3d.priors.l2 import L2Prior
 from fit3d.priors.vae import VAEPrior
-
-from fit3d.names import PRIORS
 
 
 def shipped_weights(kind: str, model_name: str = "anny") -> Path:

@@ -59,4 +59,3 @@ class PoseMemory(Prior):
     def from_state(cls, state: dict) -> "PoseMemory":
         """A memory from :meth:`state`'s dict (``prototypes``, optional ``counts``)."""
         return cls(state["prototypes"], state.get("counts"))
-

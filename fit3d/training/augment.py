@@ -23,7 +23,6 @@ worse on the validation subjects (``docs/experiments.md``, thirty-fourth session
 
 from __future__ import annotations
 
-
 import numpy as np
 import roma
 import torch

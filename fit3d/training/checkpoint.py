@@ -44,7 +44,10 @@ def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
     plain = (int, float, bool, str, tuple, type(None))
     state = model.state_dict()
     device = next((t.device.type for t in state.values()), "cpu")
-    return dict(settings, **({"device": device} if device != "cpu" else {}), threads=torch.get_num_threads(),
+    # (a CUDA checkpoint keeps the device's generator since it is marked so: one written before,
+    # without it, is of other settings and not resumed into other dropout masks)
+    on_device = {"device": device, **({"cuda_rng": True} if device == "cuda" else {})} if device != "cpu" else {}
+    return dict(settings, **on_device, threads=torch.get_num_threads(),
                 shapes={k: tuple(v.shape) for k, v in state.items()},
                 optimizer={k: v for k, v in opt.defaults.items() if isinstance(v, plain)},
                 torch=torch.__version__, fit3d=__version__)
@@ -54,7 +57,8 @@ def save_checkpoint(path: str | Path, settings: dict, next_index: int, model: to
                     g: torch.Generator) -> None:
     """Write the training state after ``next_index`` rounds / epochs / steps: the weights, the
     optimiser and its schedule, the training generator and torch's and NumPy's global generators
-    (and, for a model on a GPU, that GPU's generator, which its dropout draws from), with ``settings`` completed by what the code and the machine fix (the thread count, the
+    (and, for a model on a CUDA device, that device's generator, which its dropout draws from),
+    with ``settings`` completed by what the code and the machine fix (the thread count, the
     weights' shapes, the optimiser's settings, the versions)."""
     device = _device(model)
     cuda_rng = {"cuda_rng": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}

@@ -196,6 +196,14 @@ def test_render_command_builds_the_model_the_fits_were_made_with(tmp_path, monke
     assert r.exit_code == 1 and "stop here" in r.output
     r = CliRunner().invoke(cli, args + ["--model-path", "/other/smpl", "--gender", "male"])  # given options win
     assert built == [("smpl", "/models/smpl", "female"), ("smpl", "/other/smpl", "male")]
+    # the recorded gender is read as the exports read it (fitted_gender): case-blind, SMPL family only
+    for fitted, recorded, expected in (("smpl", "Female", "female"), ("smpl", "other", "neutral"),
+                                       ("anny", "male", "neutral")):
+        (fits / "fit_settings.json").write_text(json.dumps(dict(fitter="eft", model=fitted, gender=recorded)))
+        monkeypatch.setattr(fit3d.data.writers, "read_fit", lambda f, m=fitted: {"model": m})
+        built.clear()
+        CliRunner().invoke(cli, args)
+        assert built and built[0][0] == fitted and built[0][2] == expected, (fitted, recorded, built)
 
 
 def test_render_of_a_folder_whose_fits_are_all_unreadable_names_them_and_exits_3(tmp_path):

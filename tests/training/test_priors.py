@@ -326,3 +326,14 @@ def test_a_gpu_trainings_checkpoint_keeps_and_restores_that_gpus_generator(tmp_p
     monkeypatch.undo()  # a CPU training's checkpoint holds no GPU generator and restores none
     ckm.save_checkpoint(path, {"kind": "vae"}, 3, model, opt, sched, torch.Generator())
     assert "cuda_rng" not in torch.load(path, weights_only=False)
+    # a CUDA training's settings say its checkpoint keeps the generator, so one written before (without
+    # it) is of other settings and starts over rather than resume into other dropout masks (a review)
+    from types import SimpleNamespace
+
+    class OnCuda(torch.nn.Module):
+        def state_dict(self, *a, **k):
+            return {"w": SimpleNamespace(device=torch.device("cuda", 0), shape=(2,))}
+
+    settings = ckm._complete({"kind": "vae"}, OnCuda(), opt)
+    assert settings["device"] == "cuda" and settings["cuda_rng"] is True
+    assert "cuda_rng" not in ckm._complete({"kind": "vae"}, torch.nn.Linear(2, 2).to("meta"), opt)
