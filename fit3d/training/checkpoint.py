@@ -43,7 +43,7 @@ def _complete(settings: dict, model: torch.nn.Module, opt) -> dict:
 
     plain = (int, float, bool, str, tuple, type(None))
     state = model.state_dict()
-    device = next((t.device.type for t in state.values()), "cpu")
+    device = _device(model).type
     # (a CUDA checkpoint keeps the device's generator since it is marked so: one written before,
     # without it, is of other settings and not resumed into other dropout masks)
     on_device = {"device": device, **({"cuda_rng": True} if device == "cuda" else {})} if device != "cpu" else {}
