@@ -179,15 +179,16 @@ _OPTIONS = [
 _FIELDS = [f.name for f in fields(FitOptions) if f.name != "progress"]
 
 
-def check_model_options(model: str, model_path, gender: str) -> None:
-    """Refuse SMPL-family options given with anny (a usage error, exit 2): ``--model-path`` and a
-    ``--gender`` were ignored in silence, and a forgotten ``--model smpl`` fitted anny."""
+def check_model_options(model: str, model_path, gender: str,
+                        hint: str = "add --model smpl, smplh or smplx (anny, the default model, takes neither)") -> None:
+    """Refuse SMPL-family options given with anny (a usage error, exit 2, ending with ``hint``):
+    ``--model-path`` and a ``--gender`` were ignored in silence, and a forgotten ``--model smpl`` fitted anny."""
     if model != "anny":
         return
     given = [o for o, v in (("--model-path", model_path is not None), ("--gender", gender != "neutral")) if v]
     if given:
         raise click.UsageError(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} for the SMPL family: "
-                               "add --model smpl, smplh or smplx (anny, the default model, takes neither)")
+                               f"{hint}")
 
 
 def _batch_size_option(defaults: str):

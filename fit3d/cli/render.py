@@ -157,7 +157,8 @@ def render(fits_dir, images, out_dir, side, keypoints, save_mesh, model_path, ge
         files = require_fit_files(fits_dir)
         names = _selected(fits_dir, worst, sample, seed, only_file, len(files), images)
     model_name = _model_name(files if names is None else [output_path(fits_dir, k) for k in names])
-    check_model_options(model_name, model_path, gender or "neutral")  # (anny's fits: as the fitting commands)
+    check_model_options(model_name, model_path, gender or "neutral",  # (as the fitting commands)
+                        hint=f"the fits in {fits_dir} are of anny, which takes neither")
     recorded = fitting_settings(fits_dir) or {}  # the fitting run's model file and gender, unless given
     if recorded.get("model") == model_name:
         model_path = model_path or recorded.get("model_path")

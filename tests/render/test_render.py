@@ -205,7 +205,7 @@ def test_render_command_builds_the_model_the_fits_were_made_with(tmp_path, monke
         CliRunner().invoke(cli, args)
         assert built and built[0][0] == fitted and built[0][2] == expected, (fitted, recorded, built)
     r = CliRunner().invoke(cli, args + ["--gender", "male"])  # anny's fits: SMPL-family options are a usage error
-    assert r.exit_code == 2 and "for the SMPL family" in r.output
+    assert r.exit_code == 2 and "for the SMPL family" in r.output and "are of anny" in r.output
 
 
 def test_render_of_a_folder_whose_fits_are_all_unreadable_names_them_and_exits_3(tmp_path):
