@@ -15,6 +15,23 @@ def test_articulation_round_trip(tmp_path):
     assert torch.allclose(m(x), m2(x))
 
 
+def test_the_articulation_cost_is_the_nll_beyond_each_joints_range_and_the_plain_nll_before_one():
+    torch.manual_seed(0)
+    m = ArticulationPrior(num_joints=5, layers=3)
+    x = torch.randn(4, 5, 3) * 0.5
+    nll = -m.log_prob_joints(x)
+    assert torch.equal(m(x), nll.sum(-1))  # no range yet
+    m.set_range(torch.randn(200, 5, 3) * 0.3)
+    assert torch.isfinite(m.threshold).all()
+    assert torch.equal(m(x), torch.nn.functional.softplus(nll - m.threshold).sum(-1))
+    m.threshold[0] = float("inf")  # a joint without a range keeps its plain NLL (chosen per joint)
+    expected = nll[:, 0] + torch.nn.functional.softplus(nll[:, 1:] - m.threshold[1:]).sum(-1)
+    assert torch.allclose(m(x), expected)
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(m(x).sum(), x)
+    assert torch.isfinite(grad).all()
+
+
 def test_a_vae_trains_on_fewer_poses_than_a_batch():
     """Fewer poses than ``batch_size``: one batch of them all (it used to train nothing)."""
     import numpy as np
