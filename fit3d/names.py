@@ -5,6 +5,8 @@ priors and the kinds of prior training makes. Each package re-exports its own
 
 #: Body models by name (:func:`fit3d.body_models.build_body_model`).
 MODELS = ("anny", "smpl", "smplh", "smplx")
+#: The licensed models loaded through smplx (gendered, set up once with ``fit3d setup-model``).
+SMPL_FAMILY = ("smpl", "smplh", "smplx")
 #: The SMPL family's genders (one model file each).
 GENDERS = ("neutral", "male", "female")
 #: Pose priors by name (:func:`fit3d.priors.build_prior`).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fit3d.body_models.base import BodyModel, BodyOutput
 from fit3d.devices import check_device
-from fit3d.names import GENDERS, MODELS
+from fit3d.names import GENDERS, MODELS, SMPL_FAMILY
 
 
 def build_body_model(
@@ -28,13 +28,13 @@ def build_body_model(
             missing SMPL model file.
     """
     check_device(device)
-    if name in ("smpl", "smplh", "smplx") and gender not in GENDERS:
+    if name in SMPL_FAMILY and gender not in GENDERS:
         raise ValueError(f"unknown gender {gender!r}; choose from {', '.join(GENDERS)}")
     if name == "anny":
         from fit3d.body_models.anny_model import AnnyModel
 
         return AnnyModel(device=device)
-    if name in ("smpl", "smplh", "smplx"):
+    if name in SMPL_FAMILY:
         from fit3d.body_models.smplx_model import SMPLXModel
 
         return SMPLXModel(name, model_path, gender=gender, num_betas=num_betas, device=device)

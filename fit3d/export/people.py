@@ -10,6 +10,8 @@ import numpy as np
 from fit3d.body_models.weights import said_setup_minutes
 from fit3d.data.conventions import convention_from_names
 from fit3d.data.keypoints import unlabel_unusable
+from fit3d.names import SMPL_FAMILY
+
 
 def fit_smpl_hint(models: str = "smpl (or smplx)", files: str = "model") -> str:
     """How to fit a model whose parameters a format needs: the command's options, where the licensed
@@ -107,7 +109,7 @@ def fitted_gender(fits_dir: str | Path, model: str) -> str:
     it records none (anny, folders fitted before the record, a record of another model)."""
     from fit3d.pipeline.settings import fitting_settings
 
-    if model not in ("smpl", "smplh", "smplx"):  # anny has no gendered models (a folder's --gender was ignored)
+    if model not in SMPL_FAMILY:  # anny has no gendered models (a folder's --gender was ignored)
         return "neutral"
     record = fitting_settings(fits_dir) or {}
     gender = str(record.get("gender") or "").lower() if record.get("model") == model else ""
