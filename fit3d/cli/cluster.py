@@ -117,11 +117,11 @@ def merge(fits_dir, out):
     (interrupted, killed, cut short by --limit: 'unfinished_shards'), and the images still to refit. A fitting
     run that later writes into FITS removes the dataset: merge again after it.
     """
-    from fit3d.pipeline.merge import write_merged
+    from fit3d.pipeline.merge import check_dataset_name, write_merged
 
-    if out is not None and out.suffix != ".npz":  # numpy would write an .npz under another name
-        raise click.BadParameter(f"{out.name}: the dataset is an .npz file (give a name ending in .npz)",
-                                 param_hint="--out")
+    if out is not None:
+        with errors_as(click.UsageError):  # (before anything is read)
+            check_dataset_name(out)
     with errors_as(), fits_readable("nothing merged"):
         path, s = write_merged(fits_dir, out)
     med = s["reproj_error_px"]["median"]

@@ -340,6 +340,18 @@ def complete_splits(seen: list[str]) -> list[int]:
     return [n for n, gaps in _gaps(seen).items() if not gaps]
 
 
+def check_dataset_name(out: str | Path) -> None:
+    """Refuse a dataset path that does not end in ``.npz`` (numpy would write an ``.npz`` under
+    another name than the one given).
+
+    Raises:
+        ValueError: another suffix, or none (one line naming the path to give).
+    """
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise ValueError(f"{out.name}: the dataset is an .npz file (give a name ending in .npz)")
+
+
 def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[Path, dict]:
     """:func:`merge_fits`, written atomically to ``out`` (default ``fits_dir/dataset.npz``)
     with the totals under ``"merged"`` in ``fits_dir/summary.json`` (the shards' own
@@ -349,13 +361,15 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
         ``(dataset path, summary)``.
     Raises:
         ValueError: see :func:`merge_fits`; or the dataset or the totals cannot be written (a full
-            disk; then no dataset is left); or ``out`` lies in the folder under a name a per-image fit
-            has (a dot before ``.npz``: a later merge would read it as one).
+            disk; then no dataset is left); or ``out`` does not end in ``.npz``
+            (:func:`check_dataset_name`) or lies in the folder under a name a per-image fit has (a dot
+            before ``.npz``: a later merge would read it as one).
     """
     from fit3d.data.writers import write_json, write_npz
 
     fits_dir = Path(fits_dir)
     out = fits_dir / DATASET_FILE if out is None else Path(out)
+    check_dataset_name(out)
     if out.resolve().is_relative_to(fits_dir.resolve()) and Path(out.stem).suffix:
         raise ValueError(f"{out.name}: inside the fits folder a name with a dot before .npz reads as an image's fit "
                          f"(a.jpg.npz): name it without one (e.g. {out.stem.replace('.', '_')}.npz), or write it "

@@ -250,6 +250,9 @@ def test_merge_names_the_shards_that_did_not_run_and_a_later_run_retires_the_mer
     assert (out / "dataset.npz").is_file()
     r = CliRunner().invoke(cli, ["merge", "--fits", str(out), "--out", str(tmp_path / "d.txt")])
     assert r.exit_code == 2 and "ending in .npz" in r.output and not (tmp_path / "d.txt").exists()
+    with pytest.raises(ValueError, match="ending in .npz"):  # the Python API refuses it too (numpy would
+        write_merged(out, tmp_path / "d.txt")  # write d.txt.npz, not the file asked for)
+    assert not (tmp_path / "d.txt").exists() and not (tmp_path / "d.txt.npz").exists()
     s = run(images, fast_fitter, anny_model, RunConfig(out, shard=(0, 2), progress=False), problems)  # writes fits
     assert not (out / "dataset.npz").exists() and not (out / "summary.json").exists()  # held only the merge
     assert s["merged_dataset_removed"] == [str(out / "dataset.npz")]
