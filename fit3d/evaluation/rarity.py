@@ -5,7 +5,10 @@ nearest training skeleton. Skeletons are the body model's joints at the mean sha
 root-relative, turned by the pose's orientation to gravity with the heading
 removed (so lying and standing differ, facing north or south does not). The
 training poses are mirrored (as training sees them). The benchmark's *rare* subset
-is its most unusual tenth (:data:`RARE_QUANTILE`), "common" the rest.
+is its most unusual tenth (:data:`RARE_QUANTILE`), "common" the rest: a share of each file,
+not a fixed distance, so two files' rare subsets are compared by their rarity values, not by
+name (a file of an ordinary subject has rare people nearer the training poses than another
+file's common ones). A file of training poses (``--split train``) has none.
 """
 
 from __future__ import annotations
@@ -63,5 +66,7 @@ def pose_rarity(body_model, body_pose: np.ndarray, global_orient: np.ndarray, tr
 
 
 def rare_mask(rarity_mm: np.ndarray, quantile: float = RARE_QUANTILE) -> np.ndarray:
-    """``(N,)`` bool: the people at or above the ``quantile`` of ``rarity_mm``."""
-    return np.asarray(rarity_mm) >= np.quantile(rarity_mm, quantile)
+    """``(N,)`` bool: the people at or above the ``quantile`` of ``rarity_mm``; a pose at distance 0
+    (a training pose: a ``--split train`` file) is never rare (ties at 0 made every such person rare)."""
+    rarity_mm = np.asarray(rarity_mm)
+    return (rarity_mm >= np.quantile(rarity_mm, quantile)) & (rarity_mm > 0)
