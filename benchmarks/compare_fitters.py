@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("benches", nargs="+", help="label=path")
     ap.add_argument("--only", default=None, help="subset of the fitters, separated by ';' (or by ',' when no "
                                                  "name has a comma): " + "; ".join(FITTERS))
-    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--limit", type=int, default=None, help="the first N people of each file (N >= 1)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="NeuralAnnot epochs (default: fit3d's, fit3d.fitters.neuralannot.TrainConfig.epochs)")
     ap.add_argument("--json", default=None)
@@ -71,17 +71,33 @@ def main() -> None:
     from fit3d.body_models import build_body_model
     from fit3d.evaluation.benchmark import benchmark_subset, load_benchmark, run_benchmark
 
-    body = build_body_model("anny")
-    benches = dict(b.split("=", 1) for b in a.benches)
-    wanted = None if not a.only else [w.strip() for w in a.only.split(";" if ";" in a.only else ",")]
+    if a.limit is not None and a.limit < 1:
+        ap.error("--limit must be >= 1")
+    labelled = [b.split("=", 1) for b in a.benches]
+    if any(len(pair) != 2 or not pair[0] for pair in labelled):
+        ap.error("give each benchmark file as label=path (e.g. new=/tmp/test_n1.npz)")
+    benches = dict(labelled)
+    if len(benches) < len(labelled):
+        ap.error("each label once: a repeated label would replace the file before it")
+    wanted = None if not a.only else _wanted(a.only)
     unknown = set(wanted or []) - set(FITTERS)
     if unknown:
         ap.error(f"unknown fitters {sorted(unknown)}; known: {'; '.join(FITTERS)}")
     names = [n for n in FITTERS if wanted is None or n in wanted]
+    loaded = {}
+    for label, path in benches.items():  # (every file read before any fitting: a bad one stops at once)
+        try:
+            loaded[label] = load_benchmark(path)
+        except (ValueError, FileNotFoundError) as e:
+            ap.error(str(e))
+        if str(loaded[label].get("model", "anny")) != "anny":
+            ap.error(f"{path} was made with the {loaded[label]['model']} body model; this script fits anny "
+                     "(use fit3d benchmark run --model-path for another model)")
+    body = build_body_model("anny")
     results: dict = {}
     for label, path in benches.items():
-        bench = load_benchmark(path)
-        if a.limit:
+        bench = loaded[label]
+        if a.limit is not None:
             bench = benchmark_subset(bench, a.limit)
         trials = len(np.unique(bench["trial"])) if "trial" in bench else "?"
         print(f"\n{label}: {len(bench['keypoints_2d'])} people of {trials} trials ({path})", flush=True)
@@ -107,7 +123,27 @@ def main() -> None:
                   f"{s['reproj_median_px']:.2f} | {s['share_valid']:.3f} | {s['fits_per_s']:.2f} |", flush=True)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(results, f, indent=2, default=float)
+            json.dump(_json_ready(results), f, indent=2, allow_nan=False)
+
+
+def _wanted(only: str) -> list[str]:
+    """The fitters ``--only`` names: one fitter's exact name (commas and all), or names separated by
+    ';' (or by ',' when no ';' is given); empty pieces are ignored."""
+    if only.strip() in FITTERS:
+        return [only.strip()]
+    return [w.strip() for w in only.split(";" if ";" in only else ",") if w.strip()]
+
+
+def _json_ready(value):
+    """``value`` with NumPy numbers as Python numbers and NaN / inf as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (np.generic, float)):
+        value = value.item() if isinstance(value, np.generic) else value
+        return value if not isinstance(value, float) or np.isfinite(value) else None
+    return value
 
 
 if __name__ == "__main__":
