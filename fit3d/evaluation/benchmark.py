@@ -41,6 +41,26 @@ FRAMINGS = ("full", "closeup")
 BOXES = ("keypoints", "silhouette")
 
 
+def _check_subjects(subjects: tuple[str, ...], frame_subject: np.ndarray, frame_split: np.ndarray, split: str) -> None:
+    """Refuse requested subjects that are not of ``split`` (a typo was left out in silence, another
+    split's subject said only "no poses"), naming the split they are in and the split's own.
+
+    Raises:
+        ValueError: a requested subject not in ``split`` (or not in the pose set).
+    """
+    from fit3d.mocap.splits import canonical_subject
+
+    own = sorted(set(frame_subject[frame_split == split]))
+    canonical = np.asarray([canonical_subject(s) for s in frame_subject])
+    for s in subjects:
+        c = canonical_subject(s)
+        if c in {canonical_subject(o) for o in own}:
+            continue
+        elsewhere = sorted(set(frame_split[canonical == c]))
+        where = f"a {'/'.join(elsewhere)} subject" if elsewhere else "not in the pose set"
+        raise ValueError(f"subject {s!r} is {where}, not of the {split} split (its subjects: {', '.join(own)})")
+
+
 def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, protocol: str = "subjects",
                    split: str = "test", noise: float = 1.0, with_vertices: bool = True,
                    subjects: tuple[str, ...] | None = None, framing: str = "full", scores: str = "labels",
@@ -111,6 +131,8 @@ def make_benchmark(pose_set: dict, body_model, n: int = 500, seed: int = 0, prot
 
         subjects = tuple(str(s) for s in subjects)
         names = np.asarray([canonical_subject(s) for s in np.asarray(pose_set["subject_names"]).astype(str)])
+        _check_subjects(subjects, np.asarray(pose_set["subject_names"]).astype(str)[pose_set["trial"]],
+                        np.asarray(pose_set["split"]).astype(str), split)
         keep &= np.isin(names[pose_set["trial"]], [canonical_subject(s) for s in subjects])
     sel = np.nonzero(keep)[0]
     if len(sel) == 0:

@@ -88,8 +88,11 @@ def test_make_benchmark_of_some_val_subjects(anny_model):
     ps = load_pose_set(bundled_pose_set())
     b = make_benchmark(ps, anny_model, n=12, seed=0, split="val", subjects=("35",), with_vertices=False)
     assert set(ps["subject_names"][ps["trial"][b["pose_index"]]]) == {"35"}
-    with pytest.raises(ValueError, match="subjects 02"):  # a test subject is not in the val split
+    with pytest.raises(ValueError, match="'02' is a test subject, not of the val split .its subjects: 01, 35"):
         make_benchmark(ps, anny_model, n=4, split="val", subjects=("02",))
+    # found by a new user's trial: an unknown subject beside a known one was left out in silence
+    with pytest.raises(ValueError, match="'999' is not in the pose set"):
+        make_benchmark(ps, anny_model, n=4, split="val", subjects=("35", "999"))
     with pytest.raises(ValueError, match="trials-v1"):
         make_benchmark(ps, anny_model, n=4, protocol="trials-v1", subjects=("35",))
     scored = make_benchmark(ps, anny_model, n=12, seed=0, split="val", subjects=("35",), with_vertices=False,
