@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import PRIOR_CHOICE, check_device, errors_as, model_options, writable_folder
+from fit3d.cli.options import (PRIOR_CHOICE, check_device, check_model_options, errors_as, model_options,
+                               writable_folder)
 from fit3d.names import GENDERS
 
 
@@ -203,9 +204,14 @@ def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, l
     from fit3d.fitters.build import build_eft, build_smplify
 
     check_fitter_options(ctx, fitter)
+    if fitter == "smplify" and pose_space == "latent" and prior != "vae":  # (found by a new user's trial: exit 1)
+        raise click.UsageError("--pose-space latent fits the VAE prior's latent code: add --prior vae")
     with errors_as():
         data = load_benchmark(bench)
-        body = build_body_model(str(data.get("model", "anny")), model_path, gender=gender, device=device)
+    model = str(data.get("model", "anny"))
+    check_model_options(model, model_path, gender, hint=f"{bench.name} was made with anny, which takes neither")
+    with errors_as():
+        body = build_body_model(model, model_path, gender=gender, device=device)
         if fitter == "smplify":
             f = build_smplify(body, prior, schedule=schedule, pose_space=pose_space)
         else:

@@ -70,6 +70,17 @@ def test_benchmark_run_refuses_options_its_fitter_does_not_use(tmp_path, fitter,
     assert r.exit_code == 2 and f"{named} does not apply to --fitter {fitter}" in r.output, r.output
 
 
+def test_benchmark_run_refuses_a_latent_fit_without_the_vae_and_smpl_options_for_anny(tmp_path, bench):
+    """Found by a new user's trial: --pose-space latent with the default GMM was exit 1, and --gender or
+    --model-path on an anny benchmark were ignored in silence."""
+    for options, said in ((["--pose-space", "latent"], "add --prior vae"),
+                          (["--pose-space", "latent", "--prior", "gmm"], "add --prior vae"),
+                          (["--gender", "female"], "--gender is for the SMPL family"),
+                          (["--model-path", str(tmp_path)], "--model-path is for the SMPL family")):
+        r = CliRunner().invoke(cli, ["benchmark", "run", "--bench", str(bench), "--limit", "1", *options])
+        assert r.exit_code == 2 and said in r.output, (options, r.output)
+
+
 def test_benchmark_run_fine_tunes_what_finetune_names_and_records_it(tmp_path, bench, monkeypatch):
     import fit3d.fitters.build as build
 
