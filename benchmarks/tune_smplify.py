@@ -2,8 +2,8 @@
 
 Each configuration is a JSON object of overrides of the default SMPLify:
 ``prior`` (name), ``weight_scale``, ``prototypes`` (bool), ``prototype_starts``,
-``depth_flips`` (bool), ``keep`` (orientation hypotheses kept), ``selection`` (loss
-weights that pick the final row) and ``stages``:
+``depth_flips`` (bool), ``keep`` (orientation hypotheses kept), ``noise_threshold``, ``schedule`` (a
+list of stages) and ``stages``:
 ``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
 ``"fitter": "eft"``: ``regressor`` (file in ``--weights``, or a list of files: an ensemble), ``steps``, ``lr``, ``anchor``,
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides), ``flip`` (bool,
@@ -122,6 +122,31 @@ def build(body, weights: Path, cfg: dict):
                    keep_hypotheses=cfg.get("keep", 2), noise_threshold=cfg.get("noise_threshold", 1.4))
 
 
+#: The keys a configuration may hold (besides NeuralAnnot's TrainConfig fields); any other is refused
+#: (a misspelt key ran the default in silence).
+CONFIG_KEYS = {"fitter", "prior", "weight_scale", "prototypes", "prototype_starts", "depth_flips", "keep",
+               "noise_threshold", "schedule", "stages", "regressor", "steps", "lr", "anchor", "refine", "flip",
+               "finetune", "accept_ratio", "follow", "recipes"}
+
+
+def check_config(name: str, cfg: dict) -> None:
+    """Refuse a configuration with keys this script does not read.
+
+    Raises:
+        SystemExit: naming the configuration and its unknown keys.
+    """
+    from dataclasses import fields
+
+    from fit3d.fitters.neuralannot import TrainConfig
+
+    if not isinstance(cfg, dict):
+        raise SystemExit(f"configuration {name!r} is not an object of overrides")
+    unknown = set(cfg) - CONFIG_KEYS - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise SystemExit(f"configuration {name!r}: unknown keys {sorted(unknown)}; known: {sorted(CONFIG_KEYS)} "
+                         "and NeuralAnnot's TrainConfig fields")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, required=True)
@@ -134,8 +159,17 @@ def main() -> None:
     from fit3d.evaluation.benchmark import load_benchmark, run_benchmark
 
     configs = json.loads(Path(a.configs).read_text() if a.configs.endswith(".json") else a.configs)
+    for name, cfg in configs.items():
+        check_config(name, cfg)
+    benches = {}
+    for b in a.bench:
+        bench = load_benchmark(b)
+        if str(bench.get("split", "")) == "test":  # (tuning reads the val / train subjects only, by construction)
+            raise SystemExit(f"{b} is a benchmark of the test subjects: tune on --split val files")
+        if Path(b).stem in benches:
+            raise SystemExit(f"two benchmark files named {Path(b).stem}: their results would share one label")
+        benches[Path(b).stem] = bench
     body = build_body_model("anny")
-    benches = {Path(b).stem: load_benchmark(b) for b in a.bench}
     for name, cfg in configs.items():
         cells = []
         for bname, bench in benches.items():
