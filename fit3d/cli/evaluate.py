@@ -193,7 +193,13 @@ def benchmark_make(poses, out, count, protocol, split, subjects, noise, framing,
 @click.pass_context
 def benchmark_run(ctx, bench, fitter, prior, pose_space, schedule, batch_size, limit, model_path, gender, device, flip,
                   finetune, out, no_progress):
-    """Fit a benchmark's 2D keypoints and print MPJPE, PA-MPJPE, PVE, 2D error, PCK and fits/s.
+    """Fit a benchmark's 2D keypoints and print the metrics as JSON.
+
+    pa_mpjpe and mpjpe (mm) are on the 12 limb keypoints (the README's PA-MPJPE-12; MPJPE aligned on
+    the mid-hip), with _common / _rare and rare_ratio where the file has a rare tenth; torso_deg is the
+    torso's direction error in the camera frame; error_2d_px and pck_05 / pck_10 compare the fit's
+    projection with the clean keypoints, reproj_median_px with the (noisy) input; pve (mm) needs
+    vertices in the file; share_valid, fits_per_s. Every field: fit3d.evaluation.benchmark.run_benchmark.
 
     --prior applies to smplify and eft, --pose-space and --schedule to smplify, --flip/--no-flip to
     eft and regressor, --finetune to eft; giving one to another fitter is a usage error (exit 2).
