@@ -51,12 +51,13 @@ def _check_subjects(subjects: tuple[str, ...], frame_subject: np.ndarray, frame_
     from fit3d.mocap.splits import canonical_subject
 
     own = sorted(set(frame_subject[frame_split == split]))
-    canonical = np.asarray([canonical_subject(s) for s in frame_subject])
+    splits_of: dict[str, set] = {}  # canonical subject -> the splits its frames are in
+    for raw, sp in set(zip(frame_subject.tolist(), frame_split.tolist())):
+        splits_of.setdefault(canonical_subject(raw), set()).add(sp)
     for s in subjects:
-        c = canonical_subject(s)
-        if c in {canonical_subject(o) for o in own}:
+        elsewhere = sorted(splits_of.get(canonical_subject(s), ()))
+        if split in elsewhere:
             continue
-        elsewhere = sorted(set(frame_split[canonical == c]))
         where = f"a {'/'.join(elsewhere)} subject" if elsewhere else "not in the pose set"
         raise ValueError(f"subject {s!r} is {where}, not of the {split} split (its subjects: {', '.join(own)})")
 
