@@ -20,7 +20,6 @@ used for scoring) with all Three Recipes, then annotates.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -122,8 +121,9 @@ def main() -> None:
             print(f"| {name} | {s['pa_mpjpe']:.1f} [{lo:.1f}-{hi:.1f}]{split}{unscored} | {ratio} | {s['mpjpe']:.1f} | "
                   f"{s['reproj_median_px']:.2f} | {s['share_valid']:.3f} | {s['fits_per_s']:.2f} |", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(_json_ready(results), f, indent=2, allow_nan=False)
+        from fit3d.data.writers import write_json
+
+        write_json(a.json, results, strict=True)  # (NaN as null, as fit3d benchmark run --out writes it)
 
 
 def _wanted(only: str) -> list[str]:
@@ -132,18 +132,6 @@ def _wanted(only: str) -> list[str]:
     if only.strip() in FITTERS:
         return [only.strip()]
     return [w.strip() for w in only.split(";" if ";" in only else ",") if w.strip()]
-
-
-def _json_ready(value):
-    """``value`` with NumPy numbers as Python numbers and NaN / inf as null (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (np.generic, float)):
-        value = value.item() if isinstance(value, np.generic) else value
-        return value if not isinstance(value, float) or np.isfinite(value) else None
-    return value
 
 
 if __name__ == "__main__":
