@@ -4,7 +4,8 @@ Each configuration is a JSON object of overrides of the default SMPLify:
 ``prior`` (name), ``weight_scale``, ``prototypes`` (bool), ``prototype_starts``,
 ``depth_flips`` (bool), ``keep`` (orientation hypotheses kept), ``noise_threshold``, ``schedule`` (a
 list of stages) and ``stages``:
-``{stage name: {loss term: weight, "iterations": n, "lr": x}}``; or, with
+``{stage name: {loss term: weight, "iterations": n, "lr": x, "keep_rows": k, "keep_after": n}}`` (any
+:class:`~fit3d.fitters.Stage` number field; other names are loss terms); or, with
 ``"fitter": "eft"``: ``regressor`` (file in ``--weights``, or a list of files: an ensemble), ``steps``, ``lr``, ``anchor``,
 ``refine`` (bool; the refinement runs SMPLify's branched stages with the overrides), ``flip`` (bool,
 default true as in ``fit3d eft``: flip test-time augmentation),
@@ -75,6 +76,11 @@ def _regressor(weights: Path, cfg: dict):
     return EnsembleRegressor([load_regressor(weights / f) for f in files])
 
 
+#: The :class:`~fit3d.fitters.Stage` fields a ``stages`` override sets (any other key is a loss term's weight;
+#: ``keep_rows`` was read as a weight, in silence)
+STAGE_NUMBERS = ("iterations", "lr", "tolerance", "patience", "keep_rows", "keep_after")
+
+
 def build(body, weights: Path, cfg: dict):
     """An SMPLify from the default schedule with ``cfg``'s overrides."""
     from fit3d.fitters import SMPLify, default_smplify_schedule
@@ -98,7 +104,7 @@ def build(body, weights: Path, cfg: dict):
                          f"{', '.join(stage.name for stage in schedule)}")
     for stage in schedule:
         for k, v in cfg.get("stages", {}).get(stage.name, {}).items():
-            if k in ("iterations", "lr", "tolerance", "patience"):
+            if k in STAGE_NUMBERS:
                 setattr(stage, k, v)
             else:
                 stage.weights[k] = v
@@ -117,9 +123,11 @@ def build(body, weights: Path, cfg: dict):
                    accept_ratio=cfg.get("accept_ratio", ACCEPT_RATIO),
                    follow=None if cfg.get("follow") is None else FollowConfig(**cfg["follow"]))
     protos = load_prior(weights / "anny_prototypes.pt") if cfg.get("prototypes", True) else None
-    return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos,
-                   prototype_starts=cfg.get("prototype_starts", 2), depth_flips=cfg.get("depth_flips", True),
-                   keep_hypotheses=cfg.get("keep", 2), noise_threshold=cfg.get("noise_threshold", 1.4))
+    # (SMPLify's own defaults for what the configuration leaves out: a copy of them here went stale)
+    given = {arg: cfg[key] for key, arg in (("prototype_starts", "prototype_starts"), ("depth_flips", "depth_flips"),
+                                            ("keep", "keep_hypotheses"), ("noise_threshold", "noise_threshold"))
+             if key in cfg}
+    return SMPLify(body, prior=prior, schedule=schedule, prototypes=protos, **given)
 
 
 #: The keys a configuration may hold (besides NeuralAnnot's TrainConfig fields); any other is refused

@@ -125,7 +125,10 @@ class SMPLify:
             as SMPLify-X does with VPoser).
         prototypes: a :class:`~fit3d.priors.prototypes.PoseMemory` whose prototypes are
             extra starting poses (None: the rest pose only).
-        prototype_starts: prototype rows per person kept after the camera stage.
+        prototype_starts: prototype rows per person kept after the camera stage (3: on the
+            validation subjects' benchmarks better than 2 on all 12 files over three k-means
+            memories, -1.2 mm PA-MPJPE-12 on their mean, and as good as 4 at half its cost;
+            ``docs/experiments.md``, thirty-fifth session).
         depth_flips: add the limb depth-flip rows after the first body stage (not with
             ``pose_space="latent"``: a flipped pose, encoded, decodes to another pose).
         noise_threshold: RMS reprojection residual (nominal pixels, see
@@ -165,7 +168,7 @@ class SMPLify:
         valid_fraction: float = VALID_ERROR_FRACTION,
         pose_space: str = "axis_angle",
         prototypes=None,
-        prototype_starts: int = 2,
+        prototype_starts: int = 3,
         depth_flips: bool = True,
         noise_threshold: float = 1.4,
     ) -> None:
