@@ -190,12 +190,14 @@ def refinement_stages() -> list[Stage]:
 
 def fast_smplify_schedule() -> list[Stage]:
     """:func:`default_smplify_schedule` with successive halving of the hypothesis rows: after
-    20 iterations the coarse stage goes on with each person's 3 best rows (of 4: two
-    orientations from the rest pose, two prototype starts) and the clean branch with its 4
-    best (of those 4 and 8 limb depth flips). Chosen on the validation subject's benchmarks,
+    20 iterations the coarse stage goes on with each person's 3 best rows (of 5: two
+    orientations from the rest pose, three prototype starts) and the clean branch with its 4
+    best (of all 5 and 8 limb depth flips). Chosen on the validation subject's benchmarks,
     where it matched the default (77.4 vs 77.5 mm PA-MPJPE-12 with noise, 46.9 vs 46.9
-    noise-free); on the held-out subjects it is not free (see README): it is opt-in, as
-    ``examples/schedules/smplify_fast.json`` for ``fit3d smplify --schedule``.
+    noise-free, with two prototype starts); since, it is ~1.3 mm worse than the default there
+    (``docs/experiments.md``, thirty-fifth session) and on the held-out subjects it is not free
+    (see README): it is opt-in, as ``examples/schedules/smplify_fast.json`` for ``fit3d smplify
+    --schedule``.
     """
     return [replace(st, keep_rows=3, keep_after=20) if st.name == "body_coarse"
             else replace(st, keep_rows=4, keep_after=20) if st.branch == "clean" else st
