@@ -114,8 +114,9 @@ def merge(fits_dir, out):
 
     What exists is merged, exit 0; a warning line names the shards of the recorded i/n split that
     left nothing (also 'missing_shards' in the totals), those whose latest run did not finish
-    (interrupted, killed, cut short by --limit: 'unfinished_shards'), and the images still to refit. A fitting
-    run that later writes into FITS removes the dataset: merge again after it.
+    (interrupted, killed, cut short by --limit: 'unfinished_shards'), and the images still to refit. Exit 3
+    when some per-image fits could not be read (each named; their people are not in the dataset, as
+    'fit3d export' does). A fitting run that later writes into FITS removes the dataset: merge again after it.
     """
     from fit3d.pipeline.merge import check_dataset_name, write_merged
 
@@ -132,11 +133,13 @@ def merge(fits_dir, out):
                f"-> {path}", err=True)
     for line in unfinished_lines(s, fits_dir):
         click.echo(line, err=True)
+    lost = dict(fit="its people are not in the dataset", summary="its run's counts are not in the totals",
+                dataset="not merged")
     for u in s["unreadable_outputs"]:
-        lost = ("its run's counts are not in the totals" if Path(u["file"]).name.startswith("summary")
-                and u["file"].endswith(".json") else "its people are not in the dataset")
-        click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} ({lost})", err=True)
+        click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} ({lost[u['kind']]})", err=True)
     if len(s["settings"]) > 1:  # (outputs copied together: merged without a word, found by a review)
         click.echo(f"fit3d: warning: the runs' summaries record {len(s['settings'])} different fit settings: the "
                    "dataset mixes fits made with them (see 'settings' under 'merged' in summary.json)", err=True)
+    if any(u["kind"] == "fit" for u in s["unreadable_outputs"]):  # (exit 0 before: a script's 'merge &&
+        raise click.exceptions.Exit(3)                              # train' went on without those people)
 

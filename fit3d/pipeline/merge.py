@@ -138,7 +138,10 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         ``shards_without_people`` (finished shards whose latest run had no image, or only images
         without people, e.g. more shards than images).
         An output that lacks one of the :data:`CORE_FIELDS` (damaged, or rewritten outside fit3d)
-        is counted with the unreadable ones, named with the reason, and not merged.
+        is counted with the unreadable ones, named with the reason, and not merged. Each
+        ``unreadable_outputs`` entry is ``{file, reason, kind}``, ``kind`` ``"fit"`` (a per-image
+        output: its people are not in ``arrays``), ``"dataset"`` (a merged dataset left in the
+        folder) or ``"summary"`` (a summary file: its run's counts are not in the totals).
     Raises:
         NoReadableFits: no output can be read. ValueError: the outputs hold different joints or
             fields (runs of different models or fitters in one folder; outputs of other settings
@@ -161,18 +164,19 @@ def merge_fits(fits_dir: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         try:
             d = read_fit(f)
         except (OSError, ValueError) as e:
-            unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=str(e)))
+            unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=str(e), kind="fit"))
             continue
         if np.ndim(d.get("image", "")) > 0:  # one image per person: a merged dataset (--out FITS/a.v2.npz)
             unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=(
-                "a merged dataset (one image per person), not a per-image fit: move it out of the folder")))
+                "a merged dataset (one image per person), not a per-image fit: move it out of the folder"),
+                kind="dataset"))
             continue
         lacking = [k for k in CORE_FIELDS if k not in d]
         if lacking and len(lacking) < len(CORE_FIELDS):  # (none: an output without people) damaged, or cut
             # down outside fit3d: named, not merged
             unreadable.append(dict(file=str(f.relative_to(fits_dir)), reason=(
                 f"lacks the fields {lacking} that every fit has (damaged or rewritten outside fit3d): delete it "
-                "and rerun the fitting command to refit it")))
+                "and rerun the fitting command to refit it"), kind="fit"))
             continue
         p = len(d.get("annot_id", ()))
         if p:
@@ -218,7 +222,7 @@ def _summary(fits_dir: Path, arrays: dict, n: int, images: int, unreadable: list
             if not isinstance(data, dict) or not isinstance(data.get("this_run", {}), dict):
                 raise ValueError("not a fit3d summary (a JSON object whose this_run is one)")
         except (OSError, ValueError) as e:  # (a null summary was a TypeError traceback: a review)
-            unreadable.append(dict(file=f.name, reason=str(e)))
+            unreadable.append(dict(file=f.name, reason=str(e), kind="summary"))
             continue
         if "this_run" in data:  # a run's summary (not only an earlier merge's)
             runs.append(dict(file=f.name, **data))

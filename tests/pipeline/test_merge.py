@@ -347,8 +347,9 @@ def test_an_output_lacking_fields_is_named_not_merged_and_a_folder_of_no_readabl
     [u] = s["unreadable_outputs"]
     assert u["file"] == files[0].name and "lacks the fields ['betas']" in u["reason"] and "delete it" in u["reason"]
     assert len(arrays["annot_id"]) == 14 - len(cut["annot_id"])
-    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
-    assert r.exit_code == 0 and "warning: unreadable" in r.output and (out / "dataset.npz").is_file(), r.output
+    r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])  # (exit 0 before: 'merge && train' went on)
+    assert r.exit_code == 3 and "warning: unreadable" in r.output and (out / "dataset.npz").is_file(), r.output
+    assert "(its people are not in the dataset)" in r.output
     # whatever the files' order (a review: the damaged file, sorted first, was taken as the reference)
     renamed = out / "0000.jpg.npz"
     files[0].rename(renamed)
@@ -618,10 +619,17 @@ def test_damaged_summaries_and_a_single_array_under_a_fits_name_are_named_not_tr
     # (a README trial: such a shard was said to have left "no summary")
     assert [u["shard"] for u in s["unfinished_shards"]] == ["2/2"]
     assert "its summary cannot be read" in s["unfinished_shards"][0]["why"]
+    assert {u["file"]: u["kind"] for u in s["unreadable_outputs"]} == {
+        "summary.json": "summary", "summary.shard-2-of-2.json": "summary", "zz.jpg.npz": "fit"}
     r = CliRunner().invoke(cli, ["merge", "--fits", str(out)])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 3, r.output  # a fit's people are missing
     assert "unreadable summary.shard-2-of-2.json: not a fit3d summary" in r.output
     assert "(its run's counts are not in the totals)" in r.output and "(its people are not in the dataset)" in r.output
+    (out / "zz.jpg.npz").unlink()  # only summaries damaged: every person is in the dataset, a warning
+    for args in (["merge"], ["export", "--format", "humandata", "--out", str(tmp_path / "hd.npz")]):
+        r = CliRunner().invoke(cli, [args[0], "--fits", str(out), *args[1:]])
+        assert r.exit_code == 0, r.output  # (export exited 3 and said the summary's "people are not exported")
+        assert "unreadable summary.shard-2-of-2.json" in r.output and "people are not" not in r.output, r.output
 
 
 def test_merge_warns_when_the_runs_were_fitted_with_different_settings(tmp_path, sample_copy, anny_model,
