@@ -369,6 +369,33 @@ def test_a_wrapper_without_extra_defaults_fits_mixed_images(tmp_path, sample_cop
     arrays, _ = merge_fits(out)
     assert len(arrays["annot_id"]) == 14 and "hypothesis_yaw" not in arrays
 
+def test_a_warning_while_the_progress_bar_is_drawn_is_written_on_a_line_of_its_own(tmp_path, sample_copy, anny_model,
+                                                                                   fast_fitter, capsys):
+    """It was written onto the bar's line: ``fit3d smplify:  50%|####  | 6/12 [00:01<00:01]warning: ...``."""
+    import logging
+    import sys
+
+    images, _ = read_coco(sample_copy / "test_coco.json", sample_copy)
+    console = logging.StreamHandler(sys.stderr)  # as the command line's handler
+    logging.root.addHandler(console)
+
+    def fitter(batch):
+        logging.getLogger("fit3d.test").warning("a warning while fitting")
+        return fast_fitter(batch)
+
+    try:
+        s = run(images, fitter, anny_model, RunConfig(tmp_path / "fits", progress=True, batch_size=4))
+    finally:
+        logging.root.removeHandler(console)
+    assert s["this_run"]["people_fitted"] == 12
+    err = capsys.readouterr().err
+    lines = [line for line in err.split("\n") if "a warning while fitting" in line]
+    assert len(lines) >= 2 and "person/s" in err, err  # the bar was drawn, between the warnings
+    assert all(line.split("\r")[-1].strip() == "a warning while fitting" for line in lines), lines
+    assert logging.root.handlers.count(console) == 0 and not any(  # the handlers are the run's no more
+        type(h).__name__ == "_TqdmLoggingHandler" for h in logging.root.handlers)
+
+
 def test_nothing_to_fit_is_not_success(tmp_path, sample_copy, anny_model, fast_fitter):
     images, problems = read_coco(sample_copy / "test_coco.json", sample_copy)
     for r in images:
