@@ -119,6 +119,7 @@ def merge(fits_dir, out):
     'fit3d export' does). A fitting run that later writes into FITS removes the dataset: merge again after it.
     """
     from fit3d.pipeline.merge import check_dataset_name, write_merged
+    from fit3d.pipeline.settings import differing_settings
 
     if out is not None:
         with errors_as(click.UsageError):  # (before anything is read)
@@ -138,8 +139,11 @@ def merge(fits_dir, out):
     for u in s["unreadable_outputs"]:
         click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} ({lost[u['kind']]})", err=True)
     if len(s["settings"]) > 1:  # (outputs copied together: merged without a word, found by a review)
-        click.echo(f"fit3d: warning: the runs' summaries record {len(s['settings'])} different fit settings: the "
-                   "dataset mixes fits made with them (see 'settings' under 'merged' in summary.json)", err=True)
+        keys = differing_settings(s["settings"])
+        named = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+        click.echo(f"fit3d: warning: the runs' summaries record {len(s['settings'])} different fit settings (in "
+                   f"{named}): the dataset mixes fits made with them (see 'settings' under 'merged' in summary.json)",
+                   err=True)
     if any(u["kind"] == "fit" for u in s["unreadable_outputs"]):  # (exit 0 before: a script's 'merge &&
         raise click.exceptions.Exit(3)                              # train' went on without those people)
 

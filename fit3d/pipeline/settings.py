@@ -83,24 +83,31 @@ def _short(value, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _diff(key: str, old, new) -> list[str]:
-    """The differences of two recorded values, down to the entries of dicts (those both have: an
-    entry added to fit3d later does not lock older folders out) and of lists of one length
-    (``fitter.schedule[1].iterations: 15 there, 16 now``), values shortened."""
+def _diff(key: str, old, new) -> list[tuple[str, object, object]]:
+    """The differences of two recorded values as ``(key, old, new)``, down to the entries of dicts
+    (those both have: an entry added to fit3d later does not lock older folders out) and of lists
+    of one length (``("fitter.schedule[1].iterations", 15, 16)``)."""
     if old == new:
         return []
     if isinstance(old, dict) and isinstance(new, dict):  # on the entries both have, as at the top level
         return [d for k in sorted(set(old) & set(new)) for d in _diff(f"{key}.{k}", old[k], new[k])]
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         return [d for i, (a, b) in enumerate(zip(old, new)) for d in _diff(f"{key}[{i}]", a, b)]
-    return [f"{key}: {_short(old)} there, {_short(new)} now"]
+    return [(key, old, new)]
 
 
-def _differences(old: dict, new: dict) -> list[str]:
+def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     old = dict({k: v for k, v in ADDED_LATER.items() if k in new}, **old)
     # the model file both record is what counts, not how it was given (its folder or itself)
     ignore = {_OVERWRITING} | ({"model_path"} if "model_file" in old and "model_file" in new else set())
     return [d for k in sorted(set(old) & set(new) - ignore) for d in _diff(k, old[k], new[k])]
+
+
+def differing_settings(settings: list[dict]) -> list[str]:
+    """The keys (``fitter.prototype_starts``, ``prior``) in which recorded ``settings`` differ from
+    the first of them, as a run's check compares them (:func:`same_settings`); sorted, each once."""
+    return sorted({key for other in settings[1:] for pair in ((settings[0], other), (other, settings[0]))
+                   for key, _, _ in _differences(*pair)})
 
 
 def same_settings(a: dict, b: dict) -> bool:
@@ -159,7 +166,7 @@ def _check(out_dir: Path, new: dict, overwrite: bool, whole_folder: bool, record
                 _write(path, new)
             return False
         old = _settings_of_a_fit(out_dir)  # an older folder: only what its fits say
-    diff = _differences(old, new)
+    diff = [f"{key}: {_short(was)} there, {_short(now)} now" for key, was, now in _differences(old, new)]
     interrupted = bool(old.get(_OVERWRITING))
     if not diff and not interrupted:
         if record and path.is_file() and set(new) - set(old):  # the record learns the keys added since

@@ -647,7 +647,7 @@ def test_merge_warns_when_the_runs_were_fitted_with_different_settings(tmp_path,
         if f.name.endswith(".npz") or f.name.startswith("summary.shard"):
             shutil.copy(f, a / f.name)
     r = CliRunner().invoke(cli, ["merge", "--fits", str(a)])
-    assert r.exit_code == 0 and "record 2 different fit settings" in r.output, r.output
+    assert r.exit_code == 0 and "record 2 different fit settings (in prior):" in r.output, r.output
     r = CliRunner().invoke(cli, ["merge", "--fits", str(b)])
     assert r.exit_code == 0 and "different fit settings" not in r.output, r.output
     # settings that a run's check takes for the same (a setting one predates, at its default) are one

@@ -269,3 +269,15 @@ def test_an_overwrite_that_leaves_earlier_fits_keeps_the_folder_marked(tmp_path,
     assert _recorded(out)["overwriting"]  # not recorded as fitted with the new settings
     with pytest.raises(ValueError, match="did not finish"):  # a plain rerun is told to refit every image
         run(records, fast_fitter, anny_model, RunConfig(out, progress=False, settings=dict(prior="vae")), problems)
+
+
+def test_differing_settings_names_each_key_that_differs_once():
+    """For merge's warning, which said only how many settings the runs recorded."""
+    from fit3d.pipeline.settings import differing_settings
+
+    a = dict(prior="gmm", fitter=dict(schedule=[dict(iterations=15), dict(iterations=60)], steps=30))
+    b = dict(prior="l2", fitter=dict(schedule=[dict(iterations=15), dict(iterations=61)], steps=30))
+    c = dict(prior="gmm", fitter=dict(schedule=[dict(iterations=15), dict(iterations=60)], steps=30), follow=False)
+    assert differing_settings([a, b, b]) == ["fitter.schedule[1].iterations", "prior"]
+    assert differing_settings([a, c]) == []  # a setting one predates, at its default (follow), is the same
+    assert differing_settings([a]) == []
