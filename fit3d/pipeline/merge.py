@@ -391,13 +391,14 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
         raise ValueError(f"cannot write the merged dataset {out}: {e}") from e
     summary["dataset"] = str(out.resolve())  # (a later run, from any folder, finds it to retire it)
     summary["fits_dir"] = str(fits_dir.resolve())  # (a copy of the folder is told from the folder merged)
-    # the earlier merges' files inside the folder still there (--out FITS/a.npz, then dataset.npz): a
-    # later run retires them all
+    # the earlier merges' files still there (--out FITS/a.npz, then dataset.npz): a later run removes
+    # those inside the folder and says that those outside it are out of date (only the latest
+    # outside was, found by a review)
     recorded, earlier = _recorded_datasets(fits_dir, existing.get("merged"))
-    inside = [str(p.resolve()) for p in (*earlier, recorded) if p is not None and p.is_file()
-              and p.resolve().is_relative_to(fits_dir.resolve()) and str(p.resolve()) != summary["dataset"]]
-    if inside:
-        summary["earlier_datasets"] = sorted(set(inside))
+    previous = [str(p.resolve()) for p in (*earlier, recorded) if p is not None and p.is_file()
+                and str(p.resolve()) != summary["dataset"]]
+    if previous:
+        summary["earlier_datasets"] = sorted(set(previous))
     try:
         write_json(path, dict(existing, merged=summary))
     except OSError as e:  # unrecorded, no later run would retire the dataset: it goes too
@@ -408,20 +409,22 @@ def write_merged(fits_dir: str | Path, out: str | Path | None = None) -> tuple[P
 
 def _recorded_datasets(fits_dir: Path, record) -> tuple[Path | None, list[Path]]:
     """The dataset files a ``merged`` record of ``fits_dir``'s summary names: ``(its dataset, the
-    earlier merges' files inside the folder)``. A record that names another folder as the one
-    merged (this folder is a copy of it, or it moved): the files it recorded inside that folder
-    are looked for at the same place in this one; a dataset outside it belongs to that folder
-    when it still exists (a copy: None), else to this one (moved)."""
+    earlier merges' files)``. A record that names another folder as the one merged (this folder
+    is a copy of it, or it moved): the files it recorded inside that folder are looked for at the
+    same place in this one; datasets outside it belong to that folder when it still exists (a
+    copy: left out), else to this one (moved)."""
     record = record if isinstance(record, dict) else {}
     recorded = Path(record["dataset"]) if isinstance(record.get("dataset"), str) else None
     listed = record.get("earlier_datasets")
     earlier = [Path(p) for p in listed if isinstance(p, str)] if isinstance(listed, list) else []
     merged_dir = Path(record["fits_dir"]) if isinstance(record.get("fits_dir"), str) else None
     if merged_dir is not None and merged_dir != fits_dir.resolve():
-        earlier = [fits_dir / p.relative_to(merged_dir) for p in earlier if p.is_relative_to(merged_dir)]
+        copy = merged_dir.exists()
+        earlier = [fits_dir / p.relative_to(merged_dir) if p.is_relative_to(merged_dir) else p for p in earlier
+                   if p.is_relative_to(merged_dir) or not copy]
         if recorded is not None and recorded.is_relative_to(merged_dir):
             recorded = fits_dir / recorded.relative_to(merged_dir)
-        elif merged_dir.exists():  # a copy: the dataset outside is the original folder's, not this one's
+        elif copy:  # the dataset outside is the original folder's, not this one's
             recorded = None
     return recorded, earlier
 
@@ -429,8 +432,8 @@ def _recorded_datasets(fits_dir: Path, record) -> tuple[Path | None, list[Path]]
 def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     """Make an earlier merge of ``fits_dir`` no longer look current, before a run writes new fits
     into it: the merged dataset files inside the folder (``dataset.npz``, the ``--out`` that
-    ``summary.json``'s ``merged`` entry records, and the earlier merges' files inside the folder
-    that it records as ``earlier_datasets``) are removed (an unlink: atomic), then the
+    ``summary.json``'s ``merged`` entry records, and the earlier merges' files that it records as
+    ``earlier_datasets``) are removed (an unlink: atomic), then the
     ``merged`` totals are dropped from ``summary.json`` (the file removed when it held nothing
     else). A ``dataset.npz`` that is not a merge's output (no ``image``, ``shard``, ``annot_id``)
     is kept. Nothing happens without an earlier merge.
@@ -441,8 +444,9 @@ def retire_merged(fits_dir: str | Path) -> tuple[list[Path], list[Path]]:
     exists (a copy: not this folder's, not reported), else to this one (moved: out of date).
 
     Returns:
-        ``(removed, elsewhere)``: the dataset files removed, and a recorded dataset file outside
-        the folder (kept, but out of date); both empty without an earlier merge.
+        ``(removed, elsewhere)``: the dataset files removed, and the recorded dataset files outside
+        the folder (kept, but out of date; the latest merge's first); both empty without an earlier
+        merge.
     Raises:
         ValueError: a dataset file or ``summary.json`` cannot be removed or rewritten.
     """

@@ -426,12 +426,16 @@ def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_n
     assert sorted(s["merged_dataset_removed"]) == sorted([str(copy / "dataset.npz"), str(copy / "extra.npz")])
     assert (out / "extra.npz").is_file() and (out / "dataset.npz").is_file()  # the original's untouched
     (out / "extra.npz").unlink()
-    outside = tmp_path / "train.npz"
+    outside, before = tmp_path / "train.npz", tmp_path / "train_v1.npz"
+    write_merged(out, before)
     write_merged(out, outside)
     with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
         run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert any(f"{outside} is out of date" in m and f"fit3d merge --fits {out} --out {outside}'" in m
                for m in caplog.messages), caplog.messages
+    # (a review: only the latest merge's file outside was said to be out of date, the earlier forgotten)
+    assert any(f"{before} is out of date" in m for m in caplog.messages), caplog.messages
+    assert before.is_file() and outside.is_file()  # outside the folder: kept
 
 
 def test_merge_says_how_many_input_problems_the_runs_recorded(tmp_path, sample_copy, anny_model, fast_fitter):
