@@ -37,12 +37,26 @@ def cli(verbose: bool) -> None:
     Fits a body model (anny by default, or SMPL/SMPL-H/SMPL-X) to every annotated
     person of a folder of images and writes one .npz of parameters per image.
     """
-    handler = logging.StreamHandler()
+    handler = ConsoleHandler()
     handler.setFormatter(_CommandLineFormatter(verbose))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler])
     before = warnings.showwarning  # for this command only: put back when it ends (a CliRunner, a notebook)
     warnings.showwarning = functools.partial(_show_warning, default=before)
     click.get_current_context().call_on_close(lambda: setattr(warnings, "showwarning", before))
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """The command line's log lines on stderr, written through ``tqdm.write``: a line logged while a
+    progress bar is drawn goes above the bar, not onto its line (``fit3d smplify:  50%|####  | 6/12
+    [00:01<00:01]fit3d: warning: ...``); without a bar, as a plain ``StreamHandler``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - as logging's own handlers: reported, never raised
+            self.handleError(record)
 
 
 class _CommandLineFormatter(logging.Formatter):

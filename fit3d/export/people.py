@@ -38,7 +38,9 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False,
         model's, :func:`fitted_gender`), and counts: ``people``,
         ``exported``, ``invalid`` (exported people whose fit is marked invalid, see
         :func:`valid_mask`), ``dropped`` by reason, ``model``, ``unreadable``
-        (``{file, reason}`` of the outputs that could not be read: their people are not exported),
+        (merge's ``{file, reason, kind}`` of the files that could not be read: a ``kind`` ``"fit"``'s
+        people are not exported; ``"summary"`` and ``"dataset"``, a summary file or a merged dataset
+        left in the folder, lose no one),
         ``merged``: :func:`~fit3d.pipeline.merge.merge_fits`' summary (shards unfinished or missing,
         images to refit: what the export lacks).
     Raises:

@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import numbers
@@ -35,8 +34,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from fit3d.data.batching import person_camera
 from fit3d.data.records import ImageRecord, InputProblem, Person
@@ -468,39 +465,39 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
         rest = shard_images(images, config.shard)[mine:]
         head["images_left_by_limit"] = sum(1 for r in rest if r.people and (
             config.overwrite or not output_path(out_dir, r.image_key).is_file()))
-    # (a warning logged while the bar is drawn is written above it, not onto its line)
-    with logging_redirect_tqdm() if config.progress else contextlib.nullcontext():
-        t0, shared = time.perf_counter(), None
-        try:  # from the start marker on: a signal at any point, entering included, is recorded as an interruption
-            with interruptible():
-                try:
-                    if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost)
-                        # is unfinished
-                        write_summary(out_dir, config.shard,
-                                      dict(head, running=True, started=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-                    if config.progress:
-                        job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person",
-                                       desc=f"fit3d {config.fitter_name}", dynamic_ncols=True)
-                    chunks = list(_chunks(todo, config.batch_size))
-                    if pool is not None and pool.unusable and len(chunks) > 1:  # (a program read from stdin)
-                        log.warning("%s", pool.unusable)
-                        pool = None
-                    shared = SharedFitting(job, pool) if pool is not None and len(chunks) > 1 else None
-                    if shared is not None:
-                        shared.run(chunks, pool.threads)
-                    else:
-                        for chunk in chunks:
-                            job.chunk(chunk)
-                except Interrupted:
-                    raise
-                except Exception as e:  # the start marker would read "still running": the summary says what stopped it
-                    if todo:
-                        _record_stop(out_dir, config.shard, dict(head, this_run=counts.as_dict(), stopped_by=str(e)))
-                    raise
-        except (Interrupted, KeyboardInterrupt) as e:
-            counts.interrupted = getattr(e, "signum", signal.SIGINT)
-        if job.bar is not None:
-            job.bar.close()
+    t0, shared = time.perf_counter(), None
+    try:  # from the start marker on: a signal at any point, entering included, is recorded as an interruption
+        with interruptible():
+            try:
+                if todo:  # until the run's summary replaces it: a run killed outright (SIGKILL, a node lost)
+                    # is unfinished
+                    write_summary(out_dir, config.shard,
+                                  dict(head, running=True, started=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+                if config.progress:
+                    from tqdm import tqdm
+
+                    job.bar = tqdm(total=sum(len(r.people) for r in todo), unit="person",
+                                   desc=f"fit3d {config.fitter_name}", dynamic_ncols=True)
+                chunks = list(_chunks(todo, config.batch_size))
+                if pool is not None and pool.unusable and len(chunks) > 1:  # (a program read from stdin)
+                    log.warning("%s", pool.unusable)
+                    pool = None
+                shared = SharedFitting(job, pool) if pool is not None and len(chunks) > 1 else None
+                if shared is not None:
+                    shared.run(chunks, pool.threads)
+                else:
+                    for chunk in chunks:
+                        job.chunk(chunk)
+            except Interrupted:
+                raise
+            except Exception as e:  # the start marker would read "still running": the summary says what stopped it
+                if todo:
+                    _record_stop(out_dir, config.shard, dict(head, this_run=counts.as_dict(), stopped_by=str(e)))
+                raise
+    except (Interrupted, KeyboardInterrupt) as e:
+        counts.interrupted = getattr(e, "signum", signal.SIGINT)
+    if job.bar is not None:
+        job.bar.close()
     job.after_writing()
     elapsed = time.perf_counter() - t0
     summary = dict(

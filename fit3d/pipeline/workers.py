@@ -13,7 +13,10 @@ outputs are those of a single process.
 A worker that dies (killed, out of memory) breaks the pool: the batches the pool held are
 recorded as failed (their images are not written, so the next run fits them again) and a
 new pool takes the rest. Workers ignore SIGINT (Ctrl-C reaches the whole process group):
-the calling process stops them when it is interrupted.
+the calling process stops them when it is interrupted. A worker's log records (a failed
+person, a batch retried in halves) go to the calling process's logging (the standard library's
+:class:`~logging.handlers.QueueHandler`), so they read as the calling process's own: with the
+command line's prefix, above its progress bar.
 
 Measured on 2 cores only (README, "Throughput"); how many processes pay on a larger
 machine was not measured.
@@ -21,6 +24,8 @@ machine was not measured.
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -98,13 +103,18 @@ _FITTER = None
 _BODY = None
 
 
-def _start_worker(recipe: FitterRecipe, threads: int) -> None:
+def _start_worker(recipe: FitterRecipe, threads: int, log_queue=None, log_level: int = logging.WARNING) -> None:
     """Worker initialiser: ignore Ctrl-C (the caller stops the pool; SIGINT was blocked from the
-    start, see :meth:`FitterPool._start`), exit when the caller dies, set the thread count,
-    build the fitter."""
+    start, see :meth:`FitterPool._start`), exit when the caller dies, send log records of
+    ``log_level`` and above to ``log_queue`` (the caller's :class:`_LogForwarder`), set the thread
+    count, build the fitter."""
     import torch
 
     global _FITTER, _BODY
+    if log_queue is not None:  # (they went to stderr through logging's last resort: no prefix, onto the bar)
+        root = logging.getLogger()
+        root.handlers = [logging.handlers.QueueHandler(log_queue)]
+        root.setLevel(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -153,6 +163,36 @@ def unspawnable_main() -> str | None:
     return None
 
 
+class _LogForwarder:
+    """The calling process's end of its workers' log records: a daemon thread hands each record
+    from ``queue`` to the logger of its name here (so this process's handlers, levels and filters
+    apply) until :meth:`stop`."""
+
+    def __init__(self, queue) -> None:
+        self.queue = queue
+        self._thread = threading.Thread(target=self._forward, name="fit3d-worker-logs", daemon=True)
+        self._thread.start()
+
+    def _forward(self) -> None:
+        while True:
+            try:
+                record = self.queue.get()
+            except (EOFError, OSError):  # the queue closed under it
+                return
+            if record is None:
+                return
+            logging.getLogger(record.name).handle(record)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Forward what the workers sent, then stop; waits at most ``timeout`` s (a worker killed
+        while it wrote a record can leave a message the thread waits on forever: it is a daemon)."""
+        try:
+            self.queue.put(None)
+        except (ValueError, OSError):  # already closed
+            return
+        self._thread.join(timeout)
+
+
 class FitterPool:
     """``workers`` worker processes (besides the caller), each holding the fitter of ``recipe``
     and running ``threads`` threads.
@@ -183,8 +223,11 @@ class FitterPool:
         per worker, answered once a worker has built its fitter (``BrokenProcessPool`` when
         they could not). The workers are spawned with SIGINT blocked, so that a Ctrl-C while
         they import does not stop them with a traceback each (they ignore it once started)."""
-        ex = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_start_worker, initargs=(self.recipe, self.threads))
+        context = multiprocessing.get_context("spawn")
+        self._logs = _LogForwarder(context.Queue())
+        ex = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(self.recipe, self.threads, self._logs.queue,
+                                           logging.getLogger().getEffectiveLevel()))
         mask = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
         try:  # the executor starts one process per task submitted
@@ -227,6 +270,7 @@ class FitterPool:
             if p.is_alive():  # (one that does not stop on SIGTERM)
                 p.kill()
                 p.join(timeout=10)
+        self._logs.stop()
 
     def __enter__(self) -> FitterPool:
         return self

@@ -163,11 +163,15 @@ def test_only_a_rare_prototype_start_reaches_a_rare_pose(anny_model):
                           prototypes=PoseMemory(common))(batch)
     memory = PoseMemory(torch.cat([common, rare]))
     with_rare = SMPLify(anny_model, prior=L2Prior(), schedule=_weak_schedule(), prototypes=memory)(batch)
+    rare_first = SMPLify(anny_model, prior=L2Prior(), schedule=_weak_schedule(),
+                         prototypes=PoseMemory(torch.cat([rare, common])))(batch)
     assert pa_mpjpe(plain.joints_3d, truth.joints_3d) > 90  # mm: the rest-pose starts end elsewhere
     # (with the default three prototype starts one common prototype comes within ~60 mm; with two, ~120)
-    assert pa_mpjpe(common_only.joints_3d, truth.joints_3d) > 55
-    assert pa_mpjpe(with_rare.joints_3d, truth.joints_3d) < 55
-    assert int(with_rare.extras["prototype"][0]) == len(common)  # the rare prototype won
+    common_error = pa_mpjpe(common_only.joints_3d, truth.joints_3d)
+    assert common_error > 55
+    for fit, rare_index in ((with_rare, len(common)), (rare_first, 0)):  # (wherever it lies in the memory: the
+        assert pa_mpjpe(fit.joints_3d, truth.joints_3d) < min(55, common_error - 15)  # best starts are kept)
+        assert int(fit.extras["prototype"][0]) == rare_index  # the rare prototype won
     assert int(plain.extras["prototype"][0]) == -1
 
 

@@ -247,3 +247,26 @@ def test_a_future_s_timeout_is_waited_through_whatever_its_class(monkeypatch):
     shared = batches.SharedFitting.__new__(batches.SharedFitting)
     shared.generation, shared.stop, shared.worker_pids, shared.per_person = 0, threading.Event(), set(), 0.0
     assert shared._wait(SlowFuture(), 0, 1) == (["done"], None) and shared.worker_pids == {123}
+
+
+def _warn_here(fitter, body_model, text):
+    """Worker task: log a warning as fit3d's batches do (a failed person), and say which process."""
+    import logging
+    import os
+
+    logging.getLogger("fit3d.pipeline.batches").warning(text)
+    logging.getLogger("fit3d.pipeline.batches").debug("below the caller's level")
+    return os.getpid()
+
+
+def test_a_workers_log_records_reach_the_calling_process_logging(caplog):
+    """They went to the worker's stderr through logging's last resort: without the command line's
+    prefix, and onto its progress bar (a review)."""
+    import os
+
+    with caplog.at_level("WARNING"):
+        with FitterPool(_recipe(), 1, 1) as pool:
+            pid = pool.submit(_warn_here, "a warning in a worker").result(timeout=300)
+    assert pid != os.getpid()
+    records = [r for r in caplog.records if r.name == "fit3d.pipeline.batches"]
+    assert [r.getMessage() for r in records] == ["a warning in a worker"]
