@@ -405,25 +405,11 @@ def neuralannot(images_dirs, annotations_files, keypoints_dirs, openpose_model, 
         rec = parse_recipes(recipes)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--recipes") from e
-    if annotations_files and len(annotations_files) != len(images_dirs):
-        raise click.UsageError("give one --annotations per --images (or none)")
-    if keypoints_dirs and (annotations_files or len(keypoints_dirs) != len(images_dirs)):
-        raise click.UsageError("give one --keypoints per --images, and no --annotations with them")
-    from fit3d.data.readers import check_openpose_model
+    from fit3d.pipeline.distributed import finish, init_from_env
+    from fit3d.pipeline.neuralannot import check_input_sets
 
     with errors_as(click.UsageError):  # (before torchrun's ranks set up and build the model)
-        check_openpose_model(openpose_model, keypoints_dirs[0] if keypoints_dirs else None)
-    from fit3d.pipeline.distributed import finish, init_from_env
-
-    from fit3d.data.readers import discover_annotations
-
-    for d in [d for d in images_dirs if d.is_dir()] if not (annotations_files or keypoints_dirs) else ():
-        with errors_as(click.UsageError):  # (several files that could be the annotations: which one)
-            found = discover_annotations(d)
-        if found is None:  # (the readers' hint names options this command lacks)
-            raise click.UsageError(f"no --annotations given and no person_keypoints_*.json beside or above {d}: "
-                                   "pass --annotations FILE.json (COCO) or --keypoints DIR (OpenPose) for each "
-                                   "--images")
+        check_input_sets(images_dirs, annotations_files, keypoints_dirs, openpose_model)
     dist = init_from_env(device)
     with errors_as():
         body = build_body_model(model, model_path, gender=gender, device=dist.device)

@@ -23,6 +23,32 @@ from fit3d.pipeline.settings import normalised
 log = logging.getLogger(__name__)
 
 
+def check_input_sets(images_dirs: list[Path], annotations_files: list[Path] | None = None,
+                     keypoints_dirs: list[Path] | None = None, openpose_model: str = "body_25") -> None:
+    """Check NeuralAnnot's input sets before anything is built (``fit3d neuralannot``'s repeated
+    ``--images``, ``--annotations``, ``--keypoints``): one annotation file, or one OpenPose folder,
+    per image folder, or none (then each existing folder must have a ``person_keypoints_*.json``
+    beside or above it: :func:`~fit3d.data.readers.discover_annotations`), and an OpenPose model
+    name that fits the input (:func:`~fit3d.data.readers.check_openpose_model`).
+
+    Raises:
+        ValueError: naming what to give instead (the command line's usage error).
+    """
+    from fit3d.data.readers import check_openpose_model, discover_annotations
+
+    if annotations_files and len(annotations_files) != len(images_dirs):
+        raise ValueError("give one --annotations per --images (or none)")
+    if keypoints_dirs and (annotations_files or len(keypoints_dirs) != len(images_dirs)):
+        raise ValueError("give one --keypoints per --images, and no --annotations with them")
+    check_openpose_model(openpose_model, keypoints_dirs[0] if keypoints_dirs else None)
+    if annotations_files or keypoints_dirs:
+        return
+    for d in (Path(d) for d in images_dirs):
+        if d.is_dir() and discover_annotations(d) is None:  # (several candidates: AmbiguousAnnotations)
+            raise ValueError(f"no --annotations given and no person_keypoints_*.json beside or above {d}: pass "
+                             "--annotations FILE.json (COCO) or --keypoints DIR (OpenPose) for each --images")
+
+
 def neuralannot_target(images: list[ImageRecord], body_model, min_visible: int = MIN_VISIBLE_KEYPOINTS):
     """NeuralAnnot's target set: every person of ``images`` that a fitting run would fit (at
     least ``min_visible`` usable keypoints, not all on one line: :func:`~fit3d.pipeline.skips.skip_reason`), as one :class:`~fit3d.data.batching.PersonBatch` on the model's device.
