@@ -269,6 +269,10 @@ def read_fit(path: str | Path) -> dict[str, np.ndarray]:
         raise ValueError(f"{path} is a single array (an .npy file), not a fit's .npz")
     try:
         with z:
-            return {k: z[k] for k in z.files}
+            fit = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"corrupt .npz {path}: {e}") from e
+    raw = sorted(k for k, v in fit.items() if not isinstance(v, np.ndarray))
+    if raw:  # (numpy gives a member without the .npy header as bytes: a TypeError traceback in merge)
+        raise ValueError(f"corrupt .npz {path}: {', '.join(raw)} not an array")
+    return fit

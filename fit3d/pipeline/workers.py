@@ -15,8 +15,8 @@ recorded as failed (their images are not written, so the next run fits them agai
 new pool takes the rest. Workers ignore SIGINT (Ctrl-C reaches the whole process group):
 the calling process stops them when it is interrupted. A worker's log records (a failed
 person, a batch retried in halves) go to the calling process's logging (the standard library's
-:class:`~logging.handlers.QueueHandler`), so they read as the calling process's own: with the
-command line's prefix, above its progress bar.
+:class:`~logging.handlers.QueueHandler` over a :class:`multiprocessing.SimpleQueue`), so they read
+as the calling process's own: with the command line's prefix, above its progress bar.
 
 Measured on 2 cores only (README, "Throughput"); how many processes pay on a larger
 machine was not measured.
@@ -113,7 +113,7 @@ def _start_worker(recipe: FitterRecipe, threads: int, log_queue=None, log_level:
     global _FITTER, _BODY
     if log_queue is not None:  # (they went to stderr through logging's last resort: no prefix, onto the bar)
         root = logging.getLogger()
-        root.handlers = [logging.handlers.QueueHandler(log_queue)]
+        root.handlers = [_SendNow(log_queue)]
         root.setLevel(log_level)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
@@ -163,33 +163,46 @@ def unspawnable_main() -> str | None:
     return None
 
 
+class _SendNow(logging.handlers.QueueHandler):
+    """A worker's handler: each record written to the pipe before the logging call returns (a
+    :class:`multiprocessing.SimpleQueue`: no feeder thread, so a task's records are sent before its
+    result, and none is left behind when the pool stops the worker; a review found the last ones lost)."""
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        self.queue.put(record)
+
+
 class _LogForwarder:
     """The calling process's end of its workers' log records: a daemon thread hands each record
-    from ``queue`` to the logger of its name here (so this process's handlers, levels and filters
-    apply) until :meth:`stop`."""
+    from ``queue`` (a :class:`multiprocessing.SimpleQueue`) to the logger of its name here (so this
+    process's handlers, levels and filters apply) until :meth:`stop`. Nothing is ever written to
+    the queue from this process: a worker killed while it wrote holds the queue's write lock for
+    good (a review: a stop sentinel waited on it, and the interpreter's exit on that)."""
 
     def __init__(self, queue) -> None:
         self.queue = queue
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._forward, name="fit3d-worker-logs", daemon=True)
         self._thread.start()
 
     def _forward(self) -> None:
         while True:
             try:
+                if self.queue.empty():
+                    if self._stopping.is_set():
+                        return
+                    self._stopping.wait(0.05)
+                    continue
                 record = self.queue.get()
             except (EOFError, OSError):  # the queue closed under it
                 return
-            if record is None:
-                return
             logging.getLogger(record.name).handle(record)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Forward what the workers sent, then stop; waits at most ``timeout`` s (a worker killed
-        while it wrote a record can leave a message the thread waits on forever: it is a daemon)."""
-        try:
-            self.queue.put(None)
-        except (ValueError, OSError):  # already closed
-            return
+    def stop(self, timeout: float = 2.0) -> None:
+        """Forward what the workers wrote, then stop; waits at most ``timeout`` s (a worker killed
+        while it wrote a record leaves half a message, which the thread would wait on forever: it is a
+        daemon, and the queue has no thread that the interpreter's exit joins)."""
+        self._stopping.set()
         self._thread.join(timeout)
 
 
@@ -224,7 +237,7 @@ class FitterPool:
         they could not). The workers are spawned with SIGINT blocked, so that a Ctrl-C while
         they import does not stop them with a traceback each (they ignore it once started)."""
         context = multiprocessing.get_context("spawn")
-        self._logs = _LogForwarder(context.Queue())
+        self._logs = _LogForwarder(context.SimpleQueue())
         ex = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
                                  initargs=(self.recipe, self.threads, self._logs.queue,
                                            logging.getLogger().getEffectiveLevel()))

@@ -118,3 +118,25 @@ def test_an_output_path_through_a_link_then_dotdot_is_written_where_the_os_puts_
     atomic_write_bytes(tmp_path / "link" / ".." / "new" / "x.csv", b"ok")
     assert (tmp_path / "real" / "new" / "x.csv").read_bytes() == b"ok"  # where the OS resolves it
     assert not (tmp_path / "new").exists() and not list((tmp_path / "real" / "new").glob(".*.tmp"))
+
+
+def test_read_fit_names_a_member_that_is_not_an_array(tmp_path):
+    """A zip whose member lacks the .npy header (rewritten, its CRC right) came back as bytes, and
+    merge and export stopped with a TypeError traceback (a trial)."""
+    import zipfile
+
+    import numpy as np
+    import pytest
+
+    from fit3d.data.writers import read_fit, write_npz
+
+    path = tmp_path / "a.jpg.npz"
+    write_npz(path, {"image": np.array("a.jpg"), "betas": np.zeros((1, 10), np.float32)})
+    assert set(read_fit(path)) == {"image", "betas"}
+    with zipfile.ZipFile(path, "w") as z:  # the same names, one member garbage
+        z.writestr("image.npy", b"garbage")
+        buf = __import__("io").BytesIO()
+        np.save(buf, np.zeros((1, 10), np.float32))
+        z.writestr("betas.npy", buf.getvalue())
+    with pytest.raises(ValueError, match="corrupt .npz .*image not an array"):
+        read_fit(path)
