@@ -249,12 +249,13 @@ def test_a_future_s_timeout_is_waited_through_whatever_its_class(monkeypatch):
     assert shared._wait(SlowFuture(), 0, 1) == (["done"], None) and shared.worker_pids == {123}
 
 
-def _warn_here(fitter, body_model, text):
-    """Worker task: log a warning as fit3d's batches do (a failed person), and say which process."""
+def _warn_here(fitter, body_model, text, count=1):
+    """Worker task: log ``count`` warnings as fit3d's batches do (a failed person), and say which process."""
     import logging
     import os
 
-    logging.getLogger("fit3d.pipeline.batches").warning(text)
+    for _ in range(count):
+        logging.getLogger("fit3d.pipeline.batches").warning(text)
     logging.getLogger("fit3d.pipeline.batches").debug("below the caller's level")
     return os.getpid()
 
@@ -267,6 +268,10 @@ def test_a_workers_log_records_reach_the_calling_process_logging(caplog):
     with caplog.at_level("WARNING"):
         with FitterPool(_recipe(), 1, 1) as pool:
             pid = pool.submit(_warn_here, "a warning in a worker").result(timeout=300)
+            # the last task's records, the pool stopped as soon as its result is in (a trial: with a
+            # queue's feeder thread most were lost, and a worker stopped mid-write hung the exit)
+            long = "x" * 5000
+            pool.submit(_warn_here, long, 20).result(timeout=300)
     assert pid != os.getpid()
-    records = [r for r in caplog.records if r.name == "fit3d.pipeline.batches"]
-    assert [r.getMessage() for r in records] == ["a warning in a worker"]
+    records = [r.getMessage() for r in caplog.records if r.name == "fit3d.pipeline.batches"]
+    assert records == ["a warning in a worker"] + [long] * 20
