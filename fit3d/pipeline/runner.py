@@ -207,8 +207,9 @@ class _Job:
         self.retired += [str(p) for p in removed]
         what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
         if what:
-            again = f"fit3d merge --fits {self.out_dir}" + "".join(f" --out {p}" for p in elsewhere[:1])
-            log.warning("%s (%s): run '%s' again when the fitting is done", "; ".join(what), why, again)
+            again = " and ".join(f"'fit3d merge --fits {self.out_dir}{f' --out {p}' if p else ''}'"
+                                 for p in (elsewhere or [None]))  # (each out-of-date file: only the first was named)
+            log.warning("%s (%s): run %s again when the fitting is done", "; ".join(what), why, again)
 
     def chunk(self, images: list[ImageRecord]) -> None:
         """Fit every person of ``images`` and write each image whose people are all done."""

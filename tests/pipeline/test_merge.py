@@ -434,7 +434,8 @@ def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_n
     assert any(f"{outside} is out of date" in m and f"fit3d merge --fits {out} --out {outside}'" in m
                for m in caplog.messages), caplog.messages
     # (a review: only the latest merge's file outside was said to be out of date, the earlier forgotten)
-    assert any(f"{before} is out of date" in m for m in caplog.messages), caplog.messages
+    assert any(f"{before} is out of date" in m and f"'fit3d merge --fits {out} --out {before}'" in m
+               for m in caplog.messages), caplog.messages
     assert before.is_file() and outside.is_file()  # outside the folder: kept
 
 
