@@ -45,7 +45,7 @@ from fit3d.fitters.result import FitResult
 from fit3d.pipeline.batches import MemoryLimit, SharedFitting, fit_people
 from fit3d.pipeline.interrupt import Interrupted, deferred, interruptible
 from fit3d.pipeline.lock import run_lock
-from fit3d.pipeline.merge import retire_merged
+from fit3d.pipeline.merge import DATASET_FILE, retire_merged
 from fit3d.pipeline.records import image_record, person_record, reason_kind
 from fit3d.pipeline.settings import check_settings, finish_overwrite, normalised
 from fit3d.pipeline.plan import plan_run
@@ -207,8 +207,11 @@ class _Job:
         self.retired += [str(p) for p in removed]
         what = [f"removed {p}" for p in removed] + [f"{p} is out of date" for p in elsewhere]
         if what:
+            # a merge command for each file (only the first outside was named, and none for a removed --out)
+            named = [*elsewhere, *(p for p in removed if p.name != DATASET_FILE)]
+            plain = [None] if any(p.name == DATASET_FILE for p in removed) or not named else []
             again = " and ".join(f"'fit3d merge --fits {self.out_dir}{f' --out {p}' if p else ''}'"
-                                 for p in (elsewhere or [None]))  # (each out-of-date file: only the first was named)
+                                 for p in plain + named)
             log.warning("%s (%s): run %s again when the fitting is done", "; ".join(what), why, again)
 
     def chunk(self, images: list[ImageRecord]) -> None:

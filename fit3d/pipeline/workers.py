@@ -196,7 +196,12 @@ class _LogForwarder:
                 record = self.queue.get()
             except (EOFError, OSError):  # the queue closed under it
                 return
-            logging.getLogger(record.name).handle(record)
+            except Exception:  # noqa: BLE001 - a record this process cannot rebuild (an extra= it cannot
+                continue  # unpickle): skipped; a thread that ended here left the workers' writes blocked
+            try:
+                logging.getLogger(record.name).handle(record)
+            except Exception:  # noqa: BLE001 - (a filter that raises): as above
+                continue
 
     def stop(self, timeout: float = 2.0) -> None:
         """Forward what the workers wrote, then stop; waits at most ``timeout`` s (a worker killed

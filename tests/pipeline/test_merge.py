@@ -412,9 +412,14 @@ def test_every_earlier_merge_written_into_the_folder_is_retired_and_the_advice_n
     write_merged(out)
     np.savez(out / "notes.npz", x=np.zeros(2))  # not a merged dataset: kept
     shutil.copy(out / "extra.npz", out / "backup.npz")  # a merged dataset no merge of the folder wrote: kept
-    s = run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
+    with caplog.at_level("WARNING", logger="fit3d.pipeline.run"):
+        s = run(images, fast_fitter, anny_model, RunConfig(out, overwrite=True, limit=1, progress=False), problems)
     assert sorted(s["merged_dataset_removed"]) == sorted([str(out / "dataset.npz"), str(out / "extra.npz")])
     assert (out / "notes.npz").is_file() and (out / "backup.npz").is_file()
+    # a command that writes each removed file again (the advice named the default one only: a review)
+    assert any(f"'fit3d merge --fits {out}' and 'fit3d merge --fits {out} --out {out / 'extra.npz'}'" in m
+               for m in caplog.messages), caplog.messages
+    caplog.clear()
     # the same after the folder is copied and merged again there (a review: the copy's record of
     # its earlier --out was lost, its paths naming the original folder)
     write_merged(out, out / "extra.npz")

@@ -275,3 +275,30 @@ def test_a_workers_log_records_reach_the_calling_process_logging(caplog):
     assert pid != os.getpid()
     records = [r.getMessage() for r in caplog.records if r.name == "fit3d.pipeline.batches"]
     assert records == ["a warning in a worker"] + [long] * 20
+
+
+class _TwoArguments(Exception):
+    """Pickles (its args: one string) but does not unpickle: its constructor takes two."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def _warn_with_an_extra_that_does_not_unpickle(fitter, body_model, count):
+    import logging
+
+    log = logging.getLogger("fit3d.pipeline.batches")
+    log.warning("with an odd extra", extra={"odd": _TwoArguments(1, 2)})
+    for i in range(count):
+        log.warning("record %d %s", i, "y" * 1000)
+    return count
+
+
+def test_a_record_the_caller_cannot_rebuild_is_skipped_and_the_rest_still_arrive(caplog):
+    """A review: the caller's reading thread ended on it, the pipe filled, and the worker's next
+    logging call blocked for good (the task never returned)."""
+    with caplog.at_level("WARNING"):
+        with FitterPool(_recipe(), 1, 1) as pool:
+            assert pool.submit(_warn_with_an_extra_that_does_not_unpickle, 200).result(timeout=120) == 200
+    got = [r.getMessage() for r in caplog.records if r.name == "fit3d.pipeline.batches"]
+    assert len(got) == 200 and got[-1].startswith("record 199 ")
