@@ -68,7 +68,12 @@ def listed_images(path: str | Path, images_dir: str | Path | None = None) -> lis
         ValueError: it names no image, or is not UTF-8 text.
     """
     names: dict[str, None] = {}
-    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:  # (e.g. an image given in the list's place: the codec's words alone)
+        raise ValueError(f"{path} is not a text file listing image paths (one per line, relative to the "
+                         f"images folder): {e.reason} at byte {e.start}") from e
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             name = Path(line)

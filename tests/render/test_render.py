@@ -359,6 +359,9 @@ def test_the_worst_a_sample_and_a_list_of_images_are_chosen_to_render(tmp_path):
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(ValueError, match="names no image"):
         listed_images(tmp_path / "empty.txt")
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff\xe0 a JPEG, not a list")  # (the codec's words alone before)
+    with pytest.raises(ValueError, match="a.jpg is not a text file listing image paths"):
+        listed_images(tmp_path / "a.jpg")
     with pytest.raises(ValueError, match=">= 1"):
         worst_images(fits, 0)
 
