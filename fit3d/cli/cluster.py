@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
+from fit3d.cli.options import echo_unreadable, errors_as, fits_readable, unfinished_lines
 
 
 @click.command(context_settings=dict(ignore_unknown_options=True, allow_interspersed_args=True))
@@ -134,16 +134,14 @@ def merge(fits_dir, out):
                f"-> {path}", err=True)
     for line in unfinished_lines(s, fits_dir):
         click.echo(line, err=True)
-    lost = dict(fit="its people are not in the dataset", summary="its run's counts are not in the totals",
-                dataset="not merged")
-    for u in s["unreadable_outputs"]:
-        click.echo(f"fit3d: warning: unreadable {u['file']}: {u['reason']} ({lost[u['kind']]})", err=True)
+    missing = echo_unreadable(s["unreadable_outputs"], prefix="fit3d: warning: ", lost=dict(
+        fit="its people are not in the dataset", summary="its run's counts are not in the totals", dataset="not merged"))
     if len(s["settings"]) > 1:  # (outputs copied together: merged without a word, found by a review)
         keys = differing_settings(s["settings"])
         named = ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
         click.echo(f"fit3d: warning: the runs' summaries record {len(s['settings'])} different fit settings (in "
                    f"{named}): the dataset mixes fits made with them (see 'settings' under 'merged' in summary.json)",
                    err=True)
-    if any(u["kind"] == "fit" for u in s["unreadable_outputs"]):  # (exit 0 before: a script's 'merge &&
-        raise click.exceptions.Exit(3)                              # train' went on without those people)
+    if missing:  # (exit 0 before: a script's 'merge && train' went on without those people)
+        raise click.exceptions.Exit(3)
 

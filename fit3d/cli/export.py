@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from fit3d.cli.options import errors_as, fits_readable, unfinished_lines
+from fit3d.cli.options import echo_unreadable, errors_as, fits_readable, unfinished_lines
 
 
 @click.command("export")
@@ -51,10 +51,8 @@ def export(fits_dir, fmt, out, valid_only, frame, min_keypoints):
             c = export_fits(fits_dir, fmt, out, valid_only, frame, min_keypoints)
         except OSError as e:  # e.g. a folder that cannot be written
             raise click.ClickException(f"cannot export to {out}: {e.strerror or e}") from e
-    lost = dict(fit="its people are not exported", summary="its run's counts are not in the totals",
-                dataset="not exported")
-    for u in c["unreadable"]:
-        click.echo(f"fit3d: unreadable {u['file']}: {u['reason']} ({lost[u['kind']]})", err=True)
+    missing = echo_unreadable(c["unreadable"], lost=dict(
+        fit="its people are not exported", summary="its run's counts are not in the totals", dataset="not exported"))
     dropped = ", ".join(f"{n} {why}" + (" (this format's loaders would train on them: --keep-invalid exports them "
                                         "flagged)" if why == "not valid" and c["invalid_dropped_by_format"] else "")
                         for why, n in c["dropped"].items())
@@ -74,5 +72,5 @@ def export(fits_dir, fmt, out, valid_only, frame, min_keypoints):
 
         click.echo(f"fit3d: SPIN's static fits (pose and shape, N x 82) -> {static_fits_path(out)} (copy it to "
                    "SPIN's data/static_fits/<dataset>_fits.npy)", err=True)
-    if any(u["kind"] == "fit" for u in c["unreadable"]):  # as the fitting commands' 3: some inputs could not be
-        raise click.exceptions.Exit(3)                      # read, the rest was exported (a summary: exit 0)
+    if missing:  # some fits could not be read, the rest was exported (an unreadable summary: exit 0)
+        raise click.exceptions.Exit(3)

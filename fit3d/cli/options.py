@@ -263,6 +263,17 @@ def fits_readable(nothing: str):
         raise click.exceptions.Exit(3) from e
 
 
+def echo_unreadable(unreadable: list[dict], lost: dict[str, str], prefix: str = "fit3d: ") -> bool:
+    """Name each file a merge could not read (its ``unreadable_outputs``,
+    :func:`fit3d.pipeline.merge.merge_fits`) with what the command's output lacks for it, ``lost``
+    by ``kind`` (``fit``, ``summary``, ``dataset``). Returns whether some fit's people are missing:
+    merge's and export's exit 3, as the fitting commands' for inputs they could not read (an
+    unreadable summary or a dataset left in the folder loses no one)."""
+    for u in unreadable:
+        click.echo(f"{prefix}unreadable {u['file']}: {u['reason']} ({lost[u['kind']]})", err=True)
+    return any(u["kind"] == "fit" for u in unreadable)
+
+
 #: ``--model`` of a command for the SMPL family (``setup-model``): no default, since anny, the
 #: other commands' default, needs none of it (it is refused with a one-line error).
 _REQUIRED_MODEL = click.option("--model", type=MODEL_CHOICE, required=True,
