@@ -117,6 +117,18 @@ class ReducedSetupWarning(UserWarning):
     settings), or their set-up is unfinished: fine to check an installation, not to fit with."""
 
 
+class OutdatedSetupWarning(ReducedSetupWarning):
+    """The weights in use were made by a ``fit3d setup-model`` from before its retargeting took
+    the spine and head relative to the rest poses (:data:`SETUP_RETARGETING`): their poses lean the
+    spine and head by the difference of anny's and the model's rest poses; set up again."""
+
+
+#: How ``fit3d setup-model`` retargets the bundled pose set, recorded as ``retargeting`` in
+#: ``setup.json``: the spine and head relative to anny's and the model's rest poses
+#: (:func:`fit3d.training.setup_model.retarget_pose_set`). A set-up without it (made before
+#: 2026-12-06) matched them as they are; using its weights warns (:class:`OutdatedSetupWarning`).
+SETUP_RETARGETING = "rest-relative"
+
 #: ``(folder, state)`` that :func:`_warn_if_reduced` checked in this process.
 _CHECKED: set[tuple] = set()
 
@@ -131,7 +143,8 @@ def _warn_if_reduced(folder: Path, body) -> None:
     """Warn when the folder's ``setup.json`` says the set-up was reduced (``"full": false``;
     files written before that flag: ``config.max_poses`` set), or when a set-up of the folder is
     unfinished (``setup.partial.json``: interrupted or still running, so some weights may still be
-    the earlier set-up's). Once per process and state of the folder (a set-up that finishes or
+    the earlier set-up's), or, as :class:`OutdatedSetupWarning`, when ``setup.json`` comes from a
+    set-up before :data:`SETUP_RETARGETING`. Once per process and state of the folder (a set-up that finishes or
     starts again is a new state); nothing while neither file exists. The warning names no source
     line (it is about the folder, not the caller's code)."""
     import json
@@ -147,21 +160,26 @@ def _warn_if_reduced(folder: Path, body) -> None:
     if state in _CHECKED or state[1:] == (None, None):
         return
     _CHECKED.add(state)
-    messages = []
+    messages = []  # (message, category)
     if state[1] is not None:
-        messages.append(f"a 'fit3d setup-model' of {folder} is unfinished ({PARTIAL}: interrupted, or running "
-                        f"now), so some of its weights may be the earlier set-up's: {setup_command(body)} "
-                        "again (it resumes) before fitting")
+        messages.append((f"a 'fit3d setup-model' of {folder} is unfinished ({PARTIAL}: interrupted, or running "
+                         f"now), so some of its weights may be the earlier set-up's: {setup_command(body)} "
+                         "again (it resumes) before fitting", ReducedSetupWarning))
     try:
         stats = json.loads((folder / "setup.json").read_text())
     except (OSError, ValueError):
         stats = None
     if stats is not None and not stats.get("full", (stats.get("config") or {}).get("max_poses") is None):
-        messages.append(f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
-                        f"{stats.get('config')}): fits will be poor; {setup_command(body)} without --quick "
-                        "to replace them")
-    for m in messages:
-        warnings.warn_explicit(m, ReducedSetupWarning, "fit3d setup-model", 0)
+        messages.append((f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
+                         f"{stats.get('config')}): fits will be poor; {setup_command(body)} without --quick "
+                         "to replace them", ReducedSetupWarning))
+    if stats is not None and stats.get("retargeting") != SETUP_RETARGETING:
+        messages.append((f"the weights in {folder} come from a 'fit3d setup-model' of an earlier fit3d, whose "
+                         "retargeting of the pose set bent the spine and head by the difference of anny's and "
+                         f"{body.name}'s rest poses (fits inherit the lean): {setup_command(body)} again to "
+                         f"replace them (about {said_setup_minutes()} minutes)", OutdatedSetupWarning))
+    for m, category in messages:
+        warnings.warn_explicit(m, category, "fit3d setup-model", 0)
 
 
 def setup_command(body) -> str:

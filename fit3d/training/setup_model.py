@@ -4,8 +4,9 @@ model from the user's licensed file and the bundled CMU mocap.
 1. Retarget: the bundled pose set (CMU mocap retargeted to anny, split by subject) is
    posed on anny, and its skeleton points are retargeted to the model by the same
    direction-matching inverse kinematics as ``prepare-mocap``
-   (:func:`fit3d.mocap.retarget.retarget`); subjects, trials and splits are kept, so the
-   test subjects stay out of training.
+   (:func:`fit3d.mocap.retarget.retarget`), the spine and head relative to the two models'
+   rest poses (anny at rest becomes the model at rest: their spine3, head and ear points lie
+   apart); subjects, trials and splits are kept, so the test subjects stay out of training.
 2. Train the GMM, VAE and articulation priors and the prototype memory
    (:func:`fit3d.training.priors.train_prior`) and the EFT regressor
    (:func:`fit3d.training.regressor.train_ensemble`, as many members as anny's) on the training subjects.
@@ -67,13 +68,25 @@ LOCK = "setup.lock"
 
 
 def retarget_pose_set(body, source: dict, config: SetupConfig, progress: bool = True) -> dict[str, np.ndarray]:
-    """The bundled anny pose set retargeted to ``body`` (see the module docstring)."""
+    """The bundled anny pose set retargeted to ``body`` (see the module docstring).
+
+    The directions of :data:`fit3d.mocap.retarget.REST_RELATIVE_PAIRS` (pelvis -> spine3 ->
+    mid-shoulders -> head -> mid-ears) are matched relative to anny's and the model's rest poses
+    (:func:`fit3d.mocap.retarget.rest_offsets`), as ``prepare-mocap`` matches the mocap's to
+    anny's: both models' points are joints of the same name, but not at the same places (the SMPL
+    stand-in of the tests leans 11 degrees further forward from spine3 to the shoulders and 26
+    degrees less from the head joint to the ears), and matched as they are, anny standing at rest
+    became a model with its spine3 and neck bent 10 degrees and its head 23.
+    """
     import roma
 
     from fit3d.body_models import build_body_model
     from fit3d.mocap.retarget import model_points, retarget
 
     anny = build_body_model("anny", device=body.device)
+    with torch.no_grad():
+        rest = model_points(anny, anny.canonical(torch.zeros(1, anny.num_body_joints, 3, device=body.device),
+                                                 torch.zeros(1, anny.num_betas, device=body.device)))[:, :-1]
     n = len(source["body_pose"])
     keep = np.arange(n) if config.max_poses is None or config.max_poses >= n else \
         np.linspace(0, n - 1, config.max_poses).round().astype(np.int64)
@@ -85,7 +98,9 @@ def retarget_pose_set(body, source: dict, config: SetupConfig, progress: bool = 
             out = anny.canonical(bp, torch.zeros(len(idx), anny.num_betas, device=body.device))
             R = roma.rotvec_to_rotmat(torch.as_tensor(source["global_orient"][idx], device=body.device))
             points.append((model_points(anny, out) @ R.transpose(-1, -2))[:, :-1])  # without shoulder_mid
-    r = retarget(torch.cat(points), body, iterations=config.retarget_iterations, progress=progress)
+    points = torch.cat(points)
+    r = retarget(points, body, iterations=config.retarget_iterations, progress=progress,
+                 rest=rest.expand(len(points), -1, -1))
     out = {k: v[keep] if getattr(v, "ndim", 0) and len(v) == n else v for k, v in source.items()}
     out.update(body_pose=r["body_pose"].cpu().numpy().astype(np.float32),
                global_orient=r["global_orient"].cpu().numpy().astype(np.float32),
@@ -146,7 +161,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
     path = (lambda kind: out_dir / weights.weights_file_name(kind))  # noqa: E731 (no warning about the old set-up)
     partial = out_dir / PARTIAL
     stats: dict = dict(model=body.name, model_file=str(body.model_file), model_key=weights.model_key(body),
-                       device=torch.device(body.device).type, config=asdict(config), seconds={})
+                       device=torch.device(body.device).type, config=asdict(config),
+                       retargeting=weights.SETUP_RETARGETING, seconds={})
     full = config == SetupConfig(seed=config.seed)
     stats["full"] = full  # False: fitting with these weights warns (fit3d.body_models.weights)
     done = _resumable(partial, stats)
@@ -200,8 +216,9 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
 
 def _resumable(partial: Path, stats: dict) -> dict | None:
     """The statistics of an interrupted set-up in ``partial`` when it had the same model
-    file (type, gender, content), device type and configuration as ``stats`` (its finished
-    steps are then skipped), else None."""
+    file (type, gender, content), device type, configuration and retargeting
+    (:data:`fit3d.body_models.weights.SETUP_RETARGETING`) as ``stats`` (its finished steps are then
+    skipped), else None."""
     import json
 
     if not partial.is_file():
@@ -210,5 +227,5 @@ def _resumable(partial: Path, stats: dict) -> dict | None:
         before = json.loads(partial.read_text())
     except ValueError:
         return None
-    keys = ("model", "model_key", "device", "config", "full")
+    keys = ("model", "model_key", "device", "config", "full", "retargeting")
     return before if all(before.get(k) == stats[k] for k in keys) and isinstance(before.get("seconds"), dict) else None

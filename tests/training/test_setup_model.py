@@ -41,6 +41,7 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     ps = np.load(weights_path(smpl, "pose_set"))
     assert ps["body_pose"].shape[1:] == (23, 3) and "test" in set(ps["split"])  # splits kept
     assert stats["full"] is False  # --quick: using them warns
+    assert stats["retargeting"] == weights.SETUP_RETARGETING
     # afterwards the fitters find them with no further options, with a warning that they are --quick's
     weights.forget_reduced_setup_checks()  # the weights_path calls above warned already (once per process)
     with pytest.warns(ReducedSetupWarning, match="without --quick"):
@@ -53,6 +54,11 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     with pytest.warns(ReducedSetupWarning, match="is unfinished .* again \\(it resumes\\)"):
         weights_path(smpl, "gmm")
     (d / "setup.partial.json").unlink()
+    # a set-up by an earlier fit3d, which retargeted the spine and head as they are: its weights bend them
+    (d / "setup.json").write_text(json.dumps({k: v for k, v in stats.items() if k != "retargeting"}))
+    weights.forget_reduced_setup_checks()
+    with pytest.warns(weights.OutdatedSetupWarning, match="earlier fit3d.* again to replace them"):
+        weights_path(smpl, "gmm")
     # another model file does not pick them up
     with pytest.raises(FileNotFoundError, match="setup-model --model smplh"):
         build_smplify(build_body_model("smplh", smpl_like_dir))
@@ -119,6 +125,32 @@ def test_an_interrupted_setup_resumes_from_its_finished_steps(tmp_path, smpl_lik
     n = len(lines)
     sm.setup_model(smpl, sm.SetupConfig(**{**tiny.__dict__, "seed": 1}), out, progress=False, log=lines.append)
     assert "setting up" in lines[n] and trained == ["gmm", "vae", "articulation", "prototypes"]
+    # an interrupted set-up of an earlier fit3d (its retargeting otherwise): made anew, not resumed
+    stats = json.loads((out / "setup.json").read_text())
+    (out / sm.PARTIAL).write_text(json.dumps({k: v for k, v in stats.items() if k != "retargeting"}))
+    assert sm._resumable(out / sm.PARTIAL, stats) is None
+    (out / sm.PARTIAL).write_text(json.dumps(stats))
+    assert sm._resumable(out / sm.PARTIAL, stats) == stats
+
+
+def test_the_spine_and_head_are_retargeted_relative_to_the_rest_poses(smpl_like_dir, anny_model):
+    """The SMPL-like model's spine3, head and ears lie elsewhere than anny's (its spine3 -> mid-shoulders
+    leans 11 degrees further forward at rest, its head -> mid-ears 26 less), and set-up matched their
+    directions as they are, so anny standing at rest became a model with its spine3 and neck bent 10
+    degrees and its head 23. Relative to the two rest poses, anny's rest is the model's rest."""
+    import numpy as np
+
+    from fit3d.training import setup_model as sm
+
+    smpl = build_body_model("smpl", smpl_like_dir)
+    source = dict(body_pose=np.zeros((2, anny_model.num_body_joints, 3), np.float32),
+                  global_orient=np.asarray([[0, 0, 0], [0, 1.5, 0]], np.float32))  # any heading
+    r = sm.retarget_pose_set(smpl, source, sm.SetupConfig(), progress=False)
+    turned = np.degrees(np.linalg.norm(r["body_pose"], axis=-1))  # (2, 23) degrees
+    assert turned.max() < 5.0, {smpl.joint_names[1 + j]: round(float(turned[:, j].max()), 1)
+                                for j in np.flatnonzero(turned.max(0) >= 5.0)}
+    assert r["direction_error_deg"].max() < 1.0
+    assert np.allclose(r["global_orient"][1], [0, 1.5, 0], atol=0.05)
 
 
 def test_a_second_setup_of_the_same_model_stops_at_once(tmp_path, smpl_like_dir):
