@@ -16,7 +16,10 @@ new pool takes the rest. Workers ignore SIGINT (Ctrl-C reaches the whole process
 the calling process stops them when it is interrupted. A worker's log records (a failed
 person, a batch retried in halves) go to the calling process's logging (the standard library's
 :class:`~logging.handlers.QueueHandler` over a :class:`multiprocessing.SimpleQueue`), so they read
-as the calling process's own: with the command line's prefix, above its progress bar.
+as the calling process's own: with the command line's prefix, above its progress bar. Their
+warnings (:mod:`warnings`) are issued again in the calling process, each once per pool, but a
+set-up's warning about the weights (:class:`~fit3d.body_models.weights.ReducedSetupWarning`),
+which the calling process gave already when it built its own fitter from the same weights.
 
 Measured on 2 cores only (README, "Throughput"); how many processes pay on a larger
 machine was not measured.
@@ -112,9 +115,15 @@ def _start_worker(recipe: FitterRecipe, threads: int, log_queue=None, log_level:
 
     global _FITTER, _BODY
     if log_queue is not None:  # (they went to stderr through logging's last resort: no prefix, onto the bar)
+        import warnings
+
+        from fit3d.body_models.weights import ReducedSetupWarning
+
         root = logging.getLogger()
         root.handlers = [_SendNow(log_queue)]
         root.setLevel(log_level)
+        warnings.showwarning = _send_warning  # (they went to this process's stderr, in each worker)
+        warnings.filterwarnings("ignore", category=ReducedSetupWarning)  # the caller said it of the same weights
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -172,15 +181,44 @@ class _SendNow(logging.handlers.QueueHandler):
         self.queue.put(record)
 
 
+def _send_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A worker's :func:`warnings.showwarning`: the warning to the calling process as a log record
+    that names its category (:class:`_LogForwarder` issues it there again, :func:`_warn_again`)."""
+    record = logging.LogRecord("py.warnings", logging.WARNING, str(filename), lineno, str(message), None, None)
+    record.fit3d_warning = (category.__module__, category.__qualname__)
+    for handler in logging.getLogger().handlers:
+        handler.handle(record)
+
+
+def _warn_again(record: logging.LogRecord, registry: dict) -> None:
+    """Issue a worker's warning (:func:`_send_warning`) in this process, under its filters and
+    ``warnings.showwarning`` (the command line's), once per ``registry`` for each message,
+    category and line (the same warning from every worker is said once). A category this process
+    cannot import is issued as a :class:`UserWarning`."""
+    import importlib
+    import warnings
+
+    module, name = record.fit3d_warning
+    try:
+        category = getattr(importlib.import_module(module), name)
+    except Exception:  # noqa: BLE001 - (a category defined in a worker's own code, a nested class)
+        category = UserWarning
+    if not (isinstance(category, type) and issubclass(category, Warning)):
+        category = UserWarning
+    warnings.warn_explicit(record.getMessage(), category, record.pathname, record.lineno, registry=registry)
+
+
 class _LogForwarder:
     """The calling process's end of its workers' log records: a daemon thread hands each record
     from ``queue`` (a :class:`multiprocessing.SimpleQueue`) to the logger of its name here (so this
     process's handlers, levels and filters apply) until :meth:`stop`. Nothing is ever written to
     the queue from this process: a worker killed while it wrote holds the queue's write lock for
-    good (a review: a stop sentinel waited on it, and the interpreter's exit on that)."""
+    good (a review: a stop sentinel waited on it, and the interpreter's exit on that). The workers'
+    warnings are issued here again (:func:`_warn_again`), each once for the forwarder's life."""
 
     def __init__(self, queue) -> None:
         self.queue = queue
+        self._warned: dict = {}  # (the warnings registry: what was said)
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._forward, name="fit3d-worker-logs", daemon=True)
         self._thread.start()
@@ -199,8 +237,11 @@ class _LogForwarder:
             except Exception:  # noqa: BLE001 - a record this process cannot rebuild (an extra= it cannot
                 continue  # unpickle): skipped; a thread that ended here left the workers' writes blocked
             try:
-                logging.getLogger(record.name).handle(record)
-            except Exception:  # noqa: BLE001 - (a filter that raises): as above
+                if hasattr(record, "fit3d_warning"):
+                    _warn_again(record, self._warned)
+                else:
+                    logging.getLogger(record.name).handle(record)
+            except Exception:  # noqa: BLE001 - (a filter that raises, a warning made an error): as above
                 continue
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -302,3 +302,30 @@ def test_a_record_the_caller_cannot_rebuild_is_skipped_and_the_rest_still_arrive
             assert pool.submit(_warn_with_an_extra_that_does_not_unpickle, 200).result(timeout=120) == 200
     got = [r.getMessage() for r in caplog.records if r.name == "fit3d.pipeline.batches"]
     assert len(got) == 200 and got[-1].startswith("record 199 ")
+
+
+def _warn_as_python_does(fitter, body_model):
+    """Worker task: a library's warning (twice, one line: the worker's filters say it once) and a
+    set-up's warning about the weights, which the caller gives itself."""
+    import warnings
+
+    from fit3d.body_models.weights import ReducedSetupWarning
+
+    for _ in range(2):
+        warnings.warn("a library's warning in a worker", RuntimeWarning)
+    warnings.warn("the weights come from a reduced set-up", ReducedSetupWarning)
+    return 1
+
+
+def test_a_workers_warnings_are_issued_in_the_calling_process_once():
+    """They went to each worker's own stderr (a left-out item): not in the command line's form, onto
+    its progress bar, once per worker. The set-up's warning is the caller's to give (it built its
+    fitter from the same weights)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("default")
+        with FitterPool(_recipe(), 2, 1) as pool:
+            assert [f.result(timeout=300) for f in [pool.submit(_warn_as_python_does) for _ in range(4)]] == [1] * 4
+    said = [(w.category, str(w.message)) for w in got if "worker" in str(w.message) or "set-up" in str(w.message)]
+    assert said == [(RuntimeWarning, "a library's warning in a worker")]
