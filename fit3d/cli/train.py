@@ -95,13 +95,14 @@ def train_prior_cmd(kind, poses, out, seed, body):
     which must be the pose set's. Interrupted, the VAE and the articulation prior resume from OUT.partial
     when run again with the same options."""
     from fit3d.training.checkpoint import checkpoint_path
+    from fit3d.training.lock import training_lock
     from fit3d.training.priors import train_prior
 
     writable_folder(out, "--out")  # (before minutes of training, not after)
     torch_seed(seed)
     quick = kind in ("gmm", "prototypes")  # (seconds: no checkpoint; the others resume from OUT.partial)
     checkpoint = None if quick else checkpoint_path(out)
-    with training_lock(out, "train-prior", checkpoint), errors_as():
+    with errors_as(), training_lock(out), resume_hint(checkpoint):
         quiet = " (it prints nothing until done: 20-40 s on 2 cores, longer beside other jobs)"
         click.echo(f"fit3d: training the {kind} prior{quiet if quick else ''}", err=True)
         stats = train_prior(kind, default_pose_set(poses, body), out, seed=seed, body_model=body,
@@ -112,18 +113,9 @@ def train_prior_cmd(kind, poses, out, seed, body):
 
 
 @contextlib.contextmanager
-def training_lock(out: Path, command: str, checkpoint: Path | None = None):
-    """Hold ``OUT.lock`` while training into ``out``: two trainings into one file would share its
-    checkpoint (``OUT.partial``). Interrupted (Ctrl-C, SIGTERM) with a ``checkpoint`` on disk, says
-    how to resume. Raises ClickException when another one holds the lock."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(f"{out}.lock", timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise click.ClickException(f"another 'fit3d {command}' is training into {out} now ({out}.lock is held): "
-                                   "wait for it, or give another --out") from None
+def resume_hint(checkpoint: Path | None):
+    """Interrupted (Ctrl-C, SIGTERM) with a ``checkpoint`` on disk: say how to resume, then go on
+    stopping."""
     try:
         yield
     except (KeyboardInterrupt, Terminated):
@@ -131,9 +123,6 @@ def training_lock(out: Path, command: str, checkpoint: Path | None = None):
             click.echo(f"fit3d: the training so far is kept in {checkpoint}: run the same command again to resume",
                        err=True)
         raise
-    finally:  # (the lock file removed while held: a later run makes its own)
-        Path(f"{out}.lock").unlink(missing_ok=True)
-        lock.release()
 
 
 @click.command("train-regressor")
@@ -162,6 +151,7 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     subjects, never the test ones (seeded). Interrupted, it resumes from OUT.partial (and, for
     member k of an ensemble, OUT.partial.member<k>) when run again with the same options."""
     from fit3d.training.checkpoint import checkpoint_path
+    from fit3d.training.lock import training_lock
     from fit3d.training.regressor import REGRESSOR_MEMBERS, remove_checkpoints, train_regressor_file
 
     members = REGRESSOR_MEMBERS if members is None else members
@@ -174,11 +164,10 @@ def train_regressor_cmd(poses, out, rounds, people, seed, members, prototypes, w
     torch_seed(seed)
     checkpoint = checkpoint_path(out)  # an interrupted training resumes from it when rerun
     size = ({} if rounds is None else {"rounds": rounds}) | ({} if width is None else {"width": width})
-    with training_lock(out, "train-regressor", checkpoint):
-        with errors_as():
-            stats = train_regressor_file(default_pose_set(poses, body), out, body, "fit3d train-regressor",
-                                         members=members, seed=seed, prototypes_path=prototypes,
-                                         checkpoint=checkpoint, people_per_round=people, **size)
+    with errors_as(), training_lock(out), resume_hint(checkpoint):
+        stats = train_regressor_file(default_pose_set(poses, body), out, body, "fit3d train-regressor",
+                                     members=members, seed=seed, prototypes_path=prototypes,
+                                     checkpoint=checkpoint, people_per_round=people, **size)
         remove_checkpoints(checkpoint)
     click.echo(json.dumps(stats, indent=2))
 

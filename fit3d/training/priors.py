@@ -205,31 +205,35 @@ def train_prior(kind: str, pose_set_path: str | Path, out: str | Path, seed: int
     Raises:
         ValueError: unknown kind, not a pose set (:func:`load_pose_set`), too few poses, a pose
             set whose model is not ``body_model`` (any kind; with no ``body_model``, ``prototypes``
-            of a set that is not anny's). FileNotFoundError: no such pose set.
+            of a set that is not anny's), another training into ``out`` running
+            (:func:`fit3d.training.lock.training_lock`). FileNotFoundError: no such pose set.
     """
+    from fit3d.training.lock import training_lock
+
     t0 = time.perf_counter()
     if kind not in PRIOR_KINDS:
         raise ValueError(f"unknown prior kind {kind!r}; use one of {PRIOR_KINDS}")
-    ps = load_pose_set(pose_set_path)
-    if body_model is not None:  # (every kind: a prior of another model's joints fits nothing)
-        pose_set_body(ps, pose_set_path, body_model)
-    x = training_poses(ps, include_val=include_val, recombined=recombined, seed=seed)
-    device = getattr(body_model, "device", "cpu")  # (the VAE and the articulation prior train there)
-    if kind == "prototypes":
-        from fit3d.training.prototypes import learn_prototypes
+    with training_lock(out):
+        ps = load_pose_set(pose_set_path)
+        if body_model is not None:  # (every kind: a prior of another model's joints fits nothing)
+            pose_set_body(ps, pose_set_path, body_model)
+        x = training_poses(ps, include_val=include_val, recombined=recombined, seed=seed)
+        device = getattr(body_model, "device", "cpu")  # (the VAE and the articulation prior train there)
+        if kind == "prototypes":
+            from fit3d.training.prototypes import learn_prototypes
 
-        prior = learn_prototypes(pose_set_body(ps, pose_set_path, body_model), x, seed=seed, **kwargs)
-    elif kind == "gmm":
-        prior = train_gmm(x, seed=seed, **kwargs)
-    elif kind == "vae":
-        prior = train_vae(x, seed=seed, progress=progress, checkpoint=checkpoint, device=device, **kwargs)
-    else:
-        prior = train_articulation(x, seed=seed, progress=progress, checkpoint=checkpoint, device=device, **kwargs)
-    from fit3d.training.provenance import training_record
+            prior = learn_prototypes(pose_set_body(ps, pose_set_path, body_model), x, seed=seed, **kwargs)
+        elif kind == "gmm":
+            prior = train_gmm(x, seed=seed, **kwargs)
+        elif kind == "vae":
+            prior = train_vae(x, seed=seed, progress=progress, checkpoint=checkpoint, device=device, **kwargs)
+        else:
+            prior = train_articulation(x, seed=seed, progress=progress, checkpoint=checkpoint, device=device, **kwargs)
+        from fit3d.training.provenance import training_record
 
-    save_prior(prior, out, training_record(command, pose_set_path, kind=kind, seed=seed,
-                                           include_val=include_val, recombined=recombined, poses=len(x), **kwargs))
-    return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
+        save_prior(prior, out, training_record(command, pose_set_path, kind=kind, seed=seed,
+                                               include_val=include_val, recombined=recombined, poses=len(x), **kwargs))
+        return dict(kind=kind, poses=len(x), seconds=round(time.perf_counter() - t0, 1), path=str(out))
 
 
 def pose_set_body(pose_set: dict, path, body_model=None):

@@ -323,36 +323,39 @@ def train_regressor_file(pose_set_path: str | Path, out: str | Path, body_model,
         :func:`train_ensemble`'s statistics.
     Raises:
         FileNotFoundError: no pose set or prototype file. ValueError: see :func:`train_regressor`; a
-            pose set of another model than ``body_model``, a prototype file that is no prototype memory.
+            pose set of another model than ``body_model``, a prototype file that is no prototype memory,
+            another training into ``out`` running (:func:`fit3d.training.lock.training_lock`).
     """
     from fit3d.body_models.weights import file_digest
     from fit3d.mocap.pose_set import load_pose_set
     from fit3d.priors.io import load_prior
     from fit3d.priors.prototypes import PoseMemory
     from fit3d.regressors.io import save_regressor
+    from fit3d.training.lock import training_lock
     from fit3d.training.priors import pose_set_body
     from fit3d.training.provenance import training_record
 
-    prototypes = None
-    if prototypes_path is not None:
-        memory = load_prior(prototypes_path)
-        if not isinstance(memory, PoseMemory):
-            raise ValueError(f"{prototypes_path} is a {type(memory).__name__}, not a prototype memory ('fit3d "
-                             "train-prior --kind prototypes' makes one)")
-        prototypes = memory.prototypes
-    pose_set = load_pose_set(pose_set_path)
-    pose_set_body(pose_set, pose_set_path, body_model)
-    model, stats = train_ensemble(pose_set, body_model, members, seed=seed, checkpoint=checkpoint,
-                                  prototypes=prototypes, **train)
-    settings = dict(rounds=train.get("rounds", REGRESSOR_ROUNDS),
-                    people=train.get("people_per_round", REGRESSOR_PEOPLE), seed=seed, members=members,
-                    width=train.get("width", REGRESSOR_WIDTH))
-    if train.get("recombined") is not None:
-        settings["recombined"] = train["recombined"]
-    if prototypes_path is not None:
-        settings["prototypes_sha256"] = file_digest(prototypes_path)
-    save_regressor(model.cpu(), out, training_record(command, pose_set_path, **settings))
-    return stats
+    with training_lock(out):
+        prototypes = None
+        if prototypes_path is not None:
+            memory = load_prior(prototypes_path)
+            if not isinstance(memory, PoseMemory):
+                raise ValueError(f"{prototypes_path} is a {type(memory).__name__}, not a prototype memory ('fit3d "
+                                 "train-prior --kind prototypes' makes one)")
+            prototypes = memory.prototypes
+        pose_set = load_pose_set(pose_set_path)
+        pose_set_body(pose_set, pose_set_path, body_model)
+        model, stats = train_ensemble(pose_set, body_model, members, seed=seed, checkpoint=checkpoint,
+                                      prototypes=prototypes, **train)
+        settings = dict(rounds=train.get("rounds", REGRESSOR_ROUNDS),
+                        people=train.get("people_per_round", REGRESSOR_PEOPLE), seed=seed, members=members,
+                        width=train.get("width", REGRESSOR_WIDTH))
+        if train.get("recombined") is not None:
+            settings["recombined"] = train["recombined"]
+        if prototypes_path is not None:
+            settings["prototypes_sha256"] = file_digest(prototypes_path)
+        save_regressor(model.cpu(), out, training_record(command, pose_set_path, **settings))
+        return stats
 
 
 def remove_checkpoints(checkpoint: str | Path) -> None:

@@ -18,7 +18,7 @@ def test_train_regressor_members_writes_an_ensemble_and_no_checkpoint(tmp_path):
     reg = load_regressor(out)
     assert isinstance(reg, EnsembleRegressor) and len(reg.members) == 2
     assert all(m.width == 64 for m in reg.members)  # --width reaches every member
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.pt"]  # every member's checkpoint removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg.pt", "reg.pt.lock"]  # every member's checkpoint removed
     import torch
 
     from fit3d.body_models.weights import file_digest
