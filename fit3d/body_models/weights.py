@@ -114,7 +114,9 @@ def said_setup_minutes() -> int:
 
 class ReducedSetupWarning(UserWarning):
     """The weights in use were made by ``fit3d setup-model --quick`` (or other reduced
-    settings), or their set-up is unfinished: fine to check an installation, not to fit with."""
+    settings), or their set-up is unfinished: fine to check an installation, not to fit with.
+    Its subclass :class:`OutdatedSetupWarning` says the set-up is an earlier fit3d's (a filter
+    that silences this class silences both)."""
 
 
 class OutdatedSetupWarning(ReducedSetupWarning):

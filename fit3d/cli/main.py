@@ -83,7 +83,9 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, *, 
     from fit3d.body_models.weights import ReducedSetupWarning
 
     if issubclass(category, ReducedSetupWarning):
-        click.echo(f"fit3d: warning: {message}", err=True)
+        from tqdm import tqdm
+
+        tqdm.write(f"fit3d: warning: {message}", file=sys.stderr)  # (above a progress bar, as the log lines)
     else:
         default(message, category, filename, lineno, file, line)
 

@@ -17,9 +17,10 @@ the calling process stops them when it is interrupted. A worker's log records (a
 person, a batch retried in halves) go to the calling process's logging (the standard library's
 :class:`~logging.handlers.QueueHandler` over a :class:`multiprocessing.SimpleQueue`), so they read
 as the calling process's own: with the command line's prefix, above its progress bar. Their
-warnings (:mod:`warnings`) are issued again in the calling process, each once per pool, but a
-set-up's warning about the weights (:class:`~fit3d.body_models.weights.ReducedSetupWarning`),
-which the calling process gave already when it built its own fitter from the same weights.
+warnings (:mod:`warnings`) are filtered by the calling process's filters and shown by it, each once
+(:mod:`fit3d.pipeline.worker_warnings`), but a set-up's warning about the weights
+(:class:`~fit3d.body_models.weights.ReducedSetupWarning`), which the calling process gave already
+when it built its own fitter from the same weights.
 
 Measured on 2 cores only (README, "Throughput"); how many processes pay on a larger
 machine was not measured.
@@ -106,11 +107,13 @@ _FITTER = None
 _BODY = None
 
 
-def _start_worker(recipe: FitterRecipe, threads: int, log_queue=None, log_level: int = logging.WARNING) -> None:
+def _start_worker(recipe: FitterRecipe, threads: int, log_queue=None, log_level: int = logging.WARNING,
+                  warning_filters: list | None = None) -> None:
     """Worker initialiser: ignore Ctrl-C (the caller stops the pool; SIGINT was blocked from the
     start, see :meth:`FitterPool._start`), exit when the caller dies, send log records of
-    ``log_level`` and above to ``log_queue`` (the caller's :class:`_LogForwarder`), set the thread
-    count, build the fitter."""
+    ``log_level`` and above and the warnings that ``warning_filters`` (the caller's,
+    :func:`~fit3d.pipeline.worker_warnings.portable_filters`) let through to ``log_queue`` (the
+    caller's :class:`_LogForwarder`), set the thread count, build the fitter."""
     import torch
 
     global _FITTER, _BODY
@@ -118,11 +121,14 @@ def _start_worker(recipe: FitterRecipe, threads: int, log_queue=None, log_level:
         import warnings
 
         from fit3d.body_models.weights import ReducedSetupWarning
+        from fit3d.pipeline.worker_warnings import apply_filters, send_warning
 
         root = logging.getLogger()
         root.handlers = [_SendNow(log_queue)]
         root.setLevel(log_level)
-        warnings.showwarning = _send_warning  # (they went to this process's stderr, in each worker)
+        if warning_filters is not None:
+            apply_filters(warning_filters)
+        warnings.showwarning = send_warning  # (they went to this process's stderr, in each worker)
         warnings.filterwarnings("ignore", category=ReducedSetupWarning)  # the caller said it of the same weights
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
@@ -181,44 +187,20 @@ class _SendNow(logging.handlers.QueueHandler):
         self.queue.put(record)
 
 
-def _send_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A worker's :func:`warnings.showwarning`: the warning to the calling process as a log record
-    that names its category (:class:`_LogForwarder` issues it there again, :func:`_warn_again`)."""
-    record = logging.LogRecord("py.warnings", logging.WARNING, str(filename), lineno, str(message), None, None)
-    record.fit3d_warning = (category.__module__, category.__qualname__)
-    for handler in logging.getLogger().handlers:
-        handler.handle(record)
-
-
-def _warn_again(record: logging.LogRecord, registry: dict) -> None:
-    """Issue a worker's warning (:func:`_send_warning`) in this process, under its filters and
-    ``warnings.showwarning`` (the command line's), once per ``registry`` for each message,
-    category and line (the same warning from every worker is said once). A category this process
-    cannot import is issued as a :class:`UserWarning`."""
-    import importlib
-    import warnings
-
-    module, name = record.fit3d_warning
-    try:
-        category = getattr(importlib.import_module(module), name)
-    except Exception:  # noqa: BLE001 - (a category defined in a worker's own code, a nested class)
-        category = UserWarning
-    if not (isinstance(category, type) and issubclass(category, Warning)):
-        category = UserWarning
-    warnings.warn_explicit(record.getMessage(), category, record.pathname, record.lineno, registry=registry)
-
-
 class _LogForwarder:
     """The calling process's end of its workers' log records: a daemon thread hands each record
     from ``queue`` (a :class:`multiprocessing.SimpleQueue`) to the logger of its name here (so this
     process's handlers, levels and filters apply) until :meth:`stop`. Nothing is ever written to
     the queue from this process: a worker killed while it wrote holds the queue's write lock for
     good (a review: a stop sentinel waited on it, and the interpreter's exit on that). The workers'
-    warnings are issued here again (:func:`_warn_again`), each once for the forwarder's life."""
+    warnings are shown here, each once for the forwarder's life
+    (:class:`~fit3d.pipeline.worker_warnings.ShownOnce`)."""
 
     def __init__(self, queue) -> None:
+        from fit3d.pipeline.worker_warnings import ShownOnce
+
         self.queue = queue
-        self._warned: dict = {}  # (the warnings registry: what was said)
+        self._warnings = ShownOnce()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._forward, name="fit3d-worker-logs", daemon=True)
         self._thread.start()
@@ -238,10 +220,10 @@ class _LogForwarder:
                 continue  # unpickle): skipped; a thread that ended here left the workers' writes blocked
             try:
                 if hasattr(record, "fit3d_warning"):
-                    _warn_again(record, self._warned)
+                    self._warnings.show(record)
                 else:
                     logging.getLogger(record.name).handle(record)
-            except Exception:  # noqa: BLE001 - (a filter that raises, a warning made an error): as above
+            except Exception:  # noqa: BLE001 - (a filter or a warnings hook that raises): as above
                 continue
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -282,11 +264,13 @@ class FitterPool:
         per worker, answered once a worker has built its fitter (``BrokenProcessPool`` when
         they could not). The workers are spawned with SIGINT blocked, so that a Ctrl-C while
         they import does not stop them with a traceback each (they ignore it once started)."""
+        from fit3d.pipeline.worker_warnings import portable_filters
+
         context = multiprocessing.get_context("spawn")
         self._logs = _LogForwarder(context.SimpleQueue())
         ex = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_start_worker,
                                  initargs=(self.recipe, self.threads, self._logs.queue,
-                                           logging.getLogger().getEffectiveLevel()))
+                                           logging.getLogger().getEffectiveLevel(), portable_filters()))
         mask = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
         old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if mask else None
         try:  # the executor starts one process per task submitted

@@ -305,27 +305,49 @@ def test_a_record_the_caller_cannot_rebuild_is_skipped_and_the_rest_still_arrive
 
 
 def _warn_as_python_does(fitter, body_model):
-    """Worker task: a library's warning (twice, one line: the worker's filters say it once) and a
-    set-up's warning about the weights, which the caller gives itself."""
+    """Worker task: a library's warning (twice, one line: the worker's filters say it once), two the
+    caller silenced (by message; by category and module), and a set-up's warning about the weights,
+    which the caller gives itself."""
     import warnings
 
     from fit3d.body_models.weights import ReducedSetupWarning
 
+    with warnings.catch_warnings():  # (as fit3d's image reading does: this worker says its warnings again)
+        pass
     for _ in range(2):
         warnings.warn("a library's warning in a worker", RuntimeWarning)
+    warnings.warn("a worker's silenced warning", UserWarning)
+    warnings.warn("a worker's deprecation, silenced by module", DeprecationWarning)
     warnings.warn("the weights come from a reduced set-up", ReducedSetupWarning)
     return 1
 
 
-def test_a_workers_warnings_are_issued_in_the_calling_process_once():
-    """They went to each worker's own stderr (a left-out item): not in the command line's form, onto
-    its progress bar, once per worker. The set-up's warning is the caller's to give (it built its
-    fitter from the same weights)."""
+def test_a_workers_warnings_are_filtered_and_shown_by_the_calling_process_once():
+    """They went to each worker's own stderr (a left-out item), once per worker, past the caller's
+    filters (a spawned worker has the interpreter's defaults); a first version issued them again in
+    the caller, where filters by module did not match and any catch_warnings() (fit3d reads each
+    image in one) made them said again (a review). The set-up's warning is the caller's to give (it
+    built its fitter from the same weights)."""
     import warnings
 
     with warnings.catch_warnings(record=True) as got:
         warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", message="a worker's silenced")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tests\.pipeline\.)?test_workers$")
         with FitterPool(_recipe(), 2, 1) as pool:
+            assert [f.result(timeout=300) for f in [pool.submit(_warn_as_python_does) for _ in range(4)]] == [1] * 4
+            with warnings.catch_warnings():  # (clears the warnings registries)
+                pass
             assert [f.result(timeout=300) for f in [pool.submit(_warn_as_python_does) for _ in range(4)]] == [1] * 4
     said = [(w.category, str(w.message)) for w in got if "worker" in str(w.message) or "set-up" in str(w.message)]
     assert said == [(RuntimeWarning, "a library's warning in a worker")]
+
+
+def test_a_warning_the_caller_made_an_error_raises_in_the_worker_as_in_the_caller():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with FitterPool(_recipe(), 1, 1) as pool:
+            with pytest.raises(RuntimeWarning, match="a library's warning"):
+                pool.submit(_warn_as_python_does).result(timeout=300)

@@ -28,8 +28,9 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     from fit3d.body_models import weights
     from fit3d.body_models.weights import ReducedSetupWarning
 
-    with pytest.warns(ReducedSetupWarning, match="without --quick"):  # --quick's weights: using them warns
+    with pytest.warns(ReducedSetupWarning, match="without --quick") as said:  # --quick's weights: using them warns
         d = weights_path(smpl, "gmm").parent  # (tests/conftest.py keeps it in the test's folder)
+    assert not [w for w in said if issubclass(w.category, weights.OutdatedSetupWarning)]  # a set-up of today
     assert d.is_relative_to(tmp_path) and d.name.startswith("smpl-neutral-")
     for kind in ("gmm", "vae", "articulation", "prototypes", "regressor", "pose_set"):
         assert weights_path(smpl, kind).is_file(), kind
