@@ -164,18 +164,21 @@ def _warn_if_reduced(folder: Path, body) -> None:
     _CHECKED.add(state)
     messages = []  # (message, category)
     if state[1] is not None:
-        messages.append((f"a 'fit3d setup-model' of {folder} is unfinished ({PARTIAL}: interrupted, or running "
-                         f"now), so some of its weights may be the earlier set-up's: {setup_command(body)} "
-                         "again (it resumes) before fitting", ReducedSetupWarning))
+        messages.append((f"a 'fit3d setup-model' of {folder} is unfinished ({PARTIAL}), so some of its weights may "
+                         "be the earlier set-up's: if it is running now, wait for it; if it was interrupted, "
+                         f"{setup_command(body)} again (it resumes) before fitting", ReducedSetupWarning))
     try:
         stats = json.loads((folder / "setup.json").read_text())
     except (OSError, ValueError):
         stats = None
-    if stats is not None and not stats.get("full", (stats.get("config") or {}).get("max_poses") is None):
-        messages.append((f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: "
-                         f"{stats.get('config')}): fits will be poor; {setup_command(body)} without --quick "
-                         "to replace them", ReducedSetupWarning))
-    if stats is not None and stats.get("retargeting") != SETUP_RETARGETING:
+    reduced = stats is not None and not stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
+    if reduced:
+        cut = stats.get("reduced")  # (the settings that differ from a full set-up's; older files: the whole config)
+        cut = ", ".join(f"{k} {v}" for k, v in cut.items()) if isinstance(cut, dict) else stats.get("config")
+        messages.append((f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: {cut}): "
+                         f"fits will be poor; {setup_command(body)} without --quick to replace them (about "
+                         f"{said_setup_minutes()} minutes)", ReducedSetupWarning))
+    elif stats is not None and stats.get("retargeting") != SETUP_RETARGETING:  # (a reduced one is said already)
         messages.append((f"the weights in {folder} come from a 'fit3d setup-model' of an earlier fit3d, whose "
                          "retargeting of the pose set bent the spine and head by the difference of anny's and "
                          f"{body.name}'s rest poses (fits inherit the lean): {setup_command(body)} again to "

@@ -165,6 +165,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
                        retargeting=weights.SETUP_RETARGETING, seconds={})
     full = config == SetupConfig(seed=config.seed)
     stats["full"] = full  # False: fitting with these weights warns (fit3d.body_models.weights)
+    if not full:  # (what the warning names: the settings a full set-up has otherwise)
+        stats["reduced"] = {k: v for k, v in asdict(config).items() if v != getattr(SetupConfig(seed=config.seed), k)}
     done = _resumable(partial, stats)
     if done:
         stats = done
@@ -195,7 +197,8 @@ def _setup(body, config: SetupConfig, out_dir: Path, progress: bool, log) -> dic
                         command="fit3d setup-model", **kw)
         stats["seconds"][kind] = r["seconds"]
         write_json(partial, stats)
-        log(f"fit3d: {kind} trained on {r['poses']} poses in {r['seconds']:.0f} s")
+        log(f"fit3d: {kind} trained on {r['poses']} poses (with their mirror images and recombined limbs) in "
+            f"{r['seconds']:.0f} s")
     t = time.perf_counter()
     checkpoint = out_dir / REGRESSOR_CHECKPOINT
     rs = train_regressor_file(path("pose_set"), path("regressor"), body, "fit3d setup-model",

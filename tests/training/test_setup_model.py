@@ -31,6 +31,8 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     with pytest.warns(ReducedSetupWarning, match="without --quick") as said:  # --quick's weights: using them warns
         d = weights_path(smpl, "gmm").parent  # (tests/conftest.py keeps it in the test's folder)
     assert not [w for w in said if issubclass(w.category, weights.OutdatedSetupWarning)]  # a set-up of today
+    reduced = [str(w.message) for w in said if "without --quick" in str(w.message)]
+    assert "max_poses 256" in reduced[0] and "seed" not in reduced[0]  # what was cut, not the whole config
     assert d.is_relative_to(tmp_path) and d.name.startswith("smpl-neutral-")
     for kind in ("gmm", "vae", "articulation", "prototypes", "regressor", "pose_set"):
         assert weights_path(smpl, kind).is_file(), kind
@@ -52,14 +54,20 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     # an unfinished set-up of the folder (interrupted, or running): its weights may be mixed
     (d / "setup.partial.json").write_text("{}")
     weights.forget_reduced_setup_checks()
-    with pytest.warns(ReducedSetupWarning, match="is unfinished .* again \\(it resumes\\)"):
+    with pytest.warns(ReducedSetupWarning, match="is unfinished .* wait for it; .* again \\(it resumes\\)"):
         weights_path(smpl, "gmm")
     (d / "setup.partial.json").unlink()
     # a set-up by an earlier fit3d, which retargeted the spine and head as they are: its weights bend them
-    (d / "setup.json").write_text(json.dumps({k: v for k, v in stats.items() if k != "retargeting"}))
+    (d / "setup.json").write_text(json.dumps({**{k: v for k, v in stats.items() if k not in ("retargeting", "reduced")},
+                                              "full": True}))
     weights.forget_reduced_setup_checks()
     with pytest.warns(weights.OutdatedSetupWarning, match="earlier fit3d.* again to replace them"):
         weights_path(smpl, "gmm")
+    (d / "setup.json").write_text(json.dumps({k: v for k, v in stats.items() if k != "retargeting"}))
+    weights.forget_reduced_setup_checks()
+    with pytest.warns(ReducedSetupWarning) as said:  # an earlier fit3d's --quick set-up: one advice, not two
+        weights_path(smpl, "gmm")
+    assert [str(w.message).count("without --quick") for w in said] == [1]
     # another model file does not pick them up
     with pytest.raises(FileNotFoundError, match="setup-model --model smplh"):
         build_smplify(build_body_model("smplh", smpl_like_dir))
