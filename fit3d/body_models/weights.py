@@ -187,6 +187,37 @@ def _warn_if_reduced(folder: Path, body) -> None:
         warnings.warn_explicit(m, category, "fit3d setup-model", 0)
 
 
+def setup_state(body) -> dict | None:
+    """What a fit's record keeps of the set-up of ``body``'s weights (``fit3d setup-model``):
+    ``{"full": bool, "retargeting": str | None}`` from its folder's ``setup.json`` (``full``
+    False: reduced, e.g. ``--quick``; ``retargeting`` not :data:`SETUP_RETARGETING`: an earlier
+    fit3d's); None for anny (bundled weights) or a model not set up (no readable ``setup.json``)."""
+    import json
+
+    if body.name == "anny":
+        return None
+    try:
+        stats = json.loads((setup_dir(body) / "setup.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stats, dict):
+        return None
+    full = stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
+    return dict(full=bool(full), retargeting=stats.get("retargeting"))
+
+
+def setup_state_problem(state) -> str | None:
+    """What is wrong with the weights a :func:`setup_state` describes, for messages (None: nothing)."""
+    if not isinstance(state, dict):
+        return None
+    if not state.get("full", True):
+        return "a reduced 'fit3d setup-model' (e.g. --quick: fine to check an installation, not to fit with)"
+    if state.get("retargeting") != SETUP_RETARGETING:
+        return ("a 'fit3d setup-model' of an earlier fit3d (its pose set's spine and head lean by the difference of "
+                "anny's and the model's rest poses)")
+    return None
+
+
 def setup_command(body) -> str:
     """``run 'fit3d setup-model --model M --model-path FILE [--gender G]'``: the set-up of ``body``'s
     own model file, named itself (its folder may hold another file that the search prefers, a

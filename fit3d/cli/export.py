@@ -63,6 +63,10 @@ def export(fits_dir, fmt, out, valid_only, frame, min_keypoints):
                f"{f'; left out: {dropped}' if dropped else ''} -> {out}", err=True)
     for line in unfinished_lines(c["merged"], fits_dir, what="export", again="export"):  # after it, as merge
         click.echo(line, err=True)
+    if c.get("setup_problem"):
+        click.echo(f"fit3d: warning: these fits were made while the {c['model']} weights in fit3d's cache came from "
+                   f"{c['setup_problem']} (unless you gave your own weights): fit them again after a full "
+                   "'fit3d setup-model' before training on them", err=True)
     if c["gender"] != "neutral" and fmt in ("spin", "humandata"):
         click.echo(f"fit3d: warning: these are fits of the {c['gender']} model; SPIN's and mmhuman3d's trainers pose "
                    "every ground-truth body with one neutral SMPL, which gives these betas another shape: fit "

@@ -42,7 +42,7 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False,
         people are not exported; ``"summary"`` and ``"dataset"``, a summary file or a merged dataset
         left in the folder, lose no one),
         ``merged``: :func:`~fit3d.pipeline.merge.merge_fits`' summary (shards unfinished or missing,
-        images to refit: what the export lacks).
+        images to refit: what the export lacks), ``setup_problem`` (:func:`fitted_setup_problem`).
     Raises:
         ValueError: nothing to export, or fits of several body models.
     """
@@ -76,8 +76,21 @@ def exported_people(fits_dir: str | Path, valid_only: bool = False,
     people["gender"] = np.full(int(keep.sum()), fitted_gender(fits_dir, models[0]))
     counts = dict(people=n, exported=int(keep.sum()), invalid=int((~valid_mask(people)).sum()), gender=str(people["gender"][0]),
                   dropped={k: v for k, v in dropped.items() if v}, model=str(models[0]),
-                  unreadable=merged["unreadable_outputs"], merged=merged)
+                  unreadable=merged["unreadable_outputs"], merged=merged,
+                  setup_problem=fitted_setup_problem(fits_dir, models[0]))
     return people, counts
+
+
+def fitted_setup_problem(fits_dir: str | Path, model: str) -> str | None:
+    """What was wrong with the set-up of the model's weights when the folder's fits were made, as its
+    record keeps it (``model_setup``, :func:`fit3d.body_models.weights.setup_state`: a reduced or an
+    earlier fit3d's ``setup-model``); None when nothing was, or the record keeps no state (anny,
+    folders fitted before 2026-12-06)."""
+    from fit3d.body_models.weights import setup_state_problem
+    from fit3d.pipeline.settings import fitting_settings
+
+    record = fitting_settings(fits_dir) or {}
+    return setup_state_problem(record.get("model_setup")) if record.get("model") == model else None
 
 
 def _rows(arrays: dict, keep: np.ndarray) -> dict:

@@ -9,6 +9,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from fit3d.body_models.weights import setup_state
 from fit3d.data.batching import make_batch
 from fit3d.data.records import ImageRecord, InputProblem
 from fit3d.data.writers import output_path, write_json
@@ -221,6 +222,7 @@ def _train_and_annotate(sets, annotator, body_model, subs, shard, batch_size, pr
         s["settings"] = normalised(dict(fitter="neuralannot", model=body_model.name,
                                         gender=getattr(body_model, "gender", None),
                                         model_file=getattr(body_model, "model_file", None),
+                                        model_setup=setup_state(body_model),
                                         **annotator.training_settings(), annotator=state))
         try:
             write_summary(sub, shard, s)

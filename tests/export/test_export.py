@@ -586,3 +586,24 @@ def test_spin_and_neuralannot_refuse_fits_without_ten_betas(smpl_fits):
         fmt(people)  # 10: as before
         with pytest.raises(ValueError, match="10 shape coefficients .* these fits have 16"):
             fmt(wide)
+
+
+@pytest.mark.parametrize("state, said", [
+    ({"full": False, "retargeting": "rest-relative"}, "a reduced 'fit3d setup-model'"),
+    ({"full": True, "retargeting": None}, "a 'fit3d setup-model' of an earlier fit3d"),
+    ({"full": True, "retargeting": "rest-relative"}, None),
+    (None, None),  # (a folder fitted before the record kept the set-up)
+])
+def test_export_warns_of_fits_made_with_weights_of_a_reduced_or_an_earlier_setup(tmp_path, smpl_fits, state, said):
+    """A user's trial: fits made with --quick weights (2 of 12 valid) were exported to a training set
+    with no word; the fitting run's warning was all."""
+    fits_dir = tmp_path / "fits"
+    shutil.copytree(smpl_fits, fits_dir)
+    (fits_dir / "fit_settings.json").write_text(json.dumps(dict(fitter="smplify", model="smpl", model_setup=state)))
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits_dir), "--format", "humandata",
+                                 "--out", str(tmp_path / "h.npz")])
+    assert r.exit_code == 0, r.output
+    if said:
+        assert f"made while the smpl weights in fit3d's cache came from {said}" in r.output
+    else:
+        assert "setup-model" not in r.output

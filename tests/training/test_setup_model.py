@@ -12,7 +12,7 @@ from fit3d.cli.main import cli
 from fit3d.fitters.build import build_eft, build_smplify
 
 
-def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smpl_like_dir, anny_model):
+def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smpl_like_dir, anny_model, sample_dir):
     anny_data = model_data_path()
     monkeypatch.setenv("FIT3D_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()
@@ -45,12 +45,24 @@ def test_setup_model_makes_everything_the_fitters_use(tmp_path, monkeypatch, smp
     assert ps["body_pose"].shape[1:] == (23, 3) and "test" in set(ps["split"])  # splits kept
     assert stats["full"] is False  # --quick: using them warns
     assert stats["retargeting"] == weights.SETUP_RETARGETING
+    assert weights.setup_state(smpl) == {"full": False, "retargeting": weights.SETUP_RETARGETING}  # (a fit's record)
     # afterwards the fitters find them with no further options, with a warning that they are --quick's
     weights.forget_reduced_setup_checks()  # the weights_path calls above warned already (once per process)
     with pytest.warns(ReducedSetupWarning, match="without --quick"):
         f = build_smplify(smpl)
     assert f.prior.name == "gmm" and f.prototypes is not None
     assert build_eft(smpl).regressor.num_joints == 23
+    # a fit's record keeps the set-up's state, and its export says it (a user's trial: no trace was left)
+    fits = tmp_path / "fits"
+    r = CliRunner().invoke(cli, ["eft", "--model", "smpl", "--model-path", str(smpl_like_dir), "--images",
+                                 str(sample_dir), "--annotations", str(sample_dir / "test_coco.json"), "--limit", "1",
+                                 "--out", str(fits), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((fits / "fit_settings.json").read_text())["model_setup"] == {
+        "full": False, "retargeting": weights.SETUP_RETARGETING}
+    r = CliRunner().invoke(cli, ["export", "--fits", str(fits), "--format", "spin", "--keep-invalid",
+                                 "--out", str(tmp_path / "spin.npz")])
+    assert r.exit_code == 0 and "came from a reduced 'fit3d setup-model'" in r.output, r.output
     # an unfinished set-up of the folder (interrupted, or running): its weights may be mixed
     (d / "setup.partial.json").write_text("{}")
     weights.forget_reduced_setup_checks()
