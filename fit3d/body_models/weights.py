@@ -149,7 +149,6 @@ def _warn_if_reduced(folder: Path, body) -> None:
     set-up before :data:`SETUP_RETARGETING`. Once per process and state of the folder (a set-up that finishes or
     starts again is a new state); nothing while neither file exists. The warning names no source
     line (it is about the folder, not the caller's code)."""
-    import json
     import warnings
 
     def mtime(name: str) -> float | None:
@@ -167,14 +166,12 @@ def _warn_if_reduced(folder: Path, body) -> None:
         messages.append((f"a 'fit3d setup-model' of {folder} is unfinished ({PARTIAL}), so some of its weights may "
                          "be the earlier set-up's: if it is running now, wait for it; if it was interrupted, "
                          f"{setup_command(body)} again (it resumes) before fitting", ReducedSetupWarning))
-    try:
-        stats = json.loads((folder / "setup.json").read_text())
-    except (OSError, ValueError):
-        stats = None
-    reduced = stats is not None and not stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
+    stats = _setup_stats(folder)
+    reduced = stats is not None and not _is_full(stats)
     if reduced:
         cut = stats.get("reduced")  # (the settings that differ from a full set-up's; older files: the whole config)
-        cut = ", ".join(f"{k} {v}" for k, v in cut.items()) if isinstance(cut, dict) else stats.get("config")
+        cut = ", ".join(f"{k} {v}" for k, v in cut.items()) if isinstance(cut, dict) and cut else \
+            stats.get("config") or "settings not recorded"
         messages.append((f"the weights in {folder} come from a reduced 'fit3d setup-model' (e.g. --quick: {cut}): "
                          f"fits will be poor; {setup_command(body)} without --quick to replace them (about "
                          f"{said_setup_minutes()} minutes)", ReducedSetupWarning))
@@ -191,25 +188,48 @@ def setup_state(body) -> dict | None:
     """What a fit's record keeps of the set-up of ``body``'s weights (``fit3d setup-model``):
     ``{"full": bool, "retargeting": str | None}`` from its folder's ``setup.json`` (``full``
     False: reduced, e.g. ``--quick``; ``retargeting`` not :data:`SETUP_RETARGETING`: an earlier
-    fit3d's); None for anny (bundled weights) or a model not set up (no readable ``setup.json``)."""
-    import json
-
+    fit3d's), with ``"unfinished": True`` while a set-up of the folder is unfinished
+    (:data:`PARTIAL`); None for anny (bundled weights) or a model not set up (no readable
+    ``setup.json``, or one that is no JSON object). Never compared as a setting
+    (:mod:`fit3d.pipeline.settings`): the exports read it (:func:`setup_state_problem`)."""
     if body.name == "anny":
         return None
+    folder = setup_dir(body)
+    stats = _setup_stats(folder)
+    if stats is None:
+        return None
+    state = dict(full=_is_full(stats), retargeting=stats.get("retargeting"))
+    if (folder / PARTIAL).exists():
+        state["unfinished"] = True
+    return state
+
+
+def _setup_stats(folder: Path) -> dict | None:
+    """``folder/setup.json`` (None when missing, unreadable or not a JSON object)."""
+    import json
+
     try:
-        stats = json.loads((setup_dir(body) / "setup.json").read_text())
+        stats = json.loads((folder / "setup.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(stats, dict):
-        return None
-    full = stats.get("full", (stats.get("config") or {}).get("max_poses") is None)
-    return dict(full=bool(full), retargeting=stats.get("retargeting"))
+    return stats if isinstance(stats, dict) else None
+
+
+def _is_full(stats: dict) -> bool:
+    """Whether ``setup.json``'s ``stats`` describe a full set-up (``full``; files written before that
+    flag: no ``config.max_poses``)."""
+    if "full" in stats:
+        return stats["full"] is True
+    config = stats.get("config")
+    return not isinstance(config, dict) or config.get("max_poses") is None
 
 
 def setup_state_problem(state) -> str | None:
     """What is wrong with the weights a :func:`setup_state` describes, for messages (None: nothing)."""
     if not isinstance(state, dict):
         return None
+    if state.get("unfinished"):
+        return "an unfinished 'fit3d setup-model' (some weights may have been an earlier set-up's)"
     if not state.get("full", True):
         return "a reduced 'fit3d setup-model' (e.g. --quick: fine to check an installation, not to fit with)"
     if state.get("retargeting") != SETUP_RETARGETING:

@@ -194,6 +194,7 @@ def run_neuralannot(sets: list[tuple[Path, list[ImageRecord], list[InputProblem]
 def _train_and_annotate(sets, annotator, body_model, subs, shard, batch_size, progress, on_trained, on_run,
                         target) -> float:
     """:func:`run_neuralannot`'s work once its folders are locked (:func:`~fit3d.pipeline.lock.run_lock`)."""
+    model_setup = setup_state(body_model)  # (of the weights the annotator was built from, before hours of training)
     t0 = time.perf_counter()
     try:
         history = annotator.fit_dataset(target, progress=progress)
@@ -222,7 +223,7 @@ def _train_and_annotate(sets, annotator, body_model, subs, shard, batch_size, pr
         s["settings"] = normalised(dict(fitter="neuralannot", model=body_model.name,
                                         gender=getattr(body_model, "gender", None),
                                         model_file=getattr(body_model, "model_file", None),
-                                        model_setup=setup_state(body_model),
+                                        model_setup=model_setup,
                                         **annotator.training_settings(), annotator=state))
         try:
             write_summary(sub, shard, s)

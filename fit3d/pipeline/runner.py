@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from fit3d.body_models.weights import setup_state
 from fit3d.data.batching import person_camera
 from fit3d.data.records import ImageRecord, InputProblem, Person
 from fit3d.data.writers import (failure_path, incomplete_path, output_path, remove_stale_temporaries, write_json,
@@ -421,7 +422,8 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     settings = config.settings if config.settings is not None else dict(
         model=body_model.name, gender=str(getattr(body_model, "gender", "neutral")).lower(),
         focal_length=config.focal_length, min_visible=config.min_visible,
-        **({"fitter": str(name)} if name else {}), **described)
+        **({"fitter": str(name)} if name else {}), **described,
+        **({"model_setup": setup_state(body_model)} if getattr(body_model, "model_file", None) else {}))
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
     i, n = config.shard

@@ -98,8 +98,11 @@ def _diff(key: str, old, new) -> list[tuple[str, object, object]]:
 
 def _differences(old: dict, new: dict) -> list[tuple[str, object, object]]:
     old = dict({k: v for k, v in ADDED_LATER.items() if k in new}, **old)
-    # the model file both record is what counts, not how it was given (its folder or itself)
-    ignore = {_OVERWRITING} | ({"model_path"} if "model_file" in old and "model_file" in new else set())
+    # the model file both record is what counts, not how it was given (its folder or itself); the state
+    # of the model's set-up is a record for the exports, not a setting (weights it made differ by their
+    # fingerprints; a fitter given its own weights does not use it)
+    ignore = {_OVERWRITING, "model_setup"} | ({"model_path"} if "model_file" in old and "model_file" in new
+                                              else set())
     return [d for k in sorted(set(old) & set(new) - ignore) for d in _diff(k, old[k], new[k])]
 
 

@@ -281,3 +281,15 @@ def test_differing_settings_names_each_key_that_differs_once():
     assert differing_settings([a, b, b]) == ["fitter.schedule[1].iterations", "prior"]
     assert differing_settings([a, c]) == []  # a setting one predates, at its default (follow), is the same
     assert differing_settings([a]) == []
+
+
+def test_the_state_of_the_models_setup_is_recorded_but_not_compared(tmp_path):
+    """A review: a folder fitted with one's own weights before 'fit3d setup-model' refused to resume
+    after it (model_setup: None there, {...} now), though no weight it used had changed."""
+    from fit3d.pipeline.settings import differing_settings, same_settings
+
+    before = dict(fitter="eft", model="smpl", model_setup=None)
+    after = dict(fitter="eft", model="smpl", model_setup={"full": True, "retargeting": "rest-relative"})
+    assert check_settings(tmp_path, before) is False  # (nothing overwritten)
+    assert check_settings(tmp_path, after) is False  # resumes (raised: "fits made with other settings")
+    assert same_settings(before, after) and differing_settings([before, after]) == []
