@@ -211,13 +211,9 @@ def fit_settings(opts: FitOptions, fitter_name: str, options: dict, fitter=None)
     for k in ("steps", "lr"):
         if k in out and out[k] is None and hasattr(core, k):
             out[k] = getattr(core, k)
-    body = getattr(core, "body_model", None)
-    model_file = getattr(body, "model_file", None)
+    model_file = getattr(getattr(core, "body_model", None), "model_file", None)
     if model_file is not None:  # the licensed file itself: a folder or the file given are the same setting
         out["model_file"] = Path(model_file)
-        from fit3d.body_models.weights import setup_state
-
-        out["model_setup"] = setup_state(body)  # (the exports warn of a reduced or an earlier fit3d's set-up)
     out = {k: str(Path(v).resolve()) if isinstance(v, Path) else v for k, v in out.items()}
     # what the built fitter says of itself: a fingerprint of each weights file it loaded (a prior
     # or regressor retrained by setup-model at the same path is another setting) and its options

@@ -422,8 +422,9 @@ def _fit_into(out_dir: Path, images: list[ImageRecord], fitter, body_model, conf
     settings = config.settings if config.settings is not None else dict(
         model=body_model.name, gender=str(getattr(body_model, "gender", "neutral")).lower(),
         focal_length=config.focal_length, min_visible=config.min_visible,
-        **({"fitter": str(name)} if name else {}), **described,
-        **({"model_setup": setup_state(body_model)} if getattr(body_model, "model_file", None) else {}))
+        **({"fitter": str(name)} if name else {}), **described)
+    if getattr(body_model, "model_file", None):  # the caller's settings or these: the exports read it, no check
+        settings = {**settings, "model_setup": setup_state(body_model)}
     overwriting = config.check_settings and check_settings(out_dir, settings, config.overwrite,
                                                            whole_folder=config.whole_folder)
     i, n = config.shard
